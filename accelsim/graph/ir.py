@@ -180,6 +180,7 @@ class Graph:
                 nodes.append(VectorNode(**fields))
             else:
                 raise AccelsimError(
-                    f"graph node {raw.get('name')!r}: op={raw.get('op')!r} is not one of gemm, vector"
+                    f"graph node {raw.get('name')!r}: op={raw.get('op')!r} "
+                    "is not one of gemm, vector"
                 )
         return cls(name=data["name"], nodes=tuple(nodes), input_shape=dict(data["input_shape"]))
