@@ -1,0 +1,1 @@
+"""Real evaluation tasks (text, vision, speech) on offline data: splits, batches and metric."""
