@@ -1,0 +1,144 @@
+"""Accuracy of compressed models: the task metric from the integer reference, or fidelity.
+
+* :func:`evaluate_accuracy`: the exported integer model executed by the bit-exact integer
+  reference (``accelsim.ref.execute.run_int_model``) over a task's test split, scored by the
+  task's metric. This is the number the results table and ``run --accuracy`` report.
+* :func:`evaluate_float`: the same split through a PyTorch model (FP32, or fake-quantized while
+  training); used for the FP32 row and to cross-check the integer reference.
+* :func:`fidelity`: for a model without a task (e.g. ``vit_b16`` with random weights) there is
+  no label to score, so the compressed model is compared with its FP model on generated inputs:
+  top-1 agreement of the two argmaxes and the SQNR of the compressed outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from accelsim.errors import AccelsimError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from accelsim.tasks.base import Split, Task
+
+EVAL_BATCH = 64
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """Compressed vs FP outputs on the same inputs (no labels needed).
+
+    ``top1_agreement_pct``: share of examples (rows of the last output axis) whose argmax agrees.
+    ``sqnr_db``: ``10 log10(sum fp^2 / sum (fp - compressed)^2)`` over all outputs; ``inf`` when
+    they are identical.
+    """
+
+    top1_agreement_pct: float
+    sqnr_db: float
+    num_examples: int
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits of a model output (HF ``ModelOutput``, tuple or tensor)."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "logits"):
+        return output.logits
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise AccelsimError(
+        f"model output: {type(output).__name__} has no logits; "
+        "allowed: a tensor, a tuple whose first item is one, or an object with .logits"
+    )
+
+
+def evaluate_float(task: Task, model: nn.Module, split: Split = "test") -> float:
+    """The task metric of a PyTorch model on ``split`` (eval mode, no gradients)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    with torch.no_grad():
+        for batch in task.batches(split, EVAL_BATCH, seed=0):
+            logits.append(logits_of(model(**batch.inputs)).float())
+            labels.append(batch.labels)
+    model.train(was_training)
+    return task.metric(torch.cat(logits), torch.cat(labels))
+
+
+def evaluate_accuracy(task: Task, model: nn.Module, int_model: Any, split: Split = "test") -> float:
+    """The task metric of ``int_model`` executed by the integer reference on ``split``.
+
+    ``model`` is the compressed PyTorch model the integer model was exported from; its number
+    of labels must match the task's (a model fine-tuned for another task has no meaning here).
+    """
+    import torch
+
+    from accelsim.ref.execute import run_int_model
+
+    labels_out = _num_labels(model)
+    if labels_out is not None and labels_out != task.num_labels:
+        raise AccelsimError(
+            f"evaluate_accuracy: model has {labels_out} output labels, task {task.name} has "
+            f"{task.num_labels}; allowed: a model fine-tuned for {task.name}"
+        )
+    logits, labels = [], []
+    for batch in task.batches(split, EVAL_BATCH, seed=0):
+        out = run_int_model(int_model, batch.inputs)
+        logits.append(torch.as_tensor(logits_of(out)).float())
+        labels.append(batch.labels)
+    return task.metric(torch.cat(logits), torch.cat(labels))
+
+
+def _num_labels(model: nn.Module) -> int | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "num_labels", None)
+
+
+def fidelity(
+    fp_model: Callable[..., Any],
+    compressed_model: Callable[..., Any],
+    inputs: Iterable[Mapping[str, torch.Tensor]],
+) -> Fidelity:
+    """Top-1 agreement and output SQNR of ``compressed_model`` vs ``fp_model``.
+
+    Both are called as ``model(**batch)`` on every batch of ``inputs``; modules are put in
+    eval mode for the comparison (dropout would make it random) and restored afterwards.
+    """
+    import torch
+
+    fp_sq = err_sq = 0.0
+    agree = total = 0
+    modes = [
+        (m, m.training) for m in (fp_model, compressed_model) if isinstance(m, torch.nn.Module)
+    ]
+    for m, _ in modes:
+        m.eval()
+    try:
+        with torch.no_grad():
+            for batch in inputs:
+                ref = logits_of(fp_model(**batch)).double()
+                out = torch.as_tensor(logits_of(compressed_model(**batch))).double()
+                if ref.shape != out.shape:
+                    raise AccelsimError(
+                        f"fidelity: compressed output shape {tuple(out.shape)} differs from the "
+                        f"FP output shape {tuple(ref.shape)}; allowed: identical shapes"
+                    )
+                fp_sq += float((ref**2).sum())
+                err_sq += float(((ref - out) ** 2).sum())
+                agree += int((ref.argmax(-1) == out.argmax(-1)).sum())
+                total += ref.argmax(-1).numel()
+    finally:
+        for m, mode in modes:
+            m.train(mode)
+    if total == 0:
+        raise AccelsimError("fidelity: no inputs given; allowed: at least one batch")
+    sqnr_db = math.inf if err_sq == 0.0 else 10.0 * math.log10(fp_sq / err_sq)
+    return Fidelity(100.0 * agree / total, sqnr_db, total)

@@ -1,0 +1,100 @@
+"""``accelsim plot pareto|breakdown|roofline``: figures from sweep results or one run's JSON."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "plot a sweep's Pareto front, or one run's per-layer breakdown or roofline"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
+    pareto = kinds.add_parser(
+        "pareto", help="design points of a sweep with the Pareto front highlighted and labelled"
+    )
+    pareto.add_argument(
+        "results", type=Path, help="results store (.sqlite) or export (.csv, .parquet)"
+    )
+    pareto.add_argument("--x", default="latency_ms", help="x objective column (default latency_ms)")
+    pareto.add_argument("--y", default="energy_uj", help="y objective column (default energy_uj)")
+    pareto.add_argument("--x-sense", choices=("min", "max"), help="default: the column's usual")
+    pareto.add_argument("--y-sense", choices=("min", "max"), help="default: the column's usual")
+    pareto.add_argument("--color", help="colour points by this column (e.g. accuracy, recipe)")
+    pareto.add_argument(
+        "--objective", action="append", default=[], metavar="NAME[:min|max]",
+        help="an extra objective the front is computed over (repeatable), e.g. accuracy_pct:max",
+    )
+    pareto.add_argument(
+        "--constraint", action="append", default=[], metavar="'FIELD OP VALUE'",
+        help="extra constraint on top of the sweep's own (repeatable), e.g. 'area_mm2 <= 20'",
+    )
+    pareto.add_argument("--title", default="", help="figure title")
+    pareto.add_argument("--out", type=Path, help="PNG or SVG (default: RESULTS stem + _pareto.png)")
+    for name, text in (
+        ("breakdown", "per-layer stacked bars of cycles (compute/stall) or energy by component"),
+        ("roofline", "GEMM layers under the compute and DRAM-bandwidth roofs"),
+    ):
+        sub = kinds.add_parser(name, help=text)
+        sub.add_argument("run_json", type=Path, help="JSON written by `accelsim run --json`")
+        sub.add_argument("--out", type=Path, help=f"PNG or SVG (default: RUN stem + _{name}.png)")
+        if name == "breakdown":
+            sub.add_argument("--metric", choices=("cycles", "energy"), default="cycles")
+            sub.add_argument("--top", type=int, default=30,
+                             help="largest layers shown; the rest are summed (default 30)")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = plot_pareto(args) if args.kind == "pareto" else plot_run(args)
+    print(f"wrote {out}")
+    return 0
+
+
+def plot_pareto(args: argparse.Namespace) -> Path:
+    from accelsim.dse.pareto import DEFAULT_SENSES, pareto_front, parse_objectives
+    from accelsim.dse.space import parse_constraint
+    from accelsim.dse.store import constraint_mask, load_results
+    from accelsim.report.plots import pareto_info, render_pareto, resolve_column
+
+    frame = load_results(args.results)
+    x, y = resolve_column(frame, args.x), resolve_column(frame, args.y)
+    objectives = {
+        x: args.x_sense or DEFAULT_SENSES.get(x, "min"),
+        y: args.y_sense or DEFAULT_SENSES.get(y, "min"),
+    }
+    for name, sense in parse_objectives(args.objective).items():
+        objectives[resolve_column(frame, name)] = sense
+    constraints = [parse_constraint(text) for text in args.constraint]
+    eligible = frame["meets_constraints"] if "meets_constraints" in frame else frame["feasible"]
+    eligible = eligible.astype(bool) & constraint_mask(frame, constraints)
+    front = pareto_front(frame, objectives, eligible, by="model")
+    info = pareto_info(frame, x, y, front, eligible, color=args.color)
+    out = args.out or args.results.with_name(f"{args.results.stem}_pareto.png")
+    return render_pareto(info, out, title=args.title)
+
+
+def plot_run(args: argparse.Namespace) -> Path:
+    import json
+
+    from accelsim.errors import AccelsimError
+    from accelsim.report.plots import (
+        breakdown_info,
+        render_breakdown,
+        render_roofline,
+        roofline_info,
+    )
+
+    try:
+        run_data = json.loads(args.run_json.read_text())
+    except OSError as exc:
+        raise AccelsimError(f"{args.run_json}: cannot read ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise AccelsimError(
+            f"{args.run_json}: not valid JSON ({exc.msg}, line {exc.lineno})"
+        ) from None
+    out = args.out or args.run_json.with_name(f"{args.run_json.stem}_{args.kind}.png")
+    if args.kind == "breakdown":
+        if args.top < 1:
+            raise AccelsimError(f"--top {args.top}: must be >= 1")
+        return render_breakdown(breakdown_info(run_data, args.metric, args.top), out)
+    return render_roofline(roofline_info(run_data), out)

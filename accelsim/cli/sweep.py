@@ -1,0 +1,68 @@
+"""``accelsim sweep FILE``: evaluate a sweep file's design points into a resumable store."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "evaluate a sweep file's design points (resumable; local cores or a Dask cluster)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sweep_file", type=Path, help="sweep YAML (see docs/sweeps.md)")
+    parser.add_argument(
+        "--out", type=Path,
+        help="results store (SQLite); default: results/NAME.sqlite beside the sweep file. "
+        "Rerunning with the same store skips finished points",
+    )
+    parser.add_argument("--workers", type=int, help="local worker processes (default: all cores)")
+    parser.add_argument(
+        "--scheduler", metavar="tcp://HOST:PORT",
+        help="run on this Dask scheduler instead of local processes",
+    )
+    parser.add_argument("--batch-size", type=int, help="points per task (default: automatic)")
+    parser.add_argument("--csv", type=Path, help="also export all results to this CSV file")
+    parser.add_argument("--parquet", type=Path, help="also export all results to this Parquet file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from accelsim.dse.runner import run_sweep
+    from accelsim.dse.space import load_sweep
+    from accelsim.dse.store import export_results, load_results
+    from accelsim.errors import AccelsimError
+
+    if args.batch_size is not None and args.batch_size < 1:
+        raise AccelsimError(f"--batch-size {args.batch_size}: must be >= 1")
+    spec = load_sweep(args.sweep_file)
+    out = args.out or args.sweep_file.parent / "results" / f"{args.sweep_file.stem}.sqlite"
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="pt", desc=spec.name, disable=args.no_progress,
+                       smoothing=0.1)
+        bar.update(done - bar.n)
+
+    try:
+        summary = run_sweep(
+            spec, out, workers=args.workers, scheduler=args.scheduler,
+            batch_size=args.batch_size, progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    frame = load_results(out)
+    for path in (args.csv, args.parquet):
+        if path is not None:
+            export_results(frame, path)
+    print(
+        f"{spec.name}: {summary.total} points ({summary.skipped} already stored, "
+        f"{summary.evaluated} evaluated); store {out} holds {len(frame)} points, "
+        f"{int(frame['feasible'].sum())} feasible, {int(frame['meets_constraints'].sum())} "
+        "meet the constraints"
+    )
+    return 0

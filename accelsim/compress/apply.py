@@ -1,0 +1,272 @@
+"""Turn a Hugging Face encoder into its fake-quantized, 2:4-sparse version (in place).
+
+Every ``nn.Linear`` inside the encoder blocks becomes a :class:`QuantLinear`; each self-attention
+module gets quantizers for both operands of its two matmuls, run by a custom attention function
+registered with transformers' ``AttentionInterface``. Embeddings, LayerNorm, softmax, the
+convolutional front end and the task head stay float32 (docs/compression.md §3).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from accelsim.compress.precision import ATTENTION_ATTR, GemmPrecision
+from accelsim.compress.quant import ActQuantizer, QuantLinear
+from accelsim.compress.recipe import FAMILIES, Recipe, check_family
+from accelsim.compress.sparsity import gradual_mask_2_4, mask_2_4, supports_2_4
+from accelsim.errors import AccelsimError
+
+ATTN_IMPLEMENTATION = "accelsim_quant"
+ATTN_QUANT = "accelsim_attn_quant"  # ModuleDict q, k, v, probs on a quantized attention module
+PLAN_ATTR = "accelsim_plan"  # the CompressionPlan, set on the model by apply_recipe
+
+_ENCODER_BLOCK = {
+    "bert": r"(?:^|\.)encoder\.layer\.\d+\.",
+    "vit": r"(?:^|\.)encoder\.layer\.\d+\.",
+    "dinov2": r"(?:^|\.)encoder\.layer\.\d+\.",
+    "wav2vec2": r"(?:^|\.)encoder\.layers\.\d+\.",
+    "whisper": r"(?:^|\.)encoder\.layers\.\d+\.",
+}
+# The modules that call ALL_ATTENTION_FUNCTIONS (checked against transformers 5.24 sources).
+_ATTENTION_CLASSES = {
+    "bert": "BertSelfAttention",
+    "vit": "ViTAttention",
+    "dinov2": "Dinov2Attention",
+    "wav2vec2": "Wav2Vec2Attention",
+    "whisper": "WhisperAttention",
+}
+# Float attributes that transformers models use as functional dropout rates.
+_DROPOUT_ATTRS = ("dropout", "attention_dropout", "activation_dropout", "dropout_prob")
+
+
+class Batch(Protocol):
+    """Structural twin of ``accelsim.tasks.base.Batch`` (compress sits below tasks and must not
+    import it): model keyword inputs and labels."""
+
+    @property
+    def inputs(self) -> dict[str, Tensor]: ...
+
+    @property
+    def labels(self) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class CompressionPlan:
+    """What :func:`apply_recipe` did to a model."""
+
+    family: str
+    recipe: str
+    quantized_linears: tuple[str, ...]
+    attention_modules: tuple[str, ...]
+    dense_layers: dict[str, str]  # quantized linear -> why it stays dense under a 2:4 recipe
+    float_layers: tuple[str, ...]  # Linear/Conv modules left in float32 (front end, head, ...)
+
+
+def model_family(model: nn.Module) -> str:
+    """The HF ``config.model_type`` of ``model``, checked against the supported families."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in FAMILIES:
+        raise AccelsimError(f"model: family (config.model_type) {model_type!r} is not supported; "
+                            f"allowed: {', '.join(FAMILIES)}")
+    return str(model_type)
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def _encoder_linears(model: nn.Module, family: str, extra: tuple[str, ...]) -> list[str]:
+    block = re.compile(_ENCODER_BLOCK[family])
+    names = [n for n, m in model.named_modules()
+             if type(m) is nn.Linear and block.search(n + ".")]
+    linears = {n for n, m in model.named_modules() if type(m) is nn.Linear}
+    for pattern in extra:
+        matched = [n for n in linears if re.fullmatch(pattern, n)]
+        if not matched:
+            raise AccelsimError(f"recipe: quantize_extra: {pattern!r} matches no nn.Linear; "
+                                f"candidates: {', '.join(sorted(linears - set(names)))}")
+        names.extend(n for n in matched if n not in names)
+    return names
+
+
+def quantized_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value: Tensor,
+                                attention_mask: Tensor | None, scaling: float | None = None,
+                                dropout: float = 0.0, **_: object) -> tuple[Tensor, Tensor]:
+    """Eager attention with both operands of ``QK^T`` and ``PV`` fake-quantized.
+
+    Same arithmetic as transformers' ``eager_attention_forward`` (additive float mask, float32
+    softmax); modules without quantizers (e.g. a whisper decoder) run it unquantized. The
+    probabilities are quantized before dropout, so calibration sees their inference distribution.
+    """
+    quant = getattr(module, ATTN_QUANT, None)
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    if quant is not None:
+        query, key, value = quant["q"](query), quant["k"](key), quant["v"](value)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + attention_mask[..., : key.shape[-2]]
+    probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    if quant is not None:
+        probs = quant["probs"](probs)
+    probs = nn.functional.dropout(probs, p=dropout, training=module.training)
+    out = torch.matmul(probs, value).transpose(1, 2).contiguous()
+    return out, probs
+
+
+def register_attention() -> None:
+    """Register :func:`quantized_attention_forward` (and the eager mask builder) by name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(ATTN_IMPLEMENTATION, quantized_attention_forward)
+    AttentionMaskInterface.register(ATTN_IMPLEMENTATION, eager_mask)
+
+
+def apply_recipe(model: nn.Module, recipe: Recipe) -> CompressionPlan:
+    """Swap encoder linears for QuantLinear (2:4-masked per recipe) and quantize attention.
+
+    Weight steps are initialised from the current weights (SAWB); activation clips still need
+    :func:`calibrate`. One-shot masks are built here from the current weights, so critical
+    initialization (masks from the task-fine-tuned model) is a matter of calling this after
+    stage 1. A float recipe (``weight_bits: 32``) leaves the model untouched.
+    """
+    family = model_family(model)
+    check_family(recipe, family)
+    gemm_types = (nn.Linear, nn.Conv1d, nn.Conv2d)
+    if not recipe.quantized:
+        floats = tuple(n for n, m in model.named_modules() if isinstance(m, gemm_types))
+        return CompressionPlan(family, recipe.name, (), (), {}, floats)
+    names = _encoder_linears(model, family, recipe.quantize_extra)
+    dense: dict[str, str] = {}
+    for name in names:
+        linear = model.get_submodule(name)
+        sparse = recipe.sparsity == "2:4" and supports_2_4(linear.in_features)
+        if recipe.sparsity == "2:4" and not sparse:
+            dense[name] = f"K={linear.in_features} is not a multiple of 4"
+        qlinear = QuantLinear.from_linear(
+            linear, weight_bits=recipe.weight_bits, act_bits=recipe.act_bits,
+            grid=recipe.weight_grid, granularity=recipe.weight_granularity,
+            scale_method=recipe.weight_scale_method, act_mode=recipe.act_quantizer,
+            sparse=sparse)
+        if sparse and recipe.pruning == "one_shot":
+            qlinear.weight_mask.copy_(mask_2_4(qlinear.weight))
+            qlinear.weight_quant.init_step(qlinear.masked_weight())
+        _set_submodule(model, name, qlinear)
+    attention: list[str] = []
+    if recipe.attention_bits != 32:
+        attention = _quantize_attention(model, family, recipe)
+    floats = tuple(n for n, m in model.named_modules()
+                   if isinstance(m, gemm_types) and not isinstance(m, QuantLinear))
+    plan = CompressionPlan(family, recipe.name, tuple(names), tuple(attention), dense, floats)
+    setattr(model, PLAN_ATTR, plan)  # read by export_int_model
+    return plan
+
+
+def _quantize_attention(model: nn.Module, family: str, recipe: Recipe) -> list[str]:
+    block = re.compile(_ENCODER_BLOCK[family])
+    names = [n for n, m in model.named_modules()
+             if type(m).__name__ == _ATTENTION_CLASSES[family] and block.search(n + ".")]
+    if not names:
+        raise AccelsimError(f"model: no {_ATTENTION_CLASSES[family]} inside the encoder blocks of "
+                            f"this {family} model; cannot quantize attention (attention_bits: 32 "
+                            f"keeps it float)")
+    bits = recipe.attention_bits
+    for name in names:
+        module = model.get_submodule(name)
+        module.add_module(ATTN_QUANT, nn.ModuleDict({
+            "q": ActQuantizer(bits, recipe.act_quantizer),
+            "k": ActQuantizer(bits, recipe.act_quantizer),
+            "v": ActQuantizer(bits, recipe.act_quantizer),
+            # Probabilities are >= 0: unsigned codes with zero point 0 after calibration.
+            "probs": ActQuantizer(bits, "pact2"),
+        }))
+        setattr(module, ATTENTION_ATTR, GemmPrecision(weight_bits=bits, act_bits=bits))
+    register_attention()
+    if not hasattr(model, "set_attn_implementation"):
+        raise AccelsimError(f"model: {type(model).__name__} is not a transformers PreTrainedModel; "
+                            f"cannot install the quantized attention function")
+    model.set_attn_implementation(ATTN_IMPLEMENTATION)
+    return names
+
+
+def act_quantizers(model: nn.Module) -> list[ActQuantizer]:
+    return [m for m in model.modules() if isinstance(m, ActQuantizer)]
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, batches: Iterable[Batch], recipe: Recipe) -> int:
+    """Percentile-calibrate every activation clip on the first ``calibration_batches`` batches
+    (float activations, eval mode); returns the number of batches used."""
+    quantizers = act_quantizers(model)
+    was_training = model.training
+    model.eval()
+    for q in quantizers:
+        q.start_calibration(recipe.calibration_percentiles)
+    used = 0
+    for batch in batches:
+        if used == recipe.calibration_batches:
+            break
+        model(**batch.inputs)
+        used += 1
+    for q in quantizers:
+        q.finish_calibration()
+    model.train(was_training)
+    return used
+
+
+def quant_linears(model: nn.Module) -> list[tuple[str, QuantLinear]]:
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, QuantLinear)]
+
+
+@torch.no_grad()
+def update_masks(model: nn.Module, fraction: float) -> None:
+    """Gradual pruning: grow every 2:4 mask to ``fraction`` of its groups (from current weights)."""
+    for _, layer in quant_linears(model):
+        if layer.weight_mask is not None:
+            mask = gradual_mask_2_4(layer.weight, layer.weight_mask, fraction)
+            layer.weight_mask.copy_(mask)
+
+
+@torch.no_grad()
+def enforce_masks(model: nn.Module) -> None:
+    """Zero pruned weights in place (after an optimizer step moved them through weight decay or
+    stale Adam moments), so the stored weights are exactly 2:4."""
+    for _, layer in quant_linears(model):
+        if layer.weight_mask is not None:
+            layer.weight.mul_(layer.weight_mask)
+
+
+DropoutRates = dict[tuple[str, str], float]
+
+
+def dropout_rates(model: nn.Module) -> DropoutRates:
+    """The model's own dropout rates: ``nn.Dropout.p`` and functional-dropout float attributes."""
+    rates: DropoutRates = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Dropout):
+            rates[(name, "p")] = float(module.p)
+            continue
+        for attr in _DROPOUT_ATTRS:
+            value = module.__dict__.get(attr)
+            if isinstance(value, float) and 0.0 <= value < 1.0:
+                rates[(name, attr)] = value
+    return rates
+
+
+def set_dropout_factor(model: nn.Module, base: DropoutRates, factor: float) -> None:
+    """Set every dropout rate to ``min(base * factor, 0.9)`` (scheduled dropout)."""
+    for (name, attr), rate in base.items():
+        module = model.get_submodule(name) if name else model
+        setattr(module, attr, min(rate * factor, 0.9))

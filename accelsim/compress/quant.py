@@ -1,0 +1,306 @@
+"""Fake quantization: the one quantize expression, weight and activation quantizers, QuantLinear.
+
+The integer reference (``accelsim.ref``) mirrors :func:`quantize_codes` bit for bit, so every
+quantizer here goes through it (or, for the ``no_zero`` ablation grid, through the half-step
+variant documented in :class:`WeightQuantizer`). See docs/compression.md §1-3.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from accelsim.compress.precision import GemmPrecision
+from accelsim.compress.sparsity import is_2_4
+
+WeightGrid = Literal["zero_preserving", "twos_complement", "no_zero"]
+Granularity = Literal["per_channel", "per_tensor"]
+ScaleMethod = Literal["sawb", "lsq"]
+ActMode = Literal["pact2", "symmetric"]
+
+# SAWB clip coefficients (alpha = c1*sqrt(E[w^2]) + c2*E[|w|]) per bit width, from IBM's
+# fms-model-optimizer sawb_utils (zero-aligned grids "403"/"803"); see shared/docs/method.md §1.3.
+SAWB_COEFFICIENTS: dict[int, tuple[float, float]] = {4: (12.035, -12.03), 8: (31.76, -35.04)}
+
+
+def quantize_codes(x: Tensor, scale: Tensor, zero_point: Tensor | float, qmin: float,
+                   qmax: float) -> Tensor:
+    """THE quantize expression: ``clamp(round_half_to_even(x / scale) + zero_point, qmin, qmax)``.
+
+    float32, true division by the float32 ``scale`` (not a multiply by its reciprocal: the two
+    disagree near ties), ``torch.round`` rounds half to even like ``np.rint``. Returns float32
+    integer-valued codes. No gradient (see :func:`fake_quantize`).
+    """
+    return torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax)
+
+
+def dequantize(codes: Tensor, scale: Tensor, zero_point: Tensor | float) -> Tensor:
+    """``(codes - zero_point) * scale``."""
+    return (codes - zero_point) * scale
+
+
+def round_ste(x: Tensor) -> Tensor:
+    """``torch.round`` forward, identity backward (straight-through estimator).
+
+    ``x + (round(x) - x)`` is exact in float32 (``round(x) - x`` is exact by Sterbenz's lemma
+    for |x| >= 0.5 and equals ``-x`` otherwise), so the forward value is bit-identical to
+    ``torch.round(x)``; tests check it on ties.
+    """
+    return x + (torch.round(x) - x).detach()
+
+
+def fake_quantize(x: Tensor, scale: Tensor, zero_point: Tensor | float, qmin: float,
+                  qmax: float) -> Tensor:
+    """Dequantized :func:`quantize_codes` with straight-through gradients.
+
+    d/dx is 1 inside ``[qmin, qmax]`` and 0 where the code saturates; ``scale`` and a tensor
+    ``zero_point`` receive LSQ/PACT+ gradients through autograd.
+    """
+    codes = torch.clamp(round_ste(x / scale) + zero_point, qmin, qmax)
+    return (codes - zero_point) * scale
+
+
+def weight_code_range(bits: int, grid: WeightGrid) -> tuple[int, int]:
+    """Integer code bounds of a weight grid (``no_zero``: bounds of the half-step index ``i``)."""
+    q = 2 ** (bits - 1) - 1
+    if grid == "zero_preserving":
+        return -q, q
+    return -q - 1, q
+
+
+def weight_top_level(bits: int, grid: WeightGrid) -> float:
+    """The grid's largest level in steps: the clip ``alpha`` maps onto it (``s = alpha / top``)."""
+    q = 2 ** (bits - 1) - 1
+    return q + 0.5 if grid == "no_zero" else float(q)
+
+
+def sawb_clip(weight: Tensor, bits: int, per_channel: bool) -> Tensor:
+    """SAWB clip per output channel ([N, 1]) or per tensor ([1, 1]), clamped to (0, max|w|].
+
+    Statistics include pruned zeros (as in the reference code). The clamp keeps a degenerate
+    channel (constant magnitude, mostly zeros) from an oversized or zero step.
+    """
+    c1, c2 = SAWB_COEFFICIENTS[bits]
+    w = weight.detach().float()
+    flat = w if per_channel else w.reshape(1, -1)
+    alpha = c1 * flat.pow(2).mean(dim=1, keepdim=True).sqrt() + c2 * flat.abs().mean(
+        dim=1, keepdim=True)
+    max_abs = flat.abs().amax(dim=1, keepdim=True)
+    floor = torch.clamp(max_abs / 4.0, min=torch.finfo(torch.float32).tiny)
+    return torch.minimum(torch.maximum(alpha, floor), torch.clamp(max_abs, min=floor))
+
+
+class WeightQuantizer(nn.Module):
+    """Symmetric weight fake-quantizer (zero point 0), per output channel or per tensor.
+
+    Grids (docs/compression.md §2): ``zero_preserving`` codes ``-q..q`` (4-bit: -7..7, the
+    default: a pruned zero stays an exact zero); ``twos_complement`` ``-q-1..q``; ``no_zero``
+    (ablation) levels ``(i + 0.5) * s`` with ``i = clamp(round(w / s - 0.5), -q-1, q)``.
+    The step ``s`` is stored in ``self.step`` ([N, 1] or [1, 1]): a buffer recomputed from the
+    weights by SAWB in every training forward (default), or an LSQ parameter.
+    """
+
+    def __init__(self, out_features: int, bits: int, grid: WeightGrid = "zero_preserving",
+                 granularity: Granularity = "per_channel", method: ScaleMethod = "sawb") -> None:
+        super().__init__()
+        self.bits = bits
+        self.grid: WeightGrid = grid
+        self.granularity: Granularity = granularity
+        self.method: ScaleMethod = method
+        self.qmin, self.qmax = weight_code_range(bits, grid)
+        rows = out_features if granularity == "per_channel" else 1
+        step = torch.ones(rows, 1)
+        if method == "lsq":
+            self.step = nn.Parameter(step)
+        else:
+            self.register_buffer("step", step)
+
+    def init_step(self, weight: Tensor) -> None:
+        """Set the step from SAWB statistics of ``weight`` (the LSQ initial value too)."""
+        alpha = sawb_clip(weight, self.bits, self.granularity == "per_channel")
+        with torch.no_grad():
+            self.step.copy_(alpha / weight_top_level(self.bits, self.grid))
+        if self.method == "lsq" and not hasattr(self, "_grad_hook"):
+            # LSQ gradient scale 1/sqrt(numel * q) (Esser et al. 2020), applied on the gradient
+            # so the forward step value stays exactly the stored (and exported) one.
+            numel = weight.numel() // self.step.shape[0]
+            factor = 1.0 / (numel * (2 ** (self.bits - 1) - 1)) ** 0.5
+            self._grad_hook = self.step.register_hook(lambda g: g * factor)
+
+    def current_step(self, weight: Tensor) -> Tensor:
+        if self.method == "sawb" and self.training:
+            self.init_step(weight)
+        if self.method == "lsq":
+            return torch.clamp(self.step, min=torch.finfo(torch.float32).tiny)
+        return self.step
+
+    def forward(self, weight: Tensor) -> Tensor:
+        step = self.current_step(weight)
+        if self.grid == "no_zero":
+            idx = torch.clamp(round_ste(weight / step - 0.5), self.qmin, self.qmax)
+            return (idx + 0.5) * step
+        return fake_quantize(weight, step, 0.0, self.qmin, self.qmax)
+
+    @torch.no_grad()
+    def export_codes(self, weight: Tensor) -> tuple[Tensor, Tensor]:
+        """(codes [N, K] integer-valued float32, scale [N] or [1]) with ``codes * scale`` equal
+        to the eval-mode forward. ``no_zero`` codes are the odd integers ``2i + 1`` at ``s / 2``.
+        """
+        step = self.step.detach()
+        if self.grid == "no_zero":
+            idx = torch.clamp(torch.round(weight / step - 0.5), self.qmin, self.qmax)
+            return 2.0 * idx + 1.0, (step / 2.0).reshape(-1)
+        return quantize_codes(weight, step, 0.0, self.qmin, self.qmax), step.reshape(-1)
+
+
+class ActQuantizer(nn.Module):
+    """Activation fake-quantizer with learnable clips, calibrated by percentiles.
+
+    ``pact2`` (default): clips ``lo <= 0 <= hi`` (two-sided PACT), unsigned codes
+    ``0..2^b-1``, ``scale = (hi - lo) / (2^b - 1)``, integer zero point
+    ``clamp(round(-lo / scale), 0, 2^b - 1)`` so 0.0 stays exact. ``symmetric``: one clip ``a``,
+    codes ``-q..q``, ``scale = a / q``, zero point 0. Before calibration finishes the quantizer
+    passes its input through; with ``observing`` set it records percentiles.
+    """
+
+    def __init__(self, bits: int, mode: ActMode = "pact2") -> None:
+        super().__init__()
+        self.bits = bits
+        self.mode: ActMode = mode
+        if mode == "pact2":
+            self.qmin, self.qmax = 0, 2**bits - 1
+            self.lo = nn.Parameter(torch.tensor(-1.0))
+            self.hi = nn.Parameter(torch.tensor(1.0))
+        else:
+            q = 2 ** (bits - 1) - 1
+            self.qmin, self.qmax = -q, q
+            self.clip = nn.Parameter(torch.tensor(1.0))
+        # The flag persists in the state dict; forward reads the Python mirror ``_active`` so that
+        # torch.export sees no data-dependent branch.
+        self.register_buffer("calibrated", torch.tensor(False))
+        self._active = False
+        self.observing = False
+        self._observed: list[tuple[float, float]] = []
+        self.percentiles = (0.1, 99.9)
+
+    @property
+    def signed(self) -> bool:
+        return self.mode == "symmetric"
+
+    @property
+    def is_calibrated(self) -> bool:
+        return self._active
+
+    def qparams(self) -> tuple[Tensor, Tensor]:
+        """(scale, zero_point) as float32 scalars, exactly as the forward uses them."""
+        tiny = torch.finfo(torch.float32).tiny
+        if self.mode == "pact2":
+            lo = torch.clamp(self.lo, max=0.0)
+            hi = torch.clamp(self.hi, min=0.0)
+            scale = torch.clamp((hi - lo) / float(self.qmax), min=tiny)
+            zero_point = torch.clamp(round_ste(-lo / scale), 0.0, float(self.qmax))
+            return scale, zero_point
+        scale = torch.clamp(self.clip.abs() / float(self.qmax), min=tiny)
+        return scale, torch.zeros((), dtype=scale.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.observing:
+            self._observe(x)
+            return x
+        if not self._active:
+            return x
+        scale, zero_point = self.qparams()
+        return fake_quantize(x, scale, zero_point, float(self.qmin), float(self.qmax))
+
+    def _observe(self, x: Tensor) -> None:
+        flat = x.detach().float().reshape(-1)
+        # torch.quantile is limited to 2^24 elements: a fixed stride keeps it deterministic.
+        stride = max(1, flat.numel() // (1 << 22))
+        sample = flat[::stride]
+        lo_p, hi_p = self.percentiles
+        q = torch.quantile(sample, torch.tensor([lo_p / 100.0, hi_p / 100.0]))
+        self._observed.append((float(q[0]), float(q[1])))
+
+    def start_calibration(self, percentiles: tuple[float, float]) -> None:
+        self.percentiles = percentiles
+        self._observed = []
+        self.observing = True
+
+    def finish_calibration(self) -> None:
+        """Set the clips to the mean observed percentiles (a never-run quantizer keeps +-1)."""
+        self.observing = False
+        if self._observed:
+            lo = sum(o[0] for o in self._observed) / len(self._observed)
+            hi = sum(o[1] for o in self._observed) / len(self._observed)
+            with torch.no_grad():
+                if self.mode == "pact2":
+                    # Keep 0 inside the range and a non-empty range for constant inputs.
+                    span = max(hi - lo, 1e-6)
+                    self.lo.fill_(min(lo, 0.0))
+                    self.hi.fill_(max(hi, min(lo, 0.0) + span, 0.0))
+                else:
+                    self.clip.fill_(max(abs(lo), abs(hi), 1e-6))
+        self._observed = []
+        self.calibrated.fill_(True)
+        self._active = True
+
+    def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._active = bool(self.calibrated)
+
+
+class QuantLinear(nn.Linear):
+    """``nn.Linear`` whose weight is 2:4-masked (optional), then fake-quantized, and whose input is
+    fake-quantized: ``F.linear(Qa(x), Qw(w * mask), bias)`` with the bias in float.
+
+    ``accelsim_precision`` (read by the tracer) is computed from the real codes on access.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, *, weight_bits: int,
+                 act_bits: int, grid: WeightGrid = "zero_preserving",
+                 granularity: Granularity = "per_channel", scale_method: ScaleMethod = "sawb",
+                 act_mode: ActMode = "pact2", sparse: bool = False) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self.weight_quant = WeightQuantizer(out_features, weight_bits, grid, granularity,
+                                            scale_method)
+        self.act_quant = ActQuantizer(act_bits, act_mode)
+        if sparse:
+            self.register_buffer("weight_mask", torch.ones(out_features, in_features))
+        else:
+            self.weight_mask = None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, **kwargs: object) -> QuantLinear:
+        q = cls(linear.in_features, linear.out_features, linear.bias is not None, **kwargs)
+        with torch.no_grad():
+            q.weight.copy_(linear.weight)
+            if linear.bias is not None:
+                q.bias.copy_(linear.bias)
+        q.to(linear.weight.device)
+        q.weight_quant.init_step(q.masked_weight())
+        return q
+
+    def masked_weight(self) -> Tensor:
+        return self.weight if self.weight_mask is None else self.weight * self.weight_mask
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight_quant(self.masked_weight())
+        return F.linear(self.act_quant(x), w, self.bias)
+
+    def export_codes(self) -> tuple[Tensor, Tensor]:
+        """(codes [N, K], weight scale [N] or [1]) as the eval forward uses them."""
+        return self.weight_quant.export_codes(self.masked_weight().detach())
+
+    @property
+    def accelsim_precision(self) -> GemmPrecision:
+        codes, _ = self.export_codes()
+        density = float((codes != 0).float().mean())
+        return GemmPrecision(
+            weight_bits=self.weight_quant.bits,
+            act_bits=self.act_quant.bits,
+            sparsity="2:4" if is_2_4(codes) else "dense",
+            weight_density=density,
+        )

@@ -1,0 +1,247 @@
+"""Compression recipes: a frozen dataclass loaded from YAML, validated once, plus its schedules.
+
+A recipe says what to quantize at which bit width, whether to prune 2:4, how to initialise
+(critical initialization) and how to fine-tune (learning rates, epochs, scheduled dropout).
+Files live in ``experiments/recipes/<name>.yaml``; docs/compression.md §5 explains the fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from accelsim.compress.sparsity import cubic_fraction
+from accelsim.errors import AccelsimError
+
+FAMILIES: tuple[str, ...] = ("bert", "dinov2", "vit", "wav2vec2", "whisper")
+BITS: tuple[int, ...] = (4, 8, 32)  # 32 = keep float32 (no quantizer)
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "experiments" / "recipes"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    weight_bits: int = 4
+    act_bits: int = 4
+    attention_bits: int = 8
+    weight_grid: Literal["zero_preserving", "twos_complement", "no_zero"] = "zero_preserving"
+    weight_granularity: Literal["per_channel", "per_tensor"] = "per_channel"
+    weight_scale_method: Literal["sawb", "lsq"] = "sawb"
+    act_quantizer: Literal["pact2", "symmetric"] = "pact2"
+    calibration_batches: int = 10
+    calibration_percentiles: tuple[float, float] = (0.1, 99.9)
+    sparsity: Literal["dense", "2:4"] = "dense"
+    pruning: Literal["one_shot", "gradual"] = "one_shot"
+    prune_ramp_fraction: float = 0.5
+    mask_update_steps: int = 10
+    init: Literal["finetuned", "pretrained"] = "finetuned"
+    fp_epochs: int = 2
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 3e-5
+    clip_lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_fraction: float = 0.1
+    max_grad_norm: float = 1.0
+    dropout_schedule: Literal["ramp", "constant"] = "ramp"
+    dropout_start_factor: float = 0.0
+    dropout_end_factor: float = 1.0
+    dropout_ramp_fraction: float = 0.5
+    quantize_extra: tuple[str, ...] = ()  # module paths of extra nn.Linear to quantize (head)
+    families: tuple[str, ...] = FAMILIES
+
+    @property
+    def quantized(self) -> bool:
+        return self.weight_bits != 32
+
+    def __post_init__(self) -> None:
+        problem = _problem(self)
+        if problem is not None:
+            raise AccelsimError(f"recipe {self.name!r}: {problem}")
+
+
+def _choices(annotation: Any) -> tuple[Any, ...] | None:
+    return typing.get_args(annotation) if typing.get_origin(annotation) is Literal else None
+
+
+def _problem(r: Recipe) -> str | None:
+    """The first invalid field of ``r`` as ``"field: value ... allowed"``, or None."""
+    hints = typing.get_type_hints(Recipe)
+    for f in fields(Recipe):
+        value = getattr(r, f.name)
+        allowed = _choices(hints[f.name])
+        if allowed is not None and value not in allowed:
+            return f"{f.name}: {value!r} is not one of {', '.join(map(str, allowed))}"
+    for key in ("weight_bits", "act_bits", "attention_bits"):
+        if getattr(r, key) not in BITS:
+            return (f"{key}: {getattr(r, key)!r} is not a supported bit width; "
+                    f"allowed: 4, 8, 32 (32 = float)")
+    if (r.weight_bits == 32) != (r.act_bits == 32):
+        return (f"weight_bits {r.weight_bits} with act_bits {r.act_bits}: both must be 32 "
+                f"(float) or both quantized (4, 8)")
+    if r.sparsity == "2:4" and not r.quantized:
+        return "sparsity: '2:4' needs quantized weights (weight_bits 4 or 8), got 32"
+    lo, hi = r.calibration_percentiles
+    if not 0.0 <= lo < hi <= 100.0:
+        return f"calibration_percentiles: {[lo, hi]} must satisfy 0 <= low < high <= 100"
+    for key in ("calibration_batches", "mask_update_steps", "epochs", "batch_size"):
+        if getattr(r, key) < 1:
+            return f"{key}: {getattr(r, key)!r} must be >= 1"
+    if r.fp_epochs < 0:
+        return f"fp_epochs: {r.fp_epochs!r} must be >= 0"
+    for key in ("lr", "clip_lr", "max_grad_norm"):
+        if not getattr(r, key) > 0:
+            return f"{key}: {getattr(r, key)!r} must be > 0"
+    for key in ("weight_decay", "dropout_start_factor", "dropout_end_factor"):
+        if not getattr(r, key) >= 0:
+            return f"{key}: {getattr(r, key)!r} must be >= 0"
+    for key in ("prune_ramp_fraction", "dropout_ramp_fraction"):
+        if not 0.0 < getattr(r, key) <= 1.0:
+            return f"{key}: {getattr(r, key)!r} must be in (0, 1]"
+    if not 0.0 <= r.warmup_fraction < 1.0:
+        return f"warmup_fraction: {r.warmup_fraction!r} must be in [0, 1)"
+    for fam in r.families:
+        if fam not in FAMILIES:
+            return f"families: {fam!r} is not one of {', '.join(FAMILIES)}"
+    return None
+
+
+def _convert(name: str, value: Any, annotation: Any, where: str) -> Any:
+    """Coerce a YAML value to the field's type (lists -> tuples); reject wrong types."""
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise AccelsimError(f"{where}: {name}: expected a list, got {value!r}")
+        args = typing.get_args(annotation)
+        item_type = args[0]
+        if args[-1] is not Ellipsis and len(value) != len(args):
+            raise AccelsimError(f"{where}: {name}: expected {len(args)} items, got {value!r}")
+        return tuple(_convert(name, v, item_type, where) for v in value)
+    if origin is Literal:
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise AccelsimError(f"{where}: {name}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise AccelsimError(f"{where}: {name}: expected an integer, got {value!r}")
+    if annotation is str and not isinstance(value, str):
+        raise AccelsimError(f"{where}: {name}: expected a string, got {value!r}")
+    return value
+
+
+def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
+    """Build a :class:`Recipe`; one line per unknown field, wrong type or impossible value."""
+    if not isinstance(data, dict):
+        raise AccelsimError(f"{where}: expected a mapping of recipe fields, got {data!r}")
+    hints = typing.get_type_hints(Recipe)
+    known = {f.name for f in fields(Recipe)}
+    for key in data:
+        if key not in known:
+            raise AccelsimError(f"{where}: unknown field {key!r}; allowed: "
+                                f"{', '.join(sorted(known))}")
+    if "name" not in data:
+        raise AccelsimError(f"{where}: name: missing (every recipe names itself)")
+    values = {k: _convert(k, v, hints[k], where) for k, v in data.items()}
+    problem = _problem(_unchecked(values))
+    if problem is not None:
+        raise AccelsimError(f"{where}: {problem}")
+    return Recipe(**values)
+
+
+def _unchecked(values: dict[str, Any]) -> Recipe:
+    """A Recipe built without __post_init__, so its problem can be reported with the file name."""
+    recipe = object.__new__(Recipe)
+    for f in fields(Recipe):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        object.__setattr__(recipe, f.name, values.get(f.name, default))
+    return recipe
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys instead of silently keeping the last one."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise AccelsimError(f"{node.start_mark.name}: duplicate field {key!r} "
+                                f"(line {key_node.start_mark.line + 1})")
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                 _construct_mapping)
+
+
+def available_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """A recipe by name (``experiments/recipes/<name>.yaml``) or by path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = RECIPES_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise AccelsimError(f"recipe: unknown name {str(name_or_path)!r}; allowed: "
+                                f"{', '.join(available_recipes())} or a path to a .yaml file")
+    if not path.is_file():
+        raise AccelsimError(f"recipe: file {str(path)!r} does not exist")
+    with path.open() as fh:
+        try:
+            data = yaml.load(fh, Loader=_UniqueKeyLoader)
+        except yaml.YAMLError as exc:
+            raise AccelsimError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return recipe_from_dict(data, where=str(path))
+
+
+def check_family(recipe: Recipe, family: str) -> None:
+    """One line when ``recipe`` does not cover model ``family``."""
+    if family not in recipe.families:
+        raise AccelsimError(f"recipe {recipe.name!r}: families: model family {family!r} is not "
+                            f"covered; this recipe applies to {', '.join(recipe.families)}")
+
+
+def dropout_factor(recipe: Recipe, progress: float) -> float:
+    """Multiplier of every dropout rate at compression-stage ``progress`` in [0, 1].
+
+    ``ramp``: linear from ``dropout_start_factor`` to ``dropout_end_factor`` over the first
+    ``dropout_ramp_fraction`` of training, then constant; ``constant``: 1 (the model's rates).
+    """
+    if recipe.dropout_schedule == "constant":
+        return 1.0
+    t = min(max(progress, 0.0) / recipe.dropout_ramp_fraction, 1.0)
+    return recipe.dropout_start_factor + t * (recipe.dropout_end_factor
+                                              - recipe.dropout_start_factor)
+
+
+def pruned_fraction(recipe: Recipe, progress: float) -> float:
+    """Fraction of 2:4 groups pruned at ``progress`` (1 throughout for one-shot pruning)."""
+    if recipe.pruning == "one_shot":
+        return 1.0
+    return cubic_fraction(progress, recipe.prune_ramp_fraction)
+
+
+def lr_factor(step: int, total_steps: int, warmup_fraction: float) -> float:
+    """Linear warm-up then linear decay to 0 (the BERT fine-tuning schedule)."""
+    warmup = math.floor(warmup_fraction * total_steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    remaining = max(total_steps - warmup, 1)
+    return max(0.0, (total_steps - step) / remaining)
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """Plain-data form (tuples as lists) for checkpoints and run metadata."""
+    return {k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(recipe).items()}

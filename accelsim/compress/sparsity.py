@@ -1,0 +1,107 @@
+"""2:4 structured sparsity: magnitude masks, the gradual schedule and the compressed form.
+
+Groups are 4 consecutive weights along the reduction (input, ``K``) dimension of a ``[N, K]``
+weight. A 2:4 mask zeroes the 2 smallest ``|w|`` of every group (ties keep the lower index).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+GROUP = 4
+KEPT = 2
+
+
+def supports_2_4(in_features: int) -> bool:
+    """A layer can be 2:4 only when its reduction size is a multiple of 4."""
+    return in_features % GROUP == 0
+
+
+def _groups(weight: Tensor) -> Tensor:
+    n, k = weight.shape
+    return weight.reshape(n, k // GROUP, GROUP)
+
+
+def _group_pattern(weight: Tensor) -> Tensor:
+    """Per-group 2:4 keep pattern [N, K/4, 4] (1 = kept) of the 2 largest magnitudes."""
+    mag = _groups(weight.detach().abs().float())
+    order = torch.sort(mag, dim=-1, descending=True, stable=True).indices
+    keep = torch.zeros_like(mag)
+    keep.scatter_(-1, order[..., :KEPT], 1.0)
+    return keep
+
+
+def mask_2_4(weight: Tensor) -> Tensor:
+    """One-shot 2:4 magnitude mask (float 0/1, shape of ``weight``)."""
+    return _group_pattern(weight).reshape(weight.shape)
+
+
+def gradual_mask_2_4(weight: Tensor, previous: Tensor, fraction: float) -> Tensor:
+    """Mask with ``fraction`` of the groups 2:4-pruned, the rest dense.
+
+    Groups already pruned in ``previous`` stay pruned with their pattern (masks only grow); new
+    groups are taken cheapest first, by the magnitude their pruning removes (sum of the two
+    smallest ``|w|``; index order breaks ties).
+    """
+    n, k = weight.shape
+    groups_total = n * (k // GROUP)
+    target = min(groups_total, round(fraction * groups_total))
+    prev = _groups(previous)
+    already = (prev.sum(-1) < GROUP).reshape(-1)
+    pattern = _group_pattern(weight)
+    cost = (_groups(weight.detach().abs().float()) * (1.0 - pattern)).sum(-1).reshape(-1)
+    cost = torch.where(already, torch.full_like(cost, -1.0), cost)
+    chosen = torch.zeros(groups_total, dtype=torch.bool)
+    count = max(target, int(already.sum()))
+    if count > 0:
+        order = torch.sort(cost, stable=True).indices
+        chosen[order[:count]] = True
+    chosen = chosen.reshape(n, k // GROUP, 1)
+    new = torch.where(chosen, pattern, torch.ones_like(pattern))
+    keep_old = already.reshape(n, k // GROUP, 1)
+    return torch.where(keep_old, prev, new).reshape(n, k)
+
+
+def cubic_fraction(progress: float, ramp_fraction: float) -> float:
+    """Fraction of groups pruned at training ``progress`` in [0, 1] (Zhu & Gupta 2017 cubic ramp):
+    ``1 - (1 - t / ramp)^3`` until ``ramp_fraction``, then 1."""
+    if progress >= ramp_fraction:
+        return 1.0
+    t = max(progress, 0.0) / ramp_fraction
+    return 1.0 - (1.0 - t) ** 3
+
+
+def is_2_4(codes: Tensor) -> bool:
+    """True iff ``K % 4 == 0`` and every group of 4 along K holds at least 2 exact zeros."""
+    if codes.dim() != 2 or not supports_2_4(codes.shape[1]):
+        return False
+    zeros = (_groups(codes) == 0).sum(-1)
+    return bool((zeros >= GROUP - KEPT).all())
+
+
+def compress_2_4(codes: Tensor) -> tuple[Tensor, Tensor]:
+    """(values [N, K/2], indices [N, K/2] in 0..3) of a 2:4 code matrix.
+
+    Per group the kept positions are those of the non-zero codes, filled up with the lowest-index
+    zero positions when fewer than 2 are non-zero, ascending (docs/compression.md §6.2).
+    """
+    if not is_2_4(codes):
+        raise ValueError("compress_2_4 needs every group of 4 to hold >= 2 zeros")
+    groups = _groups(codes)
+    # Sort key: non-zero first, then by position; the first 2 are the kept ones.
+    position = torch.arange(GROUP).expand_as(groups)
+    key = (groups == 0).long() * GROUP + position
+    kept = torch.sort(key, dim=-1).indices[..., :KEPT]
+    kept = torch.sort(kept, dim=-1).values
+    values = torch.gather(groups, -1, kept)
+    n = codes.shape[0]
+    return values.reshape(n, -1), kept.reshape(n, -1)
+
+
+def decompress_2_4(values: Tensor, indices: Tensor, in_features: int) -> Tensor:
+    """Inverse of :func:`compress_2_4`: the dense ``[N, K]`` codes."""
+    n = values.shape[0]
+    dense = torch.zeros(n, in_features // GROUP, GROUP, dtype=values.dtype)
+    dense.scatter_(-1, indices.reshape(n, -1, KEPT).long(), values.reshape(n, -1, KEPT))
+    return dense.reshape(n, in_features)

@@ -1,0 +1,273 @@
+"""Quantization- and sparsity-aware fine-tuning: the two-stage loop, resumable and deterministic.
+
+Stage ``fp`` fine-tunes the float model on the task (critical initialization, ``init:
+finetuned``); stage ``compress`` applies the recipe to the result (2:4 masks from the fine-tuned
+weights, percentile-calibrated clips) and fine-tunes the compressed model with scheduled dropout
+and, optionally, gradual pruning. A float recipe runs one ``fp`` stage of ``fp_epochs + epochs``.
+
+The loop never prints: progress goes to ``on_progress``. After every epoch the whole state
+(model, optimizer, RNG, history) is written atomically to ``out_dir/checkpoint.pt``; calling
+:func:`finetune` again with the same arguments resumes after the last finished epoch and gives
+bit-identical weights to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from accelsim.compress.apply import (
+    Batch,
+    CompressionPlan,
+    apply_recipe,
+    calibrate,
+    dropout_rates,
+    enforce_masks,
+    set_dropout_factor,
+    update_masks,
+)
+from accelsim.compress.quant import ActQuantizer, WeightQuantizer
+from accelsim.compress.recipe import (
+    Recipe,
+    dropout_factor,
+    lr_factor,
+    pruned_fraction,
+    recipe_to_dict,
+)
+from accelsim.errors import AccelsimError
+
+Stage = Literal["fp", "compress"]
+CHECKPOINT = "checkpoint.pt"
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One training step (``metric`` None) or the end of an epoch (``metric`` set)."""
+
+    stage: Stage
+    epoch: int  # 1-based, counted over both stages
+    epochs_total: int
+    step: int  # 1-based step within the epoch
+    steps_per_epoch: int
+    loss: float  # mean training loss of the epoch so far
+    metric: float | None
+    dropout_factor: float
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    stage: Stage
+    epoch: int
+    train_loss: float
+    metric: float
+    dropout_factor: float
+    pruned_fraction: float
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    model: nn.Module
+    plan: CompressionPlan
+    history: tuple[EpochRecord, ...]
+    metric: float  # evaluation metric after the last epoch
+    fp_metric: float | None  # metric of the task-fine-tuned float model (end of stage fp)
+    resumed_from_epoch: int  # epochs already done when this call started (0 = fresh run)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    fp_epochs: int
+    compress_epochs: int
+
+    @property
+    def total(self) -> int:
+        return self.fp_epochs + self.compress_epochs
+
+    def stage(self, epoch: int) -> Stage:
+        return "fp" if epoch < self.fp_epochs else "compress"
+
+
+def _stages(recipe: Recipe) -> _Plan:
+    if not recipe.quantized:
+        return _Plan(fp_epochs=recipe.fp_epochs + recipe.epochs, compress_epochs=0)
+    if recipe.init == "finetuned":
+        return _Plan(fp_epochs=recipe.fp_epochs, compress_epochs=recipe.epochs)
+    # Ablation: same number of steps, all of them compressed, from the pre-trained model.
+    return _Plan(fp_epochs=0, compress_epochs=recipe.fp_epochs + recipe.epochs)
+
+
+def _optimizer(model: nn.Module, recipe: Recipe, stage: Stage) -> torch.optim.AdamW:
+    """AdamW; in stage compress the clips (and LSQ steps) form their own group with clip_lr."""
+    clip_ids: set[int] = set()
+    if stage == "compress":
+        for module in model.modules():
+            if isinstance(module, ActQuantizer | WeightQuantizer):
+                clip_ids.update(id(p) for p in module.parameters(recurse=False))
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in params if id(p) not in clip_ids], "lr": recipe.lr,
+         "weight_decay": recipe.weight_decay, "base_lr": recipe.lr},
+    ]
+    if clip_ids:
+        groups.append({"params": [p for p in params if id(p) in clip_ids], "lr": recipe.clip_lr,
+                       "weight_decay": 0.0, "base_lr": recipe.clip_lr})
+    return torch.optim.AdamW(groups)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, eval_batches: Iterable[Batch],
+             metric: Callable[[Tensor, Tensor], float]) -> float:
+    """``metric`` over the concatenated logits/labels of all evaluation batches (eval mode)."""
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    for batch in eval_batches:
+        logits.append(model(**batch.inputs).logits.float())
+        labels.append(batch.labels)
+    model.train(was_training)
+    if not logits:
+        raise AccelsimError("finetune: eval_batches yielded no batch")
+    return float(metric(torch.cat(logits), torch.cat(labels)))
+
+
+def _count_steps(train_batches: Callable[[int], Iterable[Batch]]) -> int:
+    batches = train_batches(0)
+    count = len(batches) if hasattr(batches, "__len__") else sum(1 for _ in batches)
+    if count == 0:
+        raise AccelsimError("finetune: train_batches(0) yielded no batch")
+    return count
+
+
+def _save(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: an interruption never leaves half a checkpoint
+
+
+def finetune(
+    model: nn.Module,
+    train_batches: Callable[[int], Iterable[Batch]],
+    eval_batches: Callable[[], Iterable[Batch]],
+    metric: Callable[[Tensor, Tensor], float],
+    recipe: Recipe,
+    *,
+    seed: int,
+    out_dir: Path | str,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``model`` (pre-trained backbone + head) under ``recipe``; see the module doc.
+
+    ``train_batches(epoch)`` must be deterministic for a given epoch (the task shuffles with its
+    own seed); ``epoch`` counts over both stages from 0. The model is modified in place and
+    returned in the result, compressed per recipe.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / CHECKPOINT
+    stages = _stages(recipe)
+    base_dropout = dropout_rates(model)
+    history: list[EpochRecord] = []
+    fp_metric: float | None = None
+    plan: CompressionPlan | None = None
+    optimizer: torch.optim.AdamW | None = None
+    start_epoch = 0
+    torch.manual_seed(seed)
+
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        if ckpt.get("format") != _FORMAT or ckpt["recipe"] != recipe_to_dict(recipe) \
+                or ckpt["seed"] != seed:
+            raise AccelsimError(f"{ckpt_path}: checkpoint is from another recipe or seed "
+                                f"(recipe {ckpt['recipe'].get('name')!r}, seed {ckpt['seed']}); "
+                                f"use another --out or delete it")
+        start_epoch = int(ckpt["epoch_done"])
+        steps_per_epoch = int(ckpt["steps_per_epoch"])
+        history = [EpochRecord(**h) for h in ckpt["history"]]
+        fp_metric = ckpt["fp_metric"]
+        if start_epoch > stages.fp_epochs:
+            plan = apply_recipe(model, recipe)  # the structure; weights come from the checkpoint
+        model.load_state_dict(ckpt["model"])
+        if ckpt["optimizer"] is not None:  # saved mid-stage
+            optimizer = _optimizer(model, recipe, stages.stage(start_epoch))
+            optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"])
+    else:
+        steps_per_epoch = _count_steps(train_batches)
+
+    model.train()
+    for epoch in range(start_epoch, stages.total):
+        stage = stages.stage(epoch)
+        if optimizer is None:  # a stage starts
+            if stage == "compress":
+                plan = apply_recipe(model, recipe)
+                calibrate(model, train_batches(epoch), recipe)
+            optimizer = _optimizer(model, recipe, stage)
+        first_epoch_of_stage = 0 if stage == "fp" else stages.fp_epochs
+        stage_steps = steps_per_epoch * (stages.fp_epochs if stage == "fp"
+                                         else stages.compress_epochs)
+        sparse = stage == "compress" and recipe.sparsity == "2:4"
+        loss_sum, steps, factor = 0.0, 0, 1.0
+        fraction = pruned_fraction(recipe, 0.0) if sparse else 0.0
+        for batch in train_batches(epoch):
+            step_in_stage = (epoch - first_epoch_of_stage) * steps_per_epoch + steps
+            if stage == "compress":
+                progress = step_in_stage / stage_steps
+                factor = dropout_factor(recipe, progress)
+                set_dropout_factor(model, base_dropout, factor)
+                if sparse and recipe.pruning == "gradual" \
+                        and step_in_stage % recipe.mask_update_steps == 0:
+                    fraction = pruned_fraction(recipe, progress)
+                    update_masks(model, fraction)
+            scale = lr_factor(step_in_stage, stage_steps, recipe.warmup_fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * scale
+            logits = model(**batch.inputs).logits
+            loss = F.cross_entropy(logits.float(), batch.labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
+            optimizer.step()
+            enforce_masks(model)
+            loss_sum += float(loss)
+            steps += 1
+            if on_progress is not None:
+                on_progress(Progress(stage, epoch + 1, stages.total, steps, steps_per_epoch,
+                                     loss_sum / steps, None, factor))
+        last_of_stage = epoch + 1 == stages.total or stages.stage(epoch + 1) != stage
+        if sparse and last_of_stage:
+            fraction = pruned_fraction(recipe, 1.0)
+            update_masks(model, fraction)
+            enforce_masks(model)
+        set_dropout_factor(model, base_dropout, 1.0)
+        value = evaluate(model, eval_batches(), metric)
+        if stage == "fp" and last_of_stage and stages.compress_epochs > 0:
+            fp_metric = value
+        record = EpochRecord(stage, epoch + 1, loss_sum / max(steps, 1), value, factor, fraction)
+        history.append(record)
+        if on_progress is not None:
+            on_progress(Progress(stage, epoch + 1, stages.total, steps, steps_per_epoch,
+                                 record.train_loss, value, factor))
+        if last_of_stage:
+            optimizer = None
+        _save(ckpt_path, {
+            "format": _FORMAT, "recipe": recipe_to_dict(recipe), "seed": seed,
+            "epoch_done": epoch + 1, "steps_per_epoch": steps_per_epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "rng": torch.get_rng_state(), "history": [asdict(h) for h in history],
+            "fp_metric": fp_metric,
+        })
+
+    if plan is None:
+        plan = apply_recipe(model, recipe)
+    model.eval()
+    final = history[-1].metric
+    return FinetuneResult(model, plan, tuple(history), final, fp_metric, start_epoch)

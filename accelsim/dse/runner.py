@@ -1,0 +1,316 @@
+"""Evaluate design points on local cores (process pool) or a Dask cluster.
+
+The parent traces each (model, input shape) once, applies each recipe, and ships the graphs and the
+base hardware config to every worker once (pool initializer / Dask ``scatter``); tasks then carry
+only batches of (key, graph id, overrides), so process overhead stays small next to simulation.
+Workers import ``accelsim.sim`` but never torch. Results come back to the parent batch by batch,
+in completion order; :func:`run_sweep` writes each batch to the store as one transaction before
+reporting progress, so an interrupted sweep keeps every batch it reported.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from accelsim import __version__
+from accelsim.dse.space import (
+    DesignPoint,
+    ModelSpec,
+    SweepSpec,
+    Value,
+    apply_recipe,
+    design_points,
+    flatten_dict,
+)
+from accelsim.dse.store import ResultStore, point_key
+from accelsim.errors import AccelsimError
+from accelsim.graph.ir import Graph
+
+Metrics = dict[str, Any]
+EvaluateFn = Callable[[Graph, Any, Mapping[str, Value]], Metrics]
+ProgressFn = Callable[[int, int], None]
+# Tasks per worker when the batch size is chosen automatically: enough for a smooth progress bar
+# and load balance, few enough that per-task overhead stays negligible.
+TASKS_PER_WORKER = 8
+MAX_BATCH = 256
+# Seconds to wait for a Dask scheduler (it retries refused connections until then).
+DASK_CONNECT_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class Job:
+    """One point to evaluate, as shipped to a worker (small: no graph, no config)."""
+
+    key: str
+    graph_id: str
+    overrides: tuple[tuple[str, Value], ...]
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """What every worker receives once: the graphs, the base config and the evaluate function."""
+
+    graphs: Mapping[str, Graph]
+    base_hw: Any
+    evaluate: EvaluateFn
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    total: int
+    skipped: int
+    evaluated: int
+    store: Path
+
+
+def simulate_point(graph: Graph, base_hw: Any, overrides: Mapping[str, Value]) -> Metrics:
+    """Default evaluation: apply the overrides and run the simulator; flat metrics dict."""
+    from accelsim.hw import with_overrides
+    from accelsim.sim.simulate import simulate
+
+    result = simulate(graph, with_overrides(base_hw, dict(overrides)))
+    return {"feasible": bool(result.feasible), "reason": result.reason or "",
+            **_numeric_fields(result.totals)}
+
+
+def _numeric_fields(totals: Any) -> dict[str, float]:
+    items = totals.items() if isinstance(totals, Mapping) else vars(totals).items()
+    return {
+        name: float(value)
+        for name, value in items
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+
+
+def evaluate_batch(context: WorkerContext, jobs: Sequence[Job]) -> list[tuple[str, Metrics]]:
+    return [
+        (job.key, context.evaluate(context.graphs[job.graph_id], context.base_hw, job.overrides))
+        for job in jobs
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Executors: each yields (key, metrics) batches in completion order.
+
+_WORKER_CONTEXT: WorkerContext | None = None
+
+
+def _init_worker(context: WorkerContext) -> None:
+    global _WORKER_CONTEXT
+    _WORKER_CONTEXT = context
+
+
+def _pool_batch(jobs: Sequence[Job]) -> list[tuple[str, Metrics]]:
+    assert _WORKER_CONTEXT is not None, "worker started without its context"
+    return evaluate_batch(_WORKER_CONTEXT, jobs)
+
+
+def _batches(jobs: Sequence[Job], size: int) -> list[Sequence[Job]]:
+    return [jobs[i : i + size] for i in range(0, len(jobs), size)]
+
+
+def _run_local(
+    context: WorkerContext, batches: list[Sequence[Job]], workers: int
+) -> Iterator[list[tuple[str, Metrics]]]:
+    if workers == 1:  # no process to start: same results, no spawn cost
+        for batch in batches:
+            yield evaluate_batch(context, batch)
+        return
+    # spawn, not fork: the parent may hold torch's threads (it traced the models).
+    executor = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(context,),
+    )
+    try:
+        pending = {executor.submit(_pool_batch, batch) for batch in batches}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _dask_batch(context: WorkerContext, jobs: Sequence[Job]) -> list[tuple[str, Metrics]]:
+    return evaluate_batch(context, jobs)
+
+
+def _run_dask(
+    context: WorkerContext, batches: list[Sequence[Job]], scheduler: str
+) -> Iterator[list[tuple[str, Metrics]]]:
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise AccelsimError(
+            "--scheduler needs Dask's distributed package: pip install 'distributed>=2024.1'"
+        ) from None
+    try:
+        client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError) as exc:
+        raise AccelsimError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+    try:
+        [shared] = client.scatter([context], broadcast=True)
+        futures = [client.submit(_dask_batch, shared, batch, pure=False) for batch in batches]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            client.cancel(futures)
+    finally:
+        client.close()
+
+
+def evaluate_jobs(
+    jobs: Sequence[Job],
+    context: WorkerContext,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    batch_size: int | None = None,
+) -> Iterator[list[tuple[str, Metrics]]]:
+    """Evaluate jobs locally (``workers`` processes, default all cores) or on ``scheduler``."""
+    workers = workers or os.cpu_count() or 1
+    if workers < 1:
+        raise AccelsimError(f"--workers {workers}: must be >= 1")
+    size = batch_size or min(MAX_BATCH, max(1, math.ceil(len(jobs) / (workers * TASKS_PER_WORKER))))
+    batches = _batches(list(jobs), size)
+    if scheduler:
+        return _run_dask(context, batches, scheduler)
+    return _run_local(context, batches, workers)
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole sweep: points -> keys -> skip finished -> evaluate -> store.
+
+
+def trace_model(model: ModelSpec) -> Graph:
+    """Default tracer: the zoo model by name at the sweep's input shape (cached by the tracer)."""
+    from accelsim.graph.trace import trace_named_model
+
+    return trace_named_model(model.name, **model.trace_kwargs())
+
+
+def run_sweep(
+    spec: SweepSpec,
+    store_path: str | Path,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    batch_size: int | None = None,
+    progress: ProgressFn | None = None,
+    evaluate: EvaluateFn = simulate_point,
+    tracer: Callable[[ModelSpec], Graph] = trace_model,
+) -> SweepSummary:
+    """Run a sweep into a store, skipping points it already holds.
+
+    ``progress(done, total)`` is called once before the first batch and after each batch is
+    committed (``total`` counts the points still to evaluate when the run started). An exception
+    raised by ``progress`` stops the sweep; everything reported before it stays in the store.
+    """
+    from accelsim.hw import hw_to_dict, load_hw
+
+    base_hw = load_hw(spec.hw_path)
+    base_fields = flatten_dict(hw_to_dict(base_hw))
+    points = design_points(spec, base_fields)
+    graphs = _workload_graphs(points, tracer)
+    rows = {}
+    jobs = []
+    with ResultStore(store_path) as store:
+        store.set_meta("constraints", [[c.field, c.op, c.value] for c in spec.constraints])
+        store.set_meta("sweep", {"name": spec.name, "file": str(spec.path)})
+        store.set_accuracy(read_accuracy_table(spec.accuracy_csv))
+        finished = store.finished_keys()
+        for point in points:
+            graph_id = _graph_id(point)
+            key = point_key(
+                _resolved_fields(base_fields, point.overrides), point.model.name,
+                graphs[graph_id].input_shape, point.recipe, __version__,
+            )
+            if key in finished or key in rows:
+                continue
+            rows[key] = _identity_row(spec, point, graphs[graph_id], key)
+            jobs.append(Job(key, graph_id, point.overrides))
+        context = WorkerContext(graphs, base_hw, evaluate)
+        done = 0
+        if progress is not None:
+            progress(0, len(jobs))
+        for batch in evaluate_jobs(
+            jobs, context, workers=workers, scheduler=scheduler, batch_size=batch_size
+        ):
+            store.write([{**rows[key], **metrics} for key, metrics in batch])
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(jobs))
+    return SweepSummary(total=len(points), skipped=len(points) - len(jobs), evaluated=done,
+                        store=Path(store_path))
+
+
+def _graph_id(point: DesignPoint) -> str:
+    return f"{point.model}|{point.recipe}"
+
+
+def _workload_graphs(
+    points: Sequence[DesignPoint], tracer: Callable[[ModelSpec], Graph]
+) -> dict[str, Graph]:
+    traced: dict[ModelSpec, Graph] = {}
+    graphs: dict[str, Graph] = {}
+    for point in points:
+        graph_id = _graph_id(point)
+        if graph_id not in graphs:
+            if point.model not in traced:
+                traced[point.model] = tracer(point.model)
+            graphs[graph_id] = apply_recipe(traced[point.model], point.recipe)
+    return graphs
+
+
+def _resolved_fields(
+    base_fields: Mapping[str, Any], overrides: Sequence[tuple[str, Value]]
+) -> dict[str, Any]:
+    """The flattened config a point simulates, numbers typed as the config validates them."""
+    resolved = dict(base_fields)
+    for name, value in overrides:
+        base = base_fields[name]
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        resolved[name] = float(value) if isinstance(base, float) and is_int else value
+    return resolved
+
+
+def _identity_row(spec: SweepSpec, point: DesignPoint, graph: Graph, key: str) -> dict[str, Any]:
+    import json
+
+    return {
+        "key": key,
+        "sweep": spec.name,
+        "model": point.model.name,
+        "input_shape": json.dumps(graph.input_shape, sort_keys=True),
+        "recipe": point.recipe.name,
+        "variant": point.variant,
+        "overrides": json.dumps(dict(point.overrides), sort_keys=True),
+        "accelsim_version": __version__,
+    }
+
+
+def read_accuracy_table(path: Path) -> list[tuple[str, str, float]]:
+    """(model, recipe, accuracy_pct) rows from the accuracy results CSV; empty if it is absent."""
+    import csv
+
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        needed = {"model", "recipe", "accuracy_pct"}
+        if not needed <= set(reader.fieldnames or ()):
+            raise AccelsimError(
+                f"{path}: accuracy results need columns model, recipe, accuracy_pct "
+                f"(found {', '.join(reader.fieldnames or ())})"
+            )
+        return [(row["model"], row["recipe"], float(row["accuracy_pct"])) for row in reader]

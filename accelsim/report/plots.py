@@ -1,0 +1,429 @@
+"""Plots: Pareto fronts of sweep results, per-layer breakdowns and rooflines of a single run.
+
+Each plot is two steps: ``*_info`` computes what to draw (validated, testable, no matplotlib) and
+``render_*`` draws it to a PNG or SVG file chosen by suffix. Axis labels carry units, derived from
+the unit suffix of each column name (``latency_ms`` -> "latency (ms)").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from accelsim.errors import AccelsimError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FORMATS = (".png", ".svg")
+UNITS = {
+    "_ms": "ms", "_uj": "µJ", "_pj": "pJ", "_mm2": "mm²", "_pct": "%", "_bytes": "bytes",
+    "_kib": "KiB", "_gbps": "GB/s", "_mhz": "MHz", "_bits": "bits", "_nm": "nm",
+    "tops_per_w": "TOPS/W", "tops": "TOPS", "cycles": "cycles", "macs": "MACs",
+}
+ENERGY_COMPONENTS = ("mac", "sram", "dram", "vector", "leakage")
+CYCLE_COMPONENTS = ("compute_cycles", "stall_cycles")
+MAX_FRONT_LABELS = 14
+# Columns that tell design points apart (besides hw_* fields) in front-point labels.
+IDENTITY_LABEL_COLUMNS = ("recipe", "variant")
+
+
+def axis_label(column: str) -> str:
+    """``latency_ms`` -> ``latency (ms)``; ``hw_array_rows`` -> ``array rows``."""
+    name = column.removeprefix("hw_")
+    for suffix, unit in UNITS.items():
+        if name == suffix or (suffix.startswith("_") and name.endswith(suffix)):
+            base = name[: -len(suffix)] if suffix.startswith("_") else name
+            return f"{base.replace('_', ' ')} ({unit})"
+    return name.replace("_", " ")
+
+
+def resolve_column(frame: pd.DataFrame, name: str) -> str:
+    """A column by exact name or by unit-less prefix (``accuracy`` -> ``accuracy_pct``)."""
+    if name in frame:
+        return name
+    matches = [c for c in frame.columns if c.startswith(name + "_") and c not in ("hw_",)]
+    if len(matches) == 1:
+        return matches[0]
+    numeric = [c for c in frame.columns if frame[c].dtype.kind in "fiub"]
+    raise AccelsimError(
+        f"column {name!r} is not in the results (numeric columns: {', '.join(numeric)})"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Pareto
+
+
+@dataclass(frozen=True)
+class ParetoPanel:
+    """One model's points: coordinates, colour values, the front, and labels of front points."""
+
+    model: str
+    x: np.ndarray
+    y: np.ndarray
+    color: np.ndarray | None
+    eligible: np.ndarray
+    front: np.ndarray
+    front_order: np.ndarray
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ParetoInfo:
+    panels: tuple[ParetoPanel, ...]
+    x_label: str
+    y_label: str
+    color_label: str | None
+    color_categories: tuple[str, ...]
+    note: str
+
+
+def pareto_info(
+    frame: pd.DataFrame,
+    x: str,
+    y: str,
+    front: pd.Series,
+    eligible: pd.Series,
+    *,
+    color: str | None = None,
+) -> ParetoInfo:
+    """What a Pareto plot draws: one panel per model, its points, its front and their labels.
+
+    ``front`` marks the non-dominated rows (computed per model by ``accelsim.dse.pareto``),
+    ``eligible`` the feasible rows that meet the constraints; both align with ``frame``.
+    """
+    x, y = resolve_column(frame, x), resolve_column(frame, y)
+    color = resolve_column(frame, color) if color else None
+    mask_all = eligible.to_numpy(bool)
+    front_all = front.to_numpy(bool)
+    categories: tuple[str, ...] = ()
+    note = ""
+    if color is not None and frame[color].dtype.kind not in "fiub":
+        categories = tuple(sorted(frame[color].astype(str).unique()))
+    elif color is not None and frame[color].isna().all():
+        note = f"{axis_label(color)}: not available"
+    panels = []
+    models = frame["model"] if "model" in frame else np.full(len(frame), "")
+    for model in dict.fromkeys(models):
+        rows = np.flatnonzero(np.asarray(models) == model)
+        part = frame.iloc[rows]
+        front = front_all[rows]
+        order = np.flatnonzero(front)[np.argsort(part[x].to_numpy(float)[front], kind="stable")]
+        panels.append(ParetoPanel(
+            model=str(model),
+            x=part[x].to_numpy(float),
+            y=part[y].to_numpy(float),
+            color=None if color is None else (
+                np.array([categories.index(v) for v in part[color].astype(str)])
+                if categories else part[color].to_numpy(float)
+            ),
+            eligible=mask_all[rows],
+            front=front,
+            front_order=order,
+            labels=_front_labels(part.iloc[order]),
+        ))
+    return ParetoInfo(
+        panels=tuple(panels),
+        x_label=axis_label(x),
+        y_label=axis_label(y),
+        color_label=None if color is None else axis_label(color),
+        color_categories=categories,
+        note=note,
+    )
+
+
+def _front_labels(front: pd.DataFrame) -> tuple[str, ...]:
+    """Label each front point with the fields that differ among front points."""
+    columns = [c for c in front.columns if c.startswith("hw_")] + [
+        c for c in IDENTITY_LABEL_COLUMNS if c in front
+    ]
+    varying = [c for c in columns if front[c].astype(str).nunique() > 1]
+    short = _short_names(varying)
+    labels = []
+    for _, row in front.iterrows():
+        parts = [
+            str(row[c]) if c in IDENTITY_LABEL_COLUMNS else f"{short[c]}={_fmt(row[c])}"
+            for c in varying
+        ]
+        labels.append(" ".join(parts))
+    return tuple(labels)
+
+
+def _short_names(columns: Sequence[str]) -> dict[str, str]:
+    """``hw_array_rows`` -> ``rows`` when unambiguous among ``columns``, else longer."""
+    names = {}
+    for column in columns:
+        words = column.removeprefix("hw_").split("_")
+        for take in range(1, len(words) + 1):
+            candidate = "_".join(words[-take:])
+            others = [c for c in columns if c != column and c.endswith("_" + candidate)]
+            if not others and candidate not in ("kib", "gbps", "bits", "mhz", "support"):
+                break
+        names[column] = candidate
+    return names
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float) and not math.isnan(value):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def render_pareto(info: ParetoInfo, path: str | Path, title: str = "") -> Path:
+    plt = _pyplot()
+    n = len(info.panels)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.4 * cols, 5.2 * rows), squeeze=False)
+    scatter = None
+    for ax, panel in zip(axes.flat, info.panels, strict=False):
+        scatter = _draw_panel(ax, panel, info, plt)
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    if info.color_label and not info.color_categories and scatter is not None and not info.note:
+        fig.colorbar(scatter, ax=axes.ravel().tolist(), label=info.color_label, shrink=0.85)
+    if info.color_categories:
+        cmap = plt.get_cmap("tab10")
+        handles = [
+            plt.Line2D([], [], marker="o", linestyle="", color=cmap(i % 10), label=name)
+            for i, name in enumerate(info.color_categories)
+        ]
+        axes.flat[0].legend(handles=handles, title=info.color_label, fontsize=8, loc="upper right")
+    heading = title or "Pareto front"
+    if info.note:
+        heading += f" ({info.note})"
+    fig.suptitle(heading)
+    return _save(fig, path, plt)
+
+
+def _draw_panel(ax: Any, panel: ParetoPanel, info: ParetoInfo, plt: Any) -> Any:
+    dim = ~panel.eligible
+    ax.scatter(panel.x[dim], panel.y[dim], s=8, c="lightgray", marker="x", linewidths=0.6,
+               label="infeasible / fails constraints")
+    ok = panel.eligible & ~panel.front
+    if panel.color is not None and not info.note:
+        cmap = "tab10" if info.color_categories else "viridis"
+        norm = (None if info.color_categories else
+                plt.Normalize(np.nanmin(panel.color), np.nanmax(panel.color)))
+        scatter = ax.scatter(panel.x[ok], panel.y[ok], s=10, c=panel.color[ok], cmap=cmap,
+                             norm=norm, vmin=0 if info.color_categories else None,
+                             vmax=9 if info.color_categories else None, alpha=0.6)
+    else:
+        scatter = ax.scatter(panel.x[ok], panel.y[ok], s=10, c="tab:blue", alpha=0.45,
+                             label="design points")
+    order = panel.front_order
+    ax.plot(panel.x[order], panel.y[order], "-o", color="tab:red", markersize=5, linewidth=1.2,
+            label=f"Pareto front ({len(order)} points)", zorder=3)
+    step = max(1, math.ceil(len(order) / MAX_FRONT_LABELS))
+    for i in range(0, len(order), step):
+        if panel.labels[i]:
+            ax.annotate(panel.labels[i], (panel.x[order[i]], panel.y[order[i]]), fontsize=6.5,
+                        xytext=(5, 4), textcoords="offset points", color="darkred")
+    ax.set_xlabel(info.x_label)
+    ax.set_ylabel(info.y_label)
+    if panel.model:
+        ax.set_title(panel.model)
+    _log_if_wide(ax, panel.x[panel.eligible], "x")
+    _log_if_wide(ax, panel.y[panel.eligible], "y")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, loc="best")
+    return scatter
+
+
+def _log_if_wide(ax: Any, values: np.ndarray, axis: str) -> None:
+    """Log scale when the values span more than ~1.5 decades (sweeps over sizes usually do)."""
+    values = values[np.isfinite(values) & (values > 0)]
+    if len(values) and values.max() / values.min() > 30:
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+
+
+# ---------------------------------------------------------------------------------------------
+# Breakdown (one run's JSON)
+
+
+@dataclass(frozen=True)
+class BreakdownInfo:
+    layers: tuple[str, ...]
+    components: tuple[str, ...]
+    values: np.ndarray  # layers x components
+    value_label: str
+    title: str
+
+
+def breakdown_info(run: Mapping[str, Any], metric: str = "cycles", top: int = 30) -> BreakdownInfo:
+    """Per-layer stacked components of ``cycles`` (compute, stall) or ``energy`` (mac, sram, ...).
+
+    The ``top`` largest layers are kept in execution order; the rest are summed into one bar.
+    """
+    layers = _layers(run)
+    if metric == "cycles":
+        components = CYCLE_COMPONENTS
+        values = np.array([[float(layer[c]) for c in components] for layer in layers])
+        label = "cycles"
+    elif metric == "energy":
+        components = ENERGY_COMPONENTS
+        values = np.array([[float(layer["energy_uj"][c]) for c in components] for layer in layers])
+        label = "energy (µJ)"
+    else:
+        raise AccelsimError(f"breakdown metric {metric!r} is not one of cycles, energy")
+    names = [str(layer["name"]) for layer in layers]
+    if len(layers) > top:
+        keep = np.sort(np.argsort(-values.sum(axis=1), kind="stable")[:top])
+        rest = np.setdiff1d(np.arange(len(layers)), keep)
+        names = [names[i] for i in keep] + [f"{len(rest)} other layers"]
+        values = np.vstack([values[keep], values[rest].sum(axis=0)])
+    return BreakdownInfo(
+        layers=tuple(names),
+        components=tuple(c.replace("_cycles", "") for c in components),
+        values=values,
+        value_label=label,
+        title=f"{run.get('model', '')} on {_hw_name(run)}: {label} by layer",
+    )
+
+
+def render_breakdown(info: BreakdownInfo, path: str | Path) -> Path:
+    plt = _pyplot()
+    height = max(4.0, 0.22 * len(info.layers) + 1.5)
+    fig, ax = plt.subplots(figsize=(9, height))
+    positions = np.arange(len(info.layers))
+    left = np.zeros(len(info.layers))
+    for j, component in enumerate(info.components):
+        ax.barh(positions, info.values[:, j], left=left, label=component, height=0.8)
+        left += info.values[:, j]
+    ax.set_yticks(positions, info.layers, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(info.value_label)
+    ax.set_title(info.title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(True, axis="x", alpha=0.3)
+    return _save(fig, path, plt)
+
+
+# ---------------------------------------------------------------------------------------------
+# Roofline (one run's JSON)
+
+
+@dataclass(frozen=True)
+class RooflineInfo:
+    names: tuple[str, ...]
+    intensity_ops_per_byte: np.ndarray
+    achieved_tops: np.ndarray
+    sparse: np.ndarray
+    peak_tops: float
+    sparse_peak_tops: float | None
+    bandwidth_gbps: float
+    title: str
+    skipped: int
+
+
+def roofline_info(run: Mapping[str, Any]) -> RooflineInfo:
+    """GEMM layers as (ops per DRAM byte, achieved TOPS) under the array's compute and DRAM roofs.
+
+    One MAC is 2 ops. Layers that move no DRAM bytes (everything on chip) have no finite intensity
+    and are counted in ``skipped``.
+    """
+    hw = run.get("hw")
+    try:
+        rows, cols = hw["array"]["rows"], hw["array"]["cols"]
+        clock_mhz = float(hw["array"]["clock_mhz"])
+        bandwidth = float(hw["dram"]["bandwidth_gbps"])
+        sparse_support = hw["sparsity"]["support"] == "2:4"
+    except (KeyError, TypeError):
+        raise AccelsimError(
+            "roofline: the run JSON needs hw.array.rows/cols/clock_mhz, hw.dram.bandwidth_gbps "
+            "and hw.sparsity.support (write it with `accelsim run --json`)"
+        ) from None
+    gemms = [layer for layer in _layers(run) if layer.get("op") == "gemm"]
+    ops = np.array([2.0 * float(g["macs"]) for g in gemms])
+    dram = np.array([float(g["dram_bytes"]) for g in gemms])
+    seconds = np.array([float(g["cycles"]) for g in gemms]) / (clock_mhz * 1e6)
+    ok = (dram > 0) & (seconds > 0) & (ops > 0)
+    peak = 2 * rows * cols * clock_mhz * 1e6 / 1e12
+    return RooflineInfo(
+        names=tuple(str(g["name"]) for g, keep in zip(gemms, ok, strict=True) if keep),
+        intensity_ops_per_byte=ops[ok] / dram[ok],
+        achieved_tops=ops[ok] / seconds[ok] / 1e12,
+        sparse=np.array([g.get("sparsity") == "2:4" for g in gemms], bool)[ok],
+        peak_tops=peak,
+        sparse_peak_tops=2 * peak if sparse_support else None,
+        bandwidth_gbps=bandwidth,
+        title=f"{run.get('model', '')} on {_hw_name(run)}: roofline",
+        skipped=int((~ok).sum()),
+    )
+
+
+def render_roofline(info: RooflineInfo, path: str | Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+    if len(info.intensity_ops_per_byte):
+        low = min(info.intensity_ops_per_byte.min() / 2, 1.0)
+        high = max(info.intensity_ops_per_byte.max() * 2, 1e4)
+    else:
+        low, high = 1.0, 1e4
+    grid = np.geomspace(low, high, 200)
+    memory_tops = info.bandwidth_gbps * grid / 1e3
+    ax.plot(grid, np.minimum(memory_tops, info.peak_tops), color="black",
+            label=f"roof: {info.peak_tops:.3g} TOPS dense, {info.bandwidth_gbps:g} GB/s DRAM")
+    if info.sparse_peak_tops is not None:
+        ax.plot(grid, np.minimum(memory_tops, info.sparse_peak_tops), color="gray",
+                linestyle="--", label=f"2:4 effective roof: {info.sparse_peak_tops:.3g} TOPS")
+    for sparse, colour, name in ((False, "tab:blue", "dense GEMM"), (True, "tab:orange",
+                                                                       "2:4 GEMM")):
+        pick = info.sparse == sparse
+        if pick.any():
+            ax.scatter(info.intensity_ops_per_byte[pick], info.achieved_tops[pick], s=14,
+                       color=colour, alpha=0.7, label=f"{name} layers", zorder=3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("operational intensity (ops / DRAM byte)")
+    ax.set_ylabel("achieved performance (TOPS)")
+    title = info.title
+    if info.skipped:
+        title += f"\n({info.skipped} GEMM layers with no DRAM traffic not shown)"
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path, plt)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _layers(run: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    layers = run.get("layers") if isinstance(run, Mapping) else None
+    if not isinstance(layers, list) or not layers:
+        raise AccelsimError("run JSON has no 'layers' list (write it with `accelsim run --json`)")
+    return layers
+
+
+def _hw_name(run: Mapping[str, Any]) -> str:
+    hw = run.get("hw")
+    return str(hw.get("name", "")) if isinstance(hw, Mapping) else str(hw or "")
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | Path, plt: Any) -> Path:
+    path = Path(path)
+    if path.suffix not in FORMATS:
+        plt.close(fig)
+        raise AccelsimError(f"{path}: plot format {path.suffix!r} is not one of .png, .svg")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # SVG text stays text; a fixed date keeps committed plots byte-stable across runs.
+    metadata = {"Date": None} if path.suffix == ".svg" else {}
+    fig.savefig(path, dpi=130, bbox_inches="tight", metadata=metadata)
+    plt.close(fig)
+    return path

@@ -1,0 +1,120 @@
+"""Pricing (the Accelergy step 2): action counts x per-action energy, plus leakage x time; area.
+
+Per-action energies derive from the config's ``energy`` table with the scaling rules of
+shared/docs/hw_anchors.md: a MAC is a multiplier (R1: energy and area grow with
+``weight_bits x act_bits``) plus an accumulator adder (R2: linear in ``accumulator_bits``), so a
+4-bit MAC is ~2.7x, not 4x, cheaper than an 8-bit one. SRAM energy per byte grows with buffer size
+as ``(size / ref)^exponent`` (R4); a partial word costs a whole access.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from accelsim.hw import Buffer, HwConfig
+from accelsim.sim.actions import BUFFERS, ActionCounts
+from accelsim.sim.sparse import INDEX_BITS
+
+MUX_INPUTS = 4  # the 2:4 datapath selects one of four activations
+
+
+@dataclass(frozen=True)
+class EnergyBreakdown:
+    """Energy of one layer (or a whole run) by component, in picojoules."""
+
+    mac_pj: float
+    sram_pj: float
+    dram_pj: float
+    vector_pj: float
+    leakage_pj: float
+
+    @property
+    def total_pj(self) -> float:
+        return self.mac_pj + self.sram_pj + self.dram_pj + self.vector_pj + self.leakage_pj
+
+
+@dataclass(frozen=True)
+class AreaBreakdown:
+    array_mm2: float
+    sram_mm2: float
+    vector_mm2: float
+
+    @property
+    def total_mm2(self) -> float:
+        return self.array_mm2 + self.sram_mm2 + self.vector_mm2
+
+
+def mac_energy_pj(hw: HwConfig) -> float:
+    """One executed MAC at the datapath widths: multiplier (R1) + accumulator adder (R2)."""
+    e, p = hw.energy, hw.precision
+    mult = e.mult_pj * p.weight_bits * p.act_bits / e.mult_ref_bits**2
+    return mult + e.add_pj * p.accumulator_bits / e.add_ref_bits
+
+
+def mux_energy_pj(hw: HwConfig) -> float:
+    """One 4:1 activation select on the 2:4 datapath (index register counted as register bytes)."""
+    return hw.energy.mux_pj_per_bit * hw.precision.act_bits
+
+
+def sram_energy_pj_per_byte(hw: HwConfig, buffer: Buffer) -> float:
+    e = hw.energy
+    return e.sram_pj_per_byte * (buffer.size_kib / e.sram_ref_kib) ** e.sram_size_exponent
+
+
+def _sram_pj(actions: ActionCounts, hw: HwConfig) -> float:
+    total = 0.0
+    for name in BUFFERS:
+        buffer: Buffer = getattr(hw.sram, name)
+        word_bytes = buffer.word_bits // 8
+        moved = (getattr(actions, f"sram_read_bytes_{name}")
+                 + getattr(actions, f"sram_write_bytes_{name}"))
+        accesses = math.ceil(moved / word_bytes - 1e-9)
+        total += accesses * word_bytes * sram_energy_pj_per_byte(hw, buffer)
+    return total
+
+
+def leakage_pj(hw: HwConfig, cycles: float, area_mm2: float) -> float:
+    seconds = cycles / (hw.array.clock_mhz * 1e6)
+    return hw.energy.leakage_mw_per_mm2 * 1e-3 * area_mm2 * seconds * 1e12
+
+
+def price(actions: ActionCounts, hw: HwConfig, cycles: float, area_mm2: float) -> EnergyBreakdown:
+    e = hw.energy
+    mac = (actions.mac_random * mac_energy_pj(hw)
+           + actions.mac_gated * mac_energy_pj(hw) * e.gated_mac_fraction
+           + actions.mux_select * mux_energy_pj(hw)
+           + actions.register_bytes * e.register_pj_per_byte)
+    return EnergyBreakdown(
+        mac_pj=mac,
+        sram_pj=_sram_pj(actions, hw),
+        dram_pj=(actions.dram_read_bytes + actions.dram_write_bytes) * hw.dram.energy_pj_per_byte,
+        vector_pj=actions.vector_lane_cycles * e.vector_pj_per_lane_cycle,
+        leakage_pj=leakage_pj(hw, cycles, area_mm2),
+    )
+
+
+def pe_area_um2(hw: HwConfig) -> float:
+    """One PE: multiplier + accumulator adder + operand/accumulator registers (+ 2:4 extras).
+
+    The 2:4 PE adds a 4:1 activation mux, the 2-bit index register and three more activation
+    registers (it holds the whole group of four it selects from).
+    """
+    a, p = hw.area, hw.precision
+    mult = a.mult_um2 * p.weight_bits * p.act_bits / a.mult_ref_bits**2
+    add = a.add_um2 * p.accumulator_bits / a.add_ref_bits
+    register_bits = p.weight_bits + p.act_bits + p.accumulator_bits
+    mux = 0.0
+    if hw.sparsity.support == "2:4":
+        register_bits += (MUX_INPUTS - 1) * p.act_bits + INDEX_BITS
+        mux = a.mux_um2_per_bit * p.act_bits
+    return mult + add + register_bits * a.register_um2_per_bit + mux
+
+
+def area(hw: HwConfig) -> AreaBreakdown:
+    sram_kib = hw.sram.weights.size_kib + hw.sram.inputs.size_kib + hw.sram.outputs.size_kib
+    return AreaBreakdown(
+        array_mm2=hw.array.rows * hw.array.cols * pe_area_um2(hw) / 1e6,
+        sram_mm2=sram_kib / 1024 * hw.area.sram_mm2_per_mib,
+        vector_mm2=hw.vector_unit.lanes * hw.area.vector_lane_um2 / 1e6,
+    )

@@ -1,0 +1,209 @@
+"""Map one GEMM onto a rows x cols systolic array: folds and stall-free compute cycles.
+
+Convention: ``out[M, N] = A[M, K] @ B[K, N]``; ``A`` is the activation (ifmap) operand and ``B``
+the weight (filter) operand. Each dataflow keeps one matrix resident in the PEs and streams the
+other through the array; it picks which GEMM dimensions are laid out on the array rows (``Sr``),
+on the array columns (``Sc``) and over time (``T``), following SCALE-Sim's operand matrices:
+
+========  =====  =====  =====  ====================================================
+dataflow  Sr     Sc     T      resident in the PEs
+========  =====  =====  =====  ====================================================
+``os``    M      N      K      the outputs (accumulators); A and B both stream
+``ws``    K      N      M      a K x N tile of B (weights); A streams from the left
+``is``    K      M      N      a K x M tile of A^T (inputs); B streams from the left
+========  =====  =====  =====  ====================================================
+
+The operand tile is cut into ``row_folds = ceil(Sr / rows)`` x ``col_folds = ceil(Sc / cols)``
+folds, visited column group by column group (the column fold is the outer loop, as in
+SCALE-Sim). Two timing models:
+
+* ``scalesim_compat=True`` reproduces SCALE-Sim 3.0.0's stall-free ("CALC" mode) "Total Cycles"
+  exactly: folds run back to back without overlap, each costing ``T + rows + cols - 2`` (OS) or
+  ``T + 2*rows + cols - 2`` (WS, IS), and the reported number is one less than the sum (it is the
+  0-based index of the last cycle).
+* the default model pipelines folds: the next fold's operands enter as soon as the current fold's
+  have, WS/IS preload the next stationary tile into double-buffered PE registers while the current
+  fold computes, and OS reads finished sums out over per-column result buses while the next fold
+  accumulates. Fill and drain are paid once, by whichever fold finishes last.
+
+docs/dataflows.md derives both with worked examples. Pure integer arithmetic on purpose: a design
+sweep calls this thousands of times per second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+from accelsim.errors import AccelsimError
+
+Dataflow = Literal["os", "ws", "is"]
+DATAFLOWS: tuple[str, ...] = ("os", "ws", "is")
+
+
+@dataclass(frozen=True)
+class GemmMapping:
+    """How one GEMM instance (count=1) runs on the array.
+
+    Attributes
+    ----------
+    dataflow: ``os``, ``ws`` or ``is``.
+    row_folds, col_folds: how many array-sized tiles the operand is cut into along the array rows
+        and columns (see the module docstring for which GEMM dimension lies on which axis).
+    compute_cycles: stall-free cycles for one instance, fill and drain included.
+    mapped_utilization: useful MACs / (rows * cols * compute_cycles).
+    """
+
+    dataflow: str
+    row_folds: int
+    col_folds: int
+    compute_cycles: int
+    mapped_utilization: float
+
+
+def map_gemm(
+    m: int,
+    k: int,
+    n: int,
+    rows: int,
+    cols: int,
+    dataflow: str,
+    *,
+    scalesim_compat: bool = False,
+) -> GemmMapping:
+    """Fold an ``M x K`` by ``K x N`` GEMM onto a ``rows x cols`` array under ``dataflow``.
+
+    ``scalesim_compat=True`` returns SCALE-Sim 3.0.0's stall-free compute cycles; the default is
+    accelsim's pipelined model (never more than one cycle slower, see docs/dataflows.md).
+    Raises :class:`AccelsimError` for an unknown dataflow or a size that is not an integer >= 1.
+    """
+    for name, value in (("m", m), ("k", k), ("n", n), ("rows", rows), ("cols", cols)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise AccelsimError(f"map_gemm: {name}={value!r} must be an integer >= 1")
+    if dataflow not in DATAFLOWS:
+        raise AccelsimError(
+            f"map_gemm: dataflow={dataflow!r} is not one of {', '.join(DATAFLOWS)}"
+        )
+    return _map_cached(m, k, n, rows, cols, dataflow, bool(scalesim_compat))
+
+
+@lru_cache(maxsize=1 << 16)
+def _map_cached(
+    m: int, k: int, n: int, rows: int, cols: int, dataflow: str, scalesim_compat: bool
+) -> GemmMapping:
+    # Sweeps revisit the same (shape, array) pairs across layers and design points; the result
+    # is an immutable value, so sharing it is safe.
+    if dataflow == "os":
+        spatial_rows, spatial_cols, temporal = m, n, k
+    elif dataflow == "ws":
+        spatial_rows, spatial_cols, temporal = k, n, m
+    else:
+        spatial_rows, spatial_cols, temporal = k, m, n
+    row_folds = -(-spatial_rows // rows)
+    col_folds = -(-spatial_cols // cols)
+    if scalesim_compat:
+        cycles = _scalesim_cycles(row_folds * col_folds, temporal, rows, cols, dataflow)
+    elif dataflow == "os":
+        cycles = _pipelined_os_cycles(spatial_rows, spatial_cols, temporal, rows, cols)
+    else:
+        cycles = _pipelined_stationary_cycles(spatial_rows, spatial_cols, temporal, rows, cols)
+    macs = m * k * n
+    # SCALE-Sim's count is one short of the cycles it simulates, so on a 1x1 array its compat
+    # number can fall below the MAC count (even to 0); utilization is a fraction, so cap it.
+    utilization = 1.0 if cycles * rows * cols <= macs else macs / (rows * cols * cycles)
+    return GemmMapping(dataflow, row_folds, col_folds, cycles, utilization)
+
+
+def _scalesim_cycles(folds: int, temporal: int, rows: int, cols: int, dataflow: str) -> int:
+    """SCALE-Sim 3.0.0 CALC-mode "Total Cycles" (compute/systolic_compute_{os,ws,is}.py).
+
+    Per fold its demand matrices hold: OS ``T`` operand lines + ``cols - 1`` drain lines, skewed
+    over ``rows`` (+ ``rows - 1``); WS ``rows`` weight-load lines + ``T`` + ``cols - 1``, skewed
+    (+ ``rows - 1``); IS ``rows`` load lines + a ``rows + cols + T - 2`` suffix. The memory model
+    reports the serviced cycle of the last ofmap line, a 0-based index, hence the ``- 1``.
+    """
+    weight_load_cycles = 0 if dataflow == "os" else rows
+    return folds * (weight_load_cycles + temporal + rows + cols - 2) - 1
+
+
+def _pipelined_os_cycles(
+    spatial_rows: int, spatial_cols: int, temporal: int, rows: int, cols: int
+) -> int:
+    """Output stationary with folds pipelined.
+
+    A fold on ``r x c`` PEs streams ``T`` operand pairs; the next fold's operands follow
+    immediately, each PE starting a fresh sum as the finished one is read onto its column's
+    result bus. A column emits its ``r`` finished sums on consecutive cycles, so a fold occupies
+    ``max(T, r)`` cycles of the pipeline. Fold ``f`` started at ``s_f`` finishes its last MAC in
+    PE ``(r-1, c-1)`` at cycle ``s_f + T + r + c - 2`` (count); the GEMM ends when the latest fold
+    ends.
+    """
+    row_folds = -(-spatial_rows // rows)
+    col_folds = -(-spatial_cols // cols)
+    last_rows = spatial_rows - (row_folds - 1) * rows
+    last_cols = spatial_cols - (col_folds - 1) * cols
+    full_interval = max(temporal, rows)
+    group_cycles = (row_folds - 1) * full_interval + max(temporal, last_rows)
+    return max(
+        _os_group_end(g * group_cycles, c, row_folds, full_interval, temporal, rows, last_rows)
+        for g, c in _last_column_groups(col_folds, cols, last_cols)
+    )
+
+
+def _os_group_end(
+    start: int,
+    group_cols: int,
+    row_folds: int,
+    full_interval: int,
+    temporal: int,
+    rows: int,
+    last_rows: int,
+) -> int:
+    """Latest finish among one column group's folds (its last full-height fold or its last)."""
+    last_end = start + (row_folds - 1) * full_interval + temporal + last_rows + group_cols - 2
+    if row_folds == 1:
+        return last_end
+    full_end = start + (row_folds - 2) * full_interval + temporal + rows + group_cols - 2
+    return max(full_end, last_end)
+
+
+def _pipelined_stationary_cycles(
+    spatial_rows: int, spatial_cols: int, temporal: int, rows: int, cols: int
+) -> int:
+    """Weight or input stationary with double-buffered PE operand registers.
+
+    The first tile's ``r`` rows are shifted in before anything streams (``r`` cycles). While fold
+    ``f`` streams its ``T`` vectors, the next tile shifts into the shadow registers, so fold ``f``
+    occupies ``max(T, r_next)`` cycles. Partial sums cross all ``rows`` physical rows to the bottom
+    edge, so fold ``f`` started at ``s_f`` delivers its last output at ``s_f + T + rows + c - 2``.
+    Within a column group every fold has the same drain, so only each group's last fold can end
+    the GEMM.
+    """
+    row_folds = -(-spatial_rows // rows)
+    col_folds = -(-spatial_cols // cols)
+    last_rows = spatial_rows - (row_folds - 1) * rows
+    last_cols = spatial_cols - (col_folds - 1) * cols
+    full_interval = max(temporal, rows)
+    first_load = rows if row_folds > 1 else last_rows
+    group_cycles = (row_folds - 1) * full_interval + max(temporal, last_rows)
+    # Offset of a group's last fold: every earlier fold in the group waits for a full-height
+    # successor except the one before the last, whose successor is the short last tile.
+    last_fold_offset = (
+        0 if row_folds == 1 else (row_folds - 2) * full_interval + max(temporal, last_rows)
+    )
+    return max(
+        first_load + g * group_cycles + last_fold_offset + temporal + rows + c - 2
+        for g, c in _last_column_groups(col_folds, cols, last_cols)
+    )
+
+
+def _last_column_groups(col_folds: int, cols: int, last_cols: int) -> tuple[tuple[int, int], ...]:
+    """(group index, used columns) of the groups that can finish last.
+
+    Full-width groups differ only by start time, so the last of them dominates the others; the
+    final (possibly narrower) group starts later but may drain sooner.
+    """
+    if col_folds == 1:
+        return ((0, last_cols),)
+    return ((col_folds - 2, cols), (col_folds - 1, last_cols))

@@ -1,0 +1,182 @@
+"""Tiling by SRAM capacity, DRAM traffic with re-fetch, and stall cycles (closed forms).
+
+A GEMM ``C[M, N] = A[M, K] @ B[K, N]`` is cut into tiles ``(tile_m, tile_k, tile_n)`` that are
+whole multiples of the array's fold shape for the dataflow (the *granule*). A tile of A must fit
+the input buffer, a tile of B the weight buffer and the tile's accumulators the output buffer;
+a double-buffered buffer offers half its size to a tile (the other half is being filled).
+
+DRAM traffic follows from the loop order. With the full reduction in one tile (``tiles_k == 1``)
+the order ``n_outer`` holds each weight tile while all activation tiles stream past (A is
+re-fetched ``tiles_n`` times unless all of A fits), ``m_outer`` the reverse; with a split
+reduction every output tile streams its A and B tiles (A x ``tiles_n``, B x ``tiles_m``) and
+partial sums stay in the output buffer. Outputs are written to DRAM once.
+
+Timing is a pipeline over tile steps with uniform compute ``c`` per step. A double-buffered
+buffer streams: the array starts once the first fold's operands are in (the *prologue*), and
+from then on its transfers hide under compute, so a step costs ``max(c, hidden transfers) +
+transfers of single-buffered buffers``; the last fold's results drain after compute ends (the
+*epilogue*). Steps come in two classes (those that also load a new held tile, and the rest), so
+the sum over steps is a closed form, not a loop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from accelsim.hw import HwConfig
+
+
+@dataclass(frozen=True)
+class Operands:
+    """One GEMM instance's operand sizes; bits are storage bits per element."""
+
+    m: int
+    k: int
+    n: int
+    act_bits: int
+    weight_bits: float  # per dense (k, n) position; fractional for 2:4 values + index
+    psum_bits: int
+    out_bits: int
+    k_granule: int = 1  # reduction tiles must keep whole groups (4 for 2:4 weights)
+
+    @property
+    def a_bytes(self) -> float:
+        return self.m * self.k * self.act_bits / 8
+
+    @property
+    def b_bytes(self) -> float:
+        return self.k * self.n * self.weight_bits / 8
+
+    @property
+    def c_bytes(self) -> float:
+        return self.m * self.n * self.out_bits / 8
+
+
+@dataclass(frozen=True)
+class Tiling:
+    tile_m: int
+    tile_k: int
+    tile_n: int
+    tiles_m: int
+    tiles_k: int
+    tiles_n: int
+    order: str  # "n_outer" (weight tile held) or "m_outer" (activation tile held)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Result of planning one GEMM layer (``count`` instances) against the memory system."""
+
+    feasible: bool
+    reason: str
+    tiling: Tiling | None
+    dram_read_a_bytes: int  # per instance
+    dram_read_b_bytes: int
+    dram_write_c_bytes: int
+    stall_cycles: int  # whole layer
+
+    @property
+    def dram_bytes(self) -> int:
+        return self.dram_read_a_bytes + self.dram_read_b_bytes + self.dram_write_c_bytes
+
+
+def granule(dataflow: str, rows: int, cols: int) -> tuple[int, int, int]:
+    """Fold shape (m, k, n) one array pass covers: OS maps M x N, WS K x N, IS K x M."""
+    if dataflow == "os":
+        return rows, 1, cols
+    if dataflow == "ws":
+        return 1, rows, cols
+    return cols, rows, 1
+
+
+def _fit(limit_elems: float, granule_size: int, dim: int) -> int:
+    """Largest multiple of ``granule_size`` (or all of ``dim``) within ``limit_elems``."""
+    if limit_elems >= dim:
+        return dim
+    return int(limit_elems // granule_size) * granule_size
+
+
+def _fold(ops: Operands, gran: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The granule clamped to the GEMM (and to whole 2:4 groups along k)."""
+    gk = min(ops.k, math.lcm(min(gran[1], ops.k), ops.k_granule))
+    return min(gran[0], ops.m), gk, min(gran[2], ops.n)
+
+
+def plan_tiles(ops: Operands, hw: HwConfig, gran: tuple[int, int, int]) -> Tiling | str:
+    """Largest tiles that fit the three buffers, or the reason none fits."""
+    cap_a = hw.sram.inputs.tile_capacity_bytes * 8  # bits
+    cap_b = hw.sram.weights.tile_capacity_bytes * 8
+    cap_c = hw.sram.outputs.tile_capacity_bytes * 8
+    gm, gk, gn = _fold(ops, gran)
+    if gm * gk * ops.act_bits > cap_a:
+        return (f"input tile {gm}x{gk} ({gm * gk * ops.act_bits / 8:.0f} B) exceeds the input "
+                f"buffer's tile capacity ({cap_a // 8} B)")
+    if gk * gn * ops.weight_bits > cap_b:
+        return (f"weight tile {gk}x{gn} ({gk * gn * ops.weight_bits / 8:.0f} B) exceeds the "
+                f"weight buffer's tile capacity ({cap_b // 8} B)")
+    if gm * gn * ops.psum_bits > cap_c:
+        return (f"output tile {gm}x{gn} ({gm * gn * ops.psum_bits / 8:.0f} B) exceeds the "
+                f"output buffer's tile capacity ({cap_c // 8} B)")
+    tile_k = _fit(min(cap_a / (gm * ops.act_bits), cap_b / (gn * ops.weight_bits)), gk, ops.k)
+    tile_m = _fit(cap_a / (tile_k * ops.act_bits), gm, ops.m)
+    tile_n = _fit(cap_b / (tile_k * ops.weight_bits), gn, ops.n)
+    if tile_m * tile_n * ops.psum_bits > cap_c:
+        tile_m = max(gm, _fit(cap_c / (tile_n * ops.psum_bits), gm, ops.m))
+        if tile_m * tile_n * ops.psum_bits > cap_c:
+            tile_n = _fit(cap_c / (tile_m * ops.psum_bits), gn, ops.n)
+    return Tiling(tile_m, tile_k, tile_n, -(-ops.m // tile_m), -(-ops.k // tile_k),
+                  -(-ops.n // tile_n), "n_outer")
+
+
+def refetch_counts(t: Tiling) -> tuple[int, int]:
+    """How many times A and B are read from DRAM under the tiling's loop order."""
+    if t.tiles_k > 1:  # every output tile streams its A and B tiles through the reduction
+        return t.tiles_n, t.tiles_m
+    if t.order == "n_outer":  # weight tile held; A re-streams per weight tile unless resident
+        return (1 if t.tiles_m == 1 else t.tiles_n), 1
+    return 1, (1 if t.tiles_n == 1 else t.tiles_m)
+
+
+def _total_cycles(a_bytes: float, b_bytes: float, c_bytes: float, ops: Operands, hw: HwConfig,
+                  gran: tuple[int, int, int], compute_cycles: float) -> float:
+    """Prologue + max(compute, hidden transfers) + serialized transfers + epilogue.
+
+    Summing ``max(c, t)`` over uniform tile steps gives ``max(C, T)``: a double-buffered held
+    tile is prefetched during all the steps of the tile before it, so its load spreads evenly.
+    """
+    bpc = hw.dram_bytes_per_cycle
+    db_a, db_b, db_c = (hw.sram.inputs.double_buffered, hw.sram.weights.double_buffered,
+                        hw.sram.outputs.double_buffered)
+    hidden = (a_bytes * db_a + b_bytes * db_b + c_bytes * db_c) / bpc
+    serial = (a_bytes * (not db_a) + b_bytes * (not db_b) + c_bytes * (not db_c)) / bpc
+    gm, gk, gn = _fold(ops, gran)
+    prologue = (gm * gk * ops.act_bits * db_a + gk * gn * ops.weight_bits * db_b) / 8 / bpc
+    epilogue = gm * gn * ops.out_bits * db_c / 8 / bpc
+    return prologue + max(compute_cycles, hidden) + serial + epilogue
+
+
+def plan_memory(ops: Operands, hw: HwConfig, gran: tuple[int, int, int], compute_cycles: int,
+                count: int, candidates: tuple[Tiling, ...]) -> MemoryPlan:
+    """Pick the fastest (then least traffic) of the candidate tilings in either loop order."""
+    best: tuple[float, float, Tiling, float, float] | None = None
+    for tiling in candidates:
+        for order in ("n_outer", "m_outer"):
+            t = Tiling(tiling.tile_m, tiling.tile_k, tiling.tile_n, tiling.tiles_m,
+                       tiling.tiles_k, tiling.tiles_n, order)
+            reads_a, reads_b = refetch_counts(t)
+            a_bytes, b_bytes = ops.a_bytes * reads_a, ops.b_bytes * reads_b
+            cycles = (0.0 if hw.ideal_memory else _total_cycles(
+                a_bytes * count, b_bytes * count, ops.c_bytes * count, ops, hw, gran,
+                compute_cycles))
+            if best is None or (cycles, a_bytes + b_bytes) < (best[0], best[1]):
+                best = (cycles, a_bytes + b_bytes, t, a_bytes, b_bytes)
+    assert best is not None, "plan_memory needs at least one candidate tiling"
+    cycles, _, tiling, a_bytes, b_bytes = best
+    stall = 0 if hw.ideal_memory else max(0, math.ceil(cycles - compute_cycles - 1e-6))
+    return MemoryPlan(True, "", tiling, math.ceil(a_bytes - 1e-9), math.ceil(b_bytes - 1e-9),
+                      math.ceil(ops.c_bytes - 1e-9), stall)
+
+
+def infeasible(reason: str) -> MemoryPlan:
+    return MemoryPlan(False, reason, None, 0, 0, 0, 0)

@@ -1,0 +1,137 @@
+"""Helpers shared by the task loaders: cache folder, seeded class-balanced splits, batching."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from accelsim.errors import AccelsimError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from accelsim.tasks.base import Batch, Split
+
+SPLITS: tuple[Split, ...] = ("train", "val", "test")
+# The split itself never depends on a caller's seed: every run, test and table row sees the same
+# examples. Caller seeds only shuffle the training order.
+SPLIT_SEED = 20221128
+
+
+def cache_dir(*parts: str) -> Path:
+    """``${ACCELSIM_CACHE:-~/.cache/accelsim}/<parts>``, created on demand (outside git)."""
+    root = Path(os.environ.get("ACCELSIM_CACHE", Path.home() / ".cache" / "accelsim"))
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def require_file(path: Path, install: str) -> Path:
+    """``path`` if it exists, else the one-line error that says how to install it."""
+    if not path.exists():
+        raise AccelsimError(f"task data: {path} not found; install it with: {install}")
+    return path
+
+
+@dataclass(frozen=True)
+class SplitSizes:
+    """Examples per class in each split (a class with fewer examples raises)."""
+
+    train: int
+    val: int
+    test: int
+
+    def of(self, split: Split) -> int:
+        return {"train": self.train, "val": self.val, "test": self.test}[split]
+
+    def scaled(self, limit: int | None, num_classes: int) -> SplitSizes:
+        """Per-class sizes capped so that no split exceeds ``limit`` examples in total."""
+        if limit is None:
+            return self
+        if limit < num_classes:
+            raise AccelsimError(
+                f"task limit: {limit} is below the number of classes {num_classes}; "
+                f"allowed: an integer >= {num_classes} or None"
+            )
+        cap = limit // num_classes
+        return SplitSizes(min(self.train, cap), min(self.val, cap), min(self.test, cap))
+
+
+def balanced_split(
+    labels: np.ndarray, sizes: SplitSizes, num_classes: int, where: str
+) -> dict[Split, np.ndarray]:
+    """Disjoint per-class index sets, drawn with :data:`SPLIT_SEED`; sorted within each split."""
+    rng = np.random.default_rng(SPLIT_SEED)
+    picked: dict[Split, list[np.ndarray]] = {s: [] for s in SPLITS}
+    need = sizes.train + sizes.val + sizes.test
+    for c in range(num_classes):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) < need:
+            raise AccelsimError(
+                f"{where}: class {c} has {len(idx)} examples, the split needs {need}"
+            )
+        idx = rng.permutation(idx)
+        picked["train"].append(idx[: sizes.train])
+        picked["val"].append(idx[sizes.train : sizes.train + sizes.val])
+        picked["test"].append(idx[sizes.train + sizes.val : need])
+    return {s: np.sort(np.concatenate(picked[s])) for s in SPLITS}
+
+
+def order(n: int, split: Split, seed: int) -> np.ndarray:
+    """Example order: shuffled by ``seed`` for ``train``, the stored order otherwise."""
+    if split == "train":
+        return np.random.default_rng(seed).permutation(n)
+    return np.arange(n)
+
+
+def tensor_batches(
+    inputs: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    split: Split,
+    batch_size: int,
+    seed: int,
+) -> Iterator[Batch]:
+    """Slice equally long tensors into :class:`Batch` es (the last batch may be short)."""
+    import torch
+
+    from accelsim.tasks.base import Batch
+
+    check_batch_size(batch_size)
+    perm = torch.from_numpy(order(len(labels), split, seed))
+    for start in range(0, len(perm), batch_size):
+        sel = perm[start : start + batch_size]
+        yield Batch({k: v[sel] for k, v in inputs.items()}, labels[sel])
+
+
+def build_task_model(backbone: str, pretrained: bool, seed: int, num_labels: int) -> nn.Module:
+    """Zoo backbone + a fresh ``num_labels`` head, seeded, in train mode (ready to fine-tune)."""
+    from accelsim.zoo import build_model
+
+    model = build_model(backbone, pretrained=pretrained, seed=seed, num_labels=num_labels)
+    return model.train()
+
+
+def check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise AccelsimError(f"batch_size: {batch_size} given; allowed: an integer >= 1")
+
+
+def accuracy_pct(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy in percent."""
+    if len(labels) == 0:
+        raise AccelsimError("metric: empty split; allowed: at least one example")
+    return float((logits.argmax(-1) == labels).double().mean()) * 100.0
+
+
+def closest(name: str, options: Sequence[str]) -> str:
+    """The option nearest to ``name`` (for one-line 'did you mean' errors)."""
+    import difflib
+
+    match = difflib.get_close_matches(name, options, n=1, cutoff=0.0)
+    return match[0] if match else options[0]

@@ -1,0 +1,139 @@
+"""Fashion-MNIST with the DINOv2-S ViT (patch 14).
+
+Data: the four IDX files of the Debian ``dataset-fashion-mnist`` package
+(``/usr/share/datasets/fashion-mnist``): 10 classes (T-shirt/top, trouser, pullover, dress, coat,
+sandal, shirt, sneaker, bag, ankle boot), 28x28 gray. The split is class-balanced and fixed
+(:data:`accelsim.tasks._data.SPLIT_SEED`): train 200 and val 50 per class drawn from the official
+60k training file, test 100 per class from the official 10k test file, i.e. 2000 / 500 / 1000
+images. Images are upsampled (bilinear) to ``resolution`` px (default 56: 4x4 patches + CLS =
+17 tokens, which fits fine-tuning a 22M-parameter ViT on 2 CPU cores), repeated to 3 channels
+and normalised with the ImageNet mean/std that DINOv2 was trained with.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from accelsim.errors import AccelsimError
+from accelsim.tasks._data import (
+    SplitSizes,
+    accuracy_pct,
+    balanced_split,
+    build_task_model,
+    check_batch_size,
+    order,
+    require_file,
+)
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from accelsim.tasks.base import Batch, Split
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+CLASSES = (
+    "t-shirt/top", "trouser", "pullover", "dress", "coat",
+    "sandal", "shirt", "sneaker", "bag", "ankle boot",
+)  # fmt: skip
+INSTALL = "apt-get install -y dataset-fashion-mnist"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PATCH = 14
+
+
+def read_idx(path: Path, header_bytes: int) -> np.ndarray:
+    """The uint8 payload of a gzip IDX file."""
+    with gzip.open(require_file(path, INSTALL)) as f:
+        return np.frombuffer(f.read(), np.uint8, offset=header_bytes)
+
+
+def read_fashion(directory: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images [N, 28, 28] uint8 and labels [N] of ``part`` ('train' or 't10k')."""
+    images = read_idx(directory / f"{part}-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
+    labels = read_idx(directory / f"{part}-labels-idx1-ubyte.gz", 8).astype(np.int64)
+    return images, labels
+
+
+@dataclass(frozen=True)
+class FashionMnist:
+    """The vision task (see module docstring). ``limit`` caps each split; ``tiny`` uses a tiny
+    random-init DINOv2 (zoo ``dinov2_tiny``, 28 px) (for tests)."""
+
+    limit: int | None = None
+    tiny: bool = False
+    resolution: int | None = None
+    directory: Path = FASHION_DIR
+    name: str = field(default="fashion_mnist", init=False)
+    num_labels: int = field(default=len(CLASSES), init=False)
+    metric_name: str = field(default="accuracy_pct", init=False)
+    sizes: SplitSizes = field(default=SplitSizes(200, 50, 100), init=False)
+
+    def __post_init__(self) -> None:
+        side = self.side_px
+        if side < PATCH or side % PATCH:
+            raise AccelsimError(
+                f"task fashion_mnist resolution: {side} given; "
+                f"allowed: a positive multiple of the patch size {PATCH}"
+            )
+
+    @property
+    def side_px(self) -> int:
+        """Input side: ``resolution``, else 56 (28 for the tiny model, whose grid is 2x2)."""
+        if self.resolution is not None:
+            return self.resolution
+        return 28 if self.tiny else 56
+
+    @property
+    def backbone(self) -> str:
+        return "dinov2_tiny" if self.tiny else "dinov2_s"
+
+    def build_model(self, seed: int) -> nn.Module:
+        return build_task_model(self.backbone, not self.tiny, seed, self.num_labels)
+
+    @cached_property
+    def _splits(self) -> dict[Split, tuple[np.ndarray, np.ndarray]]:
+        sizes = self.sizes.scaled(self.limit, self.num_labels)
+        where = f"fashion_mnist ({self.directory})"
+        train_x, train_y = read_fashion(self.directory, "train")
+        test_x, test_y = read_fashion(self.directory, "t10k")
+        fit = balanced_split(train_y, SplitSizes(sizes.train, sizes.val, 0), 10, where)
+        held = balanced_split(test_y, SplitSizes(0, 0, sizes.test), 10, where)["test"]
+        return {
+            "train": (train_x[fit["train"]], train_y[fit["train"]]),
+            "val": (train_x[fit["val"]], train_y[fit["val"]]),
+            "test": (test_x[held], test_y[held]),
+        }
+
+    def pixels(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 [B, 28, 28] -> normalised float [B, 3, side_px, side_px]."""
+        import torch
+        import torch.nn.functional as F
+
+        x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+        x = F.interpolate(x, size=(self.side_px,) * 2, mode="bilinear", align_corners=False)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        return (x.expand(-1, 3, -1, -1) - mean) / std
+
+    def batches(self, split: Split, batch_size: int, seed: int) -> Iterator[Batch]:
+        import torch
+
+        from accelsim.tasks.base import Batch
+
+        check_batch_size(batch_size)
+        images, labels = self._splits[split]
+        perm = order(len(labels), split, seed)
+        for start in range(0, len(perm), batch_size):
+            sel = perm[start : start + batch_size]
+            yield Batch({"pixel_values": self.pixels(images[sel])}, torch.from_numpy(labels[sel]))
+
+    def metric(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
+        return accuracy_pct(logits, labels)

@@ -1,0 +1,347 @@
+"""Check accelsim's SCALE-Sim-compatible GEMM timing against SCALE-Sim itself, and time both.
+
+Run:  python benchmarks/scalesim_compare.py [--scalesim-python /work/scalesim_venv/bin/python]
+          [--write-golden tests/sim/scalesim_golden.json] [--include-slow]
+          [--speed-dataflow os] [--skip-speed]
+
+SCALE-Sim 3.0.0 lives in its own virtualenv (it needs numpy 2.2), see benchmarks/README.md. This
+script re-launches itself under that interpreter with ``--worker``; the worker imports only the
+standard library and scalesim, never accelsim. It prints, per case and dataflow, SCALE-Sim's
+stall-free "Total Cycles" (COMPUTE_REPORT.csv, CALC bandwidth mode), accelsim's
+``map_gemm(..., scalesim_compat=True)`` and accelsim's default pipelined model; then SCALE-Sim's
+wall time on a 197x768x768 GEMM against ``map_gemm`` and (when the module exists)
+``accelsim.sim.simulate.simulate`` on the same GEMM, with the speed ratios. Without SCALE-Sim it
+still prints accelsim's side against the stored golden numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GOLDEN_PATH = REPO_ROOT / "tests" / "sim" / "scalesim_golden.json"
+DEFAULT_SCALESIM_PYTHON = Path("/work/scalesim_venv/bin/python")
+DATAFLOW_ORDER = ("os", "ws", "is")
+SCALESIM_VERSION = "3.0.0"
+
+# (name, m, k, n, rows, cols, slow). GEMM out[M,N] = A[M,K] @ B[K,N]; SCALE-Sim's GEMM topology
+# row is "name, M, N, K,". Chosen to hit: exact multiples, partial folds on either axis, GEMMs
+# smaller than the array, tall/skinny and long-reduction shapes, 1-wide and non-square arrays.
+CASES: tuple[tuple[str, int, int, int, int, int, bool], ...] = (
+    ("square_exact_4x4", 8, 8, 8, 4, 4, False),
+    ("partial_all_4x4", 5, 9, 7, 4, 4, False),
+    ("tall_m_4x4", 16, 12, 4, 4, 4, False),
+    ("single_mac_4x4", 1, 1, 1, 4, 4, False),
+    ("smaller_than_array_4x4", 3, 2, 5, 4, 4, False),
+    ("skinny_m1000_4x4", 1000, 3, 2, 4, 4, False),
+    ("wide_n1000_4x4", 2, 1, 1000, 4, 4, False),
+    ("long_k2048_4x4", 1, 2048, 1, 4, 4, False),
+    ("odd_2x2", 3, 3, 3, 2, 2, False),
+    ("one_pe_1x1", 2, 3, 2, 1, 1, False),
+    ("one_row_1x8", 6, 5, 11, 1, 8, False),
+    ("one_col_8x1", 6, 5, 11, 8, 1, False),
+    ("partial_8x16", 20, 17, 33, 8, 16, False),
+    ("long_n_8x16", 7, 3, 100, 8, 16, False),
+    ("partial_16x8", 50, 31, 9, 16, 8, False),
+    ("exact_8x8", 64, 128, 64, 8, 8, False),
+    ("exact_16x16", 64, 64, 64, 16, 16, False),
+    ("tiny_on_32x32", 10, 3, 5, 32, 32, False),
+    ("matvec_on_32x32", 1, 64, 1, 32, 32, False),
+    ("attn_qk_32x8", 197, 64, 197, 32, 8, False),
+    ("partial_128x128", 300, 100, 200, 128, 128, False),
+    ("vit_b_qkv_32x32", 197, 768, 768, 32, 32, True),
+)
+SPEED_CASE = ("vit_b_qkv_32x32", 197, 768, 768, 32, 32)
+
+CONFIG_TEMPLATE = """[general]
+run_name = accelsim_check
+
+[architecture_presets]
+ArrayHeight: {rows}
+ArrayWidth: {cols}
+IfmapSramSzkB: 64
+FilterSramSzkB: 64
+OfmapSramSzkB: 64
+IfmapOffset: 0
+FilterOffset: 10000000
+OfmapOffset: 20000000
+Bandwidth: 10
+Dataflow: {dataflow}
+MemoryBanks: 1
+ReadRequestBuffer: 512
+WriteRequestBuffer: 512
+
+[layout]
+IfmapCustomLayout: False
+IfmapSRAMBankBandwidth: 10
+IfmapSRAMBankNum: 1
+IfmapSRAMBankPort: 2
+FilterCustomLayout: False
+FilterSRAMBankBandwidth: 10
+FilterSRAMBankNum: 1
+FilterSRAMBankPort: 2
+
+[sparsity]
+SparsitySupport: false
+SparseRep: ellpack_block
+OptimizedMapping: false
+BlockSize: 4
+RandomNumberGeneratorSeed: 40
+
+[run_presets]
+InterfaceBandwidth: CALC
+UseRamulatorTrace: False
+"""
+# SCALE-Sim 3.0.0 insists on a layout CSV even with custom layouts off; a header suffices.
+LAYOUT_CSV = (
+    "Layer,IFMAP Height,IFMAP Width,Filter Height,Filter Width,Channels,Num Filter,Strides,\n"
+)
+
+
+def _run_scalesim_jobs(jobs_path: Path, results_path: Path) -> int:
+    """Worker side (runs under SCALE-Sim's interpreter): simulate each job, write JSON results."""
+    from scalesim.scale_sim import scalesim
+
+    jobs = json.loads(jobs_path.read_text())
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_dir = Path(tmp)
+        layout = tmp_dir / "layout.csv"
+        layout.write_text(LAYOUT_CSV)
+        for index, job in enumerate(jobs):
+            config = tmp_dir / f"job{index}.cfg"
+            config.write_text(CONFIG_TEMPLATE.format(**job))
+            topology = tmp_dir / f"job{index}.csv"
+            # The trailing comma matters: SCALE-Sim drops each row's last comma-separated field.
+            topology.write_text(f"Layer,M,N,K,\n{job['name']},{job['m']},{job['n']},{job['k']},\n")
+            out_dir = tmp_dir / f"out{index}"
+            start_s = time.perf_counter()
+            sim = scalesim(
+                save_disk_space=True,
+                verbose=False,
+                config=str(config),
+                topology=str(topology),
+                layout=str(layout),
+                input_type_gemm=True,
+            )
+            sim.run_scale(top_path=str(out_dir))
+            wall_s = time.perf_counter() - start_s
+            with open(out_dir / "accelsim_check" / "COMPUTE_REPORT.csv", newline="") as report:
+                row = {
+                    key.strip(): value.strip()
+                    for key, value in next(csv.DictReader(report, skipinitialspace=True)).items()
+                    if key and key.strip()
+                }
+            results.append(
+                {
+                    **job,
+                    "total_cycles": int(row["Total Cycles"]),
+                    "stall_cycles": int(row["Stall Cycles"]),
+                    "wall_s": wall_s,
+                }
+            )
+            print(f"  scalesim {job['name']} {job['dataflow']}: {row['Total Cycles']} cycles, "
+                  f"{wall_s:.2f} s", file=sys.stderr, flush=True)
+    results_path.write_text(json.dumps(results))
+    return 0
+
+
+def run_scalesim(scalesim_python: Path, jobs: list[dict]) -> list[dict]:
+    """Run ``jobs`` (dicts with name, m, k, n, rows, cols, dataflow) through SCALE-Sim."""
+    with tempfile.TemporaryDirectory() as tmp:
+        jobs_path = Path(tmp) / "jobs.json"
+        results_path = Path(tmp) / "results.json"
+        jobs_path.write_text(json.dumps(jobs))
+        subprocess.run(
+            [str(scalesim_python), str(Path(__file__).resolve()), "--worker",
+             str(jobs_path), str(results_path)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        return json.loads(results_path.read_text())
+
+
+def scalesim_version(scalesim_python: Path) -> str:
+    probe = "from importlib.metadata import version; print(version('scalesim'))"
+    return subprocess.run(
+        [str(scalesim_python), "-c", probe], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def case_jobs(cases: tuple[tuple[str, int, int, int, int, int, bool], ...]) -> list[dict]:
+    return [
+        {"name": name, "m": m, "k": k, "n": n, "rows": rows, "cols": cols, "dataflow": dataflow}
+        for name, m, k, n, rows, cols, _slow in cases
+        for dataflow in DATAFLOW_ORDER
+    ]
+
+
+def write_golden(path: Path, results: list[dict], version: str) -> None:
+    entries = [
+        {key: result[key] for key in ("name", "m", "k", "n", "rows", "cols", "dataflow")}
+        | {"compute_cycles": result["total_cycles"], "stall_cycles": result["stall_cycles"]}
+        for result in results
+    ]
+    golden = {
+        "source": (
+            f"SCALE-Sim {version} (pip install scalesim=={version}, numpy 2.2), run by "
+            "benchmarks/scalesim_compare.py --write-golden; compute_cycles is COMPUTE_REPORT.csv "
+            "'Total Cycles' of a one-layer GEMM topology (name, M, N, K,) in CALC bandwidth mode"
+        ),
+        "scalesim_version": version,
+        "config_template": CONFIG_TEMPLATE,
+        "layout_csv": LAYOUT_CSV,
+        "gemm_convention": "out[M,N] = A[M,K] @ B[K,N]; SCALE-Sim topology row: name, M, N, K,",
+        "entries": entries,
+    }
+    path.write_text(json.dumps(golden, indent=1) + "\n")
+
+
+def print_table(rows: list[dict]) -> int:
+    """Print SCALE-Sim vs accelsim cycles; return the number of compat mismatches."""
+    from accelsim.sim.mapping import map_gemm
+
+    header = (f"{'case':<24} {'df':<3} {'M':>5} {'K':>5} {'N':>5} {'array':>8} "
+              f"{'scalesim':>10} {'compat':>10} {'match':>5} {'accelsim':>10} {'saved %':>8}")
+    print(header)
+    print("-" * len(header))
+    mismatches = 0
+    for row in rows:
+        shape = (row["m"], row["k"], row["n"], row["rows"], row["cols"], row["dataflow"])
+        compat = map_gemm(*shape, scalesim_compat=True).compute_cycles
+        default = map_gemm(*shape).compute_cycles
+        reference = row["total_cycles"]
+        match = compat == reference
+        mismatches += not match
+        saved_pct = 100.0 * (reference - default) / reference if reference else 0.0
+        print(f"{row['name']:<24} {row['dataflow']:<3} {row['m']:>5} {row['k']:>5} {row['n']:>5} "
+              f"{row['rows']:>3}x{row['cols']:<4} {reference:>10,} {compat:>10,} "
+              f"{'yes' if match else 'NO':>5} {default:>10,} {saved_pct:>8.1f}")
+    return mismatches
+
+
+def time_per_call_s(function, min_total_s: float = 0.5) -> float:
+    """Mean wall time of ``function()`` over enough calls to fill ``min_total_s``."""
+    calls = 1
+    while True:
+        start_s = time.perf_counter()
+        for _ in range(calls):
+            function()
+        elapsed_s = time.perf_counter() - start_s
+        if elapsed_s >= min_total_s:
+            return elapsed_s / calls
+        calls *= 4
+
+
+def accelsim_timings(m: int, k: int, n: int, rows: int, cols: int, dataflow: str) -> dict:
+    """Per-call wall time of map_gemm (cold cache and warm) and, if present, simulate()."""
+    from accelsim.sim import mapping
+
+    def cold() -> None:
+        mapping._map_cached.cache_clear()
+        mapping.map_gemm(m, k, n, rows, cols, dataflow, scalesim_compat=True)
+
+    timings = {
+        "map_gemm (cold cache)": time_per_call_s(cold),
+        "map_gemm (cached)": time_per_call_s(
+            lambda: mapping.map_gemm(m, k, n, rows, cols, dataflow, scalesim_compat=True)
+        ),
+    }
+    simulate_call = _simulate_call(m, k, n, rows, cols, dataflow)
+    if simulate_call is not None:
+        timings["simulate() one-GEMM graph"] = time_per_call_s(simulate_call)
+    return timings
+
+
+def _simulate_call(m: int, k: int, n: int, rows: int, cols: int, dataflow: str):
+    """A no-argument call of the full simulator on a one-GEMM graph with ideal memory."""
+    try:
+        from accelsim.hw import load_hw, with_overrides
+        from accelsim.sim.simulate import simulate
+    except ImportError:  # the simulator is developed alongside; time map_gemm alone until then
+        return None
+    from accelsim.graph.ir import GemmNode, Graph
+
+    graph = Graph(name="one_gemm", nodes=(GemmNode(name="gemm", m=m, k=k, n=n),))
+    overrides = {"array.rows": rows, "array.cols": cols, "array.dataflow": dataflow,
+                 "ideal_memory": True}
+    hw = with_overrides(load_hw(REPO_ROOT / "hw_configs" / "int8_dense.yaml"), overrides)
+    result = simulate(graph, hw, scalesim_compat=True)
+    if result.layers[0].compute_cycles != map_gemm_cycles(m, k, n, rows, cols, dataflow):
+        raise AssertionError("simulate() and map_gemm disagree on compute cycles")
+    return lambda: simulate(graph, hw, scalesim_compat=True)
+
+
+def map_gemm_cycles(m: int, k: int, n: int, rows: int, cols: int, dataflow: str) -> int:
+    from accelsim.sim.mapping import map_gemm
+
+    return map_gemm(m, k, n, rows, cols, dataflow, scalesim_compat=True).compute_cycles
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scalesim-python", type=Path, default=DEFAULT_SCALESIM_PYTHON,
+                        help="interpreter of a virtualenv with scalesim==3.0.0 installed")
+    parser.add_argument("--write-golden", type=Path, metavar="PATH",
+                        help="store SCALE-Sim's numbers for every case (slow ones included)")
+    parser.add_argument("--include-slow", action="store_true",
+                        help="also run the slow cases (about 1-2 min each in SCALE-Sim)")
+    parser.add_argument("--speed-dataflow", choices=DATAFLOW_ORDER, default="os")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--worker", nargs=2, type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return _run_scalesim_jobs(*args.worker)
+
+    have_scalesim = args.scalesim_python.exists()
+    if args.write_golden and not have_scalesim:
+        print(f"--write-golden needs SCALE-Sim at {args.scalesim_python}", file=sys.stderr)
+        return 2
+    if not have_scalesim:
+        print(f"SCALE-Sim not found at {args.scalesim_python}: comparing against the stored "
+              f"golden numbers in {GOLDEN_PATH.relative_to(REPO_ROOT)} and skipping timing.\n")
+        golden = json.loads(GOLDEN_PATH.read_text())
+        rows = [entry | {"total_cycles": entry["compute_cycles"]} for entry in golden["entries"]]
+        return 1 if print_table(rows) else 0
+
+    version = scalesim_version(args.scalesim_python)
+    print(f"SCALE-Sim {version} at {args.scalesim_python} (CALC mode, stall-free)\n")
+    include_slow = args.include_slow or args.write_golden is not None
+    cases = tuple(case for case in CASES if include_slow or not case[6])
+    jobs = case_jobs(cases)
+    speed_job = dict(zip(("name", "m", "k", "n", "rows", "cols"), SPEED_CASE, strict=True))
+    speed_job["dataflow"] = args.speed_dataflow
+    if not args.skip_speed and speed_job not in jobs:
+        jobs.append(speed_job)
+    results = run_scalesim(args.scalesim_python, jobs)
+    mismatches = print_table(results)
+    print(f"\n{len(results) - mismatches}/{len(results)} SCALE-Sim results matched exactly by "
+          "map_gemm(..., scalesim_compat=True)")
+    if args.write_golden:
+        golden_results = [r for r in results if any(r["name"] == c[0] for c in CASES)]
+        write_golden(args.write_golden, golden_results, version)
+        print(f"wrote {len(golden_results)} entries to {args.write_golden}")
+
+    if not args.skip_speed:
+        scalesim_wall_s = next(
+            r["wall_s"] for r in results if all(r[key] == v for key, v in speed_job.items())
+        )
+        name, m, k, n, rows, cols = SPEED_CASE
+        print(f"\nSpeed, {m}x{k}x{n} GEMM (M x K x N) on {rows}x{cols}, {args.speed_dataflow}, "
+              "stall-free:")
+        print(f"  {'SCALE-Sim ' + version:<28} {scalesim_wall_s:>12.3f} s")
+        for label, seconds in accelsim_timings(m, k, n, rows, cols, args.speed_dataflow).items():
+            print(f"  {'accelsim ' + label:<28} {seconds * 1e6:>12.2f} us   "
+                  f"{scalesim_wall_s / seconds:>14,.0f}x faster")
+    return 1 if mismatches else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

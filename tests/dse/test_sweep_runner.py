@@ -1,0 +1,146 @@
+import textwrap
+
+import pandas as pd
+import pytest
+from dse_fakes import INT8_HW, fake_evaluate, tiny_graph
+
+from accelsim.dse.runner import run_sweep
+from accelsim.dse.space import load_sweep
+from accelsim.dse.store import ResultStore, load_results
+
+SWEEP = f"""\
+version: 1
+name: toy
+hw: {INT8_HW}
+models: [toy, {{name: toy, seq_len: 12}}]
+recipes: [w8a8, w4a4_sp24]
+grid:
+  array.rows: [16, 32, 64, 128]
+  array.cols: [16, 64]
+random:
+  samples: 3
+  seed: 0
+  fields:
+    dram.bandwidth_gbps: {{uniform: [10, 100]}}
+constraints: ["area_mm2 <= 3"]
+"""
+TOTAL = 2 * 2 * 4 * 2 * 3
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.fixture()
+def spec(tmp_path):
+    path = tmp_path / "toy.yaml"
+    path.write_text(SWEEP)
+    (tmp_path / "accuracy").mkdir()
+    (tmp_path / "accuracy" / "results.csv").write_text(
+        "model,recipe,accuracy_pct\ntoy,w8a8,91.5\n"
+    )
+    return load_sweep(path)
+
+
+def run(spec, store, **kwargs):
+    return run_sweep(spec, store, evaluate=fake_evaluate, tracer=tiny_graph, **kwargs)
+
+
+def by_key(path) -> pd.DataFrame:
+    return load_results(path).sort_values("key").reset_index(drop=True)
+
+
+@pytest.fixture()
+def reference(spec, tmp_path):
+    summary = run(spec, tmp_path / "ref.sqlite", workers=1, batch_size=7)
+    assert (summary.total, summary.evaluated, summary.skipped) == (TOTAL, TOTAL, 0)
+    return by_key(tmp_path / "ref.sqlite")
+
+
+def test_results_frame_is_tidy(reference):
+    frame = reference
+    assert len(frame) == TOTAL and frame["key"].is_unique
+    assert {"hw_array_rows", "hw_array_cols", "hw_dram_bandwidth_gbps"} <= set(frame)
+    assert set(frame["recipe"]) == {"w8a8", "w4a4_sp24"}
+    assert set(frame["input_shape"]) == {'{"batch": 1, "seq_len": 8}',
+                                         '{"batch": 1, "seq_len": 12}'}
+    w8 = frame[frame["recipe"] == "w8a8"]["accuracy_pct"]
+    assert (w8 == 91.5).all() and frame[frame["recipe"] != "w8a8"]["accuracy_pct"].isna().all()
+    infeasible = frame["hw_array_rows"] * frame["hw_array_cols"] > 4096
+    assert (~frame["feasible"] == infeasible).all()
+    expected = frame["feasible"] & (frame["area_mm2"] <= 3)
+    assert (frame["meets_constraints"] == expected).all()
+    sparse = frame[frame["recipe"] == "w4a4_sp24"]["energy_uj"].sum()
+    assert sparse < frame[frame["recipe"] == "w8a8"]["energy_uj"].sum()
+
+
+def test_interrupted_sweep_resumes_without_losing_or_redoing_points(spec, tmp_path, reference):
+    store = tmp_path / "resumed.sqlite"
+    seen = []
+
+    def stop_after_three_batches(done, total):
+        seen.append(done)
+        if done == 21:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run(spec, store, workers=1, batch_size=7, progress=stop_after_three_batches)
+    with ResultStore(store) as partial:
+        assert len(partial.finished_keys()) == 21
+    summary = run(spec, store, workers=1, batch_size=7)
+    assert (summary.skipped, summary.evaluated) == (21, TOTAL - 21)
+    pd.testing.assert_frame_equal(by_key(store), reference)
+    again = run(spec, store, workers=1)
+    assert (again.skipped, again.evaluated) == (TOTAL, 0)
+
+
+def test_process_pool_matches_in_process(spec, tmp_path, reference):
+    done = []
+    run(spec, tmp_path / "pool.sqlite", workers=2, progress=lambda d, t: done.append((d, t)))
+    assert done[-1] == (TOTAL, TOTAL) and len(done) > 1
+    pd.testing.assert_frame_equal(by_key(tmp_path / "pool.sqlite"), reference)
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_dask_cluster_matches_local(spec, tmp_path, reference, processes):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=processes, host="127.0.0.1", protocol="tcp",
+        dashboard_address=None,
+    ) as cluster:
+        run(spec, tmp_path / "dask.sqlite", scheduler=cluster.scheduler_address, batch_size=10)
+    pd.testing.assert_frame_equal(by_key(tmp_path / "dask.sqlite"), reference)
+
+
+def test_unreachable_scheduler_is_one_line(spec, tmp_path, monkeypatch):
+    import accelsim.dse.runner as runner
+    from accelsim.errors import AccelsimError
+
+    monkeypatch.setattr(runner, "DASK_CONNECT_TIMEOUT_S", 1)
+    with pytest.raises(AccelsimError, match="tcp://127.0.0.1:9: cannot connect"):
+        run(spec, tmp_path / "x.sqlite", scheduler="tcp://127.0.0.1:9")
+
+
+def test_recipe_table_and_keys_change_with_version(spec, tmp_path, monkeypatch):
+    import accelsim.dse.runner as runner
+
+    run(spec, tmp_path / "v.sqlite", workers=1)
+    monkeypatch.setattr(runner, "__version__", "9.9.9")
+    summary = run(spec, tmp_path / "v.sqlite", workers=1)
+    assert summary.evaluated == TOTAL
+    assert set(load_results(tmp_path / "v.sqlite")["accelsim_version"]) == {"0.1.0", "9.9.9"}
+
+
+def test_exports_roundtrip(reference, tmp_path):
+    from accelsim.dse.store import export_results
+
+    csv = load_results(export_results(reference, tmp_path / "r.csv"))
+    parquet = load_results(export_results(reference, tmp_path / "r.parquet"))
+    pd.testing.assert_frame_equal(parquet, reference)
+    assert list(csv.columns) == list(reference.columns) and len(csv) == TOTAL
+
+
+def test_sweep_file_text_is_the_spec(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text(textwrap.dedent(SWEEP))
+    assert load_sweep(path).name == "toy"

@@ -1,0 +1,146 @@
+"""Task data: fixed splits, batching, and one clear error per bad input."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from accelsim.errors import AccelsimError
+from accelsim.tasks import get_task, list_tasks, speech, task_for_model, text, vision
+
+HAS_FORTUNES = (text.FORTUNES_DIR / "computers").exists()
+HAS_FASHION = (vision.FASHION_DIR / "t10k-images-idx3-ubyte.gz").exists()
+HAS_ESPEAK = shutil.which("espeak-ng") is not None and shutil.which("sox") is not None
+needs_fortunes = pytest.mark.skipif(not HAS_FORTUNES, reason="Debian package fortunes missing")
+needs_fashion = pytest.mark.skipif(
+    not HAS_FASHION, reason="Debian package dataset-fashion-mnist missing"
+)
+needs_espeak = pytest.mark.skipif(not HAS_ESPEAK, reason="Debian espeak-ng/sox missing")
+
+
+def test_registry_lists_the_three_tasks_and_maps_backbones() -> None:
+    assert list_tasks() == ["fashion_mnist", "fortunes", "speech_commands"]
+    assert task_for_model("minilm_l6") == "fortunes"
+    assert task_for_model("dinov2_s") == "fashion_mnist"
+    assert task_for_model("whisper_tiny_en") == "speech_commands"
+    assert task_for_model("vit_b16") is None
+
+
+def test_unknown_task_names_the_closest() -> None:
+    with pytest.raises(AccelsimError, match="did you mean 'fortunes'") as err:
+        get_task("fortune")
+    assert "\n" not in str(err.value)
+
+
+def test_limit_below_class_count_is_rejected() -> None:
+    with pytest.raises(AccelsimError, match="limit: 5 is below the number of classes 6"):
+        text.FortuneTopics(limit=5).texts("train")
+
+
+def test_missing_fortunes_names_the_install_command(tmp_path: Path) -> None:
+    with pytest.raises(AccelsimError, match="apt-get install -y fortunes"):
+        text.read_fortunes(tmp_path)
+
+
+def test_missing_fashion_names_the_install_command(tmp_path: Path) -> None:
+    with pytest.raises(AccelsimError, match="apt-get install -y dataset-fashion-mnist"):
+        vision.read_fashion(tmp_path, "t10k")
+
+
+def test_resolution_must_be_a_multiple_of_the_patch() -> None:
+    with pytest.raises(AccelsimError, match="resolution: 50 given"):
+        vision.FashionMnist(resolution=50)
+
+
+@needs_fortunes
+def test_bad_batch_size_is_rejected() -> None:
+    with pytest.raises(AccelsimError, match="batch_size: 0 given"):
+        next(get_task("fortunes", limit=6).batches("test", 0, seed=0))
+
+
+def test_hash_tokenizer_is_deterministic_and_in_range() -> None:
+    ids = text.hash_tokenize(["Hello, world!", "hello world"], vocab_size=50, max_tokens=5)
+    assert ids[0][0] == 1 and ids[0][-1] == 2 and len(ids[0]) == 5
+    assert ids[0][1] == ids[1][1]  # lower-cased
+    assert all(0 <= i < 50 for row in ids for i in row)
+
+
+@needs_fortunes
+def test_fortune_split_is_fixed_balanced_and_disjoint() -> None:
+    task = get_task("fortunes", limit=60)
+    texts, labels = text.read_fortunes()
+    assert len(texts) == len(set(texts))  # duplicates and multi-class entries dropped
+    seen = set()
+    for split in ("train", "val", "test"):
+        ids, y = task._splits[split]
+        assert np.bincount(y, minlength=6).tolist() == [10] * 6
+        rows = {tuple(r) for r in ids}
+        assert not rows & seen
+        seen |= rows
+    again = get_task("fortunes", limit=60)
+    assert again._splits["test"][0] == task._splits["test"][0]
+
+
+@needs_fortunes
+def test_text_batches_pad_per_batch_and_shuffle_only_train() -> None:
+    task = get_task("fortunes", limit=60, tiny=True)
+    b = next(task.batches("train", 4, seed=0))
+    assert b.inputs["input_ids"].shape == b.inputs["attention_mask"].shape
+    assert (b.inputs["attention_mask"].sum(1) == (b.inputs["input_ids"] != 0).sum(1)).all()
+    first = [next(task.batches("train", 8, seed=s)).labels.tolist() for s in (0, 1)]
+    assert first[0] != first[1]
+    tests = [torch.cat([x.labels for x in task.batches("test", 7, seed=s)]) for s in (0, 1)]
+    assert torch.equal(tests[0], tests[1])
+
+
+@needs_fashion
+def test_fashion_split_and_pixels() -> None:
+    task = get_task("fashion_mnist", limit=30)
+    for split in ("train", "val", "test"):
+        assert np.bincount(task._splits[split][1], minlength=10).tolist() == [3] * 10
+    b = next(task.batches("test", 5, seed=0))
+    assert b.inputs["pixel_values"].shape == (5, 3, 56, 56)
+    # a black pixel is (0 - mean) / std in every channel
+    mean, std = torch.tensor(vision.IMAGENET_MEAN), torch.tensor(vision.IMAGENET_STD)
+    black = (torch.zeros(3) - mean) / std
+    assert torch.allclose(b.inputs["pixel_values"][:, :, 0, 0].min(0).values, black, atol=1e-5)
+
+
+def test_speech_variants_are_disjoint_and_clips_fixed() -> None:
+    parts = speech.split_variants()
+    assert sum(len(v) for v in parts.values()) == len(speech.VARIANTS)
+    assert len(set().union(*parts.values())) == len(speech.VARIANTS)
+    full = speech.clips("test")
+    assert len(full) == 5 * 20 * speech.TAKES_PER_WORD
+    few = speech.clips("test", per_word=2)
+    assert [c.word for c in few] == [w for w in range(20) for _ in range(2)]
+    assert all(c in full and c.variant == parts["test"][0] for c in few)
+    for c in full:
+        assert 130 <= c.speed_wpm <= 200 and 25 <= c.pitch <= 75 and 10 <= c.snr_db <= 30
+
+
+def test_window_centres_audio_and_adds_noise_at_the_snr() -> None:
+    clip = speech.clips("val", per_word=1)[0]
+    tone = np.sin(np.arange(8000) / 5).astype(np.float32)
+    x = speech.to_window(tone, clip)
+    assert x.shape == (speech.WINDOW_SAMPLES,)
+    noise = np.concatenate([x[:4000], x[12000:]])
+    snr_db = 10 * np.log10(np.mean(tone**2) / np.mean(noise**2))
+    assert abs(snr_db - clip.snr_db) < 0.5
+
+
+@needs_espeak
+def test_speech_features_from_synthesised_audio(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ACCELSIM_CACHE", str(tmp_path))
+    task = get_task("speech_commands", limit=20)
+    feats, labels = task._features["test"]
+    assert feats.shape == (20, 80, 100)
+    assert labels.tolist() == list(range(20))
+    assert len(list((tmp_path / "speech" / "v1").glob("*.wav"))) == 60
+    assert torch.isfinite(feats).all() and feats.std() > 0.1

