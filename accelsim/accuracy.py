@@ -76,8 +76,9 @@ def evaluate_float(task: Task, model: nn.Module, split: Split = "test") -> float
 def evaluate_accuracy(task: Task, model: nn.Module, int_model: Any, split: Split = "test") -> float:
     """The task metric of ``int_model`` executed by the integer reference on ``split``.
 
-    ``model`` is the compressed PyTorch model the integer model was exported from; its number
-    of labels must match the task's (a model fine-tuned for another task has no meaning here).
+    ``model`` is the compressed PyTorch model the integer model was exported from: the integer
+    reference runs its float parts (embeddings, LayerNorm, head) and swaps every quantized GEMM
+    for the integer kernels. Its number of labels must match the task's.
     """
     import torch
 
@@ -89,12 +90,10 @@ def evaluate_accuracy(task: Task, model: nn.Module, int_model: Any, split: Split
             f"evaluate_accuracy: model has {labels_out} output labels, task {task.name} has "
             f"{task.num_labels}; allowed: a model fine-tuned for {task.name}"
         )
-    logits, labels = [], []
-    for batch in task.batches(split, EVAL_BATCH, seed=0):
-        out = run_int_model(int_model, batch.inputs)
-        logits.append(torch.as_tensor(logits_of(out)).float())
-        labels.append(batch.labels)
-    return task.metric(torch.cat(logits), torch.cat(labels))
+    batches = list(task.batches(split, EVAL_BATCH, seed=0))
+    result = run_int_model(model, int_model, batches)
+    labels = torch.cat([b.labels for b in batches])
+    return task.metric(result.logits, labels)
 
 
 def _num_labels(model: nn.Module) -> int | None:

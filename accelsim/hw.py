@@ -12,6 +12,7 @@ Units are in the field names: ``clock_mhz``, ``size_kib``, ``bandwidth_gbps`` (1
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import typing
@@ -249,7 +250,9 @@ def hw_from_dict(data: dict, source: str = "<dict>") -> HwConfig:
     return hw
 
 
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
+    # get_type_hints re-parses annotations on every call; sweeps validate thousands of points.
     return typing.get_type_hints(cls)
 
 

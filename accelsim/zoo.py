@@ -91,8 +91,12 @@ class ModelSpec:
     config: tuple[tuple[str, Any], ...]
     default_input: tuple[tuple[str, float], ...]
     weights: WeightsSource | None
-    params: int
     source: str  # the YAML file it came from
+
+    @property
+    def params(self) -> int:
+        """Backbone parameter count (built once on the meta device, then cached)."""
+        return _count_params(self)
 
     @property
     def weights_package(self) -> str | None:
@@ -176,7 +180,7 @@ def _load_yaml_spec(path: Path) -> ModelSpec:
     frozen_config = tuple(
         (key, tuple(v) if isinstance(v, list) else v) for key, v in sorted(config.items())
     )
-    spec = ModelSpec(
+    return ModelSpec(
         name=name,
         family=family,
         description=str(raw.get("description", "")),
@@ -184,12 +188,11 @@ def _load_yaml_spec(path: Path) -> ModelSpec:
         config=frozen_config,
         default_input=((option, value),),
         weights=source,
-        params=0,
         source=str(path),
     )
-    return ModelSpec(**{**spec.__dict__, "params": _count_params(spec)})
 
 
+@functools.cache
 def _count_params(spec: ModelSpec) -> int:
     """Parameters of the backbone, built on the meta device (no memory, no init cost)."""
     import torch
@@ -339,15 +342,9 @@ def _whisper_encode(encoder: nn.Module, input_features: torch.Tensor) -> torch.T
     return encoder.layer_norm(x)
 
 
-@dataclass
-class ClassifierOutput:
-    """What a classifier's forward returns (mirrors HF's ``.logits`` attribute)."""
-
-    logits: torch.Tensor
-
-
 def _define_whisper_wrappers() -> tuple[type, type]:
     from torch import nn
+    from transformers.modeling_outputs import SequenceClassifierOutput
 
     class _WhisperEncoderModel(nn.Module):
         """Whisper encoder; ``forward(input_features)`` returns the last hidden state."""
@@ -367,9 +364,10 @@ def _define_whisper_wrappers() -> tuple[type, type]:
             self.encoder = encoder
             self.classifier = nn.Linear(encoder.config.d_model, num_labels)
 
-        def forward(self, input_features: torch.Tensor) -> ClassifierOutput:
+        def forward(self, input_features: torch.Tensor) -> SequenceClassifierOutput:
+            # HF's output class: same .logits as the other families, and torch.export knows it.
             hidden = _whisper_encode(self.encoder, input_features)
-            return ClassifierOutput(logits=self.classifier(hidden.mean(dim=1)))
+            return SequenceClassifierOutput(logits=self.classifier(hidden.mean(dim=1)))
 
     _WhisperEncoderModel.__name__ = _WhisperEncoderModel.__qualname__ = "WhisperEncoderModel"
     _WhisperEncoderClassifier.__name__ = "WhisperEncoderClassifier"

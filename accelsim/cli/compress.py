@@ -67,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
             bar = tqdm(total=p.epochs_total * p.steps_per_epoch, unit="step",
                        initial=(p.epoch - 1) * p.steps_per_epoch + p.step - 1)
         if p.metric is None:
-            bar.update(1)
             bar.set_description(f"{p.stage} epoch {p.epoch}/{p.epochs_total}")
-            bar.set_postfix(loss=f"{p.loss:.4f}")
+            bar.set_postfix(loss=f"{p.loss:.4f}", refresh=False)
+            bar.update(1)
         else:
             bar.set_postfix(loss=f"{p.loss:.4f}", **{task.metric_name: f"{p.metric:.2f}"})
 

@@ -41,7 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if name == "breakdown":
             sub.add_argument("--metric", choices=("cycles", "energy"), default="cycles")
             sub.add_argument("--top", type=int, default=30,
-                             help="largest layers shown; the rest are summed (default 30)")
+                             help="largest bars shown; the rest are summed (default 30)")
+            sub.add_argument("--per-layer", action="store_true",
+                             help="one bar per layer instead of summing repeated blocks")
+        else:
+            sub.add_argument("--hw", type=Path,
+                             help="the run's hardware YAML (needed when the JSON names it only)")
+            sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                             help="the run's config overrides (repeatable), as given to run")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +75,8 @@ def plot_pareto(args: argparse.Namespace) -> Path:
     eligible = frame["meets_constraints"] if "meets_constraints" in frame else frame["feasible"]
     eligible = eligible.astype(bool) & constraint_mask(frame, constraints)
     front = pareto_front(frame, objectives, eligible, by="model")
-    info = pareto_info(frame, x, y, front, eligible, color=args.color)
+    info = pareto_info(frame, x, y, front, eligible, color=args.color,
+                       staircase=len(objectives) == 2)
     out = args.out or args.results.with_name(f"{args.results.stem}_pareto.png")
     return render_pareto(info, out, title=args.title)
 
@@ -96,5 +104,12 @@ def plot_run(args: argparse.Namespace) -> Path:
     if args.kind == "breakdown":
         if args.top < 1:
             raise AccelsimError(f"--top {args.top}: must be >= 1")
-        return render_breakdown(breakdown_info(run_data, args.metric, args.top), out)
-    return render_roofline(roofline_info(run_data), out)
+        info = breakdown_info(run_data, args.metric, args.top, group_blocks=not args.per_layer)
+        return render_breakdown(info, out)
+    hw = None
+    if args.hw is not None:
+        from accelsim.hw import hw_to_dict, load_hw, parse_override, with_overrides
+
+        overrides = dict(parse_override(text) for text in args.set)
+        hw = hw_to_dict(with_overrides(load_hw(args.hw), overrides))
+    return render_roofline(roofline_info(run_data, hw), out)

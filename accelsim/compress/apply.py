@@ -26,9 +26,10 @@ ATTN_IMPLEMENTATION = "accelsim_quant"
 ATTN_QUANT = "accelsim_attn_quant"  # ModuleDict q, k, v, probs on a quantized attention module
 PLAN_ATTR = "accelsim_plan"  # the CompressionPlan, set on the model by apply_recipe
 
+# Module paths of the encoder blocks (transformers 5.24: ViT keeps its blocks in ``vit.layers``).
 _ENCODER_BLOCK = {
     "bert": r"(?:^|\.)encoder\.layer\.\d+\.",
-    "vit": r"(?:^|\.)encoder\.layer\.\d+\.",
+    "vit": r"(?:^|\.)(?:encoder\.layer|layers)\.\d+\.",
     "dinov2": r"(?:^|\.)encoder\.layer\.\d+\.",
     "wav2vec2": r"(?:^|\.)encoder\.layers\.\d+\.",
     "whisper": r"(?:^|\.)encoder\.layers\.\d+\.",

@@ -236,7 +236,7 @@ def finetune(
             torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
             optimizer.step()
             enforce_masks(model)
-            loss_sum += float(loss)
+            loss_sum += loss.item()
             steps += 1
             if on_progress is not None:
                 on_progress(Progress(stage, epoch + 1, stages.total, steps, steps_per_epoch,

@@ -44,9 +44,10 @@ Value = int | float | str | bool
 
 @dataclass(frozen=True)
 class Recipe:
-    """The operand precision a compression recipe gives a graph's linear GEMMs.
+    """The operand precision a compression recipe gives a graph's GEMMs.
 
     ``None`` bit widths mean "the hardware's default precision" (an uncompressed model).
+    ``attention_bits`` is the operand width of attention's two matmuls (``None``: ``act_bits``).
     ``sparsity="2:4"`` makes every linear GEMM whose reduction length is a multiple of 4 2:4 sparse.
     """
 
@@ -54,9 +55,10 @@ class Recipe:
     weight_bits: int | None = None
     act_bits: int | None = None
     sparsity: str = "dense"
+    attention_bits: int | None = None
 
     def __post_init__(self) -> None:
-        for bits_field in ("weight_bits", "act_bits"):
+        for bits_field in ("weight_bits", "act_bits", "attention_bits"):
             bits = getattr(self, bits_field)
             if bits is not None and (not isinstance(bits, int) or not 1 <= bits <= 32):
                 raise AccelsimError(
@@ -69,20 +71,15 @@ class Recipe:
             )
 
 
-# The project's recipe names (experiments/recipes/) by the precision they give the hardware.
-# Ablations of a recipe (grid, dropout, init) change accuracy, not the hardware's work.
-KNOWN_RECIPES: dict[str, Recipe] = {
+# Hardware-only recipes: precisions with no compression recipe file (so no accuracy). Every
+# recipe of experiments/recipes/ (fp32, w8a8, w4a4, w4a4_sp24 and its ablations) is read from its
+# file instead, so a sweep sees exactly the widths the compression uses.
+BUILTIN_RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
         Recipe("native"),
-        Recipe("w8a8", 8, 8),
         Recipe("w4a8", 4, 8),
-        Recipe("w4a4", 4, 4),
         Recipe("w8a8_sp24", 8, 8, "2:4"),
-        Recipe("w4a4_sp24", 4, 4, "2:4"),
-        Recipe("w4a4_sp24_nozero", 4, 4, "2:4"),
-        Recipe("w4a4_sp24_constdrop", 4, 4, "2:4"),
-        Recipe("w4a4_sp24_pretrained_init", 4, 4, "2:4"),
     )
 }
 
@@ -200,10 +197,11 @@ def apply_recipe(graph: Graph, recipe: Recipe) -> Graph:
 
     Linear GEMMs get the recipe's weight/activation widths, and become 2:4 sparse when the recipe
     is and their reduction length allows it; attention's activation x activation matmuls quantize
-    both operands to ``act_bits`` and stay dense. Convolutions (patch embeddings, wav2vec2's feature
-    encoder) stay at the hardware default, as the compression keeps embeddings at high precision.
+    both operands to ``attention_bits`` (default ``act_bits``) and stay dense. Convolutions
+    (patch embeddings, wav2vec2's feature encoder) stay at the hardware default, as the
+    compression keeps embeddings at high precision.
     """
-    if recipe.weight_bits is None and recipe.act_bits is None and recipe.sparsity == "dense":
+    if recipe == Recipe(recipe.name):
         return graph
     nodes = []
     for node in graph.nodes:
@@ -216,8 +214,9 @@ def apply_recipe(graph: Graph, recipe: Recipe) -> Graph:
                 sparsity="2:4" if sparse else "dense",
                 weight_density=0.5 if sparse else node.weight_density,
             )
-        elif isinstance(node, GemmNode) and node.kind == "matmul" and recipe.act_bits is not None:
-            node = replace(node, weight_bits=recipe.act_bits, act_bits=recipe.act_bits)
+        elif isinstance(node, GemmNode) and node.kind == "matmul":
+            bits = recipe.attention_bits or recipe.act_bits
+            node = replace(node, weight_bits=bits, act_bits=bits)
         nodes.append(node)
     return replace(graph, name=f"{graph.name}[{recipe.name}]", nodes=tuple(nodes))
 
@@ -342,16 +341,41 @@ def _parse_models(raw: Any, where: str) -> tuple[ModelSpec, ...]:
     return tuple(models)
 
 
+def named_recipe(name: str) -> Recipe | None:
+    """A recipe by name: a compression recipe file (experiments/recipes/NAME.yaml) or a
+    hardware-only built-in; ``None`` if neither exists."""
+    if name in BUILTIN_RECIPES:
+        return BUILTIN_RECIPES[name]
+    # Lazy: compression imports torch, which only the parent process (it traces) may load.
+    from accelsim.compress.recipe import available_recipes, load_recipe
+
+    if name not in available_recipes():
+        return None
+    full = load_recipe(name)
+    return Recipe(
+        name=full.name,
+        weight_bits=full.weight_bits,
+        act_bits=full.act_bits,
+        sparsity=full.sparsity,
+        attention_bits=full.attention_bits,
+    )
+
+
 def _parse_recipe(item: Any, where: str, field: str) -> Recipe:
     if isinstance(item, str):
-        if item not in KNOWN_RECIPES:
+        recipe = named_recipe(item)
+        if recipe is None:
+            from accelsim.compress.recipe import available_recipes
+
+            known = [*available_recipes(), *BUILTIN_RECIPES]
             raise AccelsimError(
-                f"{where}: {field}: unknown recipe {item!r} (known: {', '.join(KNOWN_RECIPES)}; "
-                "or define one as {name, weight_bits, act_bits, sparsity})"
+                f"{where}: {field}: unknown recipe {item!r} (known: {', '.join(known)}; "
+                "or define one as {name, weight_bits, act_bits, attention_bits, sparsity})"
             )
-        return KNOWN_RECIPES[item]
+        return recipe
     item = _mapping(item, where, field)
-    _check_keys(item, ("name", "weight_bits", "act_bits", "sparsity"), where, field + ".")
+    _check_keys(item, ("name", "weight_bits", "act_bits", "attention_bits", "sparsity"), where,
+                field + ".")
     if not isinstance(item.get("name"), str):
         raise AccelsimError(f"{where}: {field}.name: give the recipe name as a string")
     try:

@@ -141,7 +141,7 @@ def load_results(path: str | Path) -> pd.DataFrame:
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(path)
         points = pd.read_sql_query("SELECT * FROM points ORDER BY rowid", db)
         accuracy = pd.read_sql_query("SELECT * FROM accuracy", db)
         meta = dict(db.execute("SELECT name, value FROM meta").fetchall())

@@ -28,8 +28,11 @@ node's module stack from the innermost module outward to the first one carrying
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import logging
 import math
 import operator
 import os
@@ -517,13 +520,23 @@ class _Walker:
             )
 
 
+_NOISY_LOGGERS = ("torch._subclasses.fake_tensor", "torch.fx.experimental.symbolic_shapes")
+
+
 def export_module(module: nn.Module, example_inputs: dict[str, torch.Tensor], *, name: str) -> Any:
     """``torch.export`` in eval mode; any failure becomes one line."""
     import torch
 
     module.eval()
+    # On failure torch logs tracebacks and graph dumps before raising; the one line below says
+    # what failed, so those loggers are muted while exporting.
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.CRITICAL)
     try:
-        with torch.no_grad():
+        # torch.export also prints the partial graph to stderr on failure.
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             return torch.export.export(module, (), kwargs=dict(example_inputs), strict=False)
     except AccelsimError:
         raise
@@ -532,6 +545,9 @@ def export_module(module: nn.Module, example_inputs: dict[str, torch.Tensor], *,
         raise AccelsimError(
             f"trace {name}: torch.export failed with {type(exc).__name__}: {first}"
         ) from exc
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
 
 
 def graph_from_exported(

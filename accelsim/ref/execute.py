@@ -153,7 +153,8 @@ def int_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value: 
     q_codes = _quantize_act(query, q)
     k_codes_t = np.ascontiguousarray(np.swapaxes(_quantize_act(key, k), -1, -2))
     acc_qk = kernels.int_bmm(q_codes, k_codes_t, q.zero_point, k.zero_point)
-    scores = torch.from_numpy(acc_qk.astype(np.float32) * (np.float32(q.scale) * np.float32(k.scale)))
+    qk_scale = np.float32(q.scale) * np.float32(k.scale)
+    scores = torch.from_numpy(acc_qk.astype(np.float32) * qk_scale)
     scores = _additive_mask(scores * scaling, attention_mask, key.shape[-2])
     probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32)
     p_codes = _quantize_act(probs, p)
@@ -366,16 +367,17 @@ class _Tally:
 def _check_linear(tally: _Tally, fq: QuantLinear, ours: IntLinearModule, x: Tensor) -> None:
     rows = x.reshape(-1, fq.in_features).float()
     scale, _ = fq.act_quant.qparams()
-    a_int = _integers(fq.act_quant(rows), scale)
+    x_fq = fq.act_quant(rows)
     w_fq = fq.weight_quant(fq.masked_weight())
     w_step = fq.weight_quant.step.detach()
     if fq.weight_quant.grid == "no_zero":
         w_step = w_step / 2.0  # odd codes 2i+1 at half the step (docs/compression.md §2)
-    exact = a_int @ _integers(w_fq, w_step).T  # float64, exact: integer sums below 2^53
+    # float64 products and sums of integers below 2^53: exact, whatever the order.
+    exact = _integers(x_fq, scale) @ _integers(w_fq, w_step).T
     acc = ours.accumulate(rows.numpy(), with_bias=False)
     bias = ours.layer.bias_int32
     y_int = (acc + (0 if bias is None else bias)).astype(np.float32) * ours.out_scale
-    y_fq = fq(rows).detach().numpy()
+    y_fq = nn.functional.linear(x_fq, w_fq, fq.bias).numpy()  # QuantLinear.forward's expression
     tally.add(acc, exact, float(np.abs(y_int - y_fq).max(initial=0.0)))
 
 

@@ -21,6 +21,8 @@ output tiles, and check before running that int32 cannot overflow (``accumulator
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numba
 import numpy as np
@@ -36,6 +38,20 @@ _TILE_M = 8
 _TILE_N = 1024
 _TILE_K = 768
 _ACT_DTYPES = (np.int8, np.uint8, np.int16)
+# Below this many MACs a call runs on one thread: waking the pool costs 0.1-1.5 ms on a busy
+# 2-core machine, more than the whole GEMM (tiny models, attention of short sequences).
+_PARALLEL_MIN_MACS = 1 << 21
+
+
+@contextmanager
+def _threads_for(macs: int) -> Iterator[None]:
+    previous = numba.get_num_threads()
+    if macs < _PARALLEL_MIN_MACS:
+        numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,8 +232,11 @@ def int_gemm(
         a_codes.shape[1], max_abs_shifted(bias32),
     )
     wt = np.ascontiguousarray(w_codes.T) if w_transposed is None else w_transposed
-    out = np.empty((a_codes.shape[0], n), dtype=np.int32)
-    return _gemm_kernel(np.ascontiguousarray(a_codes), np.int32(a_zero_point), wt, bias32, out)
+    m, k = a_codes.shape
+    out = np.empty((m, n), dtype=np.int32)
+    with _threads_for(m * n * k):
+        return _gemm_kernel(np.ascontiguousarray(a_codes), np.int32(a_zero_point), wt, bias32,
+                            out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,10 +457,11 @@ def sparse_gemm(
         max_abs_shifted(bias32),
     )
     out = np.empty((a_codes.shape[0], n), dtype=np.int32)
-    return _sparse_gemm_kernel(
-        np.ascontiguousarray(a_codes), np.int32(a_zero_point),
-        np.ascontiguousarray(values.T), np.ascontiguousarray(indices.T), bias32, out,
-    )
+    with _threads_for(a_codes.shape[0] * n * k // 2):
+        return _sparse_gemm_kernel(
+            np.ascontiguousarray(a_codes), np.int32(a_zero_point),
+            np.ascontiguousarray(values.T), np.ascontiguousarray(indices.T), bias32, out,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,13 +475,15 @@ def _bmm_kernel(a, a_zp, b, b_zp, out):  # pragma: no cover - compiled
     n_size = b.shape[2]
     for t in prange(batch * m_size):
         bi = t // m_size
-        i = t % m_size
+        row = out[bi, t % m_size]
+        arow = a[bi, t % m_size]
         for j in range(n_size):
-            out[bi, i, j] = 0
+            row[j] = 0
         for k in range(k_size):
-            av = np.int32(a[bi, i, k]) - a_zp
+            av = np.int32(arow[k]) - a_zp
+            brow = b[bi, k]
             for j in range(n_size):
-                out[bi, i, j] += av * (np.int32(b[bi, k, j]) - b_zp)
+                row[j] += av * (np.int32(brow[j]) - b_zp)
     return out
 
 
@@ -490,7 +512,8 @@ def int_bmm(
     a3 = np.ascontiguousarray(a_codes.reshape(-1, *a_codes.shape[-2:]))
     b3 = np.ascontiguousarray(b_codes.reshape(-1, *b_codes.shape[-2:]))
     out = np.empty((a3.shape[0], a3.shape[1], b3.shape[2]), dtype=np.int32)
-    _bmm_kernel(a3, np.int32(a_zero_point), b3, np.int32(b_zero_point), out)
+    with _threads_for(out.size * k):
+        _bmm_kernel(a3, np.int32(a_zero_point), b3, np.int32(b_zero_point), out)
     return out.reshape(*lead, a3.shape[1], b3.shape[2])
 
 
@@ -553,5 +576,7 @@ def requantize(
     m0 = np.array([p[0] for p in pairs], dtype=np.int64)
     shift = np.array([p[1] for p in pairs], dtype=np.int64)
     out = np.empty(acc.shape, dtype=np.int32)
-    _requant_kernel(acc, m0, shift, np.int64(zero_point), np.int64(qmin), np.int64(qmax), out)
+    with _threads_for(acc.size):
+        _requant_kernel(acc, m0, shift, np.int64(zero_point), np.int64(qmin), np.int64(qmax),
+                        out)
     return out.astype(code_dtype(qmin, qmax))

@@ -8,6 +8,7 @@ the unit suffix of each column name (``latency_ms`` -> "latency (ms)").
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,22 +25,27 @@ FORMATS = (".png", ".svg")
 UNITS = {
     "_ms": "ms", "_uj": "µJ", "_pj": "pJ", "_mm2": "mm²", "_pct": "%", "_bytes": "bytes",
     "_kib": "KiB", "_gbps": "GB/s", "_mhz": "MHz", "_bits": "bits", "_nm": "nm",
-    "tops_per_w": "TOPS/W", "tops": "TOPS", "cycles": "cycles", "macs": "MACs",
+}
+# Columns whose unit is the whole name.
+NAMED_LABELS = {
+    "tops_per_w": "efficiency (TOPS/W)", "tops": "throughput (TOPS)", "cycles": "cycles",
+    "macs": "MACs", "utilization": "utilization (fraction of PE-cycles)",
 }
 ENERGY_COMPONENTS = ("mac", "sram", "dram", "vector", "leakage")
 CYCLE_COMPONENTS = ("compute_cycles", "stall_cycles")
-MAX_FRONT_LABELS = 14
+MAX_FRONT_LABELS = 20
 # Columns that tell design points apart (besides hw_* fields) in front-point labels.
 IDENTITY_LABEL_COLUMNS = ("recipe", "variant")
 
 
 def axis_label(column: str) -> str:
     """``latency_ms`` -> ``latency (ms)``; ``hw_array_rows`` -> ``array rows``."""
+    if column in NAMED_LABELS:
+        return NAMED_LABELS[column]
     name = column.removeprefix("hw_")
     for suffix, unit in UNITS.items():
-        if name == suffix or (suffix.startswith("_") and name.endswith(suffix)):
-            base = name[: -len(suffix)] if suffix.startswith("_") else name
-            return f"{base.replace('_', ' ')} ({unit})"
+        if name.endswith(suffix):
+            return f"{name[: -len(suffix)].replace('_', ' ')} ({unit})"
     return name.replace("_", " ")
 
 
@@ -47,7 +53,7 @@ def resolve_column(frame: pd.DataFrame, name: str) -> str:
     """A column by exact name or by unit-less prefix (``accuracy`` -> ``accuracy_pct``)."""
     if name in frame:
         return name
-    matches = [c for c in frame.columns if c.startswith(name + "_") and c not in ("hw_",)]
+    matches = [c for c in frame.columns if c.startswith(name + "_")]
     if len(matches) == 1:
         return matches[0]
     numeric = [c for c in frame.columns if frame[c].dtype.kind in "fiub"]
@@ -72,6 +78,7 @@ class ParetoPanel:
     front: np.ndarray
     front_order: np.ndarray
     labels: tuple[str, ...]
+    common: str
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,7 @@ class ParetoInfo:
     color_label: str | None
     color_categories: tuple[str, ...]
     note: str
+    staircase: bool
 
 
 def pareto_info(
@@ -92,11 +100,14 @@ def pareto_info(
     eligible: pd.Series,
     *,
     color: str | None = None,
+    staircase: bool = True,
 ) -> ParetoInfo:
     """What a Pareto plot draws: one panel per model, its points, its front and their labels.
 
     ``front`` marks the non-dominated rows (computed per model by ``accelsim.dse.pareto``),
     ``eligible`` the feasible rows that meet the constraints; both align with ``frame``.
+    ``staircase`` joins the front with a step line: right for a front over exactly x and y, not
+    for the projection of a front over more objectives.
     """
     x, y = resolve_column(frame, x), resolve_column(frame, y)
     color = resolve_column(frame, color) if color else None
@@ -115,6 +126,7 @@ def pareto_info(
         part = frame.iloc[rows]
         front = front_all[rows]
         order = np.flatnonzero(front)[np.argsort(part[x].to_numpy(float)[front], kind="stable")]
+        labels, common = _front_labels(part.iloc[order], part, _implied_by_variant(frame))
         panels.append(ParetoPanel(
             model=str(model),
             x=part[x].to_numpy(float),
@@ -126,7 +138,8 @@ def pareto_info(
             eligible=mask_all[rows],
             front=front,
             front_order=order,
-            labels=_front_labels(part.iloc[order]),
+            labels=labels,
+            common=common,
         ))
     return ParetoInfo(
         panels=tuple(panels),
@@ -135,24 +148,44 @@ def pareto_info(
         color_label=None if color is None else axis_label(color),
         color_categories=categories,
         note=note,
+        staircase=staircase,
     )
 
 
-def _front_labels(front: pd.DataFrame) -> tuple[str, ...]:
-    """Label each front point with the fields that differ among front points."""
-    columns = [c for c in front.columns if c.startswith("hw_")] + [
-        c for c in IDENTITY_LABEL_COLUMNS if c in front
+def _implied_by_variant(frame: pd.DataFrame) -> set[str]:
+    """Columns a design point's variant already determines (its recipe and the fields it sets)."""
+    if "variant" not in frame or not frame["variant"].astype(bool).any():
+        return set()
+    columns = [c for c in frame.columns if c.startswith("hw_") or c == "recipe"]
+    counts = frame.groupby("variant")[columns].nunique(dropna=False).max()
+    return {c for c in columns if counts[c] <= 1}
+
+
+def _front_labels(
+    front: pd.DataFrame, panel: pd.DataFrame, implied: set[str]
+) -> tuple[tuple[str, ...], str]:
+    """Per front point, the swept fields that differ among front points; and, once, the swept
+    fields that all front points share (``dataflow=os``)."""
+    columns = [c for c in front.columns if c.startswith("hw_") and c not in implied] + [
+        c for c in IDENTITY_LABEL_COLUMNS if c in front and c not in implied
     ]
-    varying = [c for c in columns if front[c].astype(str).nunique() > 1]
-    short = _short_names(varying)
-    labels = []
-    for _, row in front.iterrows():
-        parts = [
+    swept = [c for c in columns if panel[c].astype(str).nunique() > 1]
+    varying = [c for c in swept if front[c].astype(str).nunique() > 1]
+    shared = [c for c in swept if c not in varying and len(front)]
+    short = _short_names(swept)
+
+    def describe(row: pd.Series, names: Sequence[str]) -> str:
+        return " ".join(
             str(row[c]) if c in IDENTITY_LABEL_COLUMNS else f"{short[c]}={_fmt(row[c])}"
-            for c in varying
-        ]
-        labels.append(" ".join(parts))
-    return tuple(labels)
+            for c in names
+        )
+
+    labels = tuple(describe(row, varying) for _, row in front.iterrows())
+    return labels, describe(front.iloc[0], shared) if shared else ""
+
+
+# Name tails that say too little alone (which buffer's size_kib?).
+_TOO_SHORT = ("kib", "size_kib", "gbps", "bits", "mhz", "support")
 
 
 def _short_names(columns: Sequence[str]) -> dict[str, str]:
@@ -163,7 +196,7 @@ def _short_names(columns: Sequence[str]) -> dict[str, str]:
         for take in range(1, len(words) + 1):
             candidate = "_".join(words[-take:])
             others = [c for c in columns if c != column and c.endswith("_" + candidate)]
-            if not others and candidate not in ("kib", "gbps", "bits", "mhz", "support"):
+            if not others and candidate not in _TOO_SHORT:
                 break
         names[column] = candidate
     return names
@@ -180,7 +213,10 @@ def render_pareto(info: ParetoInfo, path: str | Path, title: str = "") -> Path:
     n = len(info.panels)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.4 * cols, 5.2 * rows), squeeze=False)
+    key_lines = max((min(len(p.front_order), MAX_FRONT_LABELS) for p in info.panels), default=0)
+    panel_height = 5.0 + 0.14 * key_lines
+    fig, axes = plt.subplots(rows, cols, figsize=(6.8 * cols, panel_height * rows),
+                             squeeze=False, gridspec_kw={"hspace": 0.25 + 0.04 * key_lines})
     scatter = None
     for ax, panel in zip(axes.flat, info.panels, strict=False):
         scatter = _draw_panel(ax, panel, info, plt)
@@ -204,8 +240,9 @@ def render_pareto(info: ParetoInfo, path: str | Path, title: str = "") -> Path:
 
 def _draw_panel(ax: Any, panel: ParetoPanel, info: ParetoInfo, plt: Any) -> Any:
     dim = ~panel.eligible
-    ax.scatter(panel.x[dim], panel.y[dim], s=8, c="lightgray", marker="x", linewidths=0.6,
-               label="infeasible / fails constraints")
+    if dim.any():
+        ax.scatter(panel.x[dim], panel.y[dim], s=8, c="lightgray", marker="x", linewidths=0.6,
+                   label="infeasible / fails constraints")
     ok = panel.eligible & ~panel.front
     if panel.color is not None and not info.note:
         cmap = "tab10" if info.color_categories else "viridis"
@@ -218,13 +255,27 @@ def _draw_panel(ax: Any, panel: ParetoPanel, info: ParetoInfo, plt: Any) -> Any:
         scatter = ax.scatter(panel.x[ok], panel.y[ok], s=10, c="tab:blue", alpha=0.45,
                              label="design points")
     order = panel.front_order
-    ax.plot(panel.x[order], panel.y[order], "-o", color="tab:red", markersize=5, linewidth=1.2,
-            label=f"Pareto front ({len(order)} points)", zorder=3)
+    # The front is drawn in black, hollow rings on a step line, so no colour map can hide it.
+    if info.staircase:
+        ax.step(panel.x[order], panel.y[order], where="post", color="black", linewidth=1.0,
+                zorder=3)
+    ax.scatter(panel.x[order], panel.y[order], s=46, facecolors="none", edgecolors="black",
+               linewidths=1.3, zorder=4, label=f"Pareto front ({len(order)} points)")
+    # Front points carry numbers; the key below the axes spells out what each one is, so long
+    # labels never overlap the data or each other.
     step = max(1, math.ceil(len(order) / MAX_FRONT_LABELS))
-    for i in range(0, len(order), step):
-        if panel.labels[i]:
-            ax.annotate(panel.labels[i], (panel.x[order[i]], panel.y[order[i]]), fontsize=6.5,
-                        xytext=(5, 4), textcoords="offset points", color="darkred")
+    key = []
+    for number, i in enumerate(range(0, len(order), step), start=1):
+        ax.annotate(str(number), (panel.x[order[i]], panel.y[order[i]]), fontsize=7,
+                    fontweight="bold", xytext=(4, 4), textcoords="offset points")
+        key.append(f"{number:>2}  {panel.labels[i] or '(same fields)'}")
+    if key:
+        note = "" if step == 1 else f", {len(key)} of {len(order)} shown"
+        header = f"Pareto points in order of {info.x_label}{note}"
+        if panel.common:
+            header += f"\nall of them: {panel.common}"
+        ax.text(0.0, -0.13, header + ":\n" + "\n".join(key), transform=ax.transAxes,
+                va="top", ha="left", fontsize=7, family="monospace")
     ax.set_xlabel(info.x_label)
     ax.set_ylabel(info.y_label)
     if panel.model:
@@ -237,10 +288,18 @@ def _draw_panel(ax: Any, panel: ParetoPanel, info: ParetoInfo, plt: Any) -> Any:
 
 
 def _log_if_wide(ax: Any, values: np.ndarray, axis: str) -> None:
-    """Log scale when the values span more than ~1.5 decades (sweeps over sizes usually do)."""
+    """Log scale when the values span more than ~1.5 decades (sweeps over sizes usually do),
+    with plain-number ticks at 1, 2, 5 x 10^k."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     values = values[np.isfinite(values) & (values > 0)]
-    if len(values) and values.max() / values.min() > 30:
-        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    if not len(values) or values.max() / values.min() <= 30:
+        return
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+    target.set_minor_formatter(NullFormatter())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,10 +315,14 @@ class BreakdownInfo:
     title: str
 
 
-def breakdown_info(run: Mapping[str, Any], metric: str = "cycles", top: int = 30) -> BreakdownInfo:
+def breakdown_info(
+    run: Mapping[str, Any], metric: str = "cycles", top: int = 30, group_blocks: bool = True
+) -> BreakdownInfo:
     """Per-layer stacked components of ``cycles`` (compute, stall) or ``energy`` (mac, sram, ...).
 
-    The ``top`` largest layers are kept in execution order; the rest are summed into one bar.
+    With ``group_blocks`` the repeated encoder blocks are summed per layer role
+    (``encoder.layer.*.attention.query (12 layers)``), in first-seen order. Then the ``top``
+    largest bars are kept in order and the rest summed into one bar.
     """
     layers = _layers(run)
     if metric == "cycles":
@@ -273,10 +336,12 @@ def breakdown_info(run: Mapping[str, Any], metric: str = "cycles", top: int = 30
     else:
         raise AccelsimError(f"breakdown metric {metric!r} is not one of cycles, energy")
     names = [str(layer["name"]) for layer in layers]
-    if len(layers) > top:
+    if group_blocks:
+        names, values = _group_blocks(names, values)
+    if len(names) > top:
         keep = np.sort(np.argsort(-values.sum(axis=1), kind="stable")[:top])
-        rest = np.setdiff1d(np.arange(len(layers)), keep)
-        names = [names[i] for i in keep] + [f"{len(rest)} other layers"]
+        rest = np.setdiff1d(np.arange(len(names)), keep)
+        names = [names[i] for i in keep] + [f"{len(rest)} other rows"]
         values = np.vstack([values[keep], values[rest].sum(axis=0)])
     return BreakdownInfo(
         layers=tuple(names),
@@ -285,6 +350,29 @@ def breakdown_info(run: Mapping[str, Any], metric: str = "cycles", top: int = 30
         value_label=label,
         title=f"{run.get('model', '')} on {_hw_name(run)}: {label} by layer",
     )
+
+
+_BLOCK_INDEX = re.compile(r"(?:(?<=[./])|^)\d+(?=[./])")  # numeric path parts: block indices
+_NODE_SUFFIX = re.compile(r"_\d+$")  # torch.export's per-graph op numbering (add_7)
+
+
+def _group_blocks(names: Sequence[str], values: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Sum rows that are the same op of different blocks (``layers.3.fc1`` ~ ``layers.7.fc1``).
+
+    An op is its name with block indices and op numbering removed, plus its ordinal among such
+    ops in its block (attention's first matmul, QK^T, stays apart from its second, PV).
+    """
+    groups: dict[str, list[int]] = {}
+    seen: dict[tuple[tuple[str, ...], str], int] = {}
+    for i, name in enumerate(names):
+        block = tuple(_BLOCK_INDEX.findall(name))
+        pattern = _NODE_SUFFIX.sub("", _BLOCK_INDEX.sub("*", name))
+        ordinal = seen.get((block, pattern), 0)
+        seen[(block, pattern)] = ordinal + 1
+        groups.setdefault(pattern if ordinal == 0 else f"{pattern} #{ordinal + 1}", []).append(i)
+    labels = [key if len(rows) == 1 else f"{key} ({len(rows)} layers)"
+              for key, rows in groups.items()]
+    return labels, np.array([values[rows].sum(axis=0) for rows in groups.values()])
 
 
 def render_breakdown(info: BreakdownInfo, path: str | Path) -> Path:
@@ -300,7 +388,7 @@ def render_breakdown(info: BreakdownInfo, path: str | Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlabel(info.value_label)
     ax.set_title(info.title, fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(True, axis="x", alpha=0.3)
     return _save(fig, path, plt)
 
@@ -322,13 +410,14 @@ class RooflineInfo:
     skipped: int
 
 
-def roofline_info(run: Mapping[str, Any]) -> RooflineInfo:
+def roofline_info(run: Mapping[str, Any], hw: Mapping[str, Any] | None = None) -> RooflineInfo:
     """GEMM layers as (ops per DRAM byte, achieved TOPS) under the array's compute and DRAM roofs.
 
-    One MAC is 2 ops. Layers that move no DRAM bytes (everything on chip) have no finite intensity
-    and are counted in ``skipped``.
+    ``hw`` is the run's hardware config as a dict (``hw_to_dict``); by default the run JSON's own
+    ``hw`` entry when that is a dict. One MAC is 2 ops. Layers that move no DRAM bytes (everything
+    on chip) have no finite intensity and are counted in ``skipped``.
     """
-    hw = run.get("hw")
+    hw = hw if hw is not None else run.get("hw")
     try:
         rows, cols = hw["array"]["rows"], hw["array"]["cols"]
         clock_mhz = float(hw["array"]["clock_mhz"])
@@ -336,8 +425,8 @@ def roofline_info(run: Mapping[str, Any]) -> RooflineInfo:
         sparse_support = hw["sparsity"]["support"] == "2:4"
     except (KeyError, TypeError):
         raise AccelsimError(
-            "roofline: the run JSON needs hw.array.rows/cols/clock_mhz, hw.dram.bandwidth_gbps "
-            "and hw.sparsity.support (write it with `accelsim run --json`)"
+            "roofline: needs the run's hardware config (array.rows/cols/clock_mhz, "
+            "dram.bandwidth_gbps, sparsity.support); give it with --hw PATH [--set KEY=VALUE]"
         ) from None
     gemms = [layer for layer in _layers(run) if layer.get("op") == "gemm"]
     ops = np.array([2.0 * float(g["macs"]) for g in gemms])
@@ -353,7 +442,7 @@ def roofline_info(run: Mapping[str, Any]) -> RooflineInfo:
         peak_tops=peak,
         sparse_peak_tops=2 * peak if sparse_support else None,
         bandwidth_gbps=bandwidth,
-        title=f"{run.get('model', '')} on {_hw_name(run)}: roofline",
+        title=f"{run.get('model', '')} on {hw.get('name', _hw_name(run))}: roofline",
         skipped=int((~ok).sum()),
     )
 

@@ -72,7 +72,7 @@ def gemm_actions(ops: Operands, hw: HwConfig, plan: MemoryPlan, *, count: int, p
     if dataflow == "os":
         input_reads = ops.a_bytes * math.ceil(ops.n / cols)
         weight_reads = ops.b_bytes * math.ceil(ops.m / rows)
-        psum_updates = plan.tiling.tiles_k if plan.tiling else 1
+        psum_updates = plan.tiling.tiles_k
     else:
         stream_folds = math.ceil((ops.n if dataflow == "ws" else ops.m) / cols)
         input_reads = ops.a_bytes * (stream_folds if dataflow == "ws" else 1)

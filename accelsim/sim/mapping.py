@@ -22,12 +22,14 @@ SCALE-Sim). Two timing models:
   ``T + 2*rows + cols - 2`` (WS, IS), and the reported number is one less than the sum (it is the
   0-based index of the last cycle).
 * the default model pipelines folds: the next fold's operands enter as soon as the current fold's
-  have, WS/IS preload the next stationary tile into double-buffered PE registers while the current
-  fold computes, and OS reads finished sums out over per-column result buses while the next fold
-  accumulates. Fill and drain are paid once, by whichever fold finishes last.
+  have, WS/IS write the next stationary tile into double-buffered PE registers (one row per cycle
+  per column) while the current fold computes, and OS reads finished sums out over per-column
+  result buses while the next fold accumulates. Fill and drain are paid once, by whichever fold
+  finishes last.
 
-docs/dataflows.md derives both with worked examples. Pure integer arithmetic on purpose: a design
-sweep calls this thousands of times per second.
+docs/dataflows.md derives both with worked examples; tests/sim/test_mapping.py clocks the default
+model's microarchitecture register by register and checks that every wait in it is needed. Pure
+integer arithmetic on purpose: a design sweep calls this thousands of times per second.
 """
 
 from __future__ import annotations
@@ -173,29 +175,35 @@ def _pipelined_stationary_cycles(
 ) -> int:
     """Weight or input stationary with double-buffered PE operand registers.
 
-    The first tile's ``r`` rows are shifted in before anything streams (``r`` cycles). While fold
-    ``f`` streams its ``T`` vectors, the next tile shifts into the shadow registers, so fold ``f``
-    occupies ``max(T, r_next)`` cycles. Partial sums cross all ``rows`` physical rows to the bottom
-    edge, so fold ``f`` started at ``s_f`` delivers its last output at ``s_f + T + rows + c - 2``.
-    Within a column group every fold has the same drain, so only each group's last fold can end
-    the GEMM.
+    Each array column has a write port into its PEs' shadow registers, one row per cycle. Tile
+    ``f + 1`` is written while fold ``f`` streams, row ``i`` in the cycle PE ``(i, j)`` switches
+    to tile ``f`` (the write wave trails the data wave), so fold ``f + 1`` may start ``T`` cycles
+    after fold ``f``, and tile ``f + 2``'s write wave (starting with fold ``f + 1``) must find
+    the port free: ``s_{f+1} - s_f >= r_{f+1}`` whenever a fold ``f + 2`` exists. Tile 1 is
+    written before fold 1 streams, taking ``r_1`` cycles if a second wave must follow it and 1
+    otherwise. Partial sums cross all ``rows`` physical rows to the bottom edge, so fold ``f``
+    delivers its last output at ``s_f + T + rows + c - 2``; within a column group every fold
+    drains alike, so only each group's last fold can end the GEMM.
     """
     row_folds = -(-spatial_rows // rows)
     col_folds = -(-spatial_cols // cols)
     last_rows = spatial_rows - (row_folds - 1) * rows
     last_cols = spatial_cols - (col_folds - 1) * cols
-    full_interval = max(temporal, rows)
-    first_load = rows if row_folds > 1 else last_rows
-    group_cycles = (row_folds - 1) * full_interval + max(temporal, last_rows)
-    # Offset of a group's last fold: every earlier fold in the group waits for a full-height
-    # successor except the one before the last, whose successor is the short last tile.
-    last_fold_offset = (
-        0 if row_folds == 1 else (row_folds - 2) * full_interval + max(temporal, last_rows)
+    if row_folds * col_folds == 1:
+        return 1 + temporal + rows + last_cols - 2
+    first_rows = rows if row_folds > 1 else last_rows
+    # Folds cycle through tile heights rows, ..., rows, last_rows in every column group; a fold
+    # waits max(T, next tile's rows), except the step into the very last fold, which waits T.
+    group_cycles = (row_folds - 1) * max(temporal, rows) + max(temporal, last_rows)
+    steps_to_last = (
+        col_folds * group_cycles - max(temporal, first_rows) - max(temporal, last_rows) + temporal
     )
-    return max(
-        first_load + g * group_cycles + last_fold_offset + temporal + rows + c - 2
-        for g, c in _last_column_groups(col_folds, cols, last_cols)
-    )
+    end = first_rows + steps_to_last + temporal + rows + last_cols - 2
+    if col_folds > 1:
+        # The last full-width group's last fold: its skew reaches one more column group width.
+        steps = (col_folds - 1) * group_cycles - max(temporal, first_rows)
+        end = max(end, first_rows + steps + temporal + rows + cols - 2)
+    return end
 
 
 def _last_column_groups(col_folds: int, cols: int, last_cols: int) -> tuple[tuple[int, int], ...]:

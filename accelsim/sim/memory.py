@@ -11,12 +11,12 @@ re-fetched ``tiles_n`` times unless all of A fits), ``m_outer`` the reverse; wit
 reduction every output tile streams its A and B tiles (A x ``tiles_n``, B x ``tiles_m``) and
 partial sums stay in the output buffer. Outputs are written to DRAM once.
 
-Timing is a pipeline over tile steps with uniform compute ``c`` per step. A double-buffered
-buffer streams: the array starts once the first fold's operands are in (the *prologue*), and
-from then on its transfers hide under compute, so a step costs ``max(c, hidden transfers) +
-transfers of single-buffered buffers``; the last fold's results drain after compute ends (the
-*epilogue*). Steps come in two classes (those that also load a new held tile, and the rest), so
-the sum over steps is a closed form, not a loop.
+Timing is a pipeline over tile steps with uniform compute per step. A double-buffered buffer
+fills one half while the array works from the other, and a held tile is prefetched during all the
+steps of the tile before it, so summed over the steps ``max(compute, transfer)`` becomes
+``max(C, T)`` for the hidden transfers; single-buffered buffers' transfers add serially. The array
+starts once the first fold's operands are in (the *prologue*) and the last fold's results drain
+after compute ends (the *epilogue*). Closed forms only: no loop over tiles or cycles.
 """
 
 from __future__ import annotations
@@ -66,11 +66,9 @@ class Tiling:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """Result of planning one GEMM layer (``count`` instances) against the memory system."""
+    """The chosen tiling of one GEMM layer (``count`` instances) and what it costs."""
 
-    feasible: bool
-    reason: str
-    tiling: Tiling | None
+    tiling: Tiling
     dram_read_a_bytes: int  # per instance
     dram_read_b_bytes: int
     dram_write_c_bytes: int
@@ -98,8 +96,10 @@ def _fit(limit_elems: float, granule_size: int, dim: int) -> int:
 
 
 def _fold(ops: Operands, gran: tuple[int, int, int]) -> tuple[int, int, int]:
-    """The granule clamped to the GEMM (and to whole 2:4 groups along k)."""
-    gk = min(ops.k, math.lcm(min(gran[1], ops.k), ops.k_granule))
+    """The granule clamped to the GEMM, its k extent rounded down to whole 2:4 groups (never
+    above a dense weight's, so a compressed weight fits wherever a dense one does)."""
+    gk = min(gran[1], ops.k)
+    gk = max(ops.k_granule, gk - gk % ops.k_granule)
     return min(gran[0], ops.m), gk, min(gran[2], ops.n)
 
 
@@ -140,11 +140,7 @@ def refetch_counts(t: Tiling) -> tuple[int, int]:
 
 def _total_cycles(a_bytes: float, b_bytes: float, c_bytes: float, ops: Operands, hw: HwConfig,
                   gran: tuple[int, int, int], compute_cycles: float) -> float:
-    """Prologue + max(compute, hidden transfers) + serialized transfers + epilogue.
-
-    Summing ``max(c, t)`` over uniform tile steps gives ``max(C, T)``: a double-buffered held
-    tile is prefetched during all the steps of the tile before it, so its load spreads evenly.
-    """
+    """Prologue + max(compute, hidden transfers) + serialized transfers + epilogue (cycles)."""
     bpc = hw.dram_bytes_per_cycle
     db_a, db_b, db_c = (hw.sram.inputs.double_buffered, hw.sram.weights.double_buffered,
                         hw.sram.outputs.double_buffered)
@@ -174,9 +170,5 @@ def plan_memory(ops: Operands, hw: HwConfig, gran: tuple[int, int, int], compute
     assert best is not None, "plan_memory needs at least one candidate tiling"
     cycles, _, tiling, a_bytes, b_bytes = best
     stall = 0 if hw.ideal_memory else max(0, math.ceil(cycles - compute_cycles - 1e-6))
-    return MemoryPlan(True, "", tiling, math.ceil(a_bytes - 1e-9), math.ceil(b_bytes - 1e-9),
+    return MemoryPlan(tiling, math.ceil(a_bytes - 1e-9), math.ceil(b_bytes - 1e-9),
                       math.ceil(ops.c_bytes - 1e-9), stall)
-
-
-def infeasible(reason: str) -> MemoryPlan:
-    return MemoryPlan(False, reason, None, 0, 0, 0, 0)

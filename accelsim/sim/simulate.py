@@ -181,14 +181,20 @@ def _gemm_layer(node: GemmNode, cost: _GemmCost) -> LayerResult:
     )
 
 
-def _vector_layer(node: VectorNode, hw: HwConfig, area_mm2: float) -> LayerResult:
+def _vector_cost(node: VectorNode, hw: HwConfig,
+                 area_mm2: float) -> tuple[int, EnergyBreakdown, ActionCounts]:
     lane_cycles = vector.lane_cycles(node, hw)
     cycles = vector.vector_cycles(node, hw)
     actions = vector_actions(node.total_elements, vector.operand_count(node), lane_cycles, hw)
+    return cycles, price(actions, hw, cycles, area_mm2), actions
+
+
+def _vector_layer(node: VectorNode, hw: HwConfig,
+                  cost: tuple[int, EnergyBreakdown, ActionCounts]) -> LayerResult:
+    cycles, energy, actions = cost
     return LayerResult(
         node.name, "vector", node.elements, node.row_length, 1, node.count, None,
-        hw.vector_unit.element_bits, "dense", cycles, 0, 0, 0.0, 0,
-        price(actions, hw, cycles, area_mm2), actions,
+        hw.vector_unit.element_bits, "dense", cycles, 0, 0, 0.0, 0, energy, actions,
     )
 
 
@@ -220,11 +226,17 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False) -> Si
     """
     area_breakdown = area(hw)
     area_mm2 = area_breakdown.total_mm2
+    # Transformer blocks repeat the same shapes: price each distinct node once per call.
     cache: dict[tuple, _GemmCost | str] = {}
+    vector_cache: dict[tuple, tuple[int, EnergyBreakdown, ActionCounts]] = {}
     layers: list[LayerResult] = []
     for node in graph.nodes:
         if isinstance(node, VectorNode):
-            layers.append(_vector_layer(node, hw, area_mm2))
+            vkey = (node.vector_op, node.elements, node.count)
+            vcost = vector_cache.get(vkey)
+            if vcost is None:
+                vcost = vector_cache[vkey] = _vector_cost(node, hw, area_mm2)
+            layers.append(_vector_layer(node, hw, vcost))
             continue
         key = (node.m, node.k, node.n, node.count, node.weight_bits, node.act_bits,
                node.sparsity, node.weight_density, node.weight_is_activation)

@@ -5,6 +5,7 @@ Importable by spawned pool workers and Dask workers (they inherit the parent's `
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,4 +47,6 @@ def fake_evaluate(graph: Graph, base_hw: Any, overrides: Mapping[str, Any]) -> d
         "latency_ms": cycles / 1e6 + 1.0 / bandwidth,
         "energy_uj": bits * rows * cols / 1000.0,
         "area_mm2": rows * cols / 1000.0,
+        # Workers must stay light: they get graphs, never import torch.
+        "torch_loaded": float("torch" in sys.modules),
     }

@@ -47,7 +47,8 @@ def run(spec, store, **kwargs):
 
 
 def by_key(path) -> pd.DataFrame:
-    return load_results(path).sort_values("key").reset_index(drop=True)
+    frame = load_results(path).sort_values("key").reset_index(drop=True)
+    return frame.drop(columns="torch_loaded")
 
 
 @pytest.fixture()
@@ -98,6 +99,7 @@ def test_process_pool_matches_in_process(spec, tmp_path, reference):
     done = []
     run(spec, tmp_path / "pool.sqlite", workers=2, progress=lambda d, t: done.append((d, t)))
     assert done[-1] == (TOTAL, TOTAL) and len(done) > 1
+    assert (load_results(tmp_path / "pool.sqlite")["torch_loaded"] == 0).all()
     pd.testing.assert_frame_equal(by_key(tmp_path / "pool.sqlite"), reference)
 
 
@@ -109,6 +111,8 @@ def test_dask_cluster_matches_local(spec, tmp_path, reference, processes):
         dashboard_address=None,
     ) as cluster:
         run(spec, tmp_path / "dask.sqlite", scheduler=cluster.scheduler_address, batch_size=10)
+    if processes:
+        assert (load_results(tmp_path / "dask.sqlite")["torch_loaded"] == 0).all()
     pd.testing.assert_frame_equal(by_key(tmp_path / "dask.sqlite"), reference)
 
 

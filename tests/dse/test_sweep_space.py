@@ -5,13 +5,13 @@ import pytest
 from dse_fakes import INT8_HW, tiny_graph
 
 from accelsim.dse.space import (
-    KNOWN_RECIPES,
     ModelSpec,
     Recipe,
     apply_recipe,
     design_points,
     flatten_dict,
     load_sweep,
+    named_recipe,
 )
 from accelsim.errors import AccelsimError
 from accelsim.graph.ir import GemmNode, Graph
@@ -103,13 +103,16 @@ def test_apply_recipe_compresses_linear_layers_only():
         GemmNode("qk", m=4, k=6, n=4, kind="matmul", weight_is_activation=True),
         GemmNode("patch", m=4, k=12, n=4, kind="conv"),
     ))
-    out = apply_recipe(graph, KNOWN_RECIPES["w4a4_sp24"])
+    out = apply_recipe(graph, Recipe("w4a4_sp24", 4, 4, "2:4"))
     fc, odd, qk, patch = out.nodes
     assert (fc.weight_bits, fc.act_bits, fc.sparsity, fc.weight_density) == (4, 4, "2:4", 0.5)
     assert (odd.weight_bits, odd.sparsity) == (4, "dense")
     assert (qk.weight_bits, qk.act_bits, qk.sparsity) == (4, 4, "dense")
     assert patch == graph.nodes[3]
-    assert apply_recipe(graph, KNOWN_RECIPES["native"]) is graph
+    assert apply_recipe(graph, named_recipe("native")) is graph
+    eight_bit_attention = apply_recipe(graph, Recipe("r", 4, 4, "dense", attention_bits=8))
+    assert (eight_bit_attention.nodes[2].weight_bits, eight_bit_attention.nodes[2].act_bits) == (
+        8, 8)
     dense = apply_recipe(tiny_graph(ModelSpec("t")), Recipe("w8", 8, 8))
     assert all(g.sparsity == "dense" for g in dense.gemms)
 
@@ -156,6 +159,14 @@ def test_bad_version_and_missing_file(tmp_path):
         load_sweep(path)
     with pytest.raises(AccelsimError, match="sweep file not found"):
         load_sweep(tmp_path / "missing.yaml")
+
+
+def test_project_recipes_are_read_from_their_files():
+    paper = named_recipe("w4a4_sp24")
+    assert (paper.weight_bits, paper.act_bits, paper.sparsity) == (4, 4, "2:4")
+    assert paper.attention_bits == 8
+    assert named_recipe("w8a8").sparsity == "dense"
+    assert named_recipe("no_such_recipe") is None
 
 
 def test_model_spec_trace_kwargs_leave_defaults_to_the_zoo():

@@ -10,7 +10,7 @@ from sim_hw import tiny_hw
 from accelsim.graph.ir import GemmNode, Graph
 from accelsim.sim import simulate
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True)
+SETTINGS = settings(max_examples=80, deadline=None, derandomize=True)
 
 dims = st.integers(min_value=1, max_value=200)
 quads = st.integers(min_value=1, max_value=64).map(lambda q: 4 * q)  # k for 2:4 weights

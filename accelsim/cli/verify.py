@@ -1,0 +1,127 @@
+"""``accelsim verify``: the integer reference against the fake-quant model, layer by layer.
+
+``--ckpt DIR`` checks a ``compress`` output directory (``run.json``, ``model.pt``,
+``int_model.npz``) on its task's data. ``--recipe R`` compresses a zoo model with calibration only
+(no training) on generated inputs, exports it and checks it on other generated inputs. Prints
+per-GEMM int32 accumulator mismatches and errors, then a one-line verdict. The exit status is
+non-zero when any accumulator differs, the logits leave the tolerance or predictions agree on
+fewer than 99.9% of the inputs (docs/integer_semantics.md §5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+HELP = "check the integer reference against the fake-quant model (int32 accumulators, logits)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="zoo model name")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", type=Path, help="output directory of `accelsim compress`")
+    source.add_argument("--recipe", help="recipe name or .yaml path: calibrate only, then verify")
+    parser.add_argument("--batches", type=int, default=2, help="batches to compare (default 2)")
+    parser.add_argument("--batch-size", type=int, default=8, help="examples per batch")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"),
+                        help="task split for --ckpt (default test)")
+    parser.add_argument("--seq-len", type=int, default=None, help="BERT tokens (--recipe)")
+    parser.add_argument("--image-size", type=int, default=None, help="ViT image side (--recipe)")
+    parser.add_argument("--audio-seconds", type=float, default=None,
+                        help="wav2vec2/Whisper clip length (--recipe)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
+    parser.add_argument("--json", type=Path, default=None, help="write the report as JSON")
+
+
+def _generated(args: argparse.Namespace, count: int, seed: int) -> list[Any]:
+    import torch
+
+    from accelsim import zoo
+    from accelsim.tasks.base import Batch
+
+    batches = []
+    for i in range(count):
+        inputs = zoo.example_inputs(
+            args.model, batch=args.batch_size, seq_len=args.seq_len, image_size=args.image_size,
+            audio_seconds=args.audio_seconds, seed=seed + i,
+        )
+        batches.append(Batch(inputs=inputs, labels=torch.zeros(args.batch_size, dtype=torch.long)))
+    return batches
+
+
+def _from_recipe(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
+    from accelsim import zoo
+    from accelsim.compress.apply import apply_recipe, calibrate
+    from accelsim.compress.export import export_int_model
+    from accelsim.compress.recipe import load_recipe
+    from accelsim.errors import AccelsimError
+
+    recipe = load_recipe(args.recipe)
+    if not recipe.quantized:
+        raise AccelsimError(f"--recipe: {recipe.name!r} keeps float32 weights; allowed: a "
+                            "quantized recipe (weight_bits 4 or 8)")
+    model = zoo.build_model(args.model, seed=args.seed)
+    apply_recipe(model, recipe)
+    # Calibration and verification inputs come from disjoint seeds.
+    calibrate(model, _generated(args, recipe.calibration_batches, args.seed + 10_000), recipe)
+    return model.eval(), export_int_model(model), _generated(args, args.batches, args.seed)
+
+
+def _from_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
+    import torch
+
+    from accelsim.compress.apply import apply_recipe
+    from accelsim.compress.export import load_int_model
+    from accelsim.compress.recipe import recipe_from_dict
+    from accelsim.errors import AccelsimError
+    from accelsim.tasks import get_task
+
+    run_json = args.ckpt / "run.json"
+    for path in (run_json, args.ckpt / "model.pt", args.ckpt / "int_model.npz"):
+        if not path.is_file():
+            raise AccelsimError(f"--ckpt: {str(path)!r} does not exist; allowed: an output "
+                                "directory of `accelsim compress` with a quantized recipe")
+    run = json.loads(run_json.read_text())
+    if run["model"] != args.model:
+        raise AccelsimError(f"--model: {args.model!r} but {run_json} was compressed from "
+                            f"{run['model']!r}; allowed: {run['model']!r}")
+    task = get_task(run["task"], limit=run.get("limit"), tiny=bool(run.get("tiny")))
+    model = task.build_model(run["seed"])
+    apply_recipe(model, recipe_from_dict(run["recipe"], where=str(run_json)))
+    state = torch.load(args.ckpt / "model.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    int_model = load_int_model(args.ckpt / "int_model.npz")
+    batches = list(itertools.islice(task.batches(args.split, args.batch_size, args.seed),
+                                    args.batches))
+    return model.eval(), int_model, batches
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from accelsim.errors import AccelsimError
+    from accelsim.ref.execute import compare_with_fake_quant
+
+    for name in ("batches", "batch_size"):
+        if getattr(args, name) < 1:
+            raise AccelsimError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
+    torch.manual_seed(args.seed)
+    model, int_model, batches = _from_checkpoint(args) if args.ckpt else _from_recipe(args)
+    report = compare_with_fake_quant(model, int_model, batches)
+    width = max(len(layer.name) for layer in report.layers)
+    print(f"{'gemm':<{width}}  kind    sparsity  accumulators  mismatches  max|acc diff|"
+          "  max|out err|")
+    for layer in report.layers:
+        print(f"{layer.name:<{width}}  {layer.kind:<6}  {layer.sparsity:<8}  "
+              f"{layer.accumulators:>12}  {layer.mismatches:>10}  {layer.max_abs_acc_diff:>13}"
+              f"  {layer.max_abs_out_err:>12.3g}")
+    print(report.verdict())
+    if args.json is not None:
+        payload = {**asdict(report), "passed": report.passed, "verdict": report.verdict()}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=1))
+    return 0 if report.passed else 1

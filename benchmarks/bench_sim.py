@@ -1,0 +1,120 @@
+"""Time one ViT-B/16 design point through ``simulate`` (goal: under 10 ms).
+
+Run:  python benchmarks/bench_sim.py [--points 200] [--analytic]
+
+The ViT-B/16 graph is traced once with ``accelsim.graph.trace.trace_named_model("vit_b16")``
+(torch needed; cached on disk after the first run). With ``--analytic``, or when tracing is
+unavailable, the same shapes are built directly from GemmNodes (197 tokens, 12 blocks, 12 heads).
+Design points vary array size, dataflow, SRAM size and 2:4 support; the overrides are applied
+before the clock starts, so the times are ``simulate`` alone (and, separately, including
+``with_overrides``, which a sweep also pays).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from accelsim.graph.ir import GemmNode, Graph, Node, VectorNode
+from accelsim.hw import HwConfig, load_hw, with_overrides
+from accelsim.sim import simulate
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+GOAL_MS = 10.0
+
+
+def analytic_vit_b16(tokens: int = 197, dim: int = 768, heads: int = 12, mlp: int = 3072,
+                     blocks: int = 12, sparse: bool = True) -> Graph:
+    """ViT-B/16 at 224x224: patch embedding, 12 encoder blocks, classifier head."""
+    head_dim = dim // heads
+    weight = {"sparsity": "2:4", "weight_density": 0.5} if sparse else {}
+    nodes: list[Node] = [GemmNode("patch_embed", m=tokens - 1, k=3 * 16 * 16, n=dim,
+                                  kind="conv")]
+    for b in range(blocks):
+        p = f"blocks.{b}."
+        nodes += [
+            VectorNode(p + "ln1", vector_op="layernorm", elements=tokens * dim, row_length=dim),
+            *(GemmNode(p + name, m=tokens, k=dim, n=dim, **weight) for name in ("q", "k", "v")),
+            GemmNode(p + "qk", m=tokens, k=head_dim, n=tokens, count=heads, kind="matmul",
+                     weight_is_activation=True),
+            VectorNode(p + "softmax", vector_op="softmax", elements=tokens * tokens,
+                       count=heads, row_length=tokens),
+            GemmNode(p + "pv", m=tokens, k=tokens, n=head_dim, count=heads, kind="matmul",
+                     weight_is_activation=True),
+            GemmNode(p + "proj", m=tokens, k=dim, n=dim, **weight),
+            VectorNode(p + "add1", vector_op="add", elements=tokens * dim),
+            VectorNode(p + "ln2", vector_op="layernorm", elements=tokens * dim, row_length=dim),
+            GemmNode(p + "fc1", m=tokens, k=dim, n=mlp, **weight),
+            VectorNode(p + "gelu", vector_op="gelu", elements=tokens * mlp),
+            GemmNode(p + "fc2", m=tokens, k=mlp, n=dim, **weight),
+            VectorNode(p + "add2", vector_op="add", elements=tokens * dim),
+        ]
+    nodes += [VectorNode("ln_f", vector_op="layernorm", elements=tokens * dim, row_length=dim),
+              GemmNode("head", m=1, k=dim, n=1000)]
+    return Graph("vit_b16_analytic", tuple(nodes), {"batch": 1, "image_size": 224})
+
+
+def load_graph(analytic: bool) -> Graph:
+    if analytic:
+        return analytic_vit_b16()
+    try:
+        from accelsim.graph.trace import trace_named_model
+
+        return trace_named_model("vit_b16")
+    except Exception as exc:  # noqa: BLE001 - any tracing failure falls back to the shapes
+        print(f"tracing unavailable ({type(exc).__name__}: {exc}); using the analytic graph")
+        return analytic_vit_b16()
+
+
+def design_points(base: HwConfig, count: int) -> list[dict[str, object]]:
+    grid = itertools.product((16, 32, 64, 128), ("os", "ws", "is"), (64, 256, 1024),
+                             ("none", "2:4"), (8.0, 34.0, 100.0))
+    points = [{"array.rows": n, "array.cols": n, "array.dataflow": d,
+               "sram.weights.size_kib": kib, "sram.inputs.size_kib": kib,
+               "sparsity.support": s, "dram.bandwidth_gbps": bw}
+              for n, d, kib, s, bw in grid]
+    return points[:count]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=200)
+    parser.add_argument("--analytic", action="store_true", help="skip tracing")
+    args = parser.parse_args(argv)
+
+    t0 = time.perf_counter()
+    graph = load_graph(args.analytic)
+    print(f"graph {graph.name}: {len(graph.gemms)} GEMMs, {len(graph.vectors)} vector ops, "
+          f"{graph.macs / 1e9:.2f} GMACs (built in {time.perf_counter() - t0:.1f} s)")
+    base = load_hw(REPO_ROOT / "hw_configs" / "int4_sparse.yaml")
+    points = design_points(base, args.points)
+    configs = [with_overrides(base, p) for p in points]
+
+    simulate(graph, configs[0])  # warm imports and the mapping cache's first entry
+    sim_ms, full_ms = [], []
+    for point, hw in zip(points, configs, strict=True):
+        start = time.perf_counter()
+        simulate(graph, hw)
+        sim_ms.append((time.perf_counter() - start) * 1e3)
+        start = time.perf_counter()
+        simulate(graph, with_overrides(base, point))
+        full_ms.append((time.perf_counter() - start) * 1e3)
+    median = statistics.median(sim_ms)
+    print(f"{len(points)} design points")
+    print(f"simulate only:         median {median:.2f} ms, mean {statistics.mean(sim_ms):.2f} ms,"
+          f" max {max(sim_ms):.2f} ms per design point")
+    print(f"with_overrides + sim:  median {statistics.median(full_ms):.2f} ms per design point")
+    print(f"goal {GOAL_MS:.0f} ms: median is {GOAL_MS / median:.1f}x under the goal")
+    result = simulate(graph, base)
+    t = result.totals
+    print(f"int4_sparse: {t.latency_ms:.3f} ms, {t.energy_uj:.1f} uJ, {t.tops:.2f} TOPS, "
+          f"{t.tops_per_w:.2f} TOPS/W, utilization {t.utilization:.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

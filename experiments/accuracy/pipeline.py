@@ -1,0 +1,256 @@
+"""One row of the accuracy table: FP32 fine-tune -> QAT per recipe -> integer reference.
+
+Used by the per-task commands in this folder (``python experiments/accuracy/<task>.py``):
+
+1. FP32: ``accelsim.compress.finetune`` with the ``fp32`` recipe, from the pre-trained backbone
+   plus a fresh head. Its final weights are the critical initialization of every recipe with
+   ``init: finetuned``.
+2. Each compressed recipe: the FP32 weights (or, for ``init: pretrained``, the raw pre-trained
+   model) -> ``finetune`` (apply recipe, calibrate clips, QAT) -> ``export_int_model`` -> test
+   accuracy from the integer reference (``accelsim.accuracy.evaluate_accuracy``). The
+   fake-quant PyTorch accuracy is recorded beside it as a cross-check.
+
+Recipes come from ``experiments/recipes``; only the training length, batch size and learning
+rates are overridden per task (:class:`Budget`) to fit 2 CPU cores, and the overrides are
+written to the CSV. Training state lives under ``${ACCELSIM_CACHE:-~/.cache/accelsim}/runs``
+(outside git); a finished run is reused, an interrupted one resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from accelsim.accuracy import evaluate_accuracy, evaluate_float
+from accelsim.compress.export import export_int_model
+from accelsim.compress.recipe import Recipe, load_recipe
+from accelsim.compress.train import FinetuneResult, Progress, finetune
+from accelsim.tasks import Task, get_task
+from accelsim.tasks._data import cache_dir
+
+HERE = Path(__file__).resolve().parent
+RESULTS_CSV = HERE / "results.csv"
+RESULTS_MD = HERE / "results.md"
+COLUMNS = (
+    "task", "model", "recipe", "accuracy_pct", "measured_by", "fake_quant_accuracy_pct",
+    "val_accuracy_pct", "test_examples", "init", "fp_epochs", "qat_epochs", "batch_size",
+    "lr", "train_minutes", "eval_minutes", "seed", "command",
+)  # fmt: skip
+ROW_RECIPES = (
+    "fp32", "w8a8", "w4a4", "w4a4_sp24",
+    "w4a4_sp24_no_zero_grid", "w4a4_sp24_const_dropout", "w4a4_sp24_init_pretrained",
+)  # fmt: skip
+# Run order: the headline recipe right after the baseline, ablations last.
+RUN_ORDER = (
+    "fp32", "w4a4_sp24", "w4a4", "w8a8",
+    "w4a4_sp24_no_zero_grid", "w4a4_sp24_const_dropout", "w4a4_sp24_init_pretrained",
+)  # fmt: skip
+BASELINE = "fp32"
+NO_DROPOUT = (
+    "w4a4_sp24_const_dropout",
+    "the backbone has no dropout (its config sets every dropout rate to 0), so constant and "
+    "scheduled dropout train identically",
+)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The CPU-sized training schedule of one task (overrides the recipes' lengths and LRs)."""
+
+    fp_epochs: int  # FP32 fine-tuning epochs (the fp32 row and the critical initialization)
+    qat_epochs: int  # compressed fine-tuning epochs after the FP32 stage
+    batch_size: int
+    fp_lr: float
+    qat_lr: float
+    # Recipes whose result cannot differ from another row's (e.g. constant vs scheduled dropout
+    # on a backbone without dropout) -> the reason, written to results.md instead of a run.
+    skip: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class RowResult:
+    task: str
+    model: str
+    recipe: str
+    accuracy_pct: float
+    measured_by: str
+    fake_quant_accuracy_pct: float | None
+    val_accuracy_pct: float
+    test_examples: int
+    init: str
+    fp_epochs: int
+    qat_epochs: int
+    batch_size: int
+    lr: float
+    train_minutes: float
+    eval_minutes: float
+    seed: int
+    command: str
+
+
+def budgeted(recipe: Recipe, budget: Budget) -> Recipe:
+    """``recipe`` with the task's training length, batch size and LR.
+
+    FP32: ``fp_epochs`` of float fine-tuning. Compressed, ``init: finetuned``: the FP32 stage is
+    done once (shared), so ``fp_epochs=0`` and ``qat_epochs`` of QAT. ``init: pretrained``: the
+    same total number of steps as FP32 + QAT, all compressed (how ``finetune`` counts them).
+    """
+    if not recipe.quantized:
+        return dataclasses.replace(
+            recipe, fp_epochs=0, epochs=budget.fp_epochs,
+            batch_size=budget.batch_size, lr=budget.fp_lr,
+        )  # fmt: skip
+    fp_epochs = budget.fp_epochs if recipe.init == "pretrained" else 0
+    return dataclasses.replace(
+        recipe, fp_epochs=fp_epochs, epochs=budget.qat_epochs,
+        batch_size=budget.batch_size, lr=budget.qat_lr,
+    )  # fmt: skip
+
+
+def _progress(tag: str) -> Callable[[Progress], None]:
+    start = time.monotonic()
+
+    def report(p: Progress) -> None:
+        if p.metric is not None or p.step % 20 == 0:
+            metric = "" if p.metric is None else f" val {p.metric:.2f}"
+            print(
+                f"[{tag}] {p.stage} epoch {p.epoch}/{p.epochs_total} step "
+                f"{p.step}/{p.steps_per_epoch} loss {p.loss:.4f}{metric} "
+                f"({(time.monotonic() - start) / 60:.1f} min)",
+                flush=True,
+            )
+
+    return report
+
+
+def train(task: Task, recipe: Recipe, init_state: dict | None, seed: int) -> FinetuneResult:
+    """Run, resume or reuse ``finetune`` of ``recipe`` from ``init_state`` (else pre-trained)."""
+    model = task.build_model(seed)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    out_dir = cache_dir("runs", task.name, f"{recipe.name}-seed{seed}")
+    return finetune(
+        model,
+        lambda epoch: task.batches("train", recipe.batch_size, seed=seed * 1000 + epoch),
+        lambda: task.batches("val", 64, seed=0),
+        task.metric,
+        recipe,
+        seed=seed,
+        out_dir=out_dir,
+        on_progress=_progress(f"{task.name}/{recipe.name}"),
+    )
+
+
+def run_recipe(
+    task: Task, name: str, budget: Budget, fp_state: dict | None, seed: int, command: str
+) -> tuple[RowResult, FinetuneResult]:
+    recipe = budgeted(load_recipe(name), budget)
+    init_state = fp_state if recipe.quantized and recipe.init == "finetuned" else None
+    if recipe.quantized and recipe.init == "finetuned" and fp_state is None:
+        raise RuntimeError(f"{name}: needs the fp32 weights first")
+    start = time.monotonic()
+    result = train(task, recipe, init_state, seed)
+    train_minutes = (time.monotonic() - start) / 60
+    start = time.monotonic()
+    model = result.model.eval()
+    if recipe.quantized:
+        fake_quant = evaluate_float(task, model, "test")
+        accuracy = evaluate_accuracy(task, model, export_int_model(model), "test")
+        measured_by = "integer_reference"
+    else:
+        fake_quant = None
+        accuracy = evaluate_float(task, model, "test")
+        measured_by = "pytorch_fp32"
+    eval_minutes = (time.monotonic() - start) / 60
+    examples = sum(len(b.labels) for b in task.batches("test", 256, seed=0))
+    row = RowResult(
+        task=task.name, model=task.backbone, recipe=name, accuracy_pct=round(accuracy, 2),
+        measured_by=measured_by,
+        fake_quant_accuracy_pct=None if fake_quant is None else round(fake_quant, 2),
+        val_accuracy_pct=round(result.metric, 2), test_examples=examples, init=recipe.init,
+        fp_epochs=budget.fp_epochs if (not recipe.quantized or recipe.init == "finetuned")
+        else 0,
+        qat_epochs=0 if not recipe.quantized else recipe.fp_epochs + recipe.epochs,
+        batch_size=recipe.batch_size, lr=recipe.lr, train_minutes=round(train_minutes, 1),
+        eval_minutes=round(eval_minutes, 1), seed=seed, command=command,
+    )  # fmt: skip
+    return row, result
+
+
+def read_rows(path: Path = RESULTS_CSV) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_rows(new: list[RowResult], path: Path = RESULTS_CSV) -> list[dict[str, str]]:
+    """Replace the (task, recipe) rows of ``new`` in the CSV, keep the others; sorted."""
+    rows = {(r["task"], r["recipe"]): r for r in read_rows(path)}
+    for r in new:
+        d = dataclasses.asdict(r)
+        rows[(r.task, r.recipe)] = {k: "" if d[k] is None else str(d[k]) for k in COLUMNS}
+    order = {name: i for i, name in enumerate(ROW_RECIPES)}
+    out = sorted(rows.values(), key=lambda r: (r["task"], order.get(r["recipe"], 99)))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(out)
+    return out
+
+
+BUDGETS: dict[str, Budget] = {
+    # 1800 texts, batch 16: 113 steps an epoch.
+    "fortunes": Budget(fp_epochs=3, qat_epochs=1, batch_size=16, fp_lr=1e-4, qat_lr=5e-5),
+    # 2000 images at 56 px, batch 32: 63 steps an epoch.
+    "fashion_mnist": Budget(
+        fp_epochs=2, qat_epochs=1, batch_size=32, fp_lr=1e-4, qat_lr=5e-5, skip=(NO_DROPOUT,)
+    ),
+    # 960 one-second clips, batch 32: 30 steps an epoch.
+    "speech_commands": Budget(
+        fp_epochs=4, qat_epochs=1, batch_size=32, fp_lr=2e-4, qat_lr=5e-5, skip=(NO_DROPOUT,)
+    ),
+}
+
+
+def main(task_name: str, argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=f"Accuracy row of task {task_name}.")
+    parser.add_argument("--recipes", nargs="+", default=list(RUN_ORDER), choices=RUN_ORDER)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    task = get_task(task_name)
+    budget = BUDGETS[task_name]
+    command = f"python experiments/accuracy/{Path(sys.argv[0]).name}"
+    skipped = dict(budget.skip)
+    fp_state: dict | None = None
+    for name in args.recipes:
+        if name in skipped:
+            print(f"[{task_name}/{name}] not run: {skipped[name]}", flush=True)
+            continue
+        needs_fp = name == BASELINE or load_recipe(name).init == "finetuned"
+        if needs_fp and fp_state is None:
+            row, result = run_recipe(task, BASELINE, budget, None, args.seed, command)
+            fp_state = {k: v.clone() for k, v in result.model.state_dict().items()}
+            if BASELINE in args.recipes:
+                write_rows([row])
+                print(f"[{task_name}/{BASELINE}] {row.accuracy_pct:.2f} %", flush=True)
+        if name == BASELINE:
+            continue
+        row, _ = run_recipe(task, name, budget, fp_state, args.seed, command)
+        write_rows([row])
+        print(
+            f"[{task_name}/{name}] {row.accuracy_pct:.2f} % (integer reference), "
+            f"fake-quant {row.fake_quant_accuracy_pct:.2f} %",
+            flush=True,
+        )
+    return 0

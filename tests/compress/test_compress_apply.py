@@ -1,0 +1,161 @@
+"""Model surgery: which modules get quantized per family, attention function, calibration."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from compress_helpers import synthetic_batch, tiny_bert
+from torch import nn
+
+from accelsim.compress.apply import (
+    ATTN_QUANT,
+    act_quantizers,
+    apply_recipe,
+    calibrate,
+    dropout_rates,
+    quantized_attention_forward,
+    set_dropout_factor,
+)
+from accelsim.compress.precision import ATTENTION_ATTR, LINEAR_ATTR
+from accelsim.compress.quant import QuantLinear
+from accelsim.compress.recipe import load_recipe, recipe_from_dict
+
+
+def test_bert_encoder_linears_and_attention_are_quantized_head_stays_float() -> None:
+    model = tiny_bert()
+    plan = apply_recipe(model, load_recipe("w4a4_sp24"))
+    per_block = [n for n in plan.quantized_linears if ".layer.0." in n]
+    assert sorted(n.rsplit("layer.0.", 1)[1] for n in per_block) == [
+        "attention.output.dense", "attention.self.key", "attention.self.query",
+        "attention.self.value", "intermediate.dense", "output.dense"]
+    assert len(plan.quantized_linears) == 12 and len(plan.attention_modules) == 2
+    assert set(plan.float_layers) == {"bert.pooler.dense", "classifier"}
+    assert type(model.classifier) is nn.Linear
+    assert isinstance(model.bert.encoder.layer[1].output.dense, QuantLinear)
+    att = model.bert.encoder.layer[0].attention.self
+    assert getattr(att, ATTENTION_ATTR).act_bits == 8
+    assert getattr(model.bert.encoder.layer[0].attention.self.query, LINEAR_ATTR).sparsity == "2:4"
+    assert model.config._attn_implementation == "accelsim_quant"
+
+
+def test_quantize_extra_adds_the_head() -> None:
+    recipe = recipe_from_dict({"name": "x", "quantize_extra": ["classifier"]})
+    model = tiny_bert()
+    plan = apply_recipe(model, recipe)
+    assert "classifier" in plan.quantized_linears and isinstance(model.classifier, QuantLinear)
+
+
+def test_layers_with_k_not_multiple_of_4_stay_dense_and_are_listed() -> None:
+    model = tiny_bert(hidden=30)
+    plan = apply_recipe(model, load_recipe("w4a4_sp24"))
+    assert plan.dense_layers["bert.encoder.layer.0.attention.self.query"] == (
+        "K=30 is not a multiple of 4")
+    assert "bert.encoder.layer.0.output.dense" not in plan.dense_layers  # K = 60
+    assert model.bert.encoder.layer[0].attention.self.query.weight_mask is None
+
+
+def test_float_recipe_leaves_model_untouched() -> None:
+    model = tiny_bert()
+    plan = apply_recipe(model, load_recipe("fp32"))
+    assert plan.quantized_linears == () and not any(
+        isinstance(m, QuantLinear) for m in model.modules())
+
+
+def test_attention_function_without_quantizers_equals_eager() -> None:
+    from transformers.models.bert.modeling_bert import eager_attention_forward
+
+    torch.manual_seed(0)
+    module = nn.Module()
+    module.eval()
+    q, k, v = (torch.randn(2, 2, 5, 4) for _ in range(3))
+    mask = torch.zeros(2, 1, 5, 5)
+    mask[0, ..., -2:] = torch.finfo(torch.float32).min
+    ours = quantized_attention_forward(module, q, k, v, mask, scaling=0.5)
+    ref = eager_attention_forward(module, q, k, v, mask, scaling=0.5)
+    assert torch.allclose(ours[0], ref[0], atol=1e-6) and torch.allclose(ours[1], ref[1])
+
+
+def test_calibration_sets_every_clip_and_padding_probs_stay_zero() -> None:
+    model = tiny_bert()
+    recipe = load_recipe("w4a4_sp24")
+    apply_recipe(model, recipe)
+    used = calibrate(model, (synthetic_batch(i) for i in range(50)), recipe)
+    assert used == recipe.calibration_batches
+    quantizers = act_quantizers(model)
+    assert len(quantizers) == 12 + 2 * 4 and all(q.is_calibrated for q in quantizers)
+    probs_q = getattr(model.bert.encoder.layer[0].attention.self, ATTN_QUANT)["probs"]
+    scale, zp = probs_q.qparams()
+    assert zp.item() == 0.0 and scale.item() > 0
+    model.eval()
+    batch = synthetic_batch(7)
+    _, probs = quantized_attention_forward(
+        model.bert.encoder.layer[0].attention.self, *(torch.randn(16, 2, 8, 16) for _ in range(3)),
+        torch.where(batch.inputs["attention_mask"][:, None, None, :] == 1, 0.0,
+                    torch.finfo(torch.float32).min))
+    assert torch.all(probs[::2, ..., -2:] == 0.0)
+
+
+def test_dropout_rates_scale_from_the_model_defaults() -> None:
+    model = tiny_bert()
+    base = dropout_rates(model)
+    assert base and set(base.values()) == {0.1}
+    set_dropout_factor(model, base, 0.5)
+    assert model.bert.encoder.layer[0].attention.self.dropout.p == pytest.approx(0.05)
+    set_dropout_factor(model, base, 0.0)
+    assert all(m.p == 0.0 for m in model.modules() if isinstance(m, nn.Dropout))
+
+
+def _vit() -> nn.Module:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    return ViTForImageClassification(ViTConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        image_size=8, patch_size=4, num_channels=1, num_labels=3))
+
+
+def _dinov2() -> nn.Module:
+    from transformers import Dinov2Config, Dinov2ForImageClassification
+
+    return Dinov2ForImageClassification(Dinov2Config(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2,
+        image_size=8, patch_size=4, num_channels=1, num_labels=3))
+
+
+def _wav2vec2() -> nn.Module:
+    from transformers import Wav2Vec2Config, Wav2Vec2ForSequenceClassification
+
+    return Wav2Vec2ForSequenceClassification(Wav2Vec2Config(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        conv_dim=(8, 8), conv_stride=(4, 2), conv_kernel=(8, 4), num_conv_pos_embeddings=4,
+        num_conv_pos_embedding_groups=2, classifier_proj_size=8, num_labels=3,
+        mask_time_prob=0.0))
+
+
+def _whisper() -> nn.Module:
+    from transformers import WhisperConfig, WhisperForAudioClassification
+
+    return WhisperForAudioClassification(WhisperConfig(
+        d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32,
+        decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32, num_mel_bins=8,
+        max_source_positions=8, classifier_proj_size=8, num_labels=3))
+
+
+@pytest.mark.parametrize(("build", "inputs", "linears"), [
+    (_vit, lambda: {"pixel_values": torch.randn(2, 1, 8, 8)}, 6),
+    (_dinov2, lambda: {"pixel_values": torch.randn(2, 1, 8, 8)}, 6),
+    (_wav2vec2, lambda: {"input_values": torch.randn(2, 200)}, 6),
+    (_whisper, lambda: {"input_features": torch.randn(2, 8, 16)}, 6),
+])
+def test_other_families_compress_and_run(build, inputs, linears) -> None:  # noqa: ANN001
+    torch.manual_seed(0)
+    model = build()
+    model.eval()
+    recipe = load_recipe("w4a4_sp24")
+    plan = apply_recipe(model, recipe)
+    assert len(plan.quantized_linears) == linears and len(plan.attention_modules) == 1
+    batch = type("B", (), {"inputs": inputs(), "labels": None})()
+    calibrate(model, [batch], recipe)
+    logits = model(**batch.inputs).logits
+    assert logits.shape == (2, 3) and torch.isfinite(logits).all()
+    for name in plan.quantized_linears:
+        assert getattr(model.get_submodule(name), LINEAR_ATTR).sparsity == "2:4"

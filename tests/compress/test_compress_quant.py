@@ -1,0 +1,193 @@
+"""Quantizers: the shared expression, grids, SAWB/LSQ steps, PACT clips, STE gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from accelsim.compress.quant import (
+    ActQuantizer,
+    QuantLinear,
+    WeightQuantizer,
+    fake_quantize,
+    quantize_codes,
+    round_ste,
+    sawb_clip,
+)
+
+
+def test_quantize_codes_rounds_half_to_even_with_true_division() -> None:
+    scale = torch.tensor(0.5)
+    x = torch.tensor([0.25, 0.75, 1.25, -0.25, -0.75, 100.0, -100.0])
+    codes = quantize_codes(x, scale, 0.0, -7, 7)
+    # x / 0.5 = 0.5, 1.5, 2.5, -0.5, -1.5 -> 0, 2, 2, -0, -2 (ties to even), then saturation.
+    assert codes.tolist() == [0.0, 2.0, 2.0, 0.0, -2.0, 7.0, -7.0]
+
+
+def test_quantize_codes_matches_numpy_mirror_on_near_ties() -> None:
+    """The numpy mirror the integer reference uses: rint(float32(x) / float32(s))."""
+    rng = np.random.default_rng(0)
+    scales = rng.uniform(0.01, 2.0, 64).astype(np.float32)
+    k = rng.integers(-7, 7, 64).astype(np.float32)
+    ties = (k + np.float32(0.5)) * scales
+    x = np.concatenate([ties, np.nextafter(ties, np.inf), np.nextafter(ties, -np.inf)])
+    s = np.concatenate([scales] * 3)
+    expected = np.clip(np.rint(x / s) + 3, 0, 15)
+    got = quantize_codes(torch.from_numpy(x), torch.from_numpy(s), 3.0, 0, 15).numpy()
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_round_ste_forward_is_bit_identical_to_round() -> None:
+    x = torch.tensor([0.5, 1.5, 2.5, -0.5, -2.5, 0.49999997, 1e-30, 123456.5, -7.5])
+    assert torch.equal(round_ste(x), torch.round(x))
+
+
+def test_fake_quantize_ste_gradient_is_one_inside_zero_outside() -> None:
+    x = torch.tensor([-10.0, -0.3, 0.0, 0.8, 3.49, 10.0], requires_grad=True)
+    y = fake_quantize(x, torch.tensor(0.5), 0.0, -7, 7)
+    y.sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+    dq = quantize_codes(x.detach(), torch.tensor(0.5), 0.0, -7, 7) * 0.5
+    assert torch.equal(y.detach(), dq)
+
+
+def test_zero_preserving_grid_has_15_levels_and_keeps_zero() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(8, 64)
+    w[:, ::4] = 0.0
+    q = WeightQuantizer(8, 4, "zero_preserving", "per_tensor")
+    q.init_step(w)
+    q.eval()
+    out = q(w)
+    assert torch.all(out[:, ::4] == 0.0)
+    levels = torch.unique(out)
+    assert len(levels) <= 15 and 0.0 in levels.tolist()
+    codes, scale = q.export_codes(w)
+    assert codes.min() >= -7 and codes.max() <= 7
+    assert torch.equal(codes * scale.reshape(-1, 1), out)
+
+
+def test_twos_complement_grid_reaches_minus_8() -> None:
+    w = torch.tensor([[-1.0, -0.5, 0.0, 0.9]])
+    q = WeightQuantizer(1, 4, "twos_complement", "per_tensor")
+    q.step.fill_(1.0 / 7)
+    codes, _ = q.export_codes(w * 1.2)
+    assert codes.tolist() == [[-8.0, -4.0, 0.0, 7.0]]
+
+
+def test_no_zero_grid_has_no_zero_level() -> None:
+    w = torch.tensor([[0.0, 0.01, -0.01, 1.0, -1.0, 0.3]])
+    q = WeightQuantizer(1, 4, "no_zero", "per_tensor")
+    q.step.fill_(1.0 / 7.5)
+    q.eval()
+    out = q(w)
+    assert not torch.any(out == 0.0)
+    step = 1.0 / 7.5
+    assert out[0, 0].item() == pytest.approx(step / 2)  # exact 0 becomes +s/2
+    assert out[0, 3].item() == pytest.approx(7.5 * step) and out[0, 4].item() == pytest.approx(
+        -7.5 * step)
+    codes, scale = q.export_codes(w)
+    assert torch.all(codes.remainder(2) == 1)  # odd codes 2i+1
+    assert torch.equal(codes * scale, out)
+
+
+def test_sawb_matches_formula_and_is_clamped() -> None:
+    w = torch.tensor([[1.0, -2.0, 3.0, -4.0], [0.0, 0.0, 0.0, 5.0]])
+    alpha = sawb_clip(w, 4, per_channel=True)
+    row0 = 12.035 * (30 / 4) ** 0.5 - 12.03 * 2.5  # 2.885...
+    assert alpha[0, 0].item() == pytest.approx(row0, rel=1e-6)
+    # Row 1: 12.035*2.5 - 12.03*1.25 = 15.05 > max|w| = 5, clamped to 5.
+    assert alpha[1, 0].item() == pytest.approx(5.0)
+    assert sawb_clip(w, 4, per_channel=False).shape == (1, 1)
+
+
+def test_sawb_step_follows_weights_in_training_only() -> None:
+    w = torch.randn(4, 16)
+    q = WeightQuantizer(4, 4)
+    q.init_step(w)
+    before = q.step.clone()
+    q.eval()
+    q(w * 3)
+    assert torch.equal(q.step, before)
+    q.train()
+    q(w * 3)
+    assert torch.allclose(q.step, before * 3)
+
+
+def test_lsq_step_learns_with_scaled_gradient() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(4, 16)
+    q = WeightQuantizer(4, 4, method="lsq")
+    q.init_step(w)
+    assert isinstance(q.step, torch.nn.Parameter)
+    q(w).pow(2).sum().backward()
+    assert q.step.grad is not None and torch.all(q.step.grad != 0)
+    grad_scaled = q.step.grad.clone()
+    q.step.grad = None
+    q._grad_hook.remove()
+    q(w).pow(2).sum().backward()
+    factor = 1.0 / (16 * 7) ** 0.5
+    assert torch.allclose(grad_scaled, q.step.grad * factor)
+
+
+def test_pact2_zero_is_exact_and_codes_unsigned() -> None:
+    q = ActQuantizer(4, "pact2")
+    q.start_calibration((0.0, 100.0))
+    q(torch.tensor([-0.75, 0.0, 3.0]))
+    q.finish_calibration()
+    scale, zp = q.qparams()
+    assert (q.lo.item(), q.hi.item()) == (-0.75, 3.0)
+    assert (scale.item(), zp.item()) == (0.25, 3.0)
+    x = torch.tensor([0.0, -5.0, 5.0])
+    out = q(x)
+    assert out[0].item() == 0.0
+    assert out[1].item() == pytest.approx((0 - zp.item()) * scale.item())
+    assert out[2].item() == pytest.approx((15 - zp.item()) * scale.item())
+
+
+def test_pact2_clip_gradients_come_from_saturated_elements() -> None:
+    q = ActQuantizer(4, "pact2")
+    with torch.no_grad():
+        q.lo.fill_(-1.0)
+        q.hi.fill_(2.0)
+    q.finish_calibration()
+    q(torch.tensor([5.0, 6.0])).sum().backward()  # both saturate at the top
+    assert q.hi.grad.item() == pytest.approx(2.0, abs=0.2)
+    q.zero_grad()
+    q(torch.tensor([-5.0])).sum().backward()  # saturates at the bottom
+    assert q.lo.grad.item() == pytest.approx(1.0, abs=0.2)
+
+
+def test_activation_percentile_calibration_averages_batches() -> None:
+    q = ActQuantizer(8, "symmetric")
+    q.start_calibration((1.0, 99.0))
+    q(torch.linspace(-1, 1, 1001))
+    q(torch.linspace(-3, 3, 1001))
+    q.finish_calibration()
+    assert q.clip.item() == pytest.approx((0.98 + 2.94) / 2, rel=1e-3)
+    scale, zp = q.qparams()
+    assert zp.item() == 0 and scale.item() == pytest.approx(q.clip.item() / 127)
+
+
+def test_uncalibrated_activation_quantizer_passes_through() -> None:
+    x = torch.randn(5)
+    assert torch.equal(ActQuantizer(4)(x), x)
+
+
+def test_calibrated_flag_survives_state_dict_round_trip() -> None:
+    q = ActQuantizer(4)
+    q.finish_calibration()
+    fresh = ActQuantizer(4)
+    fresh.load_state_dict(q.state_dict())
+    assert fresh.is_calibrated
+
+
+def test_quant_linear_precision_reflects_real_codes() -> None:
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(16, 8)
+    q = QuantLinear.from_linear(lin, weight_bits=4, act_bits=8, sparse=False)
+    p = q.accelsim_precision
+    assert (p.weight_bits, p.act_bits, p.sparsity) == (4, 8, "dense")
+    codes, _ = q.export_codes()
+    assert p.weight_density == pytest.approx(float((codes != 0).float().mean()))

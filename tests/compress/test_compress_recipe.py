@@ -1,0 +1,112 @@
+"""Recipes: shipped files load, bad input gives one line each, schedules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from accelsim.compress.apply import apply_recipe
+from accelsim.compress.recipe import (
+    available_recipes,
+    dropout_factor,
+    load_recipe,
+    lr_factor,
+    pruned_fraction,
+    recipe_from_dict,
+)
+from accelsim.errors import AccelsimError
+
+EXPECTED = {"fp32", "w8a8", "w4a4", "w4a4_sp24", "w4a4_sp24_no_zero_grid",
+            "w4a4_sp24_const_dropout", "w4a4_sp24_init_pretrained"}
+
+
+def test_shipped_recipes_load_and_differ_only_where_the_ablation_says() -> None:
+    assert EXPECTED <= set(available_recipes())
+    base = load_recipe("w4a4_sp24")
+    assert (base.weight_bits, base.act_bits, base.sparsity) == (4, 4, "2:4")
+    assert base.weight_grid == "zero_preserving" and base.init == "finetuned"
+    assert base.dropout_schedule == "ramp"
+    diffs = {
+        "w4a4_sp24_no_zero_grid": {"weight_grid": "no_zero"},
+        "w4a4_sp24_const_dropout": {"dropout_schedule": "constant"},
+        "w4a4_sp24_init_pretrained": {"init": "pretrained"},
+        "w4a4": {"sparsity": "dense"},
+    }
+    for name, fields in diffs.items():
+        other = load_recipe(name)
+        changed = {k: v for k, v in vars(other).items() if k != "name" and vars(base)[k] != v}
+        assert changed == fields, name
+    assert load_recipe("w8a8").weight_bits == 8 and not load_recipe("fp32").quantized
+
+
+def _one_line(exc: pytest.ExceptionInfo[AccelsimError]) -> str:
+    msg = str(exc.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_unknown_field_is_one_line() -> None:
+    with pytest.raises(AccelsimError) as exc:
+        recipe_from_dict({"name": "x", "weight_bitz": 4}, "r.yaml")
+    assert "r.yaml: unknown field 'weight_bitz'" in _one_line(exc)
+
+
+def test_unsupported_bit_width_is_one_line() -> None:
+    with pytest.raises(AccelsimError) as exc:
+        recipe_from_dict({"name": "x", "weight_bits": 3}, "r.yaml")
+    assert "weight_bits: 3 is not a supported bit width; allowed: 4, 8, 32" in _one_line(exc)
+
+
+def test_family_the_recipe_cannot_apply_to_is_one_line() -> None:
+    from transformers import GPT2Config, GPT2Model
+
+    with pytest.raises(AccelsimError) as exc:
+        apply_recipe(GPT2Model(GPT2Config(n_layer=1, n_embd=8, n_head=2)), load_recipe("w4a4"))
+    assert "'gpt2' is not supported; allowed: bert, dinov2, vit, wav2vec2, whisper" in _one_line(
+        exc)
+
+
+def test_family_excluded_by_recipe_is_one_line() -> None:
+    from compress_helpers import tiny_bert
+
+    recipe = recipe_from_dict({"name": "vit_only", "families": ["vit"]})
+    with pytest.raises(AccelsimError) as exc:
+        apply_recipe(tiny_bert(), recipe)
+    assert "model family 'bert' is not covered; this recipe applies to vit" in _one_line(exc)
+
+
+def test_bad_choice_and_type_and_duplicate_key(tmp_path: Path) -> None:
+    with pytest.raises(AccelsimError, match="weight_grid: 'nf4' is not one of"):
+        recipe_from_dict({"name": "x", "weight_grid": "nf4"})
+    with pytest.raises(AccelsimError, match="epochs: expected an integer"):
+        recipe_from_dict({"name": "x", "epochs": "three"})
+    with pytest.raises(AccelsimError, match="both must be 32"):
+        recipe_from_dict({"name": "x", "weight_bits": 4, "act_bits": 32})
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: x\nweight_bits: 4\nweight_bits: 8\n")
+    with pytest.raises(AccelsimError, match="duplicate field 'weight_bits'"):
+        load_recipe(path)
+    with pytest.raises(AccelsimError, match="unknown name 'w4a3'"):
+        load_recipe("w4a3")
+
+
+def test_dropout_schedules() -> None:
+    ramp = load_recipe("w4a4_sp24")
+    assert dropout_factor(ramp, 0.0) == 0.0
+    assert dropout_factor(ramp, 0.25) == pytest.approx(0.5)
+    assert dropout_factor(ramp, 0.5) == 1.0 and dropout_factor(ramp, 1.0) == 1.0
+    const = load_recipe("w4a4_sp24_const_dropout")
+    assert {dropout_factor(const, t) for t in (0.0, 0.3, 1.0)} == {1.0}
+
+
+def test_pruned_fraction_one_shot_vs_gradual() -> None:
+    assert pruned_fraction(load_recipe("w4a4_sp24"), 0.0) == 1.0
+    gradual = recipe_from_dict({"name": "g", "sparsity": "2:4", "pruning": "gradual",
+                                "prune_ramp_fraction": 0.5})
+    assert pruned_fraction(gradual, 0.0) == 0.0 and pruned_fraction(gradual, 0.5) == 1.0
+
+
+def test_lr_factor_warmup_then_linear_decay() -> None:
+    assert [lr_factor(s, 10, 0.2) for s in range(10)] == pytest.approx(
+        [0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])

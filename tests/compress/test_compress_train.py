@@ -1,0 +1,167 @@
+"""Fine-tuning loop on a tiny synthetic task: stages, schedules, checkpoint/resume, determinism,
+and the ``accelsim compress`` command end to end (seconds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from compress_helpers import SyntheticTask, accuracy_pct, synthetic_batch, tiny_bert
+from torch import nn
+
+from accelsim.compress.quant import QuantLinear
+from accelsim.compress.recipe import Recipe, recipe_from_dict
+from accelsim.compress.sparsity import is_2_4
+from accelsim.compress.train import Progress, finetune
+
+TRAIN_BATCHES = 4
+
+
+def _recipe(**overrides: object) -> Recipe:
+    base = {"name": "tiny", "sparsity": "2:4", "attention_bits": 4, "fp_epochs": 1, "epochs": 2,
+            "batch_size": 16, "lr": 1e-2, "clip_lr": 1e-2, "calibration_batches": 2,
+            "warmup_fraction": 0.0}
+    return recipe_from_dict({**base, **overrides})
+
+
+def _train(epoch: int) -> list:
+    return [synthetic_batch(1000 * epoch + i) for i in range(TRAIN_BATCHES)]
+
+
+def _eval() -> list:
+    return [synthetic_batch(10_000 + i) for i in range(2)]
+
+
+def _run(out: Path, recipe: Recipe, on_progress=None):  # noqa: ANN001, ANN202
+    model = tiny_bert(seed=0)
+    return finetune(model, _train, _eval, accuracy_pct, recipe, seed=1, out_dir=out,
+                    on_progress=on_progress)
+
+
+def test_two_stage_finetune_compresses_and_reports_progress(tmp_path: Path) -> None:
+    events: list[Progress] = []
+    result = _run(tmp_path, _recipe(), events.append)
+    assert [h.stage for h in result.history] == ["fp", "compress", "compress"]
+    assert result.fp_metric == result.history[0].metric and result.resumed_from_epoch == 0
+    assert (tmp_path / "checkpoint.pt").is_file()
+    steps = [e for e in events if e.metric is None]
+    assert len(steps) == 3 * TRAIN_BATCHES and len(events) == len(steps) + 3
+    assert steps[-1].epochs_total == 3 and steps[-1].steps_per_epoch == TRAIN_BATCHES
+    layers = [m for m in result.model.modules() if isinstance(m, QuantLinear)]
+    assert len(layers) == 12
+    for layer in layers:
+        assert is_2_4(layer.weight.detach())  # stored weights are pruned too
+        assert layer.accelsim_precision.sparsity == "2:4"
+    assert result.history[0].train_loss > result.history[-1].train_loss
+    assert result.metric > 75.0  # the synthetic labelling is learnable (chance = 50)
+
+
+def test_scheduled_dropout_ramps_during_compression(tmp_path: Path) -> None:
+    seen: list[tuple[str, float, float]] = []
+    model = tiny_bert(seed=0)
+    probe = model.bert.encoder.layer[0].attention.self.dropout
+
+    def record(p: Progress) -> None:
+        if p.metric is None:
+            seen.append((p.stage, p.dropout_factor, probe.p))
+
+    finetune(model, _train, _eval, accuracy_pct, _recipe(), seed=1, out_dir=tmp_path,
+             on_progress=record)
+    fp = [s for s in seen if s[0] == "fp"]
+    comp = [s for s in seen if s[0] == "compress"]
+    assert {s[2] for s in fp} == {0.1}
+    assert comp[0][1] == 0.0 and comp[0][2] == 0.0
+    assert [s[1] for s in comp] == sorted(s[1] for s in comp) and comp[-1][1] == 1.0
+    assert comp[-1][2] == pytest.approx(0.1)
+    assert probe.p == pytest.approx(0.1)  # restored after training
+
+
+def test_resume_after_interruption_is_bit_identical(tmp_path: Path) -> None:
+    recipe = _recipe()
+    full = _run(tmp_path / "full", recipe)
+
+    for stop_epoch, stop_step in ((2, 1), (3, 2)):  # at the stage boundary, mid-compression
+        out = tmp_path / f"cut{stop_epoch}"
+
+        def interrupt(p: Progress, e: int = stop_epoch, s: int = stop_step) -> None:
+            if p.epoch == e and p.step == s and p.metric is None:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            _run(out, recipe, interrupt)
+        resumed = _run(out, recipe)
+        assert resumed.resumed_from_epoch == stop_epoch - 1
+        assert resumed.history == full.history
+        state_a, state_b = full.model.state_dict(), resumed.model.state_dict()
+        assert state_a.keys() == state_b.keys()
+        for key in state_a:
+            assert torch.equal(state_a[key], state_b[key]), key
+
+
+def test_rerun_of_a_finished_run_returns_it(tmp_path: Path) -> None:
+    first = _run(tmp_path, _recipe(epochs=1))
+    again = _run(tmp_path, _recipe(epochs=1))
+    assert again.resumed_from_epoch == 2 and again.history == first.history
+
+
+def test_checkpoint_of_another_recipe_is_refused(tmp_path: Path) -> None:
+    from accelsim.errors import AccelsimError
+
+    _run(tmp_path, _recipe(epochs=1))
+    with pytest.raises(AccelsimError, match="another recipe or seed"):
+        _run(tmp_path, _recipe(epochs=1, lr=1e-3))
+
+
+def test_init_pretrained_ablation_compresses_from_the_start(tmp_path: Path) -> None:
+    result = _run(tmp_path, _recipe(init="pretrained"))
+    assert [h.stage for h in result.history] == ["compress"] * 3
+    assert result.fp_metric is None
+
+
+def test_gradual_pruning_ramps_to_full_2_4(tmp_path: Path) -> None:
+    result = _run(tmp_path, _recipe(fp_epochs=0, epochs=3, pruning="gradual",
+                                    prune_ramp_fraction=0.7, mask_update_steps=1))
+    fractions = [h.pruned_fraction for h in result.history]
+    assert fractions[0] < fractions[1] <= fractions[2] == 1.0
+    assert all(m.accelsim_precision.sparsity == "2:4"
+               for m in result.model.modules() if isinstance(m, QuantLinear))
+
+
+def test_float_recipe_fine_tunes_without_compression(tmp_path: Path) -> None:
+    recipe = recipe_from_dict({"name": "f", "weight_bits": 32, "act_bits": 32,
+                               "attention_bits": 32, "fp_epochs": 1, "epochs": 1,
+                               "batch_size": 16, "lr": 3e-3})
+    result = _run(tmp_path, recipe)
+    assert [h.stage for h in result.history] == ["fp", "fp"]
+    assert not any(isinstance(m, QuantLinear) for m in result.model.modules())
+    assert type(result.model.classifier) is nn.Linear
+
+
+def test_cli_compress_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import accelsim.tasks
+    from accelsim.cli import main
+    from accelsim.compress.export import load_int_model
+
+    monkeypatch.setattr(accelsim.tasks, "get_task", lambda name, limit, tiny: SyntheticTask())
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: cli\nsparsity: '2:4'\nfp_epochs: 1\nepochs: 1\nbatch_size: 16\n"
+                      "lr: 3.0e-3\ncalibration_batches: 2\n")
+    out = tmp_path / "run"
+    args = ["compress", "--model", "tiny_bert", "--task", "synthetic", "--recipe", str(recipe),
+            "--out", str(out)]
+    assert main(args) == 0
+    for name in ("checkpoint.pt", "progress.json", "model.pt", "run.json", "int_model.npz",
+                 "compression_report.csv"):
+        assert (out / name).is_file(), name
+    run = json.loads((out / "run.json").read_text())
+    assert run["weight_bytes"]["fp32_bytes"] == 65536 and len(run["quantized_linears"]) == 12
+    assert len(json.loads((out / "progress.json").read_text())) == 2
+    assert load_int_model(out / "int_model.npz").linears[0].sparsity == "2:4"
+    assert "cli: accuracy_pct" in capsys.readouterr().out
+    assert main(args) == 0  # finished run: resumes and rewrites the outputs
+    assert "resumed after epoch 2" in capsys.readouterr().out
+    assert main([*args[:2], "other_model", *args[3:]]) == 2
+    assert "--model: 'other_model' is not the backbone" in capsys.readouterr().err

@@ -1,0 +1,142 @@
+"""Whole-model integer execution vs the fake-quant PyTorch model (tiny BERT, seconds)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from accelsim import zoo
+from accelsim.cli import main
+from accelsim.compress.apply import apply_recipe, calibrate
+from accelsim.compress.export import export_int_model, load_int_model, save_int_model
+from accelsim.compress.quant import QuantLinear
+from accelsim.compress.recipe import recipe_from_dict
+from accelsim.errors import AccelsimError
+from accelsim.ref import execute
+from accelsim.tasks.base import Batch
+
+RECIPES = {
+    "w4a4_sp24": {"weight_bits": 4, "act_bits": 4, "attention_bits": 8, "sparsity": "2:4"},
+    "w8a8_symmetric_per_tensor": {
+        "weight_bits": 8, "act_bits": 8, "attention_bits": 8, "act_quantizer": "symmetric",
+        "weight_granularity": "per_tensor", "weight_grid": "twos_complement",
+    },
+    "w4a4_no_zero_grid": {
+        "weight_bits": 4, "act_bits": 4, "attention_bits": 4, "weight_grid": "no_zero",
+    },
+}
+
+
+def _batches(count: int, size: int, seed: int, seq_len: int = 16) -> list[Batch]:
+    return [
+        Batch(
+            inputs=zoo.example_inputs("bert_tiny", batch=size, seq_len=seq_len, seed=seed + i),
+            labels=torch.zeros(size, dtype=torch.long),
+        )
+        for i in range(count)
+    ]
+
+
+def _compressed(fields: dict) -> tuple[torch.nn.Module, object]:
+    torch.manual_seed(0)
+    model = zoo.build_model("bert_tiny", num_labels=3, seed=0)
+    recipe = recipe_from_dict({"name": "test", "calibration_batches": 2, **fields})
+    apply_recipe(model, recipe)
+    calibrate(model, _batches(2, 8, seed=100), recipe)
+    return model.eval(), export_int_model(model)
+
+
+@pytest.fixture(scope="module")
+def sparse_model():
+    return _compressed(RECIPES["w4a4_sp24"])
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_integer_accumulators_identical_to_fake_quant(recipe):
+    model, int_model = _compressed(RECIPES[recipe])
+    report = execute.compare_with_fake_quant(model, int_model, _batches(2, 16, seed=0))
+    assert report.mismatches == 0 and report.passed, report.verdict()
+    kinds = [layer.kind for layer in report.layers]
+    assert kinds.count("linear") == 12 and kinds.count("qk") == kinds.count("pv") == 2
+    assert all(layer.accumulators > 0 for layer in report.layers)
+    linear_sparsity = {layer.sparsity for layer in report.layers if layer.kind == "linear"}
+    assert linear_sparsity == ({"2:4"} if recipe == "w4a4_sp24" else {"dense"})
+
+
+def test_logits_within_tolerance_and_predictions_agree_on_1000_inputs(sparse_model):
+    model, int_model = sparse_model
+    batches = _batches(4, 250, seed=1000, seq_len=8)
+    result = execute.run_int_model(model, int_model, batches)
+    with torch.no_grad():
+        fq_logits = torch.cat([model(**b.inputs).logits for b in batches])
+    assert result.logits.shape == fq_logits.shape == (1000, 3)
+    diff = float((result.logits - fq_logits).abs().max())
+    assert diff <= execute.LOGITS_RTOL * float(fq_logits.abs().max())
+    agreement = float((result.logits.argmax(-1) == fq_logits.argmax(-1)).float().mean())
+    assert agreement >= execute.PREDICTION_AGREEMENT_MIN_PCT / 100
+
+
+def test_saved_int_model_runs_identically(sparse_model, tmp_path):
+    model, int_model = sparse_model
+    loaded = load_int_model(save_int_model(int_model, tmp_path / "int_model.npz"))
+    batches = _batches(1, 8, seed=7)
+    a = execute.run_int_model(model, int_model, batches).logits
+    b = execute.run_int_model(model, loaded, batches).logits
+    assert torch.equal(a, b)
+
+
+def test_captured_accumulators_are_the_kernels_int32(sparse_model):
+    model, int_model = sparse_model
+    result = execute.run_int_model(model, int_model, _batches(2, 4, seed=3),
+                                   capture_accumulators=True)
+    assert set(result.accumulators) == {layer.name for layer in int_model.linears}
+    for layer in int_model.linears:
+        accs = result.accumulators[layer.name]
+        assert len(accs) == 2 and all(a.dtype == np.int32 and a.shape == (64, layer.n)
+                                      for a in accs)
+
+
+def test_executor_copies_the_model(sparse_model):
+    model, int_model = sparse_model
+    executor = execute.build_int_executor(model, int_model)
+    name = int_model.linears[0].name
+    assert isinstance(model.get_submodule(name), QuantLinear)
+    assert isinstance(executor.get_submodule(name), execute.IntLinearModule)
+
+
+def test_corrupted_packed_weights_are_rejected(sparse_model):
+    model, int_model = sparse_model
+    layer = int_model.linears[0]
+    bad_packed = layer.packed_values.copy()
+    bad_packed[0, 0] ^= 0x01
+    bad = dataclasses.replace(int_model, linears=(dataclasses.replace(
+        layer, packed_values=bad_packed), *int_model.linears[1:]))
+    with pytest.raises(AccelsimError, match="packed_values decodes to codes that differ") as info:
+        execute.build_int_executor(model, bad)
+    assert "\n" not in str(info.value)
+
+
+def test_int_model_of_another_architecture_is_rejected(sparse_model):
+    _, int_model = sparse_model
+    other = zoo.build_model("bert_tiny", num_labels=3, seed=1)
+    renamed = dataclasses.replace(int_model, linears=(dataclasses.replace(
+        int_model.linears[0], name="bert.encoder.layer.9.output.dense"),))
+    with pytest.raises(AccelsimError, match="is not a module of"):
+        execute.build_int_executor(other, renamed)
+
+
+def test_verify_cli_recipe_passes(capsys, tmp_path):
+    out_json = tmp_path / "report.json"
+    code = main(["verify", "--model", "bert_tiny", "--recipe", "w4a4_sp24", "--batches", "1",
+                 "--batch-size", "4", "--json", str(out_json)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert printed.strip().splitlines()[-1].startswith("PASS: 0 of ")
+    assert "encoder.layer.1.attention.self:pv" in printed and out_json.is_file()
+
+
+def test_verify_cli_missing_checkpoint_is_one_line(capsys, tmp_path):
+    code = main(["verify", "--model", "bert_tiny", "--ckpt", str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    assert code == 2 and "run.json" in err and err.count("\n") == 1

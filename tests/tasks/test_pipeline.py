@@ -1,0 +1,70 @@
+"""A tiny version of each task's accuracy pipeline: FP32 fine-tune -> QAT -> integer reference.
+
+Tiny random-init models of each family (zoo ``bert_tiny``, ``dinov2_tiny``,
+``whisper_tiny_test``) on a few examples per class, so the whole chain runs in seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from accelsim.accuracy import evaluate_accuracy, evaluate_float
+from accelsim.compress.export import export_int_model
+from accelsim.tasks import get_task
+from tests.tasks.test_data import HAS_ESPEAK, HAS_FASHION, HAS_FORTUNES
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "accuracy"))
+import pipeline  # noqa: E402
+
+BUDGET = pipeline.Budget(fp_epochs=1, qat_epochs=1, batch_size=8, fp_lr=1e-3, qat_lr=1e-3)
+DATA = {
+    "fortunes": (HAS_FORTUNES, "Debian package fortunes missing"),
+    "fashion_mnist": (HAS_FASHION, "Debian package dataset-fashion-mnist missing"),
+    "speech_commands": (HAS_ESPEAK, "Debian espeak-ng/sox missing"),
+}
+
+
+@pytest.mark.parametrize("name", list(DATA))
+def test_tiny_pipeline_row(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    present, reason = DATA[name]
+    if not present:
+        pytest.skip(reason)
+    monkeypatch.setenv("ACCELSIM_CACHE", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    task = get_task(name, limit=40, tiny=True)
+    fp_row, fp = pipeline.run_recipe(task, "fp32", BUDGET, None, 0, "cmd")
+    assert fp_row.measured_by == "pytorch_fp32" and fp_row.model == task.backbone
+    assert fp_row.accuracy_pct == pytest.approx(evaluate_float(task, fp.model), abs=1e-2)
+    fp_state = fp.model.state_dict()
+    row, result = pipeline.run_recipe(task, "w4a4_sp24", BUDGET, fp_state, 0, "cmd")
+    assert row.measured_by == "integer_reference" and row.qat_epochs == 1
+    # the integer reference and fake-quant agree on (almost) every prediction
+    assert abs(row.accuracy_pct - row.fake_quant_accuracy_pct) <= 100 / row.test_examples
+    int_model = export_int_model(result.model)
+    assert all(layer.sparsity == "2:4" for layer in int_model.linears if layer.k % 4 == 0)
+    assert evaluate_accuracy(task, result.model, int_model) == row.accuracy_pct
+    # a finished run is reused from the cache, not trained again
+    again, _ = pipeline.run_recipe(task, "w4a4_sp24", BUDGET, fp_state, 0, "cmd")
+    assert again.accuracy_pct == row.accuracy_pct
+    csv_path = tmp_path / "results.csv"
+    pipeline.write_rows([row, fp_row], csv_path)
+    with csv_path.open() as f:
+        written = list(csv.DictReader(f))
+    assert [r["recipe"] for r in written] == ["fp32", "w4a4_sp24"]
+    assert set(pipeline.COLUMNS) == set(written[0])
+
+
+def test_budget_sets_lengths_and_learning_rates() -> None:
+    from accelsim.compress.recipe import load_recipe
+
+    fp = pipeline.budgeted(load_recipe("fp32"), BUDGET)
+    assert (fp.fp_epochs, fp.epochs, fp.lr) == (0, 1, 1e-3)
+    pre = pipeline.budgeted(load_recipe("w4a4_sp24_init_pretrained"), BUDGET)
+    assert pre.fp_epochs + pre.epochs == BUDGET.fp_epochs + BUDGET.qat_epochs
+    tuned = pipeline.budgeted(load_recipe("w4a4_sp24"), BUDGET)
+    assert (tuned.fp_epochs, tuned.epochs) == (0, 1)
