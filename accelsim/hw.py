@@ -65,14 +65,14 @@ class Precision:
 @dataclass(frozen=True)
 class Sparsity:
     support: str = _spec(choices=SPARSITY_SUPPORT)
-    zero_gating: bool = field(default=False)
+    zero_gating: bool
 
 
 @dataclass(frozen=True)
 class Buffer:
     size_kib: float = _spec(0.0, 1 << 22, exclusive_min=True)
     word_bits: int = _spec(8, 1 << 16, multiple_of=8)
-    double_buffered: bool = field(default=True)
+    double_buffered: bool
 
     @property
     def size_bytes(self) -> int:
@@ -116,7 +116,7 @@ class VectorCycles:
 class VectorUnit:
     lanes: int = _spec(1, 1 << 16)
     element_bits: int = _spec(1, 64)
-    cycles_per_element: VectorCycles = field(default_factory=VectorCycles)
+    cycles_per_element: VectorCycles
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,8 @@ class Area:
 
 @dataclass(frozen=True)
 class HwConfig:
+    """One validated design point; build it with :func:`load_hw` or :func:`hw_from_dict`."""
+
     version: int
     name: str
     technology: Technology

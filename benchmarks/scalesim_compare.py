@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,34 +32,57 @@ DEFAULT_SCALESIM_PYTHON = Path("/work/scalesim_venv/bin/python")
 DATAFLOW_ORDER = ("os", "ws", "is")
 SCALESIM_VERSION = "3.0.0"
 
-# (name, m, k, n, rows, cols, slow). GEMM out[M,N] = A[M,K] @ B[K,N]; SCALE-Sim's GEMM topology
-# row is "name, M, N, K,". Chosen to hit: exact multiples, partial folds on either axis, GEMMs
-# smaller than the array, tall/skinny and long-reduction shapes, 1-wide and non-square arrays.
-CASES: tuple[tuple[str, int, int, int, int, int, bool], ...] = (
-    ("square_exact_4x4", 8, 8, 8, 4, 4, False),
-    ("partial_all_4x4", 5, 9, 7, 4, 4, False),
-    ("tall_m_4x4", 16, 12, 4, 4, 4, False),
-    ("single_mac_4x4", 1, 1, 1, 4, 4, False),
-    ("smaller_than_array_4x4", 3, 2, 5, 4, 4, False),
-    ("skinny_m1000_4x4", 1000, 3, 2, 4, 4, False),
-    ("wide_n1000_4x4", 2, 1, 1000, 4, 4, False),
-    ("long_k2048_4x4", 1, 2048, 1, 4, 4, False),
-    ("odd_2x2", 3, 3, 3, 2, 2, False),
-    ("one_pe_1x1", 2, 3, 2, 1, 1, False),
-    ("one_row_1x8", 6, 5, 11, 1, 8, False),
-    ("one_col_8x1", 6, 5, 11, 8, 1, False),
-    ("partial_8x16", 20, 17, 33, 8, 16, False),
-    ("long_n_8x16", 7, 3, 100, 8, 16, False),
-    ("partial_16x8", 50, 31, 9, 16, 8, False),
-    ("exact_8x8", 64, 128, 64, 8, 8, False),
-    ("exact_16x16", 64, 64, 64, 16, 16, False),
-    ("tiny_on_32x32", 10, 3, 5, 32, 32, False),
-    ("matvec_on_32x32", 1, 64, 1, 32, 32, False),
-    ("attn_qk_32x8", 197, 64, 197, 32, 8, False),
-    ("partial_128x128", 300, 100, 200, 128, 128, False),
-    ("vit_b_qkv_32x32", 197, 768, 768, 32, 32, True),
+@dataclass(frozen=True)
+class Case:
+    """One GEMM out[M,N] = A[M,K] @ B[K,N] on a rows x cols array (SCALE-Sim row: name, M, N, K,).
+
+    ``sparsity="2:4"`` runs SCALE-Sim's layer-wise N:M mode (SparsitySupport on, ellpack_block,
+    no optimized mapping), which compacts the weight's K to K/2; ``slow`` cases take minutes.
+    """
+
+    name: str
+    m: int
+    k: int
+    n: int
+    rows: int
+    cols: int
+    sparsity: str = "dense"
+    slow: bool = False
+
+
+# Chosen to hit: exact multiples, partial folds on either axis, GEMMs smaller than the array,
+# tall/skinny and long-reduction shapes, 1-wide and non-square arrays, and 2:4 layers.
+CASES: tuple[Case, ...] = (
+    Case("square_exact_4x4", 8, 8, 8, 4, 4),
+    Case("partial_all_4x4", 5, 9, 7, 4, 4),
+    Case("tall_m_4x4", 16, 12, 4, 4, 4),
+    Case("single_mac_4x4", 1, 1, 1, 4, 4),
+    Case("smaller_than_array_4x4", 3, 2, 5, 4, 4),
+    Case("skinny_m1000_4x4", 1000, 3, 2, 4, 4),
+    Case("wide_n1000_4x4", 2, 1, 1000, 4, 4),
+    Case("long_k2048_4x4", 1, 2048, 1, 4, 4),
+    Case("odd_2x2", 3, 3, 3, 2, 2),
+    Case("one_pe_1x1", 2, 3, 2, 1, 1),
+    Case("one_row_1x8", 6, 5, 11, 1, 8),
+    Case("one_col_8x1", 6, 5, 11, 8, 1),
+    Case("partial_8x16", 20, 17, 33, 8, 16),
+    Case("long_n_8x16", 7, 3, 100, 8, 16),
+    Case("partial_16x8", 50, 31, 9, 16, 8),
+    Case("exact_8x8", 64, 128, 64, 8, 8),
+    Case("exact_16x16", 64, 64, 64, 16, 16),
+    Case("tiny_on_32x32", 10, 3, 5, 32, 32),
+    Case("matvec_on_32x32", 1, 64, 1, 32, 32),
+    Case("attn_qk_32x8", 197, 64, 197, 32, 8),
+    Case("partial_128x128", 300, 100, 200, 128, 128),
+    Case("sparse_partial_4x4", 5, 12, 7, 4, 4, "2:4"),
+    Case("sparse_k20_4x4", 3, 20, 2, 4, 4, "2:4"),
+    Case("sparse_2x2", 3, 8, 3, 2, 2, "2:4"),
+    Case("sparse_partial_8x16", 20, 36, 33, 8, 16, "2:4"),
+    Case("sparse_partial_16x8", 50, 64, 9, 16, 8, "2:4"),
+    Case("sparse_tiny_32x32", 10, 4, 5, 32, 32, "2:4"),
+    Case("vit_b_qkv_32x32", 197, 768, 768, 32, 32, slow=True),
 )
-SPEED_CASE = ("vit_b_qkv_32x32", 197, 768, 768, 32, 32)
+SPEED_CASE = Case("vit_b_qkv_32x32", 197, 768, 768, 32, 32, slow=True)
 
 CONFIG_TEMPLATE = """[general]
 run_name = accelsim_check
@@ -89,7 +113,7 @@ FilterSRAMBankNum: 1
 FilterSRAMBankPort: 2
 
 [sparsity]
-SparsitySupport: false
+SparsitySupport: {sparsity_support}
 SparseRep: ellpack_block
 OptimizedMapping: false
 BlockSize: 4
@@ -117,10 +141,14 @@ def _run_scalesim_jobs(jobs_path: Path, results_path: Path) -> int:
         layout.write_text(LAYOUT_CSV)
         for index, job in enumerate(jobs):
             config = tmp_dir / f"job{index}.cfg"
-            config.write_text(CONFIG_TEMPLATE.format(**job))
+            sparse = job["sparsity"] != "dense"
+            config.write_text(CONFIG_TEMPLATE.format(**job, sparsity_support=str(sparse).lower()))
             topology = tmp_dir / f"job{index}.csv"
+            ratio = f"{job['sparsity']}," if sparse else ""
             # The trailing comma matters: SCALE-Sim drops each row's last comma-separated field.
-            topology.write_text(f"Layer,M,N,K,\n{job['name']},{job['m']},{job['n']},{job['k']},\n")
+            topology.write_text(
+                f"Layer,M,N,K,\n{job['name']},{job['m']},{job['n']},{job['k']},{ratio}\n"
+            )
             out_dir = tmp_dir / f"out{index}"
             start_s = time.perf_counter()
             sim = scalesim(
@@ -175,17 +203,19 @@ def scalesim_version(scalesim_python: Path) -> str:
     ).stdout.strip()
 
 
-def case_jobs(cases: tuple[tuple[str, int, int, int, int, int, bool], ...]) -> list[dict]:
-    return [
-        {"name": name, "m": m, "k": k, "n": n, "rows": rows, "cols": cols, "dataflow": dataflow}
-        for name, m, k, n, rows, cols, _slow in cases
-        for dataflow in DATAFLOW_ORDER
-    ]
+def case_jobs(cases: tuple[Case, ...], dataflows: tuple[str, ...] = DATAFLOW_ORDER) -> list[dict]:
+    """One SCALE-Sim job per case and dataflow (the dataclass fields plus ``dataflow``)."""
+    jobs = []
+    for case in cases:
+        fields = {key: value for key, value in asdict(case).items() if key != "slow"}
+        jobs.extend(fields | {"dataflow": dataflow} for dataflow in dataflows)
+    return jobs
 
 
 def write_golden(path: Path, results: list[dict], version: str) -> None:
     entries = [
-        {key: result[key] for key in ("name", "m", "k", "n", "rows", "cols", "dataflow")}
+        {key: result[key] for key in ("name", "m", "k", "n", "sparsity", "rows", "cols",
+                                      "dataflow")}
         | {"compute_cycles": result["total_cycles"], "stall_cycles": result["stall_cycles"]}
         for result in results
     ]
@@ -193,7 +223,8 @@ def write_golden(path: Path, results: list[dict], version: str) -> None:
         "source": (
             f"SCALE-Sim {version} (pip install scalesim=={version}, numpy 2.2), run by "
             "benchmarks/scalesim_compare.py --write-golden; compute_cycles is COMPUTE_REPORT.csv "
-            "'Total Cycles' of a one-layer GEMM topology (name, M, N, K,) in CALC bandwidth mode"
+            "'Total Cycles' of a one-layer GEMM topology (name, M, N, K, [2:4,]) in CALC "
+            "bandwidth mode; 2:4 entries set SparsitySupport true in the config template"
         ),
         "scalesim_version": version,
         "config_template": CONFIG_TEMPLATE,
@@ -214,7 +245,9 @@ def print_table(rows: list[dict]) -> int:
     print("-" * len(header))
     mismatches = 0
     for row in rows:
-        shape = (row["m"], row["k"], row["n"], row["rows"], row["cols"], row["dataflow"])
+        # SCALE-Sim's 2:4 mode compacts the weight's K to K/2, as accelsim's skipping datapath.
+        steps = row["k"] // 2 if row["sparsity"] == "2:4" else row["k"]
+        shape = (row["m"], steps, row["n"], row["rows"], row["cols"], row["dataflow"])
         compat = map_gemm(*shape, scalesim_compat=True).compute_cycles
         default = map_gemm(*shape).compute_cycles
         reference = row["total_cycles"]
@@ -314,10 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     version = scalesim_version(args.scalesim_python)
     print(f"SCALE-Sim {version} at {args.scalesim_python} (CALC mode, stall-free)\n")
     include_slow = args.include_slow or args.write_golden is not None
-    cases = tuple(case for case in CASES if include_slow or not case[6])
-    jobs = case_jobs(cases)
-    speed_job = dict(zip(("name", "m", "k", "n", "rows", "cols"), SPEED_CASE, strict=True))
-    speed_job["dataflow"] = args.speed_dataflow
+    jobs = case_jobs(tuple(case for case in CASES if include_slow or not case.slow))
+    (speed_job,) = case_jobs((SPEED_CASE,), (args.speed_dataflow,))
     if not args.skip_speed and speed_job not in jobs:
         jobs.append(speed_job)
     results = run_scalesim(args.scalesim_python, jobs)
@@ -325,15 +356,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(results) - mismatches}/{len(results)} SCALE-Sim results matched exactly by "
           "map_gemm(..., scalesim_compat=True)")
     if args.write_golden:
-        golden_results = [r for r in results if any(r["name"] == c[0] for c in CASES)]
-        write_golden(args.write_golden, golden_results, version)
-        print(f"wrote {len(golden_results)} entries to {args.write_golden}")
+        write_golden(args.write_golden, results, version)  # the speed job is one of the cases
+        print(f"wrote {len(results)} entries to {args.write_golden}")
 
     if not args.skip_speed:
         scalesim_wall_s = next(
             r["wall_s"] for r in results if all(r[key] == v for key, v in speed_job.items())
         )
-        name, m, k, n, rows, cols = SPEED_CASE
+        m, k, n, rows, cols = (SPEED_CASE.m, SPEED_CASE.k, SPEED_CASE.n, SPEED_CASE.rows,
+                               SPEED_CASE.cols)
         print(f"\nSpeed, {m}x{k}x{n} GEMM (M x K x N) on {rows}x{cols}, {args.speed_dataflow}, "
               "stall-free:")
         print(f"  {'SCALE-Sim ' + version:<28} {scalesim_wall_s:>12.3f} s")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -105,6 +106,9 @@ _WORKER_CONTEXT: WorkerContext | None = None
 def _init_worker(context: WorkerContext) -> None:
     global _WORKER_CONTEXT
     _WORKER_CONTEXT = context
+    # Ctrl-C is the parent's to handle: it stops submitting, waits for running batches and exits
+    # cleanly; workers dying on the same signal would only print tracebacks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _pool_batch(jobs: Sequence[Job]) -> list[tuple[str, Metrics]]:
@@ -226,7 +230,9 @@ def run_sweep(
     jobs = []
     with ResultStore(store_path) as store:
         store.set_meta("constraints", [[c.field, c.op, c.value] for c in spec.constraints])
-        store.set_meta("sweep", {"name": spec.name, "file": str(spec.path)})
+        store.set_meta(
+            "sweep", {"name": spec.name, "file": str(spec.path), "description": spec.description}
+        )
         store.set_accuracy(read_accuracy_table(spec.accuracy_csv))
         finished = store.finished_keys()
         for point in points:

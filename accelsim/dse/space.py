@@ -569,6 +569,13 @@ def _check_fields(spec: SweepSpec, where: str, hw_fields: Mapping[str, Any] | No
                 f"({', '.join(METRICS)}) nor a hardware field"
                 f"{_closest(constraint.field, hw_fields)}"
             )
+        base = hw_fields.get(constraint.field) if constraint.is_hw else 0.0
+        numeric = isinstance(base, int | float) and not isinstance(base, bool)
+        if constraint.op not in ("==", "!=") and not numeric:
+            raise AccelsimError(
+                f"{where}: constraints[{i}]: {constraint.field} is {base!r}, not a number; "
+                "compare it with == or !="
+            )
 
 
 def _varied_values(spec: SweepSpec) -> dict[str, tuple[str, list[Value]]]:

@@ -273,13 +273,12 @@ def _innermost_path(node: fx.Node) -> str:
 def _find_precision(
     node: fx.Node, modules: dict[str, nn.Module], attr: str
 ) -> GemmPrecision | None:
-    for path in reversed(_module_stack(node)):
-        module = modules.get(path)
-        precision = getattr(module, attr, None) if module is not None else None
+    # Nodes created outside any submodule have an empty stack: they belong to the root.
+    for path in reversed(_module_stack(node) or [""]):
+        precision = getattr(modules.get(path), attr, None)
         if precision is not None:
             return precision
-    root_precision = getattr(modules.get(""), attr, None)
-    return root_precision
+    return None
 
 
 def _gemm_dims(op: str, node: fx.Node, weight_side: int | None) -> tuple[int, int, int, int]:
@@ -640,8 +639,12 @@ def trace_named_model(
     shape = zoo.resolve_input_shape(
         name, batch=batch, seq_len=seq_len, image_size=image_size, audio_seconds=audio_seconds
     )
-    # An unmodified zoo model needs no build to be identified: its YAML pins the structure.
-    fingerprint = "zoo" if model is None else module_fingerprint(model)
+    # An unmodified zoo model needs no build to be identified: its YAML config pins the structure.
+    if model is None:
+        config = repr((spec.family, spec.config)).encode()
+        fingerprint = "zoo" + hashlib.sha256(config).hexdigest()[:12]
+    else:
+        fingerprint = module_fingerprint(model)
     key = trace_cache_key(name, shape, fingerprint)
     if key in _MEMORY_CACHE:
         return _MEMORY_CACHE[key]

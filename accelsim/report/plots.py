@@ -114,11 +114,11 @@ def pareto_info(
     mask_all = eligible.to_numpy(bool)
     front_all = front.to_numpy(bool)
     categories: tuple[str, ...] = ()
-    note = ""
+    # A column with no values at all (accuracy before the accuracy results exist) is said so.
+    missing = [c for c in (x, y, color) if c is not None and frame[c].isna().all()]
+    note = ", ".join(f"{axis_label(c)}: not available" for c in missing)
     if color is not None and frame[color].dtype.kind not in "fiub":
         categories = tuple(sorted(frame[color].astype(str).unique()))
-    elif color is not None and frame[color].isna().all():
-        note = f"{axis_label(color)}: not available"
     panels = []
     models = frame["model"] if "model" in frame else np.full(len(frame), "")
     for model in dict.fromkeys(models):
@@ -180,6 +180,8 @@ def _front_labels(
             for c in names
         )
 
+    if len(front) == 1:  # a lone front point is described in full on its own line
+        return (describe(front.iloc[0], shared),), ""
     labels = tuple(describe(row, varying) for _, row in front.iterrows())
     return labels, describe(front.iloc[0], shared) if shared else ""
 
@@ -222,7 +224,8 @@ def render_pareto(info: ParetoInfo, path: str | Path, title: str = "") -> Path:
         scatter = _draw_panel(ax, panel, info, plt)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
-    if info.color_label and not info.color_categories and scatter is not None and not info.note:
+    has_colors = any(p.color is not None and np.isfinite(p.color).any() for p in info.panels)
+    if info.color_label and not info.color_categories and scatter is not None and has_colors:
         fig.colorbar(scatter, ax=axes.ravel().tolist(), label=info.color_label, shrink=0.85)
     if info.color_categories:
         cmap = plt.get_cmap("tab10")
@@ -244,7 +247,7 @@ def _draw_panel(ax: Any, panel: ParetoPanel, info: ParetoInfo, plt: Any) -> Any:
         ax.scatter(panel.x[dim], panel.y[dim], s=8, c="lightgray", marker="x", linewidths=0.6,
                    label="infeasible / fails constraints")
     ok = panel.eligible & ~panel.front
-    if panel.color is not None and not info.note:
+    if panel.color is not None and np.isfinite(panel.color).any():
         cmap = "tab10" if info.color_categories else "viridis"
         norm = (None if info.color_categories else
                 plt.Normalize(np.nanmin(panel.color), np.nanmax(panel.color)))
@@ -280,6 +283,12 @@ def _draw_panel(ax: Any, panel: ParetoPanel, info: ParetoInfo, plt: Any) -> Any:
     ax.set_ylabel(info.y_label)
     if panel.model:
         ax.set_title(panel.model)
+    if not np.isfinite(panel.x + panel.y).any():
+        ax.text(0.5, 0.5, info.note or "no points", transform=ax.transAxes, ha="center",
+                va="center", fontsize=10, color="dimgray")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return scatter
     _log_if_wide(ax, panel.x[panel.eligible], "x")
     _log_if_wide(ax, panel.y[panel.eligible], "y")
     ax.grid(True, which="both", alpha=0.25)

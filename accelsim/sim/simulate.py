@@ -125,13 +125,19 @@ class _GemmCost:
     skipping: bool
 
 
+def _resolve_bits(node: GemmNode, hw: HwConfig) -> tuple[int, int, int]:
+    """(weight bits, act bits, passes): ``None`` -> native; wider than native -> more passes."""
+    p = hw.precision
+    act_bits = node.act_bits or p.act_bits
+    weight_bits = node.weight_bits or (p.act_bits if node.weight_is_activation else p.weight_bits)
+    passes = math.ceil(weight_bits / p.weight_bits) * math.ceil(act_bits / p.act_bits)
+    return weight_bits, act_bits, passes
+
+
 def _gemm_cost(node: GemmNode, hw: HwConfig, area_mm2: float,
                scalesim_compat: bool) -> _GemmCost | str:
     p = hw.precision
-    act_bits = node.act_bits or p.act_bits
-    default_weight = p.act_bits if node.weight_is_activation else p.weight_bits
-    weight_bits = node.weight_bits or default_weight
-    passes = math.ceil(weight_bits / p.weight_bits) * math.ceil(act_bits / p.act_bits)
+    weight_bits, act_bits, passes = _resolve_bits(node, hw)
     skipping = sparse.skips(node, hw)
     steps = sparse.reduction_steps(node.k, skipping)
     rows, cols = hw.array.rows, hw.array.cols

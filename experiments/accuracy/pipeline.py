@@ -209,7 +209,7 @@ def write_rows(new: list[RowResult], path: Path = RESULTS_CSV) -> list[dict[str,
 
 BUDGETS: dict[str, Budget] = {
     # 1800 texts, batch 16: 113 steps an epoch.
-    "fortunes": Budget(fp_epochs=3, qat_epochs=1, batch_size=16, fp_lr=1e-4, qat_lr=5e-5),
+    "fortunes": Budget(fp_epochs=2, qat_epochs=1, batch_size=16, fp_lr=1e-4, qat_lr=5e-5),
     # 2000 images at 56 px, batch 32: 63 steps an epoch.
     "fashion_mnist": Budget(
         fp_epochs=2, qat_epochs=1, batch_size=32, fp_lr=1e-4, qat_lr=5e-5, skip=(NO_DROPOUT,)

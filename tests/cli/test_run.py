@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -113,3 +114,10 @@ def test_unwritable_output_is_an_error_and_leaves_nothing(topology, tmp_path, ca
     assert main(["run", "--hw", HW, "--model", str(topology), "--json", str(target)]) == 2
     assert "cannot write" in capsys.readouterr().err
     assert not target.parent.exists()
+
+
+def test_zoo_name_without_tracer_is_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "accelsim.graph.trace", None)
+    assert main(["run", "--hw", HW, "--model", "vit_b16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "zoo models need accelsim.graph.trace" in err

@@ -132,6 +132,8 @@ def test_apply_recipe_compresses_linear_layers_only():
         ("models: [toy]\nconstraints: ['arae_mm2 <= 3']\n", "constraints[0]: 'arae_mm2' is "
          "neither a metric"),
         ("models: [toy]\nconstraints: ['area_mm2 <= big']\n", "<= needs a number"),
+        ("models: [toy]\nconstraints: ['array.dataflow < 3']\n",
+         "constraints[0]: array.dataflow is 'os', not a number"),
         ("models: [toy]\ngrid:\n  array.rows: [0]\n", "grid.array.rows:"),
         ("models: [toy]\nrecipes: [w3a3]\n", "recipes[0]: unknown recipe 'w3a3'"),
         ("models: [toy]\ngird: {}\n", "gird: unknown key"),

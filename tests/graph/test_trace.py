@@ -79,6 +79,13 @@ def test_exported_program_reproduces_the_eager_forward(name):
     assert len(graph.gemms) == len(trace.trace_module(model, inputs).gemms)
 
 
+@pytest.mark.parametrize("name", ["whisper_tiny_test", "wav2vec2_tiny"])
+def test_classifier_models_trace_with_their_head(name):
+    graph = trace.trace_module(zoo.build_model(name, num_labels=3), zoo.example_inputs(name))
+    head = graph.gemms[-1]
+    assert (head.name, head.m, head.n) == ("classifier", 1, 3)
+
+
 def test_vector_ops_have_element_counts():
     graph = trace.trace_named_model("bert_tiny")  # 16 tokens, hidden 32, 4 heads, 2 layers
     by_op: dict[str, list[VectorNode]] = {}

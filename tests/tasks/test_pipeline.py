@@ -47,7 +47,7 @@ def test_tiny_pipeline_row(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
     assert abs(row.accuracy_pct - row.fake_quant_accuracy_pct) <= 100 / row.test_examples
     int_model = export_int_model(result.model)
     assert all(layer.sparsity == "2:4" for layer in int_model.linears if layer.k % 4 == 0)
-    assert evaluate_accuracy(task, result.model, int_model) == row.accuracy_pct
+    assert round(evaluate_accuracy(task, result.model, int_model), 2) == row.accuracy_pct
     # a finished run is reused from the cache, not trained again
     again, _ = pipeline.run_recipe(task, "w4a4_sp24", BUDGET, fp_state, 0, "cmd")
     assert again.accuracy_pct == row.accuracy_pct
