@@ -194,12 +194,7 @@ def _load_yaml_spec(path: Path) -> ModelSpec:
 
 @functools.cache
 def _count_params(spec: ModelSpec) -> int:
-    """Parameters of the backbone, built on the meta device (no memory, no init cost)."""
-    import torch
-
-    with torch.device("meta"):
-        module = _build_backbone(spec)
-    return sum(p.numel() for p in module.parameters())
+    return sum(p.numel() for p in build_structure(spec.name).parameters())
 
 
 @functools.cache
@@ -318,6 +313,18 @@ def build_model(
     if pretrained:
         _load_pretrained(spec, _pretrained_target(model, spec.family, num_labels is not None))
     return model.eval()
+
+
+def build_structure(name: str) -> nn.Module:
+    """The backbone on the meta device: shapes without memory or init cost (for tracing, counts).
+
+    Its forward runs only under fake tensors (``torch.export``), not on real data.
+    """
+    import torch
+
+    spec = get_spec(name)
+    with torch.device("meta"):
+        return _build_backbone(spec).eval()
 
 
 # --------------------------------------------------------------------------------------------

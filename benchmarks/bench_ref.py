@@ -27,13 +27,23 @@ DEFAULT_MODELS = "vit_b16,minilm_l6,dinov2_s,whisper_tiny_en,wav2vec2_base"
 
 
 def best_seconds(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
-    fn()  # warm-up: JIT load, caches, thread pools
+    """(best, median) wall seconds of ``fn`` after one warm-up call (JIT load, thread pools)."""
+    fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
     return min(times), statistics.median(times)
+
+
+def cpu_seconds(fn: Callable[[], object]) -> float:
+    """CPU seconds of one call summed over this process's threads: on a machine shared with other
+    jobs wall time inflates, CPU time much less (on 2 idle cores wall is about CPU / 2 for the
+    parallel kernels)."""
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
 
 
 def bench_gemm(repeats: int) -> None:
@@ -92,8 +102,9 @@ def bench_model(name: str, repeats: int, batch: int) -> None:
     shape = {k: tuple(v.shape) for k, v in inputs.items()}
     with torch.no_grad():
         best, median = best_seconds(lambda: executor(**inputs), repeats)
+        cpu = cpu_seconds(lambda: executor(**inputs))
         fq_best, _ = best_seconds(lambda: model(**inputs), repeats)
-    print(f"  {name:<16} {str(shape):<44} {best:>8.3f} s {median:>8.3f} s "
+    print(f"  {name:<16} {str(shape):<36} {best:>8.3f} s {median:>8.3f} s {cpu:>8.3f} s "
           f"{batch / best:>9.2f}/s   fake-quant torch {fq_best:.3f} s")
 
 
@@ -108,7 +119,8 @@ def main() -> None:
     if models:
         print(f"\nInteger inference (W4A4 + 2:4, batch {args.batch}), best of "
               f"{max(1, args.repeats // 2)}")
-        print(f"  {'model':<16} {'input':<44} {'best':>10} {'median':>10} {'inputs/s':>11}")
+        print(f"  {'model':<16} {'input':<36} {'best':>10} {'median':>10} {'CPU':>10} "
+              f"{'inputs/s':>11}")
     for name in models:
         bench_model(name, max(1, args.repeats // 2), args.batch)
     if "vit_b16" in models:

@@ -9,6 +9,7 @@ the time went. Usage: ``python benchmarks/bench_sweep.py [--points N] [--workers
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -78,7 +79,8 @@ def main() -> None:
           f"{total_s:.1f} s (setup: points, keys, store {setup_s:.1f} s; evaluate + store "
           f"{total_s - setup_s:.1f} s); {int(frame['feasible'].sum())} feasible")
     print(f"rate: {rate:,.0f} points/minute; goal >= {GOAL_POINTS_PER_MIN:,} "
-          f"-> {rate / GOAL_POINTS_PER_MIN:.2f}x the goal")
+          f"-> {rate / GOAL_POINTS_PER_MIN:.2f}x the goal (1-minute load average at the end: "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,7 @@ class IntModel:
     linears: tuple[IntLinear, ...]
     attentions: tuple[IntAttention, ...]
     dense_layers: dict[str, str]  # quantized layer -> why it is not 2:4 under a 2:4 recipe
+    float_layers: tuple[str, ...] = ()  # Linear/Conv modules kept float32 (front end, head)
     float_tensors: dict[str, np.ndarray] = field(default_factory=dict)
 
     def linear(self, name: str) -> IntLinear:
@@ -218,7 +219,8 @@ def export_int_model(model: nn.Module) -> IntModel:
     config = model.config.to_dict() if hasattr(model, "config") else {}
     return IntModel(family=plan.family, recipe=plan.recipe, hf_config=config,
                     linears=linears, attentions=tuple(attentions),
-                    dense_layers=dict(plan.dense_layers), float_tensors=floats)
+                    dense_layers=dict(plan.dense_layers), float_layers=plan.float_layers,
+                    float_tensors=floats)
 
 
 # --- file I/O ------------------------------------------------------------------------------------
@@ -261,7 +263,8 @@ def save_int_model(model: IntModel, path: Path | str) -> Path:
         arrays[f"float/{key}"] = tensor
     meta = {"format": FORMAT, "version": VERSION, "family": model.family, "recipe": model.recipe,
             "hf_config": model.hf_config, "linears": linears_meta, "attentions": attentions_meta,
-            "dense_layers": model.dense_layers, "float_tensors": list(model.float_tensors)}
+            "dense_layers": model.dense_layers, "float_layers": list(model.float_layers),
+            "float_tensors": list(model.float_tensors)}
     arrays["meta"] = np.array(json.dumps(meta, default=str))
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as fh:
@@ -307,4 +310,5 @@ def load_int_model(path: Path | str) -> IntModel:
         floats = {key: data[f"float/{key}"] for key in meta["float_tensors"]}
     return IntModel(family=meta["family"], recipe=meta["recipe"], hf_config=meta["hf_config"],
                     linears=tuple(linears), attentions=attentions,
-                    dense_layers=dict(meta["dense_layers"]), float_tensors=floats)
+                    dense_layers=dict(meta["dense_layers"]),
+                    float_layers=tuple(meta["float_layers"]), float_tensors=floats)

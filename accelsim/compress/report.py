@@ -4,7 +4,9 @@ For a ``K x N`` weight: FP32 ``4KN`` bytes, FP16 ``2KN``, INT8 ``KN``, INT4 ``KN
 keeps half the values (``KN/4`` bytes) and, with metadata, a 2-bit index per kept value
 (``+ KN/8``). Against FP32 that is 8x, 16x and 32/3 = 10.67x. A layer whose ``K`` is not a
 multiple of 4 cannot be 2:4 and is counted dense in the 2:4 columns (``dense_reason`` says so).
-``exported_bytes`` is what the integer model's packed arrays really occupy.
+``exported_bytes`` is what the integer model's packed arrays really occupy. Layers kept in float32
+(convolutional front end, including wav2vec2's 1-channel first conv, pooler, head) are listed in
+``float_layers`` and not counted.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class LayerBytes:
 class CompressionReport:
     layers: tuple[LayerBytes, ...]
     total: LayerBytes  # byte columns summed; k = n = 0 (not meaningful for a sum)
+    float_layers: tuple[str, ...]  # GEMM layers not quantized at all (front end, pooler, head)
 
     def ratio_to_fp32(self, column: str) -> float:
         """``fp32_bytes / column`` over the whole model (e.g. ``"int4_sp24_bytes"`` -> 16.0)."""
@@ -76,7 +79,7 @@ def compression_report(model: IntModel) -> CompressionReport:
     total = LayerBytes(name="TOTAL", k=0, n=0, sparsity=f"{sparse_count}/{len(layers)} layers 2:4",
                        dense_reason=f"{sum(bool(x.dense_reason) for x in layers)} layers cannot "
                                     f"be 2:4", **sums)
-    return CompressionReport(layers=layers, total=total)
+    return CompressionReport(layers=layers, total=total, float_layers=model.float_layers)
 
 
 def report_rows(report: CompressionReport) -> list[dict[str, Any]]:

@@ -14,6 +14,8 @@ import math
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -41,6 +43,7 @@ ProgressFn = Callable[[int, int], None]
 # and load balance, few enough that per-task overhead stays negligible.
 TASKS_PER_WORKER = 8
 MAX_BATCH = 256
+ORPHAN_POLL_S = 1.0
 # Seconds to wait for a Dask scheduler (it retries refused connections until then).
 DASK_CONNECT_TIMEOUT_S = 10
 
@@ -65,6 +68,8 @@ class WorkerContext:
 
 @dataclass(frozen=True)
 class SweepSummary:
+    """Points in the sweep, already in the store (skipped), and evaluated by this run."""
+
     total: int
     skipped: int
     evaluated: int
@@ -109,6 +114,15 @@ def _init_worker(context: WorkerContext) -> None:
     # Ctrl-C is the parent's to handle: it stops submitting, waits for running batches and exits
     # cleanly; workers dying on the same signal would only print tracebacks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A parent killed outright (SIGKILL) cannot shut the pool down, and the workers' task queue
+    # never reports end-of-file (each worker holds its write end): exit once orphaned.
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(ORPHAN_POLL_S)
+    os._exit(1)
 
 
 def _pool_batch(jobs: Sequence[Job]) -> list[tuple[str, Metrics]]:
@@ -187,9 +201,11 @@ def evaluate_jobs(
         raise AccelsimError(f"--workers {workers}: must be >= 1")
     size = batch_size or min(MAX_BATCH, max(1, math.ceil(len(jobs) / (workers * TASKS_PER_WORKER))))
     batches = _batches(list(jobs), size)
+    if not batches:  # nothing left to do: start no processes, contact no cluster
+        return iter(())
     if scheduler:
         return _run_dask(context, batches, scheduler)
-    return _run_local(context, batches, workers)
+    return _run_local(context, batches, min(workers, len(batches)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,4 +335,14 @@ def read_accuracy_table(path: Path) -> list[tuple[str, str, float]]:
                 f"{path}: accuracy results need columns model, recipe, accuracy_pct "
                 f"(found {', '.join(reader.fieldnames or ())})"
             )
-        return [(row["model"], row["recipe"], float(row["accuracy_pct"])) for row in reader]
+        table = []
+        for line, row in enumerate(reader, start=2):
+            if not row["accuracy_pct"]:  # a run not measured yet
+                continue
+            try:
+                table.append((row["model"], row["recipe"], float(row["accuracy_pct"])))
+            except ValueError:
+                raise AccelsimError(
+                    f"{path}: line {line}: accuracy_pct {row['accuracy_pct']!r} is not a number"
+                ) from None
+        return table

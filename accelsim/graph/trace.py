@@ -55,6 +55,15 @@ TRACER_VERSION = 1
 _LINEAR_OPS = frozenset({"linear", "addmm", "mm"})
 _MATMUL_OPS = frozenset({"matmul", "bmm", "baddbmm"})
 _CONV_OPS = frozenset({"convolution", "conv1d", "conv2d", "conv3d", "_convolution"})
+# Fused attention (sdpa): a user's module may use it; it is QK^T, softmax and PV.
+_SDPA_OPS = frozenset(
+    {
+        "scaled_dot_product_attention",
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_flash_attention",
+    }
+)
 
 # ATen op name (overload dropped) -> vector op kind.
 _VECTOR_OPS: dict[str, str] = {
@@ -396,6 +405,8 @@ class _Walker:
             self._gemm(node, op)
         elif op in _CONV_OPS:
             self._conv(node)
+        elif op in _SDPA_OPS:
+            self._sdpa(node)
         elif op in _VECTOR_OPS:
             self._vector(node, _VECTOR_OPS[op])
         elif op not in _SKIPPED_OPS:
@@ -438,6 +449,44 @@ class _Walker:
             return
         precision = _find_precision(node, self.modules, LINEAR_ATTR)
         self.nodes.append(self._weight_gemm(path or node.name, m, k, n, count, "linear", precision))
+
+    def _sdpa(self, node: fx.Node) -> None:
+        """Fused attention q[..., L, d], k[..., S, d], v[..., S, dv]: two GEMMs and a softmax."""
+        q, k, v = (_shape(arg) for arg in node.args[:3])
+        count, length, depth = math.prod(q[:-2]), q[-2], q[-1]
+        source = k[-2]
+        precision = _find_precision(node, self.modules, ATTENTION_ATTR)
+        bits = {
+            "weight_bits": precision.weight_bits if precision else None,
+            "act_bits": precision.act_bits if precision else None,
+        }
+        path = _innermost_path(node)
+        base = f"{path}/{node.name}" if path else node.name
+        for suffix, (m, k_dim, n) in (
+            ("qk", (length, depth, source)),
+            ("pv", (length, source, v[-1])),
+        ):
+            self.nodes.append(
+                GemmNode(
+                    name=self._unique(f"{base}.{suffix}"),
+                    m=m,
+                    k=k_dim,
+                    n=n,
+                    count=count,
+                    kind="matmul",
+                    weight_is_activation=True,
+                    **bits,
+                )
+            )
+            if suffix == "qk":
+                self.nodes.append(
+                    VectorNode(
+                        name=self._unique(f"{base}.softmax"),
+                        vector_op="softmax",
+                        elements=count * length * source,
+                        row_length=source,
+                    )
+                )
 
     def _conv(self, node: fx.Node) -> None:
         if not self._depends(node.args[0]):
@@ -657,8 +706,12 @@ def trace_named_model(
         if graph is not None:
             _MEMORY_CACHE[key] = graph
             return graph
-    module = model if model is not None else zoo.build_model(name)
+    # Tracing needs shapes, not values: a meta-device build skips the random init (seconds for
+    # the large models).
+    module = model if model is not None else zoo.build_structure(name)
     inputs = zoo.inputs_for_shape(spec, shape)
+    if model is None:  # meta parameters need meta inputs (export sees only shapes anyway)
+        inputs = {key: value.to("meta") for key, value in inputs.items()}
     exported = export_module(module, inputs, name=name)
     graph = graph_from_exported(exported, module, name=name, input_shape=shape)
     _write_atomic(path, graph.to_json())

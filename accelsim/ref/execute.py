@@ -96,10 +96,11 @@ class IntLinearModule(nn.Module):
         super().__init__()
         self.layer = layer
         self.weights = decode_weights(layer)
-        # [K, N] copy for the dense kernel's row-streaming loop, made once.
-        self.w_transposed = (
-            None if self.weights.codes is None else np.ascontiguousarray(self.weights.codes.T)
-        )
+        # [K, N] (dense) or [K/2, N] (2:4) copies for the kernels' row-streaming loops, made once.
+        w = self.weights
+        self.w_transposed = None if w.codes is None else np.ascontiguousarray(w.codes.T)
+        self.sparse_transposed = None if w.values is None else (
+            np.ascontiguousarray(w.values.T), np.ascontiguousarray(w.indices.T))
         self.out_scale = np.float32(layer.act.scale) * layer.weight_scale.astype(np.float32)
         self.capture: list[np.ndarray] | None = None
 
@@ -110,7 +111,7 @@ class IntLinearModule(nn.Module):
         bias = self.layer.bias_int32 if with_bias else None
         if self.weights.codes is None:
             return kernels.sparse_gemm(codes, self.weights.values, self.weights.indices,
-                                       act.zero_point, bias)
+                                       act.zero_point, bias, transposed=self.sparse_transposed)
         return kernels.int_gemm(codes, self.weights.codes, act.zero_point, bias,
                                 w_transposed=self.w_transposed)
 

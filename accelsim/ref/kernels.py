@@ -436,11 +436,14 @@ def sparse_gemm(
     indices: np.ndarray,
     a_zero_point: int = 0,
     bias: np.ndarray | None = None,
+    *,
+    transposed: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """2:4 GEMM on the compressed form, as the hardware runs it.
 
     ``values``/``indices``: ``[N, K/2]`` kept int8 values and uint8 positions (0..3) in their group
     of 4 along K. ``acc[m, n] = bias[n] + sum_slot (a[m, 4*g + idx] - a_zp) * value``.
+    ``transposed`` (contiguous ``[K/2, N]`` copies of both) skips the per-call transposes.
     """
     _check_codes("sparse_gemm.a", a_codes, _ACT_DTYPES, 2)
     _check_sparse_operands("sparse_gemm", values, indices)
@@ -457,10 +460,11 @@ def sparse_gemm(
         max_abs_shifted(bias32),
     )
     out = np.empty((a_codes.shape[0], n), dtype=np.int32)
+    if transposed is None:
+        transposed = (np.ascontiguousarray(values.T), np.ascontiguousarray(indices.T))
     with _threads_for(a_codes.shape[0] * n * k // 2):
         return _sparse_gemm_kernel(
-            np.ascontiguousarray(a_codes), np.int32(a_zero_point),
-            np.ascontiguousarray(values.T), np.ascontiguousarray(indices.T), bias32, out,
+            np.ascontiguousarray(a_codes), np.int32(a_zero_point), *transposed, bias32, out
         )
 
 

@@ -13,6 +13,9 @@ from accelsim.tasks.base import Batch
 VOCAB = 32
 SEQ = 8
 
+# Tiny tensors: intra-op threads only add synchronisation (6x slower on the shared 2-core box).
+torch.set_num_threads(1)
+
 
 def tiny_bert(seed: int = 0, hidden: int = 32, layers: int = 2, num_labels: int = 2) -> nn.Module:
     from transformers import BertConfig, BertForSequenceClassification

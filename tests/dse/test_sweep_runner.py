@@ -1,5 +1,3 @@
-import textwrap
-
 import pandas as pd
 import pytest
 from dse_fakes import INT8_HW, fake_evaluate, tiny_graph
@@ -144,7 +142,17 @@ def test_exports_roundtrip(reference, tmp_path):
     assert list(csv.columns) == list(reference.columns) and len(csv) == TOTAL
 
 
-def test_sweep_file_text_is_the_spec(tmp_path):
-    path = tmp_path / "t.yaml"
-    path.write_text(textwrap.dedent(SWEEP))
-    assert load_sweep(path).name == "toy"
+def test_accuracy_table_skips_unmeasured_rows_and_rejects_bad_numbers(tmp_path):
+    from accelsim.dse.runner import read_accuracy_table
+    from accelsim.errors import AccelsimError
+
+    path = tmp_path / "results.csv"
+    path.write_text("task,model,recipe,accuracy_pct\nt,m,w8a8,90.5\nt,m,w4a4,\n")
+    assert read_accuracy_table(path) == [("m", "w8a8", 90.5)]
+    assert read_accuracy_table(tmp_path / "absent.csv") == []
+    path.write_text("model,recipe,accuracy_pct\nm,w8a8,high\n")
+    with pytest.raises(AccelsimError, match="line 2: accuracy_pct 'high' is not a number"):
+        read_accuracy_table(path)
+    path.write_text("model,acc\nm,1\n")
+    with pytest.raises(AccelsimError, match="need columns model, recipe, accuracy_pct"):
+        read_accuracy_table(path)

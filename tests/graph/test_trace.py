@@ -23,8 +23,10 @@ def _cache(tmp_path_factory, monkeypatch):
 
 @pytest.mark.parametrize("name", TINY)
 def test_traced_macs_match_the_analytic_count(name):
-    graph = trace.trace_named_model(name, batch=2)
+    graph = trace.trace_named_model(name, batch=2)  # traced from the meta-device structure
     verify_graph(graph)
+    real = zoo.build_model(name)
+    assert trace.trace_module(real, zoo.example_inputs(name, batch=2)).nodes == graph.nodes
     analytic = zoo.analytic_macs(name, graph.input_shape)
     assert abs(graph.macs / analytic - 1) <= 0.005, (graph.macs, analytic)
     # Every encoder layer contributes exactly two attention matmuls, repeated heads x batch.
@@ -135,6 +137,24 @@ def test_precision_comes_from_the_innermost_annotated_module():
     out = gemms["out"]  # outside every annotated module: hardware default, dense
     assert (out.weight_bits, out.act_bits, out.sparsity) == (None, None, "dense")
     assert (out.m, out.k, out.n) == (3 * 5, 5, 8)
+
+
+class _FusedAttention(nn.Module):
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return nn.functional.scaled_dot_product_attention(q, k, v)
+
+
+def test_fused_attention_becomes_two_matmuls_and_a_softmax():
+    module = _FusedAttention()
+    setattr(module, ATTENTION_ATTR, GemmPrecision(8, 8))
+    q = torch.randn(2, 3, 5, 8)  # batch 2, 3 heads, 5 queries, head dim 8
+    kv = torch.randn(2, 3, 7, 8)  # 7 keys/values
+    graph = trace.trace_module(module, {"q": q, "k": kv, "v": kv})
+    qk, pv = graph.gemms
+    assert (qk.m, qk.k, qk.n, qk.count, qk.act_bits) == (5, 8, 7, 6, 8)
+    assert (pv.m, pv.k, pv.n, pv.count) == (5, 7, 8, 6)
+    (softmax,) = graph.vectors
+    assert (softmax.vector_op, softmax.elements, softmax.row_length) == ("softmax", 6 * 35, 7)
 
 
 class _FakeQuant(nn.Module):

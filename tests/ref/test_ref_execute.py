@@ -1,6 +1,7 @@
 """Whole-model integer execution vs the fake-quant PyTorch model (tiny BERT, seconds)."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -140,3 +141,26 @@ def test_verify_cli_missing_checkpoint_is_one_line(capsys, tmp_path):
     code = main(["verify", "--model", "bert_tiny", "--ckpt", str(tmp_path / "nope")])
     err = capsys.readouterr().err
     assert code == 2 and "run.json" in err and err.count("\n") == 1
+
+
+def test_verify_cli_checkpoint_of_a_task_model(capsys, tmp_path):
+    from accelsim.compress.recipe import load_recipe, recipe_to_dict
+    from accelsim.tasks import get_task
+
+    task = get_task("fashion_mnist", limit=16, tiny=True)
+    model = task.build_model(0)
+    recipe = dataclasses.replace(load_recipe("w4a4_sp24"), calibration_batches=1)
+    apply_recipe(model, recipe)
+    calibrate(model, task.batches("train", 8, 0), recipe)
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    save_int_model(export_int_model(model.eval()), tmp_path / "int_model.npz")
+    run = {"model": task.backbone, "task": task.name, "seed": 0, "limit": 16, "tiny": True,
+           "recipe": recipe_to_dict(recipe)}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    code = main(["verify", "--model", task.backbone, "--ckpt", str(tmp_path), "--batches", "1",
+                 "--batch-size", "4"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "PASS: 0 of " in printed and ":qk" in printed
+    wrong = main(["verify", "--model", "bert_tiny", "--ckpt", str(tmp_path)])
+    assert wrong == 2 and "was compressed from 'dinov2_tiny'" in capsys.readouterr().err
