@@ -29,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--constraint", action="append", default=[], metavar="'FIELD OP VALUE'",
         help="extra constraint on top of the sweep's own (repeatable), e.g. 'area_mm2 <= 20'",
     )
+    pareto.add_argument(
+        "--reference-recipe", default="fp32", metavar="RECIPE",
+        help="with accuracy on y: a dashed line at this recipe's accuracy per model, from the "
+        "store's accuracy table (default fp32; '' for none)",
+    )
     pareto.add_argument("--title", default="", help="figure title")
     pareto.add_argument("--out", type=Path, help="PNG or SVG (default: RESULTS stem + _pareto.png)")
     for name, text in (
@@ -60,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 def plot_pareto(args: argparse.Namespace) -> Path:
     from accelsim.dse.pareto import DEFAULT_SENSES, pareto_front, parse_objectives
     from accelsim.dse.space import parse_constraint
-    from accelsim.dse.store import constraint_mask, load_results
+    from accelsim.dse.store import constraint_mask, load_accuracy, load_results
     from accelsim.report.plots import pareto_info, render_pareto, resolve_column
 
     frame = load_results(args.results)
@@ -75,8 +80,14 @@ def plot_pareto(args: argparse.Namespace) -> Path:
     eligible = frame["meets_constraints"] if "meets_constraints" in frame else frame["feasible"]
     eligible = eligible.astype(bool) & constraint_mask(frame, constraints)
     front = pareto_front(frame, objectives, eligible, by="model")
+    references = {}
+    if y == "accuracy_pct" and args.reference_recipe:
+        table = load_accuracy(args.results)
+        chosen = table[table["recipe"] == args.reference_recipe]
+        references = dict(zip(chosen["model"], chosen["accuracy_pct"], strict=True))
     info = pareto_info(frame, x, y, front, eligible, color=args.color,
-                       staircase=len(objectives) == 2)
+                       staircase=len(objectives) == 2, references=references,
+                       reference_label=f"{args.reference_recipe} accuracy (%)")
     out = args.out or args.results.with_name(f"{args.results.stem}_pareto.png")
     return render_pareto(info, out, title=args.title)
 

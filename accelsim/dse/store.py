@@ -151,6 +151,24 @@ def load_results(path: str | Path) -> pd.DataFrame:
     return _tidy(points, accuracy, json.loads(meta.get("constraints", "[]")))
 
 
+def load_accuracy(path: str | Path) -> pd.DataFrame:
+    """The store's (model, recipe, accuracy_pct) table, references such as ``fp32`` included;
+    empty for exported files, which carry accuracy only as a column."""
+    import pandas as pd
+
+    path = Path(path)
+    empty = pd.DataFrame({"model": [], "recipe": [], "accuracy_pct": []})
+    if path.suffix in (".csv", ".parquet") or not path.exists():
+        return empty
+    try:
+        db = sqlite3.connect(path)
+        table = pd.read_sql_query("SELECT * FROM accuracy", db)
+        db.close()
+    except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
+        raise AccelsimError(f"{path}: not an accelsim results store ({exc})") from None
+    return table
+
+
 def _tidy(
     points: pd.DataFrame, accuracy: pd.DataFrame, constraints: list[list[Any]]
 ) -> pd.DataFrame:

@@ -79,6 +79,7 @@ class ParetoPanel:
     front_order: np.ndarray
     labels: tuple[str, ...]
     common: str
+    reference_y: float | None
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class ParetoInfo:
     color_categories: tuple[str, ...]
     note: str
     staircase: bool
+    reference_label: str
 
 
 def pareto_info(
@@ -101,13 +103,16 @@ def pareto_info(
     *,
     color: str | None = None,
     staircase: bool = True,
+    references: Mapping[str, float] | None = None,
+    reference_label: str = "",
 ) -> ParetoInfo:
     """What a Pareto plot draws: one panel per model, its points, its front and their labels.
 
     ``front`` marks the non-dominated rows (computed per model by ``accelsim.dse.pareto``),
     ``eligible`` the feasible rows that meet the constraints; both align with ``frame``.
     ``staircase`` joins the front with a step line: right for a front over exactly x and y, not
-    for the projection of a front over more objectives.
+    for the projection of a front over more objectives. ``references`` (model -> y value) draws
+    a dashed horizontal line per panel, e.g. each model's FP32 accuracy.
     """
     x, y = resolve_column(frame, x), resolve_column(frame, y)
     color = resolve_column(frame, color) if color else None
@@ -140,6 +145,7 @@ def pareto_info(
             front_order=order,
             labels=labels,
             common=common,
+            reference_y=(references or {}).get(str(model)),
         ))
     return ParetoInfo(
         panels=tuple(panels),
@@ -149,6 +155,7 @@ def pareto_info(
         color_categories=categories,
         note=note,
         staircase=staircase,
+        reference_label=reference_label,
     )
 
 
@@ -283,6 +290,9 @@ def _draw_panel(ax: Any, panel: ParetoPanel, info: ParetoInfo, plt: Any) -> Any:
     ax.set_ylabel(info.y_label)
     if panel.model:
         ax.set_title(panel.model)
+    if panel.reference_y is not None:
+        ax.axhline(panel.reference_y, color="dimgray", linestyle="--", linewidth=1.0,
+                   label=f"{info.reference_label} {panel.reference_y:.4g}")
     if not np.isfinite(panel.x + panel.y).any():
         ax.text(0.5, 0.5, info.note or "no points", transform=ax.transAxes, ha="center",
                 va="center", fontsize=10, color="dimgray")

@@ -123,6 +123,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
             x, y = getattr(a, key), getattr(b, key)
             assert x.dtype == y.dtype and np.array_equal(x, y), key
     assert set(loaded.float_tensors) == set(original.float_tensors)
+    assert loaded.float_layers == original.float_layers == ("bert.pooler.dense", "classifier")
     assert "bert.embeddings.word_embeddings.weight" in loaded.float_tensors
     assert not any(".attention.self.query." in k for k in loaded.float_tensors)
     with np.load(path, allow_pickle=False) as raw:  # plain numpy can read it
@@ -150,6 +151,7 @@ def test_report_exact_bytes_and_headline_ratios() -> None:
     assert report.ratio_to_fp32("int4_sp24_bytes") == 16.0
     assert report.ratio_to_fp32("int4_sp24_index_bytes") == pytest.approx(32 / 3)
     assert len(report_rows(report)) == 13 and report_rows(report)[-1]["name"] == "TOTAL"
+    assert report.float_layers == ("bert.pooler.dense", "classifier")
 
 
 def test_report_counts_k_not_multiple_of_4_as_dense() -> None:

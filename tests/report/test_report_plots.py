@@ -86,6 +86,10 @@ def test_pareto_info_panels_labels_and_missing_accuracy():
     again = pareto_info(data, "latency_ms", "energy_uj", front, eligible)
     assert again.panels[0].common == "weights_size_kib=128" and again.panels[0].labels == a.labels
     assert (info.x_label, info.y_label) == ("latency (ms)", "energy (µJ)")
+    assert [p.reference_y for p in info.panels] == [None, None]
+    with_reference = pareto_info(data, "latency_ms", "energy_uj", front, eligible,
+                                 references={"b": 2.5}, reference_label="fp32")
+    assert [p.reference_y for p in with_reference.panels] == [None, 2.5]
 
 
 @pytest.mark.parametrize("suffix", [".png", ".svg"])
