@@ -287,9 +287,8 @@ def _pretrained_target(model: nn.Module, family: str, classifier: bool) -> nn.Mo
     """The module whose state dict the pre-trained weights fill (the encoder, not the head)."""
     if family == "whisper":  # both wrappers hold the HF WhisperEncoder as .encoder
         return model.encoder
-    if not classifier:
-        return model
-    return getattr(model, {"bert": "bert", "vit": "vit", "dinov2": "dinov2"}.get(family, family))
+    # HF classifiers hold the encoder under the family's name (.bert, .vit, .dinov2, .wav2vec2).
+    return getattr(model, family) if classifier else model
 
 
 def build_model(
@@ -331,12 +330,16 @@ def build_structure(name: str) -> nn.Module:
 # Whisper encoder wrappers (HF's WhisperEncoder.forward insists on 30 s of mel frames)
 
 
+def _arg_names(module: nn.Module) -> tuple[str, ...]:
+    return module.forward.__code__.co_varnames
+
+
 def _whisper_encode(encoder: nn.Module, input_features: torch.Tensor) -> torch.Tensor:
     """Whisper encoder on ``(B, mels, T)`` features, any even ``T`` up to 2 x positions.
 
-    The same computation as ``WhisperEncoder.forward`` (verified equal at 3000 frames in
-    tests), without its check that demands exactly 3000 frames, so short clips cost
-    proportionally less.
+    The same computation as ``WhisperEncoder.forward`` (tests check equality at the full
+    length), without its check that demands exactly 2 x max_source_positions frames, so short
+    clips cost proportionally less.
     """
     import torch.nn.functional as F
 
@@ -344,7 +347,9 @@ def _whisper_encode(encoder: nn.Module, input_features: torch.Tensor) -> torch.T
     x = F.gelu(encoder.conv2(x)).transpose(1, 2)
     x = x + encoder.embed_positions.weight[: x.shape[1]]
     for layer in encoder.layers:
-        out = layer(x, attention_mask=None)
+        # transformers 4.x layers also take a required layer_head_mask argument.
+        extra = {"layer_head_mask": None} if "layer_head_mask" in _arg_names(layer) else {}
+        out = layer(x, attention_mask=None, **extra)
         x = out[0] if isinstance(out, tuple) else out
     return encoder.layer_norm(x)
 

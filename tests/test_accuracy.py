@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,3 +87,30 @@ def test_evaluate_float_on_a_constant_model() -> None:
     always_one = Affine(gain=0.0, shift=0.0)  # logits [0, 0] ... plus a bias toward label 1
     always_one.shift = torch.tensor([0.0, 1.0])
     assert evaluate_float(Task(), always_one) == pytest.approx(200 / 3)
+
+
+def test_model_without_task_reports_fidelity_through_the_integer_reference() -> None:
+    from accelsim.accuracy import accuracy_for
+
+    torch.set_num_threads(1)
+    result = accuracy_for("vit_tiny", "w4a4_sp24")
+    assert result.task is None and result.accuracy_pct is None
+    assert result.measured_by == "fidelity" and "no task" in result.note
+    fid = result.fidelity
+    assert fid is not None and fid.num_examples == 8
+    assert 0.0 <= fid.top1_agreement_pct <= 100.0
+    assert 3.0 < fid.sqnr_db < 60.0  # 4-bit + 2:4 is lossy but far from noise
+    assert accuracy_for("vit_tiny", "fp32").fidelity == Fidelity(100.0, math.inf, 0)
+
+
+def test_missing_trained_run_names_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from accelsim.accuracy import trained_model
+    from accelsim.tasks import get_task
+
+    monkeypatch.setenv("ACCELSIM_CACHE", str(tmp_path))
+    with pytest.raises(
+        AccelsimError, match="python experiments/accuracy/fortunes.py --recipes w4a4"
+    ):
+        trained_model(get_task("fortunes", tiny=True), "w4a4")

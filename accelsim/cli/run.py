@@ -1,26 +1,48 @@
 """``accelsim run``: simulate one model on one hardware design point.
 
-The command is a list of typed steps: load the hardware (plus ``--set`` overrides) -> build the
-workload graph (a SCALE-Sim topology CSV or a traced zoo model) -> simulate -> print the table and
-totals -> write the requested files. Exit status 1 when the design point is infeasible.
+The command is a list of typed steps: load the hardware (plus ``--set`` overrides) -> choose the
+compression recipe (``--recipe``, by default the one matching the hardware's native format) ->
+build the workload graph (a SCALE-Sim topology CSV, or a zoo model compressed by the recipe and
+traced, so its GEMMs carry the real masks and bit widths) -> simulate -> print the header, table
+and totals (plus accuracy or fidelity with ``--accuracy``) -> write the requested files.
+Exit status 1 when the design point is infeasible.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from accelsim.errors import AccelsimError
 from accelsim.graph.ir import Graph
 from accelsim.hw import HwConfig, load_hw, parse_override, with_overrides
 
+if TYPE_CHECKING:
+    from accelsim.sim import SimResult
+
 HELP = "simulate a model (zoo name or SCALE-Sim topology CSV) on a hardware config"
+AUTO, NONE = "auto", "none"
+INT4_SPARSE_RECIPE, INT4_RECIPE, INT8_RECIPE = "w4a4_sp24", "w4a4", "w8a8"
+FLOAT_RECIPE = "fp32"  # the recipe whose trained run is the uncompressed model's accuracy
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hw", required=True, metavar="PATH", help="hardware config YAML")
     parser.add_argument("--model", required=True, metavar="NAME|PATH",
                         help="zoo model name (e.g. vit_b16) or a SCALE-Sim GEMM topology .csv")
+    parser.add_argument("--recipe", default=None, metavar="NAME|PATH|auto|none",
+                        help="compression recipe applied to a zoo model before tracing "
+                             "(experiments/recipes/<NAME>.yaml or a .yaml path); 'auto' "
+                             "(default) picks the hardware's native format: 4-bit with 2:4 "
+                             "-> w4a4_sp24, 4-bit -> w4a4, 8-bit -> w8a8, float/16-bit -> none")
+    parser.add_argument("--accuracy", action="store_true",
+                        help="also report the task metric measured by the integer reference "
+                             "(models with a trained task run), else the fidelity of the "
+                             "compressed vs the FP model on generated inputs")
     parser.add_argument("--batch", type=int, default=1, help="batch size (zoo models)")
     parser.add_argument("--seq-len", type=int, default=None, help="sequence length (text)")
     parser.add_argument("--image-size", type=int, default=None, help="image side (vision)")
@@ -43,19 +65,165 @@ def load_hardware(path: str, overrides: list[str], scalesim_compat: bool) -> HwC
     return with_overrides(hw, changes)
 
 
-def load_workload(model: str, *, batch: int, seq_len: int | None, image_size: int | None,
-                  audio_seconds: float | None) -> Graph:
-    if model.lower().endswith(".csv"):
+# ---------------------------------------------------------------------------------------------
+# Recipe choice
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecipeChoice:
+    """``recipe``: a recipe name or path, or ``None`` for the uncompressed model."""
+
+    recipe: str | None
+    reason: str
+
+
+def native_recipe(hw: HwConfig) -> RecipeChoice:
+    """The shipped recipe whose format the hardware executes natively.
+
+    Integer MACs of <= 4 bits (weights and activations) -> ``w4a4`` (``w4a4_sp24`` when the array
+    has the 2:4 skipping datapath); <= 8 bits -> ``w8a8``; float or wider MACs -> no compression,
+    since every recipe quantizes to integers and a float array gains nothing from them.
+    """
+    p = hw.precision
+    native = f"{p.kind}{p.weight_bits} weights x {p.kind}{p.act_bits} activations"
+    widest = max(p.weight_bits, p.act_bits)
+    if p.kind != "int" or widest > 8:
+        return RecipeChoice(None, f"auto: {native} -> none (the recipes quantize to 4- or 8-bit "
+                                  "integers, which a float/wide datapath does not exploit)")
+    if widest <= 4:
+        if hw.sparsity.support == "2:4":
+            return RecipeChoice(INT4_SPARSE_RECIPE,
+                                f"auto: {native} with 2:4 skipping -> {INT4_SPARSE_RECIPE}")
+        return RecipeChoice(INT4_RECIPE, f"auto: {native}, no 2:4 support -> {INT4_RECIPE}")
+    note = ", no 8-bit 2:4 recipe ships" if hw.sparsity.support == "2:4" else ""
+    return RecipeChoice(INT8_RECIPE, f"auto: {native}{note} -> {INT8_RECIPE}")
+
+
+def choose_recipe(requested: str | None, hw: HwConfig) -> RecipeChoice:
+    """``--recipe`` as given (``None`` = not given = ``auto``) resolved against the hardware."""
+    if requested is None or requested == AUTO:
+        return native_recipe(hw)
+    if requested == NONE:
+        return RecipeChoice(None, "--recipe none: uncompressed, GEMMs at the hardware's precision")
+    return RecipeChoice(requested, "--recipe")
+
+
+def is_topology_csv(model: str) -> bool:
+    return model.lower().endswith(".csv")
+
+
+def load_workload(model: str, *, recipe: str | None, batch: int, seq_len: int | None,
+                  image_size: int | None, audio_seconds: float | None) -> Graph:
+    if is_topology_csv(model):
         from accelsim.graph.scalesim_io import read_topology_csv
 
         return read_topology_csv(Path(model))
     try:
-        from accelsim.graph.trace import trace_named_model
+        import accelsim.graph.trace  # noqa: F401  (workload_graph imports it lazily)
+        from accelsim.graph.workload import workload_graph
     except ImportError as exc:
         raise AccelsimError(f"--model {model}: zoo models need accelsim.graph.trace, which "
                             f"failed to import ({exc}); pass a SCALE-Sim topology .csv") from None
-    return trace_named_model(model, batch=batch, seq_len=seq_len, image_size=image_size,
-                             audio_seconds=audio_seconds)
+    return workload_graph(model, recipe=recipe, batch=batch, seq_len=seq_len,
+                          image_size=image_size, audio_seconds=audio_seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# Accuracy / fidelity
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccuracyReport:
+    """What ``--accuracy`` adds: printed lines and fields merged into the JSON ``totals``."""
+
+    lines: tuple[str, ...]
+    fields: dict[str, Any]
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _not_available(why: str) -> AccuracyReport:
+    return AccuracyReport((f"  accuracy    not available: {why}",),
+                          {"accuracy": None, "accuracy_metric": None, "accuracy_note": why})
+
+
+def accuracy_report(model: str, choice: RecipeChoice) -> AccuracyReport:
+    """Measure (never look up) the task metric or, for a model without a task, the fidelity."""
+    if is_topology_csv(model):
+        return _not_available("a topology CSV has shapes but no weights to evaluate")
+    from accelsim.accuracy import accuracy_for
+    from accelsim.tasks import get_task, task_for_model
+
+    recipe = choice.recipe if choice.recipe is not None else FLOAT_RECIPE
+    task_name = task_for_model(model)
+    if task_name is None and choice.recipe is None:
+        why = (f"model {model!r} has no task with real data and weights, and the uncompressed "
+               "model is its own FP reference, so there is no fidelity to measure either")
+        return _not_available(why)
+    try:
+        result = accuracy_for(model, recipe)
+    except AccelsimError as exc:
+        return _not_available(str(exc))
+    if result.accuracy_pct is not None:
+        metric = get_task(task_name).metric_name if task_name else "accuracy_pct"
+        how = result.measured_by.replace("_", " ")
+        line = (f"  accuracy    {result.accuracy_pct:.2f} % ({metric} on the {result.task} test "
+                f"split, recipe {result.recipe}, measured by the {how})")
+        return AccuracyReport((line,), {"accuracy": result.accuracy_pct, "accuracy_metric": metric,
+                                        "accuracy_task": result.task,
+                                        "accuracy_measured_by": result.measured_by})
+    fid = result.fidelity
+    if fid is None:
+        return _not_available(result.note or "the accuracy pipeline returned no measurement")
+    lines = (
+        f"  accuracy    not available: {result.note}",
+        f"  fidelity    top-1 agreement {fid.top1_agreement_pct:.1f} %, output SQNR "
+        f"{fid.sqnr_db:.1f} dB ({recipe} vs FP32 on {fid.num_examples} generated inputs)",
+    )
+    return AccuracyReport(lines, {
+        "accuracy": None, "accuracy_metric": None, "accuracy_note": result.note,
+        "fidelity": {"top1_agreement_pct": fid.top1_agreement_pct,
+                     "sqnr_db": _finite(fid.sqnr_db), "num_examples": fid.num_examples},
+    })
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------
+
+
+def header_lines(model: str, graph: Graph, choice: RecipeChoice,
+                 explicit_recipe: bool) -> list[str]:
+    shape = ", ".join(f"{key} {value}" for key, value in graph.input_shape.items())
+    lines = [f"model   {graph.name}" + (f" ({shape})" if shape else "")]
+    if is_topology_csv(model):
+        if explicit_recipe:
+            lines.append("recipe  --recipe does not apply to a topology CSV (its sparsity column "
+                         "marks 2:4 layers; bit widths are the hardware's)")
+    else:
+        lines.append(f"recipe  {choice.recipe or NONE} ({choice.reason})")
+    return lines
+
+
+def skipping_speedup_line(result: SimResult, graph: Graph, hw: HwConfig,
+                          scalesim_compat: bool) -> str | None:
+    """Cycles of the same graph with skipping switched off over the cycles with it (measured by
+    a second simulation), when any layer skipped."""
+    from accelsim.sim import simulate
+
+    if not result.feasible or not any(layer.skipping for layer in result.layers):
+        return None
+    dense_hw = with_overrides(hw, {"sparsity.support": "none"})
+    dense = simulate(graph, dense_hw, scalesim_compat=scalesim_compat)
+    if not dense.feasible:
+        return None
+    ratio = dense.totals.cycles / result.totals.cycles
+    return (f"  2:4 speedup {ratio:.2f}x ({dense.totals.cycles:,} cycles for the same weights "
+            "without skipping)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,15 +231,30 @@ def run(args: argparse.Namespace) -> int:
     from accelsim.sim import simulate
 
     hw = load_hardware(args.hw, args.overrides, args.scalesim_compat)
-    graph = load_workload(args.model, batch=args.batch, seq_len=args.seq_len,
-                          image_size=args.image_size, audio_seconds=args.audio_seconds)
+    choice = choose_recipe(args.recipe, hw)
+    graph = load_workload(args.model, recipe=choice.recipe, batch=args.batch,
+                          seq_len=args.seq_len, image_size=args.image_size,
+                          audio_seconds=args.audio_seconds)
     result = simulate(graph, hw, scalesim_compat=args.scalesim_compat)
+    print("\n".join(header_lines(args.model, graph, choice, args.recipe is not None)))
+    print()
     if result.feasible:
         print(tables.format_layer_table(result))
         print()
     print(tables.format_totals(result))
+    speedup = skipping_speedup_line(result, graph, hw, args.scalesim_compat)
+    if speedup:
+        print(speedup)
+    report = accuracy_report(args.model, choice) if args.accuracy else None
+    if report is not None:
+        print("\n".join(report.lines))
     if args.json:
-        tables.write_json(result, args.json)
+        data = tables.result_json(result)
+        if not is_topology_csv(args.model):
+            data["recipe"] = choice.recipe or NONE
+        if report is not None:
+            data["totals"].update(report.fields)
+        tables.write_text_atomic(args.json, json.dumps(data, indent=2) + "\n")
     if args.csv:
         tables.write_csv(result, args.csv)
     return 0 if result.feasible else 1

@@ -145,10 +145,14 @@ def apply_recipe(model: nn.Module, recipe: Recipe) -> CompressionPlan:
     """
     family = model_family(model)
     check_family(recipe, family)
+    previous = getattr(model, PLAN_ATTR, None)
+    if previous is not None:
+        raise AccelsimError(f"model: already compressed with recipe {previous.recipe!r}; "
+                            f"allowed: an uncompressed model")
     gemm_types = (nn.Linear, nn.Conv1d, nn.Conv2d)
     if not recipe.quantized:
         floats = tuple(n for n, m in model.named_modules() if isinstance(m, gemm_types))
-        return CompressionPlan(family, recipe.name, (), (), {}, floats)
+        return CompressionPlan(family, recipe.name, (), (), {}, floats)  # nothing to mark
     names = _encoder_linears(model, family, recipe.quantize_extra)
     dense: dict[str, str] = {}
     for name in names:

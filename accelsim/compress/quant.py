@@ -131,9 +131,11 @@ class WeightQuantizer(nn.Module):
             self._grad_hook = self.step.register_hook(lambda g: g * factor)
 
     def current_step(self, weight: Tensor) -> Tensor:
+        """The step the forward uses (SAWB recomputes it first in training mode)."""
         if self.method == "sawb" and self.training:
             self.init_step(weight)
         if self.method == "lsq":
+            # A learned step must stay positive; the clamp is the identity on any sane value.
             return torch.clamp(self.step, min=torch.finfo(torch.float32).tiny)
         return self.step
 
@@ -149,7 +151,8 @@ class WeightQuantizer(nn.Module):
         """(codes [N, K] integer-valued float32, scale [N] or [1]) with ``codes * scale`` equal
         to the eval-mode forward. ``no_zero`` codes are the odd integers ``2i + 1`` at ``s / 2``.
         """
-        step = self.step.detach()
+        step = (torch.clamp(self.step, min=torch.finfo(torch.float32).tiny)
+                if self.method == "lsq" else self.step).detach()
         if self.grid == "no_zero":
             idx = torch.clamp(torch.round(weight / step - 0.5), self.qmin, self.qmax)
             return 2.0 * idx + 1.0, (step / 2.0).reshape(-1)

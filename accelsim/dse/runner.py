@@ -241,11 +241,16 @@ def run_sweep(
     base_hw = load_hw(spec.hw_path)
     base_fields = flatten_dict(hw_to_dict(base_hw))
     points = design_points(spec, base_fields)
-    graphs = _workload_graphs(points, tracer)
+    try:
+        graphs = _workload_graphs(points, tracer)
+    except AccelsimError as exc:
+        raise AccelsimError(f"{spec.path}: models: {exc}") from None
     rows = {}
     jobs = []
     with ResultStore(store_path) as store:
-        store.set_meta("constraints", [[c.field, c.op, c.value] for c in spec.constraints])
+        # Hardware-field constraints already pruned the points; metric ones are applied on load.
+        metric_constraints = [[c.field, c.op, c.value] for c in spec.constraints if not c.is_hw]
+        store.set_meta("constraints", metric_constraints)
         store.set_meta(
             "sweep", {"name": spec.name, "file": str(spec.path), "description": spec.description}
         )

@@ -616,7 +616,8 @@ def _check_against_hw(spec: SweepSpec, where: str) -> None:
             try:
                 with_overrides(base, {field: value})
             except AccelsimError as exc:
-                raise AccelsimError(f"{where}: {axis}.{field}: {exc}") from None
+                reason = str(exc).removeprefix(f"{base.name} --set: ").removeprefix(f"{field}: ")
+                raise AccelsimError(f"{where}: {axis}.{field}: {reason}") from None
 
 
 def _closest(name: str, known: Iterable[str]) -> str:

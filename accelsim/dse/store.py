@@ -182,7 +182,9 @@ def _tidy(
     points = points.assign(feasible=points["feasible"].astype(bool))
     if "accuracy_pct" not in points:
         points = points.merge(accuracy, on=["model", "recipe"], how="left")
-    metrics = [m for m in METRICS if m in points]
+    # Every metric is a column, even before any point reported it (an empty store).
+    points = points.assign(**{m: float("nan") for m in METRICS if m not in points})
+    metrics = list(METRICS)
     others = sorted(c for c in points if c not in IDENTITY_COLUMNS and c not in metrics)
     frame = pd.concat([points[list(IDENTITY_COLUMNS)], hw, points[metrics + others]], axis=1)
     frame["accuracy_pct"] = frame["accuracy_pct"].astype(float)

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from torch import fx, nn
 
 # Bump when the walk below changes what it emits: old disk-cache entries then stop matching.
-TRACER_VERSION = 1
+TRACER_VERSION = 2
 
 _LINEAR_OPS = frozenset({"linear", "addmm", "mm"})
 _MATMUL_OPS = frozenset({"matmul", "bmm", "baddbmm"})

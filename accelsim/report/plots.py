@@ -125,13 +125,14 @@ def pareto_info(
     if color is not None and frame[color].dtype.kind not in "fiub":
         categories = tuple(sorted(frame[color].astype(str).unique()))
     panels = []
+    implied = _implied_by_variant(frame)
     models = frame["model"] if "model" in frame else np.full(len(frame), "")
     for model in dict.fromkeys(models):
         rows = np.flatnonzero(np.asarray(models) == model)
         part = frame.iloc[rows]
         front = front_all[rows]
         order = np.flatnonzero(front)[np.argsort(part[x].to_numpy(float)[front], kind="stable")]
-        labels, common = _front_labels(part.iloc[order], part, _implied_by_variant(frame))
+        labels, common = _front_labels(part.iloc[order], part, implied)
         panels.append(ParetoPanel(
             model=str(model),
             x=part[x].to_numpy(float),
@@ -309,11 +310,15 @@ def _draw_panel(ax: Any, panel: ParetoPanel, info: ParetoInfo, plt: Any) -> Any:
 def _log_if_wide(ax: Any, values: np.ndarray, axis: str) -> None:
     """Log scale when the values span more than ~1.5 decades (sweeps over sizes usually do),
     with plain-number ticks at 1, 2, 5 x 10^k."""
+    values = values[np.isfinite(values) & (values > 0)]
+    if len(values) and values.max() / values.min() > 30:
+        _plain_log_axis(ax, axis)
+
+
+def _plain_log_axis(ax: Any, axis: str) -> None:
+    """Log scale with plain-number ticks at 1, 2, 5 x 10^k (no 2x10^0 labels)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    values = values[np.isfinite(values) & (values > 0)]
-    if not len(values) or values.max() / values.min() <= 30:
-        return
     target = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
     target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -469,11 +474,11 @@ def roofline_info(run: Mapping[str, Any], hw: Mapping[str, Any] | None = None) -
 def render_roofline(info: RooflineInfo, path: str | Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5.2))
-    if len(info.intensity_ops_per_byte):
-        low = min(info.intensity_ops_per_byte.min() / 2, 1.0)
-        high = max(info.intensity_ops_per_byte.max() * 2, 1e4)
-    else:
-        low, high = 1.0, 1e4
+    # Span the layers and the ridge points (where bandwidth stops limiting), with some margin.
+    ridge = info.peak_tops * 1e3 / info.bandwidth_gbps
+    ridges = [ridge] if info.sparse_peak_tops is None else [ridge, 2 * ridge]
+    span = [*info.intensity_ops_per_byte, *ridges]
+    low, high = min(span) / 4, max(span) * 4
     grid = np.geomspace(low, high, 200)
     memory_tops = info.bandwidth_gbps * grid / 1e3
     ax.plot(grid, np.minimum(memory_tops, info.peak_tops), color="black",
@@ -487,8 +492,8 @@ def render_roofline(info: RooflineInfo, path: str | Path) -> Path:
         if pick.any():
             ax.scatter(info.intensity_ops_per_byte[pick], info.achieved_tops[pick], s=14,
                        color=colour, alpha=0.7, label=f"{name} layers", zorder=3)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _plain_log_axis(ax, "x")
+    _plain_log_axis(ax, "y")
     ax.set_xlabel("operational intensity (ops / DRAM byte)")
     ax.set_ylabel("achieved performance (TOPS)")
     title = info.title

@@ -38,6 +38,15 @@ def test_bert_encoder_linears_and_attention_are_quantized_head_stays_float() -> 
     assert model.config._attn_implementation == "accelsim_quant"
 
 
+def test_compressing_twice_is_refused() -> None:
+    from accelsim.errors import AccelsimError
+
+    model = tiny_bert()
+    apply_recipe(model, load_recipe("w4a4"))
+    with pytest.raises(AccelsimError, match="already compressed with recipe 'w4a4'"):
+        apply_recipe(model, load_recipe("w4a4"))
+
+
 def test_quantize_extra_adds_the_head() -> None:
     recipe = recipe_from_dict({"name": "x", "quantize_extra": ["classifier"]})
     model = tiny_bert()

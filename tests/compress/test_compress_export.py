@@ -47,8 +47,14 @@ def test_pack_fields_hand_example() -> None:
         assert np.array_equal(unpack_fields(pack_fields(v, bits), bits, v.shape[1], signed), v)
 
 
-def test_exported_codes_reproduce_the_fake_quant_layer_bit_for_bit() -> None:
-    model = _compressed()
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"weight_scale_method": "lsq", "weight_granularity": "per_tensor"},
+    {"act_quantizer": "symmetric", "weight_bits": 8, "act_bits": 8},
+    {"weight_grid": "twos_complement", "sparsity": "dense"},
+])
+def test_exported_codes_reproduce_the_fake_quant_layer_bit_for_bit(overrides: dict) -> None:
+    model = _compressed(**overrides)
     int_model = export_int_model(model)
     layer = model.bert.encoder.layer[1].intermediate.dense
     exported = int_model.linear("bert.encoder.layer.1.intermediate.dense")
@@ -56,7 +62,7 @@ def test_exported_codes_reproduce_the_fake_quant_layer_bit_for_bit() -> None:
     w_fake = layer.weight_quant(layer.masked_weight()).detach().numpy()
     assert np.array_equal(exported.dequantized_weight(), w_fake)
     assert exported.weight_codes.dtype == np.int8 and exported.weight_codes.shape == (64, 32)
-    assert exported.sparsity == "2:4" and exported.density <= 0.5
+    assert exported.sparsity == ("dense" if "sparsity" in overrides else "2:4")
     # Activation codes: the exported (scale, zero point) through the shared expression give the
     # model's own fake-quantized input exactly.
     x = torch.randn(3, 5, 32) * 2  # intermediate.dense: K = 32

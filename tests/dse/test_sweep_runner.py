@@ -156,3 +156,14 @@ def test_accuracy_table_skips_unmeasured_rows_and_rejects_bad_numbers(tmp_path):
     path.write_text("model,acc\nm,1\n")
     with pytest.raises(AccelsimError, match="need columns model, recipe, accuracy_pct"):
         read_accuracy_table(path)
+
+
+def test_unknown_model_is_one_line_and_writes_nothing(spec, tmp_path):
+    from accelsim.errors import AccelsimError
+
+    def no_such_model(model):
+        raise AccelsimError(f"model {model.name!r} is not in the zoo")
+
+    with pytest.raises(AccelsimError, match=r"toy.yaml: models: model 'toy' is not in the zoo"):
+        run_sweep(spec, tmp_path / "none.sqlite", evaluate=fake_evaluate, tracer=no_such_model)
+    assert not (tmp_path / "none.sqlite").exists()

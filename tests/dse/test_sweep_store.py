@@ -83,3 +83,11 @@ def test_bad_store_paths_are_one_line(tmp_path):
         load_results(other)
     with pytest.raises(AccelsimError, match="export format '.xlsx'"):
         export_results(pd.DataFrame({"a": [1]}), tmp_path / "r.xlsx")
+
+
+def test_an_empty_store_loads_with_every_metric_column(tmp_path):
+    with ResultStore(tmp_path / "e.sqlite") as store:
+        store.set_meta("constraints", [["area_mm2", "<=", 1.0]])
+    frame = load_results(tmp_path / "e.sqlite")
+    assert frame.empty
+    assert {"latency_ms", "area_mm2", "accuracy_pct", "meets_constraints"} <= set(frame)

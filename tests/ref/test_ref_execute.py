@@ -48,6 +48,15 @@ def _compressed(fields: dict) -> tuple[torch.nn.Module, object]:
     return model.eval(), export_int_model(model)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models: a second intra-op thread only adds synchronisation on a shared machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def sparse_model():
     return _compressed(RECIPES["w4a4_sp24"])

@@ -1,0 +1,123 @@
+"""The workload graph of a zoo model as the hardware would run it: compressed by a recipe or not.
+
+:func:`workload_graph` builds the zoo model (seeded random init), compresses it with a recipe
+(``accelsim.compress``: ``apply_recipe`` then ``calibrate`` on seeded ``zoo.example_inputs``
+batches; no training) and traces the compressed module, so every GEMM carries the bit widths of
+its quantizers and the sparsity of its real mask (a layer the recipe left dense stays dense).
+``recipe=None`` (or a float recipe such as ``fp32``) traces the uncompressed model, whose GEMMs
+run at the hardware's native precision.
+
+Calibration matters to the graph only through which quantizers are active (an active activation
+quantizer is a requantize op on the vector unit); the clip values never change a shape, a bit
+width or a mask, so one batch at the traced shape is enough.
+
+Importing this module has no side effects and pulls in neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from accelsim.errors import AccelsimError
+from accelsim.graph.ir import Graph
+
+if TYPE_CHECKING:
+    import torch
+
+    from accelsim.compress.recipe import Recipe
+
+CALIBRATION_BATCHES = 1  # see the module docstring: clip values do not change the graph
+
+
+@dataclass(frozen=True)
+class _CalibrationBatch:
+    """What ``compress.apply.calibrate`` reads: model keyword inputs (labels are unused)."""
+
+    inputs: dict[str, torch.Tensor]
+    labels: torch.Tensor
+
+
+def load_workload_recipe(name_or_path: str) -> Recipe:
+    """A recipe by name or ``.yaml`` path; an unknown name raises one line naming the closest."""
+    from accelsim.compress.recipe import available_recipes, load_recipe
+
+    is_path = Path(name_or_path).suffix in (".yaml", ".yml")
+    names = available_recipes()
+    if not is_path and name_or_path not in names:
+        close = difflib.get_close_matches(name_or_path, names, n=1, cutoff=0.0)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise AccelsimError(
+            f"recipe: unknown name {name_or_path!r}{hint}; allowed: {', '.join(names)} "
+            "or a path to a .yaml file"
+        )
+    return load_recipe(name_or_path)
+
+
+@functools.cache
+def workload_graph(
+    model: str,
+    *,
+    recipe: str | None,
+    batch: int = 1,
+    seq_len: int | None = None,
+    image_size: int | None = None,
+    audio_seconds: float | None = None,
+    seed: int = 0,
+) -> Graph:
+    """Graph of zoo ``model`` compressed by ``recipe`` (name or path; ``None`` = uncompressed).
+
+    Cached per arguments in-process; the trace itself is also cached on disk by
+    :func:`accelsim.graph.trace.trace_named_model` (keyed by a fingerprint of the compressed
+    module), so a second process pays for building and compressing the model but not the export.
+    A recipe given by path is read once per process: edit it, then start a new process.
+    """
+    from accelsim import zoo
+    from accelsim.graph.trace import trace_named_model
+
+    shape = {"batch": batch, "seq_len": seq_len, "image_size": image_size,
+             "audio_seconds": audio_seconds}
+    spec = zoo.get_spec(model)
+    parsed = None if recipe is None else load_workload_recipe(recipe)
+    if parsed is not None:
+        from accelsim.compress.recipe import check_family
+
+        check_family(parsed, spec.family)
+    if parsed is None or not parsed.quantized:
+        return trace_named_model(model, **shape)
+    compressed = compressed_model(model, parsed, seed=seed, **shape)
+    return trace_named_model(model, **shape, model=compressed)
+
+
+def compressed_model(
+    model: str,
+    recipe: Recipe,
+    *,
+    batch: int = 1,
+    seq_len: int | None = None,
+    image_size: int | None = None,
+    audio_seconds: float | None = None,
+    seed: int = 0,
+) -> torch.nn.Module:
+    """Zoo ``model`` (seeded random init) with ``recipe`` applied and its clips calibrated on
+    :data:`CALIBRATION_BATCHES` seeded generated batches of the given shape (eval mode)."""
+    import torch
+
+    from accelsim import zoo
+    from accelsim.compress.apply import apply_recipe, calibrate
+
+    net = zoo.build_model(model, seed=seed)
+    apply_recipe(net, recipe)
+    batches = [
+        _CalibrationBatch(
+            zoo.example_inputs(model, batch=batch, seq_len=seq_len, image_size=image_size,
+                               audio_seconds=audio_seconds, seed=seed + index),
+            torch.zeros(0),
+        )
+        for index in range(CALIBRATION_BATCHES)
+    ]
+    calibrate(net, batches, recipe)
+    return net.eval()
