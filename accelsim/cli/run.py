@@ -167,7 +167,7 @@ def accuracy_report(model: str, choice: RecipeChoice) -> AccuracyReport:
     try:
         result = accuracy_for(model, recipe)
     except AccelsimError as exc:
-        return _not_available(str(exc))
+        return _not_available(str(exc).removeprefix("accuracy: "))
     if result.accuracy_pct is not None:
         metric = get_task(task_name).metric_name if task_name else "accuracy_pct"
         how = result.measured_by.replace("_", " ")

@@ -76,14 +76,33 @@ class SweepSummary:
     store: Path
 
 
+ENERGY_PARTS = ("mac", "sram", "dram", "vector", "leakage")
+
+
 def simulate_point(graph: Graph, base_hw: Any, overrides: Mapping[str, Value]) -> Metrics:
-    """Default evaluation: apply the overrides and run the simulator; flat metrics dict."""
+    """Default evaluation: apply the overrides and run the simulator.
+
+    Returns the run's totals, plus where the time and energy went, summed over layers:
+    ``compute_cycles``, ``stall_cycles`` and ``energy_<part>_uj`` for mac, sram, dram, vector and
+    leakage.
+    """
     from accelsim.hw import with_overrides
     from accelsim.sim.simulate import simulate
 
     result = simulate(graph, with_overrides(base_hw, dict(overrides)))
-    return {"feasible": bool(result.feasible), "reason": result.reason or "",
-            **_numeric_fields(result.totals)}
+    parts = {
+        f"energy_{part}_uj": sum(getattr(layer.energy, f"{part}_pj") for layer in result.layers)
+        / 1e6
+        for part in ENERGY_PARTS
+    }
+    return {
+        "feasible": bool(result.feasible),
+        "reason": result.reason or "",
+        **_numeric_fields(result.totals),
+        "compute_cycles": float(sum(layer.compute_cycles for layer in result.layers)),
+        "stall_cycles": float(sum(layer.stall_cycles for layer in result.layers)),
+        **parts,
+    }
 
 
 def _numeric_fields(totals: Any) -> dict[str, float]:

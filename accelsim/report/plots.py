@@ -80,6 +80,7 @@ class ParetoPanel:
     labels: tuple[str, ...]
     common: str
     reference_y: float | None
+    note: str
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,9 @@ def pareto_info(
             labels=labels,
             common=common,
             reference_y=(references or {}).get(str(model)),
+            note=", ".join(
+                f"{axis_label(c)}: not available" for c in (x, y) if part[c].isna().all()
+            ),
         ))
     return ParetoInfo(
         panels=tuple(panels),
@@ -272,39 +276,45 @@ def _draw_panel(ax: Any, panel: ParetoPanel, info: ParetoInfo, plt: Any) -> Any:
                 zorder=3)
     ax.scatter(panel.x[order], panel.y[order], s=46, facecolors="none", edgecolors="black",
                linewidths=1.3, zorder=4, label=f"Pareto front ({len(order)} points)")
-    # Front points carry numbers; the key below the axes spells out what each one is, so long
-    # labels never overlap the data or each other.
+    _draw_front_key(ax, panel, info.x_label)
+    ax.set_xlabel(info.x_label)
+    ax.set_ylabel(info.y_label)
+    if panel.model:
+        ax.set_title(panel.model)
+    if not np.isfinite(panel.x + panel.y).any():
+        ax.text(0.5, 0.5, panel.note or "no points", transform=ax.transAxes, ha="center",
+                va="center", fontsize=10, color="dimgray")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return scatter
+    if panel.reference_y is not None:
+        ax.axhline(panel.reference_y, color="dimgray", linestyle="--", linewidth=1.0,
+                   label=f"{info.reference_label} {panel.reference_y:.4g}")
+    _log_if_wide(ax, panel.x[panel.eligible], "x")
+    _log_if_wide(ax, panel.y[panel.eligible], "y")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, loc="best")
+    return scatter
+
+
+def _draw_front_key(ax: Any, panel: ParetoPanel, x_label: str) -> None:
+    """Number the front points; the key below the axes spells out what each one is, so long
+    labels never overlap the data or each other."""
+    order = panel.front_order
     step = max(1, math.ceil(len(order) / MAX_FRONT_LABELS))
     key = []
     for number, i in enumerate(range(0, len(order), step), start=1):
         ax.annotate(str(number), (panel.x[order[i]], panel.y[order[i]]), fontsize=7,
                     fontweight="bold", xytext=(4, 4), textcoords="offset points")
         key.append(f"{number:>2}  {panel.labels[i] or '(same fields)'}")
-    if key:
-        note = "" if step == 1 else f", {len(key)} of {len(order)} shown"
-        header = f"Pareto points in order of {info.x_label}{note}"
-        if panel.common:
-            header += f"\nall of them: {panel.common}"
-        ax.text(0.0, -0.13, header + ":\n" + "\n".join(key), transform=ax.transAxes,
-                va="top", ha="left", fontsize=7, family="monospace")
-    ax.set_xlabel(info.x_label)
-    ax.set_ylabel(info.y_label)
-    if panel.model:
-        ax.set_title(panel.model)
-    if panel.reference_y is not None:
-        ax.axhline(panel.reference_y, color="dimgray", linestyle="--", linewidth=1.0,
-                   label=f"{info.reference_label} {panel.reference_y:.4g}")
-    if not np.isfinite(panel.x + panel.y).any():
-        ax.text(0.5, 0.5, info.note or "no points", transform=ax.transAxes, ha="center",
-                va="center", fontsize=10, color="dimgray")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        return scatter
-    _log_if_wide(ax, panel.x[panel.eligible], "x")
-    _log_if_wide(ax, panel.y[panel.eligible], "y")
-    ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7, loc="best")
-    return scatter
+    if not key:
+        return
+    shown = "" if step == 1 else f", {len(key)} of {len(order)} shown"
+    header = f"Pareto points in order of {x_label}{shown}"
+    if panel.common:
+        header += f"\nall of them: {panel.common}"
+    ax.text(0.0, -0.13, header + ":\n" + "\n".join(key), transform=ax.transAxes,
+            va="top", ha="left", fontsize=7, family="monospace")
 
 
 def _log_if_wide(ax: Any, values: np.ndarray, axis: str) -> None:

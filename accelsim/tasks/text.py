@@ -121,8 +121,8 @@ class FortuneTopics:
 
     def build_model(self, seed: int) -> nn.Module:
         model = build_task_model(self.backbone, not self.tiny, seed, self.num_labels)
-        # The word-piece table is half of MiniLM's parameters (11.7 M of 22.7 M), is never
-        # compressed, and updating it is most of a CPU training step's optimizer cost: freeze it.
+        # The word-piece table is half of MiniLM's parameters (11.7 M of 22.7 M) and is never
+        # compressed; freezing it saves its gradient and AdamW update on every CPU step.
         model.bert.embeddings.word_embeddings.weight.requires_grad_(False)
         return model
 
@@ -146,8 +146,8 @@ class FortuneTopics:
         tok = minilm_tokenizer()
         return [e.ids for e in tok.encode_batch(texts)]
 
-    def texts(self, split: Split) -> list[list[int]]:
-        """Token ids of ``split`` (for inspection and fidelity inputs)."""
+    def token_ids(self, split: Split) -> list[list[int]]:
+        """Token ids of every text of ``split``, CLS/SEP included, unpadded."""
         return self._splits[split][0]
 
     def batches(self, split: Split, batch_size: int, seed: int) -> Iterator[Batch]:

@@ -184,6 +184,6 @@ def test_missing_trained_run_is_reported_not_fatal(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(accelsim.accuracy, "accuracy_for", missing)
     monkeypatch.setattr(accelsim.tasks, "task_for_model", lambda model: "fortunes")
     data = run_json(tmp_path, "--hw", SPARSE_HW, "--model", MODEL, "--accuracy")
-    assert "accuracy    not available: accuracy: no trained run" in capsys.readouterr().out
+    assert "accuracy    not available: no trained run; create it with" in capsys.readouterr().out
     assert data["totals"]["accuracy"] is None
     assert math.isfinite(data["totals"]["cycles"])

@@ -37,6 +37,9 @@ def test_sweep_stores_and_exports_every_point(swept, capsys):
     frame = load_results(swept / "results" / "tiny.sqlite")
     assert len(frame) == 8 and frame["feasible"].all()
     assert frame["latency_ms"].gt(0).all() and frame["energy_uj"].gt(0).all()
+    parts = frame[[f"energy_{p}_uj" for p in ("mac", "sram", "dram", "vector", "leakage")]]
+    assert parts.sum(axis=1).to_numpy() == pytest.approx(frame["energy_uj"].to_numpy())
+    assert (frame["compute_cycles"] + frame["stall_cycles"] == frame["cycles"]).all()
     bigger = frame[frame["hw_array_rows"] * frame["hw_array_cols"] == 256]
     smaller = frame[frame["hw_array_rows"] * frame["hw_array_cols"] == 64]
     assert bigger["cycles"].min() < smaller["cycles"].min()

@@ -3,6 +3,8 @@ from dataclasses import replace
 
 import pytest
 from dse_fakes import INT8_HW, tiny_graph
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from accelsim.dse.space import (
     ModelSpec,
@@ -175,3 +177,24 @@ def test_model_spec_trace_kwargs_leave_defaults_to_the_zoo():
     assert ModelSpec("vit_b16").trace_kwargs() == {"batch": 1}
     spec = replace(ModelSpec("bert_base"), seq_len=64, batch=2)
     assert spec.trace_kwargs() == {"batch": 2, "seq_len": 64}
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rows=st.lists(st.integers(1, 256), min_size=1, max_size=4, unique=True),
+    cols=st.lists(st.integers(1, 256), min_size=1, max_size=3, unique=True),
+    samples=st.integers(1, 4),
+)
+def test_points_are_the_full_product_once_each(tmp_path_factory, rows, cols, samples):
+    path = tmp_path_factory.mktemp("h") / "h.yaml"
+    path.write_text(
+        f"version: 1\nhw: {INT8_HW}\nmodels: [toy]\nrecipes: [native, w4a8]\n"
+        f"grid: {{array.rows: {rows}, array.cols: {cols}}}\n"
+        f"random: {{samples: {samples}, seed: 1, fields: "
+        "{dram.bandwidth_gbps: {uniform: [1, 100]}}}\n"
+    )
+    points = design_points(load_sweep(path, HW_FIELDS), HW_FIELDS)
+    assert len(points) == 2 * len(rows) * len(cols) * samples
+    combos = {(p.recipe.name, dict(p.overrides)["array.rows"], dict(p.overrides)["array.cols"])
+              for p in points}
+    assert len(combos) == 2 * len(rows) * len(cols)

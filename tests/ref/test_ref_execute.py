@@ -66,7 +66,8 @@ def sparse_model():
 def test_integer_accumulators_identical_to_fake_quant(recipe):
     model, int_model = _compressed(RECIPES[recipe])
     report = execute.compare_with_fake_quant(model, int_model, _batches(2, 16, seed=0))
-    assert report.mismatches == 0 and report.passed, report.verdict()
+    assert report.mismatches == 0 and report.passed and report.end_to_end_ok, report.verdict()
+    assert report.first_code_flip is None
     kinds = [layer.kind for layer in report.layers]
     assert kinds.count("linear") == 12 and kinds.count("qk") == kinds.count("pv") == 2
     assert all(layer.accumulators > 0 for layer in report.layers)

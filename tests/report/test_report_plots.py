@@ -82,6 +82,7 @@ def test_pareto_info_panels_labels_and_missing_accuracy():
     assert a.labels == ("rows=16 w8a8", "rows=32 w4a4", "rows=64 w4a4")
     assert info.panels[1].labels == ("rows=16", "rows=32")
     assert info.note == "accuracy (%): not available"
+    assert [p.note for p in info.panels] == ["", ""]
     data.loc[3, "hw_sram_weights_size_kib"] = 512.0  # swept, but every front point has 128
     again = pareto_info(data, "latency_ms", "energy_uj", front, eligible)
     assert again.panels[0].common == "weights_size_kib=128" and again.panels[0].labels == a.labels

@@ -38,7 +38,7 @@ def test_unknown_task_names_the_closest() -> None:
 
 def test_limit_below_class_count_is_rejected() -> None:
     with pytest.raises(AccelsimError, match="limit: 5 is below the number of classes 6"):
-        text.FortuneTopics(limit=5).texts("train")
+        text.FortuneTopics(limit=5).token_ids("train")
 
 
 def test_missing_fortunes_names_the_install_command(tmp_path: Path) -> None:

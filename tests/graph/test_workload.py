@@ -1,0 +1,68 @@
+"""accelsim.graph.workload: zoo model -> recipe -> calibrated -> traced graph, and its caches."""
+
+from __future__ import annotations
+
+import pytest
+
+from accelsim.errors import AccelsimError
+from accelsim.graph import workload
+from accelsim.graph.workload import workload_graph
+
+MODEL = "bert_tiny"
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCELSIM_CACHE", str(tmp_path))
+    workload_graph.cache_clear()
+    yield
+    workload_graph.cache_clear()
+
+
+def test_sparse_recipe_graph_carries_real_masks_and_bits():
+    graph = workload_graph(MODEL, recipe="w4a4_sp24")
+    linears = [g for g in graph.gemms if g.kind == "linear"]
+    matmuls = [g for g in graph.gemms if g.kind == "matmul"]
+    assert len(linears) == 12 and len(matmuls) == 4
+    assert all(g.sparsity == "2:4" and (g.weight_bits, g.act_bits) == (4, 4) for g in linears)
+    # measured from the codes: half the weights pruned, a few more rounded to zero
+    assert all(0.3 < g.weight_density <= 0.5 for g in linears)
+    assert all(g.sparsity == "dense" and g.act_bits == 8 for g in matmuls)
+    assert any(v.vector_op == "requantize" for v in graph.vectors)  # calibrated quantizers
+
+
+def test_no_recipe_and_float_recipe_trace_the_plain_model():
+    plain = workload_graph(MODEL, recipe=None)
+    assert all(g.weight_bits is None and g.sparsity == "dense" for g in plain.gemms)
+    assert workload_graph(MODEL, recipe="fp32") == plain
+    assert not any(v.vector_op == "requantize" for v in plain.vectors)
+
+
+def test_disk_cache_serves_a_new_process(monkeypatch):
+    first = workload_graph(MODEL, recipe="w4a4", seq_len=8)
+    workload_graph.cache_clear()  # as if a new process started
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the cached graph should have been read from disk")
+
+    monkeypatch.setattr(workload, "compressed_model", no_build)
+    assert workload_graph(MODEL, recipe="w4a4", seq_len=8) == first
+    with pytest.raises(AssertionError, match="read from disk"):
+        workload_graph(MODEL, recipe="w4a4", seq_len=8, seed=1)  # another key: needs a build
+
+
+def test_unknown_recipe_names_the_closest():
+    with pytest.raises(AccelsimError, match=r"unknown name 'w8a4' \(did you mean 'w8a8'\?\)"):
+        workload_graph(MODEL, recipe="w8a4")
+
+
+def test_recipe_that_excludes_the_family_is_one_line(tmp_path):
+    path = tmp_path / "vision_only.yaml"
+    path.write_text("name: vision_only\nfamilies: [vit]\n")
+    with pytest.raises(AccelsimError, match="model family 'bert' is not covered"):
+        workload_graph(MODEL, recipe=str(path))
+
+
+def test_bad_shape_is_one_line():
+    with pytest.raises(AccelsimError, match="seq_len=1000 must be an integer in 1..64"):
+        workload_graph(MODEL, recipe="w4a4", seq_len=1000)
