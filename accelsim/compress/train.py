@@ -30,12 +30,14 @@ from accelsim.compress.apply import (
     calibrate,
     dropout_rates,
     enforce_masks,
+    model_family,
     set_dropout_factor,
     update_masks,
 )
 from accelsim.compress.quant import ActQuantizer, WeightQuantizer
 from accelsim.compress.recipe import (
     Recipe,
+    check_family,
     dropout_factor,
     lr_factor,
     pruned_fraction,
@@ -169,6 +171,7 @@ def finetune(
     own seed); ``epoch`` counts over both stages from 0. The model is modified in place and
     returned in the result, compressed per recipe.
     """
+    check_family(recipe, model_family(model))  # fail before stage 1, not after it
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
@@ -176,7 +179,8 @@ def finetune(
     base_dropout = dropout_rates(model)
     history: list[EpochRecord] = []
     fp_metric: float | None = None
-    plan: CompressionPlan | None = None
+    # A float recipe's plan only lists the float layers; a quantized one is made at stage 2.
+    plan: CompressionPlan | None = None if recipe.quantized else apply_recipe(model, recipe)
     optimizer: torch.optim.AdamW | None = None
     start_epoch = 0
     torch.manual_seed(seed)
@@ -266,8 +270,6 @@ def finetune(
             "fp_metric": fp_metric,
         })
 
-    if plan is None:
-        plan = apply_recipe(model, recipe)
+    assert plan is not None  # set above (float recipe) or when stage 2 started or resumed
     model.eval()
-    final = history[-1].metric
-    return FinetuneResult(model, plan, tuple(history), final, fp_metric, start_epoch)
+    return FinetuneResult(model, plan, tuple(history), history[-1].metric, fp_metric, start_epoch)

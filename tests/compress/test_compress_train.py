@@ -114,6 +114,17 @@ def test_checkpoint_of_another_recipe_is_refused(tmp_path: Path) -> None:
         _run(tmp_path, _recipe(epochs=1, lr=1e-3))
 
 
+def test_unsupported_family_fails_before_training(tmp_path: Path) -> None:
+    from transformers import GPT2Config, GPT2Model
+
+    from accelsim.errors import AccelsimError
+
+    model = GPT2Model(GPT2Config(n_layer=1, n_embd=8, n_head=2))
+    with pytest.raises(AccelsimError, match="'gpt2' is not supported"):
+        finetune(model, _train, _eval, accuracy_pct, _recipe(), seed=1, out_dir=tmp_path)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
 def test_init_pretrained_ablation_compresses_from_the_start(tmp_path: Path) -> None:
     result = _run(tmp_path, _recipe(init="pretrained"))
     assert [h.stage for h in result.history] == ["compress"] * 3

@@ -66,3 +66,12 @@ def test_recipe_that_excludes_the_family_is_one_line(tmp_path):
 def test_bad_shape_is_one_line():
     with pytest.raises(AccelsimError, match="seq_len=1000 must be an integer in 1..64"):
         workload_graph(MODEL, recipe="w4a4", seq_len=1000)
+
+
+@pytest.mark.parametrize("model", ["vit_tiny", "wav2vec2_tiny", "whisper_tiny_test"])
+def test_every_family_compresses_its_encoder_linears(model):
+    graph = workload_graph(model, recipe="w4a4_sp24")
+    sparse = [g for g in graph.gemms if g.sparsity == "2:4"]
+    assert len(sparse) == 12 and all(g.kind == "linear" and g.weight_bits == 4 for g in sparse)
+    # front ends (patch embedding, conv feature encoders) stay float: the hardware default
+    assert all(g.weight_bits is None for g in graph.gemms if g.kind == "conv")

@@ -174,3 +174,31 @@ def test_verify_cli_checkpoint_of_a_task_model(capsys, tmp_path):
     assert "PASS: 0 of " in printed and ":qk" in printed
     wrong = main(["verify", "--model", "bert_tiny", "--ckpt", str(tmp_path)])
     assert wrong == 2 and "was compressed from 'dinov2_tiny'" in capsys.readouterr().err
+
+
+def test_a_wrong_weight_code_is_reported_as_mismatch():
+    model, int_model = _compressed(RECIPES["w8a8_symmetric_per_tensor"])
+    layer = int_model.linears[4]
+    codes = layer.weight_codes.copy()
+    codes[3, 5] = 1 if codes[3, 5] != 1 else 2  # one code of one output channel
+    bad = dataclasses.replace(layer, weight_codes=codes, packed_codes=codes.view(np.uint8))
+    linears = tuple(bad if x is layer else x for x in int_model.linears)
+    report = execute.compare_with_fake_quant(
+        model, dataclasses.replace(int_model, linears=linears), _batches(1, 4, seed=0))
+    broken = {x.name: x for x in report.layers}[layer.name]
+    assert not report.passed and report.mismatches == broken.mismatches > 0
+    assert broken.max_abs_acc_diff > 0
+    assert report.verdict().startswith(f"FAIL: {broken.mismatches} of ")
+
+
+def test_padded_sequences_match(sparse_model):
+    model, int_model = sparse_model
+    batches = _batches(1, 8, seed=11)
+    mask = batches[0].inputs["attention_mask"].clone()
+    mask[:, 10:] = 0  # padding: the additive mask must reach the integer scores too
+    padded = [Batch(inputs={**batches[0].inputs, "attention_mask": mask},
+                    labels=batches[0].labels)]
+    report = execute.compare_with_fake_quant(model, int_model, padded)
+    assert report.passed and report.end_to_end_ok, report.verdict()
+    unpadded = execute.run_int_model(model, int_model, batches).logits
+    assert not torch.equal(execute.run_int_model(model, int_model, padded).logits, unpadded)
