@@ -28,6 +28,7 @@ HELP = "simulate a model (zoo name or SCALE-Sim topology CSV) on a hardware conf
 AUTO, NONE = "auto", "none"
 INT4_SPARSE_RECIPE, INT4_RECIPE, INT8_RECIPE = "w4a4_sp24", "w4a4", "w8a8"
 FLOAT_RECIPE = "fp32"  # the recipe whose trained run is the uncompressed model's accuracy
+MEASURED_BY = {"integer_reference": "the integer reference", "pytorch_fp32": "PyTorch in FP32"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,8 +90,8 @@ def native_recipe(hw: HwConfig) -> RecipeChoice:
     native = f"{p.kind}{p.weight_bits} weights x {p.kind}{p.act_bits} activations"
     widest = max(p.weight_bits, p.act_bits)
     if p.kind != "int" or widest > 8:
-        return RecipeChoice(None, f"auto: {native} -> none (the recipes quantize to 4- or 8-bit "
-                                  "integers, which a float/wide datapath does not exploit)")
+        return RecipeChoice(None, f"auto: {native} -> none: the recipes quantize to 4- or 8-bit "
+                                  "integers, which a float or wide datapath does not exploit")
     if widest <= 4:
         if hw.sparsity.support == "2:4":
             return RecipeChoice(INT4_SPARSE_RECIPE,
@@ -170,9 +171,9 @@ def accuracy_report(model: str, choice: RecipeChoice) -> AccuracyReport:
         return _not_available(str(exc).removeprefix("accuracy: "))
     if result.accuracy_pct is not None:
         metric = get_task(task_name).metric_name if task_name else "accuracy_pct"
-        how = result.measured_by.replace("_", " ")
+        how = MEASURED_BY.get(result.measured_by, result.measured_by)
         line = (f"  accuracy    {result.accuracy_pct:.2f} % ({metric} on the {result.task} test "
-                f"split, recipe {result.recipe}, measured by the {how})")
+                f"split, recipe {result.recipe}, measured by {how})")
         return AccuracyReport((line,), {"accuracy": result.accuracy_pct, "accuracy_metric": metric,
                                         "accuracy_task": result.task,
                                         "accuracy_measured_by": result.measured_by})
@@ -182,7 +183,8 @@ def accuracy_report(model: str, choice: RecipeChoice) -> AccuracyReport:
     lines = (
         f"  accuracy    not available: {result.note}",
         f"  fidelity    top-1 agreement {fid.top1_agreement_pct:.1f} %, output SQNR "
-        f"{fid.sqnr_db:.1f} dB ({recipe} vs FP32 on {fid.num_examples} generated inputs)",
+        f"{fid.sqnr_db:.1f} dB ({recipe} vs FP32, {fid.num_examples} generated inputs of the "
+        "zoo's default shape)",
     )
     return AccuracyReport(lines, {
         "accuracy": None, "accuracy_metric": None, "accuracy_note": result.note,

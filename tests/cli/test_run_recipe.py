@@ -169,8 +169,8 @@ def test_task_metric_goes_into_the_json_totals(tmp_path, capsys, monkeypatch):
     totals = data["totals"]
     assert totals["accuracy"] == 61.25 and totals["accuracy_metric"] == "accuracy_pct"
     assert totals["accuracy_measured_by"] == "integer_reference"
-    assert "accuracy    61.25 % (accuracy_pct on the fortunes test split" in (
-        capsys.readouterr().out)
+    assert ("accuracy    61.25 % (accuracy_pct on the fortunes test split, recipe w4a4_sp24, "
+            "measured by the integer reference)") in capsys.readouterr().out
 
 
 def test_missing_trained_run_is_reported_not_fatal(tmp_path, capsys, monkeypatch):
