@@ -7,6 +7,8 @@ variant documented in :class:`WeightQuantizer`). See docs/compression.md §1-3.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
@@ -91,6 +93,29 @@ def sawb_clip(weight: Tensor, bits: int, per_channel: bool) -> Tensor:
     max_abs = flat.abs().amax(dim=1, keepdim=True)
     floor = torch.clamp(max_abs / 4.0, min=torch.finfo(torch.float32).tiny)
     return torch.minimum(torch.maximum(alpha, floor), torch.clamp(max_abs, min=floor))
+
+
+def percentile_pair(sample: Tensor, lo_percent: float, hi_percent: float) -> Tensor:
+    """``torch.quantile(sample, [lo, hi] / 100)`` (linear interpolation) of a 1-d float32 tensor,
+    bit for bit, from two partial selections instead of a full sort (~10x faster).
+
+    The arithmetic is quantile's own: float32 ranks ``q * (n - 1)``, the order statistics at
+    their floor and ceil, ``lerp`` by the fractional part. The low percentile reads the smallest
+    ``ceil(rank) + 1`` values, the high one the largest ``n - floor(rank)``. Empty or NaN inputs
+    go to ``torch.quantile`` itself (its NaN propagation).
+    """
+    q = torch.tensor([lo_percent / 100.0, hi_percent / 100.0])
+    n = sample.numel()
+    if n == 0 or bool(torch.isnan(sample).any()):
+        return torch.quantile(sample, q)
+    ranks = q * (n - 1)
+    below, above = ranks.long(), ranks.ceil().long()
+    (lo_below, hi_below), (lo_above, hi_above) = below.tolist(), above.tolist()
+    smallest = sample.topk(lo_above + 1, largest=False).values  # ascending
+    largest = sample.topk(n - hi_below, largest=True).values  # descending: [i] = rank n-1-i
+    values_below = torch.stack((smallest[lo_below], largest[n - 1 - hi_below]))
+    values_above = torch.stack((smallest[lo_above], largest[n - 1 - hi_above]))
+    return values_below.lerp(values_above, ranks - below)
 
 
 class WeightQuantizer(nn.Module):
@@ -188,6 +213,7 @@ class ActQuantizer(nn.Module):
         self.observing = False
         self._observed: list[tuple[float, float]] = []
         self.percentiles = (0.1, 99.9)
+        self._frozen: tuple[Tensor, Tensor] | None = None  # (scale, zero_point): see frozen_...
 
     @property
     def signed(self) -> bool:
@@ -215,6 +241,12 @@ class ActQuantizer(nn.Module):
             return x
         if not self._active:
             return x
+        if self._frozen is not None:
+            # Same values as fake_quantize (round_ste's forward is round, and adding the zero
+            # point clears the sign of a -0.0 code in both), in 6 ops instead of ~20.
+            scale, zero_point = self._frozen
+            codes = quantize_codes(x, scale, zero_point, float(self.qmin), float(self.qmax))
+            return dequantize(codes, scale, zero_point)
         scale, zero_point = self.qparams()
         return fake_quantize(x, scale, zero_point, float(self.qmin), float(self.qmax))
 
@@ -223,9 +255,8 @@ class ActQuantizer(nn.Module):
         # torch.quantile is limited to 2^24 elements: a fixed stride keeps it deterministic.
         stride = max(1, flat.numel() // (1 << 22))
         sample = flat[::stride]
-        lo_p, hi_p = self.percentiles
-        q = torch.quantile(sample, torch.tensor([lo_p / 100.0, hi_p / 100.0]))
-        self._observed.append((float(q[0]), float(q[1])))
+        lo, hi = percentile_pair(sample, *self.percentiles)
+        self._observed.append((float(lo), float(hi)))
 
     def start_calibration(self, percentiles: tuple[float, float]) -> None:
         self.percentiles = percentiles
@@ -274,6 +305,7 @@ class QuantLinear(nn.Linear):
             self.register_buffer("weight_mask", torch.ones(out_features, in_features))
         else:
             self.weight_mask = None
+        self._frozen_weight: Tensor | None = None  # see frozen_quantizers
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, **kwargs: object) -> QuantLinear:
@@ -290,7 +322,9 @@ class QuantLinear(nn.Linear):
         return self.weight if self.weight_mask is None else self.weight * self.weight_mask
 
     def forward(self, x: Tensor) -> Tensor:
-        w = self.weight_quant(self.masked_weight())
+        w = self._frozen_weight
+        if w is None:
+            w = self.weight_quant(self.masked_weight())
         return F.linear(self.act_quant(x), w, self.bias)
 
     def export_codes(self) -> tuple[Tensor, Tensor]:
@@ -307,3 +341,32 @@ class QuantLinear(nn.Linear):
             sparsity="2:4" if is_2_4(codes) else "dense",
             weight_density=density,
         )
+
+
+@contextlib.contextmanager
+def frozen_quantizers(model: nn.Module) -> Iterator[None]:
+    """Inside the block, eval-mode quantizers of ``model`` run on precomputed constants.
+
+    Each ``QuantLinear`` in eval mode uses its dequantized weight ``Qw(w * mask)`` computed once
+    on entry, and each calibrated ``ActQuantizer`` in eval mode its ``(scale, zero_point)``: the
+    forward gives the same values with only the ops that touch activations. For tracing
+    (``torch.export`` records every op, and the parameter-only fake-quant ops made a compressed
+    ViT-B/16 export ~3x slower than the plain one). Parameters must not change inside the block;
+    the constants are dropped on exit. Training-mode modules are left as they are.
+    """
+    layers = [m for m in model.modules() if isinstance(m, QuantLinear) and not m.training]
+    acts = [m for m in model.modules()
+            if isinstance(m, ActQuantizer) and not m.training and m.is_calibrated]
+    try:
+        with torch.no_grad():
+            for layer in layers:
+                layer._frozen_weight = layer.weight_quant(layer.masked_weight()).detach()
+            for act in acts:
+                scale, zero_point = act.qparams()
+                act._frozen = (scale.detach(), zero_point.detach())
+        yield
+    finally:
+        for layer in layers:
+            layer._frozen_weight = None
+        for act in acts:
+            act._frozen = None

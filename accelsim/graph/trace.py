@@ -279,12 +279,27 @@ def _innermost_path(node: fx.Node) -> str:
     return stack[-1] if stack else ""
 
 
-def _find_precision(
-    node: fx.Node, modules: dict[str, nn.Module], attr: str
-) -> GemmPrecision | None:
+# (module path, LINEAR_ATTR or ATTENTION_ATTR) -> that module's annotation.
+Precisions = dict[tuple[str, str], GemmPrecision]
+
+
+def module_precisions(module: nn.Module) -> Precisions:
+    """Every precision annotation in ``module``, read once: a QuantLinear derives its own from
+    its weight codes on each access (tens of ms for a ViT-B/16 layer), and a trace needs each
+    one twice (fingerprint and walk)."""
+    found: Precisions = {}
+    for path, sub in module.named_modules():
+        for attr in (LINEAR_ATTR, ATTENTION_ATTR):
+            value = getattr(sub, attr, None)
+            if value is not None:
+                found[(path, attr)] = value
+    return found
+
+
+def _find_precision(node: fx.Node, precisions: Precisions, attr: str) -> GemmPrecision | None:
     # Nodes created outside any submodule have an empty stack: they belong to the root.
     for path in reversed(_module_stack(node) or [""]):
-        precision = getattr(modules.get(path), attr, None)
+        precision = precisions.get((path, attr))
         if precision is not None:
             return precision
     return None
@@ -335,11 +350,11 @@ def _conv_dims(node: fx.Node) -> tuple[int, int, int, int]:
 
 
 class _Walker:
-    def __init__(self, exported: Any, module: nn.Module, name: str) -> None:
+    def __init__(self, exported: Any, precisions: Precisions, name: str) -> None:
         from torch.export.graph_signature import InputKind
 
         self.graph_name = name
-        self.modules = dict(module.named_modules())
+        self.precisions = precisions
         self.user_inputs = {
             spec.arg.name
             for spec in exported.graph_signature.input_specs
@@ -432,7 +447,7 @@ class _Walker:
         m, k, n, count = _gemm_dims(op, node, weight_side)
         path = _innermost_path(node)
         if weight_side is None:
-            precision = _find_precision(node, self.modules, ATTENTION_ATTR)
+            precision = _find_precision(node, self.precisions, ATTENTION_ATTR)
             self.nodes.append(
                 GemmNode(
                     name=self._unique(f"{path}/{node.name}" if path else node.name),
@@ -447,7 +462,7 @@ class _Walker:
                 )
             )
             return
-        precision = _find_precision(node, self.modules, LINEAR_ATTR)
+        precision = _find_precision(node, self.precisions, LINEAR_ATTR)
         self.nodes.append(self._weight_gemm(path or node.name, m, k, n, count, "linear", precision))
 
     def _sdpa(self, node: fx.Node) -> None:
@@ -455,7 +470,7 @@ class _Walker:
         q, k, v = (_shape(arg) for arg in node.args[:3])
         count, length, depth = math.prod(q[:-2]), q[-2], q[-1]
         source = k[-2]
-        precision = _find_precision(node, self.modules, ATTENTION_ATTR)
+        precision = _find_precision(node, self.precisions, ATTENTION_ATTR)
         bits = {
             "weight_bits": precision.weight_bits if precision else None,
             "act_bits": precision.act_bits if precision else None,
@@ -492,7 +507,7 @@ class _Walker:
         if not self._depends(node.args[0]):
             self._unknown(node)  # a convolution over a weight-like operand has no lowering here
         m, k, n, count = _conv_dims(node)
-        precision = _find_precision(node, self.modules, LINEAR_ATTR)
+        precision = _find_precision(node, self.precisions, LINEAR_ATTR)
         path = _innermost_path(node) or node.name
         self.nodes.append(self._weight_gemm(path, m, k, n, count, "conv", precision))
 
@@ -575,6 +590,8 @@ def export_module(module: nn.Module, example_inputs: dict[str, torch.Tensor], *,
     """``torch.export`` in eval mode; any failure becomes one line."""
     import torch
 
+    from accelsim.compress.quant import frozen_quantizers
+
     module.eval()
     # On failure torch logs tracebacks and graph dumps before raising; the one line below says
     # what failed, so those loggers are muted while exporting.
@@ -584,7 +601,13 @@ def export_module(module: nn.Module, example_inputs: dict[str, torch.Tensor], *,
         log.setLevel(logging.CRITICAL)
     try:
         # torch.export also prints the partial graph to stderr on failure.
-        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+        # Frozen quantizers: the parameter-only fake-quant ops (skipped by the walk anyway) are
+        # not recorded, which makes exporting a compressed model several times faster.
+        with (
+            torch.no_grad(),
+            frozen_quantizers(module),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
             return torch.export.export(module, (), kwargs=dict(example_inputs), strict=False)
     except AccelsimError:
         raise
@@ -599,10 +622,18 @@ def export_module(module: nn.Module, example_inputs: dict[str, torch.Tensor], *,
 
 
 def graph_from_exported(
-    exported: Any, module: nn.Module, *, name: str, input_shape: dict[str, int]
+    exported: Any,
+    module: nn.Module,
+    *,
+    name: str,
+    input_shape: dict[str, int],
+    precisions: Precisions | None = None,
 ) -> Graph:
-    """Walk an ``ExportedProgram`` of ``module`` into a :class:`Graph`."""
-    nodes = _Walker(exported, module, name).walk()
+    """Walk an ``ExportedProgram`` of ``module`` into a :class:`Graph` (``precisions``: the
+    module's :func:`module_precisions`, when the caller already has them)."""
+    if precisions is None:
+        precisions = module_precisions(module)
+    nodes = _Walker(exported, precisions, name).walk()
     return Graph(name=name, nodes=tuple(nodes), input_shape=dict(input_shape))
 
 
@@ -630,13 +661,16 @@ def trace_module(
 _MEMORY_CACHE: dict[str, Graph] = {}
 
 
-def module_fingerprint(module: nn.Module) -> str:
-    """Hash of what changes a trace: module structure, parameter shapes, precision annotations."""
+def module_fingerprint(module: nn.Module, precisions: Precisions | None = None) -> str:
+    """Hash of what changes a trace: module structure, parameter shapes, precision annotations
+    (``precisions``: the module's :func:`module_precisions`, when the caller already has them)."""
+    if precisions is None:
+        precisions = module_precisions(module)
     digest = hashlib.sha256()
     for path, sub in module.named_modules():
         parts = [path, type(sub).__qualname__]
         for attr in (LINEAR_ATTR, ATTENTION_ATTR):
-            value = getattr(sub, attr, None)
+            value = precisions.get((path, attr))
             if value is not None:
                 parts.append(f"{attr}={value!r}")
         digest.update("|".join(parts).encode())
@@ -689,11 +723,12 @@ def trace_named_model(
         name, batch=batch, seq_len=seq_len, image_size=image_size, audio_seconds=audio_seconds
     )
     # An unmodified zoo model needs no build to be identified: its YAML config pins the structure.
+    precisions = None if model is None else module_precisions(model)
     if model is None:
         config = repr((spec.family, spec.config)).encode()
         fingerprint = "zoo" + hashlib.sha256(config).hexdigest()[:12]
     else:
-        fingerprint = module_fingerprint(model)
+        fingerprint = module_fingerprint(model, precisions)
     key = trace_cache_key(name, shape, fingerprint)
     if key in _MEMORY_CACHE:
         return _MEMORY_CACHE[key]
@@ -713,7 +748,9 @@ def trace_named_model(
     if model is None:  # meta parameters need meta inputs (export sees only shapes anyway)
         inputs = {key: value.to("meta") for key, value in inputs.items()}
     exported = export_module(module, inputs, name=name)
-    graph = graph_from_exported(exported, module, name=name, input_shape=shape)
+    graph = graph_from_exported(
+        exported, module, name=name, input_shape=shape, precisions=precisions
+    )
     _write_atomic(path, graph.to_json())
     _MEMORY_CACHE[key] = graph
     return graph

@@ -5,7 +5,9 @@ every quantized GEMM is computed by the integer kernels from the exported :class
 
 * each quantized linear becomes an :class:`IntLinearModule`: quantize the input with the shared
   expression, run the int32 GEMM (2:4 layers through the index-mux kernel on the kept values and
-  indices) on the weights decoded from the packed on-disk fields, add ``bias_int32``, dequantize;
+  indices) on the weights decoded from the packed on-disk fields, dequantize and add the bias
+  (``bias_mode="float"``, default: the float32 bias added by the vector unit, as the fake-quant
+  model does) or start the accumulator at ``bias_int32`` (``bias_mode="int32"``);
 * each quantized attention module runs :func:`int_attention_forward` (registered with
   transformers' ``AttentionInterface``): ``QK^T`` and ``PV`` as batched int32 matmuls of codes;
 * everything else (embeddings, LayerNorm, GELU, softmax, residual adds, convolutional front end,
@@ -19,7 +21,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -31,6 +33,8 @@ from accelsim.compress.quant import ActQuantizer, QuantLinear
 from accelsim.errors import AccelsimError
 from accelsim.ref import kernels
 
+BiasMode = Literal["float", "int32"]
+BIAS_MODES: tuple[str, ...] = ("float", "int32")
 INT_ATTN_IMPLEMENTATION = "accelsim_int"
 INT_ATTN_ATTR = "accelsim_int_attention"  # the IntAttention of a module run by the executor
 PREDICTION_AGREEMENT_MIN_PCT = 99.9
@@ -92,9 +96,12 @@ def _to_numpy(x: Tensor) -> np.ndarray:
 class IntLinearModule(nn.Module):
     """A quantized linear layer computed by the integer kernels (see module docstring)."""
 
-    def __init__(self, layer: IntLinear) -> None:
+    def __init__(self, layer: IntLinear, bias_mode: BiasMode = "float") -> None:
         super().__init__()
+        if bias_mode not in BIAS_MODES:
+            raise AccelsimError(f"bias_mode={bias_mode!r} is not one of {', '.join(BIAS_MODES)}")
         self.layer = layer
+        self.bias_mode = bias_mode
         self.weights = decode_weights(layer)
         # [K, N] (dense) or [K/2, N] (2:4) copies for the kernels' row-streaming loops, made once.
         w = self.weights
@@ -104,8 +111,9 @@ class IntLinearModule(nn.Module):
         self.out_scale = np.float32(layer.act.scale) * layer.weight_scale.astype(np.float32)
         self.capture: list[np.ndarray] | None = None
 
-    def accumulate(self, x: np.ndarray, with_bias: bool = True) -> np.ndarray:
-        """int32 accumulators ``[rows, N]`` of float32 inputs ``[rows, K]``."""
+    def accumulate(self, x: np.ndarray, with_bias: bool = False) -> np.ndarray:
+        """int32 accumulators ``[rows, N]`` of float32 inputs ``[rows, K]`` (started at
+        ``bias_int32`` when ``with_bias``)."""
         act = self.layer.act
         codes = kernels.quantize(x, act.scale, act.zero_point, act.qmin, act.qmax)
         bias = self.layer.bias_int32 if with_bias else None
@@ -115,13 +123,19 @@ class IntLinearModule(nn.Module):
         return kernels.int_gemm(codes, self.weights.codes, act.zero_point, bias,
                                 w_transposed=self.w_transposed)
 
+    def dequantize(self, acc: np.ndarray) -> np.ndarray:
+        """float32 layer output of accumulators from :meth:`accumulate` (same ``bias_mode``)."""
+        y = acc.astype(np.float32) * self.out_scale
+        if self.bias_mode == "float" and self.layer.bias is not None:
+            y += self.layer.bias
+        return y
+
     def forward(self, x: Tensor) -> Tensor:
         rows = _to_numpy(x).reshape(-1, self.layer.k)
-        acc = self.accumulate(rows)
+        acc = self.accumulate(rows, with_bias=self.bias_mode == "int32")
         if self.capture is not None:
             self.capture.append(acc)
-        y = acc.astype(np.float32) * self.out_scale
-        return torch.from_numpy(y).reshape(*x.shape[:-1], self.layer.n)
+        return torch.from_numpy(self.dequantize(acc)).reshape(*x.shape[:-1], self.layer.n)
 
 
 def _quantize_act(x: Tensor, act: Any) -> np.ndarray:
@@ -182,7 +196,8 @@ def _set_attn_implementation(model: nn.Module, name: str) -> None:
         config._attn_implementation = name
 
 
-def build_int_executor(model: nn.Module, int_model: IntModel) -> nn.Module:
+def build_int_executor(model: nn.Module, int_model: IntModel,
+                       bias_mode: BiasMode = "float") -> nn.Module:
     """A copy of ``model`` whose quantized GEMMs run on the integer kernels from ``int_model``.
 
     ``model`` is the compressed model the integer model was exported from (or any model of the
@@ -203,7 +218,7 @@ def build_int_executor(model: nn.Module, int_model: IntModel) -> nn.Module:
                                 f"model's is [{current.out_features}, {current.in_features}]")
         parent_name, _, child = layer.name.rpartition(".")
         parent = executor.get_submodule(parent_name) if parent_name else executor
-        setattr(parent, child, IntLinearModule(layer))
+        setattr(parent, child, IntLinearModule(layer, bias_mode))
     if int_model.attentions:
         _register_int_attention()
         for attention in int_model.attentions:
@@ -249,9 +264,10 @@ class IntRunResult:
 
 
 def run_int_model(model: nn.Module, int_model: IntModel, batches: Iterable[Any],
-                  capture_accumulators: bool = False) -> IntRunResult:
+                  capture_accumulators: bool = False,
+                  bias_mode: BiasMode = "float") -> IntRunResult:
     """Execute ``int_model`` (its GEMMs on the integer kernels) over ``batches``."""
-    executor = build_int_executor(model, int_model)
+    executor = build_int_executor(model, int_model, bias_mode)
     modules = {n: m for n, m in executor.named_modules() if isinstance(m, IntLinearModule)}
     if capture_accumulators:
         for module in modules.values():
@@ -394,9 +410,11 @@ def _check_linear(tally: _Tally, fq: QuantLinear, ours: IntLinearModule, x: Tens
         w_step = w_step / 2.0  # odd codes 2i+1 at half the step (docs/compression.md §2)
     # float64 products and sums of integers below 2^53: exact, whatever the order.
     exact = _integers(x_fq, scale) @ _integers(w_fq, w_step).T
-    acc = ours.accumulate(rows.numpy(), with_bias=False)
-    bias = ours.layer.bias_int32
-    y_int = (acc + (0 if bias is None else bias)).astype(np.float32) * ours.out_scale
+    acc = ours.accumulate(rows.numpy())
+    if ours.bias_mode == "int32" and ours.layer.bias_int32 is not None:
+        y_int = ours.dequantize(acc + ours.layer.bias_int32)
+    else:
+        y_int = ours.dequantize(acc)
     y_fq = nn.functional.linear(x_fq, w_fq, fq.bias).numpy()  # QuantLinear.forward's expression
     tally.add(acc, exact, float(np.abs(y_int - y_fq).max(initial=0.0)))
 
@@ -425,8 +443,8 @@ def _check_attention(tallies: dict[str, _Tally], name: str, quant: nn.ModuleDict
         tallies[f"{name}:{kind}"].add(acc, exact, out_err)
 
 
-def compare_with_fake_quant(model: nn.Module, int_model: IntModel,
-                            batches: Iterable[Any]) -> VerifyReport:
+def compare_with_fake_quant(model: nn.Module, int_model: IntModel, batches: Iterable[Any],
+                            bias_mode: BiasMode = "float") -> VerifyReport:
     """Fake-quant ``model`` against the integer execution of ``int_model`` on ``batches``.
 
     Per layer (teacher-forced: both sides get the fake-quant model's layer input): integer
@@ -435,7 +453,7 @@ def compare_with_fake_quant(model: nn.Module, int_model: IntModel,
     agreement along the last axis.
     """
     model = model.eval()
-    executor = build_int_executor(model, int_model)
+    executor = build_int_executor(model, int_model, bias_mode)
     int_layers = {n: m for n, m in executor.named_modules() if isinstance(m, IntLinearModule)}
     fq_layers = {layer.name: model.get_submodule(layer.name) for layer in int_model.linears}
     for name, module in fq_layers.items():

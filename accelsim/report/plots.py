@@ -148,9 +148,7 @@ def pareto_info(
             labels=labels,
             common=common,
             reference_y=(references or {}).get(str(model)),
-            note=", ".join(
-                f"{axis_label(c)}: not available" for c in (x, y) if part[c].isna().all()
-            ),
+            note=_missing_note(part, (x, y)),
         ))
     return ParetoInfo(
         panels=tuple(panels),
@@ -162,6 +160,18 @@ def pareto_info(
         staircase=staircase,
         reference_label=reference_label,
     )
+
+
+def _missing_note(part: pd.DataFrame, columns: Sequence[str]) -> str:
+    """Say which axis values are missing: all of them, or how many points lack one."""
+    notes = []
+    for column in columns:
+        missing = int(part[column].isna().sum())
+        if missing == len(part):
+            notes.append(f"{axis_label(column)}: not available")
+        elif missing:
+            notes.append(f"{missing} of {len(part)} points without {axis_label(column)}")
+    return ", ".join(notes)
 
 
 def _implied_by_variant(frame: pd.DataFrame) -> set[str]:
@@ -249,7 +259,9 @@ def render_pareto(info: ParetoInfo, path: str | Path, title: str = "") -> Path:
     heading = title or "Pareto front"
     if info.note:
         heading += f" ({info.note})"
-    fig.suptitle(heading)
+    # Lift the heading above two-line panel titles (model + a missing-values note).
+    lift_in = 0.3 if any(p.note for p in info.panels) else 0.0
+    fig.suptitle(heading, y=1.0 + lift_in / fig.get_figheight())
     return _save(fig, path, plt)
 
 
@@ -279,8 +291,8 @@ def _draw_panel(ax: Any, panel: ParetoPanel, info: ParetoInfo, plt: Any) -> Any:
     _draw_front_key(ax, panel, info.x_label)
     ax.set_xlabel(info.x_label)
     ax.set_ylabel(info.y_label)
-    if panel.model:
-        ax.set_title(panel.model)
+    if panel.model or panel.note:
+        ax.set_title(panel.model + (f"\n({panel.note})" if panel.note else ""), fontsize=10)
     if not np.isfinite(panel.x + panel.y).any():
         ax.text(0.5, 0.5, panel.note or "no points", transform=ax.transAxes, ha="center",
                 va="center", fontsize=10, color="dimgray")

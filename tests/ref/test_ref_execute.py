@@ -42,6 +42,10 @@ def _batches(count: int, size: int, seed: int, seq_len: int = 16) -> list[Batch]
 def _compressed(fields: dict) -> tuple[torch.nn.Module, object]:
     torch.manual_seed(0)
     model = zoo.build_model("bert_tiny", num_labels=3, seed=0)
+    with torch.no_grad():  # HF initialises biases to 0; trained models have real ones
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module.bias is not None:
+                module.bias.normal_(0.0, 0.1)
     recipe = recipe_from_dict({"name": "test", "calibration_batches": 2, **fields})
     apply_recipe(model, recipe)
     calibrate(model, _batches(2, 8, seed=100), recipe)
@@ -86,6 +90,15 @@ def test_logits_within_tolerance_and_predictions_agree_on_1000_inputs(sparse_mod
     assert diff <= execute.LOGITS_RTOL * float(fq_logits.abs().max())
     agreement = float((result.logits.argmax(-1) == fq_logits.argmax(-1)).float().mean())
     assert agreement >= execute.PREDICTION_AGREEMENT_MIN_PCT / 100
+
+
+def test_int32_bias_mode_is_bit_exact_too(sparse_model):
+    model, int_model = sparse_model
+    report = execute.compare_with_fake_quant(model, int_model, _batches(1, 8, seed=5),
+                                             bias_mode="int32")
+    assert report.passed, report.verdict()
+    with pytest.raises(AccelsimError, match="bias_mode='fp16' is not one of float, int32"):
+        execute.build_int_executor(model, int_model, bias_mode="fp16")
 
 
 def test_saved_int_model_runs_identically(sparse_model, tmp_path):

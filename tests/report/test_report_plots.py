@@ -83,6 +83,9 @@ def test_pareto_info_panels_labels_and_missing_accuracy():
     assert info.panels[1].labels == ("rows=16", "rows=32")
     assert info.note == "accuracy (%): not available"
     assert [p.note for p in info.panels] == ["", ""]
+    partly = data.assign(latency_ms=[1.0, None, 3.0, 2.5, None, None])
+    notes = [p.note for p in pareto_info(partly, "latency_ms", "energy_uj", front, eligible).panels]
+    assert notes == ["1 of 4 points without latency (ms)", "latency (ms): not available"]
     data.loc[3, "hw_sram_weights_size_kib"] = 512.0  # swept, but every front point has 128
     again = pareto_info(data, "latency_ms", "energy_uj", front, eligible)
     assert again.panels[0].common == "weights_size_kib=128" and again.panels[0].labels == a.labels
