@@ -358,22 +358,30 @@ def _define_whisper_wrappers() -> tuple[type, type]:
     from torch import nn
     from transformers.modeling_outputs import SequenceClassifierOutput
 
-    class _WhisperEncoderModel(nn.Module):
-        """Whisper encoder; ``forward(input_features)`` returns the last hidden state."""
+    class _WhisperWrapper(nn.Module):
+        """What callers read from an HF model, delegated to the wrapped ``WhisperEncoder``:
+        ``config`` (the same object; e.g. ``config.model_type`` names the family for
+        compression) and ``set_attn_implementation`` (switches every attention module)."""
 
         def __init__(self, encoder: nn.Module) -> None:
             super().__init__()
             self.encoder = encoder
+            self.config = encoder.config
+
+        def set_attn_implementation(self, attn_implementation: str) -> None:
+            self.encoder.set_attn_implementation(attn_implementation)
+
+    class _WhisperEncoderModel(_WhisperWrapper):
+        """Whisper encoder; ``forward(input_features)`` returns the last hidden state."""
 
         def forward(self, input_features: torch.Tensor) -> torch.Tensor:
             return _whisper_encode(self.encoder, input_features)
 
-    class _WhisperEncoderClassifier(nn.Module):
+    class _WhisperEncoderClassifier(_WhisperWrapper):
         """Whisper encoder + mean pool over time + linear head; ``.logits`` like HF models."""
 
         def __init__(self, encoder: nn.Module, num_labels: int) -> None:
-            super().__init__()
-            self.encoder = encoder
+            super().__init__(encoder)
             self.classifier = nn.Linear(encoder.config.d_model, num_labels)
 
         def forward(self, input_features: torch.Tensor) -> SequenceClassifierOutput:

@@ -201,3 +201,14 @@ def test_dinov2_conversion_matches_the_onnx_backbone_and_is_cached():
         ours = model(pixel_values=pixels).last_hidden_state.numpy()
     assert ours.shape == (1, 257, 384)
     assert np.abs(ours - reference).max() < 1e-4  # measured 1.4e-5 (|h| up to 8.3)
+
+
+def test_whisper_wrappers_expose_the_encoder_config_like_hf_models():
+    from accelsim.compress.apply import model_family
+
+    for model in (zoo.build_model("whisper_tiny_test"),
+                  zoo.build_model("whisper_tiny_test", num_labels=2)):
+        assert model.config is model.encoder.config
+        assert model_family(model) == "whisper"
+        model.set_attn_implementation("sdpa")
+        assert model.encoder.config._attn_implementation == "sdpa"

@@ -160,14 +160,12 @@ def apply_recipe(model: nn.Module, recipe: Recipe) -> CompressionPlan:
         sparse = recipe.sparsity == "2:4" and supports_2_4(linear.in_features)
         if recipe.sparsity == "2:4" and not sparse:
             dense[name] = f"K={linear.in_features} is not a multiple of 4"
+        one_shot = sparse and recipe.pruning == "one_shot"
         qlinear = QuantLinear.from_linear(
             linear, weight_bits=recipe.weight_bits, act_bits=recipe.act_bits,
             grid=recipe.weight_grid, granularity=recipe.weight_granularity,
             scale_method=recipe.weight_scale_method, act_mode=recipe.act_quantizer,
-            sparse=sparse)
-        if sparse and recipe.pruning == "one_shot":
-            qlinear.weight_mask.copy_(mask_2_4(qlinear.weight))
-            qlinear.weight_quant.init_step(qlinear.masked_weight())
+            sparse=sparse, mask=mask_2_4(linear.weight) if one_shot else None)
         _set_submodule(model, name, qlinear)
     attention: list[str] = []
     if recipe.attention_bits != 32:

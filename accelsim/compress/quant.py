@@ -308,12 +308,19 @@ class QuantLinear(nn.Linear):
         self._frozen_weight: Tensor | None = None  # see frozen_quantizers
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, **kwargs: object) -> QuantLinear:
+    def from_linear(cls, linear: nn.Linear, *, mask: Tensor | None = None,
+                    **kwargs: object) -> QuantLinear:
+        """A copy of ``linear``; ``mask`` (with ``sparse=True``) is its initial 2:4 mask, set
+        before the SAWB step init so the step is computed once, from the masked weights."""
         q = cls(linear.in_features, linear.out_features, linear.bias is not None, **kwargs)
         with torch.no_grad():
             q.weight.copy_(linear.weight)
             if linear.bias is not None:
                 q.bias.copy_(linear.bias)
+            if mask is not None:
+                if q.weight_mask is None:
+                    raise ValueError("from_linear: a mask needs sparse=True")
+                q.weight_mask.copy_(mask)
         q.to(linear.weight.device)
         q.weight_quant.init_step(q.masked_weight())
         return q

@@ -11,6 +11,8 @@ from accelsim.compress.quant import (
     QuantLinear,
     WeightQuantizer,
     fake_quantize,
+    frozen_quantizers,
+    percentile_pair,
     quantize_codes,
     round_ste,
     sawb_clip,
@@ -191,3 +193,43 @@ def test_quant_linear_precision_reflects_real_codes() -> None:
     assert (p.weight_bits, p.act_bits, p.sparsity) == (4, 8, "dense")
     codes, _ = q.export_codes()
     assert p.weight_density == pytest.approx(float((codes != 0).float().mean()))
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 1000, 100_003])
+@pytest.mark.parametrize("percents", [(0.1, 99.9), (1.0, 99.0), (0.0, 100.0), (50.0, 50.0)])
+def test_percentile_pair_equals_torch_quantile_bit_for_bit(n, percents) -> None:
+    g = torch.Generator().manual_seed(n)
+    q = torch.tensor([percents[0] / 100.0, percents[1] / 100.0])
+    for x in (torch.randn(n, generator=g) * 3.0, torch.randint(-3, 4, (n,), generator=g).float()):
+        assert torch.equal(percentile_pair(x, *percents), torch.quantile(x, q))
+
+
+def test_percentile_pair_propagates_nan_like_torch_quantile() -> None:
+    x = torch.tensor([1.0, float("nan"), 3.0])
+    assert percentile_pair(x, 0.1, 99.9).isnan().all()
+
+
+@pytest.mark.parametrize("grid", ["zero_preserving", "no_zero"])
+@pytest.mark.parametrize("mode", ["pact2", "symmetric"])
+def test_frozen_quantizers_give_the_same_values_and_are_dropped_on_exit(grid, mode) -> None:
+    torch.manual_seed(0)
+    layer = QuantLinear.from_linear(torch.nn.Linear(16, 8), weight_bits=4, act_bits=4, grid=grid,
+                                    act_mode=mode, sparse=True)
+    x = torch.randn(4, 16)
+    layer.act_quant.start_calibration((1.0, 99.0))
+    layer.act_quant(x)
+    layer.act_quant.finish_calibration()
+    layer.eval()
+    with torch.no_grad():
+        expected = layer(x)
+        with frozen_quantizers(layer):
+            assert layer._frozen_weight is not None and layer.act_quant._frozen is not None
+            frozen = layer(x)
+    assert torch.equal(frozen, expected)
+    assert layer._frozen_weight is None and layer.act_quant._frozen is None
+
+
+def test_frozen_quantizers_leave_training_modules_alone() -> None:
+    layer = QuantLinear.from_linear(torch.nn.Linear(8, 4), weight_bits=4, act_bits=4)
+    with frozen_quantizers(layer):
+        assert layer._frozen_weight is None  # SAWB recomputes the step in a training forward

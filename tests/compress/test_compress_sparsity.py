@@ -101,3 +101,33 @@ def test_compress_round_trip_and_degenerate_group_fill() -> None:
 def test_compress_rejects_non_2_4() -> None:
     with pytest.raises(ValueError):
         compress_2_4(torch.ones(1, 4))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mask_equals_a_stable_descending_sort_of_each_group(seed: int) -> None:
+    # Integer weights in -2..2: many ties inside groups, the case that needs the index order.
+    g = torch.Generator().manual_seed(seed)
+    for w in (torch.randint(-2, 3, (16, 32), generator=g).float(),
+              torch.randn(16, 32, generator=g)):
+        groups = w.abs().reshape(16, 8, 4)
+        order = torch.sort(groups, dim=-1, descending=True, stable=True).indices
+        expected = torch.zeros_like(groups).scatter_(-1, order[..., :2], 1.0)
+        assert torch.equal(mask_2_4(w), expected.reshape(16, 32))
+
+
+def test_from_linear_with_a_mask_sets_the_step_from_masked_weights() -> None:
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(8, 4)
+    mask = mask_2_4(lin.weight)
+    q = QuantLinear.from_linear(lin, weight_bits=4, act_bits=4, sparse=True, mask=mask)
+    assert torch.equal(q.weight_mask, mask)
+    reference = QuantLinear.from_linear(lin, weight_bits=4, act_bits=4, sparse=True)
+    reference.weight_mask.copy_(mask)
+    reference.weight_quant.init_step(reference.masked_weight())
+    assert torch.equal(q.weight_quant.step, reference.weight_quant.step)
+
+
+def test_from_linear_mask_without_sparse_is_an_error() -> None:
+    with pytest.raises(ValueError, match="needs sparse=True"):
+        QuantLinear.from_linear(torch.nn.Linear(8, 4), weight_bits=4, act_bits=4,
+                                mask=torch.ones(4, 8))

@@ -247,3 +247,30 @@ def test_verify_graph_rejects_broken_invariants(node, fragment):
 def test_verify_graph_needs_a_gemm():
     with pytest.raises(AccelsimError, match="no GEMM nodes"):
         verify_graph(Graph("empty", (VectorNode("x", vector_op="add", elements=4),)))
+
+
+@pytest.mark.parametrize("name", ["bert_tiny", "vit_tiny"])
+def test_frozen_quantizers_leave_the_compressed_graph_unchanged(name):
+    # export_module freezes the quantizers; a plain torch.export records every fake-quant op.
+    from accelsim.graph.workload import compressed_model, load_workload_recipe
+
+    model = compressed_model(name, load_workload_recipe("w4a4_sp24"))
+    inputs = zoo.example_inputs(name)
+    with torch.no_grad():
+        unfrozen = torch.export.export(model, (), kwargs=inputs, strict=False)
+    frozen = trace.export_module(model, inputs, name=name)
+    assert len(frozen.graph.nodes) < len(unfrozen.graph.nodes)
+
+    def walked(exported):
+        graph = trace.graph_from_exported(exported, model, name=name, input_shape={})
+        # Vector-op names carry torch.fx's per-op counters, which count the dropped
+        # parameter-only ops; everything the simulator reads must match.
+        return [
+            {key: value for key, value in node.__dict__.items() if key != "name"}
+            if isinstance(node, VectorNode) else node
+            for node in graph.nodes
+        ]
+
+    assert walked(frozen) == walked(unfrozen)
+    assert any(g.sparsity == "2:4" and g.weight_bits == 4 for g in trace.graph_from_exported(
+        frozen, model, name=name, input_shape={}).gemms)
