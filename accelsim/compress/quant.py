@@ -228,7 +228,7 @@ class ActQuantizer(nn.Module):
         self.observing = False
         self._observed: list[tuple[float, float]] = []
         self.percentiles = (0.1, 99.9)
-        self._frozen: tuple[Tensor, Tensor] | None = None  # (scale, zero_point): see frozen_...
+        self._frozen: tuple[Tensor, Tensor] | None = None  # (scale, zero_point), frozen_quantizers
 
     @property
     def signed(self) -> bool:
@@ -266,7 +266,8 @@ class ActQuantizer(nn.Module):
 
     def _observe(self, x: Tensor) -> None:
         flat = x.detach().float().reshape(-1)
-        # torch.quantile is limited to 2^24 elements: a fixed stride keeps it deterministic.
+        # A fixed stride keeps large inputs deterministic (it dates from torch.quantile's 2^24
+        # element limit and stays so that the clips do not move).
         stride = max(1, flat.numel() // (1 << 22))
         sample = flat[::stride]
         lo, hi = percentile_pair(sample, *self.percentiles)
@@ -373,8 +374,8 @@ def frozen_quantizers(model: nn.Module) -> Iterator[None]:
     forward gives the same values with only the ops that touch activations, an activation
     quantizer as the single :func:`fake_quantize_op`. For tracing: ``torch.export`` records every
     op, and the ~30 fake-quant ops per quantized linear made a compressed ViT-B/16 export ~10x
-    slower than the plain one. Parameters must not change inside the block;
-    the constants are dropped on exit. Training-mode modules are left as they are.
+    slower than the plain one. Parameters must not change inside the block; the constants are
+    dropped on exit. Training-mode modules are left as they are.
     """
     layers = [m for m in model.modules() if isinstance(m, QuantLinear) and not m.training]
     acts = [m for m in model.modules()

@@ -21,7 +21,7 @@ Split = Literal["train", "val", "test"]
 
 @dataclass(frozen=True)
 class Batch:
-    """Model keyword inputs (e.g. ``input_ids``/``attention_mask`` or ``pixel_values``) and labels."""
+    """Model keyword inputs (``input_ids``/``attention_mask``, ``pixel_values``, ...) and labels."""
 
     inputs: dict[str, torch.Tensor]
     labels: torch.Tensor
@@ -34,7 +34,7 @@ class Task(Protocol):
     metric_name: str  # e.g. "accuracy_pct"
 
     def build_model(self, seed: int) -> nn.Module:
-        """Pre-trained backbone plus a fresh head; ``model(**batch.inputs).logits`` -> [B, labels]."""
+        """Pre-trained backbone plus a fresh head; ``model(**inputs).logits`` is [batch, labels]."""
         ...
 
     def batches(self, split: Split, batch_size: int, seed: int) -> Iterator[Batch]:

@@ -35,6 +35,7 @@ from accelsim.compress.export import export_int_model
 from accelsim.compress.recipe import Recipe, load_recipe
 from accelsim.compress.train import FinetuneResult, Progress, finetune
 from accelsim.tasks import Task, get_task
+from accelsim.tasks._data import cache_dir
 
 HERE = Path(__file__).resolve().parent
 RESULTS_CSV = HERE / "results.csv"
@@ -197,7 +198,7 @@ def write_rows(new: list[RowResult], path: Path = RESULTS_CSV) -> list[dict[str,
 
     Several task commands may run at once: an exclusive lock makes read-modify-write atomic.
     """
-    with open(path.with_suffix(".lock"), "w") as lock:
+    with open(cache_dir("locks") / f"{path.stem}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return _write_rows_locked(new, path)
 
@@ -293,7 +294,9 @@ def render_markdown(rows: list[dict[str, str]]) -> str:
             skipped = dict(BUDGETS[task].skip)
             for name in absent:
                 why = skipped.get(
-                    name, f"not measured yet (CPU time); run `{command} --recipes {name}`"
+                    name,
+                    "not measured: the session's CPU time ran out (2 cores shared by ~7 "
+                    f"agents); run `{command} --recipes {name}`",
                 )
                 lines.append(f"- `{name}` ({RECIPE_MEANING[name]}): {why}.")
         lines.append("")
