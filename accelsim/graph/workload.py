@@ -168,13 +168,6 @@ def compressed_model(
     from accelsim.compress.apply import apply_recipe, calibrate
 
     net = zoo.build_model(model, seed=seed)
-    encoder = getattr(net, "encoder", None)
-    if not hasattr(net, "config") and hasattr(encoder, "config"):
-        # The zoo's Whisper encoder wrapper is no PreTrainedModel; compression reads the family
-        # from ``config.model_type`` and installs its attention function with
-        # ``set_attn_implementation``, so expose the wrapped encoder's (as tasks/speech.py does).
-        net.config = encoder.config
-        net.set_attn_implementation = encoder.set_attn_implementation
     apply_recipe(net, recipe)
     batches = [
         _CalibrationBatch(
