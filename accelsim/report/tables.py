@@ -79,11 +79,16 @@ def _si(value: float, unit: str) -> str:
 
 
 def _layer_cells(layer: LayerResult) -> tuple[str, ...]:
-    shape = f"{layer.m}x{layer.k}x{layer.n}" + (f" x{layer.count}" if layer.count > 1 else "")
-    bits = ("-" if layer.op == "vector"
-            else f"w{layer.weight_bits}a{layer.act_bits}" + (" 2:4" if layer.skipping else ""))
+    repeat = f" x{layer.count}" if layer.count > 1 else ""
+    if layer.op == "vector":
+        # A vector layer has no array shape or operand bits; it runs on the vector unit.
+        shape, bits, utilization = f"{layer.m * layer.count:,} elements", "-", "-"
+    else:
+        shape = f"{layer.m}x{layer.k}x{layer.n}{repeat}"
+        bits = f"w{layer.weight_bits}a{layer.act_bits}" + (" 2:4" if layer.skipping else "")
+        utilization = f"{layer.utilization:.1%}"
     return (layer.name, layer.op, shape, bits, f"{layer.compute_cycles:,}",
-            f"{layer.stall_cycles:,}", f"{layer.utilization:.1%}", _si(layer.dram_bytes, "B"),
+            f"{layer.stall_cycles:,}", utilization, _si(layer.dram_bytes, "B"),
             f"{layer.energy.total_pj / 1e6:.3f}")
 
 
