@@ -30,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from accelsim.dse.runner import run_sweep
-    from accelsim.dse.space import load_sweep
     from accelsim.dse.store import export_results, load_results
+    from accelsim.dse.sweepfile import load_sweep
     from accelsim.errors import AccelsimError
 
     if args.batch_size is not None and args.batch_size < 1:

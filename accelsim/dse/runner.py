@@ -1,7 +1,9 @@
 """Evaluate design points on local cores (process pool) or a Dask cluster.
 
-The parent traces each (model, input shape) once, applies each recipe, and ships the graphs and the
-base hardware config to every worker once (pool initializer / Dask ``scatter``); tasks then carry
+The parent builds each (model and input shape, recipe) graph once, exactly as ``accelsim run`` does
+(:func:`accelsim.graph.workload.workload_graph`: the zoo model compressed by the recipe file,
+calibrated and traced, cached on disk), and ships the graphs and the base hardware config to every
+worker once (pool initializer / Dask ``scatter``); tasks then carry
 only batches of (key, graph id, overrides), so process overhead stays small next to simulation.
 Workers import ``accelsim.sim`` but never torch. Results come back to the parent batch by batch,
 in completion order; :func:`run_sweep` writes each batch to the store as one transaction before
@@ -24,11 +26,12 @@ from typing import Any
 
 from accelsim import __version__
 from accelsim.dse.space import (
+    UNCOMPRESSED,
     DesignPoint,
     ModelSpec,
+    Recipe,
     SweepSpec,
     Value,
-    apply_recipe,
     design_points,
     flatten_dict,
 )
@@ -38,6 +41,7 @@ from accelsim.graph.ir import Graph
 
 Metrics = dict[str, Any]
 EvaluateFn = Callable[[Graph, Any, Mapping[str, Value]], Metrics]
+GraphFn = Callable[[ModelSpec, Recipe], Graph]
 ProgressFn = Callable[[int, int], None]
 # Tasks per worker when the batch size is chosen automatically: enough for a smooth progress bar
 # and load balance, few enough that per-task overhead stays negligible.
@@ -231,11 +235,13 @@ def evaluate_jobs(
 # A whole sweep: points -> keys -> skip finished -> evaluate -> store.
 
 
-def trace_model(model: ModelSpec) -> Graph:
-    """Default tracer: the zoo model by name at the sweep's input shape (cached by the tracer)."""
-    from accelsim.graph.trace import trace_named_model
+def workload_model_graph(model: ModelSpec, recipe: Recipe) -> Graph:
+    """Default graph source: the zoo model at the sweep's input shape, compressed by the recipe
+    (``none``: uncompressed), the very graph ``accelsim run --recipe NAME`` simulates."""
+    from accelsim.graph.workload import workload_graph
 
-    return trace_named_model(model.name, **model.trace_kwargs())
+    name = None if recipe.name == UNCOMPRESSED else recipe.name
+    return workload_graph(model.name, recipe=name, **model.trace_kwargs())
 
 
 def run_sweep(
@@ -247,7 +253,7 @@ def run_sweep(
     batch_size: int | None = None,
     progress: ProgressFn | None = None,
     evaluate: EvaluateFn = simulate_point,
-    tracer: Callable[[ModelSpec], Graph] = trace_model,
+    graph_fn: GraphFn = workload_model_graph,
 ) -> SweepSummary:
     """Run a sweep into a store, skipping points it already holds.
 
@@ -260,10 +266,7 @@ def run_sweep(
     base_hw = load_hw(spec.hw_path)
     base_fields = flatten_dict(hw_to_dict(base_hw))
     points = design_points(spec, base_fields)
-    try:
-        graphs = _workload_graphs(points, tracer)
-    except AccelsimError as exc:
-        raise AccelsimError(f"{spec.path}: models: {exc}") from None
+    graphs = _workload_graphs(spec, points, graph_fn)
     rows = {}
     jobs = []
     with ResultStore(store_path) as store:
@@ -305,16 +308,20 @@ def _graph_id(point: DesignPoint) -> str:
 
 
 def _workload_graphs(
-    points: Sequence[DesignPoint], tracer: Callable[[ModelSpec], Graph]
+    spec: SweepSpec, points: Sequence[DesignPoint], graph_fn: GraphFn
 ) -> dict[str, Graph]:
-    traced: dict[ModelSpec, Graph] = {}
+    """One graph per (model, recipe), built in this process (workers never import torch)."""
     graphs: dict[str, Graph] = {}
     for point in points:
         graph_id = _graph_id(point)
         if graph_id not in graphs:
-            if point.model not in traced:
-                traced[point.model] = tracer(point.model)
-            graphs[graph_id] = apply_recipe(traced[point.model], point.recipe)
+            try:
+                graphs[graph_id] = graph_fn(point.model, point.recipe)
+            except AccelsimError as exc:
+                raise AccelsimError(
+                    f"{spec.path}: models: {point.model.name} with recipe {point.recipe.name}: "
+                    f"{exc}"
+                ) from None
     return graphs
 
 

@@ -10,21 +10,25 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from accelsim.dse.space import ModelSpec
+from accelsim.dse.space import ModelSpec, Recipe
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 
 REPO = Path(__file__).resolve().parents[2]
 INT8_HW = REPO / "hw_configs" / "int8_dense.yaml"
 
 
-def tiny_graph(model: ModelSpec) -> Graph:
+def tiny_graph(model: ModelSpec, recipe: Recipe) -> Graph:
+    """Stand-in for compressing and tracing: fc layers take the recipe's summary precision."""
     tokens = model.seq_len or 8
+    sparsity = recipe.sparsity if recipe.compressed else "dense"
+    linear = {"weight_bits": recipe.weight_bits, "act_bits": recipe.act_bits,
+              "sparsity": sparsity, "weight_density": 0.5 if sparsity == "2:4" else 1.0}
     return Graph(
         name=model.name,
         nodes=(
-            GemmNode("fc1", m=tokens, k=16, n=32),
+            GemmNode("fc1", m=tokens, k=16, n=32, **linear),
             VectorNode("gelu", vector_op="gelu", elements=tokens * 32),
-            GemmNode("fc2", m=tokens, k=32, n=16),
+            GemmNode("fc2", m=tokens, k=32, n=16, **linear),
             GemmNode("qk", m=tokens, k=6, n=tokens, count=2, kind="matmul",
                      weight_is_activation=True),
         ),

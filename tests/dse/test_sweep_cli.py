@@ -49,6 +49,25 @@ def test_sweep_stores_and_exports_every_point(swept, capsys):
     assert "8 points (8 already stored, 0 evaluated)" in capsys.readouterr().out
 
 
+def test_sweep_points_equal_what_run_reports(swept):
+    """A sweep point simulates the graph ``accelsim run`` builds: the model compressed by the
+    recipe file (real masks, bit widths, requantize ops), not a rewritten twin."""
+    from accelsim.graph.workload import workload_graph
+    from accelsim.hw import load_hw, with_overrides
+    from accelsim.sim.simulate import simulate
+
+    frame = load_results(swept / "results" / "tiny.sqlite")
+    base = load_hw(REPO / "hw_configs" / "int4_sparse.yaml")
+    assert set(frame["recipe"]) == {"w8a8", "w4a4_sp24"}
+    for row in frame.itertuples():
+        graph = workload_graph("bert_tiny", recipe=row.recipe, seq_len=16)
+        totals = simulate(graph, with_overrides(base, json.loads(row.overrides))).totals
+        for metric in ("cycles", "latency_ms", "energy_uj", "area_mm2", "macs", "dram_bytes"):
+            assert getattr(row, metric) == pytest.approx(getattr(totals, metric), rel=1e-12)
+    sparse = workload_graph("bert_tiny", recipe="w4a4_sp24", seq_len=16)
+    assert any(g.sparsity == "2:4" for g in sparse.gemms)
+
+
 def test_plot_pareto_from_the_store(swept, capsys):
     out = swept / "p.svg"
     code = main(["plot", "pareto", str(swept / "results" / "tiny.sqlite"), "--x", "latency_ms",

@@ -3,8 +3,8 @@ import pytest
 from dse_fakes import INT8_HW, fake_evaluate, tiny_graph
 
 from accelsim.dse.runner import run_sweep
-from accelsim.dse.space import load_sweep
 from accelsim.dse.store import ResultStore, load_results
+from accelsim.dse.sweepfile import load_sweep
 
 SWEEP = f"""\
 version: 1
@@ -41,7 +41,7 @@ def spec(tmp_path):
 
 
 def run(spec, store, **kwargs):
-    return run_sweep(spec, store, evaluate=fake_evaluate, tracer=tiny_graph, **kwargs)
+    return run_sweep(spec, store, evaluate=fake_evaluate, graph_fn=tiny_graph, **kwargs)
 
 
 def by_key(path) -> pd.DataFrame:
@@ -161,9 +161,10 @@ def test_accuracy_table_skips_unmeasured_rows_and_rejects_bad_numbers(tmp_path):
 def test_unknown_model_is_one_line_and_writes_nothing(spec, tmp_path):
     from accelsim.errors import AccelsimError
 
-    def no_such_model(model):
+    def no_such_model(model, recipe):
         raise AccelsimError(f"model {model.name!r} is not in the zoo")
 
-    with pytest.raises(AccelsimError, match=r"toy.yaml: models: model 'toy' is not in the zoo"):
-        run_sweep(spec, tmp_path / "none.sqlite", evaluate=fake_evaluate, tracer=no_such_model)
+    message = r"toy.yaml: models: toy with recipe w8a8: model 'toy' is not in the zoo"
+    with pytest.raises(AccelsimError, match=message):
+        run_sweep(spec, tmp_path / "none.sqlite", evaluate=fake_evaluate, graph_fn=no_such_model)
     assert not (tmp_path / "none.sqlite").exists()

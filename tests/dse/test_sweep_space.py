@@ -2,21 +2,13 @@ import textwrap
 from dataclasses import replace
 
 import pytest
-from dse_fakes import INT8_HW, tiny_graph
+from dse_fakes import INT8_HW
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from accelsim.dse.space import (
-    ModelSpec,
-    Recipe,
-    apply_recipe,
-    design_points,
-    flatten_dict,
-    load_sweep,
-    named_recipe,
-)
+from accelsim.dse.space import ModelSpec, design_points, flatten_dict, named_recipe
+from accelsim.dse.sweepfile import load_sweep
 from accelsim.errors import AccelsimError
-from accelsim.graph.ir import GemmNode, Graph
 from accelsim.hw import hw_to_dict, load_hw
 
 HW_FIELDS = flatten_dict(hw_to_dict(load_hw(INT8_HW)))
@@ -98,27 +90,6 @@ def test_hw_constraints_prune_before_simulation(tmp_path):
     assert [c.is_hw for c in spec.constraints] == [True, False]
 
 
-def test_apply_recipe_compresses_linear_layers_only():
-    graph = Graph("g", (
-        GemmNode("fc", m=4, k=8, n=4),
-        GemmNode("odd", m=4, k=6, n=4),
-        GemmNode("qk", m=4, k=6, n=4, kind="matmul", weight_is_activation=True),
-        GemmNode("patch", m=4, k=12, n=4, kind="conv"),
-    ))
-    out = apply_recipe(graph, Recipe("w4a4_sp24", 4, 4, "2:4"))
-    fc, odd, qk, patch = out.nodes
-    assert (fc.weight_bits, fc.act_bits, fc.sparsity, fc.weight_density) == (4, 4, "2:4", 0.5)
-    assert (odd.weight_bits, odd.sparsity) == (4, "dense")
-    assert (qk.weight_bits, qk.act_bits, qk.sparsity) == (4, 4, "dense")
-    assert patch == graph.nodes[3]
-    assert apply_recipe(graph, named_recipe("native")) is graph
-    eight_bit_attention = apply_recipe(graph, Recipe("r", 4, 4, "dense", attention_bits=8))
-    assert (eight_bit_attention.nodes[2].weight_bits, eight_bit_attention.nodes[2].act_bits) == (
-        8, 8)
-    dense = apply_recipe(tiny_graph(ModelSpec("t")), Recipe("w8", 8, 8))
-    assert all(g.sparsity == "dense" for g in dense.gemms)
-
-
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
@@ -138,6 +109,8 @@ def test_apply_recipe_compresses_linear_layers_only():
          "constraints[0]: array.dataflow is 'os', not a number"),
         ("models: [toy]\ngrid:\n  array.rows: [0]\n", "grid.array.rows:"),
         ("models: [toy]\nrecipes: [w3a3]\n", "recipes[0]: unknown recipe 'w3a3'"),
+        ("models: [toy]\nrecipes: [{name: w4a8, weight_bits: 4, act_bits: 8}]\n",
+         "recipes[0]: unknown recipe {'name': 'w4a8'"),
         ("models: [toy]\ngird: {}\n", "gird: unknown key"),
         ("models: []\n", "models: give at least one model"),
         ("models: [toy]\ngrid:\n  array.rows: [16]\nrandom: {samples: 2, seed: 0, fields: "
@@ -170,7 +143,16 @@ def test_project_recipes_are_read_from_their_files():
     assert (paper.weight_bits, paper.act_bits, paper.sparsity) == (4, 4, "2:4")
     assert paper.attention_bits == 8
     assert named_recipe("w8a8").sparsity == "dense"
+    assert named_recipe("w8a8_sp24").sparsity == "2:4"
     assert named_recipe("no_such_recipe") is None
+    assert not named_recipe("none").compressed and not named_recipe("fp32").compressed
+    # Every field of the file is in the point key: two recipes with the same widths differ.
+    assert named_recipe("w4a4_sp24").digest != named_recipe("w4a4_sp24_const_dropout").digest
+
+
+def test_default_recipe_is_the_uncompressed_model(tmp_path):
+    spec = load_sweep(write_sweep(tmp_path, "models: [toy]\n"))
+    assert [r.name for r in spec.recipes] == ["none"]
 
 
 def test_model_spec_trace_kwargs_leave_defaults_to_the_zoo():
@@ -188,7 +170,7 @@ def test_model_spec_trace_kwargs_leave_defaults_to_the_zoo():
 def test_points_are_the_full_product_once_each(tmp_path_factory, rows, cols, samples):
     path = tmp_path_factory.mktemp("h") / "h.yaml"
     path.write_text(
-        f"version: 1\nhw: {INT8_HW}\nmodels: [toy]\nrecipes: [native, w4a8]\n"
+        f"version: 1\nhw: {INT8_HW}\nmodels: [toy]\nrecipes: [none, w8a8]\n"
         f"grid: {{array.rows: {rows}, array.cols: {cols}}}\n"
         f"random: {{samples: {samples}, seed: 1, fields: "
         "{dram.bandwidth_gbps: {uniform: [1, 100]}}}\n"
