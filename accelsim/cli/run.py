@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 HELP = "simulate a model (zoo name or SCALE-Sim topology CSV) on a hardware config"
 AUTO, NONE = "auto", "none"
-INT4_SPARSE_RECIPE, INT4_RECIPE, INT8_RECIPE = "w4a4_sp24", "w4a4", "w8a8"
+INT4_SPARSE_RECIPE, INT4_RECIPE = "w4a4_sp24", "w4a4"
+INT8_SPARSE_RECIPE, INT8_RECIPE = "w8a8_sp24", "w8a8"
 FLOAT_RECIPE = "fp32"  # the recipe whose trained run is the uncompressed model's accuracy
 MEASURED_BY = {"integer_reference": "the integer reference", "pytorch_fp32": "PyTorch in FP32"}
 
@@ -82,9 +83,9 @@ class RecipeChoice:
 def native_recipe(hw: HwConfig) -> RecipeChoice:
     """The shipped recipe whose format the hardware executes natively.
 
-    Integer MACs of <= 4 bits (weights and activations) -> ``w4a4`` (``w4a4_sp24`` when the array
-    has the 2:4 skipping datapath); <= 8 bits -> ``w8a8``; float or wider MACs -> no compression,
-    since every recipe quantizes to integers and a float array gains nothing from them.
+    Integer MACs of <= 4 bits (weights and activations) -> ``w4a4``, <= 8 bits -> ``w8a8``
+    (``_sp24`` variants when the array has the 2:4 skipping datapath); float or wider MACs -> no
+    compression, since every recipe quantizes to integers and a float array gains nothing.
     """
     p = hw.precision
     native = f"{p.kind}{p.weight_bits} weights x {p.kind}{p.act_bits} activations"
@@ -97,8 +98,10 @@ def native_recipe(hw: HwConfig) -> RecipeChoice:
             return RecipeChoice(INT4_SPARSE_RECIPE,
                                 f"auto: {native} with 2:4 skipping -> {INT4_SPARSE_RECIPE}")
         return RecipeChoice(INT4_RECIPE, f"auto: {native}, no 2:4 support -> {INT4_RECIPE}")
-    note = ", no 8-bit 2:4 recipe ships" if hw.sparsity.support == "2:4" else ""
-    return RecipeChoice(INT8_RECIPE, f"auto: {native}{note} -> {INT8_RECIPE}")
+    if hw.sparsity.support == "2:4":
+        return RecipeChoice(INT8_SPARSE_RECIPE,
+                            f"auto: {native} with 2:4 skipping -> {INT8_SPARSE_RECIPE}")
+    return RecipeChoice(INT8_RECIPE, f"auto: {native}, no 2:4 support -> {INT8_RECIPE}")
 
 
 def choose_recipe(requested: str | None, hw: HwConfig) -> RecipeChoice:

@@ -48,6 +48,11 @@ def test_auto_recipe_matches_the_native_format(config, expected):
     assert choice.reason.startswith("auto: ")
 
 
+def test_auto_recipe_on_int8_hardware_with_2_4_support_is_w8a8_sp24():
+    hw = with_overrides(load_hw(CONFIGS / "int8_dense.yaml"), {"sparsity.support": "2:4"})
+    assert native_recipe(hw).recipe == "w8a8_sp24"
+
+
 def test_auto_recipe_for_wide_int_and_explicit_choices():
     hw = load_hw(CONFIGS / "int8_dense.yaml")
     wide = with_overrides(hw, {"precision.weight_bits": 16, "precision.act_bits": 16})
