@@ -186,14 +186,7 @@ class SpeechCommands:
         return "whisper_tiny_test" if self.tiny else "whisper_tiny_en"
 
     def build_model(self, seed: int) -> nn.Module:
-        model = build_task_model(self.backbone, not self.tiny, seed, self.num_labels)
-        if not hasattr(model, "config"):
-            # The zoo's encoder + head wrapper is no PreTrainedModel; compression reads the
-            # family from ``config.model_type`` and installs its attention function with
-            # ``set_attn_implementation``, so expose the encoder's (same config object).
-            model.config = model.encoder.config
-            model.set_attn_implementation = model.encoder.set_attn_implementation
-        return model
+        return build_task_model(self.backbone, not self.tiny, seed, self.num_labels)
 
     def clips(self, split: Split) -> list[Clip]:
         if self.limit is not None and self.limit < len(WORDS):
