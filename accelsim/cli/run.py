@@ -3,8 +3,10 @@
 The command is a list of typed steps: load the hardware (plus ``--set`` overrides) -> choose the
 compression recipe (``--recipe``, by default the one matching the hardware's native format) ->
 build the workload graph (a SCALE-Sim topology CSV, or a zoo model compressed by the recipe and
-traced, so its GEMMs carry the real masks and bit widths) -> simulate -> print the header, table
-and totals (plus accuracy or fidelity with ``--accuracy``) -> write the requested files.
+traced, so its GEMMs carry the real masks and bit widths; with ``--int-model`` the zoo model is
+traced uncompressed and its GEMMs take the bits, 2:4 format and densities of an exported integer
+model) -> simulate -> print the header, table and totals (plus accuracy or fidelity with
+``--accuracy``) -> write the requested files.
 Exit status 1 when the design point is infeasible.
 """
 
@@ -22,6 +24,7 @@ from accelsim.graph.ir import Graph
 from accelsim.hw import HwConfig, load_hw, parse_override, with_overrides
 
 if TYPE_CHECKING:
+    from accelsim.compress.export import IntLinear, IntModel
     from accelsim.sim import SimResult
 
 HELP = "simulate a model (zoo name or SCALE-Sim topology CSV) on a hardware config"
@@ -41,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(experiments/recipes/<NAME>.yaml or a .yaml path); 'auto' "
                              "(default) picks the hardware's native format: 4-bit with 2:4 "
                              "-> w4a4_sp24, 4-bit -> w4a4, 8-bit -> w8a8, float/16-bit -> none")
+    parser.add_argument("--int-model", default=None, metavar="PATH",
+                        help="take bit widths, 2:4 sparsity and densities from an exported "
+                             "integer model (int_model.npz, or the `accelsim compress --out` "
+                             "folder holding it) instead of compressing --model by a recipe")
     parser.add_argument("--accuracy", action="store_true",
                         help="also report the task metric measured by the integer reference "
                              "(models with a trained task run), else the fidelity of the "
@@ -131,6 +138,65 @@ def load_workload(model: str, *, recipe: str | None, batch: int, seq_len: int | 
                             f"failed to import ({exc}); pass a SCALE-Sim topology .csv") from None
     return workload_graph(model, recipe=recipe, batch=batch, seq_len=seq_len,
                           image_size=image_size, audio_seconds=audio_seconds)
+
+
+@dataclass(frozen=True)
+class IntModelWorkload:
+    """The graph annotated from an exported integer model, and which IntModel layer each
+    matched GEMM node runs (for the stored-vs-simulated weight bytes report)."""
+
+    path: Path
+    graph: Graph
+    int_model: IntModel
+    linears: dict[str, IntLinear]
+
+
+def int_model_path(given: str) -> Path:
+    path = Path(given)
+    return path / "int_model.npz" if path.is_dir() else path
+
+
+def load_int_model_workload(given: str, model: str, *, batch: int, seq_len: int | None,
+                            image_size: int | None,
+                            audio_seconds: float | None) -> IntModelWorkload:
+    """Trace zoo ``model`` uncompressed and set its GEMMs from the int model at ``given``."""
+    from accelsim.compress.export import load_int_model
+    from accelsim.graph.intmodel import graph_from_int_model, matched_linears
+
+    if is_topology_csv(model):
+        raise AccelsimError(f"--int-model {given}: needs a zoo --model to trace, not the "
+                            f"topology CSV {model!r}")
+    path = int_model_path(given)
+    try:
+        int_model = load_int_model(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise AccelsimError(f"--int-model {path}: not a readable integer model ({exc})") from None
+    traced = load_workload(model, recipe=None, batch=batch, seq_len=seq_len,
+                           image_size=image_size, audio_seconds=audio_seconds)
+    graph = graph_from_int_model(traced, int_model)
+    return IntModelWorkload(path, graph, int_model, matched_linears(graph, int_model))
+
+
+def weight_bytes_report(result: SimResult, workload: IntModelWorkload) -> list[dict[str, Any]]:
+    """Per matched layer: the weight bytes the simulator charges for one copy of the weight
+    (``memory.Operands.b_bytes``: k x n x stored bits per dense position) vs the packed bytes
+    the IntModel stores (values + indices for 2:4, packed codes for dense)."""
+    from accelsim.graph.intmodel import stored_weight_bytes
+    from accelsim.sim import sparse
+
+    rows = []
+    for layer in result.layers:
+        saved = workload.linears.get(layer.name)
+        if saved is None or layer.weight_bits is None:
+            continue
+        bits = sparse.weight_bits_per_element(layer.weight_bits, layer.skipping)
+        rows.append({
+            "name": layer.name, "int_model_layer": saved.name, "sparsity": saved.sparsity,
+            "weight_bits": saved.weight_bits, "density": saved.density,
+            "skipping": layer.skipping, "simulated_weight_bytes": layer.k * layer.n * bits / 8,
+            "stored_weight_bytes": stored_weight_bytes(saved),
+        })
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,10 +302,19 @@ def run(args: argparse.Namespace) -> int:
     from accelsim.sim import simulate
 
     hw = load_hardware(args.hw, args.overrides, args.scalesim_compat)
-    choice = choose_recipe(args.recipe, hw)
-    graph = load_workload(args.model, recipe=choice.recipe, batch=args.batch,
-                          seq_len=args.seq_len, image_size=args.image_size,
-                          audio_seconds=args.audio_seconds)
+    shape = {"batch": args.batch, "seq_len": args.seq_len, "image_size": args.image_size,
+             "audio_seconds": args.audio_seconds}
+    workload = None
+    if args.int_model is not None:
+        if args.recipe is not None:
+            raise AccelsimError(f"--recipe {args.recipe} and --int-model {args.int_model}: "
+                                "give one; the int model already fixes the compression")
+        workload = load_int_model_workload(args.int_model, args.model, **shape)
+        graph = workload.graph
+        choice = RecipeChoice(workload.int_model.recipe, f"--int-model {workload.path}")
+    else:
+        choice = choose_recipe(args.recipe, hw)
+        graph = load_workload(args.model, recipe=choice.recipe, **shape)
     result = simulate(graph, hw, scalesim_compat=args.scalesim_compat)
     print("\n".join(header_lines(args.model, graph, choice, args.recipe is not None)))
     print()
@@ -259,6 +334,9 @@ def run(args: argparse.Namespace) -> int:
             data["recipe"] = choice.recipe or NONE
         if report is not None:
             data["totals"].update(report.fields)
+        if workload is not None:
+            data["int_model"] = {"path": str(workload.path), "recipe": workload.int_model.recipe,
+                                 "layers": weight_bytes_report(result, workload)}
         tables.write_text_atomic(args.json, json.dumps(data, indent=2) + "\n")
     if args.csv:
         tables.write_csv(result, args.csv)
