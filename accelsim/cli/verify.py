@@ -5,9 +5,8 @@
 (no training) on generated inputs, exports it and checks it on other generated inputs. Prints
 per-GEMM int32 accumulator mismatches and errors (teacher-forced: both sides see the same layer
 input) and, end to end, how many input codes of each layer drifted, then a one-line verdict. The
-exit status is 1 when any accumulator differs (the bit-exact contract); logits tolerance and
-prediction agreement (>= 99.9%) are checked and reported in the verdict
-(docs/integer_semantics.md §5).
+exit status is 1 when any accumulator differs or the logits are not bit-identical: the fake-quant
+model's inference forward computes the integer path's arithmetic (docs/integer_semantics.md §5).
 """
 
 from __future__ import annotations
@@ -123,14 +122,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"{layer.name:<{width}}  {layer.kind:<6}  {layer.sparsity:<8}  "
               f"{layer.accumulators:>12}  {layer.mismatches:>10}  {layer.max_abs_acc_diff:>13}"
               f"  {layer.max_abs_out_err:>12.3g}  {flips:>20}")
-    if not report.end_to_end_ok:
-        print("note: the integer GEMMs are exact; end to end, float32 rounding differences "
-              "(fake-quant float GEMM vs exact int32) moved an input across a quantization "
-              "boundary and the flip propagated (docs/integer_semantics.md section 5)")
+    if report.passed and not report.end_to_end_ok:
+        print("note: the integer GEMMs are exact, but the outputs around them differ: the "
+              "fake-quant inference forward no longer computes the integer path's float32 ops "
+              "(docs/integer_semantics.md section 5)")
     print(report.verdict())
     if args.json is not None:
         payload = {**asdict(report), "passed": report.passed,
                    "end_to_end_ok": report.end_to_end_ok, "verdict": report.verdict()}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(payload, indent=1))
-    return 0 if report.passed else 1
+    return 0 if report.passed and report.end_to_end_ok else 1

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from accelsim.compress.precision import ATTENTION_ATTR, GemmPrecision
-from accelsim.compress.quant import ActQuantizer, QuantLinear
+from accelsim.compress.quant import ActQuantizer, QuantLinear, integer_matmul, integer_operand
 from accelsim.compress.recipe import FAMILIES, Recipe, check_family
 from accelsim.compress.sparsity import gradual_mask_2_4, mask_2_4, supports_2_4
 from accelsim.errors import AccelsimError
@@ -106,24 +106,59 @@ def quantized_attention_forward(module: nn.Module, query: Tensor, key: Tensor, v
     Same arithmetic as transformers' ``eager_attention_forward`` (additive float mask, float32
     softmax); modules without quantizers (e.g. a whisper decoder) run it unquantized. The
     probabilities are quantized before dropout, so calibration sees their inference distribution.
+    Inference runs :func:`_integer_attention` instead (see :class:`QuantLinear` for why and when).
     """
     quant = getattr(module, ATTN_QUANT, None)
     if scaling is None:
         scaling = query.size(-1) ** -0.5
+    if quant is not None and _runs_integer(module, quant):
+        return _integer_attention(quant, query, key, value, attention_mask, scaling)
     if quant is not None:
         query, key, value = quant["q"](query), quant["k"](key), quant["v"](value)
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + attention_mask[..., : key.shape[-2]]
+    scores = _mask_scores(torch.matmul(query, key.transpose(2, 3)) * scaling, attention_mask,
+                          key.shape[-2])
     probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     if quant is not None:
         probs = quant["probs"](probs)
     probs = nn.functional.dropout(probs, p=dropout, training=module.training)
     out = torch.matmul(probs, value).transpose(1, 2).contiguous()
     return out, probs
+
+
+def _mask_scores(scores: Tensor, attention_mask: Tensor | None, keys: int) -> Tensor:
+    """transformers' eager mask arithmetic: bool masks fill the float32 minimum, others add."""
+    if attention_mask is None:
+        return scores
+    if attention_mask.dtype == torch.bool:
+        return scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    return scores + attention_mask[..., :keys]
+
+
+def _runs_integer(module: nn.Module, quant: nn.ModuleDict) -> bool:
+    """Inference with all four quantizers live, outside tracing (frozen constants)."""
+    quantizers: list[ActQuantizer] = [quant[op] for op in ("q", "k", "v", "probs")]
+    return (not module.training and not torch.is_grad_enabled()
+            and all(q.quantizing and not q.frozen for q in quantizers))
+
+
+def _integer_attention(quant: nn.ModuleDict, query: Tensor, key: Tensor, value: Tensor,
+                       attention_mask: Tensor | None, scaling: float) -> tuple[Tensor, Tensor]:
+    """The integer reference's attention (accelsim.ref.execute.int_attention_forward), bit for
+    bit: exact integer ``QK^T`` scaled by ``float32(s_q * s_k)``, then ``* scaling``, the mask,
+    float32 softmax, quantized probabilities, exact integer ``PV`` scaled by ``s_p * s_v``."""
+    operands = {}
+    for op, x in (("q", query), ("k", key), ("v", value)):
+        scale, _ = quant[op].current_qparams()
+        operands[op] = (integer_operand(quant[op](x), scale), scale)
+    (q_int, q_scale), (k_int, k_scale), (v_int, v_scale) = (
+        operands["q"], operands["k"], operands["v"])
+    scores = integer_matmul(q_int, k_int.transpose(2, 3), q_scale * k_scale) * scaling
+    scores = _mask_scores(scores, attention_mask, key.shape[-2])
+    probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32)
+    probs_fq = quant["probs"](probs)
+    p_scale, _ = quant["probs"].current_qparams()
+    out = integer_matmul(integer_operand(probs_fq, p_scale), v_int, p_scale * v_scale)
+    return out.transpose(1, 2).contiguous(), probs_fq
 
 
 def register_attention() -> None:

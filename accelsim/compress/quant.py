@@ -59,6 +59,26 @@ def _fake_quantize_shape(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: flo
     return torch.empty_like(x)
 
 
+def integer_operand(x_fq: Tensor, scale: Tensor) -> Tensor:
+    """The integers ``code - zero_point`` behind dequantized values ``x_fq``, as float64.
+
+    ``x_fq = (c - zp) * s`` in float32, so ``x_fq / s`` lies within float32 rounding (relative
+    2^-23) of an integer of magnitude below 2^8 and rounds back to it exactly.
+    """
+    return torch.round(x_fq.detach() / scale.detach()).to(torch.float64)
+
+
+def integer_matmul(a: Tensor, b: Tensor, out_scale: Tensor) -> Tensor:
+    """``float32(a @ b) * out_scale``: the integer reference's dequantized GEMM, bit for bit.
+
+    ``a`` and ``b`` hold integers (:func:`integer_operand`) in float64, so every partial sum is an
+    integer far below 2^53 and the matmul is exact in any summation order: the int32 accumulator.
+    Its conversion to float32 and the one float32 multiply by ``out_scale`` (the ref's
+    ``float32(s_a) * float32(s_w)``) are IEEE operations numpy performs identically.
+    """
+    return torch.matmul(a, b).to(torch.float32) * out_scale
+
+
 def round_ste(x: Tensor) -> Tensor:
     """``torch.round`` forward, identity backward (straight-through estimator).
 
@@ -238,6 +258,21 @@ class ActQuantizer(nn.Module):
     def is_calibrated(self) -> bool:
         return self._active
 
+    @property
+    def quantizing(self) -> bool:
+        """Whether the forward quantizes (calibrated and not observing)."""
+        return self._active and not self.observing
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the forward runs on :func:`frozen_quantizers` constants (tracing)."""
+        return self._frozen is not None
+
+    def current_qparams(self) -> tuple[Tensor, Tensor]:
+        """(scale, zero_point) the forward uses now (the frozen constants inside
+        :func:`frozen_quantizers`)."""
+        return self._frozen if self._frozen is not None else self.qparams()
+
     def qparams(self) -> tuple[Tensor, Tensor]:
         """(scale, zero_point) as float32 scalars, exactly as the forward uses them."""
         tiny = torch.finfo(torch.float32).tiny
@@ -305,6 +340,13 @@ class QuantLinear(nn.Linear):
     """``nn.Linear`` whose weight is 2:4-masked (optional), then fake-quantized, and whose input is
     fake-quantized: ``F.linear(Qa(x), Qw(w * mask), bias)`` with the bias in float.
 
+    Inference (eval mode with gradients off, input quantizer calibrated) computes the integer
+    reference's arithmetic instead (docs/integer_semantics.md §5): the exact integer GEMM of the
+    codes, ``float32(acc) * (float32(s_a) * s_w) + bias``. The float matmul of dequantized values
+    rounds differently, and a flipped code downstream compounds through deep 4-bit models. Training
+    keeps ``F.linear`` (its straight-through gradients); so does tracing (see
+    :func:`frozen_quantizers`), whose graph must show the GEMM as one ``linear``.
+
     ``accelsim_precision`` (read by the tracer) is computed from the real codes on access.
     """
 
@@ -345,9 +387,16 @@ class QuantLinear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         w = self._frozen_weight
-        if w is None:
-            w = self.weight_quant(self.masked_weight())
-        return F.linear(self.act_quant(x), w, self.bias)
+        if w is not None:
+            return F.linear(self.act_quant(x), w, self.bias)
+        if self.training or torch.is_grad_enabled() or not self.act_quant.quantizing:
+            return F.linear(self.act_quant(x), self.weight_quant(self.masked_weight()), self.bias)
+        scale, _ = self.act_quant.current_qparams()
+        codes, weight_scale = self.export_codes()
+        out_scale = scale * weight_scale  # float32, as IntLinearModule.out_scale
+        y = integer_matmul(integer_operand(self.act_quant(x), scale),
+                           codes.to(torch.float64).T, out_scale)
+        return y if self.bias is None else y + self.bias
 
     def export_codes(self) -> tuple[Tensor, Tensor]:
         """(codes [N, K], weight scale [N] or [1]) as the eval forward uses them."""

@@ -220,11 +220,10 @@ def test_frozen_quantizers_give_the_same_values_and_are_dropped_on_exit(grid, mo
     layer.act_quant(x)
     layer.act_quant.finish_calibration()
     layer.eval()
-    with torch.no_grad():
-        expected = layer(x)
-        with frozen_quantizers(layer):
-            assert layer._frozen_weight is not None and layer.act_quant._frozen is not None
-            frozen = layer(x)
+    expected = layer(x).detach()  # gradients on: the float path, which tracing keeps
+    with torch.no_grad(), frozen_quantizers(layer):
+        assert layer._frozen_weight is not None and layer.act_quant._frozen is not None
+        frozen = layer(x)
     assert torch.equal(frozen, expected)
     assert layer._frozen_weight is None and layer.act_quant._frozen is None
 
@@ -233,3 +232,49 @@ def test_frozen_quantizers_leave_training_modules_alone() -> None:
     layer = QuantLinear.from_linear(torch.nn.Linear(8, 4), weight_bits=4, act_bits=4)
     with frozen_quantizers(layer):
         assert layer._frozen_weight is None  # SAWB recomputes the step in a training forward
+
+
+def _calibrated_layer(grid: str, mode: str, sparse: bool, x: torch.Tensor) -> QuantLinear:
+    layer = QuantLinear.from_linear(torch.nn.Linear(x.shape[-1], 24), weight_bits=4, act_bits=4,
+                                    grid=grid, act_mode=mode, sparse=sparse)
+    layer.act_quant.start_calibration((1.0, 99.0))
+    layer.act_quant(x)
+    layer.act_quant.finish_calibration()
+    return layer
+
+
+@pytest.mark.parametrize("grid", ["zero_preserving", "twos_complement", "no_zero"])
+@pytest.mark.parametrize("mode", ["pact2", "symmetric"])
+def test_inference_forward_is_the_integer_path_bit_for_bit(grid, mode) -> None:
+    torch.manual_seed(1)
+    x = torch.randn(3, 5, 64) * 2.0
+    layer = _calibrated_layer(grid, mode, grid != "no_zero", x).eval()
+    with torch.no_grad():
+        y = layer(x)
+        float_path = torch.nn.functional.linear(
+            layer.act_quant(x), layer.weight_quant(layer.masked_weight()), layer.bias)
+    # The integer reference's arithmetic in numpy: int64 GEMM of codes, float32 rescale, bias.
+    scale, zero_point = (float(v.detach()) for v in layer.act_quant.qparams())
+    a = quantize_codes(x, torch.tensor(scale), zero_point, layer.act_quant.qmin,
+                       layer.act_quant.qmax).numpy().astype(np.int64) - int(zero_point)
+    codes, w_scale = (t.numpy() for t in layer.export_codes())
+    acc = a @ codes.astype(np.int64).T
+    expected = acc.astype(np.float32) * (np.float32(scale) * w_scale.astype(np.float32))
+    expected += layer.bias.detach().numpy()
+    assert np.array_equal(y.numpy(), expected)
+    # Same values up to float32 rounding: only the order of the float operations changed.
+    assert torch.allclose(y, float_path, rtol=0, atol=1e-4)
+
+
+def test_training_forward_keeps_the_float_path_and_its_gradients() -> None:
+    torch.manual_seed(2)
+    x = torch.randn(6, 64)
+    layer = _calibrated_layer("zero_preserving", "pact2", True, x)
+    expected = torch.nn.functional.linear(
+        layer.act_quant(x), layer.weight_quant(layer.masked_weight()), layer.bias)
+    y = layer(x)
+    assert torch.equal(y, expected)
+    y.sum().backward()
+    assert layer.weight.grad is not None and layer.act_quant.hi.grad is not None
+    layer.eval()  # eval with gradients on (e.g. saliency) keeps the differentiable path too
+    assert layer(x).requires_grad

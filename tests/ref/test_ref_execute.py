@@ -71,6 +71,8 @@ def test_integer_accumulators_identical_to_fake_quant(recipe):
     model, int_model = _compressed(RECIPES[recipe])
     report = execute.compare_with_fake_quant(model, int_model, _batches(2, 16, seed=0))
     assert report.mismatches == 0 and report.passed and report.end_to_end_ok, report.verdict()
+    assert report.logits_max_abs_diff == 0.0 and report.prediction_agreement_pct == 100.0
+    assert all(layer.max_abs_out_err == 0.0 for layer in report.layers if layer.kind == "linear")
     assert report.first_code_flip is None
     kinds = [layer.kind for layer in report.layers]
     assert kinds.count("linear") == 12 and kinds.count("qk") == kinds.count("pv") == 2
@@ -79,17 +81,14 @@ def test_integer_accumulators_identical_to_fake_quant(recipe):
     assert linear_sparsity == ({"2:4"} if recipe == "w4a4_sp24" else {"dense"})
 
 
-def test_logits_within_tolerance_and_predictions_agree_on_1000_inputs(sparse_model):
+def test_logits_bit_identical_on_1000_inputs(sparse_model):
     model, int_model = sparse_model
     batches = _batches(4, 250, seed=1000, seq_len=8)
     result = execute.run_int_model(model, int_model, batches)
     with torch.no_grad():
         fq_logits = torch.cat([model(**b.inputs).logits for b in batches])
     assert result.logits.shape == fq_logits.shape == (1000, 3)
-    diff = float((result.logits - fq_logits).abs().max())
-    assert diff <= execute.LOGITS_RTOL * float(fq_logits.abs().max())
-    agreement = float((result.logits.argmax(-1) == fq_logits.argmax(-1)).float().mean())
-    assert agreement >= execute.PREDICTION_AGREEMENT_MIN_PCT / 100
+    assert torch.equal(result.logits, fq_logits)
 
 
 def test_int32_bias_mode_is_bit_exact_too(sparse_model):
@@ -97,8 +96,19 @@ def test_int32_bias_mode_is_bit_exact_too(sparse_model):
     report = execute.compare_with_fake_quant(model, int_model, _batches(1, 8, seed=5),
                                              bias_mode="int32")
     assert report.passed, report.verdict()
+    # The rounded int32 bias is not the float bias: logits only within the tolerance.
+    assert report.logits_tolerance == execute.LOGITS_RTOL * report.logits_max_abs > 0
+    assert report.end_to_end_ok, report.verdict()
     with pytest.raises(AccelsimError, match="bias_mode='fp16' is not one of float, int32"):
         execute.build_int_executor(model, int_model, bias_mode="fp16")
+
+
+def test_float_bias_verdict_demands_bit_identical_logits():
+    report = execute.VerifyReport((), 1e-7, 3.0, 100.0, 10)
+    assert report.passed and not report.end_to_end_ok
+    assert "OUTSIDE" in report.verdict() and "tolerance 0, bias float" in report.verdict()
+    assert dataclasses.replace(report, bias_mode="int32").end_to_end_ok
+    assert dataclasses.replace(report, logits_max_abs_diff=0.0).end_to_end_ok
 
 
 def test_saved_int_model_runs_identically(sparse_model, tmp_path):
