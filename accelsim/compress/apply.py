@@ -17,7 +17,13 @@ import torch
 from torch import Tensor, nn
 
 from accelsim.compress.precision import ATTENTION_ATTR, GemmPrecision
-from accelsim.compress.quant import ActQuantizer, QuantLinear, integer_matmul, integer_operand
+from accelsim.compress.quant import (
+    ActQuantizer,
+    QuantLinear,
+    integer_matmul,
+    integer_operand,
+    runs_integer_path,
+)
 from accelsim.compress.recipe import FAMILIES, Recipe, check_family
 from accelsim.compress.sparsity import gradual_mask_2_4, mask_2_4, supports_2_4
 from accelsim.errors import AccelsimError
@@ -135,10 +141,9 @@ def _mask_scores(scores: Tensor, attention_mask: Tensor | None, keys: int) -> Te
 
 
 def _runs_integer(module: nn.Module, quant: nn.ModuleDict) -> bool:
-    """Inference with all four quantizers live, outside tracing (frozen constants)."""
+    """Inference with all four quantizers live, outside tracing (export, frozen constants)."""
     quantizers: list[ActQuantizer] = [quant[op] for op in ("q", "k", "v", "probs")]
-    return (not module.training and not torch.is_grad_enabled()
-            and all(q.quantizing and not q.frozen for q in quantizers))
+    return runs_integer_path(module) and all(q.quantizing and not q.frozen for q in quantizers)
 
 
 def _integer_attention(quant: nn.ModuleDict, query: Tensor, key: Tensor, value: Tensor,

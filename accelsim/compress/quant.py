@@ -79,6 +79,14 @@ def integer_matmul(a: Tensor, b: Tensor, out_scale: Tensor) -> Tensor:
     return torch.matmul(a, b).to(torch.float32) * out_scale
 
 
+def runs_integer_path(module: nn.Module) -> bool:
+    """Whether a quantized module computes the integer reference's arithmetic: inference (eval
+    mode, gradients off) outside ``torch.export``, whose graph must keep the float GEMM op that the
+    tracer reads. Training keeps the float path for its straight-through gradients."""
+    return (not module.training and not torch.is_grad_enabled()
+            and not torch.compiler.is_exporting())
+
+
 def round_ste(x: Tensor) -> Tensor:
     """``torch.round`` forward, identity backward (straight-through estimator).
 
@@ -344,8 +352,9 @@ class QuantLinear(nn.Linear):
     reference's arithmetic instead (docs/integer_semantics.md §5): the exact integer GEMM of the
     codes, ``float32(acc) * (float32(s_a) * s_w) + bias``. The float matmul of dequantized values
     rounds differently, and a flipped code downstream compounds through deep 4-bit models. Training
-    keeps ``F.linear`` (its straight-through gradients); so does tracing (see
-    :func:`frozen_quantizers`), whose graph must show the GEMM as one ``linear``.
+    keeps ``F.linear`` (its straight-through gradients); so does tracing (``torch.export``, and
+    :func:`frozen_quantizers`), whose graph must show the GEMM as one ``linear``
+    (:func:`runs_integer_path`).
 
     ``accelsim_precision`` (read by the tracer) is computed from the real codes on access.
     """
@@ -389,7 +398,7 @@ class QuantLinear(nn.Linear):
         w = self._frozen_weight
         if w is not None:
             return F.linear(self.act_quant(x), w, self.bias)
-        if self.training or torch.is_grad_enabled() or not self.act_quant.quantizing:
+        if not (runs_integer_path(self) and self.act_quant.quantizing):
             return F.linear(self.act_quant(x), self.weight_quant(self.masked_weight()), self.bias)
         scale, _ = self.act_quant.current_qparams()
         codes, weight_scale = self.export_codes()
@@ -420,11 +429,12 @@ def frozen_quantizers(model: nn.Module) -> Iterator[None]:
 
     Each ``QuantLinear`` in eval mode uses its dequantized weight ``Qw(w * mask)`` computed once
     on entry, and each calibrated ``ActQuantizer`` in eval mode its ``(scale, zero_point)``: the
-    forward gives the same values with only the ops that touch activations, an activation
-    quantizer as the single :func:`fake_quantize_op`. For tracing: ``torch.export`` records every
-    op, and the ~30 fake-quant ops per quantized linear made a compressed ViT-B/16 export ~10x
-    slower than the plain one. Parameters must not change inside the block; the constants are
-    dropped on exit. Training-mode modules are left as they are.
+    forward gives the float path's values (``F.linear`` of dequantized operands, not the integer
+    path of inference, see :class:`QuantLinear`) with only the ops that touch activations, an
+    activation quantizer as the single :func:`fake_quantize_op`. For tracing: ``torch.export``
+    records every op, and the ~30 fake-quant ops per quantized linear made a compressed ViT-B/16
+    export ~10x slower than the plain one. Parameters must not change inside the block; the
+    constants are dropped on exit. Training-mode modules are left as they are.
     """
     layers = [m for m in model.modules() if isinstance(m, QuantLinear) and not m.training]
     acts = [m for m in model.modules()

@@ -278,3 +278,14 @@ def test_training_forward_keeps_the_float_path_and_its_gradients() -> None:
     assert layer.weight.grad is not None and layer.act_quant.hi.grad is not None
     layer.eval()  # eval with gradients on (e.g. saliency) keeps the differentiable path too
     assert layer(x).requires_grad
+
+
+def test_export_keeps_the_float_linear_for_the_tracer() -> None:
+    torch.manual_seed(3)
+    x = torch.randn(2, 64)
+    layer = _calibrated_layer("zero_preserving", "pact2", True, x).eval()
+    with torch.no_grad():
+        exported = torch.export.export(layer, (x,), strict=False)
+    targets = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
+    assert "aten.linear.default" in targets
+    assert not any("matmul" in t or "mm" in t for t in targets - {"aten.linear.default"})
