@@ -258,7 +258,10 @@ def render_markdown(rows: list[dict[str, str]]) -> str:
         "Test-split accuracy in percent. Compressed rows are measured by the bit-exact integer",
         "reference (`accelsim.ref.execute.run_int_model` on the exported integer model); the FP32",
         "row by PyTorch. `fake-quant` is the PyTorch fake-quantized model on the same split, as a",
-        "cross-check. Training budgets and data: `docs/accuracy.md`.",
+        "cross-check. Since the fake-quant model's inference was made to compute exactly the",
+        "integer path (docs/integer_semantics.md section 5), the two agree bit for bit; rows whose",
+        "fake-quant figure differs were evaluated before that change with the older float path.",
+        "Training budgets and data: `docs/accuracy.md`.",
         "",
     ]
     for task in BUDGETS:
