@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from accelsim.errors import AccelsimError
+from accelsim.files import write_text_atomic
 from accelsim.graph.ir import Graph
 from accelsim.hw import HwConfig, load_hw, parse_override, with_overrides
 
@@ -337,7 +338,7 @@ def run(args: argparse.Namespace) -> int:
         if workload is not None:
             data["int_model"] = {"path": str(workload.path), "recipe": workload.int_model.recipe,
                                  "layers": weight_bytes_report(result, workload)}
-        tables.write_text_atomic(args.json, json.dumps(data, indent=2) + "\n")
+        write_text_atomic(args.json, json.dumps(data, indent=2) + "\n")
     if args.csv:
         tables.write_csv(result, args.csv)
     return 0 if result.feasible else 1

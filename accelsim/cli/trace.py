@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
+
+from accelsim.files import write_text_atomic
 
 HELP = "trace a zoo model with torch.export into its GEMM/vector-op graph (CSV/JSON export)"
 
@@ -19,12 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-seconds", type=float, help="16 kHz audio length, wav2vec2/Whisper")
     parser.add_argument("--csv", type=Path, help="write the GEMMs as a SCALE-Sim topology CSV")
     parser.add_argument("--json", type=Path, help="write the whole graph as JSON")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _bits(value: int | None) -> str:
@@ -71,13 +66,11 @@ def run(args: argparse.Namespace) -> int:
     vector_elements = sum(v.total_elements for v in graph.vectors)
     print(f"total: {graph.macs / 1e9:.4f} G MACs, {vector_elements / 1e6:.3f} M vector elements")
     if args.json is not None:
-        _write_atomic(args.json, graph.to_json())
+        write_text_atomic(args.json, graph.to_json())
         print(f"wrote {args.json}")
     if args.csv is not None:
         from accelsim.graph.scalesim_io import write_topology_csv
 
-        tmp = args.csv.with_name(f".{args.csv.name}.tmp{os.getpid()}")
-        write_topology_csv(graph, tmp)
-        os.replace(tmp, args.csv)
+        write_topology_csv(graph, args.csv)  # atomic itself
         print(f"wrote {args.csv}")
     return 0

@@ -13,10 +13,10 @@ rows named ``<name>#<i>``, and vector nodes and bit widths are not written.
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 from accelsim.errors import AccelsimError
+from accelsim.files import write_text_atomic
 from accelsim.graph.ir import GemmNode, Graph
 
 _DENSE_SPELLINGS = frozenset({"", "1:1", "dense"})
@@ -102,6 +102,4 @@ def write_topology_csv(graph: Graph, path: str | Path) -> None:
                                                      for i in range(node.count)]
         tail = (" 2:4," if node.sparsity == "2:4" else " 1:1,") if sparse else ""
         lines.extend(f"{name}, {node.m}, {node.n}, {node.k},{tail}" for name in names)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, "\n".join(lines) + "\n")

@@ -35,7 +35,6 @@ import json
 import logging
 import math
 import operator
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from accelsim import zoo
 from accelsim.compress.precision import ATTENTION_ATTR, LINEAR_ATTR, GemmPrecision
 from accelsim.errors import AccelsimError
+from accelsim.files import write_text_atomic
 from accelsim.graph.ir import GemmNode, Graph, Node, VectorNode
 
 if TYPE_CHECKING:
@@ -703,13 +703,6 @@ def _disk_path(key: str) -> Path:
     return zoo.cache_dir() / "traces" / f"{key}.json"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def trace_named_model(
     name: str,
     *,
@@ -758,7 +751,8 @@ def trace_named_model(
     graph = graph_from_exported(
         exported, module, name=name, input_shape=shape, precisions=precisions
     )
-    _write_atomic(path, graph.to_json())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, graph.to_json())
     _MEMORY_CACHE[key] = graph
     return graph
 

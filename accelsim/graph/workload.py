@@ -27,13 +27,13 @@ import functools
 import hashlib
 import importlib.metadata
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from accelsim.errors import AccelsimError
+from accelsim.files import write_text_atomic
 from accelsim.graph.ir import Graph
 
 if TYPE_CHECKING:
@@ -112,7 +112,8 @@ def workload_graph(
             pass  # a damaged entry is rebuilt and overwritten below
     compressed = compressed_model(model, parsed, seed=seed, **shape)
     graph = trace_named_model(model, **shape, model=compressed)
-    _write_atomic(path, graph.to_json())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, graph.to_json())
     return graph
 
 
@@ -141,13 +142,6 @@ def _disk_key(model: str, recipe: Recipe, shape: dict[str, int], seed: int) -> s
     }, sort_keys=True)
     digest = hashlib.sha256(identity.encode()).hexdigest()[:20]
     return f"{model}-{re.sub(r'[^A-Za-z0-9_.-]', '_', recipe.name)}-{digest}"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def compressed_model(

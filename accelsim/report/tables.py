@@ -8,11 +8,10 @@ atomically (temp file + rename) so an error never leaves half a file.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from accelsim.errors import AccelsimError
+from accelsim.files import write_text_atomic
 from accelsim.sim.simulate import LayerResult, SimResult
 
 if TYPE_CHECKING:
@@ -48,19 +47,6 @@ def layers_frame(result: SimResult) -> pd.DataFrame:
 
 def result_json(result: SimResult) -> dict:
     return result.to_dict()
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write via a temp file in the same folder and rename, so no half-written file remains."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise AccelsimError(f"{path}: cannot write ({exc.strerror})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_json(result: SimResult, path: str | Path) -> None:
