@@ -454,22 +454,11 @@ class _Walker:
         path = _innermost_path(node)
         if weight_side is None:
             precision = _find_precision(node, self.precisions, ATTENTION_ATTR)
-            self.nodes.append(
-                GemmNode(
-                    name=self._unique(f"{path}/{node.name}" if path else node.name),
-                    m=m,
-                    k=k,
-                    n=n,
-                    count=count,
-                    weight_bits=precision.weight_bits if precision else None,
-                    act_bits=precision.act_bits if precision else None,
-                    kind="matmul",
-                    weight_is_activation=True,
-                )
-            )
+            name = f"{path}/{node.name}" if path else node.name
+            self.nodes.append(self._gemm_node(name, m, k, n, count, "matmul", precision))
             return
         precision = _find_precision(node, self.precisions, LINEAR_ATTR)
-        self.nodes.append(self._weight_gemm(path or node.name, m, k, n, count, "linear", precision))
+        self.nodes.append(self._gemm_node(path or node.name, m, k, n, count, "linear", precision))
 
     def _sdpa(self, node: fx.Node) -> None:
         """Fused attention q[..., L, d], k[..., S, d], v[..., S, dv]: two GEMMs and a softmax."""
@@ -477,10 +466,6 @@ class _Walker:
         count, length, depth = math.prod(q[:-2]), q[-2], q[-1]
         source = k[-2]
         precision = _find_precision(node, self.precisions, ATTENTION_ATTR)
-        bits = {
-            "weight_bits": precision.weight_bits if precision else None,
-            "act_bits": precision.act_bits if precision else None,
-        }
         path = _innermost_path(node)
         base = f"{path}/{node.name}" if path else node.name
         for suffix, (m, k_dim, n) in (
@@ -488,16 +473,7 @@ class _Walker:
             ("pv", (length, source, v[-1])),
         ):
             self.nodes.append(
-                GemmNode(
-                    name=self._unique(f"{base}.{suffix}"),
-                    m=m,
-                    k=k_dim,
-                    n=n,
-                    count=count,
-                    kind="matmul",
-                    weight_is_activation=True,
-                    **bits,
-                )
+                self._gemm_node(f"{base}.{suffix}", m, k_dim, n, count, "matmul", precision)
             )
             if suffix == "qk":
                 self.nodes.append(
@@ -515,9 +491,9 @@ class _Walker:
         m, k, n, count = _conv_dims(node)
         precision = _find_precision(node, self.precisions, LINEAR_ATTR)
         path = _innermost_path(node) or node.name
-        self.nodes.append(self._weight_gemm(path, m, k, n, count, "conv", precision))
+        self.nodes.append(self._gemm_node(path, m, k, n, count, "conv", precision))
 
-    def _weight_gemm(
+    def _gemm_node(
         self,
         path: str,
         m: int,
@@ -527,6 +503,8 @@ class _Walker:
         kind: str,
         precision: GemmPrecision | None,
     ) -> GemmNode:
+        # Attention matmuls (kind "matmul") multiply two activations; their precision comes
+        # from the attention attribute, which is always dense.
         return GemmNode(
             name=self._unique(path),
             m=m,
@@ -538,6 +516,7 @@ class _Walker:
             sparsity=precision.sparsity if precision else "dense",
             weight_density=precision.weight_density if precision else 1.0,
             kind=kind,  # type: ignore[arg-type]
+            weight_is_activation=kind == "matmul",
         )
 
     def _vector(self, node: fx.Node, vector_op: str) -> None:
