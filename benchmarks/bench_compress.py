@@ -58,7 +58,7 @@ def bench_model(name: str, recipe_name: str, profile: str | None) -> dict[str, S
 
     from accelsim import zoo
     from accelsim.compress.apply import apply_recipe, calibrate
-    from accelsim.graph import trace
+    from accelsim.graph import trace_cache
     from accelsim.graph.workload import _CalibrationBatch, load_workload_recipe
 
     recipe = load_workload_recipe(recipe_name)
@@ -68,11 +68,11 @@ def bench_model(name: str, recipe_name: str, profile: str | None) -> dict[str, S
     batch = _CalibrationBatch(zoo.example_inputs(name, seed=0), torch.zeros(0))
     _, times["calibrate"] = _timed(lambda: calibrate(net, [batch], recipe),
                                    profile == "calibrate")
-    trace.clear_memory_cache()
-    graph, times["trace"] = _timed(lambda: trace.trace_named_model(name, model=net.eval()),
+    trace_cache.clear_memory_cache()
+    graph, times["trace"] = _timed(lambda: trace_cache.trace_named_model(name, model=net.eval()),
                                    profile == "trace")
-    trace.clear_memory_cache()
-    _, times["plain trace"] = _timed(lambda: trace.trace_named_model(name), False)
+    trace_cache.clear_memory_cache()
+    _, times["plain trace"] = _timed(lambda: trace_cache.trace_named_model(name), False)
     gemms = sum(1 for n in graph.nodes if n.__class__.__name__ == "GemmNode")
     print(f"{name}: {gemms} GEMM nodes, {len(graph.nodes) - gemms} vector nodes")
     return times

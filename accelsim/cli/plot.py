@@ -66,7 +66,8 @@ def plot_pareto(args: argparse.Namespace) -> Path:
     from accelsim.dse.pareto import DEFAULT_SENSES, pareto_front, parse_objectives
     from accelsim.dse.space import parse_constraint
     from accelsim.dse.store import constraint_mask, load_accuracy, load_results
-    from accelsim.report.plots import pareto_info, render_pareto, resolve_column
+    from accelsim.report.plots.common import resolve_column
+    from accelsim.report.plots.pareto import pareto_info, render_pareto
 
     frame = load_results(args.results)
     x, y = resolve_column(frame, args.x), resolve_column(frame, args.y)
@@ -96,12 +97,8 @@ def plot_run(args: argparse.Namespace) -> Path:
     import json
 
     from accelsim.errors import AccelsimError
-    from accelsim.report.plots import (
-        breakdown_info,
-        render_breakdown,
-        render_roofline,
-        roofline_info,
-    )
+    from accelsim.report.plots.breakdown import breakdown_info, render_breakdown
+    from accelsim.report.plots.roofline import render_roofline, roofline_info
 
     try:
         run_data = json.loads(args.run_json.read_text())

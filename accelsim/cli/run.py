@@ -132,10 +132,10 @@ def load_workload(model: str, *, recipe: str | None, batch: int, seq_len: int | 
 
         return read_topology_csv(Path(model))
     try:
-        import accelsim.graph.trace  # noqa: F401  (workload_graph imports it lazily)
+        import accelsim.graph.trace_cache  # noqa: F401  (workload_graph imports it lazily)
         from accelsim.graph.workload import workload_graph
     except ImportError as exc:
-        raise AccelsimError(f"--model {model}: zoo models need accelsim.graph.trace, which "
+        raise AccelsimError(f"--model {model}: zoo models need accelsim.graph.trace_cache, which "
                             f"failed to import ({exc}); pass a SCALE-Sim topology .csv") from None
     return workload_graph(model, recipe=recipe, batch=batch, seq_len=seq_len,
                           image_size=image_size, audio_seconds=audio_seconds)

@@ -28,7 +28,7 @@ def _bits(value: int | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from accelsim.errors import AccelsimError
-    from accelsim.graph.trace import trace_named_model
+    from accelsim.graph.trace_cache import trace_named_model
     from accelsim.graph.verify import verify_graph
 
     for option, path in (("--csv", args.csv), ("--json", args.json)):

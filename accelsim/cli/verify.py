@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from accelsim.errors import AccelsimError
-    from accelsim.ref.execute import compare_with_fake_quant
+    from accelsim.ref.compare import compare_with_fake_quant
 
     for name in ("batches", "batch_size"):
         if getattr(args, name) < 1:

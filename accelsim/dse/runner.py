@@ -12,6 +12,7 @@ reporting progress, so an interrupted sweep keeps every batch it reported.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import multiprocessing
 import os
@@ -37,6 +38,7 @@ from accelsim.dse.space import (
 )
 from accelsim.dse.store import ResultStore, point_key
 from accelsim.errors import AccelsimError
+from accelsim.files import source_digest
 from accelsim.graph.ir import Graph
 
 Metrics = dict[str, Any]
@@ -50,6 +52,10 @@ MAX_BATCH = 256
 ORPHAN_POLL_S = 1.0
 # Seconds to wait for a Dask scheduler (it retries refused connections until then).
 DASK_CONNECT_TIMEOUT_S = 10
+# The code that turns a graph and a hardware config into a point's metrics (relative to the
+# package): the simulator, the config loader, the IR the simulator reads and simulate_point here.
+# The graph enters a point's key by its content, so the code that builds it needs no entry.
+COST_MODEL_SOURCES: tuple[str, ...] = ("sim", "hw.py", "graph/ir.py", "dse/runner.py")
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,12 @@ def simulate_point(graph: Graph, base_hw: Any, overrides: Mapping[str, Value]) -
         "stall_cycles": float(sum(layer.stall_cycles for layer in result.layers)),
         **parts,
     }
+
+
+def cost_model_digest() -> str:
+    """Digest of the :data:`COST_MODEL_SOURCES` files (read once per process), part of every
+    point's key: editing the simulator makes new keys even without a version bump."""
+    return source_digest(*COST_MODEL_SOURCES)
 
 
 def _numeric_fields(totals: Any) -> dict[str, float]:
@@ -267,6 +279,11 @@ def run_sweep(
     base_fields = flatten_dict(hw_to_dict(base_hw))
     points = design_points(spec, base_fields)
     graphs = _workload_graphs(spec, points, graph_fn)
+    graph_digests = {
+        graph_id: hashlib.sha256(graph.to_json().encode()).hexdigest()
+        for graph_id, graph in graphs.items()
+    }
+    source = cost_model_digest()
     rows = {}
     jobs = []
     with ResultStore(store_path) as store:
@@ -283,6 +300,7 @@ def run_sweep(
             key = point_key(
                 _resolved_fields(base_fields, point.overrides), point.model.name,
                 graphs[graph_id].input_shape, point.recipe, __version__,
+                source=source, graph=graph_digests[graph_id],
             )
             if key in finished or key in rows:
                 continue

@@ -1,8 +1,11 @@
 """Resumable sweep results in one SQLite file (stdlib ``sqlite3``, no server).
 
 Each design point is a row keyed by :func:`point_key`, a SHA-256 of (resolved hardware config
-dict, model, input shape, recipe, accelsim version): rerunning a sweep skips every key already
-stored, and changing any of those inputs (a new simulator version included) makes new keys.
+dict, model, input shape, recipe, accelsim version, digest of the cost model's source, digest of
+the workload graph): rerunning a sweep skips every key already stored, and changing any of those
+inputs (an edited simulator without a version bump included) makes new keys. A row written for
+a design point (model, input shape, recipe name, overrides) replaces the store's row for that
+point under any other key, so the store holds one row per point: the latest numbers.
 Rows are written one batch per transaction in WAL mode with ``synchronous=FULL``, so a sweep that
 is killed keeps every batch it committed. Metric columns are added as the simulator reports them.
 
@@ -32,22 +35,40 @@ IDENTITY_COLUMNS = (
     "key", "sweep", "model", "input_shape", "recipe", "variant", "overrides", "accelsim_version",
     "feasible", "reason",
 )
-_SCHEMA = """
+# What a design point is to a reader of the store; the key adds what its numbers were computed by.
+POINT_COLUMNS = ("model", "input_shape", "recipe", "overrides")
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS points (
     key TEXT PRIMARY KEY, sweep TEXT, model TEXT, input_shape TEXT, recipe TEXT, variant TEXT,
     overrides TEXT, accelsim_version TEXT, feasible INTEGER, reason TEXT
 );
+CREATE INDEX IF NOT EXISTS points_by_point ON points ({", ".join(POINT_COLUMNS)});
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS accuracy (
     model TEXT, recipe TEXT, accuracy_pct REAL, PRIMARY KEY (model, recipe)
 );
 """
+_DELETE_SUPERSEDED = (
+    f"DELETE FROM points WHERE {' AND '.join(f'{name} IS ?' for name in POINT_COLUMNS)} "
+    "AND key IS NOT ?"
+)
 
 
 def point_key(
-    hw: Mapping[str, Any], model: str, input_shape: Mapping[str, Any], recipe: Recipe, version: str
+    hw: Mapping[str, Any],
+    model: str,
+    input_shape: Mapping[str, Any],
+    recipe: Recipe,
+    version: str,
+    *,
+    source: str,
+    graph: str,
 ) -> str:
-    """SHA-256 hex digest identifying one simulated design point."""
+    """SHA-256 hex digest identifying one simulated design point.
+
+    ``source`` is a digest of the code that turns a graph and a config into metrics and ``graph``
+    one of the workload graph itself, so stored results go stale with either, version or not.
+    """
     payload = json.dumps(
         {
             "hw": hw,
@@ -55,6 +76,8 @@ def point_key(
             "input_shape": input_shape,
             "recipe": asdict(recipe),
             "version": version,
+            "source": source,
+            "graph": graph,
         },
         sort_keys=True,
         separators=(",", ":"),
@@ -91,7 +114,8 @@ class ResultStore:
         return {row[0] for row in self._db.execute("SELECT key FROM points")}
 
     def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Insert (or replace) rows in one transaction; unknown metric columns are added."""
+        """Insert rows in one transaction, replacing any row of the same key or design point
+        (:data:`POINT_COLUMNS`); unknown metric columns are added."""
         if not rows:
             return
         names = list(dict.fromkeys(name for row in rows for name in row))
@@ -101,6 +125,10 @@ class ResultStore:
                     kind = "TEXT" if isinstance(rows[0].get(name), str) else "REAL"
                     self._db.execute(f'ALTER TABLE points ADD COLUMN "{name}" {kind}')
                     self._columns.append(name)
+            self._db.executemany(
+                _DELETE_SUPERSEDED,
+                [tuple(row.get(name) for name in (*POINT_COLUMNS, "key")) for row in rows],
+            )
             quoted = ", ".join(f'"{name}"' for name in names)
             marks = ", ".join("?" for _ in names)
             self._db.executemany(

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from accelsim.errors import AccelsimError
-from accelsim.files import write_text_atomic
+from accelsim.files import source_digest, write_text_atomic
 from accelsim.graph.ir import Graph
 
 if TYPE_CHECKING:
@@ -42,10 +42,10 @@ if TYPE_CHECKING:
     from accelsim.compress.recipe import Recipe
 
 CALIBRATION_BATCHES = 1  # see the module docstring: clip values do not change the graph
-_PACKAGE = Path(__file__).resolve().parents[1]
 # The code whose behaviour decides a compressed workload graph (relative to the package).
-_GRAPH_SOURCES: tuple[str, ...] = ("compress", "graph/trace.py", "graph/ir.py",
-                                   "graph/workload.py", "zoo.py")
+_GRAPH_SOURCES: tuple[str, ...] = ("compress", "graph/ops.py", "graph/trace.py",
+                                   "graph/trace_cache.py", "graph/ir.py", "graph/workload.py",
+                                   "zoo")
 
 
 @dataclass(frozen=True)
@@ -87,11 +87,11 @@ def workload_graph(
 
     Cached per arguments in-process, and on disk: a compressed graph under ``<cache>/workloads``
     (see the module docstring), an uncompressed one by
-    :func:`accelsim.graph.trace.trace_named_model`. A recipe given by path is read once per
+    :func:`accelsim.graph.trace_cache.trace_named_model`. A recipe given by path is read once per
     process; the disk key holds its fields, so an edited file is a new entry.
     """
     from accelsim import zoo
-    from accelsim.graph.trace import trace_named_model
+    from accelsim.graph.trace_cache import trace_named_model
 
     shape = {"batch": batch, "seq_len": seq_len, "image_size": image_size,
              "audio_seconds": audio_seconds}
@@ -117,16 +117,6 @@ def workload_graph(
     return graph
 
 
-def _source_hash() -> str:
-    digest = hashlib.sha256()
-    for entry in _GRAPH_SOURCES:
-        root = _PACKAGE / entry
-        for path in sorted(root.rglob("*.py")) if root.is_dir() else [root]:
-            digest.update(path.relative_to(_PACKAGE).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 def _disk_key(model: str, recipe: Recipe, shape: dict[str, int], seed: int) -> str:
     from accelsim import zoo
     from accelsim.compress.recipe import recipe_to_dict
@@ -138,7 +128,7 @@ def _disk_key(model: str, recipe: Recipe, shape: dict[str, int], seed: int) -> s
         # Versions from the metadata: a cache hit then never imports torch.
         "versions": [importlib.metadata.version("torch"),
                      importlib.metadata.version("transformers")],
-        "source": _source_hash(),
+        "source": source_digest(*_GRAPH_SOURCES),
     }, sort_keys=True)
     digest = hashlib.sha256(identity.encode()).hexdigest()[:20]
     return f"{model}-{re.sub(r'[^A-Za-z0-9_.-]', '_', recipe.name)}-{digest}"

@@ -1,11 +1,9 @@
 """Bit-exact integer kernels: the golden model of what the accelerator computes.
 
-Everything here works on integer *codes* (numpy arrays) and returns exactly the integers the
-hardware produces; ``docs/integer_semantics.md`` is the spec. The conventions:
+Everything here works on integer *codes* (numpy arrays; quantization, the 2:4 compressed form,
+packing and the overflow bound are :mod:`accelsim.ref.codes`) and returns exactly the integers
+the hardware produces; ``docs/integer_semantics.md`` is the spec. The conventions:
 
-* Quantize (the one expression shared with ``accelsim.compress.quant``):
-  ``codes = clamp(round_half_even(x / scale) + zero_point, qmin, qmax)`` in float32 with true
-  division (``x / s``, never ``x * (1 / s)``: they disagree at ties).
 * Linear GEMM: ``acc[m, n] = bias[n] + sum_k (a[m, k] - a_zp) * w[n, k]`` in int32. Weights are
   symmetric (zero point 0), stored ``[N, K]`` like ``torch.nn.Linear``.
 * 2:4 GEMM: each group of 4 weights along K keeps 2 values plus 2-bit indices; the index drives a
@@ -20,7 +18,6 @@ output tiles, and check before running that int32 cannot overflow (``accumulator
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -29,15 +26,23 @@ import numpy as np
 from numba import prange
 
 from accelsim.errors import AccelsimError
+from accelsim.ref.codes import (
+    ACT_DTYPES,
+    check_accumulator_bound,
+    check_codes,
+    check_codes_any_dim,
+    check_sparse_operands,
+    code_dtype,
+    max_abs_shifted,
+    quantize_multiplier,
+)
 
-INT32_MAX = 2**31 - 1
 # Output tile per parallel task: 8 rows x 1024 int32 columns = 32 KiB of accumulators (L1), and
 # a 768 x 1024 int8 weight block (768 KiB, L2) reused by all 8 rows. Chosen by measurement on
 # 197x768x3072 (benchmarks/bench_ref.py); any tiling gives the same integers.
 _TILE_M = 8
 _TILE_N = 1024
 _TILE_K = 768
-_ACT_DTYPES = (np.int8, np.uint8, np.int16)
 # Below this many MACs a call runs on one thread: waking the pool costs 0.1-1.5 ms on a busy
 # 2-core machine, more than the whole GEMM (tiny models, attention of short sequences).
 _PARALLEL_MIN_MACS = 1 << 21
@@ -52,90 +57,6 @@ def _threads_for(macs: int) -> Iterator[None]:
         yield
     finally:
         numba.set_num_threads(previous)
-
-
-# ---------------------------------------------------------------------------------------------
-# Quantization (float32 -> codes), shared rule with accelsim.compress.quant
-# ---------------------------------------------------------------------------------------------
-
-
-def code_dtype(qmin: int, qmax: int) -> np.dtype:
-    """Smallest numpy integer dtype holding ``[qmin, qmax]`` (int8, uint8 or int16)."""
-    for dtype in _ACT_DTYPES:
-        info = np.iinfo(dtype)
-        if info.min <= qmin and qmax <= info.max:
-            return np.dtype(dtype)
-    raise AccelsimError(
-        f"quantize: code range [{qmin}, {qmax}] is wider than int16; allowed ranges fit in int16"
-    )
-
-
-def quantize(
-    x: np.ndarray, scale: np.ndarray | float, zero_point: int, qmin: int, qmax: int
-) -> np.ndarray:
-    """``clamp(round_half_even(x / scale) + zero_point, qmin, qmax)`` in float32.
-
-    ``scale`` is a scalar or broadcasts against ``x`` (per-channel). Returns the smallest integer
-    dtype that holds the code range.
-    """
-    x32 = np.asarray(x, dtype=np.float32)
-    s32 = np.asarray(scale, dtype=np.float32)
-    if np.any(s32 <= 0) or not np.all(np.isfinite(s32)):
-        raise AccelsimError(f"quantize: scale must be finite and > 0, got min {s32.min()!r}")
-    rounded = np.rint(x32 / s32) + np.float32(zero_point)
-    return np.clip(rounded, qmin, qmax).astype(code_dtype(qmin, qmax))
-
-
-def dequantize(codes: np.ndarray, scale: np.ndarray | float, zero_point: int) -> np.ndarray:
-    """``(codes - zero_point) * scale`` in float32."""
-    shifted = codes.astype(np.float32) - np.float32(zero_point)
-    return shifted * np.asarray(scale, dtype=np.float32)
-
-
-# ---------------------------------------------------------------------------------------------
-# Overflow guard
-# ---------------------------------------------------------------------------------------------
-
-
-def accumulator_bound(max_abs_a: int, max_abs_w: int, k: int, max_abs_bias: int = 0) -> int:
-    """Largest |acc| any dot product of length ``k`` can reach: ``max|a-zp| * max|w| * k + |b|``."""
-    return int(max_abs_a) * int(max_abs_w) * int(k) + int(max_abs_bias)
-
-
-def max_supported_k(act_bits: int, weight_bits: int, act_signed_zero_point: bool = True) -> int:
-    """Largest reduction length for which int32 cannot overflow, whatever the codes are.
-
-    With a zero point, ``|a - zp|`` can reach ``2^act_bits - 1``; symmetric weights reach
-    ``2^(weight_bits - 1)`` in magnitude (-8 on the two's complement int4 grid).
-    """
-    max_a = 2**act_bits - 1 if act_signed_zero_point else 2 ** (act_bits - 1)
-    return INT32_MAX // (max_a * 2 ** (weight_bits - 1))
-
-
-def max_abs_shifted(codes: np.ndarray, zero_point: int = 0) -> int:
-    """``max |codes - zero_point|`` as a Python int (0 for an empty array)."""
-    if codes.size == 0:
-        return 0
-    return max(abs(int(codes.max()) - zero_point), abs(int(codes.min()) - zero_point))
-
-
-def check_accumulator_bound(name: str, max_a: int, max_w: int, k: int, max_bias: int) -> None:
-    """Raise :class:`AccelsimError` unless ``accumulator_bound(...)`` fits int32."""
-    bound = accumulator_bound(max_a, max_w, k, max_bias)
-    if bound > INT32_MAX:
-        raise AccelsimError(
-            f"{name}: K={k} with max|a-zp|={max_a}, max|w|={max_w}, max|bias|={max_bias} can reach "
-            f"|acc|={bound} > 2^31-1; allowed: max|a-zp|*max|w|*K + max|bias| <= 2^31-1"
-        )
-
-
-def _check_codes(name: str, array: np.ndarray, allowed: tuple[type, ...], ndim: int) -> None:
-    if not isinstance(array, np.ndarray) or array.dtype not in [np.dtype(d) for d in allowed]:
-        got = getattr(array, "dtype", type(array).__name__)
-        names = ", ".join(np.dtype(d).name for d in allowed)
-        raise AccelsimError(f"{name}: dtype {got} is not one of {names}")
-    if array.ndim != ndim:
-        raise AccelsimError(f"{name}: expected {ndim} dimensions, got shape {array.shape}")
 
 
 def _bias_or_zeros(name: str, bias: np.ndarray | None, n: int) -> np.ndarray:
@@ -218,8 +139,8 @@ def int_gemm(
     ``[N]`` or ``None``. ``w_transposed`` (a contiguous ``[K, N]`` copy) may be passed to skip the
     per-call transpose when the same weights run many times.
     """
-    _check_codes("int_gemm.a", a_codes, _ACT_DTYPES, 2)
-    _check_codes("int_gemm.w", w_codes, (np.int8,), 2)
+    check_codes("int_gemm.a", a_codes, ACT_DTYPES, 2)
+    check_codes("int_gemm.w", w_codes, (np.int8,), 2)
     if a_codes.shape[1] != w_codes.shape[1]:
         raise AccelsimError(
             f"int_gemm: reduction sizes differ, a {a_codes.shape} vs w {w_codes.shape} "
@@ -240,154 +161,8 @@ def int_gemm(
 
 
 # ---------------------------------------------------------------------------------------------
-# 2:4 sparse: compressed form, packing, and the mux GEMM
+# 2:4 sparse: the index-mux GEMM on the compressed form
 # ---------------------------------------------------------------------------------------------
-
-
-def compress_2to4(w_codes: np.ndarray, name: str = "weight") -> tuple[np.ndarray, np.ndarray]:
-    """Dense ``[N, K]`` int8 codes -> kept values ``[N, K/2]`` int8 + indices ``[N, K/2]`` uint8.
-
-    Each group of 4 along K keeps 2 slots in ascending index order: the non-zero positions, then
-    the lowest unused positions with value 0 where a group has fewer than 2 non-zeros. A group
-    with more than 2 non-zeros is not 2:4 and raises :class:`AccelsimError`.
-    """
-    _check_codes(f"{name}", w_codes, (np.int8,), 2)
-    n, k = w_codes.shape
-    if k % 4:
-        raise AccelsimError(f"{name}: K={k} is not a multiple of 4; 2:4 needs groups of 4 along K")
-    groups = w_codes.reshape(n, k // 4, 4)
-    nonzero = groups != 0
-    counts = nonzero.sum(axis=2)
-    if np.any(counts > 2):
-        row, group = np.argwhere(counts > 2)[0]
-        raise AccelsimError(
-            f"{name}: row {row}, group {group} (k={4 * group}..{4 * group + 3}) holds "
-            f"{counts[row, group]} non-zeros {groups[row, group].tolist()}; 2:4 allows at most 2"
-        )
-    # Stable sort puts non-zero slots first (ascending), then zero slots (ascending); keep 2 and
-    # restore ascending order so the index stream is monotone within a group.
-    order = np.argsort(~nonzero, axis=2, kind="stable")[:, :, :2]
-    order.sort(axis=2)
-    values = np.take_along_axis(groups, order, axis=2)
-    return values.reshape(n, k // 2).astype(np.int8), order.reshape(n, k // 2).astype(np.uint8)
-
-
-def decompress_2to4(values: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """Kept values + indices ``[N, K/2]`` -> dense ``[N, K]`` int8 with zeros in place."""
-    _check_sparse_operands("decompress_2to4", values, indices)
-    n, half = values.shape
-    dense = np.zeros((n, half // 2, 4), dtype=np.int8)
-    np.put_along_axis(
-        dense, indices.reshape(n, half // 2, 2).astype(np.intp), values.reshape(n, half // 2, 2),
-        axis=2,
-    )
-    return dense.reshape(n, 2 * half)
-
-
-def _check_sparse_operands(name: str, values: np.ndarray, indices: np.ndarray) -> None:
-    _check_codes(f"{name}.values", values, (np.int8,), 2)
-    _check_codes(f"{name}.indices", indices, (np.uint8,), 2)
-    if values.shape != indices.shape or values.shape[1] % 2:
-        raise AccelsimError(
-            f"{name}: values {values.shape} and indices {indices.shape} must have the same shape "
-            "[N, K/2] with an even K/2"
-        )
-    if indices.size and int(indices.max()) > 3:
-        raise AccelsimError(f"{name}.indices: max {int(indices.max())}; 2-bit indices are 0..3")
-    pairs = indices.reshape(indices.shape[0], -1, 2)
-    if np.any(pairs[:, :, 0] >= pairs[:, :, 1]):
-        raise AccelsimError(
-            f"{name}.indices: the 2 indices of a group must be distinct and ascending"
-        )
-
-
-def pack_int4(codes: np.ndarray) -> np.ndarray:
-    """Int4 codes (int8 in -8..7) ``[..., L]`` -> bytes ``[..., ceil(L/2)]``.
-
-    Two's complement nibbles, element ``2i`` in the low nibble and ``2i+1`` in the high nibble
-    (an odd tail is padded with 0).
-    """
-    _check_codes_any_dim("pack_int4", codes, np.int8)
-    if codes.size and (int(codes.min()) < -8 or int(codes.max()) > 7):
-        raise AccelsimError(
-            f"pack_int4: codes span [{int(codes.min())}, {int(codes.max())}]; int4 allows -8..7"
-        )
-    if codes.shape[-1] % 2:
-        codes = np.concatenate([codes, np.zeros((*codes.shape[:-1], 1), np.int8)], axis=-1)
-    nibbles = codes.view(np.uint8) & 0x0F
-    return (nibbles[..., 0::2] | (nibbles[..., 1::2] << 4)).astype(np.uint8)
-
-
-def unpack_int4(packed: np.ndarray, length: int) -> np.ndarray:
-    """Inverse of :func:`pack_int4`: bytes ``[..., B]`` -> int8 codes ``[..., length]``."""
-    _check_codes_any_dim("unpack_int4", packed, np.uint8)
-    if not 2 * packed.shape[-1] - 1 <= length <= 2 * packed.shape[-1]:
-        raise AccelsimError(
-            f"unpack_int4: length={length} does not fit {packed.shape[-1]} bytes of 2 nibbles"
-        )
-    nibbles = np.empty((*packed.shape[:-1], 2 * packed.shape[-1]), dtype=np.uint8)
-    nibbles[..., 0::2] = packed & 0x0F
-    nibbles[..., 1::2] = packed >> 4
-    # Sign-extend 4-bit two's complement: 8..15 -> -8..-1.
-    signed = nibbles.astype(np.int8) - ((nibbles & 0x08) << 1).astype(np.int8)
-    return signed[..., :length]
-
-
-def pack_indices_2bit(indices: np.ndarray) -> np.ndarray:
-    """2-bit indices (uint8 in 0..3) ``[..., L]`` -> bytes ``[..., ceil(L/4)]``, LSB first."""
-    _check_codes_any_dim("pack_indices_2bit", indices, np.uint8)
-    if indices.size and int(indices.max()) > 3:
-        raise AccelsimError(f"pack_indices_2bit: max index {int(indices.max())}; allowed 0..3")
-    pad = (-indices.shape[-1]) % 4
-    if pad:
-        indices = np.concatenate(
-            [indices, np.zeros((*indices.shape[:-1], pad), np.uint8)], axis=-1
-        )
-    return (
-        indices[..., 0::4]
-        | (indices[..., 1::4] << 2)
-        | (indices[..., 2::4] << 4)
-        | (indices[..., 3::4] << 6)
-    ).astype(np.uint8)
-
-
-def unpack_indices_2bit(packed: np.ndarray, length: int) -> np.ndarray:
-    """Inverse of :func:`pack_indices_2bit`: bytes ``[..., B]`` -> uint8 ``[..., length]``."""
-    _check_codes_any_dim("unpack_indices_2bit", packed, np.uint8)
-    if not 4 * packed.shape[-1] - 3 <= length <= 4 * packed.shape[-1]:
-        raise AccelsimError(
-            f"unpack_indices_2bit: length={length} does not fit {packed.shape[-1]} bytes of 4"
-        )
-    out = np.empty((*packed.shape[:-1], 4 * packed.shape[-1]), dtype=np.uint8)
-    for slot in range(4):
-        out[..., slot::4] = (packed >> (2 * slot)) & 0x03
-    return out[..., :length]
-
-
-def _check_codes_any_dim(name: str, array: np.ndarray, dtypes: type | tuple[type, ...]) -> None:
-    allowed = [np.dtype(d) for d in (dtypes if isinstance(dtypes, tuple) else (dtypes,))]
-    if not isinstance(array, np.ndarray) or array.dtype not in allowed or array.ndim < 1:
-        got = getattr(array, "dtype", type(array).__name__)
-        names = ", ".join(d.name for d in allowed)
-        raise AccelsimError(f"{name}: expected an array of {names}, got {got}")
-
-
-def unpack_weight_codes(packed: np.ndarray, bits: int, length: int, grid: str) -> np.ndarray:
-    """Decode packed weight fields (docs/compression.md §6.4) ``[N, B]`` -> int8 codes.
-
-    4-bit: two's complement nibbles, low nibble first; 8-bit: one int8 per byte. The ``no_zero``
-    grid stores ``i = (code - 1) >> 1`` and decodes to the odd code ``2i + 1``.
-    """
-    if bits == 4:
-        fields = unpack_int4(packed, length)
-    elif bits == 8:
-        _check_codes_any_dim("unpack_weight_codes", packed, np.uint8)
-        fields = packed.view(np.int8)[..., :length]
-    else:
-        raise AccelsimError(f"unpack_weight_codes: bits={bits!r} is not one of 4, 8")
-    if grid == "no_zero":
-        return (2 * fields.astype(np.int16) + 1).astype(np.int8)
-    return np.ascontiguousarray(fields)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -445,8 +220,8 @@ def sparse_gemm(
     of 4 along K. ``acc[m, n] = bias[n] + sum_slot (a[m, 4*g + idx] - a_zp) * value``.
     ``transposed`` (contiguous ``[K/2, N]`` copies of both) skips the per-call transposes.
     """
-    _check_codes("sparse_gemm.a", a_codes, _ACT_DTYPES, 2)
-    _check_sparse_operands("sparse_gemm", values, indices)
+    check_codes("sparse_gemm.a", a_codes, ACT_DTYPES, 2)
+    check_sparse_operands("sparse_gemm", values, indices)
     k = a_codes.shape[1]
     if k != 2 * values.shape[1]:
         raise AccelsimError(
@@ -499,7 +274,7 @@ def int_bmm(
     Leading (batch, head) dimensions must match; both operands are activation codes.
     """
     for name, arr in (("int_bmm.a", a_codes), ("int_bmm.b", b_codes)):
-        _check_codes_any_dim(name, arr, _ACT_DTYPES)
+        check_codes_any_dim(name, arr, ACT_DTYPES)
         if arr.ndim < 2:
             raise AccelsimError(f"{name}: needs at least 2 dimensions, got shape {arr.shape}")
     lead = a_codes.shape[:-2]
@@ -522,29 +297,8 @@ def int_bmm(
 
 
 # ---------------------------------------------------------------------------------------------
-# Requantization: integer multiplier + shift (gemmlowp/TFLite style, single rounding)
+# Requantization: integer multiplier + shift (single rounding)
 # ---------------------------------------------------------------------------------------------
-
-
-def quantize_multiplier(real_multiplier: float) -> tuple[int, int]:
-    """``real = M0 * 2^-n`` with ``M0`` a Q31 mantissa in ``[2^30, 2^31)`` and ``1 <= n <= 62``.
-
-    Allowed multipliers: ``2^-32 < real < 2^30`` (the range in which ``acc * M0`` plus the
-    rounding term fits int64).
-    """
-    if not math.isfinite(real_multiplier) or real_multiplier <= 0:
-        raise AccelsimError(f"quantize_multiplier: multiplier={real_multiplier!r} must be > 0")
-    mantissa, exponent = math.frexp(real_multiplier)  # real = mantissa * 2^exponent
-    m0 = round(mantissa * 2**31)
-    if m0 == 2**31:  # mantissa rounded up to 1.0
-        m0 //= 2
-        exponent += 1
-    shift = 31 - exponent
-    if not 1 <= shift <= 62:
-        raise AccelsimError(
-            f"quantize_multiplier: multiplier={real_multiplier!r} is outside (2^-32, 2^30)"
-        )
-    return m0, shift
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -573,7 +327,7 @@ def requantize(
     ``out = clamp(zero_point + ((acc * M0 + 2^(n-1)) >> n), qmin, qmax)`` with int64 intermediates
     and an arithmetic (flooring) shift: one rounding, half-up (ties toward +inf).
     """
-    _check_codes("requantize.acc", acc, (np.int32,), 2)
+    check_codes("requantize.acc", acc, (np.int32,), 2)
     cols = acc.shape[1]
     reals = np.broadcast_to(np.asarray(multiplier, dtype=np.float64), (cols,))
     pairs = [quantize_multiplier(float(r)) for r in reals]

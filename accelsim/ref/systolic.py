@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 
 from accelsim.errors import AccelsimError
-from accelsim.ref.kernels import check_accumulator_bound, max_abs_shifted
+from accelsim.ref.codes import check_accumulator_bound, max_abs_shifted
 
 Dataflow = Literal["os", "ws", "is"]
 DATAFLOWS: tuple[str, ...] = ("os", "ws", "is")

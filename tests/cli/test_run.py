@@ -117,7 +117,7 @@ def test_unwritable_output_is_an_error_and_leaves_nothing(topology, tmp_path, ca
 
 
 def test_zoo_name_without_tracer_is_one_line(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "accelsim.graph.trace", None)
+    monkeypatch.setitem(sys.modules, "accelsim.graph.trace_cache", None)
     assert main(["run", "--hw", HW, "--model", "vit_b16"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "zoo models need accelsim.graph.trace" in err
+    assert "\n" not in err and "zoo models need accelsim.graph.trace_cache" in err

@@ -16,7 +16,7 @@ from accelsim.compress.apply import apply_recipe, calibrate
 from accelsim.compress.export import IntModel, export_int_model, save_int_model
 from accelsim.compress.recipe import load_recipe
 from accelsim.graph.intmodel import graph_from_int_model
-from accelsim.graph.trace import trace_named_model
+from accelsim.graph.trace_cache import trace_named_model
 from accelsim.tasks.base import Batch
 
 CONFIGS = Path(__file__).resolve().parents[2] / "hw_configs"

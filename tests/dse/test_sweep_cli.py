@@ -79,7 +79,7 @@ def test_plot_pareto_from_the_store(swept, capsys):
 
 
 def test_plot_breakdown_and_roofline_from_run_json(swept):
-    from accelsim.graph.trace import trace_named_model
+    from accelsim.graph.trace_cache import trace_named_model
     from accelsim.hw import load_hw
     from accelsim.sim.simulate import simulate
 

@@ -1,3 +1,7 @@
+import ast
+from dataclasses import replace
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from dse_fakes import INT8_HW, fake_evaluate, tiny_graph
@@ -130,7 +134,61 @@ def test_recipe_table_and_keys_change_with_version(spec, tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "__version__", "9.9.9")
     summary = run(spec, tmp_path / "v.sqlite", workers=1)
     assert summary.evaluated == TOTAL
-    assert set(load_results(tmp_path / "v.sqlite")["accelsim_version"]) == {"0.1.0", "9.9.9"}
+    frame = load_results(tmp_path / "v.sqlite")  # the new rows replaced the old version's
+    assert len(frame) == TOTAL and set(frame["accelsim_version"]) == {"9.9.9"}
+
+
+def test_points_are_recomputed_when_the_cost_model_or_the_graph_changes(
+    spec, tmp_path, monkeypatch
+):
+    import accelsim.dse.runner as runner
+
+    store = tmp_path / "c.sqlite"
+    run(spec, store, workers=1)
+    unchanged = run(spec, store, workers=1)
+    assert (unchanged.skipped, unchanged.evaluated) == (TOTAL, 0)
+    monkeypatch.setattr(runner, "cost_model_digest", lambda: "edited simulator")
+    edited = run(spec, store, workers=1)
+    assert (edited.skipped, edited.evaluated) == (0, TOTAL)
+    assert len(load_results(store)) == TOTAL
+    assert run(spec, store, workers=1).evaluated == 0
+
+    def retraced(model, recipe):
+        graph = tiny_graph(model, recipe)
+        return replace(graph, nodes=graph.nodes[:-1])
+
+    summary = run_sweep(spec, store, workers=1, evaluate=fake_evaluate, graph_fn=retraced)
+    assert (summary.skipped, summary.evaluated) == (0, TOTAL)
+
+
+def test_cost_model_digest_covers_every_module_the_simulator_imports():
+    from accelsim.dse.runner import COST_MODEL_SOURCES
+    from accelsim.files import PACKAGE_ROOT
+
+    def module_file(name: str) -> Path | None:
+        base = PACKAGE_ROOT.joinpath(*name.split(".")[1:])
+        return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()),
+                    None)
+
+    covered = {
+        path
+        for entry in COST_MODEL_SOURCES
+        for path in ((PACKAGE_ROOT / entry).rglob("*.py") if (PACKAGE_ROOT / entry).is_dir()
+                     else [PACKAGE_ROOT / entry])
+    }
+    # runner.py is hashed for simulate_point; the graph building it calls is keyed by content.
+    for source in covered - {PACKAGE_ROOT / "dse" / "runner.py"}:
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("accelsim"):
+                names = [f"{node.module}.{alias.name}" for alias in node.names]
+                imported = {module_file(n) or module_file(node.module) for n in names}
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names if alias.name.startswith("accelsim")]
+                imported = {module_file(name) for name in names}
+            else:
+                continue
+            # errors.py only words messages, never a number.
+            assert imported <= covered | {PACKAGE_ROOT / "errors.py"}, (source, imported)
 
 
 def test_exports_roundtrip(reference, tmp_path):

@@ -26,16 +26,23 @@ def row(key, rows, latency, feasible=True):
 
 def test_point_key_depends_on_every_identity_part():
     recipe = Recipe("w8a8", 8, 8)
-    base = point_key(HW, "m", {"seq_len": 8}, recipe, "1")
-    assert base == point_key(dict(reversed(HW.items())), "m", {"seq_len": 8}, recipe, "1")
+
+    def key(hw=HW, model="m", shape=None, recipe=recipe, version="1", source="s", graph="g"):
+        return point_key(hw, model, shape or {"seq_len": 8}, recipe, version, source=source,
+                         graph=graph)
+
+    base = key()
+    assert base == key(hw=dict(reversed(HW.items())))
     changed = [
-        point_key({**HW, "array.rows": 32}, "m", {"seq_len": 8}, recipe, "1"),
-        point_key(HW, "m2", {"seq_len": 8}, recipe, "1"),
-        point_key(HW, "m", {"seq_len": 16}, recipe, "1"),
-        point_key(HW, "m", {"seq_len": 8}, Recipe("w8a8", 8, 8, "2:4"), "1"),
-        point_key(HW, "m", {"seq_len": 8}, recipe, "2"),
+        key(hw={**HW, "array.rows": 32}),
+        key(model="m2"),
+        key(shape={"seq_len": 16}),
+        key(recipe=Recipe("w8a8", 8, 8, "2:4")),
+        key(version="2"),
+        key(source="edited"),
+        key(graph="retraced"),
     ]
-    assert len({base, *changed}) == 6
+    assert len({base, *changed}) == 8
 
 
 def test_store_adds_metric_columns_and_replaces_rows(tmp_path):
@@ -56,6 +63,17 @@ def test_store_adds_metric_columns_and_replaces_rows(tmp_path):
     assert frame["feasible"].tolist() == [True, False, True]
     assert frame["accuracy_pct"].tolist() == [90.0] * 3
     assert frame["meets_constraints"].tolist() == [False, False, True]
+
+
+def test_a_point_recomputed_under_a_new_key_replaces_its_row(tmp_path):
+    path = tmp_path / "s.sqlite"
+    with ResultStore(path) as store:
+        store.write([row("old16", 16, 1.0), row("old32", 32, 2.0)])
+        store.write([row("new16", 16, 1.5)])
+        assert store.finished_keys() == {"old32", "new16"}
+    frame = load_results(path)
+    assert frame["key"].tolist() == ["old32", "new16"]
+    assert frame["latency_ms"].tolist() == [2.0, 1.5]
 
 
 def test_constraint_mask_fails_nan_metrics():

@@ -9,7 +9,7 @@ from torch import nn
 from accelsim import zoo
 from accelsim.compress.precision import ATTENTION_ATTR, LINEAR_ATTR, GemmPrecision
 from accelsim.errors import AccelsimError
-from accelsim.graph import trace
+from accelsim.graph import trace, trace_cache
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.graph.verify import verify_graph
 
@@ -23,7 +23,7 @@ def _cache(tmp_path_factory, monkeypatch):
 
 @pytest.mark.parametrize("name", TINY)
 def test_traced_macs_match_the_analytic_count(name):
-    graph = trace.trace_named_model(name, batch=2)  # traced from the meta-device structure
+    graph = trace_cache.trace_named_model(name, batch=2)  # traced from the meta-device structure
     verify_graph(graph)
     real = zoo.build_model(name)
     assert trace.trace_module(real, zoo.example_inputs(name, batch=2)).nodes == graph.nodes
@@ -89,7 +89,7 @@ def test_classifier_models_trace_with_their_head(name):
 
 
 def test_vector_ops_have_element_counts():
-    graph = trace.trace_named_model("bert_tiny")  # 16 tokens, hidden 32, 4 heads, 2 layers
+    graph = trace_cache.trace_named_model("bert_tiny")  # 16 tokens, hidden 32, 4 heads, 2 layers
     by_op: dict[str, list[VectorNode]] = {}
     for node in graph.vectors:
         by_op.setdefault(node.vector_op, []).append(node)
@@ -195,29 +195,35 @@ def test_export_failure_is_one_line():
 
 def test_parameter_only_work_is_folded_away():
     # wav2vec2's positional conv computes weight-norm from parameters: no node for it.
-    graph = trace.trace_named_model("wav2vec2_tiny")
+    graph = trace_cache.trace_named_model("wav2vec2_tiny")
     assert not any("weight_norm" in n.name or "parametrizations" in n.name for n in graph.nodes)
 
 
 def test_trace_cache_hits_in_process_and_on_disk():
-    trace.clear_memory_cache()
-    first = trace.trace_named_model("vit_tiny", batch=3)
-    assert trace.trace_named_model("vit_tiny", batch=3) is first
+    trace_cache.clear_memory_cache()
+    first = trace_cache.trace_named_model("vit_tiny", batch=3)
+    assert trace_cache.trace_named_model("vit_tiny", batch=3) is first
     files = list((zoo.cache_dir() / "traces").glob("vit_tiny-batch3-*.json"))
     assert len(files) == 1
     assert Graph.from_dict(json.loads(files[0].read_text())) == first
-    trace.clear_memory_cache()
-    assert trace.trace_named_model("vit_tiny", batch=3) == first  # read back from disk
+    trace_cache.clear_memory_cache()
+    assert trace_cache.trace_named_model("vit_tiny", batch=3) == first  # read back from disk
 
 
 def test_cache_key_changes_with_precision_annotations():
     model = zoo.build_model("vit_tiny")
-    plain = trace.trace_named_model("vit_tiny", model=model)
+    plain = trace_cache.trace_named_model("vit_tiny", model=model)
     setattr(model.layers[0].mlp.fc1, LINEAR_ATTR, GemmPrecision(4, 4, "2:4", 0.5))
-    annotated = trace.trace_named_model("vit_tiny", model=model)
+    annotated = trace_cache.trace_named_model("vit_tiny", model=model)
     fc1 = next(g for g in annotated.gemms if g.name == "layers.0.mlp.fc1")
     assert fc1.sparsity == "2:4"
     assert all(g.sparsity == "dense" for g in plain.gemms)
+
+
+def test_cache_key_changes_with_the_tracer_version(monkeypatch):
+    key = trace_cache.trace_cache_key("vit_tiny", {"batch": 1}, "fingerprint")
+    monkeypatch.setattr(trace_cache, "TRACER_VERSION", trace.TRACER_VERSION + 1)
+    assert trace_cache.trace_cache_key("vit_tiny", {"batch": 1}, "fingerprint") != key
 
 
 def test_trace_module_needs_inputs():

@@ -14,7 +14,7 @@ from accelsim.compress.export import export_int_model, load_int_model, save_int_
 from accelsim.compress.quant import QuantLinear
 from accelsim.compress.recipe import recipe_from_dict
 from accelsim.errors import AccelsimError
-from accelsim.ref import execute
+from accelsim.ref import compare, execute
 from accelsim.tasks.base import Batch
 
 RECIPES = {
@@ -69,7 +69,7 @@ def sparse_model():
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
 def test_integer_accumulators_identical_to_fake_quant(recipe):
     model, int_model = _compressed(RECIPES[recipe])
-    report = execute.compare_with_fake_quant(model, int_model, _batches(2, 16, seed=0))
+    report = compare.compare_with_fake_quant(model, int_model, _batches(2, 16, seed=0))
     assert report.mismatches == 0 and report.passed and report.end_to_end_ok, report.verdict()
     assert report.logits_max_abs_diff == 0.0 and report.prediction_agreement_pct == 100.0
     assert all(layer.max_abs_out_err == 0.0 for layer in report.layers if layer.kind == "linear")
@@ -93,18 +93,18 @@ def test_logits_bit_identical_on_1000_inputs(sparse_model):
 
 def test_int32_bias_mode_is_bit_exact_too(sparse_model):
     model, int_model = sparse_model
-    report = execute.compare_with_fake_quant(model, int_model, _batches(1, 8, seed=5),
+    report = compare.compare_with_fake_quant(model, int_model, _batches(1, 8, seed=5),
                                              bias_mode="int32")
     assert report.passed, report.verdict()
     # The rounded int32 bias is not the float bias: logits only within the tolerance.
-    assert report.logits_tolerance == execute.LOGITS_RTOL * report.logits_max_abs > 0
+    assert report.logits_tolerance == compare.LOGITS_RTOL * report.logits_max_abs > 0
     assert report.end_to_end_ok, report.verdict()
     with pytest.raises(AccelsimError, match="bias_mode='fp16' is not one of float, int32"):
         execute.build_int_executor(model, int_model, bias_mode="fp16")
 
 
 def test_float_bias_verdict_demands_bit_identical_logits():
-    report = execute.VerifyReport((), 1e-7, 3.0, 100.0, 10)
+    report = compare.VerifyReport((), 1e-7, 3.0, 100.0, 10)
     assert report.passed and not report.end_to_end_ok
     assert "OUTSIDE" in report.verdict() and "tolerance 0, bias float" in report.verdict()
     assert dataclasses.replace(report, bias_mode="int32").end_to_end_ok
@@ -206,7 +206,7 @@ def test_a_wrong_weight_code_is_reported_as_mismatch():
     codes[3, 5] = 1 if codes[3, 5] != 1 else 2  # one code of one output channel
     bad = dataclasses.replace(layer, weight_codes=codes, packed_codes=codes.view(np.uint8))
     linears = tuple(bad if x is layer else x for x in int_model.linears)
-    report = execute.compare_with_fake_quant(
+    report = compare.compare_with_fake_quant(
         model, dataclasses.replace(int_model, linears=linears), _batches(1, 4, seed=0))
     broken = {x.name: x for x in report.layers}[layer.name]
     assert not report.passed and report.mismatches == broken.mismatches > 0
@@ -221,7 +221,7 @@ def test_padded_sequences_match(sparse_model):
     mask[:, 10:] = 0  # padding: the additive mask must reach the integer scores too
     padded = [Batch(inputs={**batches[0].inputs, "attention_mask": mask},
                     labels=batches[0].labels)]
-    report = execute.compare_with_fake_quant(model, int_model, padded)
+    report = compare.compare_with_fake_quant(model, int_model, padded)
     assert report.passed and report.end_to_end_ok, report.verdict()
     unpadded = execute.run_int_model(model, int_model, batches).logits
     assert not torch.equal(execute.run_int_model(model, int_model, padded).logits, unpadded)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from accelsim.compress.quant import quantize_codes
 from accelsim.errors import AccelsimError
+from accelsim.ref import codes as C
 from accelsim.ref import kernels as K
 
 SETTINGS = settings(max_examples=40, deadline=None)
@@ -66,7 +67,7 @@ def test_int_gemm_across_tile_edges_and_bert_shapes():
 
 def test_int_gemm_worst_case_magnitudes_do_not_overflow():
     # |a - zp| = 255, |w| = 127: the largest int8 x uint8 product, K at the documented limit.
-    k = K.max_supported_k(act_bits=8, weight_bits=8)
+    k = C.max_supported_k(act_bits=8, weight_bits=8)
     assert k == (2**31 - 1) // (255 * 128)
     k_test = 4096
     a = np.full((2, k_test), 255, np.uint8)
@@ -99,7 +100,7 @@ def test_sparse_gemm_equals_dense_with_zeros_in_place(m, groups, n, kind, seed):
     k = 4 * groups
     a, zp = _act(rng, (m, k), kind)
     w = _two_four(rng, n, k)
-    values, indices = K.compress_2to4(w)
+    values, indices = C.compress_2to4(w)
     bias = rng.integers(-1000, 1000, n).astype(np.int32)
     sparse = K.sparse_gemm(a, values, indices, zp, bias)
     np.testing.assert_array_equal(sparse, K.int_gemm(a, w, zp, bias))
@@ -119,28 +120,28 @@ def test_sparse_gemm_index_selects_the_activation():
 def test_compress_decompress_and_packing_round_trip(n, groups, seed):
     rng = np.random.default_rng(seed)
     w = _two_four(rng, n, 4 * groups, -8, 7)
-    values, indices = K.compress_2to4(w)
+    values, indices = C.compress_2to4(w)
     assert values.shape == indices.shape == (n, 2 * groups)
-    np.testing.assert_array_equal(K.decompress_2to4(values, indices), w)
-    packed_v = K.pack_int4(values)
-    packed_i = K.pack_indices_2bit(indices)
+    np.testing.assert_array_equal(C.decompress_2to4(values, indices), w)
+    packed_v = C.pack_int4(values)
+    packed_i = C.pack_indices_2bit(indices)
     assert packed_v.shape == (n, groups) and packed_i.shape == (n, (2 * groups + 3) // 4)
-    np.testing.assert_array_equal(K.unpack_int4(packed_v, 2 * groups), values)
-    np.testing.assert_array_equal(K.unpack_indices_2bit(packed_i, 2 * groups), indices)
+    np.testing.assert_array_equal(C.unpack_int4(packed_v, 2 * groups), values)
+    np.testing.assert_array_equal(C.unpack_indices_2bit(packed_i, 2 * groups), indices)
     dense_odd = rng.integers(-8, 8, (n, 2 * groups + 1)).astype(np.int8)
     np.testing.assert_array_equal(
-        K.unpack_int4(K.pack_int4(dense_odd), dense_odd.shape[1]), dense_odd
+        C.unpack_int4(C.pack_int4(dense_odd), dense_odd.shape[1]), dense_odd
     )
 
 
 def test_packing_bit_layout_is_lsb_first():
-    assert K.pack_int4(np.array([1, -1, -8, 7], np.int8)).tolist() == [0xF1, 0x78]
-    assert K.pack_indices_2bit(np.array([0, 1, 2, 3, 3], np.uint8)).tolist() == [0xE4, 0x03]
+    assert C.pack_int4(np.array([1, -1, -8, 7], np.int8)).tolist() == [0xF1, 0x78]
+    assert C.pack_indices_2bit(np.array([0, 1, 2, 3, 3], np.uint8)).tolist() == [0xE4, 0x03]
 
 
 def test_compress_fills_short_groups_with_lowest_zero_positions():
     w = np.array([[0, 0, 5, 0, 0, 0, 0, 0]], np.int8)
-    values, indices = K.compress_2to4(w)
+    values, indices = C.compress_2to4(w)
     assert values.tolist() == [[0, 5, 0, 0]]
     assert indices.tolist() == [[0, 2, 0, 1]]
 
@@ -148,7 +149,7 @@ def test_compress_fills_short_groups_with_lowest_zero_positions():
 def test_non_2to4_tensor_is_rejected_in_one_line():
     w = np.array([[1, 2, 3, 0, 1, 0, 0, 1]], np.int8)
     with pytest.raises(AccelsimError, match=r"row 0, group 0 .* 3 non-zeros") as info:
-        K.compress_2to4(w, name="layer.weight")
+        C.compress_2to4(w, name="layer.weight")
     assert "\n" not in str(info.value) and "layer.weight" in str(info.value)
 
 
@@ -157,12 +158,12 @@ def test_sparse_indices_must_be_valid():
     with pytest.raises(AccelsimError, match="distinct and ascending"):
         K.sparse_gemm(np.zeros((1, 4), np.int8), values, np.array([[2, 1]], np.uint8))
     with pytest.raises(AccelsimError, match="0..3"):
-        K.decompress_2to4(values, np.array([[1, 4]], np.uint8))
+        C.decompress_2to4(values, np.array([[1, 4]], np.uint8))
 
 
 def test_pack_int4_rejects_out_of_range_codes():
     with pytest.raises(AccelsimError, match="-8..7"):
-        K.pack_int4(np.array([9], np.int8))
+        C.pack_int4(np.array([9], np.int8))
 
 
 @SETTINGS
@@ -201,7 +202,7 @@ def test_requantize_matches_exact_rational_rounding(multiplier, zp, seed):
     rng = np.random.default_rng(seed)
     acc = rng.integers(-(2**31), 2**31, (3, 5)).astype(np.int32)
     acc[0, :] = [0, 1, -1, 2**31 - 1, -(2**31)]
-    m0, shift = K.quantize_multiplier(multiplier)
+    m0, shift = C.quantize_multiplier(multiplier)
     assert 2**30 <= m0 < 2**31 and 1 <= shift <= 62
     assert abs(Fraction(m0, 2**shift) - Fraction(multiplier)) <= Fraction(1, 2 ** (shift + 1))
     out = K.requantize(acc, multiplier, zp, -128, 127)
@@ -222,9 +223,9 @@ def test_requantize_power_of_two_scales_and_ties_are_exact():
 
 def test_quantize_multiplier_rejects_out_of_range():
     with pytest.raises(AccelsimError, match="outside"):
-        K.quantize_multiplier(2.0**31)
+        C.quantize_multiplier(2.0**31)
     with pytest.raises(AccelsimError, match="> 0"):
-        K.quantize_multiplier(0.0)
+        C.quantize_multiplier(0.0)
 
 
 # --- quantize: the shared expression -------------------------------------------------------
@@ -238,12 +239,12 @@ def test_quantize_matches_compress_quantizer_including_ties():
     near = np.concatenate([np.nextafter(ties, np.inf), np.nextafter(ties, -np.inf)])
     x = np.concatenate([ties, near, rng.normal(0, 0.3, 2000).astype(np.float32)])
     for zp, qmin, qmax in [(0, -7, 7), (6, 0, 15), (128, 0, 255)]:
-        ours = K.quantize(x, scale, zp, qmin, qmax)
+        ours = C.quantize(x, scale, zp, qmin, qmax)
         theirs = quantize_codes(torch.from_numpy(x), torch.tensor(scale), float(zp), qmin, qmax)
         np.testing.assert_array_equal(ours.astype(np.float32), theirs.numpy())
-    assert K.quantize(np.array([2.5, 3.5, -2.5], np.float32), 1.0, 0, -7, 7).tolist() == [2, 4, -2]
+    assert C.quantize(np.array([2.5, 3.5, -2.5], np.float32), 1.0, 0, -7, 7).tolist() == [2, 4, -2]
 
 
 def test_quantize_rejects_bad_scale():
     with pytest.raises(AccelsimError, match="scale"):
-        K.quantize(np.zeros(3, np.float32), 0.0, 0, -7, 7)
+        C.quantize(np.zeros(3, np.float32), 0.0, 0, -7, 7)

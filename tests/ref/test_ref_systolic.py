@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from accelsim.errors import AccelsimError
+from accelsim.ref import codes as C
 from accelsim.ref import kernels as K
 from accelsim.ref.systolic import run_systolic
 from accelsim.sim.mapping import map_gemm
@@ -35,7 +36,7 @@ def test_systolic_dense_and_sparse_equal_kernels(m, groups, n, rows, cols, dataf
     reference = K.int_gemm(a, w, zp, bias)
     dense = run_systolic(a, zp, rows, cols, dataflow, w_codes=w, bias=bias)
     np.testing.assert_array_equal(dense.out, reference)
-    values, indices = K.compress_2to4(w)
+    values, indices = C.compress_2to4(w)
     sparse = run_systolic(
         a, zp, rows, cols, dataflow, sparse_values=values, sparse_indices=indices, bias=bias
     )

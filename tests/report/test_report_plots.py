@@ -5,16 +5,10 @@ import pandas as pd
 import pytest
 
 from accelsim.errors import AccelsimError
-from accelsim.report.plots import (
-    axis_label,
-    breakdown_info,
-    pareto_info,
-    render_breakdown,
-    render_pareto,
-    render_roofline,
-    resolve_column,
-    roofline_info,
-)
+from accelsim.report.plots.breakdown import breakdown_info, render_breakdown
+from accelsim.report.plots.common import axis_label, resolve_column
+from accelsim.report.plots.pareto import pareto_info, render_pareto
+from accelsim.report.plots.roofline import render_roofline, roofline_info
 
 HW = {
     "name": "toy_hw",

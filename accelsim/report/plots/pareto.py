@@ -1,14 +1,8 @@
-"""Plots: Pareto fronts of sweep results, per-layer breakdowns and rooflines of a single run.
-
-Each plot is two steps: ``*_info`` computes what to draw (validated, testable, no matplotlib) and
-``render_*`` draws it to a PNG or SVG file chosen by suffix. Axis labels carry units, derived from
-the unit suffix of each column name (``latency_ms`` -> "latency (ms)").
-"""
+"""Pareto plot of sweep results: one panel per model, its points and its labelled front."""
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,54 +10,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from accelsim.errors import AccelsimError
+from accelsim.report.plots.common import (
+    axis_label,
+    plain_log_axis,
+    pyplot,
+    resolve_column,
+    save_figure,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
-FORMATS = (".png", ".svg")
-UNITS = {
-    "_ms": "ms", "_uj": "µJ", "_pj": "pJ", "_mm2": "mm²", "_pct": "%", "_bytes": "bytes",
-    "_kib": "KiB", "_gbps": "GB/s", "_mhz": "MHz", "_bits": "bits", "_nm": "nm",
-}
-# Columns whose unit is the whole name.
-NAMED_LABELS = {
-    "tops_per_w": "efficiency (TOPS/W)", "tops": "throughput (TOPS)", "cycles": "cycles",
-    "macs": "MACs", "utilization": "utilization (fraction of PE-cycles)",
-}
-ENERGY_COMPONENTS = ("mac", "sram", "dram", "vector", "leakage")
-CYCLE_COMPONENTS = ("compute_cycles", "stall_cycles")
 MAX_FRONT_LABELS = 20
 # Columns that tell design points apart (besides hw_* fields) in front-point labels.
 IDENTITY_LABEL_COLUMNS = ("recipe", "variant")
-
-
-def axis_label(column: str) -> str:
-    """``latency_ms`` -> ``latency (ms)``; ``hw_array_rows`` -> ``array rows``."""
-    if column in NAMED_LABELS:
-        return NAMED_LABELS[column]
-    name = column.removeprefix("hw_")
-    for suffix, unit in UNITS.items():
-        if name.endswith(suffix):
-            return f"{name[: -len(suffix)].replace('_', ' ')} ({unit})"
-    return name.replace("_", " ")
-
-
-def resolve_column(frame: pd.DataFrame, name: str) -> str:
-    """A column by exact name or by unit-less prefix (``accuracy`` -> ``accuracy_pct``)."""
-    if name in frame:
-        return name
-    matches = [c for c in frame.columns if c.startswith(name + "_")]
-    if len(matches) == 1:
-        return matches[0]
-    numeric = [c for c in frame.columns if frame[c].dtype.kind in "fiub"]
-    raise AccelsimError(
-        f"column {name!r} is not in the results (numeric columns: {', '.join(numeric)})"
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Pareto
 
 
 @dataclass(frozen=True)
@@ -233,7 +193,7 @@ def _fmt(value: Any) -> str:
 
 
 def render_pareto(info: ParetoInfo, path: str | Path, title: str = "") -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     n = len(info.panels)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
@@ -262,7 +222,7 @@ def render_pareto(info: ParetoInfo, path: str | Path, title: str = "") -> Path:
     # Lift the heading above two-line panel titles (model + a missing-values note).
     lift_in = 0.3 if any(p.note for p in info.panels) else 0.0
     fig.suptitle(heading, y=1.0 + lift_in / fig.get_figheight())
-    return _save(fig, path, plt)
+    return save_figure(fig, path, plt)
 
 
 def _draw_panel(ax: Any, panel: ParetoPanel, info: ParetoInfo, plt: Any) -> Any:
@@ -334,231 +294,4 @@ def _log_if_wide(ax: Any, values: np.ndarray, axis: str) -> None:
     with plain-number ticks at 1, 2, 5 x 10^k."""
     values = values[np.isfinite(values) & (values > 0)]
     if len(values) and values.max() / values.min() > 30:
-        _plain_log_axis(ax, axis)
-
-
-def _plain_log_axis(ax: Any, axis: str) -> None:
-    """Log scale with plain-number ticks at 1, 2, 5 x 10^k (no 2x10^0 labels)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    target = ax.xaxis if axis == "x" else ax.yaxis
-    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    target.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
-    target.set_minor_formatter(NullFormatter())
-
-
-# ---------------------------------------------------------------------------------------------
-# Breakdown (one run's JSON)
-
-
-@dataclass(frozen=True)
-class BreakdownInfo:
-    layers: tuple[str, ...]
-    components: tuple[str, ...]
-    values: np.ndarray  # layers x components
-    value_label: str
-    title: str
-
-
-def breakdown_info(
-    run: Mapping[str, Any], metric: str = "cycles", top: int = 30, group_blocks: bool = True
-) -> BreakdownInfo:
-    """Per-layer stacked components of ``cycles`` (compute, stall) or ``energy`` (mac, sram, ...).
-
-    With ``group_blocks`` the repeated encoder blocks are summed per layer role
-    (``encoder.layer.*.attention.query (12 layers)``), in first-seen order. Then the ``top``
-    largest bars are kept in order and the rest summed into one bar.
-    """
-    layers = _layers(run)
-    if metric == "cycles":
-        components = CYCLE_COMPONENTS
-        values = np.array([[float(layer[c]) for c in components] for layer in layers])
-        label = "cycles"
-    elif metric == "energy":
-        components = ENERGY_COMPONENTS
-        values = np.array([[float(layer["energy_uj"][c]) for c in components] for layer in layers])
-        label = "energy (µJ)"
-    else:
-        raise AccelsimError(f"breakdown metric {metric!r} is not one of cycles, energy")
-    names = [str(layer["name"]) for layer in layers]
-    if group_blocks:
-        names, values = _group_blocks(names, values)
-    if len(names) > top:
-        keep = np.sort(np.argsort(-values.sum(axis=1), kind="stable")[:top])
-        rest = np.setdiff1d(np.arange(len(names)), keep)
-        names = [names[i] for i in keep] + [f"{len(rest)} other rows"]
-        values = np.vstack([values[keep], values[rest].sum(axis=0)])
-    return BreakdownInfo(
-        layers=tuple(names),
-        components=tuple(c.replace("_cycles", "") for c in components),
-        values=values,
-        value_label=label,
-        title=f"{run.get('model', '')} on {_hw_name(run)}: {label} by layer",
-    )
-
-
-_BLOCK_INDEX = re.compile(r"(?:(?<=[./])|^)\d+(?=[./])")  # numeric path parts: block indices
-_NODE_SUFFIX = re.compile(r"_\d+$")  # torch.export's per-graph op numbering (add_7)
-
-
-def _group_blocks(names: Sequence[str], values: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """Sum rows that are the same op of different blocks (``layers.3.fc1`` ~ ``layers.7.fc1``).
-
-    An op is its name with block indices and op numbering removed, plus its ordinal among such
-    ops in its block (attention's first matmul, QK^T, stays apart from its second, PV).
-    """
-    groups: dict[str, list[int]] = {}
-    seen: dict[tuple[tuple[str, ...], str], int] = {}
-    for i, name in enumerate(names):
-        block = tuple(_BLOCK_INDEX.findall(name))
-        pattern = _NODE_SUFFIX.sub("", _BLOCK_INDEX.sub("*", name))
-        ordinal = seen.get((block, pattern), 0)
-        seen[(block, pattern)] = ordinal + 1
-        groups.setdefault(pattern if ordinal == 0 else f"{pattern} #{ordinal + 1}", []).append(i)
-    labels = [key if len(rows) == 1 else f"{key} ({len(rows)} layers)"
-              for key, rows in groups.items()]
-    return labels, np.array([values[rows].sum(axis=0) for rows in groups.values()])
-
-
-def render_breakdown(info: BreakdownInfo, path: str | Path) -> Path:
-    plt = _pyplot()
-    height = max(4.0, 0.22 * len(info.layers) + 1.5)
-    fig, ax = plt.subplots(figsize=(9, height))
-    positions = np.arange(len(info.layers))
-    left = np.zeros(len(info.layers))
-    for j, component in enumerate(info.components):
-        ax.barh(positions, info.values[:, j], left=left, label=component, height=0.8)
-        left += info.values[:, j]
-    ax.set_yticks(positions, info.layers, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel(info.value_label)
-    ax.set_title(info.title, fontsize=10)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.grid(True, axis="x", alpha=0.3)
-    return _save(fig, path, plt)
-
-
-# ---------------------------------------------------------------------------------------------
-# Roofline (one run's JSON)
-
-
-@dataclass(frozen=True)
-class RooflineInfo:
-    names: tuple[str, ...]
-    intensity_ops_per_byte: np.ndarray
-    achieved_tops: np.ndarray
-    sparse: np.ndarray
-    peak_tops: float
-    sparse_peak_tops: float | None
-    bandwidth_gbps: float
-    title: str
-    skipped: int
-
-
-def roofline_info(run: Mapping[str, Any], hw: Mapping[str, Any] | None = None) -> RooflineInfo:
-    """GEMM layers as (ops per DRAM byte, achieved TOPS) under the array's compute and DRAM roofs.
-
-    ``hw`` is the run's hardware config as a dict (``hw_to_dict``); by default the run JSON's own
-    ``hw`` entry when that is a dict. One MAC is 2 ops. Layers that move no DRAM bytes (everything
-    on chip) have no finite intensity and are counted in ``skipped``.
-    """
-    hw = hw if hw is not None else run.get("hw")
-    try:
-        rows, cols = hw["array"]["rows"], hw["array"]["cols"]
-        clock_mhz = float(hw["array"]["clock_mhz"])
-        bandwidth = float(hw["dram"]["bandwidth_gbps"])
-        sparse_support = hw["sparsity"]["support"] == "2:4"
-    except (KeyError, TypeError):
-        raise AccelsimError(
-            "roofline: needs the run's hardware config (array.rows/cols/clock_mhz, "
-            "dram.bandwidth_gbps, sparsity.support); give it with --hw PATH [--set KEY=VALUE]"
-        ) from None
-    gemms = [layer for layer in _layers(run) if layer.get("op") == "gemm"]
-    ops = np.array([2.0 * float(g["macs"]) for g in gemms])
-    dram = np.array([float(g["dram_bytes"]) for g in gemms])
-    seconds = np.array([float(g["cycles"]) for g in gemms]) / (clock_mhz * 1e6)
-    ok = (dram > 0) & (seconds > 0) & (ops > 0)
-    peak = 2 * rows * cols * clock_mhz * 1e6 / 1e12
-    return RooflineInfo(
-        names=tuple(str(g["name"]) for g, keep in zip(gemms, ok, strict=True) if keep),
-        intensity_ops_per_byte=ops[ok] / dram[ok],
-        achieved_tops=ops[ok] / seconds[ok] / 1e12,
-        sparse=np.array([g.get("sparsity") == "2:4" for g in gemms], bool)[ok],
-        peak_tops=peak,
-        sparse_peak_tops=2 * peak if sparse_support else None,
-        bandwidth_gbps=bandwidth,
-        title=f"{run.get('model', '')} on {hw.get('name', _hw_name(run))}: roofline",
-        skipped=int((~ok).sum()),
-    )
-
-
-def render_roofline(info: RooflineInfo, path: str | Path) -> Path:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 5.2))
-    # Span the layers and the ridge points (where bandwidth stops limiting), with some margin.
-    ridge = info.peak_tops * 1e3 / info.bandwidth_gbps
-    ridges = [ridge] if info.sparse_peak_tops is None else [ridge, 2 * ridge]
-    span = [*info.intensity_ops_per_byte, *ridges]
-    low, high = min(span) / 4, max(span) * 4
-    grid = np.geomspace(low, high, 200)
-    memory_tops = info.bandwidth_gbps * grid / 1e3
-    ax.plot(grid, np.minimum(memory_tops, info.peak_tops), color="black",
-            label=f"roof: {info.peak_tops:.3g} TOPS dense, {info.bandwidth_gbps:g} GB/s DRAM")
-    if info.sparse_peak_tops is not None:
-        ax.plot(grid, np.minimum(memory_tops, info.sparse_peak_tops), color="gray",
-                linestyle="--", label=f"2:4 effective roof: {info.sparse_peak_tops:.3g} TOPS")
-    for sparse, colour, name in ((False, "tab:blue", "dense GEMM"), (True, "tab:orange",
-                                                                       "2:4 GEMM")):
-        pick = info.sparse == sparse
-        if pick.any():
-            ax.scatter(info.intensity_ops_per_byte[pick], info.achieved_tops[pick], s=14,
-                       color=colour, alpha=0.7, label=f"{name} layers", zorder=3)
-    _plain_log_axis(ax, "x")
-    _plain_log_axis(ax, "y")
-    ax.set_xlabel("operational intensity (ops / DRAM byte)")
-    ax.set_ylabel("achieved performance (TOPS)")
-    title = info.title
-    if info.skipped:
-        title += f"\n({info.skipped} GEMM layers with no DRAM traffic not shown)"
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, path, plt)
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-def _layers(run: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    layers = run.get("layers") if isinstance(run, Mapping) else None
-    if not isinstance(layers, list) or not layers:
-        raise AccelsimError("run JSON has no 'layers' list (write it with `accelsim run --json`)")
-    return layers
-
-
-def _hw_name(run: Mapping[str, Any]) -> str:
-    hw = run.get("hw")
-    return str(hw.get("name", "")) if isinstance(hw, Mapping) else str(hw or "")
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: str | Path, plt: Any) -> Path:
-    path = Path(path)
-    if path.suffix not in FORMATS:
-        plt.close(fig)
-        raise AccelsimError(f"{path}: plot format {path.suffix!r} is not one of .png, .svg")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # SVG text stays text; a fixed date keeps committed plots byte-stable across runs.
-    metadata = {"Date": None} if path.suffix == ".svg" else {}
-    fig.savefig(path, dpi=130, bbox_inches="tight", metadata=metadata)
-    plt.close(fig)
-    return path
+        plain_log_axis(ax, axis)

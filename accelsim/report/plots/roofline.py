@@ -1,0 +1,97 @@
+"""Roofline of one run's JSON: GEMM layers under the array's compute and DRAM roofs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from accelsim.errors import AccelsimError
+from accelsim.report.plots.common import hw_name, plain_log_axis, pyplot, run_layers, save_figure
+
+
+@dataclass(frozen=True)
+class RooflineInfo:
+    names: tuple[str, ...]
+    intensity_ops_per_byte: np.ndarray
+    achieved_tops: np.ndarray
+    sparse: np.ndarray
+    peak_tops: float
+    sparse_peak_tops: float | None
+    bandwidth_gbps: float
+    title: str
+    skipped: int
+
+
+def roofline_info(run: Mapping[str, Any], hw: Mapping[str, Any] | None = None) -> RooflineInfo:
+    """GEMM layers as (ops per DRAM byte, achieved TOPS) under the array's compute and DRAM roofs.
+
+    ``hw`` is the run's hardware config as a dict (``hw_to_dict``); by default the run JSON's own
+    ``hw`` entry when that is a dict. One MAC is 2 ops. Layers that move no DRAM bytes (everything
+    on chip) have no finite intensity and are counted in ``skipped``.
+    """
+    hw = hw if hw is not None else run.get("hw")
+    try:
+        rows, cols = hw["array"]["rows"], hw["array"]["cols"]
+        clock_mhz = float(hw["array"]["clock_mhz"])
+        bandwidth = float(hw["dram"]["bandwidth_gbps"])
+        sparse_support = hw["sparsity"]["support"] == "2:4"
+    except (KeyError, TypeError):
+        raise AccelsimError(
+            "roofline: needs the run's hardware config (array.rows/cols/clock_mhz, "
+            "dram.bandwidth_gbps, sparsity.support); give it with --hw PATH [--set KEY=VALUE]"
+        ) from None
+    gemms = [layer for layer in run_layers(run) if layer.get("op") == "gemm"]
+    ops = np.array([2.0 * float(g["macs"]) for g in gemms])
+    dram = np.array([float(g["dram_bytes"]) for g in gemms])
+    seconds = np.array([float(g["cycles"]) for g in gemms]) / (clock_mhz * 1e6)
+    ok = (dram > 0) & (seconds > 0) & (ops > 0)
+    peak = 2 * rows * cols * clock_mhz * 1e6 / 1e12
+    return RooflineInfo(
+        names=tuple(str(g["name"]) for g, keep in zip(gemms, ok, strict=True) if keep),
+        intensity_ops_per_byte=ops[ok] / dram[ok],
+        achieved_tops=ops[ok] / seconds[ok] / 1e12,
+        sparse=np.array([g.get("sparsity") == "2:4" for g in gemms], bool)[ok],
+        peak_tops=peak,
+        sparse_peak_tops=2 * peak if sparse_support else None,
+        bandwidth_gbps=bandwidth,
+        title=f"{run.get('model', '')} on {hw.get('name', hw_name(run))}: roofline",
+        skipped=int((~ok).sum()),
+    )
+
+
+def render_roofline(info: RooflineInfo, path: str | Path) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+    # Span the layers and the ridge points (where bandwidth stops limiting), with some margin.
+    ridge = info.peak_tops * 1e3 / info.bandwidth_gbps
+    ridges = [ridge] if info.sparse_peak_tops is None else [ridge, 2 * ridge]
+    span = [*info.intensity_ops_per_byte, *ridges]
+    low, high = min(span) / 4, max(span) * 4
+    grid = np.geomspace(low, high, 200)
+    memory_tops = info.bandwidth_gbps * grid / 1e3
+    ax.plot(grid, np.minimum(memory_tops, info.peak_tops), color="black",
+            label=f"roof: {info.peak_tops:.3g} TOPS dense, {info.bandwidth_gbps:g} GB/s DRAM")
+    if info.sparse_peak_tops is not None:
+        ax.plot(grid, np.minimum(memory_tops, info.sparse_peak_tops), color="gray",
+                linestyle="--", label=f"2:4 effective roof: {info.sparse_peak_tops:.3g} TOPS")
+    for sparse, colour, name in ((False, "tab:blue", "dense GEMM"), (True, "tab:orange",
+                                                                       "2:4 GEMM")):
+        pick = info.sparse == sparse
+        if pick.any():
+            ax.scatter(info.intensity_ops_per_byte[pick], info.achieved_tops[pick], s=14,
+                       color=colour, alpha=0.7, label=f"{name} layers", zorder=3)
+    plain_log_axis(ax, "x")
+    plain_log_axis(ax, "y")
+    ax.set_xlabel("operational intensity (ops / DRAM byte)")
+    ax.set_ylabel("achieved performance (TOPS)")
+    title = info.title
+    if info.skipped:
+        title += f"\n({info.skipped} GEMM layers with no DRAM traffic not shown)"
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, loc="lower right")
+    return save_figure(fig, path, plt)
