@@ -91,7 +91,8 @@ def test_example_inputs_have_the_requested_shape(name, kwargs, key, shape):
     [
         ("bert_tiny", {"seq_len": 65}, "seq_len=65 must be an integer in 1..64"),
         ("vit_tiny", {"image_size": 36}, "multiple of the patch size 8"),
-        ("vit_tiny", {"image_size": 64}, "does not fit the model's position embeddings"),
+        ("vit_tiny", {"image_size": 4}, "multiple of the patch size 8"),
+        ("vit_tiny", {"image_size": 32.0}, "multiple of the patch size 8"),
         ("wav2vec2_tiny", {"audio_seconds": 0.001}, "shorter than the conv encoder's receptive"),
         ("whisper_tiny_test", {"audio_seconds": 2.0}, "exceeds the encoder's 1 s"),
         ("bert_tiny", {"image_size": 32}, "does not apply to family 'bert'"),
@@ -102,6 +103,36 @@ def test_shapes_that_do_not_fit_give_one_line(name, kwargs, fragment):
     with pytest.raises(AccelsimError, match=fragment) as info:
         zoo.example_inputs(name, **kwargs)
     assert "\n" not in str(info.value)
+
+
+def test_random_init_vit_is_built_for_the_requested_image_size():
+    # 64 px, 8 px patches: an 8x8 grid plus CLS, like HF's vit-base-patch16-384 config at 384.
+    model = zoo.build_model("vit_tiny", image_size=64)
+    assert model.config.image_size == 64
+    assert model.embeddings.position_embeddings.shape == (1, 65, 32)
+    with torch.no_grad():
+        out = model(**zoo.example_inputs("vit_tiny", batch=2, image_size=64)).last_hidden_state
+    assert out.shape == (2, 65, 32)
+    assert zoo.build_structure("vit_tiny", image_size=64).config.image_size == 64
+    # param_count stays at the YAML's size (8 more position rows at 64 px are not counted).
+    assert zoo.param_count("vit_tiny") == sum(
+        p.numel() for p in zoo.build_model("vit_tiny").parameters())
+    # DINOv2 interpolates its position embeddings: one structure for every size.
+    assert zoo.build_model("dinov2_tiny", image_size=56).config.image_size == 28
+
+
+def test_pretrained_vit_refuses_a_size_its_position_embeddings_do_not_fit(monkeypatch):
+    import dataclasses
+
+    spec = zoo.get_spec("vit_tiny")
+    source = zoo.WeightsSource("some-vit-weights", "1.0", "hf_safetensors")
+    monkeypatch.setitem(registry._specs(), "vit_tiny", dataclasses.replace(spec, weights=source))
+    assert zoo.resolve_input_shape("vit_tiny") == {"batch": 1, "image_size": 32}
+    for build in (zoo.example_inputs, zoo.build_model, zoo.build_structure):
+        with pytest.raises(AccelsimError, match="image_size=64 does not fit the model's "
+                           r"pre-trained position embeddings \(allowed: 32\)") as info:
+            build("vit_tiny", image_size=64)
+        assert "\n" not in str(info.value)
 
 
 def test_pretrained_without_weights_names_the_models_that_have_them():

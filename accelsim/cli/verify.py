@@ -65,7 +65,7 @@ def _from_recipe(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
     if not recipe.quantized:
         raise AccelsimError(f"--recipe: {recipe.name!r} keeps float32 weights; allowed: a "
                             "quantized recipe (weight_bits 4 or 8)")
-    model = zoo.build_model(args.model, seed=args.seed)
+    model = zoo.build_model(args.model, seed=args.seed, image_size=args.image_size)
     apply_recipe(model, recipe)
     # Calibration and verification inputs come from disjoint seeds.
     calibrate(model, _generated(args, recipe.calibration_batches, args.seed + 10_000), recipe)

@@ -371,7 +371,11 @@ def _identity_row(spec: SweepSpec, point: DesignPoint, graph: Graph, key: str) -
 
 
 def read_accuracy_table(path: Path) -> list[tuple[str, str, float]]:
-    """(model, recipe, accuracy_pct) rows from the accuracy results CSV; empty if it is absent."""
+    """(model, recipe, accuracy_pct) from the accuracy results CSV; empty if it is absent.
+
+    A recipe measured with several training seeds (one row each) gets the mean over its seeds,
+    the figure results.md reports.
+    """
     import csv
 
     if not path.exists():
@@ -384,14 +388,15 @@ def read_accuracy_table(path: Path) -> list[tuple[str, str, float]]:
                 f"{path}: accuracy results need columns model, recipe, accuracy_pct "
                 f"(found {', '.join(reader.fieldnames or ())})"
             )
-        table = []
+        by_run: dict[tuple[str, str], list[float]] = {}
         for line, row in enumerate(reader, start=2):
             if not row["accuracy_pct"]:  # a run not measured yet
                 continue
             try:
-                table.append((row["model"], row["recipe"], float(row["accuracy_pct"])))
+                value = float(row["accuracy_pct"])
             except ValueError:
                 raise AccelsimError(
                     f"{path}: line {line}: accuracy_pct {row['accuracy_pct']!r} is not a number"
                 ) from None
-        return table
+            by_run.setdefault((row["model"], row["recipe"]), []).append(value)
+        return [(model, recipe, sum(v) / len(v)) for (model, recipe), v in by_run.items()]

@@ -107,7 +107,9 @@ def trace_named_model(
             return graph
     # Tracing needs shapes, not values: a meta-device build skips the random init (seconds for
     # the large models).
-    module = model if model is not None else zoo.build_structure(name)
+    module = model if model is not None else zoo.build_structure(
+        name, image_size=shape.get("image_size")
+    )
     inputs = zoo.inputs_for_shape(spec, shape)
     if model is None:  # meta parameters need meta inputs (export sees only shapes anyway)
         inputs = {key: value.to("meta") for key, value in inputs.items()}

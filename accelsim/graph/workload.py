@@ -151,7 +151,7 @@ def compressed_model(
     from accelsim import zoo
     from accelsim.compress.apply import apply_recipe, calibrate
 
-    net = zoo.build_model(model, seed=seed)
+    net = zoo.build_model(model, seed=seed, image_size=image_size)
     apply_recipe(net, recipe)
     batches = [
         _CalibrationBatch(

@@ -10,6 +10,7 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from accelsim.errors import AccelsimError
+from accelsim.zoo.inputs import resolve_input_shape, structure_config
 from accelsim.zoo.registry import ModelSpec, get_spec
 from accelsim.zoo.weights import load_pretrained, require_weights
 from accelsim.zoo.whisper import wrapper_classes
@@ -18,19 +19,19 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def _hf_config(spec: ModelSpec, num_labels: int | None = None) -> Any:
+def _hf_config(spec: ModelSpec, shape: dict[str, int], num_labels: int | None = None) -> Any:
     import transformers
 
     config_class = getattr(transformers, spec.hf_config)
-    fields = spec.config_dict
+    fields = {**spec.config_dict, **structure_config(spec, shape)}
     if num_labels is not None:
         fields["num_labels"] = num_labels
     # Eager attention: QK^T and PV stay two explicit matmuls (sdpa fuses them into one op).
     return config_class(**fields, attn_implementation="eager")
 
 
-def _build_backbone(spec: ModelSpec) -> nn.Module:
-    config = _hf_config(spec)
+def _build_backbone(spec: ModelSpec, shape: dict[str, int]) -> nn.Module:
+    config = _hf_config(spec, shape)
     if spec.family == "bert":
         from transformers import BertModel
 
@@ -53,8 +54,8 @@ def _build_backbone(spec: ModelSpec) -> nn.Module:
     return wrapper_classes()[0](WhisperEncoder(config))
 
 
-def _build_classifier(spec: ModelSpec, num_labels: int) -> nn.Module:
-    config = _hf_config(spec, num_labels=num_labels)
+def _build_classifier(spec: ModelSpec, shape: dict[str, int], num_labels: int) -> nn.Module:
+    config = _hf_config(spec, shape, num_labels=num_labels)
     if spec.family == "bert":
         from transformers import BertForSequenceClassification
 
@@ -85,13 +86,20 @@ def _pretrained_target(model: nn.Module, family: str, classifier: bool) -> nn.Mo
 
 
 def build_model(
-    name: str, *, pretrained: bool = False, seed: int = 0, num_labels: int | None = None
+    name: str,
+    *,
+    pretrained: bool = False,
+    seed: int = 0,
+    num_labels: int | None = None,
+    image_size: int | None = None,
 ) -> nn.Module:
     """Build zoo model ``name`` in eval mode.
 
     ``pretrained=True`` loads the real offline weights (an error if the model has none or its
     package is missing); ``num_labels`` adds a classification head whose ``forward(**inputs)``
     returns an object with ``.logits``. Everything not loaded is seeded random init.
+    ``image_size`` (image families; default the YAML's) is the input side the model is built for:
+    a random-init ViT gets position embeddings for that grid (see ``structure_config``).
     """
     import torch
 
@@ -100,26 +108,33 @@ def build_model(
         raise AccelsimError(f"build_model({name!r}): num_labels={num_labels!r} must be >= 1")
     if pretrained:
         require_weights(spec)
+    shape = resolve_input_shape(name, image_size=image_size)
     torch.manual_seed(seed)
-    model = _build_backbone(spec) if num_labels is None else _build_classifier(spec, num_labels)
+    if num_labels is None:
+        model = _build_backbone(spec, shape)
+    else:
+        model = _build_classifier(spec, shape, num_labels)
     if pretrained:
         load_pretrained(spec, _pretrained_target(model, spec.family, num_labels is not None))
     return model.eval()
 
 
-def build_structure(name: str) -> nn.Module:
+def build_structure(name: str, *, image_size: int | None = None) -> nn.Module:
     """The backbone on the meta device: shapes without memory or init cost (for tracing, counts).
 
-    Its forward runs only under fake tensors (``torch.export``), not on real data.
+    Built for ``image_size`` as :func:`build_model`. Its forward runs only under fake tensors
+    (``torch.export``), not on real data.
     """
     import torch
 
     spec = get_spec(name)
+    shape = resolve_input_shape(name, image_size=image_size)
     with torch.device("meta"):
-        return _build_backbone(spec).eval()
+        return _build_backbone(spec, shape).eval()
 
 
 @functools.cache
 def param_count(name: str) -> int:
-    """Backbone parameter count of zoo model ``name`` (no task head), from a meta-device build."""
+    """Backbone parameter count of zoo model ``name`` (no task head) at its default input shape,
+    from a meta-device build."""
     return sum(p.numel() for p in build_structure(name).parameters())

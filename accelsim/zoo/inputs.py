@@ -1,4 +1,5 @@
-"""Input shapes of zoo models (checked against each model's config) and seeded example inputs."""
+"""Input shapes of zoo models (checked against each model's config), the config fields a shape
+decides, and seeded example inputs."""
 
 from __future__ import annotations
 
@@ -56,11 +57,12 @@ def resolve_input_shape(
                 f"{name}: image_size={value!r} must be a positive multiple of the patch size "
                 f"{patch}"
             )
-        if spec.family == "vit" and value != cfg["image_size"]:
-            # ViT's position embeddings are learned for one grid; DINOv2 interpolates them.
+        if spec.family == "vit" and spec.weights is not None and value != cfg["image_size"]:
+            # A random-init ViT is built for any grid (structure_config); learned position
+            # embeddings fit one grid, and silently interpolating them would change the model.
             raise AccelsimError(
-                f"{name}: image_size={value!r} does not fit the model's position embeddings "
-                f"(allowed: {cfg['image_size']})"
+                f"{name}: image_size={value!r} does not fit the model's pre-trained position "
+                f"embeddings (allowed: {cfg['image_size']})"
             )
         return {"batch": batch, "image_size": value}
     if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
@@ -84,6 +86,19 @@ def resolve_input_shape(
             f"({cfg['max_source_positions']} positions)"
         )
     return {"batch": batch, "audio_samples": frames * WHISPER_HOP_SAMPLES}
+
+
+def structure_config(spec: ModelSpec, shape: dict[str, int]) -> dict[str, Any]:
+    """HF config fields a resolved input shape decides, over the YAML's.
+
+    A ViT's position embeddings have one row per patch of its grid (plus CLS), so ViT at 384 px
+    is the model built with ``image_size=384``, as HF's ``google/vit-base-patch16-384`` config.
+    Every other family's parameters do not depend on the input shape (DINOv2 interpolates its
+    position embeddings at run time).
+    """
+    if spec.family == "vit":
+        return {"image_size": shape["image_size"]}
+    return {}
 
 
 def _wav2vec2_receptive_field(cfg: dict[str, Any]) -> int:

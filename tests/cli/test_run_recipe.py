@@ -85,6 +85,20 @@ def test_sparse_recipe_marks_encoder_linears_and_saves_cycles(tmp_path, capsys):
     assert sparse["totals"]["cycles"] < dense4["totals"]["cycles"]
 
 
+def test_vit_at_a_non_native_image_size_runs_more_tokens(tmp_path, capsys):
+    native = run_json(tmp_path, "--hw", SPARSE_HW, "--model", "vit_tiny")  # 32 px: 17 tokens
+    larger = run_json(tmp_path, "--hw", SPARSE_HW, "--model", "vit_tiny", "--image-size", "64")
+    assert "image_size 64" in capsys.readouterr().out
+    assert larger["recipe"] == native["recipe"] == "w4a4_sp24"
+    assert larger["totals"]["macs"] > native["totals"]["macs"]
+    assert larger["totals"]["cycles"] > native["totals"]["cycles"]
+    qk = next(g for g in gemm_layers(larger) if "/matmul" in g["name"])
+    assert (qk["m"], qk["n"]) == (65, 65)  # 8x8 patches + CLS
+    assert main(["run", "--hw", SPARSE_HW, "--model", "vit_tiny", "--image-size", "60"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "image_size=60 must be a positive multiple of the patch" in err
+
+
 def test_dense_recipe_keeps_cycles_but_sets_bits(tmp_path):
     int8 = run_json(tmp_path, "--hw", str(CONFIGS / "int8_dense.yaml"), "--model", MODEL)
     assert int8["recipe"] == "w8a8"

@@ -207,6 +207,9 @@ def test_accuracy_table_skips_unmeasured_rows_and_rejects_bad_numbers(tmp_path):
     path = tmp_path / "results.csv"
     path.write_text("task,model,recipe,accuracy_pct\nt,m,w8a8,90.5\nt,m,w4a4,\n")
     assert read_accuracy_table(path) == [("m", "w8a8", 90.5)]
+    seeds = "task,model,recipe,accuracy_pct,seed\nt,m,w8a8,90.5,0\nt,m,w8a8,89.5,1\nt,m,fp32,91,0\n"
+    path.write_text(seeds)
+    assert read_accuracy_table(path) == [("m", "w8a8", 90.0), ("m", "fp32", 91.0)]
     assert read_accuracy_table(tmp_path / "absent.csv") == []
     path.write_text("model,recipe,accuracy_pct\nm,w8a8,high\n")
     with pytest.raises(AccelsimError, match="line 2: accuracy_pct 'high' is not a number"):

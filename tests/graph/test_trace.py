@@ -38,6 +38,22 @@ def test_traced_macs_match_the_analytic_count(name):
     assert {g.count for g in matmuls} == {2 * heads}
 
 
+@pytest.mark.parametrize(("name", "image_size"), [("vit_tiny", 64), ("dinov2_tiny", 42)])
+def test_non_native_image_size_traces_its_token_count(name, image_size):
+    graph = trace_cache.trace_named_model(name, batch=2, image_size=image_size)
+    assert graph.input_shape == {"batch": 2, "image_size": image_size}
+    assert graph.macs == zoo.analytic_macs(name, graph.input_shape)
+    patch = zoo.get_spec(name).config_dict["patch_size"]
+    tokens = (image_size // patch) ** 2 + 1  # the grid plus CLS
+    qk = next(g for g in graph.gemms if g.kind == "matmul")
+    assert (qk.m, qk.n) == (tokens, tokens)
+    real = zoo.build_model(name, image_size=image_size)
+    inputs = zoo.example_inputs(name, batch=2, image_size=image_size)
+    assert trace.trace_module(real, inputs).nodes == graph.nodes
+    # A different shape is a different cache entry, not the native trace read back.
+    assert trace_cache.trace_named_model(name, batch=2) != graph
+
+
 def test_linear_gemms_match_forward_hooks():
     """Independent of torch.export: record every nn.Linear/conv call's shapes in eager mode."""
     model = zoo.build_model("wav2vec2_tiny")
