@@ -27,6 +27,11 @@ SCALE-Sim). Two timing models:
   result buses while the next fold accumulates. Fill and drain are paid once, by whichever fold
   finishes last.
 
+``count`` instances of the same GEMM (attention heads, conv groups, bit-serial passes) run back to
+back: the array sees one instance's fold sequence repeated ``count`` times, and the default model
+pipelines it like any other fold sequence, so fill and drain are paid once for all of them. In
+compat mode each instance is a separate SCALE-Sim layer: ``count`` x the single-instance cycles.
+
 docs/dataflows.md derives both with worked examples; tests/sim/test_mapping.py clocks the default
 model's microarchitecture register by register and checks that every wait in it is needed. Pure
 integer arithmetic on purpose: a design sweep calls this thousands of times per second.
@@ -46,20 +51,23 @@ DATAFLOWS: tuple[str, ...] = ("os", "ws", "is")
 
 @dataclass(frozen=True)
 class GemmMapping:
-    """How one GEMM instance (count=1) runs on the array.
+    """How ``count`` back-to-back instances of one GEMM run on the array.
 
     Attributes
     ----------
     dataflow: ``os``, ``ws`` or ``is``.
-    row_folds, col_folds: how many array-sized tiles the operand is cut into along the array rows
-        and columns (see the module docstring for which GEMM dimension lies on which axis).
-    compute_cycles: stall-free cycles for one instance, fill and drain included.
-    mapped_utilization: useful MACs / (rows * cols * compute_cycles).
+    row_folds, col_folds: how many array-sized tiles one instance's operand is cut into along the
+        array rows and columns (see the module docstring for which GEMM dimension lies on which
+        axis).
+    count: how many instances of the GEMM run back to back.
+    compute_cycles: stall-free cycles for all ``count`` instances, fill and drain included.
+    mapped_utilization: useful MACs of all instances / (rows * cols * compute_cycles).
     """
 
     dataflow: str
     row_folds: int
     col_folds: int
+    count: int
     compute_cycles: int
     mapped_utilization: float
 
@@ -72,27 +80,32 @@ def map_gemm(
     cols: int,
     dataflow: str,
     *,
+    count: int = 1,
     scalesim_compat: bool = False,
 ) -> GemmMapping:
-    """Fold an ``M x K`` by ``K x N`` GEMM onto a ``rows x cols`` array under ``dataflow``.
+    """Fold ``count`` independent ``M x K`` by ``K x N`` GEMMs onto a ``rows x cols`` array.
 
-    ``scalesim_compat=True`` returns SCALE-Sim 3.0.0's stall-free compute cycles; the default is
-    accelsim's pipelined model (never more than one cycle slower, see docs/dataflows.md).
-    Raises :class:`AccelsimError` for an unknown dataflow or a size that is not an integer >= 1.
+    The instances run one after another under ``dataflow``, each cut into the same folds.
+    ``scalesim_compat=True`` returns SCALE-Sim 3.0.0's stall-free compute cycles (``count`` x one
+    instance's); the default is accelsim's pipelined model (never more than one cycle per instance
+    slower, see docs/dataflows.md). Raises :class:`AccelsimError` for an unknown dataflow or a
+    size or count that is not an integer >= 1.
     """
-    for name, value in (("m", m), ("k", k), ("n", n), ("rows", rows), ("cols", cols)):
+    for name, value in (("m", m), ("k", k), ("n", n), ("rows", rows), ("cols", cols),
+                        ("count", count)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise AccelsimError(f"map_gemm: {name}={value!r} must be an integer >= 1")
     if dataflow not in DATAFLOWS:
         raise AccelsimError(
             f"map_gemm: dataflow={dataflow!r} is not one of {', '.join(DATAFLOWS)}"
         )
-    return _map_cached(m, k, n, rows, cols, dataflow, bool(scalesim_compat))
+    return _map_cached(m, k, n, rows, cols, dataflow, count, bool(scalesim_compat))
 
 
 @lru_cache(maxsize=1 << 16)
 def _map_cached(
-    m: int, k: int, n: int, rows: int, cols: int, dataflow: str, scalesim_compat: bool
+    m: int, k: int, n: int, rows: int, cols: int, dataflow: str, count: int,
+    scalesim_compat: bool,
 ) -> GemmMapping:
     # Sweeps revisit the same (shape, array) pairs across layers and design points; the result
     # is an immutable value, so sharing it is safe.
@@ -105,16 +118,17 @@ def _map_cached(
     row_folds = -(-spatial_rows // rows)
     col_folds = -(-spatial_cols // cols)
     if scalesim_compat:
-        cycles = _scalesim_cycles(row_folds * col_folds, temporal, rows, cols, dataflow)
+        cycles = count * _scalesim_cycles(row_folds * col_folds, temporal, rows, cols, dataflow)
     elif dataflow == "os":
-        cycles = _pipelined_os_cycles(spatial_rows, spatial_cols, temporal, rows, cols)
+        cycles = _pipelined_os_cycles(spatial_rows, spatial_cols, temporal, rows, cols, count)
     else:
-        cycles = _pipelined_stationary_cycles(spatial_rows, spatial_cols, temporal, rows, cols)
-    macs = m * k * n
+        cycles = _pipelined_stationary_cycles(
+            spatial_rows, spatial_cols, temporal, rows, cols, count)
+    macs = count * m * k * n
     # SCALE-Sim's count is one short of the cycles it simulates, so on a 1x1 array its compat
     # number can fall below the MAC count (even to 0); utilization is a fraction, so cap it.
     utilization = 1.0 if cycles * rows * cols <= macs else macs / (rows * cols * cycles)
-    return GemmMapping(dataflow, row_folds, col_folds, cycles, utilization)
+    return GemmMapping(dataflow, row_folds, col_folds, count, cycles, utilization)
 
 
 def _scalesim_cycles(folds: int, temporal: int, rows: int, cols: int, dataflow: str) -> int:
@@ -130,16 +144,16 @@ def _scalesim_cycles(folds: int, temporal: int, rows: int, cols: int, dataflow: 
 
 
 def _pipelined_os_cycles(
-    spatial_rows: int, spatial_cols: int, temporal: int, rows: int, cols: int
+    spatial_rows: int, spatial_cols: int, temporal: int, rows: int, cols: int, count: int
 ) -> int:
-    """Output stationary with folds pipelined.
+    """Output stationary with folds pipelined, over ``count`` instances' folds in a row.
 
     A fold on ``r x c`` PEs streams ``T`` operand pairs; the next fold's operands follow
     immediately, each PE starting a fresh sum as the finished one is read onto its column's
     result bus. A column emits its ``r`` finished sums on consecutive cycles, so a fold occupies
     ``max(T, r)`` cycles of the pipeline. Fold ``f`` started at ``s_f`` finishes its last MAC in
-    PE ``(r-1, c-1)`` at cycle ``s_f + T + r + c - 2`` (count); the GEMM ends when the latest fold
-    ends.
+    PE ``(r-1, c-1)`` at cycle ``s_f + T + r + c - 2`` (count); the run ends when the latest fold
+    ends. The next instance's first fold follows the previous instance's last like any other.
     """
     row_folds = -(-spatial_rows // rows)
     col_folds = -(-spatial_cols // cols)
@@ -149,7 +163,7 @@ def _pipelined_os_cycles(
     group_cycles = (row_folds - 1) * full_interval + max(temporal, last_rows)
     return max(
         _os_group_end(g * group_cycles, c, row_folds, full_interval, temporal, rows, last_rows)
-        for g, c in _last_column_groups(col_folds, cols, last_cols)
+        for g, c in _last_column_groups(col_folds, count, cols, last_cols)
     )
 
 
@@ -171,9 +185,10 @@ def _os_group_end(
 
 
 def _pipelined_stationary_cycles(
-    spatial_rows: int, spatial_cols: int, temporal: int, rows: int, cols: int
+    spatial_rows: int, spatial_cols: int, temporal: int, rows: int, cols: int, count: int
 ) -> int:
-    """Weight or input stationary with double-buffered PE operand registers.
+    """Weight or input stationary with double-buffered PE operand registers, over ``count``
+    instances' folds in a row (each instance has its own stationary tiles).
 
     Each array column has a write port into its PEs' shadow registers, one row per cycle. Tile
     ``f + 1`` is written while fold ``f`` streams, row ``i`` in the cycle PE ``(i, j)`` switches
@@ -183,35 +198,40 @@ def _pipelined_stationary_cycles(
     written before fold 1 streams, taking ``r_1`` cycles if a second wave must follow it and 1
     otherwise. Partial sums cross all ``rows`` physical rows to the bottom edge, so fold ``f``
     delivers its last output at ``s_f + T + rows + c - 2``; within a column group every fold
-    drains alike, so only each group's last fold can end the GEMM.
+    drains alike, so only each group's last fold can end the run.
     """
     row_folds = -(-spatial_rows // rows)
     col_folds = -(-spatial_cols // cols)
     last_rows = spatial_rows - (row_folds - 1) * rows
     last_cols = spatial_cols - (col_folds - 1) * cols
-    if row_folds * col_folds == 1:
+    groups = count * col_folds
+    if groups * row_folds == 1:
         return 1 + temporal + rows + last_cols - 2
     first_rows = rows if row_folds > 1 else last_rows
     # Folds cycle through tile heights rows, ..., rows, last_rows in every column group; a fold
     # waits max(T, next tile's rows), except the step into the very last fold, which waits T.
     group_cycles = (row_folds - 1) * max(temporal, rows) + max(temporal, last_rows)
-    steps_to_last = (
-        col_folds * group_cycles - max(temporal, first_rows) - max(temporal, last_rows) + temporal
+    # Group g's last fold starts after tile 1's write and the waits into folds 2 .. its own:
+    # g + 1 groups' worth less fold 1's, less the shorter step into the run's very last fold.
+    last_step_saving = max(temporal, last_rows) - temporal
+    return max(
+        first_rows + (g + 1) * group_cycles - max(temporal, first_rows)
+        - (last_step_saving if g == groups - 1 else 0) + temporal + rows + c - 2
+        for g, c in _last_column_groups(col_folds, count, cols, last_cols)
     )
-    end = first_rows + steps_to_last + temporal + rows + last_cols - 2
-    if col_folds > 1:
-        # The last full-width group's last fold: its skew reaches one more column group width.
-        steps = (col_folds - 1) * group_cycles - max(temporal, first_rows)
-        end = max(end, first_rows + steps + temporal + rows + cols - 2)
-    return end
 
 
-def _last_column_groups(col_folds: int, cols: int, last_cols: int) -> tuple[tuple[int, int], ...]:
-    """(group index, used columns) of the groups that can finish last.
+def _last_column_groups(
+    col_folds: int, count: int, cols: int, last_cols: int
+) -> tuple[tuple[int, int], ...]:
+    """(group index, used columns) of the column groups that can finish last.
 
-    Full-width groups differ only by start time, so the last of them dominates the others; the
-    final (possibly narrower) group starts later but may drain sooner.
+    The run visits ``count`` instances' ``col_folds`` column groups in a row; every instance
+    ends with its narrowest group. Full-width groups differ only by start time, so the last of
+    them dominates the others; the final (possibly narrower) group starts later but may drain
+    sooner. With one group per instance all groups are alike and the final one ends last.
     """
+    groups = count * col_folds
     if col_folds == 1:
-        return ((0, last_cols),)
-    return ((col_folds - 2, cols), (col_folds - 1, last_cols))
+        return ((groups - 1, last_cols),)
+    return ((groups - 2, cols), (groups - 1, last_cols))

@@ -8,8 +8,12 @@ Vector nodes run on the vector unit, serialized with the array (see ``vector``).
 
 A GEMM wider than the datapath (8-bit weights on 4-bit MACs) runs in
 ``ceil(weight_bits / native) x ceil(act_bits / native)`` passes (shift-and-add of partial
-products); a narrower one runs at native width. A layer whose smallest tile does not fit makes
-the whole result infeasible (``feasible=False`` and a reason), which is a result, not an error.
+products); a narrower one runs at native width. The ``count`` instances of a node (attention
+heads, conv groups) and their passes run back to back as one pipelined fold stream
+(``map_gemm(..., count=count * passes)``); the memory plan times the layer as that one stream,
+with the DRAM traffic of ``count`` instances (passes re-read on-chip data, not DRAM). A layer
+whose smallest tile does not fit makes the whole result infeasible (``feasible=False`` and a
+reason), which is a result, not an error.
 """
 
 from __future__ import annotations
@@ -141,9 +145,10 @@ def _gemm_cost(node: GemmNode, hw: HwConfig, area_mm2: float,
     skipping = sparse.skips(node, hw)
     steps = sparse.reduction_steps(node.k, skipping)
     rows, cols = hw.array.rows, hw.array.cols
-    mapping = map_gemm(node.m, steps, node.n, rows, cols, hw.array.dataflow,
-                       scalesim_compat=scalesim_compat)
-    compute = mapping.compute_cycles * passes * node.count
+    # Every pass of every instance is the same GEMM shape on new operands, so the array runs
+    # them as one fold stream (fill and drain paid once per layer; compat: once per instance).
+    compute = map_gemm(node.m, steps, node.n, rows, cols, hw.array.dataflow,
+                       count=node.count * passes, scalesim_compat=scalesim_compat).compute_cycles
 
     def operands(weight_bits_per_element: float) -> memory.Operands:
         return memory.Operands(node.m, node.k, node.n, act_bits, weight_bits_per_element,

@@ -19,6 +19,7 @@ GOLDEN = json.loads((Path(__file__).parent / "scalesim_golden.json").read_text()
 
 dims = st.integers(min_value=1, max_value=300)
 array_dims = st.integers(min_value=1, max_value=48)
+counts = st.integers(min_value=1, max_value=5)
 dataflows = st.sampled_from(DATAFLOWS)
 PROPERTY_SETTINGS = settings(max_examples=300, deadline=None, derandomize=True)
 
@@ -38,13 +39,17 @@ def fold_tiles(m, k, n, rows, cols, dataflow) -> list[tuple[int, int]]:
     ]
 
 
-def reference_cycles(m, k, n, rows, cols, dataflow, scalesim_compat) -> int:
-    """Fold-by-fold restatement of both timing models, independent of the closed forms."""
+def reference_cycles(m, k, n, rows, cols, dataflow, scalesim_compat, count=1) -> int:
+    """Fold-by-fold restatement of both timing models, independent of the closed forms.
+
+    ``count`` instances: SCALE-Sim runs each as its own layer; the default model sees one
+    instance's folds repeated ``count`` times and schedules them like any fold sequence."""
     temporal = operand_layout(m, k, n, dataflow)[2]
     tiles = fold_tiles(m, k, n, rows, cols, dataflow)
     if scalesim_compat:
         per_fold = temporal + rows + cols - 2 + (0 if dataflow == "os" else rows)
-        return len(tiles) * per_fold - 1
+        return count * (len(tiles) * per_fold - 1)
+    tiles *= count
     end = 0
     if dataflow == "os":
         start = 0
@@ -144,6 +149,58 @@ def test_hand_worked_cases(m, k, n, rows, cols, dataflow, compat, cycles, row_fo
     assert mapping.mapped_utilization == pytest.approx(m * k * n / (rows * cols * cycles))
 
 
+# Back-to-back instances (count), same M=5, K=9, N=7 on 4x4; the second instance's folds follow
+# the first's like further folds, so each instance after the first adds the sum of its folds'
+# intervals instead of a whole run with its own fill and drain.
+# OS: 4 folds x max(9, r) = 36 per instance: instance 2's folds start 36, 45, 54, 63 and its
+#   last (1 x 3) ends at 63 + 9 + 1 + 3 - 2 = 74 (2 x 38 = 76 separately); three: 110.
+#   SCALE-Sim runs each instance as its own layer: 2 x 59 = 118.
+# WS: the step out of instance 1's last fold now waits max(5, next tile's 4 rows) = 5, like every
+#   other step: folds start 4, 9, ..., 59 and the last ends at 59 + 5 + 4 + 3 - 2 = 69 (2 x 39).
+# IS: twelve folds 7 apart from 4: the last (1 x 1) starts at 4 + 11 * 7 = 81, ends 81 + 7 + 4 +
+#   1 - 2 = 91 (2 x 49 = 98).
+# WS single 4x4x4 tile: with a second instance's tile queued behind it, tile 1 takes its 4 rows
+#   before fold 1 streams (not 1 cycle): starts 4, 8, ends 8 + 4 + 4 + 4 - 2 = 18 (2 x 11 = 22);
+#   a third instance adds max(T, r) = 4: 22.
+# OS drain-bound 8x1x4: four 4-row folds each hold the result buses 4 cycles: starts 0, 4, 8,
+#   12, end 12 + 1 + 4 + 4 - 2 = 19 (2 x 11 = 22).
+COUNT_HAND_CASES = [
+    # (m, k, n, rows, cols, dataflow, scalesim_compat, count, cycles)
+    (5, 9, 7, 4, 4, "os", False, 2, 74),
+    (5, 9, 7, 4, 4, "os", False, 3, 110),
+    (5, 9, 7, 4, 4, "os", True, 2, 118),
+    (5, 9, 7, 4, 4, "ws", False, 2, 69),
+    (5, 9, 7, 4, 4, "ws", True, 2, 178),
+    (5, 9, 7, 4, 4, "is", False, 2, 91),
+    (5, 9, 7, 4, 4, "is", True, 2, 202),
+    (4, 4, 4, 4, 4, "ws", False, 2, 18),
+    (4, 4, 4, 4, 4, "ws", False, 3, 22),
+    (8, 1, 4, 4, 4, "os", False, 2, 19),
+]
+
+
+@pytest.mark.parametrize(
+    ("m", "k", "n", "rows", "cols", "dataflow", "compat", "count", "cycles"), COUNT_HAND_CASES)
+def test_hand_worked_back_to_back_instances(m, k, n, rows, cols, dataflow, compat, count,
+                                            cycles) -> None:
+    mapping = map_gemm(m, k, n, rows, cols, dataflow, count=count, scalesim_compat=compat)
+    single = map_gemm(m, k, n, rows, cols, dataflow, scalesim_compat=compat)
+    assert mapping.compute_cycles == cycles
+    assert (mapping.row_folds, mapping.col_folds, mapping.count) == (
+        single.row_folds, single.col_folds, count)
+    assert mapping.mapped_utilization == pytest.approx(
+        count * m * k * n / (rows * cols * cycles))
+
+
+def test_attention_heads_pay_fill_and_drain_once() -> None:
+    # A ViT-B head's QK^T, 197x64x197 on a 128x128 OS array: 2 x 2 folds (128 + 69 rows and
+    # columns), K = 64 < 128 rows, so a full-height fold holds the result buses 128 cycles and a
+    # column group max(64, 128) + max(64, 69) = 197; one head streams 394 cycles and ends with
+    # its 69 x 69 fold at 197 + 128 + 64 + 69 + 69 - 2 = 525. Twelve heads: 525 + 11 x 394.
+    assert map_gemm(197, 64, 197, 128, 128, "os").compute_cycles == 525
+    assert map_gemm(197, 64, 197, 128, 128, "os", count=12).compute_cycles == 525 + 11 * 394
+
+
 def test_vit_qkv_matches_published_scalesim_numbers_and_is_faster_by_default() -> None:
     # 197x768x768 on 32x32 (shared/docs/peers.md 1.8.1): OS 7*24*830-1, WS 24*24*291-1,
     # IS 24*7*862-1. The default model hides WS/IS weight loads and all fill/drain but the last.
@@ -166,31 +223,64 @@ def test_vit_qkv_matches_published_scalesim_numbers_and_is_faster_by_default() -
 
 @PROPERTY_SETTINGS
 @given(m=dims, k=dims, n=dims, rows=array_dims, cols=array_dims, dataflow=dataflows,
-       compat=st.booleans())
-def test_closed_forms_match_fold_by_fold_reference(m, k, n, rows, cols, dataflow, compat) -> None:
-    mapping = map_gemm(m, k, n, rows, cols, dataflow, scalesim_compat=compat)
-    assert mapping.compute_cycles == reference_cycles(m, k, n, rows, cols, dataflow, compat)
+       compat=st.booleans(), count=counts)
+def test_closed_forms_match_fold_by_fold_reference(m, k, n, rows, cols, dataflow, compat,
+                                                   count) -> None:
+    mapping = map_gemm(m, k, n, rows, cols, dataflow, count=count, scalesim_compat=compat)
+    assert mapping.compute_cycles == reference_cycles(m, k, n, rows, cols, dataflow, compat,
+                                                      count)
     assert mapping.row_folds * mapping.col_folds == len(fold_tiles(m, k, n, rows, cols, dataflow))
+
+
+def fold_intervals(m, k, n, rows, cols, dataflow) -> int:
+    """Cycles one instance's folds hold the pipeline: each streams T, and an OS fold's result
+    read-out or the next WS/IS tile's write (cycling through the same heights) takes its rows."""
+    temporal = operand_layout(m, k, n, dataflow)[2]
+    return sum(max(temporal, used_rows)
+               for used_rows, _ in fold_tiles(m, k, n, rows, cols, dataflow))
 
 
 @PROPERTY_SETTINGS
 @given(m=dims, k=dims, n=dims, rows=array_dims, cols=array_dims, dataflow=dataflows,
-       compat=st.booleans())
-def test_cycles_bounded_below_by_macs_per_pe(m, k, n, rows, cols, dataflow, compat) -> None:
+       count=counts)
+def test_back_to_back_instances_between_their_intervals_and_separate_runs(
+        m, k, n, rows, cols, dataflow, count) -> None:
+    single = map_gemm(m, k, n, rows, cols, dataflow)
+    assert map_gemm(m, k, n, rows, cols, dataflow, count=1) == single
+    cycles = map_gemm(m, k, n, rows, cols, dataflow, count=count).compute_cycles
+    interval = fold_intervals(m, k, n, rows, cols, dataflow)
+    assert count * interval <= cycles <= count * single.compute_cycles
+    # Every further instance costs exactly its folds' intervals: fill and drain are paid once.
+    # The exception is a second WS/IS instance behind a lone tile: that tile's write needed a
+    # 1-cycle lead of the data wave and now, with a second write wave queued, takes its r rows.
+    step = interval
+    spatial_rows, _, temporal = operand_layout(m, k, n, dataflow)
+    if count == 1 and dataflow != "os" and single.row_folds * single.col_folds == 1:
+        step = spatial_rows + temporal - 1
+    more = map_gemm(m, k, n, rows, cols, dataflow, count=count + 1).compute_cycles
+    assert more - cycles == step
+
+
+@PROPERTY_SETTINGS
+@given(m=dims, k=dims, n=dims, rows=array_dims, cols=array_dims, dataflow=dataflows,
+       compat=st.booleans(), count=counts)
+def test_cycles_bounded_below_by_macs_per_pe(m, k, n, rows, cols, dataflow, compat,
+                                             count) -> None:
     if compat and rows * cols == 1:
         # SCALE-Sim's count is one short of the cycles it simulates (see the 1x1 test below).
         rows += 1
-    mapping = map_gemm(m, k, n, rows, cols, dataflow, scalesim_compat=compat)
-    assert mapping.compute_cycles >= math.ceil(m * k * n / (rows * cols))
+    mapping = map_gemm(m, k, n, rows, cols, dataflow, count=count, scalesim_compat=compat)
+    assert mapping.compute_cycles >= math.ceil(count * m * k * n / (rows * cols))
     assert 0.0 < mapping.mapped_utilization <= 1.0
 
 
 @PROPERTY_SETTINGS
 @given(m=dims, k=dims, n=dims, rows=array_dims, cols=array_dims, dataflow=dataflows,
-       compat=st.booleans(), axis=st.sampled_from(("m", "k", "n")), extra=st.integers(1, 40))
-def test_cycles_monotone_in_each_dimension(m, k, n, rows, cols, dataflow, compat, axis,
-                                           extra) -> None:
-    shape = {"m": m, "k": k, "n": n}
+       compat=st.booleans(), axis=st.sampled_from(("m", "k", "n", "count")),
+       extra=st.integers(1, 40), count=counts)
+def test_cycles_monotone_in_each_dimension(m, k, n, rows, cols, dataflow, compat, axis, extra,
+                                           count) -> None:
+    shape = {"m": m, "k": k, "n": n, "count": count}
     bigger = dict(shape, **{axis: shape[axis] + extra})
     small = map_gemm(**shape, rows=rows, cols=cols, dataflow=dataflow, scalesim_compat=compat)
     large = map_gemm(**bigger, rows=rows, cols=cols, dataflow=dataflow, scalesim_compat=compat)
@@ -211,12 +301,13 @@ def test_default_never_slower_than_compat_beyond_its_off_by_one(m, k, n, rows, c
 
 
 @PROPERTY_SETTINGS
-@given(m=dims, k=dims, n=dims, rows=array_dims, cols=array_dims, compat=st.booleans())
+@given(m=dims, k=dims, n=dims, rows=array_dims, cols=array_dims, compat=st.booleans(),
+       count=counts)
 def test_input_stationary_is_weight_stationary_on_the_transposed_gemm(m, k, n, rows, cols,
-                                                                      compat) -> None:
+                                                                      compat, count) -> None:
     # out^T = B^T @ A^T: keeping A resident and streaming B is WS with the roles of M, N swapped.
-    ins = map_gemm(m, k, n, rows, cols, "is", scalesim_compat=compat)
-    ws = map_gemm(n, k, m, rows, cols, "ws", scalesim_compat=compat)
+    ins = map_gemm(m, k, n, rows, cols, "is", count=count, scalesim_compat=compat)
+    ws = map_gemm(n, k, m, rows, cols, "ws", count=count, scalesim_compat=compat)
     assert (ins.row_folds, ins.col_folds, ins.compute_cycles) == (
         ws.row_folds, ws.col_folds, ws.compute_cycles)
 
@@ -232,10 +323,11 @@ def test_one_by_one_array_compat_keeps_scalesims_off_by_one() -> None:
 
 # --- register-level check of the default model ------------------------------------------------
 # The default model's formulas assume a microarchitecture (docs/dataflows.md 3). These helpers
-# clock that microarchitecture register by register under the model's schedule and check three
-# things: the outputs equal A @ B, no wire carries two values in one cycle and no PE misses an
-# operand, and the last result appears in exactly map_gemm's cycle. Starting any fold one cycle
-# earlier must break it, so every wait in the model is needed.
+# clock that microarchitecture register by register under the model's schedule, for one GEMM or
+# several same-shape instances back to back, and check three things: the outputs equal A @ B
+# for every instance, no wire carries two values in one cycle and no PE misses an operand, and
+# the last result appears in exactly map_gemm's cycle. Starting any fold one cycle earlier must
+# break it, so every wait in the model is needed, also between instances.
 
 
 class Hazard(Exception):
@@ -248,9 +340,12 @@ def _drive(wires: dict, port: tuple, cycle: int, value: object) -> None:
     wires[(port, cycle)] = value
 
 
-def _tiles(spatial_rows: int, spatial_cols: int, rows: int, cols: int) -> list[tuple]:
+def _tiles(spatial_rows: int, spatial_cols: int, rows: int, cols: int,
+           count: int = 1) -> list[tuple]:
+    """(instance, r0, used rows, c0, used cols) of every fold, instance after instance."""
     return [
-        (r0, min(rows, spatial_rows - r0), c0, min(cols, spatial_cols - c0))
+        (instance, r0, min(rows, spatial_rows - r0), c0, min(cols, spatial_cols - c0))
+        for instance in range(count)
         for c0 in range(0, spatial_cols, cols)
         for r0 in range(0, spatial_rows, rows)
     ]
@@ -260,16 +355,19 @@ def _shift_right(regs: list[list], feeds: dict, cycle: int) -> list[list]:
     return [[feeds.get((("left", i), cycle))] + row[:-1] for i, row in enumerate(regs)]
 
 
-def run_os_array(a, b, rows, cols, starts) -> tuple[list[list[int]], int]:
-    """Output stationary: A[m][k] enters row i from the left, B[k][n] column j from the top, both
-    skewed, shifting one PE per cycle. A PE multiplies when both operands carry the same (fold,
-    k) tag (operands pass unused PEs untouched), restarts its sum at k = 0 and, the cycle after
-    its k = K-1 MAC, drives the sum onto its column's result bus. Returns (outputs, cycle count
-    through the last MAC)."""
-    m_dim, k_dim, n_dim = len(a), len(b), len(b[0])
-    tiles = _tiles(m_dim, n_dim, rows, cols)
+def run_os_array(instances, rows, cols, starts) -> tuple[list[list[list[int]]], int]:
+    """Output stationary over (A, B) instances of one shape, run one after another: A[m][k]
+    enters row i from the left, B[k][n] column j from the top, both skewed, shifting one PE per
+    cycle. A PE multiplies when both operands carry the same (fold, k) tag (operands pass unused
+    PEs untouched), restarts its sum at k = 0 and, the cycle after its k = K-1 MAC, drives the
+    sum onto its column's result bus. Returns (outputs per instance, cycle count through the last
+    MAC)."""
+    a0, b0 = instances[0]
+    m_dim, k_dim, n_dim = len(a0), len(b0), len(b0[0])
+    tiles = _tiles(m_dim, n_dim, rows, cols, len(instances))
     feeds: dict = {}
-    for fold, (r0, used_rows, c0, used_cols) in enumerate(tiles):
+    for fold, (instance, r0, used_rows, c0, used_cols) in enumerate(tiles):
+        a, b = instances[instance]
         for k in range(k_dim):
             for i in range(used_rows):
                 _drive(feeds, ("left", i), starts[fold] + k + i, (a[r0 + i][k], fold, k))
@@ -278,7 +376,7 @@ def run_os_array(a, b, rows, cols, starts) -> tuple[list[list[int]], int]:
     a_regs = [[None] * cols for _ in range(rows)]
     b_regs = [[None] * cols for _ in range(rows)]
     sums = [[(0, None, None)] * cols for _ in range(rows)]  # (value, fold, last k)
-    out = [[None] * n_dim for _ in range(m_dim)]
+    out = [[[None] * n_dim for _ in range(m_dim)] for _ in instances]
     buses: dict = {}
     last_mac = -1
     for cycle in range(max(c for _, c in feeds) + rows + cols):
@@ -288,9 +386,9 @@ def run_os_array(a, b, rows, cols, starts) -> tuple[list[list[int]], int]:
             for j in range(cols):
                 x, y = a_regs[i][j], b_regs[i][j]
                 # Operands ride through the PEs their fold does not use, without a MAC.
-                if x is not None and j >= tiles[x[1]][3]:
+                if x is not None and j >= tiles[x[1]][4]:
                     x = None
-                if y is not None and i >= tiles[y[1]][1]:
+                if y is not None and i >= tiles[y[1]][2]:
                     y = None
                 if x is None and y is None:
                     continue
@@ -303,25 +401,29 @@ def run_os_array(a, b, rows, cols, starts) -> tuple[list[list[int]], int]:
                 sums[i][j] = ((total if k else 0) + value * y[0], fold, k)
                 last_mac = max(last_mac, cycle)
                 if k == k_dim - 1:
-                    r0, _, c0, _ = tiles[fold]
+                    instance, r0, _, c0, _ = tiles[fold]
                     _drive(buses, ("result bus", j), cycle + 1, fold)
-                    out[r0 + i][c0 + j] = sums[i][j][0]
+                    out[instance][r0 + i][c0 + j] = sums[i][j][0]
     return out, last_mac + 1
 
 
-def run_ws_array(a, w, rows, cols, starts, write_waves) -> tuple[list[list[int]], int]:
-    """Weight stationary: tile f of W is written into the PEs' shadow registers through one write
-    port per column, row i of column j in cycle write_waves[f] + i + j (landing at the end of the
-    cycle). A[m][k] enters row i from the left at starts[f] + m + i and shifts right; on its first
+def run_ws_array(instances, rows, cols, starts,
+                 write_waves) -> tuple[list[list[list[int]]], int]:
+    """Weight stationary over (A, W) instances of one shape, run one after another: tile f of
+    the fold sequence is written into the PEs' shadow registers through one write port per
+    column, row i of column j in cycle write_waves[f] + i + j (landing at the end of the cycle).
+    A[m][k] enters row i from the left at starts[f] + m + i and shifts right; on its first
     fold-f operand a PE copies its shadow (which must hold tile f) into the active register.
     Partial sums start in row 0, shift down a row per cycle, pass idle rows unchanged and leave
-    the bottom edge; the output buffer adds up the row folds. Returns (outputs, cycle count
-    through the last partial sum leaving the array)."""
-    m_dim, k_dim, n_dim = len(a), len(w), len(w[0])
-    tiles = _tiles(k_dim, n_dim, rows, cols)
+    the bottom edge; the output buffer adds up the row folds. Returns (outputs per instance,
+    cycle count through the last partial sum leaving the array)."""
+    a0, w0 = instances[0]
+    m_dim, k_dim, n_dim = len(a0), len(w0), len(w0[0])
+    tiles = _tiles(k_dim, n_dim, rows, cols, len(instances))
     feeds: dict = {}
     writes: dict = {}
-    for fold, (r0, used_rows, c0, used_cols) in enumerate(tiles):
+    for fold, (instance, r0, used_rows, c0, used_cols) in enumerate(tiles):
+        a, w = instances[instance]
         for m in range(m_dim):
             for i in range(used_rows):
                 _drive(feeds, ("left", i), starts[fold] + m + i, (a[m][r0 + i], fold, m))
@@ -333,7 +435,7 @@ def run_ws_array(a, w, rows, cols, starts, write_waves) -> tuple[list[list[int]]
     psums = [[None] * cols for _ in range(rows)]
     shadow = [[None] * cols for _ in range(rows)]
     active = [[None] * cols for _ in range(rows)]
-    out = [[0] * n_dim for _ in range(m_dim)]
+    out = [[[0] * n_dim for _ in range(m_dim)] for _ in instances]
     last_output = -1
     for cycle in range(max(c for _, c in feeds) + rows + cols):
         a_regs = _shift_right(a_regs, feeds, cycle)
@@ -342,7 +444,7 @@ def run_ws_array(a, w, rows, cols, starts, write_waves) -> tuple[list[list[int]]
         for i in range(rows):
             for j in range(cols):
                 x, partial = a_regs[i][j], incoming[i][j]
-                if x is not None and j >= tiles[x[1]][3]:
+                if x is not None and j >= tiles[x[1]][4]:
                     x = None  # activations ride through columns their tile does not use
                 if x is None:
                     psums[i][j] = partial  # an idle PE passes partial sums through
@@ -360,7 +462,8 @@ def run_ws_array(a, w, rows, cols, starts, write_waves) -> tuple[list[list[int]]
         for j, leaving in enumerate(psums[rows - 1]):
             if leaving is not None:
                 value, fold, m = leaving
-                out[m][tiles[fold][2] + j] += value
+                instance, _, _, c0, _ = tiles[fold]
+                out[instance][m][c0 + j] += value
                 last_output = cycle
         for j in range(cols):
             write = writes.get((("weight port", j), cycle))
@@ -370,17 +473,17 @@ def run_ws_array(a, w, rows, cols, starts, write_waves) -> tuple[list[list[int]]
     return out, last_output + 1
 
 
-def os_schedule(m, k, n, rows, cols) -> list[int]:
+def os_schedule(m, k, n, rows, cols, count=1) -> list[int]:
     """The default model's fold starts: each fold waits max(K, rows it must read out)."""
     starts = [0]
-    for _, used_rows, _, _ in _tiles(m, n, rows, cols)[:-1]:
+    for _, _, used_rows, _, _ in _tiles(m, n, rows, cols, count)[:-1]:
         starts.append(starts[-1] + max(k, used_rows))
     return starts
 
 
-def ws_schedule(m, k, n, rows, cols) -> list[int]:
+def ws_schedule(m, k, n, rows, cols, count=1) -> list[int]:
     """The default model's WS fold starts (T = M streamed rows, tiles over K x N)."""
-    heights = [used_rows for _, used_rows, _, _ in _tiles(k, n, rows, cols)]
+    heights = [used_rows for _, _, used_rows, _, _ in _tiles(k, n, rows, cols, count)]
     last = len(heights) - 1
     starts = [heights[0] if last else 1]
     for index in range(last):
@@ -389,28 +492,30 @@ def ws_schedule(m, k, n, rows, cols) -> list[int]:
     return starts
 
 
-def clock_array(a, b, rows, cols, dataflow, starts) -> tuple[list[list[int]], int]:
+def clock_array(instances, rows, cols, dataflow,
+                starts) -> tuple[list[list[list[int]]], int]:
     """Run ``dataflow`` register by register; IS is WS on the transposed problem."""
     if dataflow == "os":
-        return run_os_array(a, b, rows, cols, starts)
+        return run_os_array(instances, rows, cols, starts)
     waves = [0, *starts[:-1]]  # tile f+1 is written from the cycle fold f starts
     if dataflow == "ws":
-        return run_ws_array(a, b, rows, cols, starts, waves)
+        return run_ws_array(instances, rows, cols, starts, waves)
     # IS keeps A^T resident and streams B's columns: out^T = B^T @ A^T as weight stationary.
-    out_t, cycles = run_ws_array(transpose(b), transpose(a), rows, cols, starts, waves)
-    return transpose(out_t), cycles
+    outs_t, cycles = run_ws_array([(transpose(b), transpose(a)) for a, b in instances], rows,
+                                  cols, starts, waves)
+    return [transpose(out_t) for out_t in outs_t], cycles
 
 
 def transpose(matrix: list[list[int]]) -> list[list[int]]:
     return [list(column) for column in zip(*matrix, strict=True)]
 
 
-def schedule(m, k, n, rows, cols, dataflow) -> list[int]:
+def schedule(m, k, n, rows, cols, dataflow, count=1) -> list[int]:
     if dataflow == "os":
-        return os_schedule(m, k, n, rows, cols)
+        return os_schedule(m, k, n, rows, cols, count)
     if dataflow == "ws":
-        return ws_schedule(m, k, n, rows, cols)
-    return ws_schedule(n, k, m, rows, cols)
+        return ws_schedule(m, k, n, rows, cols, count)
+    return ws_schedule(n, k, m, rows, cols, count)
 
 
 small = st.integers(min_value=1, max_value=9)
@@ -419,24 +524,25 @@ small_array = st.integers(min_value=1, max_value=4)
 
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(m=small, k=small, n=small, rows=small_array, cols=small_array, dataflow=dataflows,
-       seed=st.integers(0, 2**16))
-def test_register_level_array_reproduces_default_model(m, k, n, rows, cols, dataflow,
+       count=st.integers(min_value=1, max_value=3), seed=st.integers(0, 2**16))
+def test_register_level_array_reproduces_default_model(m, k, n, rows, cols, dataflow, count,
                                                        seed) -> None:
     rng = random.Random(seed)
-    a = [[rng.randint(1, 9) for _ in range(k)] for _ in range(m)]
-    b = [[rng.randint(1, 9) for _ in range(n)] for _ in range(k)]
-    starts = schedule(m, k, n, rows, cols, dataflow)
-    out, cycles = clock_array(a, b, rows, cols, dataflow, starts)
-    assert out == [[sum(a[i][t] * b[t][j] for t in range(k)) for j in range(n)]
-                   for i in range(m)]
-    assert cycles == map_gemm(m, k, n, rows, cols, dataflow).compute_cycles
+    instances = [([[rng.randint(1, 9) for _ in range(k)] for _ in range(m)],
+                   [[rng.randint(1, 9) for _ in range(n)] for _ in range(k)])
+                 for _ in range(count)]
+    starts = schedule(m, k, n, rows, cols, dataflow, count)
+    outs, cycles = clock_array(instances, rows, cols, dataflow, starts)
+    assert outs == [[[sum(a[i][t] * b[t][j] for t in range(k)) for j in range(n)]
+                     for i in range(m)] for a, b in instances]
+    assert cycles == map_gemm(m, k, n, rows, cols, dataflow, count=count).compute_cycles
     # Every wait is needed: starting any fold (and those after it) one cycle earlier collides.
     for fold in range(len(starts)):
         if starts[fold] == 0:
             continue
         earlier = starts[:fold] + [start - 1 for start in starts[fold:]]
         with pytest.raises(Hazard):
-            clock_array(a, b, rows, cols, dataflow, earlier)
+            clock_array(instances, rows, cols, dataflow, earlier)
 
 
 def test_register_level_checker_catches_a_missing_wait() -> None:
@@ -444,8 +550,8 @@ def test_register_level_checker_catches_a_missing_wait() -> None:
     a = [[1] for _ in range(8)]
     b = [[1, 2, 3, 4]]
     with pytest.raises(Hazard, match="result bus"):
-        run_os_array(a, b, 4, 4, [0, 1])
-    assert run_os_array(a, b, 4, 4, os_schedule(8, 1, 4, 4, 4))[1] == 11
+        run_os_array([(a, b)], 4, 4, [0, 1])
+    assert run_os_array([(a, b)], 4, 4, os_schedule(8, 1, 4, 4, 4))[1] == 11
 
 
 # --- interface and errors ---------------------------------------------------------------------
@@ -469,6 +575,7 @@ def test_mapping_is_frozen_and_repeatable() -> None:
         ({"n": 2.0}, "n=2.0 must be an integer >= 1"),
         ({"rows": 0}, "rows=0 must be an integer >= 1"),
         ({"cols": True}, "cols=True must be an integer >= 1"),
+        ({"count": 0}, "count=0 must be an integer >= 1"),
     ],
 )
 def test_bad_input_raises_one_line_error(kwargs: dict, message: str) -> None:

@@ -105,3 +105,23 @@ def test_energy_total_is_the_sum_of_its_parts(m, k, n, rows, cols, dataflow, kib
             assert min(parts.values()) >= 0
         assert data["totals"]["energy_uj"] == pytest.approx(
             sum(layer["energy_uj"]["total"] for layer in data["layers"]), rel=1e-12)
+
+
+@SETTINGS
+@given(dims, dims, dims, array_dims, array_dims, dataflows, sram_kib, bandwidth, flags, flags,
+       bits, st.integers(min_value=2, max_value=12))
+def test_instances_never_slower_than_separate_layers(m, k, n, rows, cols, dataflow, kib, gbps,
+                                                     ideal, db, wbits, count):
+    # count instances stream as one layer: one prologue/epilogue and one fill/drain, the same
+    # DRAM traffic and MACs as count separate layers.
+    hw = design(rows, cols, dataflow, kib, gbps, ideal, db, wbits)
+    single = run(GemmNode("g", m=m, k=k, n=n, weight_bits=8), hw)
+    many = run(GemmNode("g", m=m, k=k, n=n, weight_bits=8, count=count), hw)
+    assert single.feasible == many.feasible
+    if single.feasible:
+        one_layer, layer = single.layers[0], many.layers[0]
+        assert layer.compute_cycles <= count * one_layer.compute_cycles
+        assert layer.cycles <= count * one_layer.cycles
+        assert layer.dram_bytes == count * one_layer.dram_bytes
+        assert layer.energy.mac_pj == pytest.approx(count * one_layer.energy.mac_pj)
+        assert 0 < layer.utilization <= 1
