@@ -53,6 +53,11 @@ class Recipe:
     dropout_start_factor: float = 0.0
     dropout_end_factor: float = 1.0
     dropout_ramp_fraction: float = 0.5
+    # Knowledge distillation (not in the paper's recipe, an option beyond it): the compressed
+    # student also matches the softened logits of its critical initialization, the fine-tuned
+    # float model. 0 = off.
+    distill_weight: float = 0.0
+    distill_temperature: float = 2.0
     quantize_extra: tuple[str, ...] = ()  # module paths of extra nn.Linear to quantize (head)
     families: tuple[str, ...] = FAMILIES
 
@@ -104,6 +109,13 @@ def _problem(r: Recipe) -> str | None:
     for key in ("prune_ramp_fraction", "dropout_ramp_fraction"):
         if not 0.0 < getattr(r, key) <= 1.0:
             return f"{key}: {getattr(r, key)!r} must be in (0, 1]"
+    if not 0.0 <= r.distill_weight <= 1.0:
+        return f"distill_weight: {r.distill_weight!r} must be in [0, 1] (0 = no distillation)"
+    if not r.distill_temperature > 0:
+        return f"distill_temperature: {r.distill_temperature!r} must be > 0"
+    if r.distill_weight > 0 and not (r.quantized and r.init == "finetuned"):
+        return ("distill_weight > 0 needs a quantized recipe with init: finetuned (the teacher "
+                "is the fine-tuned float model the compressed stage starts from)")
     if not 0.0 <= r.warmup_fraction < 1.0:
         return f"warmup_fraction: {r.warmup_fraction!r} must be in [0, 1)"
     for fam in r.families:
@@ -245,3 +257,16 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     """Plain-data form (tuples as lists) for checkpoints and run metadata."""
     return {k: list(v) if isinstance(v, tuple) else v
             for k, v in dataclasses.asdict(recipe).items()}
+
+
+def same_recipe(saved: dict[str, Any], recipe: Recipe) -> bool:
+    """Whether ``saved`` (a :func:`recipe_to_dict` from a checkpoint) describes ``recipe``.
+
+    A field added to :class:`Recipe` after the checkpoint was written is absent from it; the
+    old code behaved as the field's default, so an absent field matches only its default.
+    """
+    defaults = recipe_to_dict(Recipe(name=recipe.name))
+    current = recipe_to_dict(recipe)
+    return all(
+        saved[k] == v if k in saved else v == defaults[k] for k, v in current.items()
+    ) and set(saved) <= set(current)

@@ -3,7 +3,8 @@
 Stage ``fp`` fine-tunes the float model on the task (critical initialization, ``init:
 finetuned``); stage ``compress`` applies the recipe to the result (2:4 masks from the fine-tuned
 weights, percentile-calibrated clips) and fine-tunes the compressed model with scheduled dropout
-and, optionally, gradual pruning. A float recipe runs one ``fp`` stage of ``fp_epochs + epochs``.
+and, optionally, gradual pruning and knowledge distillation from the float model it started from
+(``distill_weight``). A float recipe runs one ``fp`` stage of ``fp_epochs + epochs``.
 
 The loop never prints: progress goes to ``on_progress``. After every epoch the whole state
 (model, optimizer, RNG, history) is written atomically to ``out_dir/checkpoint.pt``; calling
@@ -13,6 +14,7 @@ bit-identical weights to an uninterrupted run.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -42,11 +44,13 @@ from accelsim.compress.recipe import (
     lr_factor,
     pruned_fraction,
     recipe_to_dict,
+    same_recipe,
 )
 from accelsim.errors import AccelsimError
 
 Stage = Literal["fp", "compress"]
 CHECKPOINT = "checkpoint.pt"
+TEACHER = "teacher.pt"
 _FORMAT = 1
 
 
@@ -140,6 +144,34 @@ def evaluate(model: nn.Module, eval_batches: Iterable[Batch],
     return float(metric(torch.cat(logits), torch.cat(labels)))
 
 
+def _teacher(model: nn.Module, recipe: Recipe, path: Path, *, resume: bool) -> nn.Module | None:
+    """The distillation teacher (None if the recipe does not distil): a frozen copy of the float
+    model the compressed stage starts from, saved once so that a resumed run distils from it."""
+    if recipe.distill_weight == 0:
+        return None
+    teacher = copy.deepcopy(model)
+    if resume:
+        teacher.load_state_dict(torch.load(path, weights_only=True))
+    else:
+        _save(path, teacher.state_dict())
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def _loss(logits: Tensor, labels: Tensor, teacher_logits: Tensor | None, recipe: Recipe) -> Tensor:
+    """Cross-entropy, blended with ``distill_weight`` of the temperature-softened KL divergence to
+    the teacher (scaled by T^2 so its gradient does not shrink with T, as in Hinton et al.)."""
+    ce = F.cross_entropy(logits.float(), labels)
+    if teacher_logits is None:
+        return ce
+    t = recipe.distill_temperature
+    kd = F.kl_div(F.log_softmax(logits.float() / t, dim=-1),
+                  F.log_softmax(teacher_logits.float() / t, dim=-1),
+                  log_target=True, reduction="batchmean") * t * t
+    return (1 - recipe.distill_weight) * ce + recipe.distill_weight * kd
+
+
 def _count_steps(train_batches: Callable[[int], Iterable[Batch]]) -> int:
     batches = train_batches(0)
     count = len(batches) if hasattr(batches, "__len__") else sum(1 for _ in batches)
@@ -182,12 +214,13 @@ def finetune(
     # A float recipe's plan only lists the float layers; a quantized one is made at stage 2.
     plan: CompressionPlan | None = None if recipe.quantized else apply_recipe(model, recipe)
     optimizer: torch.optim.AdamW | None = None
+    teacher: nn.Module | None = None
     start_epoch = 0
     torch.manual_seed(seed)
 
     if ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, weights_only=False)
-        if ckpt.get("format") != _FORMAT or ckpt["recipe"] != recipe_to_dict(recipe) \
+        if ckpt.get("format") != _FORMAT or not same_recipe(ckpt["recipe"], recipe) \
                 or ckpt["seed"] != seed:
             raise AccelsimError(f"{ckpt_path}: checkpoint is from another recipe or seed "
                                 f"(recipe {ckpt['recipe'].get('name')!r}, seed {ckpt['seed']}); "
@@ -197,6 +230,7 @@ def finetune(
         history = [EpochRecord(**h) for h in ckpt["history"]]
         fp_metric = ckpt["fp_metric"]
         if start_epoch > stages.fp_epochs:
+            teacher = _teacher(model, recipe, out / TEACHER, resume=True)
             plan = apply_recipe(model, recipe)  # the structure; weights come from the checkpoint
         model.load_state_dict(ckpt["model"])
         if ckpt["optimizer"] is not None:  # saved mid-stage
@@ -211,6 +245,7 @@ def finetune(
         stage = stages.stage(epoch)
         if optimizer is None:  # a stage starts
             if stage == "compress":
+                teacher = _teacher(model, recipe, out / TEACHER, resume=False)
                 plan = apply_recipe(model, recipe)
                 calibrate(model, train_batches(epoch), recipe)
             optimizer = _optimizer(model, recipe, stage)
@@ -233,8 +268,11 @@ def finetune(
             scale = lr_factor(step_in_stage, stage_steps, recipe.warmup_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * scale
-            logits = model(**batch.inputs).logits
-            loss = F.cross_entropy(logits.float(), batch.labels)
+            teacher_logits = None
+            if teacher is not None and stage == "compress":
+                with torch.no_grad():
+                    teacher_logits = teacher(**batch.inputs).logits
+            loss = _loss(model(**batch.inputs).logits, batch.labels, teacher_logits, recipe)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)

@@ -14,6 +14,8 @@ from accelsim.compress.recipe import (
     lr_factor,
     pruned_fraction,
     recipe_from_dict,
+    recipe_to_dict,
+    same_recipe,
 )
 from accelsim.errors import AccelsimError
 
@@ -32,6 +34,7 @@ def test_shipped_recipes_load_and_differ_only_where_the_ablation_says() -> None:
         "w4a4_sp24_const_dropout": {"dropout_schedule": "constant"},
         "w4a4_sp24_init_pretrained": {"init": "pretrained"},
         "w4a4": {"sparsity": "dense"},
+        "w4a4_sp24_kd": {"distill_weight": 0.5},
     }
     for name, fields in diffs.items():
         other = load_recipe(name)
@@ -50,6 +53,31 @@ def test_unknown_field_is_one_line() -> None:
     with pytest.raises(AccelsimError) as exc:
         recipe_from_dict({"name": "x", "weight_bitz": 4}, "r.yaml")
     assert "r.yaml: unknown field 'weight_bitz'" in _one_line(exc)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"distill_weight": 1.5}, "distill_weight: 1.5 must be in [0, 1] (0 = no distillation)"),
+        ({"distill_weight": 0.5, "distill_temperature": 0.0}, "distill_temperature: 0.0 must be"),
+        ({"distill_weight": 0.5, "init": "pretrained"}, "needs a quantized recipe with init: "),
+        ({"distill_weight": 0.5, "weight_bits": 32, "act_bits": 32}, "needs a quantized recipe"),
+    ],
+)
+def test_bad_distillation_is_one_line(fields: dict, message: str) -> None:
+    with pytest.raises(AccelsimError) as exc:
+        recipe_from_dict({"name": "x", **fields}, "r.yaml")
+    assert message in _one_line(exc)
+
+
+def test_checkpoint_recipe_written_before_a_field_existed_still_matches() -> None:
+    kd = load_recipe("w4a4_sp24_kd")
+    base = load_recipe("w4a4_sp24")
+    older = {k: v for k, v in recipe_to_dict(base).items() if not k.startswith("distill_")}
+    assert same_recipe(recipe_to_dict(base), base) and same_recipe(older, base)
+    assert not same_recipe(older, kd)  # the absent field stood for its default, not 0.5
+    assert not same_recipe({**recipe_to_dict(base), "retired_field": 1}, base)
+    assert not same_recipe({**older, "lr": 1.0}, base)
 
 
 def test_unsupported_bit_width_is_one_line() -> None:

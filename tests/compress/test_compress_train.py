@@ -78,8 +78,9 @@ def test_scheduled_dropout_ramps_during_compression(tmp_path: Path) -> None:
     assert probe.p == pytest.approx(0.1)  # restored after training
 
 
-def test_resume_after_interruption_is_bit_identical(tmp_path: Path) -> None:
-    recipe = _recipe()
+@pytest.mark.parametrize("distill_weight", [0.0, 0.5])
+def test_resume_after_interruption_is_bit_identical(tmp_path: Path, distill_weight: float) -> None:
+    recipe = _recipe(distill_weight=distill_weight)  # a distilling run resumes its teacher too
     full = _run(tmp_path / "full", recipe)
 
     for stop_epoch, stop_step in ((2, 1), (3, 2)):  # at the stage boundary, mid-compression
@@ -104,6 +105,32 @@ def test_rerun_of_a_finished_run_returns_it(tmp_path: Path) -> None:
     first = _run(tmp_path, _recipe(epochs=1))
     again = _run(tmp_path, _recipe(epochs=1))
     assert again.resumed_from_epoch == 2 and again.history == first.history
+
+
+def test_distillation_blends_cross_entropy_with_the_teacher_kl(tmp_path: Path) -> None:
+    from accelsim.compress.train import TEACHER, _loss
+
+    logits, labels = torch.tensor([[2.0, -1.0], [0.5, 0.3]]), torch.tensor([0, 1])
+    ce = nn.functional.cross_entropy(logits, labels)
+    assert torch.equal(_loss(logits, labels, None, _recipe()), ce)
+    half = _recipe(distill_weight=0.5, distill_temperature=2.0)
+    assert torch.allclose(_loss(logits, labels, logits.clone(), half), 0.5 * ce)  # KL(p||p) = 0
+    teacher = torch.tensor([[-1.0, 2.0], [0.3, 0.5]])
+    p_t, p_s = (torch.softmax(x / 2.0, dim=-1) for x in (teacher, logits))
+    kl = (p_t * (p_t.log() - p_s.log())).sum(dim=-1).mean() * 4.0
+    assert torch.allclose(_loss(logits, labels, teacher, half), 0.5 * ce + 0.5 * kl)
+
+    plain = _run(tmp_path / "plain", _recipe(epochs=1))
+    distilled = _run(tmp_path / "kd", _recipe(epochs=1, distill_weight=0.5))
+    assert not (tmp_path / "plain" / TEACHER).exists()
+    teacher_state = torch.load(tmp_path / "kd" / TEACHER, weights_only=True)
+    # the teacher is the float model at the end of stage fp (identical in both runs)
+    fp_only = _run(tmp_path / "fp", _recipe(weight_bits=32, act_bits=32, attention_bits=32,
+                                            sparsity="dense", fp_epochs=0, epochs=1))
+    for key, value in fp_only.model.state_dict().items():
+        assert torch.equal(teacher_state[key], value), key
+    assert plain.history[0] == distilled.history[0]  # stage fp is untouched
+    assert plain.history[1].train_loss != distilled.history[1].train_loss
 
 
 def test_checkpoint_of_another_recipe_is_refused(tmp_path: Path) -> None:
