@@ -93,7 +93,7 @@ class RowResult:
     qat_epochs: int
     batch_size: int
     lr: float
-    train_minutes: float
+    train_minutes: float | None  # None: a finished run was reused, nothing trained this time
     eval_minutes: float
     seed: int
     command: str
@@ -161,7 +161,8 @@ def run_recipe(
         raise RuntimeError(f"{name}: needs the fp32 weights first")
     start = time.monotonic()
     result = train(task, recipe, init_state, seed)
-    train_minutes = (time.monotonic() - start) / 60
+    reused = result.resumed_from_epoch == len(result.history)
+    train_minutes = None if reused else round((time.monotonic() - start) / 60, 1)
     start = time.monotonic()
     model = result.model.eval()
     if recipe.quantized:
@@ -182,7 +183,7 @@ def run_recipe(
         fp_epochs=budget.fp_epochs if (not recipe.quantized or recipe.init == "finetuned")
         else 0,
         qat_epochs=0 if not recipe.quantized else recipe.fp_epochs + recipe.epochs,
-        batch_size=recipe.batch_size, lr=recipe.lr, train_minutes=round(train_minutes, 1),
+        batch_size=recipe.batch_size, lr=recipe.lr, train_minutes=train_minutes,
         eval_minutes=round(eval_minutes, 1), seed=seed, command=command,
     )  # fmt: skip
     return row, result
@@ -198,6 +199,9 @@ def read_rows(path: Path = RESULTS_CSV) -> list[dict[str, str]]:
 def write_rows(new: list[RowResult], path: Path = RESULTS_CSV) -> list[dict[str, str]]:
     """Replace the (task, recipe, seed) rows of ``new`` in the CSV, keep the others; sorted.
 
+    A field of ``new`` that is None keeps the CSV's value (e.g. the training time of a run that
+    was reused rather than trained again).
+
     Several task commands may run at once: an exclusive lock makes read-modify-write atomic.
     """
     with open(cache_dir("locks") / f"{path.stem}.lock", "w") as lock:
@@ -209,9 +213,9 @@ def _write_rows_locked(new: list[RowResult], path: Path) -> list[dict[str, str]]
     rows = {(r["task"], r["recipe"], r["seed"]): r for r in read_rows(path)}
     for r in new:
         d = dataclasses.asdict(r)
-        rows[(r.task, r.recipe, str(r.seed))] = {
-            k: "" if d[k] is None else str(d[k]) for k in COLUMNS
-        }
+        key = (r.task, r.recipe, str(r.seed))
+        old = rows.get(key, {})
+        rows[key] = {k: old.get(k, "") if d[k] is None else str(d[k]) for k in COLUMNS}
     order = {name: i for i, name in enumerate(ROW_RECIPES)}
     out = sorted(
         rows.values(), key=lambda r: (r["task"], order.get(r["recipe"], 99), int(r["seed"]))
@@ -329,7 +333,7 @@ def render_markdown(rows: list[dict[str, str]]) -> str:
                 return [r[key] for r in runs.values()]
 
             per_seed = (
-                " / ".join(f"{r['accuracy_pct']} (s{seed})" for seed, r in runs.items())
+                " / ".join(f"{float(r['accuracy_pct']):.2f} (s{seed})" for seed, r in runs.items())
                 if len(runs) > 1 else ""
             )  # fmt: skip
             delta = "" if name == BASELINE else _vs_baseline(runs, base)

@@ -176,20 +176,20 @@ def test_task_metric_goes_into_the_json_totals(tmp_path, capsys, monkeypatch):
 
     calls = []
 
-    def measured(model, recipe, seed=0):
-        calls.append((model, recipe))
+    def measured(model, recipe, seed):
+        calls.append((model, recipe, seed))
         return accelsim.accuracy.AccuracyResult(model, recipe, "fortunes", 61.25,
                                                 "integer_reference")
 
     monkeypatch.setattr(accelsim.accuracy, "accuracy_for", measured)
     monkeypatch.setattr(accelsim.tasks, "task_for_model", lambda model: "fortunes")
     data = run_json(tmp_path, "--hw", SPARSE_HW, "--model", MODEL, "--accuracy")
-    assert calls == [(MODEL, "w4a4_sp24")]
+    assert calls == [(MODEL, "w4a4_sp24", 0)]
     totals = data["totals"]
     assert totals["accuracy"] == 61.25 and totals["accuracy_metric"] == "accuracy_pct"
-    assert totals["accuracy_measured_by"] == "integer_reference"
+    assert totals["accuracy_measured_by"] == "integer_reference" and totals["accuracy_seed"] == 0
     assert ("accuracy    61.25 % (accuracy_pct on the fortunes test split, recipe w4a4_sp24, "
-            "measured by the integer reference)") in capsys.readouterr().out
+            "training seed 0, measured by the integer reference)") in capsys.readouterr().out
 
 
 def test_missing_trained_run_is_reported_not_fatal(tmp_path, capsys, monkeypatch):

@@ -74,3 +74,30 @@ def test_budget_sets_lengths_and_learning_rates() -> None:
     assert pre.fp_epochs + pre.epochs == BUDGET.fp_epochs + BUDGET.qat_epochs
     tuned = pipeline.budgeted(load_recipe("w4a4_sp24"), BUDGET)
     assert (tuned.fp_epochs, tuned.epochs) == (0, 1)
+
+
+def _row(recipe: str, seed: int, accuracy: float, minutes: float | None) -> pipeline.RowResult:
+    return pipeline.RowResult(
+        task="fortunes", model="minilm_l6", recipe=recipe, accuracy_pct=accuracy,
+        measured_by="integer_reference", fake_quant_accuracy_pct=accuracy, val_accuracy_pct=50.0,
+        test_examples=900, init="finetuned", fp_epochs=2, qat_epochs=3, batch_size=16, lr=5e-5,
+        train_minutes=minutes, eval_minutes=0.5, seed=seed, command="cmd",
+    )  # fmt: skip
+
+
+def test_seeds_are_rows_of_their_own_and_results_md_pairs_them(tmp_path: Path) -> None:
+    csv_path = tmp_path / "results.csv"
+    pipeline.write_rows([_row("fp32", 0, 70.0, 2.0), _row("fp32", 1, 72.0, 2.1)], csv_path)
+    rows = pipeline.write_rows(
+        [_row("w4a4_sp24", 0, 69.0, 5.0), _row("w4a4_sp24", 1, 70.0, 5.2),
+         _row("fp32", 0, 70.0, None)],  # a reused run keeps the training time it was made with
+        csv_path,
+    )  # fmt: skip
+    assert [(r["recipe"], r["seed"]) for r in rows] == [
+        ("fp32", "0"), ("fp32", "1"), ("w4a4_sp24", "0"), ("w4a4_sp24", "1")
+    ]
+    assert rows[0]["train_minutes"] == "2.0"
+    md = pipeline.render_markdown(rows)
+    # mean 69.5; per-seed differences -1.0 and -2.0: mean -1.5, sample std 0.71
+    assert "| w4a4_sp24 | 69.50 | -1.50 ± 0.71 | 69.00 (s0) / 70.00 (s1) |" in md
+    assert "| fp32 | 71.00 |  | 70.00 (s0) / 72.00 (s1) |" in md
