@@ -269,7 +269,7 @@ def finetune(
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * scale
             teacher_logits = None
-            if teacher is not None and stage == "compress":
+            if teacher is not None:  # set at the start of stage compress only
                 with torch.no_grad():
                     teacher_logits = teacher(**batch.inputs).logits
             loss = _loss(model(**batch.inputs).logits, batch.labels, teacher_logits, recipe)

@@ -254,14 +254,18 @@ RECIPE_MEANING = {
 }
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
+def mean_and_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, 0.0
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
 
 
-def _fmt(values: list[str], digits: int = 2) -> str:
-    """Mean of the non-empty values with ``digits`` decimals; '' if there are none."""
-    numbers = [float(v) for v in values if v != ""]
-    return f"{_mean(numbers):.{digits}f}" if numbers else ""
+def _seed_mean(runs: dict[str, dict[str, str]], key: str, digits: int = 2) -> str:
+    """Mean of column ``key`` over the seeds that have a value, with ``digits`` decimals."""
+    numbers = [float(r[key]) for r in runs.values() if r[key] != ""]
+    return f"{mean_and_std(numbers)[0]:.{digits}f}" if numbers else ""
 
 
 def _vs_baseline(runs: dict[str, dict[str, str]], base: dict[str, dict[str, str]]) -> str:
@@ -273,11 +277,8 @@ def _vs_baseline(runs: dict[str, dict[str, str]], base: dict[str, dict[str, str]
     ]
     if not diffs:
         return ""
-    if len(diffs) == 1:
-        return f"{diffs[0]:+.2f}"
-    mean = _mean(diffs)
-    std = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5
-    return f"{mean:+.2f} ± {std:.2f}"
+    mean, std = mean_and_std(diffs)
+    return f"{mean:+.2f}" if len(diffs) == 1 else f"{mean:+.2f} ± {std:.2f}"
 
 
 def render_markdown(rows: list[dict[str, str]]) -> str:
@@ -328,20 +329,16 @@ def render_markdown(rows: list[dict[str, str]]) -> str:
                 continue
             runs = dict(sorted(mine[name].items(), key=lambda item: int(item[0])))
             one = next(iter(runs.values()))
-
-            def column(key: str, runs: dict[str, dict[str, str]] = runs) -> list[str]:
-                return [r[key] for r in runs.values()]
-
             per_seed = (
                 " / ".join(f"{float(r['accuracy_pct']):.2f} (s{seed})" for seed, r in runs.items())
                 if len(runs) > 1 else ""
             )  # fmt: skip
             delta = "" if name == BASELINE else _vs_baseline(runs, base)
             lines.append(
-                f"| {name} | {_fmt(column('accuracy_pct'))} | {delta} | {per_seed} | "
-                f"{_fmt(column('fake_quant_accuracy_pct'))} | {_fmt(column('val_accuracy_pct'))} "
-                f"| {one['qat_epochs']} | {_fmt(column('train_minutes'), 1)} | "
-                f"{one['measured_by']} |"
+                f"| {name} | {_seed_mean(runs, 'accuracy_pct')} | {delta} | {per_seed} | "
+                f"{_seed_mean(runs, 'fake_quant_accuracy_pct')} | "
+                f"{_seed_mean(runs, 'val_accuracy_pct')} | {one['qat_epochs']} | "
+                f"{_seed_mean(runs, 'train_minutes', 1)} | {one['measured_by']} |"
             )
         absent = [n for n in ROW_RECIPES if n not in mine]
         if absent:
@@ -398,8 +395,8 @@ def main(task_name: str, argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     task = get_task(task_name)
+    command = f"python experiments/accuracy/{Path(sys.argv[0]).name}"
     for seed in args.seeds:
-        command = f"python experiments/accuracy/{Path(sys.argv[0]).name}"
         run_row(task, args.recipes, seed, command + (f" --seeds {seed}" if seed else ""))
     return 0
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import sys
 
 import torch
-from pipeline import BASELINE, BUDGETS, HERE, budgeted, train
+from pipeline import BASELINE, BUDGETS, HERE, budgeted, mean_and_std, train
 
 from accelsim.accuracy import evaluate_accuracy, evaluate_float
 from accelsim.compress.export import export_int_model
@@ -32,12 +33,20 @@ MD_PATH = HERE / "qat_length.md"
 COLUMNS = ("task", "recipe", "qat_epochs", "seed", "accuracy_pct", "fp32_accuracy_pct")
 
 
+@functools.cache
+def fp32_run(task_name: str, seed: int) -> tuple[float, dict[str, torch.Tensor]]:
+    """Test accuracy and weights of the FP32 run of ``seed`` (trained or reused), once per
+    process: every QAT length of a seed starts from it."""
+    task = get_task(task_name)
+    fp = train(task, budgeted(load_recipe(BASELINE), BUDGETS[task_name]), None, seed)
+    state = {k: v.clone() for k, v in fp.model.state_dict().items()}
+    return evaluate_float(task, fp.model, "test"), state
+
+
 def measure(task_name: str, epochs: int, seed: int) -> dict[str, str]:
     task = get_task(task_name)
     budget = BUDGETS[task_name]
-    fp = train(task, budgeted(load_recipe(BASELINE), budget), None, seed)
-    fp_accuracy = evaluate_float(task, fp.model, "test")
-    fp_state = {k: v.clone() for k, v in fp.model.state_dict().items()}
+    fp_accuracy, fp_state = fp32_run(task_name, seed)
     recipe = budgeted(load_recipe(RECIPE), dataclasses.replace(budget, qat_epochs=epochs))
     if epochs != budget.qat_epochs:  # its own run directory, apart from the pipeline's run
         recipe = dataclasses.replace(recipe, name=f"{RECIPE}_qat{epochs}")
@@ -78,10 +87,10 @@ def render(rows: list[dict[str, str]]) -> str:
     for r in rows:
         groups.setdefault((r["task"], int(r["qat_epochs"])), []).append(r)
     for (task, epochs), runs in sorted(groups.items()):
-        gaps = [float(r["accuracy_pct"]) - float(r["fp32_accuracy_pct"]) for r in runs]
-        mean = sum(gaps) / len(gaps)
-        std = (sum((g - mean) ** 2 for g in gaps) / (len(gaps) - 1)) ** 0.5 if len(gaps) > 1 else 0
-        accuracy = sum(float(r["accuracy_pct"]) for r in runs) / len(runs)
+        mean, std = mean_and_std(
+            [float(r["accuracy_pct"]) - float(r["fp32_accuracy_pct"]) for r in runs]
+        )
+        accuracy, _ = mean_and_std([float(r["accuracy_pct"]) for r in runs])
         per_seed = " / ".join(f"{r['accuracy_pct']} (s{r['seed']})" for r in runs)
         out.append(
             f"| {task} | {epochs} | {len(runs)} | {accuracy:.2f} | {mean:+.2f} ± {std:.2f} | "
