@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from accelsim import __version__
+from accelsim.dse.accuracy_table import read_accuracy_table
 from accelsim.dse.space import (
     UNCOMPRESSED,
     DesignPoint,
@@ -368,35 +369,3 @@ def _identity_row(spec: SweepSpec, point: DesignPoint, graph: Graph, key: str) -
         "overrides": json.dumps(dict(point.overrides), sort_keys=True),
         "accelsim_version": __version__,
     }
-
-
-def read_accuracy_table(path: Path) -> list[tuple[str, str, float]]:
-    """(model, recipe, accuracy_pct) from the accuracy results CSV; empty if it is absent.
-
-    A recipe measured with several training seeds (one row each) gets the mean over its seeds,
-    the figure results.md reports.
-    """
-    import csv
-
-    if not path.exists():
-        return []
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        needed = {"model", "recipe", "accuracy_pct"}
-        if not needed <= set(reader.fieldnames or ()):
-            raise AccelsimError(
-                f"{path}: accuracy results need columns model, recipe, accuracy_pct "
-                f"(found {', '.join(reader.fieldnames or ())})"
-            )
-        by_run: dict[tuple[str, str], list[float]] = {}
-        for line, row in enumerate(reader, start=2):
-            if not row["accuracy_pct"]:  # a run not measured yet
-                continue
-            try:
-                value = float(row["accuracy_pct"])
-            except ValueError:
-                raise AccelsimError(
-                    f"{path}: line {line}: accuracy_pct {row['accuracy_pct']!r} is not a number"
-                ) from None
-            by_run.setdefault((row["model"], row["recipe"]), []).append(value)
-        return [(model, recipe, sum(v) / len(v)) for (model, recipe), v in by_run.items()]

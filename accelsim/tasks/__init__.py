@@ -13,13 +13,15 @@ from accelsim.errors import AccelsimError
 from accelsim.tasks._data import closest
 from accelsim.tasks.base import Batch, Split, Task
 from accelsim.tasks.speech import SpeechCommands
-from accelsim.tasks.text import FortuneTopics
+from accelsim.tasks.text import FortuneTopics, WordnetSupersenses
 from accelsim.tasks.vision import FashionMnist
 
 __all__ = ["Batch", "Split", "Task", "get_task", "list_tasks", "task_for_model"]
 
+# Registration order matters where tasks share a backbone: the first is the model's default task.
 _TASKS: dict[str, Callable[..., Task]] = {
     "fortunes": FortuneTopics,
+    "wordnet_supersenses": WordnetSupersenses,
     "fashion_mnist": FashionMnist,
     "speech_commands": SpeechCommands,
 }
@@ -41,8 +43,9 @@ def get_task(name: str, limit: int | None = None, tiny: bool = False) -> Task:
 
 
 def task_for_model(model: str) -> str | None:
-    """The task that fine-tunes zoo model ``model``, or None when it has none (e.g. vit_b16)."""
-    for name in list_tasks():
+    """The default task of zoo model ``model`` (the first registered that fine-tunes it), or
+    None when it has none (e.g. vit_b16)."""
+    for name in _TASKS:
         if get_task(name).backbone == model:
             return name
     return None

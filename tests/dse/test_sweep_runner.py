@@ -201,7 +201,7 @@ def test_exports_roundtrip(reference, tmp_path):
 
 
 def test_accuracy_table_skips_unmeasured_rows_and_rejects_bad_numbers(tmp_path):
-    from accelsim.dse.runner import read_accuracy_table
+    from accelsim.dse.accuracy_table import read_accuracy_table
     from accelsim.errors import AccelsimError
 
     path = tmp_path / "results.csv"
@@ -211,6 +211,13 @@ def test_accuracy_table_skips_unmeasured_rows_and_rejects_bad_numbers(tmp_path):
     path.write_text(seeds)
     assert read_accuracy_table(path) == [("m", "w8a8", 90.0), ("m", "fp32", 91.0)]
     assert read_accuracy_table(tmp_path / "absent.csv") == []
+    two_tasks = ("task,model,recipe,accuracy_pct\nwordnet_supersenses,minilm_l6,w4a4,80\n"
+                 "fortunes,minilm_l6,w4a4,70\nfortunes,minilm_l6,w4a4,71\n")
+    path.write_text(two_tasks)
+    assert read_accuracy_table(path) == [("minilm_l6", "w4a4", 70.5)]  # the default task only
+    path.write_text("task,model,recipe,accuracy_pct\na,m,w4a4,80\nb,m,w4a4,70\n")
+    with pytest.raises(AccelsimError, match="model 'm' has rows for tasks a, b and none is its"):
+        read_accuracy_table(path)
     path.write_text("model,recipe,accuracy_pct\nm,w8a8,high\n")
     with pytest.raises(AccelsimError, match="line 2: accuracy_pct 'high' is not a number"):
         read_accuracy_table(path)

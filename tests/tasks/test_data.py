@@ -13,18 +13,21 @@ from accelsim.errors import AccelsimError
 from accelsim.tasks import get_task, list_tasks, speech, task_for_model, text, vision
 
 HAS_FORTUNES = (text.FORTUNES_DIR / "computers").exists()
+HAS_WORDNET = (text.WORDNET_DIR / "data.noun").exists()
 HAS_FASHION = (vision.FASHION_DIR / "t10k-images-idx3-ubyte.gz").exists()
 HAS_ESPEAK = shutil.which("espeak-ng") is not None and shutil.which("sox") is not None
 needs_fortunes = pytest.mark.skipif(not HAS_FORTUNES, reason="Debian package fortunes missing")
+needs_wordnet = pytest.mark.skipif(not HAS_WORDNET, reason="Debian package wordnet-base missing")
 needs_fashion = pytest.mark.skipif(
     not HAS_FASHION, reason="Debian package dataset-fashion-mnist missing"
 )
 needs_espeak = pytest.mark.skipif(not HAS_ESPEAK, reason="Debian espeak-ng/sox missing")
 
 
-def test_registry_lists_the_three_tasks_and_maps_backbones() -> None:
-    assert list_tasks() == ["fashion_mnist", "fortunes", "speech_commands"]
-    assert task_for_model("minilm_l6") == "fortunes"
+def test_registry_lists_the_tasks_and_maps_backbones_to_their_default() -> None:
+    assert list_tasks() == ["fashion_mnist", "fortunes", "speech_commands", "wordnet_supersenses"]
+    assert get_task("wordnet_supersenses").backbone == "minilm_l6"
+    assert task_for_model("minilm_l6") == "fortunes"  # the first registered of the two
     assert task_for_model("dinov2_s") == "fashion_mnist"
     assert task_for_model("whisper_tiny_en") == "speech_commands"
     assert task_for_model("vit_b16") is None
@@ -44,6 +47,31 @@ def test_limit_below_class_count_is_rejected() -> None:
 def test_missing_fortunes_names_the_install_command(tmp_path: Path) -> None:
     with pytest.raises(AccelsimError, match="apt-get install -y fortunes"):
         text.read_fortunes(tmp_path)
+
+
+def test_missing_wordnet_names_the_install_command(tmp_path: Path) -> None:
+    with pytest.raises(AccelsimError, match="apt-get install -y --no-install-recommends wordnet"):
+        text.read_wordnet_glosses(tmp_path)
+
+
+def test_wordnet_reader_labels_glosses_by_lexicographer_file(tmp_path: Path) -> None:
+    lines = [
+        "  1 This software and database is being provided to you, the LICENSEE, by  ",
+        "00001740 03 n 01 entity 0 003 ~ 00001930 n 0000 | that which is perceived  ",
+        "00015388 05 n 01 animal 0 002 @ 00004258 n 0000 | a living organism; \"an animal\"  ",
+        "00017222 20 n 01 plant 0 001 @ 00004258 n 0000 | (botany) a living organism  ",
+        "02084071 05 n 01 dog 0 001 @ 02083346 n 0000 | a   domesticated  canid  ",
+        "02084072 05 n 01 hound 0 001 @ 02083346 n 0000 | a domesticated canid",
+        "09999999 18 n 01 cook 0 001 @ 02083346 n 0000 | someone who cooks",
+        "03000000 06 n 01 thing 0 000 | someone who cooks",
+    ]
+    (tmp_path / "data.noun").write_text("\n".join(lines) + "\n", encoding="latin-1")
+    texts, labels = text.read_wordnet_glosses(tmp_path)
+    animal, plant = list(text.SUPERSENSES).index("animal"), list(text.SUPERSENSES).index("plant")
+    # noun.Tops (03) is not a class; duplicates collapse; a gloss in two classes is dropped
+    assert texts == ['a living organism; "an animal"', "a domesticated canid",
+                     "(botany) a living organism"]
+    assert labels.tolist() == [animal, animal, plant]
 
 
 def test_missing_fashion_names_the_install_command(tmp_path: Path) -> None:
@@ -83,6 +111,22 @@ def test_fortune_split_is_fixed_balanced_and_disjoint() -> None:
         seen |= rows
     again = get_task("fortunes", limit=60)
     assert again._splits["test"][0] == task._splits["test"][0]
+
+
+@needs_wordnet
+def test_wordnet_split_is_fixed_balanced_and_disjoint() -> None:
+    task = get_task("wordnet_supersenses", limit=100)
+    texts, labels = text.read_wordnet_glosses()
+    assert len(texts) == len(set(texts)) > 50_000
+    assert np.bincount(labels).min() >= 2000  # room for the full 450-per-class split
+    seen: set[tuple[int, ...]] = set()
+    for split in ("train", "val", "test"):
+        ids, y = task._splits[split]
+        assert np.bincount(y, minlength=10).tolist() == [10] * 10
+        rows = {tuple(r) for r in ids}
+        assert not rows & seen
+        seen |= rows
+    assert get_task("wordnet_supersenses", limit=100)._splits["val"][0] == task._splits["val"][0]
 
 
 @needs_fortunes

@@ -16,7 +16,7 @@ import torch
 from accelsim.accuracy import evaluate_accuracy, evaluate_float, trained_model
 from accelsim.compress.export import export_int_model
 from accelsim.tasks import get_task
-from tests.tasks.test_data import HAS_ESPEAK, HAS_FASHION, HAS_FORTUNES
+from tests.tasks.test_data import HAS_ESPEAK, HAS_FASHION, HAS_FORTUNES, HAS_WORDNET
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "accuracy"))
 import pipeline  # noqa: E402
@@ -24,6 +24,7 @@ import pipeline  # noqa: E402
 BUDGET = pipeline.Budget(fp_epochs=1, qat_epochs=1, batch_size=8, fp_lr=1e-3, qat_lr=1e-3)
 DATA = {
     "fortunes": (HAS_FORTUNES, "Debian package fortunes missing"),
+    "wordnet_supersenses": (HAS_WORDNET, "Debian package wordnet-base missing"),
     "fashion_mnist": (HAS_FASHION, "Debian package dataset-fashion-mnist missing"),
     "speech_commands": (HAS_ESPEAK, "Debian espeak-ng/sox missing"),
 }
