@@ -339,6 +339,11 @@ class ActQuantizer(nn.Module):
         self.calibrated.fill_(True)
         self._active = True
 
+    def bypass(self) -> None:
+        """Pass floats through from now on, calibrated or not (diagnostics: the model without
+        this quantizer); loading a state dict restores the calibrated behaviour."""
+        self._active = False
+
     def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         self._active = bool(self.calibrated)

@@ -91,11 +91,11 @@ def prepared(task: Task, fp_model: torch.nn.Module, setting: Setting) -> torch.n
     for name, linear in quant_linears(model):
         linear_inputs.add(id(linear.act_quant))
         if not setting.linear_inputs(name):
-            linear.act_quant._active = False
+            linear.act_quant.bypass()
     if not setting.attention:
         for quantizer in act_quantizers(model):
             if id(quantizer) not in linear_inputs:
-                quantizer._active = False
+                quantizer.bypass()
     return model
 
 

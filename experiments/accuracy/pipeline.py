@@ -230,10 +230,11 @@ def _write_rows_locked(new: list[RowResult], path: Path) -> list[dict[str, str]]
 BUDGETS: dict[str, Budget] = {
     # 1800 texts, batch 16: 113 steps an epoch. 1 QAT epoch left W4A4+2:4 4.0 points below FP32.
     "fortunes": Budget(fp_epochs=2, qat_epochs=3, batch_size=16, fp_lr=1e-4, qat_lr=5e-5),
-    # 2000 glosses, batch 16: 125 steps an epoch. The fortunes budget, unchanged (same backbone,
-    # chosen before this task existed, so nothing here was tuned on it).
+    # 2000 glosses, batch 16: 125 steps an epoch. FP32 validation accuracy still climbs after
+    # fortunes' 2 epochs (82.8 %) and levels off at 7-8 (86.8 %), so FP32 trains 8 epochs: a
+    # baseline short of convergence would flatter every compressed row, which trains longer.
     "wordnet_supersenses": Budget(
-        fp_epochs=2, qat_epochs=3, batch_size=16, fp_lr=1e-4, qat_lr=5e-5
+        fp_epochs=8, qat_epochs=3, batch_size=16, fp_lr=1e-4, qat_lr=5e-5
     ),
     # 2000 images at 56 px, batch 32: 63 steps an epoch.
     "fashion_mnist": Budget(

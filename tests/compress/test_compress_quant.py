@@ -185,6 +185,20 @@ def test_calibrated_flag_survives_state_dict_round_trip() -> None:
     assert fresh.is_calibrated
 
 
+def test_bypassed_quantizer_passes_floats_until_its_state_is_loaded() -> None:
+    q = ActQuantizer(4)
+    q.start_calibration((0.0, 100.0))
+    q(torch.linspace(-1, 1, 101))
+    q.finish_calibration()
+    x = torch.linspace(-1, 1, 7)
+    assert not torch.equal(q(x), x)  # 16 levels cannot hold 7 evenly spaced values exactly
+    state = q.state_dict()
+    q.bypass()
+    assert torch.equal(q(x), x) and not q.quantizing
+    q.load_state_dict(state)
+    assert q.quantizing
+
+
 def test_quant_linear_precision_reflects_real_codes() -> None:
     torch.manual_seed(0)
     lin = torch.nn.Linear(16, 8)

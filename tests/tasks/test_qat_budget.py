@@ -21,10 +21,10 @@ def test_gap_is_paired_by_seed_and_grouped_by_setting() -> None:
         _row(3, 0, "69.00", "70.00"), _row(3, 1, "70.00", "72.00"), _row(1, 0, "65.50", "70.00"),
         _row(3, 0, "71.00", "70.00", lr="0.0001", val="72.00"),
     ])
-    assert "| fortunes | w4a4_sp24 | 1 | 5e-05 | 1 | – | 65.50 | -4.50 ± 0.00 | 65.50 (s0) |" in md
+    assert "| fortunes | w4a4_sp24 | 1 | 5e-05 | 1 | – | 65.50 | -4.50 | 65.50 (s0) |" in md
     assert ("| fortunes | w4a4_sp24 | 3 | 5e-05 | 2 | – | 69.50 | -1.50 ± 0.71 | "
             "69.00 (s0) / 70.00 (s1) |") in md
-    assert "| fortunes | w4a4_sp24 | 3 | 0.0001 | 1 | 72.00 | 71.00 | +1.00 ± 0.00 |" in md
+    assert "| fortunes | w4a4_sp24 | 3 | 0.0001 | 1 | 72.00 | 71.00 | +1.00 |" in md
     assert md.index("| 1 | 5e-05 |") < md.index("| 3 | 5e-05 |") < md.index("| 3 | 0.0001 |")
 
 
