@@ -3,8 +3,9 @@
     python experiments/accuracy/error_sources.py [--task wordnet_supersenses] [--seed 0]
 
 Starts from the task's FP32 run of ``--seed`` (trained with the pipeline's budget, or reused
-from the cache), applies a recipe, calibrates the activation clips on 10 training batches
-exactly as QAT's first step does, then measures validation accuracy (fake-quant PyTorch, which
+from the cache), applies a recipe, calibrates the activation clips by the recipe's percentiles
+over 10 training batches as QAT's first step does (here batches of the recipe's own size, 32, in
+seed-0 order, not the task budget's), then measures validation accuracy (fake-quant PyTorch, which
 computes the integer reference's arithmetic) with only some quantizers active: weights alone,
 2:4 masks alone, 4-bit activations alone and at each input site of an encoder block. No
 training: this is the damage QAT has to repair, split by cause. Writes
@@ -15,16 +16,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import dataclasses
-import io
 import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from pipeline import BASELINE, BUDGETS, HERE, budgeted, train
+from pipeline import BASELINE, BUDGETS, HERE, budgeted, read_rows, train, write_csv
 
 from accelsim.accuracy import evaluate_float
 from accelsim.compress.apply import act_quantizers, apply_recipe, calibrate, quant_linears
@@ -99,13 +98,6 @@ def prepared(task: Task, fp_model: torch.nn.Module, setting: Setting) -> torch.n
     return model
 
 
-def read() -> list[dict[str, str]]:
-    if not CSV_PATH.is_file():
-        return []
-    with CSV_PATH.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def render(rows: list[dict[str, str]]) -> str:
     out = [
         "# Where accuracy goes before QAT",
@@ -153,13 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         new.append({"task": args.task, "seed": str(args.seed), "split": SPLIT,
                     "setting": setting.label, "accuracy_pct": f"{accuracy:.2f}",
                     "fp32_accuracy_pct": f"{fp_accuracy:.2f}"})
-    kept = [r for r in read() if (r["task"], r["seed"]) != (args.task, str(args.seed))]
+    kept = [r for r in read_rows(CSV_PATH) if (r["task"], r["seed"]) != (args.task, str(args.seed))]
     rows = sorted(kept + new, key=lambda r: (r["task"], int(r["seed"])))  # stable: setting order
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(CSV_PATH, table.getvalue())
+    write_csv(CSV_PATH, COLUMNS, rows)
     write_text_atomic(MD_PATH, render(rows) + "\n")
     return 0
 

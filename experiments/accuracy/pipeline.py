@@ -22,9 +22,10 @@ import argparse
 import csv
 import dataclasses
 import fcntl
+import io
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from accelsim.accuracy import evaluate_accuracy, evaluate_float, run_dir
 from accelsim.compress.export import export_int_model
 from accelsim.compress.recipe import Recipe, load_recipe
 from accelsim.compress.train import FinetuneResult, Progress, finetune
+from accelsim.files import write_text_atomic
 from accelsim.tasks import Task, get_task
 from accelsim.tasks._data import cache_dir
 
@@ -190,10 +192,20 @@ def run_recipe(
 
 
 def read_rows(path: Path = RESULTS_CSV) -> list[dict[str, str]]:
+    """The rows of a result CSV of this folder (none when it does not exist yet)."""
     if not path.is_file():
         return []
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, str]]) -> None:
+    """A result CSV of this folder, written whole or not at all."""
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, table.getvalue())
 
 
 def write_rows(new: list[RowResult], path: Path = RESULTS_CSV) -> list[dict[str, str]]:
@@ -220,10 +232,7 @@ def _write_rows_locked(new: list[RowResult], path: Path) -> list[dict[str, str]]
     out = sorted(
         rows.values(), key=lambda r: (r["task"], order.get(r["recipe"], 99), int(r["seed"]))
     )
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(out)
+    write_csv(path, COLUMNS, out)
     return out
 
 

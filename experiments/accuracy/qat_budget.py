@@ -15,14 +15,22 @@ by validation accuracy; test accuracy is what results.md reports. Writes ``qat_b
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import functools
-import io
 import sys
 
 import torch
-from pipeline import BASELINE, BUDGETS, HERE, ROW_RECIPES, budgeted, mean_and_std, train
+from pipeline import (
+    BASELINE,
+    BUDGETS,
+    HERE,
+    ROW_RECIPES,
+    budgeted,
+    mean_and_std,
+    read_rows,
+    train,
+    write_csv,
+)  # fmt: skip
 
 from accelsim.accuracy import evaluate_accuracy, evaluate_float
 from accelsim.compress.export import export_int_model
@@ -34,7 +42,6 @@ CSV_PATH = HERE / "qat_budget.csv"
 MD_PATH = HERE / "qat_budget.md"
 COLUMNS = ("task", "recipe", "qat_epochs", "qat_lr", "seed", "val_accuracy_pct",
            "accuracy_pct", "fp32_accuracy_pct")  # fmt: skip
-KEY = ("task", "recipe", "qat_epochs", "qat_lr", "seed")
 # Recipes that start from the FP32 run (the study varies their compression stage only).
 STUDY_RECIPES = tuple(
     name for name in ROW_RECIPES
@@ -80,23 +87,12 @@ def measure(task_name: str, recipe_name: str, epochs: int, lr: float,
     }  # fmt: skip
 
 
-def read() -> list[dict[str, str]]:
-    if not CSV_PATH.is_file():
-        return []
-    with CSV_PATH.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def _order(r: dict[str, str]) -> tuple[str, str, int, float, int]:
     return r["task"], r["recipe"], int(r["qat_epochs"]), float(r["qat_lr"]), int(r["seed"])
 
 
 def write(rows: list[dict[str, str]]) -> None:
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(sorted(rows, key=_order))
-    write_text_atomic(CSV_PATH, table.getvalue())
+    write_csv(CSV_PATH, COLUMNS, sorted(rows, key=_order))
     write_text_atomic(MD_PATH, render(rows))
 
 
@@ -154,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             for lr in lrs:
                 for seed in args.seeds:
                     row = measure(args.task, recipe, epochs, lr, seed)
-                    write([r for r in read() if _key(r) != _key(row)] + [row])
+                    write([r for r in read_rows(CSV_PATH) if _key(r) != _key(row)] + [row])
                     print(f"[{args.task}/{run_name(recipe, epochs, lr, args.task)}/seed{seed}] "
                           f"val {row['val_accuracy_pct']} %, test {row['accuracy_pct']} % "
                           f"(FP32 {row['fp32_accuracy_pct']} %)", flush=True)
@@ -162,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _key(row: dict[str, str]) -> tuple[str, ...]:
-    return tuple(row[k] for k in KEY[:3]) + (f"{float(row['qat_lr']):g}", row["seed"])
+    """(task, recipe, epochs, lr, seed); the lr normalised so that 5e-05 and 0.00005 match."""
+    lr = f"{float(row['qat_lr']):g}"
+    return row["task"], row["recipe"], row["qat_epochs"], lr, row["seed"]
 
 
 if __name__ == "__main__":

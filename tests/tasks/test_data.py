@@ -99,34 +99,32 @@ def test_hash_tokenizer_is_deterministic_and_in_range() -> None:
 
 @needs_fortunes
 def test_fortune_split_is_fixed_balanced_and_disjoint() -> None:
-    task = get_task("fortunes", limit=60)
-    texts, labels = text.read_fortunes()
+    texts, _ = text.read_fortunes()
     assert len(texts) == len(set(texts))  # duplicates and multi-class entries dropped
-    seen = set()
-    for split in ("train", "val", "test"):
-        ids, y = task._splits[split]
-        assert np.bincount(y, minlength=6).tolist() == [10] * 6
-        rows = {tuple(r) for r in ids}
-        assert not rows & seen
-        seen |= rows
-    again = get_task("fortunes", limit=60)
-    assert again._splits["test"][0] == task._splits["test"][0]
+    _assert_fixed_balanced_disjoint("fortunes", limit=60, classes=6)
 
 
 @needs_wordnet
 def test_wordnet_split_is_fixed_balanced_and_disjoint() -> None:
-    task = get_task("wordnet_supersenses", limit=100)
     texts, labels = text.read_wordnet_glosses()
     assert len(texts) == len(set(texts)) > 50_000
     assert np.bincount(labels).min() >= 2000  # room for the full 450-per-class split
+    _assert_fixed_balanced_disjoint("wordnet_supersenses", limit=100, classes=10)
+
+
+def _assert_fixed_balanced_disjoint(name: str, limit: int, classes: int) -> None:
+    """``limit // classes`` examples per class in every split, no text in two splits, and the
+    same split when the task is built again."""
+    task = get_task(name, limit=limit)
     seen: set[tuple[int, ...]] = set()
     for split in ("train", "val", "test"):
         ids, y = task._splits[split]
-        assert np.bincount(y, minlength=10).tolist() == [10] * 10
+        assert np.bincount(y, minlength=classes).tolist() == [limit // classes] * classes
         rows = {tuple(r) for r in ids}
         assert not rows & seen
         seen |= rows
-    assert get_task("wordnet_supersenses", limit=100)._splits["val"][0] == task._splits["val"][0]
+    again = get_task(name, limit=limit)
+    assert all(again._splits[s][0] == task._splits[s][0] for s in ("train", "val", "test"))
 
 
 @needs_fortunes
