@@ -8,6 +8,7 @@ convolutional front end and the task head stay float32 (docs/compression.md §3)
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from accelsim.compress.quant import (
     runs_integer_path,
 )
 from accelsim.compress.recipe import FAMILIES, Recipe, check_family
+from accelsim.compress.sites import site_of
 from accelsim.compress.sparsity import gradual_mask_2_4, mask_2_4, supports_2_4
 from accelsim.errors import AccelsimError
 
@@ -193,6 +195,7 @@ def apply_recipe(model: nn.Module, recipe: Recipe) -> CompressionPlan:
     if not recipe.quantized:
         floats = tuple(n for n, m in model.named_modules() if isinstance(m, gemm_types))
         return CompressionPlan(family, recipe.name, (), (), {}, floats)  # nothing to mark
+    block_names = _encoder_linears(model, family, ())
     names = _encoder_linears(model, family, recipe.quantize_extra)
     dense: dict[str, str] = {}
     for name in names:
@@ -200,9 +203,13 @@ def apply_recipe(model: nn.Module, recipe: Recipe) -> CompressionPlan:
         sparse = recipe.sparsity == "2:4" and supports_2_4(linear.in_features)
         if recipe.sparsity == "2:4" and not sparse:
             dense[name] = f"K={linear.in_features} is not a multiple of 4"
-        one_shot = sparse and recipe.pruning == "one_shot"
+        # Activation-weighted masks need activations: calibrate() sets them.
+        one_shot = sparse and recipe.pruning == "one_shot" and recipe.mask_score == "magnitude"
+        act_bits = recipe.act_bits
+        if recipe.act_bits_by_site and name in block_names:
+            act_bits = recipe.act_bits_by_site.get(site_of(name), act_bits)
         qlinear = QuantLinear.from_linear(
-            linear, weight_bits=recipe.weight_bits, act_bits=recipe.act_bits,
+            linear, weight_bits=recipe.weight_bits, act_bits=act_bits,
             grid=recipe.weight_grid, granularity=recipe.weight_granularity,
             scale_method=recipe.weight_scale_method, act_mode=recipe.act_quantizer,
             sparse=sparse, mask=mask_2_4(linear.weight) if one_shot else None)
@@ -251,22 +258,51 @@ def act_quantizers(model: nn.Module) -> list[ActQuantizer]:
 @torch.no_grad()
 def calibrate(model: nn.Module, batches: Iterable[Batch], recipe: Recipe) -> int:
     """Percentile-calibrate every activation clip on the first ``calibration_batches`` batches
-    (float activations, eval mode); returns the number of batches used."""
-    quantizers = act_quantizers(model)
+    (float activations, eval mode); returns the number of batches used.
+
+    Under ``mask_score: activation_weighted`` a first pass over the same batches, with dense
+    weights, sets the 2:4 masks first, so the clips see the pruned model as QAT starts it.
+    """
+    used_batches = list(itertools.islice(batches, recipe.calibration_batches))
     was_training = model.training
     model.eval()
+    if recipe.sparsity == "2:4" and recipe.mask_score == "activation_weighted":
+        _set_activation_weighted_masks(model, used_batches)
+    quantizers = act_quantizers(model)
     for q in quantizers:
         q.start_calibration(recipe.calibration_percentiles)
-    used = 0
-    for batch in batches:
-        if used == recipe.calibration_batches:
-            break
+    for batch in used_batches:
         model(**batch.inputs)
-        used += 1
     for q in quantizers:
         q.finish_calibration()
     model.train(was_training)
-    return used
+    return len(used_batches)
+
+
+def _set_activation_weighted_masks(model: nn.Module, batches: list[Batch]) -> None:
+    """2:4 masks keeping the largest ``|w_nk| * ||x_k||`` per group (Wanda's score): a small
+    weight on an outlier input channel moves the output more than a larger one on a quiet
+    channel. ``||x_k||`` is the input-channel norm over every token of ``batches``."""
+    layers = [layer for _, layer in quant_linears(model) if layer.weight_mask is not None]
+    sums = {id(layer): torch.zeros(layer.in_features, dtype=torch.float64) for layer in layers}
+
+    def accumulate(layer: nn.Module, args: tuple[Tensor, ...]) -> None:
+        x = args[0].detach().to(torch.float64).reshape(-1, layer.in_features)
+        sums[id(layer)] += x.square().sum(0)
+
+    for layer in layers:
+        layer.weight_mask.fill_(1.0)  # dense inputs, also on a second calibration
+    hooks = [layer.register_forward_pre_hook(accumulate) for layer in layers]
+    try:
+        for batch in batches:
+            model(**batch.inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for layer in layers:
+        norms = sums[id(layer)].sqrt().to(layer.weight.dtype)
+        layer.weight_mask.copy_(mask_2_4(layer.weight.abs() * norms))
+        layer.weight_quant.init_step(layer.masked_weight())
 
 
 def quant_linears(model: nn.Module) -> list[tuple[str, QuantLinear]]:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from accelsim.compress.sites import SITES
 from accelsim.compress.sparsity import cubic_fraction
 from accelsim.errors import AccelsimError
 
@@ -29,6 +30,9 @@ class Recipe:
     name: str
     weight_bits: int = 4
     act_bits: int = 4
+    # Per input site (accelsim.compress.sites), an activation width other than act_bits: mixed
+    # precision where the accuracy goes, e.g. {qkv: 8, ffn_up: 8} for the LayerNorm outputs.
+    act_bits_by_site: dict[str, int] = field(default_factory=dict, hash=False)
     attention_bits: int = 8
     weight_grid: Literal["zero_preserving", "twos_complement", "no_zero"] = "zero_preserving"
     weight_granularity: Literal["per_channel", "per_tensor"] = "per_channel"
@@ -38,6 +42,9 @@ class Recipe:
     calibration_percentiles: tuple[float, float] = (0.1, 99.9)
     sparsity: Literal["dense", "2:4"] = "dense"
     pruning: Literal["one_shot", "gradual"] = "one_shot"
+    # Which 2 of 4 weights a one-shot mask keeps: the largest |w|, or the largest |w| * ||x_k||
+    # (input-channel norm over the calibration batches; Wanda, Sun et al. 2024).
+    mask_score: Literal["magnitude", "activation_weighted"] = "magnitude"
     prune_ramp_fraction: float = 0.5
     mask_update_steps: int = 10
     init: Literal["finetuned", "pretrained"] = "finetuned"
@@ -92,6 +99,16 @@ def _problem(r: Recipe) -> str | None:
                 f"(float) or both quantized (4, 8)")
     if r.sparsity == "2:4" and not r.quantized:
         return "sparsity: '2:4' needs quantized weights (weight_bits 4 or 8), got 32"
+    for site, bits in r.act_bits_by_site.items():
+        if site not in SITES:
+            return f"act_bits_by_site: site {site!r} is not one of {', '.join(SITES)}"
+        if bits not in (4, 8):
+            return f"act_bits_by_site: {site}: {bits!r} is not one of 4, 8"
+    if r.act_bits_by_site and not r.quantized:
+        return "act_bits_by_site needs quantized activations (act_bits 4 or 8), got 32"
+    if r.mask_score == "activation_weighted" and r.pruning != "one_shot":
+        return ("mask_score: 'activation_weighted' needs pruning: one_shot (gradual masks grow "
+                "from weight magnitudes during training)")
     lo, hi = r.calibration_percentiles
     if not 0.0 <= lo < hi <= 100.0:
         return f"calibration_percentiles: {[lo, hi]} must satisfy 0 <= low < high <= 100"
@@ -127,6 +144,12 @@ def _problem(r: Recipe) -> str | None:
 def _convert(name: str, value: Any, annotation: Any, where: str) -> Any:
     """Coerce a YAML value to the field's type (lists -> tuples); reject wrong types."""
     origin = typing.get_origin(annotation)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise AccelsimError(f"{where}: {name}: expected a mapping, got {value!r}")
+        key_type, item_type = typing.get_args(annotation)
+        return {_convert(name, k, key_type, where): _convert(name, v, item_type, where)
+                for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise AccelsimError(f"{where}: {name}: expected a list, got {value!r}")
@@ -171,8 +194,13 @@ def _unchecked(values: dict[str, Any]) -> Recipe:
     """A Recipe built without __post_init__, so its problem can be reported with the file name."""
     recipe = object.__new__(Recipe)
     for f in fields(Recipe):
-        default = f.default if f.default is not dataclasses.MISSING else None
-        object.__setattr__(recipe, f.name, values.get(f.name, default))
+        if f.name in values:
+            value = values[f.name]
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            value = f.default if f.default is not dataclasses.MISSING else None
+        object.__setattr__(recipe, f.name, value)
     return recipe
 
 

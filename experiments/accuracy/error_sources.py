@@ -7,8 +7,9 @@ from the cache), applies a recipe, calibrates the activation clips by the recipe
 over 10 training batches as QAT's first step does (here batches of the recipe's own size, 32, in
 seed-0 order, not the task budget's), then measures validation accuracy (fake-quant PyTorch, which
 computes the integer reference's arithmetic) with only some quantizers active: weights alone,
-2:4 masks alone, 4-bit activations alone and at each input site of an encoder block. No
-training: this is the damage QAT has to repair, split by cause. Writes
+2:4 masks alone, 4-bit activations alone and at each input site of an encoder block, and the
+two remedies beyond the paper (activation-weighted 2:4 masks, 8-bit activations at the LayerNorm
+outputs). No training: this is the damage QAT has to repair, split by cause. Writes
 ``error_sources.csv`` (rows of other tasks and seeds kept) and ``error_sources.md``.
 """
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +28,7 @@ from pipeline import BASELINE, BUDGETS, HERE, budgeted, read_rows, train, write_
 from accelsim.accuracy import evaluate_float
 from accelsim.compress.apply import act_quantizers, apply_recipe, calibrate, quant_linears
 from accelsim.compress.recipe import Recipe, load_recipe
+from accelsim.compress.sites import SITE_INPUTS, SITES, site_of
 from accelsim.files import write_text_atomic
 from accelsim.tasks import Task, get_task
 
@@ -35,15 +36,6 @@ CSV_PATH = HERE / "error_sources.csv"
 MD_PATH = HERE / "error_sources.md"
 COLUMNS = ("task", "seed", "split", "setting", "accuracy_pct", "fp32_accuracy_pct")
 SPLIT = "val"  # selection-free diagnostics: the test split stays for the results table
-# Input site of each quantized linear in an encoder block (BERT, DINOv2 and Whisper names).
-SITES: dict[str, re.Pattern[str]] = {
-    "Q/K/V projections (LayerNorm output)": re.compile(r"\.(query|key|value|[qkv]_proj)$"),
-    "attention output projection (context)": re.compile(
-        r"\.(attention\.output\.dense|out_proj|o_proj)$"
-    ),
-    "FFN up projection (LayerNorm output)": re.compile(r"\.(intermediate\.dense|fc1)$"),
-    "FFN down projection (GELU output)": re.compile(r"(?<!attention)\.output\.dense$|\.fc2$"),
-}
 
 
 @dataclass(frozen=True)
@@ -54,13 +46,6 @@ class Setting:
     recipe: Recipe
     linear_inputs: Callable[[str], bool]  # quantized linear name -> input quantizer on?
     attention: bool  # attention matmul operand quantizers on?
-
-
-def site_of(name: str) -> str:
-    matches = [site for site, pattern in SITES.items() if pattern.search(name)]
-    if len(matches) != 1:
-        raise SystemExit(f"error_sources: linear {name!r} matches sites {matches}; allowed: one")
-    return matches[0]
 
 
 def settings() -> list[Setting]:
@@ -76,8 +61,16 @@ def settings() -> list[Setting]:
         Setting("4-bit activations only (all linear inputs)", w8, on, False),
     ]
     for site in SITES:
-        out.append(Setting(f"4-bit activations only at {site}", w8,
+        out.append(Setting(f"4-bit activations only at {SITE_INPUTS[site]}", w8,
                            lambda name, site=site: site_of(name) == site, False))
+    # The two remedies beyond the paper, measured the same way.
+    wanda, ln_a8 = load_recipe("w4a4_sp24_wanda"), load_recipe("w4a4_sp24_ln_a8")
+    out += [
+        Setting("4-bit weights + activation-weighted 2:4 masks only", wanda, off, False),
+        Setting("W4A4 + 2:4, activation-weighted masks (all quantizers)", wanda, on, True),
+        Setting("W4A4 + 2:4, 8-bit activations at LayerNorm outputs (all quantizers)", ln_a8,
+                on, True),
+    ]
     return out
 
 

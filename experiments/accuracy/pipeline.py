@@ -50,13 +50,15 @@ COLUMNS = (
 ROW_RECIPES = (
     "fp32", "w8a8", "w4a4", "w4a4_sp24",
     "w4a4_sp24_no_zero_grid", "w4a4_sp24_const_dropout", "w4a4_sp24_init_pretrained",
-    "w4a4_sp24_kd", "w4a4_sp24_gradual",
+    "w4a4_sp24_kd", "w4a4_sp24_gradual", "w4a4_sp24_wanda", "w4a4_sp24_ln_a8",
+    "w4a4_sp24_wanda_ln_a8",
 )  # fmt: skip
 # Run order: the headline recipe right after the baseline, ablations, then the extension.
 RUN_ORDER = (
     "fp32", "w4a4_sp24", "w4a4", "w8a8",
     "w4a4_sp24_no_zero_grid", "w4a4_sp24_const_dropout", "w4a4_sp24_init_pretrained",
-    "w4a4_sp24_kd", "w4a4_sp24_gradual",
+    "w4a4_sp24_kd", "w4a4_sp24_gradual", "w4a4_sp24_wanda", "w4a4_sp24_ln_a8",
+    "w4a4_sp24_wanda_ln_a8",
 )  # fmt: skip
 BASELINE = "fp32"
 NO_DROPOUT = (
@@ -267,6 +269,10 @@ RECIPE_MEANING = {
     "w4a4_sp24_init_pretrained": "ablation: QAT from the pre-trained, not the fine-tuned, model",
     "w4a4_sp24_kd": "beyond the paper: w4a4_sp24 + distillation from the fine-tuned FP32 model",
     "w4a4_sp24_gradual": "beyond the paper's code: w4a4_sp24 with gradual (cubic) 2:4 pruning",
+    "w4a4_sp24_wanda": "beyond the paper: w4a4_sp24 with activation-weighted (Wanda) 2:4 masks",
+    "w4a4_sp24_ln_a8": "beyond the paper: w4a4_sp24 with 8-bit activations at LayerNorm outputs",
+    "w4a4_sp24_wanda_ln_a8": "beyond the paper: both, activation-weighted masks and 8-bit "
+    "activations at LayerNorm outputs",
 }
 
 

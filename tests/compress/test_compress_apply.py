@@ -19,6 +19,9 @@ from accelsim.compress.apply import (
 from accelsim.compress.precision import ATTENTION_ATTR, LINEAR_ATTR
 from accelsim.compress.quant import QuantLinear
 from accelsim.compress.recipe import load_recipe, recipe_from_dict
+from accelsim.compress.sites import SITES, site_of
+from accelsim.compress.sparsity import mask_2_4
+from accelsim.errors import AccelsimError
 
 
 def test_bert_encoder_linears_and_attention_are_quantized_head_stays_float() -> None:
@@ -168,3 +171,91 @@ def test_other_families_compress_and_run(build, inputs, linears) -> None:  # noq
     assert logits.shape == (2, 3) and torch.isfinite(logits).all()
     for name in plan.quantized_linears:
         assert getattr(model.get_submodule(name), LINEAR_ATTR).sparsity == "2:4"
+
+
+_FAMILY_BUILDS = [
+    (tiny_bert, lambda: synthetic_batch(0).inputs),
+    (_vit, lambda: {"pixel_values": torch.randn(2, 1, 8, 8)}),
+    (_dinov2, lambda: {"pixel_values": torch.randn(2, 1, 8, 8)}),
+    (_wav2vec2, lambda: {"input_values": torch.randn(2, 200)}),
+    (_whisper, lambda: {"input_features": torch.randn(2, 8, 16)}),
+]
+
+
+@pytest.mark.parametrize(("build", "inputs"), _FAMILY_BUILDS)
+def test_every_encoder_linear_has_one_site_and_takes_its_site_width(build, inputs) -> None:  # noqa: ANN001
+    torch.manual_seed(0)
+    model = build()
+    recipe = load_recipe("w4a4_sp24_ln_a8")
+    plan = apply_recipe(model, recipe)
+    sites = {name: site_of(name) for name in plan.quantized_linears}
+    blocks = list(sites.values()).count("ffn_down")
+    assert blocks >= 1
+    assert {site: list(sites.values()).count(site) for site in SITES} == {
+        "qkv": 3 * blocks, "attn_out": blocks, "ffn_up": blocks, "ffn_down": blocks}
+    batch = type("B", (), {"inputs": inputs(), "labels": None})()
+    calibrate(model, [batch], recipe)
+    for name, site in sites.items():
+        precision = getattr(model.get_submodule(name), LINEAR_ATTR)
+        assert precision.act_bits == (8 if site in ("qkv", "ffn_up") else 4), name
+        assert precision.weight_bits == 4 and precision.sparsity == "2:4"
+
+
+def test_a_linear_matching_no_site_is_one_line() -> None:
+    with pytest.raises(AccelsimError, match=r"linear 'head.proj': input site matches none; an "
+                                            r"encoder linear must match exactly one of qkv, "):
+        site_of("head.proj")
+
+
+def test_act_bits_by_site_leaves_extra_linears_at_act_bits() -> None:
+    model = tiny_bert()
+    recipe = recipe_from_dict({"name": "t", "act_bits_by_site": {"qkv": 8},
+                               "quantize_extra": ["classifier"]})
+    apply_recipe(model, recipe)
+    assert model.classifier.act_quant.bits == 4
+    assert model.bert.encoder.layer[0].attention.self.key.act_quant.bits == 8
+    assert model.bert.encoder.layer[0].intermediate.dense.act_quant.bits == 4
+
+
+class _OneLinear(nn.Module):
+    """A single 2:4 QuantLinear, called like a model (keyword inputs)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+        self.linear = QuantLinear.from_linear(linear, weight_bits=8, act_bits=8, sparse=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+def test_activation_weighted_masks_keep_small_weights_on_loud_channels() -> None:
+    # One group of 4: |w| ranks channels 1 > 2 > 3 > 0; channel 0's input is 100x louder, so
+    # |w| * ||x|| ranks 0 > 1 > 2 > 3 and the mask keeps channels 0 and 1 (magnitude: 1 and 2).
+    weight = torch.tensor([[0.1, 0.5, 0.4, 0.3]])
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    x[:, 0] *= 100.0
+    batch = type("B", (), {"inputs": {"x": x}, "labels": None})()
+    for score, kept in (("magnitude", [0.0, 1.0, 1.0, 0.0]),
+                        ("activation_weighted", [1.0, 1.0, 0.0, 0.0])):
+        model = _OneLinear(weight)
+        if score == "magnitude":
+            model.linear.weight_mask.copy_(mask_2_4(weight))  # what apply_recipe does
+        recipe = recipe_from_dict({"name": "t", "sparsity": "2:4", "mask_score": score,
+                                   "calibration_batches": 1})
+        calibrate(model, [batch], recipe)
+        assert model.linear.weight_mask.tolist() == [kept], score
+        assert model.linear.act_quant.is_calibrated
+
+
+def test_activation_weighted_masks_are_set_by_calibration_and_stay_2_4() -> None:
+    model = tiny_bert()
+    recipe = load_recipe("w4a4_sp24_wanda")
+    apply_recipe(model, recipe)
+    layers = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    assert all(bool((m.weight_mask == 1).all()) for m in layers)  # no scores before calibration
+    calibrate(model, [synthetic_batch(seed) for seed in range(2)], recipe)
+    assert all(getattr(m, LINEAR_ATTR).sparsity == "2:4" for m in layers)
+    assert any(not torch.equal(m.weight_mask, mask_2_4(m.weight)) for m in layers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,10 @@ def test_shipped_recipes_load_and_differ_only_where_the_ablation_says() -> None:
         "w4a4_sp24_init_pretrained": {"init": "pretrained"},
         "w4a4": {"sparsity": "dense"},
         "w4a4_sp24_kd": {"distill_weight": 0.5},
+        "w4a4_sp24_wanda": {"mask_score": "activation_weighted"},
+        "w4a4_sp24_ln_a8": {"act_bits_by_site": {"qkv": 8, "ffn_up": 8}},
+        "w4a4_sp24_wanda_ln_a8": {"mask_score": "activation_weighted",
+                                  "act_bits_by_site": {"qkv": 8, "ffn_up": 8}},
     }
     for name, fields in diffs.items():
         other = load_recipe(name)
@@ -68,6 +73,37 @@ def test_bad_distillation_is_one_line(fields: dict, message: str) -> None:
     with pytest.raises(AccelsimError) as exc:
         recipe_from_dict({"name": "x", **fields}, "r.yaml")
     assert message in _one_line(exc)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"act_bits_by_site": {"qkvo": 8}},
+         "act_bits_by_site: site 'qkvo' is not one of qkv, attn_out, ffn_up, ffn_down"),
+        ({"act_bits_by_site": {"qkv": 6}}, "act_bits_by_site: qkv: 6 is not one of 4, 8"),
+        ({"act_bits_by_site": {"qkv": "8"}}, "act_bits_by_site: expected an integer, got '8'"),
+        ({"act_bits_by_site": [8]}, "act_bits_by_site: expected a mapping, got [8]"),
+        ({"act_bits_by_site": {"qkv": 8}, "weight_bits": 32, "act_bits": 32},
+         "act_bits_by_site needs quantized activations"),
+        ({"sparsity": "2:4", "mask_score": "activation_weighted", "pruning": "gradual"},
+         "mask_score: 'activation_weighted' needs pruning: one_shot"),
+        ({"mask_score": "hessian"},
+         "mask_score: 'hessian' is not one of magnitude, activation_weighted"),
+    ],
+)
+def test_bad_mixed_precision_or_mask_score_is_one_line(fields: dict, message: str) -> None:
+    with pytest.raises(AccelsimError) as exc:
+        recipe_from_dict({"name": "x", **fields}, "r.yaml")
+    assert message in _one_line(exc)
+
+
+def test_mixed_precision_recipe_round_trips_through_a_checkpoint() -> None:
+    recipe = load_recipe("w4a4_sp24_ln_a8")
+    saved = recipe_to_dict(recipe)
+    assert saved["act_bits_by_site"] == {"qkv": 8, "ffn_up": 8}
+    assert recipe_from_dict(saved) == recipe and same_recipe(saved, recipe)
+    assert not same_recipe(saved, dataclasses.replace(recipe, act_bits_by_site={"qkv": 8}))
+    assert hash(recipe) == hash(load_recipe("w4a4_sp24_ln_a8"))
 
 
 def test_checkpoint_recipe_written_before_a_field_existed_still_matches() -> None:

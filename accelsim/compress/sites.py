@@ -1,0 +1,45 @@
+"""The input site of an encoder linear: which tensor of the block its input activation is.
+
+Four sites per encoder block, named by the linear that reads them:
+
+* ``qkv``: the Q, K and V projections read the block's LayerNorm output;
+* ``attn_out``: the attention output projection reads the attention context;
+* ``ffn_up``: the first FFN linear reads the (second) LayerNorm output;
+* ``ffn_down``: the second FFN linear reads the GELU output.
+
+Post-LN (BERT, wav2vec2) and pre-LN (ViT, DINOv2, Whisper) blocks agree on this: both Q/K/V and
+FFN-up read a LayerNorm output, the tensor where transformers keep their outlier channels
+(Bondarenko et al. 2021), which is why recipes can give a site its own activation width
+(``act_bits_by_site``), like the IBM code's ``nbits_a_qkv``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from accelsim.errors import AccelsimError
+
+# Module-name patterns of each site: BERT, ViT (transformers 5), DINOv2, wav2vec2, Whisper names.
+SITE_PATTERNS: dict[str, re.Pattern[str]] = {
+    "qkv": re.compile(r"\.(query|key|value|[qkv]_proj)$"),
+    "attn_out": re.compile(r"\.(attention\.output\.dense|out_proj|o_proj)$"),
+    "ffn_up": re.compile(r"\.(intermediate\.dense|intermediate_dense|fc1)$"),
+    "ffn_down": re.compile(r"(?<!attention)\.output\.dense$|\.(output_dense|fc2)$"),
+}
+SITES: tuple[str, ...] = tuple(SITE_PATTERNS)
+SITE_INPUTS: dict[str, str] = {
+    "qkv": "Q/K/V projections (LayerNorm output)",
+    "attn_out": "attention output projection (context)",
+    "ffn_up": "FFN up projection (LayerNorm output)",
+    "ffn_down": "FFN down projection (GELU output)",
+}
+
+
+def site_of(name: str) -> str:
+    """The site of the encoder linear at module path ``name``; one line when none or several
+    match."""
+    matches = [site for site, pattern in SITE_PATTERNS.items() if pattern.search(name)]
+    if len(matches) != 1:
+        raise AccelsimError(f"linear {name!r}: input site matches {matches or 'none'}; an "
+                            f"encoder linear must match exactly one of {', '.join(SITES)}")
+    return matches[0]
