@@ -70,6 +70,8 @@ def settings() -> list[Setting]:
         Setting("W4A4 + 2:4, activation-weighted masks (all quantizers)", wanda, on, True),
         Setting("W4A4 + 2:4, 8-bit activations at LayerNorm outputs (all quantizers)", ln_a8,
                 on, True),
+        Setting("W4A4 + 2:4, both of the above (all quantizers)",
+                load_recipe("w4a4_sp24_wanda_ln_a8"), on, True),
     ]
     return out
 

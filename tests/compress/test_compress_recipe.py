@@ -40,6 +40,7 @@ def test_shipped_recipes_load_and_differ_only_where_the_ablation_says() -> None:
         "w4a4_sp24_ln_a8": {"act_bits_by_site": {"qkv": 8, "ffn_up": 8}},
         "w4a4_sp24_wanda_ln_a8": {"mask_score": "activation_weighted",
                                   "act_bits_by_site": {"qkv": 8, "ffn_up": 8}},
+        "w4a8_sp24": {"act_bits": 8},
     }
     for name, fields in diffs.items():
         other = load_recipe(name)

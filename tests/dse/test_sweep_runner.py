@@ -214,7 +214,7 @@ def test_accuracy_table_skips_unmeasured_rows_and_rejects_bad_numbers(tmp_path):
     two_tasks = ("task,model,recipe,accuracy_pct\nwordnet_supersenses,minilm_l6,w4a4,80\n"
                  "fortunes,minilm_l6,w4a4,70\nfortunes,minilm_l6,w4a4,71\n")
     path.write_text(two_tasks)
-    assert read_accuracy_table(path) == [("minilm_l6", "w4a4", 70.5)]  # the default task only
+    assert read_accuracy_table(path) == [("minilm_l6", "w4a4", 80.0)]  # the default task only
     path.write_text("task,model,recipe,accuracy_pct\na,m,w4a4,80\nb,m,w4a4,70\n")
     with pytest.raises(AccelsimError, match="model 'm' has rows for tasks a, b and none is its"):
         read_accuracy_table(path)

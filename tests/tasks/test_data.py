@@ -27,7 +27,7 @@ needs_espeak = pytest.mark.skipif(not HAS_ESPEAK, reason="Debian espeak-ng/sox m
 def test_registry_lists_the_tasks_and_maps_backbones_to_their_default() -> None:
     assert list_tasks() == ["fashion_mnist", "fortunes", "speech_commands", "wordnet_supersenses"]
     assert get_task("wordnet_supersenses").backbone == "minilm_l6"
-    assert task_for_model("minilm_l6") == "fortunes"  # the first registered of the two
+    assert task_for_model("minilm_l6") == "wordnet_supersenses"  # the first registered of two
     assert task_for_model("dinov2_s") == "fashion_mnist"
     assert task_for_model("whisper_tiny_en") == "speech_commands"
     assert task_for_model("vit_b16") is None
