@@ -51,14 +51,14 @@ ROW_RECIPES = (
     "fp32", "w8a8", "w4a4", "w4a4_sp24",
     "w4a4_sp24_no_zero_grid", "w4a4_sp24_const_dropout", "w4a4_sp24_init_pretrained",
     "w4a4_sp24_kd", "w4a4_sp24_gradual", "w4a4_sp24_wanda", "w4a4_sp24_ln_a8",
-    "w4a4_sp24_wanda_ln_a8", "w4a8_sp24",
+    "w4a4_sp24_wanda_ln_a8", "w4a8_sp24", "w8a8_sp24",
 )  # fmt: skip
 # Run order: the headline recipe right after the baseline, ablations, then the extension.
 RUN_ORDER = (
     "fp32", "w4a4_sp24", "w4a4", "w8a8",
     "w4a4_sp24_no_zero_grid", "w4a4_sp24_const_dropout", "w4a4_sp24_init_pretrained",
     "w4a4_sp24_kd", "w4a4_sp24_gradual", "w4a4_sp24_wanda", "w4a4_sp24_ln_a8",
-    "w4a4_sp24_wanda_ln_a8", "w4a8_sp24",
+    "w4a4_sp24_wanda_ln_a8", "w4a8_sp24", "w8a8_sp24",
 )  # fmt: skip
 BASELINE = "fp32"
 NO_DROPOUT = (
@@ -274,6 +274,7 @@ RECIPE_MEANING = {
     "w4a4_sp24_wanda_ln_a8": "beyond the paper: both, activation-weighted masks and 8-bit "
     "activations at LayerNorm outputs",
     "w4a8_sp24": "beyond the paper: 4-bit 2:4 weights, every linear input at 8 bits",
+    "w8a8_sp24": "8-bit weights and activations with 2:4 sparsity (the int8 sparse hardware point)",
 }
 
 
