@@ -42,7 +42,9 @@ def _group_pattern(weight: Tensor) -> Tensor:
 
 
 def mask_2_4(weight: Tensor) -> Tensor:
-    """One-shot 2:4 magnitude mask (float 0/1, shape of ``weight``)."""
+    """One-shot 2:4 mask (float 0/1, shape of ``weight``) keeping the 2 largest ``|weight|`` of
+    each group; pass an importance of the same shape instead (e.g. ``|w| * ||x_k||``) to prune
+    by it."""
     return _group_pattern(weight).reshape(weight.shape)
 
 
