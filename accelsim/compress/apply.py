@@ -92,18 +92,21 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def _encoder_linears(model: nn.Module, family: str, extra: tuple[str, ...]) -> list[str]:
+def _encoder_linears(model: nn.Module, family: str,
+                     extra: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """(the nn.Linear inside encoder blocks, the other ones ``extra`` names), in model order."""
     block = re.compile(_ENCODER_BLOCK[family])
     names = [n for n, m in model.named_modules()
              if type(m) is nn.Linear and block.search(n + ".")]
     linears = {n for n, m in model.named_modules() if type(m) is nn.Linear}
+    extras: list[str] = []
     for pattern in extra:
         matched = [n for n in linears if re.fullmatch(pattern, n)]
         if not matched:
             raise AccelsimError(f"recipe: quantize_extra: {pattern!r} matches no nn.Linear; "
                                 f"candidates: {', '.join(sorted(linears - set(names)))}")
-        names.extend(n for n in matched if n not in names)
-    return names
+        extras.extend(n for n in matched if n not in names and n not in extras)
+    return names, extras
 
 
 def quantized_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value: Tensor,
@@ -195,8 +198,8 @@ def apply_recipe(model: nn.Module, recipe: Recipe) -> CompressionPlan:
     if not recipe.quantized:
         floats = tuple(n for n, m in model.named_modules() if isinstance(m, gemm_types))
         return CompressionPlan(family, recipe.name, (), (), {}, floats)  # nothing to mark
-    block_names = _encoder_linears(model, family, ())
-    names = _encoder_linears(model, family, recipe.quantize_extra)
+    block_names, extras = _encoder_linears(model, family, recipe.quantize_extra)
+    names = block_names + extras
     dense: dict[str, str] = {}
     for name in names:
         linear = model.get_submodule(name)
@@ -206,7 +209,7 @@ def apply_recipe(model: nn.Module, recipe: Recipe) -> CompressionPlan:
         # Activation-weighted masks need activations: calibrate() sets them.
         one_shot = sparse and recipe.pruning == "one_shot" and recipe.mask_score == "magnitude"
         act_bits = recipe.act_bits
-        if recipe.act_bits_by_site and name in block_names:
+        if recipe.act_bits_by_site and name not in extras:
             act_bits = recipe.act_bits_by_site.get(site_of(name), act_bits)
         qlinear = QuantLinear.from_linear(
             linear, weight_bits=recipe.weight_bits, act_bits=act_bits,

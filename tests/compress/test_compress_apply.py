@@ -152,19 +152,23 @@ def _whisper() -> nn.Module:
         max_source_positions=8, classifier_proj_size=8, num_labels=3))
 
 
-@pytest.mark.parametrize(("build", "inputs", "linears"), [
-    (_vit, lambda: {"pixel_values": torch.randn(2, 1, 8, 8)}, 6),
-    (_dinov2, lambda: {"pixel_values": torch.randn(2, 1, 8, 8)}, 6),
-    (_wav2vec2, lambda: {"input_values": torch.randn(2, 200)}, 6),
-    (_whisper, lambda: {"input_features": torch.randn(2, 8, 16)}, 6),
-])
-def test_other_families_compress_and_run(build, inputs, linears) -> None:  # noqa: ANN001
+# Each tiny model of these families has one encoder block: 6 linears, 1 attention module.
+_OTHER_FAMILIES = [
+    (_vit, lambda: {"pixel_values": torch.randn(2, 1, 8, 8)}),
+    (_dinov2, lambda: {"pixel_values": torch.randn(2, 1, 8, 8)}),
+    (_wav2vec2, lambda: {"input_values": torch.randn(2, 200)}),
+    (_whisper, lambda: {"input_features": torch.randn(2, 8, 16)}),
+]
+
+
+@pytest.mark.parametrize(("build", "inputs"), _OTHER_FAMILIES)
+def test_other_families_compress_and_run(build, inputs) -> None:  # noqa: ANN001
     torch.manual_seed(0)
     model = build()
     model.eval()
     recipe = load_recipe("w4a4_sp24")
     plan = apply_recipe(model, recipe)
-    assert len(plan.quantized_linears) == linears and len(plan.attention_modules) == 1
+    assert len(plan.quantized_linears) == 6 and len(plan.attention_modules) == 1
     batch = type("B", (), {"inputs": inputs(), "labels": None})()
     calibrate(model, [batch], recipe)
     logits = model(**batch.inputs).logits
@@ -173,16 +177,8 @@ def test_other_families_compress_and_run(build, inputs, linears) -> None:  # noq
         assert getattr(model.get_submodule(name), LINEAR_ATTR).sparsity == "2:4"
 
 
-_FAMILY_BUILDS = [
-    (tiny_bert, lambda: synthetic_batch(0).inputs),
-    (_vit, lambda: {"pixel_values": torch.randn(2, 1, 8, 8)}),
-    (_dinov2, lambda: {"pixel_values": torch.randn(2, 1, 8, 8)}),
-    (_wav2vec2, lambda: {"input_values": torch.randn(2, 200)}),
-    (_whisper, lambda: {"input_features": torch.randn(2, 8, 16)}),
-]
-
-
-@pytest.mark.parametrize(("build", "inputs"), _FAMILY_BUILDS)
+@pytest.mark.parametrize(("build", "inputs"),
+                         [(tiny_bert, lambda: synthetic_batch(0).inputs), *_OTHER_FAMILIES])
 def test_every_encoder_linear_has_one_site_and_takes_its_site_width(build, inputs) -> None:  # noqa: ANN001
     torch.manual_seed(0)
     model = build()
