@@ -27,7 +27,12 @@ from accelsim.compress.quant import (
 )
 from accelsim.compress.recipe import FAMILIES, Recipe, check_family
 from accelsim.compress.sites import site_of
-from accelsim.compress.sparsity import gradual_mask_2_4, mask_2_4, supports_2_4
+from accelsim.compress.sparsity import (
+    gradual_mask_2_4,
+    mask_2_4,
+    obs_prune_2_4,
+    supports_2_4,
+)
 from accelsim.errors import AccelsimError
 
 ATTN_IMPLEMENTATION = "accelsim_quant"
@@ -90,6 +95,12 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
+
+
+def encoder_blocks(model: nn.Module) -> list[nn.Module]:
+    """The encoder blocks (transformer layers) of ``model``, in order."""
+    block = re.compile(_ENCODER_BLOCK[model_family(model)] + "$")
+    return [m for n, m in model.named_modules() if n and block.search(n + ".")]
 
 
 def _encoder_linears(model: nn.Module, family: str,
@@ -206,8 +217,8 @@ def apply_recipe(model: nn.Module, recipe: Recipe) -> CompressionPlan:
         sparse = recipe.sparsity == "2:4" and supports_2_4(linear.in_features)
         if recipe.sparsity == "2:4" and not sparse:
             dense[name] = f"K={linear.in_features} is not a multiple of 4"
-        # Activation-weighted masks need activations: calibrate() sets them.
-        one_shot = sparse and recipe.pruning == "one_shot" and recipe.mask_score == "magnitude"
+        # Activation-weighted and SparseGPT masks need activations: calibrate() sets them.
+        one_shot = sparse and recipe.pruning != "gradual" and recipe.mask_score == "magnitude"
         act_bits = recipe.act_bits
         if recipe.act_bits_by_site and name not in extras:
             act_bits = recipe.act_bits_by_site.get(site_of(name), act_bits)
@@ -215,7 +226,8 @@ def apply_recipe(model: nn.Module, recipe: Recipe) -> CompressionPlan:
             linear, weight_bits=recipe.weight_bits, act_bits=act_bits,
             grid=recipe.weight_grid, granularity=recipe.weight_granularity,
             scale_method=recipe.weight_scale_method, act_mode=recipe.act_quantizer,
-            sparse=sparse, mask=mask_2_4(linear.weight) if one_shot else None)
+            sparse=sparse, learn_pruned=recipe.pruning == "sr_ste",
+            mask=mask_2_4(linear.weight) if one_shot else None)
         _set_submodule(model, name, qlinear)
     attention: list[str] = []
     if recipe.attention_bits != 32:
@@ -263,14 +275,15 @@ def calibrate(model: nn.Module, batches: Iterable[Batch], recipe: Recipe) -> int
     """Percentile-calibrate every activation clip on the first ``calibration_batches`` batches
     (float activations, eval mode); returns the number of batches used.
 
-    Under ``mask_score: activation_weighted`` a first pass over the same batches, with dense
-    weights, sets the 2:4 masks first, so the clips see the pruned model as QAT starts it.
+    Under ``mask_score: activation_weighted`` or ``sparsegpt`` a first pass over the same
+    batches, with dense weights, sets the 2:4 masks first (SparseGPT also its updated weights),
+    so the clips see the pruned model as QAT starts it.
     """
     used_batches = list(itertools.islice(batches, recipe.calibration_batches))
     was_training = model.training
     model.eval()
-    if recipe.sparsity == "2:4" and recipe.mask_score == "activation_weighted":
-        _set_activation_weighted_masks(model, used_batches)
+    if recipe.sparsity == "2:4" and recipe.mask_score != "magnitude":
+        _set_calibrated_masks(model, used_batches, recipe.mask_score)
     quantizers = act_quantizers(model)
     for q in quantizers:
         q.start_calibration(recipe.calibration_percentiles)
@@ -282,16 +295,24 @@ def calibrate(model: nn.Module, batches: Iterable[Batch], recipe: Recipe) -> int
     return len(used_batches)
 
 
-def _set_activation_weighted_masks(model: nn.Module, batches: list[Batch]) -> None:
-    """2:4 masks keeping the largest ``|w_nk| * ||x_k||`` per group (Wanda's score): a small
-    weight on an outlier input channel moves the output more than a larger one on a quiet
-    channel. ``||x_k||`` is the input-channel norm over every token of ``batches``."""
+def _set_calibrated_masks(model: nn.Module, batches: list[Batch], score: str) -> None:
+    """2:4 masks that need the layers' inputs, from one pass over ``batches`` with dense weights.
+
+    ``activation_weighted``: keep the largest ``|w_nk| * ||x_k||`` per group (Wanda's score): a
+    small weight on an outlier input channel moves the output more than a larger one on a quiet
+    channel; ``||x_k||`` is the input-channel norm over every token of ``batches``.
+    ``sparsegpt``: :func:`obs_prune_2_4` on the inputs' Gram matrix ``X^T X``, which also
+    updates the kept weights. Both see the dense model's inputs in every layer (one pass), not
+    the pruned model's, layer after layer, as SparseGPT's reference code does.
+    """
     layers = [layer for _, layer in quant_linears(model) if layer.weight_mask is not None]
-    sums = {id(layer): torch.zeros(layer.in_features, dtype=torch.float64) for layer in layers}
+    gram = score == "sparsegpt"
+    sums = {id(layer): torch.zeros((layer.in_features,) * (2 if gram else 1), dtype=torch.float64)
+            for layer in layers}
 
     def accumulate(layer: nn.Module, args: tuple[Tensor, ...]) -> None:
         x = args[0].detach().to(torch.float64).reshape(-1, layer.in_features)
-        sums[id(layer)] += x.square().sum(0)
+        sums[id(layer)] += x.T @ x if gram else x.square().sum(0)
 
     for layer in layers:
         layer.weight_mask.fill_(1.0)  # dense inputs, also on a second calibration
@@ -303,8 +324,15 @@ def _set_activation_weighted_masks(model: nn.Module, batches: list[Batch]) -> No
         for hook in hooks:
             hook.remove()
     for layer in layers:
-        norms = sums[id(layer)].sqrt().to(layer.weight.dtype)
-        layer.weight_mask.copy_(mask_2_4(layer.weight.abs() * norms))
+        if gram:
+            weight, mask = obs_prune_2_4(layer.weight, sums[id(layer)])
+            layer.weight.copy_(weight)
+            layer.weight_mask.copy_(mask)
+        else:
+            norms = sums[id(layer)].sqrt().to(layer.weight.dtype)
+            if layer.learn_pruned:  # SR-STE re-scores its masks with the same norms
+                layer.input_norm.copy_(norms)
+            layer.weight_mask.copy_(mask_2_4(layer.weight.abs() * norms))
         layer.weight_quant.init_step(layer.masked_weight())
 
 
@@ -322,11 +350,37 @@ def update_masks(model: nn.Module, fraction: float) -> None:
 
 
 @torch.no_grad()
-def enforce_masks(model: nn.Module) -> None:
-    """Zero pruned weights in place (after an optimizer step moved them through weight decay or
-    stale Adam moments), so the stored weights are exactly 2:4."""
+def reselect_masks(model: nn.Module) -> float:
+    """SR-STE: re-choose every learning layer's 2:4 mask from its dense weights, by
+    ``|w_nk| * input_norm[k]``; returns the fraction of mask entries that changed."""
+    changed, total = 0, 0
     for _, layer in quant_linears(model):
-        if layer.weight_mask is not None:
+        if layer.learn_pruned:
+            mask = mask_2_4(layer.weight.abs() * layer.input_norm)
+            changed += int((mask != layer.weight_mask).sum())
+            total += mask.numel()
+            layer.weight_mask.copy_(mask)
+            if layer.weight_quant.method == "sawb":  # eval reads the stored step
+                layer.weight_quant.init_step(layer.masked_weight())
+    return changed / total if total else 0.0
+
+
+@torch.no_grad()
+def decay_pruned_weights(model: nn.Module, decay: float) -> None:
+    """SR-STE's sparse-refined term: add ``decay * (1 - mask) * w`` to the gradient of every
+    learning layer, so a pruned weight drifts to 0 unless its own gradient keeps it alive."""
+    for _, layer in quant_linears(model):
+        if layer.learn_pruned and layer.weight.grad is not None:
+            layer.weight.grad.add_(layer.weight * (1.0 - layer.weight_mask), alpha=decay)
+
+
+@torch.no_grad()
+def enforce_masks(model: nn.Module, *, final: bool = False) -> None:
+    """Zero pruned weights in place (after an optimizer step moved them through weight decay or
+    stale Adam moments), so the stored weights are exactly 2:4. SR-STE layers keep their pruned
+    weights as shadows until the ``final`` call at the end of training."""
+    for _, layer in quant_linears(model):
+        if layer.weight_mask is not None and (final or not layer.learn_pruned):
             layer.weight.mul_(layer.weight_mask)
 
 

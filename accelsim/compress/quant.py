@@ -367,7 +367,8 @@ class QuantLinear(nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool, *, weight_bits: int,
                  act_bits: int, grid: WeightGrid = "zero_preserving",
                  granularity: Granularity = "per_channel", scale_method: ScaleMethod = "sawb",
-                 act_mode: ActMode = "pact2", sparse: bool = False) -> None:
+                 act_mode: ActMode = "pact2", sparse: bool = False,
+                 learn_pruned: bool = False) -> None:
         super().__init__(in_features, out_features, bias=bias)
         self.weight_quant = WeightQuantizer(out_features, weight_bits, grid, granularity,
                                             scale_method)
@@ -376,6 +377,12 @@ class QuantLinear(nn.Linear):
             self.register_buffer("weight_mask", torch.ones(out_features, in_features))
         else:
             self.weight_mask = None
+        # SR-STE (pruning: sr_ste): pruned weights stay dense "shadows" that keep receiving
+        # gradients, and the mask is re-chosen from them by |w_nk| * input_norm[k] (all ones for
+        # magnitude scoring, the calibration's input-channel norms for activation weighting).
+        self.learn_pruned = sparse and learn_pruned
+        if self.learn_pruned:
+            self.register_buffer("input_norm", torch.ones(in_features))
         self._frozen_weight: Tensor | None = None  # see frozen_quantizers
 
     @classmethod
@@ -397,7 +404,13 @@ class QuantLinear(nn.Linear):
         return q
 
     def masked_weight(self) -> Tensor:
-        return self.weight if self.weight_mask is None else self.weight * self.weight_mask
+        """``w * mask``; under SR-STE in training with straight-through gradients, so pruned
+        weights learn too (``w + (w * m - w)`` is exactly ``w * m`` for ``m`` in {0, 1})."""
+        if self.weight_mask is None:
+            return self.weight
+        if self.learn_pruned and self.training and torch.is_grad_enabled():
+            return self.weight + (self.weight * self.weight_mask - self.weight).detach()
+        return self.weight * self.weight_mask
 
     def forward(self, x: Tensor) -> Tensor:
         w = self._frozen_weight

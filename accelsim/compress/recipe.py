@@ -41,12 +41,19 @@ class Recipe:
     calibration_batches: int = 10
     calibration_percentiles: tuple[float, float] = (0.1, 99.9)
     sparsity: Literal["dense", "2:4"] = "dense"
-    pruning: Literal["one_shot", "gradual"] = "one_shot"
-    # Which 2 of 4 weights a one-shot mask keeps: the largest |w|, or the largest |w| * ||x_k||
-    # (input-channel norm over the calibration batches; Wanda, Sun et al. 2024).
-    mask_score: Literal["magnitude", "activation_weighted"] = "magnitude"
+    # one_shot: a fixed mask, pruned weights stay 0 (the paper's code). gradual: masks grow over
+    # the first prune_ramp_fraction of QAT. sr_ste: 2:4 from the first step, but pruned weights
+    # keep learning as dense shadows and the mask is re-chosen from them every mask_update_steps
+    # (Zhou et al., ICLR 2021), their gradient plus sr_ste_decay * w pulling them towards 0.
+    pruning: Literal["one_shot", "gradual", "sr_ste"] = "one_shot"
+    # Which 2 of 4 weights a mask keeps: the largest |w|, the largest |w| * ||x_k||
+    # (input-channel norm over the calibration batches; Wanda, Sun et al. 2024), or SparseGPT's
+    # OBS choice, which also updates the kept weights to reconstruct the layer's output on the
+    # calibration inputs (Frantar & Alistarh 2023).
+    mask_score: Literal["magnitude", "activation_weighted", "sparsegpt"] = "magnitude"
     prune_ramp_fraction: float = 0.5
     mask_update_steps: int = 10
+    sr_ste_decay: float = 2e-4
     init: Literal["finetuned", "pretrained"] = "finetuned"
     fp_epochs: int = 2
     epochs: int = 3
@@ -65,12 +72,21 @@ class Recipe:
     # float model. 0 = off.
     distill_weight: float = 0.0
     distill_temperature: float = 2.0
+    # Intermediate distillation (TinyBERT/TernaryBERT-style): plus distill_hidden_weight times
+    # the mean over encoder blocks of the student's relative squared error to the teacher's block
+    # outputs. 0 = off.
+    distill_hidden_weight: float = 0.0
     quantize_extra: tuple[str, ...] = ()  # module paths of extra nn.Linear to quantize (head)
     families: tuple[str, ...] = FAMILIES
 
     @property
     def quantized(self) -> bool:
         return self.weight_bits != 32
+
+    @property
+    def distills(self) -> bool:
+        """Whether stage 2 learns from a teacher (logits, block outputs or both)."""
+        return self.distill_weight > 0 or self.distill_hidden_weight > 0
 
     def __post_init__(self) -> None:
         problem = _problem(self)
@@ -106,9 +122,12 @@ def _problem(r: Recipe) -> str | None:
             return f"act_bits_by_site: {site}: {bits!r} is not one of 4, 8"
     if r.act_bits_by_site and not r.quantized:
         return "act_bits_by_site needs quantized activations (act_bits 4 or 8), got 32"
-    if r.mask_score == "activation_weighted" and r.pruning != "one_shot":
-        return ("mask_score: 'activation_weighted' needs pruning: one_shot (gradual masks grow "
-                "from weight magnitudes during training)")
+    if r.mask_score == "activation_weighted" and r.pruning == "gradual":
+        return ("mask_score: 'activation_weighted' needs pruning: one_shot or sr_ste (gradual "
+                "masks grow from weight magnitudes during training)")
+    if r.mask_score == "sparsegpt" and r.pruning != "one_shot":
+        return ("mask_score: 'sparsegpt' needs pruning: one_shot (its masks come with updated "
+                "weights, set once at calibration)")
     lo, hi = r.calibration_percentiles
     if not 0.0 <= lo < hi <= 100.0:
         return f"calibration_percentiles: {[lo, hi]} must satisfy 0 <= low < high <= 100"
@@ -120,7 +139,7 @@ def _problem(r: Recipe) -> str | None:
     for key in ("lr", "clip_lr", "max_grad_norm"):
         if not getattr(r, key) > 0:
             return f"{key}: {getattr(r, key)!r} must be > 0"
-    for key in ("weight_decay", "dropout_start_factor", "dropout_end_factor"):
+    for key in ("weight_decay", "dropout_start_factor", "dropout_end_factor", "sr_ste_decay"):
         if not getattr(r, key) >= 0:
             return f"{key}: {getattr(r, key)!r} must be >= 0"
     for key in ("prune_ramp_fraction", "dropout_ramp_fraction"):
@@ -130,8 +149,11 @@ def _problem(r: Recipe) -> str | None:
         return f"distill_weight: {r.distill_weight!r} must be in [0, 1] (0 = no distillation)"
     if not r.distill_temperature > 0:
         return f"distill_temperature: {r.distill_temperature!r} must be > 0"
-    if r.distill_weight > 0 and not (r.quantized and r.init == "finetuned"):
-        return ("distill_weight > 0 needs a quantized recipe with init: finetuned (the teacher "
+    if not r.distill_hidden_weight >= 0:
+        return f"distill_hidden_weight: {r.distill_hidden_weight!r} must be >= 0 (0 = off)"
+    if r.distills and not (r.quantized and r.init == "finetuned"):
+        return ("distill_weight or distill_hidden_weight > 0 needs a quantized recipe with "
+                "init: finetuned (the teacher "
                 "is the fine-tuned float model the compressed stage starts from)")
     if not 0.0 <= r.warmup_fraction < 1.0:
         return f"warmup_fraction: {r.warmup_fraction!r} must be in [0, 1)"
@@ -266,8 +288,8 @@ def dropout_factor(recipe: Recipe, progress: float) -> float:
 
 
 def pruned_fraction(recipe: Recipe, progress: float) -> float:
-    """Fraction of 2:4 groups pruned at ``progress`` (1 throughout for one-shot pruning)."""
-    if recipe.pruning == "one_shot":
+    """Fraction of 2:4 groups pruned at ``progress`` (1 throughout unless pruning is gradual)."""
+    if recipe.pruning != "gradual":
         return 1.0
     return cubic_fraction(progress, recipe.prune_ramp_fraction)
 

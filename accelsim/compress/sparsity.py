@@ -1,4 +1,5 @@
-"""2:4 structured sparsity: magnitude masks, the gradual schedule and the compressed form.
+"""2:4 structured sparsity: magnitude and SparseGPT masks, the gradual schedule and the
+compressed form.
 
 Groups are 4 consecutive weights along the reduction (input, ``K``) dimension of a ``[N, K]``
 weight. A 2:4 mask zeroes the 2 smallest ``|w|`` of every group (ties keep the lower index).
@@ -46,6 +47,45 @@ def mask_2_4(weight: Tensor) -> Tensor:
     each group; pass an importance of the same shape instead (e.g. ``|w| * ||x_k||``) to prune
     by it."""
     return _group_pattern(weight).reshape(weight.shape)
+
+
+def obs_prune_2_4(weight: Tensor, gram: Tensor, damping: float = 0.01,
+                  block: int = 128) -> tuple[Tensor, Tensor]:
+    """SparseGPT's 2:4 pruning (Frantar & Alistarh, ICML 2023): (pruned weight, mask).
+
+    ``gram`` is ``X^T X`` [K, K] of the layer's inputs. Columns are pruned left to right; at each
+    group the 2 kept weights are those of largest ``w^2 / [H^-1]_kk^2`` (the OBS saliency, with
+    ``H = gram + damping * mean(diag) * I``), and each column's pruning error is pushed onto the
+    columns not yet visited through the Cholesky factor of ``H^-1``, so the kept weights
+    reconstruct the dense layer's output on those inputs. Lazy block updates of ``block``
+    columns (a multiple of 4) as in the reference code; float64 throughout.
+    """
+    n, k = weight.shape
+    w = weight.detach().to(torch.float64).clone()
+    h = gram.detach().to(torch.float64).clone()
+    dead = torch.diagonal(h) == 0  # an input that is always 0: its weights cannot matter
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    h += damping * torch.diagonal(h).mean() * torch.eye(k, dtype=torch.float64)
+    h_inv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    mask = torch.ones_like(w)
+    for start in range(0, k, block):
+        stop = min(start + block, k)
+        w_block = w[:, start:stop].clone()
+        errors = torch.zeros_like(w_block)
+        h_block = h_inv[start:stop, start:stop]
+        for i in range(stop - start):
+            if i % GROUP == 0:
+                saliency = w_block[:, i:i + GROUP] ** 2 / torch.diagonal(h_block)[i:i + GROUP] ** 2
+                mask[:, start + i:start + i + GROUP] = mask_2_4(saliency)
+            column = w_block[:, i]
+            kept = column * mask[:, start + i]
+            errors[:, i] = (column - kept) / h_block[i, i]
+            w_block[:, i:] -= errors[:, i:i + 1] * h_block[i:i + 1, i:]
+            w_block[:, i] = kept  # exact zeros where pruned
+        w[:, start:stop] = w_block
+        w[:, stop:] -= errors @ h_inv[start:stop, stop:]
+    return (w * mask).to(weight.dtype), mask.to(weight.dtype)
 
 
 def gradual_mask_2_4(weight: Tensor, previous: Tensor, fraction: float) -> Tensor:

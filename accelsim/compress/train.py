@@ -3,8 +3,9 @@
 Stage ``fp`` fine-tunes the float model on the task (critical initialization, ``init:
 finetuned``); stage ``compress`` applies the recipe to the result (2:4 masks from the fine-tuned
 weights, percentile-calibrated clips) and fine-tunes the compressed model with scheduled dropout
-and, optionally, gradual pruning and knowledge distillation from the float model it started from
-(``distill_weight``). A float recipe runs one ``fp`` stage of ``fp_epochs + epochs``.
+and, optionally, gradual pruning or SR-STE mask learning, and knowledge distillation from the
+float model it started from (logits: ``distill_weight``; encoder block outputs:
+``distill_hidden_weight``). A float recipe runs one ``fp`` stage of ``fp_epochs + epochs``.
 
 The loop never prints: progress goes to ``on_progress``. After every epoch the whole state
 (model, optimizer, RNG, history) is written atomically to ``out_dir/checkpoint.pt``; calling
@@ -14,9 +15,10 @@ bit-identical weights to an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,9 +32,12 @@ from accelsim.compress.apply import (
     CompressionPlan,
     apply_recipe,
     calibrate,
+    decay_pruned_weights,
     dropout_rates,
+    encoder_blocks,
     enforce_masks,
     model_family,
+    reselect_masks,
     set_dropout_factor,
     update_masks,
 )
@@ -76,6 +81,9 @@ class EpochRecord:
     metric: float
     dropout_factor: float
     pruned_fraction: float
+    # SR-STE: mask entries changed by this epoch's re-selections, as a fraction of all entries
+    # (summed over re-selections, so an entry that flips back counts twice).
+    mask_changed_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -147,7 +155,7 @@ def evaluate(model: nn.Module, eval_batches: Iterable[Batch],
 def _teacher(model: nn.Module, recipe: Recipe, path: Path, *, resume: bool) -> nn.Module | None:
     """The distillation teacher (None if the recipe does not distil): a frozen copy of the float
     model the compressed stage starts from, saved once so that a resumed run distils from it."""
-    if recipe.distill_weight == 0:
+    if not recipe.distills:
         return None
     teacher = copy.deepcopy(model)
     if resume:
@@ -163,13 +171,59 @@ def _loss(logits: Tensor, labels: Tensor, teacher_logits: Tensor | None, recipe:
     """Cross-entropy, blended with ``distill_weight`` of the temperature-softened KL divergence to
     the teacher (scaled by T^2 so its gradient does not shrink with T, as in Hinton et al.)."""
     ce = F.cross_entropy(logits.float(), labels)
-    if teacher_logits is None:
+    if teacher_logits is None or recipe.distill_weight == 0:
         return ce
     t = recipe.distill_temperature
     kd = F.kl_div(F.log_softmax(logits.float() / t, dim=-1),
                   F.log_softmax(teacher_logits.float() / t, dim=-1),
                   log_target=True, reduction="batchmean") * t * t
     return (1 - recipe.distill_weight) * ce + recipe.distill_weight * kd
+
+
+def hidden_distillation_loss(student: list[Tensor], teacher: list[Tensor]) -> Tensor:
+    """Mean over encoder blocks of ``||h_student - h_teacher||^2 / ||h_teacher||^2``: relative,
+    so one ``distill_hidden_weight`` fits every family's hidden-state scale."""
+    if len(student) != len(teacher) or not student:
+        raise AccelsimError(f"distill_hidden_weight: student recorded {len(student)} encoder "
+                            f"block outputs, teacher {len(teacher)}; need the same, >= 1")
+    terms = [(s.float() - t.float()).square().sum() / t.float().square().sum().clamp_min(1e-12)
+             for s, t in zip(student, teacher, strict=True)]
+    return torch.stack(terms).mean()
+
+
+@contextlib.contextmanager
+def recorded_block_outputs(model: nn.Module) -> Iterator[list[Tensor]]:
+    """Inside the block, every forward of ``model`` appends its encoder blocks' outputs (the
+    hidden states, with their autograd graph) to the yielded list; the hooks go on exit."""
+    outputs: list[Tensor] = []
+
+    def record(module: nn.Module, args: tuple[Tensor, ...], output: Any) -> None:
+        outputs.append(output[0] if isinstance(output, tuple) else output)
+
+    hooks = [block.register_forward_hook(record) for block in encoder_blocks(model)]
+    try:
+        yield outputs
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _step_loss(model: nn.Module, teacher: nn.Module | None, batch: Batch,
+               recipe: Recipe) -> Tensor:
+    """The training loss of one batch: cross-entropy, plus distillation from ``teacher``."""
+    if teacher is None:
+        return _loss(model(**batch.inputs).logits, batch.labels, None, recipe)
+    hidden = recipe.distill_hidden_weight > 0
+    with contextlib.ExitStack() as stack:
+        student_states = stack.enter_context(recorded_block_outputs(model)) if hidden else []
+        teacher_states = stack.enter_context(recorded_block_outputs(teacher)) if hidden else []
+        with torch.no_grad():
+            teacher_logits = teacher(**batch.inputs).logits
+        loss = _loss(model(**batch.inputs).logits, batch.labels, teacher_logits, recipe)
+    if hidden:
+        loss = loss + recipe.distill_hidden_weight * hidden_distillation_loss(student_states,
+                                                                              teacher_states)
+    return loss
 
 
 def _count_steps(train_batches: Callable[[int], Iterable[Batch]]) -> int:
@@ -253,7 +307,7 @@ def finetune(
         stage_steps = steps_per_epoch * (stages.fp_epochs if stage == "fp"
                                          else stages.compress_epochs)
         sparse = stage == "compress" and recipe.sparsity == "2:4"
-        loss_sum, steps, factor = 0.0, 0, 1.0
+        loss_sum, steps, factor, mask_changed = 0.0, 0, 1.0, 0.0
         fraction = pruned_fraction(recipe, 0.0) if sparse else 0.0
         for batch in train_batches(epoch):
             step_in_stage = (epoch - first_epoch_of_stage) * steps_per_epoch + steps
@@ -261,21 +315,21 @@ def finetune(
                 progress = step_in_stage / stage_steps
                 factor = dropout_factor(recipe, progress)
                 set_dropout_factor(model, base_dropout, factor)
-                if sparse and recipe.pruning == "gradual" \
-                        and step_in_stage % recipe.mask_update_steps == 0:
-                    fraction = pruned_fraction(recipe, progress)
-                    update_masks(model, fraction)
+                if sparse and step_in_stage % recipe.mask_update_steps == 0:
+                    if recipe.pruning == "gradual":
+                        fraction = pruned_fraction(recipe, progress)
+                        update_masks(model, fraction)
+                    elif recipe.pruning == "sr_ste":
+                        mask_changed += reselect_masks(model)
             scale = lr_factor(step_in_stage, stage_steps, recipe.warmup_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * scale
-            teacher_logits = None
-            if teacher is not None:  # set at the start of stage compress only
-                with torch.no_grad():
-                    teacher_logits = teacher(**batch.inputs).logits
-            loss = _loss(model(**batch.inputs).logits, batch.labels, teacher_logits, recipe)
+            loss = _step_loss(model, teacher, batch, recipe)  # a teacher only in stage compress
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
+            if sparse and recipe.pruning == "sr_ste":
+                decay_pruned_weights(model, recipe.sr_ste_decay)
             optimizer.step()
             enforce_masks(model)
             loss_sum += loss.item()
@@ -286,13 +340,17 @@ def finetune(
         last_of_stage = epoch + 1 == stages.total or stages.stage(epoch + 1) != stage
         if sparse and last_of_stage:
             fraction = pruned_fraction(recipe, 1.0)
-            update_masks(model, fraction)
-            enforce_masks(model)
+            if recipe.pruning == "sr_ste":
+                mask_changed += reselect_masks(model)
+            else:
+                update_masks(model, fraction)
+            enforce_masks(model, final=True)
         set_dropout_factor(model, base_dropout, 1.0)
         value = evaluate(model, eval_batches(), metric)
         if stage == "fp" and last_of_stage and stages.compress_epochs > 0:
             fp_metric = value
-        record = EpochRecord(stage, epoch + 1, loss_sum / max(steps, 1), value, factor, fraction)
+        record = EpochRecord(stage, epoch + 1, loss_sum / max(steps, 1), value, factor, fraction,
+                             mask_changed)
         history.append(record)
         if on_progress is not None:
             on_progress(Progress(stage, epoch + 1, stages.total, steps, steps_per_epoch,

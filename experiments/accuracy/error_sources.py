@@ -8,8 +8,8 @@ over 10 training batches as QAT's first step does (here batches of the recipe's 
 seed-0 order, not the task budget's), then measures validation accuracy (fake-quant PyTorch, which
 computes the integer reference's arithmetic) with only some quantizers active: weights alone,
 2:4 masks alone, 4-bit activations alone and at each input site of an encoder block, and the
-two remedies beyond the paper (activation-weighted 2:4 masks, 8-bit activations at the LayerNorm
-outputs). No training: this is the damage QAT has to repair, split by cause. Writes
+remedies beyond the paper (activation-weighted or SparseGPT 2:4 masks, 8-bit activations at the
+LayerNorm outputs). No training: this is the damage QAT has to repair, split by cause. Writes
 ``error_sources.csv`` (rows of other tasks and seeds kept) and ``error_sources.md``.
 """
 
@@ -72,6 +72,13 @@ def settings() -> list[Setting]:
                 on, True),
         Setting("W4A4 + 2:4, both of the above (all quantizers)",
                 load_recipe("w4a4_sp24_wanda_ln_a8"), on, True),
+    ]
+    sparsegpt = load_recipe("w4a4_sp24_sparsegpt")
+    out += [
+        Setting("4-bit weights + SparseGPT 2:4 masks only", sparsegpt, off, False),
+        Setting("W4A4 + 2:4, SparseGPT masks (all quantizers)", sparsegpt, on, True),
+        Setting("W4A4 + 2:4, SparseGPT masks, 8-bit activations at LayerNorm outputs "
+                "(all quantizers)", load_recipe("w4a4_sp24_sparsegpt_ln_a8"), on, True),
     ]
     return out
 

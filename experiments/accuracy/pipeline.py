@@ -51,14 +51,18 @@ ROW_RECIPES = (
     "fp32", "w8a8", "w4a4", "w4a4_sp24",
     "w4a4_sp24_no_zero_grid", "w4a4_sp24_const_dropout", "w4a4_sp24_init_pretrained",
     "w4a4_sp24_kd", "w4a4_sp24_gradual", "w4a4_sp24_wanda", "w4a4_sp24_ln_a8",
-    "w4a4_sp24_wanda_ln_a8", "w4a8_sp24", "w8a8_sp24",
+    "w4a4_sp24_wanda_ln_a8", "w4a4_sp24_sr_ste", "w4a4_sp24_wanda_ln_a8_sr_ste",
+    "w4a4_sp24_sparsegpt", "w4a4_sp24_sparsegpt_ln_a8", "w4a4_sp24_hidden_kd",
+    "w4a4_sp24_wanda_ln_a8_hidden_kd", "w4a8_sp24", "w8a8_sp24",
 )  # fmt: skip
 # Run order: the headline recipe right after the baseline, ablations, then the extension.
 RUN_ORDER = (
     "fp32", "w4a4_sp24", "w4a4", "w8a8",
     "w4a4_sp24_no_zero_grid", "w4a4_sp24_const_dropout", "w4a4_sp24_init_pretrained",
     "w4a4_sp24_kd", "w4a4_sp24_gradual", "w4a4_sp24_wanda", "w4a4_sp24_ln_a8",
-    "w4a4_sp24_wanda_ln_a8", "w4a8_sp24", "w8a8_sp24",
+    "w4a4_sp24_wanda_ln_a8", "w4a4_sp24_sr_ste", "w4a4_sp24_wanda_ln_a8_sr_ste",
+    "w4a4_sp24_sparsegpt", "w4a4_sp24_sparsegpt_ln_a8", "w4a4_sp24_hidden_kd",
+    "w4a4_sp24_wanda_ln_a8_hidden_kd", "w4a8_sp24", "w8a8_sp24",
 )  # fmt: skip
 BASELINE = "fp32"
 NO_DROPOUT = (
@@ -273,6 +277,18 @@ RECIPE_MEANING = {
     "w4a4_sp24_ln_a8": "beyond the paper: w4a4_sp24 with 8-bit activations at LayerNorm outputs",
     "w4a4_sp24_wanda_ln_a8": "beyond the paper: both, activation-weighted masks and 8-bit "
     "activations at LayerNorm outputs",
+    "w4a4_sp24_sr_ste": "beyond the paper's code: w4a4_sp24 whose 2:4 masks keep changing during "
+    "QAT (SR-STE: pruned weights learn as dense shadows)",
+    "w4a4_sp24_wanda_ln_a8_sr_ste": "beyond the paper: w4a4_sp24_wanda_ln_a8 with SR-STE masks "
+    "re-scored by |w| * ||x||",
+    "w4a4_sp24_sparsegpt": "beyond the paper: w4a4_sp24 with SparseGPT 2:4 masks (kept weights "
+    "updated to reconstruct each layer's output)",
+    "w4a4_sp24_sparsegpt_ln_a8": "beyond the paper: SparseGPT masks and 8-bit activations at "
+    "LayerNorm outputs",
+    "w4a4_sp24_hidden_kd": "beyond the paper: w4a4_sp24 + distillation of every encoder block's "
+    "output from the fine-tuned FP32 model",
+    "w4a4_sp24_wanda_ln_a8_hidden_kd": "beyond the paper: w4a4_sp24_wanda_ln_a8 + the block-output "
+    "distillation",
     "w4a8_sp24": "beyond the paper: 4-bit 2:4 weights, every linear input at 8 bits",
     "w8a8_sp24": "8-bit weights and activations with 2:4 sparsity (the int8 sparse hardware point)",
 }

@@ -12,12 +12,15 @@ from accelsim.compress.apply import (
     act_quantizers,
     apply_recipe,
     calibrate,
+    decay_pruned_weights,
     dropout_rates,
+    quant_linears,
     quantized_attention_forward,
+    reselect_masks,
     set_dropout_factor,
 )
 from accelsim.compress.precision import ATTENTION_ATTR, LINEAR_ATTR
-from accelsim.compress.quant import QuantLinear
+from accelsim.compress.quant import QuantLinear, sawb_clip
 from accelsim.compress.recipe import load_recipe, recipe_from_dict
 from accelsim.compress.sites import SITES, site_of
 from accelsim.compress.sparsity import mask_2_4
@@ -255,3 +258,77 @@ def test_activation_weighted_masks_are_set_by_calibration_and_stay_2_4() -> None
     calibrate(model, [synthetic_batch(seed) for seed in range(2)], recipe)
     assert all(getattr(m, LINEAR_ATTR).sparsity == "2:4" for m in layers)
     assert any(not torch.equal(m.weight_mask, mask_2_4(m.weight)) for m in layers)
+
+
+def _learning_layer(weight: torch.Tensor, learn_pruned: bool = True) -> QuantLinear:
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+    return QuantLinear.from_linear(linear, weight_bits=8, act_bits=8, sparse=True,
+                                   learn_pruned=learn_pruned, mask=mask_2_4(weight))
+
+
+def test_sr_ste_forward_is_masked_and_gradient_reaches_pruned_weights() -> None:
+    weight = torch.tensor([[0.1, 0.5, -0.4, 0.3], [0.2, -0.1, 0.05, 0.6]])
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    gradients = {}
+    for learn in (False, True):
+        layer = _learning_layer(weight, learn_pruned=learn)
+        assert torch.equal(layer.masked_weight(), weight * mask_2_4(weight))
+        layer(x).sum().backward()
+        gradients[learn] = layer.weight.grad
+    pruned = mask_2_4(weight) == 0
+    assert bool((gradients[False][pruned] == 0).all())  # the paper's hard mask
+    assert bool((gradients[True][pruned] != 0).all())  # SR-STE: pruned weights learn
+    assert torch.equal(gradients[True][~pruned], gradients[False][~pruned])
+
+
+def test_sr_ste_decay_touches_pruned_weights_only() -> None:
+    weight = torch.tensor([[0.1, 0.5, -0.4, 0.3]])
+    layer = _learning_layer(weight)
+    layer.weight.grad = torch.zeros_like(weight)
+    decay_pruned_weights(layer, 0.5)
+    assert torch.equal(layer.weight.grad, torch.tensor([[0.1, 0.0, 0.0, 0.3]]) * 0.5)
+
+
+def test_reselect_masks_follows_the_shadows_and_the_input_norms() -> None:
+    weight = torch.tensor([[0.1, 0.5, -0.4, 0.3]])  # mask keeps 1 and 2
+    layer = _learning_layer(weight)
+    with torch.no_grad():
+        layer.weight[0, 3] = 0.45  # a pruned shadow grew past a kept weight
+    assert reselect_masks(layer) == 0.5  # positions 2 and 3 swapped
+    assert layer.weight_mask.tolist() == [[0.0, 1.0, 0.0, 1.0]]
+    with torch.no_grad():
+        layer.input_norm.copy_(torch.tensor([100.0, 1.0, 1.0, 1.0]))
+    reselect_masks(layer)
+    assert layer.weight_mask.tolist() == [[1.0, 1.0, 0.0, 0.0]]
+    sawb_step = sawb_clip(weight * layer.weight_mask, 8, True) / 127.0
+    assert torch.equal(layer.weight_quant.step, sawb_step)  # what eval reads follows the mask
+
+
+def test_activation_weighted_sr_ste_keeps_the_calibration_norms() -> None:
+    model = tiny_bert()
+    recipe = recipe_from_dict({"name": "t", "sparsity": "2:4", "pruning": "sr_ste",
+                               "mask_score": "activation_weighted", "calibration_batches": 2})
+    apply_recipe(model, recipe)
+    calibrate(model, [synthetic_batch(seed) for seed in range(2)], recipe)
+    layers = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    assert all(m.learn_pruned and not bool((m.input_norm == 1).all()) for m in layers)
+    masks = [m.weight_mask.clone() for m in layers]
+    assert reselect_masks(model) == 0.0  # unchanged weights: the calibration's masks again
+    assert all(torch.equal(a, m.weight_mask) for a, m in zip(masks, layers, strict=True))
+
+
+def test_sparsegpt_masks_come_with_updated_weights_that_are_exactly_2_4() -> None:
+    model = tiny_bert()
+    dense = {n: m.weight.detach().clone() for n, m in model.named_modules()
+             if isinstance(m, nn.Linear)}
+    recipe = recipe_from_dict({"name": "t", "sparsity": "2:4", "mask_score": "sparsegpt",
+                               "calibration_batches": 2})
+    apply_recipe(model, recipe)
+    calibrate(model, [synthetic_batch(seed) for seed in range(2)], recipe)
+    for name, layer in quant_linears(model):
+        assert torch.equal(layer.weight * (1 - layer.weight_mask), torch.zeros_like(layer.weight))
+        assert getattr(layer, LINEAR_ATTR).sparsity == "2:4"
+        kept = layer.weight_mask == 1
+        assert not torch.equal(layer.weight[kept], dense[name][kept]), name  # reconstructed

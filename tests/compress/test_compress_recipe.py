@@ -41,6 +41,17 @@ def test_shipped_recipes_load_and_differ_only_where_the_ablation_says() -> None:
         "w4a4_sp24_wanda_ln_a8": {"mask_score": "activation_weighted",
                                   "act_bits_by_site": {"qkv": 8, "ffn_up": 8}},
         "w4a8_sp24": {"act_bits": 8},
+        "w4a4_sp24_sr_ste": {"pruning": "sr_ste", "mask_update_steps": 1},
+        "w4a4_sp24_sparsegpt": {"mask_score": "sparsegpt"},
+        "w4a4_sp24_hidden_kd": {"distill_hidden_weight": 1.0},
+        "w4a4_sp24_wanda_ln_a8_hidden_kd": {"distill_hidden_weight": 1.0,
+                                            "mask_score": "activation_weighted",
+                                            "act_bits_by_site": {"qkv": 8, "ffn_up": 8}},
+        "w4a4_sp24_sparsegpt_ln_a8": {"mask_score": "sparsegpt",
+                                      "act_bits_by_site": {"qkv": 8, "ffn_up": 8}},
+        "w4a4_sp24_wanda_ln_a8_sr_ste": {"pruning": "sr_ste", "mask_update_steps": 1,
+                                         "mask_score": "activation_weighted",
+                                         "act_bits_by_site": {"qkv": 8, "ffn_up": 8}},
     }
     for name, fields in diffs.items():
         other = load_recipe(name)
@@ -68,6 +79,9 @@ def test_unknown_field_is_one_line() -> None:
         ({"distill_weight": 0.5, "distill_temperature": 0.0}, "distill_temperature: 0.0 must be"),
         ({"distill_weight": 0.5, "init": "pretrained"}, "needs a quantized recipe with init: "),
         ({"distill_weight": 0.5, "weight_bits": 32, "act_bits": 32}, "needs a quantized recipe"),
+        ({"distill_hidden_weight": -1.0}, "distill_hidden_weight: -1.0 must be >= 0 (0 = off)"),
+        ({"distill_hidden_weight": 1.0, "init": "pretrained"},
+         "distill_weight or distill_hidden_weight > 0 needs a quantized recipe with init: "),
     ],
 )
 def test_bad_distillation_is_one_line(fields: dict, message: str) -> None:
@@ -87,9 +101,13 @@ def test_bad_distillation_is_one_line(fields: dict, message: str) -> None:
         ({"act_bits_by_site": {"qkv": 8}, "weight_bits": 32, "act_bits": 32},
          "act_bits_by_site needs quantized activations"),
         ({"sparsity": "2:4", "mask_score": "activation_weighted", "pruning": "gradual"},
-         "mask_score: 'activation_weighted' needs pruning: one_shot"),
+         "mask_score: 'activation_weighted' needs pruning: one_shot or sr_ste"),
+        ({"sr_ste_decay": -1e-4}, "sr_ste_decay: -0.0001 must be >= 0"),
+        ({"pruning": "sr-ste"}, "pruning: 'sr-ste' is not one of one_shot, gradual, sr_ste"),
         ({"mask_score": "hessian"},
-         "mask_score: 'hessian' is not one of magnitude, activation_weighted"),
+         "mask_score: 'hessian' is not one of magnitude, activation_weighted, sparsegpt"),
+        ({"sparsity": "2:4", "mask_score": "sparsegpt", "pruning": "sr_ste"},
+         "mask_score: 'sparsegpt' needs pruning: one_shot"),
     ],
 )
 def test_bad_mixed_precision_or_mask_score_is_one_line(fields: dict, message: str) -> None:

@@ -13,6 +13,7 @@ from accelsim.compress.sparsity import (
     gradual_mask_2_4,
     is_2_4,
     mask_2_4,
+    obs_prune_2_4,
     supports_2_4,
 )
 
@@ -131,3 +132,29 @@ def test_from_linear_mask_without_sparse_is_an_error() -> None:
     with pytest.raises(ValueError, match="needs sparse=True"):
         QuantLinear.from_linear(torch.nn.Linear(8, 4), weight_bits=4, act_bits=4,
                                 mask=torch.ones(4, 8))
+
+
+def _relative_output_error(x: torch.Tensor, dense: torch.Tensor, pruned: torch.Tensor) -> float:
+    reference = x @ dense.T
+    return float((reference - x @ pruned.T).square().sum() / reference.square().sum())
+
+
+def test_obs_pruning_with_uncorrelated_inputs_is_magnitude_pruning() -> None:
+    # H = c * I: every column has the same saliency scale and no error flows to other columns.
+    w = torch.randn(16, 32, generator=torch.Generator().manual_seed(0))
+    pruned, mask = obs_prune_2_4(w, 5.0 * torch.eye(32))
+    assert torch.equal(mask, mask_2_4(w)) and torch.equal(pruned, w * mask)
+
+
+def test_obs_pruning_reconstructs_correlated_inputs_better_than_wanda() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 16, generator=g) @ torch.randn(16, 64, generator=g)
+    x += 0.1 * torch.randn(2000, 64, generator=g)
+    x[:, 7] = 0.0  # a dead input channel
+    w = torch.randn(32, 64, generator=g)
+    pruned, mask = obs_prune_2_4(w, x.T.double() @ x.double())
+    assert is_2_4(pruned) and torch.equal(pruned, pruned * mask)
+    assert bool(torch.isfinite(pruned).all()) and bool((pruned[:, 7] == 0).all())
+    wanda = w * mask_2_4(w.abs() * x.norm(dim=0))
+    # Measured: 0.04 against Wanda's 0.15 and magnitude's 0.16 on this data.
+    assert _relative_output_error(x, w, pruned) < 0.5 * _relative_output_error(x, w, wanda)

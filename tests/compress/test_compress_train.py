@@ -78,9 +78,11 @@ def test_scheduled_dropout_ramps_during_compression(tmp_path: Path) -> None:
     assert probe.p == pytest.approx(0.1)  # restored after training
 
 
-@pytest.mark.parametrize("distill_weight", [0.0, 0.5])
-def test_resume_after_interruption_is_bit_identical(tmp_path: Path, distill_weight: float) -> None:
-    recipe = _recipe(distill_weight=distill_weight)  # a distilling run resumes its teacher too
+@pytest.mark.parametrize("overrides", [{}, {"distill_weight": 0.5, "distill_hidden_weight": 1.0},
+                                       {"pruning": "sr_ste", "mask_update_steps": 1}])
+def test_resume_after_interruption_is_bit_identical(tmp_path: Path, overrides: dict) -> None:
+    # A distilling run resumes its teacher too; an SR-STE run its shadow weights and masks.
+    recipe = _recipe(**overrides)
     full = _run(tmp_path / "full", recipe)
 
     for stop_epoch, stop_step in ((2, 1), (3, 2)):  # at the stage boundary, mid-compression
@@ -133,6 +135,26 @@ def test_distillation_blends_cross_entropy_with_the_teacher_kl(tmp_path: Path) -
     assert plain.history[1].train_loss != distilled.history[1].train_loss
 
 
+def test_hidden_distillation_pulls_block_outputs_towards_the_teacher(tmp_path: Path) -> None:
+    from accelsim.compress.train import hidden_distillation_loss, recorded_block_outputs
+
+    model = tiny_bert(seed=0)
+    with recorded_block_outputs(model) as states:
+        model(**synthetic_batch(0).inputs)
+    assert len(states) == 2 and states[0].shape == (16, 8, 32)
+    assert len(model.bert.encoder.layer[0]._forward_hooks) == 0  # removed on exit
+    same = hidden_distillation_loss(states, [s.detach().clone() for s in states])
+    assert float(same.detach()) == 0.0
+    doubled = hidden_distillation_loss([2 * s for s in states], states)
+    assert torch.allclose(doubled, torch.tensor(1.0))  # ||2h - h||^2 / ||h||^2
+
+    plain = _run(tmp_path / "plain", _recipe(epochs=1))
+    hidden = _run(tmp_path / "hidden", _recipe(epochs=1, distill_hidden_weight=1.0))
+    assert (tmp_path / "hidden" / "teacher.pt").is_file()
+    assert plain.history[0] == hidden.history[0]  # stage fp is untouched
+    assert hidden.history[1].train_loss > plain.history[1].train_loss  # CE + a positive term
+
+
 def test_checkpoint_of_another_recipe_is_refused(tmp_path: Path) -> None:
     from accelsim.errors import AccelsimError
 
@@ -165,6 +187,22 @@ def test_gradual_pruning_ramps_to_full_2_4(tmp_path: Path) -> None:
     assert fractions[0] < fractions[1] <= fractions[2] == 1.0
     assert all(m.accelsim_precision.sparsity == "2:4"
                for m in result.model.modules() if isinstance(m, QuantLinear))
+
+
+def test_sr_ste_masks_change_during_training_and_end_2_4(tmp_path: Path) -> None:
+    result = _run(tmp_path, _recipe(pruning="sr_ste", mask_update_steps=1))
+    fp, *compress = result.history
+    assert fp.mask_changed_fraction == 0.0
+    assert all(h.mask_changed_fraction > 0.0 for h in compress)  # lr 1e-2 moves the shadows
+    layers = [m for m in result.model.modules() if isinstance(m, QuantLinear)]
+    for layer in layers:
+        assert is_2_4(layer.weight.detach())  # the shadows are zeroed at the end
+        assert torch.equal(layer.weight_mask, (layer.weight != 0).float())
+        assert layer.accelsim_precision.sparsity == "2:4"
+    one_shot = _run(tmp_path / "one_shot", _recipe())
+    fixed = [m for m in one_shot.model.modules() if isinstance(m, QuantLinear)]
+    assert any(not torch.equal(a.weight_mask, b.weight_mask) for a, b in zip(layers, fixed,
+                                                                              strict=True))
 
 
 def test_float_recipe_fine_tunes_without_compression(tmp_path: Path) -> None:
