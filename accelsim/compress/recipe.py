@@ -76,6 +76,10 @@ class Recipe:
     # the mean over encoder blocks of the student's relative squared error to the teacher's block
     # outputs. 0 = off.
     distill_hidden_weight: float = 0.0
+    # Data augmentation for distillation (as TinyBERT's): after each labelled batch, this many
+    # batches of the task's unlabelled in-domain inputs, each a step on the distillation loss
+    # alone (no cross-entropy). 0 = off.
+    distill_unlabeled: int = 0
     quantize_extra: tuple[str, ...] = ()  # module paths of extra nn.Linear to quantize (head)
     families: tuple[str, ...] = FAMILIES
 
@@ -149,6 +153,11 @@ def _problem(r: Recipe) -> str | None:
         return f"distill_weight: {r.distill_weight!r} must be in [0, 1] (0 = no distillation)"
     if not r.distill_temperature > 0:
         return f"distill_temperature: {r.distill_temperature!r} must be > 0"
+    if r.distill_unlabeled < 0:
+        return f"distill_unlabeled: {r.distill_unlabeled!r} must be >= 0 (0 = off)"
+    if r.distill_unlabeled > 0 and r.distill_weight == 0:
+        return ("distill_unlabeled > 0 needs distill_weight > 0 (unlabelled batches learn from "
+                "the teacher's logits)")
     if not r.distill_hidden_weight >= 0:
         return f"distill_hidden_weight: {r.distill_hidden_weight!r} must be >= 0 (0 = off)"
     if r.distills and not (r.quantized and r.init == "finetuned"):

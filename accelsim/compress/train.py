@@ -167,17 +167,36 @@ def _teacher(model: nn.Module, recipe: Recipe, path: Path, *, resume: bool) -> n
     return teacher
 
 
-def _loss(logits: Tensor, labels: Tensor, teacher_logits: Tensor | None, recipe: Recipe) -> Tensor:
+def _loss(logits: Tensor, labels: Tensor | None, teacher_logits: Tensor | None,
+          recipe: Recipe) -> Tensor:
     """Cross-entropy, blended with ``distill_weight`` of the temperature-softened KL divergence to
-    the teacher (scaled by T^2 so its gradient does not shrink with T, as in Hinton et al.)."""
-    ce = F.cross_entropy(logits.float(), labels)
+    the teacher (scaled by T^2 so its gradient does not shrink with T, as in Hinton et al.);
+    for an unlabelled batch (``labels`` None) the KL term alone."""
     if teacher_logits is None or recipe.distill_weight == 0:
-        return ce
+        return F.cross_entropy(logits.float(), labels)
     t = recipe.distill_temperature
     kd = F.kl_div(F.log_softmax(logits.float() / t, dim=-1),
                   F.log_softmax(teacher_logits.float() / t, dim=-1),
                   log_target=True, reduction="batchmean") * t * t
+    if labels is None:
+        return kd
+    ce = F.cross_entropy(logits.float(), labels)
     return (1 - recipe.distill_weight) * ce + recipe.distill_weight * kd
+
+
+def _interleaved(labeled: Iterable[Batch], unlabeled: Iterable[Batch],
+                 per_labeled: int) -> Iterator[tuple[Batch, bool]]:
+    """(batch, is labelled) in training order: each labelled batch, then ``per_labeled``
+    unlabelled ones."""
+    extra = iter(unlabeled)
+    for batch in labeled:
+        yield batch, True
+        for _ in range(per_labeled):
+            unlabeled_batch = next(extra, None)
+            if unlabeled_batch is None:
+                raise AccelsimError(f"distill_unlabeled: {per_labeled} unlabelled batches per "
+                                    f"labelled one, but the unlabelled batches ran out")
+            yield unlabeled_batch, False
 
 
 def hidden_distillation_loss(student: list[Tensor], teacher: list[Tensor]) -> Tensor:
@@ -208,18 +227,20 @@ def recorded_block_outputs(model: nn.Module) -> Iterator[list[Tensor]]:
             hook.remove()
 
 
-def _step_loss(model: nn.Module, teacher: nn.Module | None, batch: Batch,
-               recipe: Recipe) -> Tensor:
-    """The training loss of one batch: cross-entropy, plus distillation from ``teacher``."""
+def _step_loss(model: nn.Module, teacher: nn.Module | None, batch: Batch, recipe: Recipe, *,
+               labeled: bool) -> Tensor:
+    """The training loss of one batch: cross-entropy, plus distillation from ``teacher``
+    (distillation alone for an unlabelled batch)."""
+    labels = batch.labels if labeled else None
     if teacher is None:
-        return _loss(model(**batch.inputs).logits, batch.labels, None, recipe)
+        return _loss(model(**batch.inputs).logits, labels, None, recipe)
     hidden = recipe.distill_hidden_weight > 0
     with contextlib.ExitStack() as stack:
         student_states = stack.enter_context(recorded_block_outputs(model)) if hidden else []
         teacher_states = stack.enter_context(recorded_block_outputs(teacher)) if hidden else []
         with torch.no_grad():
             teacher_logits = teacher(**batch.inputs).logits
-        loss = _loss(model(**batch.inputs).logits, batch.labels, teacher_logits, recipe)
+        loss = _loss(model(**batch.inputs).logits, labels, teacher_logits, recipe)
     if hidden:
         loss = loss + recipe.distill_hidden_weight * hidden_distillation_loss(student_states,
                                                                               teacher_states)
@@ -250,14 +271,20 @@ def finetune(
     seed: int,
     out_dir: Path | str,
     on_progress: Callable[[Progress], None] | None = None,
+    unlabeled_batches: Callable[[int], Iterable[Batch]] | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``model`` (pre-trained backbone + head) under ``recipe``; see the module doc.
 
     ``train_batches(epoch)`` must be deterministic for a given epoch (the task shuffles with its
-    own seed); ``epoch`` counts over both stages from 0. The model is modified in place and
-    returned in the result, compressed per recipe.
+    own seed); ``epoch`` counts over both stages from 0. ``unlabeled_batches(epoch)`` (needed
+    when the recipe sets ``distill_unlabeled``) supplies the unlabelled inputs of an epoch the
+    same way. The model is modified in place and returned in the result, compressed per recipe.
     """
     check_family(recipe, model_family(model))  # fail before stage 1, not after it
+    if recipe.distill_unlabeled > 0 and unlabeled_batches is None:
+        raise AccelsimError(f"recipe {recipe.name!r}: distill_unlabeled: "
+                            f"{recipe.distill_unlabeled} needs unlabelled batches; the caller "
+                            f"passed none (unlabeled_batches=None)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
@@ -304,13 +331,16 @@ def finetune(
                 calibrate(model, train_batches(epoch), recipe)
             optimizer = _optimizer(model, recipe, stage)
         first_epoch_of_stage = 0 if stage == "fp" else stages.fp_epochs
-        stage_steps = steps_per_epoch * (stages.fp_epochs if stage == "fp"
-                                         else stages.compress_epochs)
+        unlabeled_per_batch = recipe.distill_unlabeled if stage == "compress" else 0
+        epoch_steps = steps_per_epoch * (1 + unlabeled_per_batch)
+        stage_steps = epoch_steps * (stages.fp_epochs if stage == "fp"
+                                     else stages.compress_epochs)
         sparse = stage == "compress" and recipe.sparsity == "2:4"
         loss_sum, steps, factor, mask_changed = 0.0, 0, 1.0, 0.0
         fraction = pruned_fraction(recipe, 0.0) if sparse else 0.0
-        for batch in train_batches(epoch):
-            step_in_stage = (epoch - first_epoch_of_stage) * steps_per_epoch + steps
+        unlabeled = unlabeled_batches(epoch) if unlabeled_per_batch else ()
+        for batch, labeled in _interleaved(train_batches(epoch), unlabeled, unlabeled_per_batch):
+            step_in_stage = (epoch - first_epoch_of_stage) * epoch_steps + steps
             if stage == "compress":
                 progress = step_in_stage / stage_steps
                 factor = dropout_factor(recipe, progress)
@@ -324,7 +354,8 @@ def finetune(
             scale = lr_factor(step_in_stage, stage_steps, recipe.warmup_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * scale
-            loss = _step_loss(model, teacher, batch, recipe)  # a teacher only in stage compress
+            # A teacher only in stage compress.
+            loss = _step_loss(model, teacher, batch, recipe, labeled=labeled)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
@@ -335,7 +366,7 @@ def finetune(
             loss_sum += loss.item()
             steps += 1
             if on_progress is not None:
-                on_progress(Progress(stage, epoch + 1, stages.total, steps, steps_per_epoch,
+                on_progress(Progress(stage, epoch + 1, stages.total, steps, epoch_steps,
                                      loss_sum / steps, None, factor))
         last_of_stage = epoch + 1 == stages.total or stages.stage(epoch + 1) != stage
         if sparse and last_of_stage:
@@ -353,7 +384,7 @@ def finetune(
                              mask_changed)
         history.append(record)
         if on_progress is not None:
-            on_progress(Progress(stage, epoch + 1, stages.total, steps, steps_per_epoch,
+            on_progress(Progress(stage, epoch + 1, stages.total, steps, epoch_steps,
                                  record.train_loss, value, factor))
         if last_of_stage:
             optimizer = None

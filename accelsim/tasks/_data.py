@@ -83,6 +83,12 @@ def balanced_split(
     return {s: np.sort(np.concatenate(picked[s])) for s in SPLITS}
 
 
+def no_unlabeled_pool(task: str) -> AccelsimError:
+    """The error of a task without inputs outside its splits (``unlabeled_batches``)."""
+    return AccelsimError(f"{task}: no unlabeled pool for distillation (recipe field "
+                         f"distill_unlabeled); tasks with one: fortunes, wordnet_supersenses")
+
+
 def order(n: int, split: Split, seed: int) -> np.ndarray:
     """Example order: shuffled by ``seed`` for ``train``, the stored order otherwise."""
     if split == "train":

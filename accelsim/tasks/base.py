@@ -41,6 +41,11 @@ class Task(Protocol):
         """Deterministic batches of ``split`` (shuffled by ``seed`` for ``train`` only)."""
         ...
 
+    def unlabeled_batches(self, batch_size: int, seed: int) -> Iterator[Batch]:
+        """Inputs of the task's domain outside every split, shuffled by ``seed``, labels -1
+        (distillation data, recipe field ``distill_unlabeled``); one line if the task has none."""
+        ...
+
     def metric(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
         """The task metric over a whole split (higher is better)."""
         ...

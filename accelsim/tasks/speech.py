@@ -38,6 +38,7 @@ from accelsim.tasks._data import (
     accuracy_pct,
     build_task_model,
     cache_dir,
+    no_unlabeled_pool,
     tensor_batches,
 )
 
@@ -224,6 +225,9 @@ class SpeechCommands:
     def batches(self, split: Split, batch_size: int, seed: int) -> Iterator[Batch]:
         feats, labels = self._features[split]
         return tensor_batches({"input_features": feats}, labels, split, batch_size, seed)
+
+    def unlabeled_batches(self, batch_size: int, seed: int) -> Iterator[Batch]:
+        raise no_unlabeled_pool(self.name)
 
     def metric(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
         return accuracy_pct(logits, labels)

@@ -176,15 +176,28 @@ class _TextTopics(ABC):
         return model
 
     @cached_property
-    def _splits(self) -> dict[Split, tuple[list[list[int]], np.ndarray]]:
+    def _texts_and_split_index(self) -> tuple[list[str], np.ndarray, dict[Split, np.ndarray]]:
         texts, labels = self.read()
         sizes = self.sizes.scaled(self.limit, self.num_labels)
         index = balanced_split(labels, sizes, self.num_labels, f"{self.name} ({self.source})")
-        out = {}
-        for split, idx in index.items():
-            chosen = [texts[i] for i in idx]
-            out[split] = (self._tokenize(chosen), labels[idx])
-        return out
+        return texts, labels, index
+
+    @cached_property
+    def _splits(self) -> dict[Split, tuple[list[list[int]], np.ndarray]]:
+        texts, labels, index = self._texts_and_split_index
+        return {split: (self._tokenize([texts[i] for i in idx]), labels[idx])
+                for split, idx in index.items()}
+
+    @cached_property
+    def _unlabeled(self) -> list[list[int]]:
+        """Token ids of every text of the task's classes outside the three splits, file order,
+        without those that tokenize (cut to :data:`MAX_TOKENS`) like a text of a split: no
+        validation or test input reaches training through the pool."""
+        texts, _, index = self._texts_and_split_index
+        rest = np.setdiff1d(np.arange(len(texts)), np.concatenate(list(index.values())))
+        in_splits = {tuple(ids) for ids, _ in self._splits.values() for ids in ids}
+        return [ids for ids in self._tokenize([texts[i] for i in rest])
+                if tuple(ids) not in in_splits]
 
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
         if self.tiny:
@@ -200,28 +213,44 @@ class _TextTopics(ABC):
         return self._splits[split][0]
 
     def batches(self, split: Split, batch_size: int, seed: int) -> Iterator[Batch]:
-        import torch
-
-        from accelsim.tasks.base import Batch
-
         ids, labels = self._splits[split]
         check_batch_size(batch_size)
-        perm = order(len(ids), split, seed)
-        for start in range(0, len(perm), batch_size):
-            sel = perm[start : start + batch_size]
-            width = max(len(ids[i]) for i in sel)  # pad per batch: short texts stay cheap
-            input_ids = torch.zeros(len(sel), width, dtype=torch.long)
-            mask = torch.zeros(len(sel), width, dtype=torch.long)
-            for row, i in enumerate(sel):
-                input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-                mask[row, : len(ids[i])] = 1
-            yield Batch(
-                {"input_ids": input_ids, "attention_mask": mask},
-                torch.from_numpy(labels[sel]),
-            )
+        return _padded_batches(ids, labels, order(len(ids), split, seed), batch_size)
+
+    def unlabeled_batches(self, batch_size: int, seed: int) -> Iterator[Batch]:
+        """The texts of the task's classes that no split holds (WordNet: ~57,000 glosses),
+        shuffled by ``seed``, with labels -1: in-domain inputs for distillation, never scored."""
+        ids = self._unlabeled
+        check_batch_size(batch_size)
+        if not ids:
+            raise AccelsimError(f"{self.name}: no text outside the train/val/test splits to "
+                                f"use unlabeled")
+        unknown = np.full(len(ids), -1, dtype=np.int64)
+        return _padded_batches(ids, unknown, np.random.default_rng(seed).permutation(len(ids)),
+                               batch_size)
 
     def metric(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
         return accuracy_pct(logits, labels)
+
+
+def _padded_batches(ids: list[list[int]], labels: np.ndarray, perm: np.ndarray,
+                    batch_size: int) -> Iterator[Batch]:
+    """Batches of ``ids`` in ``perm`` order, each padded to its longest text (short texts stay
+    cheap)."""
+    import torch
+
+    from accelsim.tasks.base import Batch
+
+    for start in range(0, len(perm), batch_size):
+        sel = perm[start : start + batch_size]
+        width = max(len(ids[i]) for i in sel)
+        input_ids = torch.zeros(len(sel), width, dtype=torch.long)
+        mask = torch.zeros(len(sel), width, dtype=torch.long)
+        for row, i in enumerate(sel):
+            input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
+            mask[row, : len(ids[i])] = 1
+        yield Batch({"input_ids": input_ids, "attention_mask": mask},
+                    torch.from_numpy(labels[sel]))
 
 
 @dataclass(frozen=True)

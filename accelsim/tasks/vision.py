@@ -28,6 +28,7 @@ from accelsim.tasks._data import (
     balanced_split,
     build_task_model,
     check_batch_size,
+    no_unlabeled_pool,
     order,
     require_file,
 )
@@ -134,6 +135,9 @@ class FashionMnist:
         for start in range(0, len(perm), batch_size):
             sel = perm[start : start + batch_size]
             yield Batch({"pixel_values": self.pixels(images[sel])}, torch.from_numpy(labels[sel]))
+
+    def unlabeled_batches(self, batch_size: int, seed: int) -> Iterator[Batch]:
+        raise no_unlabeled_pool(self.name)
 
     def metric(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
         return accuracy_pct(logits, labels)

@@ -38,6 +38,7 @@ from accelsim.compress.train import FinetuneResult, Progress, finetune
 from accelsim.files import write_text_atomic
 from accelsim.tasks import Task, get_task
 from accelsim.tasks._data import cache_dir
+from accelsim.tasks.base import Batch
 
 HERE = Path(__file__).resolve().parent
 RESULTS_CSV = HERE / "results.csv"
@@ -53,7 +54,8 @@ ROW_RECIPES = (
     "w4a4_sp24_kd", "w4a4_sp24_gradual", "w4a4_sp24_wanda", "w4a4_sp24_ln_a8",
     "w4a4_sp24_wanda_ln_a8", "w4a4_sp24_sr_ste", "w4a4_sp24_wanda_ln_a8_sr_ste",
     "w4a4_sp24_sparsegpt", "w4a4_sp24_sparsegpt_ln_a8", "w4a4_sp24_hidden_kd",
-    "w4a4_sp24_wanda_ln_a8_hidden_kd", "w4a8_sp24", "w8a8_sp24",
+    "w4a4_sp24_wanda_ln_a8_hidden_kd", "w4a4_sp24_kd_unlabeled",
+    "w4a4_sp24_wanda_ln_a8_kd_unlabeled", "w4a8_sp24", "w8a8_sp24",
 )  # fmt: skip
 # Run order: the headline recipe right after the baseline, ablations, then the extension.
 RUN_ORDER = (
@@ -62,7 +64,8 @@ RUN_ORDER = (
     "w4a4_sp24_kd", "w4a4_sp24_gradual", "w4a4_sp24_wanda", "w4a4_sp24_ln_a8",
     "w4a4_sp24_wanda_ln_a8", "w4a4_sp24_sr_ste", "w4a4_sp24_wanda_ln_a8_sr_ste",
     "w4a4_sp24_sparsegpt", "w4a4_sp24_sparsegpt_ln_a8", "w4a4_sp24_hidden_kd",
-    "w4a4_sp24_wanda_ln_a8_hidden_kd", "w4a8_sp24", "w8a8_sp24",
+    "w4a4_sp24_wanda_ln_a8_hidden_kd", "w4a4_sp24_kd_unlabeled",
+    "w4a4_sp24_wanda_ln_a8_kd_unlabeled", "w4a8_sp24", "w8a8_sp24",
 )  # fmt: skip
 BASELINE = "fp32"
 NO_DROPOUT = (
@@ -148,6 +151,12 @@ def train(task: Task, recipe: Recipe, init_state: dict | None, seed: int) -> Fin
     if init_state is not None:
         model.load_state_dict(init_state)
     out_dir = run_dir(task.name, recipe.name, seed)
+    unlabeled = None
+    if recipe.distill_unlabeled > 0:  # other recipes never ask the task for its pool
+
+        def unlabeled(epoch: int) -> Iterable[Batch]:
+            return task.unlabeled_batches(recipe.batch_size, seed=seed * 1000 + epoch)
+
     return finetune(
         model,
         lambda epoch: task.batches("train", recipe.batch_size, seed=seed * 1000 + epoch),
@@ -157,6 +166,7 @@ def train(task: Task, recipe: Recipe, init_state: dict | None, seed: int) -> Fin
         seed=seed,
         out_dir=out_dir,
         on_progress=_progress(f"{task.name}/{recipe.name}"),
+        unlabeled_batches=unlabeled,
     )
 
 
@@ -289,6 +299,10 @@ RECIPE_MEANING = {
     "output from the fine-tuned FP32 model",
     "w4a4_sp24_wanda_ln_a8_hidden_kd": "beyond the paper: w4a4_sp24_wanda_ln_a8 + the block-output "
     "distillation",
+    "w4a4_sp24_kd_unlabeled": "beyond the paper: w4a4_sp24_kd + 2 batches of unlabelled "
+    "in-domain text distilled per labelled batch",
+    "w4a4_sp24_wanda_ln_a8_kd_unlabeled": "beyond the paper: w4a4_sp24_wanda_ln_a8 + the same "
+    "distillation on labelled and unlabelled text",
     "w4a8_sp24": "beyond the paper: 4-bit 2:4 weights, every linear input at 8 bits",
     "w8a8_sp24": "8-bit weights and activations with 2:4 sparsity (the int8 sparse hardware point)",
 }

@@ -15,6 +15,7 @@ from accelsim.compress.quant import QuantLinear
 from accelsim.compress.recipe import Recipe, recipe_from_dict
 from accelsim.compress.sparsity import is_2_4
 from accelsim.compress.train import Progress, finetune
+from accelsim.errors import AccelsimError
 
 TRAIN_BATCHES = 4
 
@@ -153,6 +154,39 @@ def test_hidden_distillation_pulls_block_outputs_towards_the_teacher(tmp_path: P
     assert (tmp_path / "hidden" / "teacher.pt").is_file()
     assert plain.history[0] == hidden.history[0]  # stage fp is untouched
     assert hidden.history[1].train_loss > plain.history[1].train_loss  # CE + a positive term
+
+
+def test_unlabeled_batches_add_distillation_only_steps(tmp_path: Path) -> None:
+    from accelsim.compress.train import _loss
+
+    logits, teacher = torch.tensor([[2.0, -1.0], [0.5, 0.3]]), torch.tensor([[-1.0, 2.0],
+                                                                            [0.3, 0.5]])
+    kd_only = _recipe(distill_weight=0.5, distill_unlabeled=1)
+    p_t, p_s = (torch.softmax(x / 2.0, dim=-1) for x in (teacher, logits))
+    kl = (p_t * (p_t.log() - p_s.log())).sum(dim=-1).mean() * 4.0
+    assert torch.allclose(_loss(logits, None, teacher, kd_only), kl)  # no labels, no CE
+
+    events: list[Progress] = []
+    unlabeled_calls: list[int] = []
+
+    def unlabeled(epoch: int) -> list:
+        unlabeled_calls.append(epoch)
+        return [synthetic_batch(50_000 + 100 * epoch + i) for i in range(TRAIN_BATCHES)]
+
+    result = finetune(tiny_bert(seed=0), _train, _eval, accuracy_pct, kd_only, seed=1,
+                      out_dir=tmp_path, on_progress=events.append, unlabeled_batches=unlabeled)
+    per_epoch = {e.epoch: e.steps_per_epoch for e in events if e.metric is None}
+    assert per_epoch == {1: TRAIN_BATCHES, 2: 2 * TRAIN_BATCHES, 3: 2 * TRAIN_BATCHES}
+    assert unlabeled_calls == [1, 2]  # stage compress only
+    assert len(result.history) == 3
+
+    with pytest.raises(AccelsimError, match="distill_unlabeled: 1 needs unlabelled batches"):
+        finetune(tiny_bert(seed=0), _train, _eval, accuracy_pct, kd_only, seed=1,
+                 out_dir=tmp_path / "none")
+    with pytest.raises(AccelsimError, match="the unlabelled batches ran out"):
+        finetune(tiny_bert(seed=0), _train, _eval, accuracy_pct,
+                 _recipe(distill_weight=0.5, distill_unlabeled=2), seed=1,
+                 out_dir=tmp_path / "short", unlabeled_batches=unlabeled)
 
 
 def test_checkpoint_of_another_recipe_is_refused(tmp_path: Path) -> None:

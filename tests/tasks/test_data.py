@@ -139,6 +139,28 @@ def test_text_batches_pad_per_batch_and_shuffle_only_train() -> None:
     assert torch.equal(tests[0], tests[1])
 
 
+@needs_fortunes
+def test_unlabeled_pool_is_the_rest_of_the_texts_shuffled_by_seed() -> None:
+    task = get_task("fortunes", limit=60, tiny=True)
+    in_splits = {tuple(r) for s in ("train", "val", "test") for r in task._splits[s][0]}
+    texts, _ = text.read_fortunes()
+    # Every other text, less the few whose 48 hashed tokens equal those of a split's text.
+    assert len(texts) - 60 * 3 - 20 < len(task._unlabeled) <= len(texts) - 60 * 3
+    assert not {tuple(r) for r in task._unlabeled} & in_splits
+    first = [next(task.unlabeled_batches(8, seed=s)) for s in (0, 0, 1)]
+    assert bool((first[0].labels == -1).all())
+    assert torch.equal(first[0].inputs["input_ids"], first[1].inputs["input_ids"])
+    assert not torch.equal(first[0].inputs["input_ids"], first[2].inputs["input_ids"])
+
+
+def test_tasks_without_an_unlabeled_pool_say_so_in_one_line() -> None:
+    for name in ("fashion_mnist", "speech_commands"):
+        with pytest.raises(AccelsimError, match=f"^{name}: no unlabeled pool for distillation "
+                                                r"\(recipe field distill_unlabeled\); tasks "
+                                                "with one: fortunes, wordnet_supersenses$"):
+            get_task(name).unlabeled_batches(16, seed=0)
+
+
 @needs_fashion
 def test_fashion_split_and_pixels() -> None:
     task = get_task("fashion_mnist", limit=30)
