@@ -218,16 +218,18 @@ class _TextTopics(ABC):
         return _padded_batches(ids, labels, order(len(ids), split, seed), batch_size)
 
     def unlabeled_batches(self, batch_size: int, seed: int) -> Iterator[Batch]:
-        """The texts of the task's classes that no split holds (WordNet: ~57,000 glosses),
-        shuffled by ``seed``, with labels -1: in-domain inputs for distillation, never scored."""
+        """The texts of the task's classes that no split holds (WordNet: 57,197 glosses,
+        fortunes: ~2,000), with labels -1: in-domain inputs for distillation, never scored. An
+        endless stream of passes, each shuffled anew by a generator seeded with ``seed``."""
         ids = self._unlabeled
         check_batch_size(batch_size)
         if not ids:
             raise AccelsimError(f"{self.name}: no text outside the train/val/test splits to "
                                 f"use unlabeled")
         unknown = np.full(len(ids), -1, dtype=np.int64)
-        return _padded_batches(ids, unknown, np.random.default_rng(seed).permutation(len(ids)),
-                               batch_size)
+        rng = np.random.default_rng(seed)
+        while True:
+            yield from _padded_batches(ids, unknown, rng.permutation(len(ids)), batch_size)
 
     def metric(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
         return accuracy_pct(logits, labels)

@@ -151,6 +151,19 @@ def test_unlabeled_pool_is_the_rest_of_the_texts_shuffled_by_seed() -> None:
     assert bool((first[0].labels == -1).all())
     assert torch.equal(first[0].inputs["input_ids"], first[1].inputs["input_ids"])
     assert not torch.equal(first[0].inputs["input_ids"], first[2].inputs["input_ids"])
+    # An endless stream: every pass holds the whole pool, each in a new order.
+    stream = task.unlabeled_batches(8, seed=0)
+    per_pass = -(-len(task._unlabeled) // 8)
+    passes = [[_unpadded(next(stream)) for _ in range(per_pass)] for _ in range(2)]
+    pool = sorted(tuple(r) for r in task._unlabeled)
+    assert [sorted(r for b in p for r in b) for p in passes] == [pool, pool]
+    assert passes[0][0] != passes[1][0]
+
+
+def _unpadded(batch) -> list[tuple[int, ...]]:  # noqa: ANN001
+    lengths = batch.inputs["attention_mask"].sum(1).tolist()
+    return [tuple(r[:n]) for r, n in zip(batch.inputs["input_ids"].tolist(), lengths,
+                                         strict=True)]
 
 
 def test_tasks_without_an_unlabeled_pool_say_so_in_one_line() -> None:
