@@ -54,7 +54,7 @@ ROW_RECIPES = (
     "w4a4_sp24_kd", "w4a4_sp24_gradual", "w4a4_sp24_wanda", "w4a4_sp24_ln_a8",
     "w4a4_sp24_wanda_ln_a8", "w4a4_sp24_sr_ste", "w4a4_sp24_wanda_ln_a8_sr_ste",
     "w4a4_sp24_sparsegpt", "w4a4_sp24_sparsegpt_ln_a8", "w4a4_sp24_hidden_kd",
-    "w4a4_sp24_wanda_ln_a8_hidden_kd", "w4a4_sp24_kd_unlabeled",
+    "w4a4_sp24_wanda_ln_a8_hidden_kd", "w4a4_sp24_kd_unlabeled", "w4a4_sp24_wanda_kd_unlabeled",
     "w4a4_sp24_wanda_ln_a8_kd_unlabeled", "w4a8_sp24", "w8a8_sp24",
 )  # fmt: skip
 # Run order: the headline recipe right after the baseline, ablations, then the extension.
@@ -64,7 +64,7 @@ RUN_ORDER = (
     "w4a4_sp24_kd", "w4a4_sp24_gradual", "w4a4_sp24_wanda", "w4a4_sp24_ln_a8",
     "w4a4_sp24_wanda_ln_a8", "w4a4_sp24_sr_ste", "w4a4_sp24_wanda_ln_a8_sr_ste",
     "w4a4_sp24_sparsegpt", "w4a4_sp24_sparsegpt_ln_a8", "w4a4_sp24_hidden_kd",
-    "w4a4_sp24_wanda_ln_a8_hidden_kd", "w4a4_sp24_kd_unlabeled",
+    "w4a4_sp24_wanda_ln_a8_hidden_kd", "w4a4_sp24_kd_unlabeled", "w4a4_sp24_wanda_kd_unlabeled",
     "w4a4_sp24_wanda_ln_a8_kd_unlabeled", "w4a8_sp24", "w8a8_sp24",
 )  # fmt: skip
 BASELINE = "fp32"
@@ -301,6 +301,8 @@ RECIPE_MEANING = {
     "distillation",
     "w4a4_sp24_kd_unlabeled": "beyond the paper: w4a4_sp24_kd + 2 batches of unlabelled "
     "in-domain text distilled per labelled batch",
+    "w4a4_sp24_wanda_kd_unlabeled": "beyond the paper, all 4-bit: activation-weighted masks + "
+    "the same distillation on labelled and unlabelled text",
     "w4a4_sp24_wanda_ln_a8_kd_unlabeled": "beyond the paper: w4a4_sp24_wanda_ln_a8 + the same "
     "distillation on labelled and unlabelled text",
     "w4a8_sp24": "beyond the paper: 4-bit 2:4 weights, every linear input at 8 bits",

@@ -45,6 +45,8 @@ def test_shipped_recipes_load_and_differ_only_where_the_ablation_says() -> None:
         "w4a4_sp24_sparsegpt": {"mask_score": "sparsegpt"},
         "w4a4_sp24_hidden_kd": {"distill_hidden_weight": 1.0},
         "w4a4_sp24_kd_unlabeled": {"distill_weight": 0.5, "distill_unlabeled": 2},
+        "w4a4_sp24_wanda_kd_unlabeled": {"distill_weight": 0.5, "distill_unlabeled": 2,
+                                         "mask_score": "activation_weighted"},
         "w4a4_sp24_wanda_ln_a8_kd_unlabeled": {"distill_weight": 0.5, "distill_unlabeled": 2,
                                                "mask_score": "activation_weighted",
                                                "act_bits_by_site": {"qkv": 8, "ffn_up": 8}},
