@@ -162,8 +162,8 @@ def _problem(r: Recipe) -> str | None:
         return f"distill_hidden_weight: {r.distill_hidden_weight!r} must be >= 0 (0 = off)"
     if r.distills and not (r.quantized and r.init == "finetuned"):
         return ("distill_weight or distill_hidden_weight > 0 needs a quantized recipe with "
-                "init: finetuned (the teacher "
-                "is the fine-tuned float model the compressed stage starts from)")
+                "init: finetuned (the teacher is the fine-tuned float model the compressed stage "
+                "starts from)")
     if not 0.0 <= r.warmup_fraction < 1.0:
         return f"warmup_fraction: {r.warmup_fraction!r} must be in [0, 1)"
     for fam in r.families:

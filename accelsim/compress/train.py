@@ -4,8 +4,9 @@ Stage ``fp`` fine-tunes the float model on the task (critical initialization, ``
 finetuned``); stage ``compress`` applies the recipe to the result (2:4 masks from the fine-tuned
 weights, percentile-calibrated clips) and fine-tunes the compressed model with scheduled dropout
 and, optionally, gradual pruning or SR-STE mask learning, and knowledge distillation from the
-float model it started from (logits: ``distill_weight``; encoder block outputs:
-``distill_hidden_weight``). A float recipe runs one ``fp`` stage of ``fp_epochs + epochs``.
+float model it started from (logits: ``distill_weight``, also on unlabelled inputs:
+``distill_unlabeled``; encoder block outputs: ``distill_hidden_weight``). A float recipe runs
+one ``fp`` stage of ``fp_epochs + epochs``.
 
 The loop never prints: progress goes to ``on_progress``. After every epoch the whole state
 (model, optimizer, RNG, history) is written atomically to ``out_dir/checkpoint.pt``; calling
