@@ -137,3 +137,17 @@ def test_bad_plot_inputs_are_one_line(tmp_path):
     with pytest.raises(AccelsimError, match="plot format '.jpg'"):
         render_breakdown(breakdown_info(RUN), tmp_path / "b.jpg")
     json.dumps(RUN)
+
+
+@pytest.mark.parametrize("count", [3, 12, 25])
+def test_category_palette_gives_every_category_its_own_colour(count):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from accelsim.report.plots.pareto import category_palette
+
+    palette = category_palette(count, plt)
+    # 12 categories once shared colours: the points clipped at tab10's last, the legend cycled.
+    assert len(palette) == count == len(set(palette))

@@ -210,9 +210,9 @@ def render_pareto(info: ParetoInfo, path: str | Path, title: str = "") -> Path:
     if info.color_label and not info.color_categories and scatter is not None and has_colors:
         fig.colorbar(scatter, ax=axes.ravel().tolist(), label=info.color_label, shrink=0.85)
     if info.color_categories:
-        cmap = plt.get_cmap("tab10")
+        palette = category_palette(len(info.color_categories), plt)
         handles = [
-            plt.Line2D([], [], marker="o", linestyle="", color=cmap(i % 10), label=name)
+            plt.Line2D([], [], marker="o", linestyle="", color=palette[i], label=name)
             for i, name in enumerate(info.color_categories)
         ]
         axes.flat[0].legend(handles=handles, title=info.color_label, fontsize=8, loc="upper right")
@@ -225,19 +225,31 @@ def render_pareto(info: ParetoInfo, path: str | Path, title: str = "") -> Path:
     return save_figure(fig, path, plt)
 
 
+def category_palette(count: int, plt: Any) -> list[tuple[float, float, float, float]]:
+    """``count`` distinct colours, the same for the points and the legend: tab10 up to 10
+    categories, tab20 up to 20, evenly spaced turbo colours beyond (a cycled palette would give
+    two categories one colour)."""
+    if count <= 10:
+        return [plt.get_cmap("tab10")(i) for i in range(count)]
+    if count <= 20:
+        return [plt.get_cmap("tab20")(i) for i in range(count)]
+    return [plt.get_cmap("turbo")(i / (count - 1)) for i in range(count)]
+
+
 def _draw_panel(ax: Any, panel: ParetoPanel, info: ParetoInfo, plt: Any) -> Any:
     dim = ~panel.eligible
     if dim.any():
         ax.scatter(panel.x[dim], panel.y[dim], s=8, c="lightgray", marker="x", linewidths=0.6,
                    label="infeasible / fails constraints")
     ok = panel.eligible & ~panel.front
-    if panel.color is not None and np.isfinite(panel.color).any():
-        cmap = "tab10" if info.color_categories else "viridis"
-        norm = (None if info.color_categories else
-                plt.Normalize(np.nanmin(panel.color), np.nanmax(panel.color)))
-        scatter = ax.scatter(panel.x[ok], panel.y[ok], s=10, c=panel.color[ok], cmap=cmap,
-                             norm=norm, vmin=0 if info.color_categories else None,
-                             vmax=9 if info.color_categories else None, alpha=0.6)
+    if panel.color is not None and info.color_categories:
+        palette = category_palette(len(info.color_categories), plt)
+        scatter = ax.scatter(panel.x[ok], panel.y[ok], s=10, alpha=0.6,
+                             c=[palette[int(i)] for i in panel.color[ok]])
+    elif panel.color is not None and np.isfinite(panel.color).any():
+        norm = plt.Normalize(np.nanmin(panel.color), np.nanmax(panel.color))
+        scatter = ax.scatter(panel.x[ok], panel.y[ok], s=10, c=panel.color[ok], cmap="viridis",
+                             norm=norm, alpha=0.6)
     else:
         scatter = ax.scatter(panel.x[ok], panel.y[ok], s=10, c="tab:blue", alpha=0.45,
                              label="design points")
