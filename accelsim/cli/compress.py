@@ -61,11 +61,18 @@ def run(args: argparse.Namespace) -> int:
     model = task.build_model(args.seed)
     bar: tqdm | None = None
 
+    if recipe.distill_unlabeled > 0:
+        task.unlabeled_batches(recipe.batch_size, args.seed)  # a task without a pool fails now
+
     def on_progress(p: Progress) -> None:
         nonlocal bar
         if bar is None:
             bar = tqdm(total=p.epochs_total * p.steps_per_epoch, unit="step",
                        initial=(p.epoch - 1) * p.steps_per_epoch + p.step - 1)
+        # Epochs of stage compress are longer under distill_unlabeled: re-estimate the total.
+        remaining = p.steps_per_epoch - p.step + (p.epochs_total - p.epoch) * p.steps_per_epoch
+        if p.metric is None and bar.total != bar.n + 1 + remaining:
+            bar.total = bar.n + 1 + remaining
         if p.metric is None:
             bar.set_description(f"{p.stage} epoch {p.epoch}/{p.epochs_total}")
             bar.set_postfix(loss=f"{p.loss:.4f}", refresh=False)
@@ -79,8 +86,12 @@ def run(args: argparse.Namespace) -> int:
     def eval_batches() -> Any:
         return task.batches("val", recipe.batch_size, args.seed)
 
+    def unlabeled_batches(epoch: int) -> Any:
+        return task.unlabeled_batches(recipe.batch_size, args.seed + epoch)
+
     result = finetune(model, train_batches, eval_batches, task.metric, recipe, seed=args.seed,
-                      out_dir=args.out, on_progress=on_progress)
+                      out_dir=args.out, on_progress=on_progress,
+                      unlabeled_batches=unlabeled_batches if recipe.distill_unlabeled else None)
     if bar is not None:
         bar.close()
     out: Path = args.out

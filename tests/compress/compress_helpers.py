@@ -64,5 +64,11 @@ class SyntheticTask:
             return iter([synthetic_batch(1000 * seed + i, batch_size) for i in offsets])
         return iter([synthetic_batch(10_000 + i, batch_size) for i in range(2)])
 
+    def unlabeled_batches(self, batch_size: int, seed: int) -> Iterator[Batch]:
+        self.calls.append("unlabeled")
+        for i in range(100):
+            batch = synthetic_batch(100_000 + 1000 * seed + i, batch_size)
+            yield Batch(batch.inputs, torch.full_like(batch.labels, -1))
+
     def metric(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
         return accuracy_pct(logits, labels)

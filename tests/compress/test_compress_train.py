@@ -275,3 +275,30 @@ def test_cli_compress_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert "resumed after epoch 2" in capsys.readouterr().out
     assert main([*args[:2], "other_model", *args[3:]]) == 2
     assert "--model: 'other_model' is not the backbone" in capsys.readouterr().err
+
+
+def test_cli_compress_distils_on_the_tasks_unlabeled_batches(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import accelsim.tasks
+    from accelsim.cli import main
+
+    task = SyntheticTask()
+    monkeypatch.setattr(accelsim.tasks, "get_task", lambda name, limit, tiny: task)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: cli\nsparsity: '2:4'\nfp_epochs: 1\nepochs: 1\nbatch_size: 16\n"
+                      "calibration_batches: 2\ndistill_weight: 0.5\ndistill_unlabeled: 1\n")
+    args = ["compress", "--model", "tiny_bert", "--task", "synthetic", "--recipe", str(recipe),
+            "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    assert task.calls.count("unlabeled") == 1  # stage compress drew from the pool
+    monkeypatch.setattr(SyntheticTask, "unlabeled_batches", _no_pool)
+    assert main([*args[:-1], str(tmp_path / "none")]) == 2
+    assert "synthetic: no unlabeled pool" in capsys.readouterr().err
+    assert not (tmp_path / "none" / "checkpoint.pt").exists()  # refused before training
+
+
+def _no_pool(self: SyntheticTask, batch_size: int, seed: int) -> None:
+    from accelsim.tasks._data import no_unlabeled_pool
+
+    raise no_unlabeled_pool(self.name)
