@@ -62,18 +62,17 @@ def run(args: argparse.Namespace) -> int:
     bar: tqdm | None = None
 
     if recipe.distill_unlabeled > 0:
-        task.unlabeled_batches(recipe.batch_size, args.seed)  # a task without a pool fails now
+        task.unlabeled_batches(recipe.batch_size, args.seed)  # no pool: one line, before training
 
     def on_progress(p: Progress) -> None:
         nonlocal bar
         if bar is None:
             bar = tqdm(total=p.epochs_total * p.steps_per_epoch, unit="step",
                        initial=(p.epoch - 1) * p.steps_per_epoch + p.step - 1)
-        # Epochs of stage compress are longer under distill_unlabeled: re-estimate the total.
-        remaining = p.steps_per_epoch - p.step + (p.epochs_total - p.epoch) * p.steps_per_epoch
-        if p.metric is None and bar.total != bar.n + 1 + remaining:
-            bar.total = bar.n + 1 + remaining
         if p.metric is None:
+            # Epochs of stage compress are longer under distill_unlabeled: re-estimate the total.
+            bar.total = (bar.n + 1 + p.steps_per_epoch - p.step
+                         + (p.epochs_total - p.epoch) * p.steps_per_epoch)
             bar.set_description(f"{p.stage} epoch {p.epoch}/{p.epochs_total}")
             bar.set_postfix(loss=f"{p.loss:.4f}", refresh=False)
             bar.update(1)

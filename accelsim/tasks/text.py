@@ -195,7 +195,7 @@ class _TextTopics(ABC):
         validation or test input reaches training through the pool."""
         texts, _, index = self._texts_and_split_index
         rest = np.setdiff1d(np.arange(len(texts)), np.concatenate(list(index.values())))
-        in_splits = {tuple(ids) for ids, _ in self._splits.values() for ids in ids}
+        in_splits = {tuple(row) for rows, _ in self._splits.values() for row in rows}
         return [ids for ids in self._tokenize([texts[i] for i in rest])
                 if tuple(ids) not in in_splits]
 
@@ -226,13 +226,18 @@ class _TextTopics(ABC):
         if not ids:
             raise AccelsimError(f"{self.name}: no text outside the train/val/test splits to "
                                 f"use unlabeled")
-        unknown = np.full(len(ids), -1, dtype=np.int64)
-        rng = np.random.default_rng(seed)
-        while True:
-            yield from _padded_batches(ids, unknown, rng.permutation(len(ids)), batch_size)
+        return _endless_passes(ids, batch_size, np.random.default_rng(seed))
 
     def metric(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
         return accuracy_pct(logits, labels)
+
+
+def _endless_passes(ids: list[list[int]], batch_size: int,
+                    rng: np.random.Generator) -> Iterator[Batch]:
+    """Unlabelled (-1) batches of ``ids``, pass after pass, each pass in a new ``rng`` order."""
+    unknown = np.full(len(ids), -1, dtype=np.int64)
+    while True:
+        yield from _padded_batches(ids, unknown, rng.permutation(len(ids)), batch_size)
 
 
 def _padded_batches(ids: list[list[int]], labels: np.ndarray, perm: np.ndarray,

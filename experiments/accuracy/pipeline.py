@@ -151,11 +151,9 @@ def train(task: Task, recipe: Recipe, init_state: dict | None, seed: int) -> Fin
     if init_state is not None:
         model.load_state_dict(init_state)
     out_dir = run_dir(task.name, recipe.name, seed)
-    unlabeled = None
-    if recipe.distill_unlabeled > 0:  # other recipes never ask the task for its pool
 
-        def unlabeled(epoch: int) -> Iterable[Batch]:
-            return task.unlabeled_batches(recipe.batch_size, seed=seed * 1000 + epoch)
+    def unlabeled(epoch: int) -> Iterable[Batch]:
+        return task.unlabeled_batches(recipe.batch_size, seed=seed * 1000 + epoch)
 
     return finetune(
         model,
@@ -166,7 +164,8 @@ def train(task: Task, recipe: Recipe, init_state: dict | None, seed: int) -> Fin
         seed=seed,
         out_dir=out_dir,
         on_progress=_progress(f"{task.name}/{recipe.name}"),
-        unlabeled_batches=unlabeled,
+        # Only a distill_unlabeled recipe reads the pool (vision and speech have none).
+        unlabeled_batches=unlabeled if recipe.distill_unlabeled else None,
     )
 
 

@@ -158,6 +158,8 @@ def test_unlabeled_pool_is_the_rest_of_the_texts_shuffled_by_seed() -> None:
     pool = sorted(tuple(r) for r in task._unlabeled)
     assert [sorted(r for b in p for r in b) for p in passes] == [pool, pool]
     assert passes[0][0] != passes[1][0]
+    with pytest.raises(AccelsimError, match="^batch_size: 0 given; allowed: an integer >= 1$"):
+        task.unlabeled_batches(0, seed=0)  # on the call, not at the first batch
 
 
 def _unpadded(batch) -> list[tuple[int, ...]]:  # noqa: ANN001
