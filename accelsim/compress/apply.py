@@ -217,16 +217,18 @@ def apply_recipe(model: nn.Module, recipe: Recipe) -> CompressionPlan:
         sparse = recipe.sparsity == "2:4" and supports_2_4(linear.in_features)
         if recipe.sparsity == "2:4" and not sparse:
             dense[name] = f"K={linear.in_features} is not a multiple of 4"
-        # Activation-weighted and SparseGPT masks need activations: calibrate() sets them.
-        one_shot = sparse and recipe.pruning != "gradual" and recipe.mask_score == "magnitude"
-        act_bits = recipe.act_bits
-        if recipe.act_bits_by_site and name not in extras:
-            act_bits = recipe.act_bits_by_site.get(site_of(name), act_bits)
+        site = None if name in extras else site_of(name)
+        smoothed = site in recipe.smoothing_sites
+        # Activation-weighted and SparseGPT masks need activations, and a smoothed layer's
+        # magnitudes are those of its smoothed weights: calibrate() sets those masks.
+        one_shot = (sparse and recipe.pruning != "gradual" and recipe.mask_score == "magnitude"
+                    and not smoothed)
+        act_bits = recipe.act_bits_by_site.get(site, recipe.act_bits) if site else recipe.act_bits
         qlinear = QuantLinear.from_linear(
             linear, weight_bits=recipe.weight_bits, act_bits=act_bits,
             grid=recipe.weight_grid, granularity=recipe.weight_granularity,
             scale_method=recipe.weight_scale_method, act_mode=recipe.act_quantizer,
-            sparse=sparse, learn_pruned=recipe.pruning == "sr_ste",
+            sparse=sparse, learn_pruned=recipe.pruning == "sr_ste", smoothed=smoothed,
             mask=mask_2_4(linear.weight) if one_shot else None)
         _set_submodule(model, name, qlinear)
     attention: list[str] = []
@@ -275,15 +277,23 @@ def calibrate(model: nn.Module, batches: Iterable[Batch], recipe: Recipe) -> int
     """Percentile-calibrate every activation clip on the first ``calibration_batches`` batches
     (float activations, eval mode); returns the number of batches used.
 
-    Under ``mask_score: activation_weighted`` or ``sparsegpt`` a first pass over the same
-    batches, with dense weights, sets the 2:4 masks first (SparseGPT also its updated weights),
-    so the clips see the pruned model as QAT starts it.
+    Layers with input smoothing (recipe ``smoothing_sites``) get their factors first, from a
+    float pass over the same batches (once: a second calibration keeps them, they are part of
+    the weights). Under ``mask_score: activation_weighted`` or ``sparsegpt`` a pass with dense
+    weights then sets the 2:4 masks (SparseGPT also its updated weights), so the clips see the
+    pruned model as QAT starts it.
     """
     used_batches = list(itertools.islice(batches, recipe.calibration_batches))
     was_training = model.training
     model.eval()
+    smoothed = _smooth_inputs(model, used_batches, recipe.smoothing_alpha)
     if recipe.sparsity == "2:4" and recipe.mask_score != "magnitude":
         _set_calibrated_masks(model, used_batches, recipe.mask_score)
+    elif recipe.sparsity == "2:4" and recipe.pruning != "gradual":
+        for layer in smoothed:  # magnitude masks of the smoothed weights (apply_recipe left them)
+            if layer.weight_mask is not None:
+                layer.weight_mask.copy_(mask_2_4(layer.weight))
+                layer.weight_quant.init_step(layer.masked_weight())
     quantizers = act_quantizers(model)
     for q in quantizers:
         q.start_calibration(recipe.calibration_percentiles)
@@ -293,6 +303,50 @@ def calibrate(model: nn.Module, batches: Iterable[Batch], recipe: Recipe) -> int
         q.finish_calibration()
     model.train(was_training)
     return len(used_batches)
+
+
+def _smooth_inputs(model: nn.Module, batches: list[Batch], alpha: float) -> list[QuantLinear]:
+    """Give every layer with unset input smoothing its factors; returns those layers.
+
+    ``s_k = max|x_k|^alpha / max_n|w_nk|^(1 - alpha)`` (SmoothQuant's rule; ``max|x_k|`` over
+    every token of ``batches``, float activations of the dense model), clamped to at least
+    1e-5 so that a dead channel cannot divide by zero. The layer's weight columns are multiplied
+    by ``s`` and its quantizer divides its input by ``s``: the float model computes the same
+    function, while the 4-bit step of the input is no longer set by its few outlier channels.
+    """
+    layers = [layer for _, layer in quant_linears(model)
+              if layer.act_quant.smoothing is not None and not bool(layer.act_quant.smoothing_set)]
+    if not layers:
+        return []
+    peaks = {id(layer): torch.zeros(layer.in_features) for layer in layers}
+
+    def record(layer: nn.Module, args: tuple[Tensor, ...]) -> None:
+        x = args[0].detach().float().reshape(-1, layer.in_features)
+        peaks[id(layer)] = torch.maximum(peaks[id(layer)], x.abs().amax(0))
+
+    masked = [layer for _, layer in quant_linears(model) if layer.weight_mask is not None]
+    masks = [layer.weight_mask.clone() for layer in masked]
+    for layer in masked:
+        layer.weight_mask.fill_(1.0)
+    hooks = [layer.register_forward_pre_hook(record) for layer in layers]
+    try:
+        for batch in batches:
+            model(**batch.inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for layer, mask in zip(masked, masks, strict=True):
+            layer.weight_mask.copy_(mask)
+    floor = 1e-5
+    for layer in layers:
+        weight_peaks = layer.weight.abs().amax(0).clamp(min=floor)
+        factors = (peaks[id(layer)].clamp(min=floor).pow(alpha)
+                   / weight_peaks.pow(1.0 - alpha)).clamp(min=floor)
+        layer.weight.mul_(factors)
+        layer.act_quant.smoothing.copy_(factors)
+        layer.act_quant.smoothing_set.fill_(True)
+        layer.weight_quant.init_step(layer.masked_weight())
+    return layers
 
 
 def _set_calibrated_masks(model: nn.Module, batches: list[Batch], score: str) -> None:
@@ -310,8 +364,10 @@ def _set_calibrated_masks(model: nn.Module, batches: list[Batch], score: str) ->
     sums = {id(layer): torch.zeros((layer.in_features,) * (2 if gram else 1), dtype=torch.float64)
             for layer in layers}
 
-    def accumulate(layer: nn.Module, args: tuple[Tensor, ...]) -> None:
-        x = args[0].detach().to(torch.float64).reshape(-1, layer.in_features)
+    def accumulate(layer: QuantLinear, args: tuple[Tensor, ...]) -> None:
+        # The inputs the weights see: smoothed ones where the layer smooths.
+        x = layer.act_quant.smooth(args[0].detach())
+        x = x.to(torch.float64).reshape(-1, layer.in_features)
         sums[id(layer)] += x.T @ x if gram else x.square().sum(0)
 
     for layer in layers:

@@ -60,6 +60,8 @@ class IntLinear:
     sparse_indices: np.ndarray | None = None  # uint8 [n, k/2], 0..3 ascending per group
     packed_values: np.ndarray | None = None  # uint8 [n, ceil(k/2 * bits / 8)]
     packed_indices: np.ndarray | None = None  # uint8 [n, ceil(k/2 / 4)]
+    # float32 [k]: the input is divided by it per channel before quantization (smoothing_sites)
+    input_smoothing: np.ndarray | None = None
 
     def dequantized_weight(self) -> np.ndarray:
         """float32 ``[n, k]`` weight the fake-quant model uses (``codes * scale``)."""
@@ -169,6 +171,8 @@ def _export_linear(name: str, layer: QuantLinear) -> IntLinear:
         info = np.iinfo(np.int32)
         extra["bias"] = bias
         extra["bias_int32"] = np.clip(bias_int, info.min, info.max).astype(np.int32)
+    if layer.act_quant.smoothing is not None:
+        extra["input_smoothing"] = layer.act_quant.smoothing.detach().numpy().astype(np.float32)
     sparse = is_2_4(codes_t)
     if sparse:
         values_t, indices_t = compress_2_4(codes_t)
@@ -226,7 +230,8 @@ def export_int_model(model: nn.Module) -> IntModel:
 # --- file I/O ------------------------------------------------------------------------------------
 
 _LINEAR_ARRAYS = ("weight_codes", "weight_scale", "packed_codes", "bias", "bias_int32",
-                  "sparse_values", "sparse_indices", "packed_values", "packed_indices")
+                  "sparse_values", "sparse_indices", "packed_values", "packed_indices",
+                  "input_smoothing")
 
 
 def _act_dict(a: ActQuant) -> dict[str, Any]:

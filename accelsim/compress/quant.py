@@ -45,17 +45,20 @@ def dequantize(codes: Tensor, scale: Tensor, zero_point: Tensor | float) -> Tens
 
 
 @torch.library.custom_op("accelsim::fake_quantize", mutates_args=())
-def fake_quantize_op(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: float,
-                     qmax: float) -> Tensor:
-    """``dequantize(quantize_codes(...))`` as ONE operator (no gradient): what a frozen
-    activation quantizer runs, so ``torch.export`` records one node instead of six (the tracer
-    knows it as ``fake_quantize``, a requantize)."""
+def fake_quantize_op(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: float, qmax: float,
+                     smoothing: Tensor | None = None) -> Tensor:
+    """``dequantize(quantize_codes(x / smoothing, ...))`` as ONE operator (no gradient): what a
+    frozen activation quantizer runs, so ``torch.export`` records one node instead of six (the
+    tracer knows it as ``fake_quantize``, a requantize; per-channel smoothing is part of it, as
+    the hardware folds the factors into the quantize step)."""
+    if smoothing is not None:
+        x = x / smoothing
     return dequantize(quantize_codes(x, scale, zero_point, qmin, qmax), scale, zero_point)
 
 
 @fake_quantize_op.register_fake
-def _fake_quantize_shape(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: float,
-                         qmax: float) -> Tensor:
+def _fake_quantize_shape(x: Tensor, scale: Tensor, zero_point: Tensor, qmin: float, qmax: float,
+                         smoothing: Tensor | None = None) -> Tensor:
     return torch.empty_like(x)
 
 
@@ -235,12 +238,23 @@ class ActQuantizer(nn.Module):
     ``clamp(round(-lo / scale), 0, 2^b - 1)`` so 0.0 stays exact. ``symmetric``: one clip ``a``,
     codes ``-q..q``, ``scale = a / q``, zero point 0. Before calibration finishes the quantizer
     passes its input through; with ``observing`` set it records percentiles.
+
+    With ``channels`` the quantizer smooths its input per channel (last dimension) before
+    anything else: it observes, quantizes and returns ``x / smoothing`` (float32 division),
+    the domain of its layer's weights ``w * smoothing`` (see :func:`accelsim.compress.apply.
+    calibrate`). ``smoothing`` is all ones, an exact no-op, until calibration sets it.
     """
 
-    def __init__(self, bits: int, mode: ActMode = "pact2") -> None:
+    def __init__(self, bits: int, mode: ActMode = "pact2", channels: int | None = None) -> None:
         super().__init__()
         self.bits = bits
         self.mode: ActMode = mode
+        self.smoothing: Tensor | None
+        if channels is None:
+            self.smoothing = None
+        else:
+            self.register_buffer("smoothing", torch.ones(channels))
+            self.register_buffer("smoothing_set", torch.tensor(False))
         if mode == "pact2":
             self.qmin, self.qmax = 0, 2**bits - 1
             self.lo = nn.Parameter(torch.tensor(-1.0))
@@ -293,17 +307,24 @@ class ActQuantizer(nn.Module):
         scale = torch.clamp(self.clip.abs() / float(self.qmax), min=tiny)
         return scale, torch.zeros((), dtype=scale.dtype)
 
+    def smooth(self, x: Tensor) -> Tensor:
+        """``x / smoothing`` per channel; ``x`` itself without smoothing."""
+        return x if self.smoothing is None else x / self.smoothing
+
     def forward(self, x: Tensor) -> Tensor:
         if self.observing:
+            x = self.smooth(x)
             self._observe(x)
             return x
         if not self._active:
-            return x
+            return self.smooth(x)
         if self._frozen is not None:
             # Same values as fake_quantize (round_ste's forward is round, and adding the zero
             # point clears the sign of a -0.0 code in both), in one op instead of ~20.
             scale, zero_point = self._frozen
-            return fake_quantize_op(x, scale, zero_point, float(self.qmin), float(self.qmax))
+            return fake_quantize_op(x, scale, zero_point, float(self.qmin), float(self.qmax),
+                                    self.smoothing)
+        x = self.smooth(x)
         scale, zero_point = self.qparams()
         return fake_quantize(x, scale, zero_point, float(self.qmin), float(self.qmax))
 
@@ -368,11 +389,14 @@ class QuantLinear(nn.Linear):
                  act_bits: int, grid: WeightGrid = "zero_preserving",
                  granularity: Granularity = "per_channel", scale_method: ScaleMethod = "sawb",
                  act_mode: ActMode = "pact2", sparse: bool = False,
-                 learn_pruned: bool = False) -> None:
+                 learn_pruned: bool = False, smoothed: bool = False) -> None:
         super().__init__(in_features, out_features, bias=bias)
         self.weight_quant = WeightQuantizer(out_features, weight_bits, grid, granularity,
                                             scale_method)
-        self.act_quant = ActQuantizer(act_bits, act_mode)
+        # smoothed: the input quantizer divides by per-channel factors that calibration folds
+        # into this layer's weight columns (recipe field smoothing_sites).
+        self.act_quant = ActQuantizer(act_bits, act_mode,
+                                      channels=in_features if smoothed else None)
         if sparse:
             self.register_buffer("weight_mask", torch.ones(out_features, in_features))
         else:

@@ -34,6 +34,13 @@ class Recipe:
     # precision where the accuracy goes, e.g. {qkv: 8, ffn_up: 8} for the LayerNorm outputs.
     act_bits_by_site: dict[str, int] = field(default_factory=dict, hash=False)
     attention_bits: int = 8
+    # Per-channel smoothing of the inputs at these sites (SmoothQuant, Xiao et al., ICML 2023):
+    # the quantizer codes x_k / s_k and the weights' column k becomes w_nk * s_k, exact in float,
+    # with s_k = max|x_k|^alpha / max_n|w_nk|^(1 - alpha) from the calibration batches. An outlier
+    # channel of a LayerNorm output no longer sets the step of all the others; the codes stay
+    # 4-bit per tensor and the factors fold into the quantize step the vector unit runs anyway.
+    smoothing_sites: tuple[str, ...] = ()
+    smoothing_alpha: float = 0.5
     weight_grid: Literal["zero_preserving", "twos_complement", "no_zero"] = "zero_preserving"
     weight_granularity: Literal["per_channel", "per_tensor"] = "per_channel"
     weight_scale_method: Literal["sawb", "lsq"] = "sawb"
@@ -126,6 +133,13 @@ def _problem(r: Recipe) -> str | None:
             return f"act_bits_by_site: {site}: {bits!r} is not one of 4, 8"
     if r.act_bits_by_site and not r.quantized:
         return "act_bits_by_site needs quantized activations (act_bits 4 or 8), got 32"
+    for site in r.smoothing_sites:
+        if site not in SITES:
+            return f"smoothing_sites: site {site!r} is not one of {', '.join(SITES)}"
+    if r.smoothing_sites and not r.quantized:
+        return "smoothing_sites needs quantized activations (act_bits 4 or 8), got 32"
+    if not 0.0 <= r.smoothing_alpha <= 1.0:
+        return f"smoothing_alpha: {r.smoothing_alpha!r} must be in [0, 1]"
     if r.mask_score == "activation_weighted" and r.pruning == "gradual":
         return ("mask_score: 'activation_weighted' needs pruning: one_shot or sr_ste (gradual "
                 "masks grow from weight magnitudes during training)")

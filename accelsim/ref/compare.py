@@ -241,7 +241,7 @@ def compare_with_fake_quant(model: nn.Module, int_model: IntModel, batches: Iter
                 int_capture.inputs.clear()
                 int_logits = output_logits(executor(**inputs)).float()
                 for name, module in int_layers.items():
-                    codes = [quantize_act(c.inputs[name], module.layer.act)
+                    codes = [module.input_codes(c.inputs[name].detach().float().numpy())
                              for c in (capture, int_capture)]
                     tallies[name].e2e_input_codes += codes[0].size
                     tallies[name].e2e_code_flips += int(np.count_nonzero(codes[0] != codes[1]))

@@ -116,11 +116,19 @@ class IntLinearModule(nn.Module):
         self.out_scale = np.float32(layer.act.scale) * layer.weight_scale.astype(np.float32)
         self.capture: list[np.ndarray] | None = None
 
+    def input_codes(self, x: np.ndarray) -> np.ndarray:
+        """Activation codes of float32 inputs ``[..., K]``, smoothed per channel first where the
+        layer smooths (one float32 division, as the fake-quant model)."""
+        act = self.layer.act
+        if self.layer.input_smoothing is not None:
+            x = np.asarray(x, dtype=np.float32) / self.layer.input_smoothing
+        return quantize(x, act.scale, act.zero_point, act.qmin, act.qmax)
+
     def accumulate(self, x: np.ndarray, with_bias: bool = False) -> np.ndarray:
         """int32 accumulators ``[rows, N]`` of float32 inputs ``[rows, K]`` (started at
         ``bias_int32`` when ``with_bias``)."""
         act = self.layer.act
-        codes = quantize(x, act.scale, act.zero_point, act.qmin, act.qmax)
+        codes = self.input_codes(x)
         bias = self.layer.bias_int32 if with_bias else None
         if self.weights.codes is None:
             return kernels.sparse_gemm(codes, self.weights.values, self.weights.indices,

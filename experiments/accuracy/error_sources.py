@@ -9,8 +9,9 @@ seed-0 order, not the task budget's), then measures validation accuracy (fake-qu
 computes the integer reference's arithmetic) with only some quantizers active: weights alone,
 2:4 masks alone, 4-bit activations alone and at each input site of an encoder block, and the
 remedies beyond the paper (activation-weighted or SparseGPT 2:4 masks, 8-bit activations at the
-LayerNorm outputs). No training: this is the damage QAT has to repair, split by cause. Writes
-``error_sources.csv`` (rows of other tasks and seeds kept) and ``error_sources.md``.
+LayerNorm outputs, or those outputs smoothed per channel at 4 bits). No training: this is the
+damage QAT has to repair, split by cause. Writes ``error_sources.csv`` (rows of other tasks and
+seeds kept) and ``error_sources.md``.
 """
 
 from __future__ import annotations
@@ -80,6 +81,22 @@ def settings() -> list[Setting]:
         Setting("W4A4 + 2:4, SparseGPT masks, 8-bit activations at LayerNorm outputs "
                 "(all quantizers)", load_recipe("w4a4_sp24_sparsegpt_ln_a8"), on, True),
     ]
+    # Smoothing the LayerNorm outputs (SmoothQuant) instead of widening them, all 4-bit.
+    smooth = load_recipe("w4a4_sp24_smooth")
+    at_ln = lambda name: site_of(name) in smooth.smoothing_sites  # noqa: E731
+    out += [
+        Setting("4-bit activations only at both LayerNorm outputs", w8, at_ln, False),
+        Setting(f"4-bit activations only at both LayerNorm outputs, smoothed (alpha "
+                f"{smooth.smoothing_alpha:g})", dataclasses.replace(smooth, weight_bits=8),
+                at_ln, False),
+    ]
+    for label, recipe in (("", sparse), ("activation-weighted masks, ", wanda),
+                          ("SparseGPT masks, ", sparsegpt)):
+        for alpha in (0.5, 0.7, 0.85):
+            smoothed = dataclasses.replace(recipe, smoothing_sites=smooth.smoothing_sites,
+                                           smoothing_alpha=alpha)
+            out.append(Setting(f"W4A4 + 2:4, {label}LayerNorm outputs smoothed (alpha "
+                               f"{alpha:g}, all quantizers)", smoothed, on, True))
     return out
 
 

@@ -55,7 +55,9 @@ ROW_RECIPES = (
     "w4a4_sp24_wanda_ln_a8", "w4a4_sp24_sr_ste", "w4a4_sp24_wanda_ln_a8_sr_ste",
     "w4a4_sp24_sparsegpt", "w4a4_sp24_sparsegpt_ln_a8", "w4a4_sp24_hidden_kd",
     "w4a4_sp24_wanda_ln_a8_hidden_kd", "w4a4_sp24_kd_unlabeled", "w4a4_sp24_wanda_kd_unlabeled",
-    "w4a4_sp24_wanda_ln_a8_kd_unlabeled", "w4a8_sp24", "w8a8_sp24",
+    "w4a4_sp24_wanda_ln_a8_kd_unlabeled", "w4a4_sp24_smooth", "w4a4_sp24_wanda_smooth",
+    "w4a4_sp24_sparsegpt_smooth", "w4a4_sp24_sparsegpt_smooth_kd_unlabeled", "w4a8_sp24",
+    "w8a8_sp24",
 )  # fmt: skip
 # Run order: the headline recipe right after the baseline, ablations, then the extension.
 RUN_ORDER = (
@@ -65,7 +67,9 @@ RUN_ORDER = (
     "w4a4_sp24_wanda_ln_a8", "w4a4_sp24_sr_ste", "w4a4_sp24_wanda_ln_a8_sr_ste",
     "w4a4_sp24_sparsegpt", "w4a4_sp24_sparsegpt_ln_a8", "w4a4_sp24_hidden_kd",
     "w4a4_sp24_wanda_ln_a8_hidden_kd", "w4a4_sp24_kd_unlabeled", "w4a4_sp24_wanda_kd_unlabeled",
-    "w4a4_sp24_wanda_ln_a8_kd_unlabeled", "w4a8_sp24", "w8a8_sp24",
+    "w4a4_sp24_wanda_ln_a8_kd_unlabeled", "w4a4_sp24_smooth", "w4a4_sp24_wanda_smooth",
+    "w4a4_sp24_sparsegpt_smooth", "w4a4_sp24_sparsegpt_smooth_kd_unlabeled", "w4a8_sp24",
+    "w8a8_sp24",
 )  # fmt: skip
 BASELINE = "fp32"
 NO_DROPOUT = (
@@ -73,6 +77,12 @@ NO_DROPOUT = (
     "the backbone has no dropout (its config sets every dropout rate to 0), so constant and "
     "scheduled dropout train identically",
 )
+# Recipes that distil on unlabelled inputs, for the tasks that have none (vision, speech).
+NO_UNLABELED_POOL = tuple(
+    (name, "not applicable: the task has no unlabelled inputs to distil on (distill_unlabeled; "
+           "only the text tasks have a pool)")
+    for name in ROW_RECIPES if load_recipe(name).distill_unlabeled > 0
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -262,12 +272,14 @@ BUDGETS: dict[str, Budget] = {
     ),
     # 2000 images at 56 px, batch 32: 63 steps an epoch.
     "fashion_mnist": Budget(
-        fp_epochs=2, qat_epochs=1, batch_size=32, fp_lr=1e-4, qat_lr=5e-5, skip=(NO_DROPOUT,)
+        fp_epochs=2, qat_epochs=1, batch_size=32, fp_lr=1e-4, qat_lr=5e-5,
+        skip=(NO_DROPOUT, *NO_UNLABELED_POOL),
     ),
     # 960 one-second clips, batch 32: 30 steps an epoch.
     # 30 steps an epoch are few for QAT: 1 epoch left W4A4+2:4 2.5 points below FP32, so 3.
     "speech_commands": Budget(
-        fp_epochs=4, qat_epochs=3, batch_size=32, fp_lr=2e-4, qat_lr=5e-5, skip=(NO_DROPOUT,)
+        fp_epochs=4, qat_epochs=3, batch_size=32, fp_lr=2e-4, qat_lr=5e-5,
+        skip=(NO_DROPOUT, *NO_UNLABELED_POOL),
     ),
 }
 
@@ -304,6 +316,13 @@ RECIPE_MEANING = {
     "the same distillation on labelled and unlabelled text",
     "w4a4_sp24_wanda_ln_a8_kd_unlabeled": "beyond the paper: w4a4_sp24_wanda_ln_a8 + the same "
     "distillation on labelled and unlabelled text",
+    "w4a4_sp24_smooth": "beyond the paper, all 4-bit: w4a4_sp24 with the LayerNorm outputs "
+    "smoothed per channel (SmoothQuant, alpha 0.7) before their 4-bit quantizers",
+    "w4a4_sp24_wanda_smooth": "beyond the paper, all 4-bit: activation-weighted masks + the "
+    "smoothing",
+    "w4a4_sp24_sparsegpt_smooth": "beyond the paper, all 4-bit: SparseGPT masks + the smoothing",
+    "w4a4_sp24_sparsegpt_smooth_kd_unlabeled": "beyond the paper, all 4-bit: SparseGPT masks, the "
+    "smoothing and the distillation on labelled and unlabelled text",
     "w4a8_sp24": "beyond the paper: 4-bit 2:4 weights, every linear input at 8 bits",
     "w8a8_sp24": "8-bit weights and activations with 2:4 sparsity (the int8 sparse hardware point)",
 }

@@ -52,6 +52,7 @@ def test_pack_fields_hand_example() -> None:
     {"weight_scale_method": "lsq", "weight_granularity": "per_tensor"},
     {"act_quantizer": "symmetric", "weight_bits": 8, "act_bits": 8},
     {"weight_grid": "twos_complement", "sparsity": "dense"},
+    {"smoothing_sites": ["ffn_up"]},
 ])
 def test_exported_codes_reproduce_the_fake_quant_layer_bit_for_bit(overrides: dict) -> None:
     model = _compressed(**overrides)
@@ -63,12 +64,15 @@ def test_exported_codes_reproduce_the_fake_quant_layer_bit_for_bit(overrides: di
     assert np.array_equal(exported.dequantized_weight(), w_fake)
     assert exported.weight_codes.dtype == np.int8 and exported.weight_codes.shape == (64, 32)
     assert exported.sparsity == ("dense" if "sparsity" in overrides else "2:4")
-    # Activation codes: the exported (scale, zero point) through the shared expression give the
-    # model's own fake-quantized input exactly.
+    # Activation codes: the exported (smoothing, scale, zero point) through the shared
+    # expression give the model's own fake-quantized input exactly.
     x = torch.randn(3, 5, 32) * 2  # intermediate.dense: K = 32
     a = exported.act
-    codes = quantize_codes(x, torch.tensor(a.scale, dtype=torch.float32), float(a.zero_point),
-                           a.qmin, a.qmax)
+    assert (exported.input_smoothing is not None) == ("smoothing_sites" in overrides)
+    smoothed = x if exported.input_smoothing is None else x / torch.from_numpy(
+        exported.input_smoothing)
+    codes = quantize_codes(smoothed, torch.tensor(a.scale, dtype=torch.float32),
+                           float(a.zero_point), a.qmin, a.qmax)
     dequant = (codes - a.zero_point) * torch.tensor(a.scale, dtype=torch.float32)
     assert torch.equal(dequant, layer.act_quant(x))
 
@@ -114,8 +118,11 @@ def test_no_zero_grid_exports_odd_codes_and_is_not_2_4() -> None:
     assert np.array_equal(2 * stored + 1, layer.weight_codes)
 
 
-def test_save_load_round_trip(tmp_path: Path) -> None:
-    original = export_int_model(_compressed())
+@pytest.mark.parametrize("overrides", [{}, {"smoothing_sites": ["qkv", "ffn_up"]}])
+def test_save_load_round_trip(tmp_path: Path, overrides: dict) -> None:
+    original = export_int_model(_compressed(**overrides))
+    smoothed = [a.name for a in original.linears if a.input_smoothing is not None]
+    assert len(smoothed) == (8 if overrides else 0)  # Q, K, V and FFN-up of 2 blocks
     path = save_int_model(original, tmp_path / "m.npz")
     loaded = load_int_model(path)
     assert (loaded.family, loaded.recipe) == ("bert", "w4a4_sp24")
@@ -125,8 +132,12 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
         assert (a.name, a.k, a.n, a.act, a.sparsity, a.density, a.grid) == (
             b.name, b.k, b.n, b.act, b.sparsity, b.density, b.grid)
         for key in ("weight_codes", "weight_scale", "bias", "bias_int32", "packed_codes",
-                    "sparse_values", "sparse_indices", "packed_values", "packed_indices"):
+                    "sparse_values", "sparse_indices", "packed_values", "packed_indices",
+                    "input_smoothing"):
             x, y = getattr(a, key), getattr(b, key)
+            if x is None and key == "input_smoothing" and a.name not in smoothed:
+                assert y is None
+                continue
             assert x.dtype == y.dtype and np.array_equal(x, y), key
     assert set(loaded.float_tensors) == set(original.float_tensors)
     assert loaded.float_layers == original.float_layers == ("bert.pooler.dense", "classifier")

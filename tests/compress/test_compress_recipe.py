@@ -59,6 +59,15 @@ def test_shipped_recipes_load_and_differ_only_where_the_ablation_says() -> None:
                                          "mask_score": "activation_weighted",
                                          "act_bits_by_site": {"qkv": 8, "ffn_up": 8}},
     }
+    smooth = {"smoothing_sites": ("qkv", "ffn_up"), "smoothing_alpha": 0.7}
+    diffs |= {
+        "w4a4_sp24_smooth": smooth,
+        "w4a4_sp24_wanda_smooth": {**smooth, "mask_score": "activation_weighted"},
+        "w4a4_sp24_sparsegpt_smooth": {**smooth, "mask_score": "sparsegpt"},
+        "w4a4_sp24_sparsegpt_smooth_kd_unlabeled": {**smooth, "mask_score": "sparsegpt",
+                                                    "distill_weight": 0.5,
+                                                    "distill_unlabeled": 2},
+    }
     for name, fields in diffs.items():
         other = load_recipe(name)
         changed = {k: v for k, v in vars(other).items() if k != "name" and vars(base)[k] != v}
@@ -116,6 +125,12 @@ def test_bad_distillation_is_one_line(fields: dict, message: str) -> None:
          "mask_score: 'hessian' is not one of magnitude, activation_weighted, sparsegpt"),
         ({"sparsity": "2:4", "mask_score": "sparsegpt", "pruning": "sr_ste"},
          "mask_score: 'sparsegpt' needs pruning: one_shot"),
+        ({"smoothing_sites": ["ln"]},
+         "smoothing_sites: site 'ln' is not one of qkv, attn_out, ffn_up, ffn_down"),
+        ({"smoothing_sites": "qkv"}, "smoothing_sites: expected a list, got 'qkv'"),
+        ({"smoothing_sites": ["qkv"], "weight_bits": 32, "act_bits": 32},
+         "smoothing_sites needs quantized activations"),
+        ({"smoothing_alpha": 1.5}, "smoothing_alpha: 1.5 must be in [0, 1]"),
     ],
 )
 def test_bad_mixed_precision_or_mask_score_is_one_line(fields: dict, message: str) -> None:

@@ -75,3 +75,15 @@ def test_every_family_compresses_its_encoder_linears(model):
     assert len(sparse) == 12 and all(g.kind == "linear" and g.weight_bits == 4 for g in sparse)
     # front ends (patch embedding, conv feature encoders) stay float: the hardware default
     assert all(g.weight_bits is None for g in graph.gemms if g.kind == "conv")
+
+
+def test_smoothing_folds_into_the_quantize_step():
+    # Per-channel smoothing is part of the activation quantizer (one requantize on the vector
+    # unit, its factors folded into the step): same vector ops and GEMMs as without it.
+    plain = workload_graph(MODEL, recipe="w4a4_sp24", seq_len=8)
+    smoothed = workload_graph(MODEL, recipe="w4a4_sp24_smooth", seq_len=8)
+    assert [(v.vector_op, v.elements, v.count) for v in smoothed.vectors] == [
+        (v.vector_op, v.elements, v.count) for v in plain.vectors]
+    assert any(v.vector_op == "requantize" for v in smoothed.vectors)
+    assert [(g.m, g.k, g.n, g.sparsity) for g in smoothed.gemms] == [
+        (g.m, g.k, g.n, g.sparsity) for g in plain.gemms]

@@ -30,6 +30,10 @@ RECIPES = {
         "weight_bits": 4, "act_bits": 4, "attention_bits": 8, "sparsity": "2:4",
         "mask_score": "activation_weighted", "act_bits_by_site": {"qkv": 8, "ffn_up": 8},
     },
+    "w4a4_sp24_smoothed": {
+        "weight_bits": 4, "act_bits": 4, "attention_bits": 8, "sparsity": "2:4",
+        "smoothing_sites": ["qkv", "ffn_up"], "smoothing_alpha": 0.5,
+    },
 }
 
 

@@ -102,3 +102,16 @@ def test_seeds_are_rows_of_their_own_and_results_md_pairs_them(tmp_path: Path) -
     # mean 69.5; per-seed differences -1.0 and -2.0: mean -1.5, sample std 0.71
     assert "| w4a4_sp24 | 69.50 | -1.50 ± 0.71 | 69.00 (s0) / 70.00 (s1) |" in md
     assert "| fp32 | 71.00 |  | 70.00 (s0) / 72.00 (s1) |" in md
+
+
+def test_tasks_without_an_unlabelled_pool_skip_the_recipes_that_need_one() -> None:
+    from accelsim.errors import AccelsimError
+
+    needs_pool = {name for name, _ in pipeline.NO_UNLABELED_POOL}
+    assert "w4a4_sp24_kd_unlabeled" in needs_pool and "w4a4_sp24_kd" not in needs_pool
+    for task_name in ("fashion_mnist", "speech_commands"):
+        with pytest.raises(AccelsimError, match="no unlabeled pool"):
+            get_task(task_name).unlabeled_batches(8, 0)
+        assert needs_pool <= set(dict(pipeline.BUDGETS[task_name].skip)), task_name
+    for task_name in ("fortunes", "wordnet_supersenses"):  # text: every class has a pool
+        assert not needs_pool & set(dict(pipeline.BUDGETS[task_name].skip)), task_name
