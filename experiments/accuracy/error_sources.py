@@ -87,8 +87,9 @@ def settings() -> list[Setting]:
     out += [
         Setting("4-bit activations only at both LayerNorm outputs", w8, at_ln, False),
         Setting(f"4-bit activations only at both LayerNorm outputs, smoothed (alpha "
-                f"{smooth.smoothing_alpha:g})", dataclasses.replace(smooth, weight_bits=8),
-                at_ln, False),
+                f"{smooth.smoothing_alpha:g})",
+                dataclasses.replace(w8, smoothing_sites=smooth.smoothing_sites,
+                                    smoothing_alpha=smooth.smoothing_alpha), at_ln, False),
     ]
     for label, recipe in (("", sparse), ("activation-weighted masks, ", wanda),
                           ("SparseGPT masks, ", sparsegpt)):

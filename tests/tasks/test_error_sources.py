@@ -49,3 +49,14 @@ def test_table_groups_by_task_and_seed() -> None:
     md = error_sources.render(rows)
     assert "## t (seed 0, FP32 82.50 %)" in md and "| a | 80.00 | -2.50 |" in md
     assert "## t (seed 1, FP32 82.00 %)" in md and "| a | 83.00 | +1.00 |" in md
+
+
+def test_activation_only_settings_keep_weights_8_bit_dense() -> None:
+    # "4-bit activations only" must not carry 4-bit weights or 2:4 masks in with them.
+    only = [s for s in error_sources.settings() if "activations only" in s.label]
+    assert len(only) == 7
+    for setting in only:
+        assert (setting.recipe.weight_bits, setting.recipe.sparsity) == (8, "dense"), setting.label
+        assert not setting.attention, setting.label
+    smoothed = [s for s in only if "smoothed" in s.label]
+    assert [s.recipe.smoothing_sites for s in smoothed] == [("qkv", "ffn_up")]
