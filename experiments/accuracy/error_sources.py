@@ -83,13 +83,18 @@ def settings() -> list[Setting]:
     ]
     # Smoothing the LayerNorm outputs (SmoothQuant) instead of widening them, all 4-bit.
     smooth = load_recipe("w4a4_sp24_smooth")
-    at_ln = lambda name: site_of(name) in smooth.smoothing_sites  # noqa: E731
+
+    def at_layernorm_outputs(name: str) -> bool:
+        return site_of(name) in smooth.smoothing_sites
+
     out += [
-        Setting("4-bit activations only at both LayerNorm outputs", w8, at_ln, False),
+        Setting("4-bit activations only at both LayerNorm outputs", w8, at_layernorm_outputs,
+                False),
         Setting(f"4-bit activations only at both LayerNorm outputs, smoothed (alpha "
                 f"{smooth.smoothing_alpha:g})",
                 dataclasses.replace(w8, smoothing_sites=smooth.smoothing_sites,
-                                    smoothing_alpha=smooth.smoothing_alpha), at_ln, False),
+                                    smoothing_alpha=smooth.smoothing_alpha),
+                at_layernorm_outputs, False),
     ]
     for label, recipe in (("", sparse), ("activation-weighted masks, ", wanda),
                           ("SparseGPT masks, ", sparsegpt)):
