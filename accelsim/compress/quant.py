@@ -241,8 +241,8 @@ class ActQuantizer(nn.Module):
 
     With ``channels`` the quantizer smooths its input per channel (last dimension) before
     anything else: it observes, quantizes and returns ``x / smoothing`` (float32 division),
-    the domain of its layer's weights ``w * smoothing`` (see :func:`accelsim.compress.apply.
-    calibrate`). ``smoothing`` is all ones, an exact no-op, until calibration sets it.
+    the domain of its layer's weights ``w * smoothing`` (set by ``apply.calibrate``).
+    ``smoothing`` is all ones, an exact no-op, until calibration sets it.
     """
 
     def __init__(self, bits: int, mode: ActMode = "pact2", channels: int | None = None) -> None:

@@ -303,3 +303,26 @@ def test_export_keeps_the_float_linear_for_the_tracer() -> None:
     targets = {str(node.target) for node in exported.graph.nodes if node.op == "call_function"}
     assert "aten.linear.default" in targets
     assert not any("matmul" in t or "mm" in t for t in targets - {"aten.linear.default"})
+
+
+def test_smoothing_quantizer_works_in_the_smoothed_domain_on_every_path() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 8, generator=g) * torch.linspace(0.5, 20.0, 8)
+    factors = torch.linspace(0.5, 4.0, 8)
+    quantizer = ActQuantizer(4, channels=8)
+    quantizer.smoothing.copy_(factors)
+    quantizer.start_calibration((0.0, 100.0))
+    assert torch.equal(quantizer(x), x / factors)  # observing passes the smoothed input
+    quantizer.finish_calibration()
+    smoothed = x / factors
+    assert (quantizer.lo.item(), quantizer.hi.item()) == (smoothed.min().item(),
+                                                           smoothed.max().item())
+    quantizer.eval()
+    with torch.no_grad():
+        direct = quantizer(x)
+        scale, zero_point = quantizer.qparams()
+        assert torch.equal(direct, fake_quantize(smoothed, scale, zero_point, 0.0, 15.0))
+        with frozen_quantizers(quantizer):
+            assert torch.equal(quantizer(x), direct)  # the one-op path, factors included
+    quantizer.bypass()
+    assert torch.equal(quantizer(x), smoothed)
