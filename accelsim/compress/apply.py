@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -305,6 +305,25 @@ def calibrate(model: nn.Module, batches: Iterable[Batch], recipe: Recipe) -> int
     return len(used_batches)
 
 
+def _dense_input_pass(model: nn.Module, layers: list[QuantLinear], batches: list[Batch],
+                      hook: Callable[[QuantLinear, tuple[Tensor, ...]], None]) -> None:
+    """Run ``batches`` through ``model`` with every 2:4 mask lifted (dense weights), calling
+    ``hook(layer, inputs)`` before each forward of ``layers``; masks are restored after."""
+    masked = [layer for _, layer in quant_linears(model) if layer.weight_mask is not None]
+    masks = [layer.weight_mask.clone() for layer in masked]
+    for layer in masked:
+        layer.weight_mask.fill_(1.0)
+    hooks = [layer.register_forward_pre_hook(hook) for layer in layers]
+    try:
+        for batch in batches:
+            model(**batch.inputs)
+    finally:
+        for handle in hooks:
+            handle.remove()
+        for layer, mask in zip(masked, masks, strict=True):
+            layer.weight_mask.copy_(mask)
+
+
 def _smooth_inputs(model: nn.Module, batches: list[Batch], alpha: float) -> list[QuantLinear]:
     """Give every layer with unset input smoothing its factors; returns those layers.
 
@@ -320,23 +339,11 @@ def _smooth_inputs(model: nn.Module, batches: list[Batch], alpha: float) -> list
         return []
     peaks = {id(layer): torch.zeros(layer.in_features) for layer in layers}
 
-    def record(layer: nn.Module, args: tuple[Tensor, ...]) -> None:
+    def record(layer: QuantLinear, args: tuple[Tensor, ...]) -> None:
         x = args[0].detach().float().reshape(-1, layer.in_features)
         peaks[id(layer)] = torch.maximum(peaks[id(layer)], x.abs().amax(0))
 
-    masked = [layer for _, layer in quant_linears(model) if layer.weight_mask is not None]
-    masks = [layer.weight_mask.clone() for layer in masked]
-    for layer in masked:
-        layer.weight_mask.fill_(1.0)
-    hooks = [layer.register_forward_pre_hook(record) for layer in layers]
-    try:
-        for batch in batches:
-            model(**batch.inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
-        for layer, mask in zip(masked, masks, strict=True):
-            layer.weight_mask.copy_(mask)
+    _dense_input_pass(model, layers, batches, record)
     floor = 1e-5
     for layer in layers:
         weight_peaks = layer.weight.abs().amax(0).clamp(min=floor)
@@ -370,15 +377,7 @@ def _set_calibrated_masks(model: nn.Module, batches: list[Batch], score: str) ->
         x = x.to(torch.float64).reshape(-1, layer.in_features)
         sums[id(layer)] += x.T @ x if gram else x.square().sum(0)
 
-    for layer in layers:
-        layer.weight_mask.fill_(1.0)  # dense inputs, also on a second calibration
-    hooks = [layer.register_forward_pre_hook(accumulate) for layer in layers]
-    try:
-        for batch in batches:
-            model(**batch.inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
+    _dense_input_pass(model, layers, batches, accumulate)  # also on a second calibration
     for layer in layers:
         if gram:
             weight, mask = obs_prune_2_4(layer.weight, sums[id(layer)])
