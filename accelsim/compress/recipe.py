@@ -333,13 +333,16 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
 
 
 def same_recipe(saved: dict[str, Any], recipe: Recipe) -> bool:
-    """Whether ``saved`` (a :func:`recipe_to_dict` from a checkpoint) describes ``recipe``.
+    """Whether ``saved`` (a :func:`recipe_to_dict` from a checkpoint) trains as ``recipe`` does.
 
-    A field added to :class:`Recipe` after the checkpoint was written is absent from it; the
-    old code behaved as the field's default, so an absent field matches only its default.
+    The name is a label, not part of the training: a run keeps its checkpoint when a study's
+    schedule becomes the pipeline's under the recipe's own name. A field added to
+    :class:`Recipe` after the checkpoint was written is absent from it; the old code behaved as
+    the field's default, so an absent field matches only its default.
     """
     defaults = recipe_to_dict(Recipe(name=recipe.name))
     current = recipe_to_dict(recipe)
     return all(
-        saved[k] == v if k in saved else v == defaults[k] for k, v in current.items()
+        saved[k] == v if k in saved else v == defaults[k]
+        for k, v in current.items() if k != "name"
     ) and set(saved) <= set(current)

@@ -7,9 +7,10 @@ Each (recipe, epochs, lr, seed) trains the recipe with the task's budget
 (``pipeline.BUDGETS``) except the number of QAT epochs and the QAT learning rate, from the FP32
 run of the same seed (the critical initialization the pipeline trains and caches), and records
 the final validation accuracy and the test accuracy measured by the integer reference. A run at
-the budget's own epochs and lr is the pipeline's run (reused from the cache). Compare settings
-by validation accuracy; test accuracy is what results.md reports. Writes ``qat_budget.csv``
-(one row per run, other rows kept) and ``qat_budget.md`` (mean gap per setting, paired by seed).
+the pipeline's schedule for the recipe (``Budget.qat_epochs_of``) is the pipeline's run (reused
+from the cache). Compare settings by validation accuracy; test accuracy is what results.md
+reports. Writes ``qat_budget.csv`` (one row per run, other rows kept) and ``qat_budget.md``
+(mean gap per setting, paired by seed).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pipeline import (
     budgeted,
     mean_and_std,
     read_rows,
+    run_name,
     train,
     write_csv,
 )  # fmt: skip
@@ -59,23 +61,16 @@ def fp32_run(task_name: str, seed: int) -> tuple[float, dict[str, torch.Tensor]]
     return evaluate_float(task, fp.model, "test"), state
 
 
-def run_name(recipe: str, epochs: int, lr: float, task_name: str) -> str:
-    """The run directory name: the pipeline's own for the budget's setting, else suffixed."""
-    budget = BUDGETS[task_name]
-    suffix = ("" if epochs == budget.qat_epochs else f"_qat{epochs}") + (
-        "" if lr == budget.qat_lr else f"_lr{lr:g}"
-    )
-    return recipe + suffix
-
-
 def measure(task_name: str, recipe_name: str, epochs: int, lr: float,
             seed: int) -> dict[str, str]:  # fmt: skip
     task = get_task(task_name)
-    budget = dataclasses.replace(BUDGETS[task_name], qat_epochs=epochs, qat_lr=lr)
+    budget = dataclasses.replace(
+        BUDGETS[task_name], qat_epochs=epochs, qat_lr=lr, qat_epochs_by_recipe=()
+    )
     fp_accuracy, fp_state = fp32_run(task_name, seed)
     recipe = dataclasses.replace(
-        budgeted(load_recipe(recipe_name), budget), name=run_name(recipe_name, epochs, lr,
-                                                                  task_name)
+        budgeted(load_recipe(recipe_name), budget),
+        name=run_name(recipe_name, epochs, lr, BUDGETS[task_name]),
     )
     result = train(task, recipe, fp_state, seed)
     model = result.model.eval()
@@ -138,20 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
     budget = BUDGETS[args.task]
-    epochs_list = args.epochs or [budget.qat_epochs]
     lrs = args.lrs or [budget.qat_lr]
-    if min(epochs_list) < 1:
+    if args.epochs and min(args.epochs) < 1:
         parser.error("--epochs: every length must be >= 1")
     if min(lrs) <= 0:
         parser.error("--lrs: every learning rate must be > 0")
     torch.set_num_threads(args.threads)
     for recipe in args.recipes:
-        for epochs in epochs_list:
+        for epochs in args.epochs or [budget.qat_epochs_of(recipe)]:
             for lr in lrs:
                 for seed in args.seeds:
                     row = measure(args.task, recipe, epochs, lr, seed)
                     write([r for r in read_rows(CSV_PATH) if _key(r) != _key(row)] + [row])
-                    print(f"[{args.task}/{run_name(recipe, epochs, lr, args.task)}/seed{seed}] "
+                    print(f"[{args.task}/{run_name(recipe, epochs, lr, budget)}/seed{seed}] "
                           f"val {row['val_accuracy_pct']} %, test {row['accuracy_pct']} % "
                           f"(FP32 {row['fp32_accuracy_pct']} %)", flush=True)
     return 0

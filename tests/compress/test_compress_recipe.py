@@ -41,6 +41,8 @@ def test_shipped_recipes_load_and_differ_only_where_the_ablation_says() -> None:
         "w4a4_sp24_wanda_ln_a8": {"mask_score": "activation_weighted",
                                   "act_bits_by_site": {"qkv": 8, "ffn_up": 8}},
         "w4a8_sp24": {"act_bits": 8},
+        "w8a8_kd_unlabeled": {"weight_bits": 8, "act_bits": 8, "sparsity": "dense",
+                              "distill_weight": 0.5, "distill_unlabeled": 2},
         "w4a4_sp24_sr_ste": {"pruning": "sr_ste", "mask_update_steps": 1},
         "w4a4_sp24_sparsegpt": {"mask_score": "sparsegpt"},
         "w4a4_sp24_hidden_kd": {"distill_hidden_weight": 1.0},
@@ -156,6 +158,13 @@ def test_checkpoint_recipe_written_before_a_field_existed_still_matches() -> Non
     assert not same_recipe(older, kd)  # the absent field stood for its default, not 0.5
     assert not same_recipe({**recipe_to_dict(base), "retired_field": 1}, base)
     assert not same_recipe({**older, "lr": 1.0}, base)
+
+
+def test_checkpoint_recipe_matches_by_training_fields_not_by_name() -> None:
+    base = load_recipe("w4a4_sp24")
+    renamed = recipe_to_dict(dataclasses.replace(base, name="w4a4_sp24_qat3"))
+    assert same_recipe(renamed, base)
+    assert not same_recipe({**renamed, "epochs": 6}, base)
 
 
 def test_unsupported_bit_width_is_one_line() -> None:

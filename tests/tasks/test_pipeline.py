@@ -7,6 +7,7 @@ Tiny random-init models of each family (zoo ``bert_tiny``, ``dinov2_tiny``,
 from __future__ import annotations
 
 import csv
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -75,6 +76,18 @@ def test_budget_sets_lengths_and_learning_rates() -> None:
     assert pre.fp_epochs + pre.epochs == BUDGET.fp_epochs + BUDGET.qat_epochs
     tuned = pipeline.budgeted(load_recipe("w4a4_sp24"), BUDGET)
     assert (tuned.fp_epochs, tuned.epochs) == (0, 1)
+    longer = dataclasses.replace(BUDGET, qat_epochs_by_recipe=(("w4a4_sp24_kd", 4),))
+    assert pipeline.budgeted(load_recipe("w4a4_sp24_kd"), longer).epochs == 4
+    assert pipeline.budgeted(load_recipe("w4a4_sp24"), longer).epochs == 1
+
+
+def test_every_longer_qat_names_a_row_recipe_that_trains_from_fp32() -> None:
+    from accelsim.compress.recipe import load_recipe
+
+    for task_name, budget in pipeline.BUDGETS.items():
+        for name, epochs in budget.qat_epochs_by_recipe:
+            assert name in pipeline.ROW_RECIPES and epochs >= 1, (task_name, name)
+            assert load_recipe(name).init == "finetuned", (task_name, name)
 
 
 def _row(recipe: str, seed: int, accuracy: float, minutes: float | None) -> pipeline.RowResult:
@@ -102,6 +115,16 @@ def test_seeds_are_rows_of_their_own_and_results_md_pairs_them(tmp_path: Path) -
     # mean 69.5; per-seed differences -1.0 and -2.0: mean -1.5, sample std 0.71
     assert "| w4a4_sp24 | 69.50 | -1.50 ± 0.71 | 69.00 (s0) / 70.00 (s1) |" in md
     assert "| fp32 | 71.00 |  | 70.00 (s0) / 72.00 (s1) |" in md
+
+
+def test_a_reused_run_of_another_schedule_does_not_inherit_the_old_rows_time(
+    tmp_path: Path,
+) -> None:
+    csv_path = tmp_path / "results.csv"
+    pipeline.write_rows([_row("w4a4_sp24", 0, 69.0, 5.0)], csv_path)
+    longer = dataclasses.replace(_row("w4a4_sp24", 0, 70.0, None), qat_epochs=6)
+    (row,) = pipeline.write_rows([longer], csv_path)
+    assert (row["qat_epochs"], row["accuracy_pct"], row["train_minutes"]) == ("6", "70.0", "")
 
 
 def test_tasks_without_an_unlabelled_pool_skip_the_recipes_that_need_one() -> None:

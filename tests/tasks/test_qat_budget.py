@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -28,13 +29,17 @@ def test_gap_is_paired_by_seed_and_grouped_by_setting() -> None:
     assert md.index("| 1 | 5e-05 |") < md.index("| 3 | 5e-05 |") < md.index("| 3 | 0.0001 |")
 
 
-def test_run_name_is_the_pipelines_at_the_budget_and_suffixed_otherwise() -> None:
-    budget = qat_budget.BUDGETS["fortunes"]
-    assert qat_budget.run_name("w4a4_sp24", budget.qat_epochs, budget.qat_lr, "fortunes") == (
-        "w4a4_sp24"
-    )
-    assert qat_budget.run_name("w4a4_sp24", 6, budget.qat_lr, "fortunes") == "w4a4_sp24_qat6"
-    assert qat_budget.run_name("w4a4_sp24", 6, 1e-4, "fortunes") == "w4a4_sp24_qat6_lr0.0001"
+def test_run_name_is_the_pipelines_at_its_schedule_and_suffixed_otherwise() -> None:
+    budget = dataclasses.replace(
+        qat_budget.BUDGETS["fortunes"], qat_epochs=3, qat_lr=5e-5,
+        qat_epochs_by_recipe=(("w4a4_sp24_kd", 6),),
+    )  # fmt: skip
+    assert qat_budget.run_name("w4a4_sp24", 3, 5e-5, budget) == "w4a4_sp24"
+    assert qat_budget.run_name("w4a4_sp24", 6, 5e-5, budget) == "w4a4_sp24_qat6"
+    assert qat_budget.run_name("w4a4_sp24", 6, 1e-4, budget) == "w4a4_sp24_qat6_lr0.0001"
+    # A recipe the pipeline trains longer: its own name at that length, suffixed at the default.
+    assert qat_budget.run_name("w4a4_sp24_kd", 6, 5e-5, budget) == "w4a4_sp24_kd"
+    assert qat_budget.run_name("w4a4_sp24_kd", 3, 5e-5, budget) == "w4a4_sp24_kd_qat3"
 
 
 def test_study_recipes_start_from_the_fp32_run() -> None:
