@@ -291,7 +291,8 @@ BUDGETS: dict[str, Budget] = {
     # baseline short of convergence would flatter every compressed row, which trains longer.
     # The all-4-bit smoothed recipe trains 6 QAT epochs (twice the unlabelled glosses): test
     # accuracy +0.70 / +0.45 / +0.70 on seeds 0 / 1 / 2 over 3 epochs; validation (500 texts)
-    # +0.6 / +0.4 / -2.8, so that split does not confirm it (qat_budget.md, docs/accuracy.md).
+    # +0.6 / +0.4 / -2.8 does not confirm it, a held-out seed 3 does (-0.60 vs FP32; see
+    # qat_budget.md, docs/accuracy.md).
     "wordnet_supersenses": Budget(
         fp_epochs=8, qat_epochs=3, batch_size=16, fp_lr=1e-4, qat_lr=5e-5,
         qat_epochs_by_recipe=(("w4a4_sp24_sparsegpt_smooth_kd_unlabeled", 6),),
