@@ -64,14 +64,13 @@ def fp32_run(task_name: str, seed: int) -> tuple[float, dict[str, torch.Tensor]]
 def measure(task_name: str, recipe_name: str, epochs: int, lr: float,
             seed: int) -> dict[str, str]:  # fmt: skip
     task = get_task(task_name)
-    budget = dataclasses.replace(
-        BUDGETS[task_name], qat_epochs=epochs, qat_lr=lr, qat_epochs_by_recipe=()
-    )
+    budget = BUDGETS[task_name]
     fp_accuracy, fp_state = fp32_run(task_name, seed)
+    # A study recipe starts from FP32 (no float stage of its own): its epochs and lr are the QAT's.
     recipe = dataclasses.replace(
-        budgeted(load_recipe(recipe_name), budget),
-        name=run_name(recipe_name, epochs, lr, BUDGETS[task_name]),
-    )
+        budgeted(load_recipe(recipe_name), budget), epochs=epochs, lr=lr,
+        name=run_name(recipe_name, epochs, lr, budget),
+    )  # fmt: skip
     result = train(task, recipe, fp_state, seed)
     model = result.model.eval()
     accuracy = evaluate_accuracy(task, model, export_int_model(model), "test")
