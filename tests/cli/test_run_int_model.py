@@ -24,11 +24,6 @@ SPARSE_HW = str(CONFIGS / "int4_sparse.yaml")
 MODEL = "bert_tiny"
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("ACCELSIM_CACHE", str(tmp_path_factory.getbasetemp() / "accelsim_cache"))
-
-
 def compressed_int_model(recipe_name: str, model: torch.nn.Module | None = None) -> IntModel:
     """Like ``accelsim compress`` minus training: the task model (backbone + head, so its paths
     carry the ``bert.`` prefix the zoo backbone lacks) compressed and calibrated, then exported."""

@@ -17,12 +17,6 @@ SPARSE_HW = str(CONFIGS / "int4_sparse.yaml")
 MODEL = "bert_tiny"
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    # Traces and accuracy runs land in a per-session folder, not the user's cache.
-    monkeypatch.setenv("ACCELSIM_CACHE", str(tmp_path_factory.getbasetemp() / "accelsim_cache"))
-
-
 def run_json(tmp_path: Path, *argv: str) -> dict:
     out = tmp_path / f"result{len(list(tmp_path.iterdir()))}.json"
     assert main(["run", *argv, "--json", str(out)]) == 0

@@ -184,6 +184,7 @@ def test_verify_cli_missing_checkpoint_is_one_line(capsys, tmp_path):
     assert code == 2 and "run.json" in err and err.count("\n") == 1
 
 
+@pytest.mark.assets("dataset-fashion-mnist")
 def test_verify_cli_checkpoint_of_a_task_model(capsys, tmp_path):
     from accelsim.compress.recipe import load_recipe, recipe_to_dict
     from accelsim.tasks import get_task

