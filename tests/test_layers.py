@@ -15,6 +15,7 @@ in a fresh interpreter).
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,23 @@ def test_light_modules_stay_light_at_import(module, absent):
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.strip()
     assert loaded == "", f"importing {module} loads {loaded}"
+
+
+def test_a_warm_zoo_model_run_imports_no_torch(tmp_path):
+    """With the workload cache warm, ``run`` on a zoo model reads the graph from disk and
+    simulates it: neither torch, transformers nor numba is loaded (they cost ~1 s to import)."""
+    env = {**os.environ, "ACCELSIM_CACHE": str(tmp_path),
+           "PYTHONPATH": str(PACKAGE.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    argv = ["run", "--hw", str(PACKAGE.parent / "hw_configs" / "int4_sparse.yaml"),
+            "--model", "vit_tiny"]
+    subprocess.run([sys.executable, "-m", "accelsim", *argv], env=env, check=True,
+                   capture_output=True)  # the cold run fills the cache
+    code = ("import contextlib, io, sys\n"
+            "from accelsim.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    status = main({argv!r})\n"
+            "heavy = ('torch', 'transformers', 'numba')\n"
+            "print(status, ','.join(m for m in heavy if m in sys.modules))")
+    warm = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.split()
+    assert warm == ["0"], f"a warm run loaded {warm[1:]}"

@@ -17,7 +17,6 @@ from typing import Any, Literal
 import yaml
 
 from accelsim.compress.sites import SITES
-from accelsim.compress.sparsity import cubic_fraction
 from accelsim.errors import AccelsimError
 
 FAMILIES: tuple[str, ...] = ("bert", "dinov2", "vit", "wav2vec2", "whisper")
@@ -308,6 +307,15 @@ def dropout_factor(recipe: Recipe, progress: float) -> float:
     t = min(max(progress, 0.0) / recipe.dropout_ramp_fraction, 1.0)
     return recipe.dropout_start_factor + t * (recipe.dropout_end_factor
                                               - recipe.dropout_start_factor)
+
+
+def cubic_fraction(progress: float, ramp_fraction: float) -> float:
+    """Fraction of groups pruned at training ``progress`` in [0, 1] (Zhu & Gupta 2017 cubic ramp):
+    ``1 - (1 - t / ramp)^3`` until ``ramp_fraction``, then 1."""
+    if progress >= ramp_fraction:
+        return 1.0
+    t = max(progress, 0.0) / ramp_fraction
+    return 1.0 - (1.0 - t) ** 3
 
 
 def pruned_fraction(recipe: Recipe, progress: float) -> float:

@@ -114,15 +114,6 @@ def gradual_mask_2_4(weight: Tensor, previous: Tensor, fraction: float) -> Tenso
     return torch.where(keep_old, prev, new).reshape(n, k)
 
 
-def cubic_fraction(progress: float, ramp_fraction: float) -> float:
-    """Fraction of groups pruned at training ``progress`` in [0, 1] (Zhu & Gupta 2017 cubic ramp):
-    ``1 - (1 - t / ramp)^3`` until ``ramp_fraction``, then 1."""
-    if progress >= ramp_fraction:
-        return 1.0
-    t = max(progress, 0.0) / ramp_fraction
-    return 1.0 - (1.0 - t) ** 3
-
-
 def is_2_4(codes: Tensor) -> bool:
     """True iff ``K % 4 == 0`` and every group of 4 along K holds at least 2 exact zeros."""
     if codes.dim() != 2 or not supports_2_4(codes.shape[1]):

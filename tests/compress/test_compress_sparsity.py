@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from accelsim.compress.quant import QuantLinear
+from accelsim.compress.recipe import cubic_fraction
 from accelsim.compress.sparsity import (
     compress_2_4,
-    cubic_fraction,
     decompress_2_4,
     gradual_mask_2_4,
     is_2_4,
