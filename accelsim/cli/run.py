@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(repeatable)")
     parser.add_argument("--scalesim-compat", action="store_true",
                         help="SCALE-Sim 3.0.0 compute-cycle formulas with ideal memory")
+    parser.add_argument("--layers", action="store_true",
+                        help="print every layer (one line each) instead of the summary of the "
+                             "costliest layer groups; --json and --csv always hold every layer")
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON")
     parser.add_argument("--csv", metavar="PATH", help="write the per-layer table as CSV")
 
@@ -326,16 +330,25 @@ def run(args: argparse.Namespace) -> int:
     result = simulate(graph, hw, scalesim_compat=args.scalesim_compat)
     print("\n".join(header_lines(args.model, graph, choice, args.recipe is not None)))
     print()
-    if result.feasible:
-        print(tables.format_layer_table(result))
-        print()
-    print(tables.format_totals(result))
-    speedup = skipping_speedup_line(result, graph, hw, args.scalesim_compat)
-    if speedup:
-        print(speedup)
+    if not result.feasible:
+        # The reason is the outcome here: stderr, where a script's failure output goes.
+        print(tables.format_totals(result), file=sys.stderr)
+    else:
+        if args.layers:
+            print(tables.format_layer_table(result))
+            print()
+        print(tables.format_totals(result))
+        speedup = skipping_speedup_line(result, graph, hw, args.scalesim_compat)
+        if speedup:
+            print(speedup)
     report = accuracy_report(args.model, choice) if args.accuracy else None
     if report is not None:
         print("\n".join(report.lines))
+    if result.feasible and not args.layers:
+        print()
+        print(tables.format_highlights(result, hw))
+        print()
+        print(f"{len(result.layers)} layers in all: every one with --layers, --json or --csv")
     if args.json:
         data = tables.result_json(result)
         if not is_topology_csv(args.model):

@@ -1,4 +1,5 @@
-"""SimResult -> tidy DataFrame, JSON dict, CSV, and the text table people read first.
+"""SimResult -> tidy DataFrame, JSON dict, CSV, and the text people read first: a summary (totals,
+the costliest layers grouped by repeated block, notes) or the full per-layer table.
 
 One row per layer with unit-suffixed columns (``cycles``, ``dram_bytes``, ``energy_*_uj``);
 the JSON keeps ``SimResult.to_dict``'s field names, which scripts rely on. Files are written
@@ -8,6 +9,10 @@ atomically (temp file + rename) so an error never leaves half a file.
 from __future__ import annotations
 
 import json
+import math
+import re
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +21,8 @@ from accelsim.sim.simulate import LayerResult, SimResult
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from accelsim.hw import HwConfig
 
 ENERGY_PARTS: tuple[str, ...] = ("mac", "sram", "dram", "vector", "leakage", "total")
 LAYER_COLUMNS: tuple[str, ...] = (
@@ -111,3 +118,148 @@ def format_totals(result: SimResult) -> str:
         f"  DRAM        {_si(t.dram_bytes, 'B')}",
         f"  area        {t.area_mm2:.3f} mm2",
     ))
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary: what a person reads first
+# ---------------------------------------------------------------------------------------------
+
+TOP_GROUPS = 8
+NOTE_WIDTH = 96
+# A note is printed when its share of the cycles reaches this fraction.
+STALL_NOTE_FRACTION = 0.10
+VECTOR_NOTE_FRACTION = 0.20
+_BLOCK_INDEX = re.compile(r"(?<=\.)\d+(?=[./]|$)")
+
+
+@dataclass(frozen=True)
+class LayerGroup:
+    """Layers that are one layer of a repeated block (``layers.3.mlp.fc1`` for every block
+    index), named with the indices they span, e.g. ``layers.{0..11}.mlp.fc1``."""
+
+    name: str
+    op: str
+    bits: str
+    layers: int
+    cycles: int
+    energy_uj: float
+
+
+def _block_template(module: str) -> tuple[str, tuple[int, ...]]:
+    """``layers.3.attention`` -> (``layers.{}.attention``, (3,))."""
+    indices = tuple(int(i) for i in _BLOCK_INDEX.findall(module))
+    return _BLOCK_INDEX.sub("{}", module), indices
+
+
+def _index_set(values: set[int]) -> str:
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return str(ordered[0])
+    if len(ordered) > 2 and ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"{{{ordered[0]}..{ordered[-1]}}}"
+    return "{" + ",".join(map(str, ordered)) + "}"
+
+
+def _bits(layer: LayerResult) -> str:
+    if layer.op == "vector":
+        return "-"
+    return f"w{layer.weight_bits}a{layer.act_bits}" + (" 2:4" if layer.skipping else "")
+
+
+def layer_groups(layers: tuple[LayerResult, ...] | list[LayerResult]) -> list[LayerGroup]:
+    """Layers grouped by repeated block, in order of first appearance.
+
+    A layer's group is its module path with block indices taken out plus its position among the
+    block's layers of that path: the tracer numbers op nodes across the whole model
+    (``layers.0.attention/matmul``, ``/matmul_1``, then ``layers.1.attention/matmul_2``, ...),
+    so QK^T and PV of every block form two groups, named after block 0's nodes.
+    """
+    members: dict[tuple[str, int], list[tuple[LayerResult, tuple[int, ...]]]] = {}
+    seen: dict[tuple[str, tuple[int, ...]], int] = {}
+    for layer in layers:
+        module, slash, node = layer.name.partition("/")
+        template, indices = _block_template(module)
+        ordinal = seen.get((template + slash, indices), 0)
+        seen[(template + slash, indices)] = ordinal + 1
+        members.setdefault((template + slash, ordinal), []).append((layer, indices))
+    groups = []
+    for (template, _), found in members.items():
+        positions = [set(column) for column in zip(*(ix for _, ix in found), strict=True)]
+        pieces = template.split("{}")
+        name = pieces[0] + "".join(_index_set(positions[i]) + piece
+                                   for i, piece in enumerate(pieces[1:]))
+        name += found[0][0].name.partition("/")[2]
+        bits = {_bits(layer) for layer, _ in found}
+        groups.append(LayerGroup(
+            name=name, op=found[0][0].op, bits=bits.pop() if len(bits) == 1 else "mixed",
+            layers=len(found), cycles=sum(layer.cycles for layer, _ in found),
+            energy_uj=sum(layer.energy.total_pj for layer, _ in found) / 1e6,
+        ))
+    return groups
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{part / whole:.1%}" if whole else "-"
+
+
+def format_top_groups(result: SimResult, by: str, top: int = TOP_GROUPS) -> str:
+    """The ``top`` layer groups by ``cycles`` or ``energy_uj``, with their share of the total."""
+    groups = sorted(layer_groups(result.layers), key=lambda g: getattr(g, by), reverse=True)
+    t = result.totals
+    rows = [("layers (grouped by repeated block)", "op", "bits", "count", "cycles", "share",
+             "energy_uj", "share")]
+    rows += [(g.name, g.op, g.bits, str(g.layers), f"{g.cycles:,}", _share(g.cycles, t.cycles),
+              f"{g.energy_uj:.3f}", _share(g.energy_uj, t.energy_uj)) for g in groups[:top]]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    title = f"top {min(top, len(groups))} of {len(groups)} layer groups by {by}"
+    return title + "\n" + "\n".join(
+        "  " + "  ".join(cell.ljust(w) if i < 3 else cell.rjust(w)
+                         for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+        for row in rows
+    )
+
+
+def summary_notes(result: SimResult, hw: HwConfig) -> list[str]:
+    """What the totals hide, derived from the result: GEMMs wider than the datapath (several
+    passes each), DRAM-bound time, vector-unit time."""
+    t = result.totals
+    notes = []
+    p = hw.precision
+    wide: dict[tuple[int, int], list[LayerResult]] = {}
+    for layer in result.layers:
+        wider = layer.op == "gemm" and (layer.weight_bits > p.weight_bits
+                                        or layer.act_bits > p.act_bits)
+        if wider:
+            wide.setdefault((layer.weight_bits, layer.act_bits), []).append(layer)
+    for (weight_bits, act_bits), layers in sorted(wide.items()):
+        passes = math.ceil(weight_bits / p.weight_bits) * math.ceil(act_bits / p.act_bits)
+        names = ", ".join(g.name for g in layer_groups(layers))
+        cycles = sum(layer.cycles for layer in layers)
+        notes.append(
+            f"{weight_bits}-bit x {act_bits}-bit operands of {names} run in {passes} passes on "
+            f"this {p.weight_bits}-bit x {p.act_bits}-bit array ({_share(cycles, t.cycles)} of "
+            "the cycles)"
+        )
+    stalls = sum(layer.stall_cycles for layer in result.layers)
+    if t.cycles and stalls / t.cycles >= STALL_NOTE_FRACTION:
+        notes.append(f"DRAM stalls are {_share(stalls, t.cycles)} of the cycles: the run is "
+                     "partly bandwidth-bound (dram.bandwidth_gbps, SRAM sizes)")
+    vector = sum(layer.cycles for layer in result.layers if layer.op == "vector")
+    if t.cycles and vector / t.cycles >= VECTOR_NOTE_FRACTION:
+        notes.append(f"vector-unit ops (softmax, LayerNorm, GELU, adds, requantization) take "
+                     f"{_share(vector, t.cycles)} of the cycles (vector_unit.lanes)")
+    return notes
+
+
+def format_highlights(result: SimResult, hw: HwConfig, top: int = TOP_GROUPS) -> str:
+    """The costliest layer groups by cycles and by energy, and the notes; empty when the
+    result has no layers (infeasible)."""
+    if not result.layers:
+        return ""
+    parts = [format_top_groups(result, "cycles", top), format_top_groups(result, "energy_uj", top)]
+    notes = summary_notes(result, hw)
+    if notes:
+        parts.append("notes\n" + "\n".join(
+            textwrap.fill(note, NOTE_WIDTH, initial_indent="  - ", subsequent_indent="    ")
+            for note in notes))
+    return "\n\n".join(parts)

@@ -99,12 +99,14 @@ def test_bad_csv_row_is_one_line_exit_2(tmp_path, capsys):
     assert "bad.csv: row 2, column N: 'two'" in capsys.readouterr().err
 
 
-def test_infeasible_design_prints_reason_and_exits_1(topology, tmp_path, capsys):
+def test_infeasible_design_prints_reason_on_stderr_and_exits_1(topology, tmp_path, capsys):
     out = tmp_path / "inf.json"
     code = main(["run", "--hw", HW, "--model", str(topology), "--json", str(out),
                  "--set", "sram.outputs.size_kib=1"])
     assert code == 1
-    assert "INFEASIBLE" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "INFEASIBLE" in printed.err and "exceeds" in printed.err
+    assert "INFEASIBLE" not in printed.out
     data = json.loads(out.read_text())
     assert data["feasible"] is False and "exceeds" in data["reason"] and data["layers"] == []
 
