@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from accelsim import __version__
@@ -38,9 +39,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Progress lines the library logs (slow stages: building, compressing, tracing), written to
+    the ``sys.stderr`` of the moment, so a replaced stderr (tests, redirection) receives them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("accelsim: %(message)s"))
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+def show_progress() -> None:
+    """Route the ``accelsim`` loggers' INFO lines to stderr (once per process)."""
+    logger = logging.getLogger("accelsim")
+    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    show_progress()
     try:
         return int(args.handler(args) or 0)
     except AccelsimError as exc:

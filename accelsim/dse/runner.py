@@ -13,6 +13,7 @@ reporting progress, so an interrupted sweep keeps every batch it reported.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import multiprocessing
 import os
@@ -41,6 +42,8 @@ from accelsim.dse.store import ResultStore, point_key
 from accelsim.errors import AccelsimError
 from accelsim.files import source_digest
 from accelsim.graph.ir import Graph
+
+_LOG = logging.getLogger(__name__)
 
 Metrics = dict[str, Any]
 EvaluateFn = Callable[[Graph, Any, Mapping[str, Value]], Metrics]
@@ -331,9 +334,13 @@ def _workload_graphs(
 ) -> dict[str, Graph]:
     """One graph per (model, recipe), built in this process (workers never import torch)."""
     graphs: dict[str, Graph] = {}
+    needed = len({_graph_id(point) for point in points})
     for point in points:
         graph_id = _graph_id(point)
         if graph_id not in graphs:
+            # A graph not cached yet takes seconds to minutes: say which one is being built.
+            _LOG.info("%s: workload graph %d/%d: %s, recipe %s", spec.name, len(graphs) + 1,
+                      needed, point.model.name, point.recipe.name)
             try:
                 graphs[graph_id] = graph_fn(point.model, point.recipe)
             except AccelsimError as exc:

@@ -4,12 +4,20 @@
 compressed, module of that name) with :mod:`accelsim.graph.trace`. Each graph is kept in memory
 and as JSON under ``<cache>/traces``, keyed by model name, input shape, a fingerprint of the
 module and the tracer/torch/transformers versions, so a sweep traces each (model, shape) once.
+
+``torch.export`` needs shapes only: a built module's precision annotations (the one thing its
+weights decide) are read first, then the module moves to the meta device and exports as a
+meta-device structure does. A compressed ViT-L/16 then no longer holds a second, dequantized copy
+of its weights while exporting, and the export does no arithmetic on real tensors.
+A trace logs a line (logger ``accelsim.graph.trace_cache``) before it starts: it takes seconds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +38,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 _MEMORY_CACHE: dict[str, Graph] = {}
+_LOG = logging.getLogger(__name__)
 
 
 def module_fingerprint(module: nn.Module, precisions: Precisions | None = None) -> str:
@@ -78,9 +87,11 @@ def trace_named_model(
 ) -> Graph:
     """Trace zoo model ``name`` at an input shape (defaults from its YAML).
 
-    ``model`` is an already built (e.g. compressed) model of that zoo name. Results are cached
-    in-process and as JSON under ``<cache>/traces``, keyed by model name, input shape and a
-    fingerprint of the module (structure + precision annotations), so a sweep traces once.
+    ``model`` is an already built (e.g. compressed) model of that zoo name; on a cache miss it is
+    moved to the meta device once its precisions are read (see the module docstring), so the
+    caller must not run it afterwards. Results are cached in-process and as JSON under
+    ``<cache>/traces``, keyed by model name, input shape and a fingerprint of the module
+    (structure + precision annotations), so a sweep traces once.
     """
     spec = zoo.get_spec(name)
     shape = zoo.resolve_input_shape(
@@ -105,20 +116,22 @@ def trace_named_model(
         if graph is not None:
             _MEMORY_CACHE[key] = graph
             return graph
+    start = time.perf_counter()
+    source = "meta-device structure" if model is None else "compressed module, on the meta device"
+    _LOG.info("%s: tracing with torch.export (%s)", name, source)
     # Tracing needs shapes, not values: a meta-device build skips the random init (seconds for
-    # the large models).
-    module = model if model is not None else zoo.build_structure(
+    # the large models), and a built module's weights are released.
+    module = model.to("meta") if model is not None else zoo.build_structure(
         name, image_size=shape.get("image_size")
     )
-    inputs = zoo.inputs_for_shape(spec, shape)
-    if model is None:  # meta parameters need meta inputs (export sees only shapes anyway)
-        inputs = {key: value.to("meta") for key, value in inputs.items()}
+    inputs = {key: value.to("meta") for key, value in zoo.inputs_for_shape(spec, shape).items()}
     exported = export_module(module, inputs, name=name)
     graph = graph_from_exported(
         exported, module, name=name, input_shape=shape, precisions=precisions
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, graph.to_json())
+    _LOG.info("%s: traced in %.1f s", name, time.perf_counter() - start)
     _MEMORY_CACHE[key] = graph
     return graph
 

@@ -17,6 +17,10 @@ on disk under ``<cache>/workloads``, keyed by the model's config, the recipe's f
 shape, the seed, the torch/transformers versions and a hash of the source files that decide the
 graph (compression, tracing, zoo, this file): editing any of them invalidates the entry.
 
+A graph built on a cache miss logs each stage before it starts (logger
+``accelsim.graph.workload``, shown on stderr by the command line): the first line comes before
+torch is imported, each with the seconds elapsed so far.
+
 Importing this module has no side effects and pulls in neither torch nor transformers.
 """
 
@@ -27,7 +31,10 @@ import functools
 import hashlib
 import importlib.metadata
 import json
+import logging
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +48,13 @@ if TYPE_CHECKING:
 
     from accelsim.compress.recipe import Recipe
 
+_LOG = logging.getLogger(__name__)
+# A compressed model is built on one torch thread: its graph then does not depend on the core
+# count (a parallel reduction, e.g. in the SAWB step, sums in per-thread chunks), and on a
+# shared machine the intra-op threads no longer fight other processes for the cores (a cold
+# vit_b16 took 43 s on the default 2 threads against 18 s on 1, with 4 runnable processes on
+# 2 cores; benchmarks/bench_startup.py measures the cold path).
+BUILD_THREADS = 1
 CALIBRATION_BATCHES = 1  # see the module docstring: clip values do not change the graph
 # The code whose behaviour decides a compressed workload graph (relative to the package).
 _GRAPH_SOURCES: tuple[str, ...] = ("compress", "graph/ops.py", "graph/trace.py",
@@ -110,10 +124,14 @@ def workload_graph(
             return Graph.from_dict(json.loads(path.read_text()))
         except (ValueError, KeyError, TypeError, AccelsimError):
             pass  # a damaged entry is rebuilt and overwritten below
+    start = time.perf_counter()
+    _LOG.info("%s %s: no cached graph; building it once (cached in %s)", model, parsed.name,
+              path.parent)
     compressed = compressed_model(model, parsed, seed=seed, **shape)
     graph = trace_named_model(model, **shape, model=compressed)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, graph.to_json())
+    _LOG.info("%s %s: graph built in %.1f s", model, parsed.name, time.perf_counter() - start)
     return graph
 
 
@@ -146,12 +164,34 @@ def compressed_model(
 ) -> torch.nn.Module:
     """Zoo ``model`` (seeded random init) with ``recipe`` applied and its clips calibrated on
     :data:`CALIBRATION_BATCHES` seeded generated batches of the given shape (eval mode)."""
+    start = time.perf_counter()
+
+    def stage(what: str) -> None:
+        _LOG.info("%s %s: %s (%.1f s)", model, recipe.name, what, time.perf_counter() - start)
+
+    stage("building the model (seeded random init; torch and transformers load first)")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(BUILD_THREADS)
+    try:
+        return _compressed_model(model, recipe, stage, batch=batch, seq_len=seq_len,
+                                 image_size=image_size, audio_seconds=audio_seconds, seed=seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compressed_model(model: str, recipe: Recipe, stage: Callable[[str], None], *, batch: int,
+                      seq_len: int | None, image_size: int | None, audio_seconds: float | None,
+                      seed: int) -> torch.nn.Module:
     import torch
 
     from accelsim import zoo
     from accelsim.compress.apply import apply_recipe, calibrate
 
     net = zoo.build_model(model, seed=seed, image_size=image_size)
+    stage(f"compressing: {recipe.weight_bits}-bit weights"
+          + (", 2:4 masks" if recipe.sparsity == "2:4" else ""))
     apply_recipe(net, recipe)
     batches = [
         _CalibrationBatch(
@@ -161,5 +201,6 @@ def compressed_model(
         )
         for index in range(CALIBRATION_BATCHES)
     ]
+    stage(f"calibrating activation clips on {CALIBRATION_BATCHES} generated batch")
     calibrate(net, batches, recipe)
     return net.eval()

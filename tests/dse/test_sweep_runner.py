@@ -236,3 +236,12 @@ def test_unknown_model_is_one_line_and_writes_nothing(spec, tmp_path):
     with pytest.raises(AccelsimError, match=message):
         run_sweep(spec, tmp_path / "none.sqlite", evaluate=fake_evaluate, graph_fn=no_such_model)
     assert not (tmp_path / "none.sqlite").exists()
+
+
+def test_each_workload_graph_is_announced_before_it_is_built(spec, tmp_path, caplog):
+    caplog.set_level("INFO", logger="accelsim.dse.runner")
+    run(spec, tmp_path / "announced.sqlite", workers=1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "accelsim.dse.runner"]
+    # 2 model shapes x 2 recipes, each named once, counted from the first
+    assert len(lines) == 4 and lines[0].startswith("toy: workload graph 1/4: toy, recipe ")
+    assert lines[-1].startswith("toy: workload graph 4/4: ")

@@ -87,3 +87,39 @@ def test_smoothing_folds_into_the_quantize_step():
     assert any(v.vector_op == "requantize" for v in smoothed.vectors)
     assert [(g.m, g.k, g.n, g.sparsity) for g in smoothed.gemms] == [
         (g.m, g.k, g.n, g.sparsity) for g in plain.gemms]
+
+
+@pytest.mark.parametrize(("model", "recipe"), [
+    ("vit_tiny", "w4a4_sp24"),
+    ("wav2vec2_tiny", "w4a4_sp24"),
+    ("bert_tiny", "w4a4_sp24_sparsegpt_smooth"),
+])
+def test_the_meta_device_export_gives_the_graph_of_the_real_module(model, recipe):
+    """trace_named_model exports a compressed module after moving it to the meta device; the
+    graph is the one an export of the real module (real weights, real inputs) gives."""
+    from accelsim import zoo
+    from accelsim.graph.trace import export_module, graph_from_exported
+
+    parsed = workload.load_workload_recipe(recipe)
+    shape = zoo.resolve_input_shape(model)
+    real = workload.compressed_model(model, parsed)
+    exported = export_module(real, zoo.inputs_for_shape(zoo.get_spec(model), shape), name=model)
+    expected = graph_from_exported(exported, real, name=model, input_shape=shape)
+    assert workload_graph(model, recipe=recipe) == expected
+
+
+def test_a_cold_build_tells_each_stage_on_stderr_and_a_warm_run_is_silent(capsys):
+    from accelsim.cli import main
+
+    argv = ["run", "--hw", "hw_configs/int4_sparse.yaml", "--model", "vit_tiny",
+            "--recipe", "w4a4"]
+    assert main(argv) == 0
+    cold = capsys.readouterr().err
+    stages = ["no cached graph", "building the model", "compressing", "calibrating",
+              "tracing with torch.export", "graph built in"]
+    positions = [cold.find(f"vit_tiny w4a4: {stage}") if stage != "tracing with torch.export"
+                 else cold.find(f"vit_tiny: {stage}") for stage in stages]
+    assert -1 not in positions and positions == sorted(positions), cold
+    workload_graph.cache_clear()  # as a new process: the graph now comes from the disk cache
+    assert main(argv) == 0
+    assert capsys.readouterr().err == ""

@@ -1,0 +1,137 @@
+"""Start-up cost of ``accelsim run`` on a zoo model, warm and cold, against its yardsticks.
+
+Each command runs in a fresh interpreter, interleaved with the others so that machine load hits
+them alike, ``--repeats`` times (the median is printed, with the range):
+
+* ``help``: ``python -m accelsim --help`` (the CLI's own floor);
+* ``warm``: ``run --hw hw_configs/int4_sparse.yaml --model MODEL`` with the workload graph
+  already in the cache (goal: at most 3x ``help``);
+* ``import``: ``python -c "import torch, transformers"``;
+* ``cold``: the same ``run`` on an empty ``ACCELSIM_CACHE`` (goal: at most 3x ``import`` for
+  vit_b16, 6x for the large models, under 2 GB peak RSS).
+
+Per command: wall seconds, peak resident memory (``ru_maxrss`` of that child) and, for the
+cold runs, the seconds until the first progress line on stderr (goal: within 5 s). Usage::
+
+    python benchmarks/bench_startup.py [--models vit_b16] [--repeats 3]
+    python benchmarks/bench_startup.py --models vit_l16 --repeats 1 --no-warm
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HW = "hw_configs/int4_sparse.yaml"
+GOAL_WARM_OVER_HELP = 3.0
+GOAL_COLD_OVER_IMPORT = {"vit_b16": 3.0}
+GOAL_LARGE_COLD_OVER_IMPORT = 6.0
+GOAL_COLD_RSS_MB = 2048
+GOAL_FIRST_LINE_S = 5.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    wall_s: float
+    peak_rss_mb: float
+    first_stderr_line_s: float | None
+
+
+def measure(argv: list[str], cache: str) -> Sample:
+    """Run ``argv`` to completion; its wall time, its own peak RSS, its first stderr line."""
+    env = {**os.environ, "ACCELSIM_CACHE": cache,
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    start = time.perf_counter()
+    child = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    first: list[float] = []
+
+    def read_stderr() -> None:
+        assert child.stderr is not None
+        for _ in child.stderr:
+            if not first:
+                first.append(time.perf_counter() - start)
+
+    reader = threading.Thread(target=read_stderr)
+    reader.start()
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - start
+    reader.join()
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited with {child.returncode}")
+    return Sample(wall, usage.ru_maxrss / 1024, first[0] if first else None)
+
+
+def row(name: str, samples: list[Sample], base: float | None) -> str:
+    walls = [s.wall_s for s in samples]
+    median = statistics.median(walls)
+    ratio = f"{median / base:6.1f}x" if base else " " * 7
+    firsts = [s.first_stderr_line_s for s in samples if s.first_stderr_line_s is not None]
+    first = f"{max(firsts):6.1f}" if firsts else "     -"
+    return (f"{name:<22} {median:8.2f} {min(walls):7.2f} {max(walls):7.2f} {ratio} "
+            f"{max(s.peak_rss_mb for s in samples):9,.0f} {first}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="vit_b16", help="comma-separated zoo models")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-warm", action="store_true", help="skip the help and warm runs")
+    args = parser.parse_args()
+    python = sys.executable
+    help_cmd = [python, "-m", "accelsim", "--help"]
+    import_cmd = [python, "-c", "import torch, transformers"]
+    results: dict[str, list[Sample]] = {}
+    warm_cache = tempfile.mkdtemp(prefix="accelsim_warm_")
+    try:
+        for model in args.models.split(","):
+            run_cmd = [python, "-m", "accelsim", "run", "--hw", HW, "--model", model]
+            if not args.no_warm:
+                measure(run_cmd, warm_cache)  # fills the warm cache
+            for _ in range(args.repeats):
+                plan = [("import", import_cmd, None)]
+                if not args.no_warm:
+                    plan += [("help", help_cmd, warm_cache), (f"warm {model}", run_cmd, warm_cache)]
+                plan.append((f"cold {model}", run_cmd, "cold"))
+                for name, argv, cache in plan:
+                    cold = tempfile.mkdtemp(prefix="accelsim_cold_") if cache in (None, "cold") \
+                        else None
+                    try:
+                        results.setdefault(name, []).append(measure(argv, cold or cache))
+                    finally:
+                        if cold:
+                            shutil.rmtree(cold)
+    finally:
+        shutil.rmtree(warm_cache)
+    print(f"{'command':<22} {'median_s':>8} {'min_s':>7} {'max_s':>7} {'ratio':>7} "
+          f"{'peak_rss_mb':>9} {'first_line_s':>6}")
+    import_s = statistics.median(s.wall_s for s in results["import"])
+    help_s = statistics.median(s.wall_s for s in results["help"]) if "help" in results else None
+    print(row("import torch+tf", results["import"], None))
+    if help_s is not None:
+        print(row("--help", results["help"], None))
+    for model in args.models.split(","):
+        if help_s is not None:
+            print(row(f"warm {model}", results[f"warm {model}"], help_s) + "  (ratio vs --help, "
+                  f"goal <= {GOAL_WARM_OVER_HELP:.0f}x)")
+        goal = GOAL_COLD_OVER_IMPORT.get(model, GOAL_LARGE_COLD_OVER_IMPORT)
+        print(row(f"cold {model}", results[f"cold {model}"], import_s) + "  (ratio vs import, "
+              f"goal <= {goal:.0f}x, < {GOAL_COLD_RSS_MB:,} MB, first line <= "
+              f"{GOAL_FIRST_LINE_S:.0f} s)")
+    print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          f"on {os.cpu_count()} cores")
+
+
+if __name__ == "__main__":
+    main()
