@@ -1,11 +1,14 @@
-"""Files: atomic writes (a reader never sees a half-written output or cache file) and digests of
+"""Files: outputs checked before work, atomic writes (a reader never sees a half-written output or
+cache file, and several outputs land together or not at all) and digests of
 the package's own source, which key caches that must go stale when the code behind them changes."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from accelsim.errors import AccelsimError
@@ -14,17 +17,49 @@ from accelsim.errors import AccelsimError
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
+def check_output_path(path: str | Path, option: str) -> Path:
+    """``path`` as an output the command can write, checked before any work: not a folder, in
+    a folder that exists and is writable. ``option`` names it in the error (``--csv``)."""
+    path = Path(path)
+    if path.is_dir():
+        raise AccelsimError(f"{option} {path}: is a folder; give a file path")
+    folder = path.parent
+    if not folder.is_dir():
+        raise AccelsimError(f"{option} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise AccelsimError(f"{option} {path}: folder {folder} is not writable")
+    return path
+
+
+@contextlib.contextmanager
+def outputs_together(paths: list[Path]) -> Iterator[list[Path]]:
+    """Temp paths to write instead of ``paths`` (same folder, same suffix, so a writer that picks
+    the format by suffix still works). On a clean exit every temp is renamed onto its target; on
+    an error none is, so the targets land together or not at all, and no temp remains."""
+    temps = [path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}") for path in paths]
+    try:
+        yield temps
+        for tmp, path in zip(temps, paths, strict=True):
+            os.replace(tmp, path)
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+
+
+def write_texts_atomic(texts: dict[Path, str]) -> None:
+    """Write several text files all or none (:func:`outputs_together`)."""
+    try:
+        with outputs_together(list(texts)) as temps:
+            for tmp, text in zip(temps, texts.values(), strict=True):
+                tmp.write_text(text)
+    except OSError as exc:
+        where = ", ".join(str(path) for path in texts)
+        raise AccelsimError(f"{where}: cannot write ({exc.strerror})") from None
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write via a temp file in the same folder and rename, so no half-written file remains."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise AccelsimError(f"{path}: cannot write ({exc.strerror})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_texts_atomic({Path(path): text})
 
 
 @functools.cache

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from accelsim.files import check_output_path
+
 HELP = "plot a sweep's Pareto front, or one run's per-layer breakdown or roofline"
 
 
@@ -51,9 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              help="one bar per layer instead of summing repeated blocks")
         else:
             sub.add_argument("--hw", type=Path,
-                             help="the run's hardware YAML (needed when the JSON names it only)")
+                             help="the run's hardware YAML: only for a run JSON that does not "
+                                  "record its hardware (the JSON's hw.config is used, and a "
+                                  "--hw that disagrees with it is an error)")
             sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                             help="the run's config overrides (repeatable), as given to run")
+                             help="with --hw: the run's config overrides (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +73,8 @@ def plot_pareto(args: argparse.Namespace) -> Path:
     from accelsim.report.plots.common import resolve_column
     from accelsim.report.plots.pareto import pareto_info, render_pareto
 
+    out = check_output_path(
+        args.out or args.results.with_name(f"{args.results.stem}_pareto.png"), "--out")
     frame = load_results(args.results)
     x, y = resolve_column(frame, args.x), resolve_column(frame, args.y)
     objectives = {
@@ -89,7 +95,6 @@ def plot_pareto(args: argparse.Namespace) -> Path:
     info = pareto_info(frame, x, y, front, eligible, color=args.color,
                        staircase=len(objectives) == 2, references=references,
                        reference_label=f"{args.reference_recipe} accuracy (%)")
-    out = args.out or args.results.with_name(f"{args.results.stem}_pareto.png")
     return render_pareto(info, out, title=args.title)
 
 
@@ -100,6 +105,8 @@ def plot_run(args: argparse.Namespace) -> Path:
     from accelsim.report.plots.breakdown import breakdown_info, render_breakdown
     from accelsim.report.plots.roofline import render_roofline, roofline_info
 
+    out = check_output_path(
+        args.out or args.run_json.with_name(f"{args.run_json.stem}_{args.kind}.png"), "--out")
     try:
         run_data = json.loads(args.run_json.read_text())
     except OSError as exc:
@@ -108,16 +115,47 @@ def plot_run(args: argparse.Namespace) -> Path:
         raise AccelsimError(
             f"{args.run_json}: not valid JSON ({exc.msg}, line {exc.lineno})"
         ) from None
-    out = args.out or args.run_json.with_name(f"{args.run_json.stem}_{args.kind}.png")
     if args.kind == "breakdown":
         if args.top < 1:
             raise AccelsimError(f"--top {args.top}: must be >= 1")
         info = breakdown_info(run_data, args.metric, args.top, group_blocks=not args.per_layer)
         return render_breakdown(info, out)
-    hw = None
-    if args.hw is not None:
-        from accelsim.hw import hw_to_dict, load_hw, parse_override, with_overrides
+    return render_roofline(roofline_info(run_data, run_hardware(args, run_data)), out)
 
-        overrides = dict(parse_override(text) for text in args.set)
-        hw = hw_to_dict(with_overrides(load_hw(args.hw), overrides))
-    return render_roofline(roofline_info(run_data, hw), out)
+
+def first_difference(recorded: object, given: object, at: str = "") -> tuple[str, object, object]:
+    """The first dotted path where two config dicts differ, with both values."""
+    if isinstance(recorded, dict) and isinstance(given, dict):
+        for key in [*recorded, *(k for k in given if k not in recorded)]:
+            if recorded.get(key) != given.get(key):
+                return first_difference(recorded.get(key), given.get(key), f"{at}{key}.")
+    return at.rstrip("."), recorded, given
+
+
+def run_hardware(args: argparse.Namespace, run_data: dict) -> dict:
+    """The hardware config the run used: the one its JSON records; ``--hw`` (plus ``--set``)
+    only for a JSON that records none, and an error when it disagrees with the recorded one."""
+    import json
+
+    from accelsim.errors import AccelsimError
+    from accelsim.hw import hw_to_dict, load_hw, parse_override, with_overrides
+
+    recorded = run_data.get("hw")
+    config = recorded.get("config") if isinstance(recorded, dict) else None
+    if args.set and args.hw is None:
+        raise AccelsimError("--set: needs --hw (the run JSON's own hw.config already holds "
+                            "its overrides)")
+    if args.hw is None:
+        if config is None:
+            raise AccelsimError(f"{args.run_json}: records no hardware config (written by an "
+                                "older accelsim); give the run's --hw PATH [--set KEY=VALUE]")
+        return config
+    overrides = dict(parse_override(text) for text in args.set)
+    # Through JSON, as the run wrote it (tuples become lists).
+    given = json.loads(json.dumps(hw_to_dict(with_overrides(load_hw(args.hw), overrides))))
+    if config is not None and given != config:
+        path, ran, asked = first_difference(config, given)
+        raise AccelsimError(f"--hw {args.hw}: the run used other hardware ({path} is {ran!r} in "
+                            f"{args.run_json}, {asked!r} here); leave out --hw: the run JSON "
+                            "records its hardware")
+    return given

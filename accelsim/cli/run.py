@@ -5,15 +5,15 @@ compression recipe (``--recipe``, by default the one matching the hardware's nat
 build the workload graph (a SCALE-Sim topology CSV, or a zoo model compressed by the recipe and
 traced, so its GEMMs carry the real masks and bit widths; with ``--int-model`` the zoo model is
 traced uncompressed and its GEMMs take the bits, 2:4 format and densities of an exported integer
-model) -> simulate -> print the header, table and totals (plus accuracy or fidelity with
-``--accuracy``) -> write the requested files.
+model) -> simulate -> print the header, totals and summary (plus accuracy or fidelity with
+``--accuracy``) -> write the requested files, all or none. The output paths are checked first,
+before any work.
 Exit status 1 when the design point is infeasible.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from accelsim.errors import AccelsimError
-from accelsim.files import write_text_atomic
+from accelsim.files import check_output_path, write_texts_atomic
 from accelsim.graph.ir import Graph
 from accelsim.hw import HwConfig, load_hw, parse_override, with_overrides
 
@@ -71,12 +71,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", metavar="PATH", help="write the per-layer table as CSV")
 
 
-def load_hardware(path: str, overrides: list[str], scalesim_compat: bool) -> HwConfig:
-    hw = load_hw(path)
+def load_hardware(path: str, overrides: list[str],
+                  scalesim_compat: bool) -> tuple[HwConfig, dict[str, object]]:
+    """The design point and the overrides applied to its YAML (``--scalesim-compat`` is
+    ``ideal_memory=True``), which the outputs record."""
     changes = dict(parse_override(text) for text in overrides)
     if scalesim_compat:
         changes["ideal_memory"] = True
-    return with_overrides(hw, changes)
+    return with_overrides(load_hw(path), changes), changes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,7 +315,9 @@ def run(args: argparse.Namespace) -> int:
     from accelsim.report import tables
     from accelsim.sim import simulate
 
-    hw = load_hardware(args.hw, args.overrides, args.scalesim_compat)
+    outputs = {option: check_output_path(path, f"--{option}")
+               for option, path in (("json", args.json), ("csv", args.csv)) if path}
+    hw, overrides = load_hardware(args.hw, args.overrides, args.scalesim_compat)
     shape = {"batch": args.batch, "seq_len": args.seq_len, "image_size": args.image_size,
              "audio_seconds": args.audio_seconds}
     workload = None
@@ -332,12 +336,12 @@ def run(args: argparse.Namespace) -> int:
     print()
     if not result.feasible:
         # The reason is the outcome here: stderr, where a script's failure output goes.
-        print(tables.format_totals(result), file=sys.stderr)
+        print(tables.format_totals(result, overrides), file=sys.stderr)
     else:
         if args.layers:
             print(tables.format_layer_table(result))
             print()
-        print(tables.format_totals(result))
+        print(tables.format_totals(result, overrides))
         speedup = skipping_speedup_line(result, graph, hw, args.scalesim_compat)
         if speedup:
             print(speedup)
@@ -349,8 +353,9 @@ def run(args: argparse.Namespace) -> int:
         print(tables.format_highlights(result, hw))
         print()
         print(f"{len(result.layers)} layers in all: every one with --layers, --json or --csv")
-    if args.json:
-        data = tables.result_json(result)
+    texts: dict[Path, str] = {}
+    if "json" in outputs:
+        data = tables.result_json(result, tables.hw_record(hw, overrides))
         if not is_topology_csv(args.model):
             data["recipe"] = choice.recipe or NONE
         if report is not None:
@@ -358,7 +363,8 @@ def run(args: argparse.Namespace) -> int:
         if workload is not None:
             data["int_model"] = {"path": str(workload.path), "recipe": workload.int_model.recipe,
                                  "layers": weight_bytes_report(result, workload)}
-        write_text_atomic(args.json, json.dumps(data, indent=2) + "\n")
-    if args.csv:
-        tables.write_csv(result, args.csv)
+        texts[outputs["json"]] = tables.json_text(data)
+    if "csv" in outputs:
+        texts[outputs["csv"]] = tables.csv_text(result)
+    write_texts_atomic(texts)
     return 0 if result.feasible else 1

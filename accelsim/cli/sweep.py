@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, help="points per task (default: automatic)")
     parser.add_argument("--csv", type=Path, help="also export all results to this CSV file")
-    parser.add_argument("--parquet", type=Path, help="also export all results to this Parquet file")
+    parser.add_argument("--parquet", type=Path, help="also export all results to this Parquet file "
+                        "(with --csv: both are written, or neither)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -33,9 +34,17 @@ def run(args: argparse.Namespace) -> int:
     from accelsim.dse.store import export_results, load_results
     from accelsim.dse.sweepfile import load_sweep
     from accelsim.errors import AccelsimError
+    from accelsim.files import check_output_path, outputs_together
 
-    if args.batch_size is not None and args.batch_size < 1:
-        raise AccelsimError(f"--batch-size {args.batch_size}: must be >= 1")
+    for option, value in (("--workers", args.workers), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise AccelsimError(f"{option} {value}: must be an integer >= 1")
+    exports = []
+    for suffix, path in ((".csv", args.csv), (".parquet", args.parquet)):
+        if path is not None:
+            if path.suffix != suffix:
+                raise AccelsimError(f"--{suffix[1:]} {path}: the file name must end in {suffix}")
+            exports.append(check_output_path(path, f"--{suffix[1:]}"))
     spec = load_sweep(args.sweep_file)
     out = args.out or args.sweep_file.parent / "results" / f"{args.sweep_file.stem}.sqlite"
     bar = None
@@ -56,9 +65,9 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     frame = load_results(out)
-    for path in (args.csv, args.parquet):
-        if path is not None:
-            export_results(frame, path)
+    with outputs_together(exports) as temps:
+        for tmp in temps:
+            export_results(frame, tmp)
     print(
         f"{spec.name}: {summary.total} points ({summary.skipped} already stored, "
         f"{summary.evaluated} evaluated); store {out} holds {len(frame)} points, "

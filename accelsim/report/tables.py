@@ -2,8 +2,8 @@
 the costliest layers grouped by repeated block, notes) or the full per-layer table.
 
 One row per layer with unit-suffixed columns (``cycles``, ``dram_bytes``, ``energy_*_uj``);
-the JSON keeps ``SimResult.to_dict``'s field names, which scripts rely on. Files are written
-atomically (temp file + rename) so an error never leaves half a file.
+the JSON keeps ``SimResult.to_dict``'s field names, which scripts rely on, with ``hw`` the
+design point as an object (name, overrides, full config). Text only: the CLI writes the files.
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ import math
 import re
 import textwrap
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from accelsim.files import write_text_atomic
 from accelsim.sim.simulate import LayerResult, SimResult
 
 if TYPE_CHECKING:
@@ -52,16 +50,26 @@ def layers_frame(result: SimResult) -> pd.DataFrame:
     return pd.DataFrame(layer_rows(result), columns=list(LAYER_COLUMNS))
 
 
-def result_json(result: SimResult) -> dict:
-    return result.to_dict()
+def hw_record(hw: HwConfig, overrides: dict[str, object]) -> dict:
+    """The design point a run used: the config's ``name``, the ``overrides`` applied to it
+    (dotted path -> value, as given to ``--set``) and the full resolved ``config``
+    (``hw_to_dict``: every field, whatever the config holds), so a reader needs no YAML."""
+    from accelsim.hw import hw_to_dict
+
+    return {"name": hw.name, "overrides": dict(overrides), "config": hw_to_dict(hw)}
 
 
-def write_json(result: SimResult, path: str | Path) -> None:
-    write_text_atomic(path, json.dumps(result_json(result), indent=2) + "\n")
+def result_json(result: SimResult, hw: dict) -> dict:
+    """``SimResult.to_dict`` with ``hw`` replaced by the run's :func:`hw_record`."""
+    return {**result.to_dict(), "hw": hw}
 
 
-def write_csv(result: SimResult, path: str | Path) -> None:
-    write_text_atomic(path, layers_frame(result).to_csv(index=False))
+def json_text(data: dict) -> str:
+    return json.dumps(data, indent=2) + "\n"
+
+
+def csv_text(result: SimResult) -> str:
+    return layers_frame(result).to_csv(index=False)
 
 
 def _si(value: float, unit: str) -> str:
@@ -102,14 +110,21 @@ def format_layer_table(result: SimResult) -> str:
     )
 
 
-def format_totals(result: SimResult) -> str:
-    """The headline numbers, most wanted first."""
+def design_point(name: str, overrides: dict[str, object]) -> str:
+    """``int4_sparse`` or ``int4_sparse with array.rows=32, array.dataflow=ws``."""
+    if not overrides:
+        return name
+    return f"{name} with " + ", ".join(f"{key}={value}" for key, value in overrides.items())
+
+
+def format_totals(result: SimResult, overrides: dict[str, object] | None = None) -> str:
+    """The headline numbers, most wanted first, under the model and design point."""
     t = result.totals
+    where = f"{result.model} on {design_point(result.hw_name, overrides or {})}"
     if not result.feasible:
-        return (f"{result.model} on {result.hw_name}: INFEASIBLE: {result.reason}\n"
-                f"  area        {t.area_mm2:.3f} mm2")
+        return f"{where}: INFEASIBLE: {result.reason}\n  area        {t.area_mm2:.3f} mm2"
     return "\n".join((
-        f"{result.model} on {result.hw_name}",
+        where,
         f"  latency     {t.latency_ms:.4f} ms ({t.cycles:,} cycles)",
         f"  energy      {t.energy_uj:.3f} uJ",
         f"  throughput  {t.tops:.3f} TOPS (dense-equivalent)",

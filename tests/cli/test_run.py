@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from accelsim.cli import main
+from accelsim.hw import hw_to_dict, load_hw
 
 CONFIGS = Path(__file__).resolve().parents[2] / "hw_configs"
 HW = str(CONFIGS / "int4_sparse.yaml")
@@ -44,7 +45,9 @@ def test_json_output_follows_the_documented_schema(topology, tmp_path, capsys):
     out = tmp_path / "result.json"
     assert main(["run", "--hw", HW, "--model", str(topology), "--json", str(out)]) == 0
     data = json.loads(out.read_text())
-    assert data["model"] == "vit_block" and data["hw"] == "int4_sparse"
+    assert data["model"] == "vit_block"
+    assert data["hw"] == {"name": "int4_sparse", "overrides": {},
+                          "config": json.loads(json.dumps(hw_to_dict(load_hw(HW))))}
     check(data["totals"], TOTALS_SCHEMA)
     assert [layer["name"] for layer in data["layers"]] == ["qkv", "proj", "fc1", "fc2"]
     for layer in data["layers"]:
@@ -114,7 +117,7 @@ def test_infeasible_design_prints_reason_on_stderr_and_exits_1(topology, tmp_pat
 def test_unwritable_output_is_an_error_and_leaves_nothing(topology, tmp_path, capsys):
     target = tmp_path / "missing_dir" / "out.json"
     assert main(["run", "--hw", HW, "--model", str(topology), "--json", str(target)]) == 2
-    assert "cannot write" in capsys.readouterr().err
+    assert f"--json {target}: folder {target.parent} does not exist" in capsys.readouterr().err
     assert not target.parent.exists()
 
 

@@ -95,7 +95,7 @@ def test_plot_breakdown_and_roofline_from_run_json(swept):
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        (["plot", "roofline", "RUN"], "needs the run's hardware config"),
+        (["plot", "roofline", "RUN"], "records no hardware config"),
         (["plot", "pareto", "STORE", "--x", "speed_ms"], "column 'speed_ms' is not in the results"),
         (["plot", "pareto", "STORE", "--constraint", "area_mm2 < lots"], "< needs a number"),
         (["sweep", "BAD", "--workers", "1"], "grid.array.rowz: unknown hardware field"),

@@ -29,11 +29,13 @@ class RooflineInfo:
 def roofline_info(run: Mapping[str, Any], hw: Mapping[str, Any] | None = None) -> RooflineInfo:
     """GEMM layers as (ops per DRAM byte, achieved TOPS) under the array's compute and DRAM roofs.
 
-    ``hw`` is the run's hardware config as a dict (``hw_to_dict``); by default the run JSON's own
-    ``hw`` entry when that is a dict. One MAC is 2 ops. Layers that move no DRAM bytes (everything
+    ``hw`` is the run's hardware config as a dict (``hw_to_dict``); by default the one the run
+    JSON records (``hw.config``). One MAC is 2 ops. Layers that move no DRAM bytes (everything
     on chip) have no finite intensity and are counted in ``skipped``.
     """
-    hw = hw if hw is not None else run.get("hw")
+    recorded = run.get("hw")
+    if hw is None and isinstance(recorded, Mapping):
+        hw = recorded.get("config")
     try:
         rows, cols = hw["array"]["rows"], hw["array"]["cols"]
         clock_mhz = float(hw["array"]["clock_mhz"])
