@@ -2,6 +2,7 @@
 
 Run:  python benchmarks/scalesim_compare.py [--scalesim-python /work/scalesim_venv/bin/python]
           [--write-golden tests/sim/scalesim_golden.json] [--include-slow]
+          [--write-conv-golden tests/graph/scalesim_conv_golden.json]
           [--speed-dataflow os] [--skip-speed]
 
 SCALE-Sim 3.0.0 lives in its own virtualenv (it needs numpy 2.2), see benchmarks/README.md. This
@@ -12,6 +13,13 @@ stall-free "Total Cycles" (COMPUTE_REPORT.csv, CALC bandwidth mode), accelsim's
 wall time on a 197x768x768 GEMM against ``map_gemm`` and (when the module exists)
 ``accelsim.sim.simulate.simulate`` on the same GEMM, with the speed ratios. Without SCALE-Sim it
 still prints accelsim's side against the stored golden numbers.
+
+Convolution topologies (SCALE-Sim's default format, ``CONV_CASES``) are checked the same way:
+SCALE-Sim runs the topology file as written, accelsim reads the same text with
+``accelsim.graph.scalesim_io.read_topology_csv`` (conv layers lowered to GEMMs) and sums
+``map_gemm(..., scalesim_compat=True)`` over its layers; SCALE-Sim's side is the sum of its
+layers' "Total Cycles". ``--write-conv-golden`` stores them (``tests/graph/test_scalesim_io.py``
+asserts them without SCALE-Sim).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GOLDEN_PATH = REPO_ROOT / "tests" / "sim" / "scalesim_golden.json"
+CONV_GOLDEN_PATH = REPO_ROOT / "tests" / "graph" / "scalesim_conv_golden.json"
 DEFAULT_SCALESIM_PYTHON = Path("/work/scalesim_venv/bin/python")
 DATAFLOW_ORDER = ("os", "ws", "is")
 SCALESIM_VERSION = "3.0.0"
@@ -83,6 +92,47 @@ CASES: tuple[Case, ...] = (
     Case("vit_b_qkv_32x32", 197, 768, 768, 32, 32, slow=True),
 )
 SPEED_CASE = Case("vit_b_qkv_32x32", 197, 768, 768, 32, 32, slow=True)
+
+
+@dataclass(frozen=True)
+class ConvCase:
+    """A one-layer SCALE-Sim conv topology on a rows x cols array. A name holding ``DP`` is a
+    depth-wise layer to SCALE-Sim (one layer per channel)."""
+
+    name: str
+    ifmap_h: int
+    ifmap_w: int
+    filter_h: int
+    filter_w: int
+    channels: int
+    filters: int
+    stride: int
+    rows: int
+    cols: int
+    sparsity: str = "dense"
+
+
+# Chosen to hit: stride 1 and a stride that does not divide (H - Fh) (SCALE-Sim rounds the
+# output size up), rectangular maps and filters, 1x1 convolution, a ViT patch embedding
+# (kernel = stride), a depth-wise layer and a 2:4 layer.
+CONV_CASES: tuple[ConvCase, ...] = (
+    ConvCase("conv3x3_s1_4x4", 8, 8, 3, 3, 3, 8, 1, 4, 4),
+    ConvCase("conv3x3_s2_uneven_4x4", 8, 8, 3, 3, 2, 5, 2, 4, 4),
+    ConvCase("rect_s1_8x4", 9, 6, 2, 3, 4, 6, 1, 8, 4),
+    ConvCase("pointwise_8x8", 5, 5, 1, 1, 16, 16, 1, 8, 8),
+    ConvCase("patch_embed_16x16", 32, 32, 8, 8, 3, 32, 8, 16, 16),
+    ConvCase("DP_depthwise_4x4", 6, 6, 3, 3, 3, 1, 1, 4, 4),
+    ConvCase("sparse_conv_4x4", 6, 6, 2, 2, 4, 6, 1, 4, 4, "2:4"),
+)
+
+
+def conv_topology(job: dict) -> str:
+    """The conv topology text both simulators read (SCALE-Sim needs the trailing comma)."""
+    ratio = f"{job['sparsity']}," if job["sparsity"] != "dense" else ""
+    return ("Layer name,IFMAP Height,IFMAP Width,Filter Height,Filter Width,Channels,"
+            "Num Filter,Strides,\n"
+            f"{job['name']},{job['ifmap_h']},{job['ifmap_w']},{job['filter_h']},"
+            f"{job['filter_w']},{job['channels']},{job['filters']},{job['stride']},{ratio}\n")
 
 CONFIG_TEMPLATE = """[general]
 run_name = accelsim_check
@@ -144,11 +194,15 @@ def _run_scalesim_jobs(jobs_path: Path, results_path: Path) -> int:
             sparse = job["sparsity"] != "dense"
             config.write_text(CONFIG_TEMPLATE.format(**job, sparsity_support=str(sparse).lower()))
             topology = tmp_dir / f"job{index}.csv"
-            ratio = f"{job['sparsity']}," if sparse else ""
-            # The trailing comma matters: SCALE-Sim drops each row's last comma-separated field.
-            topology.write_text(
-                f"Layer,M,N,K,\n{job['name']},{job['m']},{job['n']},{job['k']},{ratio}\n"
-            )
+            is_conv = "ifmap_h" in job
+            if is_conv:
+                topology.write_text(conv_topology(job))
+            else:
+                ratio = f"{job['sparsity']}," if sparse else ""
+                # The trailing comma matters: SCALE-Sim drops each row's last field.
+                topology.write_text(
+                    f"Layer,M,N,K,\n{job['name']},{job['m']},{job['n']},{job['k']},{ratio}\n"
+                )
             out_dir = tmp_dir / f"out{index}"
             start_s = time.perf_counter()
             sim = scalesim(
@@ -157,25 +211,28 @@ def _run_scalesim_jobs(jobs_path: Path, results_path: Path) -> int:
                 config=str(config),
                 topology=str(topology),
                 layout=str(layout),
-                input_type_gemm=True,
+                input_type_gemm=not is_conv,
             )
             sim.run_scale(top_path=str(out_dir))
             wall_s = time.perf_counter() - start_s
             with open(out_dir / "accelsim_check" / "COMPUTE_REPORT.csv", newline="") as report:
-                row = {
-                    key.strip(): value.strip()
-                    for key, value in next(csv.DictReader(report, skipinitialspace=True)).items()
-                    if key and key.strip()
-                }
+                layers = [
+                    {key.strip(): value.strip() for key, value in row.items()
+                     if key and key.strip()}
+                    for row in csv.DictReader(report, skipinitialspace=True)
+                ]
+            # A depth-wise conv is one SCALE-Sim layer per channel: the topology's cycles sum.
+            total = sum(int(layer["Total Cycles"]) for layer in layers)
             results.append(
                 {
                     **job,
-                    "total_cycles": int(row["Total Cycles"]),
-                    "stall_cycles": int(row["Stall Cycles"]),
+                    "total_cycles": total,
+                    "stall_cycles": sum(int(layer["Stall Cycles"]) for layer in layers),
+                    "layers": len(layers),
                     "wall_s": wall_s,
                 }
             )
-            print(f"  scalesim {job['name']} {job['dataflow']}: {row['Total Cycles']} cycles, "
+            print(f"  scalesim {job['name']} {job['dataflow']}: {total} cycles, "
                   f"{wall_s:.2f} s", file=sys.stderr, flush=True)
     results_path.write_text(json.dumps(results))
     return 0
@@ -203,7 +260,8 @@ def scalesim_version(scalesim_python: Path) -> str:
     ).stdout.strip()
 
 
-def case_jobs(cases: tuple[Case, ...], dataflows: tuple[str, ...] = DATAFLOW_ORDER) -> list[dict]:
+def case_jobs(cases: tuple[Case | ConvCase, ...],
+              dataflows: tuple[str, ...] = DATAFLOW_ORDER) -> list[dict]:
     """One SCALE-Sim job per case and dataflow (the dataclass fields plus ``dataflow``)."""
     jobs = []
     for case in cases:
@@ -233,6 +291,66 @@ def write_golden(path: Path, results: list[dict], version: str) -> None:
         "entries": entries,
     }
     path.write_text(json.dumps(golden, indent=1) + "\n")
+
+
+CONV_FIELDS = ("name", "ifmap_h", "ifmap_w", "filter_h", "filter_w", "channels", "filters",
+               "stride", "sparsity", "rows", "cols", "dataflow")
+
+
+def write_conv_golden(path: Path, results: list[dict], version: str) -> None:
+    entries = [{key: result[key] for key in CONV_FIELDS}
+               | {"compute_cycles": result["total_cycles"], "stall_cycles": result["stall_cycles"],
+                  "scalesim_layers": result["layers"]}
+               for result in results]
+    golden = {
+        "source": (
+            f"SCALE-Sim {version} (pip install scalesim=={version}, numpy 2.2), run by "
+            "benchmarks/scalesim_compare.py --write-conv-golden; compute_cycles is the sum over "
+            "COMPUTE_REPORT.csv rows of 'Total Cycles' for the one-line conv topology "
+            "benchmarks/scalesim_compare.py:conv_topology writes, in CALC bandwidth mode, with "
+            "config_template (2:4 entries set SparsitySupport true)"
+        ),
+        "scalesim_version": version,
+        "config_template": CONFIG_TEMPLATE,
+        "entries": entries,
+    }
+    path.write_text(json.dumps(golden, indent=1) + "\n")
+
+
+def conv_compat_cycles(job: dict) -> tuple[int, int]:
+    """(accelsim compat cycles summed over the layers it reads from the topology, layer count)."""
+    from accelsim.graph.scalesim_io import read_topology_csv
+    from accelsim.sim.mapping import map_gemm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "topology.csv"
+        path.write_text(conv_topology(job))
+        graph = read_topology_csv(path)
+    total = 0
+    for node in graph.gemms:
+        steps = node.k // 2 if node.sparsity == "2:4" else node.k
+        total += map_gemm(node.m, steps, node.n, job["rows"], job["cols"], job["dataflow"],
+                          scalesim_compat=True).compute_cycles
+    return total, len(graph.gemms)
+
+
+def print_conv_table(rows: list[dict]) -> int:
+    """Print SCALE-Sim vs accelsim cycles of the conv topologies; return the mismatches."""
+    header = (f"{'conv case':<24} {'df':<3} {'HxW':>7} {'FhxFw':>6} {'C':>3} {'N':>3} {'S':>2} "
+              f"{'array':>8} {'layers':>6} {'scalesim':>10} {'compat':>10} {'match':>5}")
+    print(header)
+    print("-" * len(header))
+    mismatches = 0
+    for row in rows:
+        compat, layers = conv_compat_cycles(row)
+        reference = row["total_cycles"]
+        match = compat == reference
+        mismatches += not match
+        print(f"{row['name']:<24} {row['dataflow']:<3} {row['ifmap_h']:>3}x{row['ifmap_w']:<3} "
+              f"{row['filter_h']:>2}x{row['filter_w']:<3} {row['channels']:>3} "
+              f"{row['filters']:>3} {row['stride']:>2} {row['rows']:>3}x{row['cols']:<4} "
+              f"{layers:>6} {reference:>10,} {compat:>10,} {'yes' if match else 'NO':>5}")
+    return mismatches
 
 
 def print_table(rows: list[dict]) -> int:
@@ -326,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="store SCALE-Sim's numbers for every case (slow ones included)")
     parser.add_argument("--include-slow", action="store_true",
                         help="also run the slow cases (about 1-2 min each in SCALE-Sim)")
+    parser.add_argument("--write-conv-golden", type=Path, metavar="PATH",
+                        help="run only the conv topologies and store SCALE-Sim's numbers")
     parser.add_argument("--speed-dataflow", choices=DATAFLOW_ORDER, default="os")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--worker", nargs=2, type=Path, help=argparse.SUPPRESS)
@@ -334,18 +454,34 @@ def main(argv: list[str] | None = None) -> int:
         return _run_scalesim_jobs(*args.worker)
 
     have_scalesim = args.scalesim_python.exists()
-    if args.write_golden and not have_scalesim:
-        print(f"--write-golden needs SCALE-Sim at {args.scalesim_python}", file=sys.stderr)
+    if (args.write_golden or args.write_conv_golden) and not have_scalesim:
+        print(f"--write-golden and --write-conv-golden need SCALE-Sim at "
+              f"{args.scalesim_python}", file=sys.stderr)
         return 2
     if not have_scalesim:
         print(f"SCALE-Sim not found at {args.scalesim_python}: comparing against the stored "
-              f"golden numbers in {GOLDEN_PATH.relative_to(REPO_ROOT)} and skipping timing.\n")
+              f"golden numbers in {GOLDEN_PATH.relative_to(REPO_ROOT)} and "
+              f"{CONV_GOLDEN_PATH.relative_to(REPO_ROOT)}, skipping timing.\n")
         golden = json.loads(GOLDEN_PATH.read_text())
         rows = [entry | {"total_cycles": entry["compute_cycles"]} for entry in golden["entries"]]
-        return 1 if print_table(rows) else 0
+        conv = json.loads(CONV_GOLDEN_PATH.read_text())
+        conv_rows = [entry | {"total_cycles": entry["compute_cycles"]}
+                     for entry in conv["entries"]]
+        mismatches = print_table(rows)
+        print()
+        return 1 if mismatches + print_conv_table(conv_rows) else 0
 
     version = scalesim_version(args.scalesim_python)
     print(f"SCALE-Sim {version} at {args.scalesim_python} (CALC mode, stall-free)\n")
+    conv_results = run_scalesim(args.scalesim_python, case_jobs(CONV_CASES))
+    conv_mismatches = print_conv_table(conv_results)
+    print(f"\n{len(conv_results) - conv_mismatches}/{len(conv_results)} SCALE-Sim conv "
+          "topologies matched exactly by read_topology_csv + map_gemm(..., scalesim_compat=True)"
+          "\n")
+    if args.write_conv_golden:
+        write_conv_golden(args.write_conv_golden, conv_results, version)
+        print(f"wrote {len(conv_results)} entries to {args.write_conv_golden}")
+        return 1 if conv_mismatches else 0
     include_slow = args.include_slow or args.write_golden is not None
     jobs = case_jobs(tuple(case for case in CASES if include_slow or not case.slow))
     (speed_job,) = case_jobs((SPEED_CASE,), (args.speed_dataflow,))
@@ -371,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, seconds in accelsim_timings(m, k, n, rows, cols, args.speed_dataflow).items():
             print(f"  {'accelsim ' + label:<28} {seconds * 1e6:>12.2f} us   "
                   f"{scalesim_wall_s / seconds:>14,.0f}x faster")
-    return 1 if mismatches else 0
+    return 1 if mismatches + conv_mismatches else 0
 
 
 if __name__ == "__main__":

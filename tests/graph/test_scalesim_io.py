@@ -1,8 +1,13 @@
+import json
+from pathlib import Path
+
 import pytest
 
 from accelsim.errors import AccelsimError
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.graph.scalesim_io import read_topology_csv, write_topology_csv
+from accelsim.hw import load_hw, with_overrides
+from accelsim.sim import simulate
 
 
 def write(tmp_path, text, name="topo.csv"):
@@ -80,3 +85,72 @@ def test_comma_in_name_cannot_be_written(tmp_path):
     with pytest.raises(AccelsimError, match="contains a comma"):
         write_topology_csv(graph, tmp_path / "g.csv")
     assert not list(tmp_path.iterdir())
+
+
+CONV_GOLDEN = json.loads((Path(__file__).parent / "scalesim_conv_golden.json").read_text())
+HW_CONFIGS = Path(__file__).resolve().parents[2] / "hw_configs"
+
+
+def conv_topology(entry: dict) -> str:
+    """The topology text SCALE-Sim ran (benchmarks/scalesim_compare.py:conv_topology)."""
+    ratio = f"{entry['sparsity']}," if entry["sparsity"] != "dense" else ""
+    return ("Layer name,IFMAP Height,IFMAP Width,Filter Height,Filter Width,Channels,"
+            "Num Filter,Strides,\n"
+            f"{entry['name']},{entry['ifmap_h']},{entry['ifmap_w']},{entry['filter_h']},"
+            f"{entry['filter_w']},{entry['channels']},{entry['filters']},{entry['stride']},"
+            f"{ratio}\n")
+
+
+@pytest.mark.parametrize("entry", CONV_GOLDEN["entries"],
+                         ids=lambda e: f"{e['name']}-{e['dataflow']}")
+def test_conv_topology_compat_cycles_equal_scalesim(tmp_path, entry):
+    """SCALE-Sim 3.0.0's cycles for its own conv topology files (tests/graph/
+    scalesim_conv_golden.json, written by benchmarks/scalesim_compare.py --write-conv-golden),
+    reproduced by reading the same file and simulating it in compat mode."""
+    graph = read_topology_csv(write(tmp_path, conv_topology(entry)))
+    assert len(graph.gemms) == entry["scalesim_layers"]
+    config = "int4_sparse" if entry["sparsity"] == "2:4" else "int8_dense"
+    hw = with_overrides(load_hw(HW_CONFIGS / f"{config}.yaml"), {
+        "array.rows": entry["rows"], "array.cols": entry["cols"],
+        "array.dataflow": entry["dataflow"], "ideal_memory": True})
+    result = simulate(graph, hw, scalesim_compat=True)
+    assert sum(layer.compute_cycles for layer in result.layers) == entry["compute_cycles"]
+
+
+def test_conv_rows_lower_to_gemms_as_scalesim_does(tmp_path):
+    text = ("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
+            "Num Filter, Strides,\n"
+            "conv1, 224, 224, 7, 7, 3, 64, 2,\n"          # ceil((224 - 7 + 2) / 2) = 110
+            "patch, 224, 224, 16, 16, 3, 768, 16, 2:4,\n"  # ViT-B/16 patch embedding
+            "DPsep, 10, 10, 3, 3, 4, 1, 1,\n")             # depth-wise: 4 one-channel layers
+    graph = read_topology_csv(write(tmp_path, text))
+    conv1, patch, *depthwise = graph.nodes
+    assert (conv1.m, conv1.k, conv1.n, conv1.kind) == (110 * 110, 7 * 7 * 3, 64, "conv")
+    assert (patch.m, patch.k, patch.n, patch.sparsity) == (196, 768, 768, "2:4")
+    assert [(n.name, n.m, n.k, n.n) for n in depthwise] == [
+        (f"DPsepChannel_{i}", 64, 9, 1) for i in range(4)]
+
+
+def test_the_format_is_told_by_the_header_or_the_field_count(tmp_path):
+    headerless_conv = read_topology_csv(write(tmp_path, "c, 8, 8, 3, 3, 2, 4, 1,\n"))
+    assert (headerless_conv.nodes[0].m, headerless_conv.nodes[0].k) == (36, 18)
+    gemm = read_topology_csv(write(tmp_path, "Layer, M, N, K,\nc, 8, 8, 3,\n", "g.csv"))
+    assert (gemm.nodes[0].m, gemm.nodes[0].k, gemm.nodes[0].n) == (8, 3, 8)
+
+
+@pytest.mark.parametrize(("row", "fragment"), [
+    ("c, 8, 8, 3, 3, 2, 4,", "topo.csv: row 2: expected columns Layer name, IFMAP Height, "
+                             "IFMAP Width, Filter Height, Filter Width, Channels, Num Filter, "
+                             "Strides[, sparsity] (SCALE-Sim's conv format), got 7 fields"),
+    ("c, 8, 8, 9, 3, 2, 4, 1,", "topo.csv: row 2, column Filter Height: 9 is larger than "
+                                "IFMAP Height 8"),
+    ("c, 8, 8, 3, 3, 2, 4, 0,", "topo.csv: row 2, column Strides: '0' is not an integer >= 1"),
+    ("c, 8, 8, 3, 3, 2, 4, 1, 4:8,", "topo.csv: row 2, column sparsity: '4:8' is not one of"),
+    ("c, 8, 8, 3, 3, 3, 4, 1, 2:4,", "topo.csv: row 2: gemm 'c': 2:4 sparsity needs"),
+])
+def test_bad_conv_row_names_file_row_and_column(tmp_path, row, fragment):
+    header = ("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
+              "Num Filter, Strides,")
+    with pytest.raises(AccelsimError) as info:
+        read_topology_csv(write(tmp_path, f"{header}\n{row}\n"))
+    assert str(info.value).startswith(fragment)
