@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from accelsim.errors import AccelsimError
+from accelsim.errors import AccelsimError, kind_of, yaml_problem
 
 FORMAT_VERSION = 1
 DATAFLOWS: tuple[str, ...] = ("os", "ws", "is")
@@ -231,17 +231,15 @@ def load_hw(path: str | Path) -> HwConfig:
     except AccelsimError as exc:
         raise AccelsimError(f"{path.name}: {exc}") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise AccelsimError(f"{path.name}:{where} is not valid YAML") from None
+        raise AccelsimError(f"{path.name}: not valid YAML ({yaml_problem(exc)})") from None
     return hw_from_dict(data, source=path.name)
 
 
 def hw_from_dict(data: dict, source: str = "<dict>") -> HwConfig:
     """Build a validated :class:`HwConfig` from plain data (the YAML structure)."""
     if not isinstance(data, dict):
-        raise AccelsimError(f"{source}: expected a mapping at the top level, got "
-                            f"{type(data).__name__}")
+        raise AccelsimError(f"{source}: expected a mapping of config sections at the top level, "
+                            f"got {kind_of(data)}")
     version = data.get("version")
     if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise AccelsimError(f"{source}: version: {version} is newer than this accelsim "

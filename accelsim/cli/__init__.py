@@ -2,7 +2,7 @@
 
 Each subcommand lives in ``accelsim/cli/<name>.py`` and defines ``HELP: str``,
 ``add_arguments(parser)`` and ``run(args) -> int``. Library errors (:class:`AccelsimError`)
-print as one line and exit 2; ``--debug`` shows the traceback.
+print as one line and exit 2; ``--debug`` (before or after the subcommand) shows the traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 from accelsim import __version__
 from accelsim.errors import AccelsimError
 
+DEBUG = "--debug"
 COMMANDS: tuple[str, ...] = ("run", "models", "trace", "compress", "verify", "sweep", "plot")
 
 
@@ -24,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Co-design of compressed transformer inference hardware.",
     )
     parser.add_argument("--version", action="version", version=f"accelsim {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument(DEBUG, action="store_true",
+                        help="show tracebacks on errors (anywhere on the command line)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -65,13 +67,15 @@ def show_progress() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug anywhere: before or after the subcommand (argparse knows it only before).
+    debug = DEBUG in argv
+    args = build_parser().parse_args([arg for arg in argv if arg != DEBUG])
     show_progress()
     try:
         return int(args.handler(args) or 0)
     except AccelsimError as exc:
-        if args.debug:
+        if debug:
             raise
         print(f"accelsim: error: {exc}", file=sys.stderr)
         return 2

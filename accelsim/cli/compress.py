@@ -42,6 +42,27 @@ def _get_task(name: str, limit: int | None, tiny: bool) -> Any:
     return get_task(name, limit=limit, tiny=tiny)
 
 
+def check_backbone(model: str, task_name: str, tiny: bool) -> None:
+    """``--model`` must be the model the task fine-tunes: its pre-trained backbone, or with
+    ``--tiny`` the tiny random-init one of the same family."""
+    from accelsim.errors import AccelsimError
+
+    real = _get_task(task_name, None, False).backbone
+    small = _get_task(task_name, None, True).backbone
+    if model == (small if tiny else real):
+        return
+    if tiny and model == real:
+        raise AccelsimError(
+            f"--tiny: task {task_name!r} then trains the tiny random-init {small!r} (smoke "
+            f"runs), not the pre-trained {real!r}; give --model {small} --tiny, or leave out "
+            f"--tiny to fine-tune {real}")
+    if not tiny and model == small:
+        raise AccelsimError(f"--model {model!r}: the tiny random-init backbone of task "
+                            f"{task_name!r} needs --tiny; without it the task fine-tunes {real!r}")
+    raise AccelsimError(f"--model {model!r}: task {task_name!r} fine-tunes {real!r} "
+                        f"({small!r} with --tiny)")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
@@ -50,13 +71,10 @@ def run(args: argparse.Namespace) -> int:
     from accelsim.compress.recipe import load_recipe, recipe_to_dict
     from accelsim.compress.report import compression_report, report_rows
     from accelsim.compress.train import Progress, finetune
-    from accelsim.errors import AccelsimError
 
     recipe = load_recipe(args.recipe)
     task = _get_task(args.task, args.limit, args.tiny)
-    if args.model != task.backbone:
-        raise AccelsimError(f"--model: {args.model!r} is not the backbone of task {task.name!r}; "
-                            f"allowed: {task.backbone!r}")
+    check_backbone(args.model, task.name, args.tiny)
     torch.manual_seed(args.seed)
     model = task.build_model(args.seed)
     bar: tqdm | None = None

@@ -176,8 +176,11 @@ def load_int_model_workload(given: str, model: str, *, batch: int, seq_len: int 
     path = int_model_path(given)
     try:
         int_model = load_int_model(path)
-    except (OSError, ValueError, KeyError) as exc:
-        raise AccelsimError(f"--int-model {path}: not a readable integer model ({exc})") from None
+    except OSError as exc:
+        raise AccelsimError(f"--int-model {path}: cannot read ({exc.strerror})") from None
+    except (ValueError, KeyError):
+        raise AccelsimError(f"--int-model {path}: not an integer model (the int_model.npz that "
+                            "`accelsim compress --out DIR` writes)") from None
     traced = load_workload(model, recipe=None, batch=batch, seq_len=seq_len,
                            image_size=image_size, audio_seconds=audio_seconds)
     graph = graph_from_int_model(traced, int_model)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from accelsim.compress.sites import SITES
-from accelsim.errors import AccelsimError
+from accelsim.errors import AccelsimError, did_you_mean, yaml_problem
 
 FAMILIES: tuple[str, ...] = ("bert", "dinov2", "vit", "wav2vec2", "whisper")
 BITS: tuple[int, ...] = (4, 8, 32)  # 32 = keep float32 (no quantizer)
@@ -277,15 +277,19 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     if path.suffix not in (".yaml", ".yml"):
         path = RECIPES_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
-            raise AccelsimError(f"recipe: unknown name {str(name_or_path)!r}; allowed: "
-                                f"{', '.join(available_recipes())} or a path to a .yaml file")
+            names = available_recipes()
+            raise AccelsimError(
+                f"recipe: unknown name {str(name_or_path)!r}"
+                f"{did_you_mean(str(name_or_path), names)}; allowed: one of the {len(names)} "
+                f"recipes in {RECIPES_DIR.relative_to(RECIPES_DIR.parents[1])}/ or a path to a "
+                ".yaml file")
     if not path.is_file():
         raise AccelsimError(f"recipe: file {str(path)!r} does not exist")
     with path.open() as fh:
         try:
             data = yaml.load(fh, Loader=_UniqueKeyLoader)
         except yaml.YAMLError as exc:
-            raise AccelsimError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            raise AccelsimError(f"{path}: not valid YAML ({yaml_problem(exc)})") from None
     return recipe_from_dict(data, where=str(path))
 
 

@@ -175,7 +175,9 @@ def load_results(path: str | Path) -> pd.DataFrame:
         meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
         db.close()
     except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
-        raise AccelsimError(f"{path}: not an accelsim results store ({exc})") from None
+        # pandas wraps the SQLite error in one that quotes the query; report SQLite's words.
+        raise AccelsimError(f"{path}: not an accelsim results store "
+                            f"({exc.__cause__ or exc})") from None
     return _tidy(points, accuracy, json.loads(meta.get("constraints", "[]")))
 
 
@@ -193,7 +195,9 @@ def load_accuracy(path: str | Path) -> pd.DataFrame:
         table = pd.read_sql_query("SELECT * FROM accuracy", db)
         db.close()
     except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
-        raise AccelsimError(f"{path}: not an accelsim results store ({exc})") from None
+        # pandas wraps the SQLite error in one that quotes the query; report SQLite's words.
+        raise AccelsimError(f"{path}: not an accelsim results store "
+                            f"({exc.__cause__ or exc})") from None
     return table
 
 

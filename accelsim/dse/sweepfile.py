@@ -30,7 +30,7 @@ from accelsim.dse.space import (
     parse_constraint,
     sample_value,
 )
-from accelsim.errors import AccelsimError
+from accelsim.errors import AccelsimError, yaml_problem
 
 SWEEP_VERSION = 1
 TOP_KEYS = (
@@ -55,7 +55,7 @@ def load_sweep(path: str | Path, hw_fields: Mapping[str, Any] | None = None) -> 
     except FileNotFoundError:
         raise AccelsimError(f"{where}: sweep file not found") from None
     except yaml.YAMLError as exc:
-        raise AccelsimError(f"{where}: not valid YAML: {' '.join(str(exc).split())}") from None
+        raise AccelsimError(f"{where}: not valid YAML ({yaml_problem(exc)})") from None
     if not isinstance(raw, dict):
         raise AccelsimError(f"{where}: a sweep file is a mapping with keys {', '.join(TOP_KEYS)}")
     _check_keys(raw, TOP_KEYS, where, "")

@@ -26,7 +26,6 @@ Importing this module has no side effects and pulls in neither torch nor transfo
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import importlib.metadata
@@ -36,7 +35,6 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from accelsim.errors import AccelsimError
@@ -72,17 +70,8 @@ class _CalibrationBatch:
 
 def load_workload_recipe(name_or_path: str) -> Recipe:
     """A recipe by name or ``.yaml`` path; an unknown name raises one line naming the closest."""
-    from accelsim.compress.recipe import available_recipes, load_recipe
+    from accelsim.compress.recipe import load_recipe
 
-    is_path = Path(name_or_path).suffix in (".yaml", ".yml")
-    names = available_recipes()
-    if not is_path and name_or_path not in names:
-        close = difflib.get_close_matches(name_or_path, names, n=1, cutoff=0.0)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise AccelsimError(
-            f"recipe: unknown name {name_or_path!r}{hint}; allowed: {', '.join(names)} "
-            "or a path to a .yaml file"
-        )
     return load_recipe(name_or_path)
 
 

@@ -274,7 +274,8 @@ def test_cli_compress_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert main(args) == 0  # finished run: resumes and rewrites the outputs
     assert "resumed after epoch 2" in capsys.readouterr().out
     assert main([*args[:2], "other_model", *args[3:]]) == 2
-    assert "--model: 'other_model' is not the backbone" in capsys.readouterr().err
+    assert "--model 'other_model': task 'synthetic' fine-tunes 'tiny_bert'" in \
+        capsys.readouterr().err
 
 
 def test_cli_compress_distils_on_the_tasks_unlabeled_batches(

@@ -52,7 +52,7 @@ def test_disk_cache_serves_a_new_process(monkeypatch):
 
 
 def test_unknown_recipe_names_the_closest():
-    with pytest.raises(AccelsimError, match=r"unknown name 'w8a4' \(did you mean 'w8a8'\?\)"):
+    with pytest.raises(AccelsimError, match=r"unknown name 'w8a4' \(did you mean 'w8a8', "):
         workload_graph(MODEL, recipe="w8a4")
 
 
