@@ -31,6 +31,16 @@ def check_output_path(path: str | Path, option: str) -> Path:
     return path
 
 
+def check_distinct(outputs: dict[str, Path]) -> None:
+    """Options given the same output path (``--json x --csv x``) would overwrite each other."""
+    seen: dict[Path, str] = {}
+    for option, path in outputs.items():
+        if path.resolve() in seen:
+            raise AccelsimError(f"--{option} {path}: the same file as --{seen[path.resolve()]}; "
+                                "give each output its own path")
+        seen[path.resolve()] = option
+
+
 @contextlib.contextmanager
 def outputs_together(paths: list[Path]) -> Iterator[list[Path]]:
     """Temp paths to write instead of ``paths`` (same folder, same suffix, so a writer that picks

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from accelsim.errors import AccelsimError
-from accelsim.files import check_output_path, write_texts_atomic
+from accelsim.files import check_distinct, check_output_path, write_texts_atomic
 from accelsim.graph.ir import Graph
 from accelsim.hw import HwConfig, load_hw, parse_override, with_overrides
 
@@ -320,6 +320,7 @@ def run(args: argparse.Namespace) -> int:
 
     outputs = {option: check_output_path(path, f"--{option}")
                for option, path in (("json", args.json), ("csv", args.csv)) if path}
+    check_distinct(outputs)
     hw, overrides = load_hardware(args.hw, args.overrides, args.scalesim_compat)
     shape = {"batch": args.batch, "seq_len": args.seq_len, "image_size": args.image_size,
              "audio_seconds": args.audio_seconds}

@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
             if path.suffix != suffix:
                 raise AccelsimError(f"--{suffix[1:]} {path}: the file name must end in {suffix}")
             exports.append(check_output_path(path, f"--{suffix[1:]}"))
+    if args.out is not None and args.out.is_dir():
+        raise AccelsimError(f"--out {args.out}: is a folder; give the store's file path")
     spec = load_sweep(args.sweep_file)
     out = args.out or args.sweep_file.parent / "results" / f"{args.sweep_file.stem}.sqlite"
     bar = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from accelsim.files import write_text_atomic
+from accelsim.files import check_distinct, check_output_path, outputs_together, write_text_atomic
 
 HELP = "trace a zoo model with torch.export into its GEMM/vector-op graph (CSV/JSON export)"
 
@@ -27,13 +27,12 @@ def _bits(value: int | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from accelsim.errors import AccelsimError
     from accelsim.graph.trace_cache import trace_named_model
     from accelsim.graph.verify import verify_graph
 
-    for option, path in (("--csv", args.csv), ("--json", args.json)):
-        if path is not None and not path.parent.is_dir():
-            raise AccelsimError(f"{option} {path}: directory {path.parent} does not exist")
+    outputs = {option: check_output_path(path, f"--{option}")
+               for option, path in (("csv", args.csv), ("json", args.json)) if path is not None}
+    check_distinct(outputs)
     graph = trace_named_model(
         args.model,
         batch=args.batch,
@@ -65,12 +64,14 @@ def run(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     vector_elements = sum(v.total_elements for v in graph.vectors)
     print(f"total: {graph.macs / 1e9:.4f} G MACs, {vector_elements / 1e6:.3f} M vector elements")
-    if args.json is not None:
-        write_text_atomic(args.json, graph.to_json())
-        print(f"wrote {args.json}")
-    if args.csv is not None:
-        from accelsim.graph.scalesim_io import write_topology_csv
+    from accelsim.graph.scalesim_io import write_topology_csv
 
-        write_topology_csv(graph, args.csv)  # atomic itself
-        print(f"wrote {args.csv}")
+    with outputs_together(list(outputs.values())) as temps:
+        for option, tmp in zip(outputs, temps, strict=True):
+            if option == "json":
+                write_text_atomic(tmp, graph.to_json())
+            else:
+                write_topology_csv(graph, tmp)
+    for path in outputs.values():
+        print(f"wrote {path}")
     return 0

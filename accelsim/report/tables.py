@@ -15,12 +15,11 @@ import textwrap
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from accelsim.hw import HwConfig, hw_to_dict
 from accelsim.sim.simulate import LayerResult, SimResult
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from accelsim.hw import HwConfig
 
 ENERGY_PARTS: tuple[str, ...] = ("mac", "sram", "dram", "vector", "leakage", "total")
 LAYER_COLUMNS: tuple[str, ...] = (
@@ -54,8 +53,6 @@ def hw_record(hw: HwConfig, overrides: dict[str, object]) -> dict:
     """The design point a run used: the config's ``name``, the ``overrides`` applied to it
     (dotted path -> value, as given to ``--set``) and the full resolved ``config``
     (``hw_to_dict``: every field, whatever the config holds), so a reader needs no YAML."""
-    from accelsim.hw import hw_to_dict
-
     return {"name": hw.name, "overrides": dict(overrides), "config": hw_to_dict(hw)}
 
 
@@ -79,16 +76,21 @@ def _si(value: float, unit: str) -> str:
     return f"{value:.0f} {unit}"
 
 
+def _bits(layer: LayerResult) -> str:
+    if layer.op == "vector":
+        return "-"
+    return f"w{layer.weight_bits}a{layer.act_bits}" + (" 2:4" if layer.skipping else "")
+
+
 def _layer_cells(layer: LayerResult) -> tuple[str, ...]:
     repeat = f" x{layer.count}" if layer.count > 1 else ""
     if layer.op == "vector":
         # A vector layer has no array shape or operand bits; it runs on the vector unit.
-        shape, bits, utilization = f"{layer.m * layer.count:,} elements", "-", "-"
+        shape, utilization = f"{layer.m * layer.count:,} elements", "-"
     else:
         shape = f"{layer.m}x{layer.k}x{layer.n}{repeat}"
-        bits = f"w{layer.weight_bits}a{layer.act_bits}" + (" 2:4" if layer.skipping else "")
         utilization = f"{layer.utilization:.1%}"
-    return (layer.name, layer.op, shape, bits, f"{layer.compute_cycles:,}",
+    return (layer.name, layer.op, shape, _bits(layer), f"{layer.compute_cycles:,}",
             f"{layer.stall_cycles:,}", utilization, _si(layer.dram_bytes, "B"),
             f"{layer.energy.total_pj / 1e6:.3f}")
 
@@ -173,12 +175,6 @@ def _index_set(values: set[int]) -> str:
     if len(ordered) > 2 and ordered == list(range(ordered[0], ordered[-1] + 1)):
         return f"{{{ordered[0]}..{ordered[-1]}}}"
     return "{" + ",".join(map(str, ordered)) + "}"
-
-
-def _bits(layer: LayerResult) -> str:
-    if layer.op == "vector":
-        return "-"
-    return f"w{layer.weight_bits}a{layer.act_bits}" + (" 2:4" if layer.skipping else "")
 
 
 def layer_groups(layers: tuple[LayerResult, ...] | list[LayerResult]) -> list[LayerGroup]:

@@ -112,3 +112,30 @@ def test_sweep_and_plot_outputs_are_checked_before_their_inputs_are_read(
     assert main([str(tmp_path / names[a]) if a in names else
                  a.replace("MISSING", str(tmp_path / "missing")) for a in argv]) == 2
     assert fragment.replace("MISSING", str(tmp_path / "missing")) in one_line_error(capsys)
+
+
+def test_two_outputs_on_one_path_are_rejected(tmp_path, capsys):
+    same = tmp_path / "out.txt"
+    assert main(["run", "--hw", HW, "--model", "vit_tiny", "--json", str(same),
+                 "--csv", str(same)]) == 2
+    assert f"--csv {same}: the same file as --json" in one_line_error(capsys)
+
+
+def test_trace_writes_csv_and_json_together(tmp_path, capsys):
+    out_csv, out_json = tmp_path / "g.csv", tmp_path / "g.json"
+    assert main(["trace", "--model", "vit_tiny", "--csv", str(out_csv), "--json",
+                 str(out_json)]) == 0
+    assert out_csv.read_text().startswith("Layer, M, N, K,")
+    assert json.loads(out_json.read_text())["name"] == "vit_tiny"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.csv", "g.json"]  # no temp left
+    capsys.readouterr()
+    bad = tmp_path / "missing" / "g.csv"
+    assert main(["trace", "--model", "vit_tiny", "--json", str(tmp_path / "h.json"),
+                 "--csv", str(bad)]) == 2
+    assert f"--csv {bad}: folder" in one_line_error(capsys)
+    assert not (tmp_path / "h.json").exists()
+
+
+def test_sweep_store_that_is_a_folder_is_rejected(tmp_path, capsys):
+    assert main(["sweep", str(tmp_path / "none.yaml"), "--out", str(tmp_path)]) == 2
+    assert f"--out {tmp_path}: is a folder" in one_line_error(capsys)
