@@ -139,15 +139,99 @@ def test_bad_plot_inputs_are_one_line(tmp_path):
     json.dumps(RUN)
 
 
-@pytest.mark.parametrize("count", [3, 12, 25])
-def test_category_palette_gives_every_category_its_own_colour(count):
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from accelsim.report.plots.pareto import category_palette
+def _boxes_overlap(a, b) -> bool:
+    return min(a.x1, b.x1) > max(a.x0, b.x0) and min(a.y1, b.y1) > max(a.y0, b.y0)
 
-    palette = category_palette(count, plt)
-    # 12 categories once shared colours: the points clipped at tab10's last, the legend cycled.
-    assert len(palette) == count == len(set(palette))
+
+def crowded_frame(variants: int = 14, points: int = 30) -> pd.DataFrame:
+    """``points`` random design points per variant on one model, plus a front of 20 points
+    packed into 2 % of the latency range, so the front's numbers crowd together."""
+    rng = np.random.default_rng(0)
+    rows = [{"model": "m", "latency_ms": rng.uniform(1.2, 3.0), "energy_uj": rng.uniform(1.2, 3.0),
+             "variant": f"variant_{v:02d}", "hw_array_rows": 16 + p, "front": False}
+            for v in range(variants) for p in range(points)]
+    rows += [{"model": "m", "latency_ms": 1.0 + 0.002 * i, "energy_uj": 1.2 - 0.002 * i,
+              "variant": f"variant_{i % variants:02d}", "hw_array_rows": 100 + i, "front": True}
+             for i in range(20)]
+    frame = pd.DataFrame(rows)
+    return frame.assign(cycles=(frame["latency_ms"] * 1e6).round(), recipe="r")
+
+
+def crowded_figure(y: str = "energy_uj"):
+    from accelsim.report.plots.pareto import pareto_figure
+
+    data = crowded_frame()
+    info = pareto_info(data, "latency_ms", y, data["front"], pd.Series([True] * len(data)),
+                       color="variant")
+    fig = pareto_figure(info, "crowded")
+    fig.canvas.draw()
+    return info, fig
+
+
+def test_the_pareto_legend_sits_outside_every_panel():
+    _, fig = crowded_figure()
+    (legend,) = fig.legends
+    box = legend.get_window_extent()
+    panels = [ax.get_window_extent() for ax in fig.axes if ax.get_visible()]
+    assert panels and not any(_boxes_overlap(box, panel) for panel in panels)
+    assert not any(ax.get_legend() for ax in fig.axes)  # no legend left inside a panel
+
+
+def test_fourteen_variants_get_distinct_colour_and_marker_pairs():
+    from matplotlib.colors import to_hex
+
+    from accelsim.report.plots.common import category_styles
+
+    styles = category_styles(14)
+    assert len({(to_hex(colour), marker) for colour, marker in styles}) == 14
+    # neighbours differ in both colour and shape, and 70 categories still stay apart
+    assert all(styles[i][0] != styles[i + 1][0] and styles[i][1] != styles[i + 1][1]
+               for i in range(13))
+    assert len({(to_hex(c), m) for c, m in category_styles(70)}) == 70
+    info, fig = crowded_figure()
+    (legend,) = fig.legends
+    drawn = {(to_hex(h.get_color()), h.get_marker()) for h in legend.legend_handles
+             if h.get_label().startswith("variant_")}
+    assert len(drawn) == 14 == len(info.color_categories)
+
+
+def test_front_numbers_avoid_each_other_and_stay_inside_the_panel():
+    from matplotlib.text import Text
+
+    info, fig = crowded_figure()
+    ax = fig.axes[0]
+    numbers = [t for t in ax.texts if t.get_text().isdigit()]
+    assert len(numbers) == min(len(info.panels[0].front_order), 20)
+    boxes = [Text.get_window_extent(t) for t in numbers]  # the text, not its leader line
+    frame = ax.get_window_extent()
+    assert not any(_boxes_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1
+               for b in boxes)
+
+
+def test_roofline_points_are_labelled_by_layer_role_without_overlaps():
+    from accelsim.report.plots.roofline import point_labels, roofline_figure
+
+    info = roofline_info(RUN, HW)
+    labels = point_labels(info)
+    # all 7 toy GEMMs share one point: one label, the first role (embed) and how many other
+    # roles (q_proj, matmul) and layers share it
+    assert labels == [(4.0, pytest.approx(3200 / 120e-9 / 1e12), "embed +2 more x7")]
+    fig = roofline_figure(info)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.texts] == ["embed +2 more x7"]
+    assert not _boxes_overlap(ax.get_legend().get_window_extent(), ax.get_window_extent())
+
+
+def test_cycle_axes_use_thousands_separators():
+    from accelsim.report.plots.breakdown import breakdown_figure
+    from accelsim.report.plots.common import plain_number
+
+    assert plain_number(1234567.0) == "1,234,567" and plain_number(0.25) == "0.25"
+    fig = breakdown_figure(breakdown_info(RUN, "cycles"))
+    assert fig.axes[0].xaxis.get_major_formatter()(2_500_000, 0) == "2,500,000"
+    _, pareto = crowded_figure(y="cycles")
+    assert pareto.axes[0].yaxis.get_major_formatter()(12_000_000, 0) == "12,000,000"

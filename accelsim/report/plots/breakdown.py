@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,15 @@ from typing import Any
 import numpy as np
 
 from accelsim.errors import AccelsimError
-from accelsim.report.plots.common import hw_name, pyplot, run_layers, save_figure
+from accelsim.report.plots.common import (
+    BLOCK_INDEX,
+    hw_name,
+    layer_role,
+    plain_number_axis,
+    pyplot,
+    run_layers,
+    save_figure,
+)
 
 ENERGY_COMPONENTS = ("mac", "sram", "dram", "vector", "leakage")
 CYCLE_COMPONENTS = ("compute_cycles", "stall_cycles")
@@ -63,10 +70,6 @@ def breakdown_info(
     )
 
 
-_BLOCK_INDEX = re.compile(r"(?:(?<=[./])|^)\d+(?=[./])")  # numeric path parts: block indices
-_NODE_SUFFIX = re.compile(r"_\d+$")  # torch.export's per-graph op numbering (add_7)
-
-
 def _group_blocks(names: Sequence[str], values: np.ndarray) -> tuple[list[str], np.ndarray]:
     """Sum rows that are the same op of different blocks (``layers.3.fc1`` ~ ``layers.7.fc1``).
 
@@ -76,8 +79,8 @@ def _group_blocks(names: Sequence[str], values: np.ndarray) -> tuple[list[str], 
     groups: dict[str, list[int]] = {}
     seen: dict[tuple[tuple[str, ...], str], int] = {}
     for i, name in enumerate(names):
-        block = tuple(_BLOCK_INDEX.findall(name))
-        pattern = _NODE_SUFFIX.sub("", _BLOCK_INDEX.sub("*", name))
+        block = tuple(BLOCK_INDEX.findall(name))
+        pattern = layer_role(name)
         ordinal = seen.get((block, pattern), 0)
         seen[(block, pattern)] = ordinal + 1
         groups.setdefault(pattern if ordinal == 0 else f"{pattern} #{ordinal + 1}", []).append(i)
@@ -87,6 +90,11 @@ def _group_blocks(names: Sequence[str], values: np.ndarray) -> tuple[list[str], 
 
 
 def render_breakdown(info: BreakdownInfo, path: str | Path) -> Path:
+    return save_figure(breakdown_figure(info), path, pyplot())
+
+
+def breakdown_figure(info: BreakdownInfo) -> Any:
+    """The figure: stacked horizontal bars, the legend beside the axes."""
     plt = pyplot()
     height = max(4.0, 0.22 * len(info.layers) + 1.5)
     fig, ax = plt.subplots(figsize=(9, height))
@@ -101,4 +109,5 @@ def render_breakdown(info: BreakdownInfo, path: str | Path) -> Path:
     ax.set_title(info.title, fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(True, axis="x", alpha=0.3)
-    return save_figure(fig, path, plt)
+    plain_number_axis(ax, "x")
+    return fig

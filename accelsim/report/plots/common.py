@@ -1,12 +1,18 @@
 """What the plot kinds share: axis labels with units, column lookup, run-JSON access, drawing.
 
 Axis labels carry units, derived from the unit suffix of each column name (``latency_ms`` ->
-"latency (ms)").
+"latency (ms)"); tick labels carry thousands separators (``1,234,567`` cycles). Categories get a
+colour and a marker shape each (:func:`category_styles`), and point labels are placed by a
+greedy search (:func:`place_labels`) so that they neither overlap each other nor leave the axes.
+A greedy search, not adjustText: the labels here are short (a number, a layer role), a fixed
+candidate order keeps the output deterministic, and it needs no extra dependency.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,15 +57,112 @@ def resolve_column(frame: pd.DataFrame, name: str) -> str:
     )
 
 
+def plain_number(value: float, _position: Any = None) -> str:
+    """A tick label: ``1,234,567`` for whole numbers from 1,000 up, else the shortest form."""
+    if abs(value) >= 1000 and float(value).is_integer():
+        return f"{value:,.0f}"
+    return f"{value:g}"
+
+
+def plain_number_axis(ax: Any, axis: str) -> None:
+    """Tick labels of ``axis`` ("x" or "y") as :func:`plain_number` (thousands separators)."""
+    from matplotlib.ticker import FuncFormatter
+
+    (ax.xaxis if axis == "x" else ax.yaxis).set_major_formatter(FuncFormatter(plain_number))
+
+
 def plain_log_axis(ax: Any, axis: str) -> None:
     """Log scale with plain-number ticks at 1, 2, 5 x 10^k (no 2x10^0 labels)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import LogLocator, NullFormatter
 
     target = ax.xaxis if axis == "x" else ax.yaxis
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
     target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    target.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+    plain_number_axis(ax, axis)
     target.set_minor_formatter(NullFormatter())
+
+
+# tab10's 10 colours against 7 shapes (coprime): 70 distinct pairs, and neighbouring categories
+# differ in both colour and shape.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def category_styles(count: int) -> list[tuple[tuple[float, float, float, float], str]]:
+    """``count`` distinct (colour, marker) pairs, the same for the points and the legend."""
+    import matplotlib
+
+    tab10 = matplotlib.colormaps["tab10"]
+    return [(tab10(i % 10), MARKERS[i % len(MARKERS)]) for i in range(count)]
+
+
+BLOCK_INDEX = re.compile(r"(?:(?<=[./])|^)\d+(?=[./])")  # numeric path parts: block indices
+_NODE_SUFFIX = re.compile(r"_\d+$")  # torch.export's per-graph op numbering (add_7)
+
+
+def layer_role(name: str) -> str:
+    """A layer's name with block indices and op numbering removed: the same op in every block
+    (``layers.3.fc1`` and ``layers.7.fc1`` -> ``layers.*.fc1``)."""
+    return _NODE_SUFFIX.sub("", BLOCK_INDEX.sub("*", name))
+
+
+# Label offsets (points) tried in order: rings of growing radius, 8 directions on the first ring
+# and 16 further out (a label away from its point gets a thin leader line).
+_OFFSETS = tuple(
+    (round(r * math.cos(a)), round(r * math.sin(a)))
+    for r, directions in ((5, 8), (12, 16), (22, 16), (34, 16), (48, 16), (64, 16))
+    for a in (math.pi / 4 + 2 * math.pi * i / directions for i in range(directions))
+)
+_LEADER_FROM = 10  # points: offsets this far get a leader line
+
+
+def _overlap(a: Any, b: Any) -> float:
+    width = min(a.x1, b.x1) - max(a.x0, b.x0)
+    height = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(width, 0.0) * max(height, 0.0)
+
+
+def _text_box(annotation: Any, renderer: Any) -> Any:
+    """The annotation's text alone (an Annotation's own extent includes its leader line)."""
+    from matplotlib.text import Text
+
+    annotation.update_positions(renderer)  # place the offset text where it will be drawn
+    return Text.get_window_extent(annotation, renderer)
+
+
+def place_labels(ax: Any, xs: Sequence[float], ys: Sequence[float], texts: Sequence[str],
+                 **style: Any) -> list[Any]:
+    """Annotate each point with its text at the first offset (of :data:`_OFFSETS`) where the
+    label overlaps no label already placed and stays inside the axes, else where it overlaps
+    least. Call it once the axes' scales, limits and size are final."""
+    renderer = ax.figure.canvas.get_renderer()
+    ax.autoscale_view()
+    frame = ax.get_window_extent(renderer)
+    placed: list[Any] = []
+    annotations = []
+    for x, y, text in zip(xs, ys, texts, strict=True):
+        best, best_cost = None, 0.0
+        for dx, dy in _OFFSETS:
+            leader = ({"arrowprops": {"arrowstyle": "-", "color": "gray", "linewidth": 0.5,
+                                      "shrinkA": 0, "shrinkB": 2}}
+                      if math.hypot(dx, dy) >= _LEADER_FROM else {})
+            candidate = ax.annotate(
+                text, (x, y), xytext=(dx, dy), textcoords="offset points",
+                ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                va="bottom" if dy > 0 else "top" if dy < 0 else "center", **leader, **style)
+            box = _text_box(candidate, renderer)
+            cost = sum(_overlap(box, other) for other in placed)
+            cost += box.width * box.height - _overlap(box, frame)  # the part outside the axes
+            if best is None or cost < best_cost:
+                if best is not None:
+                    best.remove()
+                best, best_cost = candidate, cost
+            else:
+                candidate.remove()
+            if cost == 0:
+                break
+        placed.append(_text_box(best, renderer))
+        annotations.append(best)
+    return annotations
 
 
 def run_layers(run: Mapping[str, Any]) -> list[Mapping[str, Any]]:

@@ -12,7 +12,10 @@ import numpy as np
 
 from accelsim.report.plots.common import (
     axis_label,
+    category_styles,
+    place_labels,
     plain_log_axis,
+    plain_number_axis,
     pyplot,
     resolve_column,
     save_figure,
@@ -193,6 +196,12 @@ def _fmt(value: Any) -> str:
 
 
 def render_pareto(info: ParetoInfo, path: str | Path, title: str = "") -> Path:
+    return save_figure(pareto_figure(info, title), path, pyplot())
+
+
+def pareto_figure(info: ParetoInfo, title: str = "") -> Any:
+    """The figure: one panel per model; one legend for all panels, beside them (never over the
+    data); the front points numbered, the numbers placed clear of each other."""
     plt = pyplot()
     n = len(info.panels)
     cols = min(n, 3)
@@ -203,68 +212,77 @@ def render_pareto(info: ParetoInfo, path: str | Path, title: str = "") -> Path:
                              squeeze=False, gridspec_kw={"hspace": 0.25 + 0.04 * key_lines})
     scatter = None
     for ax, panel in zip(axes.flat, info.panels, strict=False):
-        scatter = _draw_panel(ax, panel, info, plt)
+        scatter = _draw_panel(ax, panel, info)
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     has_colors = any(p.color is not None and np.isfinite(p.color).any() for p in info.panels)
     if info.color_label and not info.color_categories and scatter is not None and has_colors:
         fig.colorbar(scatter, ax=axes.ravel().tolist(), label=info.color_label, shrink=0.85)
-    if info.color_categories:
-        palette = category_palette(len(info.color_categories), plt)
-        handles = [
-            plt.Line2D([], [], marker="o", linestyle="", color=palette[i], label=name)
-            for i, name in enumerate(info.color_categories)
-        ]
-        axes.flat[0].legend(handles=handles, title=info.color_label, fontsize=8, loc="upper right")
+    _figure_legend(fig, info, plt)
     heading = title or "Pareto front"
     if info.note:
         heading += f" ({info.note})"
     # Lift the heading above two-line panel titles (model + a missing-values note).
     lift_in = 0.3 if any(p.note for p in info.panels) else 0.0
     fig.suptitle(heading, y=1.0 + lift_in / fig.get_figheight())
-    return save_figure(fig, path, plt)
+    for ax, panel in zip(axes.flat, info.panels, strict=False):
+        _number_front(ax, panel)  # last: the numbers are placed against the final layout
+    return fig
 
 
-def category_palette(count: int, plt: Any) -> list[tuple[float, float, float, float]]:
-    """``count`` distinct colours, the same for the points and the legend: tab10 up to 10
-    categories, tab20 up to 20, evenly spaced turbo colours beyond (a cycled palette would give
-    two categories one colour)."""
-    if count <= 10:
-        return [plt.get_cmap("tab10")(i) for i in range(count)]
-    if count <= 20:
-        return [plt.get_cmap("tab20")(i) for i in range(count)]
-    return [plt.get_cmap("turbo")(i / (count - 1)) for i in range(count)]
+def _figure_legend(fig: Any, info: ParetoInfo, plt: Any) -> None:
+    """One legend right of all panels: what the marks mean, then the categories."""
+    line = plt.Line2D
+    handles = [line([], [], marker="x", linestyle="", color="lightgray",
+                    label="infeasible / fails constraints"),
+               line([], [], marker="o", linestyle="-" if info.staircase else "",
+                    markerfacecolor="none", color="black", label="Pareto front (numbered)")]
+    if not info.color_label:
+        handles.insert(1, line([], [], marker="o", linestyle="", color="tab:blue", alpha=0.45,
+                               label="design points"))
+    if any(p.reference_y is not None for p in info.panels):
+        handles.append(line([], [], linestyle="--", color="dimgray", label=info.reference_label))
+    if info.color_categories:
+        handles.append(line([], [], linestyle="", label=f"\n{info.color_label}:"))
+        handles += [line([], [], marker=marker, linestyle="", color=colour, label=name)
+                    for (colour, marker), name in zip(category_styles(len(
+                        info.color_categories)), info.color_categories, strict=True)]
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8,
+               frameon=False)
 
 
-def _draw_panel(ax: Any, panel: ParetoPanel, info: ParetoInfo, plt: Any) -> Any:
+def _draw_panel(ax: Any, panel: ParetoPanel, info: ParetoInfo) -> Any:
     dim = ~panel.eligible
     if dim.any():
-        ax.scatter(panel.x[dim], panel.y[dim], s=8, c="lightgray", marker="x", linewidths=0.6,
-                   label="infeasible / fails constraints")
+        ax.scatter(panel.x[dim], panel.y[dim], s=8, c="lightgray", marker="x", linewidths=0.6)
     ok = panel.eligible & ~panel.front
+    scatter = None
     if panel.color is not None and info.color_categories:
-        palette = category_palette(len(info.color_categories), plt)
-        scatter = ax.scatter(panel.x[ok], panel.y[ok], s=10, alpha=0.6,
-                             c=[palette[int(i)] for i in panel.color[ok]])
+        styles = category_styles(len(info.color_categories))
+        for index, (colour, marker) in enumerate(styles):
+            pick = ok & (panel.color == index)
+            if pick.any():
+                ax.scatter(panel.x[pick], panel.y[pick], s=12, alpha=0.7, color=colour,
+                           marker=marker, linewidths=0)
     elif panel.color is not None and np.isfinite(panel.color).any():
-        norm = plt.Normalize(np.nanmin(panel.color), np.nanmax(panel.color))
+        norm = _normalize(panel.color)
         scatter = ax.scatter(panel.x[ok], panel.y[ok], s=10, c=panel.color[ok], cmap="viridis",
                              norm=norm, alpha=0.6)
     else:
-        scatter = ax.scatter(panel.x[ok], panel.y[ok], s=10, c="tab:blue", alpha=0.45,
-                             label="design points")
+        scatter = ax.scatter(panel.x[ok], panel.y[ok], s=10, c="tab:blue", alpha=0.45)
     order = panel.front_order
     # The front is drawn in black, hollow rings on a step line, so no colour map can hide it.
     if info.staircase:
         ax.step(panel.x[order], panel.y[order], where="post", color="black", linewidth=1.0,
                 zorder=3)
     ax.scatter(panel.x[order], panel.y[order], s=46, facecolors="none", edgecolors="black",
-               linewidths=1.3, zorder=4, label=f"Pareto front ({len(order)} points)")
+               linewidths=1.3, zorder=4)
     _draw_front_key(ax, panel, info.x_label)
     ax.set_xlabel(info.x_label)
     ax.set_ylabel(info.y_label)
-    if panel.model or panel.note:
-        ax.set_title(panel.model + (f"\n({panel.note})" if panel.note else ""), fontsize=10)
+    title = f"{panel.model} (front: {len(order)} points)" if panel.model else ""
+    if title or panel.note:
+        ax.set_title(title + (f"\n({panel.note})" if panel.note else ""), fontsize=10)
     if not np.isfinite(panel.x + panel.y).any():
         ax.text(0.5, 0.5, panel.note or "no points", transform=ax.transAxes, ha="center",
                 va="center", fontsize=10, color="dimgray")
@@ -272,29 +290,51 @@ def _draw_panel(ax: Any, panel: ParetoPanel, info: ParetoInfo, plt: Any) -> Any:
         ax.set_yticks([])
         return scatter
     if panel.reference_y is not None:
-        ax.axhline(panel.reference_y, color="dimgray", linestyle="--", linewidth=1.0,
-                   label=f"{info.reference_label} {panel.reference_y:.4g}")
+        ax.axhline(panel.reference_y, color="dimgray", linestyle="--", linewidth=1.0)
+        ax.annotate(f"{info.reference_label} {panel.reference_y:.4g}", (1.0, panel.reference_y),
+                    xycoords=("axes fraction", "data"), xytext=(-2, 2),
+                    textcoords="offset points", ha="right", va="bottom", fontsize=7,
+                    color="dimgray")
+    plain_number_axis(ax, "x")
+    plain_number_axis(ax, "y")
     _log_if_wide(ax, panel.x[panel.eligible], "x")
     _log_if_wide(ax, panel.y[panel.eligible], "y")
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7, loc="best")
     return scatter
 
 
+def _normalize(values: np.ndarray) -> Any:
+    from matplotlib.colors import Normalize
+
+    return Normalize(np.nanmin(values), np.nanmax(values))
+
+
+def _shown_front(panel: ParetoPanel) -> list[int]:
+    """Positions in ``front_order`` that get a number (every one, or evenly spread up to
+    :data:`MAX_FRONT_LABELS`)."""
+    step = max(1, math.ceil(len(panel.front_order) / MAX_FRONT_LABELS))
+    return list(range(0, len(panel.front_order), step))
+
+
+def _number_front(ax: Any, panel: ParetoPanel) -> None:
+    if not np.isfinite(panel.x + panel.y).any():
+        return
+    shown = [panel.front_order[i] for i in _shown_front(panel)]
+    place_labels(ax, panel.x[shown], panel.y[shown], [str(n) for n in range(1, len(shown) + 1)],
+                 fontsize=7, fontweight="bold")
+
+
 def _draw_front_key(ax: Any, panel: ParetoPanel, x_label: str) -> None:
-    """Number the front points; the key below the axes spells out what each one is, so long
-    labels never overlap the data or each other."""
+    """The key below the axes spells out what each numbered front point is, so long labels
+    never overlap the data or each other."""
     order = panel.front_order
-    step = max(1, math.ceil(len(order) / MAX_FRONT_LABELS))
-    key = []
-    for number, i in enumerate(range(0, len(order), step), start=1):
-        ax.annotate(str(number), (panel.x[order[i]], panel.y[order[i]]), fontsize=7,
-                    fontweight="bold", xytext=(4, 4), textcoords="offset points")
-        key.append(f"{number:>2}  {panel.labels[i] or '(same fields)'}")
+    shown = _shown_front(panel)
+    key = [f"{number:>2}  {panel.labels[i] or '(same fields)'}"
+           for number, i in enumerate(shown, start=1)]
     if not key:
         return
-    shown = "" if step == 1 else f", {len(key)} of {len(order)} shown"
-    header = f"Pareto points in order of {x_label}{shown}"
+    more = "" if len(key) == len(order) else f", {len(key)} of {len(order)} shown"
+    header = f"Pareto points in order of {x_label}{more}"
     if panel.common:
         header += f"\nall of them: {panel.common}"
     ax.text(0.0, -0.13, header + ":\n" + "\n".join(key), transform=ax.transAxes,

@@ -10,7 +10,15 @@ from typing import Any
 import numpy as np
 
 from accelsim.errors import AccelsimError
-from accelsim.report.plots.common import hw_name, plain_log_axis, pyplot, run_layers, save_figure
+from accelsim.report.plots.common import (
+    hw_name,
+    layer_role,
+    place_labels,
+    plain_log_axis,
+    pyplot,
+    run_layers,
+    save_figure,
+)
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,32 @@ def roofline_info(run: Mapping[str, Any], hw: Mapping[str, Any] | None = None) -
     )
 
 
+def point_labels(info: RooflineInfo) -> list[tuple[float, float, str]]:
+    """One label per distinct point: the layer role (block indices dropped, its last two path
+    parts) of the layers there, with how many layers share the point (``fc1 x12``)."""
+    groups: dict[tuple[float, float], list[str]] = {}
+    for x, y, name in zip(info.intensity_ops_per_byte, info.achieved_tops, info.names,
+                          strict=True):
+        groups.setdefault((round(float(x), 9), round(float(y), 9)), []).append(name)
+    labels = []
+    for (x, y), names in groups.items():
+        roles = list(dict.fromkeys(_short_role(name) for name in names))
+        text = roles[0] + (f" +{len(roles) - 1} more" if len(roles) > 1 else "")
+        labels.append((x, y, text + (f" x{len(names)}" if len(names) > 1 else "")))
+    return labels
+
+
+def _short_role(name: str) -> str:
+    parts = [part for part in layer_role(name).replace("/", ".").split(".") if part != "*"]
+    return ".".join(parts[-2:])
+
+
 def render_roofline(info: RooflineInfo, path: str | Path) -> Path:
+    return save_figure(roofline_figure(info), path, pyplot())
+
+
+def roofline_figure(info: RooflineInfo) -> Any:
+    """The figure: roofs, the GEMM points labelled by layer role, the legend beside the axes."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 5.2))
     # Span the layers and the ridge points (where bandwidth stops limiting), with some margin.
@@ -95,5 +128,8 @@ def render_roofline(info: RooflineInfo, path: str | Path) -> Path:
         title += f"\n({info.skipped} GEMM layers with no DRAM traffic not shown)"
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=8, loc="lower right")
-    return save_figure(fig, path, plt)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    labels = point_labels(info)
+    place_labels(ax, [x for x, _, _ in labels], [y for _, y, _ in labels],
+                 [text for _, _, text in labels], fontsize=6.5, color="dimgray")
+    return fig
