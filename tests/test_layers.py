@@ -138,7 +138,7 @@ def test_the_checker_sees_lazy_relative_and_from_package_imports():
 
 @pytest.mark.parametrize(("module", "absent"), [
     ("accelsim.sim", ("torch", "numba")),
-    ("accelsim.cli", ("torch", "numba", "transformers", "pandas", "matplotlib")),
+    ("accelsim.cli", ("torch", "numba", "transformers", "pandas", "matplotlib", "plotly")),
     ("accelsim.graph.workload", ("torch", "transformers")),
     ("accelsim.hw", ("torch", "numba")),
 ])

@@ -16,7 +16,8 @@ from accelsim import __version__
 from accelsim.errors import AccelsimError
 
 DEBUG = "--debug"
-COMMANDS: tuple[str, ...] = ("run", "models", "trace", "compress", "verify", "sweep", "plot")
+COMMANDS: tuple[str, ...] = ("run", "models", "trace", "compress", "verify", "sweep", "plot",
+                             "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
