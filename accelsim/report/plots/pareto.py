@@ -217,8 +217,10 @@ def pareto_figure(info: ParetoInfo, title: str = "") -> Any:
         ax.set_visible(False)
     has_colors = any(p.color is not None and np.isfinite(p.color).any() for p in info.panels)
     if info.color_label and not info.color_categories and scatter is not None and has_colors:
-        fig.colorbar(scatter, ax=axes.ravel().tolist(), label=info.color_label, shrink=0.85)
-    _figure_legend(fig, info, plt)
+        bar = fig.colorbar(scatter, ax=axes.ravel().tolist(), label=info.color_label,
+                           shrink=0.85)
+        plain_number_axis(bar.ax, "y")
+    _figure_legend(fig, list(axes.flat), info, plt)
     heading = title or "Pareto front"
     if info.note:
         heading += f" ({info.note})"
@@ -230,7 +232,7 @@ def pareto_figure(info: ParetoInfo, title: str = "") -> Any:
     return fig
 
 
-def _figure_legend(fig: Any, info: ParetoInfo, plt: Any) -> None:
+def _figure_legend(fig: Any, panels: list[Any], info: ParetoInfo, plt: Any) -> None:
     """One legend right of all panels: what the marks mean, then the categories."""
     line = plt.Line2D
     handles = [line([], [], marker="x", linestyle="", color="lightgray",
@@ -247,8 +249,12 @@ def _figure_legend(fig: Any, info: ParetoInfo, plt: Any) -> None:
         handles += [line([], [], marker=marker, linestyle="", color=colour, label=name)
                     for (colour, marker), name in zip(category_styles(len(
                         info.color_categories)), info.color_categories, strict=True)]
-    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8,
-               frameon=False)
+    # A panel's own box (its key hangs below it, left-aligned), a colour bar's with its label.
+    renderer = fig.canvas.get_renderer()
+    right = max((ax.get_window_extent(renderer) if ax in panels else ax.get_tightbbox(renderer)).x1
+                for ax in fig.axes if ax.get_visible()) / fig.bbox.width
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(right + 0.01, 0.95),
+               fontsize=8, frameon=False)
 
 
 def _draw_panel(ax: Any, panel: ParetoPanel, info: ParetoInfo) -> Any:
@@ -280,7 +286,8 @@ def _draw_panel(ax: Any, panel: ParetoPanel, info: ParetoInfo) -> Any:
     _draw_front_key(ax, panel, info.x_label)
     ax.set_xlabel(info.x_label)
     ax.set_ylabel(info.y_label)
-    title = f"{panel.model} (front: {len(order)} points)" if panel.model else ""
+    count = f"{len(order)} point{'s' if len(order) != 1 else ''}"
+    title = f"{panel.model} (front: {count})" if panel.model else ""
     if title or panel.note:
         ax.set_title(title + (f"\n({panel.note})" if panel.note else ""), fontsize=10)
     if not np.isfinite(panel.x + panel.y).any():
