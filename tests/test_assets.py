@@ -70,7 +70,7 @@ def test_zoo_weights_wheels_are_the_assets_with_the_same_install_command() -> No
 
 def test_unknown_asset_name_is_one_line() -> None:
     with pytest.raises(AccelsimError, match="asset: unknown name 'fortune'; allowed: "):
-        assets.available("fortune")
+        assets.require("fortune", "a test")
 
 
 def test_readme_set_up_installs_every_asset_before_the_test_command() -> None:

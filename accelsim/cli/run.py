@@ -315,12 +315,12 @@ def skipping_speedup_line(result: SimResult, graph: Graph, hw: HwConfig,
 
 
 def run(args: argparse.Namespace) -> int:
-    from accelsim.report import tables
-    from accelsim.sim import simulate
-
     outputs = {option: check_output_path(path, f"--{option}")
                for option, path in (("json", args.json), ("csv", args.csv)) if path}
     check_distinct(outputs)
+    from accelsim.report import tables
+    from accelsim.sim import simulate
+
     hw, overrides = load_hardware(args.hw, args.overrides, args.scalesim_compat)
     shape = {"batch": args.batch, "seq_len": args.seq_len, "image_size": args.image_size,
              "audio_seconds": args.audio_seconds}

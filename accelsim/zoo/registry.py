@@ -3,7 +3,6 @@ default input shape, offline-weights package if any), read and checked once per 
 
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from typing import Any
 import yaml
 
 from accelsim import assets
-from accelsim.errors import AccelsimError
+from accelsim.errors import AccelsimError, did_you_mean
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 FAMILIES: tuple[str, ...] = ("bert", "vit", "wav2vec2", "whisper", "dinov2")
@@ -176,12 +175,11 @@ def list_models() -> list[ModelSpec]:
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The spec of zoo model ``name``; an unknown name suggests the closest one."""
+    """The spec of zoo model ``name``; an unknown name suggests up to three close ones."""
     specs = _specs()
     if name in specs:
         return specs[name]
-    close = difflib.get_close_matches(name, list(specs), n=1, cutoff=0.0)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
     raise AccelsimError(
-        f"model {name!r} is not in the zoo{hint} (run `python -m accelsim models` for the list)"
+        f"model {name!r} is not in the zoo{did_you_mean(name, list(specs))}; allowed: the "
+        f"{len(specs)} models `python -m accelsim models` lists"
     )

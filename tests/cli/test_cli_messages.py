@@ -47,6 +47,13 @@ def test_did_you_mean_offers_at_most_three_close_names():
     assert did_you_mean("zzzz", options) == ""
 
 
+def test_unknown_model_suggests_close_names_not_the_whole_zoo(capsys):
+    assert main(["run", "--hw", HW, "--model", "vit_tin"]) == 2
+    err = one_line_error(capsys)
+    assert "model 'vit_tin' is not in the zoo (did you mean 'vit_tiny'" in err
+    assert "wav2vec2_large" not in err and err.endswith("`python -m accelsim models` lists")
+
+
 @pytest.fixture
 def bad_inputs(tmp_path: Path) -> dict[str, Path]:
     files = {
