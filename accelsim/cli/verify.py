@@ -102,9 +102,13 @@ def _from_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from accelsim.errors import AccelsimError
+    from accelsim.files import check_output_path, write_text_atomic
+
+    if args.json is not None:
+        check_output_path(args.json, "--json")
     import torch
 
-    from accelsim.errors import AccelsimError
     from accelsim.ref.compare import compare_with_fake_quant
 
     for name in ("batches", "batch_size"):
@@ -130,6 +134,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         payload = {**asdict(report), "passed": report.passed,
                    "end_to_end_ok": report.end_to_end_ok, "verdict": report.verdict()}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=1))
+        write_text_atomic(args.json, json.dumps(payload, indent=1))
     return 0 if report.passed and report.end_to_end_ok else 1

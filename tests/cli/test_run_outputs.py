@@ -104,8 +104,10 @@ def test_outputs_land_together_or_not_at_all(tmp_path, monkeypatch):
     (["sweep", "NOSWEEP", "--workers", "0"], "--workers 0: must be an integer >= 1"),
     (["plot", "breakdown", "NORUN", "--out", "MISSING/b.png"], "--out MISSING/b.png: folder"),
     (["plot", "pareto", "NOSTORE", "--out", "MISSING/p.png"], "--out MISSING/p.png: folder"),
+    (["verify", "--model", "no_such_model", "--recipe", "w4a4", "--json", "MISSING/v.json"],
+     "--json MISSING/v.json: folder"),
 ])
-def test_sweep_and_plot_outputs_are_checked_before_their_inputs_are_read(
+def test_sweep_plot_verify_outputs_are_checked_before_their_inputs_are_read(
         tmp_path, capsys, argv, fragment):
     # The inputs do not exist either: the output error coming first shows the order.
     names = {"NOSWEEP": "none.yaml", "NORUN": "none.json", "NOSTORE": "none.sqlite"}
