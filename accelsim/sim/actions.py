@@ -62,8 +62,12 @@ def _register_bits_per_mac(hw: HwConfig, skipping: bool) -> int:
 
 def gemm_actions(ops: Operands, hw: HwConfig, plan: MemoryPlan, *, count: int, passes: int,
                  dense_macs: int, issued_fraction: float, gated_fraction: float,
-                 skipping: bool, reduction_steps: int) -> ActionCounts:
-    """Actions of one GEMM layer: ``count`` instances of ``ops`` run ``passes`` times each."""
+                 skipping: bool, reduction_steps: int, kept_on_chip: bool = False,
+                 evicted_bytes: float = 0.0) -> ActionCounts:
+    """Actions of one GEMM layer: ``count`` instances of ``ops`` run ``passes`` times each.
+
+    An output kept on chip is written into the activation buffers (at ``ops.out_bits``) for its
+    consumers; tensors evicted to make room are read out of them and written to DRAM."""
     rows, cols = hw.array.rows, hw.array.cols
     issued = dense_macs * issued_fraction * passes
     gated = dense_macs * gated_fraction * passes
@@ -90,21 +94,25 @@ def gemm_actions(ops: Operands, hw: HwConfig, plan: MemoryPlan, *, count: int, p
         register_bytes=issued * _register_bits_per_mac(hw, skipping) / 8,
         sram_read_bytes_weights=weight_reads * passes * count,
         sram_write_bytes_weights=plan.dram_read_b_bytes * count,
-        sram_read_bytes_inputs=input_reads * passes * count,
-        sram_write_bytes_inputs=plan.dram_read_a_bytes * count,
+        sram_read_bytes_inputs=input_reads * passes * count + evicted_bytes,
+        sram_write_bytes_inputs=(plan.dram_read_a_bytes * count
+                                 + (ops.c_bytes * count if kept_on_chip else 0.0)),
         sram_read_bytes_outputs=out_reads * count,
         sram_write_bytes_outputs=out_writes * count,
         dram_read_bytes=(plan.dram_read_a_bytes + plan.dram_read_b_bytes) * count,
-        dram_write_bytes=plan.dram_write_c_bytes * count,
+        dram_write_bytes=plan.dram_write_c_bytes * count + evicted_bytes,
     )
 
 
-def vector_actions(total_elements: int, operands: int, lane_cycles: float,
-                   hw: HwConfig) -> ActionCounts:
-    """A vector op reads its operands from and writes its result to the output buffer."""
+def vector_actions(total_elements: int, operands: int, lane_cycles: float, hw: HwConfig, *,
+                   dram_read_bytes: float = 0.0, dram_write_bytes: float = 0.0) -> ActionCounts:
+    """A vector op reads its operands from and writes its result to the activation buffers
+    (counted on the output buffer); spilled operands and outputs also cross DRAM."""
     element_bytes = total_elements * hw.vector_unit.element_bits / 8
     return ActionCounts(
         vector_lane_cycles=lane_cycles,
         sram_read_bytes_outputs=element_bytes * operands,
         sram_write_bytes_outputs=element_bytes,
+        dram_read_bytes=dram_read_bytes,
+        dram_write_bytes=dram_write_bytes,
     )
