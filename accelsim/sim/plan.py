@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from accelsim.graph.ir import GemmNode, Graph, Node, VectorNode
 from accelsim.hw import HwConfig
@@ -66,9 +66,8 @@ def sources(graph: Graph) -> tuple[tuple[str, ...], ...]:
     return tuple(out)
 
 
-@dataclass(frozen=True)
-class NodeMemory:
-    """What the planner decided for one node.
+class NodeMemory(NamedTuple):
+    """What the planner decided for one node (a named tuple: one per node per design point).
 
     ``operands_on_chip``: per activation operand (a GEMM's A, then B for attention), whether it
     is read from the on-chip pool (else from DRAM: a model input, or a spilled tensor).
@@ -93,13 +92,6 @@ class NodeMemory:
     free_bytes: float
 
 
-def _read_bits(consumer: Node, operand: int, hw: HwConfig) -> int:
-    if isinstance(consumer, VectorNode):
-        return hw.vector_unit.element_bits
-    weight_bits, act_bits, _ = resolve_bits(consumer, hw)
-    return weight_bits if operand == 1 else act_bits
-
-
 def _output_elements(node: Node) -> int:
     if isinstance(node, GemmNode):
         return node.m * node.n * node.count
@@ -112,22 +104,25 @@ def plan_graph(graph: Graph, hw: HwConfig, gemm_reserve_bytes: Sequence[tuple[fl
     in the activation buffers (accumulator tiles, streamed A tiles; (0, 0) for vector ops);
     ``node_cycles[i]``: a vector op's compute cycles (for prefetch; ignored for GEMMs)."""
     nodes = graph.nodes
-    srcs = sources(graph)
+    count = len(nodes)
     index = {node.name: i for i, node in enumerate(nodes)}
+    operands = [tuple(index[s] if s != MODEL_INPUT else -1 for s in node_srcs)
+                for node_srcs in sources(graph)]
+    element_bits = hw.vector_unit.element_bits
+    read_bits = [(element_bits, element_bits) if isinstance(node, VectorNode)
+                 else resolve_bits(node, hw)[1::-1] for node in nodes]  # (A, B) widths
     uses: list[list[int]] = [[] for _ in nodes]
-    bits = [0] * len(nodes)
-    for i, (node, node_srcs) in enumerate(zip(nodes, srcs, strict=True)):
-        for operand, source in enumerate(node_srcs):
-            if source == MODEL_INPUT:
+    bits = [0] * count
+    for i, node_operands in enumerate(operands):
+        for operand, producer in enumerate(node_operands):
+            if producer < 0:
                 continue
-            producer = index[source]
             if not uses[producer] or uses[producer][-1] != i:
                 uses[producer].append(i)
-            bits[producer] = max(bits[producer], _read_bits(node, operand, hw))
-    for i, node in enumerate(nodes):
+            bits[producer] = max(bits[producer], read_bits[i][min(operand, 1)])
+    for i in range(count):
         if not uses[i]:
-            bits[i] = (resolve_bits(node, hw)[1] if isinstance(node, GemmNode)
-                       else hw.vector_unit.element_bits)
+            bits[i] = read_bits[i][0]
     size = [_output_elements(node) * b / 8 for node, b in zip(nodes, bits, strict=True)]
     pool = hw.sram.inputs.size_bytes + hw.sram.outputs.size_bytes
     bytes_per_cycle = hw.dram_bytes_per_cycle
@@ -142,17 +137,16 @@ def plan_graph(graph: Graph, hw: HwConfig, gemm_reserve_bytes: Sequence[tuple[fl
         for use in uses[tensor]:
             if use > after:
                 return use
-        return len(nodes)
+        return count
 
     for i, node in enumerate(nodes):
-        node_srcs = srcs[i]
-        producers = [index[s] for s in node_srcs if s != MODEL_INPUT]
-        on_chip = tuple(s != MODEL_INPUT and index[s] in resident for s in node_srcs)
-        from_input = tuple(s == MODEL_INPUT for s in node_srcs)
+        node_operands = operands[i]
+        on_chip = tuple(p in resident for p in node_operands)
+        from_input = tuple(p < 0 for p in node_operands)
         is_gemm = isinstance(node, GemmNode)
         acc_reserve, a_tile_reserve = gemm_reserve_bytes[i]
         reserve = acc_reserve + (a_tile_reserve if is_gemm and not on_chip[0] else 0.0)
-        dying = [p for p in dict.fromkeys(producers) if uses[p][-1] == i and p in resident]
+        dying = [p for p in set(node_operands) if p in resident and uses[p][-1] == i]
         if not is_gemm:  # a vector op streams: operands that die here make room for its output
             for p in dying:
                 used -= resident.pop(p)
@@ -164,7 +158,7 @@ def plan_graph(graph: Graph, hw: HwConfig, gemm_reserve_bytes: Sequence[tuple[fl
             # and only tensors read later than this output will be.
             mine = next_use(i, i)
             candidates = sorted(
-                (t for t in resident if t not in producers and next_use(t, i) > mine),
+                (t for t in resident if t not in node_operands and next_use(t, i) > mine),
                 key=lambda t: next_use(t, i), reverse=True)
             for t in candidates:
                 if used + want + reserve <= pool:
@@ -179,22 +173,18 @@ def plan_graph(graph: Graph, hw: HwConfig, gemm_reserve_bytes: Sequence[tuple[fl
         if is_gemm:
             for p in dying:
                 used -= resident.pop(p)
-        reload = sum(size[p] for p, chip in zip(
-            (index.get(s, -1) for s in node_srcs), on_chip, strict=True) if p >= 0 and not chip)
+        reload = sum(size[p] for p, chip in zip(node_operands, on_chip, strict=True)
+                     if p >= 0 and not chip)
         prefetched = 0.0
         if is_gemm:
             if not node.weight_is_activation:
                 prefetched = min(idle_dram_bytes, weight_tile_capacity)
             idle_dram_bytes = 0.0
         else:
-            read_input = sum(from_input) * node.total_elements * hw.vector_unit.element_bits / 8
+            read_input = sum(from_input) * node.total_elements * element_bits / 8
             moved = read_input + reload + evicted + (0.0 if keep else size[i])
             idle_dram_bytes += max(0.0, node_cycles[i] * bytes_per_cycle - moved)
-        plans.append(NodeMemory(
-            operands_on_chip=on_chip, operand_from_model_input=from_input,
-            reload_bytes=reload, output_bits=bits[i], output_bytes=size[i],
-            output_to_dram=not keep, output_is_spill=out_needed and not keep,
-            evicted_bytes=evicted, prefetched_weight_bytes=prefetched,
-            free_bytes=max(0.0, free) if is_gemm else 0.0,
-        ))
+        plans.append(NodeMemory(on_chip, from_input, reload, bits[i], size[i], not keep,
+                                out_needed and not keep, evicted, prefetched,
+                                max(0.0, free) if is_gemm else 0.0))
     return tuple(plans)

@@ -21,7 +21,6 @@ reason), which is a result, not an error.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -211,8 +210,17 @@ def _gemm_shape(node: GemmNode, hw: HwConfig, scalesim_compat: bool) -> _GemmSha
     return _GemmShape(weight_bits, act_bits, passes, skipping, steps, compute, ops, candidates)
 
 
-def _gemm_layer(node: GemmNode, shape: _GemmShape, mem: NodeMemory, hw: HwConfig,
-                weights_resident: bool, area_mm2: float) -> LayerResult:
+@dataclass(frozen=True)
+class _Traffic:
+    """A GEMM layer's memory plan under its graph plan (independent of weight density)."""
+
+    ops: memory.Operands  # with the output at the width its consumers read
+    plan: memory.MemoryPlan
+    dram: DramBytes
+
+
+def _gemm_traffic(node: GemmNode, shape: _GemmShape, mem: NodeMemory, hw: HwConfig,
+                  weights_resident: bool) -> _Traffic:
     ops, count = shape.ops, node.count
     a_in_dram = not mem.operands_on_chip[0]
     b_in_dram = not node.weight_is_activation or not mem.operands_on_chip[1]
@@ -224,13 +232,6 @@ def _gemm_layer(node: GemmNode, shape: _GemmShape, mem: NodeMemory, hw: HwConfig
                          prefetched_b_bytes=mem.prefetched_weight_bytes)
     plan = memory.plan_memory(out_ops, hw, shape.compute_cycles, count,
                               shape.tilings_within(mem, hw), src)
-    issued_fraction, gated_fraction = sparse.executed_fraction(
-        node, shape.skipping, hw.sparsity.zero_gating)
-    actions = gemm_actions(out_ops, hw, plan, count=count, passes=shape.passes,
-                           dense_macs=node.macs, issued_fraction=issued_fraction,
-                           gated_fraction=gated_fraction, skipping=shape.skipping,
-                           reduction_steps=shape.steps, kept_on_chip=not mem.output_to_dram,
-                           evicted_bytes=mem.evicted_bytes)
     a_bytes, b_bytes = plan.dram_read_a_bytes * count, plan.dram_read_b_bytes * count
     c_bytes = plan.dram_write_c_bytes * count
     from_input = mem.operand_from_model_input
@@ -243,20 +244,32 @@ def _gemm_layer(node: GemmNode, shape: _GemmShape, mem: NodeMemory, hw: HwConfig
                 + (b_bytes * (not from_input[1]) if node.weight_is_activation else 0)
                 + (c_bytes if mem.output_is_spill else 0) + math.ceil(mem.evicted_bytes - 1e-9)),
     )
+    return _Traffic(out_ops, plan, dram)
+
+
+def _gemm_fields(node: GemmNode, shape: _GemmShape, traffic: _Traffic, mem: NodeMemory,
+                 hw: HwConfig, area_mm2: float) -> tuple:
+    """A GEMM's ``LayerResult`` fields after its name."""
+    plan, count = traffic.plan, node.count
+    issued_fraction, gated_fraction = sparse.executed_fraction(
+        node, shape.skipping, hw.sparsity.zero_gating)
+    actions = gemm_actions(traffic.ops, hw, plan, count=count, passes=shape.passes,
+                           dense_macs=node.macs, issued_fraction=issued_fraction,
+                           gated_fraction=gated_fraction, skipping=shape.skipping,
+                           reduction_steps=shape.steps, kept_on_chip=not mem.output_to_dram,
+                           evicted_bytes=mem.evicted_bytes)
     cycles = shape.compute_cycles + plan.stall_cycles
     issued = node.macs * issued_fraction * shape.passes
-    return LayerResult(
-        node.name, "gemm", node.m, node.k, node.n, count, shape.weight_bits, shape.act_bits,
-        node.sparsity, shape.compute_cycles, plan.stall_cycles, node.macs,
-        issued / (cycles * hw.array.rows * hw.array.cols), dram,
-        price(actions, hw, cycles, area_mm2), actions, shape.skipping,
-    )
+    return ("gemm", node.m, node.k, node.n, count, shape.weight_bits, shape.act_bits,
+            node.sparsity, shape.compute_cycles, plan.stall_cycles, node.macs,
+            issued / (cycles * hw.array.rows * hw.array.cols), traffic.dram,
+            price(actions, hw, cycles, area_mm2), actions, shape.skipping)
 
 
-def _vector_layer(node: VectorNode, mem: NodeMemory, hw: HwConfig,
-                  area_mm2: float) -> LayerResult:
-    """A vector op streams its operands: spilled ones re-load from DRAM and a spilled output is
-    written out while it computes; what the transfers take beyond its compute is a stall."""
+def _vector_fields(node: VectorNode, mem: NodeMemory, hw: HwConfig, area_mm2: float) -> tuple:
+    """A vector op's ``LayerResult`` fields after its name. It streams its operands: spilled
+    ones re-load from DRAM and a spilled output is written out while it computes; what the
+    transfers take beyond its compute is a stall."""
     lane_cycles = vector.lane_cycles(node, hw)
     compute = vector.vector_cycles(node, hw)
     input_bytes = math.ceil(sum(mem.operand_from_model_input) * node.total_elements
@@ -271,11 +284,9 @@ def _vector_layer(node: VectorNode, mem: NodeMemory, hw: HwConfig,
     actions = vector_actions(node.total_elements, vector.operand_count(node), lane_cycles, hw,
                              dram_read_bytes=input_bytes + reload,
                              dram_write_bytes=dram.total - input_bytes - reload)
-    return LayerResult(
-        node.name, "vector", node.elements, node.row_length, 1, node.count, None,
-        hw.vector_unit.element_bits, "dense", compute, stall, 0, 0.0, dram,
-        price(actions, hw, compute + stall, area_mm2), actions,
-    )
+    return ("vector", node.elements, node.row_length, 1, node.count, None,
+            hw.vector_unit.element_bits, "dense", compute, stall, 0, 0.0, dram,
+            price(actions, hw, compute + stall, area_mm2), actions, False)
 
 
 def _totals(layers: tuple[LayerResult, ...], hw: HwConfig, area_mm2: float) -> Totals:
@@ -319,7 +330,7 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False) -> Si
             vector_cycles.append(vector.vector_cycles(node, hw))
             continue
         key = (node.m, node.k, node.n, node.count, node.weight_bits, node.act_bits,
-               node.sparsity, node.weight_density, node.weight_is_activation)
+               node.sparsity, node.weight_is_activation)
         shape = shapes.get(key)
         if shape is None:
             shape = shapes[key] = _gemm_shape(node, hw, scalesim_compat)
@@ -335,21 +346,29 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False) -> Si
     plans = plan_graph(graph, hw, reserves, vector_cycles)
     # When every weight of the model fits the weight buffer, each is loaded once and stays.
     weights_resident = weight_bytes <= hw.sram.weights.size_bytes
-    cache: dict[tuple, LayerResult] = {}
+    # Blocks repeat their plans too: traffic per (shape, plan), the rest per weight density.
+    traffic_cache: dict[tuple, _Traffic] = {}
+    cache: dict[tuple, tuple] = {}
     layers: list[LayerResult] = []
     for node, shape, mem in zip(graph.nodes, node_shapes, plans, strict=True):
-        if isinstance(node, VectorNode):
-            key = (node.vector_op, node.elements, node.count, node.row_length, mem)
+        if shape is None:
+            assert isinstance(node, VectorNode)
+            key: tuple = (node.vector_op, node.elements, node.count, node.row_length, mem)
+            fields = cache.get(key)
+            if fields is None:
+                fields = cache[key] = _vector_fields(node, mem, hw, area_mm2)
         else:
-            key = (node.m, node.k, node.n, node.count, node.weight_bits, node.act_bits,
-                   node.sparsity, node.weight_density, node.weight_is_activation, mem)
-        layer = cache.get(key)
-        if layer is None:
-            layer = cache[key] = (
-                _vector_layer(node, mem, hw, area_mm2) if shape is None
-                else _gemm_layer(node, shape, mem, hw, weights_resident, area_mm2))
-        layers.append(dataclasses.replace(layer, name=node.name) if layer.name != node.name
-                      else layer)
+            assert isinstance(node, GemmNode)
+            key = (id(shape), mem)
+            traffic = traffic_cache.get(key)
+            if traffic is None:
+                traffic = traffic_cache[key] = _gemm_traffic(node, shape, mem, hw,
+                                                             weights_resident)
+            fields = cache.get(key + (node.weight_density,))
+            if fields is None:
+                fields = cache[key + (node.weight_density,)] = _gemm_fields(
+                    node, shape, traffic, mem, hw, area_mm2)
+        layers.append(LayerResult(node.name, *fields))
     frozen = tuple(layers)
     return SimResult(graph.name, hw.name, frozen, _totals(frozen, hw, area_mm2), True, "",
                      area_breakdown)
