@@ -70,7 +70,7 @@ def test_unknown_key_lists_allowed_keys():
     data = _base()
     data["array"]["depth"] = 3
     assert _error(data) == ("t.yaml: array.depth: unknown key; allowed at array: rows, cols, "
-                            "dataflow, clock_mhz")
+                            "dataflow, clock_mhz, pipelined_folds")
 
 
 def test_wrong_type_names_field_and_value():

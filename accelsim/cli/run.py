@@ -62,7 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config field by dotted path, e.g. array.rows=32 "
                              "(repeatable)")
     parser.add_argument("--scalesim-compat", action="store_true",
-                        help="SCALE-Sim 3.0.0 compute-cycle formulas with ideal memory")
+                        help="SCALE-Sim 3.0.0 compute-cycle formulas with ideal memory "
+                             "(and array.pipelined_folds=false: SCALE-Sim's folds do not "
+                             "overlap)")
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON")
     parser.add_argument("--csv", metavar="PATH", help="write the per-layer table as CSV")
 
@@ -72,6 +74,8 @@ def load_hardware(path: str, overrides: list[str], scalesim_compat: bool) -> HwC
     changes = dict(parse_override(text) for text in overrides)
     if scalesim_compat:
         changes["ideal_memory"] = True
+        # SCALE-Sim's array has no shadow registers; an explicit true is refused by simulate.
+        changes.setdefault("array.pipelined_folds", False)
     return with_overrides(hw, changes)
 
 

@@ -60,14 +60,30 @@ def _register_bits_per_mac(hw: HwConfig, skipping: bool) -> int:
     return p.weight_bits + index + p.accumulator_bits
 
 
+def shadow_register_bits(hw: HwConfig) -> int:
+    """Per-PE register bits that pipelined folds add: the next stationary operand (WS: a weight
+    and, on the 2:4 datapath, its index; IS: an activation) or a second accumulator (OS: the
+    finished sum drains while the next fold accumulates). None without ``pipelined_folds``."""
+    if not hw.array.pipelined_folds:
+        return 0
+    p = hw.precision
+    if hw.array.dataflow == "os":
+        return p.accumulator_bits
+    if hw.array.dataflow == "ws":
+        return p.weight_bits + (INDEX_BITS if hw.sparsity.support == "2:4" else 0)
+    return p.act_bits
+
+
 def gemm_actions(ops: Operands, hw: HwConfig, plan: MemoryPlan, *, count: int, passes: int,
                  dense_macs: int, issued_fraction: float, gated_fraction: float,
-                 skipping: bool, reduction_steps: int, kept_on_chip: bool = False,
-                 evicted_bytes: float = 0.0) -> ActionCounts:
+                 skipping: bool, reduction_steps: int, folds: int = 0,
+                 kept_on_chip: bool = False, evicted_bytes: float = 0.0) -> ActionCounts:
     """Actions of one GEMM layer: ``count`` instances of ``ops`` run ``passes`` times each.
 
     An output kept on chip is written into the activation buffers (at ``ops.out_bits``) for its
-    consumers; tensors evicted to make room are read out of them and written to DRAM."""
+    consumers; tensors evicted to make room are read out of them and written to DRAM. With
+    pipelined folds every PE's shadow register is written once per fold (``folds``: all folds of
+    all instances and passes)."""
     rows, cols = hw.array.rows, hw.array.cols
     issued = dense_macs * issued_fraction * passes
     gated = dense_macs * gated_fraction * passes
@@ -91,7 +107,8 @@ def gemm_actions(ops: Operands, hw: HwConfig, plan: MemoryPlan, *, count: int, p
         mac_gated=gated,
         mac_skipped=dense_macs * passes - issued,
         mux_select=issued if skipping else 0.0,
-        register_bytes=issued * _register_bits_per_mac(hw, skipping) / 8,
+        register_bytes=(issued * _register_bits_per_mac(hw, skipping)
+                        + folds * rows * cols * shadow_register_bits(hw)) / 8,
         sram_read_bytes_weights=weight_reads * passes * count,
         sram_write_bytes_weights=plan.dram_read_b_bytes * count,
         sram_read_bytes_inputs=input_reads * passes * count + evicted_bytes,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from accelsim.errors import AccelsimError
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.hw import HwConfig
 from accelsim.sim import memory, sparse, vector
@@ -154,6 +155,7 @@ class _GemmShape:
     skipping: bool
     steps: int
     compute_cycles: int
+    folds: int  # all instances and passes
     ops: memory.Operands
     candidates: tuple[memory.Tiling, ...]
 
@@ -188,8 +190,9 @@ def _gemm_shape(node: GemmNode, hw: HwConfig, scalesim_compat: bool) -> _GemmSha
     rows, cols = hw.array.rows, hw.array.cols
     # Every pass of every instance is the same GEMM shape on new operands, so the array runs
     # them as one fold stream (fill and drain paid once per layer; compat: once per instance).
-    compute = map_gemm(node.m, steps, node.n, rows, cols, hw.array.dataflow,
-                       count=node.count * passes, scalesim_compat=scalesim_compat).compute_cycles
+    mapping = map_gemm(node.m, steps, node.n, rows, cols, hw.array.dataflow,
+                       count=node.count * passes, scalesim_compat=scalesim_compat,
+                       pipelined=hw.array.pipelined_folds)
 
     def operands(weight_bits_per_element: float) -> memory.Operands:
         return memory.Operands(node.m, node.k, node.n, act_bits, weight_bits_per_element,
@@ -207,7 +210,9 @@ def _gemm_shape(node: GemmNode, hw: HwConfig, scalesim_compat: bool) -> _GemmSha
         dense = memory.candidate_tilings(operands(float(weight_bits)), hw, gran)
         if not isinstance(dense, str):
             candidates = tuple(dict.fromkeys(candidates + dense))
-    return _GemmShape(weight_bits, act_bits, passes, skipping, steps, compute, ops, candidates)
+    return _GemmShape(weight_bits, act_bits, passes, skipping, steps, mapping.compute_cycles,
+                      mapping.row_folds * mapping.col_folds * node.count * passes, ops,
+                      candidates)
 
 
 @dataclass(frozen=True)
@@ -256,7 +261,8 @@ def _gemm_fields(node: GemmNode, shape: _GemmShape, traffic: _Traffic, mem: Node
     actions = gemm_actions(traffic.ops, hw, plan, count=count, passes=shape.passes,
                            dense_macs=node.macs, issued_fraction=issued_fraction,
                            gated_fraction=gated_fraction, skipping=shape.skipping,
-                           reduction_steps=shape.steps, kept_on_chip=not mem.output_to_dram,
+                           reduction_steps=shape.steps, folds=shape.folds,
+                           kept_on_chip=not mem.output_to_dram,
                            evicted_bytes=mem.evicted_bytes)
     cycles = shape.compute_cycles + plan.stall_cycles
     issued = node.macs * issued_fraction * shape.passes
@@ -313,8 +319,15 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False) -> Si
     """Simulate ``graph`` on ``hw``.
 
     ``scalesim_compat=True`` uses SCALE-Sim 3.0.0's compute-cycle formulas (combine it with
-    ``ideal_memory: true`` to compare stall-free cycles).
+    ``ideal_memory: true`` to compare stall-free cycles). SCALE-Sim's array runs its folds back
+    to back, so compat needs ``array.pipelined_folds: false`` (the CLI's ``--scalesim-compat``
+    sets it); with ``true`` the area and energy would price registers the timing does not use.
     """
+    if scalesim_compat and hw.array.pipelined_folds:
+        raise AccelsimError(
+            "scalesim compat: array.pipelined_folds=true, but SCALE-Sim 3.0.0 models an array "
+            "whose folds run back to back (no shadow registers); set array.pipelined_folds=false "
+            "(--scalesim-compat does unless --set array.pipelined_folds=true overrides it)")
     area_breakdown = area(hw)
     area_mm2 = area_breakdown.total_mm2
     # Transformer blocks repeat the same shapes: each distinct node is costed once per call.

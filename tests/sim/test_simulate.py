@@ -7,6 +7,7 @@ import json
 import pytest
 from sim_hw import CONFIGS, tiny_hw
 
+from accelsim.errors import AccelsimError
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.hw import load_hw, with_overrides
 from accelsim.sim import simulate
@@ -28,7 +29,8 @@ def one(node, hw, **kwargs):
     ("os", (4, 8, 4), 13), ("ws", (8, 4, 4), 17), ("is", (4, 4, 8), 17)])
 def test_single_fold_compute_cycles_by_hand(dataflow, shape, cycles):
     m, k, n = shape
-    layer = one(GemmNode("g", m=m, k=k, n=n), tiny_hw(array__dataflow=dataflow),
+    layer = one(GemmNode("g", m=m, k=k, n=n),
+                tiny_hw(array__dataflow=dataflow, array__pipelined_folds=False),
                 scalesim_compat=True)
     assert (layer.compute_cycles, layer.stall_cycles, layer.cycles) == (cycles, 0, cycles)
     assert layer.utilization == pytest.approx(m * k * n / (16 * cycles))
@@ -44,15 +46,41 @@ def test_instances_and_passes_run_as_one_fold_stream(dataflow):
     per_instance = map_gemm(9, 13, 6, 4, 4, dataflow).compute_cycles
     assert one(node, hw).compute_cycles == streamed < 6 * per_instance
     compat = map_gemm(9, 13, 6, 4, 4, dataflow, scalesim_compat=True).compute_cycles
-    assert one(node, hw, scalesim_compat=True).compute_cycles == 6 * compat
+    unpipelined = with_overrides(hw, {"array.pipelined_folds": False})
+    assert one(node, unpipelined, scalesim_compat=True).compute_cycles == 6 * compat
+    # The array without shadow registers: the same serialized folds, without SCALE-Sim's - 1.
+    assert one(node, unpipelined).compute_cycles == 6 * (compat + 1)
 
 
 # SCALE-Sim 3.0.0 CALC-mode "Total Cycles" on a 4x4 array (shared/docs/peers.md 1.8.2).
 @pytest.mark.parametrize(("dataflow", "cycles"), [("os", 55), ("ws", 71), ("is", 71)])
 def test_scalesim_compat_matches_published_tiny_case(dataflow, cycles):
-    layer = one(GemmNode("g", m=8, k=8, n=8), tiny_hw(array__dataflow=dataflow),
+    layer = one(GemmNode("g", m=8, k=8, n=8),
+                tiny_hw(array__dataflow=dataflow, array__pipelined_folds=False),
                 scalesim_compat=True)
     assert layer.compute_cycles == cycles
+
+
+def test_scalesim_compat_refuses_a_pipelined_array():
+    with pytest.raises(AccelsimError, match=r"array.pipelined_folds=true, but SCALE-Sim 3.0.0 "
+                                            r"models an array whose folds run back to back"):
+        one(GemmNode("g", m=8, k=8, n=8), tiny_hw(), scalesim_compat=True)
+
+
+@pytest.mark.parametrize(("dataflow", "shadow_bits"), [("os", 32), ("ws", 8), ("is", 8)])
+def test_pipelined_folds_cost_a_shadow_register_per_pe(dataflow, shadow_bits):
+    # int8 tiny point, 4x4: OS keeps a second 32-bit accumulator, WS a second weight, IS a
+    # second activation; 16 PEs x bits x 0.447 um^2 per bit of area, one write per PE per fold.
+    node = GemmNode("g", m=8, k=8, n=8)
+    hw = tiny_hw(array__dataflow=dataflow, energy__register_pj_per_byte=1.0)
+    plain = with_overrides(hw, {"array.pipelined_folds": False})
+    fast, slow = simulate(Graph("g", (node,)), hw), simulate(Graph("g", (node,)), plain)
+    assert fast.totals.cycles < slow.totals.cycles
+    assert fast.totals.area_mm2 - slow.totals.area_mm2 == pytest.approx(
+        16 * shadow_bits * hw.area.register_um2_per_bit / 1e6)
+    folds = 4  # 8x8 outputs (OS) or an 8x8 stationary operand (WS, IS) in 4x4 folds
+    assert (fast.layers[0].actions.register_bytes - slow.layers[0].actions.register_bytes
+            == folds * 16 * shadow_bits / 8)
 
 
 def test_energy_and_sram_counts_by_hand_os():
