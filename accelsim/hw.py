@@ -74,8 +74,12 @@ class Sparsity:
 
 @dataclass(frozen=True)
 class Buffer:
+    """One SRAM: ``banks`` independent single-ported banks, each ``word_bits`` wide, so it
+    serves ``banks x word_bits / 8`` bytes per cycle."""
+
     size_kib: float = _spec(0.0, 1 << 22, exclusive_min=True)
     word_bits: int = _spec(8, 1 << 16, multiple_of=8)
+    banks: int = _spec(1, 4096)
     double_buffered: bool
 
     @property

@@ -103,6 +103,12 @@ def test_missing_key_is_reported():
     assert _error(data) == "t.yaml: sram.weights.word_bits: missing (required)"
 
 
+def test_banks_must_be_at_least_one():
+    data = _base()
+    data["sram"]["outputs"]["banks"] = 0
+    assert _error(data) == "t.yaml: sram.outputs.banks: 0 must be >= 1"
+
+
 def test_word_bits_must_be_whole_bytes():
     data = _base()
     data["sram"]["inputs"]["word_bits"] = 12

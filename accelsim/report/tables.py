@@ -21,7 +21,8 @@ ENERGY_PARTS: tuple[str, ...] = ("mac", "sram", "dram", "vector", "leakage", "to
 DRAM_TENSORS: tuple[str, ...] = ("weights", "inputs", "outputs", "spills")
 LAYER_COLUMNS: tuple[str, ...] = (
     "model", "hw", "layer", "op", "m", "k", "n", "count", "weight_bits", "act_bits", "sparsity",
-    "compute_cycles", "stall_cycles", "cycles", "macs", "utilization", "dram_bytes",
+    "compute_cycles", "stall_cycles", "sram_stall_cycles", "cycles", "macs", "utilization",
+    "dram_bytes",
     *(f"dram_{tensor}_bytes" for tensor in DRAM_TENSORS),
     *(f"energy_{part}_uj" for part in ENERGY_PARTS),
 )

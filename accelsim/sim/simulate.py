@@ -28,7 +28,13 @@ from accelsim.errors import AccelsimError
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.hw import HwConfig
 from accelsim.sim import memory, sparse, vector
-from accelsim.sim.actions import ActionCounts, gemm_actions, vector_actions
+from accelsim.sim.actions import (
+    ActionCounts,
+    array_sram_bytes,
+    gemm_actions,
+    sram_port_cycles,
+    vector_actions,
+)
 from accelsim.sim.energy import AreaBreakdown, EnergyBreakdown, area, price
 from accelsim.sim.mapping import map_gemm
 from accelsim.sim.plan import NodeMemory, plan_graph, resolve_bits
@@ -58,7 +64,8 @@ class DramBytes:
 @dataclass(frozen=True)
 class LayerResult:
     """One node's cost. For vector nodes ``m`` = elements per instance, ``k`` = row length,
-    ``n`` = 1 and ``macs`` = 0."""
+    ``n`` = 1 and ``macs`` = 0. ``stall_cycles`` wait for DRAM, ``sram_stall_cycles`` for the
+    buffers' banks (the dataflow needs more bytes per cycle than they serve)."""
 
     name: str
     op: str  # "gemm" or "vector"
@@ -77,10 +84,11 @@ class LayerResult:
     energy: EnergyBreakdown
     actions: ActionCounts
     skipping: bool = False
+    sram_stall_cycles: int = 0
 
     @property
     def cycles(self) -> int:
-        return self.compute_cycles + self.stall_cycles
+        return self.compute_cycles + self.stall_cycles + self.sram_stall_cycles
 
     @property
     def dram_bytes(self) -> int:
@@ -92,7 +100,8 @@ class LayerResult:
             "name": self.name, "op": self.op, "m": self.m, "k": self.k, "n": self.n,
             "count": self.count, "weight_bits": self.weight_bits, "act_bits": self.act_bits,
             "sparsity": self.sparsity, "compute_cycles": self.compute_cycles,
-            "stall_cycles": self.stall_cycles, "cycles": self.cycles, "macs": self.macs,
+            "stall_cycles": self.stall_cycles, "sram_stall_cycles": self.sram_stall_cycles,
+            "cycles": self.cycles, "macs": self.macs,
             "utilization": self.utilization, "dram_bytes": self.dram_bytes,
             "dram_bytes_by_tensor": self.dram.to_dict(),
             "energy_uj": {
@@ -222,6 +231,7 @@ class _Traffic:
     ops: memory.Operands  # with the output at the width its consumers read
     plan: memory.MemoryPlan
     dram: DramBytes
+    sram_stall_cycles: int
 
 
 def _gemm_traffic(node: GemmNode, shape: _GemmShape, mem: NodeMemory, hw: HwConfig,
@@ -235,8 +245,17 @@ def _gemm_traffic(node: GemmNode, shape: _GemmShape, mem: NodeMemory, hw: HwConf
                          b_fits_once=weights_resident and not node.weight_is_activation,
                          evicted_bytes=mem.evicted_bytes,
                          prefetched_b_bytes=mem.prefetched_weight_bytes)
-    plan = memory.plan_memory(out_ops, hw, shape.compute_cycles, count,
-                              shape.tilings_within(mem, hw), src)
+    tilings = shape.tilings_within(mem, hw)
+    plan = memory.plan_memory(out_ops, hw, shape.compute_cycles, count, tilings, src)
+    # The banks may not keep up with the dataflow: the array then runs longer than its compute
+    # cycles, and the DRAM transfers overlap that longer run.
+    demand = array_sram_bytes(out_ops, hw, plan.tiling.tiles_k, count=count,
+                              passes=shape.passes, reduction_steps=shape.steps)
+    sram_stall = 0 if hw.ideal_memory else max(
+        0, math.ceil(sram_port_cycles(demand, hw) - shape.compute_cycles - 1e-6))
+    if sram_stall:
+        plan = memory.plan_memory(out_ops, hw, shape.compute_cycles + sram_stall, count,
+                                  tilings, src)
     a_bytes, b_bytes = plan.dram_read_a_bytes * count, plan.dram_read_b_bytes * count
     c_bytes = plan.dram_write_c_bytes * count
     from_input = mem.operand_from_model_input
@@ -249,7 +268,7 @@ def _gemm_traffic(node: GemmNode, shape: _GemmShape, mem: NodeMemory, hw: HwConf
                 + (b_bytes * (not from_input[1]) if node.weight_is_activation else 0)
                 + (c_bytes if mem.output_is_spill else 0) + math.ceil(mem.evicted_bytes - 1e-9)),
     )
-    return _Traffic(out_ops, plan, dram)
+    return _Traffic(out_ops, plan, dram, sram_stall)
 
 
 def _gemm_fields(node: GemmNode, shape: _GemmShape, traffic: _Traffic, mem: NodeMemory,
@@ -264,12 +283,13 @@ def _gemm_fields(node: GemmNode, shape: _GemmShape, traffic: _Traffic, mem: Node
                            reduction_steps=shape.steps, folds=shape.folds,
                            kept_on_chip=not mem.output_to_dram,
                            evicted_bytes=mem.evicted_bytes)
-    cycles = shape.compute_cycles + plan.stall_cycles
+    sram_stall = traffic.sram_stall_cycles
+    cycles = shape.compute_cycles + plan.stall_cycles + sram_stall
     issued = node.macs * issued_fraction * shape.passes
     return ("gemm", node.m, node.k, node.n, count, shape.weight_bits, shape.act_bits,
             node.sparsity, shape.compute_cycles, plan.stall_cycles, node.macs,
             issued / (cycles * hw.array.rows * hw.array.cols), traffic.dram,
-            price(actions, hw, cycles, area_mm2), actions, shape.skipping)
+            price(actions, hw, cycles, area_mm2), actions, shape.skipping, sram_stall)
 
 
 def _vector_fields(node: VectorNode, mem: NodeMemory, hw: HwConfig, area_mm2: float) -> tuple:

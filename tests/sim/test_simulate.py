@@ -247,7 +247,8 @@ def test_to_dict_has_the_documented_field_names():
                                    "utilization", "dram_bytes", "tops", "tops_per_w"}
     layer = data["layers"][0]
     assert set(layer) == {"name", "op", "m", "k", "n", "count", "weight_bits", "act_bits",
-                          "sparsity", "compute_cycles", "stall_cycles", "cycles", "macs",
+                          "sparsity", "compute_cycles", "stall_cycles", "sram_stall_cycles",
+                          "cycles", "macs",
                           "utilization", "dram_bytes", "dram_bytes_by_tensor", "energy_uj"}
     assert set(layer["dram_bytes_by_tensor"]) == {"weights", "inputs", "outputs", "spills"}
     assert set(layer["energy_uj"]) == {"mac", "sram", "dram", "vector", "leakage", "total"}
@@ -257,3 +258,25 @@ def test_tpu_v1_large_gemm_approaches_peak():
     hw = with_overrides(load_hw(CONFIGS / "tpu_v1.yaml"), {"ideal_memory": True})
     result = simulate(Graph("g", (GemmNode("g", m=4096, k=4096, n=4096),)), hw)
     assert 0.9 * hw.peak_tops < result.totals.tops <= hw.peak_tops
+
+
+def test_sram_banks_bound_the_bytes_per_cycle():
+    # 4x4 OS, m=k=n=64 int8: 16 x 16 folds of 64 steps = 16,390 compute cycles; the array reads
+    # A once per column fold, 64 x 64 x 16 = 65,536 B. One 8-bit bank serves 1 B per cycle, so
+    # the input buffer needs 65,536 cycles; two banks 32,768; 8 banks of 64-byte words keep up.
+    node = GemmNode("g", m=64, k=64, n=64)
+    fast_dram = {"ideal_memory": False, "dram.bandwidth_gbps": 1e6}
+    layers = {}
+    for banks, word_bits in ((1, 8), (2, 8), (8, 512)):
+        hw = with_overrides(tiny_hw(), {**fast_dram, "sram.inputs.banks": banks,
+                                        "sram.inputs.word_bits": word_bits,
+                                        "sram.weights.word_bits": 512,
+                                        "sram.outputs.word_bits": 512})
+        layers[banks] = one(node, hw)
+    assert layers[8].compute_cycles == 16_390 and layers[8].sram_stall_cycles == 0
+    assert layers[1].compute_cycles + layers[1].sram_stall_cycles == 65_536
+    assert layers[2].compute_cycles + layers[2].sram_stall_cycles == 32_768
+    assert layers[1].to_dict()["sram_stall_cycles"] == layers[1].sram_stall_cycles
+    # Ideal memory never stalls, on DRAM or on the banks.
+    ideal = with_overrides(tiny_hw(), {"sram.inputs.banks": 1})
+    assert one(node, ideal).sram_stall_cycles == 0
