@@ -7,6 +7,8 @@ import pytest
 from accelsim.errors import AccelsimError
 from accelsim.graph.ir import VECTOR_OPS
 from accelsim.hw import (
+    Area,
+    Energy,
     VectorCycles,
     hw_from_dict,
     hw_to_dict,
@@ -48,6 +50,16 @@ def test_every_energy_and_area_constant_cites_a_source(name):
             section = line.split(":")[0]
         elif section in ("energy", "area") and re.match(r"^\s+\w+:\s*[-\d.]", line):
             assert "#" in line, f"{name}.yaml {section}: constant without a source: {line}"
+
+
+def test_energy_sources_doc_covers_every_constant_and_configs_point_at_it():
+    doc = (CONFIGS.parent / "docs" / "energy_sources.md").read_text()
+    for section, cls in (("energy", Energy), ("area", Area)):
+        for fld in dataclasses.fields(cls):
+            assert fld.name in doc, f"{section}.{fld.name} missing"
+    for name in NAMES:
+        text = (CONFIGS / f"{name}.yaml").read_text()
+        assert "docs/energy_sources.md" in text and "shared/" not in text
 
 
 def test_vector_cycle_fields_match_graph_vector_ops():

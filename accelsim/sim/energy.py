@@ -1,10 +1,11 @@
 """Pricing (the Accelergy step 2): action counts x per-action energy, plus leakage x time; area.
 
 Per-action energies derive from the config's ``energy`` table with the scaling rules of
-shared/docs/hw_anchors.md: a MAC is a multiplier (R1: energy and area grow with
-``weight_bits x act_bits``) plus an accumulator adder (R2: linear in ``accumulator_bits``), so a
-4-bit MAC is ~2.7x, not 4x, cheaper than an 8-bit one. SRAM energy per byte grows with buffer size
-as ``(size / ref)^exponent`` (R4); a partial word costs a whole access.
+docs/energy_sources.md (which gives every constant's source): a MAC is a multiplier (R1: energy
+and area grow with ``weight_bits x act_bits``) plus an accumulator adder (R2: linear in
+``accumulator_bits``), so a 4-bit MAC is ~2.7x, not 4x, cheaper than an 8-bit one. SRAM energy
+per byte grows with buffer size as ``(size / ref)^exponent`` (R4); a partial word costs a whole
+access.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def test_instances_and_passes_run_as_one_fold_stream(dataflow):
     assert one(node, unpipelined).compute_cycles == 6 * (compat + 1)
 
 
-# SCALE-Sim 3.0.0 CALC-mode "Total Cycles" on a 4x4 array (shared/docs/peers.md 1.8.2).
+# SCALE-Sim 3.0.0 CALC-mode "Total Cycles" on a 4x4 array (run with SCALE-Sim 3.0.0 itself).
 @pytest.mark.parametrize(("dataflow", "cycles"), [("os", 55), ("ws", 71), ("is", 71)])
 def test_scalesim_compat_matches_published_tiny_case(dataflow, cycles):
     layer = one(GemmNode("g", m=8, k=8, n=8),
@@ -280,3 +280,11 @@ def test_sram_banks_bound_the_bytes_per_cycle():
     # Ideal memory never stalls, on DRAM or on the banks.
     ideal = with_overrides(tiny_hw(), {"sram.inputs.banks": 1})
     assert one(node, ideal).sram_stall_cycles == 0
+
+
+def test_an_input_that_fits_its_buffer_is_read_once():
+    # A = 64 x 8 int8 = 512 B fits the input buffer's 512 B half; the 1 KiB output buffer holds
+    # 128 32-bit accumulators per tile, so the output tiles are small and many. A stays put.
+    layer = one(GemmNode("g", m=64, k=8, n=64), tiny_hw(array__dataflow="os"))
+    assert layer.dram.inputs == 64 * 8
+    assert layer.dram.weights == 8 * 64
