@@ -173,8 +173,10 @@ def plan_graph(graph: Graph, hw: HwConfig, gemm_reserve_bytes: Sequence[tuple[fl
         if is_gemm:
             for p in dying:
                 used -= resident.pop(p)
-        reload = sum(size[p] for p, chip in zip(node_operands, on_chip, strict=True)
-                     if p >= 0 and not chip)
+        reload = 0.0
+        for p, chip in zip(node_operands, on_chip, strict=True):
+            if p >= 0 and not chip:
+                reload += size[p]
         prefetched = 0.0
         if is_gemm:
             if not node.weight_is_activation:

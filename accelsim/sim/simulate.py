@@ -167,28 +167,27 @@ class _GemmShape:
     folds: int  # all instances and passes
     ops: memory.Operands
     candidates: tuple[memory.Tiling, ...]
+    # Per candidate: (accumulator tiles, streamed A tiles) it holds in the activation buffers
+    # (twice each when double buffered); the smallest of each is what the planner reserves.
+    footprints: tuple[tuple[float, float], ...]
+    reserve_bytes: tuple[float, float]
 
-    def footprint(self, t: memory.Tiling, hw: HwConfig) -> tuple[float, float]:
-        """(accumulator tiles, streamed A tiles) a tiling holds in the activation buffers
-        (twice each when double buffered)."""
-        ops = self.ops
-        acc = t.tile_m * t.tile_n * ops.psum_bits / 8 * (1 + hw.sram.outputs.double_buffered)
-        a_tile = t.tile_m * t.tile_k * ops.act_bits / 8 * (1 + hw.sram.inputs.double_buffered)
-        return acc, a_tile
-
-    def reserve_bytes(self, hw: HwConfig) -> tuple[float, float]:
-        """The smallest working space among the candidate tilings (what the planner reserves)."""
-        footprints = [self.footprint(t, hw) for t in self.candidates]
-        return min(f[0] for f in footprints), min(f[1] for f in footprints)
-
-    def tilings_within(self, mem: NodeMemory, hw: HwConfig) -> tuple[memory.Tiling, ...]:
+    def tilings_within(self, mem: NodeMemory) -> tuple[memory.Tiling, ...]:
         """The candidates whose working space fits what the plan left free (at least one)."""
-        acc_min, a_min = self.reserve_bytes(hw)
+        acc_min, a_min = self.reserve_bytes
         a_streams = not mem.operands_on_chip[0]
-        fitting = tuple(t for t in self.candidates
-                        if (f := self.footprint(t, hw))[0] - acc_min
-                        + (f[1] - a_min) * a_streams <= mem.free_bytes + 1e-9)
-        return fitting or (min(self.candidates, key=lambda t: self.footprint(t, hw)),)
+        fitting = tuple(t for t, (acc, a_tile) in zip(self.candidates, self.footprints,
+                                                       strict=True)
+                        if acc - acc_min + (a_tile - a_min) * a_streams
+                        <= mem.free_bytes + 1e-9)
+        smallest = min(range(len(self.candidates)), key=lambda i: self.footprints[i])
+        return fitting or (self.candidates[smallest],)
+
+
+def _footprint(t: memory.Tiling, ops: memory.Operands, hw: HwConfig) -> tuple[float, float]:
+    acc = t.tile_m * t.tile_n * ops.psum_bits / 8 * (1 + hw.sram.outputs.double_buffered)
+    a_tile = t.tile_m * t.tile_k * ops.act_bits / 8 * (1 + hw.sram.inputs.double_buffered)
+    return acc, a_tile
 
 
 def _gemm_shape(node: GemmNode, hw: HwConfig, scalesim_compat: bool) -> _GemmShape | str:
@@ -219,9 +218,11 @@ def _gemm_shape(node: GemmNode, hw: HwConfig, scalesim_compat: bool) -> _GemmSha
         dense = memory.candidate_tilings(operands(float(weight_bits)), hw, gran)
         if not isinstance(dense, str):
             candidates = tuple(dict.fromkeys(candidates + dense))
+    footprints = tuple(_footprint(t, ops, hw) for t in candidates)
     return _GemmShape(weight_bits, act_bits, passes, skipping, steps, mapping.compute_cycles,
                       mapping.row_folds * mapping.col_folds * node.count * passes, ops,
-                      candidates)
+                      candidates, footprints,
+                      (min(f[0] for f in footprints), min(f[1] for f in footprints)))
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,7 @@ def _gemm_traffic(node: GemmNode, shape: _GemmShape, mem: NodeMemory, hw: HwConf
                          b_fits_once=weights_resident and not node.weight_is_activation,
                          evicted_bytes=mem.evicted_bytes,
                          prefetched_b_bytes=mem.prefetched_weight_bytes)
-    tilings = shape.tilings_within(mem, hw)
+    tilings = shape.tilings_within(mem)
     plan = memory.plan_memory(out_ops, hw, shape.compute_cycles, count, tilings, src)
     # The banks may not keep up with the dataflow: the array then runs longer than its compute
     # cycles, and the DRAM transfers overlap that longer run.
@@ -372,7 +373,7 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False) -> Si
             return SimResult(graph.name, hw.name, (), empty, False,
                              f"layer {node.name!r}: {shape}", area_breakdown)
         node_shapes.append(shape)
-        reserves.append(shape.reserve_bytes(hw))
+        reserves.append(shape.reserve_bytes)
         vector_cycles.append(0)
         if not node.weight_is_activation:
             weight_bytes += shape.ops.b_bytes * node.count
