@@ -7,16 +7,19 @@ a double-buffered buffer offers half its size to a tile (the other half is being
 
 DRAM traffic follows from the loop order. With the full reduction in one tile (``tiles_k == 1``)
 the order ``n_outer`` holds each weight tile while all activation tiles stream past (A is
-re-fetched ``tiles_n`` times unless all of A fits), ``m_outer`` the reverse; with a split
-reduction every output tile streams its A and B tiles (A x ``tiles_n``, B x ``tiles_m``) and
-partial sums stay in the output buffer. Outputs are written to DRAM once.
+re-fetched ``tiles_n`` times), ``m_outer`` the reverse; with a split reduction every output
+tile streams its A and B tiles (A x ``tiles_n``, B x ``tiles_m``) and partial sums stay in the
+output buffer. An operand that fits its buffer whole is read once whatever the tiling. Which
+operands cross DRAM at all, and whether the output does, is the graph plan's decision
+(``Sources``, from ``sim.plan``): an activation kept on chip moves no DRAM bytes.
 
 Timing is a pipeline over tile steps with uniform compute per step. A double-buffered buffer
 fills one half while the array works from the other, and a held tile is prefetched during all the
 steps of the tile before it, so summed over the steps ``max(compute, transfer)`` becomes
 ``max(C, T)`` for the hidden transfers; single-buffered buffers' transfers add serially. The array
-starts once the first fold's operands are in (the *prologue*) and the last fold's results drain
-after compute ends (the *epilogue*). Closed forms only: no loop over tiles or cycles.
+starts once the first tile's DRAM operands are in (the *prologue*; weight bytes prefetched before
+the layer excepted) and the last output tile drains after compute ends (the *epilogue*). Closed
+forms only: no loop over tiles or cycles.
 """
 
 from __future__ import annotations
