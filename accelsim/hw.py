@@ -46,10 +46,14 @@ class Technology:
 
 @dataclass(frozen=True)
 class Array:
+    """``pipelined_folds``: each PE has a second register for the next stationary tile (WS, IS)
+    or a second accumulator (OS), so folds overlap; without it folds run back to back."""
+
     rows: int = _spec(1, 4096)
     cols: int = _spec(1, 4096)
     dataflow: str = _spec(choices=DATAFLOWS)
     clock_mhz: float = _spec(0.0, 1e5, exclusive_min=True)
+    pipelined_folds: bool
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,12 @@ class Sparsity:
 
 @dataclass(frozen=True)
 class Buffer:
+    """One SRAM: ``banks`` independent single-ported banks, each ``word_bits`` wide, so it
+    serves ``banks x word_bits / 8`` bytes per cycle."""
+
     size_kib: float = _spec(0.0, 1 << 22, exclusive_min=True)
     word_bits: int = _spec(8, 1 << 16, multiple_of=8)
+    banks: int = _spec(1, 4096)
     double_buffered: bool
 
     @property

@@ -422,7 +422,7 @@ def _simulate_call(m: int, k: int, n: int, rows: int, cols: int, dataflow: str):
 
     graph = Graph(name="one_gemm", nodes=(GemmNode(name="gemm", m=m, k=k, n=n),))
     overrides = {"array.rows": rows, "array.cols": cols, "array.dataflow": dataflow,
-                 "ideal_memory": True}
+                 "ideal_memory": True, "array.pipelined_folds": False}
     hw = with_overrides(load_hw(REPO_ROOT / "hw_configs" / "int8_dense.yaml"), overrides)
     result = simulate(graph, hw, scalesim_compat=True)
     if result.layers[0].compute_cycles != map_gemm_cycles(m, k, n, rows, cols, dataflow):

@@ -7,6 +7,8 @@ import pytest
 from accelsim.errors import AccelsimError
 from accelsim.graph.ir import VECTOR_OPS
 from accelsim.hw import (
+    Area,
+    Energy,
     VectorCycles,
     hw_from_dict,
     hw_to_dict,
@@ -50,6 +52,16 @@ def test_every_energy_and_area_constant_cites_a_source(name):
             assert "#" in line, f"{name}.yaml {section}: constant without a source: {line}"
 
 
+def test_energy_sources_doc_covers_every_constant_and_configs_point_at_it():
+    doc = (CONFIGS.parent / "docs" / "energy_sources.md").read_text()
+    for section, cls in (("energy", Energy), ("area", Area)):
+        for fld in dataclasses.fields(cls):
+            assert fld.name in doc, f"{section}.{fld.name} missing"
+    for name in NAMES:
+        text = (CONFIGS / f"{name}.yaml").read_text()
+        assert "docs/energy_sources.md" in text and "shared/" not in text
+
+
 def test_vector_cycle_fields_match_graph_vector_ops():
     assert tuple(f.name for f in dataclasses.fields(VectorCycles)) == VECTOR_OPS
 
@@ -70,7 +82,7 @@ def test_unknown_key_lists_allowed_keys():
     data = _base()
     data["array"]["depth"] = 3
     assert _error(data) == ("t.yaml: array.depth: unknown key; allowed at array: rows, cols, "
-                            "dataflow, clock_mhz")
+                            "dataflow, clock_mhz, pipelined_folds")
 
 
 def test_wrong_type_names_field_and_value():
@@ -101,6 +113,12 @@ def test_missing_key_is_reported():
     data = _base()
     del data["sram"]["weights"]["word_bits"]
     assert _error(data) == "t.yaml: sram.weights.word_bits: missing (required)"
+
+
+def test_banks_must_be_at_least_one():
+    data = _base()
+    data["sram"]["outputs"]["banks"] = 0
+    assert _error(data) == "t.yaml: sram.outputs.banks: 0 must be >= 1"
 
 
 def test_word_bits_must_be_whole_bytes():

@@ -63,7 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config field by dotted path, e.g. array.rows=32 "
                              "(repeatable)")
     parser.add_argument("--scalesim-compat", action="store_true",
-                        help="SCALE-Sim 3.0.0 compute-cycle formulas with ideal memory")
+                        help="SCALE-Sim 3.0.0 compute-cycle formulas with ideal memory "
+                             "(and array.pipelined_folds=false: SCALE-Sim's folds do not "
+                             "overlap)")
     parser.add_argument("--layers", action="store_true",
                         help="print every layer (one line each) instead of the summary of the "
                              "costliest layer groups; --json and --csv always hold every layer")
@@ -74,10 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_hardware(path: str, overrides: list[str],
                   scalesim_compat: bool) -> tuple[HwConfig, dict[str, object]]:
     """The design point and the overrides applied to its YAML (``--scalesim-compat`` is
-    ``ideal_memory=True``), which the outputs record."""
+    ``ideal_memory=True`` and, unless given, ``array.pipelined_folds=False``), which the outputs
+    record."""
     changes = dict(parse_override(text) for text in overrides)
     if scalesim_compat:
         changes["ideal_memory"] = True
+        # SCALE-Sim's array has no shadow registers; an explicit true is refused by simulate.
+        changes.setdefault("array.pipelined_folds", False)
     return with_overrides(load_hw(path), changes), changes
 
 

@@ -5,6 +5,11 @@ For a linear layer ``A`` is the activation (tokens x in_features) and ``B`` the 
 (in_features x out_features); for attention's matmuls both operands are activations
 (``weight_is_activation=True``) and are always dense. Bit widths of ``None`` mean "the hardware
 config's default precision", resolved by the consumer (the graph never imports ``hw``).
+
+Edges: a node's ``inputs`` names the nodes whose outputs it reads, in operand order (a GEMM's A,
+then its B when both are activations), ``""`` for a model input; ``None`` means unknown (a
+topology CSV, a hand-built graph), read as "the previous node's output" (the first node reads the
+model input). Constant operands (weights, biases, position embeddings) are not edges.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class GemmNode:
         quantization zeroed more); energy models may gate zero operands with it.
     kind: ``linear`` (weights), ``matmul`` (activation x activation), ``conv`` (lowered conv).
     weight_is_activation: both operands are activations (attention QK^T and PV).
+    inputs: producers of A (and of B when ``weight_is_activation``), see the module docstring.
     """
 
     name: str
@@ -55,6 +61,7 @@ class GemmNode:
     weight_density: float = 1.0
     kind: GemmKind = "linear"
     weight_is_activation: bool = False
+    inputs: tuple[str, ...] | None = None
     op: Literal["gemm"] = field(default="gemm", init=False)
 
     def __post_init__(self) -> None:
@@ -106,6 +113,7 @@ class VectorNode:
     elements: int
     count: int = 1
     row_length: int = 1
+    inputs: tuple[str, ...] | None = None
     op: Literal["vector"] = field(default="vector", init=False)
 
     def __post_init__(self) -> None:
@@ -146,6 +154,14 @@ class Graph:
         if len(set(names)) != len(names):
             duplicate = next(n for n in names if names.count(n) > 1)
             raise AccelsimError(f"graph {self.name!r}: duplicate node name {duplicate!r}")
+        seen: set[str] = {""}
+        for node in self.nodes:
+            for source in node.inputs or ():
+                if source not in seen:
+                    raise AccelsimError(
+                        f"graph {self.name!r}: node {node.name!r}: input {source!r} is not an "
+                        "earlier node (inputs name earlier nodes, or '' for a model input)")
+            seen.add(node.name)
 
     @property
     def gemms(self) -> tuple[GemmNode, ...]:
@@ -174,6 +190,8 @@ class Graph:
         nodes: list[Node] = []
         for raw in data["nodes"]:
             fields = {key: value for key, value in raw.items() if key != "op"}
+            if fields.get("inputs") is not None:
+                fields["inputs"] = tuple(fields["inputs"])
             if raw.get("op") == "gemm":
                 nodes.append(GemmNode(**fields))
             elif raw.get("op") == "vector":

@@ -19,6 +19,10 @@ The walk below turns it into GEMMs and vector ops:
   fold into the weights before inference. Ops on integer or boolean tensors (attention-mask
   bookkeeping) and 0-d scalars are skipped too.
 
+Edges: every ATen node carries the accelsim nodes whose outputs it holds (``""`` for a model
+input); data movement passes them through, so each emitted node lists the producers it reads in
+``inputs`` (a GEMM: A's, then B's when both are activations).
+
 Anything else raises one line naming the ATen op and the node. The op names by kind and how each
 one's GEMM dimensions or vector extent are read live in :mod:`accelsim.graph.ops`; zoo models are
 traced by name, with an in-process and an on-disk cache, by :mod:`accelsim.graph.trace_cache`.
@@ -35,6 +39,7 @@ import io
 import logging
 import math
 import operator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from accelsim.compress.precision import ATTENTION_ATTR, LINEAR_ATTR, GemmPrecision
@@ -63,7 +68,7 @@ if TYPE_CHECKING:
 
 # Bump when the walk below or the op rules in accelsim.graph.ops change what the tracer emits:
 # the trace cache (accelsim.graph.trace_cache) keys on it, so old disk entries stop matching.
-TRACER_VERSION = 2
+TRACER_VERSION = 3
 
 
 def _module_stack(node: fx.Node) -> list[str]:
@@ -126,6 +131,8 @@ class _Walker:
         self.names: set[str] = set()
         self.quantizer_calls: set[str] = set()
         self.quantizer_nodes: dict[str, int] = {}  # call key -> index of its requantize node
+        # ATen node name -> the accelsim nodes whose outputs it holds ("" = a model input).
+        self.sources: dict[str, tuple[str, ...]] = {}
 
     def _unique(self, base: str) -> str:
         name, index = base, 1
@@ -140,6 +147,8 @@ class _Walker:
         for node in self.exported.graph.nodes:
             if node.op == "placeholder":
                 self.depends[node.name] = node.name in self.user_inputs
+                if self.depends[node.name]:
+                    self.sources[node.name] = ("",)
             elif node.op == "call_function":
                 args = flat_nodes([node.args, node.kwargs])
                 self.depends[node.name] = any(self.depends.get(a.name, False) for a in args)
@@ -164,7 +173,22 @@ class _Walker:
     def _depends(self, arg: Any) -> bool:
         return bool(getattr(arg, "name", None) and self.depends.get(arg.name, False))
 
+    def _sources(self, *args: Any) -> tuple[str, ...]:
+        """The producers of ``args``' values, in order, each once."""
+        found: dict[str, None] = {}
+        for arg in flat_nodes(args):
+            found.update(dict.fromkeys(self.sources.get(arg.name, ())))
+        return tuple(found)
+
     def _visit(self, node: fx.Node) -> None:
+        emitted = len(self.nodes)
+        self._emit(node)
+        if len(self.nodes) > emitted:
+            self.sources[node.name] = (self.nodes[-1].name,)
+        elif node.name not in self.sources:  # data movement: holds what its operands held
+            self.sources[node.name] = self._sources(node.args, node.kwargs)
+
+    def _emit(self, node: fx.Node) -> None:
         target = node.target
         if target is operator.getitem or not hasattr(target, "_schema"):
             if target is operator.getitem or getattr(target, "__module__", "") in (
@@ -209,10 +233,12 @@ class _Walker:
         if weight_side is None:
             precision = _find_precision(node, self.precisions, ATTENTION_ATTR)
             name = f"{path}/{node.name}" if path else node.name
-            self.nodes.append(self._gemm_node(name, m, k, n, count, "matmul", precision))
+            self.nodes.append(self._gemm_node(name, m, k, n, count, "matmul", precision,
+                                              self._sources(*operands)))
             return
         precision = _find_precision(node, self.precisions, LINEAR_ATTR)
-        self.nodes.append(self._gemm_node(path or node.name, m, k, n, count, "linear", precision))
+        self.nodes.append(self._gemm_node(path or node.name, m, k, n, count, "linear", precision,
+                                          self._sources(operands[1 - weight_side])))
 
     def _sdpa(self, node: fx.Node) -> None:
         """Fused attention q[..., L, d], k[..., S, d], v[..., S, dv]: two GEMMs and a softmax."""
@@ -222,22 +248,16 @@ class _Walker:
         precision = _find_precision(node, self.precisions, ATTENTION_ATTR)
         path = _innermost_path(node)
         base = f"{path}/{node.name}" if path else node.name
-        for suffix, (m, k_dim, n) in (
-            ("qk", (length, depth, source)),
-            ("pv", (length, source, v[-1])),
-        ):
-            self.nodes.append(
-                self._gemm_node(f"{base}.{suffix}", m, k_dim, n, count, "matmul", precision)
-            )
-            if suffix == "qk":
-                self.nodes.append(
-                    VectorNode(
-                        name=self._unique(f"{base}.softmax"),
-                        vector_op="softmax",
-                        elements=count * length * source,
-                        row_length=source,
-                    )
-                )
+        self.nodes.append(self._gemm_node(f"{base}.qk", length, depth, source, count, "matmul",
+                                          precision, self._sources(*node.args[:2])))
+        self.nodes.append(VectorNode(
+            name=self._unique(f"{base}.softmax"), vector_op="softmax",
+            elements=count * length * source, row_length=source, inputs=(self.nodes[-1].name,),
+        ))
+        self.nodes.append(self._gemm_node(
+            f"{base}.pv", length, source, v[-1], count, "matmul", precision,
+            (self.nodes[-1].name, *self._sources(node.args[2])),
+        ))
 
     def _conv(self, node: fx.Node) -> None:
         if not self._depends(node.args[0]):
@@ -245,7 +265,8 @@ class _Walker:
         m, k, n, count = conv_dims(node, where=_innermost_path(node) or "root")
         precision = _find_precision(node, self.precisions, LINEAR_ATTR)
         path = _innermost_path(node) or node.name
-        self.nodes.append(self._gemm_node(path, m, k, n, count, "conv", precision))
+        self.nodes.append(self._gemm_node(path, m, k, n, count, "conv", precision,
+                                          self._sources(node.args[0])))
 
     def _gemm_node(
         self,
@@ -256,6 +277,7 @@ class _Walker:
         count: int,
         kind: str,
         precision: GemmPrecision | None,
+        inputs: tuple[str, ...],
     ) -> GemmNode:
         # Attention matmuls (kind "matmul") multiply two activations; their precision comes
         # from the attention attribute, which is always dense.
@@ -271,6 +293,7 @@ class _Walker:
             weight_density=precision.weight_density if precision else 1.0,
             kind=kind,  # type: ignore[arg-type]
             weight_is_activation=kind == "matmul",
+            inputs=inputs,
         )
 
     def _vector(self, node: fx.Node, vector_op: str) -> None:
@@ -289,21 +312,26 @@ class _Walker:
                 vector_op=vector_op,  # type: ignore[arg-type]
                 elements=elements,
                 row_length=row_length,
+                inputs=self._sources(node.args, node.kwargs),
             )
         )
 
     def _requantize(self, node: fx.Node, key: str, elements: int) -> None:
+        """The quantizer's element-wise ops are one node: its inputs are what they read from
+        outside the quantizer, and every one of them holds the node's output."""
+        reads = self._sources(node.args, node.kwargs)
         index = self.quantizer_nodes.get(key)
         if index is None:
             self.quantizer_nodes[key] = len(self.nodes)
             name = self._unique(f"{_innermost_path(node) or node.name}/requantize")
-            self.nodes.append(VectorNode(name=name, vector_op="requantize", elements=elements))
+            self.nodes.append(VectorNode(name=name, vector_op="requantize", elements=elements,
+                                         inputs=reads))
             return
         previous = self.nodes[index]
-        if elements > previous.elements:
-            self.nodes[index] = VectorNode(
-                name=previous.name, vector_op="requantize", elements=elements
-            )
+        outside = tuple(s for s in reads if s != previous.name and s not in previous.inputs)
+        self.nodes[index] = replace(previous, elements=max(elements, previous.elements),
+                                    inputs=previous.inputs + outside)
+        self.sources[node.name] = (previous.name,)
 
 
 _NOISY_LOGGERS = ("torch._subclasses.fake_tensor", "torch.fx.experimental.symbolic_shapes")

@@ -22,9 +22,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
 ENERGY_PARTS: tuple[str, ...] = ("mac", "sram", "dram", "vector", "leakage", "total")
+DRAM_TENSORS: tuple[str, ...] = ("weights", "inputs", "outputs", "spills")
 LAYER_COLUMNS: tuple[str, ...] = (
     "model", "hw", "layer", "op", "m", "k", "n", "count", "weight_bits", "act_bits", "sparsity",
-    "compute_cycles", "stall_cycles", "cycles", "macs", "utilization", "dram_bytes",
+    "compute_cycles", "stall_cycles", "sram_stall_cycles", "cycles", "macs", "utilization",
+    "dram_bytes",
+    *(f"dram_{tensor}_bytes" for tensor in DRAM_TENSORS),
     *(f"energy_{part}_uj" for part in ENERGY_PARTS),
 )
 
@@ -38,6 +41,8 @@ def layer_rows(result: SimResult) -> list[dict]:
         record = {"model": result.model, "hw": result.hw_name, "layer": record.pop("name"),
                   **record}
         record.update({f"energy_{part}_uj": energy[part] for part in ENERGY_PARTS})
+        dram = record.pop("dram_bytes_by_tensor")
+        record.update({f"dram_{tensor}_bytes": dram[tensor] for tensor in DRAM_TENSORS})
         rows.append({column: record[column] for column in LAYER_COLUMNS})
     return rows
 

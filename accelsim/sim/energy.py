@@ -1,10 +1,11 @@
 """Pricing (the Accelergy step 2): action counts x per-action energy, plus leakage x time; area.
 
 Per-action energies derive from the config's ``energy`` table with the scaling rules of
-shared/docs/hw_anchors.md: a MAC is a multiplier (R1: energy and area grow with
-``weight_bits x act_bits``) plus an accumulator adder (R2: linear in ``accumulator_bits``), so a
-4-bit MAC is ~2.7x, not 4x, cheaper than an 8-bit one. SRAM energy per byte grows with buffer size
-as ``(size / ref)^exponent`` (R4); a partial word costs a whole access.
+docs/energy_sources.md (which gives every constant's source): a MAC is a multiplier (R1: energy
+and area grow with ``weight_bits x act_bits``) plus an accumulator adder (R2: linear in
+``accumulator_bits``), so a 4-bit MAC is ~2.7x, not 4x, cheaper than an 8-bit one. SRAM energy
+per byte grows with buffer size as ``(size / ref)^exponent`` (R4); a partial word costs a whole
+access.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from accelsim.hw import Buffer, HwConfig
-from accelsim.sim.actions import BUFFERS, ActionCounts
+from accelsim.sim.actions import BUFFERS, ActionCounts, shadow_register_bits
 from accelsim.sim.sparse import INDEX_BITS
 
 MUX_INPUTS = 4  # the 2:4 datapath selects one of four activations
@@ -98,12 +99,13 @@ def pe_area_um2(hw: HwConfig) -> float:
     """One PE: multiplier + accumulator adder + operand/accumulator registers (+ 2:4 extras).
 
     The 2:4 PE adds a 4:1 activation mux, the 2-bit index register and three more activation
-    registers (it holds the whole group of four it selects from).
+    registers (it holds the whole group of four it selects from). Pipelined folds add the shadow
+    register (``actions.shadow_register_bits``).
     """
     a, p = hw.area, hw.precision
     mult = a.mult_um2 * p.weight_bits * p.act_bits / a.mult_ref_bits**2
     add = a.add_um2 * p.accumulator_bits / a.add_ref_bits
-    register_bits = p.weight_bits + p.act_bits + p.accumulator_bits
+    register_bits = p.weight_bits + p.act_bits + p.accumulator_bits + shadow_register_bits(hw)
     mux = 0.0
     if hw.sparsity.support == "2:4":
         register_bits += (MUX_INPUTS - 1) * p.act_bits + INDEX_BITS

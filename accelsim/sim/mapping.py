@@ -21,6 +21,10 @@ SCALE-Sim). Two timing models:
   exactly: folds run back to back without overlap, each costing ``T + rows + cols - 2`` (OS) or
   ``T + 2*rows + cols - 2`` (WS, IS), and the reported number is one less than the sum (it is the
   0-based index of the last cycle).
+* ``pipelined=False`` is the array without shadow registers: each fold loads, streams and drains
+  before the next starts, ``T + rows + cols - 2`` (OS) or ``T + 2*rows + cols - 2`` (WS, IS)
+  cycles per fold, as SCALE-Sim counts them (without its final ``- 1``), ``count`` x one
+  instance.
 * the default model pipelines folds: the next fold's operands enter as soon as the current fold's
   have, WS/IS write the next stationary tile into double-buffered PE registers (one row per cycle
   per column) while the current fold computes, and OS reads finished sums out over per-column
@@ -82,14 +86,16 @@ def map_gemm(
     *,
     count: int = 1,
     scalesim_compat: bool = False,
+    pipelined: bool = True,
 ) -> GemmMapping:
     """Fold ``count`` independent ``M x K`` by ``K x N`` GEMMs onto a ``rows x cols`` array.
 
     The instances run one after another under ``dataflow``, each cut into the same folds.
     ``scalesim_compat=True`` returns SCALE-Sim 3.0.0's stall-free compute cycles (``count`` x one
     instance's); the default is accelsim's pipelined model (never more than one cycle per instance
-    slower, see docs/dataflows.md). Raises :class:`AccelsimError` for an unknown dataflow or a
-    size or count that is not an integer >= 1.
+    slower, see docs/dataflows.md); ``pipelined=False`` serializes the folds (the array without
+    shadow registers; ``scalesim_compat`` takes precedence). Raises :class:`AccelsimError` for
+    an unknown dataflow or a size or count that is not an integer >= 1.
     """
     for name, value in (("m", m), ("k", k), ("n", n), ("rows", rows), ("cols", cols),
                         ("count", count)):
@@ -99,13 +105,14 @@ def map_gemm(
         raise AccelsimError(
             f"map_gemm: dataflow={dataflow!r} is not one of {', '.join(DATAFLOWS)}"
         )
-    return _map_cached(m, k, n, rows, cols, dataflow, count, bool(scalesim_compat))
+    return _map_cached(m, k, n, rows, cols, dataflow, count, bool(scalesim_compat),
+                       bool(pipelined))
 
 
 @lru_cache(maxsize=1 << 16)
 def _map_cached(
     m: int, k: int, n: int, rows: int, cols: int, dataflow: str, count: int,
-    scalesim_compat: bool,
+    scalesim_compat: bool, pipelined: bool,
 ) -> GemmMapping:
     # Sweeps revisit the same (shape, array) pairs across layers and design points; the result
     # is an immutable value, so sharing it is safe.
@@ -119,6 +126,9 @@ def _map_cached(
     col_folds = -(-spatial_cols // cols)
     if scalesim_compat:
         cycles = count * _scalesim_cycles(row_folds * col_folds, temporal, rows, cols, dataflow)
+    elif not pipelined:
+        cycles = count * (_scalesim_cycles(row_folds * col_folds, temporal, rows, cols,
+                                           dataflow) + 1)
     elif dataflow == "os":
         cycles = _pipelined_os_cycles(spatial_rows, spatial_cols, temporal, rows, cols, count)
     else:

@@ -7,20 +7,24 @@ a double-buffered buffer offers half its size to a tile (the other half is being
 
 DRAM traffic follows from the loop order. With the full reduction in one tile (``tiles_k == 1``)
 the order ``n_outer`` holds each weight tile while all activation tiles stream past (A is
-re-fetched ``tiles_n`` times unless all of A fits), ``m_outer`` the reverse; with a split
-reduction every output tile streams its A and B tiles (A x ``tiles_n``, B x ``tiles_m``) and
-partial sums stay in the output buffer. Outputs are written to DRAM once.
+re-fetched ``tiles_n`` times), ``m_outer`` the reverse; with a split reduction every output
+tile streams its A and B tiles (A x ``tiles_n``, B x ``tiles_m``) and partial sums stay in the
+output buffer. An operand that fits its buffer whole is read once whatever the tiling. Which
+operands cross DRAM at all, and whether the output does, is the graph plan's decision
+(``Sources``, from ``sim.plan``): an activation kept on chip moves no DRAM bytes.
 
 Timing is a pipeline over tile steps with uniform compute per step. A double-buffered buffer
 fills one half while the array works from the other, and a held tile is prefetched during all the
 steps of the tile before it, so summed over the steps ``max(compute, transfer)`` becomes
 ``max(C, T)`` for the hidden transfers; single-buffered buffers' transfers add serially. The array
-starts once the first fold's operands are in (the *prologue*) and the last fold's results drain
-after compute ends (the *epilogue*). Closed forms only: no loop over tiles or cycles.
+starts once the first tile's DRAM operands are in (the *prologue*; weight bytes prefetched before
+the layer excepted) and the last output tile drains after compute ends (the *epilogue*). Closed
+forms only: no loop over tiles or cycles.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -129,41 +133,90 @@ def plan_tiles(ops: Operands, hw: HwConfig, gran: tuple[int, int, int]) -> Tilin
                   -(-ops.n // tile_n), "n_outer")
 
 
-def refetch_counts(t: Tiling) -> tuple[int, int]:
-    """How many times A and B are read from DRAM under the tiling's loop order."""
+def candidate_tilings(ops: Operands, hw: HwConfig,
+                      gran: tuple[int, int, int]) -> tuple[Tiling, ...] | str:
+    """The largest tiles that fit, and the same cut to one fold of N or of M: a narrow first tile
+    starts the array sooner, which wins when the operand it re-streams is on chip."""
+    tiling = plan_tiles(ops, hw, gran)
+    if isinstance(tiling, str):
+        return tiling
+    gm, _, gn = _fold(ops, gran)
+    narrow_n = dataclasses.replace(tiling, tile_n=gn, tiles_n=-(-ops.n // gn))
+    narrow_m = dataclasses.replace(tiling, tile_m=gm, tiles_m=-(-ops.m // gm))
+    return tuple(dict.fromkeys((tiling, narrow_n, narrow_m)))
+
+
+def refetch_counts(t: Tiling, a_fits: bool = False, b_fits: bool = False) -> tuple[int, int]:
+    """How many times A and B are read from DRAM under the tiling's loop order. An operand that
+    fits its buffer whole (``a_fits``, ``b_fits``) stays there once loaded: read once."""
     if t.tiles_k > 1:  # every output tile streams its A and B tiles through the reduction
-        return t.tiles_n, t.tiles_m
-    if t.order == "n_outer":  # weight tile held; A re-streams per weight tile unless resident
-        return (1 if t.tiles_m == 1 else t.tiles_n), 1
-    return 1, (1 if t.tiles_n == 1 else t.tiles_m)
+        reads_a, reads_b = t.tiles_n, t.tiles_m
+    elif t.order == "n_outer":  # weight tile held; A re-streams per weight tile unless resident
+        reads_a, reads_b = (1 if t.tiles_m == 1 else t.tiles_n), 1
+    else:
+        reads_a, reads_b = 1, (1 if t.tiles_n == 1 else t.tiles_m)
+    return (1 if a_fits else reads_a), (1 if b_fits else reads_b)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where a GEMM layer's operands come from and where its output goes (from the graph plan).
+
+    ``a_in_dram`` / ``b_in_dram``: the operand streams from DRAM (a model input, a spilled
+    activation, or a weight); otherwise the array reads it from the on-chip pool.
+    ``c_to_dram``: the output is written to DRAM. ``b_fits_once``: B is loaded once whatever the
+    tiling (the whole model's weights stay resident). ``evicted_bytes``: other tensors written
+    out during this layer; ``prefetched_b_bytes``: weight bytes loaded before it started.
+    """
+
+    a_in_dram: bool = True
+    b_in_dram: bool = True
+    c_to_dram: bool = True
+    b_fits_once: bool = False
+    evicted_bytes: float = 0.0
+    prefetched_b_bytes: float = 0.0
 
 
 def _total_cycles(a_bytes: float, b_bytes: float, c_bytes: float, ops: Operands, hw: HwConfig,
-                  gran: tuple[int, int, int], compute_cycles: float) -> float:
-    """Prologue + max(compute, hidden transfers) + serialized transfers + epilogue (cycles)."""
+                  tiling: Tiling, src: Sources, compute_cycles: float) -> float:
+    """Prologue + max(compute, hidden transfers) + serialized transfers + epilogue (cycles).
+
+    Layer totals in bytes. The array starts once the first tile's operands are in (those already
+    prefetched excepted) and ends when the last output tile is out; the transfers between
+    overlap compute in double-buffered buffers and serialize in single-buffered ones.
+    """
     bpc = hw.dram_bytes_per_cycle
     db_a, db_b, db_c = (hw.sram.inputs.double_buffered, hw.sram.weights.double_buffered,
                         hw.sram.outputs.double_buffered)
-    hidden = (a_bytes * db_a + b_bytes * db_b + c_bytes * db_c) / bpc
-    serial = (a_bytes * (not db_a) + b_bytes * (not db_b) + c_bytes * (not db_c)) / bpc
-    gm, gk, gn = _fold(ops, gran)
-    prologue = (gm * gk * ops.act_bits * db_a + gk * gn * ops.weight_bits * db_b) / 8 / bpc
-    epilogue = gm * gn * ops.out_bits * db_c / 8 / bpc
-    return prologue + max(compute_cycles, hidden) + serial + epilogue
+    # Prefetched weight bytes are the first tile's (and beyond): neither prologue nor stream.
+    first_b = max(0.0, min(b_bytes, tiling.tile_k * tiling.tile_n * ops.weight_bits / 8)
+                  - src.prefetched_b_bytes) * db_b
+    b_bytes = max(0.0, b_bytes - src.prefetched_b_bytes)
+    first_a = min(a_bytes, tiling.tile_m * tiling.tile_k * ops.act_bits / 8) * db_a
+    last_c = min(c_bytes, tiling.tile_m * tiling.tile_n * ops.out_bits / 8) * db_c
+    hidden = (a_bytes * db_a + b_bytes * db_b + (c_bytes + src.evicted_bytes) * db_c
+              - first_a - first_b - last_c)
+    serial = (a_bytes * (not db_a) + b_bytes * (not db_b)
+              + (c_bytes + src.evicted_bytes) * (not db_c))
+    return (first_a + first_b + serial + last_c) / bpc + max(compute_cycles, hidden / bpc)
 
 
-def plan_memory(ops: Operands, hw: HwConfig, gran: tuple[int, int, int], compute_cycles: int,
-                count: int, candidates: tuple[Tiling, ...]) -> MemoryPlan:
+def plan_memory(ops: Operands, hw: HwConfig, compute_cycles: int, count: int,
+                candidates: tuple[Tiling, ...], src: Sources = Sources()) -> MemoryPlan:
     """Pick the fastest (then least traffic) of the candidate tilings in either loop order."""
+    a_fits = ops.a_bytes <= hw.sram.inputs.tile_capacity_bytes
+    b_fits = src.b_fits_once or ops.b_bytes <= hw.sram.weights.tile_capacity_bytes
+    c_bytes = ops.c_bytes if src.c_to_dram else 0.0
     best: tuple[float, float, Tiling, float, float] | None = None
     for tiling in candidates:
         for order in ("n_outer", "m_outer"):
             t = Tiling(tiling.tile_m, tiling.tile_k, tiling.tile_n, tiling.tiles_m,
                        tiling.tiles_k, tiling.tiles_n, order)
-            reads_a, reads_b = refetch_counts(t)
-            a_bytes, b_bytes = ops.a_bytes * reads_a, ops.b_bytes * reads_b
+            reads_a, reads_b = refetch_counts(t, a_fits, b_fits)
+            a_bytes = ops.a_bytes * reads_a * src.a_in_dram
+            b_bytes = ops.b_bytes * reads_b * src.b_in_dram
             cycles = (0.0 if hw.ideal_memory else _total_cycles(
-                a_bytes * count, b_bytes * count, ops.c_bytes * count, ops, hw, gran,
+                a_bytes * count, b_bytes * count, c_bytes * count, ops, hw, t, src,
                 compute_cycles))
             if best is None or (cycles, a_bytes + b_bytes) < (best[0], best[1]):
                 best = (cycles, a_bytes + b_bytes, t, a_bytes, b_bytes)
@@ -171,4 +224,4 @@ def plan_memory(ops: Operands, hw: HwConfig, gran: tuple[int, int, int], compute
     cycles, _, tiling, a_bytes, b_bytes = best
     stall = 0 if hw.ideal_memory else max(0, math.ceil(cycles - compute_cycles - 1e-6))
     return MemoryPlan(tiling, math.ceil(a_bytes - 1e-9), math.ceil(b_bytes - 1e-9),
-                      math.ceil(ops.c_bytes - 1e-9), stall)
+                      math.ceil(c_bytes - 1e-9), stall)

@@ -1,10 +1,13 @@
 """Graph x HwConfig -> SimResult: per-layer cycles, traffic and energy, totals, feasibility.
 
-Steps per GEMM (closed forms only, cached per distinct shape within one call):
-resolve bit widths (``None`` -> the hardware's native precision) -> decide 2:4 skipping ->
-map onto the array (``mapping.map_gemm``, reduction halved when skipping) -> plan tiles and
-DRAM traffic (``memory``) -> count actions (``actions``) -> price them (``energy``).
-Vector nodes run on the vector unit, serialized with the array (see ``vector``).
+Three steps, closed forms only. (1) Per distinct GEMM shape: resolve bit widths (``None`` ->
+the hardware's native precision), decide 2:4 skipping, map onto the array (``mapping.map_gemm``,
+reduction halved when skipping) and find the candidate tilings (``memory``); per vector node its
+cycles (``vector``). (2) One pass over the graph (``plan``) decides which activations stay in the
+on-chip buffers, which spill, and what weight prefetch the vector ops allow. (3) Per node, with
+its plan: DRAM traffic by tensor and stalls (``memory``), actions (``actions``), energy
+(``energy``); cached per distinct (shape, plan). Vector nodes run on the vector unit, serialized
+with the array.
 
 A GEMM wider than the datapath (8-bit weights on 4-bit MACs) runs in
 ``ceil(weight_bits / native) x ceil(act_bits / native)`` passes (shift-and-add of partial
@@ -21,20 +24,48 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from accelsim.errors import AccelsimError
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.hw import HwConfig
 from accelsim.sim import memory, sparse, vector
-from accelsim.sim.actions import ActionCounts, gemm_actions, vector_actions
+from accelsim.sim.actions import (
+    ActionCounts,
+    array_sram_bytes,
+    gemm_actions,
+    sram_port_cycles,
+    vector_actions,
+)
 from accelsim.sim.energy import AreaBreakdown, EnergyBreakdown, area, price
 from accelsim.sim.mapping import map_gemm
+from accelsim.sim.plan import NodeMemory, plan_graph, resolve_bits
 
 _PJ_PER_UJ = 1e6
 
 
 @dataclass(frozen=True)
+class DramBytes:
+    """One layer's DRAM traffic by tensor: weight reads, model-input reads, model-output writes,
+    and spills (activations written out for lack of room and every re-load of them)."""
+
+    weights: int = 0
+    inputs: int = 0
+    outputs: int = 0
+    spills: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.inputs + self.outputs + self.spills
+
+    def to_dict(self) -> dict[str, int]:
+        return {"weights": self.weights, "inputs": self.inputs, "outputs": self.outputs,
+                "spills": self.spills}
+
+
+@dataclass(frozen=True)
 class LayerResult:
     """One node's cost. For vector nodes ``m`` = elements per instance, ``k`` = row length,
-    ``n`` = 1 and ``macs`` = 0."""
+    ``n`` = 1 and ``macs`` = 0. ``stall_cycles`` wait for DRAM, ``sram_stall_cycles`` for the
+    buffers' banks (the dataflow needs more bytes per cycle than they serve)."""
 
     name: str
     op: str  # "gemm" or "vector"
@@ -49,14 +80,19 @@ class LayerResult:
     stall_cycles: int
     macs: int
     utilization: float
-    dram_bytes: int
+    dram: DramBytes
     energy: EnergyBreakdown
     actions: ActionCounts
     skipping: bool = False
+    sram_stall_cycles: int = 0
 
     @property
     def cycles(self) -> int:
-        return self.compute_cycles + self.stall_cycles
+        return self.compute_cycles + self.stall_cycles + self.sram_stall_cycles
+
+    @property
+    def dram_bytes(self) -> int:
+        return self.dram.total
 
     def to_dict(self) -> dict:
         e = self.energy
@@ -64,8 +100,10 @@ class LayerResult:
             "name": self.name, "op": self.op, "m": self.m, "k": self.k, "n": self.n,
             "count": self.count, "weight_bits": self.weight_bits, "act_bits": self.act_bits,
             "sparsity": self.sparsity, "compute_cycles": self.compute_cycles,
-            "stall_cycles": self.stall_cycles, "cycles": self.cycles, "macs": self.macs,
+            "stall_cycles": self.stall_cycles, "sram_stall_cycles": self.sram_stall_cycles,
+            "cycles": self.cycles, "macs": self.macs,
             "utilization": self.utilization, "dram_bytes": self.dram_bytes,
+            "dram_bytes_by_tensor": self.dram.to_dict(),
             "energy_uj": {
                 "mac": e.mac_pj / _PJ_PER_UJ, "sram": e.sram_pj / _PJ_PER_UJ,
                 "dram": e.dram_pj / _PJ_PER_UJ, "vector": e.vector_pj / _PJ_PER_UJ,
@@ -117,38 +155,52 @@ class SimResult:
 
 
 @dataclass(frozen=True)
-class _GemmCost:
+class _GemmShape:
+    """What a GEMM costs before the graph plan: widths, skipping, compute, candidate tilings."""
+
     weight_bits: int
     act_bits: int
-    compute_cycles: int
-    stall_cycles: int
-    utilization: float
-    dram_bytes: int
-    energy: EnergyBreakdown
-    actions: ActionCounts
+    passes: int
     skipping: bool
+    steps: int
+    compute_cycles: int
+    folds: int  # all instances and passes
+    ops: memory.Operands
+    candidates: tuple[memory.Tiling, ...]
+    # Per candidate: (accumulator tiles, streamed A tiles) it holds in the activation buffers
+    # (twice each when double buffered); the smallest of each is what the planner reserves.
+    footprints: tuple[tuple[float, float], ...]
+    reserve_bytes: tuple[float, float]
+
+    def tilings_within(self, mem: NodeMemory) -> tuple[memory.Tiling, ...]:
+        """The candidates whose working space fits what the plan left free (at least one)."""
+        acc_min, a_min = self.reserve_bytes
+        a_streams = not mem.operands_on_chip[0]
+        fitting = tuple(t for t, (acc, a_tile) in zip(self.candidates, self.footprints,
+                                                       strict=True)
+                        if acc - acc_min + (a_tile - a_min) * a_streams
+                        <= mem.free_bytes + 1e-9)
+        smallest = min(range(len(self.candidates)), key=lambda i: self.footprints[i])
+        return fitting or (self.candidates[smallest],)
 
 
-def _resolve_bits(node: GemmNode, hw: HwConfig) -> tuple[int, int, int]:
-    """(weight bits, act bits, passes): ``None`` -> native; wider than native -> more passes."""
+def _footprint(t: memory.Tiling, ops: memory.Operands, hw: HwConfig) -> tuple[float, float]:
+    acc = t.tile_m * t.tile_n * ops.psum_bits / 8 * (1 + hw.sram.outputs.double_buffered)
+    a_tile = t.tile_m * t.tile_k * ops.act_bits / 8 * (1 + hw.sram.inputs.double_buffered)
+    return acc, a_tile
+
+
+def _gemm_shape(node: GemmNode, hw: HwConfig, scalesim_compat: bool) -> _GemmShape | str:
     p = hw.precision
-    act_bits = node.act_bits or p.act_bits
-    weight_bits = node.weight_bits or (p.act_bits if node.weight_is_activation else p.weight_bits)
-    passes = math.ceil(weight_bits / p.weight_bits) * math.ceil(act_bits / p.act_bits)
-    return weight_bits, act_bits, passes
-
-
-def _gemm_cost(node: GemmNode, hw: HwConfig, area_mm2: float,
-               scalesim_compat: bool) -> _GemmCost | str:
-    p = hw.precision
-    weight_bits, act_bits, passes = _resolve_bits(node, hw)
+    weight_bits, act_bits, passes = resolve_bits(node, hw)
     skipping = sparse.skips(node, hw)
     steps = sparse.reduction_steps(node.k, skipping)
     rows, cols = hw.array.rows, hw.array.cols
     # Every pass of every instance is the same GEMM shape on new operands, so the array runs
     # them as one fold stream (fill and drain paid once per layer; compat: once per instance).
-    compute = map_gemm(node.m, steps, node.n, rows, cols, hw.array.dataflow,
-                       count=node.count * passes, scalesim_compat=scalesim_compat).compute_cycles
+    mapping = map_gemm(node.m, steps, node.n, rows, cols, hw.array.dataflow,
+                       count=node.count * passes, scalesim_compat=scalesim_compat,
+                       pipelined=hw.array.pipelined_folds)
 
     def operands(weight_bits_per_element: float) -> memory.Operands:
         return memory.Operands(node.m, node.k, node.n, act_bits, weight_bits_per_element,
@@ -157,56 +209,111 @@ def _gemm_cost(node: GemmNode, hw: HwConfig, area_mm2: float,
 
     ops = operands(sparse.weight_bits_per_element(weight_bits, skipping))
     gran = memory.granule(hw.array.dataflow, rows, cols)
-    tiling = memory.plan_tiles(ops, hw, gran)
-    if isinstance(tiling, str):
-        return tiling
-    candidates = (tiling,)
+    candidates = memory.candidate_tilings(ops, hw, gran)
+    if isinstance(candidates, str):
+        return candidates
     if skipping:
-        # The tiling a dense weight would get is valid for the smaller compressed one, and
-        # under it every transfer shrinks: offering it keeps 2:4 never slower than dense.
-        dense_tiling = memory.plan_tiles(operands(float(weight_bits)), hw, gran)
-        if not isinstance(dense_tiling, str):
-            candidates += (dense_tiling,)
-    plan = memory.plan_memory(ops, hw, gran, compute, node.count, candidates)
+        # The tilings a dense weight would get are valid for the smaller compressed one, and
+        # under them every transfer shrinks: offering them keeps 2:4 never slower than dense.
+        dense = memory.candidate_tilings(operands(float(weight_bits)), hw, gran)
+        if not isinstance(dense, str):
+            candidates = tuple(dict.fromkeys(candidates + dense))
+    footprints = tuple(_footprint(t, ops, hw) for t in candidates)
+    return _GemmShape(weight_bits, act_bits, passes, skipping, steps, mapping.compute_cycles,
+                      mapping.row_folds * mapping.col_folds * node.count * passes, ops,
+                      candidates, footprints,
+                      (min(f[0] for f in footprints), min(f[1] for f in footprints)))
+
+
+@dataclass(frozen=True)
+class _Traffic:
+    """A GEMM layer's memory plan under its graph plan (independent of weight density)."""
+
+    ops: memory.Operands  # with the output at the width its consumers read
+    plan: memory.MemoryPlan
+    dram: DramBytes
+    sram_stall_cycles: int
+
+
+def _gemm_traffic(node: GemmNode, shape: _GemmShape, mem: NodeMemory, hw: HwConfig,
+                  weights_resident: bool) -> _Traffic:
+    ops, count = shape.ops, node.count
+    a_in_dram = not mem.operands_on_chip[0]
+    b_in_dram = not node.weight_is_activation or not mem.operands_on_chip[1]
+    out_ops = memory.Operands(ops.m, ops.k, ops.n, ops.act_bits, ops.weight_bits, ops.psum_bits,
+                              mem.output_bits, ops.k_granule)
+    src = memory.Sources(a_in_dram=a_in_dram, b_in_dram=b_in_dram, c_to_dram=mem.output_to_dram,
+                         b_fits_once=weights_resident and not node.weight_is_activation,
+                         evicted_bytes=mem.evicted_bytes,
+                         prefetched_b_bytes=mem.prefetched_weight_bytes)
+    tilings = shape.tilings_within(mem)
+    plan = memory.plan_memory(out_ops, hw, shape.compute_cycles, count, tilings, src)
+    # The banks may not keep up with the dataflow: the array then runs longer than its compute
+    # cycles, and the DRAM transfers overlap that longer run.
+    demand = array_sram_bytes(out_ops, hw, plan.tiling.tiles_k, count=count,
+                              passes=shape.passes, reduction_steps=shape.steps)
+    sram_stall = 0 if hw.ideal_memory else max(
+        0, math.ceil(sram_port_cycles(demand, hw) - shape.compute_cycles - 1e-6))
+    if sram_stall:
+        plan = memory.plan_memory(out_ops, hw, shape.compute_cycles + sram_stall, count,
+                                  tilings, src)
+    a_bytes, b_bytes = plan.dram_read_a_bytes * count, plan.dram_read_b_bytes * count
+    c_bytes = plan.dram_write_c_bytes * count
+    from_input = mem.operand_from_model_input
+    dram = DramBytes(
+        weights=0 if node.weight_is_activation else b_bytes,
+        inputs=a_bytes * from_input[0] + (b_bytes * from_input[1]
+                                          if node.weight_is_activation else 0),
+        outputs=0 if mem.output_is_spill else c_bytes,
+        spills=(a_bytes * (not from_input[0])
+                + (b_bytes * (not from_input[1]) if node.weight_is_activation else 0)
+                + (c_bytes if mem.output_is_spill else 0) + math.ceil(mem.evicted_bytes - 1e-9)),
+    )
+    return _Traffic(out_ops, plan, dram, sram_stall)
+
+
+def _gemm_fields(node: GemmNode, shape: _GemmShape, traffic: _Traffic, mem: NodeMemory,
+                 hw: HwConfig, area_mm2: float) -> tuple:
+    """A GEMM's ``LayerResult`` fields after its name."""
+    plan, count = traffic.plan, node.count
     issued_fraction, gated_fraction = sparse.executed_fraction(
-        node, skipping, hw.sparsity.zero_gating)
-    actions = gemm_actions(ops, hw, plan, count=node.count, passes=passes,
+        node, shape.skipping, hw.sparsity.zero_gating)
+    actions = gemm_actions(traffic.ops, hw, plan, count=count, passes=shape.passes,
                            dense_macs=node.macs, issued_fraction=issued_fraction,
-                           gated_fraction=gated_fraction, skipping=skipping,
-                           reduction_steps=steps)
-    cycles = compute + plan.stall_cycles
-    issued = node.macs * issued_fraction * passes
-    return _GemmCost(
-        weight_bits=weight_bits, act_bits=act_bits, compute_cycles=compute,
-        stall_cycles=plan.stall_cycles, utilization=issued / (cycles * rows * cols),
-        dram_bytes=plan.dram_bytes * node.count,
-        energy=price(actions, hw, cycles, area_mm2), actions=actions, skipping=skipping,
-    )
+                           gated_fraction=gated_fraction, skipping=shape.skipping,
+                           reduction_steps=shape.steps, folds=shape.folds,
+                           kept_on_chip=not mem.output_to_dram,
+                           evicted_bytes=mem.evicted_bytes)
+    sram_stall = traffic.sram_stall_cycles
+    cycles = shape.compute_cycles + plan.stall_cycles + sram_stall
+    issued = node.macs * issued_fraction * shape.passes
+    return ("gemm", node.m, node.k, node.n, count, shape.weight_bits, shape.act_bits,
+            node.sparsity, shape.compute_cycles, plan.stall_cycles, node.macs,
+            issued / (cycles * hw.array.rows * hw.array.cols), traffic.dram,
+            price(actions, hw, cycles, area_mm2), actions, shape.skipping, sram_stall)
 
 
-def _gemm_layer(node: GemmNode, cost: _GemmCost) -> LayerResult:
-    return LayerResult(
-        node.name, "gemm", node.m, node.k, node.n, node.count, cost.weight_bits, cost.act_bits,
-        node.sparsity, cost.compute_cycles, cost.stall_cycles, node.macs, cost.utilization,
-        cost.dram_bytes, cost.energy, cost.actions, cost.skipping,
-    )
-
-
-def _vector_cost(node: VectorNode, hw: HwConfig,
-                 area_mm2: float) -> tuple[int, EnergyBreakdown, ActionCounts]:
+def _vector_fields(node: VectorNode, mem: NodeMemory, hw: HwConfig, area_mm2: float) -> tuple:
+    """A vector op's ``LayerResult`` fields after its name. It streams its operands: spilled
+    ones re-load from DRAM and a spilled output is written out while it computes; what the
+    transfers take beyond its compute is a stall."""
     lane_cycles = vector.lane_cycles(node, hw)
-    cycles = vector.vector_cycles(node, hw)
-    actions = vector_actions(node.total_elements, vector.operand_count(node), lane_cycles, hw)
-    return cycles, price(actions, hw, cycles, area_mm2), actions
-
-
-def _vector_layer(node: VectorNode, hw: HwConfig,
-                  cost: tuple[int, EnergyBreakdown, ActionCounts]) -> LayerResult:
-    cycles, energy, actions = cost
-    return LayerResult(
-        node.name, "vector", node.elements, node.row_length, 1, node.count, None,
-        hw.vector_unit.element_bits, "dense", cycles, 0, 0, 0.0, 0, energy, actions,
-    )
+    compute = vector.vector_cycles(node, hw)
+    input_bytes = math.ceil(sum(mem.operand_from_model_input) * node.total_elements
+                            * hw.vector_unit.element_bits / 8 - 1e-9)
+    reload = math.ceil(mem.reload_bytes - 1e-9)
+    evicted = math.ceil(mem.evicted_bytes - 1e-9)
+    written = math.ceil(mem.output_bytes - 1e-9) if mem.output_to_dram else 0
+    dram = DramBytes(inputs=input_bytes, outputs=0 if mem.output_is_spill else written,
+                     spills=reload + evicted + (written if mem.output_is_spill else 0))
+    transfer = dram.total / hw.dram_bytes_per_cycle
+    stall = 0 if hw.ideal_memory else max(0, math.ceil(transfer - compute - 1e-6))
+    actions = vector_actions(node.total_elements, vector.operand_count(node), lane_cycles, hw,
+                             dram_read_bytes=input_bytes + reload,
+                             dram_write_bytes=dram.total - input_bytes - reload)
+    return ("vector", node.elements, node.row_length, 1, node.count, None,
+            hw.vector_unit.element_bits, "dense", compute, stall, 0, 0.0, dram,
+            price(actions, hw, compute + stall, area_mm2), actions, False)
 
 
 def _totals(layers: tuple[LayerResult, ...], hw: HwConfig, area_mm2: float) -> Totals:
@@ -233,32 +340,69 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False) -> Si
     """Simulate ``graph`` on ``hw``.
 
     ``scalesim_compat=True`` uses SCALE-Sim 3.0.0's compute-cycle formulas (combine it with
-    ``ideal_memory: true`` to compare stall-free cycles).
+    ``ideal_memory: true`` to compare stall-free cycles). SCALE-Sim's array runs its folds back
+    to back, so compat needs ``array.pipelined_folds: false`` (the CLI's ``--scalesim-compat``
+    sets it); with ``true`` the area and energy would price registers the timing does not use.
     """
+    if scalesim_compat and hw.array.pipelined_folds:
+        raise AccelsimError(
+            "scalesim compat: array.pipelined_folds=true, but SCALE-Sim 3.0.0 models an array "
+            "whose folds run back to back (no shadow registers); set array.pipelined_folds=false "
+            "(--scalesim-compat does unless --set array.pipelined_folds=true overrides it)")
     area_breakdown = area(hw)
     area_mm2 = area_breakdown.total_mm2
-    # Transformer blocks repeat the same shapes: price each distinct node once per call.
-    cache: dict[tuple, _GemmCost | str] = {}
-    vector_cache: dict[tuple, tuple[int, EnergyBreakdown, ActionCounts]] = {}
-    layers: list[LayerResult] = []
+    # Transformer blocks repeat the same shapes: each distinct node is costed once per call.
+    shapes: dict[tuple, _GemmShape | str] = {}
+    node_shapes: list[_GemmShape | None] = []
+    reserves: list[tuple[float, float]] = []
+    vector_cycles: list[int] = []
+    weight_bytes = 0.0
     for node in graph.nodes:
         if isinstance(node, VectorNode):
-            vkey = (node.vector_op, node.elements, node.count)
-            vcost = vector_cache.get(vkey)
-            if vcost is None:
-                vcost = vector_cache[vkey] = _vector_cost(node, hw, area_mm2)
-            layers.append(_vector_layer(node, hw, vcost))
+            node_shapes.append(None)
+            reserves.append((0.0, 0.0))
+            vector_cycles.append(vector.vector_cycles(node, hw))
             continue
         key = (node.m, node.k, node.n, node.count, node.weight_bits, node.act_bits,
-               node.sparsity, node.weight_density, node.weight_is_activation)
-        cost = cache.get(key)
-        if cost is None:
-            cost = cache[key] = _gemm_cost(node, hw, area_mm2, scalesim_compat)
-        if isinstance(cost, str):
+               node.sparsity, node.weight_is_activation)
+        shape = shapes.get(key)
+        if shape is None:
+            shape = shapes[key] = _gemm_shape(node, hw, scalesim_compat)
+        if isinstance(shape, str):
             empty = Totals(0, 0.0, 0.0, area_mm2, 0, 0.0, 0, 0.0, 0.0)
             return SimResult(graph.name, hw.name, (), empty, False,
-                             f"layer {node.name!r}: {cost}", area_breakdown)
-        layers.append(_gemm_layer(node, cost))
+                             f"layer {node.name!r}: {shape}", area_breakdown)
+        node_shapes.append(shape)
+        reserves.append(shape.reserve_bytes)
+        vector_cycles.append(0)
+        if not node.weight_is_activation:
+            weight_bytes += shape.ops.b_bytes * node.count
+    plans = plan_graph(graph, hw, reserves, vector_cycles)
+    # When every weight of the model fits the weight buffer, each is loaded once and stays.
+    weights_resident = weight_bytes <= hw.sram.weights.size_bytes
+    # Blocks repeat their plans too: traffic per (shape, plan), the rest per weight density.
+    traffic_cache: dict[tuple, _Traffic] = {}
+    cache: dict[tuple, tuple] = {}
+    layers: list[LayerResult] = []
+    for node, shape, mem in zip(graph.nodes, node_shapes, plans, strict=True):
+        if shape is None:
+            assert isinstance(node, VectorNode)
+            key: tuple = (node.vector_op, node.elements, node.count, node.row_length, mem)
+            fields = cache.get(key)
+            if fields is None:
+                fields = cache[key] = _vector_fields(node, mem, hw, area_mm2)
+        else:
+            assert isinstance(node, GemmNode)
+            key = (id(shape), mem)
+            traffic = traffic_cache.get(key)
+            if traffic is None:
+                traffic = traffic_cache[key] = _gemm_traffic(node, shape, mem, hw,
+                                                             weights_resident)
+            fields = cache.get(key + (node.weight_density,))
+            if fields is None:
+                fields = cache[key + (node.weight_density,)] = _gemm_fields(
+                    node, shape, traffic, mem, hw, area_mm2)
+        layers.append(LayerResult(node.name, *fields))
     frozen = tuple(layers)
     return SimResult(graph.name, hw.name, frozen, _totals(frozen, hw, area_mm2), True, "",
                      area_breakdown)

@@ -85,6 +85,24 @@ def test_scalesim_compat_has_no_stalls(topology, tmp_path):
     assert all(layer["stall_cycles"] == 0 for layer in layers)
 
 
+def test_scalesim_compat_with_pipelined_folds_is_one_line_exit_2(topology, tmp_path, capsys):
+    out = tmp_path / "never.json"
+    code = main(["run", "--hw", HW, "--model", str(topology), "--json", str(out),
+                 "--scalesim-compat", "--set", "array.pipelined_folds=true"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and not out.exists()
+    assert "array.pipelined_folds=true, but SCALE-Sim 3.0.0 models an array" in err
+
+
+def test_unpipelined_array_is_slower_and_smaller(topology, tmp_path):
+    outs = [tmp_path / "fast.json", tmp_path / "slow.json"]
+    for out, value in zip(outs, ("true", "false"), strict=True):
+        assert main(["run", "--hw", HW, "--model", str(topology), "--json", str(out),
+                     "--set", f"array.pipelined_folds={value}"]) == 0
+    fast, slow = (json.loads(out.read_text())["totals"] for out in outs)
+    assert slow["cycles"] > fast["cycles"] and slow["area_mm2"] < fast["area_mm2"]
+
+
 def test_bad_override_is_one_line_exit_2(topology, tmp_path, capsys):
     out = tmp_path / "never.json"
     code = main(["run", "--hw", HW, "--model", str(topology), "--json", str(out),

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from accelsim.errors import AccelsimError
@@ -31,3 +33,18 @@ def test_bad_gemm_fields_name_the_field(kwargs, fragment):
     base = {"name": "g", "m": 4, "k": 8, "n": 4}
     with pytest.raises(AccelsimError, match=fragment.replace("(", r"\(")):
         GemmNode(**{**base, **kwargs})
+
+
+def test_inputs_must_name_earlier_nodes():
+    first = GemmNode("a", m=2, k=2, n=2, inputs=("",))
+    Graph("g", (first, VectorNode("v", vector_op="gelu", elements=4, inputs=("a",))))
+    with pytest.raises(AccelsimError, match=r"node 'v': input 'b' is not an earlier node"):
+        Graph("g", (first, VectorNode("v", vector_op="gelu", elements=4, inputs=("b",))))
+
+
+def test_inputs_survive_json():
+    graph = Graph("g", (GemmNode("a", m=2, k=2, n=2, inputs=("",)),
+                        VectorNode("v", vector_op="gelu", elements=4, inputs=("a",)),
+                        VectorNode("w", vector_op="gelu", elements=4)))
+    again = Graph.from_dict(json.loads(graph.to_json()))
+    assert again == graph and again.nodes[2].inputs is None

@@ -171,6 +171,8 @@ def test_fused_attention_becomes_two_matmuls_and_a_softmax():
     assert (pv.m, pv.k, pv.n, pv.count) == (5, 7, 8, 6)
     (softmax,) = graph.vectors
     assert (softmax.vector_op, softmax.elements, softmax.row_length) == ("softmax", 6 * 35, 7)
+    # Edges: QK^T reads two model inputs, the softmax reads QK^T, PV reads the softmax and v.
+    assert (qk.inputs, softmax.inputs, pv.inputs) == (("",), (qk.name,), (softmax.name, ""))
 
 
 class _FakeQuant(nn.Module):
@@ -184,6 +186,21 @@ def test_a_rounding_module_becomes_one_requantize_node():
     graph = trace.trace_module(model, {"input": torch.randn(2, 16)})
     assert [n.vector_op for n in graph.vectors] == ["requantize"]
     assert graph.vectors[0].elements == 32
+    # The quantizer's element-wise ops are one node reading the model input; the GEMM reads it.
+    assert graph.vectors[0].inputs == ("",)
+    assert graph.gemms[0].inputs == (graph.vectors[0].name,)
+
+
+def test_edges_follow_the_residual_stream():
+    graph = trace_cache.trace_named_model("vit_tiny")
+    by_name = {node.name: node for node in graph.nodes}
+    adds = [n for n in graph.vectors if n.vector_op == "add" and len(n.inputs or ()) == 2]
+    assert adds, "every block adds its residual"
+    for add in adds:  # a residual add reads the block's GEMM output and an earlier add/embedding
+        kinds = {by_name[source].op for source in add.inputs}
+        assert kinds == {"gemm", "vector"}
+    qk = next(g for g in graph.gemms if g.weight_is_activation)
+    assert [by_name[s].name.rsplit(".", 1)[-1] for s in qk.inputs] == ["q_proj", "k_proj"]
 
 
 class _UnknownOp(nn.Module):
@@ -286,9 +303,11 @@ def test_frozen_quantizers_leave_the_compressed_graph_unchanged(name):
     def walked(exported):
         graph = trace.graph_from_exported(exported, model, name=name, input_shape={})
         # Vector-op names carry torch.fx's per-op counters, which count the dropped
-        # parameter-only ops; everything the simulator reads must match.
+        # parameter-only ops; everything the simulator reads must match (edges by position).
+        position = {node.name: i for i, node in enumerate(graph.nodes)}
         return [
-            {key: value for key, value in node.__dict__.items() if key != "name"}
+            {**{key: value for key, value in node.__dict__.items() if key != "name"},
+             "inputs": [position.get(source, source) for source in node.inputs or ()]}
             if isinstance(node, VectorNode) else node
             for node in graph.nodes
         ]

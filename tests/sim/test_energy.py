@@ -13,7 +13,7 @@ from accelsim.sim.energy import area, mac_energy_pj, pe_area_um2, price, sram_en
 def test_int4_mac_is_about_2_7x_cheaper_than_int8_not_4x():
     int4 = mac_energy_pj(load_hw(CONFIGS / "int4_dense.yaml"))
     int8 = mac_energy_pj(load_hw(CONFIGS / "int8_dense.yaml"))
-    assert int4 == pytest.approx(0.07 / 4 + 0.03 * 20 / 32)  # hw_anchors: 0.036 pJ
+    assert int4 == pytest.approx(0.07 / 4 + 0.03 * 20 / 32)  # docs/energy_sources.md: 0.036 pJ
     assert int8 == pytest.approx(0.10)
     assert 2.5 < int8 / int4 < 3.0
 

@@ -202,7 +202,7 @@ def test_attention_heads_pay_fill_and_drain_once() -> None:
 
 
 def test_vit_qkv_matches_published_scalesim_numbers_and_is_faster_by_default() -> None:
-    # 197x768x768 on 32x32 (shared/docs/peers.md 1.8.1): OS 7*24*830-1, WS 24*24*291-1,
+    # 197x768x768 on 32x32 (run with SCALE-Sim 3.0.0 itself): OS 7*24*830-1, WS 24*24*291-1,
     # IS 24*7*862-1. The default model hides WS/IS weight loads and all fill/drain but the last.
     expected = {"os": 139_439, "ws": 167_615, "is": 144_815}
     for dataflow, cycles in expected.items():

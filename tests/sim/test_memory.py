@@ -39,13 +39,16 @@ def test_refetch_counts_follow_the_loop_order():
     assert memory.refetch_counts(dataclasses.replace(t, order="m_outer")) == (1, 8)
     assert memory.refetch_counts(dataclasses.replace(t, tiles_m=1)) == (1, 1)
     assert memory.refetch_counts(dataclasses.replace(t, tiles_k=3)) == (2, 8)
+    # An operand that fits its buffer whole is loaded once, whatever caps the tile.
+    assert memory.refetch_counts(t, a_fits=True) == (1, 1)
+    assert memory.refetch_counts(dataclasses.replace(t, tiles_k=3), b_fits=True) == (2, 1)
 
 
 def test_plan_memory_picks_the_cheaper_order():
     hw = tiny_hw()
     o = ops(64, 64, 16)
     gran = memory.granule("os", 4, 4)
-    plan = memory.plan_memory(o, hw, gran, 1000, 1, (memory.plan_tiles(o, hw, gran),))
+    plan = memory.plan_memory(o, hw, 1000, 1, (memory.plan_tiles(o, hw, gran),))
     # n_outer: A 4096 x 2 + B 1024 = 9216; m_outer: A 4096 + B 1024 x 8 = 12288.
     assert plan.tiling.order == "n_outer"
     assert (plan.dram_read_a_bytes, plan.dram_read_b_bytes) == (8192, 1024)

@@ -7,6 +7,7 @@ import json
 import pytest
 from sim_hw import CONFIGS, tiny_hw
 
+from accelsim.errors import AccelsimError
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.hw import load_hw, with_overrides
 from accelsim.sim import simulate
@@ -28,7 +29,8 @@ def one(node, hw, **kwargs):
     ("os", (4, 8, 4), 13), ("ws", (8, 4, 4), 17), ("is", (4, 4, 8), 17)])
 def test_single_fold_compute_cycles_by_hand(dataflow, shape, cycles):
     m, k, n = shape
-    layer = one(GemmNode("g", m=m, k=k, n=n), tiny_hw(array__dataflow=dataflow),
+    layer = one(GemmNode("g", m=m, k=k, n=n),
+                tiny_hw(array__dataflow=dataflow, array__pipelined_folds=False),
                 scalesim_compat=True)
     assert (layer.compute_cycles, layer.stall_cycles, layer.cycles) == (cycles, 0, cycles)
     assert layer.utilization == pytest.approx(m * k * n / (16 * cycles))
@@ -44,15 +46,41 @@ def test_instances_and_passes_run_as_one_fold_stream(dataflow):
     per_instance = map_gemm(9, 13, 6, 4, 4, dataflow).compute_cycles
     assert one(node, hw).compute_cycles == streamed < 6 * per_instance
     compat = map_gemm(9, 13, 6, 4, 4, dataflow, scalesim_compat=True).compute_cycles
-    assert one(node, hw, scalesim_compat=True).compute_cycles == 6 * compat
+    unpipelined = with_overrides(hw, {"array.pipelined_folds": False})
+    assert one(node, unpipelined, scalesim_compat=True).compute_cycles == 6 * compat
+    # The array without shadow registers: the same serialized folds, without SCALE-Sim's - 1.
+    assert one(node, unpipelined).compute_cycles == 6 * (compat + 1)
 
 
-# SCALE-Sim 3.0.0 CALC-mode "Total Cycles" on a 4x4 array (shared/docs/peers.md 1.8.2).
+# SCALE-Sim 3.0.0 CALC-mode "Total Cycles" on a 4x4 array (run with SCALE-Sim 3.0.0 itself).
 @pytest.mark.parametrize(("dataflow", "cycles"), [("os", 55), ("ws", 71), ("is", 71)])
 def test_scalesim_compat_matches_published_tiny_case(dataflow, cycles):
-    layer = one(GemmNode("g", m=8, k=8, n=8), tiny_hw(array__dataflow=dataflow),
+    layer = one(GemmNode("g", m=8, k=8, n=8),
+                tiny_hw(array__dataflow=dataflow, array__pipelined_folds=False),
                 scalesim_compat=True)
     assert layer.compute_cycles == cycles
+
+
+def test_scalesim_compat_refuses_a_pipelined_array():
+    with pytest.raises(AccelsimError, match=r"array.pipelined_folds=true, but SCALE-Sim 3.0.0 "
+                                            r"models an array whose folds run back to back"):
+        one(GemmNode("g", m=8, k=8, n=8), tiny_hw(), scalesim_compat=True)
+
+
+@pytest.mark.parametrize(("dataflow", "shadow_bits"), [("os", 32), ("ws", 8), ("is", 8)])
+def test_pipelined_folds_cost_a_shadow_register_per_pe(dataflow, shadow_bits):
+    # int8 tiny point, 4x4: OS keeps a second 32-bit accumulator, WS a second weight, IS a
+    # second activation; 16 PEs x bits x 0.447 um^2 per bit of area, one write per PE per fold.
+    node = GemmNode("g", m=8, k=8, n=8)
+    hw = tiny_hw(array__dataflow=dataflow, energy__register_pj_per_byte=1.0)
+    plain = with_overrides(hw, {"array.pipelined_folds": False})
+    fast, slow = simulate(Graph("g", (node,)), hw), simulate(Graph("g", (node,)), plain)
+    assert fast.totals.cycles < slow.totals.cycles
+    assert fast.totals.area_mm2 - slow.totals.area_mm2 == pytest.approx(
+        16 * shadow_bits * hw.area.register_um2_per_bit / 1e6)
+    folds = 4  # 8x8 outputs (OS) or an 8x8 stationary operand (WS, IS) in 4x4 folds
+    assert (fast.layers[0].actions.register_bytes - slow.layers[0].actions.register_bytes
+            == folds * 16 * shadow_bits / 8)
 
 
 def test_energy_and_sram_counts_by_hand_os():
@@ -84,21 +112,22 @@ def test_sram_reads_by_hand_stationary_dataflows(dataflow, inputs, weights, psum
 
 
 def test_stall_cycles_by_hand_double_buffered():
-    # m=4, k=8, n=4 OS: compute < 80; DRAM 32 + 32 + 16 = 80 B at 1 B/cycle. Streaming start needs
-    # the first fold (4 A + 4 B bytes = 8 cycles); the last fold's 16 output bytes drain after.
+    # m=4, k=8, n=4 OS: DRAM 32 + 32 + 16 = 80 B at 1 B/cycle, all in one tile. The array starts
+    # when the first tile's operands are in (32 A + 32 B bytes = 64 cycles) and the last tile's
+    # 16 output bytes drain after it ends: nothing is left to overlap with compute.
     layer = one(GemmNode("g", m=4, k=8, n=4), tiny_hw(ideal_memory=False))
-    assert layer.compute_cycles < 80
-    assert layer.stall_cycles == 8 + (80 - layer.compute_cycles) + 16
+    assert layer.stall_cycles == 64 + 16
 
 
 def test_instances_share_one_prologue_and_epilogue():
     # Three instances of m=4, k=8, n=4 OS: 3 x 80 B of DRAM traffic at 1 B/cycle streams under
-    # one fold stream; the first fold's operands (8 cycles) and the last fold's outputs
-    # (16 cycles) are exposed once per layer, as the compute's fill and drain are.
+    # one fold stream; the first tile's operands (64 cycles) and the last tile's outputs
+    # (16 cycles) are exposed once per layer, the other 160 B stream under the compute.
     layer = one(GemmNode("g", m=4, k=8, n=4, count=3), tiny_hw(ideal_memory=False))
-    assert layer.compute_cycles == map_gemm(4, 8, 4, 4, 4, "os", count=3).compute_cycles < 240
+    compute = map_gemm(4, 8, 4, 4, 4, "os", count=3).compute_cycles
+    assert layer.compute_cycles == compute < 160
     assert layer.dram_bytes == 3 * 80
-    assert layer.cycles == 8 + 240 + 16
+    assert layer.cycles == 64 + 160 + 16
 
 
 def test_stall_cycles_by_hand_single_buffered():
@@ -178,8 +207,10 @@ def test_vector_unit_cycles_and_energy():
     hw = tiny_hw()
     node = VectorNode("sm", vector_op="softmax", elements=10, count=2, row_length=5)
     layer = one(node, hw)
-    # 20 elements x 4 cycles (softmax) / 4 lanes = 20 cycles; 2 pJ per lane-cycle.
-    assert layer.compute_cycles == 20 and layer.macs == 0 and layer.dram_bytes == 0
+    # 20 elements x 4 cycles (softmax) / 4 lanes = 20 cycles; 2 pJ per lane-cycle. Alone in
+    # its graph it reads the model input and writes the model output (20 x 16 bits each).
+    assert layer.compute_cycles == 20 and layer.macs == 0
+    assert (layer.dram.inputs, layer.dram.outputs, layer.dram_bytes) == (40, 40, 80)
     assert layer.energy.vector_pj == pytest.approx(80 * 2.0)
     assert (layer.op, layer.m, layer.k, layer.n, layer.count) == ("vector", 10, 5, 1, 2)
 
@@ -194,8 +225,9 @@ def test_infeasible_tile_is_a_result_not_an_error():
 
 def test_identical_shapes_share_one_cost_and_totals_add_up():
     hw = load_hw(CONFIGS / "int4_sparse.yaml")
-    nodes = (GemmNode("a", m=64, k=128, n=64), GemmNode("b", m=64, k=128, n=64),
-             VectorNode("v", vector_op="gelu", elements=4096))
+    nodes = (GemmNode("a", m=64, k=128, n=64, inputs=("",)),
+             GemmNode("b", m=64, k=128, n=64, inputs=("",)),
+             VectorNode("v", vector_op="gelu", elements=4096, inputs=("",)))
     result = simulate(Graph("g", nodes), hw)
     a, b, v = result.layers
     assert a.energy == b.energy and a.cycles == b.cycles and a.name != b.name
@@ -215,8 +247,10 @@ def test_to_dict_has_the_documented_field_names():
                                    "utilization", "dram_bytes", "tops", "tops_per_w"}
     layer = data["layers"][0]
     assert set(layer) == {"name", "op", "m", "k", "n", "count", "weight_bits", "act_bits",
-                          "sparsity", "compute_cycles", "stall_cycles", "cycles", "macs",
-                          "utilization", "dram_bytes", "energy_uj"}
+                          "sparsity", "compute_cycles", "stall_cycles", "sram_stall_cycles",
+                          "cycles", "macs",
+                          "utilization", "dram_bytes", "dram_bytes_by_tensor", "energy_uj"}
+    assert set(layer["dram_bytes_by_tensor"]) == {"weights", "inputs", "outputs", "spills"}
     assert set(layer["energy_uj"]) == {"mac", "sram", "dram", "vector", "leakage", "total"}
 
 
@@ -224,3 +258,33 @@ def test_tpu_v1_large_gemm_approaches_peak():
     hw = with_overrides(load_hw(CONFIGS / "tpu_v1.yaml"), {"ideal_memory": True})
     result = simulate(Graph("g", (GemmNode("g", m=4096, k=4096, n=4096),)), hw)
     assert 0.9 * hw.peak_tops < result.totals.tops <= hw.peak_tops
+
+
+def test_sram_banks_bound_the_bytes_per_cycle():
+    # 4x4 OS, m=k=n=64 int8: 16 x 16 folds of 64 steps = 16,390 compute cycles; the array reads
+    # A once per column fold, 64 x 64 x 16 = 65,536 B. One 8-bit bank serves 1 B per cycle, so
+    # the input buffer needs 65,536 cycles; two banks 32,768; 8 banks of 64-byte words keep up.
+    node = GemmNode("g", m=64, k=64, n=64)
+    fast_dram = {"ideal_memory": False, "dram.bandwidth_gbps": 1e6}
+    layers = {}
+    for banks, word_bits in ((1, 8), (2, 8), (8, 512)):
+        hw = with_overrides(tiny_hw(), {**fast_dram, "sram.inputs.banks": banks,
+                                        "sram.inputs.word_bits": word_bits,
+                                        "sram.weights.word_bits": 512,
+                                        "sram.outputs.word_bits": 512})
+        layers[banks] = one(node, hw)
+    assert layers[8].compute_cycles == 16_390 and layers[8].sram_stall_cycles == 0
+    assert layers[1].compute_cycles + layers[1].sram_stall_cycles == 65_536
+    assert layers[2].compute_cycles + layers[2].sram_stall_cycles == 32_768
+    assert layers[1].to_dict()["sram_stall_cycles"] == layers[1].sram_stall_cycles
+    # Ideal memory never stalls, on DRAM or on the banks.
+    ideal = with_overrides(tiny_hw(), {"sram.inputs.banks": 1})
+    assert one(node, ideal).sram_stall_cycles == 0
+
+
+def test_an_input_that_fits_its_buffer_is_read_once():
+    # A = 64 x 8 int8 = 512 B fits the input buffer's 512 B half; the 1 KiB output buffer holds
+    # 128 32-bit accumulators per tile, so the output tiles are small and many. A stays put.
+    layer = one(GemmNode("g", m=64, k=8, n=64), tiny_hw(array__dataflow="os"))
+    assert layer.dram.inputs == 64 * 8
+    assert layer.dram.weights == 8 * 64

@@ -1,0 +1,192 @@
+"""Whole-graph memory planning: which activations stay on chip, which spill to DRAM, and when.
+
+One pass over the graph in execution order, once per design point (Stream's memory-manager idea,
+Symons et al., applied layer by layer; see docs/hardware.md):
+
+* **Tensors and widths.** Every node's output is one tensor, stored at the width its consumers
+  read: a GEMM's A operand at its ``act_bits``, an attention GEMM's B operand at its weight bits,
+  a vector op's operand at ``vector_unit.element_bits`` (so fc1's pre-GELU output is 16-bit and
+  Q/K/V after their requantize are at the attention width). A tensor nobody reads is a model
+  output, written to DRAM at the vector unit's width if a vector op made it, else at its
+  producer's ``act_bits``.
+* **Liveness.** A tensor is live from its producer to its last consumer (``GemmNode.inputs`` /
+  ``VectorNode.inputs``; without edges each node reads the previous node's output).
+* **Capacity.** Resident activations share the two activation buffers (``sram.inputs`` +
+  ``sram.outputs``). While a GEMM runs, its accumulator tiles (and, when A streams from DRAM,
+  its A tiles; doubled when double buffered) are reserved out of that pool. A vector op streams
+  row by row, so an operand that dies at a vector op frees its space for the op's own output; a
+  GEMM re-reads A for every column group, so A is freed only after it.
+* **Spills.** When a new output does not fit, the resident tensors the current node does not
+  read are evicted furthest-next-use first (Belady), each written to DRAM once (a *spill*); if
+  even that leaves no room, the output itself goes to DRAM. Every later read of a spilled tensor
+  is a re-load from DRAM (a GEMM re-loads it as often as its tiling re-reads A).
+* **Weight prefetch.** While the vector ops between two GEMMs run, the array and the weight
+  buffer are idle: the DRAM bandwidth those ops leave free prefetches the next GEMM's first
+  weight tile (up to the weight buffer's tile capacity), taking it off that GEMM's prologue.
+
+Pure Python over the node list (no torch), a few microseconds per node.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from accelsim.graph.ir import GemmNode, Graph, Node, VectorNode
+from accelsim.hw import HwConfig
+
+MODEL_INPUT = ""
+"""The source name of a model input (``GemmNode.inputs`` / ``VectorNode.inputs``)."""
+
+
+def resolve_bits(node: GemmNode, hw: HwConfig) -> tuple[int, int, int]:
+    """(weight bits, act bits, passes): ``None`` -> native; wider than native -> more passes."""
+    p = hw.precision
+    act_bits = node.act_bits or p.act_bits
+    weight_bits = node.weight_bits or (p.act_bits if node.weight_is_activation else p.weight_bits)
+    passes = math.ceil(weight_bits / p.weight_bits) * math.ceil(act_bits / p.act_bits)
+    return weight_bits, act_bits, passes
+
+
+def sources(graph: Graph) -> tuple[tuple[str, ...], ...]:
+    """Each node's activation operands by producer: its ``inputs``, or, when the graph has no
+    edges, the previous node's output (a model input for the first node). An attention GEMM
+    without edges reads its A from the previous node and its B from the model input."""
+    out: list[tuple[str, ...]] = []
+    previous = MODEL_INPUT
+    for node in graph.nodes:
+        if node.inputs is not None:
+            out.append(node.inputs)
+        elif isinstance(node, GemmNode) and node.weight_is_activation:
+            out.append((previous, MODEL_INPUT))
+        else:
+            out.append((previous,))
+        previous = node.name
+    return tuple(out)
+
+
+class NodeMemory(NamedTuple):
+    """What the planner decided for one node (a named tuple: one per node per design point).
+
+    ``operands_on_chip``: per activation operand (a GEMM's A, then B for attention), whether it
+    is read from the on-chip pool (else from DRAM: a model input, or a spilled tensor).
+    ``reload_bytes``: the spilled operands' stored bytes, which a vector op reads once (a GEMM
+    re-reads as its tiling says).
+    ``output_to_dram``: the output is written to DRAM (``output_is_spill`` says whether as a
+    spill or as a model output). ``evicted_bytes``: other tensors written out to make room.
+    ``prefetched_weight_bytes``: weight bytes already loaded during the vector ops before it.
+    ``free_bytes``: activation-buffer space left beyond the GEMM's smallest working set, which
+    larger tiles may use.
+    """
+
+    operands_on_chip: tuple[bool, ...]
+    operand_from_model_input: tuple[bool, ...]
+    reload_bytes: float
+    output_bits: int
+    output_bytes: float
+    output_to_dram: bool
+    output_is_spill: bool
+    evicted_bytes: float
+    prefetched_weight_bytes: float
+    free_bytes: float
+
+
+def _output_elements(node: Node) -> int:
+    if isinstance(node, GemmNode):
+        return node.m * node.n * node.count
+    return node.total_elements
+
+
+def plan_graph(graph: Graph, hw: HwConfig, gemm_reserve_bytes: Sequence[tuple[float, float]],
+               node_cycles: Sequence[int]) -> tuple[NodeMemory, ...]:
+    """Plan every node's activations. ``gemm_reserve_bytes[i]``: a GEMM's smallest working space
+    in the activation buffers (accumulator tiles, streamed A tiles; (0, 0) for vector ops);
+    ``node_cycles[i]``: a vector op's compute cycles (for prefetch; ignored for GEMMs)."""
+    nodes = graph.nodes
+    count = len(nodes)
+    index = {node.name: i for i, node in enumerate(nodes)}
+    operands = [tuple(index[s] if s != MODEL_INPUT else -1 for s in node_srcs)
+                for node_srcs in sources(graph)]
+    element_bits = hw.vector_unit.element_bits
+    read_bits = [(element_bits, element_bits) if isinstance(node, VectorNode)
+                 else resolve_bits(node, hw)[1::-1] for node in nodes]  # (A, B) widths
+    uses: list[list[int]] = [[] for _ in nodes]
+    bits = [0] * count
+    for i, node_operands in enumerate(operands):
+        for operand, producer in enumerate(node_operands):
+            if producer < 0:
+                continue
+            if not uses[producer] or uses[producer][-1] != i:
+                uses[producer].append(i)
+            bits[producer] = max(bits[producer], read_bits[i][min(operand, 1)])
+    for i in range(count):
+        if not uses[i]:
+            bits[i] = read_bits[i][0]
+    size = [_output_elements(node) * b / 8 for node, b in zip(nodes, bits, strict=True)]
+    pool = hw.sram.inputs.size_bytes + hw.sram.outputs.size_bytes
+    bytes_per_cycle = hw.dram_bytes_per_cycle
+    weight_tile_capacity = hw.sram.weights.tile_capacity_bytes
+
+    resident: dict[int, float] = {}
+    used = 0.0
+    idle_dram_bytes = 0.0  # DRAM bandwidth left free by the vector ops since the last GEMM
+    plans: list[NodeMemory] = []
+
+    def next_use(tensor: int, after: int) -> int:
+        for use in uses[tensor]:
+            if use > after:
+                return use
+        return count
+
+    for i, node in enumerate(nodes):
+        node_operands = operands[i]
+        on_chip = tuple(p in resident for p in node_operands)
+        from_input = tuple(p < 0 for p in node_operands)
+        is_gemm = isinstance(node, GemmNode)
+        acc_reserve, a_tile_reserve = gemm_reserve_bytes[i]
+        reserve = acc_reserve + (a_tile_reserve if is_gemm and not on_chip[0] else 0.0)
+        dying = [p for p in set(node_operands) if p in resident and uses[p][-1] == i]
+        if not is_gemm:  # a vector op streams: operands that die here make room for its output
+            for p in dying:
+                used -= resident.pop(p)
+        evicted = 0.0
+        out_needed = bool(uses[i])
+        want = size[i] if out_needed else 0.0
+        if used + want + reserve > pool:
+            # Belady: evict what is read furthest in the future, never the node's own operands,
+            # and only tensors read later than this output will be.
+            mine = next_use(i, i)
+            candidates = sorted(
+                (t for t in resident if t not in node_operands and next_use(t, i) > mine),
+                key=lambda t: next_use(t, i), reverse=True)
+            for t in candidates:
+                if used + want + reserve <= pool:
+                    break
+                evicted += resident[t]
+                used -= resident.pop(t)
+        keep = out_needed and used + want + reserve <= pool
+        if keep:
+            resident[i] = size[i]
+            used += size[i]
+        free = pool - used - reserve
+        if is_gemm:
+            for p in dying:
+                used -= resident.pop(p)
+        reload = 0.0
+        for p, chip in zip(node_operands, on_chip, strict=True):
+            if p >= 0 and not chip:
+                reload += size[p]
+        prefetched = 0.0
+        if is_gemm:
+            if not node.weight_is_activation:
+                prefetched = min(idle_dram_bytes, weight_tile_capacity)
+            idle_dram_bytes = 0.0
+        else:
+            read_input = sum(from_input) * node.total_elements * element_bits / 8
+            moved = read_input + reload + evicted + (0.0 if keep else size[i])
+            idle_dram_bytes += max(0.0, node_cycles[i] * bytes_per_cycle - moved)
+        plans.append(NodeMemory(on_chip, from_input, reload, bits[i], size[i], not keep,
+                                out_needed and not keep, evicted, prefetched,
+                                max(0.0, free) if is_gemm else 0.0))
+    return tuple(plans)

@@ -1,0 +1,157 @@
+"""Whole-graph memory planning: residency, widths, spills and prefetch (by hand, properties)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sim_hw import tiny_hw
+
+from accelsim.graph.ir import GemmNode, Graph, VectorNode
+from accelsim.sim import simulate
+from accelsim.sim.plan import plan_graph, sources
+
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
+
+
+def mlp(tokens: int = 8, dim: int = 8, hidden: int = 16) -> Graph:
+    """fc1 -> gelu -> fc2 -> residual add (edges given), int8 on the tiny design point."""
+    return Graph("mlp", (
+        GemmNode("fc1", m=tokens, k=dim, n=hidden, inputs=("",)),
+        VectorNode("gelu", vector_op="gelu", elements=tokens * hidden, inputs=("fc1",)),
+        GemmNode("fc2", m=tokens, k=hidden, n=dim, inputs=("gelu",)),
+        VectorNode("add", vector_op="add", elements=tokens * dim, inputs=("fc2", "")),
+    ))
+
+
+def test_intermediates_stay_on_chip_when_they_fit():
+    # 1 KiB activation buffers each: fc1's output (8 x 16 at 16 bits for the GELU = 256 B) and
+    # the GELU's output (8 x 16 at fc2's 8 bits = 128 B) never leave the chip.
+    result = simulate(mlp(), tiny_hw())
+    fc1, gelu, fc2, add = result.layers
+    assert (fc1.dram.inputs, fc1.dram.outputs, fc1.dram.spills) == (64, 0, 0)
+    assert gelu.dram_bytes == 0 and fc2.dram.spills == 0
+    assert fc2.dram_bytes == fc2.dram.weights == 16 * 8
+    # The add's second operand is a model input (8 x 8 at 16 bits); its output leaves the chip.
+    assert (add.dram.inputs, add.dram.outputs) == (128, 128)
+    assert result.totals.dram_bytes == 64 + 8 * 16 + 16 * 8 + 128 + 128
+
+
+def test_each_tensor_is_stored_at_the_width_its_consumer_reads():
+    plan = plan_graph(mlp(), tiny_hw(), [(0.0, 0.0)] * 4, [0] * 4)
+    assert [p.output_bits for p in plan] == [16, 8, 16, 16]  # gelu/add read 16, fc2 reads 8
+    assert plan[0].output_bytes == 8 * 16 * 2
+
+
+def test_without_edges_each_node_reads_the_previous_one():
+    graph = Graph("chain", (GemmNode("a", m=4, k=4, n=4), VectorNode("v", "gelu", 16),
+                            GemmNode("qk", m=4, k=4, n=4, kind="matmul",
+                                     weight_is_activation=True)))
+    assert sources(graph) == (("",), ("a",), ("v", ""))
+
+
+def test_a_small_buffer_spills_and_charges_the_reload():
+    # 8 x 64 at 16 bits = 1 KiB pre-GELU tensor: with 0.5 KiB activation buffers it cannot stay.
+    graph = mlp(tokens=8, dim=8, hidden=64)
+    roomy = simulate(graph, tiny_hw())
+    tight = simulate(graph, tiny_hw(sram__inputs__size_kib=0.5, sram__outputs__size_kib=0.5))
+    assert sum(layer.dram.spills for layer in roomy.layers) == 0
+    fc1, gelu = tight.layers[:2]
+    assert fc1.dram.spills == 8 * 64 * 2  # written once ...
+    assert gelu.dram.spills == 8 * 64 * 2  # ... and re-loaded once by the GELU
+    assert tight.totals.dram_bytes > roomy.totals.dram_bytes
+
+
+def test_vector_ops_before_a_gemm_prefetch_its_first_weight_tile():
+    # The LayerNorm takes 256 x 3 / 4 lanes = 192 cycles and moves its 512 B model input; at
+    # 8 B/cycle that leaves 192 x 8 - 512 = 1024 B of DRAM time for the GEMM's weights.
+    gemm = GemmNode("fc", m=4, k=64, n=64, inputs=("ln",))
+    ln = VectorNode("ln", vector_op="layernorm", elements=4 * 64, row_length=64, inputs=("",))
+    hw = tiny_hw(ideal_memory=False, sram__weights__size_kib=8, dram__bandwidth_gbps=8.0)
+    plan = plan_graph(Graph("g", (ln, gemm)), hw, [(0.0, 0.0), (0.0, 0.0)], [192, 0])
+    assert plan[1].prefetched_weight_bytes == 1024
+    cold = simulate(Graph("g", (ln, gemm)), tiny_hw(ideal_memory=False,
+                                                   sram__weights__size_kib=8,
+                                                   dram__bandwidth_gbps=8.0,
+                                                   sram__weights__double_buffered=False))
+    warm = simulate(Graph("g", (ln, gemm)), hw)
+    assert warm.layers[1].stall_cycles < cold.layers[1].stall_cycles
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+sizes = st.sampled_from((4, 8, 16, 24, 64))
+kib = st.sampled_from((0.25, 0.5, 1.0, 2.0, 8.0))
+
+
+@st.composite
+def transformer_like(draw) -> Graph:
+    """A random stack of GEMM -> vector -> GEMM blocks with residual adds (edges given)."""
+    tokens, dim, hidden = draw(sizes), draw(sizes), draw(sizes)
+    nodes: list = [VectorNode("embed", vector_op="add", elements=tokens * dim, inputs=("",))]
+    residual = "embed"
+    for b in range(draw(st.integers(min_value=1, max_value=3))):
+        nodes += [
+            VectorNode(f"ln{b}", vector_op="layernorm", elements=tokens * dim, row_length=dim,
+                       inputs=(residual,)),
+            GemmNode(f"fc1_{b}", m=tokens, k=dim, n=hidden, inputs=(f"ln{b}",)),
+            VectorNode(f"gelu{b}", vector_op="gelu", elements=tokens * hidden,
+                       inputs=(f"fc1_{b}",)),
+            GemmNode(f"fc2_{b}", m=tokens, k=hidden, n=dim, inputs=(f"gelu{b}",)),
+            VectorNode(f"add{b}", vector_op="add", elements=tokens * dim,
+                       inputs=(f"fc2_{b}", residual)),
+        ]
+        residual = f"add{b}"
+    return Graph("stack", tuple(nodes))
+
+
+def _compulsory(graph: Graph) -> float:
+    weights = sum(g.k * g.n * g.count for g in graph.gemms)  # int8 on the tiny design point
+    first, last = graph.nodes[0], graph.nodes[-1]
+    return weights + first.total_elements * 2 + last.total_elements * 2  # 16-bit vector ends
+
+
+@SETTINGS
+@given(transformer_like(), kib, kib, kib)
+def test_dram_never_below_compulsory_traffic(graph, weights_kib, inputs_kib, outputs_kib):
+    hw = tiny_hw(sram__weights__size_kib=weights_kib, sram__inputs__size_kib=inputs_kib,
+                 sram__outputs__size_kib=outputs_kib)
+    result = simulate(graph, hw)
+    if result.feasible:
+        assert result.totals.dram_bytes >= _compulsory(graph)
+        assert sum(layer.dram.weights for layer in result.layers) >= sum(
+            g.k * g.n for g in graph.gemms)
+
+
+@SETTINGS
+@given(transformer_like(), kib, st.sampled_from(("weights", "inputs", "outputs")))
+def test_dram_never_grows_when_a_buffer_grows(graph, size_kib, which):
+    small = tiny_hw(**{f"sram__{which}__size_kib": size_kib})
+    large = tiny_hw(**{f"sram__{which}__size_kib": size_kib * 2})
+    before, after = simulate(graph, small), simulate(graph, large)
+    if before.feasible:
+        assert after.feasible
+        assert after.totals.dram_bytes <= before.totals.dram_bytes
+
+
+@SETTINGS
+@given(transformer_like(), kib, kib)
+def test_spills_only_when_the_live_set_exceeds_the_buffers(graph, inputs_kib, outputs_kib):
+    hw = tiny_hw(sram__inputs__size_kib=inputs_kib, sram__outputs__size_kib=outputs_kib)
+    result = simulate(graph, hw)
+    if not result.feasible:
+        return
+    spills = sum(layer.dram.spills for layer in result.layers)
+    # The largest live set: at every node, each tensor produced before it and read at or after
+    # it, plus its own output, at the widths the plan stores them.
+    plan = plan_graph(graph, hw, [(0.0, 0.0)] * len(graph.nodes), [0] * len(graph.nodes))
+    srcs = sources(graph)
+    index = {node.name: i for i, node in enumerate(graph.nodes)}
+    last_use = {index[s]: i for i, node_srcs in enumerate(srcs) for s in node_srcs if s}
+    peak = max(
+        sum(plan[t].output_bytes for t, last in last_use.items() if t < i <= last)
+        + (plan[i].output_bytes if i in last_use else 0.0)
+        for i in range(len(graph.nodes)))
+    # A GEMM's working tiles never exceed all its accumulators and all of A, double buffered.
+    working = max(2 * (g.m * g.n * 4 + g.m * g.k) for g in graph.gemms)
+    if spills:
+        assert peak + working > hw.sram.inputs.size_bytes + hw.sram.outputs.size_bytes
