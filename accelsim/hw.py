@@ -23,10 +23,10 @@ from typing import Any
 import yaml
 
 from accelsim.errors import AccelsimError
+from accelsim.formats import DATAFLOWS, SPARSE_24
 
 FORMAT_VERSION = 1
-DATAFLOWS: tuple[str, ...] = ("os", "ws", "is")
-SPARSITY_SUPPORT: tuple[str, ...] = ("none", "2:4")
+SPARSITY_SUPPORT: tuple[str, ...] = ("none", SPARSE_24)
 NUMBER_KINDS: tuple[str, ...] = ("int", "fp")
 
 

@@ -12,11 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from accelsim.formats import INDEX_BITS, MUX_INPUTS, SPARSE_24
 from accelsim.hw import Buffer, HwConfig
 from accelsim.sim.actions import BUFFERS, ActionCounts
-from accelsim.sim.sparse import INDEX_BITS
-
-MUX_INPUTS = 4  # the 2:4 datapath selects one of four activations
 
 
 @dataclass(frozen=True)
@@ -105,7 +103,7 @@ def pe_area_um2(hw: HwConfig) -> float:
     add = a.add_um2 * p.accumulator_bits / a.add_ref_bits
     register_bits = p.weight_bits + p.act_bits + p.accumulator_bits
     mux = 0.0
-    if hw.sparsity.support == "2:4":
+    if hw.sparsity.support == SPARSE_24:
         register_bits += (MUX_INPUTS - 1) * p.act_bits + INDEX_BITS
         mux = a.mux_um2_per_bit * p.act_bits
     return mult + add + register_bits * a.register_um2_per_bit + mux

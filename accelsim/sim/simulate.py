@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from accelsim.formats import SPARSE_GROUP
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.hw import HwConfig
 from accelsim.sim import memory, sparse, vector
@@ -153,7 +154,7 @@ def _gemm_cost(node: GemmNode, hw: HwConfig, area_mm2: float,
     def operands(weight_bits_per_element: float) -> memory.Operands:
         return memory.Operands(node.m, node.k, node.n, act_bits, weight_bits_per_element,
                                p.accumulator_bits, act_bits,
-                               sparse.GROUP if skipping else 1)
+                               SPARSE_GROUP if skipping else 1)
 
     ops = operands(sparse.weight_bits_per_element(weight_bits, skipping))
     gran = memory.granule(hw.array.dataflow, rows, cols)
