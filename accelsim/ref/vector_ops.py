@@ -1,0 +1,495 @@
+"""The vector unit's arithmetic, bit for bit: LayerNorm, softmax, GELU, residual add and scale in
+the float formats ``fp32 | fp16 | bf16`` and integer-only (I-BERT style) in the ``int`` format.
+
+Every function is pure and deterministic (same inputs, same bits). The docstrings are the spec;
+:mod:`accelsim.ref.oracle` recomputes every op by a different route (Python floats and Python
+ints, element by element) and the tests require bit-for-bit agreement.
+
+Float formats (arrays are float32 in memory; an fp16/bf16 value is a float32 that the format
+represents exactly)
+---------------------------------------------------------------------------------------------
+* ``round_to_format(x, fmt)`` is the one rounding: IEEE round-to-nearest-even to the format's
+  precision, gradual underflow (subnormals kept, no flush to zero), overflow to +-inf.
+* Operands entering an op are first rounded to the format (the identity on format values; it is
+  the conversion of a GEMM's float32 output into the vector unit's format).
+* **Elementwise results** (every ``+ - * /`` between vectors or a vector and a scalar) are
+  computed as one float32 IEEE operation and rounded to the format. For fp16 (p = 11) and bf16
+  (p = 8) this equals the correctly rounded result of the format's own operation: float32 has
+  24 >= 2p + 2 significand bits, so rounding the float32 result of ``+ - * / sqrt`` of two format
+  values a second time is innocuous (Figueroa, "When is double rounding innocuous?", SIGNUM
+  1995). A hardware unit that computes in the format with RNE matches these bits exactly.
+* **Reductions** (sums of LayerNorm and softmax) accumulate in a float32 register, sequentially
+  along the last axis, element 0 first, each partial sum rounded to float32 (a streaming
+  accumulator, not a tree: float addition is not associative, so the order is part of the spec).
+  Squares of format values are exact in float32 for fp16/bf16 (2p <= 24) and feed it unrounded.
+  Reduction results (mean, variance, reciprocal std, softmax max and sum) stay float32.
+* **Transcendentals** (``exp``, ``erf``) are evaluated in float64 from the operand (numpy's
+  ``exp``; ``erf`` of the C library through numba, the same function as Python's ``math.erf``),
+  rounded to float32, then to the format. An RTL function evaluator will differ from these in
+  the last place of the format near rounding boundaries; compare such units in ulps of the
+  format.
+
+Integer format (``int``), after I-BERT (Kim et al., ICML 2021, "I-BERT: Integer-only BERT
+Quantization", Algorithms 1-4)
+---------------------------------------------------------------------------------------------
+A tensor is integers ``q`` (int64 arrays) with a real scale ``S`` (a Python float): the real
+value is ``q * S``. Inside a kernel only int64 additions, multiplications, comparisons, floor
+divisions and arithmetic shifts touch the data; **no float operation is applied to data**.
+Floats appear only in the per-layer constants derived from the scales (``floor(b / S)``,
+fixed-point multipliers, output scales), which a compiler computes once in float64 from the
+float32 scales and the hardware stores as integers; each such constant is named in the
+function's docstring. Integer division and ``>>`` floor (toward -inf), as an arithmetic shift.
+Rounding to nearest, where stated, is ``floor(x + 1/2)`` (ties toward +inf), the convention of
+``accelsim.ref.kernels.requantize``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numba
+import numpy as np
+
+from accelsim.errors import AccelsimError
+from accelsim.ref.codes import quantize_multiplier
+
+FloatFormat = Literal["fp32", "fp16", "bf16"]
+FLOAT_FORMATS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+
+# I-BERT's second-order polynomials (paper §3.4-3.5), L(x) = A (x + B)^2 + C.
+# erf(x) ~ sign(x) [A (min(|x|, -B) + B)^2 + C] on all of R (max abs error 0.018 per the paper).
+ERF_A, ERF_B, ERF_C = -0.2888, -1.769, 1.0
+# exp(p) ~ A (p + B)^2 + C on p in (-ln 2, 0].
+EXP_A, EXP_B, EXP_C = 0.3585, 1.353, 0.344
+# Bits the integer erf keeps: I-BERT divides its erf integer by a fixed 2^14 so that int32
+# products do not overflow; here the shift is derived from the scale so that the erf integer
+# keeps this many bits whatever the input scale (a fixed 2^14 leaves only ~5 bits of erf at the
+# coarse scales of W4A4 accumulators), and int64 products fit for inputs below 2^46.
+ERF_BITS = 16
+# exp inputs below -EXP_MAX_HALVINGS * ln 2 are clamped there (I-BERT's ``const = 30``): the
+# result there is below 2^-30 of the row maximum's.
+EXP_MAX_HALVINGS = 30
+# Fixed-point reciprocals: softmax divides 2^SOFTMAX_RECIP_BITS by the row sum, LayerNorm
+# 2^LN_RECIP_BITS by the std (I-BERT: 2^32 and 2^31 in int32; int64 keeps more bits).
+SOFTMAX_RECIP_BITS = 62
+LN_RECIP_BITS = 61
+LN_NORM_SHIFT = 31  # normalized values (y * recip) >> 31 carry scale sqrt(n) / 2^30
+INT_MAX_BITS = 32  # inputs of int_add / int_layer_norm are at most int32
+
+
+# ---------------------------------------------------------------------------------------------
+# Float formats
+# ---------------------------------------------------------------------------------------------
+
+
+def check_format(fmt: str) -> None:
+    """Raise :class:`AccelsimError` unless ``fmt`` is one of :data:`FLOAT_FORMATS`."""
+    if fmt not in FLOAT_FORMATS:
+        raise AccelsimError(
+            f"vector format {fmt!r} is not a float format; allowed: {', '.join(FLOAT_FORMATS)}"
+        )
+
+
+def _bf16_bits(x32: np.ndarray) -> np.ndarray:
+    bits = x32.view(np.uint32)
+    # RNE on the top 16 bits: add 0x7FFF plus the lowest kept bit, then truncate. A carry into
+    # the exponent is the correct rounding up (to the next binade, or to inf past the largest).
+    rounded = (bits + (np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))))
+    rounded &= np.uint32(0xFFFF0000)
+    # NaN stays NaN (sign kept, quiet bit set): the carry trick could turn a NaN into inf.
+    nan = (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    quiet = (bits | np.uint32(0x00400000)) & np.uint32(0xFFFF0000)
+    return np.where(nan, quiet, rounded).astype(np.uint32)
+
+
+def round_to_format(x: np.ndarray | float, fmt: str) -> np.ndarray:
+    """Round float32 values to the format, returned as float32 (a new array).
+
+    * ``fp32``: the identity (after conversion to float32).
+    * ``fp16``: IEEE binary16, round-to-nearest-even (numpy's float32 -> float16 conversion):
+      values at or above 65520 round to inf, subnormals down to 2^-24 kept.
+    * ``bf16``: the top 16 bits of the float32 pattern, round-to-nearest-even on the 16 bits
+      dropped (ties to the even kept pattern); overflow to inf as IEEE; subnormals kept; a NaN
+      stays a NaN (sign kept, quiet bit set).
+    """
+    check_format(fmt)
+    x32 = np.array(x, dtype=np.float32)  # a copy: callers may keep their input
+    if fmt == "fp32":
+        return x32
+    if fmt == "fp16":
+        with np.errstate(over="ignore"):  # overflow to inf is the specified result
+            return x32.astype(np.float16).astype(np.float32)
+    return _bf16_bits(x32).view(np.float32)
+
+
+def add(a: np.ndarray, b: np.ndarray, fmt: str) -> np.ndarray:
+    """``round(round(a) + round(b))``: one float32 addition of format values (broadcasting),
+    rounded to the format; the correctly rounded sum in the format (module docstring)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # IEEE inf and NaN are the results
+        return round_to_format(round_to_format(a, fmt) + round_to_format(b, fmt), fmt)
+
+
+def mul(a: np.ndarray, b: np.ndarray, fmt: str) -> np.ndarray:
+    """``round(round(a) * round(b))``: one float32 multiplication of format values
+    (broadcasting; a scalar ``b`` is the vector unit's ``scale``), rounded to the format."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return round_to_format(round_to_format(a, fmt) * round_to_format(b, fmt), fmt)
+
+
+def _sequential_sum(x32: np.ndarray) -> np.ndarray:
+    """float32 sum along the last axis, left to right, every partial sum rounded (keepdims)."""
+    return np.add.accumulate(x32, axis=-1, dtype=np.float32)[..., -1:]
+
+
+def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float,
+               fmt: str) -> np.ndarray:
+    """LayerNorm over the last axis (``n`` elements), biased variance, in the format.
+
+    With ``R`` = round to the format, ``f`` = round to float32, all ops IEEE float32 RNE::
+
+        x, gamma, beta = R(x), R(gamma), R(beta)
+        mean  = f(sum(x) / n)                  # sum: sequential float32 accumulator
+        d_i   = R(x_i - mean)
+        var   = f(sum(d_i * d_i) / n)          # products d_i * d_i in float32
+        rstd  = f(1 / f(sqrt(f(var + f(eps)))))
+        y_i   = R(R(R(d_i * rstd) * gamma_i) + beta_i)
+
+    ``mean``, ``var`` and ``rstd`` are float32 registers (reduction results); every elementwise
+    result is a format value.
+    """
+    check_format(fmt)
+    xr, gr, br = (round_to_format(v, fmt) for v in (x, gamma, beta))
+    n = np.float32(xr.shape[-1])
+    mean = _sequential_sum(xr) / n
+    d = round_to_format(xr - mean, fmt)
+    var = _sequential_sum(d * d) / n
+    rstd = np.float32(1.0) / np.sqrt(var + np.float32(eps))
+    scaled = round_to_format(round_to_format(d * rstd, fmt) * gr, fmt)
+    return round_to_format(scaled + br, fmt)
+
+
+def softmax(x: np.ndarray, fmt: str) -> np.ndarray:
+    """Softmax over the last axis, max-subtracted, in the format::
+
+        x   = R(x)
+        m   = max_j x_j                        # exact
+        e_i = R(f(exp(float64(R(x_i - m)))))   # exp evaluated in float64
+        s   = sum(e_i)                         # sequential float32 accumulator
+        p_i = R(f(e_i / s))
+
+    An additive mask of -inf (or a large negative float32 that the format rounds to -inf) gives
+    ``e_i = 0``; a row whose entries are all -inf gives NaN, as IEEE arithmetic does.
+    """
+    check_format(fmt)
+    xr = round_to_format(x, fmt)
+    d = round_to_format(xr - xr.max(axis=-1, keepdims=True), fmt)
+    e = round_to_format(np.exp(d.astype(np.float64)).astype(np.float32), fmt)
+    return round_to_format(e / _sequential_sum(e), fmt)
+
+
+@numba.vectorize(["float64(float64)"], cache=True)
+def _gelu64(t):  # pragma: no cover - compiled
+    return 0.5 * t * (1.0 + math.erf(t / math.sqrt(2.0)))
+
+
+def gelu(x: np.ndarray, fmt: str) -> np.ndarray:
+    """Exact-erf GELU (transformers' default ``"gelu"``), one function evaluation per element::
+
+        t   = float64(R(x))
+        y_i = R(f(0.5 * t * (1 + erf(t / sqrt(2)))))     # float64, left to right
+
+    ``erf`` is the C library's (``math.erf``); the float64 result is rounded to float32, then
+    to the format.
+    """
+    check_format(fmt)
+    t = round_to_format(x, fmt).astype(np.float64)
+    return round_to_format(_gelu64(t).astype(np.float32), fmt)
+
+
+# ---------------------------------------------------------------------------------------------
+# Integer format (I-BERT)
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_int64(name: str, q: np.ndarray) -> np.ndarray:
+    if not isinstance(q, np.ndarray) or q.dtype.kind not in "iu":
+        got = getattr(q, "dtype", type(q).__name__)
+        raise AccelsimError(f"{name}: expected an integer array, got {got}")
+    return q.astype(np.int64)
+
+
+def _check_scale(name: str, scale: float) -> float:
+    value = float(scale)
+    if not math.isfinite(value) or value <= 0:
+        raise AccelsimError(f"{name}: scale={scale!r} must be finite and > 0")
+    return value
+
+
+def _check_out_bits(name: str, out_bits: int, low: int, high: int) -> int:
+    if not isinstance(out_bits, (int, np.integer)) or not low <= int(out_bits) <= high:
+        raise AccelsimError(f"{name}: out_bits={out_bits!r}; allowed: integers {low}..{high}")
+    return int(out_bits)
+
+
+def _check_magnitude(name: str, q: np.ndarray, bits: int) -> None:
+    if q.size and int(np.abs(q).max()) >= 2 ** (bits - 1):
+        raise AccelsimError(
+            f"{name}: |q| reaches {int(np.abs(q).max())}; allowed: signed {bits}-bit inputs "
+            f"(|q| < 2^{bits - 1})"
+        )
+
+
+def saturate(q: np.ndarray, bits: int) -> np.ndarray:
+    """Clamp int64 values to the signed ``bits``-bit range ``[-2^(bits-1), 2^(bits-1) - 1]``."""
+    return np.clip(q, -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
+
+def int_sqrt(n: np.ndarray) -> np.ndarray:
+    """``floor(sqrt(n))`` elementwise for int64 ``n >= 0``, by integer Newton iteration
+    (I-BERT Algorithm 4).
+
+    ``x_0 = 2^ceil(bits(n) / 2)`` (``bits(n)`` the bit length, found by comparisons and shifts),
+    then ``x_{i+1} = (x_i + n // x_i) // 2`` until ``x_{i+1} >= x_i``; the answer is that ``x_i``
+    (0 for ``n = 0``). ``x_0 >= sqrt(n)`` and the iteration decreases monotonically to the floor
+    square root: at most 6 steps for 63-bit ``n``.
+    """
+    values = _as_int64("int_sqrt", n)
+    if values.size and int(values.min()) < 0:
+        raise AccelsimError(f"int_sqrt: min {int(values.min())}; allowed: n >= 0")
+    length = np.zeros(values.shape, dtype=np.int64)
+    rest = values.copy()
+    for step in (32, 16, 8, 4, 2, 1):
+        wide = rest >= (1 << step)
+        rest = np.where(wide, rest >> step, rest)
+        length += wide * step
+    length += rest > 0
+    x = np.left_shift(np.int64(1), (length + 1) // 2)
+    active = values > 0
+    while np.any(active):
+        nxt = (x + values // np.maximum(x, 1)) // 2
+        active &= nxt < x
+        x = np.where(active, nxt, x)
+    return np.where(values > 0, x, 0)
+
+
+def multiply_by_real(q: np.ndarray, real: float) -> np.ndarray:
+    """``round(q * real)`` in fixed point: ``(q * M0 + 2^(n-1)) >> n`` with
+    ``(M0, n) = codes.quantize_multiplier(|real|)`` (Q31 mantissa, compile-time) and the sign of
+    ``real`` on ``M0``. One rounding, ties toward +inf. ``real = 0`` gives 0. Inputs must be
+    int32 (``|q| < 2^31``), so that ``q * M0`` fits int64."""
+    q64 = _as_int64("multiply_by_real", q)
+    _check_magnitude("multiply_by_real", q64, INT_MAX_BITS)
+    if real == 0:
+        return np.zeros_like(q64)
+    m0, shift = quantize_multiplier(abs(real))
+    signed_m0 = m0 if real > 0 else -m0
+    return (q64 * signed_m0 + (1 << (shift - 1))) >> shift
+
+
+def int_gelu(q: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
+    """Integer GELU, I-BERT's i-GELU: ``x (1 + erf(x / sqrt 2)) / 2`` with ``x = q * scale``.
+
+    Compile-time constants (float64 from ``scale``), I-BERT's except for the shift ``k``::
+
+        s     = scale / sqrt(2)                      # the scale of x / sqrt(2) on the same q
+        b_int = floor(ERF_B / s)                     # < 0
+        c_int = floor((ERF_C / ERF_A) / s^2)         # < 0 (ERF_A < 0)
+        k     = max(0, bits(|c_int|) - ERF_BITS)     # I-BERT: 14
+        s_erf = ERF_A * s^2 * 2^k                    # < 0
+        one   = floor(1 / s_erf)                     # < 0; one * s_erf ~ 1
+
+    Integer kernel::
+
+        erf_q = sign(q) * ((min(|q|, -b_int) + b_int)^2 + c_int)    # erf(x/sqrt2) ~ erf_q*s^2*A
+        erf_q = erf_q >> k
+        q_out = -(q * (erf_q + one))
+
+    Returns ``(q_out, scale_out)`` with ``scale_out = -scale * s_erf / 2 > 0`` (I-BERT's integers
+    and scale, both negated so that the scale is positive). ``|q_out| <= |q| * 2^(ERF_BITS+2)``;
+    inputs must satisfy ``|q| < 2^45``.
+    """
+    scale = _check_scale("int_gelu", scale)
+    q64 = _as_int64("int_gelu", q)
+    _check_magnitude("int_gelu", q64, 46)
+    s = scale / math.sqrt(2.0)
+    b_int = math.floor(ERF_B / s)
+    c_int = math.floor((ERF_C / ERF_A) / s**2)
+    shift = max(0, abs(c_int).bit_length() - ERF_BITS)
+    s_erf = ERF_A * s**2 * 2**shift
+    one = math.floor(1.0 / s_erf)
+    clipped = np.minimum(np.abs(q64), -b_int)
+    erf_q = (np.sign(q64) * ((clipped + b_int) ** 2 + c_int)) >> shift
+    return -(q64 * (erf_q + one)), -scale * s_erf / 2.0
+
+
+def _exp_constants(name: str, scale: float) -> tuple[int, int, int]:
+    ln2_int = math.floor(math.log(2.0) / scale)
+    if ln2_int < 1:
+        raise AccelsimError(f"{name}: scale={scale!r} >= ln 2; allowed: scales below ln 2 "
+                            "(the integer exp needs ln 2 / scale >= 1)")
+    return ln2_int, math.floor(EXP_B / scale), math.floor((EXP_C / EXP_A) / scale**2)
+
+
+def int_exp(q: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
+    """Integer ``exp(q * scale)`` for ``q <= 0``, I-BERT's i-exp (Algorithm 2).
+
+    ``x = -z ln 2 + p`` with integer ``z >= 0`` and ``p`` in ``(-ln 2, 0]``, so
+    ``exp(x) = exp(p) >> z`` and ``exp(p) ~ EXP_A (p + EXP_B)^2 + EXP_C``. Compile-time
+    constants (float64 from ``scale``)::
+
+        ln2_int = floor(ln 2 / scale)       # >= 1 required
+        b_int   = floor(EXP_B / scale)
+        c_int   = floor((EXP_C / EXP_A) / scale^2)
+
+    Integer kernel::
+
+        q     = max(q, -EXP_MAX_HALVINGS * ln2_int)
+        z     = (-q) // ln2_int
+        p     = q + z * ln2_int             # -ln2_int < p <= 0
+        q_out = ((p + b_int)^2 + c_int) >> z
+
+    Returns ``(q_out >= 0, scale_out = EXP_A * scale^2)``.
+    """
+    scale = _check_scale("int_exp", scale)
+    q64 = _as_int64("int_exp", q)
+    if q64.size and int(q64.max()) > 0:
+        raise AccelsimError(f"int_exp: max q {int(q64.max())}; allowed: q <= 0 (subtract the "
+                            "row maximum first)")
+    ln2_int, b_int, c_int = _exp_constants("int_exp", scale)
+    clamped = np.maximum(q64, -EXP_MAX_HALVINGS * ln2_int)
+    z = (-clamped) // ln2_int
+    p = clamped + z * ln2_int
+    return ((p + b_int) ** 2 + c_int) >> z, EXP_A * scale**2
+
+
+def int_softmax(q: np.ndarray, scale: float, out_bits: int,
+                keep: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Integer softmax over the last axis (I-BERT Algorithm 3), output unsigned ``out_bits``.
+
+    ``keep`` (boolean, broadcast against ``q``) marks the entries that take part; the others
+    (an attention mask's) output 0. Integer kernel, per row::
+
+        m      = max of the kept q
+        e_i    = int_exp(q_i - m, scale)       (0 where not kept)
+        recip  = 2^SOFTMAX_RECIP_BITS // sum(e)
+        q_out  = min((e_i * recip) >> (SOFTMAX_RECIP_BITS - out_bits), 2^out_bits - 1)
+
+    ``scale_out = 2^-out_bits``. ``e_i <= sum(e)`` keeps ``e_i * recip <= 2^62``. A row with no
+    kept entry outputs zeros. I-BERT requantizes ``e`` to 16 bits and uses ``2^32`` to stay in
+    int32; int64 lets the reciprocal keep more bits without that step.
+    """
+    scale = _check_scale("int_softmax", scale)
+    out_bits = _check_out_bits("int_softmax", out_bits, 1, 30)
+    q64 = _as_int64("int_softmax", q)
+    _check_magnitude("int_softmax", q64, 48)
+    kept = np.ones(q64.shape, dtype=bool) if keep is None else np.broadcast_to(keep, q64.shape)
+    low = np.iinfo(np.int64).min
+    row_max = np.where(kept, q64, low).max(axis=-1, keepdims=True)
+    shifted = np.where(kept, q64 - np.where(row_max == low, 0, row_max), 0)
+    _, b_int, c_int = _exp_constants("int_softmax", scale)
+    row_sum_bound = q64.shape[-1] * (b_int**2 + c_int)  # every e_i <= exp(0)'s integer
+    if row_sum_bound >= 2 ** (SOFTMAX_RECIP_BITS - out_bits):
+        raise AccelsimError(
+            f"int_softmax: scale={scale!r} is too fine for rows of {q64.shape[-1]} at "
+            f"out_bits={out_bits}; allowed: n * 2.79 / scale^2 < 2^{SOFTMAX_RECIP_BITS - out_bits}"
+        )
+    e, _ = int_exp(shifted, scale)
+    e = np.where(kept, e, 0)
+    total = e.sum(axis=-1, keepdims=True)
+    recip = (1 << SOFTMAX_RECIP_BITS) // np.maximum(total, 1)
+    out = (e * recip) >> (SOFTMAX_RECIP_BITS - out_bits)
+    return np.minimum(out, 2**out_bits - 1), 2.0**-out_bits
+
+
+def int_layer_norm(q: np.ndarray, scale: float, gamma: np.ndarray, beta: np.ndarray,
+                   out_bits: int, eps: float = 0.0,
+                   out_scale: float | None = None) -> tuple[np.ndarray, float]:
+    """Integer LayerNorm over the last axis (``n`` elements), I-BERT's with wider fixed point.
+
+    Compile-time constants (float64, from ``scale``, ``gamma``, ``beta``, ``eps``, ``n``)::
+
+        s_norm   = sqrt(n) / 2^30                    # scale of the normalized integers
+        s_out    = out_scale, or (max|gamma| * sqrt(n) + max|beta|) / (2^(out_bits-1) - 1)
+                   (the default cannot saturate: |normalized| <= sqrt(n))
+        eps_int  = floor(eps * n / scale^2)
+        sh       = the largest shift <= 62 with every |M_c| < 2^31, then
+        M_c      = round(gamma_c * s_norm / s_out * 2^sh)   # per channel, signed
+        beta_c   = round(beta_c / s_out)
+
+    Integer kernel, per row (inputs signed 32-bit)::
+
+        mean   = (2 * sum(q) + n) // (2 * n)          # round(sum / n), ties up
+        y      = q - mean
+        var    = sum(y * y) + eps_int                 # needs n * max|y|^2 < 2^63
+        std    = int_sqrt(var)
+        recip  = 2^LN_RECIP_BITS // max(std, 1)
+        norm   = (y * recip) >> LN_NORM_SHIFT         # |y * recip| <= 2^62
+        q_out  = saturate(((norm * M_c + 2^(sh-1)) >> sh) + beta_c, out_bits)
+
+    I-BERT divides ``2^31`` by the std and multiplies by ``y`` in int32; ``2^61`` keeps the
+    reciprocal exact to 2^-29 relative for any std below 2^32. An all-equal row (``var = 0``)
+    outputs ``beta_c``. Returns ``(q_out, s_out)``.
+    """
+    scale = _check_scale("int_layer_norm", scale)
+    out_bits = _check_out_bits("int_layer_norm", out_bits, 2, 32)
+    q64 = _as_int64("int_layer_norm", q)
+    _check_magnitude("int_layer_norm", q64, INT_MAX_BITS)
+    n = q64.shape[-1]
+    gamma64 = np.broadcast_to(np.asarray(gamma, dtype=np.float64), (n,))
+    beta64 = np.broadcast_to(np.asarray(beta, dtype=np.float64), (n,))
+    qmax = 2 ** (out_bits - 1) - 1
+    s_norm = math.sqrt(n) / 2**30
+    if out_scale is None:
+        bound = float(np.abs(gamma64).max()) * math.sqrt(n) + float(np.abs(beta64).max())
+        out_scale = max(bound, np.finfo(np.float32).tiny) / qmax
+    s_out = _check_scale("int_layer_norm.out_scale", out_scale)
+    ratio = gamma64 * s_norm / s_out
+    largest = float(np.abs(ratio).max())
+    shift = 62 if largest == 0 else min(62, 30 - math.floor(math.log2(largest)))
+    if largest * 2**shift >= 2**31 - 0.5:  # the mantissa rounds up to 2^31
+        shift -= 1
+    if shift < 1:
+        raise AccelsimError(
+            f"int_layer_norm: out_scale={s_out!r} is too fine for max|gamma|="
+            f"{float(np.abs(gamma64).max())!r}; allowed: max|gamma| * sqrt(n) / 2^30 / out_scale "
+            "< 2^30"
+        )
+    multipliers = np.floor(ratio * 2**shift + 0.5).astype(np.int64)
+    beta_int = np.floor(beta64 / s_out + 0.5).astype(np.int64)
+    eps_int = math.floor(eps * n / scale**2)
+
+    total = q64.sum(axis=-1, keepdims=True)
+    mean = (2 * total + n) // (2 * n)
+    y = q64 - mean
+    if y.size and n * int(np.abs(y).max()) ** 2 + eps_int >= 2**63:
+        raise AccelsimError(
+            f"int_layer_norm: n={n} values with max|q - mean|={int(np.abs(y).max())} overflow "
+            "the int64 variance; allowed: n * max|q - mean|^2 < 2^63"
+        )
+    var = (y * y).sum(axis=-1, keepdims=True) + eps_int
+    recip = (1 << LN_RECIP_BITS) // np.maximum(int_sqrt(var), 1)
+    norm = (y * recip) >> LN_NORM_SHIFT
+    affine = (norm * multipliers + (1 << (shift - 1))) >> shift
+    return np.clip(affine + beta_int, -qmax - 1, qmax), s_out
+
+
+def int_add(qa: np.ndarray, scale_a: float, qb: np.ndarray, scale_b: float, out_bits: int,
+            out_scale: float | None = None) -> tuple[np.ndarray, float]:
+    """Residual add of two integer tensors with different scales (broadcasting)::
+
+        s_out = out_scale, or max(scale_a, scale_b)    # the coarser grid by default
+        q_out = saturate(multiply_by_real(qa, scale_a / s_out)
+                         + multiply_by_real(qb, scale_b / s_out), out_bits)
+
+    Each rescale is one fixed-point multiply with a Q31 multiplier and a rounding shift
+    (compile-time ``quantize_multiplier``); a ratio of exactly 1 passes the operand unchanged.
+    Inputs are signed 32-bit. Returns ``(q_out, s_out)``.
+    """
+    scale_a = _check_scale("int_add.scale_a", scale_a)
+    scale_b = _check_scale("int_add.scale_b", scale_b)
+    out_bits = _check_out_bits("int_add", out_bits, 2, 32)
+    s_out = max(scale_a, scale_b) if out_scale is None else _check_scale(
+        "int_add.out_scale", out_scale)
+    total = multiply_by_real(qa, scale_a / s_out) + multiply_by_real(qb, scale_b / s_out)
+    return saturate(total, out_bits), s_out
