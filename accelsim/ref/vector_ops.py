@@ -46,16 +46,15 @@ Rounding to nearest, where stated, is ``floor(x + 1/2)`` (ties toward +inf), the
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import numba
 import numpy as np
 
 from accelsim.errors import AccelsimError
+from accelsim.formats import VECTOR_FORMATS
 from accelsim.ref.codes import quantize_multiplier
 
-FloatFormat = Literal["fp32", "fp16", "bf16"]
-FLOAT_FORMATS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+FLOAT_FORMATS: tuple[str, ...] = tuple(n for n, f in VECTOR_FORMATS.items() if f.is_float)
 
 # I-BERT's second-order polynomials (paper §3.4-3.5), L(x) = A (x + B)^2 + C.
 # erf(x) ~ sign(x) [A (min(|x|, -B) + B)^2 + C] on all of R (max abs error 0.018 per the paper).
