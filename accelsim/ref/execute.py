@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -40,11 +40,21 @@ from accelsim.ref.codes import (
     unpack_indices_2bit,
     unpack_weight_codes,
 )
+from accelsim.ref.datapath import FAKE_QUANT_DATAPATH, Datapath, DatapathCounts
 
 BiasMode = Literal["float", "int32"]
 BIAS_MODES: tuple[str, ...] = ("float", "int32")
 INT_ATTN_IMPLEMENTATION = "accelsim_int"
 INT_ATTN_ATTR = "accelsim_int_attention"  # the IntAttention of a module run by the executor
+DATAPATH_ATTR = "accelsim_datapath"  # (Datapath, DatapathCounts) of an executed attention module
+COUNTS_ATTR = "accelsim_datapath_counts"  # the executor's DatapathCounts
+# The projections whose output is an attention operand with nothing in between but views: their
+# accumulators requantize straight to the operand's codes (Datapath.integer_requant).
+_OPERAND_PROJECTIONS: dict[str, tuple[str, ...]] = {
+    "q": ("query", "q_proj"), "k": ("key", "k_proj"), "v": ("value", "v_proj")}
+# Whisper multiplies q_proj's output by the attention scaling (a vector-unit op) before the
+# quantizer, so that projection does not feed the quantizer directly.
+_SCALED_PROJECTIONS: dict[str, tuple[str, ...]] = {"whisper": ("q",)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,12 +111,21 @@ def _to_numpy(x: Tensor) -> np.ndarray:
 class IntLinearModule(nn.Module):
     """A quantized linear layer computed by the integer kernels (see module docstring)."""
 
-    def __init__(self, layer: IntLinear, bias_mode: BiasMode = "float") -> None:
+    def __init__(self, layer: IntLinear, bias_mode: BiasMode = "float",
+                 datapath: Datapath = FAKE_QUANT_DATAPATH, counts: DatapathCounts | None = None,
+                 requant_to: Any = None) -> None:
         super().__init__()
         if bias_mode not in BIAS_MODES:
             raise AccelsimError(f"bias_mode={bias_mode!r} is not one of {', '.join(BIAS_MODES)}")
         self.layer = layer
         self.bias_mode = bias_mode
+        self.datapath = datapath
+        self.counts = DatapathCounts() if counts is None else counts
+        # The ActQuant this layer's output feeds directly; its accumulators requantize to it.
+        self.requant_to = requant_to
+        self.requant_multiplier = None if requant_to is None else (
+            np.float64(layer.act.scale) * layer.weight_scale.astype(np.float64)
+            / np.float64(requant_to.scale))
         self.weights = decode_weights(layer)
         # [K, N] (dense) or [K/2, N] (2:4) copies for the kernels' row-streaming loops, made once.
         w = self.weights
@@ -131,10 +150,12 @@ class IntLinearModule(nn.Module):
         codes = self.input_codes(x)
         bias = self.layer.bias_int32 if with_bias else None
         if self.weights.codes is None:
-            return kernels.sparse_gemm(codes, self.weights.values, self.weights.indices,
-                                       act.zero_point, bias, transposed=self.sparse_transposed)
-        return kernels.int_gemm(codes, self.weights.codes, act.zero_point, bias,
-                                w_transposed=self.w_transposed)
+            acc = kernels.sparse_gemm(codes, self.weights.values, self.weights.indices,
+                                      act.zero_point, bias, transposed=self.sparse_transposed)
+        else:
+            acc = kernels.int_gemm(codes, self.weights.codes, act.zero_point, bias,
+                                   w_transposed=self.w_transposed)
+        return clip_to_datapath(acc, self.datapath, self.counts)
 
     def dequantize(self, acc: np.ndarray) -> np.ndarray:
         """float32 layer output of accumulators from :meth:`accumulate` (same ``bias_mode``)."""
@@ -145,10 +166,29 @@ class IntLinearModule(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         rows = _to_numpy(x).reshape(-1, self.layer.k)
-        acc = self.accumulate(rows, with_bias=self.bias_mode == "int32")
+        requant = self.requant_to is not None
+        acc = self.accumulate(rows, with_bias=requant or self.bias_mode == "int32")
         if self.capture is not None:
             self.capture.append(acc)
-        return torch.from_numpy(self.dequantize(acc)).reshape(*x.shape[:-1], self.layer.n)
+        if requant:
+            out = self.requant_to
+            codes = kernels.requantize(acc, self.requant_multiplier, out.zero_point, out.qmin,
+                                       out.qmax)
+            # The next quantizer divides these values by its scale and recovers the codes
+            # exactly: |code - zp| <= 255 and the float32 round trip errs by < 2^-15.
+            y = dequantize(codes, out.scale, out.zero_point)
+        else:
+            y = self.dequantize(acc)
+        return torch.from_numpy(y).reshape(*x.shape[:-1], self.layer.n)
+
+
+def clip_to_datapath(acc: np.ndarray, datapath: Datapath, counts: DatapathCounts) -> np.ndarray:
+    """Exact int32 sums as the datapath's accumulator holds them; ``counts`` records them."""
+    clipped, outside = kernels.clip_accumulators(acc, datapath.accumulator_bits,
+                                                 datapath.overflow)
+    counts.accumulators += acc.size
+    counts.saturations += outside
+    return clipped
 
 
 def quantize_act(x: Tensor, act: Any) -> np.ndarray:
@@ -178,16 +218,20 @@ def int_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value: 
                                            scaling=scaling, dropout=dropout, **kwargs)
     if scaling is None:
         scaling = query.size(-1) ** -0.5
+    datapath, counts = getattr(module, DATAPATH_ATTR, (FAKE_QUANT_DATAPATH, DatapathCounts()))
     q, k, v, p = params.q, params.k, params.v, params.probs
     q_codes = quantize_act(query, q)
     k_codes_t = np.ascontiguousarray(np.swapaxes(quantize_act(key, k), -1, -2))
-    acc_qk = kernels.int_bmm(q_codes, k_codes_t, q.zero_point, k.zero_point)
+    acc_qk = clip_to_datapath(kernels.int_bmm(q_codes, k_codes_t, q.zero_point, k.zero_point),
+                              datapath, counts)
     qk_scale = np.float32(q.scale) * np.float32(k.scale)
     scores = torch.from_numpy(acc_qk.astype(np.float32) * qk_scale)
     scores = _additive_mask(scores * scaling, attention_mask, key.shape[-2])
     probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32)
     p_codes = quantize_act(probs, p)
-    acc_pv = kernels.int_bmm(p_codes, quantize_act(value, v), p.zero_point, v.zero_point)
+    acc_pv = clip_to_datapath(
+        kernels.int_bmm(p_codes, quantize_act(value, v), p.zero_point, v.zero_point),
+        datapath, counts)
     out = acc_pv.astype(np.float32) * (np.float32(p.scale) * np.float32(v.scale))
     probs_dq = dequantize(p_codes, p.scale, p.zero_point)
     return torch.from_numpy(out).transpose(1, 2).contiguous(), torch.from_numpy(probs_dq)
@@ -210,15 +254,33 @@ def _set_attn_implementation(model: nn.Module, name: str) -> None:
         config._attn_implementation = name
 
 
-def build_int_executor(model: nn.Module, int_model: IntModel,
-                       bias_mode: BiasMode = "float") -> nn.Module:
+def operand_projections(int_model: IntModel) -> dict[str, Any]:
+    """Linear layer name -> the attention operand quantizer (:class:`ActQuant`) its output feeds
+    with only views in between (q, k, v projections; not Whisper's scaled q)."""
+    names = {layer.name for layer in int_model.linears}
+    scaled = _SCALED_PROJECTIONS.get(int_model.family, ())
+    feeds: dict[str, Any] = {}
+    for attention in int_model.attentions:
+        for op, children in _OPERAND_PROJECTIONS.items():
+            for child in children:
+                if f"{attention.name}.{child}" in names and op not in scaled:
+                    feeds[f"{attention.name}.{child}"] = getattr(attention, op)
+    return feeds
+
+
+def build_int_executor(model: nn.Module, int_model: IntModel, bias_mode: BiasMode = "float",
+                       datapath: Datapath = FAKE_QUANT_DATAPATH) -> nn.Module:
     """A copy of ``model`` whose quantized GEMMs run on the integer kernels from ``int_model``.
 
     ``model`` is the compressed model the integer model was exported from (or any model of the
     same architecture with the same float tensors); it is left untouched. The copy is in eval
-    mode and is called like the model: ``executor(**inputs)``.
+    mode and is called like the model: ``executor(**inputs)``. Its ``accelsim_datapath_counts``
+    (:class:`DatapathCounts`) accumulate over its calls.
     """
     executor = copy.deepcopy(model).eval()
+    counts = DatapathCounts()
+    setattr(executor, COUNTS_ATTR, counts)
+    feeds = operand_projections(int_model) if datapath.integer_requant else {}
     for layer in int_model.linears:
         try:
             current = executor.get_submodule(layer.name)
@@ -232,12 +294,14 @@ def build_int_executor(model: nn.Module, int_model: IntModel,
                                 f"model's is [{current.out_features}, {current.in_features}]")
         parent_name, _, child = layer.name.rpartition(".")
         parent = executor.get_submodule(parent_name) if parent_name else executor
-        setattr(parent, child, IntLinearModule(layer, bias_mode))
+        setattr(parent, child, IntLinearModule(layer, bias_mode, datapath, counts,
+                                               feeds.get(layer.name)))
     if int_model.attentions:
         _register_int_attention()
         for attention in int_model.attentions:
             module = executor.get_submodule(attention.name)
             setattr(module, INT_ATTN_ATTR, attention)
+            setattr(module, DATAPATH_ATTR, (datapath, counts))
         _set_attn_implementation(executor, INT_ATTN_IMPLEMENTATION)
     return executor
 
@@ -270,18 +334,21 @@ def output_logits(output: Any) -> Tensor:
 
 @dataclass(frozen=True, eq=False)
 class IntRunResult:
-    """Logits of every batch (concatenated along dim 0) and, when asked, int32 accumulators of
-    every quantized linear layer (one array per call, in call order)."""
+    """Logits of every batch (concatenated along dim 0), when asked the int32 accumulators of
+    every quantized linear layer (one array per call, in call order, as the datapath's
+    accumulator holds them), and the datapath's counts (accumulators, saturations)."""
 
     logits: Tensor
     accumulators: dict[str, list[np.ndarray]] | None
+    counts: DatapathCounts = field(default_factory=DatapathCounts)
 
 
 def run_int_model(model: nn.Module, int_model: IntModel, batches: Iterable[Any],
-                  capture_accumulators: bool = False,
-                  bias_mode: BiasMode = "float") -> IntRunResult:
-    """Execute ``int_model`` (its GEMMs on the integer kernels) over ``batches``."""
-    executor = build_int_executor(model, int_model, bias_mode)
+                  capture_accumulators: bool = False, bias_mode: BiasMode = "float",
+                  datapath: Datapath = FAKE_QUANT_DATAPATH) -> IntRunResult:
+    """Execute ``int_model`` (its GEMMs on the integer kernels) over ``batches`` on
+    ``datapath``."""
+    executor = build_int_executor(model, int_model, bias_mode, datapath)
     modules = {n: m for n, m in executor.named_modules() if isinstance(m, IntLinearModule)}
     if capture_accumulators:
         for module in modules.values():
@@ -293,4 +360,5 @@ def run_int_model(model: nn.Module, int_model: IntModel, batches: Iterable[Any],
     if not logits:
         raise AccelsimError("run_int_model: no batches given; allowed: at least one batch")
     captured = {n: m.capture for n, m in modules.items()} if capture_accumulators else None
-    return IntRunResult(logits=torch.cat(logits), accumulators=captured)
+    return IntRunResult(logits=torch.cat(logits), accumulators=captured,
+                        counts=getattr(executor, COUNTS_ATTR))
