@@ -45,7 +45,9 @@ Rounding to nearest, where stated, is ``floor(x + 1/2)`` (ties toward +inf), the
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import numba
 import numpy as np
@@ -102,6 +104,18 @@ def _bf16_bits(x32: np.ndarray) -> np.ndarray:
     return np.where(nan, quiet, rounded).astype(np.uint32)
 
 
+def _ieee(op: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """Run ``op`` without numpy's floating-point warnings: IEEE results (inf, NaN, underflow to
+    0) are the specified ones."""
+
+    @functools.wraps(op)
+    def quiet(*args: object, **kwargs: object) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            return op(*args, **kwargs)
+
+    return quiet
+
+
 def round_to_format(x: np.ndarray | float, fmt: str) -> np.ndarray:
     """Round float32 values to the format, returned as float32 (a new array).
 
@@ -117,23 +131,23 @@ def round_to_format(x: np.ndarray | float, fmt: str) -> np.ndarray:
     if fmt == "fp32":
         return x32
     if fmt == "fp16":
-        with np.errstate(over="ignore"):  # overflow to inf is the specified result
+        with np.errstate(over="ignore"):
             return x32.astype(np.float16).astype(np.float32)
     return _bf16_bits(x32).view(np.float32)
 
 
+@_ieee
 def add(a: np.ndarray, b: np.ndarray, fmt: str) -> np.ndarray:
     """``round(round(a) + round(b))``: one float32 addition of format values (broadcasting),
     rounded to the format; the correctly rounded sum in the format (module docstring)."""
-    with np.errstate(over="ignore", invalid="ignore"):  # IEEE inf and NaN are the results
-        return round_to_format(round_to_format(a, fmt) + round_to_format(b, fmt), fmt)
+    return round_to_format(round_to_format(a, fmt) + round_to_format(b, fmt), fmt)
 
 
+@_ieee
 def mul(a: np.ndarray, b: np.ndarray, fmt: str) -> np.ndarray:
     """``round(round(a) * round(b))``: one float32 multiplication of format values
     (broadcasting; a scalar ``b`` is the vector unit's ``scale``), rounded to the format."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return round_to_format(round_to_format(a, fmt) * round_to_format(b, fmt), fmt)
+    return round_to_format(round_to_format(a, fmt) * round_to_format(b, fmt), fmt)
 
 
 def _sequential_sum(x32: np.ndarray) -> np.ndarray:
@@ -141,6 +155,7 @@ def _sequential_sum(x32: np.ndarray) -> np.ndarray:
     return np.add.accumulate(x32, axis=-1, dtype=np.float32)[..., -1:]
 
 
+@_ieee
 def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float,
                fmt: str) -> np.ndarray:
     """LayerNorm over the last axis (``n`` elements), biased variance, in the format.
@@ -168,6 +183,7 @@ def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float,
     return round_to_format(scaled + br, fmt)
 
 
+@_ieee
 def softmax(x: np.ndarray, fmt: str) -> np.ndarray:
     """Softmax over the last axis, max-subtracted, in the format::
 
@@ -192,6 +208,7 @@ def _gelu64(t):  # pragma: no cover - compiled
     return 0.5 * t * (1.0 + math.erf(t / math.sqrt(2.0)))
 
 
+@_ieee
 def gelu(x: np.ndarray, fmt: str) -> np.ndarray:
     """Exact-erf GELU (transformers' default ``"gelu"``), one function evaluation per element::
 

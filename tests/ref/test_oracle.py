@@ -1,0 +1,234 @@
+"""The fast reference (numba kernels, vector_ops) agrees bit for bit with the independent oracle
+(accelsim.ref.oracle) on random shapes, in every vector format and accumulator width."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from accelsim.ref import kernels as K
+from accelsim.ref import oracle as O
+from accelsim.ref import vector_ops as V
+from accelsim.ref.codes import compress_2to4, quantize_multiplier
+
+SETTINGS = settings(max_examples=30, deadline=None)
+seeds = st.integers(0, 2**32 - 1)
+dims = st.integers(1, 24)
+formats = st.sampled_from(["fp32", "fp16", "bf16"])
+
+
+def _act(rng: np.random.Generator, shape: tuple[int, ...], bits: int) -> tuple[np.ndarray, int]:
+    """pact2-style unsigned codes with an in-range zero point."""
+    codes = rng.integers(0, 2**bits, shape).astype(np.uint8)
+    return codes, int(rng.integers(0, 2**bits))
+
+
+def _two_four(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    w = rng.integers(-8, 8, (n, k // 4, 4)).astype(np.int8)
+    drop = np.argsort(rng.random((n, k // 4, 4)), axis=2)[:, :, :2]
+    np.put_along_axis(w, drop, 0, axis=2)
+    return w.reshape(n, k)
+
+
+# ---------------------------------------------------------------------------------------------
+# GEMMs, accumulator width, requantization
+# ---------------------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(m=dims, k=st.integers(1, 80), n=dims, bits=st.sampled_from([4, 8]), seed=seeds)
+def test_dense_gemm_equals_oracle(m, k, n, bits, seed):
+    rng = np.random.default_rng(seed)
+    a, zp = _act(rng, (m, k), bits)
+    w = rng.integers(-127 if bits == 8 else -8, 128 if bits == 8 else 8, (n, k)).astype(np.int8)
+    bias = rng.integers(-(2**20), 2**20, n).astype(np.int32)
+    acc, outside = O.gemm(a, zp, w, bias)
+    assert outside == 0
+    np.testing.assert_array_equal(K.int_gemm(a, w, zp, bias), acc)
+
+
+@SETTINGS
+@given(m=dims, groups=st.integers(1, 20), n=dims, seed=seeds)
+def test_sparse_gemm_equals_oracle_gather(m, groups, n, seed):
+    rng = np.random.default_rng(seed)
+    a, zp = _act(rng, (m, 4 * groups), 4)
+    values, indices = compress_2to4(_two_four(rng, n, 4 * groups))
+    bias = rng.integers(-1000, 1000, n).astype(np.int32)
+    acc, _ = O.sparse_gemm(a, zp, values, indices, bias)
+    np.testing.assert_array_equal(K.sparse_gemm(a, values, indices, zp, bias), acc)
+
+
+@SETTINGS
+@given(batch=st.integers(1, 3), heads=st.integers(1, 3), m=dims, k=dims, n=dims, seed=seeds)
+def test_attention_bmm_equals_oracle(batch, heads, m, k, n, seed):
+    rng = np.random.default_rng(seed)
+    a, a_zp = _act(rng, (batch, heads, m, k), 8)
+    b, b_zp = _act(rng, (batch, heads, k, n), 8)
+    acc, _ = O.bmm(a, a_zp, b, b_zp)
+    np.testing.assert_array_equal(K.int_bmm(a, b, a_zp, b_zp), acc)
+
+
+@pytest.mark.parametrize("bits", [8, 12, 16, 20, 24, 31])
+def test_oracle_accumulator_width_is_twos_complement(bits):
+    rng = np.random.default_rng(bits)
+    acc = rng.integers(-(2**31), 2**31, 5000).astype(np.int64)
+    acc[:4] = [-(2 ** (bits - 1)), 2 ** (bits - 1) - 1, -(2 ** (bits - 1)) - 1, 2 ** (bits - 1)]
+    low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    inside = [low <= v <= high for v in acc.tolist()]
+    saturated, count = O.clip(acc, bits, "saturate")
+    wrapped, wrap_count = O.clip(acc, bits, "wrap")
+    assert count == wrap_count == inside.count(False) and count > 0
+    assert saturated.tolist() == [min(max(v, low), high) for v in acc.tolist()]
+    assert wrapped.tolist() == [(v - low) % 2**bits + low for v in acc.tolist()]
+    assert O.clip(acc, 64, "saturate")[1] == 0
+
+
+@SETTINGS
+@given(m=dims, n=dims, seed=seeds)
+def test_requantize_equals_oracle_fixed_point(m, n, seed):
+    rng = np.random.default_rng(seed)
+    acc = rng.integers(-(2**31), 2**31, (m, n)).astype(np.int32)
+    acc.flat[: min(3, acc.size)] = [0, -1, 1][: min(3, acc.size)]
+    multipliers = np.exp(rng.uniform(-20, 2, n))
+    zp = int(rng.integers(0, 256))
+    np.testing.assert_array_equal(K.requantize(acc, multipliers, zp, 0, 255),
+                                  O.requantize(acc, multipliers, zp, 0, 255))
+
+
+@SETTINGS
+@given(real=st.floats(2.0**-31, 2.0**29))
+def test_fixed_point_multiplier_from_rationals_equals_codes_frexp(real):
+    assert O.fixed_point(real) == quantize_multiplier(real)
+
+
+# ---------------------------------------------------------------------------------------------
+# Float vector ops
+# ---------------------------------------------------------------------------------------------
+
+
+def _floats(rng: np.random.Generator, shape: tuple[int, ...], spread: float) -> np.ndarray:
+    """Normal values (wide exponents when ``spread`` is large) of which a fifth are made exact
+    ties of bf16 or of fp16 (the dropped bits exactly half an ulp), keeping their magnitude."""
+    with np.errstate(over="ignore"):
+        x = rng.standard_normal(shape) * np.exp(rng.uniform(-spread, spread, shape))
+    bits = x.astype(np.float32).view(np.uint32)
+    bf16_ties = (bits & np.uint32(0xFFFF0000)) | np.uint32(0x8000)
+    fp16_ties = (bits & np.uint32(0xFFFFE000)) | np.uint32(0x1000)
+    pick = rng.random(shape)
+    bits = np.where(pick < 0.1, bf16_ties, np.where(pick < 0.2, fp16_ties, bits))
+    return bits.astype(np.uint32).view(np.float32)
+
+
+def _same_bits(ours: np.ndarray, oracle: np.ndarray) -> None:
+    assert ours.dtype == oracle.dtype == np.float32 and ours.shape == oracle.shape
+    nan = np.isnan(ours)
+    np.testing.assert_array_equal(nan, np.isnan(oracle))
+    np.testing.assert_array_equal(ours[~nan].view(np.uint32), oracle[~nan].view(np.uint32))
+
+
+@SETTINGS
+@given(fmt=formats, rows=st.integers(1, 4), n=st.integers(1, 40), seed=seeds)
+def test_float_elementwise_ops_equal_oracle(fmt, rows, n, seed):
+    rng = np.random.default_rng(seed)
+    a, b = _floats(rng, (rows, n), 40), _floats(rng, (rows, n), 40)
+    _same_bits(V.round_to_format(a, fmt), O.round_to_format(a, fmt))
+    _same_bits(V.add(a, b, fmt), O.add(a, b, fmt))
+    _same_bits(V.mul(a, b[0], fmt), O.mul(a, b[0], fmt))  # broadcast: the vector unit's scale
+    _same_bits(V.gelu(a * np.float32(1e-30), fmt), O.gelu(a * np.float32(1e-30), fmt))
+    x = _floats(rng, (rows, n), 2) * np.float32(3)
+    assert np.all(np.isfinite(x))
+    _same_bits(V.gelu(x, fmt), O.gelu(x, fmt))
+
+
+@SETTINGS
+@given(fmt=formats, rows=st.integers(1, 4), n=st.integers(1, 48), seed=seeds,
+       eps=st.sampled_from([1e-12, 1e-5]))
+def test_float_layer_norm_and_softmax_equal_oracle(fmt, rows, n, seed, eps):
+    rng = np.random.default_rng(seed)
+    x = _floats(rng, (rows, n), 3) * np.float32(4)
+    assert np.all(np.isfinite(V.layer_norm(x, gamma=1.0, beta=0.0, eps=eps, fmt="fp32")))
+    gamma = (1 + 0.5 * rng.standard_normal(n)).astype(np.float32)
+    beta = (0.2 * rng.standard_normal(n)).astype(np.float32)
+    _same_bits(V.layer_norm(x, gamma, beta, eps, fmt), O.layer_norm(x, gamma, beta, eps, fmt))
+    _same_bits(V.softmax(x, fmt), O.softmax(x, fmt))
+    masked = x.copy()
+    masked[:, ::3] = np.finfo(np.float32).min  # an additive mask's value
+    _same_bits(V.softmax(masked, fmt), O.softmax(masked, fmt))
+
+
+def test_float_ops_edges_equal_oracle():
+    equal_rows = np.full((2, 5), 3.25, np.float32)
+    ones = np.ones(5, np.float32)
+    specials = np.array([[0.0, -0.0, np.inf, -np.inf, np.nan, 65520.0, 3.4e38, 1e-45]],
+                        dtype=np.float32)
+    for fmt in ("fp32", "fp16", "bf16"):
+        _same_bits(V.layer_norm(equal_rows, ones, ones, 1e-5, fmt),
+                   O.layer_norm(equal_rows, ones, ones, 1e-5, fmt))
+        _same_bits(V.softmax(equal_rows, fmt), O.softmax(equal_rows, fmt))
+        _same_bits(V.round_to_format(specials, fmt), O.round_to_format(specials, fmt))
+        _same_bits(V.gelu(specials[:, [0, 1, 5, 7]], fmt), O.gelu(specials[:, [0, 1, 5, 7]], fmt))
+
+
+# ---------------------------------------------------------------------------------------------
+# Integer vector ops
+# ---------------------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(rows=st.integers(1, 4), n=st.integers(1, 40), seed=seeds,
+       scale=st.sampled_from([1e-5, 3e-4, 1e-2, 0.08]), magnitude=st.sampled_from([8, 20, 44]))
+def test_int_gelu_equals_oracle(rows, n, seed, scale, magnitude):
+    rng = np.random.default_rng(seed)
+    q = rng.integers(-(2**magnitude), 2**magnitude, (rows, n))
+    ours, s = V.int_gelu(q, scale)
+    theirs, s_oracle = O.int_gelu(q, scale)
+    assert s == s_oracle
+    np.testing.assert_array_equal(ours, theirs)
+
+
+@SETTINGS
+@given(rows=st.integers(1, 4), n=st.integers(1, 40), seed=seeds,
+       scale=st.sampled_from([2e-4, 3e-3, 0.05, 0.6]), bits=st.sampled_from([4, 8, 16]),
+       masked=st.booleans())
+def test_int_softmax_equals_oracle(rows, n, seed, scale, bits, masked):
+    rng = np.random.default_rng(seed)
+    q = rng.integers(-round(12 / scale), round(12 / scale) + 1, (rows, n))
+    keep = rng.random((rows, n)) < 0.7 if masked else None
+    ours, _ = V.int_softmax(q, scale, bits, keep)
+    np.testing.assert_array_equal(ours, O.int_softmax(q, scale, bits, keep)[0])
+
+
+@SETTINGS
+@given(rows=st.integers(1, 4), n=st.integers(1, 48), seed=seeds,
+       in_bits=st.sampled_from([4, 8, 16, 26]), out_bits=st.sampled_from([8, 16, 32]),
+       scale=st.sampled_from([1e-4, 0.02, 1.0]), eps=st.sampled_from([0.0, 1e-5]),
+       explicit_scale=st.booleans())
+def test_int_layer_norm_equals_oracle(rows, n, seed, in_bits, out_bits, scale, eps,
+                                      explicit_scale):
+    rng = np.random.default_rng(seed)
+    q = rng.integers(-(2 ** (in_bits - 1)), 2 ** (in_bits - 1), (rows, n))
+    if rows > 1:
+        q[0] = q[0, 0]  # an all-equal row
+    gamma = rng.standard_normal(n) * 0.7
+    beta = rng.standard_normal(n) * 0.3
+    out_scale = 0.01 if explicit_scale else None
+    ours, s = V.int_layer_norm(q, scale, gamma, beta, out_bits, eps, out_scale)
+    theirs, s_oracle = O.int_layer_norm(q, scale, gamma, beta, out_bits, eps, out_scale)
+    assert s == s_oracle
+    np.testing.assert_array_equal(ours, theirs)
+
+
+@SETTINGS
+@given(n=st.integers(1, 40), seed=seeds, out_bits=st.sampled_from([8, 16, 24, 32]),
+       scales=st.tuples(st.floats(1e-6, 1.0), st.floats(1e-6, 1.0)), explicit=st.booleans())
+def test_int_add_equals_oracle(n, seed, out_bits, scales, explicit):
+    rng = np.random.default_rng(seed)
+    qa = rng.integers(-(2**31) + 1, 2**31, n)
+    qb = rng.integers(-(2**20), 2**20, (2, n))
+    out_scale = math.sqrt(scales[0] * scales[1]) if explicit else None
+    ours, s = V.int_add(qa, scales[0], qb, scales[1], out_bits, out_scale)
+    theirs, s_oracle = O.int_add(qa, scales[0], qb, scales[1], out_bits, out_scale)
+    assert s == s_oracle
+    np.testing.assert_array_equal(ours, theirs)
