@@ -70,6 +70,43 @@ def test_attention_bmm_equals_oracle(batch, heads, m, k, n, seed):
     np.testing.assert_array_equal(K.int_bmm(a, b, a_zp, b_zp), acc)
 
 
+widths = st.sampled_from([8, 10, 12, 16, 20, 24, 32])
+policies = st.sampled_from(["saturate", "wrap"])
+
+
+@SETTINGS
+@given(m=dims, groups=st.integers(1, 40), n=dims, bits=widths, overflow=policies, seed=seeds)
+def test_clipped_gemms_equal_oracle_at_every_accumulator_width(m, groups, n, bits, overflow,
+                                                               seed):
+    rng = np.random.default_rng(seed)
+    k = 4 * groups
+    a, zp = _act(rng, (m, k), 8)
+    dense = rng.integers(-127, 128, (n, k)).astype(np.int8)
+    values, indices = compress_2to4(_two_four(rng, n, k))
+    bias = rng.integers(-(2**12), 2**12, n).astype(np.int32)
+    cases = (
+        (K.int_gemm(a, dense, zp, bias), O.gemm(a, zp, dense, bias, bits, overflow)),
+        (K.sparse_gemm(a, values, indices, zp, bias),
+         O.sparse_gemm(a, zp, values, indices, bias, bits, overflow)),
+        (K.int_bmm(a[None], np.ascontiguousarray(a.T)[None], zp, zp),
+         O.bmm(a[None], zp, a.T[None], zp, bits, overflow)),
+    )
+    for exact, (expected, expected_outside) in cases:
+        clipped, outside = K.clip_accumulators(exact, bits, overflow)
+        np.testing.assert_array_equal(clipped, expected)
+        assert outside == expected_outside
+
+
+def test_narrow_accumulators_do_saturate_in_both():
+    rng = np.random.default_rng(7)
+    a, zp = _act(rng, (8, 256), 8)
+    w = rng.integers(-127, 128, (16, 256)).astype(np.int8)
+    exact = K.int_gemm(a, w, zp)
+    counts = [K.clip_accumulators(exact, bits, "saturate")[1] for bits in (12, 16, 20, 24, 32)]
+    assert counts == [O.gemm(a, zp, w, None, bits)[1] for bits in (12, 16, 20, 24, 32)]
+    assert counts[0] > counts[2] and counts[0] > 0 and counts[-1] == 0
+
+
 @pytest.mark.parametrize("bits", [8, 12, 16, 20, 24, 31])
 def test_oracle_accumulator_width_is_twos_complement(bits):
     rng = np.random.default_rng(bits)
