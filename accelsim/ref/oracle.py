@@ -26,7 +26,10 @@ shared bug cannot hide. What it does differently, op by op:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -351,3 +354,110 @@ def int_add(qa: np.ndarray, scale_a: float, qb: np.ndarray, scale_b: float, out_
     out = [min(max(multiply(x, scale_a / s_out) + multiply(y, scale_b / s_out), -half), half - 1)
            for x, y in zip(_ints(av), _ints(bv), strict=True)]
     return np.array(out, dtype=np.int64).reshape(av.shape), s_out
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-op check: what verify calls for each op the executor recorded
+# ---------------------------------------------------------------------------------------------
+
+
+def _last_axis_rows(x: np.ndarray, rows: int) -> np.ndarray:
+    return x.reshape(-1, x.shape[-1])[:rows]
+
+
+def _leading_rows(x: np.ndarray, rows: int) -> np.ndarray:
+    return x[:rows]
+
+
+def _matrix_rows(x: np.ndarray, rows: int) -> np.ndarray:
+    return x[..., :rows, :]
+
+
+# kind -> (oracle function, the arguments that carry rows, how rows are taken). The arguments are
+# the fast function's keyword arguments (vector_ops) or, for the GEMMs, the oracle's (codes, zero
+# points, bias, accumulator bits and overflow policy, the datapath's clip included).
+OPS: dict[str, tuple[Callable[..., Any], tuple[str, ...], Callable[[np.ndarray, int], np.ndarray]]]
+OPS = {
+    "gemm": (gemm, ("a_codes",), _leading_rows),
+    "sparse_gemm": (sparse_gemm, ("a_codes",), _leading_rows),
+    "bmm": (bmm, ("a_codes",), _matrix_rows),
+    "requantize": (requantize, ("acc",), _leading_rows),
+    "round_to_format": (round_to_format, ("x",), _last_axis_rows),
+    "add": (add, ("a", "b"), _last_axis_rows),
+    "mul": (mul, ("a", "b"), _last_axis_rows),
+    "layer_norm": (layer_norm, ("x",), _last_axis_rows),
+    "softmax": (softmax, ("x",), _last_axis_rows),
+    "gelu": (gelu, ("x",), _last_axis_rows),
+    "int_gelu": (int_gelu, ("q",), _last_axis_rows),
+    "int_softmax": (int_softmax, ("q", "keep"), _last_axis_rows),
+    "int_layer_norm": (int_layer_norm, ("q",), _last_axis_rows),
+    "int_add": (int_add, ("qa", "qb"), _last_axis_rows),
+}
+
+
+_GEMMS = ("gemm", "sparse_gemm", "bmm")
+
+
+@dataclass(frozen=True)
+class OpCheck:
+    """One recorded op recomputed by the oracle: ``elements`` compared (output values, plus
+    one for a returned scale or out-of-range count), ``mismatches`` that differ bit for bit."""
+
+    kind: str
+    elements: int
+    mismatches: int
+
+
+def _differ(ours: Any, theirs: Any) -> tuple[int, int]:
+    if not isinstance(ours, np.ndarray):  # a scale or a count
+        return 1, int(ours != theirs)
+    theirs = np.asarray(theirs)
+    if ours.shape != theirs.shape:
+        return ours.size, ours.size
+    if ours.dtype.kind == "f":
+        a = np.asarray(ours, dtype=np.float32)
+        b = np.asarray(theirs, dtype=np.float32)
+        nan_a, nan_b = np.isnan(a), np.isnan(b)
+        bits_differ = (a.view(np.uint32) != b.view(np.uint32)) & ~(nan_a & nan_b)
+        return a.size, int(np.count_nonzero(bits_differ | (nan_a != nan_b)))
+    return ours.size, int(np.count_nonzero(ours.astype(np.int64) != theirs.astype(np.int64)))
+
+
+def check_op(kind: str, output: Any, inputs: Mapping[str, Any],
+             max_rows: int | None = None) -> OpCheck:
+    """Recompute the op ``kind`` (a key of :data:`OPS`) from ``inputs`` and compare with the
+    reference's ``output`` (an array, or the tuple the function returns: codes and scale, or
+    accumulators and the out-of-range count).
+
+    ``max_rows`` limits the check to the first rows (GEMM rows, or rows along the last axis of a
+    vector op, whose rows are independent), so that the slow oracle can sample a large tensor; a
+    GEMM's out-of-range count is then not compared.
+    """
+    if kind not in OPS:
+        raise AccelsimError(f"oracle: op kind {kind!r} is not one of {', '.join(OPS)}")
+    function, row_args, take = OPS[kind]
+    args = dict(inputs)
+    outputs = output if isinstance(output, tuple) else (output,)
+    if max_rows is not None:
+        present = [name for name in row_args if args.get(name) is not None]
+        if kind in ("add", "mul", "int_add", "int_softmax") and present:
+            # Broadcast operands to the output's shape first, so that rows line up.
+            shape = np.shape(outputs[0])
+            for name in present:
+                args[name] = np.broadcast_to(args[name], shape)
+        for name in present:
+            args[name] = take(np.asarray(args[name]), max_rows)
+        outputs = tuple(take(o, max_rows) if isinstance(o, np.ndarray) else o for o in outputs)
+        if kind in _GEMMS:  # an out-of-range count is of all rows: not comparable on a sample
+            outputs = outputs[:1]
+    expected = function(**args)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    if len(outputs) > len(expected):
+        raise AccelsimError(f"oracle: op {kind} returns {len(expected)} values, the recorded "
+                            f"output has {len(outputs)}")
+    elements = mismatches = 0
+    for ours, theirs in zip(outputs, expected[: len(outputs)], strict=True):
+        counted, differing = _differ(ours, theirs)
+        elements += counted
+        mismatches += differing
+    return OpCheck(kind, elements, mismatches)

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from accelsim.errors import AccelsimError
 from accelsim.ref import kernels as K
 from accelsim.ref import oracle as O
 from accelsim.ref import vector_ops as V
@@ -269,3 +270,78 @@ def test_int_add_equals_oracle(n, seed, out_bits, scales, explicit):
     theirs, s_oracle = O.int_add(qa, scales[0], qb, scales[1], out_bits, out_scale)
     assert s == s_oracle
     np.testing.assert_array_equal(ours, theirs)
+
+
+# ---------------------------------------------------------------------------------------------
+# check_op: the per-op interface verify uses
+# ---------------------------------------------------------------------------------------------
+
+
+def _recorded_ops(rng: np.random.Generator):
+    """(kind, reference output, inputs) of one op of every kind, computed by the fast path."""
+    a, zp = _act(rng, (6, 16), 8)
+    w = rng.integers(-127, 128, (5, 16)).astype(np.int8)
+    values, indices = compress_2to4(_two_four(rng, 5, 16))
+    bias = rng.integers(-100, 100, 5).astype(np.int32)
+    b, b_zp = _act(rng, (2, 16, 7), 8)
+    x = (rng.standard_normal((2, 6, 16)) * 3).astype(np.float32)
+    gamma, beta = np.ones(16, np.float32), np.zeros(16, np.float32)
+    q = rng.integers(-3000, 3000, (2, 6, 16))
+    keep = rng.random((6, 16)) < 0.8
+    acc = K.int_gemm(a, w, zp, bias)
+    return [
+        ("gemm", K.clip_accumulators(acc, 16, "wrap"),
+         dict(a_codes=a, a_zp=zp, w_codes=w, bias=bias, bits=16, overflow="wrap")),
+        ("sparse_gemm", K.sparse_gemm(a, values, indices, zp, bias),
+         dict(a_codes=a, a_zp=zp, values=values, indices=indices, bias=bias)),
+        ("bmm", K.int_bmm(np.stack([a, a]), b, zp, b_zp),
+         dict(a_codes=np.stack([a, a]), a_zp=zp, b_codes=b, b_zp=b_zp)),
+        ("requantize", K.requantize(acc, 0.003, 7, 0, 255),
+         dict(acc=acc, multiplier=0.003, zero_point=7, qmin=0, qmax=255)),
+        ("round_to_format", V.round_to_format(x, "bf16"), dict(x=x, fmt="bf16")),
+        ("add", V.add(x, x[0], "fp16"), dict(a=x, b=x[0], fmt="fp16")),
+        ("mul", V.mul(x, np.float32(0.125), "bf16"), dict(a=x, b=np.float32(0.125), fmt="bf16")),
+        ("layer_norm", V.layer_norm(x, gamma, beta, 1e-5, "fp16"),
+         dict(x=x, gamma=gamma, beta=beta, eps=1e-5, fmt="fp16")),
+        ("softmax", V.softmax(x, "bf16"), dict(x=x, fmt="bf16")),
+        ("gelu", V.gelu(x, "fp32"), dict(x=x, fmt="fp32")),
+        ("int_gelu", V.int_gelu(q, 1e-3), dict(q=q, scale=1e-3)),
+        ("int_softmax", V.int_softmax(q, 1e-3, 8, keep), dict(q=q, scale=1e-3, out_bits=8,
+                                                              keep=keep)),
+        ("int_layer_norm", V.int_layer_norm(q, 1e-3, gamma, beta, 16),
+         dict(q=q, scale=1e-3, gamma=gamma, beta=beta, out_bits=16)),
+        ("int_add", V.int_add(q, 1e-3, q[0], 4e-3, 12), dict(qa=q, scale_a=1e-3, qb=q[0],
+                                                             scale_b=4e-3, out_bits=12)),
+    ]
+
+
+@pytest.mark.parametrize("max_rows", [None, 2])
+def test_check_op_agrees_on_every_kind_and_catches_one_flipped_bit(max_rows):
+    ops = _recorded_ops(np.random.default_rng(8))
+    assert sorted(kind for kind, _, _ in ops) == sorted(O.OPS)
+    for kind, output, inputs in ops:
+        result = O.check_op(kind, output, inputs, max_rows)
+        assert result.mismatches == 0 and result.elements > 0, kind
+        first = output[0] if isinstance(output, tuple) else output
+        flipped = first.copy()
+        flat = flipped.reshape(-1)
+        if flat.dtype.kind == "f":
+            flat.view(np.uint32)[0] ^= np.uint32(1)
+        else:
+            flat[0] ^= 1
+        bad = (flipped, *output[1:]) if isinstance(output, tuple) else flipped
+        assert O.check_op(kind, bad, inputs, max_rows).mismatches == 1, kind
+
+
+def test_check_op_compares_scales_and_counts_and_rejects_unknown_kinds():
+    q = np.arange(-8, 8).reshape(2, 8)
+    out, scale = V.int_gelu(q, 0.01)
+    assert O.check_op("int_gelu", (out, scale * 2), dict(q=q, scale=0.01)).mismatches == 1
+    a = np.full((2, 4), 255, np.uint8)
+    w = np.full((3, 4), 127, np.int8)
+    clipped = K.clip_accumulators(K.int_gemm(a, w), 12, "saturate")
+    inputs = dict(a_codes=a, a_zp=0, w_codes=w, bits=12, overflow="saturate")
+    assert O.check_op("gemm", clipped, inputs) == O.OpCheck("gemm", 7, 0)
+    assert O.check_op("gemm", (clipped[0], 5), inputs).mismatches == 1
+    with pytest.raises(AccelsimError, match="op kind 'conv' is not one of gemm, sparse_gemm"):
+        O.check_op("conv", q, {})
