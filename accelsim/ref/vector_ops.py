@@ -23,8 +23,8 @@ represents exactly)
   accumulator, not a tree: float addition is not associative, so the order is part of the spec).
   Squares of format values are exact in float32 for fp16/bf16 (2p <= 24) and feed it unrounded.
   Reduction results (mean, variance, reciprocal std, softmax max and sum) stay float32.
-* **Transcendentals** (``exp``, ``erf``) are evaluated in float64 from the operand (numpy's
-  ``exp``; ``erf`` of the C library through numba, the same function as Python's ``math.erf``),
+* **Transcendentals** (``exp``, ``erf``) are evaluated in float64 from the operand by the C
+  library (the functions Python's ``math.exp`` and ``math.erf`` call, here from numba),
   rounded to float32, then to the format. An RTL function evaluator will differ from these in
   the last place of the format near rounding boundaries; compare such units in ulps of the
   format.
@@ -84,24 +84,70 @@ INT_MAX_BITS = 32  # inputs of int_add / int_layer_norm are at most int32
 # ---------------------------------------------------------------------------------------------
 
 
-def check_format(fmt: str) -> None:
-    """Raise :class:`AccelsimError` unless ``fmt`` is one of :data:`FLOAT_FORMATS`."""
+_FORMAT_CODES = {"fp32": 0, "fp16": 1, "bf16": 2}
+_FP16_MIN_NORMAL = np.float32(2.0**-14)
+_FP16_MAX = np.float32(65504.0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _round_inplace(buf, code):  # pragma: no cover - compiled
+    """Round a contiguous 1-D float32 buffer to the format ``code`` in place (see
+    :func:`round_to_format`)."""
+    if code == 0:
+        return
+    bits = buf.view(np.uint32)
+    for i in range(buf.size):
+        v = buf[i]
+        if v != v:  # NaN stays NaN
+            continue
+        b = np.int64(bits[i])
+        if code == 2:
+            # RNE on the top 16 bits: add 0x7FFF plus the lowest kept bit, then truncate. A carry
+            # into the exponent is the correct rounding up (the next binade, or inf).
+            bits[i] = np.uint32((b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000)
+        elif abs(v) < _FP16_MIN_NORMAL:
+            # fp16 subnormals are multiples of 2^-24: scale, round half even, scale back (exact).
+            buf[i] = np.float32(np.rint(v * np.float32(16777216.0))) * np.float32(2.0**-24)
+        else:
+            # fp16 normals keep 11 significant bits: RNE on the 13 dropped bits, as for bf16.
+            bits[i] = np.uint32((b + 0xFFF + ((b >> 13) & 1)) & 0xFFFFE000)
+            if abs(buf[i]) > _FP16_MAX:
+                buf[i] = np.float32(np.inf) if v > 0 else np.float32(-np.inf)
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_sum(buf):  # pragma: no cover - compiled
+    """Sequential float32 sum, element 0 first, every partial sum rounded to float32."""
+    total = np.float32(0.0)
+    for i in range(buf.size):
+        total = np.float32(total + buf[i])
+    return total
+
+
+def check_format(fmt: str) -> int:
+    """The format's kernel code; :class:`AccelsimError` unless ``fmt`` is a float format."""
     if fmt not in FLOAT_FORMATS:
         raise AccelsimError(
             f"vector format {fmt!r} is not a float format; allowed: {', '.join(FLOAT_FORMATS)}"
         )
+    return _FORMAT_CODES[fmt]
 
 
-def _bf16_bits(x32: np.ndarray) -> np.ndarray:
-    bits = x32.view(np.uint32)
-    # RNE on the top 16 bits: add 0x7FFF plus the lowest kept bit, then truncate. A carry into
-    # the exponent is the correct rounding up (to the next binade, or to inf past the largest).
-    rounded = (bits + (np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))))
-    rounded &= np.uint32(0xFFFF0000)
-    # NaN stays NaN (sign kept, quiet bit set): the carry trick could turn a NaN into inf.
-    nan = (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
-    quiet = (bits | np.uint32(0x00400000)) & np.uint32(0xFFFF0000)
-    return np.where(nan, quiet, rounded).astype(np.uint32)
+def round_to_format(x: np.ndarray | float, fmt: str) -> np.ndarray:
+    """Round float32 values to the format, returned as float32 (a new array).
+
+    * ``fp32``: the identity (after conversion to float32).
+    * ``fp16``: IEEE binary16, round-to-nearest-even: 11 significant bits down to 2^-14, fixed
+      quantum 2^-24 below (subnormals), values at or above 65520 to +-inf.
+    * ``bf16``: the top 16 bits of the float32 pattern, round-to-nearest-even on the 16 bits
+      dropped (ties to the even kept pattern); overflow to inf as IEEE; subnormals kept.
+
+    A NaN stays a NaN (its payload is not specified).
+    """
+    code = check_format(fmt)
+    x32 = np.array(x, dtype=np.float32)  # a copy: callers may keep their input
+    _round_inplace(x32.reshape(-1), code)
+    return x32
 
 
 def _ieee(op: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
@@ -114,26 +160,6 @@ def _ieee(op: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
             return op(*args, **kwargs)
 
     return quiet
-
-
-def round_to_format(x: np.ndarray | float, fmt: str) -> np.ndarray:
-    """Round float32 values to the format, returned as float32 (a new array).
-
-    * ``fp32``: the identity (after conversion to float32).
-    * ``fp16``: IEEE binary16, round-to-nearest-even (numpy's float32 -> float16 conversion):
-      values at or above 65520 round to inf, subnormals down to 2^-24 kept.
-    * ``bf16``: the top 16 bits of the float32 pattern, round-to-nearest-even on the 16 bits
-      dropped (ties to the even kept pattern); overflow to inf as IEEE; subnormals kept; a NaN
-      stays a NaN (sign kept, quiet bit set).
-    """
-    check_format(fmt)
-    x32 = np.array(x, dtype=np.float32)  # a copy: callers may keep their input
-    if fmt == "fp32":
-        return x32
-    if fmt == "fp16":
-        with np.errstate(over="ignore"):
-            return x32.astype(np.float16).astype(np.float32)
-    return _bf16_bits(x32).view(np.float32)
 
 
 @_ieee
@@ -150,9 +176,39 @@ def mul(a: np.ndarray, b: np.ndarray, fmt: str) -> np.ndarray:
     return round_to_format(round_to_format(a, fmt) * round_to_format(b, fmt), fmt)
 
 
-def _sequential_sum(x32: np.ndarray) -> np.ndarray:
-    """float32 sum along the last axis, left to right, every partial sum rounded (keepdims)."""
-    return np.add.accumulate(x32, axis=-1, dtype=np.float32)[..., -1:]
+def _rows(x: np.ndarray) -> np.ndarray:
+    """A float32 copy of ``x`` as contiguous rows ``[-1, n]`` (the kernels work in place)."""
+    x32 = np.array(x, dtype=np.float32)
+    return x32.reshape(-1, x32.shape[-1]) if x32.ndim else x32.reshape(1, 1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _layer_norm_kernel(rows, gamma, beta, eps, code):  # pragma: no cover - compiled
+    n = rows.shape[1]
+    count = np.float32(n)
+    d = np.empty(n, dtype=np.float32)
+    squares = np.empty(n, dtype=np.float32)
+    for r in range(rows.shape[0]):
+        row = rows[r]
+        _round_inplace(row, code)
+        mean = np.float32(_row_sum(row) / count)
+        for i in range(n):
+            d[i] = row[i] - mean
+        _round_inplace(d, code)
+        for i in range(n):
+            squares[i] = d[i] * d[i]
+        var = np.float32(_row_sum(squares) / count)
+        rstd = np.float32(np.float32(1.0) / np.sqrt(np.float32(var + eps)))
+        for i in range(n):
+            row[i] = d[i] * rstd
+        _round_inplace(row, code)
+        for i in range(n):
+            row[i] = row[i] * gamma[i]
+        _round_inplace(row, code)
+        for i in range(n):
+            row[i] = row[i] + beta[i]
+        _round_inplace(row, code)
+    return rows
 
 
 @_ieee
@@ -172,15 +228,38 @@ def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float,
     ``mean``, ``var`` and ``rstd`` are float32 registers (reduction results); every elementwise
     result is a format value.
     """
-    check_format(fmt)
-    xr, gr, br = (round_to_format(v, fmt) for v in (x, gamma, beta))
-    n = np.float32(xr.shape[-1])
-    mean = _sequential_sum(xr) / n
-    d = round_to_format(xr - mean, fmt)
-    var = _sequential_sum(d * d) / n
-    rstd = np.float32(1.0) / np.sqrt(var + np.float32(eps))
-    scaled = round_to_format(round_to_format(d * rstd, fmt) * gr, fmt)
-    return round_to_format(scaled + br, fmt)
+    code = check_format(fmt)
+    rows = _rows(x)
+    n = rows.shape[1]
+    gamma_r, beta_r = (round_to_format(np.broadcast_to(np.asarray(v, np.float32), (n,)), fmt)
+                       for v in (gamma, beta))
+    out = _layer_norm_kernel(rows, gamma_r, beta_r, np.float32(eps), code)
+    return out.reshape(np.shape(x))
+
+
+@numba.njit(cache=True, nogil=True)
+def _softmax_kernel(rows, code):  # pragma: no cover - compiled
+    for r in range(rows.shape[0]):
+        row = rows[r]
+        _round_inplace(row, code)
+        top = row[0]
+        for i in range(1, row.size):
+            v = row[i]
+            if v > top or v != v:  # the max; a NaN anywhere makes it NaN
+                top = v
+            if top != top:
+                break
+        for i in range(row.size):
+            row[i] = row[i] - top
+        _round_inplace(row, code)
+        for i in range(row.size):
+            row[i] = np.float32(math.exp(np.float64(row[i])))
+        _round_inplace(row, code)
+        total = _row_sum(row)
+        for i in range(row.size):
+            row[i] = row[i] / total
+        _round_inplace(row, code)
+    return rows
 
 
 @_ieee
@@ -188,24 +267,26 @@ def softmax(x: np.ndarray, fmt: str) -> np.ndarray:
     """Softmax over the last axis, max-subtracted, in the format::
 
         x   = R(x)
-        m   = max_j x_j                        # exact
-        e_i = R(f(exp(float64(R(x_i - m)))))   # exp evaluated in float64
+        m   = max_j x_j                        # exact; NaN if any x_j is NaN
+        e_i = R(f(exp(float64(R(x_i - m)))))   # exp of the C library, in float64
         s   = sum(e_i)                         # sequential float32 accumulator
         p_i = R(f(e_i / s))
 
     An additive mask of -inf (or a large negative float32 that the format rounds to -inf) gives
     ``e_i = 0``; a row whose entries are all -inf gives NaN, as IEEE arithmetic does.
     """
-    check_format(fmt)
-    xr = round_to_format(x, fmt)
-    d = round_to_format(xr - xr.max(axis=-1, keepdims=True), fmt)
-    e = round_to_format(np.exp(d.astype(np.float64)).astype(np.float32), fmt)
-    return round_to_format(e / _sequential_sum(e), fmt)
+    code = check_format(fmt)
+    return _softmax_kernel(_rows(x), code).reshape(np.shape(x))
 
 
-@numba.vectorize(["float64(float64)"], cache=True)
-def _gelu64(t):  # pragma: no cover - compiled
-    return 0.5 * t * (1.0 + math.erf(t / math.sqrt(2.0)))
+@numba.njit(cache=True, nogil=True)
+def _gelu_kernel(flat, code):  # pragma: no cover - compiled
+    _round_inplace(flat, code)
+    for i in range(flat.size):
+        t = np.float64(flat[i])
+        flat[i] = np.float32(0.5 * t * (1.0 + math.erf(t / math.sqrt(2.0))))
+    _round_inplace(flat, code)
+    return flat
 
 
 @_ieee
@@ -218,9 +299,8 @@ def gelu(x: np.ndarray, fmt: str) -> np.ndarray:
     ``erf`` is the C library's (``math.erf``); the float64 result is rounded to float32, then
     to the format.
     """
-    check_format(fmt)
-    t = round_to_format(x, fmt).astype(np.float64)
-    return round_to_format(_gelu64(t).astype(np.float32), fmt)
+    code = check_format(fmt)
+    return _gelu_kernel(_rows(x).reshape(-1), code).reshape(np.shape(x))
 
 
 # ---------------------------------------------------------------------------------------------
