@@ -427,6 +427,44 @@ def _exp_constants(name: str, scale: float) -> tuple[int, int, int]:
     return ln2_int, math.floor(EXP_B / scale), math.floor((EXP_C / EXP_A) / scale**2)
 
 
+@numba.njit(cache=True, nogil=True)
+def _int_exp_scalar(v, ln2_int, b_int, c_int):  # pragma: no cover - compiled
+    v = max(v, -EXP_MAX_HALVINGS * ln2_int)
+    z = (-v) // ln2_int
+    p = v + z * ln2_int
+    return ((p + b_int) * (p + b_int) + c_int) >> z
+
+
+@numba.njit(cache=True, nogil=True)
+def _int_exp_kernel(flat, ln2_int, b_int, c_int):  # pragma: no cover - compiled
+    out = np.empty_like(flat)
+    for i in range(flat.size):
+        out[i] = _int_exp_scalar(flat[i], ln2_int, b_int, c_int)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _int_softmax_kernel(rows, keep, ln2_int, b_int, c_int, out_bits):  # pragma: no cover
+    out = np.zeros_like(rows)
+    e = np.empty(rows.shape[1], dtype=np.int64)
+    largest = (np.int64(1) << out_bits) - 1
+    for r in range(rows.shape[0]):
+        top = np.int64(0)
+        found = False
+        for i in range(rows.shape[1]):
+            if keep[r, i] and (not found or rows[r, i] > top):
+                top = rows[r, i]
+                found = True
+        total = np.int64(0)
+        for i in range(rows.shape[1]):
+            e[i] = _int_exp_scalar(rows[r, i] - top, ln2_int, b_int, c_int) if keep[r, i] else 0
+            total += e[i]
+        recip = (np.int64(1) << SOFTMAX_RECIP_BITS) // max(total, np.int64(1))
+        for i in range(rows.shape[1]):
+            out[r, i] = min((e[i] * recip) >> (SOFTMAX_RECIP_BITS - out_bits), largest)
+    return out
+
+
 def int_exp(q: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
     """Integer ``exp(q * scale)`` for ``q <= 0``, I-BERT's i-exp (Algorithm 2).
 
@@ -453,10 +491,8 @@ def int_exp(q: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
         raise AccelsimError(f"int_exp: max q {int(q64.max())}; allowed: q <= 0 (subtract the "
                             "row maximum first)")
     ln2_int, b_int, c_int = _exp_constants("int_exp", scale)
-    clamped = np.maximum(q64, -EXP_MAX_HALVINGS * ln2_int)
-    z = (-clamped) // ln2_int
-    p = clamped + z * ln2_int
-    return ((p + b_int) ** 2 + c_int) >> z, EXP_A * scale**2
+    out = _int_exp_kernel(q64.reshape(-1), ln2_int, b_int, c_int)
+    return out.reshape(q64.shape), EXP_A * scale**2
 
 
 def int_softmax(q: np.ndarray, scale: float, out_bits: int,
@@ -480,22 +516,17 @@ def int_softmax(q: np.ndarray, scale: float, out_bits: int,
     q64 = _as_int64("int_softmax", q)
     _check_magnitude("int_softmax", q64, 48)
     kept = np.ones(q64.shape, dtype=bool) if keep is None else np.broadcast_to(keep, q64.shape)
-    low = np.iinfo(np.int64).min
-    row_max = np.where(kept, q64, low).max(axis=-1, keepdims=True)
-    shifted = np.where(kept, q64 - np.where(row_max == low, 0, row_max), 0)
-    _, b_int, c_int = _exp_constants("int_softmax", scale)
+    ln2_int, b_int, c_int = _exp_constants("int_softmax", scale)
     row_sum_bound = q64.shape[-1] * (b_int**2 + c_int)  # every e_i <= exp(0)'s integer
     if row_sum_bound >= 2 ** (SOFTMAX_RECIP_BITS - out_bits):
         raise AccelsimError(
             f"int_softmax: scale={scale!r} is too fine for rows of {q64.shape[-1]} at "
             f"out_bits={out_bits}; allowed: n * 2.79 / scale^2 < 2^{SOFTMAX_RECIP_BITS - out_bits}"
         )
-    e, _ = int_exp(shifted, scale)
-    e = np.where(kept, e, 0)
-    total = e.sum(axis=-1, keepdims=True)
-    recip = (1 << SOFTMAX_RECIP_BITS) // np.maximum(total, 1)
-    out = (e * recip) >> (SOFTMAX_RECIP_BITS - out_bits)
-    return np.minimum(out, 2**out_bits - 1), 2.0**-out_bits
+    n = q64.shape[-1]
+    out = _int_softmax_kernel(q64.reshape(-1, n), np.ascontiguousarray(kept).reshape(-1, n),
+                              ln2_int, b_int, c_int, out_bits)
+    return out.reshape(q64.shape), 2.0**-out_bits
 
 
 def int_layer_norm(q: np.ndarray, scale: float, gamma: np.ndarray, beta: np.ndarray,
