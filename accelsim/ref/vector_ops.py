@@ -59,7 +59,7 @@ from accelsim.ref.codes import quantize_multiplier
 FLOAT_FORMATS: tuple[str, ...] = tuple(n for n, f in VECTOR_FORMATS.items() if f.is_float)
 
 # I-BERT's second-order polynomials (paper §3.4-3.5), L(x) = A (x + B)^2 + C.
-# erf(x) ~ sign(x) [A (min(|x|, -B) + B)^2 + C] on all of R (max abs error 0.018 per the paper).
+# erf(x) ~ sign(x) [A (min(|x|, -B) + B)^2 + C] on all of R.
 ERF_A, ERF_B, ERF_C = -0.2888, -1.769, 1.0
 # exp(p) ~ A (p + B)^2 + C on p in (-ln 2, 0].
 EXP_A, EXP_B, EXP_C = 0.3585, 1.353, 0.344
