@@ -138,6 +138,15 @@ def requantize(acc: np.ndarray, multiplier: np.ndarray | float, zero_point: int,
     return np.array(out, dtype=np.int64).reshape(acc.shape)
 
 
+def to_codes(q: np.ndarray, scale: float, out_scale: float, zero_point: int, qmin: int,
+             qmax: int) -> np.ndarray:
+    """``clamp(zero_point + round(q * scale / out_scale), qmin, qmax)`` per element, fixed point
+    as :func:`multiply`, in Python integers (any width)."""
+    ratio = scale / out_scale
+    out = [min(max(zero_point + multiply(v, ratio), qmin), qmax) for v in _ints(q)]
+    return np.array(out, dtype=np.int64).reshape(np.shape(q))
+
+
 # ---------------------------------------------------------------------------------------------
 # Float formats, one Python float at a time
 # ---------------------------------------------------------------------------------------------
@@ -382,6 +391,7 @@ OPS = {
     "sparse_gemm": (sparse_gemm, ("a_codes",), _leading_rows),
     "bmm": (bmm, ("a_codes",), _matrix_rows),
     "requantize": (requantize, ("acc",), _leading_rows),
+    "to_codes": (to_codes, ("q",), _last_axis_rows),
     "round_to_format": (round_to_format, ("x",), _last_axis_rows),
     "add": (add, ("a", "b"), _last_axis_rows),
     "mul": (mul, ("a", "b"), _last_axis_rows),

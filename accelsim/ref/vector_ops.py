@@ -54,7 +54,7 @@ import numpy as np
 
 from accelsim.errors import AccelsimError
 from accelsim.formats import VECTOR_FORMATS
-from accelsim.ref.codes import quantize_multiplier
+from accelsim.ref.codes import code_dtype, quantize_multiplier
 
 FLOAT_FORMATS: tuple[str, ...] = tuple(n for n, f in VECTOR_FORMATS.items() if f.is_float)
 
@@ -369,18 +369,48 @@ def int_sqrt(n: np.ndarray) -> np.ndarray:
     return np.where(values > 0, x, 0)
 
 
+WIDE_BITS = 62  # multiply_by_real / to_codes accept |q| < 2^62 and results below 2^62
+
+
 def multiply_by_real(q: np.ndarray, real: float) -> np.ndarray:
-    """``round(q * real)`` in fixed point: ``(q * M0 + 2^(n-1)) >> n`` with
+    """``round(q * real)`` in fixed point: ``floor((q * M0 + 2^(n-1)) / 2^n)`` with
     ``(M0, n) = codes.quantize_multiplier(|real|)`` (Q31 mantissa, compile-time) and the sign of
-    ``real`` on ``M0``. One rounding, ties toward +inf. ``real = 0`` gives 0. Inputs must be
-    int32 (``|q| < 2^31``), so that ``q * M0`` fits int64."""
+    ``real`` on ``M0``. One rounding, ties toward +inf; ``real = 0`` gives 0.
+
+    Exact for ``|q| < 2^62`` (a GELU output is up to 48 bits) with int64 words only: ``q`` is
+    split as ``hi * 2^31 + lo`` (``lo = q & (2^31 - 1) >= 0``), so ``q * M0 + 2^(n-1) =
+    (hi * M0) * 2^31 + (lo * M0 + 2^(n-1))``, both parts below 2^63, and for ``n >= 31``
+    (``|real| < 1``) the result is ``(hi * M0 + ((lo * M0 + 2^(n-1)) >> 31)) >> (n - 31)``;
+    for ``n < 31``, ``(hi * M0) << (31 - n)`` plus ``(lo * M0 + 2^(n-1)) >> n``. The result must
+    stay below 2^62 in magnitude."""
     q64 = _as_int64("multiply_by_real", q)
-    _check_magnitude("multiply_by_real", q64, INT_MAX_BITS)
+    _check_magnitude("multiply_by_real", q64, WIDE_BITS + 1)
     if real == 0:
         return np.zeros_like(q64)
     m0, shift = quantize_multiplier(abs(real))
-    signed_m0 = m0 if real > 0 else -m0
-    return (q64 * signed_m0 + (1 << (shift - 1))) >> shift
+    if q64.size and int(np.abs(q64).max()) * abs(real) >= 2**WIDE_BITS:
+        raise AccelsimError(
+            f"multiply_by_real: max|q| * |real| = {int(np.abs(q64).max()) * abs(real):.3g}; "
+            f"allowed: below 2^{WIDE_BITS}"
+        )
+    signed = q64 if real > 0 else -q64
+    high = (signed >> 31) * m0
+    low = (signed & (2**31 - 1)) * m0 + (1 << (shift - 1))
+    if shift >= 31:
+        return (high + (low >> 31)) >> (shift - 31)
+    return (high << (31 - shift)) + (low >> shift)
+
+
+def to_codes(q: np.ndarray, scale: float, out_scale: float, zero_point: int, qmin: int,
+             qmax: int) -> np.ndarray:
+    """Integer values ``q * scale`` requantized to a quantizer's codes:
+    ``clamp(zero_point + multiply_by_real(q, scale / out_scale), qmin, qmax)`` (the next GEMM's
+    activation codes from a vector op's output), in the smallest dtype holding ``[qmin, qmax]``.
+    ``scale / out_scale`` is one compile-time Q31 multiplier (``quantize_multiplier``)."""
+    scale = _check_scale("to_codes.scale", scale)
+    out_scale = _check_scale("to_codes.out_scale", out_scale)
+    shifted = multiply_by_real(q, scale / out_scale) + zero_point
+    return np.clip(shifted, qmin, qmax).astype(code_dtype(qmin, qmax))
 
 
 def int_gelu(q: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
@@ -610,8 +640,9 @@ def int_add(qa: np.ndarray, scale_a: float, qb: np.ndarray, scale_b: float, out_
                          + multiply_by_real(qb, scale_b / s_out), out_bits)
 
     Each rescale is one fixed-point multiply with a Q31 multiplier and a rounding shift
-    (compile-time ``quantize_multiplier``); a ratio of exactly 1 passes the operand unchanged.
-    Inputs are signed 32-bit. Returns ``(q_out, s_out)``.
+    (compile-time ``quantize_multiplier``, :func:`multiply_by_real`); a ratio of exactly 1 passes
+    the operand unchanged. Inputs and rescaled operands below 2^62 in magnitude. Returns
+    ``(q_out, s_out)``.
     """
     scale_a = _check_scale("int_add.scale_a", scale_a)
     scale_b = _check_scale("int_add.scale_b", scale_b)

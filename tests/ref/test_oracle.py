@@ -12,7 +12,7 @@ from accelsim.errors import AccelsimError
 from accelsim.ref import kernels as K
 from accelsim.ref import oracle as O
 from accelsim.ref import vector_ops as V
-from accelsim.ref.codes import compress_2to4, quantize_multiplier
+from accelsim.ref.codes import code_dtype, compress_2to4, quantize_multiplier
 
 SETTINGS = settings(max_examples=30, deadline=None)
 seeds = st.integers(0, 2**32 - 1)
@@ -133,6 +133,29 @@ def test_requantize_equals_oracle_fixed_point(m, n, seed):
     zp = int(rng.integers(0, 256))
     np.testing.assert_array_equal(K.requantize(acc, multipliers, zp, 0, 255),
                                   O.requantize(acc, multipliers, zp, 0, 255))
+
+
+@SETTINGS
+@given(q=st.lists(st.integers(-(2**61), 2**61), min_size=1, max_size=30),
+       real=st.floats(2.0**-31, 2.0**-1) | st.floats(1.0, 4.0), negative=st.booleans())
+def test_wide_fixed_point_multiply_equals_python_integers(q, real, negative):
+    # Up to 62-bit operands (GELU outputs), split into 31-bit halves in int64: still exact.
+    real = -real if negative else real
+    values = np.array(q, dtype=np.int64)
+    if int(np.abs(values).max()) * abs(real) >= 2**62:
+        values //= 8
+    assert V.multiply_by_real(values, real).tolist() == [O.multiply(v, real)
+                                                         for v in values.tolist()]
+
+
+@SETTINGS
+@given(q=st.lists(st.integers(-(2**47), 2**47), min_size=1, max_size=30),
+       scale=st.floats(1e-9, 1e-3), out_scale=st.floats(1e-3, 1.0), zp=st.integers(0, 15))
+def test_to_codes_equals_oracle(q, scale, out_scale, zp):
+    values = np.array(q, dtype=np.int64)
+    ours = V.to_codes(values, scale, out_scale, zp, 0, 15)
+    assert ours.dtype == code_dtype(0, 15)  # the dtype codes.quantize gives such codes
+    np.testing.assert_array_equal(ours, O.to_codes(values, scale, out_scale, zp, 0, 15))
 
 
 @SETTINGS
@@ -298,6 +321,8 @@ def _recorded_ops(rng: np.random.Generator):
          dict(a_codes=np.stack([a, a]), a_zp=zp, b_codes=b, b_zp=b_zp)),
         ("requantize", K.requantize(acc, 0.003, 7, 0, 255),
          dict(acc=acc, multiplier=0.003, zero_point=7, qmin=0, qmax=255)),
+        ("to_codes", V.to_codes(q * 2**30, 1e-9, 0.05, 3, 0, 15),
+         dict(q=q * 2**30, scale=1e-9, out_scale=0.05, zero_point=3, qmin=0, qmax=15)),
         ("round_to_format", V.round_to_format(x, "bf16"), dict(x=x, fmt="bf16")),
         ("add", V.add(x, x[0], "fp16"), dict(a=x, b=x[0], fmt="fp16")),
         ("mul", V.mul(x, np.float32(0.125), "bf16"), dict(a=x, b=np.float32(0.125), fmt="bf16")),

@@ -296,7 +296,9 @@ def test_int_kernels_are_deterministic_and_row_independent():
     (lambda: V.int_softmax(np.array([[1]]), 0.1, 0), "out_bits=0; allowed: integers 1..30"),
     (lambda: V.int_softmax(np.zeros((1, 4096), np.int64), 1e-9, 8), "too fine for rows"),
     (lambda: V.int_add(np.array([1]), 0.1, np.array([1]), 0.1, 33), "allowed: integers 2..32"),
-    (lambda: V.int_add(np.array([2**31]), 0.1, np.array([1]), 0.1, 16), "signed 32-bit"),
+    (lambda: V.int_add(np.array([2**62]), 0.1, np.array([1]), 0.1, 16), "signed 63-bit"),
+    (lambda: V.multiply_by_real(np.array([2**61]), 4.0), "allowed: below 2\\^62"),
+    (lambda: V.to_codes(np.array([1]), 0.1, -1.0, 0, 0, 15), "out_scale: scale=-1.0 must be"),
     (lambda: V.int_layer_norm(np.array([[1, 2]]), 1.0, np.ones(2), np.zeros(2), 16,
                               out_scale=1e-30), "too fine for max|gamma|"),
 ])
