@@ -138,12 +138,12 @@ def requantize(acc: np.ndarray, multiplier: np.ndarray | float, zero_point: int,
     return np.array(out, dtype=np.int64).reshape(acc.shape)
 
 
-def to_codes(q: np.ndarray, scale: float, out_scale: float, zero_point: int, qmin: int,
-             qmax: int) -> np.ndarray:
+def to_codes(q: np.ndarray, scale: float | np.ndarray, out_scale: float, zero_point: int,
+             qmin: int, qmax: int) -> np.ndarray:
     """``clamp(zero_point + round(q * scale / out_scale), qmin, qmax)`` per element, fixed point
     as :func:`multiply`, in Python integers (any width)."""
-    ratio = scale / out_scale
-    out = [min(max(zero_point + multiply(v, ratio), qmin), qmax) for v in _ints(q)]
+    out = [min(max(zero_point + multiply(v, element_scale / out_scale), qmin), qmax)
+           for v, element_scale in zip(_ints(q), _per_channel(scale, np.shape(q)), strict=True)]
     return np.array(out, dtype=np.int64).reshape(np.shape(q))
 
 
@@ -279,20 +279,33 @@ def _sign(v: int) -> int:
     return (v > 0) - (v < 0)
 
 
-def int_gelu(q: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
-    """I-BERT's integer GELU per element (the constants of vector_ops.int_gelu)."""
+def _per_channel(scale: float | np.ndarray, shape: tuple[int, ...]) -> list[float]:
+    """The scale of every element of a tensor of ``shape`` (per tensor or per last-axis
+    channel), flattened in C order."""
+    return np.broadcast_to(np.asarray(scale, dtype=np.float64), shape).reshape(-1).tolist()
+
+
+def _gelu_constants(scale: float) -> tuple[int, int, int, int, float]:
     a, b, c = _ERF
     s = scale / math.sqrt(2.0)
     b_int = math.floor(b / s)
-    c_int = math.floor((c / a) / s**2)
+    c_int = math.floor((c / a) / (s * s))
     shift = max(0, abs(c_int).bit_length() - _ERF_BITS)
-    s_erf = a * s**2 * 2**shift
-    one = math.floor(1.0 / s_erf)
+    s_erf = a * (s * s) * 2**shift
+    return b_int, c_int, shift, math.floor(1.0 / s_erf), -scale * s_erf / 2.0
+
+
+def int_gelu(q: np.ndarray, scale: float | np.ndarray) -> tuple[np.ndarray, float | np.ndarray]:
+    """I-BERT's integer GELU per element (the constants of vector_ops.int_gelu, per channel
+    when ``scale`` is)."""
     out = []
-    for v in _ints(q):
+    for v, element_scale in zip(_ints(q), _per_channel(scale, np.shape(q)), strict=True):
+        b_int, c_int, shift, one, _ = _gelu_constants(element_scale)
         erf = _sign(v) * ((min(abs(v), -b_int) + b_int) ** 2 + c_int) >> shift
         out.append(-(v * (erf + one)))
-    return np.array(out, dtype=np.int64).reshape(np.shape(q)), -scale * s_erf / 2.0
+    scales = [_gelu_constants(v)[4] for v in np.asarray(scale, dtype=np.float64).reshape(-1)]
+    scale_out = scales[0] if np.ndim(scale) == 0 else np.array(scales)
+    return np.array(out, dtype=np.int64).reshape(np.shape(q)), scale_out
 
 
 def _int_exp(v: int, ln2_int: int, b_int: int, c_int: int) -> int:
@@ -354,14 +367,17 @@ def int_layer_norm(q: np.ndarray, scale: float, gamma: np.ndarray, beta: np.ndar
     return np.array(out, dtype=np.int64).reshape(shape), out_scale
 
 
-def int_add(qa: np.ndarray, scale_a: float, qb: np.ndarray, scale_b: float, out_bits: int,
+def int_add(qa: np.ndarray, scale_a: float | np.ndarray, qb: np.ndarray,
+            scale_b: float | np.ndarray, out_bits: int,
             out_scale: float | None = None) -> tuple[np.ndarray, float]:
-    """``saturate(round(qa * scale_a / s) + round(qb * scale_b / s), out_bits)`` per element."""
-    s_out = max(scale_a, scale_b) if out_scale is None else out_scale
+    """``saturate(round(qa * scale_a / s) + round(qb * scale_b / s), out_bits)`` per element,
+    scales per tensor or per last-axis channel, ``s`` the largest by default."""
     av, bv = np.broadcast_arrays(np.asarray(qa, dtype=np.int64), np.asarray(qb, dtype=np.int64))
+    sa, sb = _per_channel(scale_a, av.shape), _per_channel(scale_b, av.shape)
+    s_out = max(max(sa), max(sb)) if out_scale is None else out_scale
     half = 2 ** (out_bits - 1)
-    out = [min(max(multiply(x, scale_a / s_out) + multiply(y, scale_b / s_out), -half), half - 1)
-           for x, y in zip(_ints(av), _ints(bv), strict=True)]
+    out = [min(max(multiply(x, fa / s_out) + multiply(y, fb / s_out), -half), half - 1)
+           for x, y, fa, fb in zip(_ints(av), _ints(bv), sa, sb, strict=True)]
     return np.array(out, dtype=np.int64).reshape(av.shape), s_out
 
 

@@ -322,6 +322,18 @@ def _check_scale(name: str, scale: float) -> float:
     return value
 
 
+def _channel_scales(name: str, scale: float | np.ndarray, channels: int) -> np.ndarray:
+    """A per-tensor scale (0-d) or one scale per channel of the last axis (``[channels]``), as
+    float64, each finite and > 0."""
+    values = np.asarray(scale, dtype=np.float64)
+    if values.ndim > 1 or (values.ndim == 1 and values.shape[0] != channels):
+        raise AccelsimError(f"{name}: scale of shape {values.shape}; allowed: a scalar or one "
+                            f"scale per channel of the last axis ({channels},)")
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise AccelsimError(f"{name}: scale min {float(values.min())!r} must be finite and > 0")
+    return values
+
+
 def _check_out_bits(name: str, out_bits: int, low: int, high: int) -> int:
     if not isinstance(out_bits, (int, np.integer)) or not low <= int(out_bits) <= high:
         raise AccelsimError(f"{name}: out_bits={out_bits!r}; allowed: integers {low}..{high}")
@@ -372,10 +384,11 @@ def int_sqrt(n: np.ndarray) -> np.ndarray:
 WIDE_BITS = 62  # multiply_by_real / to_codes accept |q| < 2^62 and results below 2^62
 
 
-def multiply_by_real(q: np.ndarray, real: float) -> np.ndarray:
+def multiply_by_real(q: np.ndarray, real: float | np.ndarray) -> np.ndarray:
     """``round(q * real)`` in fixed point: ``floor((q * M0 + 2^(n-1)) / 2^n)`` with
     ``(M0, n) = codes.quantize_multiplier(|real|)`` (Q31 mantissa, compile-time) and the sign of
-    ``real`` on ``M0``. One rounding, ties toward +inf; ``real = 0`` gives 0.
+    ``real`` on ``M0``. One rounding, ties toward +inf; ``real = 0`` gives 0. ``real`` is a
+    scalar or one multiplier per channel of the last axis.
 
     Exact for ``|q| < 2^62`` (a GELU output is up to 48 bits) with int64 words only: ``q`` is
     split as ``hi * 2^31 + lo`` (``lo = q & (2^31 - 1) >= 0``), so ``q * M0 + 2^(n-1) =
@@ -385,44 +398,58 @@ def multiply_by_real(q: np.ndarray, real: float) -> np.ndarray:
     stay below 2^62 in magnitude."""
     q64 = _as_int64("multiply_by_real", q)
     _check_magnitude("multiply_by_real", q64, WIDE_BITS + 1)
-    if real == 0:
-        return np.zeros_like(q64)
-    m0, shift = quantize_multiplier(abs(real))
-    if q64.size and int(np.abs(q64).max()) * abs(real) >= 2**WIDE_BITS:
-        raise AccelsimError(
-            f"multiply_by_real: max|q| * |real| = {int(np.abs(q64).max()) * abs(real):.3g}; "
-            f"allowed: below 2^{WIDE_BITS}"
-        )
-    signed = q64 if real > 0 else -q64
+    reals = np.asarray(real, dtype=np.float64)
+    channels = q64.shape[-1] if q64.ndim else 1
+    if reals.ndim > 1 or (reals.ndim == 1 and reals.shape[0] != channels):
+        raise AccelsimError(f"multiply_by_real: multiplier of shape {reals.shape}; allowed: a "
+                            f"scalar or one per channel of the last axis ({channels},)")
+    pairs = [quantize_multiplier(abs(r)) if r != 0 else (0, WIDE_BITS)
+             for r in reals.reshape(-1).tolist()]
+    m0 = np.array([p[0] for p in pairs], dtype=np.int64).reshape(reals.shape)
+    shift = np.array([p[1] for p in pairs], dtype=np.int64).reshape(reals.shape)
+    if q64.size:
+        peak = np.abs(q64).reshape(-1, channels).max(axis=0) if reals.ndim else np.abs(q64).max()
+        if float(np.max(peak * np.abs(reals))) >= 2**WIDE_BITS:
+            raise AccelsimError(
+                f"multiply_by_real: max|q * real| = {float(np.max(peak * np.abs(reals))):.3g}; "
+                f"allowed: below 2^{WIDE_BITS}"
+            )
+    signed = np.where(reals < 0, -q64, q64)
     high = (signed >> 31) * m0
-    low = (signed & (2**31 - 1)) * m0 + (1 << (shift - 1))
-    if shift >= 31:
-        return (high + (low >> 31)) >> (shift - 31)
-    return (high << (31 - shift)) + (low >> shift)
+    low = (signed & (2**31 - 1)) * m0 + (np.int64(1) << (shift - 1))
+    narrow = (high + (low >> 31)) >> np.maximum(shift - 31, 0)  # n >= 31
+    # n < 31 (|real| >= 1); the other lanes' values are discarded by the where.
+    with np.errstate(over="ignore"):
+        wide = (high << np.maximum(31 - shift, 0)) + (low >> np.minimum(shift, 31))
+    return np.where(shift >= 31, narrow, wide)
 
 
-def to_codes(q: np.ndarray, scale: float, out_scale: float, zero_point: int, qmin: int,
-             qmax: int) -> np.ndarray:
+def to_codes(q: np.ndarray, scale: float | np.ndarray, out_scale: float, zero_point: int,
+             qmin: int, qmax: int) -> np.ndarray:
     """Integer values ``q * scale`` requantized to a quantizer's codes:
     ``clamp(zero_point + multiply_by_real(q, scale / out_scale), qmin, qmax)`` (the next GEMM's
     activation codes from a vector op's output), in the smallest dtype holding ``[qmin, qmax]``.
-    ``scale / out_scale`` is one compile-time Q31 multiplier (``quantize_multiplier``)."""
-    scale = _check_scale("to_codes.scale", scale)
+    ``scale / out_scale`` is a compile-time Q31 multiplier (``quantize_multiplier``), one per
+    channel when ``scale`` is per channel of the last axis."""
+    q64 = _as_int64("to_codes", q)
+    scale = _channel_scales("to_codes", scale, q64.shape[-1] if q64.ndim else 1)
     out_scale = _check_scale("to_codes.out_scale", out_scale)
-    shifted = multiply_by_real(q, scale / out_scale) + zero_point
+    shifted = multiply_by_real(q64, scale / out_scale) + zero_point
     return np.clip(shifted, qmin, qmax).astype(code_dtype(qmin, qmax))
 
 
-def int_gelu(q: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
+def int_gelu(q: np.ndarray, scale: float | np.ndarray) -> tuple[np.ndarray, float | np.ndarray]:
     """Integer GELU, I-BERT's i-GELU: ``x (1 + erf(x / sqrt 2)) / 2`` with ``x = q * scale``.
 
-    Compile-time constants (float64 from ``scale``), I-BERT's except for the shift ``k``::
+    ``scale`` is per tensor or one per channel of the last axis (a GEMM accumulator with
+    per-channel weight scales); the constants are then per channel. Compile-time constants
+    (float64 from each scale), I-BERT's except for the shift ``k``::
 
         s     = scale / sqrt(2)                      # the scale of x / sqrt(2) on the same q
         b_int = floor(ERF_B / s)                     # < 0
-        c_int = floor((ERF_C / ERF_A) / s^2)         # < 0 (ERF_A < 0)
+        c_int = floor((ERF_C / ERF_A) / (s * s))     # < 0 (ERF_A < 0)
         k     = max(0, bits(|c_int|) - ERF_BITS)     # I-BERT: 14
-        s_erf = ERF_A * s^2 * 2^k                    # < 0
+        s_erf = ERF_A * (s * s) * 2^k                # < 0
         one   = floor(1 / s_erf)                     # < 0; one * s_erf ~ 1
 
     Integer kernel::
@@ -432,21 +459,23 @@ def int_gelu(q: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
         q_out = -(q * (erf_q + one))
 
     Returns ``(q_out, scale_out)`` with ``scale_out = -scale * s_erf / 2 > 0`` (I-BERT's integers
-    and scale, both negated so that the scale is positive). ``|q_out| <= |q| * 2^(ERF_BITS+2)``;
-    inputs must satisfy ``|q| < 2^45``.
+    and scale, both negated so that the scale is positive; per channel if ``scale`` is).
+    ``|q_out| <= |q| * 2^(ERF_BITS+2)``; inputs must satisfy ``|q| < 2^45``.
     """
-    scale = _check_scale("int_gelu", scale)
     q64 = _as_int64("int_gelu", q)
+    scales = _channel_scales("int_gelu", scale, q64.shape[-1] if q64.ndim else 1)
     _check_magnitude("int_gelu", q64, 46)
-    s = scale / math.sqrt(2.0)
-    b_int = math.floor(ERF_B / s)
-    c_int = math.floor((ERF_C / ERF_A) / s**2)
-    shift = max(0, abs(c_int).bit_length() - ERF_BITS)
-    s_erf = ERF_A * s**2 * 2**shift
-    one = math.floor(1.0 / s_erf)
+    s = scales / math.sqrt(2.0)
+    b_int = np.floor(ERF_B / s).astype(np.int64)
+    c_int = np.floor((ERF_C / ERF_A) / (s * s)).astype(np.int64)
+    shift = np.array([max(0, abs(c).bit_length() - ERF_BITS) for c in c_int.reshape(-1).tolist()],
+                     dtype=np.int64).reshape(c_int.shape)
+    s_erf = ERF_A * (s * s) * np.exp2(shift)
+    one = np.floor(1.0 / s_erf).astype(np.int64)
     clipped = np.minimum(np.abs(q64), -b_int)
     erf_q = (np.sign(q64) * ((clipped + b_int) ** 2 + c_int)) >> shift
-    return -(q64 * (erf_q + one)), -scale * s_erf / 2.0
+    scale_out = -scales * s_erf / 2.0
+    return -(q64 * (erf_q + one)), float(scale_out) if scale_out.ndim == 0 else scale_out
 
 
 def _exp_constants(name: str, scale: float) -> tuple[int, int, int]:
@@ -631,11 +660,13 @@ def int_layer_norm(q: np.ndarray, scale: float, gamma: np.ndarray, beta: np.ndar
     return np.clip(affine + beta_int, -qmax - 1, qmax), s_out
 
 
-def int_add(qa: np.ndarray, scale_a: float, qb: np.ndarray, scale_b: float, out_bits: int,
+def int_add(qa: np.ndarray, scale_a: float | np.ndarray, qb: np.ndarray,
+            scale_b: float | np.ndarray, out_bits: int,
             out_scale: float | None = None) -> tuple[np.ndarray, float]:
-    """Residual add of two integer tensors with different scales (broadcasting)::
+    """Residual add of two integer tensors with different scales (broadcasting; each scale per
+    tensor or one per channel of the last axis, e.g. a GEMM accumulator's)::
 
-        s_out = out_scale, or max(scale_a, scale_b)    # the coarser grid by default
+        s_out = out_scale, or the largest of scale_a, scale_b    # the coarsest grid by default
         q_out = saturate(multiply_by_real(qa, scale_a / s_out)
                          + multiply_by_real(qb, scale_b / s_out), out_bits)
 
@@ -644,10 +675,12 @@ def int_add(qa: np.ndarray, scale_a: float, qb: np.ndarray, scale_b: float, out_
     the operand unchanged. Inputs and rescaled operands below 2^62 in magnitude. Returns
     ``(q_out, s_out)``.
     """
-    scale_a = _check_scale("int_add.scale_a", scale_a)
-    scale_b = _check_scale("int_add.scale_b", scale_b)
+    qa64, qb64 = np.broadcast_arrays(_as_int64("int_add.qa", qa), _as_int64("int_add.qb", qb))
+    channels = qa64.shape[-1] if qa64.ndim else 1
+    scale_a = _channel_scales("int_add.scale_a", scale_a, channels)
+    scale_b = _channel_scales("int_add.scale_b", scale_b, channels)
     out_bits = _check_out_bits("int_add", out_bits, 2, 32)
-    s_out = max(scale_a, scale_b) if out_scale is None else _check_scale(
-        "int_add.out_scale", out_scale)
-    total = multiply_by_real(qa, scale_a / s_out) + multiply_by_real(qb, scale_b / s_out)
+    s_out = max(float(scale_a.max()), float(scale_b.max())) if out_scale is None else (
+        _check_scale("int_add.out_scale", out_scale))
+    total = multiply_by_real(qa64, scale_a / s_out) + multiply_by_real(qb64, scale_b / s_out)
     return saturate(total, out_bits), s_out

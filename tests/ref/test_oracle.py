@@ -370,3 +370,32 @@ def test_check_op_compares_scales_and_counts_and_rejects_unknown_kinds():
     assert O.check_op("gemm", (clipped[0], 5), inputs).mismatches == 1
     with pytest.raises(AccelsimError, match="op kind 'conv' is not one of gemm, sparse_gemm"):
         O.check_op("conv", q, {})
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-channel scales (a GEMM accumulator with per-channel weight scales)
+# ---------------------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(rows=st.integers(1, 4), n=st.integers(1, 24), seed=seeds)
+def test_per_channel_int_ops_equal_oracle(rows, n, seed):
+    rng = np.random.default_rng(seed)
+    acc = rng.integers(-(2**20), 2**20, (rows, n))
+    channel_scales = np.exp(rng.uniform(np.log(1e-5), np.log(1e-2), n))
+    ours, scale = V.int_gelu(acc, channel_scales)
+    theirs, scale_oracle = O.int_gelu(acc, channel_scales)
+    np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_array_equal(scale, scale_oracle)
+    np.testing.assert_array_equal(V.to_codes(ours, scale, 0.05, 4, 0, 15),
+                                  O.to_codes(ours, scale, 0.05, 4, 0, 15))
+    residual = rng.integers(-(2**15), 2**15, (rows, n))
+    summed, s_out = V.int_add(residual, 2e-3, acc, channel_scales, 16)
+    summed_oracle, s_oracle = O.int_add(residual, 2e-3, acc, channel_scales, 16)
+    assert s_out == s_oracle
+    np.testing.assert_array_equal(summed, summed_oracle)
+    reals = rng.uniform(-3, 3, n)
+    reals[0] = 0.0
+    assert V.multiply_by_real(acc, reals).tolist() == [
+        [O.multiply(int(v), float(r)) for v, r in zip(row, reals, strict=True)]
+        for row in acc.tolist()]
