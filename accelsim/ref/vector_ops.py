@@ -472,10 +472,28 @@ def int_gelu(q: np.ndarray, scale: float | np.ndarray) -> tuple[np.ndarray, floa
                      dtype=np.int64).reshape(c_int.shape)
     s_erf = ERF_A * (s * s) * np.exp2(shift)
     one = np.floor(1.0 / s_erf).astype(np.int64)
-    clipped = np.minimum(np.abs(q64), -b_int)
-    erf_q = (np.sign(q64) * ((clipped + b_int) ** 2 + c_int)) >> shift
+    channels = q64.shape[-1] if q64.ndim else 1
+    constants = [np.ascontiguousarray(np.broadcast_to(v, (channels,)))
+                 for v in (b_int, c_int, shift, one)]
+    out = _int_gelu_kernel(q64.reshape(-1, channels), *constants).reshape(q64.shape)
     scale_out = -scales * s_erf / 2.0
-    return -(q64 * (erf_q + one)), float(scale_out) if scale_out.ndim == 0 else scale_out
+    return out, float(scale_out) if scale_out.ndim == 0 else scale_out
+
+
+@numba.njit(cache=True, nogil=True)
+def _int_gelu_kernel(rows, b_int, c_int, shift, one):  # pragma: no cover - compiled
+    out = np.empty_like(rows)
+    for r in range(rows.shape[0]):
+        for c in range(rows.shape[1]):
+            v = rows[r, c]
+            t = min(abs(v), -b_int[c]) + b_int[c]
+            erf = t * t + c_int[c]
+            if v < 0:
+                erf = -erf
+            elif v == 0:
+                erf = 0
+            out[r, c] = -(v * ((erf >> shift[c]) + one[c]))
+    return out
 
 
 def _exp_constants(name: str, scale: float) -> tuple[int, int, int]:
