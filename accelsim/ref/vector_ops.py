@@ -30,15 +30,16 @@ represents exactly)
   format.
 
 Integer format (``int``), after I-BERT (Kim et al., ICML 2021, "I-BERT: Integer-only BERT
-Quantization", Algorithms 1-4)
+Quantization": its polynomial GELU and exp, integer square root and fixed-point softmax)
 ---------------------------------------------------------------------------------------------
-A tensor is integers ``q`` (int64 arrays) with a real scale ``S`` (a Python float): the real
-value is ``q * S``. Inside a kernel only int64 additions, multiplications, comparisons, floor
-divisions and arithmetic shifts touch the data; **no float operation is applied to data**.
-Floats appear only in the per-layer constants derived from the scales (``floor(b / S)``,
-fixed-point multipliers, output scales), which a compiler computes once in float64 from the
-float32 scales and the hardware stores as integers; each such constant is named in the
-function's docstring. Integer division and ``>>`` floor (toward -inf), as an arithmetic shift.
+A tensor is integers ``q`` (int64 arrays) with a real scale ``S`` (a Python float, or where a
+function says so one float per channel of the last axis): the real value is ``q * S``. Inside a
+kernel only int64 additions, multiplications, comparisons, floor divisions and arithmetic shifts
+touch the data; **no float operation is applied to data**. Floats appear only in the per-layer
+constants derived from the scales (``floor(b / S)``, fixed-point multipliers, output scales),
+which a compiler computes once in float64 from the float32 scales and the hardware stores as
+integers; each such constant is named in the function's docstring. Integer division and ``>>``
+floor (toward -inf), as an arithmetic shift.
 Rounding to nearest, where stated, is ``floor(x + 1/2)`` (ties toward +inf), the convention of
 ``accelsim.ref.kernels.requantize``.
 """
@@ -58,15 +59,15 @@ from accelsim.ref.codes import code_dtype, quantize_multiplier
 
 FLOAT_FORMATS: tuple[str, ...] = tuple(n for n, f in VECTOR_FORMATS.items() if f.is_float)
 
-# I-BERT's second-order polynomials (paper §3.4-3.5), L(x) = A (x + B)^2 + C.
+# I-BERT's second-order polynomials, L(x) = A (x + B)^2 + C.
 # erf(x) ~ sign(x) [A (min(|x|, -B) + B)^2 + C] on all of R.
 ERF_A, ERF_B, ERF_C = -0.2888, -1.769, 1.0
 # exp(p) ~ A (p + B)^2 + C on p in (-ln 2, 0].
 EXP_A, EXP_B, EXP_C = 0.3585, 1.353, 0.344
 # Bits the integer erf keeps: I-BERT divides its erf integer by a fixed 2^14 so that int32
 # products do not overflow; here the shift is derived from the scale so that the erf integer
-# keeps this many bits whatever the input scale (a fixed 2^14 leaves only ~5 bits of erf at the
-# coarse scales of W4A4 accumulators), and int64 products fit for inputs below 2^46.
+# keeps this many bits whatever the input scale (at an accumulator scale of 3e-3, |c_int| is
+# about 2^19.6 and a fixed 2^14 would leave 5.6 bits), and int64 products fit below 2^46.
 ERF_BITS = 16
 # exp inputs below -EXP_MAX_HALVINGS * ln 2 are clamped there (I-BERT's ``const = 30``): the
 # result there is below 2^-30 of the row maximum's.
@@ -76,7 +77,7 @@ EXP_MAX_HALVINGS = 30
 SOFTMAX_RECIP_BITS = 62
 LN_RECIP_BITS = 61
 LN_NORM_SHIFT = 31  # normalized values (y * recip) >> 31 carry scale sqrt(n) / 2^30
-INT_MAX_BITS = 32  # inputs of int_add / int_layer_norm are at most int32
+INT_MAX_BITS = 32  # inputs of int_layer_norm are at most int32
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,7 +356,7 @@ def saturate(q: np.ndarray, bits: int) -> np.ndarray:
 
 def int_sqrt(n: np.ndarray) -> np.ndarray:
     """``floor(sqrt(n))`` elementwise for int64 ``n >= 0``, by integer Newton iteration
-    (I-BERT Algorithm 4).
+    (I-BERT's i-sqrt).
 
     ``x_0 = 2^ceil(bits(n) / 2)`` (``bits(n)`` the bit length, found by comparisons and shifts),
     then ``x_{i+1} = (x_i + n // x_i) // 2`` until ``x_{i+1} >= x_i``; the answer is that ``x_i``
@@ -543,7 +544,7 @@ def _int_softmax_kernel(rows, keep, ln2_int, b_int, c_int, out_bits):  # pragma:
 
 
 def int_exp(q: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
-    """Integer ``exp(q * scale)`` for ``q <= 0``, I-BERT's i-exp (Algorithm 2).
+    """Integer ``exp(q * scale)`` for ``q <= 0``, I-BERT's i-exp.
 
     ``x = -z ln 2 + p`` with integer ``z >= 0`` and ``p`` in ``(-ln 2, 0]``, so
     ``exp(x) = exp(p) >> z`` and ``exp(p) ~ EXP_A (p + EXP_B)^2 + EXP_C``. Compile-time
@@ -574,7 +575,7 @@ def int_exp(q: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
 
 def int_softmax(q: np.ndarray, scale: float, out_bits: int,
                 keep: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """Integer softmax over the last axis (I-BERT Algorithm 3), output unsigned ``out_bits``.
+    """Integer softmax over the last axis (I-BERT's i-softmax), output unsigned ``out_bits``.
 
     ``keep`` (boolean, broadcast against ``q``) marks the entries that take part; the others
     (an attention mask's) output 0. Integer kernel, per row::
