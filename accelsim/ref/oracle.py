@@ -186,7 +186,8 @@ def round_to_format(x: np.ndarray | float, fmt: str) -> np.ndarray:
     return np.array(flat, dtype=np.float64).reshape(values.shape).astype(np.float32)
 
 
-def _elementwise(a: np.ndarray, b: np.ndarray, fmt: str, op) -> np.ndarray:
+def _elementwise(a: np.ndarray, b: np.ndarray, fmt: str,
+                 op: Callable[[float, float], float]) -> np.ndarray:
     av, bv = np.broadcast_arrays(_values(a), _values(b))
     out = [round_binary(round_binary(op(round_binary(x, fmt), round_binary(y, fmt)), "fp32"),
                         fmt)
