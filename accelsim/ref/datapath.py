@@ -8,7 +8,10 @@ the kernels against that model bit for bit on it. :meth:`Datapath.of_hw` is the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from accelsim.errors import AccelsimError
 from accelsim.formats import OVERFLOW_POLICIES, VECTOR_FORMATS
@@ -21,18 +24,19 @@ class Datapath:
     after the whole K reduction (§2). ``integer_requant``: a GEMM whose output feeds a quantizer
     directly (the attention operands q, k, v and the attention output) is requantized by an
     integer multiplier and shift with the bias in int32 (§6) instead of through float32.
-    ``vector_format``: the format of everything else between GEMMs (§5)."""
+    ``vector_format``: the format of everything else between GEMMs (§5); ``None`` keeps the
+    model's own float32 PyTorch ops, the fake-quant model's arithmetic."""
 
     accumulator_bits: int = 32
     overflow: str = "saturate"
     integer_requant: bool = False
-    vector_format: str = "fp32"
+    vector_format: str | None = None
 
     def __post_init__(self) -> None:
         if self.overflow not in OVERFLOW_POLICIES:
             raise AccelsimError(f"datapath: overflow {self.overflow!r} is not one of "
                                 f"{', '.join(OVERFLOW_POLICIES)}")
-        if self.vector_format not in VECTOR_FORMATS:
+        if self.vector_format is not None and self.vector_format not in VECTOR_FORMATS:
             raise AccelsimError(f"datapath: vector format {self.vector_format!r} is not one of "
                                 f"{', '.join(VECTOR_FORMATS)}")
         if not 2 <= self.accumulator_bits <= 64:
@@ -56,8 +60,35 @@ FAKE_QUANT_DATAPATH = Datapath()
 
 @dataclass
 class DatapathCounts:
-    """What one execution did, summed over its GEMMs: int32 ``accumulators`` produced and how
-    many of them ``saturations`` fell outside the accumulator's range (saturated or wrapped)."""
+    """What one execution did: int32 ``accumulators`` produced and how many of them
+    ``saturations`` fell outside the accumulator's range (saturated or wrapped); the dense
+    ``gemm_macs`` it executed by GEMM kind (``linear``, ``matmul``) and the ``vector_elements``
+    by vector op (graph.ir.VECTOR_OPS names), for the comparison with the simulator's graph;
+    ``float_error`` per vector op kind ``[sum (ours - float32)^2, sum float32^2, max |ours -
+    float32|, elements]``; ``records`` (when a list) every op as ``(oracle kind, output,
+    inputs)`` for :func:`accelsim.ref.oracle.check_op`."""
 
     accumulators: int = 0
     saturations: int = 0
+    gemm_macs: dict[str, int] = field(default_factory=dict)
+    vector_elements: dict[str, int] = field(default_factory=dict)
+    float_error: dict[str, list[float]] = field(default_factory=dict)
+    records: list[tuple[str, Any, dict[str, Any]]] | None = None
+
+    def add_macs(self, kind: str, macs: int) -> None:
+        self.gemm_macs[kind] = self.gemm_macs.get(kind, 0) + int(macs)
+
+    def add_vector(self, op: str, ours: np.ndarray, reference: np.ndarray) -> None:
+        """One vector op of ``op`` kind: its elements and its error against float32."""
+        self.vector_elements[op] = self.vector_elements.get(op, 0) + int(ours.size)
+        diff = ours.astype(np.float64) - reference.astype(np.float64)
+        finite = np.isfinite(diff)
+        stats = self.float_error.setdefault(op, [0.0, 0.0, 0.0, 0])
+        stats[0] += float(np.square(diff[finite]).sum())
+        stats[1] += float(np.square(reference.astype(np.float64)[finite]).sum())
+        stats[2] = max(stats[2], float(np.abs(diff[finite]).max(initial=0.0)))
+        stats[3] += int(ours.size)
+
+    def record(self, kind: str, output: Any, inputs: dict[str, Any]) -> None:
+        if self.records is not None:
+            self.records.append((kind, output, inputs))

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from accelsim.compress.apply import quantized_attention_forward
 from accelsim.compress.export import IntAttention, IntLinear, IntModel
 from accelsim.errors import AccelsimError
-from accelsim.ref import kernels
+from accelsim.ref import kernels, vector_mode
 from accelsim.ref.codes import (
     decompress_2to4,
     dequantize,
@@ -149,13 +149,19 @@ class IntLinearModule(nn.Module):
         act = self.layer.act
         codes = self.input_codes(x)
         bias = self.layer.bias_int32 if with_bias else None
-        if self.weights.codes is None:
-            acc = kernels.sparse_gemm(codes, self.weights.values, self.weights.indices,
-                                      act.zero_point, bias, transposed=self.sparse_transposed)
+        w = self.weights
+        if w.codes is None:
+            acc = kernels.sparse_gemm(codes, w.values, w.indices, act.zero_point, bias,
+                                      transposed=self.sparse_transposed)
+            inputs = {"values": w.values, "indices": w.indices}
         else:
-            acc = kernels.int_gemm(codes, self.weights.codes, act.zero_point, bias,
+            acc = kernels.int_gemm(codes, w.codes, act.zero_point, bias,
                                    w_transposed=self.w_transposed)
-        return clip_to_datapath(acc, self.datapath, self.counts)
+            inputs = {"w_codes": w.codes}
+        self.counts.add_macs("linear", codes.shape[0] * self.layer.k * self.layer.n)
+        return clip_to_datapath(acc, self.datapath, self.counts,
+                                "gemm" if w.codes is not None else "sparse_gemm",
+                                {"a_codes": codes, "a_zp": act.zero_point, "bias": bias, **inputs})
 
     def dequantize(self, acc: np.ndarray) -> np.ndarray:
         """float32 layer output of accumulators from :meth:`accumulate` (same ``bias_mode``)."""
@@ -174,6 +180,9 @@ class IntLinearModule(nn.Module):
             out = self.requant_to
             codes = kernels.requantize(acc, self.requant_multiplier, out.zero_point, out.qmin,
                                        out.qmax)
+            self.counts.record("requantize", codes, {
+                "acc": acc, "multiplier": self.requant_multiplier, "zero_point": out.zero_point,
+                "qmin": out.qmin, "qmax": out.qmax})
             # The next quantizer divides these values by its scale and recovers the codes
             # exactly: |code - zp| <= 255 and the float32 round trip errs by < 2^-15.
             y = dequantize(codes, out.scale, out.zero_point)
@@ -182,12 +191,15 @@ class IntLinearModule(nn.Module):
         return torch.from_numpy(y).reshape(*x.shape[:-1], self.layer.n)
 
 
-def clip_to_datapath(acc: np.ndarray, datapath: Datapath, counts: DatapathCounts) -> np.ndarray:
-    """Exact int32 sums as the datapath's accumulator holds them; ``counts`` records them."""
-    clipped, outside = kernels.clip_accumulators(acc, datapath.accumulator_bits,
-                                                 datapath.overflow)
+def clip_to_datapath(acc: np.ndarray, datapath: Datapath, counts: DatapathCounts, kind: str,
+                     inputs: dict[str, Any]) -> np.ndarray:
+    """Exact int32 sums as the datapath's accumulator holds them; ``counts`` counts them and
+    records the GEMM (oracle ``kind``, its operand ``inputs``)."""
+    bits, overflow = datapath.accumulator_bits, datapath.overflow
+    clipped, outside = kernels.clip_accumulators(acc, bits, overflow)
     counts.accumulators += acc.size
     counts.saturations += outside
+    counts.record(kind, (clipped, outside), {**inputs, "bits": bits, "overflow": overflow})
     return clipped
 
 
@@ -222,16 +234,20 @@ def int_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value: 
     q, k, v, p = params.q, params.k, params.v, params.probs
     q_codes = quantize_act(query, q)
     k_codes_t = np.ascontiguousarray(np.swapaxes(quantize_act(key, k), -1, -2))
-    acc_qk = clip_to_datapath(kernels.int_bmm(q_codes, k_codes_t, q.zero_point, k.zero_point),
-                              datapath, counts)
+    acc_qk = clip_to_datapath(
+        kernels.int_bmm(q_codes, k_codes_t, q.zero_point, k.zero_point), datapath, counts, "bmm",
+        {"a_codes": q_codes, "a_zp": q.zero_point, "b_codes": k_codes_t, "b_zp": k.zero_point})
+    counts.add_macs("matmul", q_codes.size * k_codes_t.shape[-1])
     qk_scale = np.float32(q.scale) * np.float32(k.scale)
     scores = torch.from_numpy(acc_qk.astype(np.float32) * qk_scale)
     scores = _additive_mask(scores * scaling, attention_mask, key.shape[-2])
     probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32)
     p_codes = quantize_act(probs, p)
+    v_codes = quantize_act(value, v)
     acc_pv = clip_to_datapath(
-        kernels.int_bmm(p_codes, quantize_act(value, v), p.zero_point, v.zero_point),
-        datapath, counts)
+        kernels.int_bmm(p_codes, v_codes, p.zero_point, v.zero_point), datapath, counts, "bmm",
+        {"a_codes": p_codes, "a_zp": p.zero_point, "b_codes": v_codes, "b_zp": v.zero_point})
+    counts.add_macs("matmul", p_codes.size * v_codes.shape[-1])
     out = acc_pv.astype(np.float32) * (np.float32(p.scale) * np.float32(v.scale))
     probs_dq = dequantize(p_codes, p.scale, p.zero_point)
     return torch.from_numpy(out).transpose(1, 2).contiguous(), torch.from_numpy(probs_dq)
@@ -303,7 +319,29 @@ def build_int_executor(model: nn.Module, int_model: IntModel, bias_mode: BiasMod
             setattr(module, INT_ATTN_ATTR, attention)
             setattr(module, DATAPATH_ATTR, (datapath, counts))
         _set_attn_implementation(executor, INT_ATTN_IMPLEMENTATION)
+    if datapath.vector_format is not None:
+        _run_in_vector_format(executor, datapath.vector_format, int_model.float_layers, counts)
     return executor
+
+
+def _run_in_vector_format(executor: nn.Module, vector_format: str,
+                          host_modules: tuple[str, ...], counts: DatapathCounts) -> None:
+    """Make every call of ``executor`` run its chip part in ``vector_format``
+    (:mod:`accelsim.ref.vector_mode`) and its ``host_modules`` in float32."""
+    if vector_format not in vector_mode.FLOAT_FORMATS:
+        raise AccelsimError(
+            f"vector_unit.format: {vector_format!r}; the reference executes whole models in "
+            f"{', '.join(vector_mode.FLOAT_FORMATS)} (the integer kernels of "
+            "accelsim.ref.vector_ops are checked op by op, not yet wired into the executor)")
+    mode = vector_mode.VectorFormatMode(vector_format, counts)
+    vector_mode.host_hooks(executor, host_modules, mode)
+    model_forward = executor.forward
+
+    def forward_in_format(*args: Any, **kwargs: Any) -> Any:
+        with mode:
+            return model_forward(*args, **kwargs)
+
+    executor.forward = forward_in_format
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,10 +383,13 @@ class IntRunResult:
 
 def run_int_model(model: nn.Module, int_model: IntModel, batches: Iterable[Any],
                   capture_accumulators: bool = False, bias_mode: BiasMode = "float",
-                  datapath: Datapath = FAKE_QUANT_DATAPATH) -> IntRunResult:
+                  datapath: Datapath = FAKE_QUANT_DATAPATH,
+                  record_ops: bool = False) -> IntRunResult:
     """Execute ``int_model`` (its GEMMs on the integer kernels) over ``batches`` on
-    ``datapath``."""
+    ``datapath``; ``record_ops`` keeps every op for the oracle (``result.counts.records``)."""
     executor = build_int_executor(model, int_model, bias_mode, datapath)
+    if record_ops:
+        getattr(executor, COUNTS_ATTR).records = []
     modules = {n: m for n, m in executor.named_modules() if isinstance(m, IntLinearModule)}
     if capture_accumulators:
         for module in modules.values():
