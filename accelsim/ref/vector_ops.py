@@ -146,7 +146,8 @@ def round_to_format(x: np.ndarray | float, fmt: str) -> np.ndarray:
     A NaN stays a NaN (its payload is not specified).
     """
     code = check_format(fmt)
-    x32 = np.array(x, dtype=np.float32)  # a copy: callers may keep their input
+    # A C-ordered copy (callers keep their input), so that the flat view rounds it in place.
+    x32 = np.array(x, dtype=np.float32, order="C")
     _round_inplace(x32.reshape(-1), code)
     return x32
 
@@ -179,7 +180,7 @@ def mul(a: np.ndarray, b: np.ndarray, fmt: str) -> np.ndarray:
 
 def _rows(x: np.ndarray) -> np.ndarray:
     """A float32 copy of ``x`` as contiguous rows ``[-1, n]`` (the kernels work in place)."""
-    x32 = np.array(x, dtype=np.float32)
+    x32 = np.array(x, dtype=np.float32, order="C")
     return x32.reshape(-1, x32.shape[-1]) if x32.ndim else x32.reshape(1, 1)
 
 

@@ -122,6 +122,27 @@ def test_softmax_mask_of_minus_inf_and_large_negative():
         assert p[0, 2] == 0 and p[0, 3] == 0 and abs(p[0, :2].sum() - 1) <= 4 * UNIT_ROUNDOFF[fmt]
 
 
+@pytest.mark.parametrize("fmt", ["fp16", "bf16"])
+def test_float_ops_on_transposed_and_strided_views(fmt):
+    x = (np.random.default_rng(10).standard_normal((6, 8)) * 3).astype(np.float32)
+    for view in (x.T, x[:, ::2], x[::-1]):
+        dense = np.ascontiguousarray(view)
+        for op in (lambda v: V.round_to_format(v, fmt), lambda v: V.gelu(v, fmt),
+                   lambda v: V.softmax(v, fmt), lambda v: V.layer_norm(v, 1.0, 0.0, 1e-5, fmt)):
+            np.testing.assert_array_equal(op(view), op(dense))
+    assert not np.array_equal(V.round_to_format(x.T, fmt), x.T)  # it did round
+
+
+def test_int_kernels_on_transposed_and_strided_views():
+    q = np.random.default_rng(11).integers(-5000, 5000, (6, 8))
+    keep = q % 3 != 0
+    for view, mask in ((q.T, keep.T), (q[:, ::2], keep[:, ::2]), (q[::-1], keep[::-1])):
+        dense = np.ascontiguousarray(view)
+        np.testing.assert_array_equal(V.int_gelu(view, 1e-3)[0], V.int_gelu(dense, 1e-3)[0])
+        np.testing.assert_array_equal(V.int_softmax(view, 1e-3, 8, mask)[0],
+                                      V.int_softmax(dense, 1e-3, 8, np.ascontiguousarray(mask))[0])
+
+
 def test_float_ops_reject_an_unknown_format():
     with pytest.raises(AccelsimError, match="fp8.*allowed: fp32, fp16, bf16"):
         V.gelu(np.zeros(3, np.float32), "fp8")
