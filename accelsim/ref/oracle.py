@@ -441,11 +441,12 @@ def _differ(ours: Any, theirs: Any) -> tuple[int, int]:
     theirs = np.asarray(theirs)
     if ours.shape != theirs.shape:
         return ours.size, ours.size
-    if ours.dtype.kind == "f":
-        a = np.asarray(ours, dtype=np.float32)
-        b = np.asarray(theirs, dtype=np.float32)
+    if ours.dtype.kind == "f":  # bit patterns at the reference's precision (float32 values,
+        a = np.ascontiguousarray(ours)  # float64 per-channel scales)
+        b = np.ascontiguousarray(theirs, dtype=a.dtype)
+        pattern = np.dtype(f"u{a.dtype.itemsize}")
         nan_a, nan_b = np.isnan(a), np.isnan(b)
-        bits_differ = (a.view(np.uint32) != b.view(np.uint32)) & ~(nan_a & nan_b)
+        bits_differ = (a.view(pattern) != b.view(pattern)) & ~(nan_a & nan_b)
         return a.size, int(np.count_nonzero(bits_differ | (nan_a != nan_b)))
     return ours.size, int(np.count_nonzero(ours.astype(np.int64) != theirs.astype(np.int64)))
 

@@ -362,6 +362,13 @@ def test_check_op_compares_scales_and_counts_and_rejects_unknown_kinds():
     q = np.arange(-8, 8).reshape(2, 8)
     out, scale = V.int_gelu(q, 0.01)
     assert O.check_op("int_gelu", (out, scale * 2), dict(q=q, scale=0.01)).mismatches == 1
+    channel_scales = np.array([0.01] * 7 + [0.02])
+    out, scales = V.int_gelu(q, channel_scales)
+    inputs = dict(q=q, scale=channel_scales)
+    assert O.check_op("int_gelu", (out, scales), inputs) == O.OpCheck("int_gelu", 24, 0)
+    nudged = scales.copy()
+    nudged[0] = np.nextafter(nudged[0], 1.0)  # one float64 ulp: below float32 resolution
+    assert O.check_op("int_gelu", (out, nudged), inputs).mismatches == 1
     a = np.full((2, 4), 255, np.uint8)
     w = np.full((3, 4), 127, np.int8)
     clipped = K.clip_accumulators(K.int_gemm(a, w), 12, "saturate")
