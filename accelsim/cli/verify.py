@@ -190,6 +190,8 @@ def _print_chip(chip: Any) -> None:
     for op, err in chip.vector_error.items():
         print(f"  {op:<10} vs float32: SQNR {err['sqnr_db']:8.2f} dB, max |err| "
               f"{err['max_abs_err']:.3g} over {err['elements']} elements")
+    if chip.float_fallbacks:
+        print(f"  computed in float for want of an integer kernel: {chip.float_fallbacks}")
     print(f"  oracle: {chip.oracle_mismatches} mismatches in {chip.oracle_elements_checked} "
           f"elements of {chip.oracle_ops_checked} ops")
     for key in sorted(set(chip.executed) | set(chip.graph)):

@@ -45,7 +45,9 @@ def sqnr_db(reference: torch.Tensor, ours: torch.Tensor) -> float:
 class ChipReport:
     """``vector_error``: per vector op kind, ``sqnr_db`` and ``max_abs_err`` against float32 and
     the ``elements`` computed. ``executed``/``graph``: GEMM MACs (``linear``, ``matmul``) and
-    vector elements per op kind, the reference's and the simulator graph's, for all batches."""
+    vector elements per op kind, the reference's and the simulator graph's, for all batches.
+    ``float_fallbacks``: elements of ops the ``int`` format computed in float for want of an
+    integer kernel, by op name (empty in the float formats)."""
 
     datapath: Datapath
     accumulators: int
@@ -57,6 +59,7 @@ class ChipReport:
     oracle_mismatches: int
     executed: dict[str, int]
     graph: dict[str, int]
+    float_fallbacks: dict[str, int]
 
     @property
     def graph_matches(self) -> bool:
@@ -104,4 +107,5 @@ def check_chip(model: nn.Module, int_model: IntModel, batches: Sequence[Any],
         oracle_ops_checked=len(checks), oracle_elements_checked=sum(c.elements for c in checks),
         oracle_mismatches=sum(c.mismatches for c in checks),
         executed=dict(sorted(executed.items())),
-        graph=dict(sorted(_graph_work(graph, int_model, len(batches)).items())))
+        graph=dict(sorted(_graph_work(graph, int_model, len(batches)).items())),
+        float_fallbacks=dict(sorted(counts.float_fallbacks.items())))

@@ -66,7 +66,8 @@ class DatapathCounts:
     by vector op (graph.ir.VECTOR_OPS names), for the comparison with the simulator's graph;
     ``float_error`` per vector op kind ``[sum (ours - float32)^2, sum float32^2, max |ours -
     float32|, elements]``; ``records`` (when a list) every op as ``(oracle kind, output,
-    inputs)`` for :func:`accelsim.ref.oracle.check_op`."""
+    inputs)`` for :func:`accelsim.ref.oracle.check_op`; ``float_fallbacks`` the elements of ops
+    the ``int`` format computed in float64 for want of an integer kernel, by op name."""
 
     accumulators: int = 0
     saturations: int = 0
@@ -74,6 +75,7 @@ class DatapathCounts:
     vector_elements: dict[str, int] = field(default_factory=dict)
     float_error: dict[str, list[float]] = field(default_factory=dict)
     records: list[tuple[str, Any, dict[str, Any]]] | None = None
+    float_fallbacks: dict[str, int] = field(default_factory=dict)
 
     def add_macs(self, kind: str, macs: int) -> None:
         self.gemm_macs[kind] = self.gemm_macs.get(kind, 0) + int(macs)

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from accelsim.compress.apply import quantized_attention_forward
 from accelsim.compress.export import IntAttention, IntLinear, IntModel
 from accelsim.errors import AccelsimError
-from accelsim.ref import kernels, vector_mode
+from accelsim.ref import int_mode, kernels, vector_mode
 from accelsim.ref.codes import (
     decompress_2to4,
     dequantize,
@@ -134,6 +134,11 @@ class IntLinearModule(nn.Module):
             np.ascontiguousarray(w.values.T), np.ascontiguousarray(w.indices.T))
         self.out_scale = np.float32(layer.act.scale) * layer.weight_scale.astype(np.float32)
         self.capture: list[np.ndarray] | None = None
+        # The integer tensors of the ``int`` vector format (None in the float formats).
+        self.int_tensors: int_mode.IntTensors | None = None
+        acc_scales = np.float64(layer.act.scale) * layer.weight_scale.astype(np.float64)
+        self.int_scale = float(acc_scales.max())
+        self.int_rescale = np.broadcast_to(acc_scales / self.int_scale, (layer.n,))
 
     def input_codes(self, x: np.ndarray) -> np.ndarray:
         """Activation codes of float32 inputs ``[..., K]``, smoothed per channel first where the
@@ -146,8 +151,26 @@ class IntLinearModule(nn.Module):
     def accumulate(self, x: np.ndarray, with_bias: bool = False) -> np.ndarray:
         """int32 accumulators ``[rows, N]`` of float32 inputs ``[rows, K]`` (started at
         ``bias_int32`` when ``with_bias``)."""
+        return self.accumulate_codes(self.input_codes(x), with_bias)
+
+    def int_input_codes(self, q: np.ndarray, scale: float) -> np.ndarray:
+        """Codes of an ``int``-format tensor ``q * scale`` ``[rows, K]``: an integer requantize by
+        ``scale / (s_a * smoothing[k])`` per input channel."""
         act = self.layer.act
-        codes = self.input_codes(x)
+        smoothing = (np.ones(self.layer.k) if self.layer.input_smoothing is None
+                     else self.layer.input_smoothing.astype(np.float64))
+        multiplier = scale / (np.float64(act.scale) * smoothing)
+        q32 = q.astype(np.int32)
+        codes = kernels.requantize(q32, multiplier, act.zero_point, act.qmin, act.qmax)
+        self.counts.record("requantize", codes, {"acc": q32, "multiplier": multiplier,
+                                                 "zero_point": act.zero_point, "qmin": act.qmin,
+                                                 "qmax": act.qmax})
+        return codes
+
+    def accumulate_codes(self, codes: np.ndarray, with_bias: bool = False) -> np.ndarray:
+        """int32 accumulators ``[rows, N]`` of activation codes ``[rows, K]``, clipped to the
+        datapath's accumulator."""
+        act = self.layer.act
         bias = self.layer.bias_int32 if with_bias else None
         w = self.weights
         if w.codes is None:
@@ -171,11 +194,23 @@ class IntLinearModule(nn.Module):
         return y
 
     def forward(self, x: Tensor) -> Tensor:
-        rows = _to_numpy(x).reshape(-1, self.layer.k)
         requant = self.requant_to is not None
-        acc = self.accumulate(rows, with_bias=requant or self.bias_mode == "int32")
+        with_bias = requant or self.bias_mode == "int32" or self.int_tensors is not None
+        ints = self.int_tensors
+        if ints is not None and ints.scale(x) is not None:
+            q, scale = ints.ints(x)
+            codes = self.int_input_codes(q.reshape(-1, self.layer.k), scale)
+        else:
+            codes = self.input_codes(_to_numpy(x).reshape(-1, self.layer.k))
+        acc = self.accumulate_codes(codes, with_bias)
         if self.capture is not None:
             self.capture.append(acc)
+        if ints is not None and not requant:
+            q = int_mode.rescale_columns(acc, self.int_rescale)
+            self.counts.record("requantize", q, {
+                "acc": acc, "multiplier": self.int_rescale, "zero_point": 0,
+                "qmin": -(2**31), "qmax": 2**31 - 1})
+            return ints.tensor(q.reshape(*x.shape[:-1], self.layer.n), self.int_scale)
         if requant:
             out = self.requant_to
             codes = kernels.requantize(acc, self.requant_multiplier, out.zero_point, out.qmin,
@@ -230,7 +265,8 @@ def int_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value: 
                                            scaling=scaling, dropout=dropout, **kwargs)
     if scaling is None:
         scaling = query.size(-1) ** -0.5
-    datapath, counts = getattr(module, DATAPATH_ATTR, (FAKE_QUANT_DATAPATH, DatapathCounts()))
+    datapath, counts, ints = getattr(module, DATAPATH_ATTR,
+                                     (FAKE_QUANT_DATAPATH, DatapathCounts(), None))
     q, k, v, p = params.q, params.k, params.v, params.probs
     q_codes = quantize_act(query, q)
     k_codes_t = np.ascontiguousarray(np.swapaxes(quantize_act(key, k), -1, -2))
@@ -238,6 +274,9 @@ def int_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value: 
         kernels.int_bmm(q_codes, k_codes_t, q.zero_point, k.zero_point), datapath, counts, "bmm",
         {"a_codes": q_codes, "a_zp": q.zero_point, "b_codes": k_codes_t, "b_zp": k.zero_point})
     counts.add_macs("matmul", q_codes.size * k_codes_t.shape[-1])
+    if ints is not None:
+        return _int_attention_tail(acc_qk, attention_mask, key.shape[-2], value, params, scaling,
+                                   datapath, counts, ints)
     qk_scale = np.float32(q.scale) * np.float32(k.scale)
     scores = torch.from_numpy(acc_qk.astype(np.float32) * qk_scale)
     scores = _additive_mask(scores * scaling, attention_mask, key.shape[-2])
@@ -251,6 +290,34 @@ def int_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value: 
     out = acc_pv.astype(np.float32) * (np.float32(p.scale) * np.float32(v.scale))
     probs_dq = dequantize(p_codes, p.scale, p.zero_point)
     return torch.from_numpy(out).transpose(1, 2).contiguous(), torch.from_numpy(probs_dq)
+
+
+def _keep_mask(attention_mask: Tensor | None, keys: int, shape: tuple) -> np.ndarray | None:
+    """Which scores take part: a bool mask itself, an additive one where it is not the float32
+    minimum (transformers' eager masks hold 0 or that minimum)."""
+    if attention_mask is None:
+        return None
+    mask = attention_mask[..., :keys]
+    keep = mask if mask.dtype == torch.bool else mask > torch.finfo(torch.float32).min / 2
+    return np.broadcast_to(keep.numpy(), shape)
+
+
+def _int_attention_tail(acc_qk: np.ndarray, attention_mask: Tensor | None, keys: int,
+                        value: Tensor, params: IntAttention, scaling: float, datapath: Datapath,
+                        counts: DatapathCounts, ints: int_mode.IntTensors) -> tuple[Tensor, Tensor]:
+    """Softmax and ``PV`` in the ``int`` format: the scaling folds into the scores' scale."""
+    q, k, v, p = params.q, params.k, params.v, params.probs
+    scale = float(np.float64(q.scale) * np.float64(k.scale) * scaling)
+    keep = _keep_mask(attention_mask, keys, acc_qk.shape)
+    p_codes = int_mode.int_softmax_codes(acc_qk, scale, keep, p, counts)
+    v_codes = quantize_act(value, v)
+    acc_pv = clip_to_datapath(
+        kernels.int_bmm(p_codes, v_codes, p.zero_point, v.zero_point), datapath, counts, "bmm",
+        {"a_codes": p_codes, "a_zp": p.zero_point, "b_codes": v_codes, "b_zp": v.zero_point})
+    counts.add_macs("matmul", p_codes.size * v_codes.shape[-1])
+    out = ints.tensor(acc_pv, float(np.float64(p.scale) * np.float64(v.scale)))
+    return out.transpose(1, 2).contiguous(), torch.from_numpy(dequantize(p_codes, p.scale,
+                                                                           p.zero_point))
 
 
 def _register_int_attention() -> None:
@@ -297,6 +364,7 @@ def build_int_executor(model: nn.Module, int_model: IntModel, bias_mode: BiasMod
     counts = DatapathCounts()
     setattr(executor, COUNTS_ATTR, counts)
     feeds = operand_projections(int_model) if datapath.integer_requant else {}
+    ints = int_mode.IntTensors() if datapath.vector_format == "int" else None
     for layer in int_model.linears:
         try:
             current = executor.get_submodule(layer.name)
@@ -310,30 +378,30 @@ def build_int_executor(model: nn.Module, int_model: IntModel, bias_mode: BiasMod
                                 f"model's is [{current.out_features}, {current.in_features}]")
         parent_name, _, child = layer.name.rpartition(".")
         parent = executor.get_submodule(parent_name) if parent_name else executor
-        setattr(parent, child, IntLinearModule(layer, bias_mode, datapath, counts,
-                                               feeds.get(layer.name)))
+        module = IntLinearModule(layer, bias_mode, datapath, counts, feeds.get(layer.name))
+        module.int_tensors = ints
+        setattr(parent, child, module)
     if int_model.attentions:
         _register_int_attention()
         for attention in int_model.attentions:
             module = executor.get_submodule(attention.name)
             setattr(module, INT_ATTN_ATTR, attention)
-            setattr(module, DATAPATH_ATTR, (datapath, counts))
+            setattr(module, DATAPATH_ATTR, (datapath, counts, ints))
         _set_attn_implementation(executor, INT_ATTN_IMPLEMENTATION)
     if datapath.vector_format is not None:
-        _run_in_vector_format(executor, datapath.vector_format, int_model.float_layers, counts)
+        _run_in_vector_format(executor, datapath.vector_format, int_model.float_layers, counts,
+                              ints)
     return executor
 
 
 def _run_in_vector_format(executor: nn.Module, vector_format: str,
-                          host_modules: tuple[str, ...], counts: DatapathCounts) -> None:
+                          host_modules: tuple[str, ...], counts: DatapathCounts,
+                          ints: int_mode.IntTensors | None) -> None:
     """Make every call of ``executor`` run its chip part in ``vector_format``
-    (:mod:`accelsim.ref.vector_mode`) and its ``host_modules`` in float32."""
-    if vector_format not in vector_mode.FLOAT_FORMATS:
-        raise AccelsimError(
-            f"vector_unit.format: {vector_format!r}; the reference executes whole models in "
-            f"{', '.join(vector_mode.FLOAT_FORMATS)} (the integer kernels of "
-            "accelsim.ref.vector_ops are checked op by op, not yet wired into the executor)")
-    mode = vector_mode.VectorFormatMode(vector_format, counts)
+    (:mod:`accelsim.ref.vector_mode`, :mod:`accelsim.ref.int_mode`) and its ``host_modules`` in
+    float32."""
+    mode: Any = (vector_mode.VectorFormatMode(vector_format, counts) if ints is None
+                 else int_mode.IntFormatMode(counts, ints))
     vector_mode.host_hooks(executor, host_modules, mode)
     model_forward = executor.forward
 

@@ -11,7 +11,6 @@ from accelsim.cli import main
 from accelsim.compress.apply import apply_recipe, calibrate
 from accelsim.compress.export import export_int_model
 from accelsim.compress.recipe import load_recipe
-from accelsim.errors import AccelsimError
 from accelsim.ref import chip, execute, oracle, vector_ops
 from accelsim.ref.datapath import Datapath
 from accelsim.tasks.base import Batch
@@ -75,11 +74,24 @@ def test_vector_ops_run_in_the_format_and_host_modules_in_float32(vit):
                               expected.numpy())
 
 
-def test_int_vector_format_is_one_line(vit):
+def test_int_format_runs_integer_kernels_between_gemms(vit):
     model, int_model = vit
-    with pytest.raises(AccelsimError, match=r"vector_unit\.format: 'int'; the reference executes "
-                                            r"whole models in fp32, fp16, bf16"):
-        execute.build_int_executor(model, int_model, datapath=Datapath(vector_format="int"))
+    batches = _batches("vit_tiny")
+    datapath = Datapath(accumulator_bits=20, integer_requant=True, vector_format="int")
+    run = execute.run_int_model(model, int_model, batches, datapath=datapath, record_ops=True)
+    kinds = {kind for kind, _, _ in run.counts.records}
+    assert {"int_layer_norm", "int_gelu", "int_add", "int_softmax", "requantize"} <= kinds
+    assert not kinds & {"layer_norm", "gelu", "add", "softmax", "mul"}
+    assert run.counts.float_fallbacks == {}
+    checks = [oracle.check_op(kind, out, inputs, max_rows=2)
+              for kind, out, inputs in run.counts.records]
+    assert sum(c.mismatches for c in checks) == 0
+    fp16 = chip.check_chip(model, int_model, batches, Datapath(
+        accumulator_bits=20, integer_requant=True, vector_format="fp16"))
+    report = chip.check_chip(model, int_model, batches, datapath)
+    assert 15 < report.logit_sqnr_db < fp16.logit_sqnr_db
+    # The attention scaling folds into the softmax's scale: no multiply runs, the graph prices it.
+    assert "elements_mul" not in report.executed and report.graph["elements_mul"] > 0
 
 
 def test_check_chip_orders_formats_and_matches_the_graph(vit):
@@ -126,3 +138,19 @@ def test_verify_hw_bad_datapath_is_one_line(capsys, argv, message):
     code = main(["verify", "--model", "bert_tiny", "--recipe", "w4a4_sp24", *argv])
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_int_mode_keeps_scales_through_layout_and_counts_float_fallbacks():
+    from accelsim.ref.datapath import DatapathCounts
+    from accelsim.ref.int_mode import IntFormatMode, IntTensors
+
+    counts, tensors = DatapathCounts(), IntTensors()
+    x = tensors.tensor(np.arange(-6, 6).reshape(3, 4), 0.25)
+    with IntFormatMode(counts, tensors):
+        moved = x.transpose(0, 1).reshape(2, 6)
+        doubled = moved * 2.0  # fixed-point multiply, same scale
+        squashed = torch.tanh(doubled)  # no integer kernel
+    assert tensors.scale(moved) == 0.25 and tensors.scale(doubled) == 0.25
+    assert torch.equal(doubled, x.transpose(0, 1).reshape(2, 6) * 2)
+    assert counts.float_fallbacks == {"tanh": 12} and tensors.scale(squashed) is not None
+    assert torch.allclose(squashed, torch.tanh(doubled), atol=1e-6)
