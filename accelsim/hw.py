@@ -23,18 +23,27 @@ from typing import Any
 import yaml
 
 from accelsim.errors import AccelsimError, kind_of, yaml_problem
+from accelsim.formats import (
+    DATAFLOWS,
+    OVERFLOW_POLICIES,
+    SPARSE_24,
+    VECTOR_FORMATS,
+    VectorFormat,
+    product_bits,
+)
 
 FORMAT_VERSION = 1
-DATAFLOWS: tuple[str, ...] = ("os", "ws", "is")
-SPARSITY_SUPPORT: tuple[str, ...] = ("none", "2:4")
+SPARSITY_SUPPORT: tuple[str, ...] = ("none", SPARSE_24)
 NUMBER_KINDS: tuple[str, ...] = ("int", "fp")
 
 
 def _spec(minimum: float | None = None, maximum: float | None = None, *,
           exclusive_min: bool = False, choices: tuple[str, ...] | None = None,
-          multiple_of: int | None = None) -> Any:
-    """Field with validation metadata (checked by :func:`hw_from_dict`)."""
-    return field(metadata={"min": minimum, "max": maximum, "exclusive_min": exclusive_min,
+          multiple_of: int | None = None, default: Any = dataclasses.MISSING) -> Any:
+    """Field with validation metadata (checked by :func:`hw_from_dict`); a field with a
+    ``default`` may be left out of the YAML."""
+    return field(default=default,
+                 metadata={"min": minimum, "max": maximum, "exclusive_min": exclusive_min,
                            "choices": choices, "multiple_of": multiple_of})
 
 
@@ -58,12 +67,15 @@ class Array:
 
 @dataclass(frozen=True)
 class Precision:
-    """Native MAC operand widths; a GEMM whose bits are ``None`` runs at these."""
+    """Native MAC operand widths; a GEMM whose bits are ``None`` runs at these. ``overflow``:
+    what an accumulator does with a sum outside its ``accumulator_bits`` signed range
+    (docs/integer_semantics.md §2)."""
 
     kind: str = _spec(choices=NUMBER_KINDS)
     weight_bits: int = _spec(1, 32)
     act_bits: int = _spec(1, 32)
     accumulator_bits: int = _spec(1, 64)
+    overflow: str = _spec(choices=OVERFLOW_POLICIES, default="saturate")
 
 
 @dataclass(frozen=True)
@@ -122,9 +134,34 @@ class VectorCycles:
 
 @dataclass(frozen=True)
 class VectorUnit:
+    """``format``: the number format of every vector op (LayerNorm, softmax, GELU, residual adds,
+    scales); it sets the element width in lanes and SRAM (accelsim.formats.VECTOR_FORMATS)."""
+
     lanes: int = _spec(1, 1 << 16)
-    element_bits: int = _spec(1, 64)
+    format: str = _spec(choices=tuple(VECTOR_FORMATS))
     cycles_per_element: VectorCycles
+
+    @property
+    def number_format(self) -> VectorFormat:
+        return VECTOR_FORMATS[self.format]
+
+    @property
+    def element_bits(self) -> int:
+        return self.number_format.element_bits
+
+
+@dataclass(frozen=True)
+class PerVectorFormat:
+    """One priced quantity of a vector lane for each vector format (a sweep may change
+    ``vector_unit.format``; each value carries its source in the YAML)."""
+
+    fp32: float = _spec(0.0, 1e7)
+    fp16: float = _spec(0.0, 1e7)
+    bf16: float = _spec(0.0, 1e7)
+    int: float = _spec(0.0, 1e7)
+
+    def of(self, vector_format: str) -> float:
+        return float(getattr(self, vector_format))
 
 
 @dataclass(frozen=True)
@@ -141,7 +178,7 @@ class Energy:
     sram_pj_per_byte: float = _spec(0.0, 1e3)
     sram_ref_kib: float = _spec(0.0, 1 << 22, exclusive_min=True)
     sram_size_exponent: float = _spec(0.0, 1.0)
-    vector_pj_per_lane_cycle: float = _spec(0.0, 1e3)
+    vector_pj_per_lane_cycle: PerVectorFormat
     leakage_mw_per_mm2: float = _spec(0.0, 1e4)
 
 
@@ -156,7 +193,7 @@ class Area:
     register_um2_per_bit: float = _spec(0.0, 1e5)
     mux_um2_per_bit: float = _spec(0.0, 1e5)
     sram_mm2_per_mib: float = _spec(0.0, 1e4)
-    vector_lane_um2: float = _spec(0.0, 1e7)
+    vector_lane_um2: PerVectorFormat
 
 
 @dataclass(frozen=True)
@@ -255,6 +292,12 @@ def hw_from_dict(data: dict, source: str = "<dict>") -> HwConfig:
     hw = _build(HwConfig, data, source, "")
     if hw.version != FORMAT_VERSION:
         raise AccelsimError(f"{source}: version: {hw.version!r} is not one of {FORMAT_VERSION}")
+    p = hw.precision
+    if p.kind == "int" and p.accumulator_bits < product_bits(p.weight_bits, p.act_bits):
+        need = product_bits(p.weight_bits, p.act_bits)
+        raise AccelsimError(
+            f"{source}: precision.accumulator_bits: {p.accumulator_bits} is narrower than one "
+            f"{p.weight_bits}-bit x {p.act_bits}-bit product ({need} bits); allowed: >= {need}")
     return hw
 
 
@@ -278,6 +321,9 @@ def _build(cls: type, data: object, source: str, prefix: str) -> Any:
     for fld in dataclasses.fields(cls):
         path = f"{prefix}{fld.name}"
         if fld.name not in data:
+            if fld.default is not dataclasses.MISSING:
+                values[fld.name] = fld.default
+                continue
             raise AccelsimError(f"{source}: {path}: missing (required)")
         values[fld.name] = _convert(hints[fld.name], fld, data[fld.name], source, path)
     return cls(**values)

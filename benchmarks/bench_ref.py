@@ -4,7 +4,8 @@
 
 1. GEMM 197x768x3072 (ViT-B/16 FFN-in): the numba int8 x int4 -> int32 kernel against numpy
    float64 BLAS matmul (goal: at least as fast) and numpy integer matmul (goal: >= 30x faster),
-   plus the 2:4 index-mux kernel on the same shape.
+   plus the 2:4 index-mux kernel on the same shape, and the accumulator clip the chip datapath
+   adds after each GEMM.
 2. Whole-model integer inference (W4A4 + 2:4, attention operands 8-bit, calibrated on generated
    inputs, random weights: timing only): seconds per input and inputs/s. Goal for ViT-B/16: one
    224x224 image in under 5 s on 2 cores.
@@ -83,6 +84,10 @@ def bench_gemm(repeats: int) -> None:
     i32 = results[rows[3][0]][0] / ours
     print(f"  numba vs float64 BLAS: {f64:.2f}x (goal >= 1.0: {'met' if f64 >= 1 else 'MISSED'})")
     print(f"  numba vs numpy int32:  {i32:.1f}x (goal >= 30: {'met' if i32 >= 30 else 'MISSED'})")
+    acc = kernels.int_gemm(a, w, 5, w_transposed=wt)
+    clip, _ = best_seconds(lambda: kernels.clip_accumulators(acc, 12, "saturate"), repeats)
+    print(f"  clip of its {m}x{n} accumulators to 12 bits (the chip datapath's extra step): "
+          f"{clip * 1e3:.2f} ms, {clip / ours:.1%} of the int GEMM")
 
 
 def bench_model(name: str, repeats: int, batch: int) -> None:

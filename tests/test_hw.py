@@ -178,3 +178,43 @@ def test_parse_override_uses_yaml_scalars():
     assert parse_override("array.dataflow = ws") == ("array.dataflow", "ws")
     with pytest.raises(AccelsimError, match="expected KEY=VALUE"):
         parse_override("array.rows")
+
+
+def test_datapath_fields_default_and_derive_the_element_width():
+    data = _base()
+    del data["precision"]["overflow"]
+    hw = hw_from_dict(data)
+    assert hw.precision.overflow == "saturate"
+    assert hw.vector_unit.format == "fp16" and hw.vector_unit.element_bits == 16
+    assert with_overrides(hw, {"vector_unit.format": "fp32"}).vector_unit.element_bits == 32
+    assert with_overrides(hw, {"vector_unit.format": "int"}).vector_unit.element_bits == 32
+
+
+def test_unsupported_vector_format_and_overflow_are_one_line():
+    hw = load_hw(CONFIGS / "int4_sparse.yaml")
+    with pytest.raises(AccelsimError, match=r"vector_unit\.format: 'fp8' is not one of "
+                                            r"fp32, fp16, bf16, int"):
+        with_overrides(hw, {"vector_unit.format": "fp8"})
+    with pytest.raises(AccelsimError, match=r"precision\.overflow: 'clip' is not one of "
+                                            r"saturate, wrap"):
+        with_overrides(hw, {"precision.overflow": "clip"})
+
+
+def test_accumulator_narrower_than_one_product_is_rejected():
+    hw = load_hw(CONFIGS / "int4_sparse.yaml")
+    assert with_overrides(hw, {"precision.accumulator_bits": 8}).precision.accumulator_bits == 8
+    with pytest.raises(AccelsimError, match=r"precision\.accumulator_bits: 7 is narrower than "
+                                            r"one 4-bit x 4-bit product \(8 bits\); allowed: "
+                                            r">= 8"):
+        with_overrides(hw, {"precision.accumulator_bits": 7})
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vector_lane_is_priced_per_format(name):
+    # A lane is its format's multiplier + adder: fp32 above fp16 above bf16 in energy and area,
+    # and the int lane (int32 x Q31 products, 64-bit sums) above fp16 (docs/hardware.md).
+    hw = load_hw(CONFIGS / f"{name}.yaml")
+    energy, lane_area = hw.energy.vector_pj_per_lane_cycle, hw.area.vector_lane_um2
+    for costs in (energy, lane_area):
+        assert costs.fp32 > costs.fp16 > costs.bf16 > 0 and costs.int > costs.fp16
+    assert energy.of(hw.vector_unit.format) == energy.fp16

@@ -3,8 +3,8 @@
 Layers, top to bottom; a module may import its own component and any component in a LOWER
 layer, never a higher one, and the components sharing a layer are independent of each other:
 
-    cli > dse > report | accuracy > tasks > ref | sim > graph > compress > hw | zoo > files | assets
-    > errors
+    cli > dse > report | accuracy > tasks > ref | sim > graph > compress > hw | zoo > formats
+        > files | assets > errors
 
 Every import counts, including imports inside functions (the lazy ones that keep the CLI fast)
 and under ``TYPE_CHECKING``: a lazy import is still a dependency. ``sim`` imports neither torch
@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("graph",),
     ("compress",),
     ("hw", "zoo"),
+    ("formats",),
     ("files", "assets"),
     ("errors",),
 )
@@ -141,6 +142,7 @@ def test_the_checker_sees_lazy_relative_and_from_package_imports():
     ("accelsim.cli", ("torch", "numba", "transformers", "pandas", "matplotlib", "plotly")),
     ("accelsim.graph.workload", ("torch", "transformers")),
     ("accelsim.hw", ("torch", "numba")),
+    ("accelsim.formats", ("torch", "numba", "numpy")),
 ])
 def test_light_modules_stay_light_at_import(module, absent):
     code = (f"import sys, {module}\n"

@@ -7,6 +7,12 @@ per-GEMM int32 accumulator mismatches and errors (teacher-forced: both sides see
 input) and, end to end, how many input codes of each layer drifted, then a one-line verdict. The
 exit status is 1 when any accumulator differs or the logits are not bit-identical: the fake-quant
 model's inference forward computes the integer path's arithmetic (docs/integer_semantics.md §5).
+
+``--hw H [--set K=V ...]`` then checks the chip (:mod:`accelsim.ref.chip`): the reference on H's
+datapath (accumulator width and overflow, integer requantization, vector format) reports its
+accumulator saturations, the SQNR of its logits against the fake-quant model, each vector op's
+error against float32, its ops recomputed by the independent oracle (exit 1 on any mismatch)
+and whether its GEMM MACs and vector elements equal the simulator graph's.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -36,6 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="wav2vec2/Whisper clip length (--recipe)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
     parser.add_argument("--json", type=Path, default=None, help="write the report as JSON")
+    parser.add_argument("--hw", type=Path, default=None,
+                        help="hardware YAML: also run the reference on its datapath")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a field of --hw (repeatable), e.g. "
+                             "precision.accumulator_bits=16")
 
 
 def _generated(args: argparse.Namespace, count: int, seed: int) -> list[Any]:
@@ -114,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     for name in ("batches", "batch_size"):
         if getattr(args, name) < 1:
             raise AccelsimError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
+    datapath = _datapath(args)
     torch.manual_seed(args.seed)
     model, int_model, batches = _from_checkpoint(args) if args.ckpt else _from_recipe(args)
     report = compare_with_fake_quant(model, int_model, batches)
@@ -131,8 +144,60 @@ def run(args: argparse.Namespace) -> int:
               "fake-quant inference forward no longer computes the integer path's float32 ops "
               "(docs/integer_semantics.md section 5)")
     print(report.verdict())
+    payload = {**asdict(report), "passed": report.passed,
+               "end_to_end_ok": report.end_to_end_ok, "verdict": report.verdict()}
+    chip_ok = True
+    if datapath is not None:
+        from accelsim.ref.chip import check_chip
+
+        chip = check_chip(model, int_model, batches, datapath)
+        _print_chip(chip)
+        chip_ok = chip.oracle_mismatches == 0
+        payload.update(_finite({**asdict(chip), "graph_matches": chip.graph_matches}))
     if args.json is not None:
-        payload = {**asdict(report), "passed": report.passed,
-                   "end_to_end_ok": report.end_to_end_ok, "verdict": report.verdict()}
         write_text_atomic(args.json, json.dumps(payload, indent=1))
-    return 0 if report.passed and report.end_to_end_ok else 1
+    return 0 if report.passed and report.end_to_end_ok and chip_ok else 1
+
+
+def _datapath(args: argparse.Namespace) -> Any:
+    """The datapath of ``--hw`` with ``--set`` applied (None without ``--hw``)."""
+    from accelsim.errors import AccelsimError
+
+    if args.hw is None:
+        if args.set:
+            raise AccelsimError("--set: needs --hw (the hardware config it overrides)")
+        return None
+    from accelsim.hw import load_hw, parse_override, with_overrides
+    from accelsim.ref.datapath import Datapath
+
+    hw = with_overrides(load_hw(args.hw), dict(parse_override(s) for s in args.set))
+    return Datapath.of_hw(hw)
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no infinity: an infinite SQNR (no error at all) is written as null."""
+    if isinstance(value, float) and math.isinf(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def _print_chip(chip: Any) -> None:
+    d = chip.datapath
+    print(f"chip datapath: {d.accumulator_bits}-bit accumulators ({d.overflow}), vector format "
+          f"{d.vector_format}, integer requantization of attention operands")
+    print(f"  accumulator saturations: {chip.accumulator_saturations} of {chip.accumulators}")
+    print(f"  logits SQNR vs the fake-quant model: {chip.logit_sqnr_db:.2f} dB")
+    for op, err in chip.vector_error.items():
+        print(f"  {op:<10} vs float32: SQNR {err['sqnr_db']:8.2f} dB, max |err| "
+              f"{err['max_abs_err']:.3g} over {err['elements']} elements")
+    if chip.float_fallbacks:
+        print(f"  computed in float for want of an integer kernel: {chip.float_fallbacks}")
+    print(f"  oracle: {chip.oracle_mismatches} mismatches in {chip.oracle_elements_checked} "
+          f"elements of {chip.oracle_ops_checked} ops")
+    for key in sorted(set(chip.executed) | set(chip.graph)):
+        ours, theirs = chip.executed.get(key, 0), chip.graph.get(key, 0)
+        mark = "" if ours == theirs else "   DIFFERS"
+        print(f"  {key:<18} executed {ours:>12}  simulator graph {theirs:>12}{mark}")
+    print(f"  simulator graph equals the executed work: {'yes' if chip.graph_matches else 'no'}")

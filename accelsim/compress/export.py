@@ -20,10 +20,9 @@ from accelsim.compress.apply import ATTN_QUANT, PLAN_ATTR, CompressionPlan, quan
 from accelsim.compress.quant import ActQuantizer, QuantLinear
 from accelsim.compress.sparsity import compress_2_4, is_2_4
 from accelsim.errors import AccelsimError
-
-FORMAT = "accelsim-int-model"
-VERSION = 1
-INDEX_BITS = 2
+from accelsim.formats import INDEX_BITS, PACKED_FIELD_BITS
+from accelsim.formats import INT_MODEL_FORMAT as FORMAT
+from accelsim.formats import INT_MODEL_VERSION as VERSION
 
 
 @dataclass(frozen=True)
@@ -106,8 +105,8 @@ class IntModel:
 def pack_fields(values: np.ndarray, bits: int) -> np.ndarray:
     """Pack a ``[rows, length]`` integer array into ``bits``-wide two's complement fields, first
     element in the least significant bits, each row padded to whole bytes with zero bits."""
-    if bits not in (2, 4, 8):
-        raise ValueError(f"pack_fields: bits {bits} not in 2, 4, 8")
+    if bits not in PACKED_FIELD_BITS:
+        raise ValueError(f"pack_fields: bits {bits} not in {PACKED_FIELD_BITS}")
     v = np.asarray(values).astype(np.int64)
     rows, length = v.shape
     if bits == 8:

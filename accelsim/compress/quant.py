@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from accelsim.compress.precision import GemmPrecision
 from accelsim.compress.sparsity import is_2_4
+from accelsim.formats import act_code_range, weight_code_range, weight_top_level
 
 WeightGrid = Literal["zero_preserving", "twos_complement", "no_zero"]
 Granularity = Literal["per_channel", "per_tensor"]
@@ -109,20 +110,6 @@ def fake_quantize(x: Tensor, scale: Tensor, zero_point: Tensor | float, qmin: fl
     """
     codes = torch.clamp(round_ste(x / scale) + zero_point, qmin, qmax)
     return (codes - zero_point) * scale
-
-
-def weight_code_range(bits: int, grid: WeightGrid) -> tuple[int, int]:
-    """Integer code bounds of a weight grid (``no_zero``: bounds of the half-step index ``i``)."""
-    q = 2 ** (bits - 1) - 1
-    if grid == "zero_preserving":
-        return -q, q
-    return -q - 1, q
-
-
-def weight_top_level(bits: int, grid: WeightGrid) -> float:
-    """The grid's largest level in steps: the clip ``alpha`` maps onto it (``s = alpha / top``)."""
-    q = 2 ** (bits - 1) - 1
-    return q + 0.5 if grid == "no_zero" else float(q)
 
 
 def sawb_clip(weight: Tensor, bits: int, per_channel: bool) -> Tensor:
@@ -255,13 +242,11 @@ class ActQuantizer(nn.Module):
         else:
             self.register_buffer("smoothing", torch.ones(channels))
             self.register_buffer("smoothing_set", torch.tensor(False))
+        self.qmin, self.qmax = act_code_range(bits, mode)
         if mode == "pact2":
-            self.qmin, self.qmax = 0, 2**bits - 1
             self.lo = nn.Parameter(torch.tensor(-1.0))
             self.hi = nn.Parameter(torch.tensor(1.0))
         else:
-            q = 2 ** (bits - 1) - 1
-            self.qmin, self.qmax = -q, q
             self.clip = nn.Parameter(torch.tensor(1.0))
         # The flag persists in the state dict; forward reads the Python mirror ``_active`` so that
         # torch.export sees no data-dependent branch.

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-GROUP = 4
-KEPT = 2
+from accelsim.formats import SPARSE_GROUP as GROUP
+from accelsim.formats import SPARSE_KEPT as KEPT
 
 
 def supports_2_4(in_features: int) -> bool:

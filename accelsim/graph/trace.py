@@ -18,6 +18,9 @@ The walk below turns it into GEMMs and vector ops:
   DINOv2's position-embedding interpolation, a quantizer's weight fake-quant) are skipped: they
   fold into the weights before inference. Ops on integer or boolean tensors (attention-mask
   bookkeeping) and 0-d scalars are skipped too.
+* an ``add`` (or the subtrahend of a ``sub``) whose other operand is computed from literals alone
+  and is all zeros is the identity and is folded away: the additive attention mask a ViT builds
+  from ``arange`` when it has no padding (the integer reference adds no mask there either).
 
 Edges: every ATen node carries the accelsim nodes whose outputs it holds (``""`` for a model
 input); data movement passes them through, so each emitted node lists the producers it reads in
@@ -69,6 +72,8 @@ if TYPE_CHECKING:
 # Bump when the walk below or the op rules in accelsim.graph.ops change what the tracer emits:
 # the trace cache (accelsim.graph.trace_cache) keys on it, so old disk entries stop matching.
 TRACER_VERSION = 3
+# Literal-only subgraphs deeper than this are not evaluated for the zero-operand fold.
+_FOLD_DEPTH = 32
 
 
 def _module_stack(node: fx.Node) -> list[str]:
@@ -296,10 +301,25 @@ class _Walker:
             inputs=inputs,
         )
 
+    def _adds_zero(self, node: fx.Node) -> bool:
+        """``x + 0`` or ``x - 0`` with the zero a literal-only all-zero tensor (a no-op)."""
+        op = op_name(node.target)
+        if op not in ("add", "sub") or len(node.args) < 2:
+            return False
+        candidates = node.args[:2] if op == "add" else node.args[1:2]
+        for arg in candidates:
+            if hasattr(arg, "op") and not self._depends(arg):
+                value = _literal_value(arg, {}, _FOLD_DEPTH)
+                if value is not None and not bool(_any_nonzero(value)):
+                    return True
+        return False
+
     def _vector(self, node: fx.Node, vector_op: str) -> None:
         extent = vector_extent(node, vector_op)
         if extent is None:
             return  # scalars and integer/boolean mask bookkeeping
+        if self._adds_zero(node):
+            return
         elements, row_length = extent
         key = _innermost_key(node)
         if key in self.quantizer_calls:
@@ -335,6 +355,40 @@ class _Walker:
 
 
 _NOISY_LOGGERS = ("torch._subclasses.fake_tensor", "torch.fx.experimental.symbolic_shapes")
+
+
+def _any_nonzero(value: Any) -> bool:
+    import torch
+
+    return bool(torch.as_tensor(value).ne(0).any())
+
+
+def _literal_value(node: Any, cache: dict[str, Any], depth: int) -> Any:
+    """The value of an exported node computed from literals alone (``arange``, ``zeros``,
+    ``where`` of them, shape ops), or None when it reads an input, parameter or buffer, or is
+    deeper than ``depth``."""
+    if not hasattr(node, "op"):
+        return node  # a literal argument
+    if node.name in cache:
+        return cache[node.name]
+    value = None
+    if node.op == "call_function" and depth > 0 and hasattr(node.target, "_schema"):
+        args = [_literal_value(a, cache, depth - 1) for a in node.args]
+        kwargs = {k: _literal_value(v, cache, depth - 1) for k, v in node.kwargs.items()}
+        nodes_given = [a for a in (*node.args, *node.kwargs.values()) if hasattr(a, "op")]
+        values = [v for a, v in zip((*node.args, *node.kwargs.values()),
+                                    (*args, *kwargs.values()), strict=True) if hasattr(a, "op")]
+        if "device" in kwargs:  # a model traced on the meta device: compute literals on the CPU
+            kwargs["device"] = "cpu"
+        if all(v is not None for v in values) and len(values) == len(nodes_given):
+            try:
+                value = node.target(*args, **kwargs)
+            except (RuntimeError, TypeError, ValueError):
+                value = None
+        if getattr(value, "is_meta", False):
+            value = None
+    cache[node.name] = value
+    return value
 
 
 def export_module(module: nn.Module, example_inputs: dict[str, torch.Tensor], *, name: str) -> Any:

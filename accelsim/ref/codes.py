@@ -14,8 +14,16 @@ import math
 import numpy as np
 
 from accelsim.errors import AccelsimError
+from accelsim.formats import (
+    INDEX_BITS,
+    INT32_MAX,
+    SPARSE_GROUP,
+    SPARSE_KEPT,
+    twos_complement_range,
+)
 
-INT32_MAX = 2**31 - 1
+INT4_MIN, INT4_MAX = twos_complement_range(4)
+INDEX_MAX = 2**INDEX_BITS - 1
 ACT_DTYPES = (np.int8, np.uint8, np.int16)
 
 
@@ -129,35 +137,40 @@ def compress_2to4(w_codes: np.ndarray, name: str = "weight") -> tuple[np.ndarray
     """
     check_codes(f"{name}", w_codes, (np.int8,), 2)
     n, k = w_codes.shape
-    if k % 4:
-        raise AccelsimError(f"{name}: K={k} is not a multiple of 4; 2:4 needs groups of 4 along K")
-    groups = w_codes.reshape(n, k // 4, 4)
+    g = SPARSE_GROUP
+    if k % g:
+        raise AccelsimError(f"{name}: K={k} is not a multiple of {g}; 2:4 needs groups of {g} "
+                            "along K")
+    groups = w_codes.reshape(n, k // g, g)
     nonzero = groups != 0
     counts = nonzero.sum(axis=2)
-    if np.any(counts > 2):
-        row, group = np.argwhere(counts > 2)[0]
+    if np.any(counts > SPARSE_KEPT):
+        row, group = np.argwhere(counts > SPARSE_KEPT)[0]
         raise AccelsimError(
-            f"{name}: row {row}, group {group} (k={4 * group}..{4 * group + 3}) holds "
-            f"{counts[row, group]} non-zeros {groups[row, group].tolist()}; 2:4 allows at most 2"
+            f"{name}: row {row}, group {group} (k={g * group}..{g * group + g - 1}) holds "
+            f"{counts[row, group]} non-zeros {groups[row, group].tolist()}; 2:4 allows at most "
+            f"{SPARSE_KEPT}"
         )
     # Stable sort puts non-zero slots first (ascending), then zero slots (ascending); keep 2 and
     # restore ascending order so the index stream is monotone within a group.
-    order = np.argsort(~nonzero, axis=2, kind="stable")[:, :, :2]
+    order = np.argsort(~nonzero, axis=2, kind="stable")[:, :, :SPARSE_KEPT]
     order.sort(axis=2)
     values = np.take_along_axis(groups, order, axis=2)
-    return values.reshape(n, k // 2).astype(np.int8), order.reshape(n, k // 2).astype(np.uint8)
+    kept = k // g * SPARSE_KEPT
+    return values.reshape(n, kept).astype(np.int8), order.reshape(n, kept).astype(np.uint8)
 
 
 def decompress_2to4(values: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """Kept values + indices ``[N, K/2]`` -> dense ``[N, K]`` int8 with zeros in place."""
     check_sparse_operands("decompress_2to4", values, indices)
-    n, half = values.shape
-    dense = np.zeros((n, half // 2, 4), dtype=np.int8)
+    n, kept = values.shape
+    groups = kept // SPARSE_KEPT
+    dense = np.zeros((n, groups, SPARSE_GROUP), dtype=np.int8)
     np.put_along_axis(
-        dense, indices.reshape(n, half // 2, 2).astype(np.intp), values.reshape(n, half // 2, 2),
-        axis=2,
+        dense, indices.reshape(n, groups, SPARSE_KEPT).astype(np.intp),
+        values.reshape(n, groups, SPARSE_KEPT), axis=2,
     )
-    return dense.reshape(n, 2 * half)
+    return dense.reshape(n, groups * SPARSE_GROUP)
 
 
 def check_sparse_operands(name: str, values: np.ndarray, indices: np.ndarray) -> None:
@@ -170,9 +183,10 @@ def check_sparse_operands(name: str, values: np.ndarray, indices: np.ndarray) ->
             f"{name}: values {values.shape} and indices {indices.shape} must have the same shape "
             "[N, K/2] with an even K/2"
         )
-    if indices.size and int(indices.max()) > 3:
-        raise AccelsimError(f"{name}.indices: max {int(indices.max())}; 2-bit indices are 0..3")
-    pairs = indices.reshape(indices.shape[0], -1, 2)
+    if indices.size and int(indices.max()) > INDEX_MAX:
+        raise AccelsimError(f"{name}.indices: max {int(indices.max())}; {INDEX_BITS}-bit indices "
+                            f"are 0..{INDEX_MAX}")
+    pairs = indices.reshape(indices.shape[0], -1, SPARSE_KEPT)
     if np.any(pairs[:, :, 0] >= pairs[:, :, 1]):
         raise AccelsimError(
             f"{name}.indices: the 2 indices of a group must be distinct and ascending"
@@ -191,9 +205,10 @@ def pack_int4(codes: np.ndarray) -> np.ndarray:
     (an odd tail is padded with 0).
     """
     check_codes_any_dim("pack_int4", codes, np.int8)
-    if codes.size and (int(codes.min()) < -8 or int(codes.max()) > 7):
+    if codes.size and (int(codes.min()) < INT4_MIN or int(codes.max()) > INT4_MAX):
         raise AccelsimError(
-            f"pack_int4: codes span [{int(codes.min())}, {int(codes.max())}]; int4 allows -8..7"
+            f"pack_int4: codes span [{int(codes.min())}, {int(codes.max())}]; int4 allows "
+            f"{INT4_MIN}..{INT4_MAX}"
         )
     if codes.shape[-1] % 2:
         codes = np.concatenate([codes, np.zeros((*codes.shape[:-1], 1), np.int8)], axis=-1)
@@ -219,8 +234,9 @@ def unpack_int4(packed: np.ndarray, length: int) -> np.ndarray:
 def pack_indices_2bit(indices: np.ndarray) -> np.ndarray:
     """2-bit indices (uint8 in 0..3) ``[..., L]`` -> bytes ``[..., ceil(L/4)]``, LSB first."""
     check_codes_any_dim("pack_indices_2bit", indices, np.uint8)
-    if indices.size and int(indices.max()) > 3:
-        raise AccelsimError(f"pack_indices_2bit: max index {int(indices.max())}; allowed 0..3")
+    if indices.size and int(indices.max()) > INDEX_MAX:
+        raise AccelsimError(f"pack_indices_2bit: max index {int(indices.max())}; allowed "
+                            f"0..{INDEX_MAX}")
     pad = (-indices.shape[-1]) % 4
     if pad:
         indices = np.concatenate(

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from accelsim.compress.apply import quantized_attention_forward
 from accelsim.compress.export import IntAttention, IntLinear, IntModel
 from accelsim.errors import AccelsimError
-from accelsim.ref import kernels
+from accelsim.ref import int_mode, kernels, vector_mode
 from accelsim.ref.codes import (
     decompress_2to4,
     dequantize,
@@ -40,11 +40,21 @@ from accelsim.ref.codes import (
     unpack_indices_2bit,
     unpack_weight_codes,
 )
+from accelsim.ref.datapath import FAKE_QUANT_DATAPATH, Datapath, DatapathCounts
 
 BiasMode = Literal["float", "int32"]
 BIAS_MODES: tuple[str, ...] = ("float", "int32")
 INT_ATTN_IMPLEMENTATION = "accelsim_int"
 INT_ATTN_ATTR = "accelsim_int_attention"  # the IntAttention of a module run by the executor
+DATAPATH_ATTR = "accelsim_datapath"  # (Datapath, DatapathCounts) of an executed attention module
+COUNTS_ATTR = "accelsim_datapath_counts"  # the executor's DatapathCounts
+# The projections whose output is an attention operand with nothing in between but views: their
+# accumulators requantize straight to the operand's codes (Datapath.integer_requant).
+_OPERAND_PROJECTIONS: dict[str, tuple[str, ...]] = {
+    "q": ("query", "q_proj"), "k": ("key", "k_proj"), "v": ("value", "v_proj")}
+# Whisper multiplies q_proj's output by the attention scaling (a vector-unit op) before the
+# quantizer, so that projection does not feed the quantizer directly.
+_SCALED_PROJECTIONS: dict[str, tuple[str, ...]] = {"whisper": ("q",)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,12 +111,21 @@ def _to_numpy(x: Tensor) -> np.ndarray:
 class IntLinearModule(nn.Module):
     """A quantized linear layer computed by the integer kernels (see module docstring)."""
 
-    def __init__(self, layer: IntLinear, bias_mode: BiasMode = "float") -> None:
+    def __init__(self, layer: IntLinear, bias_mode: BiasMode = "float",
+                 datapath: Datapath = FAKE_QUANT_DATAPATH, counts: DatapathCounts | None = None,
+                 requant_to: Any = None) -> None:
         super().__init__()
         if bias_mode not in BIAS_MODES:
             raise AccelsimError(f"bias_mode={bias_mode!r} is not one of {', '.join(BIAS_MODES)}")
         self.layer = layer
         self.bias_mode = bias_mode
+        self.datapath = datapath
+        self.counts = DatapathCounts() if counts is None else counts
+        # The ActQuant this layer's output feeds directly; its accumulators requantize to it.
+        self.requant_to = requant_to
+        self.requant_multiplier = None if requant_to is None else (
+            np.float64(layer.act.scale) * layer.weight_scale.astype(np.float64)
+            / np.float64(requant_to.scale))
         self.weights = decode_weights(layer)
         # [K, N] (dense) or [K/2, N] (2:4) copies for the kernels' row-streaming loops, made once.
         w = self.weights
@@ -115,6 +134,11 @@ class IntLinearModule(nn.Module):
             np.ascontiguousarray(w.values.T), np.ascontiguousarray(w.indices.T))
         self.out_scale = np.float32(layer.act.scale) * layer.weight_scale.astype(np.float32)
         self.capture: list[np.ndarray] | None = None
+        # The integer tensors of the ``int`` vector format (None in the float formats).
+        self.int_tensors: int_mode.IntTensors | None = None
+        acc_scales = np.float64(layer.act.scale) * layer.weight_scale.astype(np.float64)
+        self.int_scale = float(acc_scales.max())
+        self.int_rescale = np.broadcast_to(acc_scales / self.int_scale, (layer.n,))
 
     def input_codes(self, x: np.ndarray) -> np.ndarray:
         """Activation codes of float32 inputs ``[..., K]``, smoothed per channel first where the
@@ -127,14 +151,40 @@ class IntLinearModule(nn.Module):
     def accumulate(self, x: np.ndarray, with_bias: bool = False) -> np.ndarray:
         """int32 accumulators ``[rows, N]`` of float32 inputs ``[rows, K]`` (started at
         ``bias_int32`` when ``with_bias``)."""
+        return self.accumulate_codes(self.input_codes(x), with_bias)
+
+    def int_input_codes(self, q: np.ndarray, scale: float) -> np.ndarray:
+        """Codes of an ``int``-format tensor ``q * scale`` ``[rows, K]``: an integer requantize by
+        ``scale / (s_a * smoothing[k])`` per input channel."""
         act = self.layer.act
-        codes = self.input_codes(x)
+        smoothing = (np.ones(self.layer.k) if self.layer.input_smoothing is None
+                     else self.layer.input_smoothing.astype(np.float64))
+        multiplier = scale / (np.float64(act.scale) * smoothing)
+        q32 = q.astype(np.int32)
+        codes = kernels.requantize(q32, multiplier, act.zero_point, act.qmin, act.qmax)
+        self.counts.record("requantize", codes, {"acc": q32, "multiplier": multiplier,
+                                                 "zero_point": act.zero_point, "qmin": act.qmin,
+                                                 "qmax": act.qmax})
+        return codes
+
+    def accumulate_codes(self, codes: np.ndarray, with_bias: bool = False) -> np.ndarray:
+        """int32 accumulators ``[rows, N]`` of activation codes ``[rows, K]``, clipped to the
+        datapath's accumulator."""
+        act = self.layer.act
         bias = self.layer.bias_int32 if with_bias else None
-        if self.weights.codes is None:
-            return kernels.sparse_gemm(codes, self.weights.values, self.weights.indices,
-                                       act.zero_point, bias, transposed=self.sparse_transposed)
-        return kernels.int_gemm(codes, self.weights.codes, act.zero_point, bias,
-                                w_transposed=self.w_transposed)
+        w = self.weights
+        if w.codes is None:
+            acc = kernels.sparse_gemm(codes, w.values, w.indices, act.zero_point, bias,
+                                      transposed=self.sparse_transposed)
+            inputs = {"values": w.values, "indices": w.indices}
+        else:
+            acc = kernels.int_gemm(codes, w.codes, act.zero_point, bias,
+                                   w_transposed=self.w_transposed)
+            inputs = {"w_codes": w.codes}
+        self.counts.add_macs("linear", codes.shape[0] * self.layer.k * self.layer.n)
+        return clip_to_datapath(acc, self.datapath, self.counts,
+                                "gemm" if w.codes is not None else "sparse_gemm",
+                                {"a_codes": codes, "a_zp": act.zero_point, "bias": bias, **inputs})
 
     def dequantize(self, acc: np.ndarray) -> np.ndarray:
         """float32 layer output of accumulators from :meth:`accumulate` (same ``bias_mode``)."""
@@ -144,11 +194,48 @@ class IntLinearModule(nn.Module):
         return y
 
     def forward(self, x: Tensor) -> Tensor:
-        rows = _to_numpy(x).reshape(-1, self.layer.k)
-        acc = self.accumulate(rows, with_bias=self.bias_mode == "int32")
+        requant = self.requant_to is not None
+        with_bias = requant or self.bias_mode == "int32" or self.int_tensors is not None
+        ints = self.int_tensors
+        if ints is not None and ints.scale(x) is not None:
+            q, scale = ints.ints(x)
+            codes = self.int_input_codes(q.reshape(-1, self.layer.k), scale)
+        else:
+            codes = self.input_codes(_to_numpy(x).reshape(-1, self.layer.k))
+        acc = self.accumulate_codes(codes, with_bias)
         if self.capture is not None:
             self.capture.append(acc)
-        return torch.from_numpy(self.dequantize(acc)).reshape(*x.shape[:-1], self.layer.n)
+        if ints is not None and not requant:
+            q = int_mode.rescale_columns(acc, self.int_rescale)
+            self.counts.record("requantize", q, {
+                "acc": acc, "multiplier": self.int_rescale, "zero_point": 0,
+                "qmin": -(2**31), "qmax": 2**31 - 1})
+            return ints.tensor(q.reshape(*x.shape[:-1], self.layer.n), self.int_scale)
+        if requant:
+            out = self.requant_to
+            codes = kernels.requantize(acc, self.requant_multiplier, out.zero_point, out.qmin,
+                                       out.qmax)
+            self.counts.record("requantize", codes, {
+                "acc": acc, "multiplier": self.requant_multiplier, "zero_point": out.zero_point,
+                "qmin": out.qmin, "qmax": out.qmax})
+            # The next quantizer divides these values by its scale and recovers the codes
+            # exactly: |code - zp| <= 255 and the float32 round trip errs by < 2^-15.
+            y = dequantize(codes, out.scale, out.zero_point)
+        else:
+            y = self.dequantize(acc)
+        return torch.from_numpy(y).reshape(*x.shape[:-1], self.layer.n)
+
+
+def clip_to_datapath(acc: np.ndarray, datapath: Datapath, counts: DatapathCounts, kind: str,
+                     inputs: dict[str, Any]) -> np.ndarray:
+    """Exact int32 sums as the datapath's accumulator holds them; ``counts`` counts them and
+    records the GEMM (oracle ``kind``, its operand ``inputs``)."""
+    bits, overflow = datapath.accumulator_bits, datapath.overflow
+    clipped, outside = kernels.clip_accumulators(acc, bits, overflow)
+    counts.accumulators += acc.size
+    counts.saturations += outside
+    counts.record(kind, (clipped, outside), {**inputs, "bits": bits, "overflow": overflow})
+    return clipped
 
 
 def quantize_act(x: Tensor, act: Any) -> np.ndarray:
@@ -178,19 +265,59 @@ def int_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value: 
                                            scaling=scaling, dropout=dropout, **kwargs)
     if scaling is None:
         scaling = query.size(-1) ** -0.5
+    datapath, counts, ints = getattr(module, DATAPATH_ATTR,
+                                     (FAKE_QUANT_DATAPATH, DatapathCounts(), None))
     q, k, v, p = params.q, params.k, params.v, params.probs
     q_codes = quantize_act(query, q)
     k_codes_t = np.ascontiguousarray(np.swapaxes(quantize_act(key, k), -1, -2))
-    acc_qk = kernels.int_bmm(q_codes, k_codes_t, q.zero_point, k.zero_point)
+    acc_qk = clip_to_datapath(
+        kernels.int_bmm(q_codes, k_codes_t, q.zero_point, k.zero_point), datapath, counts, "bmm",
+        {"a_codes": q_codes, "a_zp": q.zero_point, "b_codes": k_codes_t, "b_zp": k.zero_point})
+    counts.add_macs("matmul", q_codes.size * k_codes_t.shape[-1])
+    if ints is not None:
+        return _int_attention_tail(acc_qk, attention_mask, key.shape[-2], value, params, scaling,
+                                   datapath, counts, ints)
     qk_scale = np.float32(q.scale) * np.float32(k.scale)
     scores = torch.from_numpy(acc_qk.astype(np.float32) * qk_scale)
     scores = _additive_mask(scores * scaling, attention_mask, key.shape[-2])
     probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32)
     p_codes = quantize_act(probs, p)
-    acc_pv = kernels.int_bmm(p_codes, quantize_act(value, v), p.zero_point, v.zero_point)
+    v_codes = quantize_act(value, v)
+    acc_pv = clip_to_datapath(
+        kernels.int_bmm(p_codes, v_codes, p.zero_point, v.zero_point), datapath, counts, "bmm",
+        {"a_codes": p_codes, "a_zp": p.zero_point, "b_codes": v_codes, "b_zp": v.zero_point})
+    counts.add_macs("matmul", p_codes.size * v_codes.shape[-1])
     out = acc_pv.astype(np.float32) * (np.float32(p.scale) * np.float32(v.scale))
     probs_dq = dequantize(p_codes, p.scale, p.zero_point)
     return torch.from_numpy(out).transpose(1, 2).contiguous(), torch.from_numpy(probs_dq)
+
+
+def _keep_mask(attention_mask: Tensor | None, keys: int, shape: tuple) -> np.ndarray | None:
+    """Which scores take part: a bool mask itself, an additive one where it is not the float32
+    minimum (transformers' eager masks hold 0 or that minimum)."""
+    if attention_mask is None:
+        return None
+    mask = attention_mask[..., :keys]
+    keep = mask if mask.dtype == torch.bool else mask > torch.finfo(torch.float32).min / 2
+    return np.broadcast_to(keep.numpy(), shape)
+
+
+def _int_attention_tail(acc_qk: np.ndarray, attention_mask: Tensor | None, keys: int,
+                        value: Tensor, params: IntAttention, scaling: float, datapath: Datapath,
+                        counts: DatapathCounts, ints: int_mode.IntTensors) -> tuple[Tensor, Tensor]:
+    """Softmax and ``PV`` in the ``int`` format: the scaling folds into the scores' scale."""
+    q, k, v, p = params.q, params.k, params.v, params.probs
+    scale = float(np.float64(q.scale) * np.float64(k.scale) * scaling)
+    keep = _keep_mask(attention_mask, keys, acc_qk.shape)
+    p_codes = int_mode.int_softmax_codes(acc_qk, scale, keep, p, counts)
+    v_codes = quantize_act(value, v)
+    acc_pv = clip_to_datapath(
+        kernels.int_bmm(p_codes, v_codes, p.zero_point, v.zero_point), datapath, counts, "bmm",
+        {"a_codes": p_codes, "a_zp": p.zero_point, "b_codes": v_codes, "b_zp": v.zero_point})
+    counts.add_macs("matmul", p_codes.size * v_codes.shape[-1])
+    out = ints.tensor(acc_pv, float(np.float64(p.scale) * np.float64(v.scale)))
+    return out.transpose(1, 2).contiguous(), torch.from_numpy(dequantize(p_codes, p.scale,
+                                                                           p.zero_point))
 
 
 def _register_int_attention() -> None:
@@ -210,15 +337,34 @@ def _set_attn_implementation(model: nn.Module, name: str) -> None:
         config._attn_implementation = name
 
 
-def build_int_executor(model: nn.Module, int_model: IntModel,
-                       bias_mode: BiasMode = "float") -> nn.Module:
+def operand_projections(int_model: IntModel) -> dict[str, Any]:
+    """Linear layer name -> the attention operand quantizer (:class:`ActQuant`) its output feeds
+    with only views in between (q, k, v projections; not Whisper's scaled q)."""
+    names = {layer.name for layer in int_model.linears}
+    scaled = _SCALED_PROJECTIONS.get(int_model.family, ())
+    feeds: dict[str, Any] = {}
+    for attention in int_model.attentions:
+        for op, children in _OPERAND_PROJECTIONS.items():
+            for child in children:
+                if f"{attention.name}.{child}" in names and op not in scaled:
+                    feeds[f"{attention.name}.{child}"] = getattr(attention, op)
+    return feeds
+
+
+def build_int_executor(model: nn.Module, int_model: IntModel, bias_mode: BiasMode = "float",
+                       datapath: Datapath = FAKE_QUANT_DATAPATH) -> nn.Module:
     """A copy of ``model`` whose quantized GEMMs run on the integer kernels from ``int_model``.
 
     ``model`` is the compressed model the integer model was exported from (or any model of the
     same architecture with the same float tensors); it is left untouched. The copy is in eval
-    mode and is called like the model: ``executor(**inputs)``.
+    mode and is called like the model: ``executor(**inputs)``. Its ``accelsim_datapath_counts``
+    (:class:`DatapathCounts`) accumulate over its calls.
     """
     executor = copy.deepcopy(model).eval()
+    counts = DatapathCounts()
+    setattr(executor, COUNTS_ATTR, counts)
+    feeds = operand_projections(int_model) if datapath.integer_requant else {}
+    ints = int_mode.IntTensors() if datapath.vector_format == "int" else None
     for layer in int_model.linears:
         try:
             current = executor.get_submodule(layer.name)
@@ -232,14 +378,38 @@ def build_int_executor(model: nn.Module, int_model: IntModel,
                                 f"model's is [{current.out_features}, {current.in_features}]")
         parent_name, _, child = layer.name.rpartition(".")
         parent = executor.get_submodule(parent_name) if parent_name else executor
-        setattr(parent, child, IntLinearModule(layer, bias_mode))
+        module = IntLinearModule(layer, bias_mode, datapath, counts, feeds.get(layer.name))
+        module.int_tensors = ints
+        setattr(parent, child, module)
     if int_model.attentions:
         _register_int_attention()
         for attention in int_model.attentions:
             module = executor.get_submodule(attention.name)
             setattr(module, INT_ATTN_ATTR, attention)
+            setattr(module, DATAPATH_ATTR, (datapath, counts, ints))
         _set_attn_implementation(executor, INT_ATTN_IMPLEMENTATION)
+    if datapath.vector_format is not None:
+        _run_in_vector_format(executor, datapath.vector_format, int_model.float_layers, counts,
+                              ints)
     return executor
+
+
+def _run_in_vector_format(executor: nn.Module, vector_format: str,
+                          host_modules: tuple[str, ...], counts: DatapathCounts,
+                          ints: int_mode.IntTensors | None) -> None:
+    """Make every call of ``executor`` run its chip part in ``vector_format``
+    (:mod:`accelsim.ref.vector_mode`, :mod:`accelsim.ref.int_mode`) and its ``host_modules`` in
+    float32."""
+    mode: Any = (vector_mode.VectorFormatMode(vector_format, counts) if ints is None
+                 else int_mode.IntFormatMode(counts, ints))
+    vector_mode.host_hooks(executor, host_modules, mode)
+    model_forward = executor.forward
+
+    def forward_in_format(*args: Any, **kwargs: Any) -> Any:
+        with mode:
+            return model_forward(*args, **kwargs)
+
+    executor.forward = forward_in_format
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,18 +440,24 @@ def output_logits(output: Any) -> Tensor:
 
 @dataclass(frozen=True, eq=False)
 class IntRunResult:
-    """Logits of every batch (concatenated along dim 0) and, when asked, int32 accumulators of
-    every quantized linear layer (one array per call, in call order)."""
+    """Logits of every batch (concatenated along dim 0), when asked the int32 accumulators of
+    every quantized linear layer (one array per call, in call order, as the datapath's
+    accumulator holds them), and the datapath's counts (accumulators, saturations)."""
 
     logits: Tensor
     accumulators: dict[str, list[np.ndarray]] | None
+    counts: DatapathCounts = field(default_factory=DatapathCounts)
 
 
 def run_int_model(model: nn.Module, int_model: IntModel, batches: Iterable[Any],
-                  capture_accumulators: bool = False,
-                  bias_mode: BiasMode = "float") -> IntRunResult:
-    """Execute ``int_model`` (its GEMMs on the integer kernels) over ``batches``."""
-    executor = build_int_executor(model, int_model, bias_mode)
+                  capture_accumulators: bool = False, bias_mode: BiasMode = "float",
+                  datapath: Datapath = FAKE_QUANT_DATAPATH,
+                  record_ops: bool = False) -> IntRunResult:
+    """Execute ``int_model`` (its GEMMs on the integer kernels) over ``batches`` on
+    ``datapath``; ``record_ops`` keeps every op for the oracle (``result.counts.records``)."""
+    executor = build_int_executor(model, int_model, bias_mode, datapath)
+    if record_ops:
+        getattr(executor, COUNTS_ATTR).records = []
     modules = {n: m for n, m in executor.named_modules() if isinstance(m, IntLinearModule)}
     if capture_accumulators:
         for module in modules.values():
@@ -293,4 +469,5 @@ def run_int_model(model: nn.Module, int_model: IntModel, batches: Iterable[Any],
     if not logits:
         raise AccelsimError("run_int_model: no batches given; allowed: at least one batch")
     captured = {n: m.capture for n, m in modules.items()} if capture_accumulators else None
-    return IntRunResult(logits=torch.cat(logits), accumulators=captured)
+    return IntRunResult(logits=torch.cat(logits), accumulators=captured,
+                        counts=getattr(executor, COUNTS_ATTR))

@@ -11,6 +11,9 @@ the hardware produces; ``docs/integer_semantics.md`` is the spec. The convention
 * Attention matmuls: ``acc[b, m, n] = sum_k (a[b, m, k] - a_zp) * (b[b, k, n] - b_zp)``.
 * Requantization: ``clamp(zp + ((acc * M0 + 2^(n-1)) >> n), qmin, qmax)`` in int64, a single
   rounding, half-up (ties toward +inf).
+* Accumulator width: every GEMM's exact int32 sum (bias included) is then clipped to the chip's
+  ``accumulator_bits`` by its overflow policy (:func:`clip_accumulators`): once, after the whole
+  K reduction (docs/integer_semantics.md §2 says why this is the hardware's point).
 
 Kernels are numba-compiled (``cache=True``: the JIT cost is paid once per machine), parallel over
 output tiles, and check before running that int32 cannot overflow (``accumulator_bound``).
@@ -26,6 +29,7 @@ import numpy as np
 from numba import prange
 
 from accelsim.errors import AccelsimError
+from accelsim.formats import OVERFLOW_POLICIES, twos_complement_range
 from accelsim.ref.codes import (
     ACT_DTYPES,
     check_accumulator_bound,
@@ -294,6 +298,49 @@ def int_bmm(
     with _threads_for(out.size * k):
         _bmm_kernel(a3, np.int32(a_zero_point), b3, np.int32(b_zero_point), out)
     return out.reshape(*lead, a3.shape[1], b3.shape[2])
+
+
+# ---------------------------------------------------------------------------------------------
+# Accumulator width: saturate or wrap the exact sums to accumulator_bits
+# ---------------------------------------------------------------------------------------------
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _clip_kernel(acc, low, high, wrap, out):  # pragma: no cover - compiled
+    span = high - low + 1
+    outside = 0
+    for i in prange(acc.size):
+        value = np.int64(acc[i])
+        if value < low or value > high:
+            outside += 1
+            # wrap: Python's modulo is >= 0, so the low bits sign-extend from `low`.
+            clamped = low if value < low else high
+            value = (value - low) % span + low if wrap else clamped
+        out[i] = value
+    return outside
+
+
+def clip_accumulators(acc: np.ndarray, bits: int, overflow: str) -> tuple[np.ndarray, int]:
+    """``acc`` (exact int32 sums) as a ``bits``-wide signed accumulator holds them, and how many
+    fell outside ``[-2^(bits-1), 2^(bits-1) - 1]``.
+
+    ``saturate`` clamps to that range; ``wrap`` keeps the low ``bits`` bits as two's complement
+    (``(acc - low) mod 2^bits + low``). ``bits >= 32`` holds every int32 sum: ``acc`` itself and
+    0. Same shape, int32.
+    """
+    if overflow not in OVERFLOW_POLICIES:
+        raise AccelsimError(f"overflow={overflow!r} is not one of {', '.join(OVERFLOW_POLICIES)}")
+    check_codes_any_dim("clip_accumulators.acc", acc, np.int32)
+    if bits >= 32:
+        return acc, 0
+    if bits < 2:
+        raise AccelsimError(f"accumulator_bits={bits}; allowed: >= 2")
+    low, high = twos_complement_range(bits)
+    flat = np.ascontiguousarray(acc).reshape(-1)
+    out = np.empty_like(flat)
+    with _threads_for(flat.size):
+        outside = _clip_kernel(flat, np.int64(low), np.int64(high), overflow == "wrap", out)
+    return out.reshape(acc.shape), int(outside)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,10 +32,10 @@ from typing import Literal
 import numpy as np
 
 from accelsim.errors import AccelsimError
+from accelsim.formats import DATAFLOWS
 from accelsim.ref.codes import check_accumulator_bound, max_abs_shifted
 
 Dataflow = Literal["os", "ws", "is"]
-DATAFLOWS: tuple[str, ...] = ("os", "ws", "is")
 
 
 @dataclass(frozen=True)

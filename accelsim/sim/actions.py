@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+from accelsim.formats import INDEX_BITS
 from accelsim.hw import HwConfig
 from accelsim.sim.memory import MemoryPlan, Operands
-from accelsim.sim.sparse import INDEX_BITS
 
 BUFFERS: tuple[str, ...] = ("weights", "inputs", "outputs")
 

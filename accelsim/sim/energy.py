@@ -13,11 +13,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from accelsim.formats import INDEX_BITS, MUX_INPUTS, SPARSE_24
 from accelsim.hw import Buffer, HwConfig
 from accelsim.sim.actions import BUFFERS, ActionCounts, shadow_register_bits
-from accelsim.sim.sparse import INDEX_BITS
-
-MUX_INPUTS = 4  # the 2:4 datapath selects one of four activations
 
 
 @dataclass(frozen=True)
@@ -58,6 +56,16 @@ def mux_energy_pj(hw: HwConfig) -> float:
     return hw.energy.mux_pj_per_bit * hw.precision.act_bits
 
 
+def vector_lane_energy_pj(hw: HwConfig) -> float:
+    """One vector lane busy for one cycle, in the vector unit's number format."""
+    return hw.energy.vector_pj_per_lane_cycle.of(hw.vector_unit.format)
+
+
+def vector_lane_area_um2(hw: HwConfig) -> float:
+    """One vector lane (its format's multiplier, adder and operand registers)."""
+    return hw.area.vector_lane_um2.of(hw.vector_unit.format)
+
+
 def sram_energy_pj_per_byte(hw: HwConfig, buffer: Buffer) -> float:
     e = hw.energy
     return e.sram_pj_per_byte * (buffer.size_kib / e.sram_ref_kib) ** e.sram_size_exponent
@@ -90,7 +98,7 @@ def price(actions: ActionCounts, hw: HwConfig, cycles: float, area_mm2: float) -
         mac_pj=mac,
         sram_pj=_sram_pj(actions, hw),
         dram_pj=(actions.dram_read_bytes + actions.dram_write_bytes) * hw.dram.energy_pj_per_byte,
-        vector_pj=actions.vector_lane_cycles * e.vector_pj_per_lane_cycle,
+        vector_pj=actions.vector_lane_cycles * vector_lane_energy_pj(hw),
         leakage_pj=leakage_pj(hw, cycles, area_mm2),
     )
 
@@ -107,7 +115,7 @@ def pe_area_um2(hw: HwConfig) -> float:
     add = a.add_um2 * p.accumulator_bits / a.add_ref_bits
     register_bits = p.weight_bits + p.act_bits + p.accumulator_bits + shadow_register_bits(hw)
     mux = 0.0
-    if hw.sparsity.support == "2:4":
+    if hw.sparsity.support == SPARSE_24:
         register_bits += (MUX_INPUTS - 1) * p.act_bits + INDEX_BITS
         mux = a.mux_um2_per_bit * p.act_bits
     return mult + add + register_bits * a.register_um2_per_bit + mux
@@ -118,5 +126,5 @@ def area(hw: HwConfig) -> AreaBreakdown:
     return AreaBreakdown(
         array_mm2=hw.array.rows * hw.array.cols * pe_area_um2(hw) / 1e6,
         sram_mm2=sram_kib / 1024 * hw.area.sram_mm2_per_mib,
-        vector_mm2=hw.vector_unit.lanes * hw.area.vector_lane_um2 / 1e6,
+        vector_mm2=hw.vector_unit.lanes * vector_lane_area_um2(hw) / 1e6,
     )

@@ -48,9 +48,9 @@ from functools import lru_cache
 from typing import Literal
 
 from accelsim.errors import AccelsimError
+from accelsim.formats import DATAFLOWS
 
 Dataflow = Literal["os", "ws", "is"]
-DATAFLOWS: tuple[str, ...] = ("os", "ws", "is")
 
 
 @dataclass(frozen=True)

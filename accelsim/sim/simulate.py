@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 
 from accelsim.errors import AccelsimError
+from accelsim.formats import SPARSE_GROUP
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.hw import HwConfig
 from accelsim.sim import memory, sparse, vector
@@ -205,7 +206,7 @@ def _gemm_shape(node: GemmNode, hw: HwConfig, scalesim_compat: bool) -> _GemmSha
     def operands(weight_bits_per_element: float) -> memory.Operands:
         return memory.Operands(node.m, node.k, node.n, act_bits, weight_bits_per_element,
                                p.accumulator_bits, act_bits,
-                               sparse.GROUP if skipping else 1)
+                               SPARSE_GROUP if skipping else 1)
 
     ops = operands(sparse.weight_bits_per_element(weight_bits, skipping))
     gran = memory.granule(hw.array.dataflow, rows, cols)

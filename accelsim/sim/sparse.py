@@ -12,34 +12,30 @@ energy, never time). Attention's activation x activation GEMMs are always dense.
 
 from __future__ import annotations
 
+from accelsim.formats import INDEX_BITS, SPARSE_24, SPARSE_GROUP, SPARSE_KEPT
 from accelsim.graph.ir import GemmNode
 from accelsim.hw import HwConfig
-
-INDEX_BITS = 2
-"""Metadata bits per kept value: the position (0..3) of the value in its group of four."""
-GROUP = 4
-KEPT_PER_GROUP = 2
 
 
 def skips(node: GemmNode, hw: HwConfig) -> bool:
     """True when the GEMM runs on the 2:4 skipping datapath (halved reduction)."""
     return (
-        hw.sparsity.support == "2:4"
-        and node.sparsity == "2:4"
+        hw.sparsity.support == SPARSE_24
+        and node.sparsity == SPARSE_24
         and not node.weight_is_activation
     )
 
 
 def reduction_steps(k: int, skipping: bool) -> int:
     """Reduction length the array iterates over: k/2 kept values per output when skipping."""
-    return k * KEPT_PER_GROUP // GROUP if skipping else k
+    return k * SPARSE_KEPT // SPARSE_GROUP if skipping else k
 
 
 def weight_bits_per_element(weight_bits: int, skipping: bool) -> float:
     """Stored bits per dense weight position (values plus index when compressed)."""
     if not skipping:
         return float(weight_bits)
-    return (weight_bits + INDEX_BITS) * KEPT_PER_GROUP / GROUP
+    return (weight_bits + INDEX_BITS) * SPARSE_KEPT / SPARSE_GROUP
 
 
 def executed_fraction(node: GemmNode, skipping: bool, zero_gating: bool) -> tuple[float, float]:
@@ -48,7 +44,7 @@ def executed_fraction(node: GemmNode, skipping: bool, zero_gating: bool) -> tupl
     Skipping issues half the MACs. Zero gating then gates the issued MACs whose weight is zero:
     the measured ``weight_density`` says how many non-zeros remain (2:4 keeps at most half).
     """
-    issued = KEPT_PER_GROUP / GROUP if skipping else 1.0
+    issued = SPARSE_KEPT / SPARSE_GROUP if skipping else 1.0
     if not zero_gating:
         return issued, 0.0
     nonzero = min(issued, node.weight_density)

@@ -315,3 +315,17 @@ def test_frozen_quantizers_leave_the_compressed_graph_unchanged(name):
     assert walked(frozen) == walked(unfrozen)
     assert any(g.sparsity == "2:4" and g.weight_bits == 4 for g in trace.graph_from_exported(
         frozen, model, name=name, input_shape={}).gemms)
+
+
+def test_an_all_zero_literal_mask_add_is_folded_but_an_input_mask_stays():
+    vit = zoo.build_model("vit_tiny").eval()
+    graph = trace.trace_module(vit, zoo.example_inputs("vit_tiny", batch=1), name="vit")
+    adds = [n.name for n in graph.nodes if isinstance(n, VectorNode) and n.vector_op == "add"]
+    # ViT builds its mask from arange: all zeros, no add; the embedding and 2 residual adds stay.
+    assert not [name for name in adds if "attention" in name]
+    assert len(adds) == 1 + 2 * vit.config.num_hidden_layers
+    bert = zoo.build_model("bert_tiny").eval()
+    graph = trace.trace_module(bert, zoo.example_inputs("bert_tiny", batch=1), name="bert")
+    masks = [n for n in graph.nodes if isinstance(n, VectorNode) and n.vector_op == "add"
+             and n.name.split("/")[0].endswith("attention.self")]
+    assert len(masks) == bert.config.num_hidden_layers  # read from attention_mask: kept

@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from accelsim.compress.quant import QuantLinear
 from accelsim.compress.recipe import recipe_from_dict
 from accelsim.errors import AccelsimError
 from accelsim.ref import compare, execute
+from accelsim.ref.datapath import Datapath
 from accelsim.tasks.base import Batch
 
 RECIPES = {
@@ -234,3 +237,65 @@ def test_padded_sequences_match(sparse_model):
     assert report.passed and report.end_to_end_ok, report.verdict()
     unpadded = execute.run_int_model(model, int_model, batches).logits
     assert not torch.equal(execute.run_int_model(model, int_model, padded).logits, unpadded)
+
+
+def test_accumulator_width_is_enforced_and_counted(sparse_model):
+    model, int_model = sparse_model
+    batches = _batches(1, 8, seed=3)
+    wide = execute.run_int_model(model, int_model, batches,
+                                 datapath=Datapath(accumulator_bits=32))
+    exact = execute.run_int_model(model, int_model, batches)
+    assert wide.counts.saturations == 0 and wide.counts.accumulators > 0
+    assert torch.equal(wide.logits, exact.logits)
+    for overflow in ("saturate", "wrap"):
+        narrow = execute.run_int_model(model, int_model, batches, capture_accumulators=True,
+                                       datapath=Datapath(accumulator_bits=10, overflow=overflow))
+        assert narrow.counts.accumulators == wide.counts.accumulators
+        assert 0 < narrow.counts.saturations < narrow.counts.accumulators
+        assert all(int(acc.min()) >= -512 and int(acc.max()) <= 511
+                   for accs in narrow.accumulators.values() for acc in accs)
+        assert not torch.equal(narrow.logits, exact.logits)
+
+
+def test_operand_projections_requantize_with_the_int32_bias(sparse_model):
+    model, int_model = sparse_model
+    feeds = execute.operand_projections(int_model)
+    assert {name.rsplit(".", 1)[1] for name in feeds} == {"query", "key", "value"}
+    assert len(feeds) == 3 * len(int_model.attentions)
+    executor = execute.build_int_executor(model, int_model,
+                                          datapath=Datapath(integer_requant=True))
+    name = "bert.encoder.layer.0.attention.self.key"
+    layer = executor.get_submodule(name)
+    assert layer.requant_to is feeds[name] and feeds[name] is int_model.attentions[0].k
+    x = torch.randn(5, layer.layer.k)
+    out = layer(x).numpy()
+    # Independent: exact rationals, round half up, of (acc + bias_int32) * s_a * s_w / s_k.
+    acc = layer.accumulate(x.numpy(), with_bias=True)
+    k = feeds[name]
+    ratio = [Fraction(float(np.float64(layer.layer.act.scale) * np.float64(s)
+                            / np.float64(k.scale))) for s in layer.layer.weight_scale]
+    codes = [[min(max(k.zero_point + math.floor(int(a) * ratio[j] + Fraction(1, 2)), k.qmin),
+                  k.qmax) for j, a in enumerate(row)] for row in acc]
+    recovered = np.rint(out / np.float32(k.scale)) + k.zero_point
+    assert recovered.astype(int).tolist() == codes
+    # Float path: dequantize, float bias, quantize again; the integer path is within one code.
+    float_codes = execute.quantize_act(torch.from_numpy(layer.dequantize(
+        layer.accumulate(x.numpy()))), k)
+    assert np.abs(float_codes.astype(int) - np.array(codes)).max() <= 1
+
+
+def test_whisper_scaled_query_is_not_requantized_directly():
+    int_model = dataclasses.replace(_compressed(RECIPES["w4a4_sp24"])[1], family="whisper")
+    names = {name.rsplit(".", 1)[1] for name in execute.operand_projections(int_model)}
+    assert names == {"key", "value"}
+
+
+def test_datapath_of_a_float_mac_array_is_one_line():
+    from accelsim.hw import load_hw
+    hw = load_hw("hw_configs/fp16_dense.yaml")
+    with pytest.raises(AccelsimError, match=r"precision\.kind: 'fp'; the integer reference runs "
+                                            r"integer MAC arrays only; allowed: int"):
+        Datapath.of_hw(hw)
+    chip = Datapath.of_hw(load_hw("hw_configs/int4_sparse.yaml"))
+    assert chip == Datapath(accumulator_bits=20, overflow="saturate", integer_requant=True,
+                            vector_format="fp16")

@@ -248,3 +248,27 @@ def test_quantize_matches_compress_quantizer_including_ties():
 def test_quantize_rejects_bad_scale():
     with pytest.raises(AccelsimError, match="scale"):
         C.quantize(np.zeros(3, np.float32), 0.0, 0, -7, 7)
+
+
+@pytest.mark.parametrize("bits", [2, 8, 10, 20, 31])
+def test_clip_accumulators_saturates_and_wraps_like_an_n_bit_register(bits):
+    rng = np.random.default_rng(bits)
+    acc = rng.integers(-(2**31), 2**31, 2000, dtype=np.int64).astype(np.int32)
+    low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    acc[:6] = [0, -1, high, low, high + 1, low - 1]
+    outside = int(((acc < low) | (acc > high)).sum())
+    saturated, count = K.clip_accumulators(acc.reshape(40, 50), bits, "saturate")
+    assert count == outside and saturated.dtype == np.int32
+    assert np.array_equal(saturated.reshape(-1), np.clip(acc, low, high))
+    wrapped, count = K.clip_accumulators(acc, bits, "wrap")
+    # Two's complement: the low `bits` bits, sign-extended (Python ints, no numpy modulo).
+    expected = [((int(v) + 2 ** (bits - 1)) & (2**bits - 1)) - 2 ** (bits - 1) for v in acc]
+    assert count == outside and wrapped.tolist() == expected
+
+
+def test_clip_accumulators_keeps_int32_and_rejects_bad_policy():
+    acc = np.array([[2**31 - 1, -(2**31)]], dtype=np.int32)
+    same, count = K.clip_accumulators(acc, 32, "saturate")
+    assert same is acc and count == 0
+    with pytest.raises(AccelsimError, match=r"overflow='clamp' is not one of saturate, wrap"):
+        K.clip_accumulators(acc, 16, "clamp")

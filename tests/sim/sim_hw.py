@@ -19,7 +19,7 @@ TINY: dict[str, object] = {
     "energy.mult_pj": 1.0, "energy.mult_ref_bits": 8, "energy.add_pj": 0.5,
     "energy.add_ref_bits": 32, "energy.register_pj_per_byte": 0.0, "energy.mux_pj_per_bit": 0.0,
     "energy.sram_pj_per_byte": 1.0, "energy.sram_ref_kib": 1, "energy.leakage_mw_per_mm2": 0.0,
-    "energy.vector_pj_per_lane_cycle": 2.0,
+    "energy.vector_pj_per_lane_cycle.fp16": 2.0,
 }
 
 

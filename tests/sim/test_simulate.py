@@ -288,3 +288,22 @@ def test_an_input_that_fits_its_buffer_is_read_once():
     layer = one(GemmNode("g", m=64, k=8, n=64), tiny_hw(array__dataflow="os"))
     assert layer.dram.inputs == 64 * 8
     assert layer.dram.weights == 8 * 64
+
+
+def test_vector_energy_area_and_traffic_follow_the_vector_format():
+    base = load_hw(CONFIGS / "int4_sparse.yaml")
+    node = VectorNode("ln", vector_op="layernorm", elements=4096, row_length=64)
+    results = {fmt: simulate(Graph("g", (node,)), with_overrides(base, {"vector_unit.format": fmt}))
+               for fmt in ("fp32", "fp16", "bf16", "int")}
+    lane_cycles = 4096 * base.vector_unit.cycles_per_element.layernorm
+    for fmt, result in results.items():
+        layer = result.layers[0]
+        assert layer.energy.vector_pj == pytest.approx(
+            lane_cycles * base.energy.vector_pj_per_lane_cycle.of(fmt))
+        assert result.totals.area_mm2 - results["fp16"].totals.area_mm2 == pytest.approx(
+            base.vector_unit.lanes * (base.area.vector_lane_um2.of(fmt)
+                                      - base.area.vector_lane_um2.fp16) / 1e6)
+    # 32-bit elements move twice the SRAM bytes of 16-bit ones; the cycles do not change.
+    fp32, fp16 = results["fp32"].layers[0], results["fp16"].layers[0]
+    assert fp32.cycles == fp16.cycles
+    assert fp32.energy.sram_pj > fp16.energy.sram_pj == results["bf16"].layers[0].energy.sram_pj

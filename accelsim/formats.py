@@ -1,0 +1,136 @@
+"""The chip's number formats, in one table: what every other layer reads instead of its own copy.
+
+In the manner of torchao's ``quant_primitives`` bounds table: the integer code range of every
+operand grid per bit width, the 2:4 constants, the dataflow names, the packed integer-model file
+layout, the accumulator overflow policies and the vector unit's number formats with their element
+widths. ``compress`` (quantizers, export), ``ref`` (kernels, reference executor), ``sim`` (storage
+and datapath widths) and ``hw`` (validation of the design point) all import from here, so that a
+code range or a field width cannot mean one thing in the trained model and another in the
+simulator. docs/integer_semantics.md is the spec these constants implement. Pure Python: no
+numpy, torch or numba, so the simulator and the CLI stay light.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from accelsim.errors import AccelsimError
+
+# --- integer operand grids --------------------------------------------------------------------
+
+WEIGHT_GRIDS: tuple[str, ...] = ("zero_preserving", "twos_complement", "no_zero")
+"""Symmetric weight grids (zero point 0); docs/compression.md §2."""
+ACT_MODES: tuple[str, ...] = ("pact2", "symmetric")
+"""Activation quantizers: ``pact2`` unsigned codes with an integer zero point, ``symmetric``
+signed codes with zero point 0."""
+
+
+def weight_code_range(bits: int, grid: str) -> tuple[int, int]:
+    """Integer code bounds of a weight grid: ``zero_preserving`` ``-q..q`` with ``q =
+    2^(bits-1) - 1`` (4-bit: -7..7), ``twos_complement`` ``-q-1..q`` (4-bit: -8..7), ``no_zero``
+    the bounds of its half-step index ``i`` (same as two's complement; the stored code is the odd
+    ``2i + 1``)."""
+    if grid not in WEIGHT_GRIDS:
+        raise AccelsimError(f"weight grid {grid!r} is not one of {', '.join(WEIGHT_GRIDS)}")
+    q = 2 ** (bits - 1) - 1
+    return (-q, q) if grid == "zero_preserving" else (-q - 1, q)
+
+
+def weight_top_level(bits: int, grid: str) -> float:
+    """The grid's largest level in steps: the clip ``alpha`` maps onto it (``s = alpha / top``)."""
+    q = 2 ** (bits - 1) - 1
+    return q + 0.5 if grid == "no_zero" else float(q)
+
+
+def act_code_range(bits: int, mode: str) -> tuple[int, int]:
+    """Activation code bounds: ``pact2`` ``0..2^bits - 1``, ``symmetric`` ``-q..q``."""
+    if mode not in ACT_MODES:
+        raise AccelsimError(f"activation mode {mode!r} is not one of {', '.join(ACT_MODES)}")
+    if mode == "pact2":
+        return 0, 2**bits - 1
+    q = 2 ** (bits - 1) - 1
+    return -q, q
+
+
+def act_shifted_max(bits: int, mode: str) -> int:
+    """Largest ``|code - zero_point|`` an activation can reach whatever its zero point:
+    ``2^bits - 1`` with an in-range zero point (``pact2``), ``q`` for ``symmetric``."""
+    low, high = act_code_range(bits, mode)
+    return high - low if mode == "pact2" else high
+
+
+def twos_complement_range(bits: int) -> tuple[int, int]:
+    """``-2^(bits-1) .. 2^(bits-1) - 1``: a signed ``bits``-wide field or register."""
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+# --- accumulators -----------------------------------------------------------------------------
+
+INT32_MAX = 2**31 - 1
+"""The reference's accumulator register: int32, checked never to overflow before clipping to
+``precision.accumulator_bits``."""
+OVERFLOW_POLICIES: tuple[str, ...] = ("saturate", "wrap")
+"""What an accumulator narrower than int32 does with a sum outside its range: clamp to the signed
+N-bit range, or keep the low N bits as two's complement (docs/integer_semantics.md §2)."""
+
+
+def product_bits(weight_bits: int, act_bits: int) -> int:
+    """Signed bits one product ``(a - zp) * w`` needs: ``|a - zp| <= 2^act_bits - 1`` (with a
+    zero point) times ``|w| <= 2^(weight_bits-1)`` fits ``act_bits + weight_bits`` signed bits."""
+    return act_bits + weight_bits
+
+
+# --- 2:4 structured sparsity ------------------------------------------------------------------
+
+SPARSE_24 = "2:4"
+SPARSE_GROUP = 4
+"""Weights per group along K."""
+SPARSE_KEPT = 2
+"""Kept (possibly zero) values per group."""
+INDEX_BITS = 2
+"""Metadata bits per kept value: its position 0..3 in the group, the 4:1 mux select."""
+MUX_INPUTS = SPARSE_GROUP
+"""Activations a 2:4 PE selects from."""
+
+# --- dataflows --------------------------------------------------------------------------------
+
+DATAFLOWS: tuple[str, ...] = ("os", "ws", "is")
+"""Output, weight and input stationary (docs/dataflows.md)."""
+
+# --- packed integer-model file (docs/compression.md §6) ---------------------------------------
+
+INT_MODEL_FORMAT = "accelsim-int-model"
+INT_MODEL_VERSION = 1
+PACKED_FIELD_BITS: tuple[int, ...] = (2, 4, 8)
+"""Field widths of the packed arrays: two's complement, first element in the least significant
+bits of its byte, each row padded to whole bytes with zero bits."""
+
+# --- the vector unit --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VectorFormat:
+    """A vector-unit number format: ``element_bits`` per value in SRAM and in a lane;
+    ``significand_bits`` (hidden bit included) and ``exponent_bits`` for the float formats."""
+
+    name: str
+    element_bits: int
+    is_float: bool
+    significand_bits: int = 0
+    exponent_bits: int = 0
+
+
+VECTOR_FORMATS: dict[str, VectorFormat] = {
+    "fp32": VectorFormat("fp32", 32, True, significand_bits=24, exponent_bits=8),
+    "fp16": VectorFormat("fp16", 16, True, significand_bits=11, exponent_bits=5),
+    "bf16": VectorFormat("bf16", 16, True, significand_bits=8, exponent_bits=8),
+    # I-BERT (Kim et al., ICML 2021) keeps its integer non-linearities' values in int32.
+    "int": VectorFormat("int", 32, False),
+}
+
+
+def vector_format(name: str) -> VectorFormat:
+    """The :class:`VectorFormat` called ``name``; one error line naming the allowed ones."""
+    if name not in VECTOR_FORMATS:
+        raise AccelsimError(f"vector format {name!r} is not one of {', '.join(VECTOR_FORMATS)}")
+    return VECTOR_FORMATS[name]

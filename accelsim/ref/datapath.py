@@ -1,0 +1,96 @@
+"""The datapath the integer reference executes: accumulator width and overflow, requantization and
+the vector unit's number format, read from a hardware config (docs/integer_semantics.md).
+
+:data:`FAKE_QUANT_DATAPATH` is the arithmetic of the fake-quant model's inference forward (int32
+accumulators, float32 dequantize-and-requantize, float32 vector ops): ``accelsim verify`` checks
+the kernels against that model bit for bit on it. :meth:`Datapath.of_hw` is the chip's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from accelsim.errors import AccelsimError
+from accelsim.formats import OVERFLOW_POLICIES, VECTOR_FORMATS
+from accelsim.hw import HwConfig
+
+
+@dataclass(frozen=True)
+class Datapath:
+    """``accumulator_bits``/``overflow``: every GEMM's exact sum is clipped to this signed width
+    after the whole K reduction (§2). ``integer_requant``: a GEMM whose output feeds a quantizer
+    directly (the attention operands q, k, v and the attention output) is requantized by an
+    integer multiplier and shift with the bias in int32 (§6) instead of through float32.
+    ``vector_format``: the format of everything else between GEMMs (§5); ``None`` keeps the
+    model's own float32 PyTorch ops, the fake-quant model's arithmetic."""
+
+    accumulator_bits: int = 32
+    overflow: str = "saturate"
+    integer_requant: bool = False
+    vector_format: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.overflow not in OVERFLOW_POLICIES:
+            raise AccelsimError(f"datapath: overflow {self.overflow!r} is not one of "
+                                f"{', '.join(OVERFLOW_POLICIES)}")
+        if self.vector_format is not None and self.vector_format not in VECTOR_FORMATS:
+            raise AccelsimError(f"datapath: vector format {self.vector_format!r} is not one of "
+                                f"{', '.join(VECTOR_FORMATS)}")
+        if not 2 <= self.accumulator_bits <= 64:
+            raise AccelsimError(f"datapath: accumulator_bits {self.accumulator_bits}; allowed: "
+                                "2..64")
+
+    @classmethod
+    def of_hw(cls, hw: HwConfig) -> Datapath:
+        """The chip's datapath. An ``fp`` MAC array has no integer accumulator to model: one
+        error line."""
+        if hw.precision.kind != "int":
+            raise AccelsimError(f"{hw.name}: precision.kind: {hw.precision.kind!r}; the integer "
+                                "reference runs integer MAC arrays only; allowed: int")
+        return cls(accumulator_bits=hw.precision.accumulator_bits,
+                   overflow=hw.precision.overflow, integer_requant=True,
+                   vector_format=hw.vector_unit.format)
+
+
+FAKE_QUANT_DATAPATH = Datapath()
+
+
+@dataclass
+class DatapathCounts:
+    """What one execution did: int32 ``accumulators`` produced and how many of them
+    ``saturations`` fell outside the accumulator's range (saturated or wrapped); the dense
+    ``gemm_macs`` it executed by GEMM kind (``linear``, ``matmul``) and the ``vector_elements``
+    by vector op (graph.ir.VECTOR_OPS names), for the comparison with the simulator's graph;
+    ``float_error`` per vector op kind ``[sum (ours - float32)^2, sum float32^2, max |ours -
+    float32|, elements]``; ``records`` (when a list) every op as ``(oracle kind, output,
+    inputs)`` for :func:`accelsim.ref.oracle.check_op`; ``float_fallbacks`` the elements of ops
+    the ``int`` format computed in float64 for want of an integer kernel, by op name."""
+
+    accumulators: int = 0
+    saturations: int = 0
+    gemm_macs: dict[str, int] = field(default_factory=dict)
+    vector_elements: dict[str, int] = field(default_factory=dict)
+    float_error: dict[str, list[float]] = field(default_factory=dict)
+    records: list[tuple[str, Any, dict[str, Any]]] | None = None
+    float_fallbacks: dict[str, int] = field(default_factory=dict)
+
+    def add_macs(self, kind: str, macs: int) -> None:
+        self.gemm_macs[kind] = self.gemm_macs.get(kind, 0) + int(macs)
+
+    def add_vector(self, op: str, ours: np.ndarray, reference: np.ndarray) -> None:
+        """One vector op of ``op`` kind: its elements and its error against float32."""
+        self.vector_elements[op] = self.vector_elements.get(op, 0) + int(ours.size)
+        diff = ours.astype(np.float64) - reference.astype(np.float64)
+        finite = np.isfinite(diff)
+        stats = self.float_error.setdefault(op, [0.0, 0.0, 0.0, 0])
+        stats[0] += float(np.square(diff[finite]).sum())
+        stats[1] += float(np.square(reference.astype(np.float64)[finite]).sum())
+        stats[2] = max(stats[2], float(np.abs(diff[finite]).max(initial=0.0)))
+        stats[3] += int(ours.size)
+
+    def record(self, kind: str, output: Any, inputs: dict[str, Any]) -> None:
+        if self.records is not None:
+            self.records.append((kind, output, inputs))

@@ -1,0 +1,212 @@
+"""The executor's chip part in the ``int`` vector format: I-BERT integer kernels between GEMMs.
+
+Every on-chip tensor is integers ``q`` with one real scale ``S`` per tensor (its value is
+``q * S``). The Hugging Face forward passes torch tensors around, so an on-chip tensor is a
+float64 tensor holding ``q * S`` (one rounding; ``rint(x / S)`` gives ``q`` back exactly for
+``|q| < 2^50``) and :class:`IntTensors` keeps ``S`` by tensor identity. The rules
+(docs/integer_semantics.md §7):
+
+* a GEMM's accumulators (int32 bias inside) become one per-tensor integer tensor on the coarsest
+  channel's scale ``S = max_n s_a s_w[n]``, each column rescaled by its fixed-point multiplier
+  ``s_a s_w[n] / S <= 1`` (:func:`rescale_columns`);
+* a quantizer reading an integer tensor requantizes it in integers (``kernels.requantize``,
+  multiplier ``S / s_a``, per channel with input smoothing);
+* LayerNorm, GELU, the residual add and the attention softmax are ``vector_ops``' I-BERT kernels
+  (:class:`IntFormatMode`): LayerNorm to ``LN_OUT_BITS`` signed bits, GELU brought back to int32 by
+  a static shift, adds saturated to ``RESIDUAL_BITS``, softmax to ``SOFTMAX_OUT_BITS`` unsigned
+  bits with the attention scaling folded into its input scale;
+* layout ops (views, transposes, slicing, dropout in eval) keep ``q`` and ``S``; a product with a
+  Python number is a fixed-point multiply on the same scale;
+* a float tensor entering a chip op (a host module's output, a parameter, an embedding sum) is
+  converted on the host to ``HOST_BITS``-bit integers on its own scale ``max |x| / (2^(HOST_BITS-1)
+  - 1)``; the ops before the first chip op stay float32 on the host;
+* any other op touching an integer tensor is computed in float64 on its values and converted back
+  like a host tensor; it is counted in ``DatapathCounts.float_fallbacks`` (by op name) so that a
+  report shows what the integer datapath does not cover.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.overrides import TorchFunctionMode
+
+from accelsim.ref import kernels, vector_ops
+from accelsim.ref.codes import quantize_multiplier
+from accelsim.ref.datapath import DatapathCounts
+
+HOST_BITS = 24
+LN_OUT_BITS = 16
+RESIDUAL_BITS = 24
+SOFTMAX_OUT_BITS = 16
+# vector_ops.int_gelu's output reaches |q| * 2^(ERF_BITS + 2): shifting that back keeps int32.
+GELU_SHIFT = vector_ops.ERF_BITS + 2
+_LAYOUT = frozenset((
+    "view", "reshape", "transpose", "permute", "contiguous", "flatten", "unflatten", "expand",
+    "__getitem__", "select", "narrow", "squeeze", "unsqueeze", "clone", "dropout", "split",
+    "chunk", "movedim", "t", "view_as", "reshape_as", "expand_as", "detach"))
+_CASTS = frozenset(("to", "float", "type", "type_as", "cpu"))
+_ADDS = (torch.add, Tensor.add, Tensor.__add__, Tensor.__radd__, Tensor.__iadd__)
+_MULS = (torch.mul, Tensor.mul, Tensor.__mul__, Tensor.__rmul__)
+
+
+def rescale_columns(acc: np.ndarray, reals: np.ndarray) -> np.ndarray:
+    """``round(acc[:, n] * reals[n])`` (single rounding, ties up) by Q31 fixed point per column;
+    int64. ``|acc| < 2^31`` and ``0 < reals <= 1`` keep ``acc * M0`` inside int64."""
+    pairs = [quantize_multiplier(float(r)) for r in reals]
+    m0 = np.array([p[0] for p in pairs], dtype=np.int64)
+    shift = np.array([p[1] for p in pairs], dtype=np.int64)
+    return (acc.astype(np.int64) * m0 + (np.int64(1) << (shift - 1))) >> shift
+
+
+class IntTensors:
+    """The scales of the on-chip integer tensors, by tensor identity (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._scales: dict[int, float] = {}
+
+    def tensor(self, q: np.ndarray, scale: float) -> Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(q, dtype=np.int64).astype(np.float64) * scale)
+        self._scales[id(t)] = float(scale)
+        weakref.finalize(t, self._scales.pop, id(t), None)
+        return t
+
+    def scale(self, x: object) -> float | None:
+        return self._scales.get(id(x)) if isinstance(x, Tensor) else None
+
+    def ints(self, x: Tensor) -> tuple[np.ndarray, float]:
+        """``(q, S)`` of an on-chip tensor, or of a float tensor converted on the host."""
+        scale = self.scale(x)
+        values = x.detach().to(torch.float64).contiguous().numpy()
+        if scale is None:
+            top = float(np.abs(values).max(initial=0.0))
+            scale = (top if top > 0 else 1.0) / (2 ** (HOST_BITS - 1) - 1)
+        return np.rint(values / scale).astype(np.int64), scale
+
+    def float32(self, x: object) -> object:
+        """A host module's view of an on-chip tensor: its value in float32."""
+        return x.to(torch.float32) if self.scale(x) is not None else x
+
+
+class IntFormatMode(TorchFunctionMode):
+    """The ``int`` format's vector ops on the executor's torch calls (module docstring)."""
+
+    def __init__(self, counts: DatapathCounts, tensors: IntTensors) -> None:
+        super().__init__()
+        self.counts = counts
+        self.tensors = tensors
+        self.host_depth = 0
+
+    def enter_host(self, module: object, args: tuple) -> tuple:
+        self.host_depth += 1
+        return tuple(self.tensors.float32(a) for a in args)
+
+    def leave_host(self, *_: object) -> None:
+        self.host_depth -= 1
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (),
+                           kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if self.host_depth:
+            return func(*args, **kwargs)
+        if func is F.layer_norm:
+            return self._layer_norm(*args, **kwargs)
+        if func is F.gelu and len(args) == 1 and kwargs.get("approximate", "none") == "none":
+            return self._gelu(args[0])
+        tensors = [a for a in args if isinstance(a, Tensor)]
+        on_chip = [a for a in tensors if self.tensors.scale(a) is not None]
+        if not on_chip:
+            return func(*args, **kwargs)  # before the chip: host float32
+        name = getattr(func, "__name__", str(func))
+        if func in _ADDS and len(tensors) == 2 and not kwargs:
+            return self._add(*tensors)
+        if func in _MULS and len(args) == 2 and isinstance(args[1], int | float):
+            q, scale = self.tensors.ints(args[0])
+            return self.tensors.tensor(vector_ops.multiply_by_real(q, float(args[1])), scale)
+        if name in _CASTS and len(on_chip) == 1 and not kwargs.get("device"):
+            return on_chip[0]  # the float64 carrier stays exact; host hooks convert to float32
+        out = func(*args, **kwargs)
+        scales = {self.tensors.scale(a) for a in on_chip}
+        if name in _LAYOUT and len(scales) == 1:
+            return self._keep_scale(out, scales.pop())
+        return self._fallback(name, out)
+
+    def _keep_scale(self, out: Any, scale: float) -> Any:
+        if isinstance(out, tuple | list):
+            return type(out)(self._keep_scale(o, scale) for o in out)
+        if not isinstance(out, Tensor) or not out.is_floating_point():
+            return out
+        q = np.rint(out.detach().to(torch.float64).numpy() / scale)
+        return self.tensors.tensor(q, scale)
+
+    def _fallback(self, name: str, out: Any) -> Any:
+        if not isinstance(out, Tensor) or not out.is_floating_point():
+            return out
+        self.counts.float_fallbacks[name] = self.counts.float_fallbacks.get(name, 0) + out.numel()
+        q, scale = self.tensors.ints(out)
+        return self.tensors.tensor(q, scale)
+
+    def _vector(self, kind: str, output: tuple, inputs: dict[str, Any], graph_op: str,
+                reference: np.ndarray) -> None:
+        q_out, scale_out = output
+        self.counts.add_vector(graph_op, q_out * scale_out, reference)
+        self.counts.record(kind, output, inputs)
+
+    def _layer_norm(self, x: Tensor, normalized_shape: tuple, weight: Tensor | None = None,
+                    bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+        q, scale = self.tensors.ints(x)
+        n = int(np.prod(tuple(normalized_shape)))
+        rows = q.reshape(-1, n)
+        gamma = np.ones(n) if weight is None else weight.detach().double().numpy().ravel()
+        beta = np.zeros(n) if bias is None else bias.detach().double().numpy().ravel()
+        out = vector_ops.int_layer_norm(rows, scale, gamma, beta, LN_OUT_BITS, eps)
+        reference = F.layer_norm(torch.from_numpy(rows * scale), (n,),
+                                 None if weight is None else weight.double(),
+                                 None if bias is None else bias.double(), eps).detach().numpy()
+        self._vector("int_layer_norm", out, {"q": rows, "scale": scale, "gamma": gamma,
+                                             "beta": beta, "out_bits": LN_OUT_BITS, "eps": eps},
+                     "layernorm", reference)
+        return self.tensors.tensor(out[0].reshape(q.shape), out[1])
+
+    def _gelu(self, x: Tensor) -> Tensor:
+        q, scale = self.tensors.ints(x)
+        out = vector_ops.int_gelu(q, scale)
+        reference = F.gelu(torch.from_numpy(q * scale)).numpy()
+        self._vector("int_gelu", out, {"q": q, "scale": scale}, "gelu", reference)
+        shifted = (out[0] + (1 << (GELU_SHIFT - 1))) >> GELU_SHIFT
+        return self.tensors.tensor(shifted, out[1] * 2**GELU_SHIFT)
+
+    def _add(self, a: Tensor, b: Tensor) -> Tensor:
+        (qa, sa), (qb, sb) = self.tensors.ints(a), self.tensors.ints(b)
+        out = vector_ops.int_add(qa, sa, qb, sb, RESIDUAL_BITS)
+        self._vector("int_add", out, {"qa": qa, "scale_a": sa, "qb": qb, "scale_b": sb,
+                                      "out_bits": RESIDUAL_BITS}, "add", qa * sa + qb * sb)
+        return self.tensors.tensor(out[0], out[1])
+
+
+def int_softmax_codes(acc: np.ndarray, scale: float, keep: np.ndarray | None, probs: Any,
+                      counts: DatapathCounts) -> np.ndarray:
+    """The attention softmax in integers: ``int_softmax`` of the scores (``scale`` with the
+    attention scaling folded in), requantized to the probabilities quantizer's codes."""
+    q = acc.astype(np.int64)
+    out = vector_ops.int_softmax(q, scale, SOFTMAX_OUT_BITS, keep)
+    scores = q * scale
+    masked = np.where(keep, scores, -np.inf) if keep is not None else scores
+    reference = torch.softmax(torch.from_numpy(masked), dim=-1).numpy()
+    counts.add_vector("softmax", out[0] * out[1], np.nan_to_num(reference))
+    counts.record("int_softmax", out, {"q": q, "scale": scale, "out_bits": SOFTMAX_OUT_BITS,
+                                       "keep": keep})
+    rows = out[0].reshape(-1, out[0].shape[-1])  # < 2^SOFTMAX_OUT_BITS: int32
+    multiplier = math.ldexp(1.0, -SOFTMAX_OUT_BITS) / float(probs.scale)
+    codes = kernels.requantize(rows.astype(np.int32), multiplier, probs.zero_point, probs.qmin,
+                               probs.qmax)
+    counts.record("requantize", codes, {"acc": rows.astype(np.int32), "multiplier": multiplier,
+                                        "zero_point": probs.zero_point, "qmin": probs.qmin,
+                                        "qmax": probs.qmax})
+    return codes.reshape(out[0].shape)

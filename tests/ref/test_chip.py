@@ -1,0 +1,156 @@
+"""The reference on a chip's datapath: vector formats, the oracle, verify --hw (tiny models)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from accelsim import zoo
+from accelsim.cli import main
+from accelsim.compress.apply import apply_recipe, calibrate
+from accelsim.compress.export import export_int_model
+from accelsim.compress.recipe import load_recipe
+from accelsim.ref import chip, execute, oracle, vector_ops
+from accelsim.ref.datapath import Datapath
+from accelsim.tasks.base import Batch
+
+
+def _batches(name: str, count: int = 1, size: int = 2) -> list[Batch]:
+    return [Batch(inputs=zoo.example_inputs(name, batch=size, seed=50 + i),
+                  labels=torch.zeros(size, dtype=torch.long)) for i in range(count)]
+
+
+def _compressed(name: str):
+    recipe = load_recipe("w4a4_sp24")
+    model = zoo.build_model(name, seed=0)
+    with torch.no_grad():  # HF initialises biases to 0; trained models have real ones
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module.bias is not None:
+                module.bias.normal_(0.0, 0.1)
+    apply_recipe(model, recipe)
+    calibrate(model, _batches(name, 2, 4), recipe)
+    return model.eval(), export_int_model(model)
+
+
+@pytest.fixture(scope="module")
+def vit():
+    return _compressed("vit_tiny")
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16"])
+def test_every_executed_op_equals_the_oracle(vit, fmt):
+    model, int_model = vit
+    datapath = Datapath(accumulator_bits=12, integer_requant=True, vector_format=fmt)
+    run = execute.run_int_model(model, int_model, _batches("vit_tiny"), datapath=datapath,
+                                record_ops=True)
+    kinds = {kind for kind, _, _ in run.counts.records}
+    assert {"sparse_gemm", "bmm", "requantize", "layer_norm", "softmax", "gelu", "add",
+            "mul"} <= kinds
+    checks = [oracle.check_op(kind, out, inputs, max_rows=2)
+              for kind, out, inputs in run.counts.records]
+    assert sum(c.mismatches for c in checks) == 0 and sum(c.elements for c in checks) > 1000
+
+
+def test_vector_ops_run_in_the_format_and_host_modules_in_float32(vit):
+    model, int_model = vit
+    executor = execute.build_int_executor(model, int_model,
+                                          datapath=Datapath(vector_format="fp16"))
+    seen = {}
+    host = int_model.float_layers[0]
+    executor.get_submodule(host).register_forward_hook(
+        lambda m, i, o: seen.update(host_in=i[0], host_out=o))
+    executor.get_submodule("layers.0.layernorm_before").register_forward_hook(
+        lambda m, i, o: seen.update(ln_out=o))
+    with torch.no_grad():
+        executor(**_batches("vit_tiny")[0].inputs)
+    ln = seen["ln_out"].numpy()
+    assert np.array_equal(vector_ops.round_to_format(ln, "fp16"), ln)  # fp16 values
+    conv = executor.get_submodule(host)
+    with torch.no_grad():  # the float32 host computation, outside the executor
+        expected = conv._conv_forward(seen["host_in"], conv.weight, conv.bias)
+    assert torch.equal(seen["host_out"], expected)
+    assert not np.array_equal(vector_ops.round_to_format(expected.numpy(), "fp16"),
+                              expected.numpy())
+
+
+def test_int_format_runs_integer_kernels_between_gemms(vit):
+    model, int_model = vit
+    batches = _batches("vit_tiny")
+    datapath = Datapath(accumulator_bits=20, integer_requant=True, vector_format="int")
+    run = execute.run_int_model(model, int_model, batches, datapath=datapath, record_ops=True)
+    kinds = {kind for kind, _, _ in run.counts.records}
+    assert {"int_layer_norm", "int_gelu", "int_add", "int_softmax", "requantize"} <= kinds
+    assert not kinds & {"layer_norm", "gelu", "add", "softmax", "mul"}
+    assert run.counts.float_fallbacks == {}
+    checks = [oracle.check_op(kind, out, inputs, max_rows=2)
+              for kind, out, inputs in run.counts.records]
+    assert sum(c.mismatches for c in checks) == 0
+    fp16 = chip.check_chip(model, int_model, batches, Datapath(
+        accumulator_bits=20, integer_requant=True, vector_format="fp16"))
+    report = chip.check_chip(model, int_model, batches, datapath)
+    assert 15 < report.logit_sqnr_db < fp16.logit_sqnr_db
+    # The attention scaling folds into the softmax's scale: no multiply runs, the graph prices it.
+    assert "elements_mul" not in report.executed and report.graph["elements_mul"] > 0
+
+
+def test_check_chip_orders_formats_and_matches_the_graph(vit):
+    model, int_model = vit
+    batches = _batches("vit_tiny")
+    reports = {fmt: chip.check_chip(model, int_model, batches,
+                                    Datapath(accumulator_bits=20, integer_requant=True,
+                                             vector_format=fmt))
+               for fmt in ("fp32", "fp16", "bf16")}
+    assert reports["fp32"].logit_sqnr_db > reports["fp16"].logit_sqnr_db > 20
+    assert reports["fp16"].logit_sqnr_db > reports["bf16"].logit_sqnr_db
+    for report in reports.values():
+        assert report.oracle_mismatches == 0 and report.oracle_ops_checked > 30
+        assert report.graph_matches, (report.executed, report.graph)
+        assert set(report.vector_error) == {"add", "gelu", "layernorm", "mul", "softmax"}
+    assert reports["fp16"].vector_error["layernorm"]["max_abs_err"] > 0
+
+
+def test_verify_hw_reports_saturations_by_accumulator_width(capsys, tmp_path):
+    found = {}
+    for bits in (10, 32):
+        out = tmp_path / f"acc{bits}.json"
+        code = main(["verify", "--model", "bert_tiny", "--recipe", "w4a4_sp24", "--batches", "1",
+                     "--batch-size", "2", "--hw", "hw_configs/int4_sparse.yaml", "--set",
+                     f"precision.accumulator_bits={bits}", "--json", str(out)])
+        printed = capsys.readouterr().out
+        assert code == 0, printed
+        found[bits] = json.loads(out.read_text())
+        assert "accumulator saturations:" in printed and "oracle: 0 mismatches" in printed
+    assert found[10]["accumulator_saturations"] > 0 == found[32]["accumulator_saturations"]
+    assert found[10]["oracle_mismatches"] == 0 and found[10]["datapath"]["vector_format"] == "fp16"
+    assert found[32]["logit_sqnr_db"] > found[10]["logit_sqnr_db"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--set", "precision.accumulator_bits=16"], "--set: needs --hw"),
+    (["--hw", "hw_configs/fp16_dense.yaml"], "precision.kind: 'fp'; the integer reference runs"),
+    (["--hw", "hw_configs/int4_sparse.yaml", "--set", "vector_unit.format=fp8"],
+     "vector_unit.format: 'fp8' is not one of fp32, fp16, bf16, int"),
+    (["--hw", "hw_configs/int4_sparse.yaml", "--set", "precision.accumulator_bits=6"],
+     "precision.accumulator_bits: 6 is narrower than one 4-bit x 4-bit product"),
+])
+def test_verify_hw_bad_datapath_is_one_line(capsys, argv, message):
+    code = main(["verify", "--model", "bert_tiny", "--recipe", "w4a4_sp24", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_int_mode_keeps_scales_through_layout_and_counts_float_fallbacks():
+    from accelsim.ref.datapath import DatapathCounts
+    from accelsim.ref.int_mode import IntFormatMode, IntTensors
+
+    counts, tensors = DatapathCounts(), IntTensors()
+    x = tensors.tensor(np.arange(-6, 6).reshape(3, 4), 0.25)
+    with IntFormatMode(counts, tensors):
+        moved = x.transpose(0, 1).reshape(2, 6)
+        doubled = moved * 2.0  # fixed-point multiply, same scale
+        squashed = torch.tanh(doubled)  # no integer kernel
+    assert tensors.scale(moved) == 0.25 and tensors.scale(doubled) == 0.25
+    assert torch.equal(doubled, x.transpose(0, 1).reshape(2, 6) * 2)
+    assert counts.float_fallbacks == {"tanh": 12} and tensors.scale(squashed) is not None
+    assert torch.allclose(squashed, torch.tanh(doubled), atol=1e-6)
