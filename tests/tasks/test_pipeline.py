@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from accelsim.accuracy import evaluate_accuracy, evaluate_float, trained_model
+from accelsim.accuracy import (
+    budgets,
+    evaluate_accuracy,
+    evaluate_float,
+    pipeline,
+    table,
+    trained_model,
+)
 from accelsim.compress.export import export_int_model
 from accelsim.tasks import get_task
 from tests.tasks.test_data import HAS_ESPEAK, HAS_FASHION, HAS_FORTUNES, HAS_WORDNET
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "accuracy"))
-import pipeline  # noqa: E402
-
-BUDGET = pipeline.Budget(fp_epochs=1, qat_epochs=1, batch_size=8, fp_lr=1e-3, qat_lr=1e-3)
+BUDGET = budgets.Budget(fp_epochs=1, qat_epochs=1, batch_size=8, fp_lr=1e-3, qat_lr=1e-3)
 DATA = {
     "fortunes": (HAS_FORTUNES, "Debian package fortunes missing"),
     "wordnet_supersenses": (HAS_WORDNET, "Debian package wordnet-base missing"),
@@ -60,38 +63,38 @@ def test_tiny_pipeline_row(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
     again, _ = pipeline.run_recipe(task, "w4a4_sp24", BUDGET, fp_state, 0, "cmd")
     assert again.accuracy_pct == row.accuracy_pct
     csv_path = tmp_path / "results.csv"
-    pipeline.write_rows([row, fp_row], csv_path)
+    table.write_rows([row, fp_row], csv_path)
     with csv_path.open() as f:
         written = list(csv.DictReader(f))
     assert [r["recipe"] for r in written] == ["fp32", "w4a4_sp24"]
-    assert set(pipeline.COLUMNS) == set(written[0])
+    assert set(table.COLUMNS) == set(written[0])
 
 
 def test_budget_sets_lengths_and_learning_rates() -> None:
     from accelsim.compress.recipe import load_recipe
 
-    fp = pipeline.budgeted(load_recipe("fp32"), BUDGET)
+    fp = budgets.budgeted(load_recipe("fp32"), BUDGET)
     assert (fp.fp_epochs, fp.epochs, fp.lr) == (0, 1, 1e-3)
-    pre = pipeline.budgeted(load_recipe("w4a4_sp24_init_pretrained"), BUDGET)
+    pre = budgets.budgeted(load_recipe("w4a4_sp24_init_pretrained"), BUDGET)
     assert pre.fp_epochs + pre.epochs == BUDGET.fp_epochs + BUDGET.qat_epochs
-    tuned = pipeline.budgeted(load_recipe("w4a4_sp24"), BUDGET)
+    tuned = budgets.budgeted(load_recipe("w4a4_sp24"), BUDGET)
     assert (tuned.fp_epochs, tuned.epochs) == (0, 1)
     longer = dataclasses.replace(BUDGET, qat_epochs_by_recipe=(("w4a4_sp24_kd", 4),))
-    assert pipeline.budgeted(load_recipe("w4a4_sp24_kd"), longer).epochs == 4
-    assert pipeline.budgeted(load_recipe("w4a4_sp24"), longer).epochs == 1
+    assert budgets.budgeted(load_recipe("w4a4_sp24_kd"), longer).epochs == 4
+    assert budgets.budgeted(load_recipe("w4a4_sp24"), longer).epochs == 1
 
 
 def test_every_longer_qat_names_a_row_recipe_that_trains_from_fp32() -> None:
     from accelsim.compress.recipe import load_recipe
 
-    for task_name, budget in pipeline.BUDGETS.items():
+    for task_name, budget in budgets.BUDGETS.items():
         for name, epochs in budget.qat_epochs_by_recipe:
-            assert name in pipeline.ROW_RECIPES and epochs >= 1, (task_name, name)
+            assert name in budgets.ROW_RECIPES and epochs >= 1, (task_name, name)
             assert load_recipe(name).init == "finetuned", (task_name, name)
 
 
-def _row(recipe: str, seed: int, accuracy: float, minutes: float | None) -> pipeline.RowResult:
-    return pipeline.RowResult(
+def _row(recipe: str, seed: int, accuracy: float, minutes: float | None) -> table.RowResult:
+    return table.RowResult(
         task="fortunes", model="minilm_l6", recipe=recipe, accuracy_pct=accuracy,
         measured_by="integer_reference", fake_quant_accuracy_pct=accuracy, val_accuracy_pct=50.0,
         test_examples=900, init="finetuned", fp_epochs=2, qat_epochs=3, batch_size=16, lr=5e-5,
@@ -101,8 +104,8 @@ def _row(recipe: str, seed: int, accuracy: float, minutes: float | None) -> pipe
 
 def test_seeds_are_rows_of_their_own_and_results_md_pairs_them(tmp_path: Path) -> None:
     csv_path = tmp_path / "results.csv"
-    pipeline.write_rows([_row("fp32", 0, 70.0, 2.0), _row("fp32", 1, 72.0, 2.1)], csv_path)
-    rows = pipeline.write_rows(
+    table.write_rows([_row("fp32", 0, 70.0, 2.0), _row("fp32", 1, 72.0, 2.1)], csv_path)
+    rows = table.write_rows(
         [_row("w4a4_sp24", 0, 69.0, 5.0), _row("w4a4_sp24", 1, 70.0, 5.2),
          _row("fp32", 0, 70.0, None)],  # a reused run keeps the training time it was made with
         csv_path,
@@ -111,7 +114,7 @@ def test_seeds_are_rows_of_their_own_and_results_md_pairs_them(tmp_path: Path) -
         ("fp32", "0"), ("fp32", "1"), ("w4a4_sp24", "0"), ("w4a4_sp24", "1")
     ]
     assert rows[0]["train_minutes"] == "2.0"
-    md = pipeline.render_markdown(rows)
+    md = table.render_markdown(rows)
     # mean 69.5; per-seed differences -1.0 and -2.0: mean -1.5, sample std 0.71
     assert "| w4a4_sp24 | 69.50 | -1.50 ± 0.71 | 69.00 (s0) / 70.00 (s1) |" in md
     assert "| fp32 | 71.00 |  | 70.00 (s0) / 72.00 (s1) |" in md
@@ -121,20 +124,20 @@ def test_a_reused_run_of_another_schedule_does_not_inherit_the_old_rows_time(
     tmp_path: Path,
 ) -> None:
     csv_path = tmp_path / "results.csv"
-    pipeline.write_rows([_row("w4a4_sp24", 0, 69.0, 5.0)], csv_path)
+    table.write_rows([_row("w4a4_sp24", 0, 69.0, 5.0)], csv_path)
     longer = dataclasses.replace(_row("w4a4_sp24", 0, 70.0, None), qat_epochs=6)
-    (row,) = pipeline.write_rows([longer], csv_path)
+    (row,) = table.write_rows([longer], csv_path)
     assert (row["qat_epochs"], row["accuracy_pct"], row["train_minutes"]) == ("6", "70.0", "")
 
 
 def test_tasks_without_an_unlabelled_pool_skip_the_recipes_that_need_one() -> None:
     from accelsim.errors import AccelsimError
 
-    needs_pool = {name for name, _ in pipeline.NO_UNLABELED_POOL}
+    needs_pool = {name for name, _ in budgets.NO_UNLABELED_POOL}
     assert "w4a4_sp24_kd_unlabeled" in needs_pool and "w4a4_sp24_kd" not in needs_pool
     for task_name in ("fashion_mnist", "speech_commands"):
         with pytest.raises(AccelsimError, match="no unlabeled pool"):
             get_task(task_name).unlabeled_batches(8, 0)
-        assert needs_pool <= set(dict(pipeline.BUDGETS[task_name].skip)), task_name
+        assert needs_pool <= set(dict(budgets.BUDGETS[task_name].skip)), task_name
     for task_name in ("fortunes", "wordnet_supersenses"):  # text: every class has a pool
-        assert not needs_pool & set(dict(pipeline.BUDGETS[task_name].skip)), task_name
+        assert not needs_pool & set(dict(budgets.BUDGETS[task_name].skip)), task_name
