@@ -36,6 +36,9 @@ RUN_ORDER = (
     "w8a8_sp24", "w8a8_kd_unlabeled",
 )  # fmt: skip
 BASELINE = "fp32"
+# Rows that train no backbone: logistic regression on frozen features (accelsim.accuracy.probe),
+# the floor a fine-tuned FP32 baseline has to beat.
+PROBES = ("linear_probe", "tfidf_probe")
 NO_DROPOUT = (
     "w4a4_sp24_const_dropout",
     "the backbone has no dropout (its config sets every dropout rate to 0), so constant and "
@@ -47,6 +50,7 @@ NO_UNLABELED_POOL = tuple(
            "only the text tasks have a pool)")
     for name in ROW_RECIPES if load_recipe(name).distill_unlabeled > 0
 )  # fmt: skip
+NO_TEXT = ("tfidf_probe", "not applicable: the inputs are not text")
 
 
 
@@ -99,6 +103,28 @@ def run_name(recipe: str, qat_epochs: int, qat_lr: float, budget: Budget) -> str
     return recipe + suffix
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """The training columns of a results row, as a budgeted recipe implies them."""
+
+    init: str  # "finetuned" (from the FP32 run) or "pretrained"
+    fp_epochs: int  # FP32 epochs behind the row (its own, or its critical initialization's)
+    qat_epochs: int  # compressed epochs (0 for FP32)
+    batch_size: int
+    lr: float
+
+    def columns(self) -> dict[str, str]:
+        return {k: str(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def schedule_of(name: str, budget: Budget) -> Schedule:
+    """What recipe ``name`` trains under ``budget`` (the row's schedule columns)."""
+    recipe = budgeted(load_recipe(name), budget)
+    if not recipe.quantized:
+        return Schedule(recipe.init, budget.fp_epochs, 0, recipe.batch_size, recipe.lr)
+    fp_epochs = budget.fp_epochs if recipe.init == "finetuned" else 0
+    return Schedule(recipe.init, fp_epochs, recipe.fp_epochs + recipe.epochs, recipe.batch_size,
+                    recipe.lr)
 
 
 BUDGETS: dict[str, Budget] = {
@@ -118,13 +144,13 @@ BUDGETS: dict[str, Budget] = {
     # 2000 images at 56 px, batch 32: 63 steps an epoch.
     "fashion_mnist": Budget(
         fp_epochs=2, qat_epochs=1, batch_size=32, fp_lr=1e-4, qat_lr=5e-5,
-        skip=(NO_DROPOUT, *NO_UNLABELED_POOL),
+        skip=(NO_DROPOUT, *NO_UNLABELED_POOL, NO_TEXT),
     ),
     # 960 one-second clips, batch 32: 30 steps an epoch.
     # 30 steps an epoch are few for QAT: 1 epoch left W4A4+2:4 2.5 points below FP32, so 3.
     "speech_commands": Budget(
         fp_epochs=4, qat_epochs=3, batch_size=32, fp_lr=2e-4, qat_lr=5e-5,
-        skip=(NO_DROPOUT, *NO_UNLABELED_POOL),
+        skip=(NO_DROPOUT, *NO_UNLABELED_POOL, NO_TEXT),
     ),
 }
 
@@ -132,6 +158,10 @@ BUDGETS: dict[str, Budget] = {
 
 
 RECIPE_MEANING = {
+    "linear_probe": "logistic regression on the frozen pre-trained backbone's features (no "
+    "fine-tuning)",
+    "tfidf_probe": "logistic regression on TF-IDF word and bigram features of the text (no "
+    "network at all)",
     "fp32": "float32 task fine-tuning (the baseline and the critical initialization)",
     "w8a8": "8-bit weights and activations, dense",
     "w4a4": "4-bit weights and activations, dense",

@@ -17,6 +17,7 @@ finished run is reused, an interrupted one resumes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -24,13 +25,30 @@ from pathlib import Path
 
 import torch
 
-from accelsim.accuracy.budgets import BASELINE, BUDGETS, RUN_ORDER, Budget, budgeted
+from accelsim.accuracy.budgets import (
+    BASELINE,
+    BUDGETS,
+    RUN_ORDER,
+    Budget,
+    budgeted,
+    schedule_of,
+)
 from accelsim.accuracy.evaluate import evaluate_accuracy, evaluate_float
+from accelsim.accuracy.provenance import (
+    RunProvenance,
+    code_commit,
+    code_sha256,
+    read_provenance,
+    split_sha256,
+    stale_reason,
+    tensors_sha256,
+)
 from accelsim.accuracy.runs import run_dir
 from accelsim.accuracy.table import RESULTS_MD, RowResult, render_markdown, write_rows
 from accelsim.compress.export import export_int_model
-from accelsim.compress.recipe import Recipe, load_recipe
-from accelsim.compress.train import FinetuneResult, Progress, finetune
+from accelsim.compress.recipe import Recipe, load_recipe, recipe_to_dict
+from accelsim.compress.train import CHECKPOINT, FinetuneResult, Progress, finetune
+from accelsim.errors import AccelsimError
 from accelsim.tasks import Task, get_task
 from accelsim.tasks.base import Batch
 
@@ -51,17 +69,36 @@ def _progress(tag: str) -> Callable[[Progress], None]:
     return report
 
 
-def train(task: Task, recipe: Recipe, init_state: dict | None, seed: int) -> FinetuneResult:
-    """Run, resume or reuse ``finetune`` of ``recipe`` from ``init_state`` (else pre-trained)."""
+def remake_command(task_name: str, recipe_name: str, seed: int) -> str:
+    """The command that trains the pipeline's run of ``recipe_name`` (and its FP32 parent)."""
+    return f"python experiments/accuracy/{task_name}.py --recipes {recipe_name} --seeds {seed}"
+
+
+def train(task: Task, recipe: Recipe, init_state: dict | None, seed: int,
+          remake: str | None = None) -> FinetuneResult:
+    """Run, resume or reuse ``finetune`` of ``recipe`` from ``init_state`` (else pre-trained).
+
+    A run directory whose provenance says another recipe, another parent or other training code
+    made it is refused (one line with ``remake``, by default the pipeline's command for it).
+    """
+    out_dir = run_dir(task.name, recipe.name, seed)
+    parent = tensors_sha256(init_state) if init_state is not None else ""
+    if (out_dir / CHECKPOINT).is_file():
+        reason = stale_reason(read_provenance(out_dir), recipe, parent)
+        if reason is not None:
+            command = remake or remake_command(task.name, recipe.name, seed)
+            raise AccelsimError(f"run {out_dir}: refused, {reason}; re-make it with: "
+                                f"rm -r {out_dir} && {command}")
+    else:
+        RunProvenance(recipe_to_dict(recipe), parent, code_sha256(), code_commit()).write(out_dir)
     model = task.build_model(seed)
     if init_state is not None:
         model.load_state_dict(init_state)
-    out_dir = run_dir(task.name, recipe.name, seed)
 
     def unlabeled(epoch: int) -> Iterable[Batch]:
         return task.unlabeled_batches(recipe.batch_size, seed=seed * 1000 + epoch)
 
-    return finetune(
+    result = finetune(
         model,
         lambda epoch: task.batches("train", recipe.batch_size, seed=seed * 1000 + epoch),
         lambda: task.batches("val", 64, seed=0),
@@ -73,6 +110,11 @@ def train(task: Task, recipe: Recipe, init_state: dict | None, seed: int) -> Fin
         # Only a distill_unlabeled recipe reads the pool (vision and speech have none).
         unlabeled_batches=unlabeled if recipe.distill_unlabeled else None,
     )
+    saved = read_provenance(out_dir)
+    if saved is not None and not saved.checkpoint_sha256:
+        checkpoint = tensors_sha256(result.model.state_dict())
+        dataclasses.replace(saved, checkpoint_sha256=checkpoint).write(out_dir)
+    return result
 
 
 def run_recipe(
@@ -84,6 +126,7 @@ def run_recipe(
         raise RuntimeError(f"{name}: needs the fp32 weights first")
     start = time.monotonic()
     result = train(task, recipe, init_state, seed)
+    parent = tensors_sha256(init_state) if init_state is not None else ""
     reused = result.resumed_from_epoch == len(result.history)
     train_minutes = None if reused else round((time.monotonic() - start) / 60, 1)
     start = time.monotonic()
@@ -98,16 +141,17 @@ def run_recipe(
         measured_by = "pytorch_fp32"
     eval_minutes = (time.monotonic() - start) / 60
     examples = sum(len(b.labels) for b in task.batches("test", 256, seed=0))
+    schedule = schedule_of(name, budget)
     row = RowResult(
         task=task.name, model=task.backbone, recipe=name, accuracy_pct=round(accuracy, 2),
         measured_by=measured_by,
         fake_quant_accuracy_pct=None if fake_quant is None else round(fake_quant, 2),
-        val_accuracy_pct=round(result.metric, 2), test_examples=examples, init=recipe.init,
-        fp_epochs=budget.fp_epochs if (not recipe.quantized or recipe.init == "finetuned")
-        else 0,
-        qat_epochs=0 if not recipe.quantized else recipe.fp_epochs + recipe.epochs,
-        batch_size=recipe.batch_size, lr=recipe.lr, train_minutes=train_minutes,
+        val_accuracy_pct=round(result.metric, 2), test_examples=examples, init=schedule.init,
+        fp_epochs=schedule.fp_epochs, qat_epochs=schedule.qat_epochs,
+        batch_size=schedule.batch_size, lr=schedule.lr, train_minutes=train_minutes,
         eval_minutes=round(eval_minutes, 1), seed=seed, command=command,
+        code_commit=code_commit(), checkpoint_sha256=tensors_sha256(model.state_dict()),
+        parent_sha256=parent, split_sha256=split_sha256(task),
     )  # fmt: skip
     return row, result
 

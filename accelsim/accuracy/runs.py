@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from accelsim.accuracy.budgets import BASELINE, BUDGETS, Budget, budgeted
 from accelsim.accuracy.evaluate import (
     Fidelity,
     evaluate_accuracy,
     evaluate_float,
     generated_fidelity,
 )
+from accelsim.accuracy.provenance import read_provenance, stale_reason
 from accelsim.errors import AccelsimError
 
 if TYPE_CHECKING:
@@ -48,38 +50,73 @@ class AccuracyResult:
 
 
 def run_dir(task_name: str, recipe_name: str, seed: int) -> Path:
-    """Where ``experiments/accuracy`` trains (and caches) one (task, recipe, seed) run."""
-    from accelsim.tasks._data import cache_dir
+    """Where ``experiments/accuracy`` trains (and caches) one (task, recipe, seed) run; not
+    created here (training creates it, loading never does)."""
+    from accelsim.tasks._data import cache_root
 
-    return cache_dir("runs", task_name, f"{recipe_name}-seed{seed}")
+    return cache_root() / "runs" / task_name / f"{recipe_name}-seed{seed}"
 
 
-def trained_model(task: Task, recipe_name: str, seed: int = 0) -> nn.Module:
-    """The finished run of ``recipe_name`` on ``task``: compressed structure + trained weights."""
+def trained_model(task: Task, recipe_name: str, seed: int = 0,
+                  budget: Budget | None = None) -> nn.Module:
+    """The finished run of ``recipe_name`` on ``task``: compressed structure + trained weights.
+
+    Refused (one line with the command that re-makes it) unless the run was made by the current
+    recipe under ``budget`` (default: the task's, ``BUDGETS``), from the current FP32 run of the
+    seed (compressed recipes with ``init: finetuned``), by the current training code.
+    """
     import torch
 
     from accelsim.compress.apply import apply_recipe
-    from accelsim.compress.recipe import recipe_from_dict
+    from accelsim.compress.recipe import load_recipe, recipe_from_dict
     from accelsim.compress.train import CHECKPOINT
 
-    path = run_dir(task.name, recipe_name, seed) / CHECKPOINT
-    command = f"python experiments/accuracy/{task.name}.py --recipes {recipe_name}"
+    budget = budget if budget is not None else _budget_of(task.name)
+    directory = run_dir(task.name, recipe_name, seed)
+    path = directory / CHECKPOINT
+    command = (f"python experiments/accuracy/{task.name}.py --recipes {recipe_name} "
+               f"--seeds {seed}")
     if not path.is_file():
         raise AccelsimError(
             f"accuracy: no trained run of recipe {recipe_name!r} on task {task.name!r} at "
             f"{path}; create it with: {command}"
         )
+    recipe = budgeted(load_recipe(recipe_name), budget)
+    parent = ""
+    if recipe.quantized and recipe.init == "finetuned":
+        fp_dir = run_dir(task.name, BASELINE, seed)
+        fp_saved = read_provenance(fp_dir)
+        fp_reason = stale_reason(fp_saved, budgeted(load_recipe(BASELINE), budget), "")
+        if fp_reason is None and fp_saved is not None and not fp_saved.checkpoint_sha256:
+            fp_reason = "it has not finished"
+        if fp_reason is not None:
+            raise AccelsimError(f"accuracy: refused {directory}: its FP32 parent run {fp_dir} "
+                                f"is not current ({fp_reason}); re-make both with: rm -r "
+                                f"{fp_dir} {directory} && {command}")
+        parent = fp_saved.checkpoint_sha256 if fp_saved is not None else ""
+    reason = stale_reason(read_provenance(directory), recipe, parent)
+    if reason is not None:
+        raise AccelsimError(f"accuracy: refused {directory}: {reason}; re-make it with: "
+                            f"rm -r {directory} && {command}")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    recipe = recipe_from_dict(ckpt["recipe"], where=str(path))
-    if ckpt["optimizer"] is not None or ckpt["epoch_done"] < recipe.fp_epochs + recipe.epochs:
+    saved_recipe = recipe_from_dict(ckpt["recipe"], where=str(path))
+    if ckpt["optimizer"] is not None or \
+            ckpt["epoch_done"] < saved_recipe.fp_epochs + saved_recipe.epochs:
         raise AccelsimError(
             f"accuracy: the run at {path} stopped after epoch {ckpt['epoch_done']}; "
             f"finish it with: {command}"
         )
     model = task.build_model(seed)
-    apply_recipe(model, recipe)  # float recipes leave the model as it is
+    apply_recipe(model, saved_recipe)  # float recipes leave the model as it is
     model.load_state_dict(ckpt["model"])
     return model.eval()
+
+
+def _budget_of(task_name: str) -> Budget:
+    if task_name not in BUDGETS:
+        raise AccelsimError(f"accuracy: task {task_name!r} has no training budget; allowed: "
+                            f"{', '.join(BUDGETS)}")
+    return BUDGETS[task_name]
 
 
 def accuracy_for(model_name: str, recipe_name: str, seed: int = 0) -> AccuracyResult:

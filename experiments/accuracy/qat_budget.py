@@ -61,7 +61,9 @@ def measure(task_name: str, recipe_name: str, epochs: int, lr: float,
         budgeted(load_recipe(recipe_name), budget), epochs=epochs, lr=lr,
         name=run_name(recipe_name, epochs, lr, budget),
     )  # fmt: skip
-    result = train(task, recipe, fp_state, seed)
+    remake = (f"python experiments/accuracy/qat_budget.py --task {task_name} --recipes "
+              f"{recipe_name} --epochs {epochs} --lrs {lr:g} --seeds {seed}")
+    result = train(task, recipe, fp_state, seed, remake=remake)
     model = result.model.eval()
     accuracy = evaluate_accuracy(task, model, export_int_model(model), "test")
     return {

@@ -21,7 +21,10 @@ from accelsim.accuracy import (
     table,
     trained_model,
 )
+from accelsim.accuracy.provenance import check_table
+from accelsim.accuracy.runs import run_dir
 from accelsim.compress.export import export_int_model
+from accelsim.errors import AccelsimError
 from accelsim.tasks import get_task
 from tests.tasks.test_data import HAS_ESPEAK, HAS_FASHION, HAS_FORTUNES, HAS_WORDNET
 
@@ -40,6 +43,8 @@ def test_tiny_pipeline_row(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
     if not present:
         pytest.skip(reason)
     monkeypatch.setenv("ACCELSIM_CACHE", str(tmp_path / "cache"))
+    # The rows' commit would carry "+dirty" whenever the suite runs on an edited tree.
+    monkeypatch.setattr(pipeline, "code_commit", lambda: "1" * 40)
     torch.set_num_threads(1)
     # speech: one clip per word and split keeps synthesis (espeak-ng + sox) to 60 clips
     task = get_task(name, limit=20 if name == "speech_commands" else 40, tiny=True)
@@ -55,7 +60,7 @@ def test_tiny_pipeline_row(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
     assert all(layer.sparsity == "2:4" for layer in int_model.linears if layer.k % 4 == 0)
     assert round(evaluate_accuracy(task, result.model, int_model), 2) == row.accuracy_pct
     # the finished run reloads (structure + weights) with the same integer-reference accuracy
-    reloaded = trained_model(task, "w4a4_sp24")
+    reloaded = trained_model(task, "w4a4_sp24", budget=BUDGET)
     assert (
         round(evaluate_accuracy(task, reloaded, export_int_model(reloaded)), 2) == row.accuracy_pct
     )
@@ -68,6 +73,20 @@ def test_tiny_pipeline_row(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
         written = list(csv.DictReader(f))
     assert [r["recipe"] for r in written] == ["fp32", "w4a4_sp24"]
     assert set(table.COLUMNS) == set(written[0])
+    # Provenance: the compressed row descends from the FP32 row of its seed, on the same split.
+    assert written[1]["parent_sha256"] == written[0]["checkpoint_sha256"] != ""
+    assert written[0]["split_sha256"] == written[1]["split_sha256"] != ""
+    assert check_table(written, budgets={name: BUDGET}) == [
+        f"task {name}: FP32 rows but no probe row to compare them with"
+    ]
+    # A run from another FP32 parent, or a run without provenance, is refused, not reused.
+    other_parent = {k: v + 1 if v.is_floating_point() else v for k, v in fp_state.items()}
+    with pytest.raises(AccelsimError, match=r"refused, it started from weights .* re-make it "
+                       r"with: rm -r .* && python experiments/accuracy/"):
+        pipeline.run_recipe(task, "w4a4_sp24", BUDGET, other_parent, 0, "cmd")
+    (run_dir(name, "w4a4_sp24", 0) / "provenance.json").unlink()
+    with pytest.raises(AccelsimError, match="no provenance.json"):
+        trained_model(task, "w4a4_sp24", budget=BUDGET)
 
 
 def test_budget_sets_lengths_and_learning_rates() -> None:
@@ -99,6 +118,7 @@ def _row(recipe: str, seed: int, accuracy: float, minutes: float | None) -> tabl
         measured_by="integer_reference", fake_quant_accuracy_pct=accuracy, val_accuracy_pct=50.0,
         test_examples=900, init="finetuned", fp_epochs=2, qat_epochs=3, batch_size=16, lr=5e-5,
         train_minutes=minutes, eval_minutes=0.5, seed=seed, command="cmd",
+        code_commit="1" * 40, checkpoint_sha256="a" * 64, parent_sha256="", split_sha256="b" * 64,
     )  # fmt: skip
 
 
