@@ -186,6 +186,10 @@ class SpeechCommands:
     def backbone(self) -> str:
         return "whisper_tiny_test" if self.tiny else "whisper_tiny_en"
 
+    @property
+    def input_shape(self) -> dict[str, float]:
+        return {"audio_seconds": WINDOW_SAMPLES / SAMPLE_RATE_HZ}
+
     def build_model(self, seed: int) -> nn.Module:
         return build_task_model(self.backbone, not self.tiny, seed, self.num_labels)
 

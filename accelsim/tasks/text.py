@@ -168,6 +168,10 @@ class _TextTopics(ABC):
     def backbone(self) -> str:
         return "bert_tiny" if self.tiny else "minilm_l6"
 
+    @property
+    def input_shape(self) -> dict[str, float]:
+        return {"seq_len": MAX_TOKENS}  # the longest text; a batch pads to its longest
+
     def build_model(self, seed: int) -> nn.Module:
         model = build_task_model(self.backbone, not self.tiny, seed, self.num_labels)
         # The word-piece table is half of MiniLM's parameters (11.7 M of 22.7 M) and is never

@@ -21,7 +21,7 @@ from accelsim.accuracy import (
     table,
     trained_model,
 )
-from accelsim.accuracy.provenance import check_table
+from accelsim.accuracy.provenance import check_table, read_provenance
 from accelsim.accuracy.runs import run_dir
 from accelsim.compress.export import export_int_model
 from accelsim.errors import AccelsimError
@@ -84,6 +84,15 @@ def test_tiny_pipeline_row(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(AccelsimError, match=r"refused, it started from weights .* re-make it "
                        r"with: rm -r .* && python experiments/accuracy/"):
         pipeline.run_recipe(task, "w4a4_sp24", BUDGET, other_parent, 0, "cmd")
+    # run --accuracy's loader: an FP32 run re-made since (other weights) orphans the QAT run.
+    fp_dir = run_dir(name, "fp32", 0)
+    fp_saved = read_provenance(fp_dir)
+    dataclasses.replace(fp_saved, checkpoint_sha256="0" * 64).write(fp_dir)
+    with pytest.raises(AccelsimError, match="refused .* it started from weights"):
+        trained_model(task, "w4a4_sp24", budget=BUDGET)
+    fp_saved.write(fp_dir)
+    with pytest.raises(AccelsimError, match=r"differs from the current 'w4a4_sp24' in epochs"):
+        trained_model(task, "w4a4_sp24", budget=dataclasses.replace(BUDGET, qat_epochs=2))
     (run_dir(name, "w4a4_sp24", 0) / "provenance.json").unlink()
     with pytest.raises(AccelsimError, match="no provenance.json"):
         trained_model(task, "w4a4_sp24", budget=BUDGET)
