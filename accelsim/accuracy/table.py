@@ -94,7 +94,7 @@ def _write_rows_locked(new: list[RowResult], path: Path) -> list[dict[str, str]]
         if any(old.get(k) != str(d[k]) for k in SCHEDULE_COLUMNS):
             old = {}
         rows[key] = {k: old.get(k, "") if d[k] is None else str(d[k]) for k in COLUMNS}
-    order = {name: i for i, name in enumerate(ROW_RECIPES)}
+    order = {name: i for i, name in enumerate((*PROBES, *ROW_RECIPES))}
     out = sorted(
         rows.values(), key=lambda r: (r["task"], order.get(r["recipe"], 99), int(r["seed"]))
     )

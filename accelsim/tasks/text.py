@@ -212,6 +212,15 @@ class _TextTopics(ABC):
         tok = minilm_tokenizer()
         return [e.ids for e in tok.encode_batch(texts)]
 
+    def texts(self, split: Split) -> list[str]:
+        """The raw texts of ``split`` in stored order (what a bag-of-words probe reads)."""
+        texts, _, index = self._texts_and_split_index
+        return [texts[i] for i in index[split]]
+
+    def labels(self, split: Split) -> np.ndarray:
+        """The labels of ``split`` in stored order."""
+        return self._splits[split][1]
+
     def token_ids(self, split: Split) -> list[list[int]]:
         """Token ids of every text of ``split``, CLS/SEP included, unpadded."""
         return self._splits[split][0]
