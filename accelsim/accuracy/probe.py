@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from accelsim.tasks.base import Split, Task
 
-PROBE_CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
+PROBE_CS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 FEATURE_BATCH = 64
 MAX_ITER = 5000
 
