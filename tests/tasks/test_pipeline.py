@@ -46,8 +46,8 @@ def test_tiny_pipeline_row(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
     # The rows' commit would carry "+dirty" whenever the suite runs on an edited tree.
     monkeypatch.setattr(pipeline, "code_commit", lambda: "1" * 40)
     torch.set_num_threads(1)
-    # speech: one clip per word and split keeps synthesis (espeak-ng + sox) to 60 clips
-    task = get_task(name, limit=20 if name == "speech_commands" else 40, tiny=True)
+    # speech: one clip per word and split keeps synthesis (espeak-ng + sox) to 105 clips
+    task = get_task(name, limit=35 if name == "speech_commands" else 40, tiny=True)
     fp_row, fp = pipeline.run_recipe(task, "fp32", BUDGET, None, 0, "cmd")
     assert fp_row.measured_by == "pytorch_fp32" and fp_row.model == task.backbone
     assert fp_row.accuracy_pct == pytest.approx(evaluate_float(task, fp.model), abs=1e-2)
