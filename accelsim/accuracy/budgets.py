@@ -35,6 +35,14 @@ RUN_ORDER = (
     "w4a4_sp24_sparsegpt_smooth", "w4a4_sp24_sparsegpt_smooth_kd_unlabeled", "w4a8_sp24",
     "w8a8_sp24", "w8a8_kd_unlabeled",
 )  # fmt: skip
+# The README table's columns: what a task command trains by default (--recipes for others).
+TABLE_RECIPES = (
+    "fp32", "w8a8", "w4a4", "w4a4_sp24",
+    "w4a4_sp24_no_zero_grid", "w4a4_sp24_const_dropout", "w4a4_sp24_init_pretrained",
+    "w4a4_sp24_kd", "w4a4_sp24_kd_unlabeled", "w4a4_sp24_sparsegpt_smooth",
+    "w4a4_sp24_sparsegpt_smooth_kd_unlabeled", "w4a4_sp24_wanda_ln_a8",
+    "w4a4_sp24_wanda_ln_a8_kd_unlabeled",
+)  # fmt: skip
 BASELINE = "fp32"
 # Rows that train no backbone: logistic regression on frozen features (accelsim.accuracy.probe),
 # the floor a fine-tuned FP32 baseline has to beat.

@@ -170,3 +170,11 @@ def test_tasks_without_an_unlabelled_pool_skip_the_recipes_that_need_one() -> No
         assert needs_pool <= set(dict(budgets.BUDGETS[task_name].skip)), task_name
     for task_name in ("fortunes", "wordnet_supersenses"):  # text: every class has a pool
         assert not needs_pool & set(dict(budgets.BUDGETS[task_name].skip)), task_name
+
+
+def test_the_default_recipes_are_the_readme_tables_in_run_order() -> None:
+    assert set(budgets.TABLE_RECIPES) <= set(budgets.RUN_ORDER)
+    assert budgets.TABLE_RECIPES[0] == budgets.BASELINE == budgets.RUN_ORDER[0]
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    header = next(line for line in readme.splitlines() if line.startswith("| task (model) |"))
+    assert header.count("|") - 2 == len(budgets.TABLE_RECIPES)  # one column per recipe
