@@ -114,3 +114,4 @@ def test_missing_trained_run_names_the_command(
         AccelsimError, match="python experiments/accuracy/fortunes.py --recipes w4a4"
     ):
         trained_model(get_task("fortunes", tiny=True), "w4a4")
+    assert list(tmp_path.iterdir()) == []  # nothing to load: no run folder left behind

@@ -236,6 +236,29 @@ def _not_available(why: str) -> AccuracyReport:
                           {"accuracy": None, "accuracy_metric": None, "accuracy_note": why})
 
 
+def match_accuracy_shape(model: str, shape: dict[str, Any]) -> str | None:
+    """With ``--accuracy``, simulate at the input shape the accuracy is measured at: fill
+    ``shape`` with the model's task shape unless the user gave one; the line saying which."""
+    if is_topology_csv(model):
+        return None
+    from accelsim.tasks import get_task, task_for_model
+
+    task_name = task_for_model(model)
+    if task_name is None:
+        return None
+    measured = get_task(task_name).input_shape
+    at = ", ".join(f"{key} {value:g}" for key, value in measured.items())
+    given = {key: shape[key] for key in SHAPE_KEYS if shape[key] is not None}
+    if given:
+        mine = ", ".join(f"{key} {value:g}" for key, value in given.items())
+        return (f"shape   {mine} (given; the {task_name} accuracy below is measured at {at}, "
+                "so latency and energy are for another input than the accuracy)")
+    shape.update(measured)
+    return (f"shape   {at} (the input the {task_name} accuracy is measured at; --seq-len, "
+            "--image-size or --audio-seconds simulates another)")
+
+
+SHAPE_KEYS = ("seq_len", "image_size", "audio_seconds")
 # The trained run `run --accuracy` measures; experiments/accuracy/results.md also averages
 # the other seeds where they were trained.
 ACCURACY_SEED = 0
@@ -329,6 +352,9 @@ def run(args: argparse.Namespace) -> int:
     hw, overrides = load_hardware(args.hw, args.overrides, args.scalesim_compat)
     shape = {"batch": args.batch, "seq_len": args.seq_len, "image_size": args.image_size,
              "audio_seconds": args.audio_seconds}
+    shape_line = None
+    if args.accuracy:
+        shape_line = match_accuracy_shape(args.model, shape)
     workload = None
     if args.int_model is not None:
         if args.recipe is not None:
@@ -342,6 +368,8 @@ def run(args: argparse.Namespace) -> int:
         graph = load_workload(args.model, recipe=choice.recipe, **shape)
     result = simulate(graph, hw, scalesim_compat=args.scalesim_compat)
     print("\n".join(header_lines(args.model, graph, choice, args.recipe is not None)))
+    if shape_line:
+        print(shape_line)
     print()
     if not result.feasible:
         # The reason is the outcome here: stderr, where a script's failure output goes.

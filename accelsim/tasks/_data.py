@@ -24,10 +24,14 @@ SPLITS: tuple[Split, ...] = ("train", "val", "test")
 SPLIT_SEED = 20221128
 
 
+def cache_root() -> Path:
+    """``${ACCELSIM_CACHE:-~/.cache/accelsim}`` (outside git), not created."""
+    return Path(os.environ.get("ACCELSIM_CACHE", Path.home() / ".cache" / "accelsim"))
+
+
 def cache_dir(*parts: str) -> Path:
-    """``${ACCELSIM_CACHE:-~/.cache/accelsim}/<parts>``, created on demand (outside git)."""
-    root = Path(os.environ.get("ACCELSIM_CACHE", Path.home() / ".cache" / "accelsim"))
-    path = root.joinpath(*parts)
+    """``cache_root()/<parts>``, created on demand."""
+    path = cache_root().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -33,6 +33,13 @@ class Task(Protocol):
     num_labels: int
     metric_name: str  # e.g. "accuracy_pct"
 
+    @property
+    def input_shape(self) -> dict[str, float]:
+        """The zoo input shape of the task's examples (``seq_len``, ``image_size`` or
+        ``audio_seconds``): what its accuracy is measured at, so what ``run --accuracy``
+        simulates."""
+        ...
+
     def build_model(self, seed: int) -> nn.Module:
         """Pre-trained backbone plus a fresh head; ``model(**inputs).logits`` is [batch, labels]."""
         ...

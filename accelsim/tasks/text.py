@@ -169,6 +169,10 @@ class _TextTopics(ABC):
     def backbone(self) -> str:
         return "bert_tiny" if self.tiny else "minilm_l6"
 
+    @property
+    def input_shape(self) -> dict[str, float]:
+        return {"seq_len": MAX_TOKENS}  # the longest text; a batch pads to its longest
+
     def build_model(self, seed: int) -> nn.Module:
         model = build_task_model(self.backbone, not self.tiny, seed, self.num_labels)
         # The word-piece table is half of MiniLM's parameters (11.7 M of 22.7 M) and is never
@@ -208,6 +212,15 @@ class _TextTopics(ABC):
             return hash_tokenize(texts, vocab, MAX_TOKENS)
         tok = minilm_tokenizer()
         return [e.ids for e in tok.encode_batch(texts)]
+
+    def texts(self, split: Split) -> list[str]:
+        """The raw texts of ``split`` in stored order (what a bag-of-words probe reads)."""
+        texts, _, index = self._texts_and_split_index
+        return [texts[i] for i in index[split]]
+
+    def labels(self, split: Split) -> np.ndarray:
+        """The labels of ``split`` in stored order."""
+        return self._splits[split][1]
 
     def token_ids(self, split: Split) -> list[list[int]]:
         """Token ids of every text of ``split``, CLS/SEP included, unpadded."""

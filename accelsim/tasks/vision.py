@@ -99,6 +99,10 @@ class FashionMnist:
     def backbone(self) -> str:
         return "dinov2_tiny" if self.tiny else "dinov2_s"
 
+    @property
+    def input_shape(self) -> dict[str, float]:
+        return {"image_size": self.side_px}
+
     def build_model(self, seed: int) -> nn.Module:
         return build_task_model(self.backbone, not self.tiny, seed, self.num_labels)
 

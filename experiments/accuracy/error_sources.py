@@ -24,17 +24,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from pipeline import BASELINE, BUDGETS, HERE, budgeted, read_rows, train, write_csv
 
 from accelsim.accuracy import evaluate_float
+from accelsim.accuracy.budgets import BASELINE, BUDGETS, budgeted
+from accelsim.accuracy.pipeline import train
+from accelsim.accuracy.table import RESULTS_DIR, read_rows, write_csv
 from accelsim.compress.apply import act_quantizers, apply_recipe, calibrate, quant_linears
 from accelsim.compress.recipe import Recipe, load_recipe
 from accelsim.compress.sites import SITE_INPUTS, SITES, site_of
 from accelsim.files import write_text_atomic
 from accelsim.tasks import Task, get_task
 
-CSV_PATH = HERE / "error_sources.csv"
-MD_PATH = HERE / "error_sources.md"
+CSV_PATH = RESULTS_DIR / "error_sources.csv"
+MD_PATH = RESULTS_DIR / "error_sources.md"
 COLUMNS = ("task", "seed", "split", "setting", "accuracy_pct", "fp32_accuracy_pct")
 SPLIT = "val"  # selection-free diagnostics: the test split stays for the results table
 

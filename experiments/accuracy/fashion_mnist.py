@@ -1,8 +1,8 @@
-"""Regenerate the fashion_mnist rows of experiments/accuracy/results.csv (see pipeline.py)."""
+"""The fashion_mnist rows of results.csv and results.md (see accelsim.accuracy.pipeline)."""
 
 import sys
 
-from pipeline import main
+from accelsim.accuracy.pipeline import main
 
 if __name__ == "__main__":
     sys.exit(main("fashion_mnist"))

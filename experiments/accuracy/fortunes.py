@@ -1,8 +1,8 @@
-"""Regenerate the fortunes rows of experiments/accuracy/results.csv (see pipeline.py)."""
+"""The fortunes rows of results.csv and results.md (see accelsim.accuracy.pipeline)."""
 
 import sys
 
-from pipeline import main
+from accelsim.accuracy.pipeline import main
 
 if __name__ == "__main__":
     sys.exit(main("fortunes"))

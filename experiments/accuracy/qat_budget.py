@@ -4,14 +4,13 @@
         [--epochs 3 6] [--lrs 5e-5 1e-4] [--seeds 0 1 2]
 
 Each (recipe, epochs, lr, seed) trains the recipe with the task's budget
-(``pipeline.BUDGETS``) except the number of QAT epochs and the QAT learning rate, from the FP32
-run of the same seed (the critical initialization the pipeline trains and caches), and records
-the final validation accuracy and the test accuracy measured by the integer reference. A run at
-the pipeline's schedule for the recipe (``Budget.qat_epochs_of``) is the pipeline's run (reused
-from the cache). Compare settings by validation accuracy; test accuracy is what results.md
-reports. Writes ``qat_budget.csv`` (one row per run, other rows kept) and ``qat_budget.md``
-(mean gap per setting, paired by seed).
-"""
+(``accelsim.accuracy.budgets.BUDGETS``) except the number of QAT epochs and the QAT learning
+rate, from the FP32 run of the same seed (the critical initialization the pipeline trains and
+caches), and records the final validation accuracy and the test accuracy measured by the integer
+reference. A run at the pipeline's schedule for the recipe (``Budget.qat_epochs_of``) is the
+pipeline's run (reused from the cache). Compare settings by validation accuracy; test accuracy
+is what results.md reports. Writes ``qat_budget.csv`` (one row per run, other rows kept) and
+``qat_budget.md`` (mean gap per setting, paired by seed)."""
 
 from __future__ import annotations
 
@@ -21,27 +20,18 @@ import functools
 import sys
 
 import torch
-from pipeline import (
-    BASELINE,
-    BUDGETS,
-    HERE,
-    ROW_RECIPES,
-    budgeted,
-    mean_and_std,
-    read_rows,
-    run_name,
-    train,
-    write_csv,
-)  # fmt: skip
 
 from accelsim.accuracy import evaluate_accuracy, evaluate_float
+from accelsim.accuracy.budgets import BASELINE, BUDGETS, ROW_RECIPES, budgeted, run_name
+from accelsim.accuracy.pipeline import train
+from accelsim.accuracy.table import RESULTS_DIR, mean_and_std, read_rows, write_csv
 from accelsim.compress.export import export_int_model
 from accelsim.compress.recipe import load_recipe
 from accelsim.files import write_text_atomic
 from accelsim.tasks import get_task
 
-CSV_PATH = HERE / "qat_budget.csv"
-MD_PATH = HERE / "qat_budget.md"
+CSV_PATH = RESULTS_DIR / "qat_budget.csv"
+MD_PATH = RESULTS_DIR / "qat_budget.md"
 COLUMNS = ("task", "recipe", "qat_epochs", "qat_lr", "seed", "val_accuracy_pct",
            "accuracy_pct", "fp32_accuracy_pct")  # fmt: skip
 # Recipes that start from the FP32 run (the study varies their compression stage only).
@@ -71,7 +61,9 @@ def measure(task_name: str, recipe_name: str, epochs: int, lr: float,
         budgeted(load_recipe(recipe_name), budget), epochs=epochs, lr=lr,
         name=run_name(recipe_name, epochs, lr, budget),
     )  # fmt: skip
-    result = train(task, recipe, fp_state, seed)
+    remake = (f"python experiments/accuracy/qat_budget.py --task {task_name} --recipes "
+              f"{recipe_name} --epochs {epochs} --lrs {lr:g} --seeds {seed}")
+    result = train(task, recipe, fp_state, seed, remake=remake)
     model = result.model.eval()
     accuracy = evaluate_accuracy(task, model, export_int_model(model), "test")
     return {

@@ -1,8 +1,8 @@
-"""Regenerate the speech_commands rows of experiments/accuracy/results.csv (see pipeline.py)."""
+"""The speech_commands rows of results.csv and results.md (see accelsim.accuracy.pipeline)."""
 
 import sys
 
-from pipeline import main
+from accelsim.accuracy.pipeline import main
 
 if __name__ == "__main__":
     sys.exit(main("speech_commands"))

@@ -1,8 +1,8 @@
-"""Regenerate the wordnet_supersenses rows of experiments/accuracy/results.csv (see pipeline.py)."""
+"""The wordnet_supersenses rows of results.csv and results.md (see accelsim.accuracy.pipeline)."""
 
 import sys
 
-from pipeline import main
+from accelsim.accuracy.pipeline import main
 
 if __name__ == "__main__":
     sys.exit(main("wordnet_supersenses"))

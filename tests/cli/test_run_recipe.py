@@ -203,3 +203,35 @@ def test_missing_trained_run_is_reported_not_fatal(tmp_path, capsys, monkeypatch
     assert "accuracy    not available: no trained run; create it with" in capsys.readouterr().out
     assert data["totals"]["accuracy"] is None
     assert math.isfinite(data["totals"]["cycles"])
+
+
+def test_accuracy_simulates_the_shape_it_was_measured_at_and_leaves_no_run_folder(
+        tmp_path, capsys, monkeypatch):
+    import accelsim.tasks
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ACCELSIM_CACHE", str(cache))
+    monkeypatch.setattr(accelsim.tasks, "task_for_model", lambda model: "fortunes")
+    data = run_json(tmp_path, "--hw", SPARSE_HW, "--model", MODEL, "--accuracy")
+    printed = capsys.readouterr().out
+    assert ("shape   seq_len 48 (the input the fortunes accuracy is measured at; --seq-len, "
+            "--image-size or --audio-seconds simulates another)") in printed
+    assert "(batch 1, seq_len 48)" in printed
+    # No trained run: one line with the command that makes it, and nothing created on disk.
+    assert ("accuracy    not available: no trained run of recipe 'w4a4_sp24' on task "
+            "'fortunes'") in printed
+    assert "create it with: python experiments/accuracy/fortunes.py --recipes w4a4_sp24 " \
+           "--seeds 0" in printed
+    assert data["totals"]["accuracy"] is None
+    assert not (cache / "runs").exists()
+
+
+def test_an_explicit_shape_wins_and_is_said_to_differ(tmp_path, capsys, monkeypatch):
+    import accelsim.tasks
+
+    monkeypatch.setattr(accelsim.tasks, "task_for_model", lambda model: "fortunes")
+    run_json(tmp_path, "--hw", SPARSE_HW, "--model", MODEL, "--accuracy", "--seq-len", "32")
+    printed = capsys.readouterr().out
+    assert "(batch 1, seq_len 32)" in printed
+    assert ("shape   seq_len 32 (given; the fortunes accuracy below is measured at seq_len 48, "
+            "so latency and energy are for another input than the accuracy)") in printed

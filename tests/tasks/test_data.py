@@ -191,22 +191,31 @@ def test_speech_variants_are_disjoint_and_clips_fixed() -> None:
     assert sum(len(v) for v in parts.values()) == len(speech.VARIANTS)
     assert len(set().union(*parts.values())) == len(speech.VARIANTS)
     full = speech.clips("test")
-    assert len(full) == 5 * 20 * speech.TAKES_PER_WORD
+    assert len(full) == 16 * 35 * speech.TAKES_PER_WORD >= 1000
+    assert [len(speech.clips(s)) for s in ("train", "val")] == [1680, 560]
     few = speech.clips("test", per_word=2)
-    assert [c.word for c in few] == [w for w in range(20) for _ in range(2)]
+    assert [c.word for c in few] == [w for w in range(35) for _ in range(2)]
     assert all(c in full and c.variant == parts["test"][0] for c in few)
     for c in full:
-        assert 130 <= c.speed_wpm <= 200 and 25 <= c.pitch <= 75 and 10 <= c.snr_db <= 30
+        assert 110 <= c.speed_wpm <= 240 and 10 <= c.pitch <= 90 and -5 <= c.snr_db <= 10
+        assert c.noise in speech.NOISES and 0 <= c.position <= 1
+    assert {c.noise for c in full} == set(speech.NOISES)
 
 
-def test_window_centres_audio_and_adds_noise_at_the_snr() -> None:
+def test_window_places_speech_and_adds_noise_at_the_snr() -> None:
     clip = speech.clips("val", per_word=1)[0]
     tone = np.sin(np.arange(8000) / 5).astype(np.float32)
-    x = speech.to_window(tone, clip)
+    noise = np.random.default_rng(0).standard_normal(20 * 16000).astype(np.float32)
+    x = speech.to_window(tone, clip, noise)
     assert x.shape == (speech.WINDOW_SAMPLES,)
-    noise = np.concatenate([x[:4000], x[12000:]])
-    snr_db = 10 * np.log10(np.mean(tone**2) / np.mean(noise**2))
-    assert abs(snr_db - clip.snr_db) < 0.5
+    start = int(clip.position * (speech.WINDOW_SAMPLES - len(tone)))
+    added = x.astype(np.float64).copy()
+    added[start : start + len(tone)] -= tone
+    snr_db = 10 * np.log10(np.mean(tone.astype(np.float64) ** 2) / np.mean(added**2))
+    assert abs(snr_db - clip.snr_db) < 1e-3
+    # the added noise is the clip's slice of the noise file, scaled
+    piece = noise[clip.noise_offset : clip.noise_offset + speech.WINDOW_SAMPLES]
+    assert np.corrcoef(added, piece)[0, 1] > 0.9999
 
 
 @needs_espeak
@@ -214,9 +223,10 @@ def test_speech_features_from_synthesised_audio(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ACCELSIM_CACHE", str(tmp_path))
-    task = get_task("speech_commands", limit=20)
+    task = get_task("speech_commands", limit=35)
     feats, labels = task._features["test"]
-    assert feats.shape == (20, 80, 100)
-    assert labels.tolist() == list(range(20))
-    assert len(list((tmp_path / "speech" / "v1").glob("*.wav"))) == 60
+    assert feats.shape == (35, 80, 100)
+    assert labels.tolist() == list(range(35))
+    # one recording per word and split, plus one noise file per colour
+    assert len(list((tmp_path / "speech" / "v2").glob("*.wav"))) == 3 * 35 + 3
     assert torch.isfinite(feats).all() and feats.std() > 0.1

@@ -8,20 +8,26 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from accelsim.accuracy import evaluate_accuracy, evaluate_float, trained_model
+from accelsim.accuracy import (
+    budgets,
+    evaluate_accuracy,
+    evaluate_float,
+    pipeline,
+    table,
+    trained_model,
+)
+from accelsim.accuracy.provenance import check_table, read_provenance
+from accelsim.accuracy.runs import run_dir
 from accelsim.compress.export import export_int_model
+from accelsim.errors import AccelsimError
 from accelsim.tasks import get_task
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "accuracy"))
-import pipeline  # noqa: E402
-
-BUDGET = pipeline.Budget(fp_epochs=1, qat_epochs=1, batch_size=8, fp_lr=1e-3, qat_lr=1e-3)
+BUDGET = budgets.Budget(fp_epochs=1, qat_epochs=1, batch_size=8, fp_lr=1e-3, qat_lr=1e-3)
 DATA = {
     "fortunes": ("fortunes",),
     "wordnet_supersenses": ("wordnet-base",),
@@ -35,9 +41,11 @@ DATA = {
 )
 def test_tiny_pipeline_row(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACCELSIM_CACHE", str(tmp_path / "cache"))
+    # The rows' commit would carry "+dirty" whenever the suite runs on an edited tree.
+    monkeypatch.setattr(pipeline, "code_commit", lambda: "1" * 40)
     torch.set_num_threads(1)
-    # speech: one clip per word and split keeps synthesis (espeak-ng + sox) to 60 clips
-    task = get_task(name, limit=20 if name == "speech_commands" else 40, tiny=True)
+    # speech: one clip per word and split keeps synthesis (espeak-ng + sox) to 105 clips
+    task = get_task(name, limit=35 if name == "speech_commands" else 40, tiny=True)
     fp_row, fp = pipeline.run_recipe(task, "fp32", BUDGET, None, 0, "cmd")
     assert fp_row.measured_by == "pytorch_fp32" and fp_row.model == task.backbone
     assert fp_row.accuracy_pct == pytest.approx(evaluate_float(task, fp.model), abs=1e-2)
@@ -50,7 +58,7 @@ def test_tiny_pipeline_row(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
     assert all(layer.sparsity == "2:4" for layer in int_model.linears if layer.k % 4 == 0)
     assert round(evaluate_accuracy(task, result.model, int_model), 2) == row.accuracy_pct
     # the finished run reloads (structure + weights) with the same integer-reference accuracy
-    reloaded = trained_model(task, "w4a4_sp24")
+    reloaded = trained_model(task, "w4a4_sp24", budget=BUDGET)
     assert (
         round(evaluate_accuracy(task, reloaded, export_int_model(reloaded)), 2) == row.accuracy_pct
     )
@@ -58,49 +66,73 @@ def test_tiny_pipeline_row(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
     again, _ = pipeline.run_recipe(task, "w4a4_sp24", BUDGET, fp_state, 0, "cmd")
     assert again.accuracy_pct == row.accuracy_pct
     csv_path = tmp_path / "results.csv"
-    pipeline.write_rows([row, fp_row], csv_path)
+    table.write_rows([row, fp_row], csv_path)
     with csv_path.open() as f:
         written = list(csv.DictReader(f))
     assert [r["recipe"] for r in written] == ["fp32", "w4a4_sp24"]
-    assert set(pipeline.COLUMNS) == set(written[0])
+    assert set(table.COLUMNS) == set(written[0])
+    # Provenance: the compressed row descends from the FP32 row of its seed, on the same split.
+    assert written[1]["parent_sha256"] == written[0]["checkpoint_sha256"] != ""
+    assert written[0]["split_sha256"] == written[1]["split_sha256"] != ""
+    assert check_table(written, budgets={name: BUDGET}) == [
+        f"task {name}: FP32 rows but no probe row to compare them with"
+    ]
+    # A run from another FP32 parent, or a run without provenance, is refused, not reused.
+    other_parent = {k: v + 1 if v.is_floating_point() else v for k, v in fp_state.items()}
+    with pytest.raises(AccelsimError, match=r"refused, it started from weights .* re-make it "
+                       r"with: rm -r .* && python experiments/accuracy/"):
+        pipeline.run_recipe(task, "w4a4_sp24", BUDGET, other_parent, 0, "cmd")
+    # run --accuracy's loader: an FP32 run re-made since (other weights) orphans the QAT run.
+    fp_dir = run_dir(name, "fp32", 0)
+    fp_saved = read_provenance(fp_dir)
+    dataclasses.replace(fp_saved, checkpoint_sha256="0" * 64).write(fp_dir)
+    with pytest.raises(AccelsimError, match="refused .* it started from weights"):
+        trained_model(task, "w4a4_sp24", budget=BUDGET)
+    fp_saved.write(fp_dir)
+    with pytest.raises(AccelsimError, match=r"differs from the current 'w4a4_sp24' in epochs"):
+        trained_model(task, "w4a4_sp24", budget=dataclasses.replace(BUDGET, qat_epochs=2))
+    (run_dir(name, "w4a4_sp24", 0) / "provenance.json").unlink()
+    with pytest.raises(AccelsimError, match="no provenance.json"):
+        trained_model(task, "w4a4_sp24", budget=BUDGET)
 
 
 def test_budget_sets_lengths_and_learning_rates() -> None:
     from accelsim.compress.recipe import load_recipe
 
-    fp = pipeline.budgeted(load_recipe("fp32"), BUDGET)
+    fp = budgets.budgeted(load_recipe("fp32"), BUDGET)
     assert (fp.fp_epochs, fp.epochs, fp.lr) == (0, 1, 1e-3)
-    pre = pipeline.budgeted(load_recipe("w4a4_sp24_init_pretrained"), BUDGET)
+    pre = budgets.budgeted(load_recipe("w4a4_sp24_init_pretrained"), BUDGET)
     assert pre.fp_epochs + pre.epochs == BUDGET.fp_epochs + BUDGET.qat_epochs
-    tuned = pipeline.budgeted(load_recipe("w4a4_sp24"), BUDGET)
+    tuned = budgets.budgeted(load_recipe("w4a4_sp24"), BUDGET)
     assert (tuned.fp_epochs, tuned.epochs) == (0, 1)
     longer = dataclasses.replace(BUDGET, qat_epochs_by_recipe=(("w4a4_sp24_kd", 4),))
-    assert pipeline.budgeted(load_recipe("w4a4_sp24_kd"), longer).epochs == 4
-    assert pipeline.budgeted(load_recipe("w4a4_sp24"), longer).epochs == 1
+    assert budgets.budgeted(load_recipe("w4a4_sp24_kd"), longer).epochs == 4
+    assert budgets.budgeted(load_recipe("w4a4_sp24"), longer).epochs == 1
 
 
 def test_every_longer_qat_names_a_row_recipe_that_trains_from_fp32() -> None:
     from accelsim.compress.recipe import load_recipe
 
-    for task_name, budget in pipeline.BUDGETS.items():
+    for task_name, budget in budgets.BUDGETS.items():
         for name, epochs in budget.qat_epochs_by_recipe:
-            assert name in pipeline.ROW_RECIPES and epochs >= 1, (task_name, name)
+            assert name in budgets.ROW_RECIPES and epochs >= 1, (task_name, name)
             assert load_recipe(name).init == "finetuned", (task_name, name)
 
 
-def _row(recipe: str, seed: int, accuracy: float, minutes: float | None) -> pipeline.RowResult:
-    return pipeline.RowResult(
+def _row(recipe: str, seed: int, accuracy: float, minutes: float | None) -> table.RowResult:
+    return table.RowResult(
         task="fortunes", model="minilm_l6", recipe=recipe, accuracy_pct=accuracy,
         measured_by="integer_reference", fake_quant_accuracy_pct=accuracy, val_accuracy_pct=50.0,
         test_examples=900, init="finetuned", fp_epochs=2, qat_epochs=3, batch_size=16, lr=5e-5,
         train_minutes=minutes, eval_minutes=0.5, seed=seed, command="cmd",
+        code_commit="1" * 40, checkpoint_sha256="a" * 64, parent_sha256="", split_sha256="b" * 64,
     )  # fmt: skip
 
 
 def test_seeds_are_rows_of_their_own_and_results_md_pairs_them(tmp_path: Path) -> None:
     csv_path = tmp_path / "results.csv"
-    pipeline.write_rows([_row("fp32", 0, 70.0, 2.0), _row("fp32", 1, 72.0, 2.1)], csv_path)
-    rows = pipeline.write_rows(
+    table.write_rows([_row("fp32", 0, 70.0, 2.0), _row("fp32", 1, 72.0, 2.1)], csv_path)
+    rows = table.write_rows(
         [_row("w4a4_sp24", 0, 69.0, 5.0), _row("w4a4_sp24", 1, 70.0, 5.2),
          _row("fp32", 0, 70.0, None)],  # a reused run keeps the training time it was made with
         csv_path,
@@ -109,7 +141,7 @@ def test_seeds_are_rows_of_their_own_and_results_md_pairs_them(tmp_path: Path) -
         ("fp32", "0"), ("fp32", "1"), ("w4a4_sp24", "0"), ("w4a4_sp24", "1")
     ]
     assert rows[0]["train_minutes"] == "2.0"
-    md = pipeline.render_markdown(rows)
+    md = table.render_markdown(rows)
     # mean 69.5; per-seed differences -1.0 and -2.0: mean -1.5, sample std 0.71
     assert "| w4a4_sp24 | 69.50 | -1.50 ± 0.71 | 69.00 (s0) / 70.00 (s1) |" in md
     assert "| fp32 | 71.00 |  | 70.00 (s0) / 72.00 (s1) |" in md
@@ -119,20 +151,28 @@ def test_a_reused_run_of_another_schedule_does_not_inherit_the_old_rows_time(
     tmp_path: Path,
 ) -> None:
     csv_path = tmp_path / "results.csv"
-    pipeline.write_rows([_row("w4a4_sp24", 0, 69.0, 5.0)], csv_path)
+    table.write_rows([_row("w4a4_sp24", 0, 69.0, 5.0)], csv_path)
     longer = dataclasses.replace(_row("w4a4_sp24", 0, 70.0, None), qat_epochs=6)
-    (row,) = pipeline.write_rows([longer], csv_path)
+    (row,) = table.write_rows([longer], csv_path)
     assert (row["qat_epochs"], row["accuracy_pct"], row["train_minutes"]) == ("6", "70.0", "")
 
 
 def test_tasks_without_an_unlabelled_pool_skip_the_recipes_that_need_one() -> None:
     from accelsim.errors import AccelsimError
 
-    needs_pool = {name for name, _ in pipeline.NO_UNLABELED_POOL}
+    needs_pool = {name for name, _ in budgets.NO_UNLABELED_POOL}
     assert "w4a4_sp24_kd_unlabeled" in needs_pool and "w4a4_sp24_kd" not in needs_pool
     for task_name in ("fashion_mnist", "speech_commands"):
         with pytest.raises(AccelsimError, match="no unlabeled pool"):
             get_task(task_name).unlabeled_batches(8, 0)
-        assert needs_pool <= set(dict(pipeline.BUDGETS[task_name].skip)), task_name
+        assert needs_pool <= set(dict(budgets.BUDGETS[task_name].skip)), task_name
     for task_name in ("fortunes", "wordnet_supersenses"):  # text: every class has a pool
-        assert not needs_pool & set(dict(pipeline.BUDGETS[task_name].skip)), task_name
+        assert not needs_pool & set(dict(budgets.BUDGETS[task_name].skip)), task_name
+
+
+def test_the_default_recipes_are_the_readme_tables_in_run_order() -> None:
+    assert set(budgets.TABLE_RECIPES) <= set(budgets.RUN_ORDER)
+    assert budgets.TABLE_RECIPES[0] == budgets.BASELINE == budgets.RUN_ORDER[0]
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    header = next(line for line in readme.splitlines() if line.startswith("| task (model) |"))
+    assert header.count("|") - 2 == len(budgets.TABLE_RECIPES)  # one column per recipe

@@ -9,6 +9,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "accuracy"))
 import qat_budget  # noqa: E402
 
+from accelsim.accuracy import budgets  # noqa: E402
+
 
 def _row(epochs: int, seed: int, accuracy: str, fp32: str, lr: str = "5e-05",
          val: str = "") -> dict[str, str]:  # fmt: skip
@@ -31,15 +33,15 @@ def test_gap_is_paired_by_seed_and_grouped_by_setting() -> None:
 
 def test_run_name_is_the_pipelines_at_its_schedule_and_suffixed_otherwise() -> None:
     budget = dataclasses.replace(
-        qat_budget.BUDGETS["fortunes"], qat_epochs=3, qat_lr=5e-5,
+        budgets.BUDGETS["fortunes"], qat_epochs=3, qat_lr=5e-5,
         qat_epochs_by_recipe=(("w4a4_sp24_kd", 6),),
     )  # fmt: skip
-    assert qat_budget.run_name("w4a4_sp24", 3, 5e-5, budget) == "w4a4_sp24"
-    assert qat_budget.run_name("w4a4_sp24", 6, 5e-5, budget) == "w4a4_sp24_qat6"
-    assert qat_budget.run_name("w4a4_sp24", 6, 1e-4, budget) == "w4a4_sp24_qat6_lr0.0001"
+    assert budgets.run_name("w4a4_sp24", 3, 5e-5, budget) == "w4a4_sp24"
+    assert budgets.run_name("w4a4_sp24", 6, 5e-5, budget) == "w4a4_sp24_qat6"
+    assert budgets.run_name("w4a4_sp24", 6, 1e-4, budget) == "w4a4_sp24_qat6_lr0.0001"
     # A recipe the pipeline trains longer: its own name at that length, suffixed at the default.
-    assert qat_budget.run_name("w4a4_sp24_kd", 6, 5e-5, budget) == "w4a4_sp24_kd"
-    assert qat_budget.run_name("w4a4_sp24_kd", 3, 5e-5, budget) == "w4a4_sp24_kd_qat3"
+    assert budgets.run_name("w4a4_sp24_kd", 6, 5e-5, budget) == "w4a4_sp24_kd"
+    assert budgets.run_name("w4a4_sp24_kd", 3, 5e-5, budget) == "w4a4_sp24_kd_qat3"
 
 
 def test_study_recipes_start_from_the_fp32_run() -> None:

@@ -1,4 +1,4 @@
-"""Accuracy of compressed models: the task metric from the integer reference, or fidelity.
+"""The task metric of a model on a split (integer reference or PyTorch), or its fidelity.
 
 * :func:`evaluate_accuracy`: the exported integer model executed by the bit-exact integer
   reference (``accelsim.ref.execute.run_int_model``) over a task's test split, scored by the
@@ -8,10 +8,6 @@
 * :func:`fidelity`: for a model without a task (e.g. ``vit_b16`` with random weights) there is
   no label to score, so the compressed model is compared with its FP model on generated inputs:
   top-1 agreement of the two argmaxes and the SQNR of the compressed outputs.
-* :func:`accuracy_for`: what ``run --accuracy`` reports for a (zoo model, recipe) pair: the task
-  metric of the run trained by ``experiments/accuracy/<task>.py`` (cached under
-  :func:`run_dir`), or, for a model without a task, the fidelity of a calibrated (not trained)
-  compressed copy on generated inputs.
 """
 
 from __future__ import annotations
@@ -19,7 +15,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from accelsim.errors import AccelsimError
@@ -35,24 +30,6 @@ FIDELITY_BATCH = 2
 FIDELITY_CALIBRATION_BATCHES = 2
 FIDELITY_EVAL_BATCHES = 4
 FIDELITY_NUM_LABELS = 1000  # an ImageNet-sized random head: top-1 over 1000 classes
-
-
-@dataclass(frozen=True)
-class AccuracyResult:
-    """What ``run --accuracy`` reports for one (model, recipe).
-
-    ``accuracy_pct`` is the task metric on the test split (None for a model without a task, with
-    ``note`` saying why and ``fidelity`` set instead). ``measured_by``: ``integer_reference``
-    (compressed recipes), ``pytorch_fp32`` (the fp32 recipe) or ``fidelity``.
-    """
-
-    model: str
-    recipe: str
-    task: str | None
-    accuracy_pct: float | None
-    measured_by: str
-    fidelity: Fidelity | None = None
-    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -168,71 +145,6 @@ def fidelity(
         raise AccelsimError("fidelity: no inputs given; allowed: at least one batch")
     sqnr_db = math.inf if err_sq == 0.0 else 10.0 * math.log10(fp_sq / err_sq)
     return Fidelity(100.0 * agree / total, sqnr_db, total)
-
-
-def run_dir(task_name: str, recipe_name: str, seed: int) -> Path:
-    """Where ``experiments/accuracy`` trains (and caches) one (task, recipe, seed) run."""
-    from accelsim.tasks._data import cache_dir
-
-    return cache_dir("runs", task_name, f"{recipe_name}-seed{seed}")
-
-
-def trained_model(task: Task, recipe_name: str, seed: int = 0) -> nn.Module:
-    """The finished run of ``recipe_name`` on ``task``: compressed structure + trained weights."""
-    import torch
-
-    from accelsim.compress.apply import apply_recipe
-    from accelsim.compress.recipe import recipe_from_dict
-    from accelsim.compress.train import CHECKPOINT
-
-    path = run_dir(task.name, recipe_name, seed) / CHECKPOINT
-    command = f"python experiments/accuracy/{task.name}.py --recipes {recipe_name}"
-    if not path.is_file():
-        raise AccelsimError(
-            f"accuracy: no trained run of recipe {recipe_name!r} on task {task.name!r} at "
-            f"{path}; create it with: {command}"
-        )
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    recipe = recipe_from_dict(ckpt["recipe"], where=str(path))
-    if ckpt["optimizer"] is not None or ckpt["epoch_done"] < recipe.fp_epochs + recipe.epochs:
-        raise AccelsimError(
-            f"accuracy: the run at {path} stopped after epoch {ckpt['epoch_done']}; "
-            f"finish it with: {command}"
-        )
-    model = task.build_model(seed)
-    apply_recipe(model, recipe)  # float recipes leave the model as it is
-    model.load_state_dict(ckpt["model"])
-    return model.eval()
-
-
-def accuracy_for(model_name: str, recipe_name: str, seed: int = 0) -> AccuracyResult:
-    """Task accuracy of a trained (model, recipe) run, else fidelity when the model has no task."""
-    from accelsim.compress.export import export_int_model
-    from accelsim.compress.recipe import load_recipe
-    from accelsim.tasks import get_task, task_for_model
-
-    recipe = load_recipe(recipe_name)
-    task_name = task_for_model(model_name)
-    if task_name is None:
-        note = (
-            f"model {model_name!r} has no task with real data and pre-trained weights "
-            "(accelsim.tasks covers minilm_l6, dinov2_s, whisper_tiny_en), so there is no "
-            "accuracy to measure; reported instead: fidelity of the calibrated compressed model "
-            "vs its FP32 self on generated inputs"
-        )
-        if not recipe.quantized:
-            return AccuracyResult(model_name, recipe.name, None, None, "fidelity",
-                                  Fidelity(100.0, math.inf, 0), note)  # fmt: skip
-        return AccuracyResult(model_name, recipe.name, None, None, "fidelity",
-                              generated_fidelity(model_name, recipe_name, seed), note)  # fmt: skip
-    task = get_task(task_name)
-    model = trained_model(task, recipe.name, seed)
-    if recipe.quantized:
-        value = evaluate_accuracy(task, model, export_int_model(model))
-        return AccuracyResult(model_name, recipe.name, task_name, value, "integer_reference")
-    return AccuracyResult(
-        model_name, recipe.name, task_name, evaluate_float(task, model), "pytorch_fp32"
-    )
 
 
 def generated_fidelity(model_name: str, recipe_name: str, seed: int = 0) -> Fidelity:
