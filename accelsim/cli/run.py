@@ -65,6 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SCALE-Sim 3.0.0 compute-cycle formulas with ideal memory")
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON")
     parser.add_argument("--csv", metavar="PATH", help="write the per-layer table as CSV")
+    # --- decoder phases: accelsim.cli.run_phase ---
+    from accelsim.cli.run_phase import add_phase_arguments
+
+    add_phase_arguments(parser)
 
 
 def load_hardware(path: str, overrides: list[str], scalesim_compat: bool) -> HwConfig:
@@ -310,6 +314,11 @@ def run(args: argparse.Namespace) -> int:
     from accelsim.sim import simulate
 
     hw = load_hardware(args.hw, args.overrides, args.scalesim_compat)
+    # --- decoder phases: accelsim.cli.run_phase ---
+    from accelsim.cli.run_phase import run_phase, wants_phase
+
+    if wants_phase(args):
+        return run_phase(args, hw)
     shape = {"batch": args.batch, "seq_len": args.seq_len, "image_size": args.image_size,
              "audio_seconds": args.audio_seconds}
     workload = None
