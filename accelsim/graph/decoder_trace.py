@@ -38,6 +38,9 @@ from accelsim.zoo.decoders import build_causal_lm
 if TYPE_CHECKING:
     from torch import nn
 
+# Bump when this module changes what a phase trace holds (the disk cache keys on it, besides
+# the tracer's own TRACER_VERSION).
+PHASE_TRACE_VERSION = 1
 _MEMORY_CACHE: dict[str, PhaseGraph] = {}
 _KV_WRITE_OPS = ("index_copy_", "index_copy")
 
@@ -115,7 +118,7 @@ def trace_phase(name: str, phase: Phase, shape: dict[str, int]) -> PhaseGraph:
     spec = zoo.get_spec(name)
     config = repr((spec.family, spec.config)).encode()
     fingerprint = "dec" + hashlib.sha256(config).hexdigest()[:12]
-    key = trace_cache_key(f"{name}.{phase}", shape, fingerprint)
+    key = trace_cache_key(f"{name}.{phase}{PHASE_TRACE_VERSION}", shape, fingerprint)
     if key in _MEMORY_CACHE:
         return _MEMORY_CACHE[key]
     path = zoo.cache_dir() / "traces" / f"{key}.json"

@@ -17,7 +17,7 @@ def metrics_lines(metrics: PhaseMetrics) -> list[str]:
         lines.append(f"  per token   {metrics.ms_per_token:.4f} ms per output token ({what})")
     unit = "prompt tokens" if metrics.phase == "prefill" else "output tokens"
     lines += [
-        f"  tokens/s    {metrics.tokens_per_s:,.1f} ({metrics.tokens:,} {unit} over the batch)",
+        f"  tokens/s    {metrics.tokens_per_s:,.1f} ({unit} over the batch: {metrics.tokens:,})",
         f"  energy      {metrics.uj_per_token:.3f} uJ per token ({metrics.energy_uj:.3f} uJ "
         "total)",
     ]

@@ -77,11 +77,11 @@ def simulate_pass(phase_graph: PhaseGraph, hw: HwConfig) -> PassCost:
     if not result.feasible:
         raise InfeasiblePass(result)
     layers = {layer.name: layer for layer in result.layers}
+    attention = {node.name for node in phase_graph.graph.gemms if node.weight_is_activation}
     weight_bits = sum(
         layer.k * layer.n * layer.count
         * sparse.weight_bits_per_element(layer.weight_bits, layer.skipping)
-        for layer in result.layers
-        if layer.op == "gemm" and not _is_attention(phase_graph, layer.name))
+        for layer in result.layers if layer.op == "gemm" and layer.name not in attention)
     kv_read_bits = kv_write_bits = 0
     for tensor in phase_graph.kv_cache:
         bits = layers[tensor.read_by].weight_bits
@@ -98,11 +98,6 @@ def simulate_pass(phase_graph: PhaseGraph, hw: HwConfig) -> PassCost:
         kv_write_bytes=round(kv_write_bits / 8),
         bandwidth_bound_ms=result.totals.dram_bytes / bytes_per_cycle / cycles_per_ms,
         vector_ms=vector_cycles / cycles_per_ms, gemm_exposed_ms=exposed_cycles / cycles_per_ms)
-
-
-def _is_attention(phase_graph: PhaseGraph, name: str) -> bool:
-    return any(node.name == name and node.weight_is_activation
-               for node in phase_graph.graph.gemms)
 
 
 @dataclass(frozen=True)

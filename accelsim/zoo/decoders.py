@@ -114,8 +114,11 @@ def resolve_phase_shape(
 def _config(spec: ModelSpec) -> Any:
     import transformers
 
-    # Eager attention: QK^T and PV stay two explicit matmuls (sdpa fuses them into one op).
-    return getattr(transformers, spec.hf_config)(**spec.config_dict, attn_implementation="eager")
+    # Eager attention: QK^T and PV stay two explicit matmuls (sdpa fuses them into one op). No
+    # cache unless a forward asks for one (the phase tracer passes its StaticCache): a cache-free
+    # forward then returns tensors only, which torch.export needs.
+    return getattr(transformers, spec.hf_config)(**spec.config_dict, attn_implementation="eager",
+                                                 use_cache=False)
 
 
 def build_decoder(spec: ModelSpec, *, causal_lm: bool) -> nn.Module:

@@ -125,3 +125,23 @@ def test_recipe_kv_bits_is_validated():
     assert recipe_from_dict({"name": "kv4", "kv_bits": 4}).kv_bits == 4
     with pytest.raises(AccelsimError, match="kv_bits: 3 is not a supported KV-cache width"):
         recipe_from_dict({"name": "kv3", "kv_bits": 3})
+
+
+def test_meta_build_allocates_no_weights_and_traces_like_the_real_model():
+    from accelsim.zoo.decoders import build_causal_lm
+
+    meta = build_causal_lm("llama_tiny", meta=True)
+    assert {p.device.type for p in meta.parameters()} == {"meta"}
+    real = build_causal_lm("llama_tiny", seed=0)
+    assert [(n, p.shape) for n, p in meta.named_parameters()] == [
+        (n, p.shape) for n, p in real.named_parameters()]
+
+
+@pytest.mark.parametrize("name", TINY_DECODERS)
+def test_cache_free_backbone_trace_matches_the_analytic_count(name):
+    from accelsim.graph.trace_cache import trace_named_model
+
+    graph = trace_named_model(name, seq_len=12, batch=2)
+    assert graph.macs == zoo.analytic_macs(name, {"batch": 2, "seq_len": 12})
+    with pytest.raises(AccelsimError, match="has no classification head"):
+        zoo.build_model(name, num_labels=3)
