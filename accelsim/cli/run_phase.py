@@ -168,7 +168,11 @@ def run_phase(args: argparse.Namespace, hw: HwConfig) -> int:
                 phase_data["crossover_batch"] = crossover
             data.update(tables.result_json(cost.result), phase=phase_data)
     except gen.InfeasiblePass as infeasible:
+        # A result, as for encoders: the reason printed and, with --json, written (no phase).
         print(tables.format_totals(infeasible.result))
+        if args.json:
+            data.update(tables.result_json(infeasible.result), phase=None)
+            write_text_atomic(args.json, json.dumps(data, indent=2) + "\n")
         return 1
     print("\n".join(header_lines(args.model, graph_for_header, choice, args.recipe is not None)))
     print(f"phase   {phase} ({', '.join(f'{k} {v}' for k, v in shape.items())}); {widths}")

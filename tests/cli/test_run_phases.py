@@ -85,3 +85,14 @@ def test_bad_phase_input_is_one_line_and_exit_2(args, message, capsys, tmp_path)
     assert err.startswith("accelsim: error: ") and message in err
     assert len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_an_infeasible_pass_is_a_result_with_exit_1(tmp_path, capsys):
+    out = tmp_path / "infeasible.json"
+    args = ["run", "--hw", str(CONFIGS / "int8_dense.yaml"), "--model", "opt_tiny",
+            "--phase", "prefill", "--prompt-len", "32", "--set", "sram.outputs.size_kib=1",
+            "--set", "array.rows=128", "--set", "array.cols=128", "--json", str(out)]
+    assert main(args) == 1
+    assert "INFEASIBLE: layer" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["feasible"] is False and data["phase"] is None and "output tile" in data["reason"]
