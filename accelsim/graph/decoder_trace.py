@@ -91,19 +91,24 @@ def _kv_tensors(exported: Any, graph_gemms: dict[str, Any], name: str) -> tuple[
     return tuple(tensors)
 
 
-def _trace(name: str, phase: Phase, shape: dict[str, int]) -> PhaseGraph:
+def _trace(name: str, phase: Phase, shape: dict[str, int],
+           model: nn.Module | None = None) -> PhaseGraph:
+    """Export one phase of ``model`` (default: zoo ``name`` on the meta device; tests pass the
+    real random-init model to check that both give one graph)."""
     import torch
     from transformers import StaticCache
 
-    model = build_causal_lm(name, meta=True)
+    if model is None:
+        model = build_causal_lm(name, meta=True)
+    device = next(model.parameters()).device
     batch = shape["batch"]
     if phase == "prefill":
         tokens, start = shape["prompt_len"], 0
     else:
         tokens, start = 1, shape["context"]
     cache = StaticCache(config=model.config, max_cache_len=start + tokens)
-    inputs = {"input_ids": torch.zeros(batch, tokens, dtype=torch.long, device="meta"),
-              "cache_position": torch.arange(start, start + tokens, device="meta")}
+    inputs = {"input_ids": torch.zeros(batch, tokens, dtype=torch.long, device=device),
+              "cache_position": torch.arange(start, start + tokens, device=device)}
     module = _step_module(model, cache)
     exported = export_module(module, inputs, name=name)
     graph = graph_from_exported(exported, module, name=f"{name}.{phase}", input_shape=shape)

@@ -145,3 +145,12 @@ def test_cache_free_backbone_trace_matches_the_analytic_count(name):
     assert graph.macs == zoo.analytic_macs(name, {"batch": 2, "seq_len": 12})
     with pytest.raises(AccelsimError, match="has no classification head"):
         zoo.build_model(name, num_labels=3)
+
+
+@pytest.mark.parametrize("phase", ["prefill", "decode"])
+def test_meta_trace_equals_the_trace_of_the_real_model(phase):
+    from accelsim.zoo.decoders import build_causal_lm
+
+    shape = resolve_phase_shape("llama_tiny", phase, batch=2)
+    real = decoder_trace._trace("llama_tiny", phase, shape, model=build_causal_lm("llama_tiny"))
+    assert real == decoder_trace.trace_phase("llama_tiny", phase, shape)
