@@ -3,7 +3,8 @@
 Run: ``python benchmarks/mac_counts.py [--all]``. Prints, per model, the traced and analytic
 G MACs, their % difference (the tracer must be within 0.5%), GEMM counts, build and trace time.
 Default set: BERT-base at 128 tokens, ViT-B/16 at 224x224, wav2vec2-base on 1 s of 16 kHz
-audio; ``--all`` adds every non-test zoo model at its default shape.
+audio; ``--all`` adds every non-test encoder in the zoo at its default shape (decoders are traced
+by phase on the meta device: ``benchmarks/decoder_phases.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from accelsim import zoo
 from accelsim.graph.trace import trace_module
 from accelsim.graph.verify import verify_graph
+from accelsim.zoo.registry import DECODER_FAMILIES as DECODERS
 
 DEFAULT_MODELS = ("bert_base", "vit_b16", "wav2vec2_base")
 TOLERANCE = 0.005
@@ -29,7 +31,8 @@ def main() -> int:
     torch.set_num_threads(1)
     names = DEFAULT_MODELS
     if args.all:
-        names = tuple(s.name for s in zoo.list_models() if not s.name.endswith(("_tiny", "_test")))
+        names = tuple(s.name for s in zoo.list_models()
+                      if not s.name.endswith(("_tiny", "_test")) and s.family not in DECODERS)
     print(
         f"{'model':<16} {'input':<30} {'traced G':>10} {'analytic G':>11} {'diff %':>8} "
         f"{'GEMMs':>6} {'build s':>8} {'trace s':>8}"

@@ -9,11 +9,14 @@ HELP = "list the model zoo: family, parameters, default input shape, real weight
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--family", help="only models of this family (bert, vit, dinov2, wav2vec2, whisper)"
+        "--family",
+        help="only models of this family (bert, vit, dinov2, wav2vec2, whisper, gpt2, opt, llama)",
     )
 
 
 def _shape_text(shape: dict[str, float]) -> str:
+    if "gen_len" in shape:  # a decoder: prompt plus generated tokens
+        return f"{shape['seq_len']} + {shape['gen_len']} tokens"
     ((key, value),) = shape.items()
     if key == "audio_seconds":
         return f"{value:g} s audio"

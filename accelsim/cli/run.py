@@ -71,6 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "costliest layer groups; --json and --csv always hold every layer")
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON")
     parser.add_argument("--csv", metavar="PATH", help="write the per-layer table as CSV")
+    # --- decoder phases: accelsim.cli.run_phase ---
+    from accelsim.cli.run_phase import add_phase_arguments
+
+    add_phase_arguments(parser)
 
 
 def load_hardware(path: str, overrides: list[str],
@@ -350,6 +354,11 @@ def run(args: argparse.Namespace) -> int:
     from accelsim.sim import simulate
 
     hw, overrides = load_hardware(args.hw, args.overrides, args.scalesim_compat)
+    # --- decoder phases: accelsim.cli.run_phase ---
+    from accelsim.cli.run_phase import run_phase, wants_phase
+
+    if wants_phase(args):
+        return run_phase(args, hw)
     shape = {"batch": args.batch, "seq_len": args.seq_len, "image_size": args.image_size,
              "audio_seconds": args.audio_seconds}
     shape_line = None

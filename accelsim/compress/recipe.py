@@ -21,6 +21,7 @@ from accelsim.errors import AccelsimError, did_you_mean, yaml_problem
 
 FAMILIES: tuple[str, ...] = ("bert", "dinov2", "vit", "wav2vec2", "whisper")
 BITS: tuple[int, ...] = (4, 8, 32)  # 32 = keep float32 (no quantizer)
+KV_BITS: tuple[int, ...] = (4, 8, 16, 32)
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "experiments" / "recipes"
 
 
@@ -33,6 +34,9 @@ class Recipe:
     # precision where the accuracy goes, e.g. {qkv: 8, ffn_up: 8} for the LayerNorm outputs.
     act_bits_by_site: dict[str, int] = field(default_factory=dict, hash=False)
     attention_bits: int = 8
+    # Stored width of a decoder's KV cache (accelsim.graph.phases); None = attention_bits, the
+    # width of the attention operands the cache holds.
+    kv_bits: int | None = None
     # Per-channel smoothing of the inputs at these sites (SmoothQuant, Xiao et al., ICML 2023):
     # the quantizer codes x_k / s_k and the weights' column k becomes w_nk * s_k, exact in float,
     # with s_k = max|x_k|^alpha / max_n|w_nk|^(1 - alpha) from the calibration batches. An outlier
@@ -120,6 +124,9 @@ def _problem(r: Recipe) -> str | None:
         if getattr(r, key) not in BITS:
             return (f"{key}: {getattr(r, key)!r} is not a supported bit width; "
                     f"allowed: 4, 8, 32 (32 = float)")
+    if r.kv_bits is not None and r.kv_bits not in KV_BITS:
+        return (f"kv_bits: {r.kv_bits!r} is not a supported KV-cache width; allowed: "
+                f"{', '.join(map(str, KV_BITS))} or null (= attention_bits)")
     if (r.weight_bits == 32) != (r.act_bits == 32):
         return (f"weight_bits {r.weight_bits} with act_bits {r.act_bits}: both must be 32 "
                 f"(float) or both quantized (4, 8)")

@@ -195,6 +195,9 @@ SKIPPED_OPS = frozenset(
         "_weight_norm",
         "_weight_norm_interface",
         "linspace",
+        # A decoder's KV-cache write (static cache): accelsim.graph.decoder_trace records it.
+        "index_copy",
+        "index_copy_",
         "triu",
         "tril",
     }

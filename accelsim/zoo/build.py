@@ -10,6 +10,7 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from accelsim.errors import AccelsimError
+from accelsim.zoo.decoders import build_decoder, is_decoder
 from accelsim.zoo.inputs import resolve_input_shape, structure_config
 from accelsim.zoo.registry import ModelSpec, get_spec
 from accelsim.zoo.weights import load_pretrained, require_weights
@@ -31,6 +32,8 @@ def _hf_config(spec: ModelSpec, shape: dict[str, int], num_labels: int | None = 
 
 
 def _build_backbone(spec: ModelSpec, shape: dict[str, int]) -> nn.Module:
+    if is_decoder(spec):  # the decoder stack without its LM head (zoo.decoders builds both)
+        return build_decoder(spec, causal_lm=False)
     config = _hf_config(spec, shape)
     if spec.family == "bert":
         from transformers import BertModel
@@ -55,6 +58,9 @@ def _build_backbone(spec: ModelSpec, shape: dict[str, int]) -> nn.Module:
 
 
 def _build_classifier(spec: ModelSpec, shape: dict[str, int], num_labels: int) -> nn.Module:
+    if is_decoder(spec):
+        raise AccelsimError(f"build_model({spec.name!r}): num_labels: decoder family "
+                            f"{spec.family!r} has no classification head (allowed: None)")
     config = _hf_config(spec, shape, num_labels=num_labels)
     if spec.family == "bert":
         from transformers import BertForSequenceClassification

@@ -7,6 +7,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from accelsim.errors import AccelsimError
+from accelsim.zoo.decoders import is_decoder, max_positions
 from accelsim.zoo.registry import INPUT_OPTION, ModelSpec, get_spec
 
 if TYPE_CHECKING:
@@ -42,8 +43,8 @@ def resolve_input_shape(
                 f"(its shape option is {option})"
             )
     value = given[option] if given[option] is not None else spec.default_input_shape[option]
-    if spec.family == "bert":
-        limit = cfg.get("max_position_embeddings", 512)
+    if spec.family == "bert" or is_decoder(spec):
+        limit = max_positions(spec) if is_decoder(spec) else cfg.get("max_position_embeddings", 512)
         if not isinstance(value, int) or not 1 <= value <= limit:
             raise AccelsimError(
                 f"{name}: seq_len={value!r} must be an integer in 1..{limit} "
@@ -137,6 +138,9 @@ def inputs_for_shape(spec: ModelSpec, shape: dict[str, int], *, seed: int = 0) -
     if spec.family == "bert":
         ids = torch.randint(0, cfg["vocab_size"], (batch, shape["seq_len"]), generator=gen)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if is_decoder(spec):  # causal: no padding mask needed
+        return {"input_ids": torch.randint(0, cfg["vocab_size"], (batch, shape["seq_len"]),
+                                           generator=gen)}
     if spec.family in ("vit", "dinov2"):
         side = shape["image_size"]
         channels = cfg.get("num_channels", 3)

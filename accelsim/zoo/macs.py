@@ -3,6 +3,7 @@ on the tracer (tests compare the two)."""
 
 from __future__ import annotations
 
+from accelsim.zoo.decoders import dims, is_decoder
 from accelsim.zoo.inputs import WHISPER_HOP_SAMPLES
 from accelsim.zoo.registry import get_spec
 
@@ -21,6 +22,14 @@ def analytic_macs(name: str, shape: dict[str, int]) -> int:
     spec = get_spec(name)
     cfg = spec.config_dict
     batch = shape["batch"]
+    if is_decoder(spec):  # the backbone: no KV cache (all seq_len positions), no LM head
+        d = dims(spec)
+        tokens, hidden = shape["seq_len"], d["hidden"]
+        kv_width = d["kv_heads"] * hidden // d["heads"]
+        ffn_linears = 3 if spec.family == "llama" else 2
+        layer = (tokens * hidden * (2 * hidden + 2 * kv_width) + 2 * tokens * tokens * hidden
+                 + ffn_linears * tokens * hidden * d["ffn"])
+        return batch * d["layers"] * layer
     if spec.family == "bert":
         layer = _encoder_layer_macs(shape["seq_len"], cfg["hidden_size"], cfg["intermediate_size"])
         return batch * cfg["num_hidden_layers"] * layer

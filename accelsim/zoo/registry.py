@@ -15,13 +15,18 @@ from accelsim import assets
 from accelsim.errors import AccelsimError, did_you_mean
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-FAMILIES: tuple[str, ...] = ("bert", "vit", "wav2vec2", "whisper", "dinov2")
+# Autoregressive decoder-only families (accelsim.zoo.decoders): prefill and decode phases.
+DECODER_FAMILIES: tuple[str, ...] = ("gpt2", "opt", "llama")
+FAMILIES: tuple[str, ...] = ("bert", "vit", "wav2vec2", "whisper", "dinov2", *DECODER_FAMILIES)
 HF_CONFIG_CLASS: dict[str, str] = {
     "bert": "BertConfig",
     "vit": "ViTConfig",
     "wav2vec2": "Wav2Vec2Config",
     "whisper": "WhisperConfig",
     "dinov2": "Dinov2Config",
+    "gpt2": "GPT2Config",
+    "opt": "OPTConfig",
+    "llama": "LlamaConfig",
 }
 # The one input-shape option each family takes (besides batch).
 INPUT_OPTION: dict[str, str] = {
@@ -30,7 +35,11 @@ INPUT_OPTION: dict[str, str] = {
     "dinov2": "image_size",
     "wav2vec2": "audio_seconds",
     "whisper": "audio_seconds",
+    # A decoder's seq_len is its prompt: the cache-free forward and the default prefill length.
+    **dict.fromkeys(DECODER_FAMILIES, "seq_len"),
 }
+# Decoders also name their default number of generated tokens (``run --phase generate``).
+EXTRA_INPUT_KEYS: dict[str, tuple[str, ...]] = dict.fromkeys(DECODER_FAMILIES, ("gen_len",))
 WEIGHT_FORMATS: tuple[str, ...] = ("hf_safetensors", "onnx_dinov2", "ct2_whisper")
 _YAML_KEYS = frozenset({"name", "family", "description", "hf_config", "config", "input", "weights"})
 
@@ -60,7 +69,8 @@ class ModelSpec:
     """One zoo entry, as read from ``models/<name>.yaml``.
 
     ``default_input`` holds the family's shape option: ``seq_len`` (tokens), ``image_size``
-    (pixels per side) or ``audio_seconds`` (16 kHz audio).
+    (pixels per side) or ``audio_seconds`` (16 kHz audio); decoders add ``gen_len`` (generated
+    tokens).
     """
 
     name: str
@@ -125,14 +135,16 @@ def _load_yaml_spec(path: Path) -> ModelSpec:
     if not isinstance(config, dict) or not config:
         raise AccelsimError(f"{where}.config: must be a non-empty mapping of HF config fields")
     option = INPUT_OPTION[family]
+    keys = (option, *EXTRA_INPUT_KEYS.get(family, ()))
     shape = raw.get("input")
-    if not isinstance(shape, dict) or set(shape) != {option}:
+    if not isinstance(shape, dict) or set(shape) != set(keys):
         raise AccelsimError(
-            f"{where}.input: {shape!r} must be a mapping with exactly the key {option!r}"
+            f"{where}.input: {shape!r} must be a mapping with exactly the keys {', '.join(keys)}"
         )
-    value = shape[option]
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-        raise AccelsimError(f"{where}.input.{option}: {value!r} must be a positive number")
+    for key in keys:
+        value = shape[key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise AccelsimError(f"{where}.input.{key}: {value!r} must be a positive number")
     weights = raw.get("weights")
     source: WeightsSource | None = None
     if weights is not None:
@@ -156,7 +168,7 @@ def _load_yaml_spec(path: Path) -> ModelSpec:
         description=str(raw.get("description", "")),
         hf_config=raw["hf_config"],
         config=frozen_config,
-        default_input=((option, value),),
+        default_input=tuple((key, shape[key]) for key in keys),
         weights=source,
         source=str(path),
     )

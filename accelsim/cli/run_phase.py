@@ -1,0 +1,192 @@
+"""``accelsim run --phase prefill|decode|generate``: a decoder's phases on one design point.
+
+Steps: check the phase's shape options against the model (``zoo.decoders``) -> choose the
+recipe as ``run`` does (by default the hardware's native format) -> trace the phase graphs
+(``graph.decoder_trace``, meta device) -> give them the recipe's widths (``graph.phases``:
+nominal, no masks are computed: compressing decoders is not implemented, so 2:4 layers take the
+nominal density 0.5) -> simulate (``sim.generation``) -> print and write JSON / CSV.
+
+* ``prefill``: one pass over ``--prompt-len`` tokens; its latency is the time to first token.
+* ``decode``: one step over a KV cache of ``--context`` positions, plus the batch where decoding
+  turns compute-bound (found on the step's graph at other batches, affine in the batch from
+  two traces).
+* ``generate``: the prefill plus ``--gen-len - 1`` decode steps, each simulated at its own
+  context (step graphs affine in the context from two traces).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from accelsim.errors import AccelsimError
+from accelsim.files import write_text_atomic
+from accelsim.hw import HwConfig
+
+if TYPE_CHECKING:
+    from accelsim.graph.phases import DecoderPrecision
+
+PHASE_CHOICES = ("prefill", "decode", "generate")
+CROSSOVER_MAX_BATCH = 4096
+_ENCODER_SHAPE_OPTIONS = ("seq_len", "image_size", "audio_seconds")
+_PHASE_SHAPE_OPTIONS = ("prompt_len", "context", "gen_len")
+
+
+def add_phase_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--phase", choices=PHASE_CHOICES, default=None,
+                        help="decoder models: simulate the prefill, one decode step over a KV "
+                             "cache, or a whole generation (prefill + decode steps)")
+    parser.add_argument("--prompt-len", type=int, default=None,
+                        help="prompt tokens (prefill, generate; default the model's seq_len)")
+    parser.add_argument("--context", type=int, default=None,
+                        help="tokens in the KV cache before the decode step (default seq_len)")
+    parser.add_argument("--gen-len", type=int, default=None,
+                        help="generated tokens (generate; default the model's gen_len)")
+
+
+def wants_phase(args: argparse.Namespace) -> bool:
+    """``--phase`` given, or a phase option, or a zoo decoder (which needs a phase)."""
+    if args.phase is not None or any(getattr(args, key) is not None
+                                     for key in _PHASE_SHAPE_OPTIONS):
+        return True
+    from accelsim.cli.run import is_topology_csv
+    from accelsim.zoo.decoders import is_decoder
+    from accelsim.zoo.registry import get_spec
+
+    return not is_topology_csv(args.model) and is_decoder(get_spec(args.model))
+
+
+def _check_options(args: argparse.Namespace) -> str:
+    """The phase, once the options that do not combine with a phase are ruled out."""
+    if args.phase is None:
+        given = [key for key in _PHASE_SHAPE_OPTIONS if getattr(args, key) is not None]
+        what = (f"--{given[0].replace('_', '-')} needs --phase" if given
+                else f"decoder model {args.model} needs --phase")
+        raise AccelsimError(f"{what} (allowed: {', '.join(PHASE_CHOICES)})")
+    for key in _ENCODER_SHAPE_OPTIONS:
+        if getattr(args, key) is not None:
+            flag = "--" + key.replace("_", "-")
+            raise AccelsimError(f"{flag} {getattr(args, key)} does not apply to --phase "
+                                f"{args.phase} (its shape options: --batch, --prompt-len, "
+                                "--context, --gen-len)")
+    for flag, value in (("--int-model", args.int_model), ("--accuracy", args.accuracy or None)):
+        if value is not None:
+            raise AccelsimError(f"{flag} does not apply to --phase {args.phase} (decoders are "
+                                "simulated from their traced shapes and a recipe's widths)")
+    if args.csv and args.phase == "generate":
+        raise AccelsimError("--csv does not apply to --phase generate (a per-layer table is one "
+                            "pass: use --phase prefill or decode)")
+    return args.phase
+
+
+def decoder_precision(recipe_name: str | None) -> DecoderPrecision | None:
+    """The widths a recipe gives a decoder, or ``None`` (uncompressed: the hardware's)."""
+    from accelsim.graph.phases import DecoderPrecision
+    from accelsim.graph.workload import load_workload_recipe
+
+    if recipe_name is None:
+        return None
+    recipe = load_workload_recipe(recipe_name)
+    if not recipe.quantized:
+        return None
+    if recipe.act_bits_by_site:
+        raise AccelsimError(f"recipe {recipe.name!r}: act_bits_by_site names encoder input "
+                            "sites; decoders take one act_bits (allowed: an empty mapping)")
+    return DecoderPrecision(weight_bits=recipe.weight_bits, act_bits=recipe.act_bits,
+                            attention_bits=recipe.attention_bits,
+                            kv_bits=recipe.kv_bits or recipe.attention_bits,
+                            sparsity=recipe.sparsity)
+
+
+def run_phase(args: argparse.Namespace, hw: HwConfig) -> int:
+    from accelsim.cli.run import choose_recipe, header_lines
+    from accelsim.graph.decoder_trace import trace_phase
+    from accelsim.graph.phases import PhaseGraph, affine_in, with_precision
+    from accelsim.report import phases as report
+    from accelsim.report import tables
+    from accelsim.sim import generation as gen
+    from accelsim.zoo.decoders import resolve_phase_shape
+
+    phase = _check_options(args)
+    shape = resolve_phase_shape(args.model, phase, batch=args.batch, prompt_len=args.prompt_len,
+                                context=args.context, gen_len=args.gen_len)
+    choice = choose_recipe(args.recipe, hw)
+    precision = decoder_precision(choice.recipe)
+
+    def annotated(graph: PhaseGraph) -> PhaseGraph:
+        return graph if precision is None else with_precision(graph, precision)
+
+    def family(traced_phase: str, key: str, base: dict[str, int]) -> Callable[[int], PhaseGraph]:
+        first = trace_phase(args.model, traced_phase, base)
+        second: list[PhaseGraph] = []
+
+        def at(value: int) -> PhaseGraph:
+            if value == base[key]:
+                return annotated(first)
+            if not second:
+                second.append(trace_phase(args.model, traced_phase, {**base, key: base[key] + 1}))
+            return annotated(affine_in(key, first, second[0], value))
+
+        return at
+
+    widths = ("the hardware's native widths" if precision is None else
+              f"w{precision.weight_bits}a{precision.act_bits}"
+              f"{' 2:4 (nominal density 0.5)' if precision.sparsity == '2:4' else ''}, "
+              f"attention {precision.attention_bits} bits, KV cache {precision.kv_bits} bits")
+    data: dict = {"model": args.model, "hw": hw.name, "recipe": choice.recipe or "none"}
+    try:
+        if phase == "generate":
+            prefill_shape = {"batch": shape["batch"], "prompt_len": shape["prompt_len"]}
+            decode_at = family("decode", "context", {"batch": shape["batch"],
+                                                     "context": shape["prompt_len"]})
+            prefill = annotated(trace_phase(args.model, "prefill", prefill_shape))
+            result = gen.simulate_generation(prefill, decode_at, shape["gen_len"], hw)
+            graph_for_header = dataclasses.replace(prefill.graph, name=f"{args.model}.generate",
+                                                   input_shape=shape)
+            cost = result.prefill
+            lines = [*report.generation_lines(result), *report.metrics_lines(result.metrics)]
+            data.update(feasible=True, phase=report.generation_json(result),
+                        totals={"latency_ms": result.metrics.latency_ms,
+                                "energy_uj": result.metrics.energy_uj,
+                                "dram_bytes": result.metrics.dram_bytes})
+        else:
+            at_batch = family(phase, "batch", shape)
+            phase_graph = at_batch(shape["batch"])
+            graph_for_header = phase_graph.graph
+            cost = gen.simulate_pass(phase_graph, hw)
+            metrics = (gen.prefill_metrics(cost) if phase == "prefill"
+                       else gen.decode_metrics(cost))
+            lines = [*report.metrics_lines(metrics),
+                     *report.traffic_lines(cost, hw.dram.bandwidth_gbps)]
+            phase_data = {**metrics.to_dict(), **report.pass_json(cost)}
+            if phase == "decode":
+                crossover = gen.crossover_batch(at_batch, hw, CROSSOVER_MAX_BATCH)
+                lines.append(report.crossover_line(crossover, CROSSOVER_MAX_BATCH))
+                phase_data["crossover_batch"] = crossover
+            data.update(tables.result_json(cost.result), phase=phase_data)
+    except gen.InfeasiblePass as infeasible:
+        # A result, as for encoders: the reason printed and, with --json, written (no phase).
+        print(tables.format_totals(infeasible.result))
+        if args.json:
+            data.update(tables.result_json(infeasible.result), phase=None)
+            write_text_atomic(args.json, json.dumps(data, indent=2) + "\n")
+        return 1
+    print("\n".join(header_lines(args.model, graph_for_header, choice, args.recipe is not None)))
+    print(f"phase   {phase} ({', '.join(f'{k} {v}' for k, v in shape.items())}); {widths}")
+    print()
+    if phase != "generate":
+        print(tables.format_layer_table(cost.result))
+        print()
+        print(tables.format_totals(cost.result))
+    else:
+        print(f"{args.model} generate on {hw.name}")
+    print("\n".join(lines))
+    if args.json:
+        data["phase_widths"] = widths
+        write_text_atomic(args.json, json.dumps(data, indent=2) + "\n")
+    if args.csv:
+        tables.write_csv(cost.result, args.csv)
+    return 0

@@ -1,0 +1,206 @@
+"""Decoder phase workloads: an operator graph plus the KV cache it reads and writes.
+
+A :class:`PhaseGraph` is one prefill or one decode step of a decoder (traced by
+:mod:`accelsim.graph.decoder_trace`). Besides its :class:`~accelsim.graph.ir.Graph` it carries
+the KV cache as tensors (:class:`KVCacheTensor`: shape, positions written by this pass, storage
+bits) linked to the attention GEMM that reads each one: the key cache is the B operand of QK^T
+(``head_dim x positions`` per head), the value cache the B operand of PV (``positions x
+head_dim``), so a simulator charges a cache read exactly where the graph reads it, at the
+GEMM's B-operand width (``weight_bits`` of a ``matmul`` node).
+
+Pure Python (no torch): the simulator imports it. :func:`affine_in` derives a phase graph at
+another context or batch from two traced points (every size in these graphs is affine in each,
+tests check a third point against its trace), so a generation of hundreds of decode steps, or
+a batch search, needs two exports instead of hundreds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+from accelsim.errors import AccelsimError
+from accelsim.graph.ir import GemmNode, Graph, Node, VectorNode
+
+Phase = Literal["prefill", "decode"]
+
+
+@dataclass(frozen=True)
+class KVCacheTensor:
+    """One layer's key or value cache: ``batch x kv_heads x positions x head_dim`` elements.
+
+    ``positions`` is the cache length this pass attends over (prompt for prefill, context + 1
+    for a decode step); ``written_positions`` the positions this pass stores (the prompt, or the
+    one new token). ``bits`` is the stored width (``None``: the attention operands' width, the
+    hardware's default); ``read_by`` names the attention GEMM whose B operand it is.
+    """
+
+    name: str
+    kind: Literal["key", "value"]
+    batch: int
+    kv_heads: int
+    positions: int
+    head_dim: int
+    written_positions: int
+    read_by: str
+    bits: int | None = None
+
+    def __post_init__(self) -> None:
+        for dim in ("batch", "kv_heads", "positions", "head_dim", "written_positions"):
+            value = getattr(self, dim)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise AccelsimError(f"kv cache {self.name!r}: {dim}={value!r} must be >= 1")
+        if self.kind not in ("key", "value"):
+            raise AccelsimError(f"kv cache {self.name!r}: kind={self.kind!r} is not one of "
+                                "key, value")
+        if self.bits is not None and not 1 <= self.bits <= 32:
+            raise AccelsimError(f"kv cache {self.name!r}: bits={self.bits!r} must be in 1..32 "
+                                "or null")
+
+    @property
+    def elements(self) -> int:
+        return self.batch * self.kv_heads * self.positions * self.head_dim
+
+    @property
+    def written_elements(self) -> int:
+        return self.batch * self.kv_heads * self.written_positions * self.head_dim
+
+
+@dataclass(frozen=True)
+class PhaseGraph:
+    """One prefill or decode step: the graph, its KV cache, and the phase's shape
+    (``{"batch", "prompt_len"}`` or ``{"batch", "context"}``)."""
+
+    phase: Phase
+    graph: Graph
+    kv_cache: tuple[KVCacheTensor, ...]
+    shape: dict[str, int]
+
+    def __post_init__(self) -> None:
+        gemms = {node.name: node for node in self.graph.gemms}
+        for tensor in self.kv_cache:
+            node = gemms.get(tensor.read_by)
+            if node is None or node.kind != "matmul":
+                raise AccelsimError(f"kv cache {tensor.name!r}: read_by={tensor.read_by!r} is "
+                                    f"not an attention matmul of graph {self.graph.name!r}")
+
+    def to_dict(self) -> dict:
+        return {"phase": self.phase, "shape": dict(self.shape), "graph": self.graph.to_dict(),
+                "kv_cache": [dataclasses.asdict(t) for t in self.kv_cache]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PhaseGraph:
+        return cls(phase=data["phase"], graph=Graph.from_dict(data["graph"]),
+                   kv_cache=tuple(KVCacheTensor(**t) for t in data["kv_cache"]),
+                   shape=dict(data["shape"]))
+
+
+def with_kv_bits(phase_graph: PhaseGraph, bits: int | None) -> PhaseGraph:
+    """The KV cache stored at ``bits`` (``None``: leave the traced widths): each tensor's width
+    and the B-operand width of the attention GEMM that reads it."""
+    if bits is None:
+        return phase_graph
+    readers = {tensor.read_by for tensor in phase_graph.kv_cache}
+    nodes = tuple(dataclasses.replace(node, weight_bits=bits)
+                  if isinstance(node, GemmNode) and node.name in readers else node
+                  for node in phase_graph.graph.nodes)
+    return dataclasses.replace(
+        phase_graph, graph=dataclasses.replace(phase_graph.graph, nodes=nodes),
+        kv_cache=tuple(dataclasses.replace(t, bits=bits) for t in phase_graph.kv_cache))
+
+
+_GEMM_SIZES = ("m", "k", "n", "count")
+_VECTOR_SIZES = ("elements", "count", "row_length")
+_KV_SIZES = ("batch", "positions", "written_positions")
+
+
+def _affine(first: int, second: int, x0: int, x1: int, x: int, where: str) -> int:
+    value = first + Fraction(second - first, x1 - x0) * (x - x0)
+    if value.denominator != 1 or value < 1:
+        raise AccelsimError(f"{where}: sizes {first} at {x0} and {second} at {x1} give "
+                            f"{value} at {x}, not a positive integer (not affine)")
+    return int(value)
+
+
+def _node_at(a: Node, b: Node, x0: int, x1: int, x: int) -> Node:
+    if type(a) is not type(b) or a.name != b.name:
+        raise AccelsimError(f"affine_in: node {a.name!r} and {b.name!r} differ in kind or name; "
+                            "the two traces are not one graph family")
+    sizes = _GEMM_SIZES if isinstance(a, GemmNode) else _VECTOR_SIZES
+    changes = {f: _affine(getattr(a, f), getattr(b, f), x0, x1, x, f"node {a.name!r}.{f}")
+               for f in sizes}
+    return dataclasses.replace(a, **changes)
+
+
+def affine_in(key: str, first: PhaseGraph, second: PhaseGraph, value: int) -> PhaseGraph:
+    """The phase graph at ``shape[key] = value``, from two traces that differ only in ``key``
+    (``context`` or ``batch``): every node size and KV size taken as affine in ``key``.
+
+    Raises one line when the two traces are not one family (different nodes, other shape keys
+    differing) or a size would not come out a positive integer.
+    """
+    x0, x1 = first.shape[key], second.shape[key]
+    others = {k: v for k, v in first.shape.items() if k != key}
+    if (x0 == x1 or first.phase != second.phase
+            or others != {k: v for k, v in second.shape.items() if k != key}
+            or len(first.graph.nodes) != len(second.graph.nodes)
+            or len(first.kv_cache) != len(second.kv_cache)):
+        raise AccelsimError(f"affine_in: the traces {first.shape} and {second.shape} must be "
+                            f"one {first.phase} graph differing only in {key}")
+    if value == x0:
+        return first
+    nodes = tuple(_node_at(a, b, x0, x1, value)
+                  for a, b in zip(first.graph.nodes, second.graph.nodes, strict=True))
+    kv = tuple(dataclasses.replace(a, **{f: _affine(getattr(a, f), getattr(b, f), x0, x1, value,
+                                                    f"kv cache {a.name!r}.{f}")
+                                         for f in _KV_SIZES})
+               for a, b in zip(first.kv_cache, second.kv_cache, strict=True))
+    shape = {**first.shape, key: value}
+    graph = Graph(name=first.graph.name, nodes=nodes,
+                  input_shape={**first.graph.input_shape, key: value})
+    return PhaseGraph(first.phase, graph, kv, shape)
+
+
+@dataclass(frozen=True)
+class DecoderPrecision:
+    """Operand widths a recipe gives a decoder: every weight GEMM (the LM head included: a
+    decode step streams it every token) at ``weight_bits`` x ``act_bits`` with ``sparsity``
+    at its nominal density, attention matmuls at ``attention_bits``, the KV cache at
+    ``kv_bits``."""
+
+    weight_bits: int
+    act_bits: int
+    attention_bits: int
+    kv_bits: int
+    sparsity: Literal["dense", "2:4"]
+
+
+NOMINAL_DENSITY = {"dense": 1.0, "2:4": 0.5}
+
+
+def with_precision(phase_graph: PhaseGraph, precision: DecoderPrecision) -> PhaseGraph:
+    """The phase graph run at ``precision``: GEMM widths and sparsity set, and one requantize on
+    the vector unit per quantized operand, as a compressed trace has (each linear's input, each
+    attention matmul's A operand, each KV write)."""
+    p = precision
+    nodes: list[Node] = []
+    for node in phase_graph.graph.nodes:
+        if isinstance(node, GemmNode):
+            nodes.append(VectorNode(name=f"{node.name}/requantize", vector_op="requantize",
+                                    elements=node.m * node.k * node.count))
+            if node.weight_is_activation:
+                node = dataclasses.replace(node, weight_bits=p.attention_bits,
+                                           act_bits=p.attention_bits)
+            else:
+                sparse = p.sparsity == "2:4" and node.k % 4 == 0
+                node = dataclasses.replace(
+                    node, weight_bits=p.weight_bits, act_bits=p.act_bits,
+                    sparsity="2:4" if sparse else "dense",
+                    weight_density=NOMINAL_DENSITY["2:4" if sparse else "dense"])
+        nodes.append(node)
+    nodes += [VectorNode(name=f"{t.name}/requantize", vector_op="requantize",
+                         elements=t.written_elements) for t in phase_graph.kv_cache]
+    graph = dataclasses.replace(phase_graph.graph, nodes=tuple(nodes))
+    return with_kv_bits(dataclasses.replace(phase_graph, graph=graph), p.kv_bits)

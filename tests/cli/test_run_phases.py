@@ -1,0 +1,98 @@
+"""``accelsim run --phase`` end to end on tiny decoders: JSON fields, the issue's decode check
+as properties, and one clear line for each bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from accelsim.cli import main
+
+CONFIGS = Path(__file__).resolve().parents[2] / "hw_configs"
+HW = str(CONFIGS / "int4_sparse.yaml")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ACCELSIM_CACHE", str(tmp_path_factory.mktemp("run-phase-cache")))
+        yield
+
+
+def run_json(tmp_path, *args: str) -> dict:
+    out = tmp_path / "out.json"
+    assert main(["run", "--hw", HW, "--model", "gpt2_tiny", *args, "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def test_decode_json_reports_per_token_figures_and_kv_traffic(tmp_path, capsys):
+    short = run_json(tmp_path, "--phase", "decode", "--context", "16")
+    text = capsys.readouterr().out
+    assert "per token" in text and "crossover" in text and "KV cache read" in text
+    phase = short["phase"]
+    assert short["recipe"] == "w4a4_sp24"
+    assert short["totals"]["dram_bytes"] == phase["dram_bytes"]
+    assert phase["dram_bytes"] >= phase["weight_bytes"] + phase["kv_read_bytes"]
+    assert phase["ms_per_token"] == short["totals"]["latency_ms"]
+    assert phase["uj_per_token"] == short["totals"]["energy_uj"]
+    assert isinstance(phase["crossover_batch"], int)
+    long = run_json(tmp_path, "--phase", "decode", "--context", "32")["phase"]
+    assert long["kv_read_bytes"] > phase["kv_read_bytes"]
+    assert long["dram_bytes"] - phase["dram_bytes"] >= (long["kv_read_bytes"]
+                                                        - phase["kv_read_bytes"])
+
+
+def test_prefill_and_generate_report_ttft_and_totals(tmp_path):
+    prefill = run_json(tmp_path, "--phase", "prefill", "--prompt-len", "8", "--batch", "2")
+    assert prefill["phase"]["ttft_ms"] == prefill["totals"]["latency_ms"]
+    assert prefill["phase"]["tokens"] == 16
+    generate = run_json(tmp_path, "--phase", "generate", "--prompt-len", "8", "--gen-len", "3")
+    phase = generate["phase"]
+    assert [s["context"] for s in phase["steps"]] == [8, 9]
+    assert phase["ttft_ms"] == pytest.approx(phase["prefill"]["latency_ms"])
+    assert phase["latency_ms"] == pytest.approx(
+        phase["prefill"]["latency_ms"] + sum(s["latency_ms"] for s in phase["steps"]))
+    assert phase["uj_per_token"] == pytest.approx(phase["energy_uj"] / 3)
+
+
+def test_recipe_none_keeps_the_hardware_widths(tmp_path):
+    data = run_json(tmp_path, "--phase", "decode", "--context", "4", "--recipe", "none")
+    assert data["recipe"] == "none"
+    assert all(layer["sparsity"] == "dense" for layer in data["layers"] if layer["op"] == "gemm")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "bert_tiny", "--phase", "decode"],
+     "bert_tiny: --phase decode needs a decoder model; bert_tiny is an encoder-only bert model"),
+    (["--model", "gpt2_tiny", "--phase", "decode", "--context", "64"],
+     "gpt2_tiny: context=64 needs 65 positions, beyond the model's 64 (allowed: at most 64)"),
+    (["--model", "gpt2_tiny", "--phase", "decode", "--batch", "0"],
+     "gpt2_tiny: batch=0 must be an integer >= 1"),
+    (["--model", "gpt2_tiny"],
+     "decoder model gpt2_tiny needs --phase (allowed: prefill, decode, generate)"),
+    (["--model", "gpt2_tiny", "--context", "4"], "--context needs --phase"),
+    (["--model", "gpt2_tiny", "--phase", "decode", "--seq-len", "4"],
+     "--seq-len 4 does not apply to --phase decode"),
+    (["--model", "gpt2_tiny", "--phase", "generate", "--csv", "x.csv"],
+     "--csv does not apply to --phase generate"),
+])
+def test_bad_phase_input_is_one_line_and_exit_2(args, message, capsys, tmp_path):
+    out = tmp_path / "never.json"
+    assert main(["run", "--hw", HW, *args, "--json", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("accelsim: error: ") and message in err
+    assert len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_an_infeasible_pass_is_a_result_with_exit_1(tmp_path, capsys):
+    out = tmp_path / "infeasible.json"
+    args = ["run", "--hw", str(CONFIGS / "int8_dense.yaml"), "--model", "opt_tiny",
+            "--phase", "prefill", "--prompt-len", "32", "--set", "sram.outputs.size_kib=1",
+            "--set", "array.rows=128", "--set", "array.cols=128", "--json", str(out)]
+    assert main(args) == 1
+    assert "INFEASIBLE: layer" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["feasible"] is False and data["phase"] is None and "output tile" in data["reason"]
