@@ -12,7 +12,6 @@ from accelsim.accuracy.probe import PROBE_CS, fit_probe, probe_row
 from accelsim.accuracy.provenance import check_table
 from accelsim.errors import AccelsimError
 from accelsim.tasks import get_task
-from tests.tasks.test_data import HAS_FASHION, HAS_FORTUNES
 
 
 def _blobs(n: int, seed: int, spread: float) -> tuple[np.ndarray, np.ndarray]:
@@ -35,7 +34,7 @@ def test_c_is_chosen_on_validation_and_test_is_only_scored() -> None:
     assert other.accuracy_pct < 10.0
 
 
-@pytest.mark.skipif(not HAS_FORTUNES, reason="Debian package fortunes missing")
+@pytest.mark.assets("fortunes")
 def test_tiny_text_probes_make_rows_that_pass_the_table_check(
         monkeypatch: pytest.MonkeyPatch) -> None:
     torch.set_num_threads(1)
@@ -55,7 +54,7 @@ def test_tiny_text_probes_make_rows_that_pass_the_table_check(
     assert check_table(as_csv, budgets={"fortunes": budget}) == []
 
 
-@pytest.mark.skipif(not HAS_FASHION, reason="Debian package dataset-fashion-mnist missing")
+@pytest.mark.assets("dataset-fashion-mnist")
 def test_tfidf_probe_needs_text_and_unknown_probes_are_named() -> None:
     task = get_task("fashion_mnist", limit=20, tiny=True)
     with pytest.raises(AccelsimError, match="tfidf_probe: task 'fashion_mnist' has no texts"):
