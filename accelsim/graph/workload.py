@@ -11,8 +11,9 @@ Calibration matters to the graph only through which quantizers are active (an ac
 quantizer is a requantize op on the vector unit); the clip values never change a shape, a bit
 width or a mask, so one batch at the traced shape is enough.
 
-Building and compressing ViT-B/16 costs ~20 s of CPU before the export even starts (random
-init, SAWB/mask init of 72 linears, percentile calibration), so compressed graphs are also cached
+Building and compressing ViT-B/16 costs seconds of CPU before the export even starts (random
+init, SAWB/mask init of 72 linears, percentile calibration; benchmarks/README.md, bench_startup,
+says where a cold run's time goes), so compressed graphs are also cached
 on disk under ``<cache>/workloads``, keyed by the model's config, the recipe's fields, the input
 shape, the seed, the torch/transformers versions and a hash of the source files that decide the
 graph (compression, tracing, zoo, this file): editing any of them invalidates the entry.
