@@ -324,8 +324,16 @@ def _register_int_attention() -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
+    def materialized_mask(*args: Any, **kwargs: Any) -> Any:
+        # transformers drops an all-ones padding mask (no padding) at run time, which the traced
+        # graph cannot: the chip adds the padding mask it is given, zeros included, as the graph
+        # prices. Without a padding mask (ViT) there is none to add, in the graph either.
+        if kwargs.get("attention_mask") is not None:
+            kwargs["allow_is_bidirectional_skip"] = False
+        return eager_mask(*args, **kwargs)
+
     AttentionInterface.register(INT_ATTN_IMPLEMENTATION, int_attention_forward)
-    AttentionMaskInterface.register(INT_ATTN_IMPLEMENTATION, eager_mask)
+    AttentionMaskInterface.register(INT_ATTN_IMPLEMENTATION, materialized_mask)
 
 
 def _set_attn_implementation(model: nn.Module, name: str) -> None:

@@ -128,7 +128,9 @@ class IntFormatMode(TorchFunctionMode):
             return self._add(*tensors)
         if func in _MULS and len(args) == 2 and isinstance(args[1], int | float):
             q, scale = self.tensors.ints(args[0])
-            return self.tensors.tensor(vector_ops.multiply_by_real(q, float(args[1])), scale)
+            product = vector_ops.multiply_by_real(q, float(args[1]))
+            self.counts.add_vector("mul", product * scale, q * scale * float(args[1]))
+            return self.tensors.tensor(product, scale)
         if name in _CASTS and len(on_chip) == 1 and not kwargs.get("device"):
             return on_chip[0]  # the float64 carrier stays exact; host hooks convert to float32
         out = func(*args, **kwargs)
