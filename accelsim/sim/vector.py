@@ -3,8 +3,8 @@
 ``cycles = ceil(elements x count x cycles_per_element[op] / lanes)``. The vector unit does not
 overlap with the systolic array: in a transformer at small batch each of these ops consumes the
 whole output of the GEMM before it (softmax and LayerNorm need complete rows, the next GEMM needs
-their result), so they sit on the critical path between GEMMs. Their operands stay on chip (the
-op is applied to the output tile as it drains), so they move SRAM bytes but no DRAM bytes.
+their result), so they sit on the critical path between GEMMs. Whether their operands are on chip
+or re-load from DRAM is the graph plan's decision (``sim.plan``).
 """
 
 from __future__ import annotations
