@@ -358,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
     from accelsim.cli.run_phase import run_phase, wants_phase
 
     if wants_phase(args):
-        return run_phase(args, hw)
+        return run_phase(args, hw, overrides)
     shape = {"batch": args.batch, "seq_len": args.seq_len, "image_size": args.image_size,
              "audio_seconds": args.audio_seconds}
     shape_line = None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -101,7 +102,7 @@ def decoder_precision(recipe_name: str | None) -> DecoderPrecision | None:
                             sparsity=recipe.sparsity)
 
 
-def run_phase(args: argparse.Namespace, hw: HwConfig) -> int:
+def run_phase(args: argparse.Namespace, hw: HwConfig, overrides: dict[str, object]) -> int:
     from accelsim.cli.run import choose_recipe, header_lines
     from accelsim.graph.decoder_trace import trace_phase
     from accelsim.graph.phases import PhaseGraph, affine_in, with_precision
@@ -136,7 +137,8 @@ def run_phase(args: argparse.Namespace, hw: HwConfig) -> int:
               f"w{precision.weight_bits}a{precision.act_bits}"
               f"{' 2:4 (nominal density 0.5)' if precision.sparsity == '2:4' else ''}, "
               f"attention {precision.attention_bits} bits, KV cache {precision.kv_bits} bits")
-    data: dict = {"model": args.model, "hw": hw.name, "recipe": choice.recipe or "none"}
+    hw_json = tables.hw_record(hw, overrides)
+    data: dict = {"model": args.model, "hw": hw_json, "recipe": choice.recipe or "none"}
     try:
         if phase == "generate":
             prefill_shape = {"batch": shape["batch"], "prompt_len": shape["prompt_len"]}
@@ -166,21 +168,24 @@ def run_phase(args: argparse.Namespace, hw: HwConfig) -> int:
                 crossover = gen.crossover_batch(at_batch, hw, CROSSOVER_MAX_BATCH)
                 lines.append(report.crossover_line(crossover, CROSSOVER_MAX_BATCH))
                 phase_data["crossover_batch"] = crossover
-            data.update(tables.result_json(cost.result), phase=phase_data)
+            data.update(tables.result_json(cost.result, hw_json), phase=phase_data)
     except gen.InfeasiblePass as infeasible:
         # A result, as for encoders: the reason printed and, with --json, written (no phase).
-        print(tables.format_totals(infeasible.result))
+        print(tables.format_totals(infeasible.result, overrides), file=sys.stderr)
         if args.json:
-            data.update(tables.result_json(infeasible.result), phase=None)
+            data.update(tables.result_json(infeasible.result, hw_json), phase=None)
             write_text_atomic(args.json, json.dumps(data, indent=2) + "\n")
         return 1
     print("\n".join(header_lines(args.model, graph_for_header, choice, args.recipe is not None)))
     print(f"phase   {phase} ({', '.join(f'{k} {v}' for k, v in shape.items())}); {widths}")
     print()
     if phase != "generate":
-        print(tables.format_layer_table(cost.result))
+        if args.layers:
+            print(tables.format_layer_table(cost.result))
+            print()
+        print(tables.format_totals(cost.result, overrides))
         print()
-        print(tables.format_totals(cost.result))
+        print(tables.format_highlights(cost.result, hw))
     else:
         print(f"{args.model} generate on {hw.name}")
     print("\n".join(lines))

@@ -22,6 +22,7 @@ QK^T / PV node of the same module. Traces are cached in-process and on disk like
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from accelsim import zoo
 from accelsim.errors import AccelsimError
 from accelsim.files import write_text_atomic
+from accelsim.graph.ir import MODEL_INPUT, Graph
 from accelsim.graph.ops import node_shape, op_name
 from accelsim.graph.phases import KVCacheTensor, Phase, PhaseGraph
 from accelsim.graph.trace import export_module, graph_from_exported
@@ -113,7 +115,20 @@ def _trace(name: str, phase: Phase, shape: dict[str, int],
     exported = export_module(module, inputs, name=name)
     graph = graph_from_exported(exported, module, name=f"{name}.{phase}", input_shape=shape)
     kv = _kv_tensors(exported, {g.name: g for g in graph.gemms}, name)
-    return PhaseGraph(phase=phase, graph=graph, kv_cache=kv, shape=dict(shape))
+    return PhaseGraph(phase=phase, graph=_cache_operands_from_memory(graph, kv), kv_cache=kv,
+                      shape=dict(shape))
+
+
+def _cache_operands_from_memory(graph: Graph, kv: tuple[KVCacheTensor, ...]) -> Graph:
+    """The B operand of a cache-reading GEMM is the KV cache, model state that lives in DRAM
+    between steps: its source is a model input, not the projection that wrote this step's one
+    position into it (the tracer sees the cache write as data movement from that projection)."""
+    readers = {tensor.read_by for tensor in kv}
+    nodes = tuple(
+        dataclasses.replace(node, inputs=(node.inputs[0], MODEL_INPUT))
+        if node.name in readers and node.inputs else node
+        for node in graph.nodes)
+    return dataclasses.replace(graph, nodes=nodes)
 
 
 def trace_phase(name: str, phase: Phase, shape: dict[str, int]) -> PhaseGraph:

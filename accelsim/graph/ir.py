@@ -27,6 +27,8 @@ GEMM_KINDS: tuple[str, ...] = ("linear", "matmul", "conv")
 VectorOp = Literal[
     "softmax", "layernorm", "gelu", "add", "mul", "requantize", "relu", "tanh", "other"
 ]
+MODEL_INPUT = ""
+"""The producer name of an operand that comes from outside the graph (a model input or state)."""
 VECTOR_OPS: tuple[str, ...] = (
     "softmax", "layernorm", "gelu", "add", "mul", "requantize", "relu", "tanh", "other"
 )

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 
 # Bump when the walk below or the op rules in accelsim.graph.ops change what the tracer emits:
 # the trace cache (accelsim.graph.trace_cache) keys on it, so old disk entries stop matching.
-TRACER_VERSION = 3
+TRACER_VERSION = 4
 # Literal-only subgraphs deeper than this are not evaluated for the zero-operand fold.
 _FOLD_DEPTH = 32
 
@@ -185,6 +185,12 @@ class _Walker:
             found.update(dict.fromkeys(self.sources.get(arg.name, ())))
         return tuple(found)
 
+    def _operand_sources(self, *operands: Any) -> tuple[str, ...]:
+        """One producer per operand of an activation x activation GEMM (A's, then B's), even
+        when both come from the same node (a fused QKV projection): the first producer an
+        operand holds, or a model input (``""``) for one that holds none (a cache buffer)."""
+        return tuple(next(iter(self._sources(operand)), "") for operand in operands)
+
     def _visit(self, node: fx.Node) -> None:
         emitted = len(self.nodes)
         self._emit(node)
@@ -239,7 +245,7 @@ class _Walker:
             precision = _find_precision(node, self.precisions, ATTENTION_ATTR)
             name = f"{path}/{node.name}" if path else node.name
             self.nodes.append(self._gemm_node(name, m, k, n, count, "matmul", precision,
-                                              self._sources(*operands)))
+                                              self._operand_sources(*operands)))
             return
         precision = _find_precision(node, self.precisions, LINEAR_ATTR)
         self.nodes.append(self._gemm_node(path or node.name, m, k, n, count, "linear", precision,
@@ -254,14 +260,14 @@ class _Walker:
         path = _innermost_path(node)
         base = f"{path}/{node.name}" if path else node.name
         self.nodes.append(self._gemm_node(f"{base}.qk", length, depth, source, count, "matmul",
-                                          precision, self._sources(*node.args[:2])))
+                                          precision, self._operand_sources(*node.args[:2])))
         self.nodes.append(VectorNode(
             name=self._unique(f"{base}.softmax"), vector_op="softmax",
             elements=count * length * source, row_length=source, inputs=(self.nodes[-1].name,),
         ))
         self.nodes.append(self._gemm_node(
             f"{base}.pv", length, source, v[-1], count, "matmul", precision,
-            (self.nodes[-1].name, *self._sources(node.args[2])),
+            (self.nodes[-1].name, *self._operand_sources(node.args[2])),
         ))
 
     def _conv(self, node: fx.Node) -> None:

@@ -33,11 +33,8 @@ import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from accelsim.graph.ir import GemmNode, Graph, Node, VectorNode
+from accelsim.graph.ir import MODEL_INPUT, GemmNode, Graph, Node, VectorNode
 from accelsim.hw import HwConfig
-
-MODEL_INPUT = ""
-"""The source name of a model input (``GemmNode.inputs`` / ``VectorNode.inputs``)."""
 
 
 def resolve_bits(node: GemmNode, hw: HwConfig) -> tuple[int, int, int]:

@@ -93,6 +93,6 @@ def test_an_infeasible_pass_is_a_result_with_exit_1(tmp_path, capsys):
             "--phase", "prefill", "--prompt-len", "32", "--set", "sram.outputs.size_kib=1",
             "--set", "array.rows=128", "--set", "array.cols=128", "--json", str(out)]
     assert main(args) == 1
-    assert "INFEASIBLE: layer" in capsys.readouterr().out
+    assert "INFEASIBLE: layer" in capsys.readouterr().err
     data = json.loads(out.read_text())
     assert data["feasible"] is False and data["phase"] is None and "output tile" in data["reason"]

@@ -172,7 +172,7 @@ def test_fused_attention_becomes_two_matmuls_and_a_softmax():
     (softmax,) = graph.vectors
     assert (softmax.vector_op, softmax.elements, softmax.row_length) == ("softmax", 6 * 35, 7)
     # Edges: QK^T reads two model inputs, the softmax reads QK^T, PV reads the softmax and v.
-    assert (qk.inputs, softmax.inputs, pv.inputs) == (("",), (qk.name,), (softmax.name, ""))
+    assert (qk.inputs, softmax.inputs, pv.inputs) == (("", ""), (qk.name,), (softmax.name, ""))
 
 
 class _FakeQuant(nn.Module):
