@@ -112,7 +112,8 @@ def test_conv_topology_compat_cycles_equal_scalesim(tmp_path, entry):
     config = "int4_sparse" if entry["sparsity"] == "2:4" else "int8_dense"
     hw = with_overrides(load_hw(HW_CONFIGS / f"{config}.yaml"), {
         "array.rows": entry["rows"], "array.cols": entry["cols"],
-        "array.dataflow": entry["dataflow"], "ideal_memory": True})
+        "array.dataflow": entry["dataflow"], "ideal_memory": True,
+        "array.pipelined_folds": False})
     result = simulate(graph, hw, scalesim_compat=True)
     assert sum(layer.compute_cycles for layer in result.layers) == entry["compute_cycles"]
 

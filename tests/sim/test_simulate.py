@@ -303,7 +303,9 @@ def test_vector_energy_area_and_traffic_follow_the_vector_format():
         assert result.totals.area_mm2 - results["fp16"].totals.area_mm2 == pytest.approx(
             base.vector_unit.lanes * (base.area.vector_lane_um2.of(fmt)
                                       - base.area.vector_lane_um2.fp16) / 1e6)
-    # 32-bit elements move twice the SRAM bytes of 16-bit ones; the cycles do not change.
+    # 32-bit elements move twice the bytes of 16-bit ones (SRAM, and DRAM for this lone op's
+    # model input and output); the lanes' compute cycles do not change.
     fp32, fp16 = results["fp32"].layers[0], results["fp16"].layers[0]
-    assert fp32.cycles == fp16.cycles
+    assert fp32.compute_cycles == fp16.compute_cycles
+    assert fp32.dram_bytes == 2 * fp16.dram_bytes
     assert fp32.energy.sram_pj > fp16.energy.sram_pj == results["bf16"].layers[0].energy.sram_pj
