@@ -25,7 +25,7 @@ ScaleMethod = Literal["sawb", "lsq"]
 ActMode = Literal["pact2", "symmetric"]
 
 # SAWB clip coefficients (alpha = c1*sqrt(E[w^2]) + c2*E[|w|]) per bit width, from IBM's
-# fms-model-optimizer sawb_utils (zero-aligned grids "403"/"803"); see shared/docs/method.md §1.3.
+# fms-model-optimizer sawb_utils (zero-aligned grids "403"/"803"; docs/compression.md §1).
 SAWB_COEFFICIENTS: dict[int, tuple[float, float]] = {4: (12.035, -12.03), 8: (31.76, -35.04)}
 
 
