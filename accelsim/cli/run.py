@@ -40,7 +40,8 @@ MEASURED_BY = {"integer_reference": "the integer reference", "pytorch_fp32": "Py
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hw", required=True, metavar="PATH", help="hardware config YAML")
     parser.add_argument("--model", required=True, metavar="NAME|PATH",
-                        help="zoo model name (e.g. vit_b16) or a SCALE-Sim GEMM topology .csv")
+                        help="zoo model name (e.g. vit_b16) or a SCALE-Sim topology .csv "
+                             "(GEMM or conv format)")
     parser.add_argument("--recipe", default=None, metavar="NAME|PATH|auto|none",
                         help="compression recipe applied to a zoo model before tracing "
                              "(experiments/recipes/<NAME>.yaml or a .yaml path); 'auto' "
