@@ -35,11 +35,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.overrides import TorchFunctionMode
 
 from accelsim.ref import kernels, vector_ops
 from accelsim.ref.codes import quantize_multiplier
 from accelsim.ref.datapath import DatapathCounts
+from accelsim.ref.vector_mode import HostAwareMode
 
 HOST_BITS = 24
 LN_OUT_BITS = 16
@@ -94,27 +94,20 @@ class IntTensors:
         return x.to(torch.float32) if self.scale(x) is not None else x
 
 
-class IntFormatMode(TorchFunctionMode):
+class IntFormatMode(HostAwareMode):
     """The ``int`` format's vector ops on the executor's torch calls (module docstring)."""
 
     def __init__(self, counts: DatapathCounts, tensors: IntTensors) -> None:
         super().__init__()
         self.counts = counts
         self.tensors = tensors
-        self.host_depth = 0
 
     def enter_host(self, module: object, args: tuple) -> tuple:
-        self.host_depth += 1
+        """A host module reads float32: integer tensors entering it are dequantized."""
+        super().enter_host()
         return tuple(self.tensors.float32(a) for a in args)
 
-    def leave_host(self, *_: object) -> None:
-        self.host_depth -= 1
-
-    def __torch_function__(self, func: Any, types: Any, args: tuple = (),
-                           kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        if self.host_depth:
-            return func(*args, **kwargs)
+    def on_chip(self, func: Any, args: tuple, kwargs: dict) -> Any:
         if func is F.layer_norm:
             return self._layer_norm(*args, **kwargs)
         if func is F.gelu and len(args) == 1 and kwargs.get("approximate", "none") == "none":

@@ -51,19 +51,16 @@ def _is_float(x: object) -> bool:
     return isinstance(x, Tensor) and x.is_floating_point()
 
 
-class VectorFormatMode(TorchFunctionMode):
-    """Runs the chip part of a forward in ``fmt`` (module docstring); inside a host module
-    (``enter_host``/``leave_host``) it steps aside. ``counts`` receives every vector op's
-    elements, its error against float32 and, when recording, the op for the oracle."""
+class HostAwareMode(TorchFunctionMode):
+    """A datapath mode: torch calls on the chip go to :meth:`on_chip`; inside a host module
+    (``enter_host``/``leave_host``, attached by :func:`host_hooks`) it steps aside and torch
+    computes in float32 as the host does."""
 
-    def __init__(self, fmt: str, counts: DatapathCounts) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        vector_ops.check_format(fmt)
-        self.fmt = fmt
-        self.counts = counts
         self.host_depth = 0
 
-    def enter_host(self, *_: object) -> None:
+    def enter_host(self, *_: object) -> Any:
         self.host_depth += 1
 
     def leave_host(self, *_: object) -> None:
@@ -74,6 +71,23 @@ class VectorFormatMode(TorchFunctionMode):
         kwargs = kwargs or {}
         if self.host_depth:
             return func(*args, **kwargs)
+        return self.on_chip(func, args, kwargs)
+
+    def on_chip(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define on_chip")
+
+
+class VectorFormatMode(HostAwareMode):
+    """Runs the chip part of a forward in ``fmt`` (module docstring). ``counts`` receives every
+    vector op's elements, its error against float32 and, when recording, the op for the oracle."""
+
+    def __init__(self, fmt: str, counts: DatapathCounts) -> None:
+        super().__init__()
+        vector_ops.check_format(fmt)
+        self.fmt = fmt
+        self.counts = counts
+
+    def on_chip(self, func: Any, args: tuple, kwargs: dict) -> Any:
         if func is F.layer_norm:
             return self._layer_norm(*args, **kwargs)
         if func in _SOFTMAX:
@@ -148,7 +162,7 @@ class VectorFormatMode(TorchFunctionMode):
 
 
 def host_hooks(executor: nn.Module, host_modules: Iterable[str],
-               mode: VectorFormatMode) -> list[Any]:
+               mode: HostAwareMode) -> list[Any]:
     """Forward hooks that make ``mode`` step aside inside each host module; returns the handles
     (remove them to detach)."""
     handles = []
