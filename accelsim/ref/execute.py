@@ -32,7 +32,8 @@ from torch import Tensor, nn
 from accelsim.compress.apply import quantized_attention_forward
 from accelsim.compress.export import IntAttention, IntLinear, IntModel
 from accelsim.errors import AccelsimError
-from accelsim.ref import int_mode, kernels, vector_mode
+from accelsim.formats import SPARSE_24, twos_complement_range
+from accelsim.ref import int_mode, kernels, vector_mode, vector_ops
 from accelsim.ref.codes import (
     decompress_2to4,
     dequantize,
@@ -77,7 +78,7 @@ def decode_weights(layer: IntLinear) -> DecodedWeights:
     A 2:4 layer yields kept values + indices (never a dense matrix); a dense layer its codes.
     Raises :class:`AccelsimError` if the packed and unpacked forms disagree.
     """
-    if layer.sparsity == "2:4":
+    if layer.sparsity == SPARSE_24:
         if layer.packed_values is None or layer.packed_indices is None:
             raise AccelsimError(f"int model: layer {layer.name}: sparsity 2:4 without packed "
                                 "values/indices")
@@ -206,10 +207,11 @@ class IntLinearModule(nn.Module):
         if self.capture is not None:
             self.capture.append(acc)
         if ints is not None and not requant:
-            q = int_mode.rescale_columns(acc, self.int_rescale)
+            q = vector_ops.multiply_by_real(acc, self.int_rescale)
+            int32_min, int32_max = twos_complement_range(32)
             self.counts.record("requantize", q, {
                 "acc": acc, "multiplier": self.int_rescale, "zero_point": 0,
-                "qmin": -(2**31), "qmax": 2**31 - 1})
+                "qmin": int32_min, "qmax": int32_max})
             return ints.tensor(q.reshape(*x.shape[:-1], self.layer.n), self.int_scale)
         if requant:
             out = self.requant_to
