@@ -161,6 +161,12 @@ class IntLinearModule(nn.Module):
         smoothing = (np.ones(self.layer.k) if self.layer.input_smoothing is None
                      else self.layer.input_smoothing.astype(np.float64))
         multiplier = scale / (np.float64(act.scale) * smoothing)
+        int32_min, int32_max = twos_complement_range(32)
+        if q.size and (int(q.min()) < int32_min or int(q.max()) > int32_max):
+            # The requantizer reads int32: a wider value would wrap silently in the cast.
+            raise AccelsimError(
+                f"{self.layer.name}: int-format input spans [{int(q.min())}, {int(q.max())}]; "
+                f"the input requantizer takes int32 ({int32_min}..{int32_max})")
         q32 = q.astype(np.int32)
         codes = kernels.requantize(q32, multiplier, act.zero_point, act.qmin, act.qmax)
         self.counts.record("requantize", codes, {"acc": q32, "multiplier": multiplier,

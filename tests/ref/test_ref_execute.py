@@ -257,6 +257,16 @@ def test_accumulator_width_is_enforced_and_counted(sparse_model):
         assert not torch.equal(narrow.logits, exact.logits)
 
 
+def test_int_format_input_wider_than_int32_is_one_line_not_a_wrap(sparse_model):
+    _, int_model = sparse_model
+    layer = execute.IntLinearModule(int_model.linears[0])
+    inside = np.full((2, layer.layer.k), 2**31 - 1, dtype=np.int64)
+    assert layer.int_input_codes(inside, 1e-9).shape == inside.shape
+    with pytest.raises(AccelsimError, match=r"int-format input spans \[.*2147483648\]; the "
+                       "input requantizer takes int32"):
+        layer.int_input_codes(inside + 1, 1e-9)
+
+
 def test_operand_projections_requantize_with_the_int32_bias(sparse_model):
     model, int_model = sparse_model
     feeds = execute.operand_projections(int_model)
