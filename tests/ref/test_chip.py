@@ -156,3 +156,23 @@ def test_int_mode_keeps_scales_through_layout_and_counts_float_fallbacks():
     assert torch.equal(doubled, x.transpose(0, 1).reshape(2, 6) * 2)
     assert counts.float_fallbacks == {"tanh": 12} and tensors.scale(squashed) is not None
     assert torch.allclose(squashed, torch.tanh(doubled), atol=1e-6)
+
+
+@pytest.mark.parametrize("fmt", ["fp32", "fp16", "bf16"])
+def test_in_place_adds_and_muls_compute_and_record_as_their_out_of_place_twins(fmt):
+    from accelsim.ref.datapath import DatapathCounts
+    from accelsim.ref.vector_mode import VectorFormatMode
+
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 8, generator=generator), torch.randn(3, 8, generator=generator)
+    counts = DatapathCounts(records=[])
+    added, multiplied = a.clone(), a.clone()
+    with VectorFormatMode(fmt, counts):
+        added += b
+        multiplied.mul_(b)
+        expected = (a + b, a * b)
+    assert torch.equal(added, expected[0]) and torch.equal(multiplied, expected[1])
+    checks = [oracle.check_op(kind, out, inputs) for kind, out, inputs in counts.records]
+    assert [c.kind for c in checks] == ["add", "mul", "add", "mul"]
+    assert sum(c.elements for c in checks) == 4 * 24
+    assert sum(c.mismatches for c in checks) == 0  # the in-place target recorded as it was read
