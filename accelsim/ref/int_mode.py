@@ -113,6 +113,7 @@ class IntFormatMode(HostAwareMode):
             q, scale = self.tensors.ints(args[0])
             product = vector_ops.multiply_by_real(q, float(args[1]))
             self.counts.add_vector("mul", product * scale, q * scale * float(args[1]))
+            self.counts.record("multiply_by_real", product, {"q": q, "real": float(args[1])})
             return self.tensors.tensor(product, scale)
         if name in _CASTS and len(on_chip) == 1 and not kwargs.get("device"):
             return on_chip[0]  # the float64 carrier stays exact; host hooks convert to float32

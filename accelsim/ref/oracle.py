@@ -143,6 +143,13 @@ def multiply(q: int, real: float) -> int:
     return (q * (m0 if real > 0 else -m0) + (1 << (shift - 1))) >> shift
 
 
+def multiply_by_real(q: np.ndarray, real: float | np.ndarray) -> np.ndarray:
+    """``round(q * real)`` per element, fixed point as :func:`multiply`, ``real`` per tensor or
+    per last-axis channel, in Python integers (any width)."""
+    out = [multiply(v, r) for v, r in zip(_ints(q), _per_channel(real, np.shape(q)), strict=True)]
+    return np.array(out, dtype=np.int64).reshape(np.shape(q))
+
+
 def requantize(acc: np.ndarray, multiplier: np.ndarray | float, zero_point: int, qmin: int,
                qmax: int) -> np.ndarray:
     """``clamp(zero_point + round(acc * multiplier[n]), qmin, qmax)`` per element, fixed point
@@ -424,6 +431,7 @@ OPS = {
     "bmm": (bmm, ("a_codes",), _matrix_rows),
     "requantize": (requantize, ("acc",), _leading_rows),
     "to_codes": (to_codes, ("q",), _last_axis_rows),
+    "multiply_by_real": (multiply_by_real, ("q",), _last_axis_rows),
     "round_to_format": (round_to_format, ("x",), _last_axis_rows),
     "add": (add, ("a", "b"), _last_axis_rows),
     "mul": (mul, ("a", "b"), _last_axis_rows),

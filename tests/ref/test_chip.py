@@ -176,3 +176,20 @@ def test_in_place_adds_and_muls_compute_and_record_as_their_out_of_place_twins(f
     assert [c.kind for c in checks] == ["add", "mul", "add", "mul"]
     assert sum(c.elements for c in checks) == 4 * 24
     assert sum(c.mismatches for c in checks) == 0  # the in-place target recorded as it was read
+
+
+def test_int_format_product_with_a_constant_is_checked_by_the_oracle():
+    from accelsim.ref.datapath import DatapathCounts
+    from accelsim.ref.int_mode import IntFormatMode, IntTensors
+
+    counts, tensors = DatapathCounts(records=[]), IntTensors()
+    x = tensors.tensor(np.arange(-600, 600, 7).reshape(4, -1), 0.125)
+    with IntFormatMode(counts, tensors):
+        scaled = x * 0.3535
+    [(kind, product, inputs)] = counts.records
+    assert kind == "multiply_by_real" and tensors.scale(scaled) == 0.125
+    check = oracle.check_op(kind, product, inputs)
+    assert check.elements == x.numel() and check.mismatches == 0
+    wrong = product.copy()
+    wrong[0, 0] += 1
+    assert oracle.check_op(kind, wrong, inputs).mismatches == 1
