@@ -35,8 +35,6 @@ from torch.overrides import TorchFunctionMode
 from accelsim.ref import vector_ops
 from accelsim.ref.datapath import DatapathCounts
 
-FLOAT_FORMATS = vector_ops.FLOAT_FORMATS
-
 _SOFTMAX = (F.softmax, torch.softmax, Tensor.softmax)
 # Element-wise ops the spec names (vector_ops.add / mul) and the graph's vector op they are.
 _ADDS = (torch.add, Tensor.add, Tensor.__add__, Tensor.__radd__, Tensor.__iadd__, Tensor.add_)
