@@ -1,6 +1,7 @@
 """The reference on a chip's datapath: vector formats, the oracle, verify --hw (tiny models)."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -193,3 +194,10 @@ def test_int_format_product_with_a_constant_is_checked_by_the_oracle():
     wrong = product.copy()
     wrong[0, 0] += 1
     assert oracle.check_op(kind, wrong, inputs).mismatches == 1
+
+
+def test_sqnr_of_noise_on_a_zero_signal_is_minus_infinity_not_a_domain_error():
+    zeros = torch.zeros(4)
+    assert chip.sqnr_db(zeros, zeros) == math.inf
+    assert chip.sqnr_db(zeros, torch.ones(4)) == -math.inf
+    assert chip.sqnr_db(torch.full((4,), 10.0), torch.full((4,), 11.0)) == pytest.approx(20.0)
