@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from accelsim.compress.apply import quantized_attention_forward
+from accelsim.compress.apply import mask_scores, quantized_attention_forward
 from accelsim.compress.export import IntAttention, IntLinear, IntModel
 from accelsim.errors import AccelsimError
 from accelsim.formats import SPARSE_24, twos_complement_range
@@ -251,15 +251,6 @@ def quantize_act(x: Tensor, act: Any) -> np.ndarray:
     return quantize(_to_numpy(x), act.scale, act.zero_point, act.qmin, act.qmax)
 
 
-def _additive_mask(scores: Tensor, attention_mask: Tensor | None, keys: int) -> Tensor:
-    """The mask arithmetic of transformers' eager attention (and the fake-quant function)."""
-    if attention_mask is None:
-        return scores
-    if attention_mask.dtype == torch.bool:
-        return scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-    return scores + attention_mask[..., :keys]
-
-
 def int_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value: Tensor,
                           attention_mask: Tensor | None, scaling: float | None = None,
                           dropout: float = 0.0, **kwargs: object) -> tuple[Tensor, Tensor]:
@@ -287,7 +278,7 @@ def int_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value: 
                                    datapath, counts, ints)
     qk_scale = np.float32(q.scale) * np.float32(k.scale)
     scores = torch.from_numpy(acc_qk.astype(np.float32) * qk_scale)
-    scores = _additive_mask(scores * scaling, attention_mask, key.shape[-2])
+    scores = mask_scores(scores * scaling, attention_mask, key.shape[-2])
     probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32)
     p_codes = quantize_act(probs, p)
     v_codes = quantize_act(value, v)
