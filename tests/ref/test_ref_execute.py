@@ -309,3 +309,14 @@ def test_datapath_of_a_float_mac_array_is_one_line():
     chip = Datapath.of_hw(load_hw("hw_configs/int4_sparse.yaml"))
     assert chip == Datapath(accumulator_bits=20, overflow="saturate", integer_requant=True,
                             vector_format="fp16")
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"overflow": "clip"}, "datapath: overflow 'clip' is not one of saturate, wrap"),
+    ({"vector_format": "fp8"}, "datapath: vector format 'fp8' is not one of fp32, fp16, bf16, int"),
+    ({"accumulator_bits": 1}, "datapath: accumulator_bits 1; allowed: 2..64"),
+    ({"accumulator_bits": 65}, "datapath: accumulator_bits 65; allowed: 2..64"),
+])
+def test_a_bad_datapath_is_one_line(fields, message):
+    with pytest.raises(AccelsimError, match=f"^{message}$"):
+        Datapath(**fields)
