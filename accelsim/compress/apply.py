@@ -137,7 +137,7 @@ def quantized_attention_forward(module: nn.Module, query: Tensor, key: Tensor, v
         return _integer_attention(quant, query, key, value, attention_mask, scaling)
     if quant is not None:
         query, key, value = quant["q"](query), quant["k"](key), quant["v"](value)
-    scores = _mask_scores(torch.matmul(query, key.transpose(2, 3)) * scaling, attention_mask,
+    scores = mask_scores(torch.matmul(query, key.transpose(2, 3)) * scaling, attention_mask,
                           key.shape[-2])
     probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     if quant is not None:
@@ -147,8 +147,9 @@ def quantized_attention_forward(module: nn.Module, query: Tensor, key: Tensor, v
     return out, probs
 
 
-def _mask_scores(scores: Tensor, attention_mask: Tensor | None, keys: int) -> Tensor:
-    """transformers' eager mask arithmetic: bool masks fill the float32 minimum, others add."""
+def mask_scores(scores: Tensor, attention_mask: Tensor | None, keys: int) -> Tensor:
+    """transformers' eager mask arithmetic: bool masks fill the float32 minimum, others add (the
+    fake-quant attention's and the integer reference's, accelsim.ref.execute)."""
     if attention_mask is None:
         return scores
     if attention_mask.dtype == torch.bool:
@@ -174,7 +175,7 @@ def _integer_attention(quant: nn.ModuleDict, query: Tensor, key: Tensor, value: 
     (q_int, q_scale), (k_int, k_scale), (v_int, v_scale) = (
         operands["q"], operands["k"], operands["v"])
     scores = integer_matmul(q_int, k_int.transpose(2, 3), q_scale * k_scale) * scaling
-    scores = _mask_scores(scores, attention_mask, key.shape[-2])
+    scores = mask_scores(scores, attention_mask, key.shape[-2])
     probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32)
     probs_fq = quant["probs"](probs)
     p_scale, _ = quant["probs"].current_qparams()

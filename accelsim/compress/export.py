@@ -20,7 +20,7 @@ from accelsim.compress.apply import ATTN_QUANT, PLAN_ATTR, CompressionPlan, quan
 from accelsim.compress.quant import ActQuantizer, QuantLinear
 from accelsim.compress.sparsity import compress_2_4, is_2_4
 from accelsim.errors import AccelsimError
-from accelsim.formats import INDEX_BITS, PACKED_FIELD_BITS
+from accelsim.formats import INDEX_BITS, PACKED_FIELD_BITS, SPARSE_24
 from accelsim.formats import INT_MODEL_FORMAT as FORMAT
 from accelsim.formats import INT_MODEL_VERSION as VERSION
 
@@ -183,7 +183,8 @@ def _export_linear(name: str, layer: QuantLinear) -> IntLinear:
     return IntLinear(
         name=name, k=k, n=n, weight_bits=bits, grid=grid,
         weight_granularity=layer.weight_quant.granularity, act=act,
-        sparsity="2:4" if sparse else "dense", density=float(np.count_nonzero(codes) / codes.size),
+        sparsity=SPARSE_24 if sparse else "dense",
+        density=float(np.count_nonzero(codes) / codes.size),
         weight_codes=codes, weight_scale=scale,
         packed_codes=pack_fields(storage_codes(codes, grid), bits), **extra)
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from accelsim.compress.precision import GemmPrecision
 from accelsim.compress.sparsity import is_2_4
-from accelsim.formats import act_code_range, weight_code_range, weight_top_level
+from accelsim.formats import SPARSE_24, act_code_range, weight_code_range, weight_top_level
 
 WeightGrid = Literal["zero_preserving", "twos_complement", "no_zero"]
 Granularity = Literal["per_channel", "per_tensor"]
@@ -445,7 +445,7 @@ class QuantLinear(nn.Linear):
         return GemmPrecision(
             weight_bits=self.weight_quant.bits,
             act_bits=self.act_quant.bits,
-            sparsity="2:4" if is_2_4(codes) else "dense",
+            sparsity=SPARSE_24 if is_2_4(codes) else "dense",
             weight_density=density,
         )
 

@@ -33,12 +33,18 @@ ORACLE_ROWS = 4
 COMPARED_VECTOR_OPS: tuple[str, ...] = ("layernorm", "softmax", "gelu", "add", "mul")
 
 
+def sqnr_db_of_sums(signal: float, noise: float) -> float:
+    """``10 log10(signal / noise)`` of a squared-sum pair: ``inf`` without noise, ``-inf`` for
+    noise on an all-zero signal."""
+    if noise == 0:
+        return math.inf
+    return -math.inf if signal == 0 else 10 * math.log10(signal / noise)
+
+
 def sqnr_db(reference: torch.Tensor, ours: torch.Tensor) -> float:
-    """``10 log10(sum ref^2 / sum (ours - ref)^2)`` in float64; ``inf`` when they are equal."""
+    """``10 log10(sum ref^2 / sum (ours - ref)^2)`` in float64 (:func:`sqnr_db_of_sums`)."""
     ref = reference.double()
-    noise = float(((ours.double() - ref) ** 2).sum())
-    signal = float((ref**2).sum())
-    return math.inf if noise == 0 else 10 * math.log10(signal / noise)
+    return sqnr_db_of_sums(float((ref**2).sum()), float(((ours.double() - ref) ** 2).sum()))
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ def check_chip(model: nn.Module, int_model: IntModel, batches: Sequence[Any],
     checks = [oracle.check_op(kind, output, inputs, max_rows=ORACLE_ROWS)
               for kind, output, inputs in counts.records or ()]
     vector_error = {
-        op: {"sqnr_db": math.inf if err == 0 else 10 * math.log10(ref / err),
+        op: {"sqnr_db": sqnr_db_of_sums(ref, err),
              "max_abs_err": worst, "elements": int(elements)}
         for op, (err, ref, worst, elements) in sorted(counts.float_error.items())}
     executed = {f"macs_{kind}": macs for kind, macs in counts.gemm_macs.items()}

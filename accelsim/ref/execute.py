@@ -29,10 +29,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from accelsim.compress.apply import quantized_attention_forward
+from accelsim.compress.apply import mask_scores, quantized_attention_forward
 from accelsim.compress.export import IntAttention, IntLinear, IntModel
 from accelsim.errors import AccelsimError
-from accelsim.ref import int_mode, kernels, vector_mode
+from accelsim.formats import SPARSE_24, twos_complement_range
+from accelsim.ref import int_mode, kernels, vector_mode, vector_ops
 from accelsim.ref.codes import (
     decompress_2to4,
     dequantize,
@@ -77,7 +78,7 @@ def decode_weights(layer: IntLinear) -> DecodedWeights:
     A 2:4 layer yields kept values + indices (never a dense matrix); a dense layer its codes.
     Raises :class:`AccelsimError` if the packed and unpacked forms disagree.
     """
-    if layer.sparsity == "2:4":
+    if layer.sparsity == SPARSE_24:
         if layer.packed_values is None or layer.packed_indices is None:
             raise AccelsimError(f"int model: layer {layer.name}: sparsity 2:4 without packed "
                                 "values/indices")
@@ -160,6 +161,12 @@ class IntLinearModule(nn.Module):
         smoothing = (np.ones(self.layer.k) if self.layer.input_smoothing is None
                      else self.layer.input_smoothing.astype(np.float64))
         multiplier = scale / (np.float64(act.scale) * smoothing)
+        int32_min, int32_max = twos_complement_range(32)
+        if q.size and (int(q.min()) < int32_min or int(q.max()) > int32_max):
+            # The requantizer reads int32: a wider value would wrap silently in the cast.
+            raise AccelsimError(
+                f"{self.layer.name}: int-format input spans [{int(q.min())}, {int(q.max())}]; "
+                f"the input requantizer takes int32 ({int32_min}..{int32_max})")
         q32 = q.astype(np.int32)
         codes = kernels.requantize(q32, multiplier, act.zero_point, act.qmin, act.qmax)
         self.counts.record("requantize", codes, {"acc": q32, "multiplier": multiplier,
@@ -206,10 +213,11 @@ class IntLinearModule(nn.Module):
         if self.capture is not None:
             self.capture.append(acc)
         if ints is not None and not requant:
-            q = int_mode.rescale_columns(acc, self.int_rescale)
+            q = vector_ops.multiply_by_real(acc, self.int_rescale)
+            int32_min, int32_max = twos_complement_range(32)
             self.counts.record("requantize", q, {
                 "acc": acc, "multiplier": self.int_rescale, "zero_point": 0,
-                "qmin": -(2**31), "qmax": 2**31 - 1})
+                "qmin": int32_min, "qmax": int32_max})
             return ints.tensor(q.reshape(*x.shape[:-1], self.layer.n), self.int_scale)
         if requant:
             out = self.requant_to
@@ -243,15 +251,6 @@ def quantize_act(x: Tensor, act: Any) -> np.ndarray:
     return quantize(_to_numpy(x), act.scale, act.zero_point, act.qmin, act.qmax)
 
 
-def _additive_mask(scores: Tensor, attention_mask: Tensor | None, keys: int) -> Tensor:
-    """The mask arithmetic of transformers' eager attention (and the fake-quant function)."""
-    if attention_mask is None:
-        return scores
-    if attention_mask.dtype == torch.bool:
-        return scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-    return scores + attention_mask[..., :keys]
-
-
 def int_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value: Tensor,
                           attention_mask: Tensor | None, scaling: float | None = None,
                           dropout: float = 0.0, **kwargs: object) -> tuple[Tensor, Tensor]:
@@ -279,7 +278,7 @@ def int_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value: 
                                    datapath, counts, ints)
     qk_scale = np.float32(q.scale) * np.float32(k.scale)
     scores = torch.from_numpy(acc_qk.astype(np.float32) * qk_scale)
-    scores = _additive_mask(scores * scaling, attention_mask, key.shape[-2])
+    scores = mask_scores(scores * scaling, attention_mask, key.shape[-2])
     probs = nn.functional.softmax(scores, dim=-1, dtype=torch.float32)
     p_codes = quantize_act(probs, p)
     v_codes = quantize_act(value, v)

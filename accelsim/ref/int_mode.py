@@ -8,7 +8,7 @@ float64 tensor holding ``q * S`` (one rounding; ``rint(x / S)`` gives ``q`` back
 
 * a GEMM's accumulators (int32 bias inside) become one per-tensor integer tensor on the coarsest
   channel's scale ``S = max_n s_a s_w[n]``, each column rescaled by its fixed-point multiplier
-  ``s_a s_w[n] / S <= 1`` (:func:`rescale_columns`);
+  ``s_a s_w[n] / S <= 1`` (``vector_ops.multiply_by_real``, one multiplier per column);
 * a quantizer reading an integer tensor requantizes it in integers (``kernels.requantize``,
   multiplier ``S / s_a``, per channel with input smoothing);
 * LayerNorm, GELU, the residual add and the attention softmax are ``vector_ops``' I-BERT kernels
@@ -37,7 +37,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from accelsim.ref import kernels, vector_ops
-from accelsim.ref.codes import quantize_multiplier
 from accelsim.ref.datapath import DatapathCounts
 from accelsim.ref.vector_mode import HostAwareMode
 
@@ -54,15 +53,6 @@ _LAYOUT = frozenset((
 _CASTS = frozenset(("to", "float", "type", "type_as", "cpu"))
 _ADDS = (torch.add, Tensor.add, Tensor.__add__, Tensor.__radd__, Tensor.__iadd__)
 _MULS = (torch.mul, Tensor.mul, Tensor.__mul__, Tensor.__rmul__)
-
-
-def rescale_columns(acc: np.ndarray, reals: np.ndarray) -> np.ndarray:
-    """``round(acc[:, n] * reals[n])`` (single rounding, ties up) by Q31 fixed point per column;
-    int64. ``|acc| < 2^31`` and ``0 < reals <= 1`` keep ``acc * M0`` inside int64."""
-    pairs = [quantize_multiplier(float(r)) for r in reals]
-    m0 = np.array([p[0] for p in pairs], dtype=np.int64)
-    shift = np.array([p[1] for p in pairs], dtype=np.int64)
-    return (acc.astype(np.int64) * m0 + (np.int64(1) << (shift - 1))) >> shift
 
 
 class IntTensors:
@@ -123,6 +113,7 @@ class IntFormatMode(HostAwareMode):
             q, scale = self.tensors.ints(args[0])
             product = vector_ops.multiply_by_real(q, float(args[1]))
             self.counts.add_vector("mul", product * scale, q * scale * float(args[1]))
+            self.counts.record("multiply_by_real", product, {"q": q, "real": float(args[1])})
             return self.tensors.tensor(product, scale)
         if name in _CASTS and len(on_chip) == 1 and not kwargs.get("device"):
             return on_chip[0]  # the float64 carrier stays exact; host hooks convert to float32

@@ -34,13 +34,26 @@ from typing import Any
 import numpy as np
 
 from accelsim.errors import AccelsimError
+from accelsim.formats import (
+    OVERFLOW_POLICIES,
+    SPARSE_GROUP,
+    SPARSE_KEPT,
+    VECTOR_FORMATS,
+    VectorFormat,
+)
+
+
+def _binary_format(fmt: VectorFormat) -> tuple[int, int, int]:
+    """IEEE parameters of a float format: significand bits ``p`` (hidden bit included), the
+    exponent of the smallest normal ``emin = 1 - emax`` and of the largest binade ``emax =
+    2^(exponent_bits - 1) - 1``."""
+    emax = 2 ** (fmt.exponent_bits - 1) - 1
+    return fmt.significand_bits, 1 - emax, emax
+
 
 # (significand bits p with the hidden bit, exponent of the smallest normal, of the largest binade)
 BINARY_FORMATS: dict[str, tuple[int, int, int]] = {
-    "fp32": (24, -126, 127),
-    "fp16": (11, -14, 15),
-    "bf16": (8, -126, 127),
-}
+    name: _binary_format(fmt) for name, fmt in VECTOR_FORMATS.items() if fmt.is_float}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,8 +64,9 @@ BINARY_FORMATS: dict[str, tuple[int, int, int]] = {
 def clip(acc: np.ndarray, bits: int, overflow: str) -> tuple[np.ndarray, int]:
     """Exact int64 sums as a signed ``bits``-wide accumulator holds them, and how many are outside
     its range. ``saturate``: clamp; ``wrap``: the low ``bits`` bits, sign-extended."""
-    if overflow not in ("saturate", "wrap"):
-        raise AccelsimError(f"oracle: overflow {overflow!r}; allowed: saturate, wrap")
+    if overflow not in OVERFLOW_POLICIES:
+        raise AccelsimError(f"oracle: overflow {overflow!r}; allowed: "
+                            f"{', '.join(OVERFLOW_POLICIES)}")
     exact = acc.astype(np.int64)
     if bits >= 64:
         return exact, 0
@@ -79,7 +93,8 @@ def sparse_gemm(a_codes: np.ndarray, a_zp: int, values: np.ndarray, indices: np.
     """2:4 GEMM from kept values + 2-bit indices ``[N, K/2]``: slot ``s`` of a row multiplies
     activation column ``4 * (s // 2) + indices[n, s]``, gathered per (row, slot)."""
     slots = values.shape[1]
-    columns = 4 * (np.arange(slots) // 2)[None, :] + indices.astype(np.int64)  # [N, K/2]
+    group_starts = SPARSE_GROUP * (np.arange(slots) // SPARSE_KEPT)
+    columns = group_starts[None, :] + indices.astype(np.int64)  # [N, K/2]
     shifted = a_codes.astype(np.int64) - a_zp  # [M, K]
     gathered = np.take(shifted, columns, axis=1)  # [M, N, K/2]
     acc = (gathered * values.astype(np.int64)[None, :, :]).sum(axis=2)
@@ -126,6 +141,13 @@ def multiply(q: int, real: float) -> int:
         return 0
     m0, shift = fixed_point(abs(real))
     return (q * (m0 if real > 0 else -m0) + (1 << (shift - 1))) >> shift
+
+
+def multiply_by_real(q: np.ndarray, real: float | np.ndarray) -> np.ndarray:
+    """``round(q * real)`` per element, fixed point as :func:`multiply`, ``real`` per tensor or
+    per last-axis channel, in Python integers (any width)."""
+    out = [multiply(v, r) for v, r in zip(_ints(q), _per_channel(real, np.shape(q)), strict=True)]
+    return np.array(out, dtype=np.int64).reshape(np.shape(q))
 
 
 def requantize(acc: np.ndarray, multiplier: np.ndarray | float, zero_point: int, qmin: int,
@@ -409,6 +431,7 @@ OPS = {
     "bmm": (bmm, ("a_codes",), _matrix_rows),
     "requantize": (requantize, ("acc",), _leading_rows),
     "to_codes": (to_codes, ("q",), _last_axis_rows),
+    "multiply_by_real": (multiply_by_real, ("q",), _last_axis_rows),
     "round_to_format": (round_to_format, ("x",), _last_axis_rows),
     "add": (add, ("a", "b"), _last_axis_rows),
     "mul": (mul, ("a", "b"), _last_axis_rows),

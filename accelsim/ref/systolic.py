@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 
 from accelsim.errors import AccelsimError
-from accelsim.formats import DATAFLOWS
+from accelsim.formats import DATAFLOWS, SPARSE_GROUP, SPARSE_KEPT
 from accelsim.ref.codes import check_accumulator_bound, max_abs_shifted
 
 Dataflow = Literal["os", "ws", "is"]
@@ -103,9 +103,9 @@ def run_systolic(
         # Stream of kept slots along the reduction: value, index and group (which 4 activations).
         w_stream = values.T.astype(np.int32)  # [K/2, N]
         idx_stream = indices.T  # [K/2, N]
-        steps = k // 2
-        groups = x.reshape(m, k // 4, 4)  # [M, G, 4]
-        slot_group = np.arange(steps) // 2
+        steps = k // SPARSE_GROUP * SPARSE_KEPT
+        groups = x.reshape(m, k // SPARSE_GROUP, SPARSE_GROUP)  # [M, G, 4]
+        slot_group = np.arange(steps) // SPARSE_KEPT
     else:
         if w_codes.shape[1] != k:
             raise AccelsimError(

@@ -35,8 +35,6 @@ from torch.overrides import TorchFunctionMode
 from accelsim.ref import vector_ops
 from accelsim.ref.datapath import DatapathCounts
 
-FLOAT_FORMATS = vector_ops.FLOAT_FORMATS
-
 _SOFTMAX = (F.softmax, torch.softmax, Tensor.softmax)
 # Element-wise ops the spec names (vector_ops.add / mul) and the graph's vector op they are.
 _ADDS = (torch.add, Tensor.add, Tensor.__add__, Tensor.__radd__, Tensor.__iadd__, Tensor.add_)
@@ -99,19 +97,27 @@ class VectorFormatMode(HostAwareMode):
             return self._tensor(y, args[0])
         in_place = getattr(func, "__name__", "").endswith("_") or func in (
             Tensor.__iadd__, Tensor.__imul__)
-        if self.fmt != "fp32" and not in_place:
+        if self.fmt != "fp32":
             # Operands enter an op in the format: a GEMM's float32 output or a float32 parameter
-            # is converted here (the identity on values already in the format).
-            args = tuple(self._round(a) for a in args)
+            # is converted here (the identity on values already in the format). An in-place op's
+            # target is an operand too, rounded where it is (the op overwrites it anyway).
+            if in_place and _is_float(args[0]):
+                with torch.no_grad():
+                    args[0].copy_(self._round(args[0]))
+            args = (*args[:1], *(self._round(a) for a in args[1:])) if in_place else tuple(
+                self._round(a) for a in args)
+        elementwise = func in _ADDS or func in _MULS
+        # Copies: an in-place op overwrites its first operand, which the oracle must see as read.
+        operands = [np.array(self._operand(v)) for v in args[:2]] if elementwise else []
         out = func(*args, **kwargs)
         if not _is_float(out):
             return out
         result = _numpy(out)
         rounded = vector_ops.round_to_format(result, self.fmt)
-        if func in _ADDS or func in _MULS:
+        if elementwise:
             kind = "add" if func in _ADDS else "mul"
-            a, b = (self._operand(v) for v in args[:2])
-            self._vector(kind, rounded, result, {"a": a, "b": b, "fmt": self.fmt})
+            self._vector(kind, rounded, result, {"a": operands[0], "b": operands[1],
+                                                 "fmt": self.fmt})
         if self.fmt == "fp32":
             return out
         if in_place:  # the caller keeps `out`

@@ -54,7 +54,7 @@ import numba
 import numpy as np
 
 from accelsim.errors import AccelsimError
-from accelsim.formats import VECTOR_FORMATS
+from accelsim.formats import VECTOR_FORMATS, twos_complement_range
 from accelsim.ref.codes import code_dtype, quantize_multiplier
 
 FLOAT_FORMATS: tuple[str, ...] = tuple(n for n, f in VECTOR_FORMATS.items() if f.is_float)
@@ -352,7 +352,7 @@ def _check_magnitude(name: str, q: np.ndarray, bits: int) -> None:
 
 def saturate(q: np.ndarray, bits: int) -> np.ndarray:
     """Clamp int64 values to the signed ``bits``-bit range ``[-2^(bits-1), 2^(bits-1) - 1]``."""
-    return np.clip(q, -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    return np.clip(q, *twos_complement_range(bits))
 
 
 def int_sqrt(n: np.ndarray) -> np.ndarray:
@@ -677,7 +677,7 @@ def int_layer_norm(q: np.ndarray, scale: float, gamma: np.ndarray, beta: np.ndar
     recip = (1 << LN_RECIP_BITS) // np.maximum(int_sqrt(var), 1)
     norm = (y * recip) >> LN_NORM_SHIFT
     affine = (norm * multipliers + (1 << (shift - 1))) >> shift
-    return np.clip(affine + beta_int, -qmax - 1, qmax), s_out
+    return saturate(affine + beta_int, out_bits), s_out
 
 
 def int_add(qa: np.ndarray, scale_a: float | np.ndarray, qb: np.ndarray,

@@ -1,6 +1,7 @@
 """The reference on a chip's datapath: vector formats, the oracle, verify --hw (tiny models)."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -156,3 +157,47 @@ def test_int_mode_keeps_scales_through_layout_and_counts_float_fallbacks():
     assert torch.equal(doubled, x.transpose(0, 1).reshape(2, 6) * 2)
     assert counts.float_fallbacks == {"tanh": 12} and tensors.scale(squashed) is not None
     assert torch.allclose(squashed, torch.tanh(doubled), atol=1e-6)
+
+
+@pytest.mark.parametrize("fmt", ["fp32", "fp16", "bf16"])
+def test_in_place_adds_and_muls_compute_and_record_as_their_out_of_place_twins(fmt):
+    from accelsim.ref.datapath import DatapathCounts
+    from accelsim.ref.vector_mode import VectorFormatMode
+
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 8, generator=generator), torch.randn(3, 8, generator=generator)
+    counts = DatapathCounts(records=[])
+    added, multiplied = a.clone(), a.clone()
+    with VectorFormatMode(fmt, counts):
+        added += b
+        multiplied.mul_(b)
+        expected = (a + b, a * b)
+    assert torch.equal(added, expected[0]) and torch.equal(multiplied, expected[1])
+    checks = [oracle.check_op(kind, out, inputs) for kind, out, inputs in counts.records]
+    assert [c.kind for c in checks] == ["add", "mul", "add", "mul"]
+    assert sum(c.elements for c in checks) == 4 * 24
+    assert sum(c.mismatches for c in checks) == 0  # the in-place target recorded as it was read
+
+
+def test_int_format_product_with_a_constant_is_checked_by_the_oracle():
+    from accelsim.ref.datapath import DatapathCounts
+    from accelsim.ref.int_mode import IntFormatMode, IntTensors
+
+    counts, tensors = DatapathCounts(records=[]), IntTensors()
+    x = tensors.tensor(np.arange(-600, 600, 7).reshape(4, -1), 0.125)
+    with IntFormatMode(counts, tensors):
+        scaled = x * 0.3535
+    [(kind, product, inputs)] = counts.records
+    assert kind == "multiply_by_real" and tensors.scale(scaled) == 0.125
+    check = oracle.check_op(kind, product, inputs)
+    assert check.elements == x.numel() and check.mismatches == 0
+    wrong = product.copy()
+    wrong[0, 0] += 1
+    assert oracle.check_op(kind, wrong, inputs).mismatches == 1
+
+
+def test_sqnr_of_noise_on_a_zero_signal_is_minus_infinity_not_a_domain_error():
+    zeros = torch.zeros(4)
+    assert chip.sqnr_db(zeros, zeros) == math.inf
+    assert chip.sqnr_db(zeros, torch.ones(4)) == -math.inf
+    assert chip.sqnr_db(torch.full((4,), 10.0), torch.full((4,), 11.0)) == pytest.approx(20.0)

@@ -323,6 +323,8 @@ def _recorded_ops(rng: np.random.Generator):
          dict(acc=acc, multiplier=0.003, zero_point=7, qmin=0, qmax=255)),
         ("to_codes", V.to_codes(q * 2**30, 1e-9, 0.05, 3, 0, 15),
          dict(q=q * 2**30, scale=1e-9, out_scale=0.05, zero_point=3, qmin=0, qmax=15)),
+        ("multiply_by_real", V.multiply_by_real(q * 2**20, -0.3535),
+         dict(q=q * 2**20, real=-0.3535)),
         ("round_to_format", V.round_to_format(x, "bf16"), dict(x=x, fmt="bf16")),
         ("add", V.add(x, x[0], "fp16"), dict(a=x, b=x[0], fmt="fp16")),
         ("mul", V.mul(x, np.float32(0.125), "bf16"), dict(a=x, b=np.float32(0.125), fmt="bf16")),

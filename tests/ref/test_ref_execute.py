@@ -257,6 +257,16 @@ def test_accumulator_width_is_enforced_and_counted(sparse_model):
         assert not torch.equal(narrow.logits, exact.logits)
 
 
+def test_int_format_input_wider_than_int32_is_one_line_not_a_wrap(sparse_model):
+    _, int_model = sparse_model
+    layer = execute.IntLinearModule(int_model.linears[0])
+    inside = np.full((2, layer.layer.k), 2**31 - 1, dtype=np.int64)
+    assert layer.int_input_codes(inside, 1e-9).shape == inside.shape
+    with pytest.raises(AccelsimError, match=r"int-format input spans \[.*2147483648\]; the "
+                       "input requantizer takes int32"):
+        layer.int_input_codes(inside + 1, 1e-9)
+
+
 def test_operand_projections_requantize_with_the_int32_bias(sparse_model):
     model, int_model = sparse_model
     feeds = execute.operand_projections(int_model)
@@ -299,3 +309,14 @@ def test_datapath_of_a_float_mac_array_is_one_line():
     chip = Datapath.of_hw(load_hw("hw_configs/int4_sparse.yaml"))
     assert chip == Datapath(accumulator_bits=20, overflow="saturate", integer_requant=True,
                             vector_format="fp16")
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"overflow": "clip"}, "datapath: overflow 'clip' is not one of saturate, wrap"),
+    ({"vector_format": "fp8"}, "datapath: vector format 'fp8' is not one of fp32, fp16, bf16, int"),
+    ({"accumulator_bits": 1}, "datapath: accumulator_bits 1; allowed: 2..64"),
+    ({"accumulator_bits": 65}, "datapath: accumulator_bits 65; allowed: 2..64"),
+])
+def test_a_bad_datapath_is_one_line(fields, message):
+    with pytest.raises(AccelsimError, match=f"^{message}$"):
+        Datapath(**fields)
