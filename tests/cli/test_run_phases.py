@@ -3,6 +3,7 @@ as properties, and one clear line for each bad input."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -96,3 +97,15 @@ def test_an_infeasible_pass_is_a_result_with_exit_1(tmp_path, capsys):
     assert "INFEASIBLE: layer" in capsys.readouterr().err
     data = json.loads(out.read_text())
     assert data["feasible"] is False and data["phase"] is None and "output tile" in data["reason"]
+
+
+def test_decode_writes_json_and_csv_together(tmp_path):
+    out, table = tmp_path / "decode.json", tmp_path / "decode.csv"
+    args = ["run", "--hw", HW, "--model", "gpt2_tiny", "--phase", "decode", "--context", "8",
+            "--json", str(out), "--csv", str(table)]
+    assert main(args) == 0
+    layers = json.loads(out.read_text())["layers"]
+    with table.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["layer"] for row in rows] == [layer["name"] for layer in layers]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["decode.csv", "decode.json"]
