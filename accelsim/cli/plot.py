@@ -99,22 +99,14 @@ def plot_pareto(args: argparse.Namespace) -> Path:
 
 
 def plot_run(args: argparse.Namespace) -> Path:
-    import json
-
     from accelsim.errors import AccelsimError
     from accelsim.report.plots.breakdown import breakdown_info, render_breakdown
+    from accelsim.report.plots.common import load_run
     from accelsim.report.plots.roofline import render_roofline, roofline_info
 
     out = check_output_path(
         args.out or args.run_json.with_name(f"{args.run_json.stem}_{args.kind}.png"), "--out")
-    try:
-        run_data = json.loads(args.run_json.read_text())
-    except OSError as exc:
-        raise AccelsimError(f"{args.run_json}: cannot read ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise AccelsimError(
-            f"{args.run_json}: not valid JSON ({exc.msg}, line {exc.lineno})"
-        ) from None
+    run_data = load_run(args.run_json)
     if args.kind == "breakdown":
         if args.top < 1:
             raise AccelsimError(f"--top {args.top}: must be >= 1")

@@ -48,17 +48,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_page(path: Path) -> str:
-    import json
-
     from accelsim.report.html import run_report_html
+    from accelsim.report.plots.common import load_run
 
-    try:
-        run_data = json.loads(path.read_text())
-    except OSError as exc:
-        raise AccelsimError(f"{path}: cannot read ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise AccelsimError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    return run_report_html(run_data)
+    return run_report_html(load_run(path))
 
 
 def explorer_page(args: argparse.Namespace) -> str:
