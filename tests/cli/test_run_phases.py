@@ -68,7 +68,14 @@ def test_recipe_none_keeps_the_hardware_widths(tmp_path):
     (["--model", "bert_tiny", "--phase", "decode"],
      "bert_tiny: --phase decode needs a decoder model; bert_tiny is an encoder-only bert model"),
     (["--model", "gpt2_tiny", "--phase", "decode", "--context", "64"],
-     "gpt2_tiny: context=64 needs 65 positions, beyond the model's 64 (allowed: at most 64)"),
+     "gpt2_tiny: context=64 needs 65 positions, beyond the model's 64 (allowed: context at "
+     "most 63)"),
+    (["--model", "gpt2_tiny", "--phase", "generate", "--prompt-len", "60", "--gen-len", "6"],
+     "gpt2_tiny: prompt_len=60, gen_len=6 needs 65 positions, beyond the model's 64 (allowed: "
+     "prompt_len + gen_len at most 65)"),
+    (["--model", "gpt2_tiny", "--phase", "prefill", "--prompt-len", "65"],
+     "gpt2_tiny: prompt_len=65 needs 65 positions, beyond the model's 64 (allowed: prompt_len "
+     "at most 64)"),
     (["--model", "gpt2_tiny", "--phase", "decode", "--batch", "0"],
      "gpt2_tiny: batch=0 must be an integer >= 1"),
     (["--model", "gpt2_tiny"],
