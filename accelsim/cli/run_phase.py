@@ -78,9 +78,11 @@ def _check_options(args: argparse.Namespace) -> str:
         if value is not None:
             raise AccelsimError(f"{flag} does not apply to --phase {args.phase} (decoders are "
                                 "simulated from their traced shapes and a recipe's widths)")
-    if args.csv and args.phase == "generate":
-        raise AccelsimError("--csv does not apply to --phase generate (a per-layer table is one "
-                            "pass: use --phase prefill or decode)")
+    if args.phase == "generate":
+        for flag, given in (("--csv", args.csv), ("--layers", args.layers)):
+            if given:
+                raise AccelsimError(f"{flag} does not apply to --phase generate (a per-layer "
+                                    "table is one pass: use --phase prefill or decode)")
     return args.phase
 
 

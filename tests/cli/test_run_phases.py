@@ -85,6 +85,8 @@ def test_recipe_none_keeps_the_hardware_widths(tmp_path):
      "--seq-len 4 does not apply to --phase decode"),
     (["--model", "gpt2_tiny", "--phase", "generate", "--csv", "x.csv"],
      "--csv does not apply to --phase generate"),
+    (["--model", "gpt2_tiny", "--phase", "generate", "--layers"],
+     "--layers does not apply to --phase generate"),
 ])
 def test_bad_phase_input_is_one_line_and_exit_2(args, message, capsys, tmp_path):
     out = tmp_path / "never.json"
