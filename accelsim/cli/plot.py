@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 def plot_pareto(args: argparse.Namespace) -> Path:
     from accelsim.dse.pareto import DEFAULT_SENSES, pareto_front, parse_objectives
     from accelsim.dse.space import parse_constraint
-    from accelsim.dse.store import constraint_mask, load_accuracy, load_results
+    from accelsim.dse.store import constraint_mask, eligible_mask, load_accuracy, load_results
     from accelsim.report.plots.common import resolve_column
     from accelsim.report.plots.pareto import pareto_info, render_pareto
 
@@ -84,8 +84,7 @@ def plot_pareto(args: argparse.Namespace) -> Path:
     for name, sense in parse_objectives(args.objective).items():
         objectives[resolve_column(frame, name)] = sense
     constraints = [parse_constraint(text) for text in args.constraint]
-    eligible = frame["meets_constraints"] if "meets_constraints" in frame else frame["feasible"]
-    eligible = eligible.astype(bool) & constraint_mask(frame, constraints)
+    eligible = eligible_mask(frame) & constraint_mask(frame, constraints)
     front = pareto_front(frame, objectives, eligible, by="model")
     references = {}
     if y == "accuracy_pct" and args.reference_recipe:

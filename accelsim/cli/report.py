@@ -56,7 +56,7 @@ def run_page(path: Path) -> str:
 
 def explorer_page(args: argparse.Namespace) -> str:
     from accelsim.dse.pareto import DEFAULT_SENSES, pareto_front
-    from accelsim.dse.store import load_results
+    from accelsim.dse.store import eligible_mask, load_results
     from accelsim.report.html import ExplorerData, pareto_explorer_html
     from accelsim.report.plots.common import resolve_column
 
@@ -67,8 +67,7 @@ def explorer_page(args: argparse.Namespace) -> str:
         if axis not in axes:
             raise AccelsimError(f"{option} {axis}: not an axis of these results; allowed: "
                                 f"{', '.join(axes)}")
-    eligible = frame["meets_constraints"] if "meets_constraints" in frame else frame["feasible"]
-    eligible = eligible.astype(bool)
+    eligible = eligible_mask(frame)
     fronts = {}
     for first, second in permutations(axes, 2):
         mask = pareto_front(frame, {first: DEFAULT_SENSES[first], second: DEFAULT_SENSES[second]},

@@ -242,6 +242,13 @@ def _tidy(
     return frame.assign(meets_constraints=constraint_mask(frame, parsed))
 
 
+def eligible_mask(frame: pd.DataFrame) -> pd.Series:
+    """The points a front is drawn from: ``meets_constraints`` (the sweep's constraints on a
+    feasible point) where the results carry it, else ``feasible``."""
+    column = "meets_constraints" if "meets_constraints" in frame else "feasible"
+    return frame[column].astype(bool)
+
+
 def constraint_mask(frame: pd.DataFrame, constraints: Sequence[Constraint]) -> pd.Series:
     """Feasible rows that satisfy every constraint (a NaN metric fails its constraint)."""
     import pandas as pd
