@@ -78,6 +78,11 @@ def _check_options(args: argparse.Namespace) -> str:
         if value is not None:
             raise AccelsimError(f"{flag} does not apply to --phase {args.phase} (decoders are "
                                 "simulated from their traced shapes and a recipe's widths)")
+    if args.scalesim_compat:
+        # The phase passes are simulated with accelsim's own cycle model; half of the option
+        # (ideal memory only) would be a number SCALE-Sim never computes.
+        raise AccelsimError(f"--scalesim-compat does not apply to --phase {args.phase} "
+                            "(SCALE-Sim has no decoder phases)")
     if args.phase == "generate":
         for flag, given in (("--csv", args.csv), ("--layers", args.layers)):
             if given:

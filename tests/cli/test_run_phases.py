@@ -85,6 +85,8 @@ def test_recipe_none_keeps_the_hardware_widths(tmp_path):
      "--seq-len 4 does not apply to --phase decode"),
     (["--model", "gpt2_tiny", "--phase", "generate", "--csv", "x.csv"],
      "--csv does not apply to --phase generate"),
+    (["--model", "gpt2_tiny", "--phase", "decode", "--scalesim-compat"],
+     "--scalesim-compat does not apply to --phase decode"),
     (["--model", "gpt2_tiny", "--phase", "generate", "--layers"],
      "--layers does not apply to --phase generate"),
 ])
