@@ -171,7 +171,7 @@ def run_phase(args: argparse.Namespace, hw: HwConfig, overrides: dict[str, objec
                        else gen.decode_metrics(cost))
             lines = [*report.metrics_lines(metrics),
                      *report.traffic_lines(cost, hw.dram.bandwidth_gbps)]
-            phase_data = {**metrics.to_dict(), **report.pass_json(cost)}
+            phase_data = {**metrics.to_dict(), **cost.to_dict()}
             if phase == "decode":
                 crossover = gen.crossover_batch(at_batch, hw, CROSSOVER_MAX_BATCH)
                 lines.append(report.crossover_line(crossover, CROSSOVER_MAX_BATCH))
