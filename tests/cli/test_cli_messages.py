@@ -119,6 +119,7 @@ def test_compress_names_the_backbone_the_task_trains(tmp_path, capsys, model, ti
     (b"\xff\xfe{", "not valid JSON (not UTF-8 text)"),
     (b"{", "not valid JSON (Expecting property name"),
     (b'{"totals": {}}', "run JSON has no 'layers' list"),
+    (b'{"phase": {"phase": "generate"}}', "a run of --phase generate has no per-layer table"),
 ])
 def test_a_run_json_that_is_not_one_is_named_in_one_line(tmp_path, capsys, command, content,
                                                          expected):

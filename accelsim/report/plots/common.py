@@ -169,6 +169,11 @@ def place_labels(ax: Any, xs: Sequence[float], ys: Sequence[float], texts: Seque
 def run_layers(run: object) -> list[Mapping[str, Any]]:
     layers = run.get("layers") if isinstance(run, Mapping) else None
     if not isinstance(layers, list) or not layers:
+        phase = run.get("phase") if isinstance(run, Mapping) else None
+        if isinstance(phase, Mapping) and phase.get("phase") == "generate":
+            raise AccelsimError("a run of --phase generate has no per-layer table (a table is "
+                                "one pass: `accelsim run --phase prefill --json` or `--phase "
+                                "decode --json` writes one)")
         raise AccelsimError("run JSON has no 'layers' list (write it with `accelsim run --json`)")
     return layers
 
