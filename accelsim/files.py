@@ -56,6 +56,21 @@ def outputs_together(paths: list[Path]) -> Iterator[list[Path]]:
             tmp.unlink(missing_ok=True)
 
 
+def read_json(path: str | Path) -> object:
+    """The JSON document at ``path``; one line naming the file when it cannot be read or
+    parsed."""
+    import json
+
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise AccelsimError(f"{path}: cannot read ({exc.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        why = (f"{exc.msg}, line {exc.lineno}" if isinstance(exc, json.JSONDecodeError)
+               else "not UTF-8 text")
+        raise AccelsimError(f"{path}: not valid JSON ({why})") from None
+
+
 def write_texts_atomic(texts: dict[Path, str]) -> None:
     """Write several text files all or none (:func:`outputs_together`)."""
     try:

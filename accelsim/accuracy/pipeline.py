@@ -45,7 +45,7 @@ from accelsim.accuracy.provenance import (
     tensors_sha256,
 )
 from accelsim.accuracy.runs import run_dir
-from accelsim.accuracy.table import RESULTS_MD, RowResult, render_markdown, write_rows
+from accelsim.accuracy.table import RESULTS_MD, RowResult, write_rows
 from accelsim.compress.export import export_int_model
 from accelsim.compress.recipe import Recipe, load_recipe, recipe_to_dict
 from accelsim.compress.train import CHECKPOINT, FinetuneResult, Progress, finetune
@@ -172,12 +172,12 @@ def run_row(task: Task, recipes: list[str], seed: int, command: str) -> None:
             # Written even when not asked for: the compressed rows of this seed pair with it.
             row, result = run_recipe(task, BASELINE, budget, None, seed, command)
             fp_state = {k: v.clone() for k, v in result.model.state_dict().items()}
-            RESULTS_MD.write_text(render_markdown(write_rows([row])))
+            write_rows([row], markdown=RESULTS_MD)
             print(f"[{task.name}/{BASELINE}/seed{seed}] {row.accuracy_pct:.2f} %", flush=True)
         if name == BASELINE:
             continue
         row, _ = run_recipe(task, name, budget, fp_state, seed, command)
-        RESULTS_MD.write_text(render_markdown(write_rows([row])))
+        write_rows([row], markdown=RESULTS_MD)
         print(
             f"[{tag}] {row.accuracy_pct:.2f} % (integer reference), "
             f"fake-quant {row.fake_quant_accuracy_pct:.2f} %",

@@ -10,8 +10,8 @@
 Both standardize nothing they should not: the linear probe's features are standardized with the
 training split's mean and standard deviation; TF-IDF rows are L2-normalised by construction.
 The inverse regularization ``C`` of the L2-penalized multinomial logistic regression (lbfgs) is
-chosen on the validation split from :data:`PROBE_CS` (the smallest ``C`` among the best), the
-probe is refit on the training split alone with it, and the test split is read once. Neither
+chosen on the validation split from :data:`PROBE_CS` (the smallest ``C`` among the best); the
+probe fitted on the training split alone with it reads the test split once. Neither
 probe depends on a seed: the features are deterministic and lbfgs is, so each is one row.
 """
 
@@ -92,9 +92,10 @@ def fit_probe(train: tuple[Any, np.ndarray], val: tuple[Any, np.ndarray],
     def score(model: LogisticRegression, split: tuple[Any, np.ndarray]) -> float:
         return 100.0 * float(np.mean(model.predict(split[0]) == split[1]))
 
-    val_scores = [(score(fitted(c), val), -c) for c in PROBE_CS]
-    best_val, neg_c = max(val_scores)  # ties: the smallest C, the strongest regularization
-    chosen = fitted(-neg_c)
+    fits = {c: fitted(c) for c in PROBE_CS}
+    # ties: the smallest C, the strongest regularization
+    best_val, neg_c = max((score(model, val), -c) for c, model in fits.items())
+    chosen = fits[-neg_c]
     return ProbeFit(score(chosen, test), best_val, -neg_c,
                     array_sha256(chosen.coef_, chosen.intercept_, *preprocessing), len(test[1]))
 

@@ -38,15 +38,14 @@ from accelsim.accuracy.budgets import (
 )
 from accelsim.compress.recipe import Recipe, load_recipe, recipe_to_dict, same_recipe
 from accelsim.errors import AccelsimError
-from accelsim.files import write_text_atomic
+from accelsim.files import PACKAGE_ROOT, source_digest, write_text_atomic
 
 if TYPE_CHECKING:
     import torch
 
     from accelsim.tasks.base import Task
 
-PACKAGE = Path(__file__).resolve().parents[1]
-REPO = PACKAGE.parent
+REPO = PACKAGE_ROOT.parent
 # The packages whose source decides what a training run produces (fine-tuning and its fake
 # quantization, the task data, the models); a checkpoint made by other code is not reused.
 TRAINING_CODE = ("compress", "tasks", "zoo")
@@ -80,15 +79,9 @@ def array_sha256(*arrays: Any) -> str:
     return digest.hexdigest()
 
 
-@functools.cache
 def code_sha256() -> str:
-    """SHA-256 of the source of :data:`TRAINING_CODE` (relative paths and contents, sorted)."""
-    digest = hashlib.sha256()
-    for part in TRAINING_CODE:
-        for path in sorted((PACKAGE / part).rglob("*.py")):
-            digest.update(str(path.relative_to(PACKAGE)).encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    """SHA-256 of the source of :data:`TRAINING_CODE` (:func:`accelsim.files.source_digest`)."""
+    return source_digest(*TRAINING_CODE)
 
 
 def code_commit() -> str:

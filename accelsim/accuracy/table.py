@@ -71,18 +71,25 @@ def write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, str]]
     write_text_atomic(path, table.getvalue())
 
 
-def write_rows(new: list[RowResult], path: Path = RESULTS_CSV) -> list[dict[str, str]]:
+def write_rows(new: list[RowResult], path: Path = RESULTS_CSV,
+               markdown: Path | None = None) -> list[dict[str, str]]:
     """Replace the (task, recipe, seed) rows of ``new`` in the CSV, keep the others; sorted.
 
     A field of ``new`` that is None keeps the CSV's value (e.g. the training time of a run that
     was reused rather than trained again) if that row had the same schedule; a row of another
     schedule says nothing about this run, so the field is left empty.
 
-    Several task commands may run at once: an exclusive lock makes read-modify-write atomic.
+    With ``markdown``, that file is re-rendered from the rows (:func:`render_markdown`).
+
+    Several task commands may run at once: an exclusive lock makes read-modify-write atomic,
+    and holds while the markdown is written, so it never shows fewer rows than the CSV.
     """
     with open(cache_dir("locks") / f"{path.stem}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _write_rows_locked(new, path)
+        rows = _write_rows_locked(new, path)
+        if markdown is not None:
+            write_text_atomic(markdown, render_markdown(rows))
+        return rows
 
 
 def _write_rows_locked(new: list[RowResult], path: Path) -> list[dict[str, str]]:

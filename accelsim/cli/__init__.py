@@ -30,12 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show tracebacks on errors (anywhere on the command line)")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"accelsim.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"accelsim.cli.{name}":
-                continue
-            raise
+        module = importlib.import_module(f"accelsim.cli.{name}")
         sub = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(sub)
         sub.set_defaults(handler=module.run)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from accelsim.files import write_texts_atomic
 
 HELP = "fine-tune a task model with 4-bit / 2:4 compression and export the integer model"
 
@@ -113,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     out: Path = args.out
     history = [asdict(h) for h in result.history]
-    (out / "progress.json").write_text(json.dumps(history, indent=1))
+    # The text outputs land together after the weights: `verify` takes a folder with run.json
+    # as finished.
+    texts = {out / "progress.json": json.dumps(history, indent=1)}
     torch.save(model.state_dict(), out / "model.pt")
     summary: dict[str, Any] = {
         "model": args.model, "task": args.task, "seed": args.seed, "limit": args.limit,
@@ -128,12 +133,14 @@ def run(args: argparse.Namespace) -> int:
         save_int_model(int_model, out / "int_model.npz")
         report = compression_report(int_model)
         rows = report_rows(report)
-        with (out / "compression_report.csv").open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        table = io.StringIO()
+        writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        texts[out / "compression_report.csv"] = table.getvalue()
         summary["weight_bytes"] = asdict(report.total)
-    (out / "run.json").write_text(json.dumps(summary, indent=1))
+    texts[out / "run.json"] = json.dumps(summary, indent=1)
+    write_texts_atomic(texts)
     if result.resumed_from_epoch:
         print(f"resumed after epoch {result.resumed_from_epoch}")
     fp = f" (float fine-tuned: {result.fp_metric:.2f})" if result.fp_metric is not None else ""

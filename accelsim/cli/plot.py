@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 def plot_pareto(args: argparse.Namespace) -> Path:
     from accelsim.dse.pareto import DEFAULT_SENSES, pareto_front, parse_objectives
     from accelsim.dse.space import parse_constraint
-    from accelsim.dse.store import constraint_mask, load_accuracy, load_results
+    from accelsim.dse.store import constraint_mask, eligible_mask, load_accuracy, load_results
     from accelsim.report.plots.common import resolve_column
     from accelsim.report.plots.pareto import pareto_info, render_pareto
 
@@ -84,8 +84,7 @@ def plot_pareto(args: argparse.Namespace) -> Path:
     for name, sense in parse_objectives(args.objective).items():
         objectives[resolve_column(frame, name)] = sense
     constraints = [parse_constraint(text) for text in args.constraint]
-    eligible = frame["meets_constraints"] if "meets_constraints" in frame else frame["feasible"]
-    eligible = eligible.astype(bool) & constraint_mask(frame, constraints)
+    eligible = eligible_mask(frame) & constraint_mask(frame, constraints)
     front = pareto_front(frame, objectives, eligible, by="model")
     references = {}
     if y == "accuracy_pct" and args.reference_recipe:
@@ -99,22 +98,14 @@ def plot_pareto(args: argparse.Namespace) -> Path:
 
 
 def plot_run(args: argparse.Namespace) -> Path:
-    import json
-
     from accelsim.errors import AccelsimError
     from accelsim.report.plots.breakdown import breakdown_info, render_breakdown
+    from accelsim.report.plots.common import load_run
     from accelsim.report.plots.roofline import render_roofline, roofline_info
 
     out = check_output_path(
         args.out or args.run_json.with_name(f"{args.run_json.stem}_{args.kind}.png"), "--out")
-    try:
-        run_data = json.loads(args.run_json.read_text())
-    except OSError as exc:
-        raise AccelsimError(f"{args.run_json}: cannot read ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise AccelsimError(
-            f"{args.run_json}: not valid JSON ({exc.msg}, line {exc.lineno})"
-        ) from None
+    run_data = load_run(args.run_json)
     if args.kind == "breakdown":
         if args.top < 1:
             raise AccelsimError(f"--top {args.top}: must be >= 1")

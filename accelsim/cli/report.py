@@ -48,22 +48,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_page(path: Path) -> str:
-    import json
-
     from accelsim.report.html import run_report_html
+    from accelsim.report.plots.common import load_run
 
-    try:
-        run_data = json.loads(path.read_text())
-    except OSError as exc:
-        raise AccelsimError(f"{path}: cannot read ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise AccelsimError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    return run_report_html(run_data)
+    return run_report_html(load_run(path))
 
 
 def explorer_page(args: argparse.Namespace) -> str:
     from accelsim.dse.pareto import DEFAULT_SENSES, pareto_front
-    from accelsim.dse.store import load_results
+    from accelsim.dse.store import eligible_mask, load_results
     from accelsim.report.html import ExplorerData, pareto_explorer_html
     from accelsim.report.plots.common import resolve_column
 
@@ -74,8 +67,7 @@ def explorer_page(args: argparse.Namespace) -> str:
         if axis not in axes:
             raise AccelsimError(f"{option} {axis}: not an axis of these results; allowed: "
                                 f"{', '.join(axes)}")
-    eligible = frame["meets_constraints"] if "meets_constraints" in frame else frame["feasible"]
-    eligible = eligible.astype(bool)
+    eligible = eligible_mask(frame)
     fronts = {}
     for first, second in permutations(axes, 2):
         mask = pareto_front(frame, {first: DEFAULT_SENSES[first], second: DEFAULT_SENSES[second]},

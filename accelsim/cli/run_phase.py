@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from accelsim.errors import AccelsimError
-from accelsim.files import write_text_atomic
+from accelsim.files import write_texts_atomic
 from accelsim.hw import HwConfig
 
 if TYPE_CHECKING:
     from accelsim.graph.phases import DecoderPrecision
+    from accelsim.sim import SimResult
 
 PHASE_CHOICES = ("prefill", "decode", "generate")
 CROSSOVER_MAX_BATCH = 4096
@@ -77,9 +78,16 @@ def _check_options(args: argparse.Namespace) -> str:
         if value is not None:
             raise AccelsimError(f"{flag} does not apply to --phase {args.phase} (decoders are "
                                 "simulated from their traced shapes and a recipe's widths)")
-    if args.csv and args.phase == "generate":
-        raise AccelsimError("--csv does not apply to --phase generate (a per-layer table is one "
-                            "pass: use --phase prefill or decode)")
+    if args.scalesim_compat:
+        # The phase passes are simulated with accelsim's own cycle model; half of the option
+        # (ideal memory only) would be a number SCALE-Sim never computes.
+        raise AccelsimError(f"--scalesim-compat does not apply to --phase {args.phase} "
+                            "(SCALE-Sim has no decoder phases)")
+    if args.phase == "generate":
+        for flag, given in (("--csv", args.csv), ("--layers", args.layers)):
+            if given:
+                raise AccelsimError(f"{flag} does not apply to --phase generate (a per-layer "
+                                    "table is one pass: use --phase prefill or decode)")
     return args.phase
 
 
@@ -163,7 +171,7 @@ def run_phase(args: argparse.Namespace, hw: HwConfig, overrides: dict[str, objec
                        else gen.decode_metrics(cost))
             lines = [*report.metrics_lines(metrics),
                      *report.traffic_lines(cost, hw.dram.bandwidth_gbps)]
-            phase_data = {**metrics.to_dict(), **report.pass_json(cost)}
+            phase_data = {**metrics.to_dict(), **cost.to_dict()}
             if phase == "decode":
                 crossover = gen.crossover_batch(at_batch, hw, CROSSOVER_MAX_BATCH)
                 lines.append(report.crossover_line(crossover, CROSSOVER_MAX_BATCH))
@@ -172,9 +180,8 @@ def run_phase(args: argparse.Namespace, hw: HwConfig, overrides: dict[str, objec
     except gen.InfeasiblePass as infeasible:
         # A result, as for encoders: the reason printed and, with --json, written (no phase).
         print(tables.format_totals(infeasible.result, overrides), file=sys.stderr)
-        if args.json:
-            data.update(tables.result_json(infeasible.result, hw_json), phase=None)
-            write_text_atomic(args.json, json.dumps(data, indent=2) + "\n")
+        data.update(tables.result_json(infeasible.result, hw_json), phase=None)
+        _write_outputs(args, data, infeasible.result)
         return 1
     print("\n".join(header_lines(args.model, graph_for_header, choice, args.recipe is not None)))
     print(f"phase   {phase} ({', '.join(f'{k} {v}' for k, v in shape.items())}); {widths}")
@@ -189,9 +196,19 @@ def run_phase(args: argparse.Namespace, hw: HwConfig, overrides: dict[str, objec
     else:
         print(f"{args.model} generate on {hw.name}")
     print("\n".join(lines))
-    if args.json:
-        data["phase_widths"] = widths
-        write_text_atomic(args.json, json.dumps(data, indent=2) + "\n")
-    if args.csv:
-        tables.write_csv(cost.result, args.csv)
+    data["phase_widths"] = widths
+    _write_outputs(args, data, cost.result)
     return 0
+
+
+def _write_outputs(args: argparse.Namespace, data: dict, result: SimResult) -> None:
+    """``--json`` and ``--csv`` (one pass's layers) together or none, as ``run`` writes them
+    (their paths were checked before any work)."""
+    from accelsim.report import tables
+
+    texts: dict[Path, str] = {}
+    if args.json:
+        texts[Path(args.json)] = tables.json_text(data)
+    if args.csv:
+        texts[Path(args.csv)] = tables.csv_text(result)
+    write_texts_atomic(texts)

@@ -91,6 +91,7 @@ def _from_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
     from accelsim.compress.export import load_int_model
     from accelsim.compress.recipe import recipe_from_dict
     from accelsim.errors import AccelsimError
+    from accelsim.files import read_json
     from accelsim.tasks import get_task
 
     run_json = args.ckpt / "run.json"
@@ -98,7 +99,12 @@ def _from_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
         if not path.is_file():
             raise AccelsimError(f"--ckpt: {str(path)!r} does not exist; allowed: an output "
                                 "directory of `accelsim compress` with a quantized recipe")
-    run = json.loads(run_json.read_text())
+    run = read_json(run_json)
+    needed = ("model", "task", "seed", "recipe")
+    if not isinstance(run, dict) or any(key not in run for key in needed):
+        raise AccelsimError(f"--ckpt: {run_json} lacks the {', '.join(needed)} that `accelsim "
+                            "compress` writes; allowed: an output directory of `accelsim "
+                            "compress` with a quantized recipe")
     if run["model"] != args.model:
         raise AccelsimError(f"--model: {args.model!r} but {run_json} was compressed from "
                             f"{run['model']!r}; allowed: {run['model']!r}")

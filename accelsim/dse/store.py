@@ -164,10 +164,8 @@ def load_results(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise AccelsimError(f"{path}: results file not found")
-    if path.suffix == ".csv":
-        return pd.read_csv(path)
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
+    if path.suffix in (".csv", ".parquet"):
+        return _read_export(path)
     try:
         db = sqlite3.connect(path)
         points = pd.read_sql_query("SELECT * FROM points ORDER BY rowid", db)
@@ -179,6 +177,26 @@ def load_results(path: str | Path) -> pd.DataFrame:
         raise AccelsimError(f"{path}: not an accelsim results store "
                             f"({exc.__cause__ or exc})") from None
     return _tidy(points, accuracy, json.loads(meta.get("constraints", "[]")))
+
+
+# Columns every export of load_results' frame has, which a per-layer `run --csv` table lacks.
+_EXPORT_COLUMNS = ("model", "feasible")
+
+
+def _read_export(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pandas' and pyarrow's parse errors are ValueErrors
+        why = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0]
+        raise AccelsimError(f"{path}: cannot read as {path.suffix[1:]} ({why})") from None
+    missing = [column for column in _EXPORT_COLUMNS if column not in frame]
+    if missing:
+        raise AccelsimError(f"{path}: not exported sweep results (no column "
+                            f"{', '.join(missing)}; `accelsim sweep` writes them with --csv "
+                            "or --parquet)")
+    return frame
 
 
 def load_accuracy(path: str | Path) -> pd.DataFrame:
@@ -222,6 +240,13 @@ def _tidy(
     frame["accuracy_pct"] = frame["accuracy_pct"].astype(float)
     parsed = [Constraint(field, op, value) for field, op, value in constraints]
     return frame.assign(meets_constraints=constraint_mask(frame, parsed))
+
+
+def eligible_mask(frame: pd.DataFrame) -> pd.Series:
+    """The points a front is drawn from: ``meets_constraints`` (the sweep's constraints on a
+    feasible point) where the results carry it, else ``feasible``."""
+    column = "meets_constraints" if "meets_constraints" in frame else "feasible"
+    return frame[column].astype(bool)
 
 
 def constraint_mask(frame: pd.DataFrame, constraints: Sequence[Constraint]) -> pd.Series:

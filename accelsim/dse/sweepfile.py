@@ -30,7 +30,7 @@ from accelsim.dse.space import (
     parse_constraint,
     sample_value,
 )
-from accelsim.errors import AccelsimError, yaml_problem
+from accelsim.errors import AccelsimError, did_you_mean, yaml_problem
 
 SWEEP_VERSION = 1
 TOP_KEYS = (
@@ -326,13 +326,13 @@ def _check_fields(spec: SweepSpec, where: str, hw_fields: Mapping[str, Any] | No
     for field, (axis, _) in _varied_values(spec).items():
         if field not in hw_fields:
             raise AccelsimError(f"{where}: {axis}.{field}: unknown hardware field"
-                                f"{_closest(field, hw_fields)}")
+                                f"{did_you_mean(field, list(hw_fields), n=1)}")
     for i, constraint in enumerate(spec.constraints):
         if constraint.is_hw and constraint.field not in hw_fields:
             raise AccelsimError(
                 f"{where}: constraints[{i}]: {constraint.field!r} is neither a metric "
                 f"({', '.join(METRICS)}) nor a hardware field"
-                f"{_closest(constraint.field, hw_fields)}"
+                f"{did_you_mean(constraint.field, list(hw_fields), n=1)}"
             )
         base = hw_fields.get(constraint.field) if constraint.is_hw else 0.0
         numeric = isinstance(base, int | float) and not isinstance(base, bool)
@@ -385,9 +385,4 @@ def _check_against_hw(spec: SweepSpec, where: str) -> None:
                 raise AccelsimError(f"{where}: {axis}.{field}: {reason}") from None
 
 
-def _closest(name: str, known: Iterable[str]) -> str:
-    import difflib
-
-    match = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {match[0]}?)" if match else ""
 

@@ -23,18 +23,16 @@ QK^T / PV node of the same module. Traces are cached in-process and on disk like
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
 from accelsim import zoo
 from accelsim.errors import AccelsimError
-from accelsim.files import write_text_atomic
 from accelsim.graph.ir import MODEL_INPUT, Graph
 from accelsim.graph.ops import node_shape, op_name
 from accelsim.graph.phases import KVCacheTensor, Phase, PhaseGraph
 from accelsim.graph.trace import export_module, graph_from_exported
-from accelsim.graph.trace_cache import trace_cache_key
+from accelsim.graph.trace_cache import cached_json, spec_fingerprint, trace_cache_key
 from accelsim.zoo.decoders import build_causal_lm
 
 if TYPE_CHECKING:
@@ -135,23 +133,8 @@ def trace_phase(name: str, phase: Phase, shape: dict[str, int]) -> PhaseGraph:
     """Prefill (``shape = {"batch", "prompt_len"}``) or decode step (``{"batch", "context"}``)
     of zoo decoder ``name``, already checked by :func:`accelsim.zoo.decoders.resolve_phase_shape`.
     Cached in-process and as JSON under ``<cache>/traces``, keyed like zoo traces."""
-    spec = zoo.get_spec(name)
-    config = repr((spec.family, spec.config)).encode()
-    fingerprint = "dec" + hashlib.sha256(config).hexdigest()[:12]
+    fingerprint = "dec" + spec_fingerprint(name)
     key = trace_cache_key(f"{name}.{phase}{PHASE_TRACE_VERSION}", shape, fingerprint)
-    if key in _MEMORY_CACHE:
-        return _MEMORY_CACHE[key]
-    path = zoo.cache_dir() / "traces" / f"{key}.json"
-    if path.is_file():
-        try:
-            found = PhaseGraph.from_dict(json.loads(path.read_text()))
-        except (ValueError, KeyError, TypeError, AccelsimError):
-            found = None  # a stale or damaged entry is re-traced and overwritten
-        if found is not None:
-            _MEMORY_CACHE[key] = found
-            return found
-    traced = _trace(name, phase, shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(traced.to_dict()))
-    _MEMORY_CACHE[key] = traced
-    return traced
+    return cached_json(zoo.cache_dir() / "traces" / f"{key}.json", PhaseGraph.from_dict,
+                       lambda: _trace(name, phase, shape),
+                       lambda traced: json.dumps(traced.to_dict()), memory=_MEMORY_CACHE)

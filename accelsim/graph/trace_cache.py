@@ -18,8 +18,9 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from accelsim import zoo
 from accelsim.compress.precision import ATTENTION_ATTR, LINEAR_ATTR
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 _MEMORY_CACHE: dict[str, Graph] = {}
 _LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def module_fingerprint(module: nn.Module, precisions: Precisions | None = None) -> str:
@@ -99,41 +101,59 @@ def trace_named_model(
     )
     # An unmodified zoo model needs no build to be identified: its YAML config pins the structure.
     precisions = None if model is None else module_precisions(model)
-    if model is None:
-        config = repr((spec.family, spec.config)).encode()
-        fingerprint = "zoo" + hashlib.sha256(config).hexdigest()[:12]
-    else:
-        fingerprint = module_fingerprint(model, precisions)
+    fingerprint = ("zoo" + spec_fingerprint(name) if model is None
+                   else module_fingerprint(model, precisions))
     key = trace_cache_key(name, shape, fingerprint)
-    if key in _MEMORY_CACHE:
-        return _MEMORY_CACHE[key]
-    path = _disk_path(key)
+
+    def trace() -> Graph:
+        start = time.perf_counter()
+        source = ("meta-device structure" if model is None
+                  else "compressed module, on the meta device")
+        _LOG.info("%s: tracing with torch.export (%s)", name, source)
+        # Tracing needs shapes, not values: a meta-device build skips the random init (seconds
+        # for the large models), and a built module's weights are released.
+        module = model.to("meta") if model is not None else zoo.build_structure(
+            name, image_size=shape.get("image_size")
+        )
+        inputs = {input_name: tensor.to("meta")
+                  for input_name, tensor in zoo.inputs_for_shape(spec, shape).items()}
+        exported = export_module(module, inputs, name=name)
+        graph = graph_from_exported(
+            exported, module, name=name, input_shape=shape, precisions=precisions
+        )
+        _LOG.info("%s: traced in %.1f s", name, time.perf_counter() - start)
+        return graph
+
+    return cached_json(_disk_path(key), Graph.from_dict, trace, Graph.to_json,
+                       memory=_MEMORY_CACHE)
+
+
+def cached_json(path: Path, load: Callable[[Any], T], build: Callable[[], T],
+                dump: Callable[[T], str], *, memory: dict[str, T] | None = None) -> T:
+    """The value cached as JSON at ``path`` (and in ``memory`` under the file's stem, the cache
+    key, when given), else ``build()``, written atomically. A stale or damaged entry (``load``
+    fails) is rebuilt and overwritten."""
+    if memory is not None and path.stem in memory:
+        return memory[path.stem]
+    value = None
     if path.is_file():
         try:
-            graph = Graph.from_dict(json.loads(path.read_text()))
+            value = load(json.loads(path.read_text()))
         except (ValueError, KeyError, TypeError, AccelsimError):
-            graph = None  # a stale or damaged entry is re-traced and overwritten
-        if graph is not None:
-            _MEMORY_CACHE[key] = graph
-            return graph
-    start = time.perf_counter()
-    source = "meta-device structure" if model is None else "compressed module, on the meta device"
-    _LOG.info("%s: tracing with torch.export (%s)", name, source)
-    # Tracing needs shapes, not values: a meta-device build skips the random init (seconds for
-    # the large models), and a built module's weights are released.
-    module = model.to("meta") if model is not None else zoo.build_structure(
-        name, image_size=shape.get("image_size")
-    )
-    inputs = {key: value.to("meta") for key, value in zoo.inputs_for_shape(spec, shape).items()}
-    exported = export_module(module, inputs, name=name)
-    graph = graph_from_exported(
-        exported, module, name=name, input_shape=shape, precisions=precisions
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, graph.to_json())
-    _LOG.info("%s: traced in %.1f s", name, time.perf_counter() - start)
-    _MEMORY_CACHE[key] = graph
-    return graph
+            value = None  # a stale or damaged entry is rebuilt and overwritten below
+    if value is None:
+        value = build()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, dump(value))
+    if memory is not None:
+        memory[path.stem] = value
+    return value
+
+
+def spec_fingerprint(name: str) -> str:
+    """Hash of zoo model ``name``'s family and YAML config, which pin its structure."""
+    spec = zoo.get_spec(name)
+    return hashlib.sha256(repr((spec.family, spec.config)).encode()).hexdigest()[:12]
 
 
 def clear_memory_cache() -> None:

@@ -38,8 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from accelsim.errors import AccelsimError
-from accelsim.files import source_digest, write_text_atomic
+from accelsim.files import source_digest
 from accelsim.graph.ir import Graph
 
 if TYPE_CHECKING:
@@ -95,7 +94,7 @@ def workload_graph(
     process; the disk key holds its fields, so an edited file is a new entry.
     """
     from accelsim import zoo
-    from accelsim.graph.trace_cache import trace_named_model
+    from accelsim.graph.trace_cache import cached_json, trace_named_model
 
     shape = {"batch": batch, "seq_len": seq_len, "image_size": image_size,
              "audio_seconds": audio_seconds}
@@ -109,20 +108,18 @@ def workload_graph(
         return trace_named_model(model, **shape)
     key = _disk_key(model, parsed, zoo.resolve_input_shape(model, **shape), seed)
     path = zoo.cache_dir() / "workloads" / f"{key}.json"
-    if path.is_file():
-        try:
-            return Graph.from_dict(json.loads(path.read_text()))
-        except (ValueError, KeyError, TypeError, AccelsimError):
-            pass  # a damaged entry is rebuilt and overwritten below
-    start = time.perf_counter()
-    _LOG.info("%s %s: no cached graph; building it once (cached in %s)", model, parsed.name,
-              path.parent)
-    compressed = compressed_model(model, parsed, seed=seed, **shape)
-    graph = trace_named_model(model, **shape, model=compressed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, graph.to_json())
-    _LOG.info("%s %s: graph built in %.1f s", model, parsed.name, time.perf_counter() - start)
-    return graph
+
+    def build() -> Graph:
+        start = time.perf_counter()
+        _LOG.info("%s %s: no cached graph; building it once (cached in %s)", model, parsed.name,
+                  path.parent)
+        compressed = compressed_model(model, parsed, seed=seed, **shape)
+        graph = trace_named_model(model, **shape, model=compressed)
+        _LOG.info("%s %s: graph built in %.1f s", model, parsed.name,
+                  time.perf_counter() - start)
+        return graph
+
+    return cached_json(path, Graph.from_dict, build, Graph.to_json)
 
 
 def _disk_key(model: str, recipe: Recipe, shape: dict[str, int], seed: int) -> str:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from accelsim.report.tables import _si as si  # the one SI formatter of run's output
+from accelsim.report.tables import with_si_prefix as si
 from accelsim.sim.generation import Generation, PassCost, PhaseMetrics
 
 
@@ -62,11 +62,7 @@ def generation_lines(generation: Generation) -> list[str]:
     return lines
 
 
-def pass_json(cost: PassCost) -> dict:
-    return cost.to_dict()
-
-
 def generation_json(generation: Generation) -> dict:
     return {**generation.metrics.to_dict(), "gen_len": generation.gen_len,
-            "prefill": pass_json(generation.prefill),
-            "steps": [pass_json(step) for step in generation.steps]}
+            "prefill": generation.prefill.to_dict(),
+            "steps": [step.to_dict() for step in generation.steps]}

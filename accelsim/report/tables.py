@@ -74,7 +74,8 @@ def csv_text(result: SimResult) -> str:
     return layers_frame(result).to_csv(index=False)
 
 
-def _si(value: float, unit: str) -> str:
+def with_si_prefix(value: float, unit: str) -> str:
+    """``value`` in ``unit`` with a decimal SI prefix: ``47.05 MB``, ``128 B``."""
     for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= factor:
             return f"{value / factor:.2f} {prefix}{unit}"
@@ -96,7 +97,7 @@ def _layer_cells(layer: LayerResult) -> tuple[str, ...]:
         shape = f"{layer.m}x{layer.k}x{layer.n}{repeat}"
         utilization = f"{layer.utilization:.1%}"
     return (layer.name, layer.op, shape, _bits(layer), f"{layer.compute_cycles:,}",
-            f"{layer.stall_cycles:,}", utilization, _si(layer.dram_bytes, "B"),
+            f"{layer.stall_cycles:,}", utilization, with_si_prefix(layer.dram_bytes, "B"),
             f"{layer.energy.total_pj / 1e6:.3f}")
 
 
@@ -137,7 +138,7 @@ def format_totals(result: SimResult, overrides: dict[str, object] | None = None)
         f"  throughput  {t.tops:.3f} TOPS (dense-equivalent)",
         f"  efficiency  {t.tops_per_w:.3f} TOPS/W",
         f"  utilization {t.utilization:.1%}",
-        f"  DRAM        {_si(t.dram_bytes, 'B')}",
+        f"  DRAM        {with_si_prefix(t.dram_bytes, 'B')}",
         f"  area        {t.area_mm2:.3f} mm2",
     ))
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from accelsim.errors import AccelsimError
-from accelsim.tasks._data import closest
+from accelsim.errors import AccelsimError, did_you_mean
 from accelsim.tasks.base import Batch, Split, Task
 from accelsim.tasks.speech import SpeechCommands
 from accelsim.tasks.text import FortuneTopics, WordnetSupersenses
@@ -36,10 +35,10 @@ def list_tasks() -> list[str]:
 
 
 def get_task(name: str, limit: int | None = None, tiny: bool = False) -> Task:
-    """The task called ``name``; an unknown name raises one line naming the closest."""
+    """The task called ``name``; an unknown name raises one line naming the close ones."""
     if name not in _TASKS:
         raise AccelsimError(
-            f"task: unknown name {name!r} (did you mean {closest(name, list_tasks())!r}?); "
+            f"task: unknown name {name!r}{did_you_mean(name, list_tasks())}; "
             f"allowed: {', '.join(list_tasks())}"
         )
     return _TASKS[name](limit=limit, tiny=tiny)

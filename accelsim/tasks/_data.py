@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -137,11 +137,3 @@ def accuracy_pct(logits: torch.Tensor, labels: torch.Tensor) -> float:
     if len(labels) == 0:
         raise AccelsimError("metric: empty split; allowed: at least one example")
     return float((logits.argmax(-1) == labels).double().mean()) * 100.0
-
-
-def closest(name: str, options: Sequence[str]) -> str:
-    """The option nearest to ``name`` (for one-line 'did you mean' errors)."""
-    import difflib
-
-    match = difflib.get_close_matches(name, options, n=1, cutoff=0.0)
-    return match[0] if match else options[0]

@@ -106,8 +106,11 @@ def resolve_phase_shape(
     limit = max_positions(spec)
     if needed > limit:
         what = ", ".join(f"{key}={shape[key]}" for key in options)
+        allowed = {"prefill": f"prompt_len at most {limit}",
+                   "decode": f"context at most {limit - 1}",
+                   "generate": f"prompt_len + gen_len at most {limit + 1}"}[phase]
         raise AccelsimError(f"{name}: {what} needs {needed} positions, beyond the model's "
-                            f"{limit} (allowed: at most {limit})")
+                            f"{limit} (allowed: {allowed})")
     return shape
 
 

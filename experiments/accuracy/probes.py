@@ -16,8 +16,7 @@ import torch
 
 from accelsim.accuracy.budgets import BUDGETS, PROBES
 from accelsim.accuracy.probe import probe_row
-from accelsim.accuracy.table import RESULTS_MD, render_markdown, write_rows
-from accelsim.files import write_text_atomic
+from accelsim.accuracy.table import RESULTS_MD, write_rows
 from accelsim.tasks import get_task
 
 
@@ -35,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         if probe in skipped:
             parser.error(f"--probes {probe}: {skipped[probe]}")
         row = probe_row(task, probe, command)
-        write_text_atomic(RESULTS_MD, render_markdown(write_rows([row])))
+        write_rows([row], markdown=RESULTS_MD)
         print(f"[{args.task}/{probe}] test {row.accuracy_pct:.2f} %, val "
               f"{row.val_accuracy_pct:.2f} % ({row.selection}), {row.train_minutes} min",
               flush=True)

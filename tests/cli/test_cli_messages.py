@@ -107,3 +107,26 @@ def test_compress_names_the_backbone_the_task_trains(tmp_path, capsys, model, ti
     assert main(argv) == 2
     assert expected in one_line_error(capsys)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["report", "{run}", "--html", "{out}.html"],
+    ["plot", "breakdown", "{run}", "--out", "{out}.png"],
+    ["plot", "roofline", "{run}", "--out", "{out}.png"],
+])
+@pytest.mark.parametrize(("content", "expected"), [
+    (None, "cannot read (No such file or directory)"),
+    (b"\xff\xfe{", "not valid JSON (not UTF-8 text)"),
+    (b"{", "not valid JSON (Expecting property name"),
+    (b'{"totals": {}}', "run JSON has no 'layers' list"),
+    (b'{"phase": {"phase": "generate"}}', "a run of --phase generate has no per-layer table"),
+])
+def test_a_run_json_that_is_not_one_is_named_in_one_line(tmp_path, capsys, command, content,
+                                                         expected):
+    run = tmp_path / "given.json"
+    if content is not None:
+        run.write_bytes(content)
+    argv = [part.format(run=run, out=tmp_path / "out") for part in command]
+    assert main(argv) == 2
+    assert one_line_error(capsys).startswith(f"accelsim: error: {run}: {expected}")
+    assert not list(tmp_path.glob("out*"))

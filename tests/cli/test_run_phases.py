@@ -3,6 +3,7 @@ as properties, and one clear line for each bad input."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -67,7 +68,14 @@ def test_recipe_none_keeps_the_hardware_widths(tmp_path):
     (["--model", "bert_tiny", "--phase", "decode"],
      "bert_tiny: --phase decode needs a decoder model; bert_tiny is an encoder-only bert model"),
     (["--model", "gpt2_tiny", "--phase", "decode", "--context", "64"],
-     "gpt2_tiny: context=64 needs 65 positions, beyond the model's 64 (allowed: at most 64)"),
+     "gpt2_tiny: context=64 needs 65 positions, beyond the model's 64 (allowed: context at "
+     "most 63)"),
+    (["--model", "gpt2_tiny", "--phase", "generate", "--prompt-len", "60", "--gen-len", "6"],
+     "gpt2_tiny: prompt_len=60, gen_len=6 needs 65 positions, beyond the model's 64 (allowed: "
+     "prompt_len + gen_len at most 65)"),
+    (["--model", "gpt2_tiny", "--phase", "prefill", "--prompt-len", "65"],
+     "gpt2_tiny: prompt_len=65 needs 65 positions, beyond the model's 64 (allowed: prompt_len "
+     "at most 64)"),
     (["--model", "gpt2_tiny", "--phase", "decode", "--batch", "0"],
      "gpt2_tiny: batch=0 must be an integer >= 1"),
     (["--model", "gpt2_tiny"],
@@ -77,6 +85,10 @@ def test_recipe_none_keeps_the_hardware_widths(tmp_path):
      "--seq-len 4 does not apply to --phase decode"),
     (["--model", "gpt2_tiny", "--phase", "generate", "--csv", "x.csv"],
      "--csv does not apply to --phase generate"),
+    (["--model", "gpt2_tiny", "--phase", "decode", "--scalesim-compat"],
+     "--scalesim-compat does not apply to --phase decode"),
+    (["--model", "gpt2_tiny", "--phase", "generate", "--layers"],
+     "--layers does not apply to --phase generate"),
 ])
 def test_bad_phase_input_is_one_line_and_exit_2(args, message, capsys, tmp_path):
     out = tmp_path / "never.json"
@@ -96,3 +108,15 @@ def test_an_infeasible_pass_is_a_result_with_exit_1(tmp_path, capsys):
     assert "INFEASIBLE: layer" in capsys.readouterr().err
     data = json.loads(out.read_text())
     assert data["feasible"] is False and data["phase"] is None and "output tile" in data["reason"]
+
+
+def test_decode_writes_json_and_csv_together(tmp_path):
+    out, table = tmp_path / "decode.json", tmp_path / "decode.csv"
+    args = ["run", "--hw", HW, "--model", "gpt2_tiny", "--phase", "decode", "--context", "8",
+            "--json", str(out), "--csv", str(table)]
+    assert main(args) == 0
+    layers = json.loads(out.read_text())["layers"]
+    with table.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["layer"] for row in rows] == [layer["name"] for layer in layers]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["decode.csv", "decode.json"]

@@ -94,7 +94,7 @@ def test_hw_constraints_prune_before_simulation(tmp_path):
     ("body", "fragment"),
     [
         ("models: [toy]\ngrid:\n  array.rowz: [1, 2]\n",
-         "grid.array.rowz: unknown hardware field (did you mean array.rows?)"),
+         "grid.array.rowz: unknown hardware field (did you mean 'array.rows'?)"),
         ("models: [toy]\ngrid:\n  array.rows: []\n", "grid.array.rows: empty range"),
         ("models: [toy]\ngrid:\n  array.rows: {range: [64, 16], step: 16}\n",
          "grid.array.rows: empty range"),

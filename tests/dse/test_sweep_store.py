@@ -103,6 +103,22 @@ def test_bad_store_paths_are_one_line(tmp_path):
         export_results(pd.DataFrame({"a": [1]}), tmp_path / "r.xlsx")
 
 
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("layers.csv", b"layer,cycles\nfc1,10\n",  # a run's per-layer table, not a sweep's
+     "not exported sweep results (no column model, feasible;"),
+    ("empty.csv", b"", "cannot read as csv (No columns to parse from file)"),
+    ("binary.csv", b"\xff\xfe\x00", "cannot read as csv ('utf-8' codec can't decode"),
+    ("text.parquet", b"a,b\n1,2\n", "cannot read as parquet ("),
+])
+def test_a_file_that_is_not_an_export_is_one_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(AccelsimError) as raised:
+        load_results(path)
+    assert str(raised.value).startswith(f"{path}: {message}")
+    assert "\n" not in str(raised.value)
+
+
 def test_an_empty_store_loads_with_every_metric_column(tmp_path):
     with ResultStore(tmp_path / "e.sqlite") as store:
         store.set_meta("constraints", [["area_mm2", "<=", 1.0]])

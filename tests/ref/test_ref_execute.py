@@ -187,6 +187,19 @@ def test_verify_cli_missing_checkpoint_is_one_line(capsys, tmp_path):
     assert code == 2 and "run.json" in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(("run_json", "expected"), [
+    ('{"model": "bert_tiny"', "run.json: not valid JSON (Expecting ',' delimiter, line 1)"),
+    ('{"model": "bert_tiny"}', "run.json lacks the model, task, seed, recipe"),
+])
+def test_verify_cli_damaged_run_json_is_one_line(capsys, tmp_path, run_json, expected):
+    for name in ("model.pt", "int_model.npz"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "run.json").write_text(run_json)
+    code = main(["verify", "--model", "bert_tiny", "--ckpt", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and expected in err and err.count("\n") == 1
+
+
 @pytest.mark.assets("dataset-fashion-mnist")
 def test_verify_cli_checkpoint_of_a_task_model(capsys, tmp_path):
     from accelsim.compress.recipe import load_recipe, recipe_to_dict

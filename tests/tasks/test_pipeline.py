@@ -132,16 +132,18 @@ def _row(recipe: str, seed: int, accuracy: float, minutes: float | None) -> tabl
 def test_seeds_are_rows_of_their_own_and_results_md_pairs_them(tmp_path: Path) -> None:
     csv_path = tmp_path / "results.csv"
     table.write_rows([_row("fp32", 0, 70.0, 2.0), _row("fp32", 1, 72.0, 2.1)], csv_path)
+    md_path = tmp_path / "results.md"
     rows = table.write_rows(
         [_row("w4a4_sp24", 0, 69.0, 5.0), _row("w4a4_sp24", 1, 70.0, 5.2),
          _row("fp32", 0, 70.0, None)],  # a reused run keeps the training time it was made with
-        csv_path,
+        csv_path, markdown=md_path,
     )  # fmt: skip
     assert [(r["recipe"], r["seed"]) for r in rows] == [
         ("fp32", "0"), ("fp32", "1"), ("w4a4_sp24", "0"), ("w4a4_sp24", "1")
     ]
     assert rows[0]["train_minutes"] == "2.0"
     md = table.render_markdown(rows)
+    assert md_path.read_text() == md
     # mean 69.5; per-seed differences -1.0 and -2.0: mean -1.5, sample std 0.71
     assert "| w4a4_sp24 | 69.50 | -1.50 ± 0.71 | 69.00 (s0) / 70.00 (s1) |" in md
     assert "| fp32 | 71.00 |  | 70.00 (s0) / 72.00 (s1) |" in md

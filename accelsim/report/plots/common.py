@@ -14,9 +14,10 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from accelsim.errors import AccelsimError
+from accelsim.files import read_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -165,11 +166,26 @@ def place_labels(ax: Any, xs: Sequence[float], ys: Sequence[float], texts: Seque
     return annotations
 
 
-def run_layers(run: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def run_layers(run: object) -> list[Mapping[str, Any]]:
     layers = run.get("layers") if isinstance(run, Mapping) else None
     if not isinstance(layers, list) or not layers:
+        phase = run.get("phase") if isinstance(run, Mapping) else None
+        if isinstance(phase, Mapping) and phase.get("phase") == "generate":
+            raise AccelsimError("a run of --phase generate has no per-layer table (a table is "
+                                "one pass: `accelsim run --phase prefill --json` or `--phase "
+                                "decode --json` writes one)")
         raise AccelsimError("run JSON has no 'layers' list (write it with `accelsim run --json`)")
     return layers
+
+
+def load_run(path: Path) -> Mapping[str, Any]:
+    """The run JSON at ``path`` (``accelsim run --json``), checked to hold its layers."""
+    run = read_json(path)
+    try:
+        run_layers(run)
+    except AccelsimError as exc:
+        raise AccelsimError(f"{path}: {exc}") from None
+    return cast(Mapping[str, Any], run)
 
 
 def hw_name(run: Mapping[str, Any]) -> str:
