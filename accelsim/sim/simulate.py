@@ -14,7 +14,8 @@ A GEMM wider than the datapath (8-bit weights on 4-bit MACs) runs in
 products); a narrower one runs at native width. The ``count`` instances of a node (attention
 heads, conv groups) and their passes run back to back as one pipelined fold stream
 (``map_gemm(..., count=count * passes)``); the memory plan times the layer as that one stream,
-with the DRAM traffic of ``count`` instances (passes re-read on-chip data, not DRAM). A layer
+with the DRAM traffic of ``count`` instances (passes re-read on-chip data, not DRAM); in an
+attention chain the plan runs head by head, each instance is its own stream. A layer
 whose smallest tile does not fit makes the whole result infeasible (``feasible=False`` and a
 reason), which is a result, not an error.
 """
