@@ -111,29 +111,39 @@ def attention_chains(graph: Graph) -> tuple[tuple[int, int], ...]:
     """(first, last) node indices of every chain that can run one repeat at a time: an attention
     GEMM with ``count`` > 1, then vector ops, then an attention GEMM with the same ``count``,
     adjacent, each node read only by the next (as its A operand for the last GEMM)."""
-    nodes = graph.nodes
-    index = {node.name: i for i, node in enumerate(nodes)}
-    readers = [0] * len(nodes)
-    for node_srcs in sources(graph):
-        for s in set(node_srcs):
-            if s != MODEL_INPUT:
-                readers[index[s]] += 1
-    srcs = sources(graph)
+    return _chains(graph.nodes, *_edges(graph))
+
+
+def _chains(nodes: Sequence[Node], operands: list[tuple[int, ...]],
+            uses: list[list[int]]) -> tuple[tuple[int, int], ...]:
     chains = []
     for first, node in enumerate(nodes):
         if not (isinstance(node, GemmNode) and node.weight_is_activation and node.count > 1):
             continue
         last = first + 1
         while last < len(nodes) and isinstance(nodes[last], VectorNode) \
-                and srcs[last] == (nodes[last - 1].name,) and readers[last - 1] == 1:
+                and operands[last] == (last - 1,) and uses[last - 1] == [last]:
             last += 1
-        if last == first + 1 or last == len(nodes) or readers[last - 1] != 1:
-            continue
-        end = nodes[last]
-        if isinstance(end, GemmNode) and end.weight_is_activation and end.count == node.count \
-                and srcs[last][0] == nodes[last - 1].name:
+        end = nodes[last] if first + 1 < last < len(nodes) else None
+        if isinstance(end, GemmNode) and end.weight_is_activation \
+                and end.count == node.count and operands[last][0] == last - 1 \
+                and uses[last - 1] == [last]:
             chains.append((first, last))
     return tuple(chains)
+
+
+def _edges(graph: Graph) -> tuple[list[tuple[int, ...]], list[list[int]]]:
+    """Per node: its operands' producer indices (-1: model input), and the nodes that read its
+    output (ascending, each once)."""
+    index = {node.name: i for i, node in enumerate(graph.nodes)}
+    operands = [tuple(index[s] if s != MODEL_INPUT else -1 for s in node_srcs)
+                for node_srcs in sources(graph)]
+    uses: list[list[int]] = [[] for _ in graph.nodes]
+    for i, node_operands in enumerate(operands):
+        for producer in node_operands:
+            if producer >= 0 and (not uses[producer] or uses[producer][-1] != i):
+                uses[producer].append(i)
+    return operands, uses
 
 
 def _spilled_bytes(plans: Sequence[NodeMemory]) -> float:
@@ -142,10 +152,12 @@ def _spilled_bytes(plans: Sequence[NodeMemory]) -> float:
 
 
 class _Tensors(NamedTuple):
-    """Per node: its operands' producer indices (-1: model input), the nodes that read its
-    output (ascending), the width its output is stored at and that output's bytes."""
+    """Per node: its operands' producer indices (-1: model input), which operands are model
+    inputs, the nodes that read its output (ascending), the width its output is stored at and
+    that output's bytes."""
 
     operands: list[tuple[int, ...]]
+    from_input: list[tuple[bool, ...]]
     uses: list[list[int]]
     bits: list[int]
     size: list[float]
@@ -154,26 +166,21 @@ class _Tensors(NamedTuple):
 def _tensors(graph: Graph, hw: HwConfig) -> _Tensors:
     nodes = graph.nodes
     count = len(nodes)
-    index = {node.name: i for i, node in enumerate(nodes)}
-    operands = [tuple(index[s] if s != MODEL_INPUT else -1 for s in node_srcs)
-                for node_srcs in sources(graph)]
+    operands, uses = _edges(graph)
     element_bits = hw.vector_unit.element_bits
     read_bits = [(element_bits, element_bits) if isinstance(node, VectorNode)
                  else resolve_bits(node, hw)[1::-1] for node in nodes]  # (A, B) widths
-    uses: list[list[int]] = [[] for _ in nodes]
     bits = [0] * count
     for i, node_operands in enumerate(operands):
         for operand, producer in enumerate(node_operands):
-            if producer < 0:
-                continue
-            if not uses[producer] or uses[producer][-1] != i:
-                uses[producer].append(i)
-            bits[producer] = max(bits[producer], read_bits[i][min(operand, 1)])
+            if producer >= 0:
+                bits[producer] = max(bits[producer], read_bits[i][min(operand, 1)])
     for i in range(count):
         if not uses[i]:
             bits[i] = read_bits[i][0]
     size = [_output_elements(node) * b / 8 for node, b in zip(nodes, bits, strict=True)]
-    return _Tensors(operands, uses, bits, size)
+    from_input = [tuple(p < 0 for p in node_operands) for node_operands in operands]
+    return _Tensors(operands, from_input, uses, bits, size)
 
 
 def plan_with_fusion(graph: Graph, hw: HwConfig,
@@ -187,7 +194,7 @@ def plan_with_fusion(graph: Graph, hw: HwConfig,
     spilled = _spilled_bytes(plain)
     if not spilled:
         return plain
-    chains = attention_chains(graph)
+    chains = _chains(graph.nodes, tensors.operands, tensors.uses)
     if not chains:
         return plain
     fused = _walk(graph, tensors, hw, gemm_reserve_bytes, node_cycles, chains)
@@ -210,7 +217,7 @@ def _walk(graph: Graph, tensors: _Tensors, hw: HwConfig,
           fused_chains: Sequence[tuple[int, int]]) -> tuple[NodeMemory, ...]:
     nodes = graph.nodes
     count = len(nodes)
-    operands, uses, bits, size = tensors
+    operands, operand_from_input, uses, bits, size = tensors
     element_bits = hw.vector_unit.element_bits
     chain_of: dict[int, tuple[int, int]] = {}
     for first, last in fused_chains:
@@ -249,7 +256,7 @@ def _walk(graph: Graph, tensors: _Tensors, hw: HwConfig,
     for i, node in enumerate(nodes):
         node_operands = operands[i]
         on_chip = tuple(p in resident for p in node_operands)
-        from_input = tuple(p < 0 for p in node_operands)
+        from_input = operand_from_input[i]
         is_gemm = isinstance(node, GemmNode)
         acc_reserve, a_tile_reserve = gemm_reserve_bytes[i]
         reserve = acc_reserve + (a_tile_reserve if is_gemm and not on_chip[0] else 0.0)
