@@ -20,6 +20,15 @@ Symons et al., applied layer by layer; see docs/hardware.md):
   read are evicted furthest-next-use first (Belady), each written to DRAM once (a *spill*); if
   even that leaves no room, the output itself goes to DRAM. Every later read of a spilled tensor
   is a re-load from DRAM (a GEMM re-loads it as often as its tiling re-reads A).
+* **Head-by-head attention.** A chain GEMM -> vector ops -> GEMM whose two GEMMs are attention
+  GEMMs (both operands activations) with the same ``count`` > 1, each link the only reader of the
+  previous one's output and the chain's value the next GEMM's A, adjacent in execution order
+  (QK^T -> scale -> softmax -> requantize -> PV), can run one repeat (head) at a time: QK^T of
+  head h, its softmax, its PV, then head h+1. Its intermediates then occupy one repeat's bytes
+  on chip (their DRAM bytes, if they spill, stay the whole tensor's), while the chain's other
+  operands (Q, K, V) stay live until the chain's last GEMM. The plan is made without fusion
+  first; only when that spills is it made again with every such chain fused, and the fused plan
+  is kept when it spills fewer bytes (``plan_with_fusion``).
 * **Weight prefetch.** While the vector ops between two GEMMs run, the array and the weight
   buffer are idle: the DRAM bandwidth those ops leave free prefetches the next GEMM's first
   weight tile (up to the weight buffer's tile capacity), taking it off that GEMM's prologue.
@@ -74,7 +83,9 @@ class NodeMemory(NamedTuple):
     spill or as a model output). ``evicted_bytes``: other tensors written out to make room.
     ``prefetched_weight_bytes``: weight bytes already loaded during the vector ops before it.
     ``free_bytes``: activation-buffer space left beyond the GEMM's smallest working set, which
-    larger tiles may use.
+    larger tiles may use. ``one_repeat_at_a_time``: the node is in a fused attention chain, so
+    its ``count`` repeats are interleaved with the chain's other nodes (a GEMM's repeats are
+    then separate fold streams).
     """
 
     operands_on_chip: tuple[bool, ...]
@@ -87,6 +98,7 @@ class NodeMemory(NamedTuple):
     evicted_bytes: float
     prefetched_weight_bytes: float
     free_bytes: float
+    one_repeat_at_a_time: bool = False
 
 
 def _output_elements(node: Node) -> int:
@@ -95,32 +107,137 @@ def _output_elements(node: Node) -> int:
     return node.total_elements
 
 
-def plan_graph(graph: Graph, hw: HwConfig, gemm_reserve_bytes: Sequence[tuple[float, float]],
-               node_cycles: Sequence[int]) -> tuple[NodeMemory, ...]:
-    """Plan every node's activations. ``gemm_reserve_bytes[i]``: a GEMM's smallest working space
-    in the activation buffers (accumulator tiles, streamed A tiles; (0, 0) for vector ops);
-    ``node_cycles[i]``: a vector op's compute cycles (for prefetch; ignored for GEMMs)."""
-    nodes = graph.nodes
-    count = len(nodes)
-    index = {node.name: i for i, node in enumerate(nodes)}
+def attention_chains(graph: Graph) -> tuple[tuple[int, int], ...]:
+    """(first, last) node indices of every chain that can run one repeat at a time: an attention
+    GEMM with ``count`` > 1, then vector ops, then an attention GEMM with the same ``count``,
+    adjacent, each node read only by the next (as its A operand for the last GEMM)."""
+    return _chains(graph.nodes, *_edges(graph))
+
+
+def _chains(nodes: Sequence[Node], operands: list[tuple[int, ...]],
+            uses: list[list[int]]) -> tuple[tuple[int, int], ...]:
+    chains = []
+    for first, node in enumerate(nodes):
+        if not (isinstance(node, GemmNode) and node.weight_is_activation and node.count > 1):
+            continue
+        last = first + 1
+        while last < len(nodes) and isinstance(nodes[last], VectorNode) \
+                and operands[last] == (last - 1,) and uses[last - 1] == [last]:
+            last += 1
+        end = nodes[last] if first + 1 < last < len(nodes) else None
+        if isinstance(end, GemmNode) and end.weight_is_activation \
+                and end.count == node.count and operands[last][0] == last - 1 \
+                and uses[last - 1] == [last]:
+            chains.append((first, last))
+    return tuple(chains)
+
+
+def _edges(graph: Graph) -> tuple[list[tuple[int, ...]], list[list[int]]]:
+    """Per node: its operands' producer indices (-1: model input), and the nodes that read its
+    output (ascending, each once)."""
+    index = {node.name: i for i, node in enumerate(graph.nodes)}
     operands = [tuple(index[s] if s != MODEL_INPUT else -1 for s in node_srcs)
                 for node_srcs in sources(graph)]
+    uses: list[list[int]] = [[] for _ in graph.nodes]
+    for i, node_operands in enumerate(operands):
+        for producer in node_operands:
+            if producer >= 0 and (not uses[producer] or uses[producer][-1] != i):
+                uses[producer].append(i)
+    return operands, uses
+
+
+def _spilled_bytes(plans: Sequence[NodeMemory]) -> float:
+    return sum(p.evicted_bytes + p.reload_bytes + p.output_bytes * p.output_is_spill
+               for p in plans)
+
+
+class _Tensors(NamedTuple):
+    """Per node: its operands' producer indices (-1: model input), which operands are model
+    inputs, the nodes that read its output (ascending), the width its output is stored at and
+    that output's bytes."""
+
+    operands: list[tuple[int, ...]]
+    from_input: list[tuple[bool, ...]]
+    uses: list[list[int]]
+    bits: list[int]
+    size: list[float]
+
+
+def _tensors(graph: Graph, hw: HwConfig) -> _Tensors:
+    nodes = graph.nodes
+    count = len(nodes)
+    operands, uses = _edges(graph)
     element_bits = hw.vector_unit.element_bits
     read_bits = [(element_bits, element_bits) if isinstance(node, VectorNode)
                  else resolve_bits(node, hw)[1::-1] for node in nodes]  # (A, B) widths
-    uses: list[list[int]] = [[] for _ in nodes]
     bits = [0] * count
     for i, node_operands in enumerate(operands):
         for operand, producer in enumerate(node_operands):
-            if producer < 0:
-                continue
-            if not uses[producer] or uses[producer][-1] != i:
-                uses[producer].append(i)
-            bits[producer] = max(bits[producer], read_bits[i][min(operand, 1)])
+            if producer >= 0:
+                bits[producer] = max(bits[producer], read_bits[i][min(operand, 1)])
     for i in range(count):
         if not uses[i]:
             bits[i] = read_bits[i][0]
     size = [_output_elements(node) * b / 8 for node, b in zip(nodes, bits, strict=True)]
+    from_input = [tuple(p < 0 for p in node_operands) for node_operands in operands]
+    return _Tensors(operands, from_input, uses, bits, size)
+
+
+def plan_with_fusion(graph: Graph, hw: HwConfig,
+                     gemm_reserve_bytes: Sequence[tuple[float, float]],
+                     node_cycles: Sequence[int]) -> tuple[NodeMemory, ...]:
+    """``plan_graph`` without fusion, or with every attention chain fused when that plan spills
+    and fusion spills fewer bytes (it costs array fill and drain per repeat, so it is not taken
+    for nothing)."""
+    tensors = _tensors(graph, hw)
+    plain = _walk(graph, tensors, hw, gemm_reserve_bytes, node_cycles, ())
+    spilled = _spilled_bytes(plain)
+    if not spilled:
+        return plain
+    chains = _chains(graph.nodes, tensors.operands, tensors.uses)
+    if not chains:
+        return plain
+    fused = _walk(graph, tensors, hw, gemm_reserve_bytes, node_cycles, chains)
+    return fused if _spilled_bytes(fused) < spilled else plain
+
+
+def plan_graph(graph: Graph, hw: HwConfig, gemm_reserve_bytes: Sequence[tuple[float, float]],
+               node_cycles: Sequence[int],
+               fused_chains: Sequence[tuple[int, int]] = ()) -> tuple[NodeMemory, ...]:
+    """Plan every node's activations. ``gemm_reserve_bytes[i]``: a GEMM's smallest working space
+    in the activation buffers (accumulator tiles, streamed A tiles; (0, 0) for vector ops);
+    ``node_cycles[i]``: a vector op's compute cycles (for prefetch; ignored for GEMMs);
+    ``fused_chains``: (first, last) index pairs from ``attention_chains`` run one repeat at a
+    time."""
+    return _walk(graph, _tensors(graph, hw), hw, gemm_reserve_bytes, node_cycles, fused_chains)
+
+
+def _walk(graph: Graph, tensors: _Tensors, hw: HwConfig,
+          gemm_reserve_bytes: Sequence[tuple[float, float]], node_cycles: Sequence[int],
+          fused_chains: Sequence[tuple[int, int]]) -> tuple[NodeMemory, ...]:
+    nodes = graph.nodes
+    count = len(nodes)
+    operands, operand_from_input, uses, bits, size = tensors
+    element_bits = hw.vector_unit.element_bits
+    chain_of: dict[int, tuple[int, int]] = {}
+    for first, last in fused_chains:
+        for j in range(first, last + 1):
+            chain_of[j] = (first, last)
+    # On chip, a fused chain's intermediates hold one repeat; every other tensor all of it.
+    footprint = list(size)
+    # A tensor is released after its last reader, or after the fused chain that reader is in
+    # (each repeat of the chain reads it again).
+    release = [u[-1] if u else -1 for u in uses]
+    chain_operands: dict[tuple[int, int], frozenset[int]] = {}
+    for (first, last) in fused_chains:
+        repeats = nodes[first].count
+        for j in range(first, last):
+            footprint[j] = size[j] / repeats
+        outside = {p for j in range(first, last + 1) for p in operands[j]
+                   if p >= 0 and not first <= p < last}
+        for p in outside:
+            release[p] = max(release[p], last)
+        chain_operands[(first, last)] = frozenset(outside | set(range(first, last)))
     pool = hw.sram.inputs.size_bytes + hw.sram.outputs.size_bytes
     bytes_per_cycle = hw.dram_bytes_per_cycle
     weight_tile_capacity = hw.sram.weights.tile_capacity_bytes
@@ -139,33 +256,35 @@ def plan_graph(graph: Graph, hw: HwConfig, gemm_reserve_bytes: Sequence[tuple[fl
     for i, node in enumerate(nodes):
         node_operands = operands[i]
         on_chip = tuple(p in resident for p in node_operands)
-        from_input = tuple(p < 0 for p in node_operands)
+        from_input = operand_from_input[i]
         is_gemm = isinstance(node, GemmNode)
         acc_reserve, a_tile_reserve = gemm_reserve_bytes[i]
         reserve = acc_reserve + (a_tile_reserve if is_gemm and not on_chip[0] else 0.0)
-        dying = [p for p in set(node_operands) if p in resident and uses[p][-1] == i]
+        chain = chain_of.get(i)
+        protected = chain_operands[chain] if chain else node_operands
+        dying = [p for p in resident if release[p] == i]
         if not is_gemm:  # a vector op streams: operands that die here make room for its output
             for p in dying:
                 used -= resident.pop(p)
         evicted = 0.0
         out_needed = bool(uses[i])
-        want = size[i] if out_needed else 0.0
+        want = footprint[i] if out_needed else 0.0
         if used + want + reserve > pool:
             # Belady: evict what is read furthest in the future, never the node's own operands,
             # and only tensors read later than this output will be.
             mine = next_use(i, i)
             candidates = sorted(
-                (t for t in resident if t not in node_operands and next_use(t, i) > mine),
+                (t for t in resident if t not in protected and next_use(t, i) > mine),
                 key=lambda t: next_use(t, i), reverse=True)
             for t in candidates:
                 if used + want + reserve <= pool:
                     break
-                evicted += resident[t]
+                evicted += size[t]
                 used -= resident.pop(t)
         keep = out_needed and used + want + reserve <= pool
         if keep:
-            resident[i] = size[i]
-            used += size[i]
+            resident[i] = footprint[i]
+            used += footprint[i]
         free = pool - used - reserve
         if is_gemm:
             for p in dying:
@@ -185,5 +304,5 @@ def plan_graph(graph: Graph, hw: HwConfig, gemm_reserve_bytes: Sequence[tuple[fl
             idle_dram_bytes += max(0.0, node_cycles[i] * bytes_per_cycle - moved)
         plans.append(NodeMemory(on_chip, from_input, reload, bits[i], size[i], not keep,
                                 out_needed and not keep, evicted, prefetched,
-                                max(0.0, free) if is_gemm else 0.0))
+                                max(0.0, free) if is_gemm else 0.0, chain is not None))
     return tuple(plans)

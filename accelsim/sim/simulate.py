@@ -14,7 +14,8 @@ A GEMM wider than the datapath (8-bit weights on 4-bit MACs) runs in
 products); a narrower one runs at native width. The ``count`` instances of a node (attention
 heads, conv groups) and their passes run back to back as one pipelined fold stream
 (``map_gemm(..., count=count * passes)``); the memory plan times the layer as that one stream,
-with the DRAM traffic of ``count`` instances (passes re-read on-chip data, not DRAM). A layer
+with the DRAM traffic of ``count`` instances (passes re-read on-chip data, not DRAM); in an
+attention chain the plan runs head by head, each instance is its own stream. A layer
 whose smallest tile does not fit makes the whole result infeasible (``feasible=False`` and a
 reason), which is a result, not an error.
 """
@@ -38,7 +39,7 @@ from accelsim.sim.actions import (
 )
 from accelsim.sim.energy import AreaBreakdown, EnergyBreakdown, area, price
 from accelsim.sim.mapping import map_gemm
-from accelsim.sim.plan import NodeMemory, plan_graph, resolve_bits
+from accelsim.sim.plan import NodeMemory, plan_with_fusion, resolve_bits
 
 _PJ_PER_UJ = 1e6
 
@@ -191,7 +192,8 @@ def _footprint(t: memory.Tiling, ops: memory.Operands, hw: HwConfig) -> tuple[fl
     return acc, a_tile
 
 
-def _gemm_shape(node: GemmNode, hw: HwConfig, scalesim_compat: bool) -> _GemmShape | str:
+def _gemm_shape(node: GemmNode, hw: HwConfig, scalesim_compat: bool,
+                one_repeat_at_a_time: bool = False) -> _GemmShape | str:
     p = hw.precision
     weight_bits, act_bits, passes = resolve_bits(node, hw)
     skipping = sparse.skips(node, hw)
@@ -199,8 +201,11 @@ def _gemm_shape(node: GemmNode, hw: HwConfig, scalesim_compat: bool) -> _GemmSha
     rows, cols = hw.array.rows, hw.array.cols
     # Every pass of every instance is the same GEMM shape on new operands, so the array runs
     # them as one fold stream (fill and drain paid once per layer; compat: once per instance).
+    # In a fused attention chain the array runs another GEMM between two repeats, so each
+    # repeat is its own fold stream (fill and drain once per repeat).
+    repeats = node.count if one_repeat_at_a_time else 1
     mapping = map_gemm(node.m, steps, node.n, rows, cols, hw.array.dataflow,
-                       count=node.count * passes, scalesim_compat=scalesim_compat,
+                       count=node.count // repeats * passes, scalesim_compat=scalesim_compat,
                        pipelined=hw.array.pipelined_folds)
 
     def operands(weight_bits_per_element: float) -> memory.Operands:
@@ -220,7 +225,8 @@ def _gemm_shape(node: GemmNode, hw: HwConfig, scalesim_compat: bool) -> _GemmSha
         if not isinstance(dense, str):
             candidates = tuple(dict.fromkeys(candidates + dense))
     footprints = tuple(_footprint(t, ops, hw) for t in candidates)
-    return _GemmShape(weight_bits, act_bits, passes, skipping, steps, mapping.compute_cycles,
+    return _GemmShape(weight_bits, act_bits, passes, skipping, steps,
+                      mapping.compute_cycles * repeats,
                       mapping.row_folds * mapping.col_folds * node.count * passes, ops,
                       candidates, footprints,
                       (min(f[0] for f in footprints), min(f[1] for f in footprints)))
@@ -386,7 +392,7 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False) -> Si
         vector_cycles.append(0)
         if not node.weight_is_activation:
             weight_bytes += shape.ops.b_bytes * node.count
-    plans = plan_graph(graph, hw, reserves, vector_cycles)
+    plans = plan_with_fusion(graph, hw, reserves, vector_cycles)
     # When every weight of the model fits the weight buffer, each is loaded once and stays.
     weights_resident = weight_bytes <= hw.sram.weights.size_bytes
     # Blocks repeat their plans too: traffic per (shape, plan), the rest per weight density.
@@ -403,6 +409,14 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False) -> Si
                                                  *_vector_fields(node, mem, hw, area_mm2))
         else:
             assert isinstance(node, GemmNode)
+            if mem.one_repeat_at_a_time:
+                fused_key = (node.m, node.k, node.n, node.count, node.weight_bits, node.act_bits,
+                             node.sparsity, node.weight_is_activation, True)
+                fused = shapes.get(fused_key)
+                if fused is None:
+                    fused = shapes[fused_key] = _gemm_shape(node, hw, scalesim_compat, True)
+                assert not isinstance(fused, str)  # same tilings as the unfused shape
+                shape = fused
             key = (id(shape), mem)
             traffic = traffic_cache.get(key)
             if traffic is None:

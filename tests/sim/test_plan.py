@@ -8,7 +8,7 @@ from sim_hw import tiny_hw
 
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.sim import simulate
-from accelsim.sim.plan import plan_graph, sources
+from accelsim.sim.plan import attention_chains, plan_graph, plan_with_fusion, sources
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
 
@@ -85,11 +85,33 @@ kib = st.sampled_from((0.25, 0.5, 1.0, 2.0, 8.0))
 
 @st.composite
 def transformer_like(draw) -> Graph:
-    """A random stack of GEMM -> vector -> GEMM blocks with residual adds (edges given)."""
+    """A random stack of blocks with residual adds (edges given): optionally attention
+    (Q, K, V -> QK^T -> softmax -> PV over 2 or 4 heads, a chain the planner may fuse), then
+    GEMM -> vector -> GEMM."""
     tokens, dim, hidden = draw(sizes), draw(sizes), draw(sizes)
     nodes: list = [VectorNode("embed", vector_op="add", elements=tokens * dim, inputs=("",))]
     residual = "embed"
     for b in range(draw(st.integers(min_value=1, max_value=3))):
+        heads = draw(st.sampled_from((0, 2, 4)))
+        if heads:
+            nodes += [
+                VectorNode(f"q{b}", vector_op="requantize", elements=tokens * dim,
+                           inputs=(residual,)),
+                VectorNode(f"k{b}", vector_op="requantize", elements=tokens * dim,
+                           inputs=(residual,)),
+                VectorNode(f"v{b}", vector_op="requantize", elements=tokens * dim,
+                           inputs=(residual,)),
+                GemmNode(f"qk{b}", m=tokens, k=dim // heads, n=tokens, count=heads,
+                         kind="matmul", weight_is_activation=True, inputs=(f"q{b}", f"k{b}")),
+                VectorNode(f"softmax{b}", vector_op="softmax", elements=tokens * tokens * heads,
+                           row_length=tokens, inputs=(f"qk{b}",)),
+                GemmNode(f"pv{b}", m=tokens, k=tokens, n=dim // heads, count=heads,
+                         kind="matmul", weight_is_activation=True,
+                         inputs=(f"softmax{b}", f"v{b}")),
+                VectorNode(f"attn_add{b}", vector_op="add", elements=tokens * dim,
+                           inputs=(f"pv{b}", residual)),
+            ]
+            residual = f"attn_add{b}"
         nodes += [
             VectorNode(f"ln{b}", vector_op="layernorm", elements=tokens * dim, row_length=dim,
                        inputs=(residual,)),
@@ -105,7 +127,8 @@ def transformer_like(draw) -> Graph:
 
 
 def _compulsory(graph: Graph) -> float:
-    weights = sum(g.k * g.n * g.count for g in graph.gemms)  # int8 on the tiny design point
+    weights = sum(g.k * g.n * g.count for g in graph.gemms  # int8 on the tiny design point
+                  if not g.weight_is_activation)
     first, last = graph.nodes[0], graph.nodes[-1]
     return weights + first.total_elements * 2 + last.total_elements * 2  # 16-bit vector ends
 
@@ -119,7 +142,7 @@ def test_dram_never_below_compulsory_traffic(graph, weights_kib, inputs_kib, out
     if result.feasible:
         assert result.totals.dram_bytes >= _compulsory(graph)
         assert sum(layer.dram.weights for layer in result.layers) >= sum(
-            g.k * g.n for g in graph.gemms)
+            g.k * g.n for g in graph.gemms if not g.weight_is_activation)
 
 
 @SETTINGS
@@ -155,3 +178,70 @@ def test_spills_only_when_the_live_set_exceeds_the_buffers(graph, inputs_kib, ou
     working = max(2 * (g.m * g.n * 4 + g.m * g.k) for g in graph.gemms)
     if spills:
         assert peak + working > hw.sram.inputs.size_bytes + hw.sram.outputs.size_bytes
+
+
+# -- head-by-head attention ---------------------------------------------------------------------
+
+
+def attention(tokens: int = 8, head_dim: int = 4, heads: int = 4) -> Graph:
+    """Q, K, V requantized from the model input, QK^T -> softmax -> PV over ``heads`` repeats,
+    then a residual add: the chain the planner may run one head at a time."""
+    width = tokens * head_dim * heads
+    return Graph("attention", (
+        VectorNode("q", vector_op="requantize", elements=width, inputs=("",)),
+        VectorNode("k", vector_op="requantize", elements=width, inputs=("",)),
+        VectorNode("v", vector_op="requantize", elements=width, inputs=("",)),
+        GemmNode("qk", m=tokens, k=head_dim, n=tokens, count=heads, kind="matmul",
+                 weight_is_activation=True, inputs=("q", "k")),
+        VectorNode("softmax", vector_op="softmax", elements=tokens * tokens * heads,
+                   row_length=tokens, inputs=("qk",)),
+        GemmNode("pv", m=tokens, k=tokens, n=head_dim, count=heads, kind="matmul",
+                 weight_is_activation=True, inputs=("softmax", "v")),
+        VectorNode("out", vector_op="add", elements=width, inputs=("pv", "")),
+    ))
+
+
+def test_attention_chain_is_found_only_when_adjacent_and_single_reader():
+    assert attention_chains(attention()) == ((3, 5),)
+    assert attention_chains(attention(heads=1)) == ()  # one head: nothing to interleave
+    nodes = list(attention().nodes)
+    nodes.insert(5, VectorNode("peek", vector_op="add", elements=256, inputs=("softmax", "")))
+    assert attention_chains(Graph("forked", tuple(nodes))) == ()  # softmax has two readers
+
+
+def test_head_by_head_attention_keeps_one_heads_scores_and_no_spill():
+    # Q, K, V: 128 elements at 8 bits = 128 B each. Scores: 8 x 8 x 4 heads at 16 bits = 512 B
+    # (64 x 2 = 128 B a head); probabilities at 8 bits 256 B (64 B a head); PV out 256 B.
+    # Whole tensors: at QK^T, Q + K + V + scores = 896 B > 768 B, so V (read furthest ahead)
+    # is written out (128 B) and PV re-loads it. One head at a time: Q + K + V + one head's
+    # scores = 512 B, at PV Q + K + V + 64 B + 256 B = 704 B <= 768 B: nothing leaves the chip.
+    graph = attention()
+    hw = tiny_hw(sram__inputs__size_kib=0.375, sram__outputs__size_kib=0.375)
+    none = [(0.0, 0.0)] * 7
+    plain = plan_graph(graph, hw, none, [0] * 7)
+    assert [p.evicted_bytes for p in plain] == [0, 0, 0, 128, 0, 0, 0]
+    assert plain[5].reload_bytes == 128 and plain[5].operands_on_chip == (True, False)
+    fused = plan_graph(graph, hw, none, [0] * 7, attention_chains(graph))
+    assert sum(p.evicted_bytes + p.reload_bytes for p in fused) == 0
+    assert [p.one_repeat_at_a_time for p in fused] == [False] * 3 + [True] * 3 + [False]
+    assert fused[3].output_bytes == 512  # a spill would still move the whole tensor
+    assert plan_with_fusion(graph, hw, none, [0] * 7) == fused
+    # With room for the whole scores nothing spills, and fusion (array fill and drain per
+    # head) is not taken.
+    roomy = tiny_hw()
+    assert plan_with_fusion(graph, roomy, none, [0] * 7) == plan_graph(graph, roomy, none,
+                                                                       [0] * 7)
+
+
+def test_head_by_head_gemms_pay_fill_and_drain_per_head():
+    graph = attention()
+    plain = simulate(graph, tiny_hw())
+    # 896 B of activation buffers: the whole scores plus the GEMM's accumulator tiles do not
+    # fit next to Q, K and V, one head's do.
+    fused = simulate(graph, tiny_hw(sram__inputs__size_kib=0.4375,
+                                    sram__outputs__size_kib=0.4375))
+    assert sum(layer.dram.spills for layer in fused.layers) == 0
+    qk_plain, qk_fused = plain.layers[3], fused.layers[3]
+    # Per head one 8 x 4 x 8 GEMM on a 4x4 array; four separate fold streams cost more than one.
+    assert qk_fused.compute_cycles > qk_plain.compute_cycles
+    assert qk_fused.macs == qk_plain.macs == 8 * 4 * 8 * 4
