@@ -3,7 +3,7 @@
 Run:  python benchmarks/bench_sim.py [--points 200] [--analytic]
 
 The graph is the one ``accelsim run --model vit_b16`` and the sweeps simulate on int4_sparse:
-ViT-B/16 compressed by W4A4 + 2:4 (real mask densities, requantize nodes, edges; 315 nodes),
+ViT-B/16 compressed by W4A4 + 2:4 (real mask densities, requantize nodes, edges; 303 nodes),
 built once with ``accelsim.dse.runner.workload_model_graph`` (torch needed; cached on disk after
 the first run). With ``--analytic``, or when that is unavailable, the uncompressed shapes are
 built directly from GemmNodes (197 tokens, 12 blocks, 12 heads; no edges). Design points vary
