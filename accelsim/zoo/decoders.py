@@ -59,7 +59,8 @@ def dims(spec: ModelSpec) -> dict[str, int]:
             "vocab": cfg["vocab_size"]}
 
 
-def _positive_int(name: str, key: str, value: Any) -> int:
+def positive_int(name: str, key: str, value: Any) -> int:
+    """``value`` if it is an integer >= 1 (not a bool), else one line naming model and option."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise AccelsimError(f"{name}: {key}={value!r} must be an integer >= 1")
     return value
@@ -95,9 +96,9 @@ def resolve_phase_shape(
     defaults = spec.default_input_shape
     fallback = {"prompt_len": defaults["seq_len"], "context": defaults["seq_len"],
                 "gen_len": defaults["gen_len"]}
-    shape = {"batch": _positive_int(name, "batch", batch)}
+    shape = {"batch": positive_int(name, "batch", batch)}
     for key in options:
-        shape[key] = _positive_int(name, key, given[key] if given[key] is not None
+        shape[key] = positive_int(name, key, given[key] if given[key] is not None
                                    else fallback[key])
     # Positions a phase occupies: the prompt; the cache plus the fed token; the prompt plus
     # every token fed back (the last generated token is not fed).

@@ -7,7 +7,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from accelsim.errors import AccelsimError
-from accelsim.zoo.decoders import is_decoder, max_positions
+from accelsim.zoo.decoders import is_decoder, max_positions, positive_int
 from accelsim.zoo.registry import INPUT_OPTION, ModelSpec, get_spec
 
 if TYPE_CHECKING:
@@ -32,8 +32,7 @@ def resolve_input_shape(
     """
     spec = get_spec(name)
     cfg = spec.config_dict
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-        raise AccelsimError(f"{name}: batch={batch!r} must be an integer >= 1")
+    positive_int(name, "batch", batch)
     given = {"seq_len": seq_len, "image_size": image_size, "audio_seconds": audio_seconds}
     option = INPUT_OPTION[spec.family]
     for key, value in given.items():
