@@ -9,6 +9,7 @@ import torch
 
 from accelsim.accuracy import provenance
 from accelsim.accuracy.budgets import BUDGETS, budgeted, schedule_of
+from accelsim.accuracy.evaluate import table_datapath
 from accelsim.accuracy.provenance import RunProvenance, check_table, stale_reason, tensors_sha256
 from accelsim.accuracy.table import RESULTS_CSV, RESULTS_LEGACY_CSV, read_rows
 from accelsim.compress.recipe import load_recipe, recipe_to_dict
@@ -26,8 +27,9 @@ def _row(recipe: str, seed: int = 0, accuracy: float = 70.0, parent: str = "",
     schedule = {} if recipe.endswith("_probe") else schedule_of(recipe, BUDGETS["fortunes"])
     measured_by = {"fp32": "pytorch_fp32", "linear_probe": "logistic_regression"}.get(
         recipe, "integer_reference")
+    datapath = table_datapath().label if measured_by == "integer_reference" else ""
     row = {"task": "fortunes", "model": "minilm_l6", "recipe": recipe, "seed": str(seed),
-           "accuracy_pct": str(accuracy), "measured_by": measured_by,
+           "accuracy_pct": str(accuracy), "measured_by": measured_by, "datapath": datapath,
            **(schedule.columns() if schedule else {}), "code_commit": "1" * 40,
            "checkpoint_sha256": checkpoint, "parent_sha256": parent, "split_sha256": SPLIT}
     return {**row, **changes}
@@ -58,6 +60,9 @@ def test_a_table_whose_rows_descend_from_their_fp32_rows_passes() -> None:
     (2, {"split_sha256": "9" * 64}, "rows measured on 2 different splits"),
     (2, {"recipe": "w4a4_sp25"}, "unknown recipe 'w4a4_sp25'"),
     (2, {"measured_by": "pytorch_fp32"}, "allowed: integer_reference"),
+    (2, {"datapath": "int4_sparse: 32-bit saturate accumulators, float32 requant, fp32 vector"},
+     "is not the table's ('int4_sparse: 20-bit saturate accumulators, integer requant, fp16"),
+    (1, {"datapath": "int4_sparse"}, "datapath 'int4_sparse' is not the table's ('')"),
     (0, {"accuracy_pct": "72.0"}, "FP32 mean 71.00 % does not beat linear_probe 72.00 %"),
     (0, {"task": "fashion_mnist"}, "task fortunes: FP32 rows but no probe row"),
 ])  # fmt: skip

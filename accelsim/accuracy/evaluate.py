@@ -1,8 +1,10 @@
 """The task metric of a model on a split (integer reference or PyTorch), or its fidelity.
 
 * :func:`evaluate_accuracy`: the exported integer model executed by the bit-exact integer
-  reference (``accelsim.ref.execute.run_int_model``) over a task's test split, scored by the
-  task's metric. This is the number the results table and ``run --accuracy`` report.
+  reference (``accelsim.ref.execute.run_int_model``) on a chip's datapath (accumulator width and
+  overflow, integer requantization, vector-unit format: :func:`chip_datapath`) over a task's
+  test split, scored by the task's metric. This is the number the results table (on
+  :data:`TABLE_HW_CONFIG`'s datapath) and ``run --accuracy`` (on ``--hw``'s) report.
 * :func:`evaluate_float`: the same split through a PyTorch model (FP32, or fake-quantized while
   training); used for the FP32 row and to cross-check the integer reference.
 * :func:`fidelity`: for a model without a task (e.g. ``vit_b16`` with random weights) there is
@@ -15,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from accelsim.errors import AccelsimError
@@ -23,6 +26,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from accelsim.hw import HwConfig
+    from accelsim.ref.datapath import Datapath
     from accelsim.tasks.base import Split, Task
 
 EVAL_BATCH = 64
@@ -30,6 +35,37 @@ FIDELITY_BATCH = 2
 FIDELITY_CALIBRATION_BATCHES = 2
 FIDELITY_EVAL_BATCHES = 4
 FIDELITY_NUM_LABELS = 1000  # an ImageNet-sized random head: top-1 over 1000 classes
+# The chip whose datapath measures the accuracy table's compressed rows: the design point the
+# README and the sweeps centre on. A row records its datapath (``ChipDatapath.label``), and the
+# table check refuses a row measured on another one.
+TABLE_HW_CONFIG = Path(__file__).resolve().parents[2] / "hw_configs" / "int4_sparse.yaml"
+
+
+@dataclass(frozen=True)
+class ChipDatapath:
+    """The datapath of one hardware config, and how a results row names it."""
+
+    datapath: Datapath
+    label: str  # e.g. "int4_sparse: 20-bit saturate accumulators, integer requant, fp16 vector"
+
+
+def chip_datapath(hw: HwConfig) -> ChipDatapath:
+    """The datapath the integer reference executes for ``hw`` (``Datapath.of_hw``: an ``fp``
+    MAC array has none, one error line)."""
+    from accelsim.ref.datapath import Datapath
+
+    datapath = Datapath.of_hw(hw)
+    requant = "integer" if datapath.integer_requant else "float32"
+    label = (f"{hw.name}: {datapath.accumulator_bits}-bit {datapath.overflow} accumulators, "
+             f"{requant} requant, {datapath.vector_format} vector")
+    return ChipDatapath(datapath, label)
+
+
+def table_datapath() -> ChipDatapath:
+    """The datapath of :data:`TABLE_HW_CONFIG` (what the accuracy table is measured on)."""
+    from accelsim.hw import load_hw
+
+    return chip_datapath(load_hw(TABLE_HW_CONFIG))
 
 
 @dataclass(frozen=True)
@@ -77,12 +113,15 @@ def evaluate_float(task: Task, model: nn.Module, split: Split = "test") -> float
     return task.metric(torch.cat(logits), torch.cat(labels))
 
 
-def evaluate_accuracy(task: Task, model: nn.Module, int_model: Any, split: Split = "test") -> float:
-    """The task metric of ``int_model`` executed by the integer reference on ``split``.
+def evaluate_accuracy(task: Task, model: nn.Module, int_model: Any, split: Split = "test", *,
+                      datapath: Datapath) -> float:
+    """The task metric of ``int_model`` executed by the integer reference on ``split``, on
+    ``datapath`` (a chip's: :func:`chip_datapath`).
 
     ``model`` is the compressed PyTorch model the integer model was exported from: the integer
-    reference runs its float parts (embeddings, LayerNorm, head) and swaps every quantized GEMM
-    for the integer kernels. Its number of labels must match the task's.
+    reference runs its host parts (embeddings, head) and executes everything between the first
+    and the last on-chip op in the datapath's arithmetic. Its number of labels must match the
+    task's.
     """
     import torch
 
@@ -95,7 +134,7 @@ def evaluate_accuracy(task: Task, model: nn.Module, int_model: Any, split: Split
             f"{task.num_labels}; allowed: a model fine-tuned for {task.name}"
         )
     batches = list(task.batches(split, EVAL_BATCH, seed=0))
-    result = run_int_model(model, int_model, batches)
+    result = run_int_model(model, int_model, batches, datapath=datapath)
     labels = torch.cat([b.labels for b in batches])
     return task.metric(result.logits, labels)
 
@@ -147,9 +186,11 @@ def fidelity(
     return Fidelity(100.0 * agree / total, sqnr_db, total)
 
 
-def generated_fidelity(model_name: str, recipe_name: str, seed: int = 0) -> Fidelity:
+def generated_fidelity(model_name: str, recipe_name: str, datapath: Datapath,
+                       seed: int = 0) -> Fidelity:
     """Fidelity of ``model_name`` compressed by ``recipe_name`` (clips calibrated, no training)
-    vs the same FP32 model, on seeded random inputs from the zoo, through the integer reference.
+    vs the same FP32 model, on seeded random inputs from the zoo, through the integer reference
+    on ``datapath``.
     """
     import copy
 
@@ -176,6 +217,6 @@ def generated_fidelity(model_name: str, recipe_name: str, seed: int = 0) -> Fide
     calibration = inputs(seed * 1000, FIDELITY_CALIBRATION_BATCHES)
     # calibrate() wants batches with labels; generated inputs have none (labels are unused).
     calibrate(compressed, [Batch(x, torch.zeros(0)) for x in calibration], recipe)
-    executor = build_int_executor(compressed, export_int_model(compressed))
+    executor = build_int_executor(compressed, export_int_model(compressed), datapath=datapath)
     held_out = inputs(seed * 1000 + FIDELITY_CALIBRATION_BATCHES, FIDELITY_EVAL_BATCHES)
     return fidelity(fp_model, executor, held_out)

@@ -34,7 +34,7 @@ from accelsim.accuracy.budgets import (
     budgeted,
     schedule_of,
 )
-from accelsim.accuracy.evaluate import evaluate_accuracy, evaluate_float
+from accelsim.accuracy.evaluate import evaluate_accuracy, evaluate_float, table_datapath
 from accelsim.accuracy.provenance import (
     RunProvenance,
     code_commit,
@@ -134,18 +134,20 @@ def run_recipe(
     model = result.model.eval()
     if recipe.quantized:
         fake_quant = evaluate_float(task, model, "test")
-        accuracy = evaluate_accuracy(task, model, export_int_model(model), "test")
-        measured_by = "integer_reference"
+        chip = table_datapath()
+        accuracy = evaluate_accuracy(task, model, export_int_model(model), "test",
+                                     datapath=chip.datapath)
+        measured_by, datapath = "integer_reference", chip.label
     else:
         fake_quant = None
         accuracy = evaluate_float(task, model, "test")
-        measured_by = "pytorch_fp32"
+        measured_by, datapath = "pytorch_fp32", ""
     eval_minutes = (time.monotonic() - start) / 60
     examples = sum(len(b.labels) for b in task.batches("test", 256, seed=0))
     schedule = schedule_of(name, budget)
     row = RowResult(
         task=task.name, model=task.backbone, recipe=name, accuracy_pct=round(accuracy, 2),
-        measured_by=measured_by,
+        measured_by=measured_by, datapath=datapath,
         fake_quant_accuracy_pct=None if fake_quant is None else round(fake_quant, 2),
         val_accuracy_pct=round(result.metric, 2), test_examples=examples, init=schedule.init,
         fp_epochs=schedule.fp_epochs, qat_epochs=schedule.qat_epochs,

@@ -137,7 +137,7 @@ def probe_row(task: Task, probe: str, command: str) -> RowResult:
         # model: the task's (a table is per task and model); the TF-IDF probe uses none of it.
         task=task.name, model=task.backbone,
         recipe=probe, accuracy_pct=round(fit.accuracy_pct, 2), measured_by="logistic_regression",
-        fake_quant_accuracy_pct=None, val_accuracy_pct=round(fit.val_accuracy_pct, 2),
+        datapath="", fake_quant_accuracy_pct=None, val_accuracy_pct=round(fit.val_accuracy_pct, 2),
         test_examples=fit.test_examples, init="frozen", fp_epochs=0, qat_epochs=0, batch_size=0,
         lr=0.0, train_minutes=round((time.monotonic() - start) / 60, 1), eval_minutes=0.0, seed=0,
         command=command, selection=f"C={fit.c:g} on val, of {c_range}", code_commit=code_commit(),

@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING
 
 from accelsim.accuracy.budgets import BASELINE, BUDGETS, Budget, budgeted
 from accelsim.accuracy.evaluate import (
+    ChipDatapath,
     Fidelity,
+    chip_datapath,
     evaluate_accuracy,
     evaluate_float,
     generated_fidelity,
+    table_datapath,
 )
 from accelsim.accuracy.provenance import read_provenance, stale_reason
 from accelsim.errors import AccelsimError
@@ -28,6 +31,7 @@ from accelsim.errors import AccelsimError
 if TYPE_CHECKING:
     from torch import nn
 
+    from accelsim.hw import HwConfig
     from accelsim.tasks.base import Task
 
 
@@ -37,7 +41,8 @@ class AccuracyResult:
 
     ``accuracy_pct`` is the task metric on the test split (None for a model without a task, with
     ``note`` saying why and ``fidelity`` set instead). ``measured_by``: ``integer_reference``
-    (compressed recipes), ``pytorch_fp32`` (the fp32 recipe) or ``fidelity``.
+    (compressed recipes), ``pytorch_fp32`` (the fp32 recipe) or ``fidelity``. ``datapath``: the
+    chip datapath the integer reference executed (``ChipDatapath.label``; empty for fp32).
     """
 
     model: str
@@ -47,6 +52,7 @@ class AccuracyResult:
     measured_by: str
     fidelity: Fidelity | None = None
     note: str = ""
+    datapath: str = ""
 
 
 def run_dir(task_name: str, recipe_name: str, seed: int) -> Path:
@@ -119,8 +125,15 @@ def _budget_of(task_name: str) -> Budget:
     return BUDGETS[task_name]
 
 
-def accuracy_for(model_name: str, recipe_name: str, seed: int = 0) -> AccuracyResult:
-    """Task accuracy of a trained (model, recipe) run, else fidelity when the model has no task."""
+def _chip_of(hw: HwConfig | None) -> ChipDatapath:
+    return table_datapath() if hw is None else chip_datapath(hw)
+
+
+def accuracy_for(model_name: str, recipe_name: str, seed: int = 0,
+                 hw: HwConfig | None = None) -> AccuracyResult:
+    """Task accuracy of a trained (model, recipe) run, else fidelity when the model has no task,
+    with the compressed model executed on ``hw``'s datapath (default: the table's,
+    :func:`~accelsim.accuracy.evaluate.table_datapath`)."""
     from accelsim.compress.export import export_int_model
     from accelsim.compress.recipe import load_recipe
     from accelsim.tasks import get_task, task_for_model
@@ -137,13 +150,17 @@ def accuracy_for(model_name: str, recipe_name: str, seed: int = 0) -> AccuracyRe
         if not recipe.quantized:
             return AccuracyResult(model_name, recipe.name, None, None, "fidelity",
                                   Fidelity(100.0, math.inf, 0), note)  # fmt: skip
+        chip = _chip_of(hw)
         return AccuracyResult(model_name, recipe.name, None, None, "fidelity",
-                              generated_fidelity(model_name, recipe_name, seed), note)  # fmt: skip
+                              generated_fidelity(model_name, recipe_name, chip.datapath, seed),
+                              note, chip.label)  # fmt: skip
     task = get_task(task_name)
     model = trained_model(task, recipe.name, seed)
     if recipe.quantized:
-        value = evaluate_accuracy(task, model, export_int_model(model))
-        return AccuracyResult(model_name, recipe.name, task_name, value, "integer_reference")
+        chip = _chip_of(hw)
+        value = evaluate_accuracy(task, model, export_int_model(model), datapath=chip.datapath)
+        return AccuracyResult(model_name, recipe.name, task_name, value, "integer_reference",
+                              datapath=chip.label)
     return AccuracyResult(
         model_name, recipe.name, task_name, evaluate_float(task, model), "pytorch_fp32"
     )

@@ -19,7 +19,7 @@ RESULTS_DIR = Path(__file__).resolve().parents[2] / "experiments" / "accuracy"
 RESULTS_CSV = RESULTS_DIR / "results.csv"
 RESULTS_MD = RESULTS_DIR / "results.md"
 COLUMNS = (
-    "task", "model", "recipe", "accuracy_pct", "measured_by", "fake_quant_accuracy_pct",
+    "task", "model", "recipe", "accuracy_pct", "measured_by", "datapath", "fake_quant_accuracy_pct",
     "val_accuracy_pct", "test_examples", "init", "fp_epochs", "qat_epochs", "batch_size",
     "lr", "train_minutes", "eval_minutes", "seed", "command", "selection",
     "code_commit", "checkpoint_sha256", "parent_sha256", "split_sha256",
@@ -35,6 +35,7 @@ class RowResult:
     recipe: str
     accuracy_pct: float
     measured_by: str
+    datapath: str  # the chip datapath of an integer-reference row (evaluate.ChipDatapath.label)
     fake_quant_accuracy_pct: float | None
     val_accuracy_pct: float
     test_examples: int
@@ -195,9 +196,13 @@ def render_markdown(rows: list[dict[str, str]], legacy: bool = False) -> str:
             continue
         first = next(iter(next(iter(mine.values())).values()))
         seeds = sorted({seed for runs in mine.values() for seed in runs}, key=int)
+        datapaths = sorted({r.get("datapath") or "" for runs in mine.values()
+                            for r in runs.values()} - {""})
+        on_chip = (f" Compressed rows: integer reference on the datapath "
+                   f"{'; '.join(datapaths)}." if datapaths else "")
         lines += [
             f"Model `{first['model']}`, {first['test_examples']} test examples, seeds "
-            f"{', '.join(seeds)}. Command: `{command}` (`--seeds` for more).",
+            f"{', '.join(seeds)}. Command: `{command}` (`--seeds` for more).{on_chip}",
             "",
             "| recipe | accuracy % | vs FP32 | per seed | fake-quant % | val % | QAT epochs |"
             " train min | measured by |",

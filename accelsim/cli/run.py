@@ -269,8 +269,9 @@ SHAPE_KEYS = ("seq_len", "image_size", "audio_seconds")
 ACCURACY_SEED = 0
 
 
-def accuracy_report(model: str, choice: RecipeChoice) -> AccuracyReport:
-    """Measure (never look up) the task metric or, for a model without a task, the fidelity."""
+def accuracy_report(model: str, choice: RecipeChoice, hw: HwConfig) -> AccuracyReport:
+    """Measure (never look up) the task metric or, for a model without a task, the fidelity,
+    with the integer reference executing ``hw``'s datapath."""
     if is_topology_csv(model):
         return _not_available("a topology CSV has shapes but no weights to evaluate")
     from accelsim.accuracy import accuracy_for
@@ -283,7 +284,7 @@ def accuracy_report(model: str, choice: RecipeChoice) -> AccuracyReport:
                "model is its own FP reference, so there is no fidelity to measure either")
         return _not_available(why)
     try:
-        result = accuracy_for(model, recipe, seed=ACCURACY_SEED)
+        result = accuracy_for(model, recipe, seed=ACCURACY_SEED, hw=hw)
     except AccelsimError as exc:
         return _not_available(str(exc).removeprefix("accuracy: "))
     if result.accuracy_pct is not None:
@@ -291,11 +292,13 @@ def accuracy_report(model: str, choice: RecipeChoice) -> AccuracyReport:
         how = MEASURED_BY.get(result.measured_by, result.measured_by)
         line = (f"  accuracy    {result.accuracy_pct:.2f} % ({metric} on the {result.task} test "
                 f"split, recipe {result.recipe}, training seed {ACCURACY_SEED}, measured by "
-                f"{how})")
+                f"{how}" + (f" on the datapath {result.datapath}" if result.datapath else "")
+                + ")")
         return AccuracyReport((line,), {"accuracy": result.accuracy_pct, "accuracy_metric": metric,
                                         "accuracy_task": result.task,
                                         "accuracy_seed": ACCURACY_SEED,
-                                        "accuracy_measured_by": result.measured_by})
+                                        "accuracy_measured_by": result.measured_by,
+                                        "accuracy_datapath": result.datapath or None})
     fid = result.fidelity
     if fid is None:
         return _not_available(result.note or "the accuracy pipeline returned no measurement")
@@ -303,12 +306,15 @@ def accuracy_report(model: str, choice: RecipeChoice) -> AccuracyReport:
         f"  accuracy    not available: {result.note}",
         f"  fidelity    top-1 agreement {fid.top1_agreement_pct:.1f} %, output SQNR "
         f"{fid.sqnr_db:.1f} dB ({recipe} vs FP32, {fid.num_examples} generated inputs of the "
-        "zoo's default shape)",
+        "zoo's default shape"
+        + (f", integer reference on the datapath {result.datapath}" if result.datapath else "")
+        + ")",
     )
     return AccuracyReport(lines, {
         "accuracy": None, "accuracy_metric": None, "accuracy_note": result.note,
         "fidelity": {"top1_agreement_pct": fid.top1_agreement_pct,
                      "sqnr_db": _finite(fid.sqnr_db), "num_examples": fid.num_examples},
+        "accuracy_datapath": result.datapath or None,
     })
 
 
@@ -392,7 +398,7 @@ def run(args: argparse.Namespace) -> int:
         speedup = skipping_speedup_line(result, graph, hw, args.scalesim_compat)
         if speedup:
             print(speedup)
-    report = accuracy_report(args.model, choice) if args.accuracy else None
+    report = accuracy_report(args.model, choice, hw) if args.accuracy else None
     if report is not None:
         print("\n".join(report.lines))
     if result.feasible and not args.layers:

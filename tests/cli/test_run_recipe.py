@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from accelsim.accuracy.evaluate import chip_datapath
 from accelsim.cli import main
 from accelsim.cli.run import choose_recipe, native_recipe
 from accelsim.hw import load_hw, with_overrides
@@ -173,20 +174,26 @@ def test_task_metric_goes_into_the_json_totals(tmp_path, capsys, monkeypatch):
 
     calls = []
 
-    def measured(model, recipe, seed):
+    def measured(model, recipe, seed, hw):
         calls.append((model, recipe, seed))
         return accelsim.accuracy.AccuracyResult(model, recipe, "fortunes", 61.25,
-                                                "integer_reference")
+                                                "integer_reference",
+                                                datapath=chip_datapath(hw).label)
 
     monkeypatch.setattr(accelsim.accuracy, "accuracy_for", measured)
     monkeypatch.setattr(accelsim.tasks, "task_for_model", lambda model: "fortunes")
-    data = run_json(tmp_path, "--hw", SPARSE_HW, "--model", MODEL, "--accuracy")
+    data = run_json(tmp_path, "--hw", SPARSE_HW, "--model", MODEL, "--accuracy",
+                    "--set", "precision.accumulator_bits=16", "--set", "vector_unit.format=int")
     assert calls == [(MODEL, "w4a4_sp24", 0)]
     totals = data["totals"]
     assert totals["accuracy"] == 61.25 and totals["accuracy_metric"] == "accuracy_pct"
     assert totals["accuracy_measured_by"] == "integer_reference" and totals["accuracy_seed"] == 0
+    # The accuracy is measured on the chip that was simulated, --set overrides included.
+    datapath = "int4_sparse: 16-bit saturate accumulators, integer requant, int vector"
+    assert totals["accuracy_datapath"] == datapath
     assert ("accuracy    61.25 % (accuracy_pct on the fortunes test split, recipe w4a4_sp24, "
-            "training seed 0, measured by the integer reference)") in capsys.readouterr().out
+            f"training seed 0, measured by the integer reference on the datapath {datapath})"
+            ) in capsys.readouterr().out
 
 
 def test_missing_trained_run_is_reported_not_fatal(tmp_path, capsys, monkeypatch):
@@ -194,7 +201,7 @@ def test_missing_trained_run_is_reported_not_fatal(tmp_path, capsys, monkeypatch
     import accelsim.tasks
     from accelsim.errors import AccelsimError
 
-    def missing(model, recipe, seed=0):
+    def missing(model, recipe, seed=0, hw=None):
         raise AccelsimError("accuracy: no trained run; create it with: python experiments/x.py")
 
     monkeypatch.setattr(accelsim.accuracy, "accuracy_for", missing)

@@ -21,6 +21,7 @@ from accelsim.accuracy import (
     table,
     trained_model,
 )
+from accelsim.accuracy.evaluate import table_datapath
 from accelsim.accuracy.provenance import check_table, read_provenance
 from accelsim.accuracy.runs import run_dir
 from accelsim.compress.export import export_int_model
@@ -56,11 +57,18 @@ def test_tiny_pipeline_row(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
     assert abs(row.accuracy_pct - row.fake_quant_accuracy_pct) <= 100 / row.test_examples
     int_model = export_int_model(result.model)
     assert all(layer.sparsity == "2:4" for layer in int_model.linears if layer.k % 4 == 0)
-    assert round(evaluate_accuracy(task, result.model, int_model), 2) == row.accuracy_pct
+    chip = table_datapath()
+    assert row.datapath == chip.label and chip.label.startswith("int4_sparse: 20-bit saturate")
+    assert (
+        round(evaluate_accuracy(task, result.model, int_model, datapath=chip.datapath), 2)
+        == row.accuracy_pct
+    )
     # the finished run reloads (structure + weights) with the same integer-reference accuracy
     reloaded = trained_model(task, "w4a4_sp24", budget=BUDGET)
     assert (
-        round(evaluate_accuracy(task, reloaded, export_int_model(reloaded)), 2) == row.accuracy_pct
+        round(evaluate_accuracy(task, reloaded, export_int_model(reloaded),
+                                datapath=chip.datapath), 2)
+        == row.accuracy_pct
     )
     # a finished run is reused from the cache, not trained again
     again, _ = pipeline.run_recipe(task, "w4a4_sp24", BUDGET, fp_state, 0, "cmd")
@@ -122,7 +130,8 @@ def test_every_longer_qat_names_a_row_recipe_that_trains_from_fp32() -> None:
 def _row(recipe: str, seed: int, accuracy: float, minutes: float | None) -> table.RowResult:
     return table.RowResult(
         task="fortunes", model="minilm_l6", recipe=recipe, accuracy_pct=accuracy,
-        measured_by="integer_reference", fake_quant_accuracy_pct=accuracy, val_accuracy_pct=50.0,
+        measured_by="integer_reference", datapath="int4_sparse: 20-bit saturate accumulators",
+        fake_quant_accuracy_pct=accuracy, val_accuracy_pct=50.0,
         test_examples=900, init="finetuned", fp_epochs=2, qat_epochs=3, batch_size=16, lr=5e-5,
         train_minutes=minutes, eval_minutes=0.5, seed=seed, command="cmd",
         code_commit="1" * 40, checkpoint_sha256="a" * 64, parent_sha256="", split_sha256="b" * 64,
