@@ -239,3 +239,74 @@ def render_markdown(rows: list[dict[str, str]], legacy: bool = False) -> str:
     lines += ["## Recipes", ""]
     lines += [f"- `{name}`: {meaning}." for name, meaning in RECIPE_MEANING.items()]
     return "\n".join(lines) + "\n"
+
+
+# The README's accuracy table: one row per task, one column per TABLE_RECIPES entry (its header).
+README_HEADERS = {
+    "fp32": "FP32", "w8a8": "W8A8", "w4a4": "W4A4", "w4a4_sp24": "W4A4 + 2:4",
+    "w4a4_sp24_no_zero_grid": "no zero grid", "w4a4_sp24_const_dropout": "const. dropout",
+    "w4a4_sp24_init_pretrained": "init pre-trained", "w4a4_sp24_kd": "W4A4 + 2:4 + KD",
+    "w4a4_sp24_kd_unlabeled": "W4A4 + 2:4 + KD on unlabelled text",
+    "w4a4_sp24_sparsegpt_smooth": "W4A4 + 2:4 smoothed",
+    "w4a4_sp24_sparsegpt_smooth_kd_unlabeled": "W4A4 + 2:4 smoothed + KD on unlabelled text",
+    "w4a4_sp24_wanda_ln_a8": "mixed + 2:4",
+    "w4a4_sp24_wanda_ln_a8_kd_unlabeled": "mixed + 2:4 + KD on unlabelled text",
+}  # fmt: skip
+README_BEGIN = "<!-- accuracy-table:begin (python experiments/accuracy/pipeline.py) -->"
+README_END = "<!-- accuracy-table:end -->"
+_SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def readme_table(rows: list[dict[str, str]]) -> str:
+    """The README's accuracy table from ``rows`` (results.csv): per task, the linear probe and
+    each README recipe's test accuracy, mean over the seeds measured (a superscript gives their
+    number when more than one), then a line per task with W4A4 + 2:4 against FP32, paired by seed.
+    "–" marks a recipe that cannot apply to the task, an empty cell one not measured yet."""
+    from accelsim.accuracy.budgets import TABLE_RECIPES
+
+    columns = [name for name in TABLE_RECIPES if name in README_HEADERS]
+    lines = [
+        "| task (model) | linear probe | " + " | ".join(README_HEADERS[c] for c in columns) + " |",
+        "|---|" + "---:|" * (len(columns) + 1),
+    ]
+    deltas = []
+    for task, budget in BUDGETS.items():
+        mine: dict[str, dict[str, dict[str, str]]] = {}
+        for r in rows:
+            if r["task"] == task:
+                mine.setdefault(r["recipe"], {})[r["seed"]] = r
+        if not mine:
+            continue
+        model = next(iter(next(iter(mine.values())).values()))["model"]
+        skipped = dict(budget.skip)
+        cells = [_readme_cell(mine.get("linear_probe", {}))]
+        cells += ["–" if c in skipped else _readme_cell(mine.get(c, {})) for c in columns]
+        lines.append(f"| {task} ({model}) | " + " | ".join(cells) + " |")
+        paired = _vs_baseline(mine.get("w4a4_sp24", {}), mine.get(BASELINE, {}))
+        if paired:
+            seeds = len(set(mine.get("w4a4_sp24", {})) & set(mine.get(BASELINE, {})))
+            deltas.append(f"{task} {paired} points ({seeds} seed{'s' if seeds > 1 else ''})")
+    if deltas:
+        lines += ["", "W4A4 + 2:4 against FP32, paired by training seed: " + "; ".join(deltas)
+                  + "."]
+    return "\n".join(lines)
+
+
+def _readme_cell(runs: dict[str, dict[str, str]]) -> str:
+    if not runs:
+        return ""
+    seeds = "" if len(runs) == 1 else str(len(runs)).translate(_SUPERSCRIPT)
+    return f"{_seed_mean(runs, 'accuracy_pct')}{seeds}"
+
+
+def with_readme_table(readme: str, rows: list[dict[str, str]]) -> str:
+    """``readme`` with the text between :data:`README_BEGIN` and :data:`README_END` replaced by
+    :func:`readme_table` of ``rows``."""
+    from accelsim.errors import AccelsimError
+
+    start, end = readme.find(README_BEGIN), readme.find(README_END)
+    if start < 0 or end < start:
+        raise AccelsimError(f"README: no {README_BEGIN} ... {README_END} block to fill; "
+                            "allowed: a README with both markers, in that order")
+    head = readme[: start + len(README_BEGIN)]
+    return f"{head}\n{readme_table(rows)}\n{readme[end:]}"

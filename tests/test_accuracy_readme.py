@@ -1,0 +1,50 @@
+"""The README's accuracy table is generated from results.csv, never edited by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from accelsim.accuracy.table import (
+    README_BEGIN,
+    README_END,
+    RESULTS_CSV,
+    read_rows,
+    readme_table,
+    with_readme_table,
+)
+from accelsim.errors import AccelsimError
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_the_readme_table_is_what_results_csv_generates() -> None:
+    readme = README.read_text()
+    block = readme[readme.index(README_BEGIN) + len(README_BEGIN): readme.index(README_END)]
+    assert block.strip() == readme_table(read_rows(RESULTS_CSV)), (
+        "README accuracy table is stale: run python experiments/accuracy/pipeline.py")
+
+
+def _row(recipe: str, seed: int, accuracy: float) -> dict[str, str]:
+    return {"task": "fashion_mnist", "model": "dinov2_s", "recipe": recipe, "seed": str(seed),
+            "accuracy_pct": str(accuracy)}
+
+
+def test_cells_are_seed_means_and_the_headline_is_paired_by_seed() -> None:
+    rows = [_row("linear_probe", 0, 80.0), _row("fp32", 0, 85.0), _row("fp32", 1, 86.0),
+            _row("w4a4_sp24", 0, 84.0), _row("w4a4_sp24", 1, 84.0)]
+    table = readme_table(rows)
+    line = next(t for t in table.splitlines() if t.startswith("| fashion_mnist"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    # probe, FP32 (mean of 2 seeds), W8A8 (not measured), W4A4 (not measured), W4A4 + 2:4
+    assert cells[1:6] == ["80.00", "85.50²", "", "", "84.00²"]
+    assert "–" in cells  # constant dropout cannot apply to a backbone without dropout
+    assert table.endswith("fashion_mnist -1.50 ± 0.71 points (2 seeds).")
+
+
+def test_a_readme_without_the_markers_is_one_line() -> None:
+    with pytest.raises(AccelsimError, match="no <!-- accuracy-table:begin"):
+        with_readme_table("# README\n", [])
+    filled = with_readme_table(f"a\n{README_BEGIN}\nold\n{README_END}\nb\n", [])
+    assert "old" not in filled and filled.startswith("a\n") and filled.endswith("b\n")
