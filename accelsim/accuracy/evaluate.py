@@ -123,6 +123,21 @@ def evaluate_accuracy(task: Task, model: nn.Module, int_model: Any, split: Split
     and the last on-chip op in the datapath's arithmetic. Its number of labels must match the
     task's.
     """
+    return evaluate_on_chip(task, model, int_model, split, datapath=datapath).metric
+
+
+@dataclass(frozen=True)
+class ChipEvaluation:
+    """The task metric of one integer-reference pass and what the datapath did during it."""
+
+    metric: float
+    accumulators: int  # GEMM outputs produced
+    saturations: int  # of those, sums outside the accumulator's range (clamped or wrapped)
+
+
+def evaluate_on_chip(task: Task, model: nn.Module, int_model: Any, split: Split = "test", *,
+                     datapath: Datapath) -> ChipEvaluation:
+    """:func:`evaluate_accuracy` with the datapath's accumulator and saturation counts."""
     import torch
 
     from accelsim.ref.execute import run_int_model
@@ -136,7 +151,8 @@ def evaluate_accuracy(task: Task, model: nn.Module, int_model: Any, split: Split
     batches = list(task.batches(split, EVAL_BATCH, seed=0))
     result = run_int_model(model, int_model, batches, datapath=datapath)
     labels = torch.cat([b.labels for b in batches])
-    return task.metric(result.logits, labels)
+    return ChipEvaluation(task.metric(result.logits, labels), result.counts.accumulators,
+                          result.counts.saturations)
 
 
 def _num_labels(model: nn.Module) -> int | None:

@@ -62,8 +62,12 @@ def hw_record(hw: HwConfig, overrides: dict[str, object]) -> dict:
 
 
 def result_json(result: SimResult, hw: dict) -> dict:
-    """``SimResult.to_dict`` with ``hw`` replaced by the run's :func:`hw_record`."""
-    return {**result.to_dict(), "hw": hw}
+    """``SimResult.to_dict`` with ``hw`` replaced by the run's :func:`hw_record`, and the area
+    split by block (``area_breakdown_mm2``: array, sram, vector; they sum to the total)."""
+    area = result.area
+    return {**result.to_dict(), "hw": hw,
+            "area_breakdown_mm2": {"array": area.array_mm2, "sram": area.sram_mm2,
+                                   "vector": area.vector_mm2}}
 
 
 def json_text(data: dict) -> str:

@@ -38,6 +38,13 @@ def test_json_records_the_overrides_and_the_resolved_config(run_json):
     assert hw["config"]["array"]["cols"] == 64  # untouched fields are the YAML's
 
 
+def test_json_splits_the_area_by_block(run_json):
+    data = json.loads(run_json.read_text())
+    blocks = data["area_breakdown_mm2"]
+    assert set(blocks) == {"array", "sram", "vector"} and all(v > 0 for v in blocks.values())
+    assert sum(blocks.values()) == pytest.approx(data["totals"]["area_mm2"], rel=1e-12)
+
+
 def test_text_names_the_overrides(tmp_path, capsys):
     topology = tmp_path / "one.csv"
     topology.write_text("Layer, M, N, K,\nfc, 64, 64, 64,\n")

@@ -1,0 +1,179 @@
+"""Accuracy against the chip's datapath, beside what the datapath costs.
+
+    python experiments/accuracy/datapath_study.py --task fashion_mnist --recipes w4a4_sp24 \
+        [--seed 0] [--threads 2]
+
+For each trained run (``python experiments/accuracy/<task>.py --recipes R --seeds S`` makes it),
+the integer reference measures the test accuracy on variants of the table's chip
+(``hw_configs/int4_sparse.yaml``): the vector unit in fp32, fp16, bf16 and int (I-BERT kernels)
+at its 20-bit accumulators, and accumulators of 12, 16, 24 and 32 bits with its fp16 vector unit.
+Beside each, the simulator's latency, energy and area of the task's backbone at the input shape
+the accuracy is measured at (``accelsim run --recipe R --set ...``), and how many accumulators
+saturated. Rows go to ``datapath_study.csv`` (replacing those of the same task, recipe, seed and
+datapath) and ``datapath_study.md`` is re-rendered from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from accelsim.accuracy.budgets import BUDGETS
+from accelsim.accuracy.evaluate import TABLE_HW_CONFIG, chip_datapath, evaluate_on_chip
+from accelsim.accuracy.provenance import code_commit, tensors_sha256
+from accelsim.accuracy.runs import trained_model
+from accelsim.accuracy.table import RESULTS_DIR, read_rows, write_csv
+from accelsim.cli import main as accelsim_main
+from accelsim.compress.export import export_int_model
+from accelsim.compress.recipe import load_recipe
+from accelsim.errors import AccelsimError
+from accelsim.files import write_text_atomic
+from accelsim.hw import load_hw, with_overrides
+from accelsim.tasks import get_task
+
+STUDY_CSV = RESULTS_DIR / "datapath_study.csv"
+STUDY_MD = RESULTS_DIR / "datapath_study.md"
+FORMATS = ("fp32", "fp16", "bf16", "int")
+ACCUMULATOR_BITS = (12, 16, 24, 32)
+COLUMNS = (
+    "task", "model", "recipe", "seed", "vector_format", "accumulator_bits", "datapath",
+    "accuracy_pct", "saturated_pct", "latency_ms", "energy_uj", "area_mm2", "vector_area_mm2",
+    "code_commit", "checkpoint_sha256",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One datapath: ``--set`` overrides of the table's chip."""
+
+    vector_format: str
+    accumulator_bits: int
+
+    @property
+    def overrides(self) -> dict[str, object]:
+        return {"vector_unit.format": self.vector_format,
+                "precision.accumulator_bits": self.accumulator_bits}
+
+
+def variants() -> list[Variant]:
+    base = load_hw(TABLE_HW_CONFIG)
+    bits, fmt = base.precision.accumulator_bits, base.vector_unit.format
+    return [*(Variant(f, bits) for f in FORMATS),
+            *(Variant(fmt, b) for b in ACCUMULATOR_BITS if b != bits)]
+
+
+def simulated(backbone: str, recipe: str, shape: dict[str, float],
+              overrides: dict[str, object]) -> dict[str, float]:
+    """Totals of ``accelsim run`` (the CLI, as a user would call it) for one datapath."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run.json"
+        argv = ["run", "--hw", str(TABLE_HW_CONFIG), "--model", backbone, "--recipe", recipe,
+                "--json", str(out)]
+        argv += [a for k, v in shape.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+        argv += [a for k, v in overrides.items() for a in ("--set", f"{k}={v}")]
+        with contextlib.redirect_stdout(io.StringIO()):
+            if accelsim_main(argv) != 0:
+                raise AccelsimError(f"accelsim {' '.join(argv)}: the design point is infeasible")
+        data = json.loads(out.read_text())
+    totals = data["totals"]
+    return {"latency_ms": totals["latency_ms"], "energy_uj": totals["energy_uj"],
+            "area_mm2": totals["area_mm2"], "vector_area_mm2": data["area_breakdown_mm2"]["vector"]}
+
+
+def study_rows(task_name: str, recipe: str, seed: int) -> list[dict[str, str]]:
+    task = get_task(task_name)
+    if not load_recipe(recipe).quantized:
+        raise AccelsimError(f"--recipes {recipe}: not compressed, the integer reference does not "
+                            "run it; allowed: a quantized recipe of the table")
+    model = trained_model(task, recipe, seed)
+    int_model = export_int_model(model)
+    checkpoint = tensors_sha256(model.state_dict())
+    base = load_hw(TABLE_HW_CONFIG)
+    rows = []
+    for variant in variants():
+        chip = chip_datapath(with_overrides(base, variant.overrides))
+        result = evaluate_on_chip(task, model, int_model, "test", datapath=chip.datapath)
+        cost = simulated(task.backbone, recipe, task.input_shape, variant.overrides)
+        rows.append({
+            "task": task_name, "model": task.backbone, "recipe": recipe, "seed": str(seed),
+            "vector_format": variant.vector_format,
+            "accumulator_bits": str(variant.accumulator_bits), "datapath": chip.label,
+            "accuracy_pct": f"{result.metric:.2f}",
+            "saturated_pct": f"{100 * result.saturations / max(result.accumulators, 1):.4f}",
+            "latency_ms": f"{cost['latency_ms']:.4f}", "energy_uj": f"{cost['energy_uj']:.3f}",
+            "area_mm2": f"{cost['area_mm2']:.4f}",
+            "vector_area_mm2": f"{cost['vector_area_mm2']:.4f}",
+            "code_commit": code_commit(), "checkpoint_sha256": checkpoint,
+        })  # fmt: skip
+        print(f"[{task_name}/{recipe}/seed{seed}] {chip.label}: {result.metric:.2f} %, "
+              f"{cost['energy_uj']:.1f} uJ, {cost['area_mm2']:.4f} mm2", flush=True)
+    return rows
+
+
+def render(rows: list[dict[str, str]]) -> str:
+    lines = [
+        "# Accuracy against the chip's datapath",
+        "",
+        "Generated by `experiments/accuracy/datapath_study.py` from `datapath_study.csv` (do not",
+        "edit by hand). Test accuracy of a trained compressed run, measured by the integer",
+        "reference on variants of `hw_configs/int4_sparse.yaml` (vector-unit format at its",
+        "accumulator width, then accumulator widths with its vector format); latency, energy and",
+        "area simulated for the task's backbone at the shape the accuracy is measured at.",
+        "`saturated %`: share of GEMM accumulators whose exact sum fell outside the accumulator's",
+        "range (clamped). The training ran on the fake-quant model (float32 between GEMMs).",
+        "",
+    ]
+    groups: dict[tuple[str, str, str], list[dict[str, str]]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["recipe"], r["seed"]), []).append(r)
+    for (task, recipe, seed), mine in groups.items():
+        lines += [
+            f"## {task}, {recipe}, seed {seed} (`{mine[0]['model']}`)",
+            "",
+            "| vector format | accumulator bits | accuracy % | saturated % | latency ms | "
+            "energy uJ | area mm2 | vector area mm2 |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['vector_format']} | {r['accumulator_bits']} | {r['accuracy_pct']} | "
+            f"{r['saturated_pct']} | {r['latency_ms']} | {r['energy_uj']} | {r['area_mm2']} | "
+            f"{r['vector_area_mm2']} |"
+            for r in mine
+        ]
+        lines += ["", f"Commit `{mine[0]['code_commit']}`, checkpoint "
+                      f"`{mine[0]['checkpoint_sha256'][:16]}`.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", required=True, choices=list(BUDGETS))
+    parser.add_argument("--recipes", nargs="+", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        new = [row for recipe in args.recipes for row in study_rows(args.task, recipe, args.seed)]
+    except AccelsimError as exc:
+        print(f"datapath_study: {exc}", file=sys.stderr)
+        return 2
+    key = ("task", "recipe", "seed", "datapath")
+    fresh = {tuple(r[k] for k in key) for r in new}
+    kept = [r for r in read_rows(STUDY_CSV) if tuple(r[k] for k in key) not in fresh]
+    rows = sorted([*kept, *new], key=lambda r: (r["task"], r["recipe"], int(r["seed"])))
+    write_csv(STUDY_CSV, COLUMNS, rows)
+    write_text_atomic(STUDY_MD, render(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
