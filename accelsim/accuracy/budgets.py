@@ -139,11 +139,12 @@ BUDGETS: dict[str, Budget] = {
     "wordnet_supersenses": Budget(fp_epochs=8, qat_epochs=3, batch_size=16, fp_lr=1e-4,
                                   qat_lr=5e-5),
     # 4000 images at 56 px, batch 32: 125 steps an epoch. The vision budget (docs/accuracy.md):
-    # at 2000 images and 2 epochs FP32 fine-tuning stayed below the frozen linear probe; at 4000
-    # images and 4 epochs (candidate A) its validation accuracy (84.60 %) was still climbing and
-    # still below the probe's (84.80 %), so candidate A2 doubles the epochs.
+    # at 2000 images and 2 epochs FP32 fine-tuning stayed below the frozen linear probe, and at
+    # 4000 images with 4 or 8 epochs at lr 1e-4 within the noise of a 500-image validation
+    # split (84.60 and 83.40 % against the probe's 84.80 %); validation is now 1000 images and
+    # the FP32 learning rate is chosen on it.
     "fashion_mnist": Budget(
-        fp_epochs=8, qat_epochs=1, batch_size=32, fp_lr=1e-4, qat_lr=5e-5,
+        fp_epochs=4, qat_epochs=1, batch_size=32, fp_lr=1e-4, qat_lr=5e-5,
         skip=(NO_DROPOUT, *NO_UNLABELED_POOL, NO_TEXT),
     ),
     # 1680 one-second clips (35 words in noise), batch 32: 53 steps an epoch. The old task's

@@ -3,13 +3,13 @@
 Data: the four IDX files of the Debian ``dataset-fashion-mnist`` package
 (``/usr/share/datasets/fashion-mnist``): 10 classes (T-shirt/top, trouser, pullover, dress, coat,
 sandal, shirt, sneaker, bag, ankle boot), 28x28 gray. The split is class-balanced and fixed
-(:data:`accelsim.tasks._data.SPLIT_SEED`): train 400 and val 50 per class drawn from the official
-60k training file, test 100 per class from the official 10k test file, i.e. 4000 / 500 / 1000
-images (the training set was 2000 until fine-tuning was found not to beat a frozen linear probe
-on it: docs/accuracy.md, "The vision budget"). Images are upsampled (bilinear) to
-``resolution`` px (default 56: 4x4 patches + CLS = 17 tokens, which fits fine-tuning a
-22M-parameter ViT on 2 CPU cores), repeated to 3 channels and normalised with the ImageNet
-mean/std that DINOv2 was trained with.
+(:data:`accelsim.tasks._data.SPLIT_SEED`): train 400 and val 100 per class drawn from the
+official 60k training file, test 100 per class from the official 10k test file, i.e. 4000 / 1000
+/ 1000 images (the training set was 2000 and the validation set 500 until fine-tuning was found
+not to beat a frozen linear probe on them: docs/accuracy.md, "The vision budget"). Images are
+upsampled (bilinear) to ``resolution`` px (default 56: 4x4 patches + CLS = 17 tokens, which fits
+fine-tuning a 22M-parameter ViT on 2 CPU cores), repeated to 3 channels and normalised with the
+ImageNet mean/std that DINOv2 was trained with.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class FashionMnist:
     name: str = field(default="fashion_mnist", init=False)
     num_labels: int = field(default=len(CLASSES), init=False)
     metric_name: str = field(default="accuracy_pct", init=False)
-    sizes: SplitSizes = field(default=SplitSizes(400, 50, 100), init=False)
+    sizes: SplitSizes = field(default=SplitSizes(400, 100, 100), init=False)
 
     def __post_init__(self) -> None:
         side = self.side_px
