@@ -15,7 +15,9 @@ products); a narrower one runs at native width. The ``count`` instances of a nod
 heads, conv groups) and their passes run back to back as one pipelined fold stream
 (``map_gemm(..., count=count * passes)``); the memory plan times the layer as that one stream,
 with the DRAM traffic of ``count`` instances (passes re-read on-chip data, not DRAM); in an
-attention chain the plan runs head by head, each instance is its own stream. A layer
+attention chain the plan runs head by head, each instance is its own stream, and in an FFN chain
+run in hidden-column chunks each chunk of fc1's columns or fc2's reduction is (fc2's partial sums
+then go to the output buffer and back once a chunk). A layer
 whose smallest tile does not fit makes the whole result infeasible (``feasible=False`` and a
 reason), which is a result, not an error.
 """
@@ -193,7 +195,8 @@ def _footprint(t: memory.Tiling, ops: memory.Operands, hw: HwConfig) -> tuple[fl
 
 
 def _gemm_shape(node: GemmNode, hw: HwConfig, scalesim_compat: bool,
-                one_repeat_at_a_time: bool = False) -> _GemmShape | str:
+                one_repeat_at_a_time: bool = False, split_n: int = 1,
+                split_k: int = 1) -> _GemmShape | str:
     p = hw.precision
     weight_bits, act_bits, passes = resolve_bits(node, hw)
     skipping = sparse.skips(node, hw)
@@ -201,12 +204,13 @@ def _gemm_shape(node: GemmNode, hw: HwConfig, scalesim_compat: bool,
     rows, cols = hw.array.rows, hw.array.cols
     # Every pass of every instance is the same GEMM shape on new operands, so the array runs
     # them as one fold stream (fill and drain paid once per layer; compat: once per instance).
-    # In a fused attention chain the array runs another GEMM between two repeats, so each
-    # repeat is its own fold stream (fill and drain once per repeat).
-    repeats = node.count if one_repeat_at_a_time else 1
-    mapping = map_gemm(node.m, steps, node.n, rows, cols, hw.array.dataflow,
-                       count=node.count // repeats * passes, scalesim_compat=scalesim_compat,
-                       pipelined=hw.array.pipelined_folds)
+    # In a fused chain the array runs another GEMM between two repeats (attention heads) or
+    # chunks (FFN), so each is its own fold stream (fill and drain once per repeat or chunk).
+    repeats = (node.count if one_repeat_at_a_time else 1) * split_n * split_k
+    mapping = map_gemm(node.m, sparse.reduction_steps(node.k // split_k, skipping),
+                       node.n // split_n, rows, cols, hw.array.dataflow,
+                       count=node.count // (node.count if one_repeat_at_a_time else 1) * passes,
+                       scalesim_compat=scalesim_compat, pipelined=hw.array.pipelined_folds)
 
     def operands(weight_bits_per_element: float) -> memory.Operands:
         return memory.Operands(node.m, node.k, node.n, act_bits, weight_bits_per_element,
@@ -215,19 +219,28 @@ def _gemm_shape(node: GemmNode, hw: HwConfig, scalesim_compat: bool,
 
     ops = operands(sparse.weight_bits_per_element(weight_bits, skipping))
     gran = memory.granule(hw.array.dataflow, rows, cols)
-    candidates = memory.candidate_tilings(ops, hw, gran)
+
+    def tilings(tiled: memory.Operands) -> tuple[memory.Tiling, ...] | str:
+        if split_n == split_k == 1:
+            return memory.candidate_tilings(tiled, hw, gran)
+        return memory.chunked_tilings(tiled, hw, gran, split_n, split_k)
+
+    candidates = tilings(ops)
     if isinstance(candidates, str):
         return candidates
     if skipping:
         # The tilings a dense weight would get are valid for the smaller compressed one, and
         # under them every transfer shrinks: offering them keeps 2:4 never slower than dense.
-        dense = memory.candidate_tilings(operands(float(weight_bits)), hw, gran)
+        dense = tilings(operands(float(weight_bits)))
         if not isinstance(dense, str):
             candidates = tuple(dict.fromkeys(candidates + dense))
-    footprints = tuple(_footprint(t, ops, hw) for t in candidates)
+    # A reduction chunk's accumulators are the chain's partial sums, which the plan reserves.
+    footprints = tuple((0.0, 0.0) if split_k > 1 else _footprint(t, ops, hw)
+                       for t in candidates)
     return _GemmShape(weight_bits, act_bits, passes, skipping, steps,
                       mapping.compute_cycles * repeats,
-                      mapping.row_folds * mapping.col_folds * node.count * passes, ops,
+                      mapping.row_folds * mapping.col_folds * node.count * passes * split_n
+                      * split_k, ops,
                       candidates, footprints,
                       (min(f[0] for f in footprints), min(f[1] for f in footprints)))
 
@@ -392,7 +405,9 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False) -> Si
         vector_cycles.append(0)
         if not node.weight_is_activation:
             weight_bytes += shape.ops.b_bytes * node.count
-    plans = plan_with_fusion(graph, hw, reserves, vector_cycles)
+    # SCALE-Sim runs every layer whole; compat keeps its layer boundaries (head-by-head
+    # attention keeps them too: compat counts each head as its own layer either way).
+    plans = plan_with_fusion(graph, hw, reserves, vector_cycles, chunk_ffn=not scalesim_compat)
     # When every weight of the model fits the weight buffer, each is loaded once and stays.
     weights_resident = weight_bytes <= hw.sram.weights.size_bytes
     # Blocks repeat their plans too: traffic per (shape, plan), the rest per weight density.
@@ -409,13 +424,17 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False) -> Si
                                                  *_vector_fields(node, mem, hw, area_mm2))
         else:
             assert isinstance(node, GemmNode)
-            if mem.one_repeat_at_a_time:
+            if mem.one_repeat_at_a_time or mem.split_n > 1 or mem.split_k > 1:
                 fused_key = (node.m, node.k, node.n, node.count, node.weight_bits, node.act_bits,
-                             node.sparsity, node.weight_is_activation, True)
+                             node.sparsity, node.weight_is_activation, mem.one_repeat_at_a_time,
+                             mem.split_n, mem.split_k)
                 fused = shapes.get(fused_key)
                 if fused is None:
-                    fused = shapes[fused_key] = _gemm_shape(node, hw, scalesim_compat, True)
-                assert not isinstance(fused, str)  # same tilings as the unfused shape
+                    fused = shapes[fused_key] = _gemm_shape(
+                        node, hw, scalesim_compat, mem.one_repeat_at_a_time, mem.split_n,
+                        mem.split_k)
+                # A repeat or a chunk is no larger than the whole: its smallest tiles fit.
+                assert not isinstance(fused, str)
                 shape = fused
             key = (id(shape), mem)
             traffic = traffic_cache.get(key)
