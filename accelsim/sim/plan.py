@@ -122,6 +122,28 @@ class NodeMemory(NamedTuple):
     split_k: int = 1
 
 
+class ResidentState(NamedTuple):
+    """Model state a pass reads and extends, kept between passes (a decoder's KV cache).
+
+    ``size_bytes``: all of it at its stored width. ``readers``: the (node index, operand index)
+    pairs whose operand it is (in the graph, a model input). ``writers``: node index -> stored
+    bits of each node whose output is written into it (this pass's new positions).
+    ``on_chip``: it lives in the activation buffers across passes, its bytes taken from the
+    pool for the whole pass: its readers read it there and its writers write into it, with no
+    DRAM traffic; otherwise it lives in DRAM, read from there and written there.
+    """
+
+    size_bytes: float
+    readers: frozenset[tuple[int, int]]
+    writers: dict[int, int]
+    on_chip: bool = False
+
+
+def spilled_bytes(plans: Sequence[NodeMemory]) -> float:
+    """Activation bytes the plan moves to and from DRAM for lack of room (spills, re-loads)."""
+    return _spilled_bytes(plans)
+
+
 def _output_elements(node: Node) -> int:
     if isinstance(node, GemmNode):
         return node.m * node.n * node.count
@@ -212,7 +234,7 @@ class _Tensors(NamedTuple):
     size: list[float]
 
 
-def _tensors(graph: Graph, hw: HwConfig) -> _Tensors:
+def _tensors(graph: Graph, hw: HwConfig, state: ResidentState | None = None) -> _Tensors:
     nodes = graph.nodes
     count = len(nodes)
     operands, uses = _edges(graph)
@@ -227,6 +249,8 @@ def _tensors(graph: Graph, hw: HwConfig) -> _Tensors:
     for i in range(count):
         if not uses[i]:
             bits[i] = read_bits[i][0]
+    for i, stored_bits in (state.writers.items() if state else ()):
+        bits[i] = stored_bits
     size = [_output_elements(node) * b / 8 for node, b in zip(nodes, bits, strict=True)]
     from_input = [tuple(p < 0 for p in node_operands) for node_operands in operands]
     return _Tensors(operands, from_input, uses, bits, size)
@@ -270,17 +294,19 @@ def _ffn_chunks(nodes: Sequence[Node], first: int, last: int, size: Sequence[flo
 
 def plan_with_fusion(graph: Graph, hw: HwConfig,
                      gemm_reserve_bytes: Sequence[tuple[float, float]],
-                     node_cycles: Sequence[int], *,
-                     chunk_ffn: bool = True) -> tuple[NodeMemory, ...]:
+                     node_cycles: Sequence[int], *, chunk_ffn: bool = True,
+                     state: ResidentState | None = None) -> tuple[NodeMemory, ...]:
     """``plan_graph``, each attention and FFN chain fused only where that helps: the chain runs
     whole first; when that writes activations out (an eviction or a spilled output), it runs
     again fused from the same state, and the fused run is kept when its nodes spill fewer bytes
     (fusion costs array fill and drain per repeat or chunk, and FFN fusion partial-sum traffic,
-    so it is not taken for nothing). ``chunk_ffn=False`` leaves FFN chains whole."""
-    tensors = _tensors(graph, hw)
+    so it is not taken for nothing). ``chunk_ffn=False`` leaves FFN chains whole; ``state``:
+    the model state the pass reads and extends, and where it lives."""
+    tensors = _tensors(graph, hw, state)
     chains = (_all_chains(graph.nodes, tensors.operands, tensors.uses) if chunk_ffn
               else _chains(graph.nodes, tensors.operands, tensors.uses))
-    return _walk(graph, tensors, hw, gemm_reserve_bytes, node_cycles, chains, forced=False)
+    return _walk(graph, tensors, hw, gemm_reserve_bytes, node_cycles, chains, forced=False,
+                 state=state)
 
 
 def plan_graph(graph: Graph, hw: HwConfig, gemm_reserve_bytes: Sequence[tuple[float, float]],
@@ -297,7 +323,8 @@ def plan_graph(graph: Graph, hw: HwConfig, gemm_reserve_bytes: Sequence[tuple[fl
 
 def _walk(graph: Graph, tensors: _Tensors, hw: HwConfig,
           gemm_reserve_bytes: Sequence[tuple[float, float]], node_cycles: Sequence[int],
-          chains: Sequence[tuple[int, int]], forced: bool) -> tuple[NodeMemory, ...]:
+          chains: Sequence[tuple[int, int]], forced: bool,
+          state: ResidentState | None = None) -> tuple[NodeMemory, ...]:
     """One pass in execution order. ``forced``: every chain is fused (where it can be); else each
     runs whole on trial first (see ``plan_with_fusion``), which rewinds the walk to the chain's
     first node to try it fused."""
@@ -306,6 +333,11 @@ def _walk(graph: Graph, tensors: _Tensors, hw: HwConfig,
     operands, operand_from_input, uses, bits, size = tensors
     element_bits = hw.vector_unit.element_bits
     pool = hw.sram.inputs.size_bytes + hw.sram.outputs.size_bytes
+    state_readers: frozenset[tuple[int, int]] = frozenset()
+    state_writers: frozenset[int] = frozenset()
+    if state is not None and state.on_chip:
+        pool -= state.size_bytes
+        state_readers, state_writers = state.readers, frozenset(state.writers)
     bytes_per_cycle = hw.dram_bytes_per_cycle
     weight_tile_capacity = hw.sram.weights.tile_capacity_bytes
     accumulator_bytes = hw.precision.accumulator_bits / 8
@@ -379,8 +411,10 @@ def _walk(graph: Graph, tensors: _Tensors, hw: HwConfig,
                 trial = (i, chain_at[i], (dict(resident), used, idle_dram_bytes, len(plans)))
         node = nodes[i]
         node_operands = operands[i]
-        on_chip = tuple(p in resident for p in node_operands)
-        from_input = operand_from_input[i]
+        on_chip = tuple(p in resident or (i, k) in state_readers
+                        for k, p in enumerate(node_operands))
+        from_input = tuple(f and not chip
+                           for f, chip in zip(operand_from_input[i], on_chip, strict=True))
         is_gemm = isinstance(node, GemmNode)
         acc_reserve, a_tile_reserve = gemm_reserve_bytes[i]
         split_n, split_k = split.get(i, (1, 1))
@@ -396,6 +430,7 @@ def _walk(graph: Graph, tensors: _Tensors, hw: HwConfig,
                 used -= resident.pop(p)
         evicted = 0.0
         out_needed = bool(uses[i])
+        into_state = i in state_writers  # written into the state's own space
         want = footprint[i] if out_needed else 0.0
         if used + want + reserve > pool:
             # Belady: evict what is read furthest in the future, never the node's own operands,
@@ -428,10 +463,11 @@ def _walk(graph: Graph, tensors: _Tensors, hw: HwConfig,
             idle_dram_bytes = 0.0
         else:
             read_input = sum(from_input) * node.total_elements * element_bits / 8
-            moved = read_input + reload + evicted + (0.0 if keep else size[i])
+            moved = read_input + reload + evicted + (0.0 if keep or into_state else size[i])
             idle_dram_bytes += max(0.0, node_cycles[i] * bytes_per_cycle - moved)
-        plans.append(NodeMemory(on_chip, from_input, reload, bits[i], size[i], not keep,
-                                out_needed and not keep, evicted, prefetched,
+        plans.append(NodeMemory(on_chip, from_input, reload, bits[i], size[i],
+                                not keep and not into_state, out_needed and not keep, evicted,
+                                prefetched,
                                 max(0.0, free) if is_gemm else 0.0,
                                 chain is not None and chain[2], split_n, split_k))
         if trial is not None and i == trial[1]:

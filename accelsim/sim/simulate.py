@@ -25,11 +25,13 @@ reason), which is a result, not an error.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from accelsim.errors import AccelsimError
 from accelsim.formats import SPARSE_GROUP
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
+from accelsim.graph.phases import KVCacheTensor
 from accelsim.hw import HwConfig
 from accelsim.sim import memory, sparse, vector
 from accelsim.sim.actions import (
@@ -41,7 +43,13 @@ from accelsim.sim.actions import (
 )
 from accelsim.sim.energy import AreaBreakdown, EnergyBreakdown, area, price
 from accelsim.sim.mapping import map_gemm
-from accelsim.sim.plan import NodeMemory, plan_with_fusion, resolve_bits
+from accelsim.sim.plan import (
+    NodeMemory,
+    ResidentState,
+    plan_with_fusion,
+    resolve_bits,
+    spilled_bytes,
+)
 
 _PJ_PER_UJ = 1e6
 
@@ -142,6 +150,10 @@ class Totals:
 
 @dataclass(frozen=True)
 class SimResult:
+    """``kv_cache_placement``: where the plan put the KV cache of a decoder pass (``"sram"``:
+    resident in the activation buffers across passes; ``"dram"``), ``None`` without one;
+    ``kv_cache_bytes``: its size at its stored width."""
+
     model: str
     hw_name: str
     layers: tuple[LayerResult, ...]
@@ -149,13 +161,19 @@ class SimResult:
     feasible: bool
     reason: str
     area: AreaBreakdown
+    kv_cache_placement: str | None = None
+    kv_cache_bytes: int = 0
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "model": self.model, "hw": self.hw_name, "feasible": self.feasible,
             "reason": self.reason, "totals": self.totals.to_dict(),
             "layers": [layer.to_dict() for layer in self.layers],
         }
+        if self.kv_cache_placement is not None:
+            data.update(kv_cache_placement=self.kv_cache_placement,
+                        kv_cache_bytes=self.kv_cache_bytes)
+        return data
 
 
 @dataclass(frozen=True)
@@ -364,8 +382,44 @@ def _renamed(layer: LayerResult, name: str) -> LayerResult:
     return copy
 
 
-def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False) -> SimResult:
+def _kv_state(graph: Graph, hw: HwConfig,
+              kv_cache: Sequence[KVCacheTensor]) -> ResidentState | None:
+    """The KV cache as state the plan places: its bytes at the stored width (the tensor's
+    ``bits``, else its reader's B-operand width), read as the B operand of its attention GEMM
+    and written by its ``written_by`` node (in DRAM, at the stored width)."""
+    if not kv_cache:
+        return None
+    index = {node.name: i for i, node in enumerate(graph.nodes)}
+    size = 0.0
+    readers: set[tuple[int, int]] = set()
+    writers: dict[int, int] = {}
+    for tensor in kv_cache:
+        for field_name in ("read_by", "written_by"):
+            name = getattr(tensor, field_name)
+            if name is not None and name not in index:
+                raise AccelsimError(f"kv cache {tensor.name!r}: {field_name}={name!r} is not a "
+                                    f"node of graph {graph.name!r}")
+        reader = graph.nodes[index[tensor.read_by]]
+        if not (isinstance(reader, GemmNode) and reader.weight_is_activation):
+            raise AccelsimError(f"kv cache {tensor.name!r}: read_by={tensor.read_by!r} is not "
+                                "an attention GEMM (both operands activations)")
+        bits = tensor.bits or resolve_bits(reader, hw)[0]
+        size += tensor.elements * bits / 8
+        readers.add((index[tensor.read_by], 1))
+        if tensor.written_by is not None:
+            writers[index[tensor.written_by]] = bits
+    return ResidentState(size, frozenset(readers), writers)
+
+
+def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False,
+             kv_cache: Sequence[KVCacheTensor] = ()) -> SimResult:
     """Simulate ``graph`` on ``hw``.
+
+    ``kv_cache``: a decoder pass's KV cache (``PhaseGraph.kv_cache``). The plan keeps it in the
+    activation buffers across passes when it fits there beside the pass's own activations
+    (moving fewer DRAM bytes than reading it from DRAM would: its readers then read it on chip
+    and its writers write the new positions into it), else in DRAM
+    (``SimResult.kv_cache_placement``).
 
     ``scalesim_compat=True`` uses SCALE-Sim 3.0.0's compute-cycle formulas (combine it with
     ``ideal_memory: true`` to compare stall-free cycles). SCALE-Sim's array runs its folds back
@@ -407,7 +461,20 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False) -> Si
             weight_bytes += shape.ops.b_bytes * node.count
     # SCALE-Sim runs every layer whole; compat keeps its layer boundaries (head-by-head
     # attention keeps them too: compat counts each head as its own layer either way).
-    plans = plan_with_fusion(graph, hw, reserves, vector_cycles, chunk_ffn=not scalesim_compat)
+    state = _kv_state(graph, hw, kv_cache)
+    plans = plan_with_fusion(graph, hw, reserves, vector_cycles, chunk_ffn=not scalesim_compat,
+                             state=state)
+    placement = None
+    if state is not None:
+        placement = "dram"
+        if state.size_bytes <= hw.sram.inputs.size_bytes + hw.sram.outputs.size_bytes:
+            on_chip = plan_with_fusion(graph, hw, reserves, vector_cycles,
+                                       chunk_ffn=not scalesim_compat,
+                                       state=state._replace(on_chip=True))
+            # Kept on chip only where that saves DRAM traffic: the activations it pushes out
+            # must cost less than reading the cache from DRAM.
+            if spilled_bytes(on_chip) < spilled_bytes(plans) + state.size_bytes:
+                plans, placement = on_chip, "sram"
     # When every weight of the model fits the weight buffer, each is loaded once and stays.
     weights_resident = weight_bytes <= hw.sram.weights.size_bytes
     # Blocks repeat their plans too: traffic per (shape, plan), the rest per weight density.
@@ -448,4 +515,5 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False) -> Si
         layers.append(layer if layer.name == node.name else _renamed(layer, node.name))
     frozen = tuple(layers)
     return SimResult(graph.name, hw.name, frozen, _totals(frozen, hw, area_mm2), True, "",
-                     area_breakdown)
+                     area_breakdown, placement,
+                     math.ceil(state.size_bytes - 1e-9) if state is not None else 0)
