@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 # Bump when this module changes what a phase trace holds (the disk cache keys on it, besides
 # the tracer's own TRACER_VERSION).
-PHASE_TRACE_VERSION = 1
+PHASE_TRACE_VERSION = 2  # 2: KV tensors record written_from
 _MEMORY_CACHE: dict[str, PhaseGraph] = {}
 _KV_WRITE_OPS = ("index_copy_", "index_copy")
 
@@ -113,20 +113,25 @@ def _trace(name: str, phase: Phase, shape: dict[str, int],
     exported = export_module(module, inputs, name=name)
     graph = graph_from_exported(exported, module, name=f"{name}.{phase}", input_shape=shape)
     kv = _kv_tensors(exported, {g.name: g for g in graph.gemms}, name)
-    return PhaseGraph(phase=phase, graph=_cache_operands_from_memory(graph, kv), kv_cache=kv,
-                      shape=dict(shape))
+    graph, kv = _cache_operands_from_state(graph, kv)
+    return PhaseGraph(phase=phase, graph=graph, kv_cache=kv, shape=dict(shape))
 
 
-def _cache_operands_from_memory(graph: Graph, kv: tuple[KVCacheTensor, ...]) -> Graph:
-    """The B operand of a cache-reading GEMM is the KV cache, model state that lives in DRAM
-    between steps: its source is a model input, not the projection that wrote this step's one
-    position into it (the tracer sees the cache write as data movement from that projection)."""
+def _cache_operands_from_state(graph: Graph, kv: tuple[KVCacheTensor, ...]
+                               ) -> tuple[Graph, tuple[KVCacheTensor, ...]]:
+    """The B operand of a cache-reading GEMM is the KV cache, model state kept between steps
+    (where, the simulator's memory plan decides): its source is a model input, not the
+    projection that wrote this step's positions into it (the tracer sees the cache write as
+    data movement from that projection), which the tensor records as ``written_from``."""
+    sources = {node.name: node.inputs[1] for node in graph.gemms
+               if node.inputs and len(node.inputs) > 1}
     readers = {tensor.read_by for tensor in kv}
     nodes = tuple(
         dataclasses.replace(node, inputs=(node.inputs[0], MODEL_INPUT))
         if node.name in readers and node.inputs else node
         for node in graph.nodes)
-    return dataclasses.replace(graph, nodes=nodes)
+    kv = tuple(dataclasses.replace(t, written_from=sources.get(t.read_by) or None) for t in kv)
+    return dataclasses.replace(graph, nodes=nodes), kv
 
 
 def trace_phase(name: str, phase: Phase, shape: dict[str, int]) -> PhaseGraph:

@@ -34,7 +34,10 @@ class KVCacheTensor:
     ``positions`` is the cache length this pass attends over (prompt for prefill, context + 1
     for a decode step); ``written_positions`` the positions this pass stores (the prompt, or the
     one new token). ``bits`` is the stored width (``None``: the attention operands' width, the
-    hardware's default); ``read_by`` names the attention GEMM whose B operand it is.
+    hardware's default); ``read_by`` names the attention GEMM whose B operand it is;
+    ``written_from`` the node that computes this pass's new positions (the key or value
+    projection, as traced); ``written_by`` the node whose output is stored into the cache as
+    those positions (``None``: the graph has no such node).
     """
 
     name: str
@@ -46,6 +49,8 @@ class KVCacheTensor:
     written_positions: int
     read_by: str
     bits: int | None = None
+    written_from: str | None = None
+    written_by: str | None = None
 
     def __post_init__(self) -> None:
         for dim in ("batch", "kv_heads", "positions", "head_dim", "written_positions"):
@@ -80,11 +85,17 @@ class PhaseGraph:
 
     def __post_init__(self) -> None:
         gemms = {node.name: node for node in self.graph.gemms}
+        names = {node.name for node in self.graph.nodes}
         for tensor in self.kv_cache:
             node = gemms.get(tensor.read_by)
             if node is None or node.kind != "matmul":
                 raise AccelsimError(f"kv cache {tensor.name!r}: read_by={tensor.read_by!r} is "
                                     f"not an attention matmul of graph {self.graph.name!r}")
+            for field_name in ("written_from", "written_by"):
+                node_name = getattr(tensor, field_name)
+                if node_name is not None and node_name not in names:
+                    raise AccelsimError(f"kv cache {tensor.name!r}: {field_name}={node_name!r} "
+                                        f"is not a node of graph {self.graph.name!r}")
 
     def to_dict(self) -> dict:
         return {"phase": self.phase, "shape": dict(self.shape), "graph": self.graph.to_dict(),
@@ -182,14 +193,30 @@ NOMINAL_DENSITY = {"dense": 1.0, "2:4": 0.5}
 
 def with_precision(phase_graph: PhaseGraph, precision: DecoderPrecision) -> PhaseGraph:
     """The phase graph run at ``precision``: GEMM widths and sparsity set, and one requantize on
-    the vector unit per quantized operand, as a compressed trace has (each linear's input, each
-    attention matmul's A operand, each KV write)."""
+    the vector unit per quantized operand, as a compressed trace has: each linear's input and
+    each attention matmul's A operand (the GEMM then reads the requantized tensor), and each KV
+    write (right after the node that computes the new positions; its output is what the cache
+    stores, ``written_by``)."""
     p = precision
+    writes: dict[str | None, list[KVCacheTensor]] = {}
+    for tensor in phase_graph.kv_cache:
+        writes.setdefault(tensor.written_from, []).append(tensor)
+
+    def kv_writes(source: str | None) -> list[Node]:
+        return [VectorNode(name=f"{t.name}/requantize", vector_op="requantize",
+                           elements=t.written_elements,
+                           inputs=None if source is None else (source,))
+                for t in writes.get(source, ())]
+
     nodes: list[Node] = []
     for node in phase_graph.graph.nodes:
         if isinstance(node, GemmNode):
-            nodes.append(VectorNode(name=f"{node.name}/requantize", vector_op="requantize",
-                                    elements=node.m * node.k * node.count))
+            quantized = f"{node.name}/requantize"
+            nodes.append(VectorNode(name=quantized, vector_op="requantize",
+                                    elements=node.m * node.k * node.count,
+                                    inputs=None if node.inputs is None else node.inputs[:1]))
+            if node.inputs is not None:
+                node = dataclasses.replace(node, inputs=(quantized, *node.inputs[1:]))
             if node.weight_is_activation:
                 node = dataclasses.replace(node, weight_bits=p.attention_bits,
                                            act_bits=p.attention_bits)
@@ -200,7 +227,9 @@ def with_precision(phase_graph: PhaseGraph, precision: DecoderPrecision) -> Phas
                     sparsity="2:4" if sparse else "dense",
                     weight_density=NOMINAL_DENSITY["2:4" if sparse else "dense"])
         nodes.append(node)
-    nodes += [VectorNode(name=f"{t.name}/requantize", vector_op="requantize",
-                         elements=t.written_elements) for t in phase_graph.kv_cache]
+        nodes += kv_writes(node.name)
+    nodes += kv_writes(None)  # a cache whose writer the graph does not name: after the rest
     graph = dataclasses.replace(phase_graph.graph, nodes=tuple(nodes))
-    return with_kv_bits(dataclasses.replace(phase_graph, graph=graph), p.kv_bits)
+    kv = tuple(dataclasses.replace(t, written_by=f"{t.name}/requantize")
+               for t in phase_graph.kv_cache)
+    return with_kv_bits(dataclasses.replace(phase_graph, graph=graph, kv_cache=kv), p.kv_bits)

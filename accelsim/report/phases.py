@@ -27,10 +27,15 @@ def metrics_lines(metrics: PhaseMetrics) -> list[str]:
 def traffic_lines(cost: PassCost, dram_gbps: float) -> list[str]:
     """Where a pass's DRAM bytes go and how its latency splits against the bandwidth bound."""
     other = cost.dram_bytes - cost.weight_bytes - cost.kv_read_bytes
+    on_chip = cost.kv_cache_placement == "sram"
+    where = "on chip (resident in the activation buffers across steps)" if on_chip else "in DRAM"
+    other_what = "activations" if on_chip else "activations, KV writes"
     return [
+        f"  KV cache    {si(cost.kv_cache_bytes, 'B')} {where}; this pass writes "
+        f"{si(cost.kv_write_bytes, 'B')}",
         f"  DRAM        {si(cost.dram_bytes, 'B')}: weights {si(cost.weight_bytes, 'B')}, "
-        f"KV cache read {si(cost.kv_read_bytes, 'B')} (written {si(cost.kv_write_bytes, 'B')}),"
-        f" other {si(other, 'B')} (activations, KV writes)",
+        f"KV cache read {si(cost.kv_read_bytes, 'B')},"
+        f" other {si(other, 'B')} ({other_what})",
         f"  bound       {cost.bandwidth_bound_ms:.4f} ms at {dram_gbps:g} GB/s + vector unit "
         f"{cost.vector_ms:.4f} ms + GEMM time not under its transfers "
         f"{cost.gemm_exposed_ms:.4f} ms = {cost.latency_ms:.4f} ms "

@@ -2,7 +2,10 @@
 energy per token, a whole generation, and the batch where decoding turns compute-bound.
 
 Each pass (a prefill, one decode step) is one :func:`accelsim.sim.simulate` of its
-:class:`~accelsim.graph.phases.PhaseGraph`. Its latency splits into the DRAM bandwidth bound
+:class:`~accelsim.graph.phases.PhaseGraph`, whose KV cache the memory plan places: resident in
+the activation buffers across passes when it fits there beside the pass's activations (no DRAM
+read; the new positions written on chip), else in DRAM (read every pass, the new positions
+written there). Its latency splits into the DRAM bandwidth bound
 (all bytes the pass moves / DRAM bandwidth) and what does not overlap with it in this model:
 the vector unit (serialized with the array) and, per GEMM, the part of its time not covered by
 its own transfers (the first fold's operands before the array starts and the last fold's
@@ -32,8 +35,10 @@ class PassCost:
     shape: dict[str, int]
     result: SimResult
     weight_bytes: int  # one copy of every weight GEMM's stored B operand (packed 2:4 if skipping)
-    kv_read_bytes: int  # the KV cache tensors the pass attends over, at their stored width
-    kv_write_bytes: int  # the positions this pass adds to the cache
+    kv_cache_placement: str  # "sram": resident on chip across passes; "dram"
+    kv_cache_bytes: int  # the KV cache tensors the pass attends over, at their stored width
+    kv_read_bytes: int  # of those, read from DRAM (all of them in DRAM, none on chip)
+    kv_write_bytes: int  # the positions this pass adds to the cache (into SRAM or DRAM)
     bandwidth_bound_ms: float  # result DRAM bytes / DRAM bandwidth
     vector_ms: float  # vector-unit time (serialized with the array)
     gemm_exposed_ms: float  # GEMM time not hidden under its own transfers
@@ -57,7 +62,9 @@ class PassCost:
     def to_dict(self) -> dict:
         return {"phase": self.phase, **self.shape, "latency_ms": self.latency_ms,
                 "energy_uj": self.energy_uj, "dram_bytes": self.dram_bytes,
-                "weight_bytes": self.weight_bytes, "kv_read_bytes": self.kv_read_bytes,
+                "weight_bytes": self.weight_bytes,
+                "kv_cache_placement": self.kv_cache_placement,
+                "kv_cache_bytes": self.kv_cache_bytes, "kv_read_bytes": self.kv_read_bytes,
                 "kv_write_bytes": self.kv_write_bytes,
                 "bandwidth_bound_ms": self.bandwidth_bound_ms, "vector_ms": self.vector_ms,
                 "gemm_exposed_ms": self.gemm_exposed_ms}
@@ -73,7 +80,7 @@ class InfeasiblePass(Exception):
 
 def simulate_pass(phase_graph: PhaseGraph, hw: HwConfig) -> PassCost:
     """Simulate one prefill or decode step; raises :class:`InfeasiblePass` if it does not fit."""
-    result = simulate(phase_graph.graph, hw)
+    result = simulate(phase_graph.graph, hw, kv_cache=phase_graph.kv_cache)
     if not result.feasible:
         raise InfeasiblePass(result)
     layers = {layer.name: layer for layer in result.layers}
@@ -82,11 +89,12 @@ def simulate_pass(phase_graph: PhaseGraph, hw: HwConfig) -> PassCost:
         layer.k * layer.n * layer.count
         * sparse.weight_bits_per_element(layer.weight_bits, layer.skipping)
         for layer in result.layers if layer.op == "gemm" and layer.name not in attention)
-    kv_read_bits = kv_write_bits = 0
+    kv_bits = kv_write_bits = 0
     for tensor in phase_graph.kv_cache:
         bits = layers[tensor.read_by].weight_bits
-        kv_read_bits += tensor.elements * bits
+        kv_bits += tensor.elements * bits
         kv_write_bits += tensor.written_elements * bits
+    placement = result.kv_cache_placement or "dram"
     cycles_per_ms = hw.array.clock_mhz * 1e3
     bytes_per_cycle = hw.dram_bytes_per_cycle
     # Each layer's time beyond its own DRAM transfers (the memory plan gives vector ops DRAM
@@ -96,7 +104,9 @@ def simulate_pass(phase_graph: PhaseGraph, hw: HwConfig) -> PassCost:
         exposed[layer.op] += layer.cycles - layer.dram_bytes / bytes_per_cycle
     return PassCost(
         phase=phase_graph.phase, shape=dict(phase_graph.shape), result=result,
-        weight_bytes=round(weight_bits / 8), kv_read_bytes=round(kv_read_bits / 8),
+        weight_bytes=round(weight_bits / 8), kv_cache_placement=placement,
+        kv_cache_bytes=round(kv_bits / 8),
+        kv_read_bytes=round(kv_bits / 8) if placement == "dram" else 0,
         kv_write_bytes=round(kv_write_bits / 8),
         bandwidth_bound_ms=result.totals.dram_bytes / bytes_per_cycle / cycles_per_ms,
         vector_ms=exposed["vector"] / cycles_per_ms,

@@ -146,6 +146,33 @@ def candidate_tilings(ops: Operands, hw: HwConfig,
     return tuple(dict.fromkeys((tiling, narrow_n, narrow_m)))
 
 
+def chunked_tilings(ops: Operands, hw: HwConfig, gran: tuple[int, int, int], split_n: int,
+                    split_k: int) -> tuple[Tiling, ...] | str:
+    """Tilings of a GEMM of a fused FFN chain, which runs as ``split_n`` equal column chunks
+    (fc1) or ``split_k`` equal reduction chunks (fc2) with the chain's other nodes between them.
+
+    A column chunk is tiled like a GEMM of its own, its tiles counted ``split_n`` times. A
+    reduction chunk accumulates into partial sums for the whole output, which the plan holds in
+    the output buffer: the output is one tile, and each weight tile, as large as the weight
+    buffer takes, meets every row of A once (so weights are read once and A stays on chip).
+    """
+    chunk = dataclasses.replace(ops, n=ops.n // split_n, k=ops.k // split_k)
+    if split_k == 1:
+        tilings = candidate_tilings(chunk, hw, gran)
+        if isinstance(tilings, str):
+            return tilings
+        return tuple(dataclasses.replace(t, tiles_n=t.tiles_n * split_n) for t in tilings)
+    _, gk, gn = _fold(chunk, gran)
+    cap_b = hw.sram.weights.tile_capacity_bytes * 8
+    if gk * gn * ops.weight_bits > cap_b:
+        return (f"weight tile {gk}x{gn} ({gk * gn * ops.weight_bits / 8:.0f} B) exceeds the "
+                f"weight buffer's tile capacity ({cap_b // 8} B)")
+    tile_k = _fit(cap_b / (gn * ops.weight_bits), gk, chunk.k)
+    tile_n = _fit(cap_b / (tile_k * ops.weight_bits), gn, ops.n)
+    return (Tiling(ops.m, tile_k, tile_n, 1, -(-chunk.k // tile_k) * split_k, -(-ops.n // tile_n),
+                   "n_outer"),)
+
+
 def refetch_counts(t: Tiling, a_fits: bool = False, b_fits: bool = False) -> tuple[int, int]:
     """How many times A and B are read from DRAM under the tiling's loop order. An operand that
     fits its buffer whole (``a_fits``, ``b_fits``) stays there once loaded: read once."""

@@ -15,7 +15,9 @@ products); a narrower one runs at native width. The ``count`` instances of a nod
 heads, conv groups) and their passes run back to back as one pipelined fold stream
 (``map_gemm(..., count=count * passes)``); the memory plan times the layer as that one stream,
 with the DRAM traffic of ``count`` instances (passes re-read on-chip data, not DRAM); in an
-attention chain the plan runs head by head, each instance is its own stream. A layer
+attention chain the plan runs head by head, each instance is its own stream, and in an FFN chain
+run in hidden-column chunks each chunk of fc1's columns or fc2's reduction is (fc2's partial sums
+then go to the output buffer and back once a chunk). A layer
 whose smallest tile does not fit makes the whole result infeasible (``feasible=False`` and a
 reason), which is a result, not an error.
 """
@@ -23,11 +25,13 @@ reason), which is a result, not an error.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from accelsim.errors import AccelsimError
 from accelsim.formats import SPARSE_GROUP
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
+from accelsim.graph.phases import KVCacheTensor
 from accelsim.hw import HwConfig
 from accelsim.sim import memory, sparse, vector
 from accelsim.sim.actions import (
@@ -39,7 +43,13 @@ from accelsim.sim.actions import (
 )
 from accelsim.sim.energy import AreaBreakdown, EnergyBreakdown, area, price
 from accelsim.sim.mapping import map_gemm
-from accelsim.sim.plan import NodeMemory, plan_with_fusion, resolve_bits
+from accelsim.sim.plan import (
+    NodeMemory,
+    ResidentState,
+    plan_with_fusion,
+    resolve_bits,
+    spilled_bytes,
+)
 
 _PJ_PER_UJ = 1e6
 
@@ -140,6 +150,10 @@ class Totals:
 
 @dataclass(frozen=True)
 class SimResult:
+    """``kv_cache_placement``: where the plan put the KV cache of a decoder pass (``"sram"``:
+    resident in the activation buffers across passes; ``"dram"``), ``None`` without one;
+    ``kv_cache_bytes``: its size at its stored width."""
+
     model: str
     hw_name: str
     layers: tuple[LayerResult, ...]
@@ -147,13 +161,19 @@ class SimResult:
     feasible: bool
     reason: str
     area: AreaBreakdown
+    kv_cache_placement: str | None = None
+    kv_cache_bytes: int = 0
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "model": self.model, "hw": self.hw_name, "feasible": self.feasible,
             "reason": self.reason, "totals": self.totals.to_dict(),
             "layers": [layer.to_dict() for layer in self.layers],
         }
+        if self.kv_cache_placement is not None:
+            data.update(kv_cache_placement=self.kv_cache_placement,
+                        kv_cache_bytes=self.kv_cache_bytes)
+        return data
 
 
 @dataclass(frozen=True)
@@ -193,7 +213,8 @@ def _footprint(t: memory.Tiling, ops: memory.Operands, hw: HwConfig) -> tuple[fl
 
 
 def _gemm_shape(node: GemmNode, hw: HwConfig, scalesim_compat: bool,
-                one_repeat_at_a_time: bool = False) -> _GemmShape | str:
+                one_repeat_at_a_time: bool = False, split_n: int = 1,
+                split_k: int = 1) -> _GemmShape | str:
     p = hw.precision
     weight_bits, act_bits, passes = resolve_bits(node, hw)
     skipping = sparse.skips(node, hw)
@@ -201,12 +222,13 @@ def _gemm_shape(node: GemmNode, hw: HwConfig, scalesim_compat: bool,
     rows, cols = hw.array.rows, hw.array.cols
     # Every pass of every instance is the same GEMM shape on new operands, so the array runs
     # them as one fold stream (fill and drain paid once per layer; compat: once per instance).
-    # In a fused attention chain the array runs another GEMM between two repeats, so each
-    # repeat is its own fold stream (fill and drain once per repeat).
-    repeats = node.count if one_repeat_at_a_time else 1
-    mapping = map_gemm(node.m, steps, node.n, rows, cols, hw.array.dataflow,
-                       count=node.count // repeats * passes, scalesim_compat=scalesim_compat,
-                       pipelined=hw.array.pipelined_folds)
+    # In a fused chain the array runs another GEMM between two repeats (attention heads) or
+    # chunks (FFN), so each is its own fold stream (fill and drain once per repeat or chunk).
+    repeats = (node.count if one_repeat_at_a_time else 1) * split_n * split_k
+    mapping = map_gemm(node.m, sparse.reduction_steps(node.k // split_k, skipping),
+                       node.n // split_n, rows, cols, hw.array.dataflow,
+                       count=node.count // (node.count if one_repeat_at_a_time else 1) * passes,
+                       scalesim_compat=scalesim_compat, pipelined=hw.array.pipelined_folds)
 
     def operands(weight_bits_per_element: float) -> memory.Operands:
         return memory.Operands(node.m, node.k, node.n, act_bits, weight_bits_per_element,
@@ -215,19 +237,28 @@ def _gemm_shape(node: GemmNode, hw: HwConfig, scalesim_compat: bool,
 
     ops = operands(sparse.weight_bits_per_element(weight_bits, skipping))
     gran = memory.granule(hw.array.dataflow, rows, cols)
-    candidates = memory.candidate_tilings(ops, hw, gran)
+
+    def tilings(tiled: memory.Operands) -> tuple[memory.Tiling, ...] | str:
+        if split_n == split_k == 1:
+            return memory.candidate_tilings(tiled, hw, gran)
+        return memory.chunked_tilings(tiled, hw, gran, split_n, split_k)
+
+    candidates = tilings(ops)
     if isinstance(candidates, str):
         return candidates
     if skipping:
         # The tilings a dense weight would get are valid for the smaller compressed one, and
         # under them every transfer shrinks: offering them keeps 2:4 never slower than dense.
-        dense = memory.candidate_tilings(operands(float(weight_bits)), hw, gran)
+        dense = tilings(operands(float(weight_bits)))
         if not isinstance(dense, str):
             candidates = tuple(dict.fromkeys(candidates + dense))
-    footprints = tuple(_footprint(t, ops, hw) for t in candidates)
+    # A reduction chunk's accumulators are the chain's partial sums, which the plan reserves.
+    footprints = tuple((0.0, 0.0) if split_k > 1 else _footprint(t, ops, hw)
+                       for t in candidates)
     return _GemmShape(weight_bits, act_bits, passes, skipping, steps,
                       mapping.compute_cycles * repeats,
-                      mapping.row_folds * mapping.col_folds * node.count * passes, ops,
+                      mapping.row_folds * mapping.col_folds * node.count * passes * split_n
+                      * split_k, ops,
                       candidates, footprints,
                       (min(f[0] for f in footprints), min(f[1] for f in footprints)))
 
@@ -351,8 +382,44 @@ def _renamed(layer: LayerResult, name: str) -> LayerResult:
     return copy
 
 
-def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False) -> SimResult:
+def _kv_state(graph: Graph, hw: HwConfig,
+              kv_cache: Sequence[KVCacheTensor]) -> ResidentState | None:
+    """The KV cache as state the plan places: its bytes at the stored width (the tensor's
+    ``bits``, else its reader's B-operand width), read as the B operand of its attention GEMM
+    and written by its ``written_by`` node (in DRAM, at the stored width)."""
+    if not kv_cache:
+        return None
+    index = {node.name: i for i, node in enumerate(graph.nodes)}
+    size = 0.0
+    readers: set[tuple[int, int]] = set()
+    writers: dict[int, int] = {}
+    for tensor in kv_cache:
+        for field_name in ("read_by", "written_by"):
+            name = getattr(tensor, field_name)
+            if name is not None and name not in index:
+                raise AccelsimError(f"kv cache {tensor.name!r}: {field_name}={name!r} is not a "
+                                    f"node of graph {graph.name!r}")
+        reader = graph.nodes[index[tensor.read_by]]
+        if not (isinstance(reader, GemmNode) and reader.weight_is_activation):
+            raise AccelsimError(f"kv cache {tensor.name!r}: read_by={tensor.read_by!r} is not "
+                                "an attention GEMM (both operands activations)")
+        bits = tensor.bits or resolve_bits(reader, hw)[0]
+        size += tensor.elements * bits / 8
+        readers.add((index[tensor.read_by], 1))
+        if tensor.written_by is not None:
+            writers[index[tensor.written_by]] = bits
+    return ResidentState(size, frozenset(readers), writers)
+
+
+def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False,
+             kv_cache: Sequence[KVCacheTensor] = ()) -> SimResult:
     """Simulate ``graph`` on ``hw``.
+
+    ``kv_cache``: a decoder pass's KV cache (``PhaseGraph.kv_cache``). The plan keeps it in the
+    activation buffers across passes when it fits there beside the pass's own activations
+    (moving fewer DRAM bytes than reading it from DRAM would: its readers then read it on chip
+    and its writers write the new positions into it), else in DRAM
+    (``SimResult.kv_cache_placement``).
 
     ``scalesim_compat=True`` uses SCALE-Sim 3.0.0's compute-cycle formulas (combine it with
     ``ideal_memory: true`` to compare stall-free cycles). SCALE-Sim's array runs its folds back
@@ -392,7 +459,22 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False) -> Si
         vector_cycles.append(0)
         if not node.weight_is_activation:
             weight_bytes += shape.ops.b_bytes * node.count
-    plans = plan_with_fusion(graph, hw, reserves, vector_cycles)
+    # SCALE-Sim runs every layer whole; compat keeps its layer boundaries (head-by-head
+    # attention keeps them too: compat counts each head as its own layer either way).
+    state = _kv_state(graph, hw, kv_cache)
+    plans = plan_with_fusion(graph, hw, reserves, vector_cycles, chunk_ffn=not scalesim_compat,
+                             state=state)
+    placement = None
+    if state is not None:
+        placement = "dram"
+        if state.size_bytes <= hw.sram.inputs.size_bytes + hw.sram.outputs.size_bytes:
+            on_chip = plan_with_fusion(graph, hw, reserves, vector_cycles,
+                                       chunk_ffn=not scalesim_compat,
+                                       state=state._replace(on_chip=True))
+            # Kept on chip only where that saves DRAM traffic: the activations it pushes out
+            # must cost less than reading the cache from DRAM.
+            if spilled_bytes(on_chip) < spilled_bytes(plans) + state.size_bytes:
+                plans, placement = on_chip, "sram"
     # When every weight of the model fits the weight buffer, each is loaded once and stays.
     weights_resident = weight_bytes <= hw.sram.weights.size_bytes
     # Blocks repeat their plans too: traffic per (shape, plan), the rest per weight density.
@@ -409,13 +491,17 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False) -> Si
                                                  *_vector_fields(node, mem, hw, area_mm2))
         else:
             assert isinstance(node, GemmNode)
-            if mem.one_repeat_at_a_time:
+            if mem.one_repeat_at_a_time or mem.split_n > 1 or mem.split_k > 1:
                 fused_key = (node.m, node.k, node.n, node.count, node.weight_bits, node.act_bits,
-                             node.sparsity, node.weight_is_activation, True)
+                             node.sparsity, node.weight_is_activation, mem.one_repeat_at_a_time,
+                             mem.split_n, mem.split_k)
                 fused = shapes.get(fused_key)
                 if fused is None:
-                    fused = shapes[fused_key] = _gemm_shape(node, hw, scalesim_compat, True)
-                assert not isinstance(fused, str)  # same tilings as the unfused shape
+                    fused = shapes[fused_key] = _gemm_shape(
+                        node, hw, scalesim_compat, mem.one_repeat_at_a_time, mem.split_n,
+                        mem.split_k)
+                # A repeat or a chunk is no larger than the whole: its smallest tiles fit.
+                assert not isinstance(fused, str)
                 shape = fused
             key = (id(shape), mem)
             traffic = traffic_cache.get(key)
@@ -429,4 +515,5 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False) -> Si
         layers.append(layer if layer.name == node.name else _renamed(layer, node.name))
     frozen = tuple(layers)
     return SimResult(graph.name, hw.name, frozen, _totals(frozen, hw, area_mm2), True, "",
-                     area_breakdown)
+                     area_breakdown, placement,
+                     math.ceil(state.size_bytes - 1e-9) if state is not None else 0)

@@ -28,21 +28,37 @@ def run_json(tmp_path, *args: str) -> dict:
     return json.loads(out.read_text())
 
 
+# 2 KiB of activation SRAM: less than the tiny decoder's KV cache, which then stays in DRAM.
+KV_IN_DRAM = ("--set", "sram.inputs.size_kib=1", "--set", "sram.outputs.size_kib=1")
+
+
 def test_decode_json_reports_per_token_figures_and_kv_traffic(tmp_path, capsys):
-    short = run_json(tmp_path, "--phase", "decode", "--context", "16")
+    short = run_json(tmp_path, "--phase", "decode", "--context", "16", *KV_IN_DRAM)
     text = capsys.readouterr().out
     assert "per token" in text and "crossover" in text and "KV cache read" in text
     phase = short["phase"]
+    assert phase["kv_cache_placement"] == short["kv_cache_placement"] == "dram"
+    assert phase["kv_read_bytes"] == phase["kv_cache_bytes"] == short["kv_cache_bytes"]
     assert short["recipe"] == "w4a4_sp24"
     assert short["totals"]["dram_bytes"] == phase["dram_bytes"]
     assert phase["dram_bytes"] >= phase["weight_bytes"] + phase["kv_read_bytes"]
     assert phase["ms_per_token"] == short["totals"]["latency_ms"]
     assert phase["uj_per_token"] == short["totals"]["energy_uj"]
     assert isinstance(phase["crossover_batch"], int)
-    long = run_json(tmp_path, "--phase", "decode", "--context", "32")["phase"]
+    long = run_json(tmp_path, "--phase", "decode", "--context", "32", *KV_IN_DRAM)["phase"]
     assert long["kv_read_bytes"] > phase["kv_read_bytes"]
     assert long["dram_bytes"] - phase["dram_bytes"] >= (long["kv_read_bytes"]
                                                         - phase["kv_read_bytes"])
+
+
+def test_decode_keeps_a_kv_cache_that_fits_on_chip(tmp_path, capsys):
+    # int4_sparse's 1.5 MiB of activation SRAM holds the tiny decoder's 2,176 B cache.
+    data = run_json(tmp_path, "--phase", "decode", "--context", "16")
+    assert "KV cache    2.18 kB on chip" in capsys.readouterr().out
+    phase = data["phase"]
+    assert (phase["kv_cache_placement"], phase["kv_cache_bytes"], phase["kv_read_bytes"]) == (
+        "sram", 2176, 0)
+    assert phase["dram_bytes"] >= phase["weight_bytes"]
 
 
 def test_prefill_and_generate_report_ttft_and_totals(tmp_path):

@@ -8,7 +8,13 @@ from sim_hw import tiny_hw
 
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.sim import simulate
-from accelsim.sim.plan import attention_chains, plan_graph, plan_with_fusion, sources
+from accelsim.sim.plan import (
+    attention_chains,
+    ffn_chains,
+    plan_graph,
+    plan_with_fusion,
+    sources,
+)
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
 
@@ -50,10 +56,13 @@ def test_without_edges_each_node_reads_the_previous_one():
 
 
 def test_a_small_buffer_spills_and_charges_the_reload():
-    # 8 x 64 at 16 bits = 1 KiB pre-GELU tensor: with 0.5 KiB activation buffers it cannot stay.
+    # 8 x 64 at 16 bits = 1 KiB pre-GELU tensor: with 1 KiB of activation buffers it cannot
+    # stay, and fc2's 8 x 8 32-bit partial sums (256 B) do not fit a 128 B output buffer, so the
+    # chain cannot run in hidden-column chunks either.
     graph = mlp(tokens=8, dim=8, hidden=64)
     roomy = simulate(graph, tiny_hw())
-    tight = simulate(graph, tiny_hw(sram__inputs__size_kib=0.5, sram__outputs__size_kib=0.5))
+    tight = simulate(graph, tiny_hw(sram__inputs__size_kib=0.875,
+                                    sram__outputs__size_kib=0.125))
     assert sum(layer.dram.spills for layer in roomy.layers) == 0
     fc1, gelu = tight.layers[:2]
     assert fc1.dram.spills == 8 * 64 * 2  # written once ...
@@ -87,7 +96,8 @@ kib = st.sampled_from((0.25, 0.5, 1.0, 2.0, 8.0))
 def transformer_like(draw) -> Graph:
     """A random stack of blocks with residual adds (edges given): optionally attention
     (Q, K, V -> QK^T -> softmax -> PV over 2 or 4 heads, a chain the planner may fuse), then
-    GEMM -> vector -> GEMM."""
+    GEMM -> GELU (-> requantize) -> GEMM (a chain the planner may run in hidden-column
+    chunks)."""
     tokens, dim, hidden = draw(sizes), draw(sizes), draw(sizes)
     nodes: list = [VectorNode("embed", vector_op="add", elements=tokens * dim, inputs=("",))]
     residual = "embed"
@@ -118,7 +128,14 @@ def transformer_like(draw) -> Graph:
             GemmNode(f"fc1_{b}", m=tokens, k=dim, n=hidden, inputs=(f"ln{b}",)),
             VectorNode(f"gelu{b}", vector_op="gelu", elements=tokens * hidden,
                        inputs=(f"fc1_{b}",)),
-            GemmNode(f"fc2_{b}", m=tokens, k=hidden, n=dim, inputs=(f"gelu{b}",)),
+        ]
+        hidden_out = f"gelu{b}"
+        if draw(st.booleans()):  # requantized for fc2, as traced graphs are
+            nodes.append(VectorNode(f"quant{b}", vector_op="requantize",
+                                    elements=tokens * hidden, inputs=(hidden_out,)))
+            hidden_out = f"quant{b}"
+        nodes += [
+            GemmNode(f"fc2_{b}", m=tokens, k=hidden, n=dim, inputs=(hidden_out,)),
             VectorNode(f"add{b}", vector_op="add", elements=tokens * dim,
                        inputs=(f"fc2_{b}", residual)),
         ]
@@ -245,3 +262,72 @@ def test_head_by_head_gemms_pay_fill_and_drain_per_head():
     # Per head one 8 x 4 x 8 GEMM on a 4x4 array; four separate fold streams cost more than one.
     assert qk_fused.compute_cycles > qk_plain.compute_cycles
     assert qk_fused.macs == qk_plain.macs == 8 * 4 * 8 * 4
+
+
+# -- FFN in hidden-column chunks ----------------------------------------------------------------
+
+
+def test_ffn_chain_is_found_only_for_element_wise_single_reader_links():
+    assert ffn_chains(mlp()) == ((0, 2),)
+    nodes = list(mlp().nodes)
+    nodes.insert(2, VectorNode("peek", vector_op="add", elements=128, inputs=("gelu", "")))
+    assert ffn_chains(Graph("forked", tuple(nodes))) == ()  # the GELU output has two readers
+    nodes = list(mlp().nodes)
+    nodes[1] = VectorNode("gelu", vector_op="layernorm", elements=128, row_length=16,
+                          inputs=("fc1",))
+    assert ffn_chains(Graph("rowwise", tuple(nodes))) == ()  # a row needs every column
+    wide = GemmNode("fc2", m=8, k=32, n=8, inputs=("gelu",))
+    assert ffn_chains(Graph("mismatch", mlp().nodes[:2] + (wide,))) == ()  # k != fc1's n
+
+
+def test_ffn_chunks_are_the_fewest_that_fit():
+    # fc1's output is 16 B a hidden column (8 rows at 16 bits), the GELU's 8 B (fc2 reads 8
+    # bits); fc2's partial sums 8 x 8 x 4 B = 256 B, its output (read by the add) 128 B. With
+    # a 640 B pool and no working tiles: room 640 - 256 = 384 B, so a chunk is at most
+    # min(384 / 16, (384 - 128) / 8) = 24 columns: 64 columns in whole 4-column folds cut into
+    # 2 (32 columns) do not fit, 4 (16 columns) do.
+    graph = mlp(tokens=8, dim=8, hidden=64)
+    hw = tiny_hw(sram__inputs__size_kib=0.125, sram__outputs__size_kib=0.5)
+    none = [(0.0, 0.0)] * 4
+    plan = plan_graph(graph, hw, none, [0] * 4, ffn_chains(graph))
+    assert [(p.split_n, p.split_k) for p in plan] == [(4, 1), (1, 1), (1, 4), (1, 1)]
+    assert sum(p.evicted_bytes + p.reload_bytes for p in plan) == 0
+    assert plan[0].output_bytes == 8 * 64 * 2  # a spill would still move the whole tensor
+    # 384 B more of room: 48 columns, two chunks.
+    roomier = tiny_hw(sram__inputs__size_kib=0.5, sram__outputs__size_kib=0.5)
+    assert plan_graph(graph, roomier, none, [0] * 4, ffn_chains(graph))[0].split_n == 2
+    # Partial sums larger than the output buffer: the chain cannot be fused.
+    small_out = tiny_hw(sram__inputs__size_kib=0.875, sram__outputs__size_kib=0.125)
+    assert all(p.split_n == p.split_k == 1
+               for p in plan_graph(graph, small_out, none, [0] * 4, ffn_chains(graph)))
+
+
+def test_ffn_fusion_keeps_the_hidden_tensor_on_chip_and_prices_the_partial_sums():
+    graph = mlp(tokens=8, dim=8, hidden=64)
+    roomy = simulate(graph, tiny_hw())
+    fused = simulate(graph, tiny_hw(sram__inputs__size_kib=0.5, sram__outputs__size_kib=0.5))
+    assert sum(layer.dram.spills for layer in fused.layers) == 0
+    assert fused.totals.dram_bytes == roomy.totals.dram_bytes  # weights still read once
+    fc1, _, fc2, _ = fused.layers
+    # Two chunks, each its own fold stream: fill and drain twice.
+    assert fc1.compute_cycles > roomy.layers[0].compute_cycles
+    assert fc2.compute_cycles > roomy.layers[2].compute_cycles
+    assert fc2.macs == roomy.layers[2].macs == 8 * 64 * 8
+    # fc2's 8 x 8 32-bit partial sums (256 B) go to the output buffer and back once a chunk.
+    assert fc2.actions.sram_write_bytes_outputs == 2 * 256
+    assert roomy.layers[2].actions.sram_write_bytes_outputs == 256
+
+
+@SETTINGS
+@given(transformer_like(), kib, kib)
+def test_fusion_never_spills_more_than_the_whole_tensors(graph, inputs_kib, outputs_kib):
+    hw = tiny_hw(sram__inputs__size_kib=inputs_kib, sram__outputs__size_kib=outputs_kib)
+    none = [(0.0, 0.0)] * len(graph.nodes)
+    cycles = [0] * len(graph.nodes)
+    whole = plan_graph(graph, hw, none, cycles)
+    fused = plan_with_fusion(graph, hw, none, cycles)
+
+    def written(plans) -> float:
+        return sum(p.evicted_bytes + p.output_bytes * p.output_is_spill for p in plans)
+
+    assert written(fused) <= written(whole)
