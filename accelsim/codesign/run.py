@@ -152,11 +152,12 @@ def run_codesign(spec: CodesignSpec, store_path: Path, *, verify: bool = True,
     tmpl = templates(spec.model, shape)
     groups = find_groups(tmpl.base, spec.search.grouping)
     task = get_task(spec.task, limit=spec.limit, tiny=spec.tiny) if spec.task else None
+    fp_model = sens = None
+    if task is not None and spec.accuracy_budgets_pct:
+        fp_model = load_fp32(task, spec.checkpoint, spec.seed)  # before anything is written
     store = _Store(store_path)
     try:
-        fp_model = sens = None
-        if task is not None and spec.accuracy_budgets_pct:
-            fp_model = load_fp32(task, spec.checkpoint, spec.seed)
+        if task is not None and fp_model is not None:
             sens = _sensitivity(spec, store, groups, progress, fp_model, task)
         budgets: Sequence[float | None] = spec.accuracy_budgets_pct or (None,)
         done_keys = store.results.finished_keys()

@@ -256,6 +256,12 @@ def load_spec(path: str | Path) -> CodesignSpec:
             and checkpoint != f"{RUN_PREFIX}fp32":
         raise AccelsimError(f"{where}: checkpoint: {checkpoint!r}; allowed: '{RUN_PREFIX}fp32' "
                             "(the accuracy pipeline's FP32 run) or a path")
+    if checkpoint is not None and not checkpoint.startswith(RUN_PREFIX):
+        checkpoint = str((path.parent / checkpoint).resolve())
+        if not Path(checkpoint).exists():
+            raise AccelsimError(f"{where}: checkpoint: {checkpoint!r} does not exist; make the "
+                                f"FP32 run with: python experiments/accuracy/{task_name}.py "
+                                f"--recipes fp32 (then checkpoint: {RUN_PREFIX}fp32)")
     if task is not None and checkpoint is None and not tiny:
         raise AccelsimError(f"{where}: checkpoint: missing; a real task needs its fine-tuned "
                             f"FP32 model ('{RUN_PREFIX}fp32' or a checkpoint path; make it with "
