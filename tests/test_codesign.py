@@ -102,6 +102,8 @@ def test_reference_format_is_w8a8_dense():
      r"grid\.array\.rowz: unknown hardware field \(did you mean 'array\.rows'"),
     (SPEC.replace("tiny: true\n", ""),
      r"checkpoint: missing; a real task needs its fine-tuned FP32 model"),
+    (SPEC.replace("baselines: [w8a8,", "baselines: [fp32,"),
+     r"baselines\[0\]: 'fp32' is not a quantized recipe; allowed: a recipe with integer "),
     (SPEC.replace("seed: 0", "seed: 0\ncheckpoint: nothing.pt"),
      r"checkpoint: '.*nothing\.pt' does not exist; make the FP32 run with: python "
      r"experiments/accuracy/wordnet_supersenses\.py --recipes fp32"),

@@ -152,19 +152,22 @@ def _kl(reference: torch.Tensor, logits: torch.Tensor) -> float:
 
 def measure_sensitivity(task: Task, fp_model: nn.Module, recipe: Recipe, grouping: Grouping,
                         groups: Sequence[str], options: Sequence[Format],
-                        calibration: Iterable[Batch], seed: int,
+                        calibration: Sequence[Batch], seed: int,
                         progress: Iterable[None] | None = None) -> Sensitivity:
     """Measure every (group, factor) the ``options`` lower, one group at a time, from the
-    reference point (see the module docstring). ``calibration``: training batches for the
-    activation clips; ``progress`` is advanced once per compressed model."""
+    reference point (see the module docstring). ``calibration``: the training batches every
+    compressed model's activation clips are calibrated on; ``progress`` is advanced once per
+    compressed model."""
     import torch
 
     from accelsim.accuracy.evaluate import EVAL_BATCH, evaluate_float
     from accelsim.compress.apply import calibrate
 
     torch.manual_seed(seed)
-    base = base_recipe(recipe)
-    calib = list(itertools.islice(calibration, base.calibration_batches))
+    calib = list(calibration)
+    if not calib:
+        raise AccelsimError("sensitivity: no calibration batches; allowed: at least one")
+    base = dataclasses.replace(base_recipe(recipe), calibration_batches=len(calib))
     val = list(task.batches("val", EVAL_BATCH, seed=0))
     labels = torch.cat([b.labels for b in val])
     ticks = iter(progress) if progress is not None else None

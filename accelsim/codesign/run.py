@@ -10,6 +10,7 @@ every row and measurement already stored.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -82,7 +83,8 @@ def _sensitivity(spec: CodesignSpec, store: Any, groups: Groups, progress: Progr
             yield None
 
     recipe = load_recipe(spec.qat_recipe)
-    calibration = task.batches("train", recipe.batch_size, seed=spec.seed)
+    calibration = list(itertools.islice(task.batches("train", recipe.batch_size, seed=spec.seed),
+                                        spec.sensitivity_batches))
     sens = measure_sensitivity(task, fp_model, recipe, groups.grouping, groups.names, options,
                                calibration, spec.seed, ticks())
     store.set_meta(f"sensitivity:{key}", {
@@ -94,13 +96,11 @@ def _sensitivity(spec: CodesignSpec, store: Any, groups: Groups, progress: Progr
 
 
 def recipe_assignment(recipe_name: str, groups: Groups) -> tuple[Format, ...] | None:
-    """A uniform recipe as a per-group assignment, or None when the grouping cannot express it
-    (per-site activation widths under ``block`` grouping, float recipes)."""
+    """A quantized uniform recipe as a per-group assignment, or None when the grouping cannot
+    express it (per-site activation widths under ``block`` grouping)."""
     from accelsim.compress.recipe import load_recipe
 
     recipe = load_recipe(recipe_name)
-    if not recipe.quantized:
-        return None
     out = []
     for name in groups.names:
         site = name.rsplit(".", 1)[-1] if groups.grouping != "block" else None
@@ -239,8 +239,6 @@ def _baseline_row(spec: CodesignSpec, key: str, overrides: dict[str, Any], hw: A
     if sens is not None and assignment is not None:
         value = sens.predict(ALL_FORMATS, assignment)
         predicted = None if np.isnan(value) else value
-    elif sens is not None and recipe == "fp32":
-        predicted = sens.fp32_pct
     row = {**_identity(spec, key, overrides), "recipe": recipe, "variant": "uniform",
            "feasible": bool(result.feasible), "reason": result.reason,
            "config": recipe if assignment is None else config_string(groups, assignment),

@@ -193,7 +193,7 @@ def _check_hardware(spec: CodesignSpec, where: str) -> None:
 
 def load_spec(path: str | Path) -> CodesignSpec:
     """Read and validate a co-design spec; one line naming the file and field otherwise."""
-    from accelsim.compress.recipe import available_recipes
+    from accelsim.compress.recipe import available_recipes, load_recipe
     from accelsim.tasks import get_task, list_tasks
     from accelsim.zoo import get_spec
 
@@ -275,10 +275,14 @@ def load_spec(path: str | Path) -> CodesignSpec:
         raise AccelsimError(f"{where}: qat_recipe: unknown recipe {qat_recipe!r}"
                             f"{did_you_mean(str(qat_recipe), available_recipes())}")
     baselines = raw.get("baselines", []) or []
+    quantized = [r for r in available_recipes() if load_recipe(r).quantized]
     for i, item in enumerate(baselines):
-        if item not in available_recipes():
-            raise AccelsimError(f"{where}: baselines[{i}]: unknown recipe {item!r}"
-                                f"{did_you_mean(str(item), available_recipes())}")
+        if item not in quantized:
+            # A float recipe on an integer grid would run at the array's native integer width
+            # and be priced as the cheapest point of all; its hardware is another design.
+            raise AccelsimError(f"{where}: baselines[{i}]: {item!r} is not a quantized recipe"
+                                f"{did_you_mean(str(item), quantized)}; allowed: a recipe "
+                                f"with integer weights (e.g. w8a8, w4a4, w4a4_sp24)")
     hw_raw = raw.get("hw")
     if not isinstance(hw_raw, str):
         raise AccelsimError(f"{where}: hw: give the base hardware config as a path (string)")
