@@ -108,3 +108,26 @@ def test_ilp_keeps_the_sensitive_group_wide_within_the_budget(tiny_templates):
     assert dict(zip(groups.names, loose[0].assignment, strict=True))["block0.qkv"] != REFERENCE
     # a latency bound below any assignment's latency leaves nothing
     assert search_point(cache, ALL_FORMATS, sens, 50.0, 1e-6, 2) == []
+
+
+@pytest.mark.parametrize("recipe", ["w8a8", "w4a4_sp24", "w4a4_sp24_wanda_ln_a8"])
+def test_a_uniform_recipe_as_an_assignment_costs_what_its_own_trace_costs(tiny_templates,
+                                                                          recipe):
+    from accelsim.codesign.run import recipe_assignment
+    from accelsim.graph.workload import workload_graph
+
+    hw = load_hw(HW)
+    groups = find_groups(tiny_templates.base, "block_site")
+    assignment = recipe_assignment(recipe, groups)
+    assert assignment is not None
+    own = simulate(workload_graph("bert_tiny", recipe=recipe, seq_len=48), hw).totals
+    cost = CostCache(tiny_templates, groups, hw).evaluate(assignment)
+    if recipe == "w4a4_sp24_wanda_ln_a8":
+        # Wanda keeps other weights than magnitude masks: same widths, other measured densities
+        assert cost.cycles == own.cycles
+        assert cost.energy_uj == pytest.approx(own.energy_uj, rel=1e-3)
+    else:
+        assert (cost.cycles, cost.energy_uj) == (own.cycles, own.energy_uj)
+    # per-site activation widths have no per-block grouping to express them
+    assert recipe_assignment("w4a4_sp24_ln_a8", find_groups(tiny_templates.base, "block")) \
+        is None
