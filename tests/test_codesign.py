@@ -137,3 +137,26 @@ def test_missing_checkpoint_names_the_command(tmp_path):
                        r"make the FP32 run with: python experiments/accuracy/"
                        r"wordnet_supersenses.py --recipes fp32 --seeds 0"):
         load_fp32(task, str(tmp_path / "nothing"), 0)
+
+
+def test_cost_only_search_without_a_task(tmp_path):
+    text = (SPEC.replace("task: wordnet_supersenses\ntiny: true\nlimit: 20\n",
+                         "model: bert_tiny\ninput_shape: {{seq_len: 48}}\n")
+            .replace("accuracy_budget_pct: [1.0]\n", "")
+            .replace("verify_points: 1", "verify_points: 0"))
+    spec = load_spec(write_spec(tmp_path, text))
+    assert spec.task is None and spec.accuracy_budgets_pct == ()
+    summary = codesign_run.run_codesign(spec, tmp_path / "store.sqlite")
+    frame = pd.DataFrame(summary.rows)
+    searched = frame[frame["kind"] == "searched"]
+    assert len(searched) == 2 and searched["accuracy_pct"].isna().all()
+    assert (searched["accuracy_source"] == "predicted").all()
+    # with no accuracy budget the cheapest format everywhere is W4A4 + 2:4 on this 2:4 array
+    for config in searched["config"]:
+        assert {item.split("=")[1] for item in config.split(" | ")[2].split()} == {"w4a4_sp24"}
+    # a narrower grid on the same store: its one point comes from the store, and the rows are
+    # this spec's only
+    narrow = load_spec(write_spec(tmp_path, text.replace("[16, 32]", "[16]")))
+    again = codesign_run.run_codesign(narrow, tmp_path / "store.sqlite")
+    assert again.searched == 0 and again.skipped == 3
+    assert len(again.rows) == 3 and all("array.rows=16" in r["config"] for r in again.rows)

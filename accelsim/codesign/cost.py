@@ -15,8 +15,11 @@ Per assignment it runs the planner (one pass over the node list, no costing) and
 layer costs in node order, which is the simulator's own arithmetic in the simulator's order, so
 the totals equal a fresh :func:`accelsim.sim.simulate.simulate` of the same graph bit for bit
 (``tests/test_codesign_cost.py`` checks ``==``). The layer costs come from the simulator's own
-per-layer functions (``_gemm_shape``, ``_gemm_traffic``, ``_gemm_fields``, ``_vector_fields``);
-``accelsim.sim`` has no public per-layer entry point, so this module is tied to those names.
+per-layer functions (``_gemm_shape``, ``_gemm_traffic``, ``_gemm_fields``, ``_vector_fields``)
+and the plan from the planner's own walk (``plan._walk`` with ``plan_with_fusion``'s choice,
+the format-independent parts computed once); ``accelsim.sim`` has no public per-layer or
+incremental-plan entry point, so this module is tied to those names and the exactness test
+guards them.
 
 :meth:`CostCache.deltas` gives the additive surrogate the ILP optimizes (each group's cost
 change from the reference assignment, the rest held there); every assignment the ILP proposes

@@ -148,7 +148,7 @@ def run_codesign(spec: CodesignSpec, store_path: Path, *, verify: bool = True,
     points = spec.hardware_points()
     if not points:
         raise AccelsimError(f"{spec.path}: constraints rule out every hardware point of the grid")
-    shape = {k: v for k, v in spec.input_shape.items()}
+    shape = dict(spec.input_shape)
     tmpl = templates(spec.model, shape)
     groups = find_groups(tmpl.base, spec.search.grouping)
     task = get_task(spec.task, limit=spec.limit, tiny=spec.tiny) if spec.task else None
@@ -162,6 +162,7 @@ def run_codesign(spec: CodesignSpec, store_path: Path, *, verify: bool = True,
         budgets: Sequence[float | None] = spec.accuracy_budgets_pct or (None,)
         done_keys = store.results.finished_keys()
         evaluated = skipped = 0
+        keys: list[str] = []  # this spec's rows (the store may hold other specs' too)
         total = len(points) * (len(budgets) + len(spec.baselines))
         identity = {"model": spec.model, "shape": shape, "grouping": groups.grouping,
                     "options": [f.name for f in spec.search.options],
@@ -175,6 +176,7 @@ def run_codesign(spec: CodesignSpec, store_path: Path, *, verify: bool = True,
             cache: CostCache | None = None
             for budget_pct in budgets:
                 key = run_key({**identity, "hw": hw_dict, "budget": budget_pct})
+                keys.append(key)
                 if key in done_keys:
                     skipped += 1
                     continue
@@ -188,6 +190,7 @@ def run_codesign(spec: CodesignSpec, store_path: Path, *, verify: bool = True,
                     progress("search", evaluated + skipped, total)
             for recipe in spec.baselines:
                 key = run_key({**identity, "hw": hw_dict, "baseline": recipe})
+                keys.append(key)
                 if key in done_keys:
                     skipped += 1
                     continue
@@ -198,7 +201,8 @@ def run_codesign(spec: CodesignSpec, store_path: Path, *, verify: bool = True,
                     progress("search", evaluated + skipped, total)
         store.results.set_meta("constraints", [[c.field, c.op, c.value]
                                                for c in spec.constraints])
-        rows = result_rows(spec, store, task, fp_model, groups, verify, progress, budget)
+        rows = result_rows(spec, store, keys, task, fp_model, groups, verify, progress,
+                           budget)
     finally:
         store.close()
     return CodesignSummary(len(points), evaluated, skipped, rows)
@@ -259,13 +263,16 @@ def selected_points(frame: Any, spec: CodesignSpec) -> Any:
     return best.sort_values("energy_uj").head(spec.verify_points)
 
 
-def result_rows(spec: CodesignSpec, store: _Store, task: Any, fp_model: Any, groups: Groups,
-                verify: bool, progress: Progress | None, budget: Any) -> list[dict[str, Any]]:
-    """This task's ``results.csv`` rows: every uniform baseline and searched point meeting the
-    constraints, with QAT-verified accuracy where measured (stored in the store's meta)."""
+def result_rows(spec: CodesignSpec, store: _Store, keys: Sequence[str], task: Any,
+                fp_model: Any, groups: Groups, verify: bool, progress: Progress | None,
+                budget: Any) -> list[dict[str, Any]]:
+    """This spec's ``results.csv`` rows (store rows ``keys``): every uniform baseline and
+    searched point meeting the constraints, with QAT-verified accuracy where measured (kept in
+    the store's meta)."""
     from accelsim.dse.store import load_results
 
     frame = load_results(store.path)
+    frame = frame[frame["key"].isin(set(keys))]
     verified: dict[str, float] = {}
     chosen = selected_points(frame, spec)
     if verify and task is not None and fp_model is not None:

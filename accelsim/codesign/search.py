@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,11 +45,6 @@ class Solution:
 def config_string(groups: Groups, assignment: Sequence[Format]) -> str:
     """``group=format`` pairs in group order, space separated (the results' ``config``)."""
     return " ".join(f"{g}={f.name}" for g, f in zip(groups.names, assignment, strict=True))
-
-
-def reference_format(options: Sequence[Format]) -> Format:
-    """The widest option (most bits, dense first): the point the cost deltas start from."""
-    return max(options, key=lambda f: (f.weight_bits, f.act_bits, not f.sparse))
 
 
 def solve(energy: np.ndarray, loss: np.ndarray | None, loss_budget: float | None,
@@ -92,10 +87,15 @@ def search_point(cache: CostCache, options: Sequence[Format],
         raise AccelsimError("accuracy_budget_pct: a budget needs a task's sensitivities and "
                             "sensitivities need a budget")
     groups = len(cache.groups.names)
-    reference = (reference_format(options),) * groups
-    ref_cost, d_energy, d_latency = cache.deltas(reference, options)
-    if not ref_cost.feasible:
+    # The widest uniform assignment whose tiles fit is the point the deltas start from.
+    for fmt in sorted(options, key=lambda f: (f.weight_bits, f.act_bits, not f.sparse),
+                      reverse=True):
+        reference = (fmt,) * groups
+        if cache.evaluate(reference).feasible:
+            break
+    else:
         return []
+    ref_cost, d_energy, d_latency = cache.deltas(reference, options)
     loss = loss_budget = None
     if sensitivity is not None and budget_pct is not None:
         loss = sensitivity.predicted_loss(options)
@@ -124,6 +124,3 @@ def run_key(payload: dict) -> str:
     """SHA-256 of a JSON payload: a stored result's identity."""
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-ProgressFn = Callable[[int, int], None]
