@@ -3,8 +3,8 @@
 Layers, top to bottom; a module may import its own component and any component in a LOWER
 layer, never a higher one, and the components sharing a layer are independent of each other:
 
-    cli > dse > report | accuracy > tasks > ref | sim > graph > compress > hw | zoo > formats
-        > files | assets > errors
+    cli > codesign > dse > report | accuracy > tasks > ref | sim > graph > compress > hw | zoo
+        > formats > files | assets > errors
 
 Every import counts, including imports inside functions (the lazy ones that keep the CLI fast)
 and under ``TYPE_CHECKING``: a lazy import is still a dependency. ``sim`` imports neither torch
@@ -26,6 +26,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "accelsim"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__",),
     ("cli",),
+    ("codesign",),
     ("dse",),
     ("report", "accuracy"),
     ("tasks",),

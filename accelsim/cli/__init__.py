@@ -17,7 +17,7 @@ from accelsim.errors import AccelsimError
 
 DEBUG = "--debug"
 COMMANDS: tuple[str, ...] = ("run", "models", "trace", "compress", "verify", "sweep", "plot",
-                             "report")
+                             "report", "codesign")
 
 
 def build_parser() -> argparse.ArgumentParser:
