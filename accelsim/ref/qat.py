@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils._pytree import tree_flatten, tree_map
 
 from accelsim.compress.apply import (
     ATTN_IMPLEMENTATION,
@@ -58,7 +57,16 @@ _IN_PLACE = (Tensor.__iadd__, Tensor.__imul__, Tensor.__isub__, Tensor.__itruedi
 
 
 def _has_float(out: object) -> bool:
-    return any(isinstance(t, Tensor) and t.is_floating_point() for t in tree_flatten(out)[0])
+    if isinstance(out, tuple | list):
+        return any(_has_float(o) for o in out)
+    return isinstance(out, Tensor) and out.is_floating_point()
+
+
+def _map(function: Callable[[object], object], value: object) -> object:
+    """``function`` on every leaf of nested tuples and lists (a ``torch.cat`` operand list)."""
+    if isinstance(value, tuple | list):
+        return type(value)(_map(function, v) for v in value)
+    return function(value)
 
 
 def _writes_first(func: Any) -> bool:
@@ -148,8 +156,8 @@ class DatapathEmulation(vector_mode.HostAwareMode):
         in_place = _writes_first(func)
         copy_first = _may_write_first(func)
         ref_args = tuple(self.reference(a, copy=copy_first and i == 0) if isinstance(a, Tensor)
-                         else tree_map(self.reference, a) for i, a in enumerate(args))
-        ref_kwargs = {k: tree_map(self.reference, v) for k, v in kwargs.items()}
+                         else _map(self.reference, a) for i, a in enumerate(args))
+        ref_kwargs = {k: _map(self.reference, v) for k, v in kwargs.items()}
         out = func(*args, **kwargs)
         if self.inner is None or not _has_float(out):
             return out
