@@ -134,3 +134,33 @@ def vector_format(name: str) -> VectorFormat:
     if name not in VECTOR_FORMATS:
         raise AccelsimError(f"vector format {name!r} is not one of {', '.join(VECTOR_FORMATS)}")
     return VECTOR_FORMATS[name]
+
+
+# --- a datapath -------------------------------------------------------------------------------
+
+ACCUMULATOR_BITS_RANGE: tuple[int, int] = (2, 64)
+"""Accumulator widths a datapath may name: a sign bit and one more, up to the int64 register."""
+DATAPATH_FIELDS: tuple[str, ...] = ("accumulator_bits", "overflow", "integer_requant",
+                                    "vector_format")
+"""What selects a datapath (``accelsim.ref.datapath.Datapath``; the recipe field ``datapath``)."""
+DATAPATH_DEFAULTS: dict[str, object] = {"accumulator_bits": 32, "overflow": "saturate",
+                                        "integer_requant": False, "vector_format": None}
+"""A field left out: int32 accumulators (nothing clipped), float32 requantization, the model's
+own float32 vector ops; the arithmetic of the fake-quant model's inference forward."""
+
+
+def datapath_problem(accumulator_bits: object, overflow: object, integer_requant: object,
+                     vector_format: object) -> str | None:
+    """The first invalid datapath field as ``"field value ...; allowed ..."``, or None.
+    ``vector_format`` None is the fake-quant model's own float32 ops."""
+    if overflow not in OVERFLOW_POLICIES:
+        return f"overflow {overflow!r} is not one of {', '.join(OVERFLOW_POLICIES)}"
+    if vector_format is not None and vector_format not in VECTOR_FORMATS:
+        return f"vector format {vector_format!r} is not one of {', '.join(VECTOR_FORMATS)}"
+    low, high = ACCUMULATOR_BITS_RANGE
+    if (isinstance(accumulator_bits, bool) or not isinstance(accumulator_bits, int)
+            or not low <= accumulator_bits <= high):
+        return f"accumulator_bits {accumulator_bits!r}; allowed: {low}..{high}"
+    if not isinstance(integer_requant, bool):
+        return f"integer_requant {integer_requant!r}; allowed: true, false"
+    return None

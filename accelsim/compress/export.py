@@ -154,7 +154,8 @@ def _act(q: ActQuantizer) -> ActQuant:
                     zero_point=int(zero_point.item()), qmin=int(q.qmin), qmax=int(q.qmax))
 
 
-def _export_linear(name: str, layer: QuantLinear) -> IntLinear:
+def export_linear(name: str, layer: QuantLinear) -> IntLinear:
+    """One quantized layer as the integer model holds it (its quantizers' current values)."""
     codes_t, scale_t = layer.export_codes()
     codes = codes_t.numpy().astype(np.int8)
     scale = scale_t.numpy().astype(np.float32)
@@ -195,15 +196,15 @@ def _heads(module: nn.Module) -> tuple[int, int]:
     return int(heads), int(head_dim)
 
 
-def export_int_model(model: nn.Module) -> IntModel:
-    """The :class:`IntModel` of a model compressed by ``apply_recipe`` (eval-mode quantizers)."""
+def export_gemms(model: nn.Module) -> tuple[tuple[IntLinear, ...], tuple[IntAttention, ...]]:
+    """The quantized linears and attention modules of a model compressed by ``apply_recipe``, as
+    their quantizers stand now (training mode included: QAT on a datapath exports every step)."""
     plan: CompressionPlan | None = getattr(model, PLAN_ATTR, None)
     layers = quant_linears(model)
     if plan is None or not layers:
         raise AccelsimError("export: model has no quantized layer; compress it with a quantized "
                             "recipe (weight_bits 4 or 8) first")
-    model.eval()
-    linears = tuple(_export_linear(name, layer) for name, layer in layers)
+    linears = tuple(export_linear(name, layer) for name, layer in layers)
     attentions = []
     for name in plan.attention_modules:
         module = model.get_submodule(name)
@@ -212,6 +213,15 @@ def export_int_model(model: nn.Module) -> IntModel:
         attentions.append(IntAttention(
             name=name, num_heads=heads, head_dim=head_dim, scaling=float(module.scaling),
             q=_act(quant["q"]), k=_act(quant["k"]), v=_act(quant["v"]), probs=_act(quant["probs"])))
+    return linears, tuple(attentions)
+
+
+def export_int_model(model: nn.Module) -> IntModel:
+    """The :class:`IntModel` of a model compressed by ``apply_recipe`` (eval-mode quantizers)."""
+    model.eval()
+    linears, attentions = export_gemms(model)
+    plan: CompressionPlan = getattr(model, PLAN_ATTR)
+    layers = quant_linears(model)
     skip = tuple(f"{n}." for n, _ in layers) + tuple(f"{n}.{ATTN_QUANT}."
                                                       for n in plan.attention_modules)
     floats = {}
@@ -222,7 +232,7 @@ def export_int_model(model: nn.Module) -> IntModel:
         floats[key] = (t.float() if t.is_floating_point() else t).numpy()
     config = model.config.to_dict() if hasattr(model, "config") else {}
     return IntModel(family=plan.family, recipe=plan.recipe, hf_config=config,
-                    linears=linears, attentions=tuple(attentions),
+                    linears=linears, attentions=attentions,
                     dense_layers=dict(plan.dense_layers), float_layers=plan.float_layers,
                     float_tensors=floats)
 

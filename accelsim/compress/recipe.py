@@ -18,6 +18,7 @@ import yaml
 
 from accelsim.compress.sites import SITES
 from accelsim.errors import AccelsimError, did_you_mean, yaml_problem
+from accelsim.formats import DATAPATH_DEFAULTS, DATAPATH_FIELDS, datapath_problem
 
 FAMILIES: tuple[str, ...] = ("bert", "dinov2", "vit", "wav2vec2", "whisper")
 BITS: tuple[int, ...] = (4, 8, 32)  # 32 = keep float32 (no quantizer)
@@ -91,6 +92,12 @@ class Recipe:
     # alone (no cross-entropy). 0 = off.
     distill_unlabeled: int = 0
     quantize_extra: tuple[str, ...] = ()  # module paths of extra nn.Linear to quantize (head)
+    # The chip datapath QAT trains on (docs/compression.md §5): any of accumulator_bits,
+    # overflow, integer_requant and vector_format (accelsim.formats.DATAPATH_FIELDS). Every
+    # forward of the compressed stage then takes the values the integer reference computes on
+    # that datapath, with straight-through gradients (accelsim.ref.qat). Empty = the fake-quant
+    # model's own float32 arithmetic.
+    datapath: dict[str, Any] = field(default_factory=dict, hash=False)
     families: tuple[str, ...] = FAMILIES
 
     @property
@@ -146,6 +153,16 @@ def _problem(r: Recipe) -> str | None:
         return "smoothing_sites needs quantized activations (act_bits 4 or 8), got 32"
     if not 0.0 <= r.smoothing_alpha <= 1.0:
         return f"smoothing_alpha: {r.smoothing_alpha!r} must be in [0, 1]"
+    if r.datapath:
+        unknown = sorted(set(r.datapath) - set(DATAPATH_FIELDS))
+        if unknown:
+            return (f"datapath: unknown field {unknown[0]!r}; allowed: "
+                    f"{', '.join(DATAPATH_FIELDS)}")
+        problem = datapath_problem(**{**DATAPATH_DEFAULTS, **r.datapath})
+        if problem is not None:
+            return f"datapath: {problem}"
+        if not r.quantized:
+            return "datapath needs a quantized recipe (weight_bits 4 or 8), got 32"
     if r.mask_score == "activation_weighted" and r.pruning == "gradual":
         return ("mask_score: 'activation_weighted' needs pruning: one_shot or sr_ste (gradual "
                 "masks grow from weight magnitudes during training)")

@@ -55,6 +55,10 @@ from accelsim.compress.recipe import (
 from accelsim.errors import AccelsimError
 
 Stage = Literal["fp", "compress"]
+# (model, recipe.datapath) -> a context inside which the model's forwards take the values of the
+# integer reference on that datapath (accelsim.ref.qat.emulate_datapath). The reference sits
+# above compress, so the caller hands it in.
+DatapathEmulation = Callable[[nn.Module, dict[str, Any]], contextlib.AbstractContextManager[Any]]
 CHECKPOINT = "checkpoint.pt"
 TEACHER = "teacher.pt"
 _FORMAT = 1
@@ -248,6 +252,12 @@ def _step_loss(model: nn.Module, teacher: nn.Module | None, batch: Batch, recipe
     return loss
 
 
+def _on_datapath(model: nn.Module, recipe: Recipe,
+                 emulate: DatapathEmulation | None) -> contextlib.AbstractContextManager[Any]:
+    """The recipe's datapath emulation around one forward (none without ``emulate``)."""
+    return contextlib.nullcontext() if emulate is None else emulate(model, recipe.datapath)
+
+
 def _count_steps(train_batches: Callable[[int], Iterable[Batch]]) -> int:
     batches = train_batches(0)
     count = len(batches) if hasattr(batches, "__len__") else sum(1 for _ in batches)
@@ -273,6 +283,7 @@ def finetune(
     out_dir: Path | str,
     on_progress: Callable[[Progress], None] | None = None,
     unlabeled_batches: Callable[[int], Iterable[Batch]] | None = None,
+    emulate_datapath: DatapathEmulation | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``model`` (pre-trained backbone + head) under ``recipe``; see the module doc.
 
@@ -280,12 +291,18 @@ def finetune(
     own seed); ``epoch`` counts over both stages from 0. ``unlabeled_batches(epoch)`` (needed
     when the recipe sets ``distill_unlabeled``) supplies the unlabelled inputs of an epoch the
     same way. The model is modified in place and returned in the result, compressed per recipe.
+    A recipe with a ``datapath`` trains and evaluates its compressed stage inside
+    ``emulate_datapath(model, recipe.datapath)`` (needed then; ignored otherwise).
     """
     check_family(recipe, model_family(model))  # fail before stage 1, not after it
     if recipe.distill_unlabeled > 0 and unlabeled_batches is None:
         raise AccelsimError(f"recipe {recipe.name!r}: distill_unlabeled: "
                             f"{recipe.distill_unlabeled} needs unlabelled batches; the caller "
                             f"passed none (unlabeled_batches=None)")
+    if recipe.datapath and emulate_datapath is None:
+        raise AccelsimError(f"recipe {recipe.name!r}: datapath: training on a chip datapath needs "
+                            "its emulation; the caller passed none (emulate_datapath=None; "
+                            "allowed: accelsim.ref.qat.emulate_datapath)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
@@ -340,6 +357,7 @@ def finetune(
         loss_sum, steps, factor, mask_changed = 0.0, 0, 1.0, 0.0
         fraction = pruned_fraction(recipe, 0.0) if sparse else 0.0
         unlabeled = unlabeled_batches(epoch) if unlabeled_per_batch else ()
+        emulate = emulate_datapath if stage == "compress" and recipe.datapath else None
         for batch, labeled in _interleaved(train_batches(epoch), unlabeled, unlabeled_per_batch):
             step_in_stage = (epoch - first_epoch_of_stage) * epoch_steps + steps
             if stage == "compress":
@@ -356,7 +374,8 @@ def finetune(
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * scale
             # A teacher only in stage compress.
-            loss = _step_loss(model, teacher, batch, recipe, labeled=labeled)
+            with _on_datapath(model, recipe, emulate):
+                loss = _step_loss(model, teacher, batch, recipe, labeled=labeled)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
@@ -378,7 +397,8 @@ def finetune(
                 update_masks(model, fraction)
             enforce_masks(model, final=True)
         set_dropout_factor(model, base_dropout, 1.0)
-        value = evaluate(model, eval_batches(), metric)
+        with _on_datapath(model, recipe, emulate):
+            value = evaluate(model, eval_batches(), metric)
         if stage == "fp" and last_of_stage and stages.compress_epochs > 0:
             fp_metric = value
         record = EpochRecord(stage, epoch + 1, loss_sum / max(steps, 1), value, factor, fraction,

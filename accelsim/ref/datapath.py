@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from accelsim.errors import AccelsimError
-from accelsim.formats import OVERFLOW_POLICIES, VECTOR_FORMATS
+from accelsim.formats import DATAPATH_DEFAULTS, datapath_problem
 from accelsim.hw import HwConfig
 
 
@@ -27,21 +27,16 @@ class Datapath:
     ``vector_format``: the format of everything else between GEMMs (§5); ``None`` keeps the
     model's own float32 PyTorch ops, the fake-quant model's arithmetic."""
 
-    accumulator_bits: int = 32
-    overflow: str = "saturate"
-    integer_requant: bool = False
-    vector_format: str | None = None
+    accumulator_bits: int = DATAPATH_DEFAULTS["accumulator_bits"]  # type: ignore[assignment]
+    overflow: str = DATAPATH_DEFAULTS["overflow"]  # type: ignore[assignment]
+    integer_requant: bool = DATAPATH_DEFAULTS["integer_requant"]  # type: ignore[assignment]
+    vector_format: str | None = DATAPATH_DEFAULTS["vector_format"]  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        if self.overflow not in OVERFLOW_POLICIES:
-            raise AccelsimError(f"datapath: overflow {self.overflow!r} is not one of "
-                                f"{', '.join(OVERFLOW_POLICIES)}")
-        if self.vector_format is not None and self.vector_format not in VECTOR_FORMATS:
-            raise AccelsimError(f"datapath: vector format {self.vector_format!r} is not one of "
-                                f"{', '.join(VECTOR_FORMATS)}")
-        if not 2 <= self.accumulator_bits <= 64:
-            raise AccelsimError(f"datapath: accumulator_bits {self.accumulator_bits}; allowed: "
-                                "2..64")
+        problem = datapath_problem(self.accumulator_bits, self.overflow, self.integer_requant,
+                                   self.vector_format)
+        if problem is not None:
+            raise AccelsimError(f"datapath: {problem}")
 
     @classmethod
     def of_hw(cls, hw: HwConfig) -> Datapath:

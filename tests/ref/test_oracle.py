@@ -381,6 +381,33 @@ def test_check_op_compares_scales_and_counts_and_rejects_unknown_kinds():
         O.check_op("conv", q, {})
 
 
+@pytest.mark.parametrize("kind", ["gemm", "sparse_gemm", "bmm"])
+def test_a_sampled_gemm_still_has_its_saturations_counted_on_every_row(kind, monkeypatch):
+    monkeypatch.setattr(O, "COUNT_BLOCK_ROWS", 3)  # several blocks, the last one partial
+    rng = np.random.default_rng(4)
+    a, zp = _act(rng, (2, 7, 16), 8)
+    if kind == "bmm":
+        b, b_zp = _act(rng, (2, 16, 5), 8)
+        acc = K.int_bmm(a, b, zp, b_zp)
+        inputs = dict(a_codes=a, a_zp=zp, b_codes=b, b_zp=b_zp)
+    else:
+        a = a[0]
+        w = _two_four(rng, 5, 16)
+        values, indices = compress_2to4(w)
+        acc = K.int_gemm(a, w, zp)
+        inputs = (dict(a_codes=a, a_zp=zp, w_codes=w) if kind == "gemm"
+                  else dict(a_codes=a, a_zp=zp, values=values, indices=indices))
+    bits = 12
+    clipped, outside = K.clip_accumulators(acc, bits, "saturate")
+    inputs.update(bits=bits, overflow="saturate")
+    assert 0 < outside < acc.size
+    assert O.count_outside(kind, inputs) == outside
+    first_rows = clipped[..., :1, :] if kind == "bmm" else clipped[:1]
+    assert O.check_op(kind, (clipped, outside), inputs, max_rows=1) == O.OpCheck(
+        kind, first_rows.size + 1, 0)
+    assert O.check_op(kind, (clipped, outside - 1), inputs, max_rows=1).mismatches == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Per-channel scales (a GEMM accumulator with per-channel weight scales)
 # ---------------------------------------------------------------------------------------------
