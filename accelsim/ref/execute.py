@@ -128,11 +128,11 @@ class IntLinearModule(nn.Module):
             np.float64(layer.act.scale) * layer.weight_scale.astype(np.float64)
             / np.float64(requant_to.scale))
         self.weights = decode_weights(layer)
-        # [K, N] (dense) or [K/2, N] (2:4) copies for the kernels' row-streaming loops, made once.
+        # The forms the kernels stream ([K, N] dense codes; 2:4 gather rows and values), made once.
         w = self.weights
         self.w_transposed = None if w.codes is None else np.ascontiguousarray(w.codes.T)
-        self.sparse_transposed = None if w.values is None else (
-            np.ascontiguousarray(w.values.T), np.ascontiguousarray(w.indices.T))
+        self.sparse_prepared = None if w.values is None else kernels.prepare_sparse(
+            w.values, w.indices, layer.name)
         self.out_scale = np.float32(layer.act.scale) * layer.weight_scale.astype(np.float32)
         self.capture: list[np.ndarray] | None = None
         # The integer tensors of the ``int`` vector format (None in the float formats).
@@ -182,7 +182,7 @@ class IntLinearModule(nn.Module):
         w = self.weights
         if w.codes is None:
             acc = kernels.sparse_gemm(codes, w.values, w.indices, act.zero_point, bias,
-                                      transposed=self.sparse_transposed)
+                                      prepared=self.sparse_prepared)
             inputs = {"values": w.values, "indices": w.indices}
         else:
             acc = kernels.int_gemm(codes, w.codes, act.zero_point, bias,
