@@ -398,7 +398,26 @@ def build_int_executor(model: nn.Module, int_model: IntModel, bias_mode: BiasMod
     if datapath.vector_format is not None:
         _run_in_vector_format(executor, datapath.vector_format, int_model.float_layers, counts,
                               ints)
+    _torch_single_threaded(executor)
     return executor
+
+
+def _torch_single_threaded(executor: nn.Module) -> None:
+    """Run the PyTorch ops of ``executor``'s calls on one thread. They are small (views, host
+    layers, glue between kernels), and torch's OpenMP workers, started at ``import torch``, spin
+    between them: on a loaded 2-core machine a ViT-B/16 forward took 2.4x longer with 2 torch
+    threads than with 1 (benchmarks/bench_ref.py). The integer kernels pick their own threads."""
+    model_forward = executor.forward
+
+    def forward_one_thread(*args: Any, **kwargs: Any) -> Any:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return model_forward(*args, **kwargs)
+        finally:
+            torch.set_num_threads(previous)
+
+    executor.forward = forward_one_thread
 
 
 def _run_in_vector_format(executor: nn.Module, vector_format: str,
