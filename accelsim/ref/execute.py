@@ -128,11 +128,11 @@ class IntLinearModule(nn.Module):
             np.float64(layer.act.scale) * layer.weight_scale.astype(np.float64)
             / np.float64(requant_to.scale))
         self.weights = decode_weights(layer)
-        # [K, N] (dense) or [K/2, N] (2:4) copies for the kernels' row-streaming loops, made once.
+        # The forms the kernels stream ([K, N] dense codes; 2:4 gather rows and values), made once.
         w = self.weights
         self.w_transposed = None if w.codes is None else np.ascontiguousarray(w.codes.T)
-        self.sparse_transposed = None if w.values is None else (
-            np.ascontiguousarray(w.values.T), np.ascontiguousarray(w.indices.T))
+        self.sparse_prepared = None if w.values is None else kernels.prepare_sparse(
+            w.values, w.indices, layer.name)
         self.out_scale = np.float32(layer.act.scale) * layer.weight_scale.astype(np.float32)
         self.capture: list[np.ndarray] | None = None
         # The integer tensors of the ``int`` vector format (None in the float formats).
@@ -182,7 +182,7 @@ class IntLinearModule(nn.Module):
         w = self.weights
         if w.codes is None:
             acc = kernels.sparse_gemm(codes, w.values, w.indices, act.zero_point, bias,
-                                      transposed=self.sparse_transposed)
+                                      prepared=self.sparse_prepared)
             inputs = {"values": w.values, "indices": w.indices}
         else:
             acc = kernels.int_gemm(codes, w.codes, act.zero_point, bias,
@@ -398,7 +398,26 @@ def build_int_executor(model: nn.Module, int_model: IntModel, bias_mode: BiasMod
     if datapath.vector_format is not None:
         _run_in_vector_format(executor, datapath.vector_format, int_model.float_layers, counts,
                               ints)
+    _torch_single_threaded(executor)
     return executor
+
+
+def _torch_single_threaded(executor: nn.Module) -> None:
+    """Run the PyTorch ops of ``executor``'s calls on one thread. They are small (views, host
+    layers, glue between kernels), and torch's OpenMP workers, started at ``import torch``, spin
+    between them: on a loaded 2-core machine a ViT-B/16 forward took 2.4x longer with 2 torch
+    threads than with 1 (benchmarks/bench_ref.py). The integer kernels pick their own threads."""
+    model_forward = executor.forward
+
+    def forward_one_thread(*args: Any, **kwargs: Any) -> Any:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return model_forward(*args, **kwargs)
+        finally:
+            torch.set_num_threads(previous)
+
+    executor.forward = forward_one_thread
 
 
 def _run_in_vector_format(executor: nn.Module, vector_format: str,

@@ -21,15 +21,27 @@ output tiles, and check before running that int32 cannot overflow (``accumulator
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import numba
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from accelsim.errors import AccelsimError
-from accelsim.formats import OVERFLOW_POLICIES, twos_complement_range
+from accelsim.formats import (
+    OVERFLOW_POLICIES,
+    SPARSE_GROUP,
+    SPARSE_KEPT,
+    twos_complement_range,
+)
 from accelsim.ref.codes import (
     ACT_DTYPES,
     check_accumulator_bound,
@@ -50,17 +62,69 @@ _TILE_K = 768
 # Below this many MACs a call runs on one thread: waking the pool costs 0.1-1.5 ms on a busy
 # 2-core machine, more than the whole GEMM (tiny models, attention of short sequences).
 _PARALLEL_MIN_MACS = 1 << 21
+# The wide-M 2:4 kernel: M in int16 lanes of a 512-bit vector, tasks of 16 outputs x 256 rows,
+# 8 kept values per pass over the partial sums. From M = 16 it beats the narrow kernel.
+_LANES = 32
+_WIDE_BLOCK_N = 16
+_WIDE_TILE_M = 256
+_WIDE_BUFFER = _WIDE_BLOCK_N * _WIDE_TILE_M
+_PASS = 8
+_WIDE_M = 16
+INT16_MAX = 2**15 - 1
+
+
+# Idle OpenMP workers sleep instead of spinning. On a machine shared with other jobs a spinning
+# worker holds a core the busy thread then waits for: under load, 2 threads ran 2-3x slower than
+# 1 with spinning, the same as 1 without (benchmarks/bench_ref.py). Read when numba's OpenMP pool
+# starts, i.e. at the first parallel call, which comes after this import; a value set by the
+# user wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_LOADAVG = Path("/proc/loadavg")
+
+
+def idle_cpus() -> int:
+    """CPUs of this process's affinity set that no other runnable thread wants right now: the
+    affinity size less the runnable threads beyond the caller (``/proc/loadavg``), at least 1.
+    Without ``/proc/loadavg`` (not Linux), the affinity size."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        runnable = int(_LOADAVG.read_text().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return cpus
+    return max(1, min(cpus, cpus + 1 - runnable))
+
+
+def thread_count(macs: int, tasks: int) -> int:
+    """Threads for one kernel call: 1 below ``_PARALLEL_MIN_MACS``, else at most the caller's
+    numba thread count, the parallel ``tasks`` and :func:`idle_cpus`. A thread without a core of
+    its own would make every call wait for the time slice it is descheduled for."""
+    if macs < _PARALLEL_MIN_MACS or tasks < 2:
+        return 1
+    return max(1, min(numba.get_num_threads(), tasks, idle_cpus()))
 
 
 @contextmanager
-def _threads_for(macs: int) -> Iterator[None]:
+def _threads_for(macs: int, tasks: int) -> Iterator[None]:
     previous = numba.get_num_threads()
-    if macs < _PARALLEL_MIN_MACS:
-        numba.set_num_threads(1)
+    numba.set_num_threads(thread_count(macs, tasks))
     try:
         yield
     finally:
         numba.set_num_threads(previous)
+
+
+@intrinsic
+def _stack_buffer(typingctx, count, dtype):  # pragma: no cover - compiled
+    """A pointer to ``count`` (a compile-time constant) elements of ``dtype`` on the stack of the
+    calling thread, for ``numba.carray``."""
+    if not isinstance(count, types.IntegerLiteral):
+        return None
+    size = ir.Constant(ir.IntType(64), count.literal_value)
+
+    def codegen(context, builder, signature, args):
+        return cgutils.alloca_once(builder, context.get_value_type(dtype.dtype), size=size)
+
+    return types.CPointer(dtype.dtype)(count, dtype), codegen
 
 
 def _bias_or_zeros(name: str, bias: np.ndarray | None, n: int) -> np.ndarray:
@@ -159,7 +223,7 @@ def int_gemm(
     wt = np.ascontiguousarray(w_codes.T) if w_transposed is None else w_transposed
     m, k = a_codes.shape
     out = np.empty((m, n), dtype=np.int32)
-    with _threads_for(m * n * k):
+    with _threads_for(m * n * k, -(-m // _TILE_M) * -(-n // _TILE_N)):
         return _gemm_kernel(np.ascontiguousarray(a_codes), np.int32(a_zero_point), wt, bias32,
                             out)
 
@@ -169,9 +233,41 @@ def int_gemm(
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, eq=False)
+class SparseOperands:
+    """2:4 weights in the forms the kernels stream, derived once per layer (:func:`prepare_sparse`).
+
+    ``rows[n, s] = 4 * (s // 2) + indices[n, s]`` is the activation column (K position) that kept
+    value ``s`` of output ``n`` multiplies: the 4:1 mux decoded once, at load time, instead of on
+    every MAC. ``values_t``/``indices_t`` are the ``[K/2, N]`` copies of the narrow-M kernel.
+    """
+
+    values: np.ndarray  # int8 [N, K/2]
+    indices: np.ndarray  # uint8 [N, K/2]
+    rows: np.ndarray  # int32 [N, K/2]
+    values16: np.ndarray  # int16 [N, K/2]
+    values_t: np.ndarray  # int8 [K/2, N]
+    indices_t: np.ndarray  # uint8 [K/2, N]
+    max_abs: int  # max |value|
+
+
+def prepare_sparse(values: np.ndarray, indices: np.ndarray, name: str = "sparse_gemm"
+                   ) -> SparseOperands:
+    """Check 2:4 operands (``[N, K/2]`` int8 values, uint8 indices); derive their kernel forms."""
+    check_sparse_operands(name, values, indices)
+    slot = np.arange(values.shape[1], dtype=np.int32)
+    rows = (SPARSE_GROUP * (slot // SPARSE_KEPT))[None, :] + indices.astype(np.int32)
+    return SparseOperands(
+        values=values, indices=indices, rows=np.ascontiguousarray(rows),
+        values16=values.astype(np.int16), values_t=np.ascontiguousarray(values.T),
+        indices_t=np.ascontiguousarray(indices.T), max_abs=max_abs_shifted(values),
+    )
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _sparse_gemm_kernel(a, a_zp, vt, it, bias, out):  # pragma: no cover - compiled
-    # vt/it: kept values and indices transposed to [K/2, N]; slots 2g and 2g+1 belong to group g.
+    # Narrow M (a few rows): vectorized along N. vt/it: kept values and indices transposed to
+    # [K/2, N]; slots 2g and 2g+1 belong to group g.
     m_size = a.shape[0]
     groups = vt.shape[0] // 2
     n_size = vt.shape[1]
@@ -209,6 +305,100 @@ def _sparse_gemm_kernel(a, a_zp, vt, it, bias, out):  # pragma: no cover - compi
     return out
 
 
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _sparse_rows_kernel(xt, rows, vals, flush, bias, out):  # pragma: no cover - compiled
+    # Wide M: vectorized along M. xt: shifted activations transposed to [K, M padded to _LANES]
+    # int16; output n gathers row rows[n, s] of xt and scales it by vals[n, s]. Products and
+    # their partial sums over `flush` slots (a multiple of _PASS) fit int16 (the caller bounds
+    # them), so 32 MACs are one 512-bit multiply and add; each partial sum then adds into int32.
+    m_pad = xt.shape[1]
+    n_size, slots = rows.shape
+    m_size = out.shape[0]
+    tiles_m = (m_pad + _WIDE_TILE_M - 1) // _WIDE_TILE_M
+    blocks_n = (n_size + _WIDE_BLOCK_N - 1) // _WIDE_BLOCK_N
+    for task in prange(blocks_n * tiles_m):
+        n0 = (task // tiles_m) * _WIDE_BLOCK_N
+        m0 = (task % tiles_m) * _WIDE_TILE_M
+        cols = min(n_size, n0 + _WIDE_BLOCK_N) - n0
+        width = min(m_pad, m0 + _WIDE_TILE_M) - m0
+        # Stack buffers: the compiler sees they alias nothing, so the inner loop runs without
+        # per-pass overlap checks (a third faster on 197 x 768 x 3072).
+        part = numba.carray(_stack_buffer(_WIDE_BUFFER, np.int16), (_WIDE_BLOCK_N, _WIDE_TILE_M))
+        acc = numba.carray(_stack_buffer(_WIDE_BUFFER, np.int32), (_WIDE_BLOCK_N, _WIDE_TILE_M))
+        for j in range(cols):
+            for m in range(width):
+                part[j, m] = 0
+                acc[j, m] = bias[n0 + j]
+        s = 0
+        while s < slots:
+            stop = min(slots, s + flush)
+            # One pass: 8 kept values of every output of the block, while the 16 rows of
+            # activations their 4 groups can select stay in L1.
+            while s + _PASS <= stop:
+                for j in range(cols):
+                    n = n0 + j
+                    p = part[j]
+                    r0 = xt[rows[n, s], m0:m0 + width]
+                    r1 = xt[rows[n, s + 1], m0:m0 + width]
+                    r2 = xt[rows[n, s + 2], m0:m0 + width]
+                    r3 = xt[rows[n, s + 3], m0:m0 + width]
+                    r4 = xt[rows[n, s + 4], m0:m0 + width]
+                    r5 = xt[rows[n, s + 5], m0:m0 + width]
+                    r6 = xt[rows[n, s + 6], m0:m0 + width]
+                    r7 = xt[rows[n, s + 7], m0:m0 + width]
+                    v0 = vals[n, s]
+                    v1 = vals[n, s + 1]
+                    v2 = vals[n, s + 2]
+                    v3 = vals[n, s + 3]
+                    v4 = vals[n, s + 4]
+                    v5 = vals[n, s + 5]
+                    v6 = vals[n, s + 6]
+                    v7 = vals[n, s + 7]
+                    for m in range(width):
+                        p[m] = np.int16(
+                            p[m] + np.int16(r0[m] * v0) + np.int16(r1[m] * v1)
+                            + np.int16(r2[m] * v2) + np.int16(r3[m] * v3)
+                            + np.int16(r4[m] * v4) + np.int16(r5[m] * v5)
+                            + np.int16(r6[m] * v6) + np.int16(r7[m] * v7)
+                        )
+                s += _PASS
+            while s < stop:
+                for j in range(cols):
+                    n = n0 + j
+                    p = part[j]
+                    r0 = xt[rows[n, s], m0:m0 + width]
+                    v0 = vals[n, s]
+                    for m in range(width):
+                        p[m] = np.int16(p[m] + np.int16(r0[m] * v0))
+                s += 1
+            for j in range(cols):
+                for m in range(width):
+                    acc[j, m] += part[j, m]
+                    part[j, m] = 0
+        for m in range(min(m_size - m0, width)):
+            for j in range(cols):
+                out[m0 + m, n0 + j] = acc[j, m]
+    return out
+
+
+def _shifted_transpose(a: np.ndarray, zero_point: int) -> np.ndarray:
+    """``(a - zero_point).T`` as int16 ``[K, M padded to _LANES]`` (zero padding rows)."""
+    m, k = a.shape
+    xt = np.zeros((k, -(-m // _LANES) * _LANES), dtype=np.int16)
+    xt[:, :m] = a.T
+    xt[:, :m] -= np.int16(zero_point)
+    return xt
+
+
+def _int16_flush(max_a: int, max_w: int, slots: int) -> int:
+    """How many slots' products an int16 partial sum surely holds, in whole passes (0: not one
+    pass; the int32 kernel runs instead)."""
+    product = max_a * max_w
+    if product == 0:
+        return max(_PASS, -(-slots // _PASS) * _PASS)
+    return INT16_MAX // product // _PASS * _PASS
+
+
 def sparse_gemm(
     a_codes: np.ndarray,
     values: np.ndarray,
@@ -216,35 +406,43 @@ def sparse_gemm(
     a_zero_point: int = 0,
     bias: np.ndarray | None = None,
     *,
-    transposed: tuple[np.ndarray, np.ndarray] | None = None,
+    prepared: SparseOperands | None = None,
 ) -> np.ndarray:
     """2:4 GEMM on the compressed form, as the hardware runs it.
 
     ``values``/``indices``: ``[N, K/2]`` kept int8 values and uint8 positions (0..3) in their group
     of 4 along K. ``acc[m, n] = bias[n] + sum_slot (a[m, 4*g + idx] - a_zp) * value``.
-    ``transposed`` (contiguous ``[K/2, N]`` copies of both) skips the per-call transposes.
+    ``prepared`` (:func:`prepare_sparse` of the same two arrays, kept with the layer) skips the
+    per-call checks and derivations.
     """
     check_codes("sparse_gemm.a", a_codes, ACT_DTYPES, 2)
-    check_sparse_operands("sparse_gemm", values, indices)
+    if prepared is None:
+        prepared = prepare_sparse(values, indices)
+    elif prepared.values is not values or prepared.indices is not indices:
+        raise AccelsimError("sparse_gemm: prepared operands belong to other values/indices; "
+                            "allowed: prepare_sparse(values, indices) of these arrays")
     k = a_codes.shape[1]
     if k != 2 * values.shape[1]:
         raise AccelsimError(
             f"sparse_gemm: a has K={k} but values {values.shape} encode K={2 * values.shape[1]}"
         )
-    n = values.shape[0]
+    m, n = a_codes.shape[0], values.shape[0]
     bias32 = _bias_or_zeros("sparse_gemm", bias, n)
+    max_a = max_abs_shifted(a_codes, a_zero_point)
     # Only K/2 products reach each accumulator.
-    check_accumulator_bound(
-        "sparse_gemm", max_abs_shifted(a_codes, a_zero_point), max_abs_shifted(values), k // 2,
-        max_abs_shifted(bias32),
-    )
-    out = np.empty((a_codes.shape[0], n), dtype=np.int32)
-    if transposed is None:
-        transposed = (np.ascontiguousarray(values.T), np.ascontiguousarray(indices.T))
-    with _threads_for(a_codes.shape[0] * n * k // 2):
-        return _sparse_gemm_kernel(
-            np.ascontiguousarray(a_codes), np.int32(a_zero_point), *transposed, bias32, out
-        )
+    check_accumulator_bound("sparse_gemm", max_a, prepared.max_abs, k // 2,
+                            max_abs_shifted(bias32))
+    out = np.empty((m, n), dtype=np.int32)
+    flush = _int16_flush(max_a, prepared.max_abs, k // 2)
+    wide = m >= _WIDE_M and flush > 0
+    tasks = (-(-n // _WIDE_BLOCK_N) * -(-m // _WIDE_TILE_M) if wide
+             else -(-m // _TILE_M) * -(-n // _TILE_N))
+    with _threads_for(m * n * k // 2, tasks):
+        if wide:
+            return _sparse_rows_kernel(_shifted_transpose(a_codes, a_zero_point), prepared.rows,
+                                       prepared.values16, flush, bias32, out)
+        return _sparse_gemm_kernel(np.ascontiguousarray(a_codes), np.int32(a_zero_point),
+                                   prepared.values_t, prepared.indices_t, bias32, out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,7 +493,7 @@ def int_bmm(
     a3 = np.ascontiguousarray(a_codes.reshape(-1, *a_codes.shape[-2:]))
     b3 = np.ascontiguousarray(b_codes.reshape(-1, *b_codes.shape[-2:]))
     out = np.empty((a3.shape[0], a3.shape[1], b3.shape[2]), dtype=np.int32)
-    with _threads_for(out.size * k):
+    with _threads_for(out.size * k, a3.shape[0] * a3.shape[1]):
         _bmm_kernel(a3, np.int32(a_zero_point), b3, np.int32(b_zero_point), out)
     return out.reshape(*lead, a3.shape[1], b3.shape[2])
 
@@ -338,7 +536,7 @@ def clip_accumulators(acc: np.ndarray, bits: int, overflow: str) -> tuple[np.nda
     low, high = twos_complement_range(bits)
     flat = np.ascontiguousarray(acc).reshape(-1)
     out = np.empty_like(flat)
-    with _threads_for(flat.size):
+    with _threads_for(flat.size, flat.size):
         outside = _clip_kernel(flat, np.int64(low), np.int64(high), overflow == "wrap", out)
     return out.reshape(acc.shape), int(outside)
 
@@ -360,6 +558,18 @@ def _requant_kernel(acc, m0, shift, zp, qmin, qmax, out):  # pragma: no cover - 
     return out
 
 
+@functools.lru_cache(maxsize=1024)
+def _multiplier_pairs(reals: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(M0, n) int64 arrays of float64 multipliers (their bytes): a layer requantizes by the same
+    per-column multipliers on every call, and converting them one by one in Python cost a
+    quarter of a ViT-B/16 forward."""
+    pairs = [quantize_multiplier(float(r)) for r in np.frombuffer(reals, dtype=np.float64)]
+    m0 = np.array([p[0] for p in pairs], dtype=np.int64)
+    shift = np.array([p[1] for p in pairs], dtype=np.int64)
+    m0.flags.writeable = shift.flags.writeable = False
+    return m0, shift
+
+
 def requantize(
     acc: np.ndarray,
     multiplier: np.ndarray | float,
@@ -376,12 +586,11 @@ def requantize(
     """
     check_codes("requantize.acc", acc, (np.int32,), 2)
     cols = acc.shape[1]
-    reals = np.broadcast_to(np.asarray(multiplier, dtype=np.float64), (cols,))
-    pairs = [quantize_multiplier(float(r)) for r in reals]
-    m0 = np.array([p[0] for p in pairs], dtype=np.int64)
-    shift = np.array([p[1] for p in pairs], dtype=np.int64)
+    reals = np.ascontiguousarray(
+        np.broadcast_to(np.asarray(multiplier, dtype=np.float64), (cols,)))
+    m0, shift = _multiplier_pairs(reals.tobytes())
     out = np.empty(acc.shape, dtype=np.int32)
-    with _threads_for(acc.size):
+    with _threads_for(acc.size, acc.shape[0]):
         _requant_kernel(acc, m0, shift, np.int64(zero_point), np.int64(qmin), np.int64(qmax),
                         out)
     return out.astype(code_dtype(qmin, qmax))
