@@ -1,0 +1,167 @@
+"""Greedy decoding through the integer reference: a prefill over the prompt, then one decode
+step per generated token, with the KV cache held as integer codes at its stored width.
+
+The executor is :func:`accelsim.ref.execute.build_int_executor`'s (every quantized GEMM on the
+integer kernels, on a chosen :class:`~accelsim.ref.datapath.Datapath`); the model's own causal-LM
+forward runs it with a :class:`CodeCache` as ``past_key_values``. Each attention layer's new K
+and V are quantized once, when written, by that layer's K/V quantizers (the recipe's
+``kv_bits``, default ``attention_bits``: :func:`accelsim.compress.apply.kv_cache_bits`), and
+stored as codes; every later step reads the stored codes. QK^T and PV read exactly those codes:
+the attention's own quantizer recovers them from the dequantized values it is handed
+(``|code - zp| <= 255`` and the float32 round trip errs by less than half a step).
+
+The fake-quant model decodes the same way with transformers' float cache, quantizing the whole
+cache again at every step; both give one sequence of codes, so on the fake-quant datapath the
+greedy tokens agree (tests). :func:`greedy_fake_quant` is that side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from transformers import DynamicCache
+
+from accelsim.compress.export import IntAttention, IntModel
+from accelsim.errors import AccelsimError
+from accelsim.ref.codes import dequantize
+from accelsim.ref.datapath import FAKE_QUANT_DATAPATH, Datapath, DatapathCounts
+from accelsim.ref.execute import COUNTS_ATTR, build_int_executor, quantize_act
+
+
+class CodeCache(DynamicCache):
+    """A KV cache of integer codes: layer ``i`` stores its K and V as the codes of the
+    quantizers ``attentions[i].k`` / ``.v`` (uint8 or int8 tensors, ``kv_bits`` wide), written
+    once per position, and hands the attention their dequantized values."""
+
+    def __init__(self, attentions: Sequence[IntAttention]) -> None:
+        super().__init__()
+        self.attentions = tuple(attentions)
+
+    def update(self, key_states: Tensor, value_states: Tensor, layer_idx: int, *args: Any,
+               **kwargs: Any) -> tuple[Tensor, Tensor]:
+        attention = self.attentions[layer_idx]
+        new = [torch.from_numpy(quantize_act(x, q))
+               for x, q in ((key_states, attention.k), (value_states, attention.v))]
+        key_codes, value_codes = super().update(new[0], new[1], layer_idx, *args, **kwargs)
+        return (self._values(key_codes, attention.k.scale, attention.k.zero_point),
+                self._values(value_codes, attention.v.scale, attention.v.zero_point))
+
+    @staticmethod
+    def _values(codes: Tensor, scale: float, zero_point: int) -> Tensor:
+        return torch.from_numpy(dequantize(codes.numpy(), scale, zero_point))
+
+    def codes(self, layer_idx: int) -> tuple[np.ndarray, np.ndarray]:
+        """The stored key and value codes of layer ``layer_idx``, ``[batch, kv_heads, positions,
+        head_dim]``."""
+        layer = self.layers[layer_idx]
+        return layer.keys.numpy(), layer.values.numpy()
+
+    def stored_bytes(self) -> int:
+        """Bytes of the cache packed at each layer's stored width."""
+        total = 0
+        for index, attention in enumerate(self.attentions):
+            keys, values = self.codes(index)
+            total += (keys.size * attention.k.bits + values.size * attention.v.bits + 7) // 8
+        return total
+
+
+@dataclass(frozen=True, eq=False)
+class PassRecord:
+    """One forward of a generation (``prefill`` or ``decode``): the positions it fed, its
+    last-position logits ``[batch, vocab]``, the GEMM MACs it executed by kind, and (when
+    recorded) its ops for :func:`accelsim.ref.oracle.check_op`."""
+
+    phase: str
+    tokens: int
+    logits: Tensor
+    gemm_macs: dict[str, int]
+    records: list[tuple[str, Any, dict[str, Any]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, eq=False)
+class DecodeResult:
+    """``tokens`` ``[batch, gen_len]`` (the prefill yields the first), one :class:`PassRecord`
+    per forward, the executor's cumulative counts and the final cache."""
+
+    tokens: Tensor
+    passes: tuple[PassRecord, ...]
+    counts: DatapathCounts
+    cache: CodeCache
+
+
+def attentions_by_layer(model: nn.Module, int_model: IntModel) -> list[IntAttention]:
+    """The integer model's attention entries in the order of the modules' ``layer_idx`` (the
+    cache's layer index); one line when a decoder layer's attention is not quantized."""
+    by_index: dict[int, IntAttention] = {}
+    for attention in int_model.attentions:
+        module = model.get_submodule(attention.name)
+        by_index[int(module.layer_idx)] = attention
+    if sorted(by_index) != list(range(len(by_index))) or not by_index:
+        raise AccelsimError(f"int model ({int_model.family}): quantized attention layers "
+                            f"{sorted(by_index)}; the KV cache needs every decoder layer's "
+                            "(allowed: a recipe with attention_bits 4 or 8)")
+    return [by_index[i] for i in range(len(by_index))]
+
+
+def _check_generation(input_ids: Tensor, gen_len: int) -> None:
+    if input_ids.ndim != 2 or input_ids.shape[1] < 1:
+        raise AccelsimError(f"decode: input_ids shape {tuple(input_ids.shape)}; allowed: "
+                            "[batch, prompt_len] with prompt_len >= 1")
+    if gen_len < 1:
+        raise AccelsimError(f"decode: gen_len={gen_len} must be >= 1")
+
+
+def greedy_int(model: nn.Module, int_model: IntModel, input_ids: Tensor, gen_len: int,
+               datapath: Datapath = FAKE_QUANT_DATAPATH, record_ops: bool = False) -> DecodeResult:
+    """Greedy-decode ``gen_len`` tokens after ``input_ids`` on the integer reference.
+
+    ``model`` is the compressed causal LM ``int_model`` was exported from (left untouched).
+    ``record_ops`` keeps every op of every pass for the oracle."""
+    _check_generation(input_ids, gen_len)
+    executor = build_int_executor(model, int_model, datapath=datapath)
+    counts: DatapathCounts = getattr(executor, COUNTS_ATTR)
+    cache = CodeCache(attentions_by_layer(executor, int_model))
+    passes: list[PassRecord] = []
+    tokens: list[Tensor] = []
+    feed = input_ids
+    with torch.no_grad():
+        for step in range(gen_len):
+            macs_before = dict(counts.gemm_macs)
+            counts.records = [] if record_ops else None
+            output = executor(input_ids=feed, past_key_values=cache, use_cache=True)
+            logits = output.logits[:, -1, :].float()
+            passes.append(PassRecord(
+                phase="prefill" if step == 0 else "decode", tokens=int(feed.shape[1]),
+                logits=logits,
+                gemm_macs={kind: macs - macs_before.get(kind, 0)
+                           for kind, macs in counts.gemm_macs.items()},
+                records=counts.records or []))
+            feed = logits.argmax(dim=-1, keepdim=True)
+            tokens.append(feed)
+    counts.records = None
+    return DecodeResult(tokens=torch.cat(tokens, dim=1), passes=tuple(passes), counts=counts,
+                        cache=cache)
+
+
+def greedy_fake_quant(model: nn.Module, input_ids: Tensor, gen_len: int) -> tuple[Tensor,
+                                                                                   list[Tensor]]:
+    """The fake-quant model's greedy tokens ``[batch, gen_len]`` and last-position logits per
+    pass, with transformers' float KV cache."""
+    _check_generation(input_ids, gen_len)
+    model.eval()
+    cache = DynamicCache()
+    tokens: list[Tensor] = []
+    logits: list[Tensor] = []
+    feed = input_ids
+    with torch.no_grad():
+        for _ in range(gen_len):
+            output = model(input_ids=feed, past_key_values=cache, use_cache=True)
+            logits.append(output.logits[:, -1, :].float())
+            feed = logits[-1].argmax(dim=-1, keepdim=True)
+            tokens.append(feed)
+    return torch.cat(tokens, dim=1), logits
