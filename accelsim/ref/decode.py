@@ -3,8 +3,9 @@ step per generated token, with the KV cache held as integer codes at its stored 
 
 The executor is :func:`accelsim.ref.execute.build_int_executor`'s (every quantized GEMM on the
 integer kernels, on a chosen :class:`~accelsim.ref.datapath.Datapath`); the model's own causal-LM
-forward runs it with a :class:`CodeCache` as ``past_key_values``. Each attention layer's new K
-and V are quantized once, when written, by that layer's K/V quantizers (the recipe's
+forward runs it with a :class:`CodeCache` as its ``cache`` and the LM head on the last
+position only (``logits_to_keep=1``, as generation and the traced phases do). Each attention
+layer's new K and V are quantized once, when written, by that layer's K/V quantizers (the recipe's
 ``kv_bits``, default ``attention_bits``: :func:`accelsim.compress.apply.kv_cache_bits`), and
 stored as codes; every later step reads the stored codes. QK^T and PV read exactly those codes:
 the attention's own quantizer recovers them from the dequantized values it is handed
@@ -133,7 +134,8 @@ def greedy_int(model: nn.Module, int_model: IntModel, input_ids: Tensor, gen_len
         for step in range(gen_len):
             macs_before = dict(counts.gemm_macs)
             counts.records = [] if record_ops else None
-            output = executor(input_ids=feed, past_key_values=cache, use_cache=True)
+            output = executor(input_ids=feed, cache=cache, use_cache=True,
+                              logits_to_keep=1)
             logits = output.logits[:, -1, :].float()
             passes.append(PassRecord(
                 phase="prefill" if step == 0 else "decode", tokens=int(feed.shape[1]),
@@ -160,7 +162,8 @@ def greedy_fake_quant(model: nn.Module, input_ids: Tensor, gen_len: int) -> tupl
     feed = input_ids
     with torch.no_grad():
         for _ in range(gen_len):
-            output = model(input_ids=feed, past_key_values=cache, use_cache=True)
+            output = model(input_ids=feed, cache=cache, use_cache=True,
+                           logits_to_keep=1)
             logits.append(output.logits[:, -1, :].float())
             feed = logits[-1].argmax(dim=-1, keepdim=True)
             tokens.append(feed)
