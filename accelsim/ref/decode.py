@@ -29,6 +29,8 @@ from transformers import DynamicCache
 
 from accelsim.compress.export import IntAttention, IntModel
 from accelsim.errors import AccelsimError
+from accelsim.ref import oracle
+from accelsim.ref.chip import ORACLE_ROWS, sqnr_db
 from accelsim.ref.codes import dequantize
 from accelsim.ref.datapath import FAKE_QUANT_DATAPATH, Datapath, DatapathCounts
 from accelsim.ref.execute import COUNTS_ATTR, build_int_executor, quantize_act
@@ -134,8 +136,11 @@ def greedy_int(model: nn.Module, int_model: IntModel, input_ids: Tensor, gen_len
         for step in range(gen_len):
             macs_before = dict(counts.gemm_macs)
             counts.records = [] if record_ops else None
-            output = executor(input_ids=feed, cache=cache, use_cache=True,
-                              logits_to_keep=1)
+            # A causal mask's scores are -inf in a float16 vector unit and in float32 alike:
+            # their difference, NaN, is left out of the error statistics without a warning.
+            with np.errstate(invalid="ignore"):
+                output = executor(input_ids=feed, cache=cache, use_cache=True,
+                                  logits_to_keep=1)
             logits = output.logits[:, -1, :].float()
             passes.append(PassRecord(
                 phase="prefill" if step == 0 else "decode", tokens=int(feed.shape[1]),
@@ -168,3 +173,139 @@ def greedy_fake_quant(model: nn.Module, input_ids: Tensor, gen_len: int) -> tupl
             feed = logits[-1].argmax(dim=-1, keepdim=True)
             tokens.append(feed)
     return torch.cat(tokens, dim=1), logits
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks (accelsim verify --phase)
+# ---------------------------------------------------------------------------------------------
+
+# Which passes of a generation a phase check covers: the prefill, the decode steps, or both.
+PHASE_PASSES: dict[str, tuple[str, ...]] = {
+    "prefill": ("prefill",), "decode": ("decode",), "generate": ("prefill", "decode")}
+
+
+@dataclass(frozen=True)
+class GenerationCheck:
+    """The integer reference on the fake-quant datapath against the fake-quant model, over
+    every generation: greedy ``tokens`` compared and how many ``tokens_equal``; ``passes`` and
+    how many gave ``identical_logits`` (bit for bit)."""
+
+    tokens: int
+    tokens_equal: int
+    passes: int
+    identical_logits: int
+
+    @property
+    def passed(self) -> bool:
+        return self.tokens_equal == self.tokens and self.identical_logits == self.passes
+
+
+def check_generation(model: nn.Module, int_model: IntModel, prompts: Sequence[Tensor],
+                     gen_len: int) -> GenerationCheck:
+    """Greedy-decode every prompt batch both ways (see :class:`GenerationCheck`)."""
+    tokens = equal = passes = identical = 0
+    for prompt in prompts:
+        theirs, logits = greedy_fake_quant(model, prompt, gen_len)
+        ours = greedy_int(model, int_model, prompt, gen_len)
+        tokens += theirs.numel()
+        equal += int((ours.tokens == theirs).sum())
+        passes += len(logits)
+        identical += sum(torch.equal(p.logits, fq) for p, fq in zip(ours.passes, logits,
+                                                                     strict=True))
+    return GenerationCheck(tokens, equal, passes, identical)
+
+
+@dataclass(frozen=True)
+class DecodeChipReport:
+    """A generation on a chip's datapath, for the passes of ``phase``: accumulator
+    saturations, greedy tokens that agree with the fake-quant model's, the SQNR of the passes'
+    logits against it, every recorded op recomputed by the oracle, and the GEMM MACs executed
+    against those of the phase graphs the simulator prices (``macs_linear``, ``macs_matmul``,
+    summed over the passes)."""
+
+    datapath: Datapath
+    phase: str
+    passes_checked: int
+    accumulators: int
+    accumulator_saturations: int
+    tokens: int
+    tokens_agree: int
+    logit_sqnr_db: float
+    oracle_ops_checked: int
+    oracle_elements_checked: int
+    oracle_mismatches: int
+    executed: dict[str, int]
+    graph: dict[str, int]
+    float_fallbacks: dict[str, int]
+
+    @property
+    def graph_matches(self) -> bool:
+        return self.executed == self.graph
+
+
+def _phase_graph_macs(name: str, record: PassRecord, batch: int, prompt_len: int,
+                      step: int) -> dict[str, int]:
+    from accelsim.graph.decoder_trace import trace_phase
+
+    if record.phase == "prefill":
+        traced = trace_phase(name, "prefill", {"batch": batch, "prompt_len": prompt_len})
+    else:
+        traced = trace_phase(name, "decode", {"batch": batch, "context": prompt_len + step - 1})
+    macs: dict[str, int] = {}
+    for node in traced.graph.gemms:
+        macs[f"macs_{node.kind}"] = macs.get(f"macs_{node.kind}", 0) + node.macs
+    return macs
+
+
+def check_decoder_chip(name: str, model: nn.Module, int_model: IntModel,
+                       prompts: Sequence[Tensor], gen_len: int, phase: str,
+                       datapath: Datapath) -> DecodeChipReport:
+    """Generate from every prompt batch on ``datapath`` with every op recorded and check the
+    passes of ``phase`` (see :class:`DecodeChipReport`); ``name`` is the zoo decoder whose
+    phases are traced."""
+    if phase not in PHASE_PASSES:
+        raise AccelsimError(f"phase: {phase!r} is not one of {', '.join(PHASE_PASSES)}")
+    checked = ops = elements = mismatches = tokens = agree = 0
+    accumulators = saturations = 0
+    executed: dict[str, int] = {}
+    graph: dict[str, int] = {}
+    fallbacks: dict[str, int] = {}
+    ours_logits: list[Tensor] = []
+    theirs_logits: list[Tensor] = []
+    for prompt in prompts:
+        result = greedy_int(model, int_model, prompt, gen_len, datapath=datapath,
+                            record_ops=True)
+        fq_tokens, fq_logits = greedy_fake_quant(model, prompt, gen_len)
+        tokens += fq_tokens.numel()
+        agree += int((result.tokens == fq_tokens).sum())
+        accumulators += result.counts.accumulators
+        saturations += result.counts.saturations
+        for op, count in result.counts.float_fallbacks.items():
+            fallbacks[op] = fallbacks.get(op, 0) + count
+        for step, (record, fq) in enumerate(zip(result.passes, fq_logits, strict=True)):
+            if record.phase not in PHASE_PASSES[phase]:
+                continue
+            checked += 1
+            ours_logits.append(record.logits)
+            theirs_logits.append(fq)
+            for kind, output, inputs in record.records:
+                check = oracle.check_op(kind, output, inputs, max_rows=ORACLE_ROWS)
+                ops += 1
+                elements += check.elements
+                mismatches += check.mismatches
+            for key, macs in record.gemm_macs.items():
+                executed[f"macs_{key}"] = executed.get(f"macs_{key}", 0) + macs
+            traced = _phase_graph_macs(name, record, int(prompt.shape[0]),
+                                       int(prompt.shape[1]), step)
+            for key, macs in traced.items():
+                graph[key] = graph.get(key, 0) + macs
+    if not checked:
+        raise AccelsimError(f"phase {phase}: a generation of {gen_len} token(s) has no "
+                            f"{phase} pass; allowed: gen_len >= 2 for decode")
+    return DecodeChipReport(
+        datapath=datapath, phase=phase, passes_checked=checked, accumulators=accumulators,
+        accumulator_saturations=saturations, tokens=tokens, tokens_agree=agree,
+        logit_sqnr_db=sqnr_db(torch.cat(theirs_logits), torch.cat(ours_logits)),
+        oracle_ops_checked=ops, oracle_elements_checked=elements, oracle_mismatches=mismatches,
+        executed=dict(sorted(executed.items())), graph=dict(sorted(graph.items())),
+        float_fallbacks=dict(sorted(fallbacks.items())))
