@@ -3,8 +3,10 @@
 Steps: check the phase's shape options against the model (``zoo.decoders``) -> choose the
 recipe as ``run`` does (by default the hardware's native format) -> trace the phase graphs
 (``graph.decoder_trace``, meta device) -> give them the recipe's widths (``graph.phases``:
-nominal, no masks are computed: compressing decoders is not implemented, so 2:4 layers take the
-nominal density 0.5) -> simulate (``sim.generation``) -> print and write JSON / CSV.
+nominal, 2:4 layers at the nominal density 0.5), or with ``--int-model F`` a compressed
+decoder's real ones (:func:`phase_graph_from_int_model`: each layer's stored format and measured
+density, the KV cache at its quantizers' width) -> simulate (``sim.generation``) -> print and
+write JSON / CSV.
 
 * ``prefill``: one pass over ``--prompt-len`` tokens; its latency is the time to first token.
 * ``decode``: one step over a KV cache of ``--context`` positions, plus the batch where decoding
@@ -28,7 +30,8 @@ from accelsim.files import write_texts_atomic
 from accelsim.hw import HwConfig
 
 if TYPE_CHECKING:
-    from accelsim.graph.phases import DecoderPrecision
+    from accelsim.compress.export import IntModel
+    from accelsim.graph.phases import DecoderPrecision, PhaseGraph
     from accelsim.sim import SimResult
 
 PHASE_CHOICES = ("prefill", "decode", "generate")
@@ -74,10 +77,13 @@ def _check_options(args: argparse.Namespace) -> str:
             raise AccelsimError(f"{flag} {getattr(args, key)} does not apply to --phase "
                                 f"{args.phase} (its shape options: --batch, --prompt-len, "
                                 "--context, --gen-len)")
-    for flag, value in (("--int-model", args.int_model), ("--accuracy", args.accuracy or None)):
-        if value is not None:
-            raise AccelsimError(f"{flag} does not apply to --phase {args.phase} (decoders are "
-                                "simulated from their traced shapes and a recipe's widths)")
+    if args.accuracy:
+        raise AccelsimError(f"--accuracy does not apply to --phase {args.phase} (no decoder "
+                            "accuracy task; `accelsim verify --phase` checks the integer "
+                            "reference's generation)")
+    if args.int_model is not None and args.recipe is not None:
+        raise AccelsimError(f"--recipe {args.recipe} and --int-model {args.int_model}: give "
+                            "one; the int model already fixes the compression")
     if args.scalesim_compat:
         # The phase passes are simulated with accelsim's own cycle model; half of the option
         # (ideal memory only) would be a number SCALE-Sim never computes.
@@ -110,10 +116,66 @@ def decoder_precision(recipe_name: str | None) -> DecoderPrecision | None:
                             sparsity=recipe.sparsity)
 
 
+def phase_graph_from_int_model(phase_graph: PhaseGraph, int_model: IntModel) -> PhaseGraph:
+    """The phase graph at a compressed decoder's real precision.
+
+    :func:`accelsim.graph.intmodel.graph_from_int_model` sets every linear (the LM head
+    included) to its layer's widths, stored format and measured density, and each attention
+    matmul to its quantizers' widths, with one requantize per quantized operand. The K and V
+    operands of a phase are the KV cache, stored as codes: their requantize is the cache
+    write's, of the positions this pass writes, not of the whole cache every step; and each
+    cache tensor is stored at the width of the GEMM operand that reads it.
+    """
+    import re
+
+    from accelsim.compress.apply import ATTN_QUANT
+    from accelsim.graph.intmodel import graph_from_int_model, matched_linears
+    from accelsim.graph.ir import GemmNode, VectorNode
+
+    weight_gemms = [node.name for node in phase_graph.graph.gemms
+                    if not node.weight_is_activation]
+    matched = matched_linears(phase_graph.graph, int_model)
+    missing = [name for name in weight_gemms if name not in matched]
+    if missing:
+        raise AccelsimError(
+            f"int model ({int_model.family}, recipe {int_model.recipe}): {len(missing)} of the "
+            f"{len(weight_gemms)} linears of {phase_graph.graph.name} (e.g. {missing[0]!r}) have "
+            "no layer in it; allowed: an int model of this decoder, every linear compressed")
+    graph = graph_from_int_model(phase_graph.graph, int_model)
+    readers = {node.name: node for node in graph.nodes
+               if isinstance(node, GemmNode) and node.name in
+               {t.read_by for t in phase_graph.kv_cache}}
+    cache_operands = {f"{t.read_by.split('/', 1)[0]}.{ATTN_QUANT}.{t.kind[0]}/requantize"
+                      for t in phase_graph.kv_cache}
+    repeat = re.compile(r"#\d+$")
+    nodes = [node for node in graph.nodes
+             if not (isinstance(node, VectorNode) and repeat.sub("", node.name) in cache_operands)]
+    nodes += [VectorNode(name=f"{t.name}/requantize", vector_op="requantize",
+                         elements=t.written_elements) for t in phase_graph.kv_cache]
+    kv = tuple(dataclasses.replace(t, bits=readers[t.read_by].weight_bits)
+               for t in phase_graph.kv_cache)
+    return dataclasses.replace(phase_graph, graph=dataclasses.replace(graph, nodes=tuple(nodes)),
+                               kv_cache=kv)
+
+
+def _load_int_model(given: str) -> tuple[Path, IntModel]:
+    from accelsim.cli.run import int_model_path
+    from accelsim.compress.export import load_int_model
+
+    path = int_model_path(given)
+    try:
+        return path, load_int_model(path)
+    except OSError as exc:
+        raise AccelsimError(f"--int-model {path}: cannot read ({exc.strerror})") from None
+    except (ValueError, KeyError):
+        raise AccelsimError(f"--int-model {path}: not an integer model (the .npz that "
+                            "`accelsim verify --phase ... --int-model-out F` writes)") from None
+
+
 def run_phase(args: argparse.Namespace, hw: HwConfig, overrides: dict[str, object]) -> int:
-    from accelsim.cli.run import choose_recipe, header_lines
+    from accelsim.cli.run import RecipeChoice, choose_recipe, header_lines
     from accelsim.graph.decoder_trace import trace_phase
-    from accelsim.graph.phases import PhaseGraph, affine_in, with_precision
+    from accelsim.graph.phases import affine_in, with_precision
     from accelsim.report import phases as report
     from accelsim.report import tables
     from accelsim.sim import generation as gen
@@ -122,10 +184,18 @@ def run_phase(args: argparse.Namespace, hw: HwConfig, overrides: dict[str, objec
     phase = _check_options(args)
     shape = resolve_phase_shape(args.model, phase, batch=args.batch, prompt_len=args.prompt_len,
                                 context=args.context, gen_len=args.gen_len)
-    choice = choose_recipe(args.recipe, hw)
-    precision = decoder_precision(choice.recipe)
+    int_model = None
+    if args.int_model is not None:
+        int_path, int_model = _load_int_model(args.int_model)
+        choice = RecipeChoice(int_model.recipe, f"--int-model {int_path}")
+        precision = None
+    else:
+        choice = choose_recipe(args.recipe, hw)
+        precision = decoder_precision(choice.recipe)
 
     def annotated(graph: PhaseGraph) -> PhaseGraph:
+        if int_model is not None:
+            return phase_graph_from_int_model(graph, int_model)
         return graph if precision is None else with_precision(graph, precision)
 
     def family(traced_phase: str, key: str, base: dict[str, int]) -> Callable[[int], PhaseGraph]:
@@ -141,7 +211,9 @@ def run_phase(args: argparse.Namespace, hw: HwConfig, overrides: dict[str, objec
 
         return at
 
-    widths = ("the hardware's native widths" if precision is None else
+    widths = (f"{int_model.recipe} from --int-model: each layer's stored format and measured "
+              "density, KV cache at its quantizers' width" if int_model is not None else
+              "the hardware's native widths" if precision is None else
               f"w{precision.weight_bits}a{precision.act_bits}"
               f"{' 2:4 (nominal density 0.5)' if precision.sparsity == '2:4' else ''}, "
               f"attention {precision.attention_bits} bits, KV cache {precision.kv_bits} bits")

@@ -8,6 +8,16 @@ input) and, end to end, how many input codes of each layer drifted, then a one-l
 exit status is 1 when any accumulator differs or the logits are not bit-identical: the fake-quant
 model's inference forward computes the integer path's arithmetic (docs/integer_semantics.md §5).
 
+Decoders (``--phase prefill|decode|generate``, zoo gpt2/opt/llama models, ``--recipe`` only):
+the causal LM with its LM head is compressed and calibrated on generated prompts of
+``--prompt-len`` tokens, checked layer by layer on other prompts as above, then greedy-decodes
+``--gen-len`` tokens per prompt batch on the integer reference (:mod:`accelsim.ref.decode`, KV
+cache stored as codes) against the fake-quant model: every token equal and every pass's logits
+bit-identical, else exit 1. With ``--hw`` the generation runs on the chip's datapath and the
+passes of the phase are checked: the oracle recomputes every op, and the GEMM MACs executed are
+compared with those of the traced phase graphs (prefill; each decode step at its context).
+``--int-model-out F`` writes the exported integer model (``run --phase ... --int-model F``).
+
 ``--hw H [--set K=V ...]`` then checks the chip (:mod:`accelsim.ref.chip`): the reference on H's
 datapath (accumulator width and overflow, integer requantization, vector format) reports its
 accumulator saturations, the SQNR of its logits against the fake-quant model, each vector op's
@@ -26,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 HELP = "check the integer reference against the fake-quant model (int32 accumulators, logits)"
+PHASES = ("prefill", "decode", "generate")
+_ENCODER_SHAPES = ("seq_len", "image_size", "audio_seconds")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +60,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a field of --hw (repeatable), e.g. "
                              "precision.accumulator_bits=16")
+    parser.add_argument("--phase", choices=PHASES, default=None,
+                        help="decoder models: check a greedy generation's prefill, its decode "
+                             "steps, or both")
+    parser.add_argument("--prompt-len", type=int, default=None,
+                        help="decoder prompt tokens (default the model's seq_len)")
+    parser.add_argument("--gen-len", type=int, default=None,
+                        help="decoder tokens generated per prompt (default the model's gen_len)")
+    parser.add_argument("--int-model-out", type=Path, default=None,
+                        help="decoders: write the exported integer model (.npz) here")
 
 
 def _generated(args: argparse.Namespace, count: int, seed: int) -> list[Any]:
@@ -134,7 +155,11 @@ def run(args: argparse.Namespace) -> int:
             raise AccelsimError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
     datapath = _datapath(args)
     torch.manual_seed(args.seed)
-    model, int_model, batches = _from_checkpoint(args) if args.ckpt else _from_recipe(args)
+    decoder = _decoder_shape(args)
+    if decoder is not None:
+        model, int_model, batches = _decoder_from_recipe(args, decoder)
+    else:
+        model, int_model, batches = _from_checkpoint(args) if args.ckpt else _from_recipe(args)
     report = compare_with_fake_quant(model, int_model, batches)
     width = max(len(layer.name) for layer in report.layers)
     print(f"{'gemm':<{width}}  kind    sparsity  accumulators  mismatches  max|acc diff|"
@@ -153,7 +178,9 @@ def run(args: argparse.Namespace) -> int:
     payload = {**asdict(report), "passed": report.passed,
                "end_to_end_ok": report.end_to_end_ok, "verdict": report.verdict()}
     chip_ok = True
-    if datapath is not None:
+    if decoder is not None:
+        chip_ok = _check_decoder(args, decoder, model, int_model, batches, datapath, payload)
+    elif datapath is not None:
         from accelsim.ref.chip import check_chip
 
         chip = check_chip(model, int_model, batches, datapath)
@@ -163,6 +190,112 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         write_text_atomic(args.json, json.dumps(payload, indent=1))
     return 0 if report.passed and report.end_to_end_ok and chip_ok else 1
+
+
+def _decoder_shape(args: argparse.Namespace) -> dict[str, int] | None:
+    """The generation shape of a zoo decoder (``None`` for an encoder), its options checked."""
+    from accelsim.errors import AccelsimError
+    from accelsim.zoo.decoders import is_decoder, resolve_phase_shape
+    from accelsim.zoo.registry import get_spec
+
+    given = [f"--{key.replace('_', '-')}" for key in ("prompt_len", "gen_len", "int_model_out")
+             if getattr(args, key) is not None]
+    if not is_decoder(get_spec(args.model)):
+        if args.phase is not None or given:
+            flag = "--phase" if args.phase is not None else given[0]
+            raise AccelsimError(f"{flag} applies to decoder models; {args.model} is an encoder")
+        return None
+    if args.phase is None:
+        raise AccelsimError(f"decoder model {args.model} needs --phase (allowed: "
+                            f"{', '.join(PHASES)})")
+    if args.ckpt is not None:
+        raise AccelsimError(f"--ckpt: decoder {args.model} has no compress task; allowed: "
+                            "--recipe")
+    for key in _ENCODER_SHAPES:
+        if getattr(args, key) is not None:
+            raise AccelsimError(f"--{key.replace('_', '-')} does not apply to --phase "
+                                f"{args.phase} (its shape options: --batch-size, --prompt-len, "
+                                "--gen-len)")
+    shape = resolve_phase_shape(args.model, "generate", batch=args.batch_size,
+                                prompt_len=args.prompt_len, gen_len=args.gen_len)
+    if args.phase == "decode" and shape["gen_len"] < 2:
+        raise AccelsimError(f"--gen-len {shape['gen_len']}: --phase decode needs a decode "
+                            "step; allowed: 2 or more")
+    return shape
+
+
+def _decoder_from_recipe(args: argparse.Namespace,
+                         shape: dict[str, int]) -> tuple[Any, Any, list[Any]]:
+    """The compressed causal LM, its integer model and the prompt batches it is checked on."""
+    import torch
+
+    from accelsim import zoo
+    from accelsim.compress.apply import apply_recipe, calibrate
+    from accelsim.compress.export import export_int_model, save_int_model
+    from accelsim.compress.recipe import load_recipe
+    from accelsim.errors import AccelsimError
+    from accelsim.files import check_output_path
+    from accelsim.tasks.base import Batch
+    from accelsim.zoo.decoders import build_causal_lm
+
+    if args.int_model_out is not None:
+        check_output_path(args.int_model_out, "--int-model-out")
+    recipe = load_recipe(args.recipe)
+    if not recipe.quantized:
+        raise AccelsimError(f"--recipe: {recipe.name!r} keeps float32 weights; allowed: a "
+                            "quantized recipe (weight_bits 4 or 8)")
+
+    def prompts(count: int, seed: int) -> list[Any]:
+        return [Batch(inputs=zoo.example_inputs(args.model, batch=shape["batch"],
+                                                seq_len=shape["prompt_len"], seed=seed + i),
+                      labels=torch.zeros(shape["batch"], dtype=torch.long))
+                for i in range(count)]
+
+    model = build_causal_lm(args.model, seed=args.seed)
+    apply_recipe(model, recipe)
+    calibrate(model, prompts(recipe.calibration_batches, args.seed + 10_000), recipe)
+    int_model = export_int_model(model)
+    if args.int_model_out is not None:
+        save_int_model(int_model, args.int_model_out)
+    return model.eval(), int_model, prompts(args.batches, args.seed)
+
+
+def _check_decoder(args: argparse.Namespace, shape: dict[str, int], model: Any, int_model: Any,
+                   batches: list[Any], datapath: Any, payload: dict[str, Any]) -> bool:
+    """Greedy generation on the fake-quant datapath and, with ``--hw``, on the chip's; prints
+    and adds to ``payload``; whether both pass."""
+    from accelsim.ref.decode import check_decoder_chip, check_generation
+
+    prompts = [batch.inputs["input_ids"] for batch in batches]
+    generation = check_generation(model, int_model, prompts, shape["gen_len"])
+    print(f"generation ({len(prompts)} x batch {shape['batch']}, prompt {shape['prompt_len']}, "
+          f"{shape['gen_len']} tokens, KV cache of {int_model.attentions[0].k.bits}-bit codes): "
+          f"{generation.tokens_equal} of {generation.tokens} greedy tokens equal the fake-quant "
+          f"model's; {generation.identical_logits} of {generation.passes} passes' logits "
+          "bit-identical")
+    payload["generation"] = {**asdict(generation), "passed": generation.passed}
+    if datapath is None:
+        return generation.passed
+    chip = check_decoder_chip(args.model, model, int_model, prompts, shape["gen_len"],
+                              args.phase, datapath)
+    d = chip.datapath
+    print(f"chip datapath ({args.phase}: {chip.passes_checked} passes): {d.accumulator_bits}-bit "
+          f"accumulators ({d.overflow}), vector format {d.vector_format}")
+    print(f"  accumulator saturations: {chip.accumulator_saturations} of {chip.accumulators}")
+    print(f"  greedy tokens equal to the fake-quant model's: {chip.tokens_agree} of "
+          f"{chip.tokens}; logits SQNR {chip.logit_sqnr_db:.2f} dB")
+    if chip.float_fallbacks:
+        print(f"  computed in float for want of an integer kernel: {chip.float_fallbacks}")
+    print(f"  oracle: {chip.oracle_mismatches} mismatches in {chip.oracle_elements_checked} "
+          f"elements of {chip.oracle_ops_checked} ops")
+    for key in sorted(set(chip.executed) | set(chip.graph)):
+        ours, theirs = chip.executed.get(key, 0), chip.graph.get(key, 0)
+        mark = "" if ours == theirs else "   DIFFERS"
+        print(f"  {key:<18} executed {ours:>12}  phase graphs {theirs:>12}{mark}")
+    print(f"  phase graphs equal the executed GEMM work: "
+          f"{'yes' if chip.graph_matches else 'no'}")
+    payload.update(_finite({**asdict(chip), "graph_matches": chip.graph_matches}))
+    return generation.passed and chip.oracle_mismatches == 0
 
 
 def _datapath(args: argparse.Namespace) -> Any:

@@ -1,9 +1,15 @@
-"""Turn a Hugging Face encoder into its fake-quantized, 2:4-sparse version (in place).
+"""Turn a Hugging Face encoder or decoder into its fake-quantized, 2:4-sparse version (in place).
 
 Every ``nn.Linear`` inside the encoder blocks becomes a :class:`QuantLinear`; each self-attention
 module gets quantizers for both operands of its two matmuls, run by a custom attention function
 registered with transformers' ``AttentionInterface``. Embeddings, LayerNorm, softmax, the
 convolutional front end and the task head stay float32 (docs/compression.md §3).
+
+Decoders (GPT-2, OPT, Llama causal LMs): the linears of the decoder blocks (GPT-2's ``Conv1D``,
+whose weight is stored ``[in, out]``, as the equivalent transposed linear) and the LM head, which
+a decode step streams every token and the phase pricing counts at the recipe's widths; the
+attention's K and V quantizers are the KV cache's stored width (recipe ``kv_bits``, default
+``attention_bits``): the cache holds exactly the codes QK^T and PV read.
 """
 
 from __future__ import annotations
@@ -47,6 +53,15 @@ _ENCODER_BLOCK = {
     "wav2vec2": r"(?:^|\.)encoder\.layers\.\d+\.",
     "whisper": r"(?:^|\.)encoder\.layers\.\d+\.",
 }
+# Decoder blocks, as the causal LM (transformer.h, model.decoder.layers, model.layers) or the
+# backbone names them (transformers 5.25).
+DECODER_FAMILIES: tuple[str, ...] = ("gpt2", "opt", "llama")
+_DECODER_BLOCK = {
+    "gpt2": r"(?:^|\.)h\.\d+\.",
+    "opt": r"(?:^|\.)decoder\.layers\.\d+\.",
+    "llama": r"(?:^|\.)layers\.\d+\.",
+}
+LM_HEAD = "lm_head"
 # The modules that call ALL_ATTENTION_FUNCTIONS (checked against transformers 5.24 sources).
 _ATTENTION_CLASSES = {
     "bert": "BertSelfAttention",
@@ -54,6 +69,9 @@ _ATTENTION_CLASSES = {
     "dinov2": "Dinov2Attention",
     "wav2vec2": "Wav2Vec2Attention",
     "whisper": "WhisperAttention",
+    "gpt2": "GPT2Attention",
+    "opt": "OPTAttention",
+    "llama": "LlamaAttention",
 }
 # Float attributes that transformers models use as functional dropout rates.
 _DROPOUT_ATTRS = ("dropout", "attention_dropout", "activation_dropout", "dropout_prob")
@@ -85,9 +103,9 @@ class CompressionPlan:
 def model_family(model: nn.Module) -> str:
     """The HF ``config.model_type`` of ``model``, checked against the supported families."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in FAMILIES:
+    if model_type not in FAMILIES + DECODER_FAMILIES:
         raise AccelsimError(f"model: family (config.model_type) {model_type!r} is not supported; "
-                            f"allowed: {', '.join(FAMILIES)}")
+                            f"allowed: {', '.join(FAMILIES + DECODER_FAMILIES)}")
     return str(model_type)
 
 
@@ -97,18 +115,24 @@ def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+def _block_pattern(family: str) -> str:
+    return _DECODER_BLOCK[family] if family in DECODER_FAMILIES else _ENCODER_BLOCK[family]
+
+
 def encoder_blocks(model: nn.Module) -> list[nn.Module]:
-    """The encoder blocks (transformer layers) of ``model``, in order."""
-    block = re.compile(_ENCODER_BLOCK[model_family(model)] + "$")
+    """The encoder (or decoder) blocks (transformer layers) of ``model``, in order."""
+    block = re.compile(_block_pattern(model_family(model)) + "$")
     return [m for n, m in model.named_modules() if n and block.search(n + ".")]
 
 
 def _encoder_linears(model: nn.Module, family: str,
                      extra: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """(the nn.Linear inside encoder blocks, the other ones ``extra`` names), in model order."""
-    block = re.compile(_ENCODER_BLOCK[family])
+    block = re.compile(_block_pattern(family))
     names = [n for n, m in model.named_modules()
-             if type(m) is nn.Linear and block.search(n + ".")]
+             if _is_linear(m) and block.search(n + ".")]
+    if family in DECODER_FAMILIES and isinstance(getattr(model, LM_HEAD, None), nn.Linear):
+        names.append(LM_HEAD)
     linears = {n for n, m in model.named_modules() if type(m) is nn.Linear}
     extras: list[str] = []
     for pattern in extra:
@@ -118,6 +142,25 @@ def _encoder_linears(model: nn.Module, family: str,
                                 f"candidates: {', '.join(sorted(linears - set(names)))}")
         extras.extend(n for n in matched if n not in names and n not in extras)
     return names, extras
+
+
+def _is_linear(module: nn.Module) -> bool:
+    return type(module) is nn.Linear or type(module).__name__ == "Conv1D"
+
+
+def _as_linear(module: nn.Module) -> nn.Linear:
+    """``module`` itself, or the ``nn.Linear`` computing what GPT-2's ``Conv1D`` computes
+    (``x W + b`` with ``W`` stored ``[in, out]``): the same weights, transposed."""
+    if type(module) is nn.Linear:
+        return module
+    weight = module.weight.detach()
+    linear = nn.Linear(weight.shape[0], weight.shape[1], bias=module.bias is not None,
+                       device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        linear.weight.copy_(weight.T)
+        if module.bias is not None:
+            linear.bias.copy_(module.bias)
+    return linear
 
 
 def quantized_attention_forward(module: nn.Module, query: Tensor, key: Tensor, value: Tensor,
@@ -201,7 +244,10 @@ def apply_recipe(model: nn.Module, recipe: Recipe) -> CompressionPlan:
     stage 1. A float recipe (``weight_bits: 32``) leaves the model untouched.
     """
     family = model_family(model)
-    check_family(recipe, family)
+    # A recipe's families list the encoder families it covers: its default is saved with every
+    # run's provenance, so decoders are not added to it; every recipe applies to decoders.
+    if family not in DECODER_FAMILIES:
+        check_family(recipe, family)
     previous = getattr(model, PLAN_ATTR, None)
     if previous is not None:
         raise AccelsimError(f"model: already compressed with recipe {previous.recipe!r}; "
@@ -214,11 +260,11 @@ def apply_recipe(model: nn.Module, recipe: Recipe) -> CompressionPlan:
     names = block_names + extras
     dense: dict[str, str] = {}
     for name in names:
-        linear = model.get_submodule(name)
+        linear = _as_linear(model.get_submodule(name))
         sparse = recipe.sparsity == "2:4" and supports_2_4(linear.in_features)
         if recipe.sparsity == "2:4" and not sparse:
             dense[name] = f"K={linear.in_features} is not a multiple of 4"
-        site = None if name in extras else site_of(name)
+        site = None if name in extras or name == LM_HEAD else site_of(name)
         smoothed = site in recipe.smoothing_sites
         # Activation-weighted and SparseGPT masks need activations, and a smoothed layer's
         # magnitudes are those of its smoothed weights: calibrate() sets those masks.
@@ -243,7 +289,7 @@ def apply_recipe(model: nn.Module, recipe: Recipe) -> CompressionPlan:
 
 
 def _quantize_attention(model: nn.Module, family: str, recipe: Recipe) -> list[str]:
-    block = re.compile(_ENCODER_BLOCK[family])
+    block = re.compile(_block_pattern(family))
     names = [n for n, m in model.named_modules()
              if type(m).__name__ == _ATTENTION_CLASSES[family] and block.search(n + ".")]
     if not names:
@@ -251,22 +297,34 @@ def _quantize_attention(model: nn.Module, family: str, recipe: Recipe) -> list[s
                             f"this {family} model; cannot quantize attention (attention_bits: 32 "
                             f"keeps it float)")
     bits = recipe.attention_bits
+    kv_bits = kv_cache_bits(recipe) if family in DECODER_FAMILIES else bits
     for name in names:
         module = model.get_submodule(name)
         module.add_module(ATTN_QUANT, nn.ModuleDict({
             "q": ActQuantizer(bits, recipe.act_quantizer),
-            "k": ActQuantizer(bits, recipe.act_quantizer),
-            "v": ActQuantizer(bits, recipe.act_quantizer),
+            "k": ActQuantizer(kv_bits, recipe.act_quantizer),
+            "v": ActQuantizer(kv_bits, recipe.act_quantizer),
             # Probabilities are >= 0: unsigned codes with zero point 0 after calibration.
             "probs": ActQuantizer(bits, "pact2"),
         }))
-        setattr(module, ATTENTION_ATTR, GemmPrecision(weight_bits=bits, act_bits=bits))
+        # The B operands (K, V) are the KV cache, at its stored width.
+        setattr(module, ATTENTION_ATTR, GemmPrecision(weight_bits=kv_bits, act_bits=bits))
     register_attention()
     if not hasattr(model, "set_attn_implementation"):
         raise AccelsimError(f"model: {type(model).__name__} is not a transformers PreTrainedModel; "
                             f"cannot install the quantized attention function")
     model.set_attn_implementation(ATTN_IMPLEMENTATION)
     return names
+
+
+def kv_cache_bits(recipe: Recipe) -> int:
+    """The stored width of a decoder's KV cache under ``recipe`` (``kv_bits``, default
+    ``attention_bits``); one line for a width the integer codes cannot hold."""
+    bits = recipe.kv_bits or recipe.attention_bits
+    if bits not in (4, 8):
+        raise AccelsimError(f"recipe {recipe.name!r}: kv_bits: {bits} cannot be stored as "
+                            "integer codes of a compressed decoder; allowed: 4, 8")
+    return bits
 
 
 def act_quantizers(model: nn.Module) -> list[ActQuantizer]:

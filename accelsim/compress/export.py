@@ -191,7 +191,9 @@ def export_linear(name: str, layer: QuantLinear) -> IntLinear:
 
 
 def _heads(module: nn.Module) -> tuple[int, int]:
-    heads = getattr(module, "num_attention_heads", None) or module.num_heads
+    # Llama's attention keeps its head count in its config only.
+    heads = (getattr(module, "num_attention_heads", None) or getattr(module, "num_heads", None)
+             or module.config.num_attention_heads)
     head_dim = getattr(module, "head_dim", None) or module.attention_head_size
     return int(heads), int(head_dim)
 

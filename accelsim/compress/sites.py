@@ -19,19 +19,22 @@ import re
 
 from accelsim.errors import AccelsimError
 
-# Module-name patterns of each site: BERT, ViT (transformers 5), DINOv2, wav2vec2, Whisper names.
+# Module-name patterns of each site: BERT, ViT (transformers 5), DINOv2, wav2vec2, Whisper names,
+# and the decoders' (GPT-2's fused c_attn and its attn/mlp c_proj, OPT's, Llama's gated FFN whose
+# gate and up projections both read the norm output).
 SITE_PATTERNS: dict[str, re.Pattern[str]] = {
-    "qkv": re.compile(r"\.(query|key|value|[qkv]_proj)$"),
-    "attn_out": re.compile(r"\.(attention\.output\.dense|out_proj|o_proj)$"),
-    "ffn_up": re.compile(r"\.(intermediate\.dense|intermediate_dense|fc1)$"),
-    "ffn_down": re.compile(r"(?<!attention)\.output\.dense$|\.(output_dense|fc2)$"),
+    "qkv": re.compile(r"\.(query|key|value|[qkv]_proj|c_attn)$"),
+    "attn_out": re.compile(r"\.(attention\.output\.dense|out_proj|o_proj|attn\.c_proj)$"),
+    "ffn_up": re.compile(r"\.(intermediate\.dense|intermediate_dense|fc1|c_fc|gate_proj|up_proj)$"),
+    "ffn_down": re.compile(r"(?<!attention)\.output\.dense$|\.(output_dense|fc2|mlp\.c_proj|"
+                           r"down_proj)$"),
 }
 SITES: tuple[str, ...] = tuple(SITE_PATTERNS)
 SITE_INPUTS: dict[str, str] = {
     "qkv": "Q/K/V projections (LayerNorm output)",
     "attn_out": "attention output projection (context)",
     "ffn_up": "FFN up projection (LayerNorm output)",
-    "ffn_down": "FFN down projection (GELU output)",
+    "ffn_down": "FFN down projection (GELU / gated SiLU output)",
 }
 
 

@@ -53,9 +53,11 @@ COUNTS_ATTR = "accelsim_datapath_counts"  # the executor's DatapathCounts
 # accumulators requantize straight to the operand's codes (Datapath.integer_requant).
 _OPERAND_PROJECTIONS: dict[str, tuple[str, ...]] = {
     "q": ("query", "q_proj"), "k": ("key", "k_proj"), "v": ("value", "v_proj")}
-# Whisper multiplies q_proj's output by the attention scaling (a vector-unit op) before the
-# quantizer, so that projection does not feed the quantizer directly.
-_SCALED_PROJECTIONS: dict[str, tuple[str, ...]] = {"whisper": ("q",)}
+# Whisper and OPT multiply q_proj's output by the attention scaling (a vector-unit op) before the
+# quantizer, and Llama rotates q and k (RoPE), so those projections do not feed the quantizer
+# directly.
+_SCALED_PROJECTIONS: dict[str, tuple[str, ...]] = {"whisper": ("q",), "opt": ("q",),
+                                                   "llama": ("q", "k")}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -174,12 +174,13 @@ def test_unsupported_bit_width_is_one_line() -> None:
 
 
 def test_family_the_recipe_cannot_apply_to_is_one_line() -> None:
-    from transformers import GPT2Config, GPT2Model
+    from transformers import T5Config, T5Model
 
     with pytest.raises(AccelsimError) as exc:
-        apply_recipe(GPT2Model(GPT2Config(n_layer=1, n_embd=8, n_head=2)), load_recipe("w4a4"))
-    assert "'gpt2' is not supported; allowed: bert, dinov2, vit, wav2vec2, whisper" in _one_line(
-        exc)
+        apply_recipe(T5Model(T5Config(num_layers=1, d_model=8, d_kv=4, d_ff=8, num_heads=2,
+                                      vocab_size=16)), load_recipe("w4a4"))
+    assert ("'t5' is not supported; allowed: bert, dinov2, vit, wav2vec2, whisper, gpt2, opt, "
+            "llama") in _one_line(exc)
 
 
 def test_family_excluded_by_recipe_is_one_line() -> None:

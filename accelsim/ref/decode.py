@@ -1,0 +1,311 @@
+"""Greedy decoding through the integer reference: a prefill over the prompt, then one decode
+step per generated token, with the KV cache held as integer codes at its stored width.
+
+The executor is :func:`accelsim.ref.execute.build_int_executor`'s (every quantized GEMM on the
+integer kernels, on a chosen :class:`~accelsim.ref.datapath.Datapath`); the model's own causal-LM
+forward runs it with a :class:`CodeCache` as its ``cache`` and the LM head on the last
+position only (``logits_to_keep=1``, as generation and the traced phases do). Each attention
+layer's new K and V are quantized once, when written, by that layer's K/V quantizers (the recipe's
+``kv_bits``, default ``attention_bits``: :func:`accelsim.compress.apply.kv_cache_bits`), and
+stored as codes; every later step reads the stored codes. QK^T and PV read exactly those codes:
+the attention's own quantizer recovers them from the dequantized values it is handed
+(``|code - zp| <= 255`` and the float32 round trip errs by less than half a step).
+
+The fake-quant model decodes the same way with transformers' float cache, quantizing the whole
+cache again at every step; both give one sequence of codes, so on the fake-quant datapath the
+greedy tokens agree (tests). :func:`greedy_fake_quant` is that side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from transformers import DynamicCache
+
+from accelsim.compress.export import IntAttention, IntModel
+from accelsim.errors import AccelsimError
+from accelsim.ref import oracle
+from accelsim.ref.chip import ORACLE_ROWS, sqnr_db
+from accelsim.ref.codes import dequantize
+from accelsim.ref.datapath import FAKE_QUANT_DATAPATH, Datapath, DatapathCounts
+from accelsim.ref.execute import COUNTS_ATTR, build_int_executor, quantize_act
+
+
+class CodeCache(DynamicCache):
+    """A KV cache of integer codes: layer ``i`` stores its K and V as the codes of the
+    quantizers ``attentions[i].k`` / ``.v`` (uint8 or int8 tensors, ``kv_bits`` wide), written
+    once per position, and hands the attention their dequantized values."""
+
+    def __init__(self, attentions: Sequence[IntAttention]) -> None:
+        super().__init__()
+        self.attentions = tuple(attentions)
+
+    def update(self, key_states: Tensor, value_states: Tensor, layer_idx: int, *args: Any,
+               **kwargs: Any) -> tuple[Tensor, Tensor]:
+        attention = self.attentions[layer_idx]
+        new = [torch.from_numpy(quantize_act(x, q))
+               for x, q in ((key_states, attention.k), (value_states, attention.v))]
+        key_codes, value_codes = super().update(new[0], new[1], layer_idx, *args, **kwargs)
+        return (self._values(key_codes, attention.k.scale, attention.k.zero_point),
+                self._values(value_codes, attention.v.scale, attention.v.zero_point))
+
+    @staticmethod
+    def _values(codes: Tensor, scale: float, zero_point: int) -> Tensor:
+        return torch.from_numpy(dequantize(codes.numpy(), scale, zero_point))
+
+    def codes(self, layer_idx: int) -> tuple[np.ndarray, np.ndarray]:
+        """The stored key and value codes of layer ``layer_idx``, ``[batch, kv_heads, positions,
+        head_dim]``."""
+        layer = self.layers[layer_idx]
+        return layer.keys.numpy(), layer.values.numpy()
+
+    def stored_bytes(self) -> int:
+        """Bytes of the cache packed at each layer's stored width."""
+        total = 0
+        for index, attention in enumerate(self.attentions):
+            keys, values = self.codes(index)
+            total += (keys.size * attention.k.bits + values.size * attention.v.bits + 7) // 8
+        return total
+
+
+@dataclass(frozen=True, eq=False)
+class PassRecord:
+    """One forward of a generation (``prefill`` or ``decode``): the positions it fed, its
+    last-position logits ``[batch, vocab]``, the GEMM MACs it executed by kind, and (when
+    recorded) its ops for :func:`accelsim.ref.oracle.check_op`."""
+
+    phase: str
+    tokens: int
+    logits: Tensor
+    gemm_macs: dict[str, int]
+    records: list[tuple[str, Any, dict[str, Any]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, eq=False)
+class DecodeResult:
+    """``tokens`` ``[batch, gen_len]`` (the prefill yields the first), one :class:`PassRecord`
+    per forward, the executor's cumulative counts and the final cache."""
+
+    tokens: Tensor
+    passes: tuple[PassRecord, ...]
+    counts: DatapathCounts
+    cache: CodeCache
+
+
+def attentions_by_layer(model: nn.Module, int_model: IntModel) -> list[IntAttention]:
+    """The integer model's attention entries in the order of the modules' ``layer_idx`` (the
+    cache's layer index); one line when a decoder layer's attention is not quantized."""
+    by_index: dict[int, IntAttention] = {}
+    for attention in int_model.attentions:
+        module = model.get_submodule(attention.name)
+        by_index[int(module.layer_idx)] = attention
+    if sorted(by_index) != list(range(len(by_index))) or not by_index:
+        raise AccelsimError(f"int model ({int_model.family}): quantized attention layers "
+                            f"{sorted(by_index)}; the KV cache needs every decoder layer's "
+                            "(allowed: a recipe with attention_bits 4 or 8)")
+    return [by_index[i] for i in range(len(by_index))]
+
+
+def _check_generation(input_ids: Tensor, gen_len: int) -> None:
+    if input_ids.ndim != 2 or input_ids.shape[1] < 1:
+        raise AccelsimError(f"decode: input_ids shape {tuple(input_ids.shape)}; allowed: "
+                            "[batch, prompt_len] with prompt_len >= 1")
+    if gen_len < 1:
+        raise AccelsimError(f"decode: gen_len={gen_len} must be >= 1")
+
+
+def greedy_int(model: nn.Module, int_model: IntModel, input_ids: Tensor, gen_len: int,
+               datapath: Datapath = FAKE_QUANT_DATAPATH, record_ops: bool = False) -> DecodeResult:
+    """Greedy-decode ``gen_len`` tokens after ``input_ids`` on the integer reference.
+
+    ``model`` is the compressed causal LM ``int_model`` was exported from (left untouched).
+    ``record_ops`` keeps every op of every pass for the oracle."""
+    _check_generation(input_ids, gen_len)
+    executor = build_int_executor(model, int_model, datapath=datapath)
+    counts: DatapathCounts = getattr(executor, COUNTS_ATTR)
+    cache = CodeCache(attentions_by_layer(executor, int_model))
+    passes: list[PassRecord] = []
+    tokens: list[Tensor] = []
+    feed = input_ids
+    with torch.no_grad():
+        for step in range(gen_len):
+            macs_before = dict(counts.gemm_macs)
+            counts.records = [] if record_ops else None
+            # A causal mask's scores are -inf in a float16 vector unit and in float32 alike:
+            # their difference, NaN, is left out of the error statistics without a warning.
+            with np.errstate(invalid="ignore"):
+                output = executor(input_ids=feed, cache=cache, use_cache=True,
+                                  logits_to_keep=1)
+            logits = output.logits[:, -1, :].float()
+            passes.append(PassRecord(
+                phase="prefill" if step == 0 else "decode", tokens=int(feed.shape[1]),
+                logits=logits,
+                gemm_macs={kind: macs - macs_before.get(kind, 0)
+                           for kind, macs in counts.gemm_macs.items()},
+                records=counts.records or []))
+            feed = logits.argmax(dim=-1, keepdim=True)
+            tokens.append(feed)
+    counts.records = None
+    return DecodeResult(tokens=torch.cat(tokens, dim=1), passes=tuple(passes), counts=counts,
+                        cache=cache)
+
+
+def greedy_fake_quant(model: nn.Module, input_ids: Tensor, gen_len: int) -> tuple[Tensor,
+                                                                                   list[Tensor]]:
+    """The fake-quant model's greedy tokens ``[batch, gen_len]`` and last-position logits per
+    pass, with transformers' float KV cache."""
+    _check_generation(input_ids, gen_len)
+    model.eval()
+    cache = DynamicCache()
+    tokens: list[Tensor] = []
+    logits: list[Tensor] = []
+    feed = input_ids
+    with torch.no_grad():
+        for _ in range(gen_len):
+            output = model(input_ids=feed, cache=cache, use_cache=True,
+                           logits_to_keep=1)
+            logits.append(output.logits[:, -1, :].float())
+            feed = logits[-1].argmax(dim=-1, keepdim=True)
+            tokens.append(feed)
+    return torch.cat(tokens, dim=1), logits
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks (accelsim verify --phase)
+# ---------------------------------------------------------------------------------------------
+
+# Which passes of a generation a phase check covers: the prefill, the decode steps, or both.
+PHASE_PASSES: dict[str, tuple[str, ...]] = {
+    "prefill": ("prefill",), "decode": ("decode",), "generate": ("prefill", "decode")}
+
+
+@dataclass(frozen=True)
+class GenerationCheck:
+    """The integer reference on the fake-quant datapath against the fake-quant model, over
+    every generation: greedy ``tokens`` compared and how many ``tokens_equal``; ``passes`` and
+    how many gave ``identical_logits`` (bit for bit)."""
+
+    tokens: int
+    tokens_equal: int
+    passes: int
+    identical_logits: int
+
+    @property
+    def passed(self) -> bool:
+        return self.tokens_equal == self.tokens and self.identical_logits == self.passes
+
+
+def check_generation(model: nn.Module, int_model: IntModel, prompts: Sequence[Tensor],
+                     gen_len: int) -> GenerationCheck:
+    """Greedy-decode every prompt batch both ways (see :class:`GenerationCheck`)."""
+    tokens = equal = passes = identical = 0
+    for prompt in prompts:
+        theirs, logits = greedy_fake_quant(model, prompt, gen_len)
+        ours = greedy_int(model, int_model, prompt, gen_len)
+        tokens += theirs.numel()
+        equal += int((ours.tokens == theirs).sum())
+        passes += len(logits)
+        identical += sum(torch.equal(p.logits, fq) for p, fq in zip(ours.passes, logits,
+                                                                     strict=True))
+    return GenerationCheck(tokens, equal, passes, identical)
+
+
+@dataclass(frozen=True)
+class DecodeChipReport:
+    """A generation on a chip's datapath, for the passes of ``phase``: accumulator
+    saturations, greedy tokens that agree with the fake-quant model's, the SQNR of the passes'
+    logits against it, every recorded op recomputed by the oracle, and the GEMM MACs executed
+    against those of the phase graphs the simulator prices (``macs_linear``, ``macs_matmul``,
+    summed over the passes)."""
+
+    datapath: Datapath
+    phase: str
+    passes_checked: int
+    accumulators: int
+    accumulator_saturations: int
+    tokens: int
+    tokens_agree: int
+    logit_sqnr_db: float
+    oracle_ops_checked: int
+    oracle_elements_checked: int
+    oracle_mismatches: int
+    executed: dict[str, int]
+    graph: dict[str, int]
+    float_fallbacks: dict[str, int]
+
+    @property
+    def graph_matches(self) -> bool:
+        return self.executed == self.graph
+
+
+def _phase_graph_macs(name: str, record: PassRecord, batch: int, prompt_len: int,
+                      step: int) -> dict[str, int]:
+    from accelsim.graph.decoder_trace import trace_phase
+
+    if record.phase == "prefill":
+        traced = trace_phase(name, "prefill", {"batch": batch, "prompt_len": prompt_len})
+    else:
+        traced = trace_phase(name, "decode", {"batch": batch, "context": prompt_len + step - 1})
+    macs: dict[str, int] = {}
+    for node in traced.graph.gemms:
+        macs[f"macs_{node.kind}"] = macs.get(f"macs_{node.kind}", 0) + node.macs
+    return macs
+
+
+def check_decoder_chip(name: str, model: nn.Module, int_model: IntModel,
+                       prompts: Sequence[Tensor], gen_len: int, phase: str,
+                       datapath: Datapath) -> DecodeChipReport:
+    """Generate from every prompt batch on ``datapath`` with every op recorded and check the
+    passes of ``phase`` (see :class:`DecodeChipReport`); ``name`` is the zoo decoder whose
+    phases are traced."""
+    if phase not in PHASE_PASSES:
+        raise AccelsimError(f"phase: {phase!r} is not one of {', '.join(PHASE_PASSES)}")
+    checked = ops = elements = mismatches = tokens = agree = 0
+    accumulators = saturations = 0
+    executed: dict[str, int] = {}
+    graph: dict[str, int] = {}
+    fallbacks: dict[str, int] = {}
+    ours_logits: list[Tensor] = []
+    theirs_logits: list[Tensor] = []
+    for prompt in prompts:
+        result = greedy_int(model, int_model, prompt, gen_len, datapath=datapath,
+                            record_ops=True)
+        fq_tokens, fq_logits = greedy_fake_quant(model, prompt, gen_len)
+        tokens += fq_tokens.numel()
+        agree += int((result.tokens == fq_tokens).sum())
+        accumulators += result.counts.accumulators
+        saturations += result.counts.saturations
+        for op, count in result.counts.float_fallbacks.items():
+            fallbacks[op] = fallbacks.get(op, 0) + count
+        for step, (record, fq) in enumerate(zip(result.passes, fq_logits, strict=True)):
+            if record.phase not in PHASE_PASSES[phase]:
+                continue
+            checked += 1
+            ours_logits.append(record.logits)
+            theirs_logits.append(fq)
+            for kind, output, inputs in record.records:
+                check = oracle.check_op(kind, output, inputs, max_rows=ORACLE_ROWS)
+                ops += 1
+                elements += check.elements
+                mismatches += check.mismatches
+            for key, macs in record.gemm_macs.items():
+                executed[f"macs_{key}"] = executed.get(f"macs_{key}", 0) + macs
+            traced = _phase_graph_macs(name, record, int(prompt.shape[0]),
+                                       int(prompt.shape[1]), step)
+            for key, macs in traced.items():
+                graph[key] = graph.get(key, 0) + macs
+    if not checked:
+        raise AccelsimError(f"phase {phase}: a generation of {gen_len} token(s) has no "
+                            f"{phase} pass; allowed: gen_len >= 2 for decode")
+    return DecodeChipReport(
+        datapath=datapath, phase=phase, passes_checked=checked, accumulators=accumulators,
+        accumulator_saturations=saturations, tokens=tokens, tokens_agree=agree,
+        logit_sqnr_db=sqnr_db(torch.cat(theirs_logits), torch.cat(ours_logits)),
+        oracle_ops_checked=ops, oracle_elements_checked=elements, oracle_mismatches=mismatches,
+        executed=dict(sorted(executed.items())), graph=dict(sorted(graph.items())),
+        float_fallbacks=dict(sorted(fallbacks.items())))

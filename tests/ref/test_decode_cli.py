@@ -1,0 +1,47 @@
+"""``accelsim verify --phase`` on a tiny decoder: the generation checks and their one-line
+refusals."""
+
+import json
+
+import pytest
+
+from accelsim.cli import main
+from accelsim.compress.export import load_int_model
+
+
+def test_verify_decode_phase_on_the_chip(capsys, tmp_path):
+    out, npz = tmp_path / "v.json", tmp_path / "gpt2_tiny.npz"
+    code = main(["verify", "--model", "gpt2_tiny", "--recipe", "w4a4_sp24", "--phase", "decode",
+                 "--hw", "hw_configs/int4_sparse.yaml", "--batches", "1", "--batch-size", "2",
+                 "--gen-len", "3", "--json", str(out), "--int-model-out", str(npz)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "3 of 3 passes' logits bit-identical" in printed  # prefill + 2 decode steps
+    report = json.loads(out.read_text())
+    assert report["generation"]["passed"] and report["generation"]["tokens"] == 6
+    assert report["phase"] == "decode" and report["passes_checked"] == 2
+    assert report["oracle_mismatches"] == 0 and report["oracle_ops_checked"] > 0
+    assert report["graph_matches"] and report["executed"]["macs_linear"] > 0
+    # Two decode steps at contexts 8 and 9, batch 2: QK^T and PV over 9 and 10 positions.
+    assert report["executed"]["macs_matmul"] == 2 * 2 * 2 * 32 * (9 + 10)
+    int_model = load_int_model(npz)
+    assert int_model.linears[-1].name == "lm_head" and int_model.family == "gpt2"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--model", "bert_tiny", "--recipe", "w4a4", "--phase", "decode"],
+     "--phase applies to decoder models; bert_tiny is an encoder"),
+    (["--model", "opt_tiny", "--recipe", "w4a4"], "decoder model opt_tiny needs --phase"),
+    (["--model", "opt_tiny", "--ckpt", "x", "--phase", "decode"],
+     "--ckpt: decoder opt_tiny has no compress task"),
+    (["--model", "llama_tiny", "--recipe", "w4a4", "--phase", "decode", "--gen-len", "1"],
+     "--phase decode needs a decode step"),
+    (["--model", "llama_tiny", "--recipe", "w4a4", "--phase", "prefill", "--seq-len", "4"],
+     "--seq-len does not apply to --phase prefill"),
+    (["--model", "gpt2_tiny", "--recipe", "w4a4", "--phase", "generate", "--prompt-len", "64",
+      "--gen-len", "4"], "beyond the model's 64"),
+])
+def test_verify_phase_bad_input_is_one_line(capsys, argv, message):
+    assert main(["verify", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
