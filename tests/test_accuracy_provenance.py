@@ -106,3 +106,14 @@ def test_stale_reason_names_recipe_parent_and_code(monkeypatch: pytest.MonkeyPat
 def test_code_commit_is_a_commit_with_a_dirty_flag() -> None:
     commit = provenance.code_commit()
     assert len(commit.removesuffix("+dirty")) == 40
+
+
+def test_a_recipe_trained_for_a_chip_variant_is_measured_on_that_variant() -> None:
+    budget = {"fortunes": BUDGETS["fortunes"]}
+    label = table_datapath(load_recipe("w4a4_sp24_int_datapath")).label
+    assert label == "int4_sparse: 20-bit saturate accumulators, integer requant, int vector"
+    rows = [*_good_table(), _row("w4a4_sp24_int_datapath", parent=FP32_HASH, datapath=label)]
+    assert check_table(rows, budgets=budget) == []
+    rows[-1] = {**rows[-1], "datapath": table_datapath().label}
+    assert any("is not the table's ('int4_sparse: 20-bit saturate accumulators, integer requant, "
+               "int vector')" in p for p in check_table(rows, budgets=budget))

@@ -21,7 +21,7 @@ ROW_RECIPES = (
     "w4a4_sp24_wanda_ln_a8_hidden_kd", "w4a4_sp24_kd_unlabeled", "w4a4_sp24_wanda_kd_unlabeled",
     "w4a4_sp24_wanda_ln_a8_kd_unlabeled", "w4a4_sp24_smooth", "w4a4_sp24_wanda_smooth",
     "w4a4_sp24_sparsegpt_smooth", "w4a4_sp24_sparsegpt_smooth_kd_unlabeled", "w4a8_sp24",
-    "w8a8_sp24", "w8a8_kd_unlabeled",
+    "w8a8_sp24", "w8a8_kd_unlabeled", "w4a4_sp24_int_datapath",
 )  # fmt: skip
 # Run order: the headline recipe right after the baseline, then the rest as listed above.
 RUN_HEAD = ("fp32", "w4a4_sp24", "w4a4", "w8a8")
@@ -206,4 +206,6 @@ RECIPE_MEANING = {
     "w8a8_sp24": "8-bit weights and activations with 2:4 sparsity (the int8 sparse hardware point)",
     "w8a8_kd_unlabeled": "control: w8a8 + the distillation on labelled and unlabelled text, to "
     "show what that extra training gives an almost uncompressed model",
+    "w4a4_sp24_int_datapath": "beyond the paper: w4a4_sp24 trained (QAT) and measured on the "
+    "integer-only datapath (I-BERT vector unit, 20-bit saturating accumulators)",
 }

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from accelsim.compress.recipe import Recipe
     from accelsim.hw import HwConfig
     from accelsim.ref.datapath import Datapath
     from accelsim.tasks.base import Split, Task
@@ -49,23 +50,27 @@ class ChipDatapath:
     label: str  # e.g. "int4_sparse: 20-bit saturate accumulators, integer requant, fp16 vector"
 
 
-def chip_datapath(hw: HwConfig) -> ChipDatapath:
+def chip_datapath(hw: HwConfig, overrides: Mapping[str, Any] | None = None) -> ChipDatapath:
     """The datapath the integer reference executes for ``hw`` (``Datapath.of_hw``: an ``fp``
-    MAC array has none, one error line)."""
+    MAC array has none, one error line), with a recipe's ``datapath`` fields, if any, in place
+    of the chip's (a recipe trained for a variant of the chip is measured on that variant)."""
+    import dataclasses
+
     from accelsim.ref.datapath import Datapath
 
-    datapath = Datapath.of_hw(hw)
+    datapath = dataclasses.replace(Datapath.of_hw(hw), **(overrides or {}))
     requant = "integer" if datapath.integer_requant else "float32"
     label = (f"{hw.name}: {datapath.accumulator_bits}-bit {datapath.overflow} accumulators, "
-             f"{requant} requant, {datapath.vector_format} vector")
+             f"{requant} requant, {datapath.vector_format or 'float32 PyTorch'} vector")
     return ChipDatapath(datapath, label)
 
 
-def table_datapath() -> ChipDatapath:
-    """The datapath of :data:`TABLE_HW_CONFIG` (what the accuracy table is measured on)."""
+def table_datapath(recipe: Recipe | None = None) -> ChipDatapath:
+    """The datapath of :data:`TABLE_HW_CONFIG` (what the accuracy table is measured on), with
+    ``recipe``'s own ``datapath`` fields where it has them."""
     from accelsim.hw import load_hw
 
-    return chip_datapath(load_hw(TABLE_HW_CONFIG))
+    return chip_datapath(load_hw(TABLE_HW_CONFIG), recipe.datapath if recipe else None)
 
 
 @dataclass(frozen=True)

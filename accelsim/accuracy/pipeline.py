@@ -50,6 +50,7 @@ from accelsim.compress.export import export_int_model
 from accelsim.compress.recipe import Recipe, load_recipe, recipe_to_dict
 from accelsim.compress.train import CHECKPOINT, FinetuneResult, Progress, finetune
 from accelsim.errors import AccelsimError
+from accelsim.ref.qat import emulate_datapath
 from accelsim.tasks import Task, get_task
 from accelsim.tasks.base import Batch
 
@@ -110,6 +111,8 @@ def train(task: Task, recipe: Recipe, init_state: dict | None, seed: int,
         on_progress=_progress(f"{task.name}/{recipe.name}"),
         # Only a distill_unlabeled recipe reads the pool (vision and speech have none).
         unlabeled_batches=unlabeled if recipe.distill_unlabeled else None,
+        # A recipe with a datapath trains on the chip's arithmetic (ignored without one).
+        emulate_datapath=emulate_datapath,
     )
     saved = read_provenance(out_dir)
     if saved is not None and not saved.checkpoint_sha256:
@@ -134,7 +137,7 @@ def run_recipe(
     model = result.model.eval()
     if recipe.quantized:
         fake_quant = evaluate_float(task, model, "test")
-        chip = table_datapath()
+        chip = table_datapath(recipe)
         accuracy = evaluate_accuracy(task, model, export_int_model(model), "test",
                                      datapath=chip.datapath)
         measured_by, datapath = "integer_reference", chip.label

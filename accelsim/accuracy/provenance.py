@@ -36,6 +36,7 @@ from accelsim.accuracy.budgets import (
     Budget,
     schedule_of,
 )
+from accelsim.accuracy.evaluate import table_datapath
 from accelsim.compress.recipe import Recipe, load_recipe, recipe_to_dict, same_recipe
 from accelsim.errors import AccelsimError
 from accelsim.files import PACKAGE_ROOT, source_digest, write_text_atomic
@@ -171,26 +172,22 @@ MEASURED_BY = {"trained_fp32": "pytorch_fp32", "compressed": "integer_reference"
 
 
 def check_table(rows: Sequence[Mapping[str, str]],
-                budgets: Mapping[str, Budget] = BUDGETS, datapath: str | None = None) -> list[str]:
+                budgets: Mapping[str, Budget] = BUDGETS) -> list[str]:
     """Every way the rows of a results table fail provenance; an empty list when none does.
 
     A row must carry every provenance column (its commit clean), a recipe of the table or a
     probe, the split hash of the other rows of its task, the schedule its recipe file and its
     task's budget imply, and, when compressed from the FP32 run, the checkpoint hash of the FP32
     row of the same task and seed as its parent; a compressed row, the ``datapath`` label of the
-    chip the table is measured on (default: ``evaluate.table_datapath()``'s). A task with FP32
+    chip the table is measured on (``evaluate.table_datapath`` of its recipe). A task with FP32
     rows must have probe rows, and the FP32 mean must be above every probe's mean.
     """
-    if datapath is None:
-        from accelsim.accuracy.evaluate import table_datapath
-
-        datapath = table_datapath().label
     problems: list[str] = []
     fp32 = {(r["task"], r["seed"]): r for r in rows if r["recipe"] == BASELINE}
     splits: dict[str, set[str]] = {}
     for line, row in enumerate(rows, start=2):
         where = f"line {line} ({row.get('task')}/{row.get('recipe')}/seed {row.get('seed')})"
-        problems += [f"{where}: {p}" for p in _row_problems(row, fp32, budgets, datapath)]
+        problems += [f"{where}: {p}" for p in _row_problems(row, fp32, budgets)]
         splits.setdefault(row.get("task", ""), set()).add(row.get("split_sha256", ""))
     problems += [f"task {task}: rows measured on {len(hashes)} different splits"
                  for task, hashes in splits.items() if len(hashes) > 1]
@@ -198,7 +195,7 @@ def check_table(rows: Sequence[Mapping[str, str]],
 
 
 def _row_problems(row: Mapping[str, str], fp32: Mapping[tuple[str, str], Mapping[str, str]],
-                  budgets: Mapping[str, Budget], datapath: str) -> list[str]:
+                  budgets: Mapping[str, Budget]) -> list[str]:
     missing = [c for c in PROVENANCE_COLUMNS if c not in row]
     if missing:
         return [f"no column {', '.join(missing)}"]
@@ -229,7 +226,7 @@ def _row_problems(row: Mapping[str, str], fp32: Mapping[tuple[str, str], Mapping
                         f"{'the fp32 row of its seed ' + parent[:12] if parent else 'empty'}")
     if row.get("measured_by") != MEASURED_BY[kind]:
         problems.append(f"measured_by {row.get('measured_by')!r}; allowed: {MEASURED_BY[kind]}")
-    wanted = datapath if kind == "compressed" else ""
+    wanted = table_datapath(load_recipe(name)).label if kind == "compressed" else ""
     if row.get("datapath", "") != wanted:
         problems.append(f"datapath {row.get('datapath', '')!r} is not the table's "
                         f"({wanted!r}); re-measure the row on it")
