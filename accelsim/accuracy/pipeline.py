@@ -201,7 +201,9 @@ def main(task_name: str, argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     task = get_task(task_name)
-    command = f"python experiments/accuracy/{Path(sys.argv[0]).name}"
+    # The thread count is part of the command: torch's CPU kernels split reductions by thread,
+    # so a run is bit-for-bit reproducible at the thread count it was made with.
+    command = f"python experiments/accuracy/{Path(sys.argv[0]).name} --threads {args.threads}"
     recipes = args.recipes or [name for name in RUN_ORDER if name in TABLE_RECIPES]
     for seed in args.seeds:
         run_row(task, recipes, seed, command + (f" --seeds {seed}" if seed else ""))

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     task = get_task(args.task)
     skipped = dict(BUDGETS[args.task].skip)
-    command = f"python experiments/accuracy/probes.py --task {args.task}"
+    command = f"python experiments/accuracy/probes.py --task {args.task} --threads {args.threads}"
     for probe in args.probes or [p for p in PROBES if p not in skipped]:
         if probe in skipped:
             parser.error(f"--probes {probe}: {skipped[probe]}")
