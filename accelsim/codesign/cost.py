@@ -85,10 +85,19 @@ class CostCache:
         element_bits = hw.vector_unit.element_bits
         self._elements = [n.m * n.n * n.count if isinstance(n, GemmNode) else n.total_elements
                           for n in nodes]
-        self._readers = [[(i, min(k, 1)) for i, ops in enumerate(self._operands)
-                          for k, p in enumerate(ops) if p == t] for t in range(len(nodes))]
         self._vector_read = [(element_bits, element_bits) if isinstance(n, VectorNode) else None
                              for n in nodes]
+        # Per tensor: the widest read by a vector op (fixed), the GEMM reads (format-dependent:
+        # (node, operand)), or None when nothing reads it (stored at its producer's A width).
+        readers: list[list[tuple[int, int]]] = [[] for _ in nodes]
+        for i, ops in enumerate(self._operands):
+            for k, p in enumerate(ops):
+                if p >= 0:
+                    readers[p].append((i, min(k, 1)))
+        self._tensor_reads: list[tuple[int, tuple[tuple[int, int], ...]] | None] = [
+            (max((element_bits for i, _ in r if isinstance(nodes[i], VectorNode)), default=0),
+             tuple((i, k) for i, k in r if isinstance(nodes[i], GemmNode))) if r else None
+            for r in readers]
         self._entries: dict[tuple[int, Format | None], tuple[GemmNode, _GemmShape | str, int]] = {}
         self._shape_ids: dict[tuple, int] = {}
         self._fused: dict[int, _GemmShape] = {}
@@ -123,8 +132,16 @@ class CostCache:
         """``plan_with_fusion`` of the assignment's graph, from the fixed parts computed once:
         the same tensors (widths: the widest read; unread: the producer's own A width) and
         the same choice between the plain and the fused plan."""
-        bits = [max((read_bits[i][k] for i, k in readers), default=0) if readers
-                else read_bits[t][0] for t, readers in enumerate(self._readers)]
+        bits = []
+        for t, reads in enumerate(self._tensor_reads):
+            if reads is None:
+                bits.append(read_bits[t][0])
+                continue
+            widest, gemm_reads = reads
+            for i, k in gemm_reads:
+                if read_bits[i][k] > widest:
+                    widest = read_bits[i][k]
+            bits.append(widest)
         size = [e * b / 8 for e, b in zip(self._elements, bits, strict=True)]
         tensors = _Tensors(self._operands, self._from_input, self._uses, bits, size)
         base, hw, cycles = self.templates.base, self.hw, self._vector_cycles
