@@ -49,7 +49,7 @@ GELU_SHIFT = vector_ops.ERF_BITS + 2
 _LAYOUT = frozenset((
     "view", "reshape", "transpose", "permute", "contiguous", "flatten", "unflatten", "expand",
     "__getitem__", "select", "narrow", "squeeze", "unsqueeze", "clone", "dropout", "split",
-    "chunk", "movedim", "t", "view_as", "reshape_as", "expand_as", "detach"))
+    "chunk", "movedim", "t", "view_as", "reshape_as", "expand_as", "detach", "cat", "stack"))
 _CASTS = frozenset(("to", "float", "type", "type_as", "cpu"))
 _ADDS = (torch.add, Tensor.add, Tensor.__add__, Tensor.__radd__, Tensor.__iadd__)
 _MULS = (torch.mul, Tensor.mul, Tensor.__mul__, Tensor.__rmul__)
@@ -103,7 +103,11 @@ class IntFormatMode(HostAwareMode):
         if func is F.gelu and len(args) == 1 and kwargs.get("approximate", "none") == "none":
             return self._gelu(args[0])
         tensors = [a for a in args if isinstance(a, Tensor)]
-        on_chip = [a for a in tensors if self.tensors.scale(a) is not None]
+        # torch.cat / torch.stack take their operands as one sequence (DINOv2's head input is
+        # the CLS token concatenated with the mean patch token).
+        listed = [t for a in args if isinstance(a, list | tuple) for t in a
+                  if isinstance(t, Tensor)]
+        on_chip = [a for a in (*tensors, *listed) if self.tensors.scale(a) is not None]
         if not on_chip:
             return func(*args, **kwargs)  # before the chip: host float32
         name = getattr(func, "__name__", str(func))

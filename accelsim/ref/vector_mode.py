@@ -95,7 +95,10 @@ class VectorFormatMode(HostAwareMode):
             y = vector_ops.gelu(x, self.fmt)
             self._vector("gelu", y, _numpy(F.gelu(args[0])), {"x": x, "fmt": self.fmt})
             return self._tensor(y, args[0])
-        in_place = getattr(func, "__name__", "").endswith("_") or func in (
+        # An in-place op's name ends in "_"; a dunder (e.g. the __get__ of a tensor's .dtype,
+        # which a ViT reads from its patch conv weight) is not one and must not round its target.
+        name = getattr(func, "__name__", "")
+        in_place = (name.endswith("_") and not name.startswith("__")) or func in (
             Tensor.__iadd__, Tensor.__imul__)
         if self.fmt != "fp32":
             # Operands enter an op in the format: a GEMM's float32 output or a float32 parameter

@@ -201,3 +201,24 @@ def test_sqnr_of_noise_on_a_zero_signal_is_minus_infinity_not_a_domain_error():
     assert chip.sqnr_db(zeros, zeros) == math.inf
     assert chip.sqnr_db(zeros, torch.ones(4)) == -math.inf
     assert chip.sqnr_db(torch.full((4,), 10.0), torch.full((4,), 11.0)) == pytest.approx(20.0)
+
+
+def test_int_format_runs_a_classifier_whose_head_concatenates_on_chip_tensors():
+    # DINOv2's head reads cat(CLS token, mean patch token): a torch.cat of on-chip tensors.
+    from accelsim.tasks._data import build_task_model
+
+    recipe = load_recipe("w4a4_sp24")
+    model = build_task_model("dinov2_tiny", False, 0, 10)
+    apply_recipe(model, recipe)
+    calibrate(model, _batches("dinov2_tiny", 2, 4), recipe)
+    model.eval()
+    datapath = Datapath(accumulator_bits=20, integer_requant=True, vector_format="int")
+    run = execute.run_int_model(model, export_int_model(model), _batches("dinov2_tiny"),
+                                datapath=datapath, record_ops=True)
+    assert run.logits.dtype == torch.float32 and run.logits.shape == (2, 10)
+    assert torch.isfinite(run.logits).all()
+    checks = [oracle.check_op(kind, out, inputs, max_rows=2)
+              for kind, out, inputs in run.counts.records]
+    assert sum(c.mismatches for c in checks) == 0
+    # the concatenated operands carry different scales: requantized once, and counted
+    assert run.counts.float_fallbacks.get("cat", 0) > 0
