@@ -3,7 +3,8 @@
     python benchmarks/bench_ref.py [--models vit_b16,minilm_l6] [--repeats 9] [--hw H]
 
 1. GEMM 197x768x3072 (ViT-B/16 FFN-in, M x K x N), every kernel timed in turn within each
-   repeat (round robin, so load that comes and goes hits them alike), medians compared:
+   repeat (round robin, so load that comes and goes hits them alike), medians compared, in
+   wall time with the default threads and in CPU time on one thread (numba and torch):
    the 2:4 compressed-format kernel (kept values + 2-bit indices, half the MACs) against the
    dense int kernel (goal >= 1.6x faster); the dense int kernel against float32 BLAS
    (``torch.matmul``, goal: at least as fast), float64 BLAS and numpy int32 matmul; the
@@ -47,16 +48,18 @@ def load_note() -> str:
     return f"load {one}/{five} (1/5 min), runnable {running.split('/')[0]}, nice {os.nice(0)}"
 
 
-def round_robin(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Wall seconds of each function, ``repeats`` times, the functions taking turns."""
+def round_robin(fns: dict[str, Callable[[], object]], repeats: int,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Seconds of ``clock`` each function takes, ``repeats`` times, the functions taking turns
+    (after one warm-up call each)."""
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start = clock()
             fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return times
 
 
@@ -98,22 +101,40 @@ def bench_gemm(repeats: int) -> None:
         f32: lambda: torch.matmul(af32, wtf32),
         "numpy float64 matmul (BLAS)": lambda: a64 @ wt64,
     }
-    times = round_robin(fns, repeats)
-    times["numpy int32 matmul"] = round_robin({"": lambda: a32 @ wt32}, 3)[""]
+    wall = round_robin(fns, repeats)
+    # One thread each (numba and torch), timed by the CPU seconds of the calling thread, which
+    # other jobs on the machine inflate far less than wall time: the kernels themselves. Not
+    # numpy's BLAS: its own threads would go uncounted.
+    threads = numba.get_num_threads(), torch.get_num_threads()
+    numba.set_num_threads(1)
+    torch.set_num_threads(1)
+    try:
+        cpu = round_robin({name: fns[name] for name in (dense, sparse, f32)}, repeats,
+                          time.thread_time)
+    finally:
+        numba.set_num_threads(threads[0])
+        torch.set_num_threads(threads[1])
+    wall["numpy int32 matmul"] = round_robin({"": lambda: a32 @ wt32}, 3)[""]
     acc = kernels.int_gemm(a, w, 5, w_transposed=wt)
-    times["clip of the int32 accumulators to 12 bits"] = round_robin(
+    wall["clip of the int32 accumulators to 12 bits"] = round_robin(
         {"": lambda: kernels.clip_accumulators(acc, 12, "saturate")}, repeats)[""]
-    ours = median(times[dense])
-    print(f"GEMM {m}x{k}x{n} (M x K x N), median of {repeats}, round robin; numba threads "
-          f"{numba.get_num_threads()}, torch threads {torch.get_num_threads()}; {load_note()}")
-    print(f"  {'kernel':<44} {'median ms':>10} {'best ms':>9} {'dense int / this':>17}")
-    for name, values in times.items():
-        print(f"  {name:<44} {median(values) * 1e3:>10.2f} {min(values) * 1e3:>9.2f} "
-              f"{median(values) / ours:>16.2f}x")
-    speedup = ours / median(times[sparse])
-    blas = median(times[f32]) / ours
-    print(f"  2:4 vs dense int: {speedup:.2f}x faster ({goal(speedup, 1.6)})")
-    print(f"  dense int vs float32 BLAS: {blas:.2f}x ({goal(blas, 1.0)})")
+    print(f"GEMM {m}x{k}x{n} (M x K x N), median of {repeats}, round robin; {load_note()}")
+    print(f"  wall: numba threads {threads[0]} (kernels.thread_count picks per call), torch "
+          f"threads {threads[1]}; CPU: 1 thread each")
+    print(f"  {'kernel':<44} {'wall ms':>9} {'best ms':>9} {'/ dense':>8} {'CPU ms':>8} "
+          f"{'/ dense':>8}")
+    for name, values in wall.items():
+        ratio = median(values) / median(wall[dense])
+        line = f"  {name:<44} {median(values) * 1e3:>9.2f} {min(values) * 1e3:>9.2f} {ratio:>7.2f}x"
+        if name in cpu:
+            cpu_ms = median(cpu[name]) * 1e3
+            line += f" {cpu_ms:>8.2f} {median(cpu[name]) / median(cpu[dense]):>7.2f}x"
+        print(line)
+    for clock, times in (("wall", wall), ("CPU, 1 thread", cpu)):
+        speedup = median(times[dense]) / median(times[sparse])
+        blas = median(times[f32]) / median(times[dense])
+        print(f"  {clock}: 2:4 {speedup:.2f}x faster than dense int ({goal(speedup, 1.6)}); "
+              f"dense int {blas:.2f}x float32 BLAS speed ({goal(blas, 1.0)})")
 
 
 def bench_model(name: str, repeats: int, batch: int, hw_path: str) -> None:

@@ -408,7 +408,7 @@ def _torch_single_threaded(executor: nn.Module) -> None:
     """Run the PyTorch ops of ``executor``'s calls on one thread. They are small (views, host
     layers, glue between kernels), and torch's OpenMP workers, started at ``import torch``, spin
     between them: on a loaded 2-core machine a ViT-B/16 forward took 2.4x longer with 2 torch
-    threads than with 1 (benchmarks/bench_ref.py). The integer kernels pick their own threads."""
+    threads than with 1. The integer kernels pick their own threads."""
     model_forward = executor.forward
 
     def forward_one_thread(*args: Any, **kwargs: Any) -> Any:

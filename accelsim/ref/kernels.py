@@ -75,7 +75,7 @@ INT16_MAX = 2**15 - 1
 
 # Idle OpenMP workers sleep instead of spinning. On a machine shared with other jobs a spinning
 # worker holds a core the busy thread then waits for: under load, 2 threads ran 2-3x slower than
-# 1 with spinning, the same as 1 without (benchmarks/bench_ref.py). Read when numba's OpenMP pool
+# 1 with spinning, the same as 1 without. Read when numba's OpenMP pool
 # starts, i.e. at the first parallel call, which comes after this import; a value set by the
 # user wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
