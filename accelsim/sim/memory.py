@@ -18,8 +18,13 @@ fills one half while the array works from the other, and a held tile is prefetch
 steps of the tile before it, so summed over the steps ``max(compute, transfer)`` becomes
 ``max(C, T)`` for the hidden transfers; single-buffered buffers' transfers add serially. The array
 starts once the first tile's DRAM operands are in (the *prologue*; weight bytes prefetched before
-the layer excepted) and the last output tile drains after compute ends (the *epilogue*). Closed
-forms only: no loop over tiles or cycles.
+the layer excepted) and the last output tile drains after compute ends (the *epilogue*). Two
+more bounds keep loads that bunch up honest: the steps from the one that needs the last loaded
+tile on run only after every load is in (a weight tile held over the inner loop exposes the
+whole last outer iteration's compute), and likewise after the first outer iteration's loads
+when they carry all of an operand read once (the first column group needs all of A). Closed
+forms only: no loop over tiles or cycles; tests/sim/test_validation.py checks them against a
+tile-by-tile timeline (docs/validation.md).
 """
 
 from __future__ import annotations
@@ -204,8 +209,37 @@ class Sources:
     prefetched_b_bytes: float = 0.0
 
 
+def _last_load_step(t: Tiling, a_loads: bool, b_loads: bool, reads_a: int,
+                    reads_b: int) -> int:
+    """The step (of one instance's ``tiles_m x tiles_k x tiles_n`` in loop order) that first
+    needs the last tile loaded from DRAM (-1: nothing is). A tile held over the inner loop (the
+    outer operand's) is needed from the start of the last outer iteration; an operand read once
+    whole is loaded by the end of the first outer iteration (or of its first inner run)."""
+    steps = t.tiles_m * t.tiles_k * t.tiles_n
+    if t.order == "n_outer":
+        outer_loads, inner_loads = b_loads, a_loads
+        outer_reads, inner_reads = reads_b, reads_a
+        inner = t.tiles_m
+    else:
+        outer_loads, inner_loads = a_loads, b_loads
+        outer_reads, inner_reads = reads_a, reads_b
+        inner = t.tiles_n
+    outer = steps // (inner * t.tiles_k)
+    last = -1
+    if inner_loads:  # re-streamed: every step; read once: during the first outer iteration
+        last = steps - 1 if inner_reads > 1 else inner * t.tiles_k - 1
+    if outer_loads:
+        if t.tiles_k == 1:  # held over the inner loop
+            last = max(last, (outer - 1) * inner)
+        else:  # a new tile each reduction step, or read once during its first inner run
+            last = max(last, steps - 1 if outer_reads > 1
+                       else (outer - 1) * inner * t.tiles_k + t.tiles_k - 1)
+    return last
+
+
 def _total_cycles(a_bytes: float, b_bytes: float, c_bytes: float, ops: Operands, hw: HwConfig,
-                  tiling: Tiling, src: Sources, compute_cycles: float) -> float:
+                  tiling: Tiling, src: Sources, compute_cycles: float,
+                  reads: tuple[int, int], count: int) -> float:
     """Prologue + max(compute, hidden transfers) + serialized transfers + epilogue (cycles).
 
     Layer totals in bytes. The array starts once the first tile's operands are in (those already
@@ -221,11 +255,32 @@ def _total_cycles(a_bytes: float, b_bytes: float, c_bytes: float, ops: Operands,
     b_bytes = max(0.0, b_bytes - src.prefetched_b_bytes)
     first_a = min(a_bytes, tiling.tile_m * tiling.tile_k * ops.act_bits / 8) * db_a
     last_c = min(c_bytes, tiling.tile_m * tiling.tile_n * ops.out_bits / 8) * db_c
-    hidden = (a_bytes * db_a + b_bytes * db_b + (c_bytes + src.evicted_bytes) * db_c
-              - first_a - first_b - last_c)
+    hidden_loads = a_bytes * db_a + b_bytes * db_b - first_a - first_b
+    hidden = hidden_loads + (c_bytes + src.evicted_bytes) * db_c - last_c
     serial = (a_bytes * (not db_a) + b_bytes * (not db_b)
               + (c_bytes + src.evicted_bytes) * (not db_c))
-    return (first_a + first_b + serial + last_c) / bpc + max(compute_cycles, hidden / bpc)
+    # The steps from the one that needs the last loaded tile on cannot start before every
+    # load is in: their compute is exposed after the loads. Likewise after the first outer
+    # iteration's loads, which hold all of an inner operand that is read once.
+    steps = tiling.tiles_m * tiling.tiles_k * tiling.tiles_n
+    last = _last_load_step(tiling, a_bytes > 0, b_bytes > 0, *reads)
+    tail = (compute_cycles * (steps - last) / (steps * count)) if last >= 0 else 0.0
+    if tiling.order == "n_outer":
+        inner_bytes, inner_db, inner_reads, outer_bytes, outer_db = a_bytes, db_a, reads[0], \
+            b_bytes, db_b
+        inner, outer = tiling.tiles_m, tiling.tiles_n
+    else:
+        inner_bytes, inner_db, inner_reads, outer_bytes, outer_db = b_bytes, db_b, reads[1], \
+            a_bytes, db_a
+        inner, outer = tiling.tiles_n, tiling.tiles_m
+    first_pass = 0.0
+    if inner_reads == 1 and outer > 1:
+        first_loads = ((inner_bytes * inner_db + outer_bytes * outer_db / outer) / count
+                       - first_a - first_b)
+        first_pass = first_loads / bpc + compute_cycles * (
+            1 - (inner * tiling.tiles_k - 1) / steps) / count
+    return (first_a + first_b + serial + last_c) / bpc + max(
+        compute_cycles, hidden / bpc, hidden_loads / bpc + tail, first_pass)
 
 
 def plan_memory(ops: Operands, hw: HwConfig, compute_cycles: int, count: int,
@@ -244,7 +299,7 @@ def plan_memory(ops: Operands, hw: HwConfig, compute_cycles: int, count: int,
             b_bytes = ops.b_bytes * reads_b * src.b_in_dram
             cycles = (0.0 if hw.ideal_memory else _total_cycles(
                 a_bytes * count, b_bytes * count, c_bytes * count, ops, hw, t, src,
-                compute_cycles))
+                compute_cycles, (reads_a, reads_b), count))
             if best is None or (cycles, a_bytes + b_bytes) < (best[0], best[1]):
                 best = (cycles, a_bytes + b_bytes, t, a_bytes, b_bytes)
     assert best is not None, "plan_memory needs at least one candidate tiling"

@@ -411,10 +411,12 @@ def _walk(graph: Graph, tensors: _Tensors, hw: HwConfig,
                 trial = (i, chain_at[i], (dict(resident), used, idle_dram_bytes, len(plans)))
         node = nodes[i]
         node_operands = operands[i]
-        on_chip = tuple(p in resident or (i, k) in state_readers
-                        for k, p in enumerate(node_operands))
-        from_input = tuple(f and not chip
-                           for f, chip in zip(operand_from_input[i], on_chip, strict=True))
+        on_chip = tuple([p in resident for p in node_operands])
+        from_input = operand_from_input[i]
+        if state_readers:
+            on_chip = tuple([chip or (i, k) in state_readers for k, chip in enumerate(on_chip)])
+            from_input = tuple([f and not chip for f, chip in zip(from_input, on_chip,
+                                                                   strict=True)])
         is_gemm = isinstance(node, GemmNode)
         acc_reserve, a_tile_reserve = gemm_reserve_bytes[i]
         split_n, split_k = split.get(i, (1, 1))
