@@ -34,7 +34,7 @@ SITE_INPUTS: dict[str, str] = {
     "qkv": "Q/K/V projections (LayerNorm output)",
     "attn_out": "attention output projection (context)",
     "ffn_up": "FFN up projection (LayerNorm output)",
-    "ffn_down": "FFN down projection (GELU / gated SiLU output)",
+    "ffn_down": "FFN down projection (GELU output)",
 }
 
 

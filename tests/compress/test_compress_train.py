@@ -198,12 +198,12 @@ def test_checkpoint_of_another_recipe_is_refused(tmp_path: Path) -> None:
 
 
 def test_unsupported_family_fails_before_training(tmp_path: Path) -> None:
-    from transformers import GPT2Config, GPT2Model
+    from transformers import T5Config, T5Model
 
     from accelsim.errors import AccelsimError
 
-    model = GPT2Model(GPT2Config(n_layer=1, n_embd=8, n_head=2))
-    with pytest.raises(AccelsimError, match="'gpt2' is not supported"):
+    model = T5Model(T5Config(num_layers=1, d_model=8, d_kv=4, d_ff=8, num_heads=2, vocab_size=16))
+    with pytest.raises(AccelsimError, match="'t5' is not supported"):
         finetune(model, _train, _eval, accuracy_pct, _recipe(), seed=1, out_dir=tmp_path)
     assert not (tmp_path / "checkpoint.pt").exists()
 
