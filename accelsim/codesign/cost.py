@@ -16,10 +16,9 @@ layer costs in node order, which is the simulator's own arithmetic in the simula
 the totals equal a fresh :func:`accelsim.sim.simulate.simulate` of the same graph bit for bit
 (``tests/test_codesign_cost.py`` checks ``==``). The layer costs come from the simulator's own
 per-layer functions (``_gemm_shape``, ``_gemm_traffic``, ``_gemm_fields``, ``_vector_fields``)
-and the plan from the planner's own walk (``plan._walk`` with ``plan_with_fusion``'s choice,
-the format-independent parts computed once); ``accelsim.sim`` has no public per-layer or
-incremental-plan entry point, so this module is tied to those names and the exactness test
-guards them.
+and the plan from ``plan.plan_from_tensors`` (``plan_with_fusion`` with the format-independent
+parts computed once); the per-layer functions have no public entry point yet, so this module is
+tied to those names and the exactness test guards them.
 
 :meth:`CostCache.deltas` gives the additive surrogate the ILP optimizes (each group's cost
 change from the reference assignment, the rest held there); every assignment the ILP proposes
@@ -38,7 +37,13 @@ from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.hw import HwConfig
 from accelsim.sim import vector
 from accelsim.sim.energy import area
-from accelsim.sim.plan import NodeMemory, _chains, _edges, _spilled_bytes, _Tensors, _walk
+from accelsim.sim.plan import (
+    NodeMemory,
+    PlanTensors,
+    fusable_chains,
+    graph_edges,
+    plan_from_tensors,
+)
 from accelsim.sim.simulate import (
     LayerResult,
     _gemm_fields,
@@ -79,9 +84,9 @@ class CostCache:
                 self._group_of[i] = g
         # What the planner reads that no format changes: edges, the fusable attention chains,
         # output elements, the widths vector ops read (plan._tensors recomputes these per call).
-        self._operands, self._uses = _edges(base)
+        self._operands, self._uses = graph_edges(base)
         self._from_input = [tuple(p < 0 for p in ops) for ops in self._operands]
-        self._chains = _chains(nodes, self._operands, self._uses)
+        self._chains = fusable_chains(nodes, self._operands, self._uses)
         element_bits = hw.vector_unit.element_bits
         self._elements = [n.m * n.n * n.count if isinstance(n, GemmNode) else n.total_elements
                           for n in nodes]
@@ -100,7 +105,7 @@ class CostCache:
             for r in readers]
         self._entries: dict[tuple[int, Format | None], tuple[GemmNode, _GemmShape | str, int]] = {}
         self._shape_ids: dict[tuple, int] = {}
-        self._fused: dict[int, _GemmShape] = {}
+        self._fused: dict[tuple[int, bool, int, int], _GemmShape] = {}
         self._layers: dict[tuple, tuple[int, float]] = {}
         self.evaluations = 0
 
@@ -143,14 +148,9 @@ class CostCache:
                     widest = read_bits[i][k]
             bits.append(widest)
         size = [e * b / 8 for e, b in zip(self._elements, bits, strict=True)]
-        tensors = _Tensors(self._operands, self._from_input, self._uses, bits, size)
-        base, hw, cycles = self.templates.base, self.hw, self._vector_cycles
-        plain = _walk(base, tensors, hw, reserves, cycles, ())
-        spilled = _spilled_bytes(plain)
-        if not spilled or not self._chains:
-            return plain
-        fused = _walk(base, tensors, hw, reserves, cycles, self._chains)
-        return fused if _spilled_bytes(fused) < spilled else plain
+        tensors = PlanTensors(self._operands, self._from_input, self._uses, bits, size)
+        return plan_from_tensors(self.templates.base, tensors, self.hw, reserves,
+                                 self._vector_cycles, self._chains)
 
     def evaluate(self, assignment: Sequence[Format]) -> Cost:
         """Exact totals of ``assignment`` (one format per group) on this hardware point."""
@@ -202,12 +202,14 @@ class CostCache:
             layer = LayerResult(template.name, *_vector_fields(template, mem, hw, self.area_mm2))
         else:
             node, shape, sid = entry
-            if mem.one_repeat_at_a_time:
-                fused = self._fused.get(sid)
+            if mem.one_repeat_at_a_time or mem.split_n > 1 or mem.split_k > 1:
+                split = (sid, mem.one_repeat_at_a_time, mem.split_n, mem.split_k)
+                fused = self._fused.get(split)
                 if fused is None:
-                    made = _gemm_shape(node, hw, False, True)
-                    assert not isinstance(made, str)  # same tilings as the unfused shape
-                    fused = self._fused[sid] = made
+                    made = _gemm_shape(node, hw, False, mem.one_repeat_at_a_time, mem.split_n,
+                                       mem.split_k)
+                    assert not isinstance(made, str)  # a repeat or a chunk fits as the whole
+                    fused = self._fused[split] = made
                 shape = fused
             traffic = _gemm_traffic(node, shape, mem, hw, resident)
             layer = LayerResult(node.name, *_gemm_fields(node, shape, traffic, mem, hw,

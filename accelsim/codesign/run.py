@@ -282,8 +282,9 @@ def result_rows(spec: CodesignSpec, store: _Store, keys: Sequence[str], task: An
     for _, point in frame[frame["meets_constraints"]].iterrows():
         config = point["config"]
         searched = point["variant"] == "searched"
-        # An assignment's integer model does not depend on the hardware point: its QAT accuracy
-        # holds wherever it was chosen. Uniform rows keep their recipes' own (predicted) number.
+        # An assignment's QAT accuracy is measured once, on the base chip's datapath, and holds
+        # for the hardware points that share it. Uniform rows keep their recipes' predicted
+        # number.
         measured = verified.get(config) if searched else None
         accuracy = point["accuracy_pct"]
         hw = " ".join(f"{k}={v}" for k, v in json.loads(point["overrides"]).items())
@@ -305,11 +306,15 @@ def result_rows(spec: CodesignSpec, store: _Store, keys: Sequence[str], task: An
 def _verify(spec: CodesignSpec, store: _Store, task: Any, fp_model: Any, groups: Groups,
             configs: list[str], progress: Progress | None, budget: Any) -> dict[str, float]:
     from accelsim.accuracy.budgets import BUDGETS
+    from accelsim.accuracy.evaluate import chip_datapath
     from accelsim.codesign.verify import verify_assignment
+    from accelsim.hw import load_hw
     from accelsim.compress.recipe import load_recipe
     from accelsim.tasks._data import cache_root
 
     qat_budget = budget if budget is not None else BUDGETS[task.name]
+    # Measured on the spec's base chip's datapath (its accumulator width and vector format).
+    datapath = chip_datapath(load_hw(spec.hw_path)).datapath
     out: dict[str, float] = {}
     for i, config in enumerate(configs):
         assignment = {name: parse_format(fmt, "config") for name, fmt in
@@ -317,13 +322,13 @@ def _verify(spec: CodesignSpec, store: _Store, task: Any, fp_model: Any, groups:
         key = run_key({"task": task.name, "tiny": spec.tiny, "limit": spec.limit,
                        "checkpoint": spec.checkpoint, "config": config, "seed": spec.seed,
                        "recipe": spec.qat_recipe, "budget": repr(qat_budget),
-                       "source": _digest_sources()})
+                       "datapath": repr(datapath), "source": _digest_sources()})
         stored = store.meta(f"qat:{key}")
         if stored is None:
             run_dir = cache_root() / "codesign" / task.name / key[:16]
             test_pct, val_pct = verify_assignment(task, fp_model, load_recipe(spec.qat_recipe),
                                                   qat_budget, groups.grouping, assignment,
-                                                  spec.seed, run_dir)
+                                                  spec.seed, run_dir, datapath)
             stored = {"config": config, "test_pct": test_pct, "val_pct": val_pct}
             store.set_meta(f"qat:{key}", stored)
         out[config] = float(stored["test_pct"])

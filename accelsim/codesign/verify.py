@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from accelsim.accuracy.budgets import Budget
     from accelsim.compress.recipe import Recipe
+    from accelsim.ref.datapath import Datapath
     from accelsim.tasks.base import Task
 
 
@@ -56,9 +57,10 @@ def qat_recipe_for(recipe: Recipe, budget: Budget) -> Recipe:
 
 def verify_assignment(task: Task, fp_model: nn.Module, recipe: Recipe, budget: Budget,
                       grouping: Grouping, assignment: Mapping[str, Format], seed: int,
-                      out_dir: Path) -> tuple[float, float]:
-    """(test accuracy [%] by the integer reference, validation metric after QAT) of
-    ``assignment`` fine-tuned from ``fp_model``; the run lives in ``out_dir`` (resumable)."""
+                      out_dir: Path, datapath: Datapath) -> tuple[float, float]:
+    """(test accuracy [%] by the integer reference on ``datapath``, validation metric after
+    QAT) of ``assignment`` fine-tuned from ``fp_model``; the run lives in ``out_dir``
+    (resumable)."""
     from accelsim.accuracy.evaluate import evaluate_accuracy
     from accelsim.compress.export import export_int_model
     from accelsim.compress.train import finetune
@@ -72,4 +74,6 @@ def verify_assignment(task: Task, fp_model: nn.Module, recipe: Recipe, budget: B
             lambda: task.batches("val", 64, seed=0),
             task.metric, qat, seed=seed, out_dir=out_dir)
     trained = result.model.eval()
-    return evaluate_accuracy(task, trained, export_int_model(trained), "test"), result.metric
+    accuracy = evaluate_accuracy(task, trained, export_int_model(trained), "test",
+                                 datapath=datapath)
+    return accuracy, result.metric

@@ -154,7 +154,7 @@ def attention_chains(graph: Graph) -> tuple[tuple[int, int], ...]:
     """(first, last) node indices of every chain that can run one repeat at a time: an attention
     GEMM with ``count`` > 1, then vector ops, then an attention GEMM with the same ``count``,
     adjacent, each node read only by the next (as its A operand for the last GEMM)."""
-    return _chains(graph.nodes, *_edges(graph))
+    return _chains(graph.nodes, *graph_edges(graph))
 
 
 def _chains(nodes: Sequence[Node], operands: list[tuple[int, ...]],
@@ -180,7 +180,7 @@ def ffn_chains(graph: Graph) -> tuple[tuple[int, int], ...]:
     GEMM (fc1), then element-wise vector ops over its whole output, then a weight GEMM (fc2)
     reducing over that output's columns with the same rows and count, adjacent, each node read
     only by the next (as fc2's A)."""
-    return _ffn_chains(graph.nodes, *_edges(graph))
+    return _ffn_chains(graph.nodes, *graph_edges(graph))
 
 
 def _ffn_chains(nodes: Sequence[Node], operands: list[tuple[int, ...]],
@@ -203,7 +203,7 @@ def _ffn_chains(nodes: Sequence[Node], operands: list[tuple[int, ...]],
     return tuple(chains)
 
 
-def _edges(graph: Graph) -> tuple[list[tuple[int, ...]], list[list[int]]]:
+def graph_edges(graph: Graph) -> tuple[list[tuple[int, ...]], list[list[int]]]:
     """Per node: its operands' producer indices (-1: model input), and the nodes that read its
     output (ascending, each once)."""
     index = {node.name: i for i, node in enumerate(graph.nodes)}
@@ -222,7 +222,7 @@ def _spilled_bytes(plans: Sequence[NodeMemory]) -> float:
                for p in plans)
 
 
-class _Tensors(NamedTuple):
+class PlanTensors(NamedTuple):
     """Per node: its operands' producer indices (-1: model input), which operands are model
     inputs, the nodes that read its output (ascending), the width its output is stored at and
     that output's bytes."""
@@ -234,10 +234,10 @@ class _Tensors(NamedTuple):
     size: list[float]
 
 
-def _tensors(graph: Graph, hw: HwConfig, state: ResidentState | None = None) -> _Tensors:
+def _tensors(graph: Graph, hw: HwConfig, state: ResidentState | None = None) -> PlanTensors:
     nodes = graph.nodes
     count = len(nodes)
-    operands, uses = _edges(graph)
+    operands, uses = graph_edges(graph)
     element_bits = hw.vector_unit.element_bits
     read_bits = [(element_bits, element_bits) if isinstance(node, VectorNode)
                  else resolve_bits(node, hw)[1::-1] for node in nodes]  # (A, B) widths
@@ -253,10 +253,10 @@ def _tensors(graph: Graph, hw: HwConfig, state: ResidentState | None = None) -> 
         bits[i] = stored_bits
     size = [_output_elements(node) * b / 8 for node, b in zip(nodes, bits, strict=True)]
     from_input = [tuple(p < 0 for p in node_operands) for node_operands in operands]
-    return _Tensors(operands, from_input, uses, bits, size)
+    return PlanTensors(operands, from_input, uses, bits, size)
 
 
-def _all_chains(nodes: Sequence[Node], operands: list[tuple[int, ...]],
+def fusable_chains(nodes: Sequence[Node], operands: list[tuple[int, ...]],
                 uses: list[list[int]]) -> tuple[tuple[int, int], ...]:
     """Attention and FFN chains in execution order, none sharing a node with an earlier one."""
     chains: list[tuple[int, int]] = []
@@ -303,8 +303,17 @@ def plan_with_fusion(graph: Graph, hw: HwConfig,
     so it is not taken for nothing). ``chunk_ffn=False`` leaves FFN chains whole; ``state``:
     the model state the pass reads and extends, and where it lives."""
     tensors = _tensors(graph, hw, state)
-    chains = (_all_chains(graph.nodes, tensors.operands, tensors.uses) if chunk_ffn
+    chains = (fusable_chains(graph.nodes, tensors.operands, tensors.uses) if chunk_ffn
               else _chains(graph.nodes, tensors.operands, tensors.uses))
+    return plan_from_tensors(graph, tensors, hw, gemm_reserve_bytes, node_cycles, chains, state)
+
+
+def plan_from_tensors(graph: Graph, tensors: PlanTensors, hw: HwConfig,
+                      gemm_reserve_bytes: Sequence[tuple[float, float]],
+                      node_cycles: Sequence[int], chains: Sequence[tuple[int, int]],
+                      state: ResidentState | None = None) -> tuple[NodeMemory, ...]:
+    """``plan_with_fusion`` from tensors and chains the caller computed: what re-plans one graph
+    structure under many bit-width assignments (``accelsim.codesign``) reuses."""
     return _walk(graph, tensors, hw, gemm_reserve_bytes, node_cycles, chains, forced=False,
                  state=state)
 
@@ -321,7 +330,7 @@ def plan_graph(graph: Graph, hw: HwConfig, gemm_reserve_bytes: Sequence[tuple[fl
                  forced=True)
 
 
-def _walk(graph: Graph, tensors: _Tensors, hw: HwConfig,
+def _walk(graph: Graph, tensors: PlanTensors, hw: HwConfig,
           gemm_reserve_bytes: Sequence[tuple[float, float]], node_cycles: Sequence[int],
           chains: Sequence[tuple[int, int]], forced: bool,
           state: ResidentState | None = None) -> tuple[NodeMemory, ...]:
