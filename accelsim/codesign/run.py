@@ -308,8 +308,8 @@ def _verify(spec: CodesignSpec, store: _Store, task: Any, fp_model: Any, groups:
     from accelsim.accuracy.budgets import BUDGETS
     from accelsim.accuracy.evaluate import chip_datapath
     from accelsim.codesign.verify import verify_assignment
-    from accelsim.hw import load_hw
     from accelsim.compress.recipe import load_recipe
+    from accelsim.hw import load_hw
     from accelsim.tasks._data import cache_root
 
     qat_budget = budget if budget is not None else BUDGETS[task.name]

@@ -78,7 +78,9 @@ class DatapathCounts:
     def add_vector(self, op: str, ours: np.ndarray, reference: np.ndarray) -> None:
         """One vector op of ``op`` kind: its elements and its error against float32."""
         self.vector_elements[op] = self.vector_elements.get(op, 0) + int(ours.size)
-        diff = ours.astype(np.float64) - reference.astype(np.float64)
+        # Masked scores are -inf in both: inf - inf is not an error, only skipped below.
+        with np.errstate(invalid="ignore"):
+            diff = ours.astype(np.float64) - reference.astype(np.float64)
         finite = np.isfinite(diff)
         stats = self.float_error.setdefault(op, [0.0, 0.0, 0.0, 0])
         stats[0] += float(np.square(diff[finite]).sum())
