@@ -119,43 +119,43 @@ def decoder_precision(recipe_name: str | None) -> DecoderPrecision | None:
 def phase_graph_from_int_model(phase_graph: PhaseGraph, int_model: IntModel) -> PhaseGraph:
     """The phase graph at a compressed decoder's real precision.
 
-    :func:`accelsim.graph.intmodel.graph_from_int_model` sets every linear (the LM head
-    included) to its layer's widths, stored format and measured density, and each attention
-    matmul to its quantizers' widths, with one requantize per quantized operand. The K and V
-    operands of a phase are the KV cache, stored as codes: their requantize is the cache
-    write's, of the positions this pass writes, not of the whole cache every step; and each
-    cache tensor is stored at the width of the GEMM operand that reads it.
+    The structure is the one its recipe gives the traced decoder (``with_precision``: one
+    requantize per quantized operand, wired between its producer and the GEMM, and one per KV
+    write right after the projection that computes the new positions). Then every linear (the
+    LM head included) takes its layer's widths, stored format and measured density, each
+    attention matmul its quantizers' widths, and each cache tensor the width of the GEMM operand
+    that reads it.
     """
-    import re
+    from accelsim.graph.intmodel import attention_matmul_bits, matched_linears
+    from accelsim.graph.ir import GemmNode
+    from accelsim.graph.phases import with_precision
 
-    from accelsim.compress.apply import ATTN_QUANT
-    from accelsim.graph.intmodel import graph_from_int_model, matched_linears
-    from accelsim.graph.ir import GemmNode, VectorNode
-
-    weight_gemms = [node.name for node in phase_graph.graph.gemms
-                    if not node.weight_is_activation]
-    matched = matched_linears(phase_graph.graph, int_model)
+    precision = decoder_precision(int_model.recipe)
+    nominal = phase_graph if precision is None else with_precision(phase_graph, precision)
+    weight_gemms = [node.name for node in nominal.graph.gemms if not node.weight_is_activation]
+    matched = matched_linears(nominal.graph, int_model)
     missing = [name for name in weight_gemms if name not in matched]
     if missing:
         raise AccelsimError(
             f"int model ({int_model.family}, recipe {int_model.recipe}): {len(missing)} of the "
             f"{len(weight_gemms)} linears of {phase_graph.graph.name} (e.g. {missing[0]!r}) have "
             "no layer in it; allowed: an int model of this decoder, every linear compressed")
-    graph = graph_from_int_model(phase_graph.graph, int_model)
-    readers = {node.name: node for node in graph.nodes
-               if isinstance(node, GemmNode) and node.name in
-               {t.read_by for t in phase_graph.kv_cache}}
-    cache_operands = {f"{t.read_by.split('/', 1)[0]}.{ATTN_QUANT}.{t.kind[0]}/requantize"
-                      for t in phase_graph.kv_cache}
-    repeat = re.compile(r"#\d+$")
-    nodes = [node for node in graph.nodes
-             if not (isinstance(node, VectorNode) and repeat.sub("", node.name) in cache_operands)]
-    nodes += [VectorNode(name=f"{t.name}/requantize", vector_op="requantize",
-                         elements=t.written_elements) for t in phase_graph.kv_cache]
+    seen: dict[str, int] = {}
+    nodes = []
+    for node in nominal.graph.nodes:
+        if isinstance(node, GemmNode) and node.name in matched:
+            layer = matched[node.name]
+            node = dataclasses.replace(node, weight_bits=layer.weight_bits,
+                                       act_bits=layer.act.bits, sparsity=layer.sparsity,
+                                       weight_density=layer.density)
+        elif isinstance(node, GemmNode) and node.weight_is_activation:
+            node = attention_matmul_bits(node, int_model, seen)
+        nodes.append(node)
+    graph = dataclasses.replace(nominal.graph, nodes=tuple(nodes))
+    readers = {node.name: node for node in nodes if isinstance(node, GemmNode)}
     kv = tuple(dataclasses.replace(t, bits=readers[t.read_by].weight_bits)
-               for t in phase_graph.kv_cache)
-    return dataclasses.replace(phase_graph, graph=dataclasses.replace(graph, nodes=tuple(nodes)),
-                               kv_cache=kv)
+               for t in nominal.kv_cache)
+    return dataclasses.replace(nominal, graph=graph, kv_cache=kv)
 
 
 def _load_int_model(given: str) -> tuple[Path, IntModel]:

@@ -103,12 +103,14 @@ def graph_from_int_model(graph: Graph, int_model: IntModel) -> Graph:
     return dataclasses.replace(graph, nodes=tuple(nodes))
 
 
-def _attention_matmul(node: GemmNode, int_model: IntModel, seen: dict[str, int],
-                      requantize: Callable[[str, int], None]) -> GemmNode:
+def _attention_operands(node: GemmNode, int_model: IntModel,
+                        seen: dict[str, int]) -> tuple[str, IntAttention, str, str] | None:
+    """(module path, its attention quantizers, A operand, B operand) of an attention matmul,
+    None when the int model has no quantizers for it."""
     path = _module_path(node)
     attention = _lookup(path, int_model.attentions)
     if attention is None:
-        return node
+        return None
     # Eager attention runs QK^T then PV in its module; fused SDPA names them .qk / .pv.
     if node.name.endswith(".qk") or node.name.endswith(".pv"):
         is_qk = node.name.endswith(".qk")
@@ -118,10 +120,28 @@ def _attention_matmul(node: GemmNode, int_model: IntModel, seen: dict[str, int],
         is_qk = order % 2 == 0  # a module called twice traces QK, PV, QK, PV
     # Both operands are quantized activations: A (q or probs) is [m, k], B (k or v) is [k, n].
     a_op, b_op = ("q", "k") if is_qk else ("probs", "v")
-    for op, elements in ((a_op, node.m * node.k), (b_op, node.k * node.n)):
-        requantize(f"{path}.{ATTN_QUANT}.{op}", elements * node.count)
+    return path, attention, a_op, b_op
+
+
+def attention_matmul_bits(node: GemmNode, int_model: IntModel,
+                          seen: dict[str, int]) -> GemmNode:
+    """An attention matmul at its quantizers' widths (``seen`` counts the calls per module)."""
+    found = _attention_operands(node, int_model, seen)
+    if found is None:
+        return node
+    _, attention, a_op, b_op = found
     a, b = getattr(attention, a_op), getattr(attention, b_op)
     return dataclasses.replace(node, act_bits=a.bits, weight_bits=b.bits)
+
+
+def _attention_matmul(node: GemmNode, int_model: IntModel, seen: dict[str, int],
+                      requantize: Callable[[str, int], None]) -> GemmNode:
+    found = _attention_operands(node, int_model, dict(seen))
+    if found is not None:
+        path, _, a_op, b_op = found
+        for op, elements in ((a_op, node.m * node.k), (b_op, node.k * node.n)):
+            requantize(f"{path}.{ATTN_QUANT}.{op}", elements * node.count)
+    return attention_matmul_bits(node, int_model, seen)
 
 
 def stored_weight_bytes(layer: IntLinear) -> int:
