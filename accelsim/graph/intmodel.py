@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TypeVar
 
 from accelsim.compress.apply import ATTN_QUANT
@@ -78,26 +78,49 @@ def graph_from_int_model(graph: Graph, int_model: IntModel) -> Graph:
     matmul_index: dict[str, int] = {}
     nodes: list[Node] = []
 
-    def requantize(quantizer_path: str, elements: int) -> None:
-        # Named as the tracer names a compressed model's quantizer, "#i" when called again.
+    def requantize(quantizer_path: str, elements: int, source: str | None) -> str:
+        # Named as the tracer names a compressed model's quantizer, "#i" when called again;
+        # it reads the operand's producer and the GEMM then reads it, as in a compressed trace
+        # (unwired, the planner would take its output for a model output written to DRAM).
         base = name = f"{quantizer_path}/requantize"
         index = 1
         while name in names:
             name, index = f"{base}#{index}", index + 1
         names.add(name)
-        nodes.append(VectorNode(name=name, vector_op="requantize", elements=elements))
+        nodes.append(VectorNode(name=name, vector_op="requantize", elements=elements,
+                                inputs=None if source is None else (source,)))
+        return name
+
+    def operand(node: GemmNode, k: int) -> str | None:
+        return None if node.inputs is None or len(node.inputs) <= k else node.inputs[k]
+
+    def reading(node: GemmNode, quantized: dict[int, str]) -> GemmNode:
+        if node.inputs is None:
+            return node
+        return dataclasses.replace(node, inputs=tuple(
+            quantized.get(k, source) for k, source in enumerate(node.inputs)))
 
     for node in graph.nodes:
         if not isinstance(node, GemmNode):
             nodes.append(node)
         elif node.name in linears:
             layer = linears[node.name]
-            requantize(f"{_module_path(node)}.{ACT_QUANT}", node.m * node.k * node.count)
+            a = requantize(f"{_module_path(node)}.{ACT_QUANT}", node.m * node.k * node.count,
+                           operand(node, 0))
             nodes.append(dataclasses.replace(
-                node, weight_bits=layer.weight_bits, act_bits=layer.act.bits,
+                reading(node, {0: a}), weight_bits=layer.weight_bits, act_bits=layer.act.bits,
                 sparsity=layer.sparsity, weight_density=layer.density))
         elif node.kind == "matmul" and node.weight_is_activation:
-            nodes.append(_attention_matmul(node, int_model, matmul_index, requantize))
+            found = _attention_operands(node, int_model, dict(matmul_index))
+            quantized: dict[int, str] = {}
+            if found is not None:
+                path, _, a_op, b_op = found
+                for k, (op, elements) in enumerate(((a_op, node.m * node.k),
+                                                    (b_op, node.k * node.n))):
+                    quantized[k] = requantize(f"{path}.{ATTN_QUANT}.{op}",
+                                              elements * node.count, operand(node, k))
+            nodes.append(attention_matmul_bits(reading(node, quantized), int_model,
+                                               matmul_index))
         else:
             nodes.append(node)
     return dataclasses.replace(graph, nodes=tuple(nodes))
@@ -132,16 +155,6 @@ def attention_matmul_bits(node: GemmNode, int_model: IntModel,
     _, attention, a_op, b_op = found
     a, b = getattr(attention, a_op), getattr(attention, b_op)
     return dataclasses.replace(node, act_bits=a.bits, weight_bits=b.bits)
-
-
-def _attention_matmul(node: GemmNode, int_model: IntModel, seen: dict[str, int],
-                      requantize: Callable[[str, int], None]) -> GemmNode:
-    found = _attention_operands(node, int_model, dict(seen))
-    if found is not None:
-        path, _, a_op, b_op = found
-        for op, elements in ((a_op, node.m * node.k), (b_op, node.k * node.n)):
-            requantize(f"{path}.{ATTN_QUANT}.{op}", elements * node.count)
-    return attention_matmul_bits(node, int_model, seen)
 
 
 def stored_weight_bytes(layer: IntLinear) -> int:
