@@ -23,6 +23,7 @@ import torch
 
 from accelsim.accuracy import evaluate_accuracy, evaluate_float
 from accelsim.accuracy.budgets import BASELINE, BUDGETS, ROW_RECIPES, budgeted, run_name
+from accelsim.accuracy.evaluate import table_datapath
 from accelsim.accuracy.pipeline import train
 from accelsim.accuracy.table import RESULTS_DIR, mean_and_std, read_rows, write_csv
 from accelsim.compress.export import export_int_model
@@ -65,7 +66,9 @@ def measure(task_name: str, recipe_name: str, epochs: int, lr: float,
               f"{recipe_name} --epochs {epochs} --lrs {lr:g} --seeds {seed}")
     result = train(task, recipe, fp_state, seed, remake=remake)
     model = result.model.eval()
-    accuracy = evaluate_accuracy(task, model, export_int_model(model), "test")
+    # On the table's chip, as the results rows are measured (docs/accuracy.md).
+    accuracy = evaluate_accuracy(task, model, export_int_model(model), "test",
+                                 datapath=table_datapath(recipe).datapath)
     return {
         "task": task_name, "recipe": recipe_name, "qat_epochs": str(epochs), "qat_lr": f"{lr:g}",
         "seed": str(seed), "val_accuracy_pct": f"{result.metric:.2f}",
