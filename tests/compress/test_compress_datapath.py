@@ -49,11 +49,6 @@ FLOAT_CHIP = Datapath(accumulator_bits=20, integer_requant=True, vector_format="
     INT_CHIP, Datapath(accumulator_bits=12, vector_format="int"), FLOAT_CHIP])
 def test_emulated_forward_is_the_integer_reference(compressed, datapath):
     name, model = compressed
-    if name == "vit_tiny" and datapath is FLOAT_CHIP:
-        # The executor's VectorFormatMode rounds the patch convolution's float32 weight to the
-        # format in place when the ViT forward reads its dtype (a "__get__" counts as an in-place
-        # op there); the emulation keeps the host's float32 weight, as the spec says.
-        pytest.skip("the executor rounds a host module's weight in the float formats")
     batch = _batches(name, 1, 2, seed=60)
     reference = execute.run_int_model(model, export_int_model(model), batch,
                                       datapath=datapath).logits
