@@ -48,3 +48,22 @@ def test_a_readme_without_the_markers_is_one_line() -> None:
         with_readme_table("# README\n", [])
     filled = with_readme_table(f"a\n{README_BEGIN}\nold\n{README_END}\nb\n", [])
     assert "old" not in filled and filled.startswith("a\n") and filled.endswith("b\n")
+
+
+def test_the_budget_table_in_docs_is_the_code_s_budgets() -> None:
+    from accelsim.accuracy.budgets import BUDGETS
+
+    docs = (README.parent / "docs" / "accuracy.md").read_text()
+    header = "| task | FP32 epochs | QAT epochs | batch | FP32 lr | QAT lr |"
+    lines = docs[docs.index(header):].splitlines()[2:]
+    rows = {}
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        task, *cells = (c.strip() for c in line.strip("|").split("|"))
+        rows[task] = (int(cells[0]), int(cells[1]), int(cells[2]), float(cells[3]),
+                      float(cells[4]))
+    assert set(rows) == set(BUDGETS)
+    for task, budget in BUDGETS.items():
+        assert rows[task] == (budget.fp_epochs, budget.qat_epochs, budget.batch_size,
+                              budget.fp_lr, budget.qat_lr), task

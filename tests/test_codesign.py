@@ -160,3 +160,31 @@ def test_cost_only_search_without_a_task(tmp_path):
     again = codesign_run.run_codesign(narrow, tmp_path / "store.sqlite")
     assert again.searched == 0 and again.skipped == 3
     assert len(again.rows) == 3 and all("array.rows=16" in r["config"] for r in again.rows)
+
+
+def test_uniform_rows_take_the_accuracy_table_s_qat_measurement(tmp_path, monkeypatch):
+    from accelsim.accuracy import table
+    from accelsim.accuracy.evaluate import chip_datapath
+    from accelsim.accuracy.provenance import tensors_sha256
+    from accelsim.hw import load_hw
+
+    spec = load_spec(write_spec(tmp_path))
+    fp_model = torch.nn.Linear(3, 2)
+    parent = tensors_sha256(fp_model.state_dict())
+    label = chip_datapath(load_hw(CONFIGS / "int4_sparse.yaml")).label
+    base = {"task": "wordnet_supersenses", "seed": "0", "measured_by": "integer_reference",
+            "parent_sha256": parent, "datapath": label}
+    rows = [
+        {**base, "recipe": "w8a8", "accuracy_pct": "85.5"},
+        {**base, "recipe": "w4a4", "accuracy_pct": "80.0", "parent_sha256": "other"},
+        {**base, "recipe": "w4a4_sp24", "accuracy_pct": "79.0", "seed": "1"},
+        {**base, "recipe": "w4a4_sp24_ln_a8", "accuracy_pct": "81.0", "datapath": "fp32"},
+        {**base, "recipe": "fp32", "accuracy_pct": "86.0", "measured_by": "pytorch_fp32"},
+    ]
+    csv_path = tmp_path / "results.csv"
+    table.write_csv(csv_path, list(rows[0]), rows)
+    monkeypatch.setattr(table, "RESULTS_CSV", csv_path)
+    # Only the row trained from this FP32 model, of this seed, on this chip's datapath.
+    assert codesign_run.table_accuracy(spec, fp_model) == {"w8a8": 85.5}
+    monkeypatch.setattr(table, "RESULTS_CSV", tmp_path / "none.csv")
+    assert codesign_run.table_accuracy(spec, fp_model) == {}

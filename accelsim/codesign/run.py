@@ -278,14 +278,15 @@ def result_rows(spec: CodesignSpec, store: _Store, keys: Sequence[str], task: An
     if verify and task is not None and fp_model is not None:
         verified = _verify(spec, store, task, fp_model, groups, list(chosen["config"]),
                            progress, budget)
+    table = table_accuracy(spec, fp_model) if task is not None and fp_model is not None else {}
     rows = []
     for _, point in frame[frame["meets_constraints"]].iterrows():
         config = point["config"]
         searched = point["variant"] == "searched"
         # An assignment's QAT accuracy is measured once, on the base chip's datapath, and holds
-        # for the hardware points that share it. Uniform rows keep their recipes' predicted
-        # number.
-        measured = verified.get(config) if searched else None
+        # for the hardware points that share it; a uniform recipe's is the accuracy table's row
+        # for it (same FP32 parent, seed and datapath) when there is one, else its prediction.
+        measured = verified.get(config) if searched else table.get(point["recipe"])
         accuracy = point["accuracy_pct"]
         hw = " ".join(f"{k}={v}" for k, v in json.loads(point["overrides"]).items())
         rows.append({
@@ -301,6 +302,25 @@ def result_rows(spec: CodesignSpec, store: _Store, keys: Sequence[str], task: An
             "seed": spec.seed,
         })
     return rows
+
+
+def table_accuracy(spec: CodesignSpec, fp_model: Any) -> dict[str, float]:
+    """Test accuracy [%] of each recipe in the accuracy table (``experiments/accuracy/
+    results.csv``) that QAT-trained from this spec's FP32 model (same task, seed and parent
+    checkpoint) and was measured by the integer reference on the spec's base chip datapath."""
+    from accelsim.accuracy.evaluate import chip_datapath
+    from accelsim.accuracy.provenance import tensors_sha256
+    from accelsim.accuracy.table import RESULTS_CSV, read_rows
+    from accelsim.hw import load_hw
+
+    if not RESULTS_CSV.is_file():
+        return {}
+    parent = tensors_sha256(fp_model.state_dict())
+    label = chip_datapath(load_hw(spec.hw_path)).label
+    return {row["recipe"]: float(row["accuracy_pct"]) for row in read_rows(RESULTS_CSV)
+            if row["task"] == spec.task and row["seed"] == str(spec.seed)
+            and row["measured_by"] == "integer_reference" and row["parent_sha256"] == parent
+            and row["datapath"] == label}
 
 
 def _verify(spec: CodesignSpec, store: _Store, task: Any, fp_model: Any, groups: Groups,
