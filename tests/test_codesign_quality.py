@@ -186,3 +186,57 @@ def test_an_existing_quality_file_of_another_kind_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "--quality-out" in err and "no column task" in err and "\n" not in err
     assert not (tmp_path / "r.csv").exists() and not (tmp_path / "results").exists()
+
+
+def test_pairs_take_this_spec_s_measurements_and_only_plain_uniform_recipes(tmp_path,
+                                                                            monkeypatch):
+    from accelsim.accuracy import table
+    from accelsim.accuracy.evaluate import chip_datapath
+    from accelsim.accuracy.provenance import tensors_sha256
+    from accelsim.codesign.groups import Groups
+    from accelsim.codesign.quality import measured_pairs
+    from accelsim.codesign.spec import load_spec
+    from accelsim.hw import load_hw
+    from accelsim.tasks import get_task
+    from tests.test_codesign import CONFIGS
+
+    spec = load_spec(write_spec(tmp_path))
+    task = get_task("wordnet_supersenses", limit=20, tiny=True)
+    fp_model = torch.nn.Linear(3, 2)
+    groups = Groups("block", ("block0", "block1"), ((), ()))
+    sens = sensitivity(2)
+    budget = BUDGETS["wordnet_supersenses"]
+    base = {"task": "wordnet_supersenses", "seed": "0", "measured_by": "integer_reference",
+            "parent_sha256": tensors_sha256(fp_model.state_dict()),
+            "datapath": chip_datapath(load_hw(CONFIGS / "int4_sparse.yaml")).label,
+            "init": "finetuned", "qat_epochs": str(budget.qat_epochs),
+            "batch_size": str(budget.batch_size), "lr": str(budget.qat_lr),
+            "accuracy_pct": "80.0", "val_accuracy_pct": "81.0"}
+    rows = [{**base, "recipe": recipe} for recipe in (
+        "w8a8", "w4a4_sp24",  # plain: in
+        "w4a4_sp24_smooth", "w4a4_sp24_wanda", "w8a8_kd_unlabeled",  # other training: out
+        "w4a4_sp24_ln_a8",  # per-site activations under block grouping: out
+    )] + [{**base, "recipe": "w4a4", "qat_epochs": str(budget.qat_epochs + 1)}]  # schedule
+    csv_path = tmp_path / "results.csv"
+    table.write_csv(csv_path, list(rows[0]), rows)
+    monkeypatch.setattr(table, "RESULTS_CSV", csv_path)
+    store = codesign_run._Store(tmp_path / "store.sqlite")
+    qat_budget, datapath = codesign_run.qat_setup(spec, task, None)
+    mine = "block0=w4a8 block1=w8a8_sp24"
+    store.set_meta(f"qat:{codesign_run.qat_key(spec, task, qat_budget, datapath, mine)}",
+                   {"config": mine, "test_pct": 70.0, "val_pct": 71.0, "kind": "sampled"})
+    old = "block0=w4a4 block1=w4a4"  # stored before kinds were recorded: a searched point
+    store.set_meta(f"qat:{codesign_run.qat_key(spec, task, qat_budget, datapath, old)}",
+                   {"config": old, "test_pct": 60.0, "val_pct": 61.0})
+    store.set_meta("qat:another-spec", {"config": mine, "test_pct": 1.0, "val_pct": 1.0})
+    try:
+        pairs = measured_pairs(spec, store, task, fp_model, groups, sens, None)
+    finally:
+        store.close()
+    assert [(p.kind, p.config) for p in pairs] == [
+        ("searched", old), ("uniform", "w4a4_sp24 | block0=w4a4_sp24 block1=w4a4_sp24"),
+        ("uniform", "w8a8 | block0=w8a8 block1=w8a8"), ("sampled", mine)]
+    assert [(p.qat_val_pct, p.qat_test_pct) for p in pairs] == [
+        (61.0, 60.0), (81.0, 80.0), (81.0, 80.0), (71.0, 70.0)]
+    assert pairs[2].predicted_val_pct == 90.0 == predicted(sens, pairs[2].assignment)
+    assert pairs[1].predicted_val_pct == predicted(sens, (LOWEST, LOWEST)) < 90.0
