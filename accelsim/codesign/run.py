@@ -128,6 +128,16 @@ class _Store:
             db.close()
         return None if row is None else json.loads(row[0])
 
+    def meta_items(self, prefix: str) -> dict[str, Any]:
+        """Every meta value whose name starts with ``prefix``, by name."""
+        db = sqlite3.connect(self.path)
+        try:
+            rows = db.execute("SELECT name, value FROM meta WHERE substr(name, 1, ?) = ?",
+                              (len(prefix), prefix)).fetchall()
+        finally:
+            db.close()
+        return {name: json.loads(value) for name, value in rows}
+
     def set_meta(self, name: str, value: Any) -> None:
         self.results.set_meta(name, value)
 
@@ -304,54 +314,83 @@ def result_rows(spec: CodesignSpec, store: _Store, keys: Sequence[str], task: An
     return rows
 
 
-def table_accuracy(spec: CodesignSpec, fp_model: Any) -> dict[str, float]:
-    """Test accuracy [%] of each recipe in the accuracy table (``experiments/accuracy/
-    results.csv``) that QAT-trained from this spec's FP32 model (same task, seed and parent
-    checkpoint) and was measured by the integer reference on the spec's base chip datapath."""
+def table_rows(spec: CodesignSpec, fp_model: Any) -> list[dict[str, str]]:
+    """The rows of the accuracy table (``experiments/accuracy/results.csv``) of recipes that
+    QAT-trained from this spec's FP32 model (same task, seed and parent checkpoint) and were
+    measured by the integer reference on the spec's base chip datapath."""
     from accelsim.accuracy.evaluate import chip_datapath
     from accelsim.accuracy.provenance import tensors_sha256
     from accelsim.accuracy.table import RESULTS_CSV, read_rows
     from accelsim.hw import load_hw
 
     if not RESULTS_CSV.is_file():
-        return {}
+        return []
     parent = tensors_sha256(fp_model.state_dict())
     label = chip_datapath(load_hw(spec.hw_path)).label
-    return {row["recipe"]: float(row["accuracy_pct"]) for row in read_rows(RESULTS_CSV)
+    return [row for row in read_rows(RESULTS_CSV)
             if row["task"] == spec.task and row["seed"] == str(spec.seed)
             and row["measured_by"] == "integer_reference" and row["parent_sha256"] == parent
-            and row["datapath"] == label}
+            and row["datapath"] == label]
 
 
-def _verify(spec: CodesignSpec, store: _Store, task: Any, fp_model: Any, groups: Groups,
-            configs: list[str], progress: Progress | None, budget: Any) -> dict[str, float]:
+def table_accuracy(spec: CodesignSpec, fp_model: Any) -> dict[str, float]:
+    """Test accuracy [%] of each recipe among :func:`table_rows`."""
+    return {row["recipe"]: float(row["accuracy_pct"]) for row in table_rows(spec, fp_model)}
+
+
+def qat_setup(spec: CodesignSpec, task: Any, budget: Any) -> tuple[Any, Any]:
+    """(QAT training budget, chip datapath) every QAT measurement of ``spec`` uses: ``budget``
+    (default the task's) and the spec's base chip's datapath (its accumulator width and vector
+    format)."""
     from accelsim.accuracy.budgets import BUDGETS
     from accelsim.accuracy.evaluate import chip_datapath
-    from accelsim.codesign.verify import verify_assignment
-    from accelsim.compress.recipe import load_recipe
     from accelsim.hw import load_hw
-    from accelsim.tasks._data import cache_root
 
     qat_budget = budget if budget is not None else BUDGETS[task.name]
-    # Measured on the spec's base chip's datapath (its accumulator width and vector format).
-    datapath = chip_datapath(load_hw(spec.hw_path)).datapath
-    out: dict[str, float] = {}
+    return qat_budget, chip_datapath(load_hw(spec.hw_path)).datapath
+
+
+def qat_key(spec: CodesignSpec, task: Any, qat_budget: Any, datapath: Any, config: str) -> str:
+    """The store meta key (``qat:KEY``) of ``config``'s QAT measurement."""
+    return run_key({"task": task.name, "tiny": spec.tiny, "limit": spec.limit,
+                    "checkpoint": spec.checkpoint, "config": config, "seed": spec.seed,
+                    "recipe": spec.qat_recipe, "budget": repr(qat_budget),
+                    "datapath": repr(datapath), "source": _digest_sources()})
+
+
+def measure_qat(spec: CodesignSpec, store: _Store, task: Any, fp_model: Any, groups: Groups,
+                configs: Sequence[str], progress: Progress | None, budget: Any, *,
+                kind: str = "searched", stage: str = "verify") -> dict[str, dict[str, Any]]:
+    """QAT fine-tune each assignment ``config`` from ``fp_model`` and measure it by the integer
+    reference: per config, ``{"config", "test_pct", "val_pct", "kind"}``, kept in the store's
+    meta (a stored one is not measured again). ``kind`` says why it was measured (``searched``:
+    a point the budgets select; ``sampled``: the accuracy model's check)."""
+    from accelsim.codesign.verify import verify_assignment
+    from accelsim.compress.recipe import load_recipe
+    from accelsim.tasks._data import cache_root
+
+    qat_budget, datapath = qat_setup(spec, task, budget)
+    out: dict[str, dict[str, Any]] = {}
     for i, config in enumerate(configs):
         assignment = {name: parse_format(fmt, "config") for name, fmt in
                       (item.split("=") for item in config.split())}
-        key = run_key({"task": task.name, "tiny": spec.tiny, "limit": spec.limit,
-                       "checkpoint": spec.checkpoint, "config": config, "seed": spec.seed,
-                       "recipe": spec.qat_recipe, "budget": repr(qat_budget),
-                       "datapath": repr(datapath), "source": _digest_sources()})
+        key = qat_key(spec, task, qat_budget, datapath, config)
         stored = store.meta(f"qat:{key}")
         if stored is None:
             run_dir = cache_root() / "codesign" / task.name / key[:16]
             test_pct, val_pct = verify_assignment(task, fp_model, load_recipe(spec.qat_recipe),
                                                   qat_budget, groups.grouping, assignment,
                                                   spec.seed, run_dir, datapath)
-            stored = {"config": config, "test_pct": test_pct, "val_pct": val_pct}
+            stored = {"config": config, "test_pct": test_pct, "val_pct": val_pct, "kind": kind}
             store.set_meta(f"qat:{key}", stored)
-        out[config] = float(stored["test_pct"])
+        out[config] = stored
         if progress is not None:
-            progress("verify", i + 1, len(configs))
+            progress(stage, i + 1, len(configs))
     return out
+
+
+def _verify(spec: CodesignSpec, store: _Store, task: Any, fp_model: Any, groups: Groups,
+            configs: list[str], progress: Progress | None, budget: Any) -> dict[str, float]:
+    """QAT test accuracy [%] of each selected point's assignment (:func:`measure_qat`)."""
+    measured = measure_qat(spec, store, task, fp_model, groups, configs, progress, budget)
+    return {config: float(value["test_pct"]) for config, value in measured.items()}
