@@ -49,10 +49,25 @@ class CodesignSummary:
 
 
 def _digest_sources() -> str:
+    """What a stored search or baseline row depends on: the cost model and all of codesign
+    (cheap to recompute, so any edit re-prices)."""
     from accelsim.dse.runner import cost_model_digest
     from accelsim.files import source_digest
 
     return cost_model_digest() + source_digest("codesign")
+
+
+# What a sensitivity or QAT measurement depends on (minutes of training and integer-reference
+# runs each): compression, training, tasks, weights, the integer reference and the codesign
+# modules that compress and verify an assignment; not the search, pricing or CLI around them.
+MEASUREMENT_SOURCES = ("codesign/accuracy.py", "codesign/groups.py", "codesign/verify.py",
+                       "compress", "tasks", "zoo", "ref", "accuracy/evaluate.py")
+
+
+def _measurement_digest() -> str:
+    from accelsim.files import source_digest
+
+    return source_digest(*MEASUREMENT_SOURCES)
 
 
 def _sensitivity(spec: CodesignSpec, store: Any, groups: Groups, progress: Progress | None,
@@ -65,7 +80,7 @@ def _sensitivity(spec: CodesignSpec, store: Any, groups: Groups, progress: Progr
                    "checkpoint": spec.checkpoint, "groups": groups.names,
                    "grouping": groups.grouping, "options": [f.name for f in options],
                    "seed": spec.seed, "batches": spec.sensitivity_batches,
-                   "recipe": spec.qat_recipe, "source": _digest_sources()})
+                   "recipe": spec.qat_recipe, "source": _measurement_digest()})
     stored = store.meta(f"sensitivity:{key}")
     if stored is not None:
         return Sensitivity(tuple(stored["groups"]), stored["fp32_pct"], stored["reference_pct"],
@@ -355,7 +370,7 @@ def qat_key(spec: CodesignSpec, task: Any, qat_budget: Any, datapath: Any, confi
     return run_key({"task": task.name, "tiny": spec.tiny, "limit": spec.limit,
                     "checkpoint": spec.checkpoint, "config": config, "seed": spec.seed,
                     "recipe": spec.qat_recipe, "budget": repr(qat_budget),
-                    "datapath": repr(datapath), "source": _digest_sources()})
+                    "datapath": repr(datapath), "source": _measurement_digest()})
 
 
 def measure_qat(spec: CodesignSpec, store: _Store, task: Any, fp_model: Any, groups: Groups,
