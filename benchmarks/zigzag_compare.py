@@ -66,6 +66,8 @@ DENSE = {"sparsity.support": "none"}
 OPERAND_BUFFER = {"W": "weights", "I": "inputs", "O": "outputs"}
 MEMORY_OPERAND = {"W": "I2", "I": "I1", "O": "O"}
 OPTIMIZE = ("energy", "latency", "EDP")
+DEFAULT_OPT = "energy"
+DEFAULT_LPF_LIMIT = 6  # LOMA's search at 7 took minutes a layer on 2 shared cores
 LEVELS = ("reg", "SRAM", "DRAM")  # each operand's memory levels in zigzag_accelerator
 _PJ_PER_UJ = 1e6
 
@@ -417,11 +419,12 @@ def accelsim_tiling(layer: Layer, hw: Any, layer_result: Any) -> str:
             f"tiles), {outer} outer, {inner} inner")
 
 
-def in_graph_mapping(layer_result: Any) -> str:
+def in_graph_mapping(layer_result: Any, weight_density: float) -> str:
     dram = layer_result.dram
     where_a = "A from DRAM" if dram.inputs + dram.spills else "A on chip"
     where_c = "C to DRAM" if dram.outputs else "C stays on chip"
-    return f"whole-graph plan: {where_a}, {where_c}"
+    return (f"whole-graph plan: {where_a}, {where_c}; traced weight density "
+            f"{weight_density:.3f} (zero weights gated)")
 
 
 def comparison_rows(hw_path: Path, python: Path, opt: str, lpf_limit: int) -> list[dict]:
@@ -432,12 +435,16 @@ def comparison_rows(hw_path: Path, python: Path, opt: str, lpf_limit: int) -> li
     hw = dense_hw(hw_path)
     layers: list[Layer] = []
     in_graph: dict[tuple[str, str], Any] = {}
+    density: dict[tuple[str, str], float] = {}
     for model in MODELS:
         graph = workload_graph(model, recipe=RECIPE)
         model_layers = comparison_layers(model, graph, hw)
         layers.extend(model_layers)
         by_name = {layer.name: layer for layer in simulate(graph, hw).layers}
-        in_graph.update({(model, layer.node): by_name[layer.node] for layer in model_layers})
+        nodes = {node.name: node for node in graph.gemms}
+        for layer in model_layers:
+            in_graph[(layer.model, layer.node)] = by_name[layer.node]
+            density[(layer.model, layer.node)] = nodes[layer.node].weight_density
     job = {"accelerator": zigzag_accelerator(hw), "mapping": zigzag_mapping(hw),
            "layers": [zigzag_layer(layer, hw) for layer in layers], "opt": opt,
            "lpf_limit": lpf_limit}
@@ -453,7 +460,8 @@ def comparison_rows(hw_path: Path, python: Path, opt: str, lpf_limit: int) -> li
         rows.append(shape | zigzag_row(result))
         rows.append(shape | accelsim_row("accelsim_layer", alone, hw,
                                          accelsim_tiling(layer, hw, alone)))
-        rows.append(shape | accelsim_row("accelsim_in_graph", ours, hw, in_graph_mapping(ours)))
+        rows.append(shape | accelsim_row("accelsim_in_graph", ours, hw, in_graph_mapping(
+            ours, density[(layer.model, layer.node)])))
     return rows
 
 
@@ -491,14 +499,36 @@ def markdown(rows: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary(rows: list[dict]) -> str:
+    """accelsim's one-GEMM run against ZigZag over all layers: which counts agree exactly and
+    the range of the energy and cycle ratios."""
+    pairs = [(z, a) for z, a in zip(rows, rows[1:], strict=False)
+             if z["source"] == "zigzag" and a["source"] == "accelsim_layer"]
+
+    def same(key: str) -> int:
+        return sum(round(z[key]) == round(a[key]) for z, a in pairs)
+
+    def spread(key: str) -> str:
+        ratios = [a[key] / z[key] for z, a in pairs]
+        return f"{min(ratios):.3f}-{max(ratios):.3f}"
+
+    return (f"accelsim_layer against zigzag over {len(pairs)} layers: DRAM bytes equal in "
+            f"{same('dram_bytes')}, weight-buffer bytes in {same('sram_weights_bytes')}, "
+            f"input-buffer bytes in {same('sram_inputs_bytes')}, output-buffer bytes in "
+            f"{same('sram_outputs_bytes')}; energy ratio (accelsim / ZigZag) "
+            f"{spread('energy_uj')}, array {spread('array_uj')}, SRAM {spread('sram_uj')}, "
+            f"DRAM {spread('dram_uj')}; compute cycles {spread('compute_cycles')}, total cycles "
+            f"{spread('cycles')}.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zigzag-python", type=Path, default=DEFAULT_ZIGZAG_PYTHON,
                         help=f"interpreter of a virtualenv with zigzag-dse=={ZIGZAG_VERSION}")
     parser.add_argument("--hw", type=Path, default=DEFAULT_HW)
-    parser.add_argument("--opt", choices=OPTIMIZE, default="energy",
+    parser.add_argument("--opt", choices=OPTIMIZE, default=DEFAULT_OPT,
                         help="what ZigZag's mapping search minimizes")
-    parser.add_argument("--lpf-limit", type=int, default=6,
+    parser.add_argument("--lpf-limit", type=int, default=DEFAULT_LPF_LIMIT,
                         help="LOMA's loop-prime-factor limit (larger: wider, slower search)")
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
     parser.add_argument("--worker", nargs=2, type=Path, help=argparse.SUPPRESS)
@@ -518,11 +548,14 @@ def main(argv: list[str] | None = None) -> int:
         hw_name = args.hw.resolve().relative_to(REPO_ROOT)
     except ValueError:
         hw_name = args.hw
+    options = "".join(f" {flag} {value}" for flag, value, default in (
+        ("--hw", hw_name, DEFAULT_HW.relative_to(REPO_ROOT)), ("--opt", args.opt, DEFAULT_OPT),
+        ("--lpf-limit", args.lpf_limit, DEFAULT_LPF_LIMIT)) if value != default)
     header = (f"ZigZag {ZIGZAG_VERSION} (LOMA, lpf_limit {args.lpf_limit}, best {args.opt}) vs "
               f"accelsim on {hw_name} with sparsity.support=none, {', '.join(MODELS)} "
               f"compressed {RECIPE}; generated by `python benchmarks/zigzag_compare.py"
-              f"{' --opt ' + args.opt if args.opt != 'energy' else ''}` (do not edit).")
-    text = markdown(rows, header)
+              f"{options}` (do not edit).")
+    text = markdown(rows, header) + "\n" + summary(rows) + "\n"
     print(text)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(args.out_dir / "zigzag_compare.csv", rows)

@@ -135,3 +135,19 @@ def test_a_missing_zigzag_venv_is_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install zigzag-dse==3.9.1" in err
     assert not out_dir.exists()
+
+
+def test_summary_counts_equal_counts_and_ratio_ranges():
+    keys = ("dram_bytes", "sram_weights_bytes", "sram_inputs_bytes", "sram_outputs_bytes",
+            "energy_uj", "array_uj", "sram_uj", "dram_uj", "compute_cycles", "cycles")
+    base = dict.fromkeys(keys, 100.0)
+    rows = [base | {"source": "zigzag"}, base | {"source": "accelsim_layer", "energy_uj": 102.0},
+            base | {"source": "accelsim_in_graph", "dram_bytes": 50.0},
+            base | {"source": "zigzag"},
+            base | {"source": "accelsim_layer", "sram_outputs_bytes": 500.0, "cycles": 90.0},
+            base | {"source": "accelsim_in_graph"}]
+    text = zz.summary(rows)
+    assert "over 2 layers: DRAM bytes equal in 2," in text
+    assert "output-buffer bytes in 1;" in text
+    assert "energy ratio (accelsim / ZigZag) 1.000-1.020" in text
+    assert "total cycles 0.900-1.000." in text
