@@ -52,7 +52,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the worker runs under ZigZag's interpreter, without accelsim
+    from accelsim.graph.ir import Graph
+    from accelsim.hw import HwConfig
+    from accelsim.sim.simulate import LayerResult
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ZIGZAG_PYTHON = Path("/work/zigzag_venv/bin/python")
@@ -88,7 +93,7 @@ class Layer:
     instances: int
 
 
-def dense_hw(path: Path) -> Any:
+def dense_hw(path: Path) -> HwConfig:
     """The config at ``path`` with the dense datapath (ZigZag has no 2:4 skipping)."""
     from accelsim.hw import load_hw, with_overrides
 
@@ -103,8 +108,9 @@ def _label(node_name: str) -> str:
     return ".".join(parts[blocks[0] + 1:] if blocks else parts[1:] or parts)
 
 
-def comparison_layers(model: str, graph: Any, hw: Any) -> tuple[Layer, ...]:
+def comparison_layers(model: str, graph: Graph, hw: HwConfig) -> tuple[Layer, ...]:
     """The graph's distinct weight GEMMs at their resolved bit widths, in execution order."""
+    from accelsim.errors import AccelsimError
     from accelsim.graph.ir import GemmNode
     from accelsim.sim.plan import resolve_bits
 
@@ -114,13 +120,14 @@ def comparison_layers(model: str, graph: Any, hw: Any) -> tuple[Layer, ...]:
         if node.weight_is_activation:
             continue
         weight_bits, act_bits, passes = resolve_bits(node, hw)
-        if passes != 1 or node.count != 1:
-            from accelsim.errors import AccelsimError
-
+        if passes != 1:
             raise AccelsimError(f"{model} {node.name}: weight_bits={weight_bits}, "
                                 f"act_bits={act_bits} on a {hw.precision.weight_bits}-bit "
                                 "array needs several passes, which ZigZag cannot express; "
                                 "use a recipe at the array's width")
+        if node.count != 1:
+            raise AccelsimError(f"{model} {node.name}: count={node.count}; the comparison "
+                                "takes single weight GEMMs, allowed: 1")
         key = (node.m, node.k, node.n, weight_bits, act_bits)
         first.setdefault(key, node)
         instances[key] = instances.get(key, 0) + 1
@@ -147,7 +154,7 @@ def _register(operand: str, bits: int) -> dict:
             "operands": [operand], "ports": ports, "served_dimensions": []}
 
 
-def zigzag_accelerator(hw: Any) -> dict:
+def zigzag_accelerator(hw: HwConfig) -> dict:
     """ZigZag's accelerator description of ``hw`` (see the module docstring)."""
     from accelsim.errors import AccelsimError
     from accelsim.sim.actions import register_bits_per_mac
@@ -204,7 +211,7 @@ def zigzag_accelerator(hw: Any) -> dict:
     }
 
 
-def zigzag_mapping(hw: Any) -> list[dict]:
+def zigzag_mapping(hw: HwConfig) -> list[dict]:
     """Output stationary: output rows (D) on the array's rows, output columns (K) on its
     columns; the temporal mapping is left to ZigZag's search."""
     return [{"name": "default",
@@ -212,7 +219,7 @@ def zigzag_mapping(hw: Any) -> list[dict]:
              "memory_operand_links": {"O": "O", "W": "I2", "I": "I1"}}]
 
 
-def zigzag_layer(layer: Layer, hw: Any, layer_id: int = 0) -> dict:
+def zigzag_layer(layer: Layer, hw: HwConfig, layer_id: int = 0) -> dict:
     """ZigZag's GEMM ``O[d][k] += I[d][c] * W[c][k]`` (its ONNX parser's naming: D = m,
     C = k, K = n)."""
     return {
@@ -368,7 +375,7 @@ def zigzag_row(result: dict) -> dict:
     return row
 
 
-def accelsim_row(source: str, layer_result: Any, hw: Any, mapping: str) -> dict:
+def accelsim_row(source: str, layer_result: LayerResult, hw: HwConfig, mapping: str) -> dict:
     from accelsim.sim.energy import sram_energy_by_buffer_pj
 
     a, dram, e = layer_result.actions, layer_result.dram, layer_result.energy
@@ -394,7 +401,7 @@ def accelsim_row(source: str, layer_result: Any, hw: Any, mapping: str) -> dict:
     return row
 
 
-def accelsim_tiling(layer: Layer, hw: Any, layer_result: Any) -> str:
+def accelsim_tiling(layer: Layer, hw: HwConfig, layer_result: LayerResult) -> str:
     """The tiling ``simulate`` chose for the one-GEMM graph, recomputed with the public memory
     functions and checked against its DRAM bytes and stalls."""
     from accelsim.errors import AccelsimError
@@ -419,7 +426,7 @@ def accelsim_tiling(layer: Layer, hw: Any, layer_result: Any) -> str:
             f"tiles), {outer} outer, {inner} inner")
 
 
-def in_graph_mapping(layer_result: Any, weight_density: float) -> str:
+def in_graph_mapping(layer_result: LayerResult, weight_density: float) -> str:
     dram = layer_result.dram
     where_a = "A from DRAM" if dram.inputs + dram.spills else "A on chip"
     where_c = "C to DRAM" if dram.outputs else "C stays on chip"
@@ -434,7 +441,7 @@ def comparison_rows(hw_path: Path, python: Path, opt: str, lpf_limit: int) -> li
 
     hw = dense_hw(hw_path)
     layers: list[Layer] = []
-    in_graph: dict[tuple[str, str], Any] = {}
+    in_graph: dict[tuple[str, str], LayerResult] = {}
     density: dict[tuple[str, str], float] = {}
     for model in MODELS:
         graph = workload_graph(model, recipe=RECIPE)
