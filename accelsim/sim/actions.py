@@ -41,7 +41,7 @@ class ActionCounts:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def _register_bits_per_mac(hw: HwConfig, skipping: bool) -> int:
+def register_bits_per_mac(hw: HwConfig, skipping: bool) -> int:
     """Pipeline-register bits toggled per issued MAC, by what moves in the dataflow.
 
     OS: activation and weight shift through, the accumulator register updates in place.
@@ -116,7 +116,7 @@ def gemm_actions(ops: Operands, hw: HwConfig, plan: MemoryPlan, *, count: int, p
         mac_gated=gated,
         mac_skipped=dense_macs * passes - issued,
         mux_select=issued if skipping else 0.0,
-        register_bytes=(issued * _register_bits_per_mac(hw, skipping)
+        register_bytes=(issued * register_bits_per_mac(hw, skipping)
                         + folds * rows * cols * shadow_register_bits(hw)) / 8,
         sram_read_bytes_weights=weight_reads,
         sram_write_bytes_weights=plan.dram_read_b_bytes * count,

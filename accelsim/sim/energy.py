@@ -71,16 +71,18 @@ def sram_energy_pj_per_byte(hw: HwConfig, buffer: Buffer) -> float:
     return e.sram_pj_per_byte * (buffer.size_kib / e.sram_ref_kib) ** e.sram_size_exponent
 
 
-def _sram_pj(actions: ActionCounts, hw: HwConfig) -> float:
-    total = 0.0
+def sram_energy_by_buffer_pj(actions: ActionCounts, hw: HwConfig) -> dict[str, float]:
+    """SRAM energy of ``actions`` per buffer (``BUFFERS``): whole-word accesses x word bytes x
+    the buffer's energy per byte."""
+    energy: dict[str, float] = {}
     for name in BUFFERS:
         buffer: Buffer = getattr(hw.sram, name)
         word_bytes = buffer.word_bits // 8
         moved = (getattr(actions, f"sram_read_bytes_{name}")
                  + getattr(actions, f"sram_write_bytes_{name}"))
         accesses = math.ceil(moved / word_bytes - 1e-9)
-        total += accesses * word_bytes * sram_energy_pj_per_byte(hw, buffer)
-    return total
+        energy[name] = accesses * word_bytes * sram_energy_pj_per_byte(hw, buffer)
+    return energy
 
 
 def leakage_pj(hw: HwConfig, cycles: float, area_mm2: float) -> float:
@@ -96,7 +98,7 @@ def price(actions: ActionCounts, hw: HwConfig, cycles: float, area_mm2: float) -
            + actions.register_bytes * e.register_pj_per_byte)
     return EnergyBreakdown(
         mac_pj=mac,
-        sram_pj=_sram_pj(actions, hw),
+        sram_pj=sum(sram_energy_by_buffer_pj(actions, hw).values()),
         dram_pj=(actions.dram_read_bytes + actions.dram_write_bytes) * hw.dram.energy_pj_per_byte,
         vector_pj=actions.vector_lane_cycles * vector_lane_energy_pj(hw),
         leakage_pj=leakage_pj(hw, cycles, area_mm2),
