@@ -146,8 +146,10 @@ def run(args: argparse.Namespace) -> int:
     if pairs is not None:
         from accelsim.codesign.quality import summarize
 
-        q = summarize(task, [p.predicted_val_pct for p in pairs],
-                      [p.qat_val_pct for p in pairs])
+        # From the values as the CSV keeps them (2 decimals), so the line equals the table's:
+        # the accuracy table's rows are rounded, and two clips' worth of ties decide ranks.
+        q = summarize(task, [round(p.predicted_val_pct, 2) for p in pairs],
+                      [round(p.qat_val_pct, 2) for p in pairs])
         print(f"{task} accuracy model: {q.n} pairs, Spearman rho {q.spearman_rho:.3f} "
               f"(p {q.spearman_p:.3g}), MAE {q.mae_pct:.2f} points, mean signed error "
               f"{q.mean_signed_error_pct:+.2f} points; {quality_csv}, {quality_md}")
