@@ -1,4 +1,5 @@
-"""``accelsim plot pareto|breakdown|roofline``: figures from sweep results or one run's JSON."""
+"""``accelsim plot pareto|codesign|breakdown|roofline``: figures from sweep or co-design results
+or one run's JSON."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 from accelsim.files import check_output_path
 
-HELP = "plot a sweep's Pareto front, or one run's per-layer breakdown or roofline"
+HELP = ("plot a sweep's Pareto front, a co-design front, or one run's per-layer breakdown or "
+        "roofline")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +40,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     pareto.add_argument("--title", default="", help="figure title")
     pareto.add_argument("--out", type=Path, help="PNG or SVG (default: RESULTS stem + _pareto.png)")
+    codesign = kinds.add_parser(
+        "codesign", help="a task's co-design front: searched and uniform points, QAT-measured")
+    codesign.add_argument("results", type=Path,
+                          help="co-design results CSV (experiments/codesign/results.csv)")
+    codesign.add_argument("--task", required=True, help="the task whose rows are drawn")
+    codesign.add_argument("--out", type=Path,
+                          help="PNG or SVG (default: RESULTS folder / TASK_front.png)")
     for name, text in (
         ("breakdown", "per-layer stacked bars of cycles (compute/stall) or energy by component"),
         ("roofline", "GEMM layers under the compute and DRAM-bandwidth roofs"),
@@ -61,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = plot_pareto(args) if args.kind == "pareto" else plot_run(args)
+    kinds = {"pareto": plot_pareto, "codesign": plot_codesign}
+    out = kinds.get(args.kind, plot_run)(args)
     print(f"wrote {out}")
     return 0
 
@@ -95,6 +105,31 @@ def plot_pareto(args: argparse.Namespace) -> Path:
                        staircase=len(objectives) == 2, references=references,
                        reference_label=f"{args.reference_recipe} accuracy (%)")
     return render_pareto(info, out, title=args.title)
+
+
+def plot_codesign(args: argparse.Namespace) -> Path:
+    import pandas as pd
+
+    from accelsim.codesign.run import RESULT_COLUMNS
+    from accelsim.errors import AccelsimError
+    from accelsim.report.plots.codesign import render_codesign_front
+
+    out = check_output_path(
+        args.out or args.results.with_name(f"{args.task}_front.png"), "--out")
+    try:
+        frame = pd.read_csv(args.results)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as error:
+        raise AccelsimError(f"{args.results}: cannot read a co-design results CSV "
+                            f"({type(error).__name__})") from None
+    missing = [c for c in RESULT_COLUMNS if c not in frame]
+    if missing:
+        raise AccelsimError(f"{args.results}: not co-design results (no column "
+                            f"{', '.join(missing)}; `accelsim codesign` writes them)")
+    tasks = sorted(frame["task"].dropna().unique())
+    if args.task not in tasks:
+        raise AccelsimError(f"--task {args.task}: not in {args.results}; allowed: "
+                            f"{', '.join(tasks) or '(none)'}")
+    return render_codesign_front(frame, args.task, out)
 
 
 def plot_run(args: argparse.Namespace) -> Path:
