@@ -83,7 +83,7 @@ SAMPLE_RATE_HZ = 16_000
 WINDOW_SAMPLES = SAMPLE_RATE_HZ  # 1.0 s -> 100 mel frames
 TOOLS = ("espeak-ng", "sox")
 SYNTH_WORKERS = 2  # espeak-ng and sox processes at a time
-CACHE_VERSION = "v2"
+CACHE_VERSION = "v3"  # v3: repeatable sox dither (v2 wavs differ between syntheses)
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,9 @@ def synthesize(clip: Clip, directory: Path) -> Path:
             check=True, capture_output=True,
         )  # fmt: skip
         subprocess.run(
-            ["sox", str(raw), "-r", str(SAMPLE_RATE_HZ), "-c", "1", "-b", "16", str(out),
+            # -R: sox dithers when it reduces to 16 bits, from a random seed unless asked to
+            # be repeatable; without it every synthesis of a clip differs in its last bits.
+            ["sox", "-R", str(raw), "-r", str(SAMPLE_RATE_HZ), "-c", "1", "-b", "16", str(out),
              "silence", "1", "0.01", "0.5%", "reverse", "silence", "1", "0.01", "0.5%",
              "reverse"],
             check=True, capture_output=True,
