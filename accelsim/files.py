@@ -10,6 +10,9 @@ import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from accelsim.errors import AccelsimError
 
@@ -99,3 +102,23 @@ def source_digest(*entries: str) -> str:
             digest.update(path.relative_to(PACKAGE_ROOT).as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys instead of silently keeping the last one (one line
+    naming the file, the field and its line)."""
+
+
+def _construct_unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise AccelsimError(f"{node.start_mark.name}: duplicate field {key!r} "
+                                f"(line {key_node.start_mark.line + 1})")
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                _construct_unique_mapping)

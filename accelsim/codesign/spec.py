@@ -33,6 +33,7 @@ from accelsim.dse.space import (
 )
 from accelsim.dse.sweepfile import _parse_values
 from accelsim.errors import AccelsimError, did_you_mean, yaml_problem
+from accelsim.files import UniqueKeyLoader
 
 SPEC_VERSION = 1
 TOP_KEYS = (
@@ -93,24 +94,6 @@ class CodesignSpec:
         sweep = SweepSpec(self.name, self.path, self.hw_path, (ModelSpec(self.model),),
                           (Recipe("none"),), (), self.grid, None, self.constraints, Path())
         return design_points(sweep, flatten_dict(hw_to_dict(load_hw(self.hw_path))))
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys."""
-
-
-def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise AccelsimError(f"{node.start_mark.name}: duplicate field {key!r} "
-                                f"(line {key_node.start_mark.line + 1})")
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
 def _check_keys(raw: Mapping[str, Any], allowed: tuple[str, ...], where: str, prefix: str) -> None:
@@ -200,7 +183,7 @@ def load_spec(path: str | Path) -> CodesignSpec:
     path = Path(path)
     where = str(path)
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - safe subclass
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 - safe subclass
     except FileNotFoundError:
         raise AccelsimError(f"{where}: co-design spec not found") from None
     except yaml.YAMLError as exc:

@@ -18,6 +18,7 @@ import yaml
 
 from accelsim.compress.sites import SITES
 from accelsim.errors import AccelsimError, did_you_mean, yaml_problem
+from accelsim.files import UniqueKeyLoader
 from accelsim.formats import DATAPATH_DEFAULTS, DATAPATH_FIELDS, datapath_problem
 
 FAMILIES: tuple[str, ...] = ("bert", "dinov2", "vit", "wav2vec2", "whisper")
@@ -272,25 +273,6 @@ def _unchecked(values: dict[str, Any]) -> Recipe:
     return recipe
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys instead of silently keeping the last one."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise AccelsimError(f"{node.start_mark.name}: duplicate field {key!r} "
-                                f"(line {key_node.start_mark.line + 1})")
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-                                 _construct_mapping)
-
-
 def available_recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
@@ -311,7 +293,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         raise AccelsimError(f"recipe: file {str(path)!r} does not exist")
     with path.open() as fh:
         try:
-            data = yaml.load(fh, Loader=_UniqueKeyLoader)
+            data = yaml.load(fh, Loader=UniqueKeyLoader)
         except yaml.YAMLError as exc:
             raise AccelsimError(f"{path}: not valid YAML ({yaml_problem(exc)})") from None
     return recipe_from_dict(data, where=str(path))
