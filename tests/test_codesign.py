@@ -104,6 +104,7 @@ def test_reference_format_is_w8a8_dense():
      r"checkpoint: missing; a real task needs its fine-tuned FP32 model"),
     (SPEC.replace("baselines: [w8a8,", "baselines: [fp32,"),
      r"baselines\[0\]: 'fp32' is not a quantized recipe; allowed: a recipe with integer "),
+    (SPEC.replace("seed: 0", "seed: 0\nseed: 1"), r"spec\.yaml: duplicate field 'seed' \(line 7\)"),
     (SPEC.replace("seed: 0", "seed: 0\ncheckpoint: nothing.pt"),
      r"checkpoint: '.*nothing\.pt' does not exist; make the FP32 run with: python "
      r"experiments/accuracy/wordnet_supersenses\.py --recipes fp32"),

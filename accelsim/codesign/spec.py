@@ -183,7 +183,8 @@ def load_spec(path: str | Path) -> CodesignSpec:
     path = Path(path)
     where = str(path)
     try:
-        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader)  # noqa: S506 - safe subclass
+        with path.open() as fh:  # a stream, so a problem names the file, not "<unicode string>"
+            raw = yaml.load(fh, Loader=UniqueKeyLoader)  # noqa: S506 - safe subclass
     except FileNotFoundError:
         raise AccelsimError(f"{where}: co-design spec not found") from None
     except yaml.YAMLError as exc:
