@@ -216,9 +216,8 @@ def _row_problems(row: Mapping[str, str], fp32: Mapping[tuple[str, str], Mapping
             return [*problems, f"compressed from FP32 but the table has no fp32 row of seed "
                                f"{row['seed']}"]
         parent = base["checkpoint_sha256"] if from_fp32 and base is not None else ""
-        expected = schedule_of(name, budgets[task]).columns()
         problems += [f"{k} {row.get(k)!r} differs from the recipe file and budget ({v!r})"
-                     for k, v in expected.items() if _differs(row.get(k, ""), v)]
+                     for k, v in schedule_differences(row, name, budgets[task]).items()]
     else:
         return [*problems, f"unknown recipe {name!r}"]
     if row["parent_sha256"] != parent:
@@ -231,6 +230,13 @@ def _row_problems(row: Mapping[str, str], fp32: Mapping[tuple[str, str], Mapping
         problems.append(f"datapath {row.get('datapath', '')!r} is not the table's "
                         f"({wanted!r}); re-measure the row on it")
     return problems
+
+
+def schedule_differences(row: Mapping[str, str], recipe: str, budget: Budget) -> dict[str, str]:
+    """The schedule columns of ``row`` that differ from what ``recipe`` trains under ``budget``,
+    with the expected values: empty when the row is that recipe's run under that budget."""
+    expected = schedule_of(recipe, budget).columns()
+    return {k: v for k, v in expected.items() if _differs(row.get(k, ""), v)}
 
 
 def _differs(written: str, expected: str) -> bool:

@@ -351,16 +351,12 @@ def table_rows(spec: CodesignSpec, fp_model: Any) -> list[dict[str, str]]:
 def table_accuracy(spec: CodesignSpec, fp_model: Any) -> dict[str, float]:
     """Test accuracy [%] of each recipe among :func:`table_rows` trained under the task's
     current budget (a row of an older schedule is not this recipe's run any more)."""
-    from accelsim.accuracy.budgets import BUDGETS, schedule_of
+    from accelsim.accuracy.budgets import BUDGETS
+    from accelsim.accuracy.provenance import schedule_differences
 
     def current(row: dict[str, str]) -> bool:
-        if spec.task not in BUDGETS:
-            return True
-        schedule = schedule_of(row["recipe"], BUDGETS[spec.task])
-        return (row["init"] == schedule.init and int(row["fp_epochs"]) == schedule.fp_epochs
-                and int(row["qat_epochs"]) == schedule.qat_epochs
-                and int(row["batch_size"]) == schedule.batch_size
-                and np.isclose(float(row["lr"]), schedule.lr, rtol=1e-9, atol=0.0))
+        return spec.task not in BUDGETS or not schedule_differences(row, row["recipe"],
+                                                                    BUDGETS[spec.task])
 
     return {row["recipe"]: float(row["accuracy_pct"]) for row in table_rows(spec, fp_model)
             if current(row)}
