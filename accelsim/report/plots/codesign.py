@@ -28,21 +28,11 @@ from accelsim.report.plots.common import (
 MEASURED = "qat_integer_reference"
 
 
-def measured_front(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows of ``frame`` that no other measured row beats on both energy (lower) and accuracy
-    (higher), sorted by energy."""
-    measured = frame[frame["accuracy_source"] == MEASURED].sort_values(
-        ["energy_uj", "accuracy_pct"], ascending=[True, False])
-    keep, best = [], -float("inf")
-    for index, row in measured.iterrows():
-        if row["accuracy_pct"] > best:
-            keep.append(index)
-            best = row["accuracy_pct"]
-    return measured.loc[keep]
-
-
-def render_codesign_front(frame: pd.DataFrame, task: str, path: str | Path) -> Path:
-    """Draw ``task``'s rows of a co-design results frame to ``path`` (.png or .svg)."""
+def render_codesign_front(frame: pd.DataFrame, task: str, on_front: pd.Series,
+                          path: str | Path) -> Path:
+    """Draw ``task``'s rows of a co-design results frame to ``path`` (.png or .svg);
+    ``on_front`` marks the measured rows on the front (``accelsim.dse.pareto.pareto_front`` over
+    least energy and most accuracy)."""
     rows = frame[frame["task"] == task].copy()
     measured = rows[rows["accuracy_source"] == MEASURED].copy()
     if measured.empty:
@@ -55,7 +45,8 @@ def render_codesign_front(frame: pd.DataFrame, task: str, path: str | Path) -> P
         part = measured[measured["label"] == label]
         ax.scatter(part["energy_uj"], part["accuracy_pct"], marker=marker, color=colour, s=36,
                    label=label)
-    front = measured_front(measured)
+    front = measured[on_front.reindex(measured.index, fill_value=False)].sort_values(
+        "energy_uj")
     ax.step(front["energy_uj"], front["accuracy_pct"], where="post", color="black",
             linewidth=0.8, linestyle="--", label="front")
     ax.set_xlabel(axis_label("energy_uj"))
