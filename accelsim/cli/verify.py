@@ -284,16 +284,7 @@ def _check_decoder(args: argparse.Namespace, shape: dict[str, int], model: Any, 
     print(f"  accumulator saturations: {chip.accumulator_saturations} of {chip.accumulators}")
     print(f"  greedy tokens equal to the fake-quant model's: {chip.tokens_agree} of "
           f"{chip.tokens}; logits SQNR {chip.logit_sqnr_db:.2f} dB")
-    if chip.float_fallbacks:
-        print(f"  computed in float for want of an integer kernel: {chip.float_fallbacks}")
-    print(f"  oracle: {chip.oracle_mismatches} mismatches in {chip.oracle_elements_checked} "
-          f"elements of {chip.oracle_ops_checked} ops")
-    for key in sorted(set(chip.executed) | set(chip.graph)):
-        ours, theirs = chip.executed.get(key, 0), chip.graph.get(key, 0)
-        mark = "" if ours == theirs else "   DIFFERS"
-        print(f"  {key:<18} executed {ours:>12}  phase graphs {theirs:>12}{mark}")
-    print(f"  phase graphs equal the executed GEMM work: "
-          f"{'yes' if chip.graph_matches else 'no'}")
+    _print_oracle_and_work(chip, "phase graphs", "the executed GEMM work")
     payload.update(_finite({**asdict(chip), "graph_matches": chip.graph_matches}))
     return generation.passed and chip.oracle_mismatches == 0
 
@@ -331,6 +322,12 @@ def _print_chip(chip: Any) -> None:
     for op, err in chip.vector_error.items():
         print(f"  {op:<10} vs float32: SQNR {err['sqnr_db']:8.2f} dB, max |err| "
               f"{err['max_abs_err']:.3g} over {err['elements']} elements")
+    _print_oracle_and_work(chip, "simulator graph", "the executed work")
+
+
+def _print_oracle_and_work(chip: Any, graph_name: str, work_name: str) -> None:
+    """The lines every chip check ends with: float fallbacks, the oracle's verdict, and the GEMM
+    work the reference executed beside what the simulated graph(s) price."""
     if chip.float_fallbacks:
         print(f"  computed in float for want of an integer kernel: {chip.float_fallbacks}")
     print(f"  oracle: {chip.oracle_mismatches} mismatches in {chip.oracle_elements_checked} "
@@ -338,5 +335,6 @@ def _print_chip(chip: Any) -> None:
     for key in sorted(set(chip.executed) | set(chip.graph)):
         ours, theirs = chip.executed.get(key, 0), chip.graph.get(key, 0)
         mark = "" if ours == theirs else "   DIFFERS"
-        print(f"  {key:<18} executed {ours:>12}  simulator graph {theirs:>12}{mark}")
-    print(f"  simulator graph equals the executed work: {'yes' if chip.graph_matches else 'no'}")
+        print(f"  {key:<18} executed {ours:>12}  {graph_name} {theirs:>12}{mark}")
+    print(f"  {graph_name} equal{'s' if graph_name.endswith('graph') else ''} {work_name}: "
+          f"{'yes' if chip.graph_matches else 'no'}")

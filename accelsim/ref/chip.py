@@ -47,19 +47,18 @@ def sqnr_db(reference: torch.Tensor, ours: torch.Tensor) -> float:
     return sqnr_db_of_sums(float((ref**2).sum()), float(((ours.double() - ref) ** 2).sum()))
 
 
-@dataclass(frozen=True)
-class ChipReport:
-    """``vector_error``: per vector op kind, ``sqnr_db`` and ``max_abs_err`` against float32 and
-    the ``elements`` computed. ``executed``/``graph``: GEMM MACs (``linear``, ``matmul``) and
-    vector elements per op kind, the reference's and the simulator graph's, for all batches.
-    ``float_fallbacks``: elements of ops the ``int`` format computed in float for want of an
-    integer kernel, by op name (empty in the float formats)."""
+@dataclass(frozen=True, kw_only=True)
+class ChipChecks:
+    """What every check of a chip's datapath reports: the accumulators and how many saturated,
+    the SQNR of the logits against the fake-quant model, every recorded op recomputed by the
+    oracle, and the work the reference executed (``executed``) against what the simulator's
+    graph(s) price (``graph``). ``float_fallbacks``: elements of ops the ``int`` format computed
+    in float for want of an integer kernel, by op name (empty in the float formats)."""
 
     datapath: Datapath
     accumulators: int
     accumulator_saturations: int
     logit_sqnr_db: float
-    vector_error: dict[str, dict[str, float]]
     oracle_ops_checked: int
     oracle_elements_checked: int
     oracle_mismatches: int
@@ -70,6 +69,16 @@ class ChipReport:
     @property
     def graph_matches(self) -> bool:
         return self.executed == self.graph
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChipReport(ChipChecks):
+    """An encoder's forward passes on a chip's datapath (:class:`ChipChecks`), with
+    ``vector_error``: per vector op kind, ``sqnr_db`` and ``max_abs_err`` against float32 and
+    the ``elements`` computed. ``executed``/``graph`` hold GEMM MACs (``linear``, ``matmul``) and
+    vector elements per op kind, for all batches."""
+
+    vector_error: dict[str, dict[str, float]]
 
 
 def _graph_work(graph: Graph, int_model: IntModel, batches: int) -> dict[str, int]:

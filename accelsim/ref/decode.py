@@ -30,7 +30,7 @@ from transformers import DynamicCache
 from accelsim.compress.export import IntAttention, IntModel
 from accelsim.errors import AccelsimError
 from accelsim.ref import oracle
-from accelsim.ref.chip import ORACLE_ROWS, sqnr_db
+from accelsim.ref.chip import ORACLE_ROWS, ChipChecks, sqnr_db
 from accelsim.ref.codes import dequantize
 from accelsim.ref.datapath import FAKE_QUANT_DATAPATH, Datapath, DatapathCounts
 from accelsim.ref.execute import COUNTS_ATTR, build_int_executor, quantize_act
@@ -211,32 +211,17 @@ def check_generation(model: nn.Module, int_model: IntModel, prompts: Sequence[Te
     return GenerationCheck(tokens, equal, passes, identical)
 
 
-@dataclass(frozen=True)
-class DecodeChipReport:
-    """A generation on a chip's datapath, for the passes of ``phase``: accumulator
-    saturations, greedy tokens that agree with the fake-quant model's, the SQNR of the passes'
-    logits against it, every recorded op recomputed by the oracle, and the GEMM MACs executed
-    against those of the phase graphs the simulator prices (``macs_linear``, ``macs_matmul``,
-    summed over the passes)."""
+@dataclass(frozen=True, kw_only=True)
+class DecodeChipReport(ChipChecks):
+    """A generation on a chip's datapath (:class:`ChipChecks`), for the passes of ``phase``:
+    greedy tokens that agree with the fake-quant model's, and the GEMM MACs executed against
+    those of the phase graphs the simulator prices (``macs_linear``, ``macs_matmul``, summed over
+    the passes)."""
 
-    datapath: Datapath
     phase: str
     passes_checked: int
-    accumulators: int
-    accumulator_saturations: int
     tokens: int
     tokens_agree: int
-    logit_sqnr_db: float
-    oracle_ops_checked: int
-    oracle_elements_checked: int
-    oracle_mismatches: int
-    executed: dict[str, int]
-    graph: dict[str, int]
-    float_fallbacks: dict[str, int]
-
-    @property
-    def graph_matches(self) -> bool:
-        return self.executed == self.graph
 
 
 def _phase_graph_macs(name: str, record: PassRecord, batch: int, prompt_len: int,

@@ -6,9 +6,8 @@ import dataclasses
 import pytest
 import torch
 from compress_helpers import accuracy_pct, synthetic_batch, tiny_bert
+from zoo_helpers import calibrated_w4a4_sp24, zoo_batches
 
-from accelsim import zoo
-from accelsim.compress.apply import apply_recipe, calibrate
 from accelsim.compress.export import export_int_model
 from accelsim.compress.recipe import load_recipe, recipe_from_dict
 from accelsim.compress.train import finetune
@@ -20,26 +19,9 @@ from accelsim.tasks.base import Batch
 INT_CHIP = Datapath(accumulator_bits=20, integer_requant=True, vector_format="int")
 
 
-def _batches(name: str, count: int, size: int, seed: int) -> list[Batch]:
-    return [Batch(inputs=zoo.example_inputs(name, batch=size, seed=seed + i),
-                  labels=torch.zeros(size, dtype=torch.long)) for i in range(count)]
-
-
-def _compressed(name: str) -> torch.nn.Module:
-    recipe = load_recipe("w4a4_sp24")
-    model = zoo.build_model(name, seed=0)
-    with torch.no_grad():  # HF initialises biases to 0; trained models have real ones
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear) and module.bias is not None:
-                module.bias.normal_(0.0, 0.1)
-    apply_recipe(model, recipe)
-    calibrate(model, _batches(name, 2, 4, seed=50), recipe)
-    return model.eval()
-
-
 @pytest.fixture(scope="module", params=["bert_tiny", "vit_tiny"])
 def compressed(request):
-    return request.param, _compressed(request.param)
+    return request.param, calibrated_w4a4_sp24(request.param)
 
 
 FLOAT_CHIP = Datapath(accumulator_bits=20, integer_requant=True, vector_format="bf16")
@@ -49,7 +31,7 @@ FLOAT_CHIP = Datapath(accumulator_bits=20, integer_requant=True, vector_format="
     INT_CHIP, Datapath(accumulator_bits=12, vector_format="int"), FLOAT_CHIP])
 def test_emulated_forward_is_the_integer_reference(compressed, datapath):
     name, model = compressed
-    batch = _batches(name, 1, 2, seed=60)
+    batch = zoo_batches(name, 1, 2, seed=60)
     reference = execute.run_int_model(model, export_int_model(model), batch,
                                       datapath=datapath).logits
     with torch.no_grad():
@@ -71,7 +53,7 @@ def math_finite(value: float) -> bool:
 
 def test_training_forward_takes_the_chip_values_and_fake_quant_gradients(compressed):
     name, model = compressed
-    batch = _batches(name, 1, 2, seed=70)
+    batch = zoo_batches(name, 1, 2, seed=70)
     reference = execute.run_int_model(model, export_int_model(model), batch,
                                       datapath=INT_CHIP).logits
     model.train()  # no dropout: the zoo's tiny models have none in their attention and blocks

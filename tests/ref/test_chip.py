@@ -6,44 +6,27 @@ import math
 import numpy as np
 import pytest
 import torch
+from zoo_helpers import calibrated_w4a4_sp24, zoo_batches
 
-from accelsim import zoo
 from accelsim.cli import main
 from accelsim.compress.apply import apply_recipe, calibrate
 from accelsim.compress.export import export_int_model
 from accelsim.compress.recipe import load_recipe
 from accelsim.ref import chip, execute, oracle, vector_ops
 from accelsim.ref.datapath import Datapath
-from accelsim.tasks.base import Batch
-
-
-def _batches(name: str, count: int = 1, size: int = 2) -> list[Batch]:
-    return [Batch(inputs=zoo.example_inputs(name, batch=size, seed=50 + i),
-                  labels=torch.zeros(size, dtype=torch.long)) for i in range(count)]
-
-
-def _compressed(name: str):
-    recipe = load_recipe("w4a4_sp24")
-    model = zoo.build_model(name, seed=0)
-    with torch.no_grad():  # HF initialises biases to 0; trained models have real ones
-        for module in model.modules():
-            if isinstance(module, torch.nn.Linear) and module.bias is not None:
-                module.bias.normal_(0.0, 0.1)
-    apply_recipe(model, recipe)
-    calibrate(model, _batches(name, 2, 4), recipe)
-    return model.eval(), export_int_model(model)
 
 
 @pytest.fixture(scope="module")
 def vit():
-    return _compressed("vit_tiny")
+    model = calibrated_w4a4_sp24("vit_tiny")
+    return model, export_int_model(model)
 
 
 @pytest.mark.parametrize("fmt", ["fp16", "bf16"])
 def test_every_executed_op_equals_the_oracle(vit, fmt):
     model, int_model = vit
     datapath = Datapath(accumulator_bits=12, integer_requant=True, vector_format=fmt)
-    run = execute.run_int_model(model, int_model, _batches("vit_tiny"), datapath=datapath,
+    run = execute.run_int_model(model, int_model, zoo_batches("vit_tiny"), datapath=datapath,
                                 record_ops=True)
     kinds = {kind for kind, _, _ in run.counts.records}
     assert {"sparse_gemm", "bmm", "requantize", "layer_norm", "softmax", "gelu", "add",
@@ -64,7 +47,7 @@ def test_vector_ops_run_in_the_format_and_host_modules_in_float32(vit):
     executor.get_submodule("layers.0.layernorm_before").register_forward_hook(
         lambda m, i, o: seen.update(ln_out=o))
     with torch.no_grad():
-        executor(**_batches("vit_tiny")[0].inputs)
+        executor(**zoo_batches("vit_tiny")[0].inputs)
     ln = seen["ln_out"].numpy()
     assert np.array_equal(vector_ops.round_to_format(ln, "fp16"), ln)  # fp16 values
     conv = executor.get_submodule(host)
@@ -77,7 +60,7 @@ def test_vector_ops_run_in_the_format_and_host_modules_in_float32(vit):
 
 def test_int_format_runs_integer_kernels_between_gemms(vit):
     model, int_model = vit
-    batches = _batches("vit_tiny")
+    batches = zoo_batches("vit_tiny")
     datapath = Datapath(accumulator_bits=20, integer_requant=True, vector_format="int")
     run = execute.run_int_model(model, int_model, batches, datapath=datapath, record_ops=True)
     kinds = {kind for kind, _, _ in run.counts.records}
@@ -97,7 +80,7 @@ def test_int_format_runs_integer_kernels_between_gemms(vit):
 
 def test_check_chip_orders_formats_and_matches_the_graph(vit):
     model, int_model = vit
-    batches = _batches("vit_tiny")
+    batches = zoo_batches("vit_tiny")
     reports = {fmt: chip.check_chip(model, int_model, batches,
                                     Datapath(accumulator_bits=20, integer_requant=True,
                                              vector_format=fmt))
@@ -210,10 +193,10 @@ def test_int_format_runs_a_classifier_whose_head_concatenates_on_chip_tensors():
     recipe = load_recipe("w4a4_sp24")
     model = build_task_model("dinov2_tiny", False, 0, 10)
     apply_recipe(model, recipe)
-    calibrate(model, _batches("dinov2_tiny", 2, 4), recipe)
+    calibrate(model, zoo_batches("dinov2_tiny", 2, 4), recipe)
     model.eval()
     datapath = Datapath(accumulator_bits=20, integer_requant=True, vector_format="int")
-    run = execute.run_int_model(model, export_int_model(model), _batches("dinov2_tiny"),
+    run = execute.run_int_model(model, export_int_model(model), zoo_batches("dinov2_tiny"),
                                 datapath=datapath, record_ops=True)
     assert run.logits.dtype == torch.float32 and run.logits.shape == (2, 10)
     assert torch.isfinite(run.logits).all()
