@@ -16,14 +16,18 @@ operands cross DRAM at all, and whether the output does, is the graph plan's dec
 Timing is a pipeline over tile steps with uniform compute per step. A double-buffered buffer
 fills one half while the array works from the other, and a held tile is prefetched during all the
 steps of the tile before it, so summed over the steps ``max(compute, transfer)`` becomes
-``max(C, T)`` for the hidden transfers; single-buffered buffers' transfers add serially. The array
+``max(C, T)`` for the hidden transfers; single-buffered buffers' transfers add serially (an
+operand a single-buffered buffer holds whole overlaps: each tile has its own place). The array
 starts once the first tile's DRAM operands are in (the *prologue*; weight bytes prefetched before
 the layer excepted) and the last output tile drains after compute ends (the *epilogue*). Two
 more bounds keep loads that bunch up honest: the steps from the one that needs the last loaded
 tile on run only after every load is in (a weight tile held over the inner loop exposes the
 whole last outer iteration's compute), and likewise after the first outer iteration's loads
-when they carry all of an operand read once (the first column group needs all of A). Closed
-forms only: no loop over tiles or cycles; tests/sim/test_validation.py checks them against a
+when they carry all of an operand read once (the first column group needs all of A). And an
+operand that takes a new tile every step into a ring of two slots fetches it while the step
+before computes: the steps are summed as ``max(step compute, step loads)`` over the few tile
+sizes (full and edge tiles), which exceeds ``max(C, T)`` where edge tiles make the loads uneven.
+Closed forms only: no loop over tiles or cycles; tests/sim/test_validation.py checks them against a
 tile-by-tile timeline (docs/validation.md).
 """
 
@@ -33,7 +37,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from accelsim.hw import HwConfig
+from accelsim.hw import Buffer, HwConfig
 
 
 @dataclass(frozen=True)
@@ -237,9 +241,67 @@ def _last_load_step(t: Tiling, a_loads: bool, b_loads: bool, reads_a: int,
     return last
 
 
+def _sizes(tile: int, tiles: int, total: int) -> tuple[tuple[int, int], ...]:
+    """(extent, how many) of a dimension's tiles: the full ones and the last."""
+    last = total - (tiles - 1) * tile
+    return ((tile, tiles - 1), (last, 1)) if tiles > 1 else ((last, 1),)
+
+
+def _paced_operands(ops: Operands, hw: HwConfig, t: Tiling, a_streams: bool, b_streams: bool,
+                    c_streams: bool) -> tuple[bool, bool, bool]:
+    """Which of A, B and C move a tile every step through a double-buffered ring of two slots
+    (``*_streams``: the operand crosses DRAM and is not held whole). A held tile (the outer
+    operand's with the full reduction in one tile) has the whole inner loop to arrive."""
+    def ring_of_two(buffer: Buffer, tile_bytes: float) -> bool:
+        return buffer.double_buffered and buffer.size_bytes // tile_bytes < 3
+
+    per_step_a = t.tiles_k > 1 or t.order == "n_outer" and t.tiles_m > 1
+    per_step_b = t.tiles_k > 1 or t.order == "m_outer" and t.tiles_n > 1
+    return (a_streams and per_step_a
+            and ring_of_two(hw.sram.inputs, t.tile_m * t.tile_k * ops.act_bits / 8),
+            b_streams and per_step_b
+            and ring_of_two(hw.sram.weights, t.tile_k * t.tile_n * ops.weight_bits / 8),
+            c_streams and ring_of_two(hw.sram.outputs, t.tile_m * t.tile_n * ops.psum_bits / 8))
+
+
+def _paced_cycles(ops: Operands, hw: HwConfig, t: Tiling, streamed: tuple[bool, bool, bool],
+                  hidden_bytes: float, compute_cycles: float, count: int) -> float:
+    """Cycles of the steps when each step's tile loads must arrive during the step before.
+
+    An operand that takes a new tile every step into a ring of two slots can fetch it only while
+    the step before computes, so a step waits for ``max(compute, its loads)``; summed over the
+    steps this is more than ``max(compute, transfers)`` when tiles differ (edge tiles) and
+    compute and transfers are close. ``streamed``: A, B and C (written within the next output
+    tile's steps) paced that way; the rest of ``hidden_bytes`` spreads evenly over the steps.
+    """
+    if not any(streamed):
+        return 0.0
+    bpc = hw.dram_bytes_per_cycle
+    steps = t.tiles_m * t.tiles_k * t.tiles_n * count
+    per_step = compute_cycles / steps
+    a_bits, b_bits, c_bits = (ops.act_bits / 8 * streamed[0], ops.weight_bits / 8 * streamed[1],
+                              ops.out_bits / 8 / t.tiles_k * streamed[2])
+    classes = []  # (tile loads, output writes, how many steps) by tile extents
+    for rows, n_m in _sizes(t.tile_m, t.tiles_m, ops.m):
+        for depth, n_k in _sizes(t.tile_k, t.tiles_k, ops.k):
+            for cols, n_n in _sizes(t.tile_n, t.tiles_n, ops.n):
+                classes.append((rows * depth * a_bits + depth * cols * b_bits,
+                                rows * cols * c_bits, n_m * n_k * n_n * count))
+    if steps == 1:
+        return per_step
+    # The first step's loads are the prologue, and the last step overlaps only the writes of
+    # the output tiles before it: one step in all carries no loads.
+    first_loads, first_writes, _ = classes[0]
+    streamed_bytes = sum((loads + writes) * n for loads, writes, n in classes) - first_loads
+    spread = max(0.0, hidden_bytes - streamed_bytes) / steps
+    return (sum(max(per_step, (loads + writes + spread) / bpc) * n for loads, writes, n in classes)
+            - max(per_step, (first_loads + first_writes + spread) / bpc)
+            + max(per_step, (first_writes + spread) / bpc))
+
+
 def _total_cycles(a_bytes: float, b_bytes: float, c_bytes: float, ops: Operands, hw: HwConfig,
                   tiling: Tiling, src: Sources, compute_cycles: float,
-                  reads: tuple[int, int], count: int) -> float:
+                  reads: tuple[int, int], count: int, a_fits: bool, b_fits: bool) -> float:
     """Prologue + max(compute, hidden transfers) + serialized transfers + epilogue (cycles).
 
     Layer totals in bytes. The array starts once the first tile's operands are in (those already
@@ -247,8 +309,11 @@ def _total_cycles(a_bytes: float, b_bytes: float, c_bytes: float, ops: Operands,
     overlap compute in double-buffered buffers and serialize in single-buffered ones.
     """
     bpc = hw.dram_bytes_per_cycle
-    db_a, db_b, db_c = (hw.sram.inputs.double_buffered, hw.sram.weights.double_buffered,
-                        hw.sram.outputs.double_buffered)
+    # An operand held whole loads each tile into its own place: it overlaps compute as if the
+    # buffer were double buffered.
+    db_a = hw.sram.inputs.double_buffered or reads[0] == 1 and a_fits
+    db_b = hw.sram.weights.double_buffered or reads[1] == 1 and b_fits
+    db_c = hw.sram.outputs.double_buffered
     # Prefetched weight bytes are the first tile's (and beyond): neither prologue nor stream.
     first_b = max(0.0, min(b_bytes, tiling.tile_k * tiling.tile_n * ops.weight_bits / 8)
                   - src.prefetched_b_bytes) * db_b
@@ -279,8 +344,11 @@ def _total_cycles(a_bytes: float, b_bytes: float, c_bytes: float, ops: Operands,
                        - first_a - first_b)
         first_pass = first_loads / bpc + compute_cycles * (
             1 - (inner * tiling.tiles_k - 1) / steps) / count
+    paced = _paced_cycles(ops, hw, tiling, _paced_operands(
+        ops, hw, tiling, not a_fits and a_bytes > 0, not b_fits and b_bytes > 0, c_bytes > 0),
+        hidden, compute_cycles, count)
     return (first_a + first_b + serial + last_c) / bpc + max(
-        compute_cycles, hidden / bpc, hidden_loads / bpc + tail, first_pass)
+        compute_cycles, hidden / bpc, hidden_loads / bpc + tail, first_pass, paced)
 
 
 def plan_memory(ops: Operands, hw: HwConfig, compute_cycles: int, count: int,
@@ -299,7 +367,7 @@ def plan_memory(ops: Operands, hw: HwConfig, compute_cycles: int, count: int,
             b_bytes = ops.b_bytes * reads_b * src.b_in_dram
             cycles = (0.0 if hw.ideal_memory else _total_cycles(
                 a_bytes * count, b_bytes * count, c_bytes * count, ops, hw, t, src,
-                compute_cycles, (reads_a, reads_b), count))
+                compute_cycles, (reads_a, reads_b), count, a_fits, b_fits))
             if best is None or (cycles, a_bytes + b_bytes) < (best[0], best[1]):
                 best = (cycles, a_bytes + b_bytes, t, a_bytes, b_bytes)
     assert best is not None, "plan_memory needs at least one candidate tiling"
