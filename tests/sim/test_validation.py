@@ -256,22 +256,21 @@ def closed_and_replayed(node: GemmNode, hw) -> tuple[int, float]:
 
 
 def test_closed_form_cycles_track_a_tile_timeline_on_transformer_layers():
-    # Measured: all 40 within 2%, the worst 1.37% (int8_dense's patch embedding and Q/K/V).
+    # Measured: all 40 within 2%, the worst 1.05% (int8_dense's fc2).
     errors = []
     for config in SHIPPED:
         hw = load_hw(CONFIGS / f"{config}.yaml")
         for node in LAYERS:
             closed, replayed = closed_and_replayed(node, hw)
             errors.append(abs(closed - replayed) / replayed)
-    assert max(errors) < 0.014
+    assert max(errors) < 0.011
 
 
 def test_closed_form_cycles_against_a_tile_timeline_on_random_gemms():
     # Tiny arrays and buffers, any buffering, compute from a tenth to ten times the transfers.
-    # Measured on these 200: median 0.004%, 95% within 2%, worst 8.7% (the next 6.4%). The ten
+    # Measured on these 200: median 0.003%, 97.5% within 2%, worst 6.5% (the next 3.0%). The five
     # outside 2%: rings of three or more tiles (the closed form's lookahead is the whole layer),
-    # few steps with an operand a single-buffered buffer holds whole, and paced steps beside
-    # loads that come in bunches (docs/validation.md).
+    # and a serial operand or output beside paced steps (docs/validation.md).
     rng = random.Random(17)
     errors = []
     while len(errors) < 200:
@@ -301,5 +300,5 @@ def test_closed_form_cycles_against_a_tile_timeline_on_random_gemms():
         replayed = replay_cycles(ops, plan.tiling, hw, compute)
         errors.append(abs(compute + plan.stall_cycles - replayed) / replayed)
     assert statistics.median(errors) < 0.0001
-    assert sum(error <= 0.02 for error in errors) >= 0.95 * len(errors)
-    assert max(errors) < 0.09
+    assert sum(error <= 0.02 for error in errors) >= 0.975 * len(errors)
+    assert max(errors) < 0.066
