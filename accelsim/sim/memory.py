@@ -282,19 +282,21 @@ def _paced_operands(ops: Operands, hw: HwConfig, t: Tiling, a_streams: bool, b_s
     """Which of A, B and C move a tile every step through a double-buffered ring of two slots
     (``*_streams``: the operand crosses DRAM and is not held whole). A held tile (the outer
     operand's with the full reduction in one tile) has the whole inner loop to arrive."""
-    def ring_of_two(buffer: Buffer, tile_bytes: float) -> bool:
-        return buffer.double_buffered and buffer.size_bytes // tile_bytes < 3
-
     per_step_a = t.tiles_k > 1 or t.order == "n_outer" and t.tiles_m > 1
     per_step_b = t.tiles_k > 1 or t.order == "m_outer" and t.tiles_n > 1
-    return (a_streams and per_step_a
-            and ring_of_two(hw.sram.inputs, t.tile_m * t.tile_k * ops.act_bits / 8),
-            b_streams and per_step_b
-            and ring_of_two(hw.sram.weights, t.tile_k * t.tile_n * ops.weight_bits / 8),
-            c_streams and ring_of_two(hw.sram.outputs, t.tile_m * t.tile_n * ops.psum_bits / 8))
+    sram = hw.sram
+    return (a_streams and per_step_a and _ring_of_two(sram.inputs, t.tile_m * t.tile_k
+                                                      * ops.act_bits / 8),
+            b_streams and per_step_b and _ring_of_two(sram.weights, t.tile_k * t.tile_n
+                                                      * ops.weight_bits / 8),
+            c_streams and _ring_of_two(sram.outputs, t.tile_m * t.tile_n * ops.psum_bits / 8))
 
 
-def _paced_cycles(ops: Operands, hw: HwConfig, t: Tiling, streamed: tuple[bool, bool, bool],
+def _ring_of_two(buffer: Buffer, tile_bytes: float) -> bool:
+    return buffer.double_buffered and buffer.size_bytes // tile_bytes < 3
+
+
+def _paced_cycles(ops: Operands, bpc: float, t: Tiling, streamed: tuple[bool, bool, bool],
                   hidden_bytes: float, compute_cycles: float, count: int) -> float:
     """Cycles of the steps when each step's tile loads must arrive during the step before.
 
@@ -308,46 +310,49 @@ def _paced_cycles(ops: Operands, hw: HwConfig, t: Tiling, streamed: tuple[bool, 
     """
     if not any(streamed):
         return 0.0
-    bpc = hw.dram_bytes_per_cycle
+    # In cycles of the DRAM channel per element moved.
+    a_cyc, b_cyc, c_cyc = (ops.act_bits / 8 / bpc * streamed[0],
+                           ops.weight_bits / 8 / bpc * streamed[1],
+                           ops.out_bits / 8 / bpc * streamed[2])
     steps = t.tiles_m * t.tiles_k * t.tiles_n * count
     per_step = compute_cycles / steps
-    a_bits, b_bits, c_bits = (ops.act_bits / 8 * streamed[0], ops.weight_bits / 8 * streamed[1],
-                              ops.out_bits / 8 * streamed[2])
+    first_loads = t.tile_k * (t.tile_m * a_cyc + t.tile_n * b_cyc)
+    streamed_cycles = count * (a_cyc * ops.m * ops.k * t.tiles_n + b_cyc * ops.k * ops.n
+                               * t.tiles_m + c_cyc * ops.m * ops.n) - first_loads
+    spread = max(0.0, hidden_bytes / bpc - streamed_cycles) / steps
     depths = _sizes(t.tile_k, t.tiles_k, ops.k)
-    tiles = []  # (step loads by reduction tile as (bytes, how many), write, how many tiles)
+    total = 0.0
+    first: tuple[float, float] | None = None
     for rows, n_m in _sizes(t.tile_m, t.tiles_m, ops.m):
         for cols, n_n in _sizes(t.tile_n, t.tiles_n, ops.n):
-            tiles.append(([(rows * depth * a_bits + depth * cols * b_bits, n_k)
-                           for depth, n_k in depths], rows * cols * c_bits, n_m * n_n * count))
-    first_loads = tiles[0][0][0][0]
-    streamed_bytes = sum((sum(moved * n_k for moved, n_k in loads) + write) * n
-                         for loads, write, n in tiles) - first_loads
-    spread = max(0.0, hidden_bytes - streamed_bytes) / steps
-
-    def tile_cycles(loads: list[tuple[float, int]], write: float, first: float = 0.0) -> float:
-        # A tile's output is written while the next tile's steps run: into any of their slack.
-        paced = sum(max(per_step, (moved + spread) / bpc) * n_k for moved, n_k in loads)
-        moved = sum((moved + spread) * n_k for moved, n_k in loads) + write
-        if first:  # the first step's loads are the prologue
-            paced += max(per_step, spread / bpc) - max(per_step, (first + spread) / bpc)
-            moved -= first
-        return max(paced, moved / bpc)
-
-    first = tiles[0]
-    return (sum(tile_cycles(loads, write) * n for loads, write, n in tiles)
-            - tile_cycles(first[0], first[1]) + tile_cycles(first[0], first[1], first_loads))
+            # An output tile is written while the next tile's steps run, into their slack.
+            paced = moved = 0.0
+            for depth, n_k in depths:
+                load = depth * (rows * a_cyc + cols * b_cyc) + spread
+                paced += (load if load > per_step else per_step) * n_k
+                moved += load * n_k
+            moved += rows * cols * c_cyc
+            total += (paced if paced > moved else moved) * n_m * n_n * count
+            if first is None:
+                first = paced, moved
+    assert first is not None
+    # The first step's loads are the prologue.
+    paced, moved = first
+    return total - max(paced, moved) + max(
+        paced + max(per_step, spread) - max(per_step, first_loads + spread), moved - first_loads)
 
 
 def _total_cycles(a_bytes: float, b_bytes: float, c_bytes: float, ops: Operands, hw: HwConfig,
                   tiling: Tiling, src: Sources, compute_cycles: float,
-                  reads: tuple[int, int], count: int, a_fits: bool, b_fits: bool) -> float:
+                  reads: tuple[int, int], count: int, a_fits: bool, b_fits: bool,
+                  bpc: float) -> float:
     """Prologue + max(compute, hidden transfers) + serialized transfers + epilogue (cycles).
 
     Layer totals in bytes. The array starts once the first tile's operands are in (those already
     prefetched excepted) and ends when the last output tile is out; the transfers between
     overlap compute in double-buffered buffers and serialize in single-buffered ones.
+    ``bpc``: DRAM bytes per cycle.
     """
-    bpc = hw.dram_bytes_per_cycle
     # An operand held whole loads each tile into its own place: it overlaps compute as if the
     # buffer were double buffered.
     db_a = hw.sram.inputs.double_buffered or reads[0] == 1 and a_fits
@@ -397,7 +402,7 @@ def _total_cycles(a_bytes: float, b_bytes: float, c_bytes: float, ops: Operands,
     early = _early_cycles(ops, tiling, src, ops.act_bits / 8 * db_a * (a_bytes > 0),
                           ops.weight_bits / 8 * db_b * (b_bytes > 0), compute_cycles,
                           steps * count, bpc)
-    paced = _paced_cycles(ops, hw, tiling, _paced_operands(
+    paced = _paced_cycles(ops, bpc, tiling, _paced_operands(
         ops, hw, tiling, not a_fits and a_bytes > 0, not b_fits and b_bytes > 0, c_bytes > 0),
         hidden, compute_cycles, count)
     return (first_a + first_b + serial + last_c) / bpc + max(
@@ -418,6 +423,7 @@ def plan_memory(ops: Operands, hw: HwConfig, compute_cycles: int, count: int,
     a_fits = ops.a_bytes <= hw.sram.inputs.tile_capacity_bytes
     b_fits = src.b_fits_once or ops.b_bytes <= hw.sram.weights.tile_capacity_bytes
     c_bytes = ops.c_bytes if src.c_to_dram else 0.0
+    bpc = hw.dram_bytes_per_cycle
     options: list[tuple[float, float, float, float, Tiling]] = []
     for tiling in candidates:
         for order in ("n_outer", "m_outer"):
@@ -428,13 +434,15 @@ def plan_memory(ops: Operands, hw: HwConfig, compute_cycles: int, count: int,
             b_bytes = ops.b_bytes * reads_b * src.b_in_dram
             cycles = (0.0 if hw.ideal_memory else _total_cycles(
                 a_bytes * count, b_bytes * count, c_bytes * count, ops, hw, t, src,
-                compute_cycles, (reads_a, reads_b), count, a_fits, b_fits))
+                compute_cycles, (reads_a, reads_b), count, a_fits, b_fits, bpc))
             options.append((a_bytes + b_bytes, cycles, a_bytes, b_bytes, t))
     assert options, "plan_memory needs at least one candidate tiling"
-    fastest = min(cycles for _, cycles, *_ in options)
-    _, cycles, a_bytes, b_bytes, tiling = min(
-        (option for option in options if option[1] <= fastest * (1 + CYCLES_TIE)),
-        key=lambda option: option[:2])
+    tie = min(option[1] for option in options) * (1 + CYCLES_TIE)
+    best = options[0]
+    for option in options:
+        if option[1] <= tie and (best[1] > tie or option[:2] < best[:2]):
+            best = option
+    _, cycles, a_bytes, b_bytes, tiling = best
     stall = 0 if hw.ideal_memory else max(0, math.ceil(cycles - compute_cycles - 1e-6))
     return MemoryPlan(tiling, math.ceil(a_bytes - 1e-9), math.ceil(b_bytes - 1e-9),
                       math.ceil(c_bytes - 1e-9), stall)
