@@ -320,6 +320,8 @@ def _paced_cycles(ops: Operands, bpc: float, t: Tiling, streamed: tuple[bool, bo
     streamed_cycles = count * (a_cyc * ops.m * ops.k * t.tiles_n + b_cyc * ops.k * ops.n
                                * t.tiles_m + c_cyc * ops.m * ops.n) - first_loads
     spread = max(0.0, hidden_bytes / bpc - streamed_cycles) / steps
+    if (first_loads + spread) * t.tiles_k + t.tile_m * t.tile_n * c_cyc <= per_step * t.tiles_k:
+        return 0.0  # every tile's loads and write fit its steps (the first is the largest)
     depths = _sizes(t.tile_k, t.tiles_k, ops.k)
     total = 0.0
     first: tuple[float, float] | None = None
