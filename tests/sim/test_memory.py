@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from sim_hw import tiny_hw
+from sim_hw import CONFIGS, tiny_hw
 
-from accelsim.sim import memory, sparse
+from accelsim.hw import load_hw, with_overrides
+from accelsim.sim import mapping, memory, sparse
 
 
 def ops(m, k, n, bits=8, weight_bits=8.0, k_granule=1):
@@ -53,6 +54,25 @@ def test_plan_memory_picks_the_cheaper_order():
     assert plan.tiling.order == "n_outer"
     assert (plan.dram_read_a_bytes, plan.dram_read_b_bytes) == (8192, 1024)
     assert plan.dram_write_c_bytes == 64 * 16 and plan.stall_cycles == 0
+
+
+def test_plan_memory_takes_the_least_traffic_among_tilings_within_the_cycle_tie(monkeypatch):
+    # ViT-B/16's fused Q/K/V GEMM (4-bit, A and B from DRAM, the output kept on chip) on
+    # int4_sparse with the IS dataflow: streaming the weights once per row block (m-outer) is
+    # 1.3% faster than reading them once (n-outer), within CYCLES_TIE (2%), so the plan reads
+    # them once.
+    hw = with_overrides(load_hw(CONFIGS / "int4_sparse.yaml"), {"array.dataflow": "is"})
+    o = ops(197, 768, 2304, bits=4, weight_bits=4.0)
+    candidates = memory.candidate_tilings(o, hw, memory.granule("is", 64, 64))
+    compute = mapping.map_gemm(197, 768, 2304, 64, 64, "is").compute_cycles
+    src = memory.Sources(c_to_dram=False)
+    plan = memory.plan_memory(o, hw, compute, 1, candidates, src)
+    assert plan.dram_read_b_bytes == 768 * 2304 // 2
+    monkeypatch.setattr(memory, "CYCLES_TIE", 0.0)
+    fastest = memory.plan_memory(o, hw, compute, 1, candidates, src)
+    assert fastest.dram_read_b_bytes == 4 * 768 * 2304 // 2
+    assert fastest.stall_cycles < plan.stall_cycles
+    assert compute + plan.stall_cycles <= (compute + fastest.stall_cycles) * 1.02 + 1
 
 
 def test_compressed_weight_bits():

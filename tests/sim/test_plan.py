@@ -78,8 +78,11 @@ def test_vector_ops_before_a_gemm_prefetch_its_first_weight_tile():
     hw = tiny_hw(ideal_memory=False, sram__weights__size_kib=8, dram__bandwidth_gbps=8.0)
     plan = plan_graph(Graph("g", (ln, gemm)), hw, [(0.0, 0.0), (0.0, 0.0)], [192, 0])
     assert plan[1].prefetched_weight_bytes == 1024
+    # A single-buffered weight buffer too small for all 4 KiB of weights loads each tile only
+    # after the last one's steps (one that holds them whole overlaps its loads like a double
+    # buffer).
     cold = simulate(Graph("g", (ln, gemm)), tiny_hw(ideal_memory=False,
-                                                   sram__weights__size_kib=8,
+                                                   sram__weights__size_kib=2,
                                                    dram__bandwidth_gbps=8.0,
                                                    sram__weights__double_buffered=False))
     warm = simulate(Graph("g", (ln, gemm)), hw)

@@ -110,8 +110,10 @@ def replay_cycles(ops: memory.Operands, tiling: memory.Tiling, hw, compute_cycle
     step, and a single-buffered one takes the next tile only after the current one's last step.
     A finished output tile is written out (if the output goes to DRAM) after its last reduction
     step, and the next starts accumulating only in a free slot of the output buffer (a ring
-    alike). One DRAM channel serves the transfers one at a time, whenever it frees the ready one
-    needed soonest.
+    alike). One DRAM channel serves the transfers one at a time, always the ready one needed
+    soonest: a DMA moves a tile as a run of bursts and the arbiter picks every burst, so a
+    transfer a nearer step waits for overtakes one prefetching for a later step (modelled as
+    bursts of no size: the overtaken transfer resumes where it stopped).
     Weight bytes prefetched before the layer are taken off its first weight tiles; ``count``
     instances (attention heads) run one after another, each on its own operands."""
     def extent(index: int, tile: int, total: int) -> int:
@@ -189,9 +191,10 @@ def replay_cycles(ops: memory.Operands, tiling: memory.Tiling, hw, compute_cycle
                 done[x][t] = at
 
     def serve(until: list[tuple[str, int]]) -> None:
-        # Non-preemptive: whenever the channel frees, the ready transfer needed soonest. Every
-        # transfer that can be ready before the last one served here is released already (the
-        # next ones wait for a step that cannot start before then).
+        # Always the ready transfer needed soonest: one that becomes ready while a later-needed
+        # one is moving takes over the channel, and the rest of the other waits. Every transfer
+        # that can be ready before the last one served here is released already (the next ones
+        # wait for a step that cannot start before then).
         nonlocal channel
         while any(t not in done[x] for x, t in until):
             if not ready:
@@ -199,8 +202,15 @@ def replay_cycles(ops: memory.Operands, tiling: memory.Tiling, hw, compute_cycle
             while waiting and waiting[0][0] <= channel:
                 _, need, x, t, moved = heapq.heappop(waiting)
                 heapq.heappush(ready, (need, x, t, moved))
-            _, x, t, moved = heapq.heappop(ready)
-            channel += moved / bpc
+            need, x, t, moved = heapq.heappop(ready)
+            end = channel + moved / bpc
+            cut = min((at for at, sooner, *_ in waiting if at < end and sooner < need),
+                      default=None)
+            if cut is not None:
+                heapq.heappush(ready, (need, x, t, moved - (cut - channel) * bpc))
+                channel = cut
+                continue
+            channel = end
             done[x][t] = channel
 
     release(-1)
@@ -245,27 +255,23 @@ def closed_and_replayed(node: GemmNode, hw) -> tuple[int, float]:
             replay_cycles(shape.ops, plan.tiling, hw, shape.compute_cycles, count=node.count))
 
 
-def test_closed_form_cycles_track_a_tile_timeline_on_transformer_layers():
-    # Measured: 39 of the 40 within 2% (most within 0.7%); fp16_dense's fc1 is 7.0% under the
-    # timeline (its fp16 weight tiles arrive in bursts the closed form averages).
+def layer_errors() -> list[tuple[str, str, float]]:
+    """(design point, layer, closed form / timeline - 1) of every transformer layer."""
     errors = []
     for config in SHIPPED:
         hw = load_hw(CONFIGS / f"{config}.yaml")
         for node in LAYERS:
             closed, replayed = closed_and_replayed(node, hw)
-            errors.append(abs(closed - replayed) / replayed)
-    assert sum(error <= 0.02 for error in errors) >= 39
-    assert max(errors) < 0.075
+            errors.append((config, node.name, closed / replayed - 1))
+    return errors
 
 
-def test_closed_form_cycles_against_a_tile_timeline_on_random_gemms():
-    # Tiny arrays and buffers, any buffering, compute from a tenth to ten times the transfers:
-    # the closed form's averages miss bursty schedules (a few steps, single-buffered operands,
-    # rings of two tiles). Measured on these 200: median 0.007%, 85.5% within 2%, worst 53%
-    # (the next worst 19%).
+def random_gemm_errors(count: int = 200) -> list[float]:
+    """Closed form / timeline - 1 on ``count`` seeded random GEMMs: tiny arrays and buffers, any
+    buffering, compute from a tenth to ten times the transfers."""
     rng = random.Random(17)
-    errors = []
-    while len(errors) < 200:
+    errors: list[float] = []
+    while len(errors) < count:
         m, k, n = (rng.randint(1, 150) for _ in range(3))
         rows, cols, bits = rng.randint(1, 16), rng.randint(1, 16), rng.choice((4, 8))
         sparse24 = rng.random() < 0.5
@@ -290,7 +296,35 @@ def test_closed_form_cycles_against_a_tile_timeline_on_random_gemms():
         compute = max(1, int(transfer * rng.choice((0.1, 0.5, 1.0, 2.0, 10.0))))
         plan = memory.plan_memory(ops, hw, compute, 1, candidates)
         replayed = replay_cycles(ops, plan.tiling, hw, compute)
-        errors.append(abs(compute + plan.stall_cycles - replayed) / replayed)
-    assert statistics.median(errors) < 0.001
-    assert sum(error <= 0.02 for error in errors) >= 0.85 * len(errors)
-    assert max(errors) < 0.55
+        errors.append((compute + plan.stall_cycles) / replayed - 1)
+    return errors
+
+
+def test_closed_form_cycles_track_a_tile_timeline_on_transformer_layers():
+    # Measured (python tests/sim/test_validation.py): all 40 within 2%, the worst 1.05%
+    # (int8_dense's fc2).
+    assert max(abs(error) for *_, error in layer_errors()) < 0.011
+
+
+def test_closed_form_cycles_against_a_tile_timeline_on_random_gemms():
+    # Measured (python tests/sim/test_validation.py): median 0.003%, 97.5% within 2%, worst 6.5%
+    # (the next 3.0%). The five outside 2%: rings of three or more tiles (the closed form's
+    # lookahead is the whole layer), and a serial operand or output beside paced steps
+    # (docs/validation.md).
+    errors = [abs(error) for error in random_gemm_errors()]
+    assert statistics.median(errors) < 0.0001
+    assert sum(error <= 0.02 for error in errors) >= 0.975 * len(errors)
+    assert max(errors) < 0.066
+
+
+if __name__ == "__main__":
+    # The measured distributions the two tests above bound (docs/validation.md quotes them).
+    layers = layer_errors()
+    within = sum(abs(error) <= 0.02 for *_, error in layers)
+    config, name, worst = max(layers, key=lambda row: abs(row[2]))
+    print(f"transformer layers: {within} of {len(layers)} within 2%, worst {worst:+.2%} "
+          f"({config} {name})")
+    errors = sorted((abs(error) for error in random_gemm_errors()), reverse=True)
+    within = sum(error <= 0.02 for error in errors)
+    print(f"random GEMMs: median {statistics.median(errors):.4%}, {within / len(errors):.1%} "
+          f"within 2%, worst {errors[0]:.2%} (next {errors[1]:.2%})")
