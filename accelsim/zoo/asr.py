@@ -17,6 +17,7 @@ transcript ends at ``<|endoftext|>``. The encoder runs on the clip's own frames
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -60,7 +61,7 @@ ASR_MODELS: dict[str, AsrSpec] = {spec.name: spec for spec in (
 END_OF_TEXT = 50256
 START_OF_TRANSCRIPT = 50257
 NO_TIMESTAMPS = 50362
-MAX_NEW_TOKENS = 64  # a 4-16 word sentence takes at most ~30 BPE tokens
+MAX_NEW_TOKENS = 32  # the asr task's longest sentence is 21 tokens: room for a looser transcript
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,40 @@ def asr_spec(name: str) -> AsrSpec:
     return ASR_MODELS[name]
 
 
+@functools.cache
+def asr_class() -> type:
+    """``WhisperAsr``, defined on first use so that importing the zoo does not import torch.
+
+    It holds HF's ``WhisperForConditionalGeneration`` as ``.whisper`` and exposes what
+    compression reads from an HF model (``config``: the same object, ``model_type`` whisper;
+    ``set_attn_implementation``). Its ``forward(input_features, decoder_input_ids)`` is the
+    teacher-forced pass, ``[B, tokens, vocab]`` logits, with the encoder on the window's own
+    frames (HF's forward insists on 30 s): the pass that calibration runs.
+    """
+    from torch import nn
+
+    class WhisperAsr(nn.Module):
+        def __init__(self, whisper: nn.Module) -> None:
+            super().__init__()
+            self.whisper = whisper
+            self.config = whisper.config
+
+        def set_attn_implementation(self, attn_implementation: str) -> None:
+            self.whisper.set_attn_implementation(attn_implementation)
+
+        def forward(self, input_features: torch.Tensor,
+                    decoder_input_ids: torch.Tensor) -> torch.Tensor:
+            memory = encode(self.whisper.model.encoder, input_features)
+            hidden = self.whisper.model.decoder(input_ids=decoder_input_ids,
+                                                encoder_hidden_states=memory).last_hidden_state
+            return self.whisper.proj_out(hidden)
+
+    return WhisperAsr
+
+
 def build_asr_model(name: str, *, pretrained: bool = False, seed: int = 0) -> nn.Module:
-    """``WhisperForConditionalGeneration`` of ASR entry ``name`` in eval mode: seeded random init,
-    then (``pretrained``) the converted real weights, every parameter loaded."""
+    """``WhisperAsr`` (:func:`asr_class`) of ASR entry ``name`` in eval mode: seeded random
+    init, then (``pretrained``) the converted real weights, every parameter loaded."""
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
@@ -101,7 +133,7 @@ def build_asr_model(name: str, *, pretrained: bool = False, seed: int = 0) -> nn
             raise AccelsimError(f"asr model {name!r}: weights from {source.package!r} do not fit "
                                 f"WhisperForConditionalGeneration ({kind} key {key!r})")
         model.tie_weights()  # proj_out is the token embedding, as in the CT2 model
-    return model.eval()
+    return asr_class()(model).eval()
 
 
 def asr_tokenizer(name: str) -> PreTrainedTokenizerFast:
@@ -133,7 +165,8 @@ def _package_file(name: str, filename: str) -> Path:
 
 def greedy_transcribe(model: nn.Module, input_features: torch.Tensor,
                       rules: DecodingRules) -> list[list[int]]:
-    """Greedy token ids per clip of ``(B, mels, T)`` features (prompt and end token left out).
+    """Greedy token ids of ``WhisperAsr`` ``model`` per clip of ``(B, mels, T)`` features
+    (prompt and end token left out).
 
     One encoder pass, then the decoder with transformers' KV cache (self-attention keys and
     values grow a position per step; cross-attention's are computed once from the encoder
@@ -141,18 +174,19 @@ def greedy_transcribe(model: nn.Module, input_features: torch.Tensor,
     """
     import torch
 
+    whisper = model.whisper
     with torch.no_grad():
-        memory = encode(model.model.encoder, input_features)
+        memory = encode(whisper.model.encoder, input_features)
         batch = memory.shape[0]
         feed = torch.tensor([rules.prompt] * batch)
         cache = None
         ended = torch.zeros(batch, dtype=torch.bool)
         tokens: list[list[int]] = [[] for _ in range(batch)]
         for step in range(rules.max_new_tokens):
-            out = model.model.decoder(input_ids=feed, encoder_hidden_states=memory, cache=cache,
+            out = whisper.model.decoder(input_ids=feed, encoder_hidden_states=memory, cache=cache,
                                       use_cache=True)
             cache = out.past_key_values
-            logits = model.proj_out(out.last_hidden_state[:, -1]).float()
+            logits = whisper.proj_out(out.last_hidden_state[:, -1]).float()
             banned = rules.suppress + (rules.suppress_first if step == 0 else ())
             if banned:
                 logits[:, list(banned)] = -torch.inf
