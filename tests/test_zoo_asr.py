@@ -81,8 +81,8 @@ def test_special_tokens_are_the_tokenizers():
 def test_espeak_sentence_transcribes_in_fp32(tmp_path):
     from accelsim.tasks import asr
 
-    # espeak-ng's formant speech is hard for tiny.en (WER ~40 % on the task's voices): a sentence
-    # and voice it hears; wrong decoder weights would not produce a sentence at all.
+    # espeak-ng's formant speech is hard for tiny.en (the task's FP32 WER: docs/asr.md): a
+    # sentence and voice it hears; wrong decoder weights would not produce a sentence at all.
     sentence = "he made a note of the appointment"
     utterance = asr.Utterance(sentence, variant="m3", accent="en-gb", speed_wpm=160, pitch=50)
     speech = asr.read_wav(asr.synthesize(utterance, tmp_path))

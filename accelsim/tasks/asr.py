@@ -61,8 +61,8 @@ SENTENCES_PER_SPLIT = {"train": 2000, "val": 500, "test": 500}
 SPEED_WPM = (130, 200)  # espeak-ng -s, inclusive: clearly articulated, 16 words in < 8 s
 PITCH = (20, 80)  # espeak-ng -p, inclusive
 WINDOW_SECONDS = 10.0
-# Silence before the speech: speech from the window's first frame loses its first word far more
-# often (FP32 WER 86 % -> 61 % on 16 validation utterances, docs/asr.md).
+# Silence before the speech: tiny.en, trained on 30 s windows that rarely start mid-word, often
+# drops or mishears the first word of speech that starts at the window's first frame.
 LEAD_SECONDS = 0.5
 TOOLS = ("espeak-ng", "sox")
 SYNTH_WORKERS = 2
