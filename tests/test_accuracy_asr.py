@@ -67,3 +67,18 @@ def test_calibration_batches_teacher_force_the_reference_after_the_prompt():
     tokenizer = zasr.asr_tokenizer(name)
     first = asr.utterances("train", 1)[0].sentence
     assert tokenizer.decode(ids[0, 2:], skip_special_tokens=True).strip() == first
+
+
+def test_fixed_weight_codes_leave_the_outputs_bit_identical():
+    model = zasr.build_asr_model(TINY, seed=2)
+    recipe = aasr.asr_recipe(load_recipe("w4a4_sp24"))
+    apply_recipe(model, recipe)
+    calibrate(model, _batches(2), recipe)
+    model.eval()
+    (batch,) = _batches(1)
+    with torch.no_grad():
+        plain = model(**batch.inputs)
+        with aasr.fixed_weight_codes(model):
+            fixed = model(**batch.inputs)
+    assert torch.equal(plain, fixed)
+    assert all("export_codes" not in vars(layer) for _, layer in quant_linears(model))

@@ -15,12 +15,13 @@ integer reference's arithmetic for every quantized GEMM (``QuantLinear``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from accelsim.compress.apply import apply_recipe, calibrate
+from accelsim.compress.apply import apply_recipe, calibrate, quant_linears
 from accelsim.tasks import asr
 from accelsim.tasks.base import Batch
 from accelsim.zoo import get_spec
@@ -92,14 +93,33 @@ def compress_asr(model: nn.Module, name: str, recipe: Recipe, *,
     return used
 
 
+@contextlib.contextmanager
+def fixed_weight_codes(model: nn.Module) -> Iterator[None]:
+    """Inside the block, every ``QuantLinear`` reuses its weight codes computed on entry.
+
+    The eval forward re-quantizes the weights at every call (they may change in training); a
+    greedy decode calls the 51864 x 384 output projection once per token. The codes are the same
+    function of unchanged weights, so the outputs are the same, bit for bit (a test checks)."""
+    layers = [layer for _, layer in quant_linears(model)]
+    for layer in layers:
+        codes = layer.export_codes()
+        layer.export_codes = lambda codes=codes: codes  # instance attribute over the method
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.export_codes
+
+
 def transcribe(model: nn.Module, name: str, chosen: Sequence[asr.Utterance],
                window_seconds: float = asr.WINDOW_SECONDS) -> list[str]:
     """Greedy transcripts of ``chosen``, in order."""
     tokenizer = asr_tokenizer(name)
     rules = decoding_rules(name)
     texts: list[str] = []
-    for features, _ in asr.feature_batches(chosen, EVAL_BATCH, mels(name), window_seconds):
-        texts += [tokenizer.decode(ids) for ids in greedy_transcribe(model, features, rules)]
+    with fixed_weight_codes(model):
+        for features, _ in asr.feature_batches(chosen, EVAL_BATCH, mels(name), window_seconds):
+            texts += [tokenizer.decode(ids) for ids in greedy_transcribe(model, features, rules)]
     return texts
 
 
