@@ -86,9 +86,9 @@ def write(rows: list[dict[str, str]], csv_path: Path, md_path: Path) -> None:
     new_keys = {key(r) for r in rows}
     merged = [r for r in old if key(r) not in new_keys] + rows
     order = {"fp32": 0, "w8a8": 1, "w4a4": 2, "w4a4_sp24": 3}
-    merged.sort(key=lambda r: (float(r["window_seconds"]), r["output_projection"] == "float32",
-                               order.get(r["recipe"], 9), r["recipe"],
-                               r["calibration_percentiles"], r["split"]))
+    merged.sort(key=lambda r: (float(r["window_seconds"]), order.get(r["recipe"], 9), r["recipe"],
+                               r["output_projection"], r["calibration_percentiles"] != "0.1-99.9",
+                               r["calibration_percentiles"], r["split"] != "val"))
     tmp = csv_path.with_suffix(f".tmp{os.getpid()}")
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, FIELDS, lineterminator="\n")
