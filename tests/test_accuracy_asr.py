@@ -41,12 +41,17 @@ def test_asr_recipe_quantizes_decoder_linears_and_output_projection_with_2_4_mas
     assert "whisper.proj_out" not in dict(quant_linears(other))
 
 
-def test_fake_quant_greedy_with_cache_equals_recomputing_every_step():
-    model = zasr.build_asr_model(TINY, seed=1)
-    recipe = aasr.asr_recipe(load_recipe("w8a8"))
+def _calibrated(recipe_name: str, seed: int):
+    """The tiny ASR model under ``recipe_name`` (encoder and decoder), calibrated, in eval mode."""
+    model = zasr.build_asr_model(TINY, seed=seed)
+    recipe = aasr.asr_recipe(load_recipe(recipe_name))
     apply_recipe(model, recipe)
     calibrate(model, _batches(2), recipe)
-    model.eval()
+    return model.eval()
+
+
+def test_fake_quant_greedy_with_cache_equals_recomputing_every_step():
+    model = _calibrated("w8a8", seed=1)
     rules = dataclasses.replace(zasr.decoding_rules(TINY), max_new_tokens=5)
     features = torch.randn(2, 8, 60, generator=torch.Generator().manual_seed(0))
     seq = torch.tensor([rules.prompt] * 2)
@@ -70,11 +75,7 @@ def test_calibration_batches_teacher_force_the_reference_after_the_prompt():
 
 
 def test_fixed_weight_codes_leave_the_outputs_bit_identical():
-    model = zasr.build_asr_model(TINY, seed=2)
-    recipe = aasr.asr_recipe(load_recipe("w4a4_sp24"))
-    apply_recipe(model, recipe)
-    calibrate(model, _batches(2), recipe)
-    model.eval()
+    model = _calibrated("w4a4_sp24", seed=2)
     (batch,) = _batches(1)
     with torch.no_grad():
         plain = model(**batch.inputs)

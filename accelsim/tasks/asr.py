@@ -32,8 +32,6 @@ Synthesised wavs are cached under ``${ACCELSIM_CACHE:-~/.cache/accelsim}/asr/<ve
 from __future__ import annotations
 
 import re
-import subprocess
-import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +45,7 @@ import numpy as np
 from accelsim import assets
 from accelsim.errors import AccelsimError
 from accelsim.tasks._data import SPLIT_SEED, SPLITS, cache_dir, check_batch_size, require_file
-from accelsim.tasks.speech import ACCENTS, SAMPLE_RATE_HZ, read_wav, split_variants
+from accelsim.tasks.speech import ACCENTS, SAMPLE_RATE_HZ, read_wav, speak, split_variants
 
 if TYPE_CHECKING:
     import torch
@@ -202,28 +200,13 @@ def require_tools() -> None:
 
 
 def synthesize(utterance: Utterance, directory: Path) -> Path:
-    """The cached 16 kHz mono wav of ``utterance`` (espeak-ng; sox resamples and trims the
-    leading and trailing silence, with its repeatable dither)."""
+    """The cached 16 kHz mono wav of ``utterance`` (:func:`accelsim.tasks.speech.speak`)."""
     path = directory / f"{utterance.stem}.wav"
     if path.exists():
         return path
     require_tools()
-    with tempfile.TemporaryDirectory() as tmp:
-        raw, out = Path(tmp) / "raw.wav", Path(tmp) / "out.wav"
-        subprocess.run(
-            ["espeak-ng", "-v", f"{utterance.accent}+{utterance.variant}",
-             "-s", str(utterance.speed_wpm), "-p", str(utterance.pitch), "-w", str(raw),
-             utterance.sentence],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        subprocess.run(
-            ["sox", "-R", str(raw), "-r", str(SAMPLE_RATE_HZ), "-c", "1", "-b", "16", str(out),
-             "silence", "1", "0.01", "0.5%", "reverse", "silence", "1", "0.01", "0.5%",
-             "reverse"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        out.replace(path)  # atomic: a killed run never leaves a half-written cache entry
-    return path
+    return speak(utterance.sentence, utterance.accent, utterance.variant, utterance.speed_wpm,
+                 utterance.pitch, path)
 
 
 def audio(chosen: Sequence[Utterance]) -> list[np.ndarray]:

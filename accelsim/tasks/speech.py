@@ -152,17 +152,23 @@ def require_tools() -> None:
 
 
 def synthesize(clip: Clip, directory: Path) -> Path:
-    """The cached 16 kHz mono wav of ``clip``'s speech (espeak-ng; sox resamples it and trims
-    leading and trailing silence)."""
+    """The cached 16 kHz mono wav of ``clip``'s speech (:func:`speak`)."""
     path = directory / f"{clip.stem}.wav"
     if path.exists():
         return path
     require_tools()
+    return speak(WORDS[clip.word], clip.accent, clip.variant, clip.speed_wpm, clip.pitch, path)
+
+
+def speak(text: str, accent: str, variant: str, speed_wpm: int, pitch: int, path: Path) -> Path:
+    """``text`` spoken by espeak-ng's ``accent+variant`` voice, resampled by sox to 16-bit mono
+    at :data:`SAMPLE_RATE_HZ` with leading and trailing silence trimmed, written to ``path``
+    (atomically: a killed run never leaves a half-written cache entry)."""
     with tempfile.TemporaryDirectory() as tmp:
         raw, out = Path(tmp) / "raw.wav", Path(tmp) / "out.wav"
         subprocess.run(
-            ["espeak-ng", "-v", f"{clip.accent}+{clip.variant}", "-s", str(clip.speed_wpm),
-             "-p", str(clip.pitch), "-w", str(raw), WORDS[clip.word]],
+            ["espeak-ng", "-v", f"{accent}+{variant}", "-s", str(speed_wpm), "-p", str(pitch),
+             "-w", str(raw), text],
             check=True, capture_output=True,
         )  # fmt: skip
         subprocess.run(
@@ -173,7 +179,7 @@ def synthesize(clip: Clip, directory: Path) -> Path:
              "reverse"],
             check=True, capture_output=True,
         )  # fmt: skip
-        out.replace(path)  # atomic: a killed run never leaves a half-written cache entry
+        out.replace(path)
     return path
 
 
