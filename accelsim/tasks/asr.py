@@ -45,7 +45,14 @@ import numpy as np
 from accelsim import assets
 from accelsim.errors import AccelsimError
 from accelsim.tasks._data import SPLIT_SEED, SPLITS, cache_dir, check_batch_size, require_file
-from accelsim.tasks.speech import ACCENTS, SAMPLE_RATE_HZ, read_wav, speak, split_variants
+from accelsim.tasks.speech import (
+    ACCENTS,
+    SAMPLE_RATE_HZ,
+    read_wav,
+    require_tools,
+    speak,
+    split_variants,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -62,7 +69,6 @@ WINDOW_SECONDS = 10.0
 # Silence before the speech: tiny.en, trained on 30 s windows that rarely start mid-word, often
 # drops or mishears the first word of speech that starts at the window's first frame.
 LEAD_SECONDS = 0.5
-TOOLS = ("espeak-ng", "sox")
 SYNTH_WORKERS = 2
 CACHE_VERSION = "v1"
 _EXAMPLE = re.compile(r'"([^"]+)"')
@@ -194,24 +200,15 @@ def utterances(split: Split, limit: int | None = None,
     return out
 
 
-def require_tools() -> None:
-    for tool in TOOLS:
-        assets.require(tool, "task asr")
-
-
 def synthesize(utterance: Utterance, directory: Path) -> Path:
     """The cached 16 kHz mono wav of ``utterance`` (:func:`accelsim.tasks.speech.speak`)."""
-    path = directory / f"{utterance.stem}.wav"
-    if path.exists():
-        return path
-    require_tools()
     return speak(utterance.sentence, utterance.accent, utterance.variant, utterance.speed_wpm,
-                 utterance.pitch, path)
+                 utterance.pitch, directory / f"{utterance.stem}.wav", "asr")
 
 
 def audio(chosen: Sequence[Utterance]) -> list[np.ndarray]:
     """The float32 speech of each utterance (synthesised on first use, then cached)."""
-    require_tools()
+    require_tools("asr")
     directory = cache_dir("asr", CACHE_VERSION)
     with ThreadPoolExecutor(SYNTH_WORKERS) as pool:  # subprocesses: threads suffice
         paths = list(pool.map(lambda u: synthesize(u, directory), chosen))

@@ -146,24 +146,26 @@ def clips(split: Split, per_word: int | None = None) -> list[Clip]:
     return kept
 
 
-def require_tools() -> None:
+def require_tools(task: str = "speech_commands") -> None:
     for tool in TOOLS:
-        assets.require(tool, "task speech_commands")
+        assets.require(tool, f"task {task}")
 
 
 def synthesize(clip: Clip, directory: Path) -> Path:
     """The cached 16 kHz mono wav of ``clip``'s speech (:func:`speak`)."""
-    path = directory / f"{clip.stem}.wav"
+    return speak(WORDS[clip.word], clip.accent, clip.variant, clip.speed_wpm, clip.pitch,
+                 directory / f"{clip.stem}.wav", "speech_commands")
+
+
+def speak(text: str, accent: str, variant: str, speed_wpm: int, pitch: int, path: Path,
+          task: str) -> Path:
+    """``path``, made on first use: ``text`` spoken by espeak-ng's ``accent+variant`` voice,
+    resampled by sox to 16-bit mono at :data:`SAMPLE_RATE_HZ` with leading and trailing silence
+    trimmed, written atomically (a killed run never leaves a half-written cache entry).
+    ``task`` names who needs the tools when they are missing."""
     if path.exists():
         return path
-    require_tools()
-    return speak(WORDS[clip.word], clip.accent, clip.variant, clip.speed_wpm, clip.pitch, path)
-
-
-def speak(text: str, accent: str, variant: str, speed_wpm: int, pitch: int, path: Path) -> Path:
-    """``text`` spoken by espeak-ng's ``accent+variant`` voice, resampled by sox to 16-bit mono
-    at :data:`SAMPLE_RATE_HZ` with leading and trailing silence trimmed, written to ``path``
-    (atomically: a killed run never leaves a half-written cache entry)."""
+    require_tools(task)
     with tempfile.TemporaryDirectory() as tmp:
         raw, out = Path(tmp) / "raw.wav", Path(tmp) / "out.wav"
         subprocess.run(
