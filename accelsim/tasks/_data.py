@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from accelsim.tasks.base import Batch, Split
 
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
+T = TypeVar("T")
 # The split itself never depends on a caller's seed: every run, test and table row sees the same
 # examples. Caller seeds only shuffle the training order.
 SPLIT_SEED = 20221128
@@ -85,6 +86,18 @@ def balanced_split(
         picked["val"].append(idx[sizes.train : sizes.train + sizes.val])
         picked["test"].append(idx[sizes.train + sizes.val : need])
     return {s: np.sort(np.concatenate(picked[s])) for s in SPLITS}
+
+
+def disjoint_splits(items: Sequence[T], counts: Mapping[Split, int]) -> dict[Split, tuple[T, ...]]:
+    """``counts[split]`` of ``items`` per split, disjoint, drawn by one permutation seeded by
+    :data:`SPLIT_SEED` and cut in split order (the caller checks there are enough)."""
+    picked = np.random.default_rng(SPLIT_SEED).permutation(len(items))
+    out: dict[Split, tuple[T, ...]] = {}
+    start = 0
+    for split in SPLITS:
+        out[split] = tuple(items[i] for i in picked[start:start + counts[split]])
+        start += counts[split]
+    return out
 
 
 def no_unlabeled_pool(task: str) -> AccelsimError:

@@ -44,7 +44,13 @@ import numpy as np
 
 from accelsim import assets
 from accelsim.errors import AccelsimError
-from accelsim.tasks._data import SPLIT_SEED, SPLITS, cache_dir, check_batch_size, require_file
+from accelsim.tasks._data import (
+    SPLIT_SEED,
+    cache_dir,
+    check_batch_size,
+    disjoint_splits,
+    require_file,
+)
 from accelsim.tasks.speech import (
     ACCENTS,
     SAMPLE_RATE_HZ,
@@ -172,13 +178,7 @@ def split_sentences(directory: Path = WORDNET_DIR) -> dict[Split, tuple[str, ...
     if len(sentences) < need:
         raise AccelsimError(f"task asr: {len(sentences)} sentences in {directory}, the split "
                             f"needs {need}")
-    picked = np.random.default_rng(SPLIT_SEED).permutation(len(sentences))
-    out: dict[Split, tuple[str, ...]] = {}
-    start = 0
-    for split in SPLITS:
-        out[split] = tuple(sentences[i] for i in picked[start:start + SENTENCES_PER_SPLIT[split]])
-        start += SENTENCES_PER_SPLIT[split]
-    return out
+    return disjoint_splits(sentences, SENTENCES_PER_SPLIT)
 
 
 def utterances(split: Split, limit: int | None = None,

@@ -45,6 +45,7 @@ from accelsim.tasks._data import (
     accuracy_pct,
     build_task_model,
     cache_dir,
+    disjoint_splits,
     no_unlabeled_pool,
     tensor_batches,
 )
@@ -108,13 +109,7 @@ class Clip:
 
 def split_variants() -> dict[Split, tuple[str, ...]]:
     """Disjoint variant (speaker timbre) sets per split, fixed by SPLIT_SEED."""
-    perm = [VARIANTS[i] for i in np.random.default_rng(SPLIT_SEED).permutation(len(VARIANTS))]
-    out: dict[Split, tuple[str, ...]] = {}
-    start = 0
-    for split in SPLITS:
-        out[split] = tuple(perm[start : start + VARIANTS_PER_SPLIT[split]])
-        start += VARIANTS_PER_SPLIT[split]
-    return out
+    return disjoint_splits(VARIANTS, VARIANTS_PER_SPLIT)
 
 
 def clips(split: Split, per_word: int | None = None) -> list[Clip]:
