@@ -440,11 +440,8 @@ def plan_memory(ops: Operands, hw: HwConfig, compute_cycles: int, count: int,
             options.append((a_bytes + b_bytes, cycles, a_bytes, b_bytes, t))
     assert options, "plan_memory needs at least one candidate tiling"
     tie = min(option[1] for option in options) * (1 + CYCLES_TIE)
-    best = options[0]
-    for option in options:
-        if option[1] <= tie and (best[1] > tie or option[:2] < best[:2]):
-            best = option
-    _, cycles, a_bytes, b_bytes, tiling = best
+    _, cycles, a_bytes, b_bytes, tiling = min((o for o in options if o[1] <= tie),
+                                              key=lambda o: o[:2])
     stall = 0 if hw.ideal_memory else max(0, math.ceil(cycles - compute_cycles - 1e-6))
     return MemoryPlan(tiling, math.ceil(a_bytes - 1e-9), math.ceil(b_bytes - 1e-9),
                       math.ceil(c_bytes - 1e-9), stall)
