@@ -12,9 +12,7 @@ seed 0 and nothing is sampled (greedy decoding).
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,7 +20,10 @@ from pathlib import Path
 import torch
 
 from accelsim.accuracy.asr import compress_asr, split_wer
+from accelsim.accuracy.table import read_rows, write_csv
 from accelsim.compress.recipe import load_recipe
+from accelsim.errors import AccelsimError
+from accelsim.files import write_text_atomic
 from accelsim.tasks import asr
 from accelsim.zoo.asr import build_asr_model
 
@@ -82,26 +83,20 @@ def key(row: dict[str, str]) -> tuple[str, ...]:
 
 
 def write(rows: list[dict[str, str]], csv_path: Path, md_path: Path) -> None:
-    old = list(csv.DictReader(csv_path.open())) if csv_path.is_file() else []
     new_keys = {key(r) for r in rows}
-    merged = [r for r in old if key(r) not in new_keys] + rows
+    merged = [r for r in read_rows(csv_path) if key(r) not in new_keys] + rows
     order = {"fp32": 0, "w8a8": 1, "w4a4": 2, "w4a4_sp24": 3}
     merged.sort(key=lambda r: (float(r["window_seconds"]), order.get(r["recipe"], 9), r["recipe"],
                                r["output_projection"], r["calibration_percentiles"] != "0.1-99.9",
                                r["calibration_percentiles"], r["split"] != "val"))
-    tmp = csv_path.with_suffix(f".tmp{os.getpid()}")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(merged)
-    tmp.replace(csv_path)
+    write_csv(csv_path, FIELDS, merged)
     lines = ["| recipe | clip percentiles | split | utterances | words | WER % | window s | "
              "output proj. | command |", "|---|---|---|---:|---:|---:|---:|---|---|"]
     lines += [f"| {r['recipe']} | {r['calibration_percentiles']} | {r['split']} | "
               f"{r['utterances']} | {r['reference_words']} | "
               f"{r['wer_pct']} | {r['window_seconds']} | {r['output_projection']} | "
               f"`{r['command']}` |" for r in merged]
-    md_path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(md_path, "\n".join(lines) + "\n")
 
 
 def main() -> int:
@@ -118,8 +113,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=HERE / "asr_wer.csv")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    for name in args.recipes:  # each recipe's rows are written as soon as they are measured
-        write(measure(args, name), args.out, args.out.with_suffix(".md"))
+    try:
+        for name in args.recipes:  # each recipe's rows are written as soon as they are measured
+            write(measure(args, name), args.out, args.out.with_suffix(".md"))
+    except AccelsimError as exc:
+        print(f"asr_wer: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
