@@ -3,6 +3,7 @@ QAT verification), resumption, and bad specs as one line each."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +35,7 @@ latency_ms_max: 10.0
 solutions_per_point: 2
 verify_points: 1
 baselines: [w8a8, w4a4_sp24]
+accuracy_model: calibration
 """
 
 
@@ -108,6 +110,8 @@ def test_reference_format_is_w8a8_dense():
     (SPEC.replace("seed: 0", "seed: 0\ncheckpoint: nothing.pt"),
      r"checkpoint: '.*nothing\.pt' does not exist; make the FP32 run with: python "
      r"experiments/accuracy/wordnet_supersenses\.py --recipes fp32"),
+    (SPEC.replace("accuracy_model: calibration", "accuracy_model: hessian"),
+     r"accuracy_model: 'hessian'; allowed: qat_anchored, calibration"),
 ])
 def test_bad_specs_are_one_line(tmp_path, capsys, text, message):
     path = write_spec(tmp_path, text)
@@ -127,6 +131,25 @@ def test_a_format_the_hardware_cannot_run_is_one_line(tmp_path):
     grid = SPEC.replace("grid: {{array.rows: [16, 32]}}", "grid: {{precision.kind: [int, fp]}}")
     with pytest.raises(AccelsimError, match=r"precision\.kind 'fp' cannot run"):
         load_spec(write_spec(tmp_path, grid))
+
+
+@pytest.mark.assets("wordnet-base")
+def test_missing_anchors_are_one_line_before_anything_is_measured(tmp_path, capsys,
+                                                                  monkeypatch):
+    from accelsim.accuracy import table
+
+    monkeypatch.setattr(table, "RESULTS_CSV", tmp_path / "none.csv")
+    monkeypatch.setattr(codesign_run, "measure_sensitivity", lambda *_, **__: 1 / 0)
+    path = write_spec(tmp_path, SPEC.replace("accuracy_model: calibration\n", ""))
+    assert load_spec(path).accuracy_model == "qat_anchored"  # the default
+    assert main(["codesign", str(path), "--results", str(tmp_path / "r.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the templates' progress
+    assert err.startswith("accelsim: error: ") and re.search(
+        r"accuracy_model: qat_anchored needs the accuracy table's QAT rows of w8a8, w4a4, "
+        r"w4a4_sp24 for task wordnet_supersenses, seed 0, .*make them with: python "
+        r"experiments/accuracy/wordnet_supersenses\.py --recipes w8a8 w4a4 w4a4_sp24 --seeds 0 "
+        r"\(or set accuracy_model: calibration\)", err), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]
 
 
 def test_missing_checkpoint_names_the_command(tmp_path):

@@ -14,7 +14,7 @@ import torch
 from accelsim.accuracy.budgets import BUDGETS
 from accelsim.cli import main
 from accelsim.codesign import run as codesign_run
-from accelsim.codesign.accuracy import FACTORS, Sensitivity
+from accelsim.codesign.accuracy import FACTORS, AccuracyModel, Sensitivity
 from accelsim.codesign.groups import Format
 from accelsim.codesign.quality import (
     PAIR_COLUMNS,
@@ -38,7 +38,7 @@ def sensitivity(groups: int = 4) -> Sensitivity:
                        np.zeros_like(drop), 100)
 
 
-def predicted(sens: Sensitivity, assignment: tuple[Format, ...]) -> float:
+def predicted(sens: AccuracyModel, assignment: tuple[Format, ...]) -> float:
     return sens.predict(codesign_run.ALL_FORMATS, assignment)
 
 
@@ -79,30 +79,70 @@ def test_sampler_keeps_to_the_search_options_and_dedupes():
 
 
 def test_summary_math_on_known_pairs():
-    q = summarize("t", [50, 60, 70, 80], [55, 58, 75, 90])
+    q = summarize("t", "m", [50, 60, 70, 80], [55, 58, 75, 90])
     assert q.n == 4 and q.spearman_rho == pytest.approx(1.0)
     assert q.mae_pct == pytest.approx((5 + 2 + 5 + 10) / 4)
     assert q.mean_signed_error_pct == pytest.approx((-5 + 2 - 5 - 10) / 4)
     # one swapped pair of neighbours: rho = 1 - 6 * 2 / (4 * 15)
-    swapped = summarize("t", [1, 2, 3, 4], [2, 1, 3, 4])
+    swapped = summarize("t", "m", [1, 2, 3, 4], [2, 1, 3, 4])
     assert swapped.spearman_rho == pytest.approx(0.8)
-    assert summarize("t", [4, 3, 2, 1], [1, 2, 3, 4]).spearman_rho == pytest.approx(-1.0)
+    assert summarize("t", "m", [4, 3, 2, 1], [1, 2, 3, 4]).spearman_rho == pytest.approx(-1.0)
     # too few pairs or a constant side: no rank correlation, the errors still
-    few = summarize("t", [1, 2], [2, 4])
+    few = summarize("t", "m", [1, 2], [2, 4])
     assert math.isnan(few.spearman_rho) and few.mae_pct == pytest.approx(1.5)
-    assert math.isnan(summarize("t", [1, 1, 1], [1, 2, 3]).spearman_rho)
+    assert math.isnan(summarize("t", "m", [1, 1, 1], [1, 2, 3]).spearman_rho)
     with pytest.raises(AccelsimError, match="as many predictions as measurements"):
-        summarize("t", [1, 2], [1])
+        summarize("t", "m", [1, 2], [1])
 
 
-def test_markdown_has_a_summary_per_task_and_every_pair():
-    rows = [{"task": t, "kind": "sampled", "config": f"block0=w{w}a8", "predicted_val_pct": p,
-             "qat_val_pct": m, "qat_test_pct": m, "command": f"python -m accelsim codesign {t}"}
-            for t, w, p, m in (("a", 4, 1.0, 2.0), ("a", 8, 2.0, 3.0), ("a", 4, 3.0, 5.0),
-                               ("b", 8, 4.0, 4.0))]
+def test_markdown_scores_both_models_on_held_out_pairs_only():
+    rows = [{"task": t, "kind": k, "config": f"block0=w{w}a8", "anchor": anchor,
+             "calibration_val_pct": p, "anchored_val_pct": q, "qat_val_pct": m,
+             "qat_test_pct": m, "command": f"python -m accelsim codesign {t}"}
+            for t, k, w, anchor, p, q, m in (
+                ("a", "sampled", 4, False, 1.0, 2.5, 2.0),
+                ("a", "sampled", 8, False, 2.0, 3.5, 3.0),
+                ("a", "searched", 4, False, 3.0, 4.0, 5.0),
+                ("a", "uniform", 8, True, 9.0, 7.0, 7.0),  # an anchor: in the list, not scored
+                ("b", "sampled", 8, False, 4.0, math.nan, 4.0))]
     text = markdown(rows)
-    assert "| a | 3 | 1.000 |" in text and "| b | 1 | n/a | n/a | 0.00 | 0.00 |" in text
-    assert text.count("| sampled |") == 4 and "`python -m accelsim codesign b`" in text
+    assert text.startswith("# How good are the co-design accuracy models")
+    assert "| a | calibration | 3 | 1.000 |" in text and "| a | qat_anchored | 3 | 1.000 |" in text
+    # calibration on a: errors -1, -1, -2 -> MAE 1.33; anchored: 0.5, 0.5, -1 -> 0.67, mean 0
+    assert "| 1.33 | -1.33 |" in text and "| 0.67 | 0.00 |" in text
+    assert "| b | calibration | 1 | n/a | n/a | 0.00 | 0.00 |" in text
+    assert "| b | qat_anchored |" not in text  # no anchors on b: that model is not scored
+    assert "| uniform (anchor) | block0=w8a8 | 9.00 | 7.00 |" in text
+    assert text.count("| sampled |") == 3 and "`python -m accelsim codesign b`" in text
+
+
+def test_anchored_model_reproduces_its_anchors_and_shares_loss_by_kl():
+    from accelsim.codesign.anchors import anchored_model
+
+    groups = ("block0", "block1")
+    drop = np.ones((2, 3))
+    # block0 three times as sensitive as block1 to every factor
+    kl = np.array([[0.3, 0.3, 0.6], [0.1, 0.1, 0.2]])
+    sens = Sensitivity(groups, 90.0, 80.0, drop, kl, 100)
+    model = anchored_model(sens, reference_pct=89.0, four_bit_pct=87.0, sparse_pct=83.0)
+    assert model.reference_loss_pct == pytest.approx(1.0)
+    w4a4, w4a4_sp24 = Format(4, 4, False), Format(4, 4, True)
+    assert predicted(model, (W8A8, W8A8)) == pytest.approx(89.0)
+    assert predicted(model, (w4a4, w4a4)) == pytest.approx(87.0)
+    assert predicted(model, (w4a4_sp24, w4a4_sp24)) == pytest.approx(83.0)
+    # 2:4 in block0 alone: 3/4 of the 4-point 2:4 loss; in block1 alone: 1/4
+    assert predicted(model, (w4a4_sp24, w4a4)) == pytest.approx(84.0)
+    assert predicted(model, (w4a4, w4a4_sp24)) == pytest.approx(86.0)
+    # weights and activations share the 2-point 4-bit loss by their KLs: block0's weights 3/8
+    assert predicted(model, (Format(4, 8, False), W8A8)) == pytest.approx(89.0 - 0.75)
+    # a lowered anchor that scored higher costs nothing, never a gain
+    flat = anchored_model(sens, reference_pct=91.0, four_bit_pct=92.0, sparse_pct=92.5)
+    assert flat.reference_loss_pct == 0.0
+    assert predicted(flat, (w4a4_sp24, w4a4_sp24)) == pytest.approx(90.0)
+    # an untrained model's all-zero KLs: every measured (group, factor) alike
+    even = anchored_model(Sensitivity(groups, 90.0, 80.0, drop, np.zeros((2, 3)), 100),
+                          89.0, 87.0, 83.0)
+    assert predicted(even, (w4a4_sp24, w4a4)) == pytest.approx(85.0)
 
 
 @pytest.mark.assets("wordnet-base")
@@ -113,7 +153,8 @@ def test_quality_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     spec = write_spec(tmp_path)
     out = tmp_path / "quality.csv"
     other = pd.DataFrame([{"task": "fashion_mnist", "kind": "sampled", "config": "x",
-                           "predicted_val_pct": 1.0, "qat_val_pct": 2.0, "qat_test_pct": 3.0,
+                           "anchor": False, "calibration_val_pct": 1.0,
+                           "anchored_val_pct": 1.5, "qat_val_pct": 2.0, "qat_test_pct": 3.0,
                            "command": "c"}])
     other.to_csv(out, index=False)
 
@@ -132,9 +173,12 @@ def test_quality_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     assert mine["config"].is_unique
     assert mine[["qat_val_pct", "qat_test_pct"]].stack().between(0, 100).all()
     text = (tmp_path / "quality.md").read_text()
-    assert text.startswith("# How good is the co-design accuracy model")
-    assert "| wordnet_supersenses | 3 |" in text and text.count("| sampled |") == 3
-    assert "wordnet_supersenses accuracy model: 3 pairs" in capsys.readouterr().out
+    assert text.startswith("# How good are the co-design accuracy models")
+    assert "| wordnet_supersenses | calibration | 3 |" in text
+    assert "| wordnet_supersenses | qat_anchored |" not in text  # no table rows, no anchors
+    assert text.count("| sampled |") == 3
+    assert "wordnet_supersenses accuracy model calibration: 3 held-out pairs" in \
+        capsys.readouterr().out
 
     # Rerun (and a smaller N): everything comes from the store, nothing is trained again.
     def refuse(*_, **__):
@@ -238,5 +282,8 @@ def test_pairs_take_this_spec_s_measurements_and_only_plain_uniform_recipes(tmp_
         ("uniform", "w8a8 | block0=w8a8 block1=w8a8"), ("sampled", mine)]
     assert [(p.qat_val_pct, p.qat_test_pct) for p in pairs] == [
         (61.0, 60.0), (81.0, 80.0), (81.0, 80.0), (71.0, 70.0)]
-    assert pairs[2].predicted_val_pct == 90.0 == predicted(sens, pairs[2].assignment)
-    assert pairs[1].predicted_val_pct == predicted(sens, (LOWEST, LOWEST)) < 90.0
+    assert pairs[2].calibration_val_pct == 90.0 == predicted(sens, pairs[2].assignment)
+    assert pairs[1].calibration_val_pct == predicted(sens, (LOWEST, LOWEST)) < 90.0
+    assert [p.anchor for p in pairs] == [False, True, True, False]
+    # W4A4 was trained under another schedule: no anchor for 4 bits, no anchored prediction
+    assert all(math.isnan(p.anchored_val_pct) for p in pairs)

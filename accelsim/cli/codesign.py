@@ -144,13 +144,13 @@ def run(args: argparse.Namespace) -> int:
           f"already stored, {summary.searched} evaluated); store {out}; {len(summary.rows)} "
           f"rows in {results} ({verified} QAT-verified)")
     if pairs is not None:
-        from accelsim.codesign.quality import summarize
+        from accelsim.codesign.quality import summaries
 
         # From the values as the CSV keeps them (2 decimals), so the line equals the table's:
         # the accuracy table's rows are rounded, and two clips' worth of ties decide ranks.
-        q = summarize(task, [round(p.predicted_val_pct, 2) for p in pairs],
-                      [round(p.qat_val_pct, 2) for p in pairs])
-        print(f"{task} accuracy model: {q.n} pairs, Spearman rho {q.spearman_rho:.3f} "
-              f"(p {q.spearman_p:.3g}), MAE {q.mae_pct:.2f} points, mean signed error "
-              f"{q.mean_signed_error_pct:+.2f} points; {quality_csv}, {quality_md}")
+        for q in summaries(quality[quality["task"] == task].to_dict("records")):
+            print(f"{task} accuracy model {q.model}: {q.n} held-out pairs, Spearman rho "
+                  f"{q.spearman_rho:.3f} (p {q.spearman_p:.3g}), MAE {q.mae_pct:.2f} points, "
+                  f"mean signed error {q.mean_signed_error_pct:+.2f} points")
+        print(f"{quality_csv}, {quality_md}")
     return 0

@@ -13,7 +13,9 @@ HAWQ-V3's objective is: the reference point's own loss plus, per group, the drop
 its format lowers. A drop below zero (a lowered group that scored higher on this split) counts
 as zero, so the search never buys accuracy by lowering a layer. Interactions between groups and
 between factors are what this ignores; QAT verification of the chosen points measures how much
-that matters.
+that matters. This is the ``calibration`` model; ``qat_anchored`` (``anchors.AnchoredModel``,
+the default) keeps its per-group shares and rescales them to what QAT leaves of each factor's
+loss. The search takes either through :class:`AccuracyModel`.
 
 :func:`compress_assignment` is how a per-group assignment reaches a PyTorch model: the
 compression recipes give one weight width and one sparsity to every layer (``Recipe`` has only
@@ -29,7 +31,7 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -110,11 +112,7 @@ class Sensitivity:
     def predicted_loss(self, options: Sequence[Format]) -> np.ndarray:
         """Predicted loss below FP32 [points] contributed per group x option (the reference
         point's own loss not included: see :attr:`reference_loss_pct`)."""
-        out = np.zeros((len(self.groups), len(options)))
-        for o, fmt in enumerate(options):
-            for factor in lowered_factors(fmt):
-                out[:, o] += np.maximum(self.drop_pct[:, FACTORS.index(factor)], 0.0)
-        return out
+        return loss_table(np.maximum(self.drop_pct, 0.0), options)
 
     @property
     def reference_loss_pct(self) -> float:
@@ -122,9 +120,7 @@ class Sensitivity:
 
     def predict(self, options: Sequence[Format], assignment: Sequence[Format]) -> float:
         """Predicted validation accuracy [%] of ``assignment``."""
-        table = self.predicted_loss(options)
-        loss = sum(table[g, options.index(fmt)] for g, fmt in enumerate(assignment))
-        return self.fp32_pct - self.reference_loss_pct - float(loss)
+        return predict_pct(self, options, assignment)
 
     def rows(self) -> list[dict[str, object]]:
         """One row per (group, factor) measured, for the sensitivity table."""
@@ -133,6 +129,40 @@ class Sensitivity:
                 for (i, g), (j, f) in itertools.product(enumerate(self.groups),
                                                         enumerate(FACTORS))
                 if not np.isnan(self.drop_pct[i, j])]
+
+
+class AccuracyModel(Protocol):
+    """What the search needs of an accuracy model: FP32's validation accuracy, the reference
+    point's (W8A8 dense everywhere) loss below it, and per group x option the further loss
+    [points]; a whole assignment's loss is the sum (:func:`predict_pct`)."""
+
+    groups: tuple[str, ...]
+    fp32_pct: float
+
+    @property
+    def reference_loss_pct(self) -> float: ...
+
+    def predicted_loss(self, options: Sequence[Format]) -> np.ndarray: ...
+
+    def predict(self, options: Sequence[Format], assignment: Sequence[Format]) -> float: ...
+
+
+def loss_table(per_factor: np.ndarray, options: Sequence[Format]) -> np.ndarray:
+    """Per group x option, the sum of ``per_factor`` (groups x :data:`FACTORS`) over the
+    factors the option lowers."""
+    out = np.zeros((per_factor.shape[0], len(options)))
+    for o, fmt in enumerate(options):
+        for factor in lowered_factors(fmt):
+            out[:, o] += per_factor[:, FACTORS.index(factor)]
+    return out
+
+
+def predict_pct(model: AccuracyModel, options: Sequence[Format],
+                assignment: Sequence[Format]) -> float:
+    """Predicted validation accuracy [%] of ``assignment`` under ``model``."""
+    table = model.predicted_loss(options)
+    loss = sum(table[g, options.index(fmt)] for g, fmt in enumerate(assignment))
+    return model.fp32_pct - model.reference_loss_pct - float(loss)
 
 
 def _logits(model: nn.Module, batches: Sequence[Batch]) -> torch.Tensor:

@@ -1,27 +1,30 @@
-"""How good the accuracy model is: its predictions against QAT measurements (issue 19).
+"""How good the accuracy models are: their predictions against QAT measurements (issue 19).
 
-The model (``accelsim.codesign.accuracy``) predicts an assignment's validation accuracy from
-calibration-only sensitivities, summed. Here it is checked on every assignment of the task that
-was QAT-trained from the spec's FP32 model:
+Two models predict an assignment's validation accuracy (``accelsim.codesign.accuracy``): the
+calibration-only additive model (``calibration``) and the same sensitivities rescaled to what QAT
+leaves of each factor's loss (``qat_anchored``). Both are checked here on every assignment of
+the task that was QAT-trained from the spec's FP32 model:
 
 * ``searched``: the points the budgets selected and verified (the store's ``qat:*`` meta);
 * ``uniform``: the accuracy table's rows (``experiments/accuracy/results.csv``) of the same FP32
-  parent, seed and chip datapath, for the recipes whose training an assignment reproduces;
+  parent, seed and chip datapath, for the recipes whose training an assignment reproduces
+  (``anchors.table_runs``); W8A8, W4A4 and W4A4 + 2:4 among them are the anchored model's
+  anchors;
 * ``sampled``: extra assignments chosen to spread over the predicted range
   (:func:`sample_assignments`), QAT-trained exactly as the searched points are
   (``run.measure_qat``, same store keys, so a rerun trains nothing again).
 
 The comparison is on the validation split, the split the prediction is made on (the QAT side is
 the fine-tune's own validation metric, as the accuracy table's ``val_accuracy_pct``); the test
-accuracy the integer reference measures after QAT is reported beside it. Per task:
-Spearman's rank correlation (does the model order assignments as QAT does, which is what the
-ILP needs) and the mean absolute and mean signed error in points (a calibration-only model is
-expected to be pessimistic, since QAT recovers part of what calibration loses).
+accuracy the integer reference measures after QAT is reported beside it. Per task and model,
+over the pairs that are not anchors (the anchored model reproduces those by construction, so
+scoring either model on them would flatter one): Spearman's rank correlation (does the model
+order assignments as QAT does, which is what the ILP needs) and the mean absolute and mean
+signed error in points.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import typing
 import warnings
@@ -32,54 +35,52 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from accelsim.codesign.accuracy import Sensitivity, base_recipe
+from accelsim.codesign.accuracy import AccuracyModel, Sensitivity
 from accelsim.codesign.groups import Format, Groups, parse_format
 from accelsim.errors import AccelsimError
 
 if TYPE_CHECKING:
     from accelsim.codesign.run import Progress, _Store
     from accelsim.codesign.spec import CodesignSpec
-    from accelsim.compress.recipe import Recipe
 
 Kind = Literal["searched", "uniform", "sampled"]
 KINDS: tuple[Kind, ...] = ("searched", "uniform", "sampled")
-PAIR_COLUMNS = ("task", "kind", "config", "predicted_val_pct", "qat_val_pct", "qat_test_pct",
-                "command")
+MODELS = ("calibration", "qat_anchored")
+PAIR_COLUMNS = ("task", "kind", "config", "anchor", "calibration_val_pct", "anchored_val_pct",
+                "qat_val_pct", "qat_test_pct", "command")
 POOL_DRAWS = 1024  # candidate assignments drawn before the spread is chosen from them
 MIN_RANKED = 3  # below this a rank correlation is +-1 or undefined whatever the model
-# The recipe fields an assignment sets; a table recipe that differs from the verification's QAT
-# recipe in anything else (smoothing, Wanda/SparseGPT masks, distillation, another weight grid,
-# gradual pruning, ...) trained a model no assignment trains, so it does not check this model.
-ASSIGNED_FIELDS = {"weight_bits": 8, "act_bits": 8, "act_bits_by_site": {},
-                   "sparsity": "dense"}
-# Set by the task's training budget, compared through the table row's schedule columns.
-SCHEDULE_FIELDS = {"fp_epochs": 0, "epochs": 1, "batch_size": 1, "lr": 1.0}
 
 
 @dataclass(frozen=True)
 class Pair:
-    """One QAT-trained assignment: predicted and measured accuracy [%]."""
+    """One QAT-trained assignment: both models' predictions and the measurement [%]."""
 
     task: str
     kind: Kind
     config: str  # group=format pairs; a uniform row's prefixed by its recipe ("w8a8 | ...")
     assignment: tuple[Format, ...]
-    predicted_val_pct: float
+    anchor: bool  # one of the runs the qat_anchored model is built on
+    calibration_val_pct: float
+    anchored_val_pct: float  # NaN when the table lacks the anchors
     qat_val_pct: float
     qat_test_pct: float
 
     def row(self, command: str) -> dict[str, Any]:
         return {"task": self.task, "kind": self.kind, "config": self.config,
-                "predicted_val_pct": round(self.predicted_val_pct, 2),
+                "anchor": self.anchor,
+                "calibration_val_pct": round(self.calibration_val_pct, 2),
+                "anchored_val_pct": round(self.anchored_val_pct, 2),
                 "qat_val_pct": round(self.qat_val_pct, 2),
                 "qat_test_pct": round(self.qat_test_pct, 2), "command": command}
 
 
 @dataclass(frozen=True)
 class Quality:
-    """The accuracy model's quality on one task's pairs (validation split)."""
+    """One accuracy model's quality on one task's held-out pairs (validation split)."""
 
     task: str
+    model: str
     n: int
     spearman_rho: float  # predicted vs QAT validation accuracy; NaN below MIN_RANKED or constant
     spearman_p: float
@@ -87,10 +88,10 @@ class Quality:
     mean_signed_error_pct: float  # mean (predicted - measured) [points]; < 0: pessimistic
 
 
-def summarize(task: str, predicted_pct: Sequence[float], measured_pct: Sequence[float]
-              ) -> Quality:
-    """Spearman's rho (and its p-value), MAE and mean signed error of ``predicted_pct``
-    against ``measured_pct``."""
+def summarize(task: str, model: str, predicted_pct: Sequence[float],
+              measured_pct: Sequence[float]) -> Quality:
+    """Spearman's rho (and its p-value), MAE and mean signed error of ``model``'s
+    ``predicted_pct`` against ``measured_pct``."""
     from scipy.stats import spearmanr
 
     pred = np.asarray(predicted_pct, dtype=float)
@@ -105,7 +106,7 @@ def summarize(task: str, predicted_pct: Sequence[float], measured_pct: Sequence[
             result = spearmanr(pred, meas)
         rho, p = float(result.statistic), float(result.pvalue)
     error = pred - meas
-    return Quality(task, int(pred.size), rho, p, float(np.abs(error).mean()),
+    return Quality(task, model, int(pred.size), rho, p, float(np.abs(error).mean()),
                    float(error.mean()))
 
 
@@ -178,36 +179,31 @@ def _assignment(config: str, groups: Groups) -> tuple[Format, ...] | None:
     return tuple(parse_format(parsed[name], "config") for name in groups.names)
 
 
-def _trains_like_assignment(recipe: Recipe, row: Mapping[str, str], qat: Recipe,
-                            qat_base: Recipe) -> bool:
-    """Whether the table's run of ``recipe`` (schedule columns in ``row``) trained what
-    QAT-verifying its assignment trains: ``qat_base`` (the spec's QAT recipe at the reference
-    format) but for the fields an assignment sets, under ``qat``'s schedule."""
-    def plain(r: Recipe) -> Recipe:
-        return dataclasses.replace(r, name="", **ASSIGNED_FIELDS, **SCHEDULE_FIELDS)
-
-    return (plain(recipe) == plain(qat_base) and row["init"] == qat.init
-            and int(row["qat_epochs"]) == qat.epochs and int(row["batch_size"]) == qat.batch_size
-            and math.isclose(float(row["lr"]), qat.lr, rel_tol=1e-9))
-
-
 def measured_pairs(spec: CodesignSpec, store: _Store, task: Any, fp_model: Any, groups: Groups,
                    sens: Sensitivity, budget: Any) -> list[Pair]:
     """Every assignment of ``spec``'s task QAT-trained from its FP32 model (same seed, QAT
     recipe, budget, datapath, code): stored searched and sampled measurements, and the
-    accuracy table's plain uniform recipes. Ordered by kind, then config."""
-    from accelsim.codesign.run import (
-        ALL_FORMATS,
-        qat_key,
-        qat_setup,
-        recipe_assignment,
-        table_rows,
-    )
+    accuracy table's uniform runs. Ordered by kind, then config."""
+    from accelsim.codesign.anchors import ANCHORS, anchor_accuracies, qat_anchored, table_runs
+    from accelsim.codesign.run import ALL_FORMATS, qat_key, qat_setup
     from accelsim.codesign.search import config_string
-    from accelsim.codesign.verify import qat_recipe_for
-    from accelsim.compress.recipe import available_recipes, load_recipe
 
     qat_budget, datapath = qat_setup(spec, task, budget)
+    runs = [run for run in table_runs(spec, task, fp_model, groups, budget)
+            # a recipe lowering a factor the search never lowers has no sensitivity
+            if np.isfinite(sens.predict(ALL_FORMATS, run.assignment))]
+    try:
+        anchored: AccuracyModel | None = qat_anchored(sens, anchor_accuracies(spec, runs))
+    except AccelsimError:  # the table lacks an anchor: that model is not scored
+        anchored = None
+
+    def pair(kind: Kind, config: str, assignment: tuple[Format, ...], anchor: bool,
+             val_pct: float, test_pct: float) -> Pair:
+        return Pair(task.name, kind, config, assignment, anchor,
+                    sens.predict(ALL_FORMATS, assignment),
+                    math.nan if anchored is None else anchored.predict(ALL_FORMATS, assignment),
+                    val_pct, test_pct)
+
     pairs: list[Pair] = []
     for name, value in store.meta_items("qat:").items():
         config = str(value["config"])
@@ -219,28 +215,12 @@ def measured_pairs(spec: CodesignSpec, store: _Store, task: Any, fp_model: Any, 
             continue
         # Measurements stored before kinds were recorded are the verified searched points.
         kind = typing.cast(Kind, value.get("kind", "searched"))
-        pairs.append(Pair(task.name, kind, config, assignment,
-                          sens.predict(ALL_FORMATS, assignment), float(value["val_pct"]),
+        pairs.append(pair(kind, config, assignment, False, float(value["val_pct"]),
                           float(value["test_pct"])))
-    qat_source = load_recipe(spec.qat_recipe)
-    qat = qat_recipe_for(qat_source, qat_budget)
-    qat_base = base_recipe(qat_source)
-    recipes = set(available_recipes())
-    for row in table_rows(spec, fp_model):
-        if row["recipe"] not in recipes or not row["val_accuracy_pct"]:
-            continue
-        if not _trains_like_assignment(load_recipe(row["recipe"]), row, qat, qat_base):
-            continue
-        uniform = recipe_assignment(row["recipe"], groups)
-        if uniform is None:
-            continue
-        predicted = sens.predict(ALL_FORMATS, uniform)
-        if not np.isfinite(predicted):  # lowers a factor the search (so sensitivity) never does
-            continue
-        pairs.append(Pair(task.name, "uniform",
-                          f"{row['recipe']} | {config_string(groups, uniform)}", uniform,
-                          predicted, float(row["val_accuracy_pct"]),
-                          float(row["accuracy_pct"])))
+    for run in runs:
+        pairs.append(pair("uniform", f"{run.recipe} | {config_string(groups, run.assignment)}",
+                          run.assignment, run.recipe in ANCHORS.values(), run.val_pct,
+                          run.test_pct))
     return sorted(pairs, key=lambda p: (KINDS.index(p.kind), p.config))
 
 
@@ -294,11 +274,23 @@ def check_quality_request(spec: CodesignSpec, wanted: int) -> None:
 
 
 def summaries(rows: Sequence[Mapping[str, Any]]) -> list[Quality]:
-    """Per task (in first-seen order), :func:`summarize` of its pair rows (``PAIR_COLUMNS``),
-    predicted against QAT validation accuracy."""
-    tasks = list(dict.fromkeys(str(r["task"]) for r in rows))
-    return [summarize(t, [float(r["predicted_val_pct"]) for r in rows if r["task"] == t],
-                      [float(r["qat_val_pct"]) for r in rows if r["task"] == t]) for t in tasks]
+    """Per task (in first-seen order) and model, :func:`summarize` over the task's pair rows
+    (``PAIR_COLUMNS``) that are not anchors and have that model's prediction."""
+    out = []
+    for task in dict.fromkeys(str(r["task"]) for r in rows):
+        held_out = [r for r in rows if r["task"] == task and not _is_true(r["anchor"])]
+        for model, column in zip(MODELS, ("calibration_val_pct", "anchored_val_pct"),
+                                 strict=True):
+            scored = [r for r in held_out if np.isfinite(float(r[column]))]
+            if scored:
+                out.append(summarize(task, model, [float(r[column]) for r in scored],
+                                     [float(r["qat_val_pct"]) for r in scored]))
+    return out
+
+
+def _is_true(value: Any) -> bool:
+    """A CSV cell read back by pandas (bool) or csv (text)."""
+    return value is True or str(value).lower() == "true"
 
 
 def _number(value: float, digits: int) -> str:
@@ -306,35 +298,41 @@ def _number(value: float, digits: int) -> str:
 
 
 def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """``accuracy_model.md``: per task summary, then every pair."""
+    """``accuracy_model.md``: per task and model summary, then every pair."""
     lines = [
-        "# How good is the co-design accuracy model",
+        "# How good are the co-design accuracy models",
         "",
         "Generated from `accuracy_model.csv` by `python -m accelsim codesign SPEC --quality N` "
         "(accelsim/codesign/quality.py, docs/codesign.md); do not edit. Each task's command is "
         "in its rows' `command` column.",
         "",
-        "Predicted: the calibration-only additive model's validation accuracy. Measured: the "
-        "same assignment QAT-trained from the task's FP32 model (validation metric after QAT; "
-        "test accuracy by the integer reference on the chip's datapath). Signed error is "
-        "predicted minus measured (negative: the model is pessimistic). Kinds: `searched` "
-        "(verified points of the search), `uniform` (the accuracy table's plain recipes), "
-        "`sampled` (assignments spread over the predicted range).",
+        "Predicted: a model's validation accuracy for the assignment; `calibration` is the "
+        "calibration-only additive model, `qat_anchored` the same sensitivities rescaled to the "
+        "accuracy table's QAT runs of W8A8, W4A4 and W4A4 + 2:4 (its anchors, marked below and "
+        "left out of both models' scores). Measured: the same assignment QAT-trained from the "
+        "task's FP32 model (validation metric after QAT; test accuracy by the integer reference "
+        "on the chip's datapath). Signed error is predicted minus measured (negative: the "
+        "model is pessimistic). Kinds: `searched` (verified points of the search), `uniform` "
+        "(the accuracy table's plain recipes), `sampled` (assignments spread over the "
+        "calibration model's predicted range).",
         "",
-        "| task | pairs | Spearman rho (predicted vs QAT val) | p-value | MAE [points] | "
-        "mean signed error [points] |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| task | model | held-out pairs | Spearman rho (predicted vs QAT val) | p-value | "
+        "MAE [points] | mean signed error [points] |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for q in summaries(rows):
-        lines.append(f"| {q.task} | {q.n} | {_number(q.spearman_rho, 3)} | "
+        lines.append(f"| {q.task} | {q.model} | {q.n} | {_number(q.spearman_rho, 3)} | "
                      f"{_number(q.spearman_p, 3)} | {_number(q.mae_pct, 2)} | "
                      f"{_number(q.mean_signed_error_pct, 2)} |")
     for task in dict.fromkeys(str(r["task"]) for r in rows):
         commands = sorted({str(r["command"]) for r in rows if r["task"] == task})
         lines += ["", f"## {task}", "", *(f"`{c}`" for c in commands), "",
-                  "| kind | config | predicted val [%] | QAT val [%] | QAT test [%] |",
-                  "|---|---|---:|---:|---:|"]
-        lines += [f"| {r['kind']} | {r['config']} | {float(r['predicted_val_pct']):.2f} | "
+                  "| kind | config | calibration val [%] | qat_anchored val [%] | QAT val [%] "
+                  "| QAT test [%] |",
+                  "|---|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['kind']}{' (anchor)' if _is_true(r['anchor']) else ''} | "
+                  f"{r['config']} | {_number(float(r['calibration_val_pct']), 2)} | "
+                  f"{_number(float(r['anchored_val_pct']), 2)} | "
                   f"{float(r['qat_val_pct']):.2f} | {float(r['qat_test_pct']):.2f} |"
                   for r in rows if r["task"] == task]
     return "\n".join(lines) + "\n"

@@ -23,10 +23,19 @@ import numpy as np
 from accelsim import __version__
 from accelsim.codesign.accuracy import (
     FACTORS,
+    AccuracyModel,
     Sensitivity,
     load_fp32,
     measure_sensitivity,
     sensitivity_runs,
+)
+from accelsim.codesign.anchors import (
+    AnchoredModel,
+    anchor_accuracies,
+    qat_anchored,
+    recipe_assignment,
+    table_rows,
+    table_runs,
 )
 from accelsim.codesign.cost import CostCache
 from accelsim.codesign.groups import Format, Groups, find_groups, parse_format, templates
@@ -110,22 +119,6 @@ def _sensitivity(spec: CodesignSpec, store: Any, groups: Groups, progress: Progr
     return sens
 
 
-def recipe_assignment(recipe_name: str, groups: Groups) -> tuple[Format, ...] | None:
-    """A quantized uniform recipe as a per-group assignment, or None when the grouping cannot
-    express it (per-site activation widths under ``block`` grouping)."""
-    from accelsim.compress.recipe import load_recipe
-
-    recipe = load_recipe(recipe_name)
-    out = []
-    for name in groups.names:
-        site = name.rsplit(".", 1)[-1] if groups.grouping != "block" else None
-        if recipe.act_bits_by_site and site is None:
-            return None
-        act = recipe.act_bits_by_site.get(site, recipe.act_bits) if site else recipe.act_bits
-        out.append(Format(recipe.weight_bits, act, recipe.sparsity == "2:4"))
-    return tuple(out)
-
-
 class _Store:
     """The results store plus JSON meta values."""
 
@@ -178,12 +171,17 @@ def run_codesign(spec: CodesignSpec, store_path: Path, *, verify: bool = True,
     groups = find_groups(tmpl.base, spec.search.grouping)
     task = get_task(spec.task, limit=spec.limit, tiny=spec.tiny) if spec.task else None
     fp_model = sens = None
+    model: AccuracyModel | None = None
     if task is not None and spec.accuracy_budgets_pct:
-        fp_model = load_fp32(task, spec.checkpoint, spec.seed)  # before anything is written
+        # Both before anything is written or measured.
+        fp_model = load_fp32(task, spec.checkpoint, spec.seed)
+        anchors = None if spec.accuracy_model == "calibration" else \
+            anchor_accuracies(spec, table_runs(spec, task, fp_model, groups, budget))
     store = _Store(store_path)
     try:
         if task is not None and fp_model is not None:
             sens = _sensitivity(spec, store, groups, progress, fp_model, task)
+            model = sens if anchors is None else qat_anchored(sens, anchors)
         budgets: Sequence[float | None] = spec.accuracy_budgets_pct or (None,)
         done_keys = store.results.finished_keys()
         evaluated = skipped = 0
@@ -193,7 +191,9 @@ def run_codesign(spec: CodesignSpec, store_path: Path, *, verify: bool = True,
                     "options": [f.name for f in spec.search.options],
                     "latency_ms_max": spec.latency_ms_max, "k": spec.solutions_per_point,
                     "source": _digest_sources(), "version": __version__,
-                    "sensitivity": None if sens is None else sens.rows()}
+                    "sensitivity": None if sens is None else sens.rows(),
+                    "accuracy_model": spec.accuracy_model,
+                    "anchors": model.describe() if isinstance(model, AnchoredModel) else None}
         for point in points:
             overrides = dict(point.overrides)
             hw = with_overrides(base_hw, overrides)
@@ -206,7 +206,7 @@ def run_codesign(spec: CodesignSpec, store_path: Path, *, verify: bool = True,
                     skipped += 1
                     continue
                 cache = cache or CostCache(tmpl, groups, hw)
-                found = search_point(cache, spec.search.options, sens, budget_pct,
+                found = search_point(cache, spec.search.options, model, budget_pct,
                                      spec.latency_ms_max, spec.solutions_per_point)
                 store.results.write([_searched_row(spec, key, overrides, groups, found,
                                                    budget_pct)])
@@ -220,7 +220,7 @@ def run_codesign(spec: CodesignSpec, store_path: Path, *, verify: bool = True,
                     skipped += 1
                     continue
                 store.results.write([_baseline_row(spec, key, overrides, hw, recipe, groups,
-                                                   sens)])
+                                                   model)])
                 evaluated += 1
                 if progress is not None:
                     progress("search", evaluated + skipped, total)
@@ -258,15 +258,15 @@ def _searched_row(spec: CodesignSpec, key: str, overrides: dict[str, Any], group
 
 
 def _baseline_row(spec: CodesignSpec, key: str, overrides: dict[str, Any], hw: Any,
-                  recipe: str, groups: Groups, sens: Sensitivity | None) -> dict[str, Any]:
+                  recipe: str, groups: Groups, model: AccuracyModel | None) -> dict[str, Any]:
     from accelsim.graph.workload import workload_graph
     from accelsim.sim.simulate import simulate
 
     result = simulate(workload_graph(spec.model, recipe=recipe, **spec.input_shape), hw)
     assignment = recipe_assignment(recipe, groups)
     predicted = None
-    if sens is not None and assignment is not None:
-        value = sens.predict(ALL_FORMATS, assignment)
+    if model is not None and assignment is not None:
+        value = model.predict(ALL_FORMATS, assignment)
         predicted = None if np.isnan(value) else value
     row = {**_identity(spec, key, overrides), "recipe": recipe, "variant": "uniform",
            "feasible": bool(result.feasible), "reason": result.reason,
@@ -327,25 +327,6 @@ def result_rows(spec: CodesignSpec, store: _Store, keys: Sequence[str], task: An
             "seed": spec.seed,
         })
     return rows
-
-
-def table_rows(spec: CodesignSpec, fp_model: Any) -> list[dict[str, str]]:
-    """The rows of the accuracy table (``experiments/accuracy/results.csv``) of recipes that
-    QAT-trained from this spec's FP32 model (same task, seed and parent checkpoint) and were
-    measured by the integer reference on the spec's base chip datapath."""
-    from accelsim.accuracy.evaluate import chip_datapath
-    from accelsim.accuracy.provenance import tensors_sha256
-    from accelsim.accuracy.table import RESULTS_CSV, read_rows
-    from accelsim.hw import load_hw
-
-    if not RESULTS_CSV.is_file():
-        return []
-    parent = tensors_sha256(fp_model.state_dict())
-    label = chip_datapath(load_hw(spec.hw_path)).label
-    return [row for row in read_rows(RESULTS_CSV)
-            if row["task"] == spec.task and row["seed"] == str(spec.seed)
-            and row["measured_by"] == "integer_reference" and row["parent_sha256"] == parent
-            and row["datapath"] == label]
 
 
 def table_accuracy(spec: CodesignSpec, fp_model: Any) -> dict[str, float]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from accelsim.codesign.accuracy import Sensitivity
+from accelsim.codesign.accuracy import AccuracyModel
 from accelsim.codesign.cost import Cost, CostCache
 from accelsim.codesign.groups import Format, Groups
 from accelsim.errors import AccelsimError
@@ -79,11 +79,11 @@ def solve(energy: np.ndarray, loss: np.ndarray | None, loss_budget: float | None
 
 
 def search_point(cache: CostCache, options: Sequence[Format],
-                 sensitivity: Sensitivity | None, budget_pct: float | None,
+                 model: AccuracyModel | None, budget_pct: float | None,
                  latency_ms_max: float | None, solutions: int) -> list[Solution]:
     """Up to ``solutions`` distinct ILP optima on ``cache``'s hardware point, each re-priced
     exactly, cheapest exact energy first; those over ``latency_ms_max`` are dropped."""
-    if (budget_pct is None) != (sensitivity is None):
+    if (budget_pct is None) != (model is None):
         raise AccelsimError("accuracy_budget_pct: a budget needs a task's sensitivities and "
                             "sensitivities need a budget")
     groups = len(cache.groups.names)
@@ -97,10 +97,10 @@ def search_point(cache: CostCache, options: Sequence[Format],
         return []
     ref_cost, d_energy, d_latency = cache.deltas(reference, options)
     loss = loss_budget = None
-    if sensitivity is not None and budget_pct is not None:
-        loss = sensitivity.predicted_loss(options)
+    if model is not None and budget_pct is not None:
+        loss = model.predicted_loss(options)
         ref_index = options.index(reference[0])
-        loss_budget = (budget_pct - sensitivity.reference_loss_pct
+        loss_budget = (budget_pct - model.reference_loss_pct
                        - float(loss[:, ref_index].sum()))
         loss = loss - loss[:, ref_index:ref_index + 1]
     latency_budget = None if latency_ms_max is None else latency_ms_max - ref_cost.latency_ms
@@ -114,7 +114,7 @@ def search_point(cache: CostCache, options: Sequence[Format],
         assignment = tuple(options[o] for o in choice)
         cost = cache.evaluate(assignment)
         surrogate = ref_cost.energy_uj + float(sum(d_energy[g, o] for g, o in enumerate(choice)))
-        predicted = None if sensitivity is None else sensitivity.predict(options, assignment)
+        predicted = None if model is None else model.predict(options, assignment)
         if cost.feasible and (latency_ms_max is None or cost.latency_ms <= latency_ms_max):
             found.append(Solution(assignment, cost, surrogate, predicted))
     return sorted(found, key=lambda s: s.cost.energy_uj)

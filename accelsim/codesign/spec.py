@@ -40,10 +40,11 @@ TOP_KEYS = (
     "version", "name", "description", "task", "model", "input_shape", "tiny", "limit",
     "checkpoint", "seed", "search", "hw", "grid", "constraints", "accuracy_budget_pct",
     "latency_ms_max", "sensitivity_batches", "solutions_per_point", "verify_points",
-    "qat_recipe", "baselines",
+    "qat_recipe", "baselines", "accuracy_model",
 )
 SEARCH_KEYS = ("grouping", "weight_bits", "act_bits", "sparsity")
 SPARSITY_CHOICES = ("dense", "2:4")
+ACCURACY_MODELS = ("qat_anchored", "calibration")  # accelsim.codesign.accuracy, docs/codesign.md
 RUN_PREFIX = "run:"  # checkpoint "run:fp32": the accuracy pipeline's FP32 run of the seed
 
 
@@ -84,6 +85,7 @@ class CodesignSpec:
     verify_points: int
     qat_recipe: str
     baselines: tuple[str, ...]
+    accuracy_model: str = ACCURACY_MODELS[0]
     description: str = ""
 
     def hardware_points(self) -> list[DesignPoint]:
@@ -258,6 +260,10 @@ def load_spec(path: str | Path) -> CodesignSpec:
     if qat_recipe not in available_recipes():
         raise AccelsimError(f"{where}: qat_recipe: unknown recipe {qat_recipe!r}"
                             f"{did_you_mean(str(qat_recipe), available_recipes())}")
+    accuracy_model = raw.get("accuracy_model", ACCURACY_MODELS[0])
+    if accuracy_model not in ACCURACY_MODELS:
+        raise AccelsimError(f"{where}: accuracy_model: {accuracy_model!r}; allowed: "
+                            f"{', '.join(ACCURACY_MODELS)}")
     baselines = raw.get("baselines", []) or []
     quantized = [r for r in available_recipes() if load_recipe(r).quantized]
     for i, item in enumerate(baselines):
@@ -293,7 +299,7 @@ def load_spec(path: str | Path) -> CodesignSpec:
                                     "solutions_per_point", integer=True, minimum=1),
         verify_points=_number(raw.get("verify_points", 3), where, "verify_points",
                               integer=True, minimum=0),
-        qat_recipe=qat_recipe, baselines=tuple(baselines),
+        qat_recipe=qat_recipe, baselines=tuple(baselines), accuracy_model=accuracy_model,
         description=str(raw.get("description", "")),
     )
     _check_hardware(spec, where)
