@@ -24,11 +24,16 @@ more bounds keep loads that bunch up honest: the steps from the one that needs t
 tile on run only after every load is in (a weight tile held over the inner loop exposes the
 whole last outer iteration's compute), and likewise after the first outer iteration's loads
 when they carry all of an operand read once (the first column group needs all of A), together
-with the output writes an output ring of few tiles forces into that iteration. And an
-operand that takes a new tile every step into a ring of two slots fetches it while the step
-before computes: the steps are summed as ``max(step compute, step loads)`` over the few tile
-sizes (full and edge tiles), which exceeds ``max(C, T)`` where edge tiles make the loads uneven.
-Closed forms only: no loop over tiles or cycles; tests/sim/test_validation.py checks them against a
+with the output writes an output ring of few tiles forces into that iteration. More generally,
+any step starts only once the tiles of the steps up to it are in and the writes the output ring
+forces before it are out, and the compute from it on follows: the largest such bound, over
+every step, is a best suffix over the loop nest's few tile sizes (edge tiles that load less than
+they compute, late in the layer, leave the channel idle). And an operand that takes a new tile
+every step into a ring of two slots fetches it while the step before computes: the steps are
+summed as ``max(step compute, step loads)`` over the few tile sizes (full and edge tiles), which
+exceeds ``max(C, T)`` where edge tiles make the loads uneven (a tile held over the inner loop
+has the outer iteration before it to arrive, so it fills their slack instead). Closed forms
+only: no loop over tiles or cycles; tests/sim/test_validation.py checks them against a
 tile-by-tile timeline (docs/validation.md).
 """
 
@@ -292,6 +297,11 @@ def _paced_operands(ops: Operands, hw: HwConfig, t: Tiling, a_streams: bool, b_s
             c_streams and _ring_of_two(sram.outputs, t.tile_m * t.tile_n * ops.psum_bits / 8))
 
 
+def _c_slots(hw: HwConfig, t: Tiling, ops: Operands) -> int:
+    """Output tiles the output buffer holds while earlier ones are written out."""
+    return max(2, int(hw.sram.outputs.size_bytes // (t.tile_m * t.tile_n * ops.psum_bits / 8)))
+
+
 def _ring_of_two(buffer: Buffer, tile_bytes: float) -> bool:
     return buffer.double_buffered and buffer.size_bytes // tile_bytes < 3
 
@@ -338,10 +348,93 @@ def _paced_cycles(ops: Operands, bpc: float, t: Tiling, streamed: tuple[bool, bo
             if first is None:
                 first = paced, moved
     assert first is not None
-    # The first step's loads are the prologue.
+    # The first step's loads are the prologue, and the first tile writes nothing out: a tile is
+    # written during the next one's steps, the last one after them all (the epilogue).
     paced, moved = first
     return total - max(paced, moved) + max(
-        paced + max(per_step, spread) - max(per_step, first_loads + spread), moved - first_loads)
+        paced + max(per_step, spread) - max(per_step, first_loads + spread),
+        moved - first_loads - t.tile_m * t.tile_n * c_cyc)
+
+
+# A run of steps as (sum, best suffix, best suffix not starting at the run's first step) of
+# each step's compute less the transfers released at it; suffixes may be empty (0).
+_Run = tuple[float, float, float]
+
+
+def _then(first: _Run, second: _Run) -> _Run:
+    return (first[0] + second[0], max(second[1], second[0] + first[1]),
+            max(second[1], second[0] + first[2]))
+
+
+def _repeat(run: _Run, times: int) -> _Run:
+    if times == 1:
+        return run
+    if times < 1:
+        return 0.0, 0.0, 0.0
+    total, best, proper = run
+    rest = total * (times - 1)
+    return (rest + total, best + rest if rest > 0.0 else best,
+            max(best + rest - total if rest > total else best, rest + proper))
+
+
+def _suffix_cycles(ops: Operands, t: Tiling, reads: tuple[int, int],
+                   cyc: tuple[float, float, float], per_step: float, count: int) -> float:
+    """The most that the steps from some step on compute beyond the transfers released after
+    it, over every step but the first.
+
+    Step ``j`` starts only once the tiles of the steps up to it are in (and the output writes
+    the output ring forces before it); the steps from ``j`` on then compute, so the layer takes
+    at least the transfers in all, less those released after ``j``, plus that compute. Each
+    output tile's write is released here at its own first step (the caller takes the writes of
+    the last ring's worth of tiles off the total). Built up the loop nest from the few tile
+    sizes of each dimension, not over the steps. ``cyc``: channel cycles per element of A and B
+    loaded and of C written (0 for transfers that do not overlap compute).
+    """
+    a_cyc, b_cyc, c_cyc = cyc
+    if t.order == "n_outer":
+        outer_sizes = _sizes(t.tile_n, t.tiles_n, ops.n)
+        inner_sizes = _sizes(t.tile_m, t.tiles_m, ops.m)
+        inner_reads, outer_reads, inner_cyc, outer_cyc = reads[0], reads[1], a_cyc, b_cyc
+    else:
+        outer_sizes = _sizes(t.tile_m, t.tiles_m, ops.m)
+        inner_sizes = _sizes(t.tile_n, t.tiles_n, ops.n)
+        inner_reads, outer_reads, inner_cyc, outer_cyc = reads[1], reads[0], b_cyc, a_cyc
+    edge_k = ops.k - (t.tiles_k - 1) * t.tile_k
+
+    def tile(outer_extent: int, inner_extent: int, inner_loads: bool,
+             outer_loads: bool) -> _Run:
+        # The first step releases the write, then full reduction steps, then the edge one.
+        per_depth = inner_extent * inner_cyc * inner_loads + outer_extent * outer_cyc * outer_loads
+        write = outer_extent * inner_extent * c_cyc
+        if t.tiles_k == 1:
+            spare = per_step - ops.k * per_depth - write
+            return spare, max(0.0, spare), 0.0
+        full = per_step - t.tile_k * per_depth
+        after = per_step - edge_k * per_depth + max(0.0, full * (t.tiles_k - 2))
+        total = full * (t.tiles_k - 1) - write + per_step - edge_k * per_depth
+        return total, max(0.0, after, total), max(0.0, after)
+
+    def outer_iteration(extent: int, first: bool) -> _Run:
+        # The inner operand loads every step if re-streamed, else in the first outer iteration;
+        # the outer operand every step if re-streamed, else in the first inner run (its tile
+        # held over the inner loop with the full reduction in one tile).
+        inner_loads = inner_reads > 1 or first
+        every = t.tiles_k > 1 and outer_reads > 1
+        run = (0.0, 0.0, 0.0)
+        for index, (inner_extent, times) in enumerate(inner_sizes):
+            if index == 0 and not every:
+                run = _then(tile(extent, inner_extent, inner_loads, True),
+                            _repeat(tile(extent, inner_extent, inner_loads, False), times - 1))
+            else:
+                run = _then(run, _repeat(tile(extent, inner_extent, inner_loads, every), times))
+        return run
+
+    (extent, times), *rest = outer_sizes
+    instance = _then(outer_iteration(extent, True), _repeat(outer_iteration(extent, False),
+                                                            times - 1))
+    for extent, times in rest:
+        instance = _then(instance, _repeat(outer_iteration(extent, False), times))
+    return per_step + _repeat(instance, count)[2]
 
 
 def _total_cycles(a_bytes: float, b_bytes: float, c_bytes: float, ops: Operands, hw: HwConfig,
@@ -385,30 +478,40 @@ def _total_cycles(a_bytes: float, b_bytes: float, c_bytes: float, ops: Operands,
             a_bytes, db_a
         inner, outer = tiling.tiles_n, tiling.tiles_m
     first_pass = 0.0
+    c_slots = _c_slots(hw, tiling, ops)
+    c_write = tiling.tile_m * tiling.tile_n * ops.out_bits / 8 * db_c * (c_bytes > 0)
     if inner_reads == 1 and outer > 1:
         first_loads = ((inner_bytes * inner_db + outer_bytes * outer_db / outer) / count
                        - first_a - first_b)
         # Output tile j + slots starts only once tile j is written: in a ring of few slots the
         # first outer iteration's writes share the channel with its loads. And the second outer
         # iteration starts only once its first outer tile is in.
-        c_tile = tiling.tile_m * tiling.tile_n
-        c_slots = max(2, int(hw.sram.outputs.size_bytes // (c_tile * ops.psum_bits / 8)))
-        c_tile_bytes = c_tile * ops.out_bits / 8 * db_c * (c_bytes > 0)
         next_outer = outer_bytes * outer_db / (outer * tiling.tiles_k * count)
         first_steps = inner * tiling.tiles_k
         first_pass = max(
-            (first_loads + max(0, inner - c_slots) * c_tile_bytes) / bpc
+            (first_loads + max(0, inner - c_slots) * c_write) / bpc
             + compute_cycles * (steps - first_steps + 1) / (steps * count),
-            (first_loads + next_outer + max(0, inner + 1 - c_slots) * c_tile_bytes) / bpc
+            (first_loads + next_outer + max(0, inner + 1 - c_slots) * c_write) / bpc
             + compute_cycles * (steps - first_steps) / (steps * count))
     early = _early_cycles(ops, tiling, src, ops.act_bits / 8 * db_a * (a_bytes > 0),
                           ops.weight_bits / 8 * db_b * (b_bytes > 0), compute_cycles,
                           steps * count, bpc)
+    # The last ring's worth of writes need not precede any step.
+    unforced = min(c_bytes * db_c, c_slots * c_write)
+    forced = (hidden_loads + c_bytes * db_c - unforced) / bpc + _suffix_cycles(
+        ops, tiling, reads, (ops.act_bits / 8 / bpc * db_a * (a_bytes > 0),
+                            ops.weight_bits / 8 / bpc * db_b * (b_bytes > 0),
+                            ops.out_bits / 8 / bpc * db_c * (c_bytes > 0)),
+        compute_cycles / (steps * count), count)
+    # A tile held over the inner loop has the whole outer iteration before it to arrive: it
+    # fills the paced steps' slack (the edge tiles') rather than spreading over every step.
+    held = (outer_bytes * outer_db - (first_b if tiling.order == "n_outer" else first_a)
+            if tiling.tiles_k == 1 else 0.0)
     paced = _paced_cycles(ops, bpc, tiling, _paced_operands(
         ops, hw, tiling, not a_fits and a_bytes > 0, not b_fits and b_bytes > 0, c_bytes > 0),
-        hidden, compute_cycles, count)
+        hidden - held, compute_cycles, count)
     return (first_a + first_b + serial + last_c) / bpc + max(
-        compute_cycles, hidden / bpc, hidden_loads / bpc + tail, first_pass, paced, early)
+        compute_cycles, hidden / bpc, hidden_loads / bpc + tail, first_pass, paced, early, forced)
 
 
 # Cycles within this fraction of the fastest tiling's are a tie, broken by DRAM traffic: below
