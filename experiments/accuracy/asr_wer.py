@@ -101,7 +101,7 @@ def measure(args: argparse.Namespace, recipe_name: str) -> list[dict[str, str]]:
             "command": command(args, recipe_name, split),
         })  # fmt: skip
         print(f"{recipe_name:<10} {percentiles:<8} {split:<5} WER {wer:6.2f} %  "
-              f"({len(refs)} utterances, {rows[-1]['seconds']} s, {args.measured_by})",
+              f"({len(refs)} utterances, {rows[-1]['seconds']} s, {rows[-1]['measured_by']})",
               flush=True)
     return rows
 
