@@ -83,3 +83,23 @@ def test_fixed_weight_codes_leave_the_outputs_bit_identical():
             fixed = model(**batch.inputs)
     assert torch.equal(plain, fixed)
     assert all("export_codes" not in vars(layer) for _, layer in quant_linears(model))
+
+
+def test_asr_wer_integer_reference_without_quantized_decoder_attention_is_one_line(
+        monkeypatch, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "accuracy" / "asr_wer.py"
+    spec = importlib.util.spec_from_file_location("asr_wer", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    for argv, message in (
+            (["--recipes", "w8a8", "--measured-by", "integer_reference"],
+             "allowed: with --decoder-attention quantized"),
+            (["--recipes", "fp32", "--decoder-attention", "quantized"],
+             "need a quantized recipe")):
+        monkeypatch.setattr("sys.argv", ["asr_wer.py", *argv])
+        assert script.main() == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1

@@ -8,9 +8,11 @@ projection (tied to the token embedding in FP32, quantized here as a separate co
 decoder families' LM head) through the recipe's ``quantize_extra``. They get the recipe's
 weight and activation widths and, under ``sparsity: "2:4"``, its 2:4 masks. The encoder's
 attention matmuls run at the recipe's ``attention_bits``; the decoder's QK^T and PV (self and
-cross) stay float32: :func:`accelsim.compress.apply.apply_recipe` quantizes attention inside
-the encoder blocks only. Evaluation is the fake-quant model, whose inference path computes the
-integer reference's arithmetic for every quantized GEMM (``QuantLinear``).
+cross) stay float32 unless ``decoder_attention`` (:func:`quantize_decoder_attention`): then at
+``attention_bits``, K and V at the KV cache's width. Evaluation is the fake-quant model, whose
+inference path computes the integer reference's arithmetic for every quantized GEMM
+(``QuantLinear``), or (decoder attention quantized) the integer reference itself on a chosen
+datapath (:func:`transcribe`).
 """
 
 from __future__ import annotations
@@ -18,15 +20,29 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import re
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from accelsim.compress.apply import apply_recipe, calibrate, quant_linears
+from accelsim.compress.apply import (
+    PLAN_ATTR,
+    apply_recipe,
+    calibrate,
+    kv_cache_bits,
+    quant_linears,
+    quantize_attention_modules,
+)
+from accelsim.compress.export import export_int_model
+from accelsim.errors import AccelsimError
+from accelsim.ref.decode import transcribe_int
+from accelsim.ref.execute import build_int_executor
 from accelsim.tasks import asr
 from accelsim.tasks.base import Batch
 from accelsim.zoo import get_spec
 from accelsim.zoo.asr import (
+    CROSS_ATTENTION,
     END_OF_TEXT,
+    SELF_ATTENTION,
     asr_spec,
     asr_tokenizer,
     decoding_rules,
@@ -37,6 +53,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from accelsim.compress.recipe import Recipe
+    from accelsim.ref.datapath import Datapath
     from accelsim.tasks.base import Split
 
 DECODER_LINEARS: tuple[str, ...] = (
@@ -80,13 +97,34 @@ def calibration_batches(name: str, count: int,
     return out
 
 
+def quantize_decoder_attention(model: nn.Module, recipe: Recipe) -> tuple[str, ...]:
+    """Quantize the decoder's self- and cross-attention matmuls of a model ``apply_recipe``
+    compressed: Q and the probabilities at ``attention_bits``, K and V at the KV cache's stored
+    width (``kv_bits``, default ``attention_bits``), as a decoder-only LM's; they join the
+    compression plan, so export and calibration cover them. Returns their names."""
+    if recipe.attention_bits == 32:
+        raise AccelsimError(f"recipe {recipe.name!r}: attention_bits: 32 keeps attention float; "
+                            "decoder attention quantizes with attention_bits 4 or 8")
+    names = tuple(n for n, _ in model.named_modules()
+                  if re.fullmatch(f"{SELF_ATTENTION}|{CROSS_ATTENTION}", n))
+    quantize_attention_modules(model, list(names), recipe, kv_cache_bits(recipe))
+    plan = getattr(model, PLAN_ATTR)
+    setattr(model, PLAN_ATTR, dataclasses.replace(
+        plan, attention_modules=plan.attention_modules + names))
+    return names
+
+
 def compress_asr(model: nn.Module, name: str, recipe: Recipe, *,
-                 output_projection: bool = True,
+                 output_projection: bool = True, decoder_attention: bool = False,
                  window_seconds: float = asr.WINDOW_SECONDS) -> int:
-    """Apply ``recipe`` to encoder and decoder (:func:`asr_recipe`) in place and calibrate its
-    clips on ``recipe.calibration_batches`` training batches; returns the batches used."""
+    """Apply ``recipe`` to encoder and decoder (:func:`asr_recipe`; with ``decoder_attention``
+    also the decoder's attention matmuls, :func:`quantize_decoder_attention`) in place and
+    calibrate its clips on ``recipe.calibration_batches`` training batches; returns the batches
+    used."""
     full = asr_recipe(recipe, output_projection=output_projection)
     apply_recipe(model, full)
+    if decoder_attention:
+        quantize_decoder_attention(model, full)
     used = calibrate(model, calibration_batches(name, full.calibration_batches, window_seconds),
                      full)
     model.eval()
@@ -112,21 +150,34 @@ def fixed_weight_codes(model: nn.Module) -> Iterator[None]:
 
 
 def transcribe(model: nn.Module, name: str, chosen: Sequence[asr.Utterance],
-               window_seconds: float = asr.WINDOW_SECONDS) -> list[str]:
-    """Greedy transcripts of ``chosen``, in order."""
+               window_seconds: float = asr.WINDOW_SECONDS,
+               datapath: Datapath | None = None) -> list[str]:
+    """Greedy transcripts of ``chosen``, in order: the fake-quant model's, or with ``datapath``
+    the integer reference's on it (:func:`accelsim.ref.decode.transcribe_int`; the decoder
+    attention must be quantized, ``compress_asr(..., decoder_attention=True)``)."""
     tokenizer = asr_tokenizer(name)
     rules = decoding_rules(name)
+    batches = asr.feature_batches(chosen, EVAL_BATCH, mels(name), window_seconds)
     texts: list[str] = []
+    if datapath is not None:
+        int_model = export_int_model(model)
+        executor = build_int_executor(model, int_model, datapath=datapath)
+        for features, _ in batches:
+            result = transcribe_int(executor, int_model, features, rules)
+            texts += [tokenizer.decode(ids) for ids in result.tokens]
+        return texts
     with fixed_weight_codes(model):
-        for features, _ in asr.feature_batches(chosen, EVAL_BATCH, mels(name), window_seconds):
+        for features, _ in batches:
             texts += [tokenizer.decode(ids) for ids in greedy_transcribe(model, features, rules)]
     return texts
 
 
 def split_wer(model: nn.Module, name: str, split: Split, limit: int | None,
-              window_seconds: float = asr.WINDOW_SECONDS) -> tuple[float, list[str], list[str]]:
-    """``(WER %, references, hypotheses)`` over the first ``limit`` utterances of ``split``."""
+              window_seconds: float = asr.WINDOW_SECONDS,
+              datapath: Datapath | None = None) -> tuple[float, list[str], list[str]]:
+    """``(WER %, references, hypotheses)`` over the first ``limit`` utterances of ``split``
+    (``datapath``: :func:`transcribe`)."""
     chosen = asr.utterances(split, limit)
-    hypotheses = transcribe(model, name, chosen, window_seconds)
+    hypotheses = transcribe(model, name, chosen, window_seconds, datapath)
     references = [u.sentence for u in chosen]
     return asr.wer_pct(references, hypotheses), references, hypotheses

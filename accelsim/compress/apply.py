@@ -296,8 +296,18 @@ def _quantize_attention(model: nn.Module, family: str, recipe: Recipe) -> list[s
         raise AccelsimError(f"model: no {_ATTENTION_CLASSES[family]} inside the encoder blocks of "
                             f"this {family} model; cannot quantize attention (attention_bits: 32 "
                             f"keeps it float)")
+    kv_bits = kv_cache_bits(recipe) if family in DECODER_FAMILIES else recipe.attention_bits
+    quantize_attention_modules(model, names, recipe, kv_bits)
+    return names
+
+
+def quantize_attention_modules(model: nn.Module, names: list[str], recipe: Recipe,
+                               kv_bits: int) -> None:
+    """Give the attention modules ``names`` of ``model`` quantizers for both operands of QK^T
+    and PV (Q and the probabilities at ``attention_bits``, K and V at ``kv_bits``) and run
+    them with the quantized attention function. Also the hook for attentions outside the
+    family's blocks (a Whisper recognizer's decoder, :mod:`accelsim.accuracy.asr`)."""
     bits = recipe.attention_bits
-    kv_bits = kv_cache_bits(recipe) if family in DECODER_FAMILIES else bits
     for name in names:
         module = model.get_submodule(name)
         module.add_module(ATTN_QUANT, nn.ModuleDict({
@@ -314,7 +324,6 @@ def _quantize_attention(model: nn.Module, family: str, recipe: Recipe) -> list[s
         raise AccelsimError(f"model: {type(model).__name__} is not a transformers PreTrainedModel; "
                             f"cannot install the quantized attention function")
     model.set_attn_implementation(ATTN_IMPLEMENTATION)
-    return names
 
 
 def kv_cache_bits(recipe: Recipe) -> int:

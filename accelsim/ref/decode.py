@@ -18,6 +18,7 @@ greedy tokens agree (tests). :func:`greedy_fake_quant` is that side.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from transformers import DynamicCache
+from transformers import DynamicCache, EncoderDecoderCache
 
 from accelsim.compress.export import IntAttention, IntModel
 from accelsim.errors import AccelsimError
@@ -34,6 +35,12 @@ from accelsim.ref.chip import ORACLE_ROWS, ChipChecks, sqnr_db
 from accelsim.ref.codes import dequantize
 from accelsim.ref.datapath import FAKE_QUANT_DATAPATH, Datapath, DatapathCounts
 from accelsim.ref.execute import COUNTS_ATTR, build_int_executor, quantize_act
+from accelsim.zoo.asr import (
+    CROSS_ATTENTION,
+    SELF_ATTENTION,
+    DecodingRules,
+    greedy_transcribe,
+)
 
 
 class CodeCache(DynamicCache):
@@ -45,18 +52,23 @@ class CodeCache(DynamicCache):
         super().__init__()
         self.attentions = tuple(attentions)
 
+    def _quantized(self, key_states: Tensor, value_states: Tensor,
+                   layer_idx: int) -> tuple[Tensor, Tensor]:
+        attention = self.attentions[layer_idx]
+        return (torch.from_numpy(quantize_act(key_states, attention.k)),
+                torch.from_numpy(quantize_act(value_states, attention.v)))
+
+    def _values(self, key_codes: Tensor, value_codes: Tensor,
+                layer_idx: int) -> tuple[Tensor, Tensor]:
+        k, v = self.attentions[layer_idx].k, self.attentions[layer_idx].v
+        return (torch.from_numpy(dequantize(key_codes.numpy(), k.scale, k.zero_point)),
+                torch.from_numpy(dequantize(value_codes.numpy(), v.scale, v.zero_point)))
+
     def update(self, key_states: Tensor, value_states: Tensor, layer_idx: int, *args: Any,
                **kwargs: Any) -> tuple[Tensor, Tensor]:
-        attention = self.attentions[layer_idx]
-        new = [torch.from_numpy(quantize_act(x, q))
-               for x, q in ((key_states, attention.k), (value_states, attention.v))]
-        key_codes, value_codes = super().update(new[0], new[1], layer_idx, *args, **kwargs)
-        return (self._values(key_codes, attention.k.scale, attention.k.zero_point),
-                self._values(value_codes, attention.v.scale, attention.v.zero_point))
-
-    @staticmethod
-    def _values(codes: Tensor, scale: float, zero_point: int) -> Tensor:
-        return torch.from_numpy(dequantize(codes.numpy(), scale, zero_point))
+        new_keys, new_values = self._quantized(key_states, value_states, layer_idx)
+        key_codes, value_codes = super().update(new_keys, new_values, layer_idx, *args, **kwargs)
+        return self._values(key_codes, value_codes, layer_idx)
 
     def codes(self, layer_idx: int) -> tuple[np.ndarray, np.ndarray]:
         """The stored key and value codes of layer ``layer_idx``, ``[batch, kv_heads, positions,
@@ -71,6 +83,31 @@ class CodeCache(DynamicCache):
             keys, values = self.codes(index)
             total += (keys.size * attention.k.bits + values.size * attention.v.bits + 7) // 8
         return total
+
+
+class CrossCodeCache(CodeCache):
+    """The cross-attention K/V of an encoder-decoder as codes, quantized once from the encoder
+    output. transformers' Whisper attention writes each layer once (first step) and then reads
+    ``layers[i].keys`` / ``.values`` itself, not through :meth:`update`: the layers hold the
+    codes' dequantized values, from which the attention's quantizers recover the codes exactly
+    (as :class:`CodeCache` hands them over), and the codes are kept beside them."""
+
+    def __init__(self, attentions: Sequence[IntAttention]) -> None:
+        super().__init__(attentions)
+        self.stored_codes: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def update(self, key_states: Tensor, value_states: Tensor, layer_idx: int, *args: Any,
+               **kwargs: Any) -> tuple[Tensor, Tensor]:
+        if layer_idx in self.stored_codes:
+            raise AccelsimError(f"cross-attention cache: layer {layer_idx} written twice; its "
+                                "K/V are computed once per encoder output")
+        self.stored_codes[layer_idx] = self._quantized(key_states, value_states, layer_idx)
+        keys, values = self._values(*self.stored_codes[layer_idx], layer_idx)
+        return DynamicCache.update(self, keys, values, layer_idx, *args, **kwargs)
+
+    def codes(self, layer_idx: int) -> tuple[np.ndarray, np.ndarray]:
+        keys, values = self.stored_codes[layer_idx]
+        return keys.numpy(), values.numpy()
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,17 +134,23 @@ class DecodeResult:
     cache: CodeCache
 
 
-def attentions_by_layer(model: nn.Module, int_model: IntModel) -> list[IntAttention]:
-    """The integer model's attention entries in the order of the modules' ``layer_idx`` (the
-    cache's layer index); one line when a decoder layer's attention is not quantized."""
+def attentions_by_layer(model: nn.Module, int_model: IntModel,
+                        within: str | None = None) -> list[IntAttention]:
+    """The integer model's attention entries (those whose module name matches the regular
+    expression ``within``, default all) in the order of the modules' ``layer_idx`` (the cache's
+    layer index); one line when a decoder layer's attention is not quantized."""
     by_index: dict[int, IntAttention] = {}
     for attention in int_model.attentions:
+        if within is not None and not re.fullmatch(within, attention.name):
+            continue
         module = model.get_submodule(attention.name)
         by_index[int(module.layer_idx)] = attention
     if sorted(by_index) != list(range(len(by_index))) or not by_index:
-        raise AccelsimError(f"int model ({int_model.family}): quantized attention layers "
+        where = "" if within is None else f" matching {within!r}"
+        raise AccelsimError(f"int model ({int_model.family}): quantized attention layers{where} "
                             f"{sorted(by_index)}; the KV cache needs every decoder layer's "
-                            "(allowed: a recipe with attention_bits 4 or 8)")
+                            "(allowed: a recipe with attention_bits 4 or 8"
+                            f"{'' if within is None else ', decoder attention quantized'})")
     return [by_index[i] for i in range(len(by_index))]
 
 
@@ -169,6 +212,39 @@ def greedy_fake_quant(model: nn.Module, input_ids: Tensor, gen_len: int) -> tupl
             feed = logits[-1].argmax(dim=-1, keepdim=True)
             tokens.append(feed)
     return torch.cat(tokens, dim=1), logits
+
+
+def encoder_decoder_cache(model: nn.Module, int_model: IntModel) -> EncoderDecoderCache:
+    """An empty cache of codes for a Whisper recognizer: its decoder self-attention's
+    :class:`CodeCache` and cross-attention's :class:`CrossCodeCache`."""
+    return EncoderDecoderCache(
+        CodeCache(attentions_by_layer(model, int_model, SELF_ATTENTION)),
+        CrossCodeCache(attentions_by_layer(model, int_model, CROSS_ATTENTION)))
+
+
+@dataclass(frozen=True, eq=False)
+class TranscriptionResult:
+    """Greedy token ids per clip (prompt and end token left out), the executor's counts and
+    the final cache."""
+
+    tokens: list[list[int]]
+    counts: DatapathCounts
+    cache: EncoderDecoderCache
+
+
+def transcribe_int(executor: nn.Module, int_model: IntModel, input_features: Tensor,
+                   rules: DecodingRules) -> TranscriptionResult:
+    """Greedy transcription of ``(B, mels, T)`` features on the integer reference.
+
+    ``executor`` is :func:`accelsim.ref.execute.build_int_executor`'s for ``int_model`` and the
+    compressed ``WhisperAsr`` it was exported from, decoder attention quantized
+    (:func:`accelsim.accuracy.asr.compress_asr`); one executor serves many calls (its counts
+    accumulate). The decoding is :func:`accelsim.zoo.asr.greedy_transcribe`'s (prompt,
+    suppressed tokens, end), with the executor as the model and a fresh
+    :func:`encoder_decoder_cache` as the cache."""
+    cache = encoder_decoder_cache(executor, int_model)
+    tokens = greedy_transcribe(executor, input_features, rules, cache)
+    return TranscriptionResult(tokens=tokens, counts=getattr(executor, COUNTS_ATTR), cache=cache)
 
 
 # ---------------------------------------------------------------------------------------------

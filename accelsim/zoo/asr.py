@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from accelsim.errors import AccelsimError, did_you_mean
 from accelsim.zoo.registry import get_spec
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     import torch
     from torch import nn
-    from transformers import PreTrainedTokenizerFast
+    from transformers import Cache, EncoderDecoderCache, PreTrainedTokenizerFast
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,10 @@ ASR_MODELS: dict[str, AsrSpec] = {spec.name: spec for spec in (
 END_OF_TEXT = 50256
 START_OF_TRANSCRIPT = 50257
 NO_TIMESTAMPS = 50362
+# The decoder's attention modules in WhisperAsr; self- and cross-attention number their layers
+# 0.. each, as the encoder's attentions do.
+SELF_ATTENTION = r"whisper\.model\.decoder\.layers\.\d+\.self_attn"
+CROSS_ATTENTION = r"whisper\.model\.decoder\.layers\.\d+\.encoder_attn"
 MAX_NEW_TOKENS = 32  # the asr task's longest sentence is 21 tokens: room for a looser transcript
 
 
@@ -90,7 +94,10 @@ def asr_class() -> type:
     compression reads from an HF model (``config``: the same object, ``model_type`` whisper;
     ``set_attn_implementation``). Its ``forward(input_features, decoder_input_ids)`` is the
     teacher-forced pass, ``[B, tokens, vocab]`` logits, with the encoder on the window's own
-    frames (HF's forward insists on 30 s): the pass that calibration runs.
+    frames (HF's forward insists on 30 s): the pass that calibration runs. Greedy decoding
+    calls the same forward, so that an executor wrapping it (the integer reference) wraps every
+    pass: without ``decoder_input_ids`` it returns the encoder output, and a decoding step
+    passes that as ``encoder_hidden_states`` with its ``cache`` and ``logits_to_keep=1``.
     """
     from torch import nn
 
@@ -103,12 +110,18 @@ def asr_class() -> type:
         def set_attn_implementation(self, attn_implementation: str) -> None:
             self.whisper.set_attn_implementation(attn_implementation)
 
-        def forward(self, input_features: torch.Tensor,
-                    decoder_input_ids: torch.Tensor) -> torch.Tensor:
-            memory = encode(self.whisper.model.encoder, input_features)
-            hidden = self.whisper.model.decoder(input_ids=decoder_input_ids,
-                                                encoder_hidden_states=memory).last_hidden_state
-            return self.whisper.proj_out(hidden)
+        def forward(self, input_features: torch.Tensor | None = None,
+                    decoder_input_ids: torch.Tensor | None = None, *,
+                    encoder_hidden_states: torch.Tensor | None = None,
+                    cache: Cache | None = None, logits_to_keep: int = 0) -> torch.Tensor:
+            memory = (encode(self.whisper.model.encoder, input_features)
+                      if encoder_hidden_states is None else encoder_hidden_states)
+            if decoder_input_ids is None:
+                return memory
+            hidden = self.whisper.model.decoder(
+                input_ids=decoder_input_ids, encoder_hidden_states=memory, cache=cache,
+                use_cache=cache is not None).last_hidden_state
+            return self.whisper.proj_out(hidden[:, -logits_to_keep:])
 
     return WhisperAsr
 
@@ -163,30 +176,48 @@ def _package_file(name: str, filename: str) -> Path:
     return found[0]
 
 
-def greedy_transcribe(model: nn.Module, input_features: torch.Tensor,
-                      rules: DecodingRules) -> list[list[int]]:
+def check_transcription(config: Any, input_features: torch.Tensor, rules: DecodingRules) -> None:
+    """One line when ``input_features`` are not ``(B, num_mel_bins, T)`` frames the encoder
+    takes (even ``T``, at most twice its positions) or the prompt and ``rules.max_new_tokens``
+    do not fit the decoder (at least one token, at most its positions)."""
+    mels, frames = config.num_mel_bins, 2 * config.max_source_positions
+    shape = tuple(input_features.shape)
+    if len(shape) != 3 or shape[0] < 1 or shape[1] != mels or not 2 <= shape[2] <= frames \
+            or shape[2] % 2:
+        raise AccelsimError(f"transcribe: input_features shape {shape}; allowed: (batch, {mels}, "
+                            f"frames) with an even number of frames, 2..{frames}")
+    room = config.max_target_positions - len(rules.prompt)
+    if not 1 <= rules.max_new_tokens <= room:
+        raise AccelsimError(f"transcribe: max_new_tokens={rules.max_new_tokens}; allowed: 1.."
+                            f"{room} (the decoder's {config.max_target_positions} positions less "
+                            f"the {len(rules.prompt)}-token prompt)")
+
+
+def greedy_transcribe(model: nn.Module, input_features: torch.Tensor, rules: DecodingRules,
+                      cache: EncoderDecoderCache | None = None) -> list[list[int]]:
     """Greedy token ids of ``WhisperAsr`` ``model`` per clip of ``(B, mels, T)`` features
     (prompt and end token left out).
 
-    One encoder pass, then the decoder with transformers' KV cache (self-attention keys and
-    values grow a position per step; cross-attention's are computed once from the encoder
-    output). A clip that has ended is fed its end token until every clip has ended.
+    One encoder pass, then the decoder with a KV cache (``cache``, empty; default transformers'
+    float one): self-attention keys and values grow a position per step, cross-attention's are
+    computed once from the encoder output. A clip that has ended is fed its end token until
+    every clip has ended. ``model`` may be an executor of it (:mod:`accelsim.ref.decode`).
     """
     import torch
+    from transformers import DynamicCache, EncoderDecoderCache
 
-    whisper = model.whisper
+    check_transcription(model.config, input_features, rules)
+    if cache is None:
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
     with torch.no_grad():
-        memory = encode(whisper.model.encoder, input_features)
+        memory = model(input_features=input_features)
         batch = memory.shape[0]
         feed = torch.tensor([rules.prompt] * batch)
-        cache = None
         ended = torch.zeros(batch, dtype=torch.bool)
         tokens: list[list[int]] = [[] for _ in range(batch)]
         for step in range(rules.max_new_tokens):
-            out = whisper.model.decoder(input_ids=feed, encoder_hidden_states=memory, cache=cache,
-                                      use_cache=True)
-            cache = out.past_key_values
-            logits = whisper.proj_out(out.last_hidden_state[:, -1]).float()
+            logits = model(decoder_input_ids=feed, encoder_hidden_states=memory, cache=cache,
+                           logits_to_keep=1)[:, -1].float()
             banned = rules.suppress + (rules.suppress_first if step == 0 else ())
             if banned:
                 logits[:, list(banned)] = -torch.inf

@@ -2,11 +2,17 @@
 and decoder with calibrated clips (no QAT); writes asr_wer.csv and asr_wer.md.
 
 Each recipe measured on ``--splits`` replaces its rows of the CSV (other rows stay), and the
-markdown table is rewritten from the whole CSV. Deterministic: the
-split, voices and calibration utterances are fixed by the task's seed, the model is built with
-seed 0 and nothing is sampled (greedy decoding).
+markdown table is rewritten from the whole CSV. ``--decoder-attention quantized`` quantizes the
+decoder's self- and cross-attention matmuls too; ``--measured-by integer_reference`` then
+transcribes on the integer reference, on the accuracy table's chip datapath
+(:func:`accelsim.accuracy.evaluate.table_datapath`), instead of the fake-quant model.
+Deterministic: the split, voices and calibration utterances are fixed by the task's seed, the
+model is built with seed 0 and nothing is sampled (greedy decoding).
 
     python experiments/accuracy/asr_wer.py --recipes fp32 w8a8 w4a4 w4a4_sp24 --limit 100
+    python experiments/accuracy/asr_wer.py --recipes w8a8 --splits val --limit 5 \
+        --calibration-percentiles 0 100 --decoder-attention quantized \
+        --measured-by integer_reference --out /tmp/asr_wer_int.csv
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 import torch
 
 from accelsim.accuracy.asr import compress_asr, split_wer
+from accelsim.accuracy.evaluate import table_datapath
 from accelsim.accuracy.table import read_rows, write_csv
 from accelsim.compress.recipe import load_recipe
 from accelsim.errors import AccelsimError
@@ -31,7 +38,8 @@ MODEL = "whisper_tiny_en_asr"
 HERE = Path(__file__).resolve().parent
 FIELDS = ("model", "recipe", "calibration_percentiles", "split", "utterances",
           "reference_words", "wer_pct", "window_seconds", "output_projection",
-          "decoder_attention", "seconds", "command")
+          "decoder_attention", "measured_by", "datapath", "seconds", "command")
+MEASURED_BY = ("fake_quant", "integer_reference")
 
 
 def command(args: argparse.Namespace, recipe: str, split: str) -> str:
@@ -43,12 +51,25 @@ def command(args: argparse.Namespace, recipe: str, split: str) -> str:
         parts.append("--float-output-projection")
     if args.calibration_percentiles:
         parts.append("--calibration-percentiles {:g} {:g}".format(*args.calibration_percentiles))
+    if args.decoder_attention != "float32":
+        parts.append(f"--decoder-attention {args.decoder_attention}")
+    if args.measured_by != "fake_quant":
+        parts.append(f"--measured-by {args.measured_by}")
     return " ".join(parts)
 
 
 def measure(args: argparse.Namespace, recipe_name: str) -> list[dict[str, str]]:
+    quantized_attention = args.decoder_attention == "quantized"
+    if recipe_name == "fp32" and (quantized_attention or args.measured_by != "fake_quant"):
+        raise AccelsimError("recipe fp32: --decoder-attention quantized and --measured-by "
+                            "integer_reference need a quantized recipe")
+    if args.measured_by == "integer_reference" and not quantized_attention:
+        raise AccelsimError("--measured-by integer_reference: the integer KV cache needs the "
+                            "decoder attention quantized; allowed: with --decoder-attention "
+                            "quantized")
     model = build_asr_model(MODEL, pretrained=True, seed=0)
     projection, percentiles = "float32", "-"
+    chip = None
     if recipe_name != "fp32":
         recipe = load_recipe(recipe_name)
         if args.calibration_percentiles:
@@ -57,29 +78,38 @@ def measure(args: argparse.Namespace, recipe_name: str) -> list[dict[str, str]]:
         percentiles = "{:g}-{:g}".format(*recipe.calibration_percentiles)
         compress_asr(model, MODEL, recipe,
                      output_projection=not args.float_output_projection,
+                     decoder_attention=quantized_attention,
                      window_seconds=args.window_seconds)
         projection = "float32" if args.float_output_projection else "quantized"
+        if args.measured_by == "integer_reference":
+            chip = table_datapath(recipe)
     rows = []
     for split in args.splits:
         start = time.perf_counter()
-        wer, refs, _ = split_wer(model, MODEL, split, args.limit, args.window_seconds)
+        wer, refs, _ = split_wer(model, MODEL, split, args.limit, args.window_seconds,
+                                 datapath=None if chip is None else chip.datapath)
         rows.append({
             "model": MODEL, "recipe": recipe_name, "calibration_percentiles": percentiles,
             "split": split, "utterances": str(len(refs)),
             "reference_words": str(sum(len(asr.normalize(r)) for r in refs)),
             "wer_pct": f"{wer:.2f}", "window_seconds": f"{args.window_seconds:g}",
-            "output_projection": projection, "decoder_attention": "float32",
+            "output_projection": projection,
+            "decoder_attention": "quantized" if quantized_attention else "float32",
+            "measured_by": "pytorch_fp32" if recipe_name == "fp32" else args.measured_by,
+            "datapath": "" if chip is None else chip.label,
             "seconds": f"{time.perf_counter() - start:.0f}",
             "command": command(args, recipe_name, split),
         })  # fmt: skip
         print(f"{recipe_name:<10} {percentiles:<8} {split:<5} WER {wer:6.2f} %  "
-              f"({len(refs)} utterances, {rows[-1]['seconds']} s)", flush=True)
+              f"({len(refs)} utterances, {rows[-1]['seconds']} s, {rows[-1]['measured_by']})",
+              flush=True)
     return rows
 
 
 def key(row: dict[str, str]) -> tuple[str, ...]:
     return (row["recipe"], row["calibration_percentiles"], row["split"], row["window_seconds"],
-            row["output_projection"], row["utterances"])
+            row["output_projection"], row["decoder_attention"], row["measured_by"],
+            row["datapath"], row["utterances"])
 
 
 def write(rows: list[dict[str, str]], csv_path: Path, md_path: Path) -> None:
@@ -88,14 +118,17 @@ def write(rows: list[dict[str, str]], csv_path: Path, md_path: Path) -> None:
     order = {"fp32": 0, "w8a8": 1, "w4a4": 2, "w4a4_sp24": 3}
     merged.sort(key=lambda r: (float(r["window_seconds"]), order.get(r["recipe"], 9), r["recipe"],
                                r["output_projection"], r["calibration_percentiles"] != "0.1-99.9",
-                               r["calibration_percentiles"], r["split"] != "val"))
+                               r["calibration_percentiles"], r["decoder_attention"],
+                               r["measured_by"], r["split"] != "val"))
     write_csv(csv_path, FIELDS, merged)
     lines = ["| recipe | clip percentiles | split | utterances | words | WER % | window s | "
-             "output proj. | command |", "|---|---|---|---:|---:|---:|---:|---|---|"]
+             "output proj. | decoder attn. | measured by | command |",
+             "|---|---|---|---:|---:|---:|---:|---|---|---|---|"]
     lines += [f"| {r['recipe']} | {r['calibration_percentiles']} | {r['split']} | "
               f"{r['utterances']} | {r['reference_words']} | "
               f"{r['wer_pct']} | {r['window_seconds']} | {r['output_projection']} | "
-              f"`{r['command']}` |" for r in merged]
+              f"{r['decoder_attention']} | {r['measured_by']} | `{r['command']}` |"
+              for r in merged]
     write_text_atomic(md_path, "\n".join(lines) + "\n")
 
 
@@ -109,6 +142,12 @@ def main() -> int:
                         help="leave the output projection (LM head) float32")
     parser.add_argument("--calibration-percentiles", type=float, nargs=2, metavar=("LO", "HI"),
                         help="activation clip percentiles instead of the recipe's")
+    parser.add_argument("--decoder-attention", choices=("float32", "quantized"),
+                        default="float32",
+                        help="the decoder's self- and cross-attention matmuls")
+    parser.add_argument("--measured-by", choices=MEASURED_BY, default="fake_quant",
+                        help="transcribe with the fake-quant model or on the integer reference "
+                             "(the accuracy table's chip datapath)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=HERE / "asr_wer.csv")
     args = parser.parse_args()
