@@ -12,8 +12,8 @@ quantizer is a requantize op on the vector unit); the clip values never change a
 width or a mask, and the export runs on the meta device, where they have no value. So one batch
 at the traced shape is enough, and none at all when calibration sets nothing but clips (no
 smoothing, magnitude 2:4 masks: :func:`clips_only_calibration`): :func:`workload_graph` then
-activates the quantizers at their initial clips and skips the model's forward (a second of CPU
-for ViT-B/16), into the same graph.
+activates the quantizers at their initial clips and skips the model's forward (the calibrate
+stage of benchmarks/bench_compress.py), into the same graph.
 
 Building and compressing ViT-B/16 costs seconds of CPU before the export even starts (random
 init, SAWB/mask init of 72 linears, percentile calibration; benchmarks/README.md, bench_startup,
