@@ -2,11 +2,12 @@
 
 ``accelsim run --model vit_b16`` on 4-bit hardware builds the zoo model (seeded random init),
 applies the recipe (``apply_recipe``: QuantLinear swap, 2:4 masks, SAWB steps), calibrates the
-activation clips on one generated batch (``calibrate``) and traces the compressed model
-(``trace_named_model(..., model=compressed)``: torch.export + the graph walk). This script times
-those four stages (process CPU seconds and wall seconds) for each model, with the trace caches
-pointed at a fresh temporary folder so nothing is reused, and prints the GEMM/vector node counts
-of the graph as a sanity check. The plain (uncompressed, meta-device) trace is timed too: the
+activation clips on one generated batch (``calibrate``; where calibration would set nothing but
+clips, the quantizers are only activated, as ``workload_graph`` does) and traces the compressed
+model (``trace_named_model(..., model=compressed)``: torch.export + the graph walk). This script
+times those four stages (process CPU seconds and wall seconds) for each model, with the trace
+caches pointed at a fresh temporary folder so nothing is reused, and prints the GEMM/vector node
+counts of the graph as a sanity check. The plain (uncompressed, meta-device) trace is timed too: the
 compressed trace's ratio to it is the overhead the quantizers add to torch.export.
 
 Usage (repository root)::
@@ -59,15 +60,24 @@ def bench_model(name: str, recipe_name: str, profile: str | None) -> dict[str, S
     from accelsim import zoo
     from accelsim.compress.apply import apply_recipe, calibrate
     from accelsim.graph import trace_cache
-    from accelsim.graph.workload import _CalibrationBatch, load_workload_recipe
+    from accelsim.graph.workload import (
+        _CalibrationBatch,
+        activate_quantizers,
+        clips_only_calibration,
+        load_workload_recipe,
+    )
 
     recipe = load_workload_recipe(recipe_name)
     times: dict[str, StageTime] = {}
     net, times["build"] = _timed(lambda: zoo.build_model(name, seed=0), profile == "build")
     _, times["apply"] = _timed(lambda: apply_recipe(net, recipe), profile == "apply")
-    batch = _CalibrationBatch(zoo.example_inputs(name, seed=0), torch.zeros(0))
-    _, times["calibrate"] = _timed(lambda: calibrate(net, [batch], recipe),
-                                   profile == "calibrate")
+    if clips_only_calibration(recipe):  # as workload_graph: no forward, the same graph
+        _, times["calibrate"] = _timed(lambda: activate_quantizers(net, recipe),
+                                       profile == "calibrate")
+    else:
+        batch = _CalibrationBatch(zoo.example_inputs(name, seed=0), torch.zeros(0))
+        _, times["calibrate"] = _timed(lambda: calibrate(net, [batch], recipe),
+                                       profile == "calibrate")
     trace_cache.clear_memory_cache()
     graph, times["trace"] = _timed(lambda: trace_cache.trace_named_model(name, model=net.eval()),
                                    profile == "trace")

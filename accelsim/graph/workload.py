@@ -9,7 +9,11 @@ run at the hardware's native precision.
 
 Calibration matters to the graph only through which quantizers are active (an active activation
 quantizer is a requantize op on the vector unit); the clip values never change a shape, a bit
-width or a mask, so one batch at the traced shape is enough.
+width or a mask, and the export runs on the meta device, where they have no value. So one batch
+at the traced shape is enough, and none at all when calibration sets nothing but clips (no
+smoothing, magnitude 2:4 masks: :func:`clips_only_calibration`): :func:`workload_graph` then
+activates the quantizers at their initial clips and skips the model's forward (the calibrate
+stage of benchmarks/bench_compress.py), into the same graph.
 
 Building and compressing ViT-B/16 costs seconds of CPU before the export even starts (random
 init, SAWB/mask init of 72 linears, percentile calibration; benchmarks/README.md, bench_startup,
@@ -38,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from accelsim.errors import AccelsimError
 from accelsim.files import source_digest
 from accelsim.graph.ir import Graph
 
@@ -113,13 +118,32 @@ def workload_graph(
         start = time.perf_counter()
         _LOG.info("%s %s: no cached graph; building it once (cached in %s)", model, parsed.name,
                   path.parent)
-        compressed = compressed_model(model, parsed, seed=seed, **shape)
+        compressed = compressed_model(model, parsed, seed=seed, **shape,
+                                      clip_values=not clips_only_calibration(parsed))
         graph = trace_named_model(model, **shape, model=compressed)
         _LOG.info("%s %s: graph built in %.1f s", model, parsed.name,
                   time.perf_counter() - start)
         return graph
 
     return cached_json(path, Graph.from_dict, build, Graph.to_json)
+
+
+def clips_only_calibration(recipe: Recipe) -> bool:
+    """Whether ``compress.apply.calibrate`` sets nothing but activation clips under ``recipe``:
+    no input smoothing (its factors fold into the weights, so into the codes and their density)
+    and no activation-scored 2:4 masks (set, with SparseGPT's weights, by calibration)."""
+    return not recipe.smoothing_sites and (recipe.sparsity != "2:4"
+                                           or recipe.mask_score == "magnitude")
+
+
+def activate_quantizers(net: torch.nn.Module, recipe: Recipe) -> None:
+    """Every activation quantizer of ``net`` active at its initial clips: what
+    ``compress.apply.calibrate`` leaves, less the clip values, without running the model."""
+    from accelsim.compress.apply import act_quantizers
+
+    for quantizer in act_quantizers(net):
+        quantizer.start_calibration(recipe.calibration_percentiles)
+        quantizer.finish_calibration()  # nothing observed: the initial clips stay
 
 
 def _disk_key(model: str, recipe: Recipe, shape: dict[str, int], seed: int) -> str:
@@ -148,9 +172,14 @@ def compressed_model(
     image_size: int | None = None,
     audio_seconds: float | None = None,
     seed: int = 0,
+    clip_values: bool = True,
 ) -> torch.nn.Module:
     """Zoo ``model`` (seeded random init) with ``recipe`` applied and its clips calibrated on
-    :data:`CALIBRATION_BATCHES` seeded generated batches of the given shape (eval mode)."""
+    :data:`CALIBRATION_BATCHES` seeded generated batches of the given shape (eval mode).
+
+    ``clip_values=False`` (only where :func:`clips_only_calibration` holds) activates the
+    quantizers at their initial clips instead: the module's structure, precisions and graph are
+    those of the calibrated one, its activation clips are not."""
     start = time.perf_counter()
 
     def stage(what: str) -> None:
@@ -163,14 +192,15 @@ def compressed_model(
     torch.set_num_threads(BUILD_THREADS)
     try:
         return _compressed_model(model, recipe, stage, batch=batch, seq_len=seq_len,
-                                 image_size=image_size, audio_seconds=audio_seconds, seed=seed)
+                                 image_size=image_size, audio_seconds=audio_seconds, seed=seed,
+                                 clip_values=clip_values)
     finally:
         torch.set_num_threads(threads)
 
 
 def _compressed_model(model: str, recipe: Recipe, stage: Callable[[str], None], *, batch: int,
                       seq_len: int | None, image_size: int | None, audio_seconds: float | None,
-                      seed: int) -> torch.nn.Module:
+                      seed: int, clip_values: bool) -> torch.nn.Module:
     import torch
 
     from accelsim import zoo
@@ -180,6 +210,14 @@ def _compressed_model(model: str, recipe: Recipe, stage: Callable[[str], None], 
     stage(f"compressing: {recipe.weight_bits}-bit weights"
           + (", 2:4 masks" if recipe.sparsity == "2:4" else ""))
     apply_recipe(net, recipe)
+    if not clip_values:
+        if not clips_only_calibration(recipe):
+            raise AccelsimError(f"compressed_model({model!r}): clip_values=False: recipe "
+                                f"{recipe.name!r} calibrates weights or masks too (smoothing or "
+                                "activation-scored masks); allowed: True")
+        stage("calibrating: activating the activation quantizers (clip values decide no graph)")
+        activate_quantizers(net, recipe)
+        return net.eval()
     batches = [
         _CalibrationBatch(
             zoo.example_inputs(model, batch=batch, seq_len=seq_len, image_size=image_size,

@@ -123,3 +123,37 @@ def test_a_cold_build_tells_each_stage_on_stderr_and_a_warm_run_is_silent(capsys
     workload_graph.cache_clear()  # as a new process: the graph now comes from the disk cache
     assert main(argv) == 0
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(("model", "recipe"), [
+    ("bert_tiny", "w4a4_sp24"),
+    ("vit_tiny", "w4a4"),
+    ("wav2vec2_tiny", "w4a4_sp24"),
+    ("bert_tiny", "w4a4_sp24_ln_a8"),
+    ("vit_tiny", "w4a4_sp24_sr_ste"),
+])
+def test_skipping_a_clips_only_calibration_gives_the_same_graph(model, recipe, tmp_path,
+                                                                monkeypatch):
+    """workload_graph activates the quantizers without the calibration forward where calibration
+    sets only clips: the graph (densities from the real codes included) is the calibrated one's."""
+    from accelsim.graph import trace_cache
+
+    parsed = workload.load_workload_recipe(recipe)
+    assert workload.clips_only_calibration(parsed)
+    graphs = []
+    for clip_values in (True, False):
+        monkeypatch.setenv("ACCELSIM_CACHE", str(tmp_path / str(clip_values)))
+        trace_cache.clear_memory_cache()  # the trace key holds no clip values: trace both
+        net = workload.compressed_model(model, parsed, clip_values=clip_values)
+        graphs.append(trace_cache.trace_named_model(model, model=net))
+    calibrated, skipped = graphs
+    assert skipped == calibrated
+    assert any(v.vector_op == "requantize" for v in skipped.vectors)
+
+
+@pytest.mark.parametrize("recipe", ["w4a4_sp24_smooth", "w4a4_sp24_wanda", "w4a4_sp24_sparsegpt"])
+def test_calibration_that_moves_weights_or_masks_is_never_skipped(recipe):
+    parsed = workload.load_workload_recipe(recipe)
+    assert not workload.clips_only_calibration(parsed)
+    with pytest.raises(AccelsimError, match="clip_values=False: recipe .* calibrates weights"):
+        workload.compressed_model(MODEL, parsed, clip_values=False)
