@@ -77,7 +77,7 @@ class AnchoredModel:
     fp32_pct: float
     reference_loss_pct: float
     factor_loss_pct: np.ndarray  # per factor (FACTORS): what lowering it everywhere costs
-    shares: np.ndarray  # groups x FACTORS, each factor's column summing to its share of 1
+    shares: np.ndarray  # groups x FACTORS: weight + activation columns sum to 1, 2:4's to 1
 
     def predicted_loss(self, options: Sequence[Format]) -> np.ndarray:
         return loss_table(self.shares * self.factor_loss_pct[None, :], options)
