@@ -58,21 +58,16 @@ def bench_model(name: str, recipe_name: str, profile: str | None) -> dict[str, S
     import torch
 
     from accelsim import zoo
-    from accelsim.compress.apply import apply_recipe, calibrate
+    from accelsim.compress.apply import apply_recipe, calibrate, clips_only_calibration
     from accelsim.graph import trace_cache
-    from accelsim.graph.workload import (
-        _CalibrationBatch,
-        activate_quantizers,
-        clips_only_calibration,
-        load_workload_recipe,
-    )
+    from accelsim.graph.workload import _CalibrationBatch, load_workload_recipe
 
     recipe = load_workload_recipe(recipe_name)
     times: dict[str, StageTime] = {}
     net, times["build"] = _timed(lambda: zoo.build_model(name, seed=0), profile == "build")
     _, times["apply"] = _timed(lambda: apply_recipe(net, recipe), profile == "apply")
     if clips_only_calibration(recipe):  # as workload_graph: no forward, the same graph
-        _, times["calibrate"] = _timed(lambda: activate_quantizers(net, recipe),
+        _, times["calibrate"] = _timed(lambda: calibrate(net, [], recipe),
                                        profile == "calibrate")
     else:
         batch = _CalibrationBatch(zoo.example_inputs(name, seed=0), torch.zeros(0))

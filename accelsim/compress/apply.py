@@ -340,10 +340,19 @@ def act_quantizers(model: nn.Module) -> list[ActQuantizer]:
     return [m for m in model.modules() if isinstance(m, ActQuantizer)]
 
 
+def clips_only_calibration(recipe: Recipe) -> bool:
+    """Whether :func:`calibrate` sets nothing but activation clips under ``recipe``: no input
+    smoothing (its factors fold into the weights, so into the codes and their density) and no
+    activation-scored 2:4 masks (set, with SparseGPT's weights, by calibration)."""
+    return not recipe.smoothing_sites and (recipe.sparsity != "2:4"
+                                           or recipe.mask_score == "magnitude")
+
+
 @torch.no_grad()
 def calibrate(model: nn.Module, batches: Iterable[Batch], recipe: Recipe) -> int:
     """Percentile-calibrate every activation clip on the first ``calibration_batches`` batches
-    (float activations, eval mode); returns the number of batches used.
+    (float activations, eval mode); returns the number of batches used. With no batches the
+    quantizers are only made active, at their initial clips.
 
     Layers with input smoothing (recipe ``smoothing_sites``) get their factors first, from a
     float pass over the same batches (once: a second calibration keeps them, they are part of

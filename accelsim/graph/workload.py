@@ -11,9 +11,9 @@ Calibration matters to the graph only through which quantizers are active (an ac
 quantizer is a requantize op on the vector unit); the clip values never change a shape, a bit
 width or a mask, and the export runs on the meta device, where they have no value. So one batch
 at the traced shape is enough, and none at all when calibration sets nothing but clips (no
-smoothing, magnitude 2:4 masks: :func:`clips_only_calibration`): :func:`workload_graph` then
-activates the quantizers at their initial clips and skips the model's forward (the calibrate
-stage of benchmarks/bench_compress.py), into the same graph.
+smoothing, magnitude 2:4 masks: ``compress.apply.clips_only_calibration``): :func:`workload_graph`
+then calibrates on no batches, which activates the quantizers at their initial clips and skips
+the model's forward (the calibrate stage of benchmarks/bench_compress.py), into the same graph.
 
 Building and compressing ViT-B/16 costs seconds of CPU before the export even starts (random
 init, SAWB/mask init of 72 linears, percentile calibration; benchmarks/README.md, bench_startup,
@@ -115,6 +115,8 @@ def workload_graph(
     path = zoo.cache_dir() / "workloads" / f"{key}.json"
 
     def build() -> Graph:
+        from accelsim.compress.apply import clips_only_calibration
+
         start = time.perf_counter()
         _LOG.info("%s %s: no cached graph; building it once (cached in %s)", model, parsed.name,
                   path.parent)
@@ -126,24 +128,6 @@ def workload_graph(
         return graph
 
     return cached_json(path, Graph.from_dict, build, Graph.to_json)
-
-
-def clips_only_calibration(recipe: Recipe) -> bool:
-    """Whether ``compress.apply.calibrate`` sets nothing but activation clips under ``recipe``:
-    no input smoothing (its factors fold into the weights, so into the codes and their density)
-    and no activation-scored 2:4 masks (set, with SparseGPT's weights, by calibration)."""
-    return not recipe.smoothing_sites and (recipe.sparsity != "2:4"
-                                           or recipe.mask_score == "magnitude")
-
-
-def activate_quantizers(net: torch.nn.Module, recipe: Recipe) -> None:
-    """Every activation quantizer of ``net`` active at its initial clips: what
-    ``compress.apply.calibrate`` leaves, less the clip values, without running the model."""
-    from accelsim.compress.apply import act_quantizers
-
-    for quantizer in act_quantizers(net):
-        quantizer.start_calibration(recipe.calibration_percentiles)
-        quantizer.finish_calibration()  # nothing observed: the initial clips stay
 
 
 def _disk_key(model: str, recipe: Recipe, shape: dict[str, int], seed: int) -> str:
@@ -177,9 +161,10 @@ def compressed_model(
     """Zoo ``model`` (seeded random init) with ``recipe`` applied and its clips calibrated on
     :data:`CALIBRATION_BATCHES` seeded generated batches of the given shape (eval mode).
 
-    ``clip_values=False`` (only where :func:`clips_only_calibration` holds) activates the
-    quantizers at their initial clips instead: the module's structure, precisions and graph are
-    those of the calibrated one, its activation clips are not."""
+    ``clip_values=False`` (only where ``compress.apply.clips_only_calibration`` holds)
+    calibrates on no batches instead, which activates the quantizers at their initial clips:
+    the module's structure, precisions and graph are those of the calibrated one, its
+    activation clips are not."""
     start = time.perf_counter()
 
     def stage(what: str) -> None:
@@ -204,7 +189,7 @@ def _compressed_model(model: str, recipe: Recipe, stage: Callable[[str], None], 
     import torch
 
     from accelsim import zoo
-    from accelsim.compress.apply import apply_recipe, calibrate
+    from accelsim.compress.apply import apply_recipe, calibrate, clips_only_calibration
 
     net = zoo.build_model(model, seed=seed, image_size=image_size)
     stage(f"compressing: {recipe.weight_bits}-bit weights"
@@ -216,7 +201,7 @@ def _compressed_model(model: str, recipe: Recipe, stage: Callable[[str], None], 
                                 f"{recipe.name!r} calibrates weights or masks too (smoothing or "
                                 "activation-scored masks); allowed: True")
         stage("calibrating: activating the activation quantizers (clip values decide no graph)")
-        activate_quantizers(net, recipe)
+        calibrate(net, [], recipe)
         return net.eval()
     batches = [
         _CalibrationBatch(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from accelsim.compress.apply import clips_only_calibration
 from accelsim.errors import AccelsimError
 from accelsim.graph import workload
 from accelsim.graph.workload import workload_graph
@@ -139,7 +140,7 @@ def test_skipping_a_clips_only_calibration_gives_the_same_graph(model, recipe, t
     from accelsim.graph import trace_cache
 
     parsed = workload.load_workload_recipe(recipe)
-    assert workload.clips_only_calibration(parsed)
+    assert clips_only_calibration(parsed)
     graphs = []
     for clip_values in (True, False):
         monkeypatch.setenv("ACCELSIM_CACHE", str(tmp_path / str(clip_values)))
@@ -154,6 +155,6 @@ def test_skipping_a_clips_only_calibration_gives_the_same_graph(model, recipe, t
 @pytest.mark.parametrize("recipe", ["w4a4_sp24_smooth", "w4a4_sp24_wanda", "w4a4_sp24_sparsegpt"])
 def test_calibration_that_moves_weights_or_masks_is_never_skipped(recipe):
     parsed = workload.load_workload_recipe(recipe)
-    assert not workload.clips_only_calibration(parsed)
+    assert not clips_only_calibration(parsed)
     with pytest.raises(AccelsimError, match="clip_values=False: recipe .* calibrates weights"):
         workload.compressed_model(MODEL, parsed, clip_values=False)
