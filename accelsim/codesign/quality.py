@@ -189,13 +189,13 @@ def measured_pairs(spec: CodesignSpec, store: _Store, task: Any, fp_model: Any, 
     from accelsim.codesign.search import config_string
 
     qat_budget, datapath = qat_setup(spec, task, budget)
-    runs = [run for run in table_runs(spec, task, fp_model, groups, budget)
-            # a recipe lowering a factor the search never lowers has no sensitivity
-            if np.isfinite(sens.predict(ALL_FORMATS, run.assignment))]
-    try:
-        anchored: AccuracyModel | None = qat_anchored(sens, anchor_accuracies(spec, runs))
+    all_runs = table_runs(spec, task, fp_model, groups, budget)
+    try:  # the anchors as the search takes them (run.run_codesign)
+        anchored: AccuracyModel | None = qat_anchored(sens, anchor_accuracies(spec, all_runs))
     except AccelsimError:  # the table lacks an anchor: that model is not scored
         anchored = None
+    # a recipe lowering a factor the search never lowers has no sensitivity, so no pair
+    runs = [run for run in all_runs if np.isfinite(sens.predict(ALL_FORMATS, run.assignment))]
 
     def pair(kind: Kind, config: str, assignment: tuple[Format, ...], anchor: bool,
              val_pct: float, test_pct: float) -> Pair:

@@ -170,7 +170,7 @@ def run_codesign(spec: CodesignSpec, store_path: Path, *, verify: bool = True,
     tmpl = templates(spec.model, shape)
     groups = find_groups(tmpl.base, spec.search.grouping)
     task = get_task(spec.task, limit=spec.limit, tiny=spec.tiny) if spec.task else None
-    fp_model = sens = None
+    fp_model = sens = anchors = None
     model: AccuracyModel | None = None
     if task is not None and spec.accuracy_budgets_pct:
         # Both before anything is written or measured.
