@@ -53,15 +53,15 @@ def add_phase_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def wants_phase(args: argparse.Namespace) -> bool:
-    """``--phase`` given, or a phase option, or a zoo decoder (which needs a phase)."""
+    """``--phase`` given, or a phase option, or a zoo decoder or speech recognizer (which needs
+    a phase)."""
     if args.phase is not None or any(getattr(args, key) is not None
                                      for key in _PHASE_SHAPE_OPTIONS):
         return True
     from accelsim.cli.run import is_topology_csv
-    from accelsim.zoo.decoders import is_decoder
-    from accelsim.zoo.registry import get_spec
+    from accelsim.zoo.decoders import needs_phase
 
-    return not is_topology_csv(args.model) and is_decoder(get_spec(args.model))
+    return not is_topology_csv(args.model) and needs_phase(args.model)
 
 
 def _check_options(args: argparse.Namespace) -> str:

@@ -32,12 +32,13 @@ class KVCacheTensor:
     """One layer's key or value cache: ``batch x kv_heads x positions x head_dim`` elements.
 
     ``positions`` is the cache length this pass attends over (prompt for prefill, context + 1
-    for a decode step); ``written_positions`` the positions this pass stores (the prompt, or the
-    one new token). ``bits`` is the stored width (``None``: the attention operands' width, the
-    hardware's default); ``read_by`` names the attention GEMM whose B operand it is;
-    ``written_from`` the node that computes this pass's new positions (the key or value
-    projection, as traced); ``written_by`` the node whose output is stored into the cache as
-    those positions (``None``: the graph has no such node).
+    for a decode step; the encoder positions for cross-attention); ``written_positions`` the
+    positions this pass stores (the prompt, or the one new token; 0 for a cache the pass only
+    reads: cross-attention keys and values during decoding). ``bits`` is the stored width
+    (``None``: the attention operands' width, the hardware's default); ``read_by`` names the
+    attention GEMM whose B operand it is; ``written_from`` the node that computes this pass's
+    new positions (the key or value projection, as traced); ``written_by`` the node whose output
+    is stored into the cache as those positions (``None``: the graph has no such node).
     """
 
     name: str
@@ -53,10 +54,15 @@ class KVCacheTensor:
     written_by: str | None = None
 
     def __post_init__(self) -> None:
-        for dim in ("batch", "kv_heads", "positions", "head_dim", "written_positions"):
+        for dim, least in (("batch", 1), ("kv_heads", 1), ("positions", 1), ("head_dim", 1),
+                           ("written_positions", 0)):
             value = getattr(self, dim)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise AccelsimError(f"kv cache {self.name!r}: {dim}={value!r} must be >= 1")
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise AccelsimError(f"kv cache {self.name!r}: {dim}={value!r} must be an "
+                                    f"integer >= {least}")
+        if self.written_positions > self.positions:
+            raise AccelsimError(f"kv cache {self.name!r}: written_positions="
+                                f"{self.written_positions} exceeds positions={self.positions}")
         if self.kind not in ("key", "value"):
             raise AccelsimError(f"kv cache {self.name!r}: kind={self.kind!r} is not one of "
                                 "key, value")
@@ -127,9 +133,10 @@ _VECTOR_SIZES = ("elements", "count", "row_length")
 _KV_SIZES = ("batch", "positions", "written_positions")
 
 
-def _affine(first: int, second: int, x0: int, x1: int, x: int, where: str) -> int:
+def _affine(first: int, second: int, x0: int, x1: int, x: int, where: str,
+            least: int = 1) -> int:
     value = first + Fraction(second - first, x1 - x0) * (x - x0)
-    if value.denominator != 1 or value < 1:
+    if value.denominator != 1 or value < least:
         raise AccelsimError(f"{where}: sizes {first} at {x0} and {second} at {x1} give "
                             f"{value} at {x}, not a positive integer (not affine)")
     return int(value)
@@ -165,7 +172,8 @@ def affine_in(key: str, first: PhaseGraph, second: PhaseGraph, value: int) -> Ph
     nodes = tuple(_node_at(a, b, x0, x1, value)
                   for a, b in zip(first.graph.nodes, second.graph.nodes, strict=True))
     kv = tuple(dataclasses.replace(a, **{f: _affine(getattr(a, f), getattr(b, f), x0, x1, value,
-                                                    f"kv cache {a.name!r}.{f}")
+                                                    f"kv cache {a.name!r}.{f}",
+                                                    least=0 if f == "written_positions" else 1)
                                          for f in _KV_SIZES})
                for a, b in zip(first.kv_cache, second.kv_cache, strict=True))
     shape = {**first.shape, key: value}
@@ -200,7 +208,8 @@ def with_precision(phase_graph: PhaseGraph, precision: DecoderPrecision) -> Phas
     p = precision
     writes: dict[str | None, list[KVCacheTensor]] = {}
     for tensor in phase_graph.kv_cache:
-        writes.setdefault(tensor.written_from, []).append(tensor)
+        if tensor.written_positions:
+            writes.setdefault(tensor.written_from, []).append(tensor)
 
     def kv_writes(source: str | None) -> list[Node]:
         return [VectorNode(name=f"{t.name}/requantize", vector_op="requantize",
@@ -231,5 +240,5 @@ def with_precision(phase_graph: PhaseGraph, precision: DecoderPrecision) -> Phas
     nodes += kv_writes(None)  # a cache whose writer the graph does not name: after the rest
     graph = dataclasses.replace(phase_graph.graph, nodes=tuple(nodes))
     kv = tuple(dataclasses.replace(t, written_by=f"{t.name}/requantize")
-               for t in phase_graph.kv_cache)
+               if t.written_positions else t for t in phase_graph.kv_cache)
     return with_kv_bits(dataclasses.replace(phase_graph, graph=graph, kv_cache=kv), p.kv_bits)

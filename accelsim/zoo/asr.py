@@ -66,6 +66,7 @@ NO_TIMESTAMPS = 50362
 SELF_ATTENTION = r"whisper\.model\.decoder\.layers\.\d+\.self_attn"
 CROSS_ATTENTION = r"whisper\.model\.decoder\.layers\.\d+\.encoder_attn"
 MAX_NEW_TOKENS = 32  # the asr task's longest sentence is 21 tokens: room for a looser transcript
+PROMPT = (START_OF_TRANSCRIPT, NO_TIMESTAMPS)  # what greedy decoding feeds first
 
 
 @dataclass(frozen=True)
@@ -126,16 +127,21 @@ def asr_class() -> type:
     return WhisperAsr
 
 
-def build_asr_model(name: str, *, pretrained: bool = False, seed: int = 0) -> nn.Module:
+def build_asr_model(name: str, *, pretrained: bool = False, seed: int = 0,
+                    meta: bool = False) -> nn.Module:
     """``WhisperAsr`` (:func:`asr_class`) of ASR entry ``name`` in eval mode: seeded random
-    init, then (``pretrained``) the converted real weights, every parameter loaded."""
+    init, then (``pretrained``) the converted real weights, every parameter loaded; or on the
+    meta device (``meta``: shapes only, what the phase tracer needs)."""
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     spec = get_spec(asr_spec(name).whisper)
+    config = WhisperConfig(**spec.config_dict, attn_implementation="eager")
+    if meta:
+        with torch.device("meta"):
+            return asr_class()(WhisperForConditionalGeneration(config)).eval()
     if pretrained:
         source = require_weights(spec)
-    config = WhisperConfig(**spec.config_dict, attn_implementation="eager")
     torch.manual_seed(seed)
     model = WhisperForConditionalGeneration(config)
     if pretrained:
@@ -160,7 +166,7 @@ def asr_tokenizer(name: str) -> PreTrainedTokenizerFast:
 def decoding_rules(name: str) -> DecodingRules:
     """Greedy decoding of ``name``: the suppressed tokens of the weights package's config.json;
     a random-init entry (no package) suppresses none."""
-    prompt = (START_OF_TRANSCRIPT, NO_TIMESTAMPS)
+    prompt = PROMPT
     if get_spec(asr_spec(name).whisper).weights is None:
         return DecodingRules(prompt, END_OF_TEXT, (), ())
     config = json.loads(_package_file(name, "config.json").read_text())

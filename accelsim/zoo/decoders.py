@@ -3,6 +3,12 @@ YAML's config with seeded random init (latency and energy need shapes, not train
 their phase shapes (prefill, one decode step, a whole generation) checked against the model,
 and analytic MAC counts per phase (an independent check on the phase tracer).
 
+The encoder-decoder speech recognizers of :mod:`accelsim.zoo.asr` (``whisper_tiny_en_asr``)
+have the same phases: the prefill runs the encoder over Whisper's 30 s window (its
+``max_source_positions``, the window openai-whisper and transformers pad every clip to) and the
+decoder over the prompt, writing the cross-attention keys and values once; a decode step runs
+the decoder alone, reading them from the cache.
+
 A phase's shape options: ``prefill`` (``batch``, ``prompt_len``), ``decode`` (``batch``,
 ``context``: tokens already in the KV cache; the step feeds one more) and ``generate``
 (``batch``, ``prompt_len``, ``gen_len``: a prefill that yields the first output token, then
@@ -11,9 +17,11 @@ A phase's shape options: ``prefill`` (``batch``, ``prompt_len``), ``decode`` (``
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from accelsim.errors import AccelsimError
+from accelsim.zoo.asr import ASR_MODELS, MAX_NEW_TOKENS, PROMPT, asr_spec
 from accelsim.zoo.registry import DECODER_FAMILIES, ModelSpec, get_spec
 
 if TYPE_CHECKING:
@@ -36,6 +44,48 @@ _CLASSES: dict[str, tuple[str, str]] = {
 
 def is_decoder(spec: ModelSpec) -> bool:
     return spec.family in DECODER_FAMILIES
+
+
+def is_speech_recognizer(name: str) -> bool:
+    """An encoder-decoder ASR entry of :mod:`accelsim.zoo.asr` (not a ``models/`` YAML)."""
+    return name in ASR_MODELS
+
+
+def needs_phase(name: str) -> bool:
+    """Model ``name`` runs as phases (a decoder-only model or a speech recognizer)."""
+    return is_speech_recognizer(name) or is_decoder(get_spec(name))
+
+
+@dataclass(frozen=True)
+class PhaseLimits:
+    """What a model's phase options are checked against: its decoder's positions and the
+    defaults of ``prompt_len``, ``context`` and ``gen_len``."""
+
+    positions: int
+    defaults: dict[str, int]
+
+
+def phase_limits(name: str, phase: str | None = None) -> PhaseLimits:
+    """A decoder's from its YAML (``prompt_len`` and ``context`` default to ``input.seq_len``,
+    ``gen_len`` to ``input.gen_len``); a speech recognizer's from its Whisper config and its
+    greedy decoding (the 2-token prompt, context the prompt, ``gen_len`` its token budget, as
+    far as the positions allow).
+    One line for a model without a decoder (naming ``phase`` when given)."""
+    if is_speech_recognizer(name):
+        positions = int(get_spec(asr_spec(name).whisper).config_dict["max_target_positions"])
+        return PhaseLimits(positions, {"prompt_len": len(PROMPT), "context": len(PROMPT),
+                                       "gen_len": min(MAX_NEW_TOKENS, positions - len(PROMPT))})
+    spec = get_spec(name)
+    if not is_decoder(spec):
+        raise AccelsimError(
+            f"{name}: {f'--phase {phase} needs' if phase else 'phases need'} a decoder model; "
+            f"{name} is an encoder-only {spec.family} model "
+            f"(decoder families: {', '.join(DECODER_FAMILIES)}; speech recognizers: "
+            f"{', '.join(ASR_MODELS)})")
+    defaults = spec.default_input_shape
+    return PhaseLimits(max_positions(spec),
+                       {"prompt_len": int(defaults["seq_len"]), "context": int(defaults["seq_len"]),
+                        "gen_len": int(defaults["gen_len"])})
 
 
 def max_positions(spec: ModelSpec) -> int:
@@ -75,36 +125,27 @@ def resolve_phase_shape(
     context: int | None = None,
     gen_len: int | None = None,
 ) -> dict[str, int]:
-    """Check a phase's shape options against decoder ``name`` and fill defaults from its YAML
-    (``prompt_len`` and ``context`` default to ``input.seq_len``, ``gen_len`` to
-    ``input.gen_len``). One line for an encoder, an option the phase does not take, a size
-    below 1 or beyond the model's positions."""
-    spec = get_spec(name)
+    """Check a phase's shape options against model ``name`` (:func:`phase_limits`) and fill
+    their defaults. One line for an encoder-only model, an option the phase does not take, a
+    size below 1 or beyond the decoder's positions."""
     if phase not in PHASES:
         raise AccelsimError(f"phase: {phase!r} is not one of {', '.join(PHASES)}")
-    if not is_decoder(spec):
-        raise AccelsimError(
-            f"{name}: --phase {phase} needs a decoder model; {name} is an encoder-only "
-            f"{spec.family} model (decoder families: {', '.join(DECODER_FAMILIES)})"
-        )
+    limits = phase_limits(name, phase)
     given = {"prompt_len": prompt_len, "context": context, "gen_len": gen_len}
     options = PHASE_OPTIONS[phase]
     for key, value in given.items():
         if value is not None and key not in options:
             raise AccelsimError(f"{name}: {key}={value!r} does not apply to phase {phase!r} "
                                 f"(its shape options: {', '.join(options)})")
-    defaults = spec.default_input_shape
-    fallback = {"prompt_len": defaults["seq_len"], "context": defaults["seq_len"],
-                "gen_len": defaults["gen_len"]}
     shape = {"batch": positive_int(name, "batch", batch)}
     for key in options:
         shape[key] = positive_int(name, key, given[key] if given[key] is not None
-                                   else fallback[key])
+                                   else limits.defaults[key])
     # Positions a phase occupies: the prompt; the cache plus the fed token; the prompt plus
     # every token fed back (the last generated token is not fed).
     needed = {"prefill": lambda s: s["prompt_len"], "decode": lambda s: s["context"] + 1,
               "generate": lambda s: s["prompt_len"] + s["gen_len"] - 1}[phase](shape)
-    limit = max_positions(spec)
+    limit = limits.positions
     if needed > limit:
         what = ", ".join(f"{key}={shape[key]}" for key in options)
         allowed = {"prefill": f"prompt_len at most {limit}",
@@ -154,6 +195,8 @@ def phase_macs(name: str, phase: str, shape: dict[str, int]) -> int:
     """MACs of one prefill or one decode step from the config alone: per layer Q, K, V, O
     projections, QK^T and PV over the cached positions, the FFN (Llama's gated FFN has three
     linears), plus the LM head on the last position only."""
+    if is_speech_recognizer(name):
+        return _recognizer_phase_macs(name, phase, shape)
     spec = get_spec(name)
     d = dims(spec)
     hidden, head_dim = d["hidden"], d["hidden"] // d["heads"]
@@ -169,3 +212,38 @@ def phase_macs(name: str, phase: str, shape: dict[str, int]) -> int:
              + 2 * tokens * positions * hidden
              + ffn_linears * tokens * hidden * d["ffn"])
     return shape["batch"] * (d["layers"] * layer + hidden * d["vocab"])
+
+
+def encoder_window_frames(name: str) -> int:
+    """Mel frames a speech recognizer's prefill encodes: Whisper's whole 30 s window
+    (``2 x max_source_positions``)."""
+    return 2 * int(get_spec(asr_spec(name).whisper).config_dict["max_source_positions"])
+
+
+def _recognizer_phase_macs(name: str, phase: str, shape: dict[str, int]) -> int:
+    """A speech recognizer's pass: the prefill adds the encoder over its window and each
+    layer's cross-attention key and value projections of the encoder output (computed once,
+    then cached); every pass has per decoder layer self-attention (Q, K, V, O, QK^T and PV over
+    the cached positions), cross-attention (Q, O, QK^T and PV over the encoder positions) and
+    the FFN, plus the LM head on the last position."""
+    from accelsim.zoo.inputs import WHISPER_HOP_SAMPLES
+    from accelsim.zoo.macs import analytic_macs
+
+    whisper = asr_spec(name).whisper
+    cfg = get_spec(whisper).config_dict
+    hidden, encoded = cfg["d_model"], cfg["max_source_positions"]
+    batch = shape["batch"]
+    if phase == "prefill":
+        tokens, positions = shape["prompt_len"], shape["prompt_len"]
+        frames = encoder_window_frames(name)
+        once = (analytic_macs(whisper, {"batch": batch,
+                                        "audio_samples": frames * WHISPER_HOP_SAMPLES})
+                + batch * cfg["decoder_layers"] * 2 * encoded * hidden * hidden)
+    elif phase == "decode":
+        tokens, positions, once = 1, shape["context"] + 1, 0
+    else:
+        raise AccelsimError(f"phase_macs: phase {phase!r} is not one of prefill, decode")
+    layer = (4 * tokens * hidden * hidden + 2 * tokens * positions * hidden
+             + 2 * tokens * hidden * hidden + 2 * tokens * encoded * hidden
+             + 2 * tokens * hidden * cfg["decoder_ffn_dim"])
+    return once + batch * (cfg["decoder_layers"] * layer + hidden * cfg["vocab_size"])

