@@ -17,6 +17,12 @@ bit-identical, else exit 1. With ``--hw`` the generation runs on the chip's data
 passes of the phase are checked: the oracle recomputes every op, and the GEMM MACs executed are
 compared with those of the traced phase graphs (prefill; each decode step at its context).
 ``--int-model-out F`` writes the exported integer model (``run --phase ... --int-model F``).
+Speech recognizers (``whisper_tiny_en_asr``, ``whisper_tiny_test_asr``) are checked the same
+way: the recipe covers encoder, decoder linears, output projection and decoder attention (the
+KV caches as codes), calibrated teacher-forced on generated features of the encoder's whole
+window and random tokens after the decoding prompt; then greedy transcription of other features
+(``--gen-len`` tokens at most) on the integer reference against the fake-quant model, and with
+``--hw`` the prefill (encoder + first decoder step) and decode steps against their phase graphs.
 
 ``--hw H [--set K=V ...]`` then checks the chip (:mod:`accelsim.ref.chip`): the reference on H's
 datapath (accumulator width and overflow, integer requantization, vector format) reports its
@@ -28,6 +34,7 @@ and whether its GEMM MACs and vector elements equal the simulator graph's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import math
@@ -149,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from accelsim.ref.compare import compare_with_fake_quant
+    from accelsim.zoo.decoders import is_speech_recognizer
 
     for name in ("batches", "batch_size"):
         if getattr(args, name) < 1:
@@ -156,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
     datapath = _datapath(args)
     torch.manual_seed(args.seed)
     decoder = _decoder_shape(args)
-    if decoder is not None:
+    if decoder is not None and is_speech_recognizer(args.model):
+        model, int_model, batches = _recognizer_from_recipe(args, decoder)
+    elif decoder is not None:
         model, int_model, batches = _decoder_from_recipe(args, decoder)
     else:
         model, int_model, batches = _from_checkpoint(args) if args.ckpt else _from_recipe(args)
@@ -195,12 +205,11 @@ def run(args: argparse.Namespace) -> int:
 def _decoder_shape(args: argparse.Namespace) -> dict[str, int] | None:
     """The generation shape of a zoo decoder (``None`` for an encoder), its options checked."""
     from accelsim.errors import AccelsimError
-    from accelsim.zoo.decoders import is_decoder, resolve_phase_shape
-    from accelsim.zoo.registry import get_spec
+    from accelsim.zoo.decoders import is_speech_recognizer, needs_phase, resolve_phase_shape
 
     given = [f"--{key.replace('_', '-')}" for key in ("prompt_len", "gen_len", "int_model_out")
              if getattr(args, key) is not None]
-    if not is_decoder(get_spec(args.model)):
+    if not needs_phase(args.model):
         if args.phase is not None or given:
             flag = "--phase" if args.phase is not None else given[0]
             raise AccelsimError(f"{flag} applies to decoder models; {args.model} is an encoder")
@@ -216,12 +225,78 @@ def _decoder_shape(args: argparse.Namespace) -> dict[str, int] | None:
             raise AccelsimError(f"--{key.replace('_', '-')} does not apply to --phase "
                                 f"{args.phase} (its shape options: --batch-size, --prompt-len, "
                                 "--gen-len)")
+    if is_speech_recognizer(args.model) and args.prompt_len is not None:
+        raise AccelsimError(f"--prompt-len does not apply to speech recognizer {args.model} "
+                            "(its prompt is greedy decoding's; allowed: --gen-len)")
     shape = resolve_phase_shape(args.model, "generate", batch=args.batch_size,
                                 prompt_len=args.prompt_len, gen_len=args.gen_len)
     if args.phase == "decode" and shape["gen_len"] < 2:
         raise AccelsimError(f"--gen-len {shape['gen_len']}: --phase decode needs a decode "
                             "step; allowed: 2 or more")
     return shape
+
+
+def _phase_recipe(args: argparse.Namespace) -> Any:
+    """The quantized ``--recipe`` of a phase check (``--int-model-out`` checked first)."""
+    from accelsim.compress.recipe import load_recipe
+    from accelsim.errors import AccelsimError
+    from accelsim.files import check_output_path
+
+    if args.int_model_out is not None:
+        check_output_path(args.int_model_out, "--int-model-out")
+    recipe = load_recipe(args.recipe)
+    if not recipe.quantized:
+        raise AccelsimError(f"--recipe: {recipe.name!r} keeps float32 weights; allowed: a "
+                            "quantized recipe (weight_bits 4 or 8)")
+    return recipe
+
+
+def _finish_phase_model(args: argparse.Namespace, model: Any) -> Any:
+    """The integer model of a compressed, calibrated phase model (written to
+    ``--int-model-out`` when given)."""
+    from accelsim.compress.export import export_int_model, save_int_model
+
+    int_model = export_int_model(model)
+    if args.int_model_out is not None:
+        save_int_model(int_model, args.int_model_out)
+    return int_model
+
+
+def _recognizer_from_recipe(args: argparse.Namespace,
+                            shape: dict[str, int]) -> tuple[Any, Any, list[Any]]:
+    """The compressed speech recognizer (seeded random init), its integer model and the
+    teacher-forced batches it is checked on: features of the encoder's whole window and the
+    decoding prompt followed by ``gen_len`` random tokens."""
+    import torch
+
+    from accelsim.accuracy.asr import asr_recipe, quantize_decoder_attention
+    from accelsim.compress.apply import apply_recipe, calibrate
+    from accelsim.tasks.base import Batch
+    from accelsim.zoo.asr import PROMPT, build_asr_model
+    from accelsim.zoo.decoders import encoder_window_frames
+
+    recipe = asr_recipe(_phase_recipe(args))
+    model = build_asr_model(args.model, seed=args.seed)
+    config = model.config
+
+    def teacher_forced(count: int, seed: int) -> list[Any]:
+        batches = []
+        for i in range(count):
+            generator = torch.Generator().manual_seed(seed + i)
+            features = torch.randn(shape["batch"], config.num_mel_bins,
+                                   encoder_window_frames(args.model), generator=generator)
+            tokens = torch.randint(0, config.vocab_size, (shape["batch"], shape["gen_len"]),
+                                   generator=generator)
+            ids = torch.cat([torch.tensor([PROMPT] * shape["batch"]), tokens], dim=1)
+            batches.append(Batch({"input_features": features, "decoder_input_ids": ids},
+                                 torch.zeros(shape["batch"], dtype=torch.long)))
+        return batches
+
+    apply_recipe(model, recipe)
+    quantize_decoder_attention(model, recipe)
+    calibrate(model, teacher_forced(recipe.calibration_batches, args.seed + 10_000), recipe)
+    model.eval()
+    return model, _finish_phase_model(args, model), teacher_forced(args.batches, args.seed)
 
 
 def _decoder_from_recipe(args: argparse.Namespace,
@@ -231,19 +306,10 @@ def _decoder_from_recipe(args: argparse.Namespace,
 
     from accelsim import zoo
     from accelsim.compress.apply import apply_recipe, calibrate
-    from accelsim.compress.export import export_int_model, save_int_model
-    from accelsim.compress.recipe import load_recipe
-    from accelsim.errors import AccelsimError
-    from accelsim.files import check_output_path
     from accelsim.tasks.base import Batch
     from accelsim.zoo.decoders import build_causal_lm
 
-    if args.int_model_out is not None:
-        check_output_path(args.int_model_out, "--int-model-out")
-    recipe = load_recipe(args.recipe)
-    if not recipe.quantized:
-        raise AccelsimError(f"--recipe: {recipe.name!r} keeps float32 weights; allowed: a "
-                            "quantized recipe (weight_bits 4 or 8)")
+    recipe = _phase_recipe(args)
 
     def prompts(count: int, seed: int) -> list[Any]:
         return [Batch(inputs=zoo.example_inputs(args.model, batch=shape["batch"],
@@ -254,30 +320,39 @@ def _decoder_from_recipe(args: argparse.Namespace,
     model = build_causal_lm(args.model, seed=args.seed)
     apply_recipe(model, recipe)
     calibrate(model, prompts(recipe.calibration_batches, args.seed + 10_000), recipe)
-    int_model = export_int_model(model)
-    if args.int_model_out is not None:
-        save_int_model(int_model, args.int_model_out)
-    return model.eval(), int_model, prompts(args.batches, args.seed)
+    return model.eval(), _finish_phase_model(args, model), prompts(args.batches, args.seed)
 
 
 def _check_decoder(args: argparse.Namespace, shape: dict[str, int], model: Any, int_model: Any,
                    batches: list[Any], datapath: Any, payload: dict[str, Any]) -> bool:
     """Greedy generation on the fake-quant datapath and, with ``--hw``, on the chip's; prints
     and adds to ``payload``; whether both pass."""
-    from accelsim.ref.decode import check_decoder_chip, check_generation
+    from accelsim.ref import decode
+    from accelsim.zoo.decoders import is_speech_recognizer
 
-    prompts = [batch.inputs["input_ids"] for batch in batches]
-    generation = check_generation(model, int_model, prompts, shape["gen_len"])
+    if is_speech_recognizer(args.model):
+        from accelsim.zoo.asr import decoding_rules
+
+        rules = dataclasses.replace(decoding_rules(args.model), max_new_tokens=shape["gen_len"])
+        prompts = [batch.inputs["input_features"] for batch in batches]
+        generation = decode.check_transcriptions(model, int_model, prompts, rules)
+    else:
+        prompts = [batch.inputs["input_ids"] for batch in batches]
+        generation = decode.check_generation(model, int_model, prompts, shape["gen_len"])
     print(f"generation ({len(prompts)} x batch {shape['batch']}, prompt {shape['prompt_len']}, "
-          f"{shape['gen_len']} tokens, KV cache of {int_model.attentions[0].k.bits}-bit codes): "
+          f"{shape['gen_len']} tokens, KV cache of {int_model.attentions[-1].k.bits}-bit codes): "
           f"{generation.tokens_equal} of {generation.tokens} greedy tokens equal the fake-quant "
           f"model's; {generation.identical_logits} of {generation.passes} passes' logits "
           "bit-identical")
     payload["generation"] = {**asdict(generation), "passed": generation.passed}
     if datapath is None:
         return generation.passed
-    chip = check_decoder_chip(args.model, model, int_model, prompts, shape["gen_len"],
-                              args.phase, datapath)
+    if is_speech_recognizer(args.model):
+        chip = decode.check_recognizer_chip(args.model, model, int_model, prompts, rules,
+                                            args.phase, datapath)
+    else:
+        chip = decode.check_decoder_chip(args.model, model, int_model, prompts,
+                                         shape["gen_len"], args.phase, datapath)
     d = chip.datapath
     print(f"chip datapath ({args.phase}: {chip.passes_checked} passes): {d.accumulator_bits}-bit "
           f"accumulators ({d.overflow}), vector format {d.vector_format}")

@@ -200,11 +200,11 @@ NOMINAL_DENSITY = {"dense": 1.0, "2:4": 0.5}
 
 
 def with_precision(phase_graph: PhaseGraph, precision: DecoderPrecision) -> PhaseGraph:
-    """The phase graph run at ``precision``: GEMM widths and sparsity set, and one requantize on
-    the vector unit per quantized operand, as a compressed trace has: each linear's input and
-    each attention matmul's A operand (the GEMM then reads the requantized tensor), and each KV
-    write (right after the node that computes the new positions; its output is what the cache
-    stores, ``written_by``)."""
+    """The phase graph run at ``precision``: GEMM widths and sparsity set (convolutions, a float
+    front end, excepted), and one requantize on the vector unit per quantized operand, as a
+    compressed trace has: each linear's input and each attention matmul's A operand (the GEMM
+    then reads the requantized tensor), and each KV write (right after the node that computes
+    the new positions; its output is what the cache stores, ``written_by``)."""
     p = precision
     writes: dict[str | None, list[KVCacheTensor]] = {}
     for tensor in phase_graph.kv_cache:
@@ -219,7 +219,10 @@ def with_precision(phase_graph: PhaseGraph, precision: DecoderPrecision) -> Phas
 
     nodes: list[Node] = []
     for node in phase_graph.graph.nodes:
-        if isinstance(node, GemmNode):
+        # A convolution is a speech recognizer's front end, which compression leaves float32
+        # (docs/compression.md §3): its traced widths stay (None: the hardware's), as the
+        # encoder's compressed trace prices it.
+        if isinstance(node, GemmNode) and node.kind != "conv":
             quantized = f"{node.name}/requantize"
             nodes.append(VectorNode(name=quantized, vector_op="requantize",
                                     elements=node.m * node.k * node.count,

@@ -247,6 +247,39 @@ def transcribe_int(executor: nn.Module, int_model: IntModel, input_features: Ten
     return TranscriptionResult(tokens=tokens, counts=getattr(executor, COUNTS_ATTR), cache=cache)
 
 
+class TranscriptionPasses:
+    """A speech recognizer (or its integer executor) called as greedy transcription calls it,
+    its calls grouped into passes: the encoder and the first decoder step form the prefill,
+    each further decoder step a decode pass. Each :class:`PassRecord` holds the pass's
+    last-position logits as the model returned them (before decoding suppresses tokens) and,
+    given the executor's ``counts``, the GEMM MACs it executed and (``record_ops``) its ops."""
+
+    def __init__(self, model: nn.Module, counts: DatapathCounts | None = None,
+                 record_ops: bool = False) -> None:
+        self.model, self.config = model, model.config
+        self.counts, self.record_ops = counts, record_ops
+        self.passes: list[PassRecord] = []
+        self._macs_before: dict[str, int] | None = None
+
+    def __call__(self, **inputs: Any) -> Tensor:
+        if self._macs_before is None:  # a pass begins
+            self._macs_before = dict(self.counts.gemm_macs) if self.counts else {}
+            if self.counts is not None:
+                self.counts.records = [] if self.record_ops else None
+        output = self.model(**inputs)
+        if "decoder_input_ids" in inputs:  # a pass ends with its decoder step
+            executed = self.counts.gemm_macs if self.counts else {}
+            self.passes.append(PassRecord(
+                phase="decode" if self.passes else "prefill",
+                tokens=int(inputs["decoder_input_ids"].shape[1]),
+                logits=output[:, -1].float().clone(),
+                gemm_macs={kind: macs - self._macs_before.get(kind, 0)
+                           for kind, macs in executed.items()},
+                records=(self.counts.records or []) if self.counts else []))
+            self._macs_before = None
+        return output
+
+
 # ---------------------------------------------------------------------------------------------
 # Checks (accelsim verify --phase)
 # ---------------------------------------------------------------------------------------------
@@ -302,6 +335,10 @@ class DecodeChipReport(ChipChecks):
 
 def _phase_graph_macs(name: str, record: PassRecord, batch: int, prompt_len: int,
                       step: int) -> dict[str, int]:
+    """GEMM MACs by kind (``macs_linear``, ``macs_matmul``) of the traced phase graph of pass
+    ``step`` (0: the prefill; step ``k`` decodes at context ``prompt_len + k - 1``). A
+    recognizer's convolutions, a float front end that the integer reference leaves to the host,
+    are not counted."""
     from accelsim.graph.decoder_trace import trace_phase
 
     if record.phase == "prefill":
@@ -310,8 +347,78 @@ def _phase_graph_macs(name: str, record: PassRecord, batch: int, prompt_len: int
         traced = trace_phase(name, "decode", {"batch": batch, "context": prompt_len + step - 1})
     macs: dict[str, int] = {}
     for node in traced.graph.gemms:
-        macs[f"macs_{node.kind}"] = macs.get(f"macs_{node.kind}", 0) + node.macs
+        if node.kind != "conv":
+            macs[f"macs_{node.kind}"] = macs.get(f"macs_{node.kind}", 0) + node.macs
     return macs
+
+
+def _add(totals: dict[str, int], more: dict[str, int], prefix: str = "") -> None:
+    for key, value in more.items():
+        totals[prefix + key] = totals.get(prefix + key, 0) + value
+
+
+@dataclass
+class _ChipTally:
+    """What :class:`DecodeChipReport` sums over the generations of a phase check."""
+
+    name: str
+    phase: str
+    checked: int = 0
+    ops: int = 0
+    elements: int = 0
+    mismatches: int = 0
+    tokens: int = 0
+    agree: int = 0
+    accumulators: int = 0
+    saturations: int = 0
+    executed: dict[str, int] = field(default_factory=dict)
+    graph: dict[str, int] = field(default_factory=dict)
+    fallbacks: dict[str, int] = field(default_factory=dict)
+    ours: list[Tensor] = field(default_factory=list)
+    theirs: list[Tensor] = field(default_factory=list)
+
+    def add_generation(self, passes: Sequence[PassRecord], fq_logits: Sequence[Tensor],
+                       counts: DatapathCounts, tokens: tuple[int, int], batch: int,
+                       prompt_len: int) -> None:
+        """One generation's passes (the phase's checked by the oracle and against the traced
+        graphs), its executor's counts and its ``(tokens, tokens that agree)``."""
+        self.tokens += tokens[0]
+        self.agree += tokens[1]
+        self.accumulators += counts.accumulators
+        self.saturations += counts.saturations
+        _add(self.fallbacks, counts.float_fallbacks)
+        for step, (record, fq) in enumerate(zip(passes, fq_logits, strict=False)):
+            if record.phase not in PHASE_PASSES[self.phase]:
+                continue
+            self.checked += 1
+            self.ours.append(record.logits)
+            self.theirs.append(fq)
+            for kind, output, inputs in record.records:
+                check = oracle.check_op(kind, output, inputs, max_rows=ORACLE_ROWS)
+                self.ops += 1
+                self.elements += check.elements
+                self.mismatches += check.mismatches
+            _add(self.executed, record.gemm_macs, "macs_")
+            _add(self.graph, _phase_graph_macs(self.name, record, batch, prompt_len, step))
+
+    def report(self, datapath: Datapath, gen_len: int) -> DecodeChipReport:
+        if not self.checked:
+            raise AccelsimError(f"phase {self.phase}: a generation of {gen_len} token(s) has no "
+                                f"{self.phase} pass; allowed: gen_len >= 2 for decode")
+        return DecodeChipReport(
+            datapath=datapath, phase=self.phase, passes_checked=self.checked,
+            accumulators=self.accumulators, accumulator_saturations=self.saturations,
+            tokens=self.tokens, tokens_agree=self.agree,
+            logit_sqnr_db=sqnr_db(torch.cat(self.theirs), torch.cat(self.ours)),
+            oracle_ops_checked=self.ops, oracle_elements_checked=self.elements,
+            oracle_mismatches=self.mismatches, executed=dict(sorted(self.executed.items())),
+            graph=dict(sorted(self.graph.items())), float_fallbacks=dict(sorted(
+                self.fallbacks.items())))
+
+
+def _check_phase(phase: str) -> None:
+    if phase not in PHASE_PASSES:
+        raise AccelsimError(f"phase: {phase!r} is not one of {', '.join(PHASE_PASSES)}")
 
 
 def check_decoder_chip(name: str, model: nn.Module, int_model: IntModel,
@@ -320,49 +427,70 @@ def check_decoder_chip(name: str, model: nn.Module, int_model: IntModel,
     """Generate from every prompt batch on ``datapath`` with every op recorded and check the
     passes of ``phase`` (see :class:`DecodeChipReport`); ``name`` is the zoo decoder whose
     phases are traced."""
-    if phase not in PHASE_PASSES:
-        raise AccelsimError(f"phase: {phase!r} is not one of {', '.join(PHASE_PASSES)}")
-    checked = ops = elements = mismatches = tokens = agree = 0
-    accumulators = saturations = 0
-    executed: dict[str, int] = {}
-    graph: dict[str, int] = {}
-    fallbacks: dict[str, int] = {}
-    ours_logits: list[Tensor] = []
-    theirs_logits: list[Tensor] = []
+    _check_phase(phase)
+    tally = _ChipTally(name, phase)
     for prompt in prompts:
         result = greedy_int(model, int_model, prompt, gen_len, datapath=datapath,
                             record_ops=True)
         fq_tokens, fq_logits = greedy_fake_quant(model, prompt, gen_len)
-        tokens += fq_tokens.numel()
-        agree += int((result.tokens == fq_tokens).sum())
-        accumulators += result.counts.accumulators
-        saturations += result.counts.saturations
-        for op, count in result.counts.float_fallbacks.items():
-            fallbacks[op] = fallbacks.get(op, 0) + count
-        for step, (record, fq) in enumerate(zip(result.passes, fq_logits, strict=True)):
-            if record.phase not in PHASE_PASSES[phase]:
-                continue
-            checked += 1
-            ours_logits.append(record.logits)
-            theirs_logits.append(fq)
-            for kind, output, inputs in record.records:
-                check = oracle.check_op(kind, output, inputs, max_rows=ORACLE_ROWS)
-                ops += 1
-                elements += check.elements
-                mismatches += check.mismatches
-            for key, macs in record.gemm_macs.items():
-                executed[f"macs_{key}"] = executed.get(f"macs_{key}", 0) + macs
-            traced = _phase_graph_macs(name, record, int(prompt.shape[0]),
-                                       int(prompt.shape[1]), step)
-            for key, macs in traced.items():
-                graph[key] = graph.get(key, 0) + macs
-    if not checked:
-        raise AccelsimError(f"phase {phase}: a generation of {gen_len} token(s) has no "
-                            f"{phase} pass; allowed: gen_len >= 2 for decode")
-    return DecodeChipReport(
-        datapath=datapath, phase=phase, passes_checked=checked, accumulators=accumulators,
-        accumulator_saturations=saturations, tokens=tokens, tokens_agree=agree,
-        logit_sqnr_db=sqnr_db(torch.cat(theirs_logits), torch.cat(ours_logits)),
-        oracle_ops_checked=ops, oracle_elements_checked=elements, oracle_mismatches=mismatches,
-        executed=dict(sorted(executed.items())), graph=dict(sorted(graph.items())),
-        float_fallbacks=dict(sorted(fallbacks.items())))
+        tokens = (fq_tokens.numel(), int((result.tokens == fq_tokens).sum()))
+        tally.add_generation(result.passes, fq_logits, result.counts, tokens,
+                             int(prompt.shape[0]), int(prompt.shape[1]))
+    return tally.report(datapath, gen_len)
+
+
+def _token_agreement(ours: Sequence[Sequence[int]],
+                     theirs: Sequence[Sequence[int]]) -> tuple[int, int]:
+    """``(tokens, tokens equal)`` of two batches of transcripts, position by position; a
+    transcript longer than its counterpart counts its extra tokens as unequal."""
+    tokens = sum(max(len(a), len(b)) for a, b in zip(ours, theirs, strict=True))
+    equal = sum(x == y for a, b in zip(ours, theirs, strict=True)
+                for x, y in zip(a, b, strict=False))
+    return tokens, equal
+
+
+def _transcribe_both(model: nn.Module, int_model: IntModel, executor: nn.Module,
+                     features: Tensor, rules: DecodingRules, record_ops: bool = False
+                     ) -> tuple[TranscriptionPasses, TranscriptionPasses, tuple[int, int]]:
+    """One feature batch transcribed by the fake-quant model and by ``executor``: their passes
+    and the ``(tokens, tokens equal)`` of the transcripts."""
+    theirs = TranscriptionPasses(model)
+    expected = greedy_transcribe(theirs, features, rules)
+    ours = TranscriptionPasses(executor, getattr(executor, COUNTS_ATTR), record_ops)
+    got = greedy_transcribe(ours, features, rules, encoder_decoder_cache(executor, int_model))
+    return theirs, ours, _token_agreement(got, expected)
+
+
+def check_transcriptions(model: nn.Module, int_model: IntModel, features: Sequence[Tensor],
+                         rules: DecodingRules) -> GenerationCheck:
+    """:func:`check_generation` for a speech recognizer: every ``(B, mels, T)`` feature batch
+    transcribed greedily by the fake-quant model and on the integer reference (fake-quant
+    datapath); tokens compared position by position, each pass's logits bit for bit."""
+    executor = build_int_executor(model, int_model)
+    tokens = equal = passes = identical = 0
+    for batch in features:
+        theirs, ours, (count, same) = _transcribe_both(model, int_model, executor, batch, rules)
+        tokens += count
+        equal += same
+        passes += len(theirs.passes)
+        identical += sum(torch.equal(a.logits, b.logits)
+                         for a, b in zip(ours.passes, theirs.passes, strict=False))
+    return GenerationCheck(tokens, equal, passes, identical)
+
+
+def check_recognizer_chip(name: str, model: nn.Module, int_model: IntModel,
+                          features: Sequence[Tensor], rules: DecodingRules, phase: str,
+                          datapath: Datapath) -> DecodeChipReport:
+    """:func:`check_decoder_chip` for speech recognizer ``name``: every feature batch (the
+    whole encoder window, as the traced prefill encodes) transcribed on ``datapath`` with every
+    op recorded, the passes of ``phase`` checked."""
+    _check_phase(phase)
+    tally = _ChipTally(name, phase)
+    for batch in features:
+        executor = build_int_executor(model, int_model, datapath=datapath)
+        theirs, ours, tokens = _transcribe_both(model, int_model, executor, batch, rules,
+                                                record_ops=True)
+        tally.add_generation(ours.passes, [p.logits for p in theirs.passes],
+                             getattr(executor, COUNTS_ATTR), tokens, int(batch.shape[0]),
+                             len(rules.prompt))
+    return tally.report(datapath, rules.max_new_tokens)

@@ -1,5 +1,5 @@
-"""``accelsim verify --phase`` on a tiny decoder: the generation checks and their one-line
-refusals."""
+"""``accelsim verify --phase`` on a tiny decoder and a tiny speech recognizer: the generation
+checks and their one-line refusals."""
 
 import json
 
@@ -28,6 +28,29 @@ def test_verify_decode_phase_on_the_chip(capsys, tmp_path):
     assert int_model.linears[-1].name == "lm_head" and int_model.family == "gpt2"
 
 
+def test_verify_the_recognizer_against_its_phase_graphs(capsys, tmp_path):
+    """Greedy transcription on the integer reference equals the fake-quant model's, and on the
+    chip's datapath the GEMM work of its prefill (encoder + first decoder step) and decode
+    steps equals the traced phase graphs the simulator prices."""
+    out, npz = tmp_path / "v.json", tmp_path / "asr.npz"
+    code = main(["verify", "--model", "whisper_tiny_test_asr", "--recipe", "w4a4_sp24",
+                 "--phase", "generate", "--hw", "hw_configs/int4_sparse.yaml", "--batches", "1",
+                 "--batch-size", "2", "--gen-len", "4", "--json", str(out),
+                 "--int-model-out", str(npz)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    report = json.loads(out.read_text())
+    generation = report["generation"]
+    assert generation["passed"] and generation["passes"] >= 1
+    assert report["oracle_mismatches"] == 0 and report["oracle_ops_checked"] > 0
+    assert report["graph_matches"] and report["executed"]["macs_matmul"] > 0
+    # The prefill encodes the whole window: the encoder's QK^T and PV over its 50 positions
+    # (2 layers x 4 heads x 8 dims x batch 2) are part of the checked work.
+    assert report["executed"]["macs_matmul"] >= 2 * 2 * 2 * 4 * 8 * 50 * 50
+    attentions = [a.name for a in load_int_model(npz).attentions]
+    assert attentions[-1] == "whisper.model.decoder.layers.0.encoder_attn"
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--model", "bert_tiny", "--recipe", "w4a4", "--phase", "decode"],
      "--phase applies to decoder models; bert_tiny is an encoder"),
@@ -40,6 +63,10 @@ def test_verify_decode_phase_on_the_chip(capsys, tmp_path):
      "--seq-len does not apply to --phase prefill"),
     (["--model", "gpt2_tiny", "--recipe", "w4a4", "--phase", "generate", "--prompt-len", "64",
       "--gen-len", "4"], "beyond the model's 64"),
+    (["--model", "whisper_tiny_test_asr", "--recipe", "w4a4", "--phase", "decode",
+      "--prompt-len", "4"], "--prompt-len does not apply to speech recognizer"),
+    (["--model", "whisper_tiny_test_asr", "--recipe", "w4a4"],
+     "decoder model whisper_tiny_test_asr needs --phase"),
 ])
 def test_verify_phase_bad_input_is_one_line(capsys, argv, message):
     assert main(["verify", *argv]) == 2
