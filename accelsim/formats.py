@@ -129,6 +129,12 @@ VECTOR_FORMATS: dict[str, VectorFormat] = {
 }
 
 
+# The ``int`` format's approximate kernels (I-BERT's polynomials, integer square root, saturated
+# adds; accelsim.ref.int_mode). A study may compute any of them exactly (``Datapath.
+# exact_kernels``) to measure what its approximation costs; the chip always runs them all.
+INT_VECTOR_KERNELS: tuple[str, ...] = ("add", "gelu", "layer_norm", "softmax")
+
+
 def vector_format(name: str) -> VectorFormat:
     """The :class:`VectorFormat` called ``name``; one error line naming the allowed ones."""
     if name not in VECTOR_FORMATS:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from accelsim.errors import AccelsimError
-from accelsim.formats import DATAPATH_DEFAULTS, datapath_problem
+from accelsim.formats import DATAPATH_DEFAULTS, INT_VECTOR_KERNELS, datapath_problem
 from accelsim.hw import HwConfig
 
 
@@ -25,18 +25,30 @@ class Datapath:
     directly (the attention operands q, k, v and the attention output) is requantized by an
     integer multiplier and shift with the bias in int32 (§6) instead of through float32.
     ``vector_format``: the format of everything else between GEMMs (§5); ``None`` keeps the
-    model's own float32 PyTorch ops, the fake-quant model's arithmetic."""
+    model's own float32 PyTorch ops, the fake-quant model's arithmetic. ``exact_kernels``
+    (``int`` format only; a study's knob, not a chip's): the integer kernels (of
+    :data:`~accelsim.formats.INT_VECTOR_KERNELS`) computed exactly in float64 and converted to
+    integers as a host tensor is, to measure what each kernel's approximation costs."""
 
     accumulator_bits: int = DATAPATH_DEFAULTS["accumulator_bits"]  # type: ignore[assignment]
     overflow: str = DATAPATH_DEFAULTS["overflow"]  # type: ignore[assignment]
     integer_requant: bool = DATAPATH_DEFAULTS["integer_requant"]  # type: ignore[assignment]
     vector_format: str | None = DATAPATH_DEFAULTS["vector_format"]  # type: ignore[assignment]
+    exact_kernels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problem = datapath_problem(self.accumulator_bits, self.overflow, self.integer_requant,
                                    self.vector_format)
         if problem is not None:
             raise AccelsimError(f"datapath: {problem}")
+        unknown = [k for k in self.exact_kernels if k not in INT_VECTOR_KERNELS]
+        if unknown:
+            raise AccelsimError(f"datapath: exact kernel {unknown[0]!r} is not one of "
+                                f"{', '.join(INT_VECTOR_KERNELS)}")
+        if self.exact_kernels and self.vector_format != "int":
+            raise AccelsimError(f"datapath: exact kernels {', '.join(self.exact_kernels)} need "
+                                f"vector format int (the one with approximate kernels), not "
+                                f"{self.vector_format}")
 
     @classmethod
     def of_hw(cls, hw: HwConfig) -> Datapath:

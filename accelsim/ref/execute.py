@@ -310,7 +310,8 @@ def _int_attention_tail(acc_qk: np.ndarray, attention_mask: Tensor | None, keys:
     q, k, v, p = params.q, params.k, params.v, params.probs
     scale = float(np.float64(q.scale) * np.float64(k.scale) * scaling)
     keep = _keep_mask(attention_mask, keys, acc_qk.shape)
-    p_codes = int_mode.int_softmax_codes(acc_qk, scale, keep, p, counts)
+    p_codes = int_mode.int_softmax_codes(acc_qk, scale, keep, p, counts,
+                                         exact="softmax" in datapath.exact_kernels)
     v_codes = quantize_act(value, v)
     acc_pv = clip_to_datapath(
         kernels.int_bmm(p_codes, v_codes, p.zero_point, v.zero_point), datapath, counts, "bmm",
@@ -398,8 +399,7 @@ def build_int_executor(model: nn.Module, int_model: IntModel, bias_mode: BiasMod
             setattr(module, DATAPATH_ATTR, (datapath, counts, ints))
         _set_attn_implementation(executor, INT_ATTN_IMPLEMENTATION)
     if datapath.vector_format is not None:
-        _run_in_vector_format(executor, datapath.vector_format, int_model.float_layers, counts,
-                              ints)
+        _run_in_vector_format(executor, datapath, int_model.float_layers, counts, ints)
     _torch_single_threaded(executor)
     return executor
 
@@ -422,14 +422,14 @@ def _torch_single_threaded(executor: nn.Module) -> None:
     executor.forward = forward_one_thread
 
 
-def _run_in_vector_format(executor: nn.Module, vector_format: str,
+def _run_in_vector_format(executor: nn.Module, datapath: Datapath,
                           host_modules: tuple[str, ...], counts: DatapathCounts,
                           ints: int_mode.IntTensors | None) -> None:
-    """Make every call of ``executor`` run its chip part in ``vector_format``
+    """Make every call of ``executor`` run its chip part in ``datapath``'s vector format
     (:mod:`accelsim.ref.vector_mode`, :mod:`accelsim.ref.int_mode`) and its ``host_modules`` in
     float32."""
-    mode: Any = (vector_mode.VectorFormatMode(vector_format, counts) if ints is None
-                 else int_mode.IntFormatMode(counts, ints))
+    mode: Any = (vector_mode.VectorFormatMode(datapath.vector_format, counts) if ints is None
+                 else int_mode.IntFormatMode(counts, ints, datapath.exact_kernels))
     vector_mode.host_hooks(executor, host_modules, mode)
     model_forward = executor.forward
 

@@ -23,6 +23,11 @@ float64 tensor holding ``q * S`` (one rounding; ``rint(x / S)`` gives ``q`` back
 * any other op touching an integer tensor is computed in float64 on its values and converted back
   like a host tensor; it is counted in ``DatapathCounts.float_fallbacks`` (by op name) so that a
   report shows what the integer datapath does not cover.
+
+A study can make kernels exact (``Datapath.exact_kernels``): LayerNorm, GELU and the add are
+then computed in float64 on their integer inputs' values and converted like a host tensor, and
+the softmax's probabilities are exact before their quantizer; not the chip's arithmetic, but
+what tells how much each kernel's approximation costs.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from accelsim.ref import kernels, vector_ops
+from accelsim.ref.codes import quantize
 from accelsim.ref.datapath import DatapathCounts
 from accelsim.ref.vector_mode import HostAwareMode
 
@@ -87,10 +93,12 @@ class IntTensors:
 class IntFormatMode(HostAwareMode):
     """The ``int`` format's vector ops on the executor's torch calls (module docstring)."""
 
-    def __init__(self, counts: DatapathCounts, tensors: IntTensors) -> None:
+    def __init__(self, counts: DatapathCounts, tensors: IntTensors,
+                 exact_kernels: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.counts = counts
         self.tensors = tensors
+        self.exact_kernels = frozenset(exact_kernels)
 
     def enter_host(self, module: object, args: tuple) -> tuple:
         """A host module reads float32: integer tensors entering it are dequantized."""
@@ -148,6 +156,12 @@ class IntFormatMode(HostAwareMode):
         self.counts.add_vector(graph_op, q_out * scale_out, reference)
         self.counts.record(kind, output, inputs)
 
+    def _exact(self, graph_op: str, reference: np.ndarray) -> Tensor:
+        """An exact kernel's output: its float64 value converted to integers like a host
+        tensor (no chip kernel ran, so nothing for the oracle)."""
+        self.counts.add_vector(graph_op, reference, reference)
+        return self.tensors.tensor(*self.tensors.ints(torch.from_numpy(reference)))
+
     def _layer_norm(self, x: Tensor, normalized_shape: tuple, weight: Tensor | None = None,
                     bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
         q, scale = self.tensors.ints(x)
@@ -155,10 +169,12 @@ class IntFormatMode(HostAwareMode):
         rows = q.reshape(-1, n)
         gamma = np.ones(n) if weight is None else weight.detach().double().numpy().ravel()
         beta = np.zeros(n) if bias is None else bias.detach().double().numpy().ravel()
-        out = vector_ops.int_layer_norm(rows, scale, gamma, beta, LN_OUT_BITS, eps)
         reference = F.layer_norm(torch.from_numpy(rows * scale), (n,),
                                  None if weight is None else weight.double(),
                                  None if bias is None else bias.double(), eps).detach().numpy()
+        if "layer_norm" in self.exact_kernels:
+            return self._exact("layernorm", reference.reshape(q.shape))
+        out = vector_ops.int_layer_norm(rows, scale, gamma, beta, LN_OUT_BITS, eps)
         self._vector("int_layer_norm", out, {"q": rows, "scale": scale, "gamma": gamma,
                                              "beta": beta, "out_bits": LN_OUT_BITS, "eps": eps},
                      "layernorm", reference)
@@ -166,14 +182,18 @@ class IntFormatMode(HostAwareMode):
 
     def _gelu(self, x: Tensor) -> Tensor:
         q, scale = self.tensors.ints(x)
-        out = vector_ops.int_gelu(q, scale)
         reference = F.gelu(torch.from_numpy(q * scale)).numpy()
+        if "gelu" in self.exact_kernels:
+            return self._exact("gelu", reference)
+        out = vector_ops.int_gelu(q, scale)
         self._vector("int_gelu", out, {"q": q, "scale": scale}, "gelu", reference)
         shifted = (out[0] + (1 << (GELU_SHIFT - 1))) >> GELU_SHIFT
         return self.tensors.tensor(shifted, out[1] * 2**GELU_SHIFT)
 
     def _add(self, a: Tensor, b: Tensor) -> Tensor:
         (qa, sa), (qb, sb) = self.tensors.ints(a), self.tensors.ints(b)
+        if "add" in self.exact_kernels:
+            return self._exact("add", qa * sa + qb * sb)
         out = vector_ops.int_add(qa, sa, qb, sb, RESIDUAL_BITS)
         self._vector("int_add", out, {"qa": qa, "scale_a": sa, "qb": qb, "scale_b": sb,
                                       "out_bits": RESIDUAL_BITS}, "add", qa * sa + qb * sb)
@@ -181,14 +201,19 @@ class IntFormatMode(HostAwareMode):
 
 
 def int_softmax_codes(acc: np.ndarray, scale: float, keep: np.ndarray | None, probs: Any,
-                      counts: DatapathCounts) -> np.ndarray:
+                      counts: DatapathCounts, exact: bool = False) -> np.ndarray:
     """The attention softmax in integers: ``int_softmax`` of the scores (``scale`` with the
-    attention scaling folded in), requantized to the probabilities quantizer's codes."""
+    attention scaling folded in), requantized to the probabilities quantizer's codes; or
+    (``exact``) the float64 softmax quantized to them."""
     q = acc.astype(np.int64)
-    out = vector_ops.int_softmax(q, scale, SOFTMAX_OUT_BITS, keep)
     scores = q * scale
     masked = np.where(keep, scores, -np.inf) if keep is not None else scores
     reference = torch.softmax(torch.from_numpy(masked), dim=-1).numpy()
+    if exact:
+        exact_probs = np.nan_to_num(reference)
+        counts.add_vector("softmax", exact_probs, exact_probs)
+        return quantize(exact_probs, probs.scale, probs.zero_point, probs.qmin, probs.qmax)
+    out = vector_ops.int_softmax(q, scale, SOFTMAX_OUT_BITS, keep)
     counts.add_vector("softmax", out[0] * out[1], np.nan_to_num(reference))
     counts.record("int_softmax", out, {"q": q, "scale": scale, "out_bits": SOFTMAX_OUT_BITS,
                                        "keep": keep})

@@ -1,7 +1,7 @@
 """Accuracy against the chip's datapath, beside what the datapath costs.
 
     python experiments/accuracy/datapath_study.py --task fashion_mnist --recipes w4a4_sp24 \
-        [--seed 0] [--threads 2]
+        [--seed 0] [--threads 2] [--variants formats kernels]
 
 For each trained run (``python experiments/accuracy/<task>.py --recipes R --seeds S`` makes it),
 the integer reference measures the test accuracy on variants of the table's chip
@@ -9,8 +9,13 @@ the integer reference measures the test accuracy on variants of the table's chip
 at its 20-bit accumulators, and accumulators of 12, 16, 24 and 32 bits with its fp16 vector unit.
 Beside each, the simulator's latency, energy and area of the task's backbone at the input shape
 the accuracy is measured at (``accelsim run --recipe R --set ...``), and how many accumulators
-saturated. Rows go to ``datapath_study.csv`` (replacing those of the same task, recipe, seed and
-datapath) and ``datapath_study.md`` is re-rendered from it.
+saturated (``--variants formats``). ``--variants kernels`` asks where the ``int`` vector unit
+loses accuracy: the int datapath with each of its approximate kernels (I-BERT's GELU and exp
+polynomials, the integer-square-root LayerNorm, the saturated residual add) computed exactly in
+turn, then all four, on the validation split, since the answer chooses what a designer fixes
+(``Datapath.exact_kernels``; a study's knob, so no hardware cost). Rows go to
+``datapath_study.csv`` (replacing those of the same task, recipe, seed, split, datapath and
+exact kernels) and ``datapath_study.md`` is re-rendered from it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from accelsim.compress.export import export_int_model
 from accelsim.compress.recipe import load_recipe
 from accelsim.errors import AccelsimError
 from accelsim.files import write_text_atomic
+from accelsim.formats import INT_VECTOR_KERNELS
 from accelsim.hw import load_hw, with_overrides
 from accelsim.tasks import get_task
 
@@ -44,18 +50,24 @@ STUDY_MD = RESULTS_DIR / "datapath_study.md"
 FORMATS = ("fp32", "fp16", "bf16", "int")
 ACCUMULATOR_BITS = (12, 16, 24, 32)
 COLUMNS = (
-    "task", "model", "recipe", "seed", "vector_format", "accumulator_bits", "datapath",
-    "accuracy_pct", "saturated_pct", "latency_ms", "energy_uj", "area_mm2", "vector_area_mm2",
-    "code_commit", "checkpoint_sha256",
+    "task", "model", "recipe", "seed", "split", "vector_format", "accumulator_bits",
+    "exact_kernels", "datapath", "accuracy_pct", "saturated_pct", "latency_ms", "energy_uj",
+    "area_mm2", "vector_area_mm2", "code_commit", "checkpoint_sha256",
 )  # fmt: skip
+# Rows written before the kernel study: the test split, no exact kernels.
+COLUMN_DEFAULTS = {"split": "test", "exact_kernels": ""}
+VARIANT_SETS = ("formats", "kernels")
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One datapath: ``--set`` overrides of the table's chip."""
+    """One datapath: ``--set`` overrides of the table's chip, the kernels a study makes exact,
+    and the split it is measured on."""
 
     vector_format: str
     accumulator_bits: int
+    exact_kernels: tuple[str, ...] = ()
+    split: str = "test"
 
     @property
     def overrides(self) -> dict[str, object]:
@@ -63,11 +75,17 @@ class Variant:
                 "precision.accumulator_bits": self.accumulator_bits}
 
 
-def variants() -> list[Variant]:
+def variants(sets: tuple[str, ...] = VARIANT_SETS) -> list[Variant]:
     base = load_hw(TABLE_HW_CONFIG)
     bits, fmt = base.precision.accumulator_bits, base.vector_unit.format
-    return [*(Variant(f, bits) for f in FORMATS),
-            *(Variant(fmt, b) for b in ACCUMULATOR_BITS if b != bits)]
+    chosen: list[Variant] = []
+    if "formats" in sets:
+        chosen += [*(Variant(f, bits) for f in FORMATS),
+                   *(Variant(fmt, b) for b in ACCUMULATOR_BITS if b != bits)]
+    if "kernels" in sets:
+        exact = [(), *((kernel,) for kernel in INT_VECTOR_KERNELS), INT_VECTOR_KERNELS]
+        chosen += [Variant("int", bits, kernels, "val") for kernels in exact]
+    return chosen
 
 
 def simulated(backbone: str, recipe: str, shape: dict[str, float],
@@ -88,7 +106,8 @@ def simulated(backbone: str, recipe: str, shape: dict[str, float],
             "area_mm2": totals["area_mm2"], "vector_area_mm2": data["area_breakdown_mm2"]["vector"]}
 
 
-def study_rows(task_name: str, recipe: str, seed: int) -> list[dict[str, str]]:
+def study_rows(task_name: str, recipe: str, seed: int,
+               sets: tuple[str, ...] = VARIANT_SETS) -> list[dict[str, str]]:
     task = get_task(task_name)
     if not load_recipe(recipe).quantized:
         raise AccelsimError(f"--recipes {recipe}: not compressed, the integer reference does not "
@@ -98,14 +117,16 @@ def study_rows(task_name: str, recipe: str, seed: int) -> list[dict[str, str]]:
     checkpoint = tensors_sha256(model.state_dict())
     base = load_hw(TABLE_HW_CONFIG)
     rows = []
-    for variant in variants():
-        chip = chip_datapath(with_overrides(base, variant.overrides))
-        result = evaluate_on_chip(task, model, int_model, "test", datapath=chip.datapath)
+    for variant in variants(sets):
+        chip = chip_datapath(with_overrides(base, variant.overrides),
+                             {"exact_kernels": variant.exact_kernels})
+        result = evaluate_on_chip(task, model, int_model, variant.split, datapath=chip.datapath)
         cost = simulated(task.backbone, recipe, task.input_shape, variant.overrides)
         rows.append({
             "task": task_name, "model": task.backbone, "recipe": recipe, "seed": str(seed),
-            "vector_format": variant.vector_format,
-            "accumulator_bits": str(variant.accumulator_bits), "datapath": chip.label,
+            "split": variant.split, "vector_format": variant.vector_format,
+            "accumulator_bits": str(variant.accumulator_bits),
+            "exact_kernels": " ".join(variant.exact_kernels), "datapath": chip.label,
             "accuracy_pct": f"{result.metric:.2f}",
             "saturated_pct": f"{100 * result.saturations / max(result.accumulators, 1):.4f}",
             "latency_ms": f"{cost['latency_ms']:.4f}", "energy_uj": f"{cost['energy_uj']:.3f}",
@@ -113,7 +134,9 @@ def study_rows(task_name: str, recipe: str, seed: int) -> list[dict[str, str]]:
             "vector_area_mm2": f"{cost['vector_area_mm2']:.4f}",
             "code_commit": code_commit(), "checkpoint_sha256": checkpoint,
         })  # fmt: skip
-        print(f"[{task_name}/{recipe}/seed{seed}] {chip.label}: {result.metric:.2f} %, "
+        exact = f", exact {' '.join(variant.exact_kernels)}" if variant.exact_kernels else ""
+        print(f"[{task_name}/{recipe}/seed{seed}] {chip.label}{exact} ({variant.split}): "
+              f"{result.metric:.2f} %, "
               f"{cost['energy_uj']:.1f} uJ, {cost['area_mm2']:.4f} mm2", flush=True)
     return rows
 
@@ -135,21 +158,40 @@ def render(rows: list[dict[str, str]]) -> str:
     for r in rows:
         groups.setdefault((r["task"], r["recipe"], r["seed"]), []).append(r)
     for (task, recipe, seed), mine in groups.items():
-        lines += [
-            f"## {task}, {recipe}, seed {seed} (`{mine[0]['model']}`)",
-            "",
-            "| vector format | accumulator bits | accuracy % | saturated % | latency ms | "
-            "energy uJ | area mm2 | vector area mm2 |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        lines += [
-            f"| {r['vector_format']} | {r['accumulator_bits']} | {r['accuracy_pct']} | "
-            f"{r['saturated_pct']} | {r['latency_ms']} | {r['energy_uj']} | {r['area_mm2']} | "
-            f"{r['vector_area_mm2']} |"
-            for r in mine
-        ]
-        lines += ["", f"Commit `{mine[0]['code_commit']}`, checkpoint "
-                      f"`{mine[0]['checkpoint_sha256'][:16]}`.", ""]
+        lines += [f"## {task}, {recipe}, seed {seed} (`{mine[0]['model']}`)", ""]
+        formats = [r for r in mine if r["split"] == "test" and not r["exact_kernels"]]
+        kernels = [r for r in mine if r["split"] == "val"]
+        if formats:
+            lines += [
+                "| vector format | accumulator bits | accuracy % | saturated % | latency ms | "
+                "energy uJ | area mm2 | vector area mm2 |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|",
+            ]
+            lines += [
+                f"| {r['vector_format']} | {r['accumulator_bits']} | {r['accuracy_pct']} | "
+                f"{r['saturated_pct']} | {r['latency_ms']} | {r['energy_uj']} | "
+                f"{r['area_mm2']} | {r['vector_area_mm2']} |"
+                for r in formats
+            ]
+            lines += ["", f"Commit `{formats[0]['code_commit']}`, checkpoint "
+                          f"`{formats[0]['checkpoint_sha256'][:16]}`.", ""]
+        if kernels:
+            base = next((r for r in kernels if not r["exact_kernels"]), None)
+            lines += [
+                "Where the `int` vector unit loses accuracy (validation split): its kernels "
+                "computed exactly, one at a time, then all four.",
+                "",
+                "| exact kernels | accuracy % (val) | vs int (points) |",
+                "|---|---:|---:|",
+            ]
+            lines += [
+                f"| {r['exact_kernels'] or 'none (the int datapath)'} | {r['accuracy_pct']} | "
+                + (f"{float(r['accuracy_pct']) - float(base['accuracy_pct']):+.2f} |"
+                   if base else "- |")
+                for r in kernels
+            ]
+            lines += ["", f"Commit `{kernels[0]['code_commit']}`, checkpoint "
+                          f"`{kernels[0]['checkpoint_sha256'][:16]}`.", ""]
     return "\n".join(lines)
 
 
@@ -159,16 +201,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipes", nargs="+", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--variants", nargs="+", choices=VARIANT_SETS, default=VARIANT_SETS,
+                        help="formats: vector formats and accumulator widths (test split); "
+                             "kernels: the int kernels made exact (validation split)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    sets = tuple(args.variants)
     try:
-        new = [row for recipe in args.recipes for row in study_rows(args.task, recipe, args.seed)]
+        new = [row for recipe in args.recipes
+               for row in study_rows(args.task, recipe, args.seed, sets)]
     except AccelsimError as exc:
         print(f"datapath_study: {exc}", file=sys.stderr)
         return 2
-    key = ("task", "recipe", "seed", "datapath")
+    key = ("task", "recipe", "seed", "split", "datapath", "exact_kernels")
     fresh = {tuple(r[k] for k in key) for r in new}
-    kept = [r for r in read_rows(STUDY_CSV) if tuple(r[k] for k in key) not in fresh]
+    old = [{**COLUMN_DEFAULTS, **r} for r in read_rows(STUDY_CSV)]
+    kept = [r for r in old if tuple(r[k] for k in key) not in fresh]
     rows = sorted([*kept, *new], key=lambda r: (r["task"], r["recipe"], int(r["seed"])))
     write_csv(STUDY_CSV, COLUMNS, rows)
     write_text_atomic(STUDY_MD, render(rows))

@@ -1,7 +1,9 @@
 """The reference on a chip's datapath: vector formats, the oracle, verify --hw (tiny models)."""
 
+import dataclasses
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from accelsim.cli import main
 from accelsim.compress.apply import apply_recipe, calibrate
 from accelsim.compress.export import export_int_model
 from accelsim.compress.recipe import load_recipe
+from accelsim.errors import AccelsimError
 from accelsim.ref import chip, execute, oracle, vector_ops
 from accelsim.ref.datapath import Datapath
 
@@ -76,6 +79,38 @@ def test_int_format_runs_integer_kernels_between_gemms(vit):
     assert 15 < report.logit_sqnr_db < fp16.logit_sqnr_db
     # The attention scaling folds into the softmax's scale: no multiply runs, the graph prices it.
     assert "elements_mul" not in report.executed and report.graph["elements_mul"] > 0
+
+
+def test_exact_kernels_drop_their_ops_from_the_chip_and_raise_the_logits_sqnr(vit):
+    """A study's knob: an exact kernel runs no integer kernel (nothing for the oracle, zero
+    error against float) and, with all four exact, the logits are closer to the fake-quant
+    model's than the approximate kernels give."""
+    model, int_model = vit
+    batches = zoo_batches("vit_tiny")
+    int_only = Datapath(accumulator_bits=20, integer_requant=True, vector_format="int")
+    gelu_exact = Datapath(accumulator_bits=20, integer_requant=True, vector_format="int",
+                          exact_kernels=("gelu",))
+    run = execute.run_int_model(model, int_model, batches, datapath=gelu_exact,
+                                record_ops=True)
+    kinds = {kind for kind, _, _ in run.counts.records}
+    assert "int_gelu" not in kinds and {"int_layer_norm", "int_add", "int_softmax"} <= kinds
+    assert run.counts.float_error["gelu"][0] == 0.0  # no error against float
+    exact = dataclasses.replace(int_only, exact_kernels=("add", "gelu", "layer_norm", "softmax"))
+    approximate = chip.check_chip(model, int_model, batches, int_only)
+    exactly = chip.check_chip(model, int_model, batches, exact)
+    assert exactly.logit_sqnr_db > approximate.logit_sqnr_db
+    assert exactly.oracle_mismatches == 0 and exactly.oracle_ops_checked > 0
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"vector_format": "fp16", "exact_kernels": ("gelu",)},
+     "exact kernels gelu need vector format int (the one with approximate kernels), not fp16"),
+    ({"vector_format": "int", "exact_kernels": ("tanh",)},
+     "exact kernel 'tanh' is not one of add, gelu, layer_norm, softmax"),
+])
+def test_exact_kernels_are_validated(fields, message):
+    with pytest.raises(AccelsimError, match=re.escape(message)):
+        Datapath(**fields)
 
 
 def test_check_chip_orders_formats_and_matches_the_graph(vit):
