@@ -1,0 +1,39 @@
+"""The datapath study's variants and table: the kernel study asks, on validation, what each int
+kernel's approximation costs; rows written before it render as they did."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "accuracy"))
+import datapath_study  # noqa: E402
+
+from accelsim.formats import INT_VECTOR_KERNELS  # noqa: E402
+
+
+def test_kernel_variants_run_the_int_datapath_with_each_kernel_exact_on_validation():
+    kernels = datapath_study.variants(("kernels",))
+    assert [v.exact_kernels for v in kernels] == [
+        (), *((k,) for k in INT_VECTOR_KERNELS), INT_VECTOR_KERNELS]
+    assert {(v.vector_format, v.split) for v in kernels} == {("int", "val")}
+    formats = datapath_study.variants(("formats",))
+    assert {v.split for v in formats} == {"test"} and not any(v.exact_kernels for v in formats)
+
+
+def _row(**fields: str) -> dict[str, str]:
+    base = {"task": "speech_commands", "model": "whisper_tiny_en", "recipe": "w4a4_sp24",
+            "seed": "0", "split": "val", "vector_format": "int", "accumulator_bits": "20",
+            "exact_kernels": "", "datapath": "d", "accuracy_pct": "70.00",
+            "saturated_pct": "0.0000", "latency_ms": "1", "energy_uj": "1", "area_mm2": "1",
+            "vector_area_mm2": "1", "code_commit": "c", "checkpoint_sha256": "0" * 64}
+    return {**base, **fields}
+
+
+def test_the_kernel_table_shows_each_exact_kernel_against_the_int_datapath():
+    rows = [_row(), _row(exact_kernels="gelu", accuracy_pct="75.50"),
+            _row(split="test", vector_format="fp16", accuracy_pct="88.39")]
+    text = datapath_study.render(rows)
+    assert "| fp16 | 20 | 88.39 |" in text
+    assert "| none (the int datapath) | 70.00 | +0.00 |" in text
+    assert "| gelu | 75.50 | +5.50 |" in text
