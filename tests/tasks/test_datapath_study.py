@@ -13,7 +13,8 @@ from accelsim.formats import INT_VECTOR_KERNELS  # noqa: E402
 
 
 def test_kernel_variants_run_the_int_datapath_with_each_kernel_exact_on_validation():
-    kernels = datapath_study.variants(("kernels",))
+    chip, *kernels = datapath_study.variants(("kernels",))
+    assert (chip.vector_format, chip.exact_kernels, chip.split) == ("fp16", (), "val")
     assert [v.exact_kernels for v in kernels] == [
         (), *((k,) for k in INT_VECTOR_KERNELS), INT_VECTOR_KERNELS]
     assert {(v.vector_format, v.split) for v in kernels} == {("int", "val")}
@@ -31,9 +32,11 @@ def _row(**fields: str) -> dict[str, str]:
 
 
 def test_the_kernel_table_shows_each_exact_kernel_against_the_int_datapath():
-    rows = [_row(), _row(exact_kernels="gelu", accuracy_pct="75.50"),
+    rows = [_row(vector_format="fp16", accuracy_pct="80.00"), _row(),
+            _row(exact_kernels="gelu", accuracy_pct="75.50"),
             _row(split="test", vector_format="fp16", accuracy_pct="88.39")]
     text = datapath_study.render(rows)
     assert "| fp16 | 20 | 88.39 |" in text
-    assert "| none (the int datapath) | 70.00 | +0.00 |" in text
-    assert "| gelu | 75.50 | +5.50 |" in text
+    assert "| fp16 | - | 80.00 | +10.00 |" in text
+    assert "| int | - | 70.00 | +0.00 |" in text
+    assert "| int | gelu | 75.50 | +5.50 |" in text
