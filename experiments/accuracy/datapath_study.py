@@ -7,15 +7,15 @@ For each trained run (``python experiments/accuracy/<task>.py --recipes R --seed
 the integer reference measures the test accuracy on variants of the table's chip
 (``hw_configs/int4_sparse.yaml``): the vector unit in fp32, fp16, bf16 and int (I-BERT kernels)
 at its 20-bit accumulators, and accumulators of 12, 16, 24 and 32 bits with its fp16 vector unit.
-Beside each, the simulator's latency, energy and area of the task's backbone at the input shape
-the accuracy is measured at (``accelsim run --recipe R --set ...``), and how many accumulators
-saturated (``--variants formats``). ``--variants kernels`` asks where the ``int`` vector unit
-loses accuracy: the int datapath with each of its approximate kernels (I-BERT's GELU and exp
-polynomials, the integer-square-root LayerNorm, the saturated residual add) computed exactly in
-turn, then all four, beside the chip's own vector unit, on the validation split, since the answer chooses what a designer fixes
-(``Datapath.exact_kernels``; a study's knob, so no hardware cost). Rows go to
-``datapath_study.csv`` (replacing those of the same task, recipe, seed, split, datapath and
-exact kernels) and ``datapath_study.md`` is re-rendered from it.
+Beside each, the simulator's latency, energy and area of the task's backbone at the input shape the
+accuracy is measured at (``accelsim run --recipe R --set ...``), and how many accumulators
+saturated (``--variants formats``). ``--variants kernels`` asks where the ``int`` vector unit loses
+accuracy: the int datapath with each of its approximate kernels (I-BERT's GELU and exp polynomials,
+the integer-square-root LayerNorm, the saturated residual add) computed exactly in turn, then all
+four, beside the chip's own vector unit, on the validation split, since the answer chooses what a
+designer fixes (``Datapath.exact_kernels``; a study's knob, so no hardware cost). Rows go to
+``datapath_study.csv`` (replacing those of the same task, recipe, seed, split, datapath and exact
+kernels) and ``datapath_study.md`` is re-rendered from it.
 """
 
 from __future__ import annotations
