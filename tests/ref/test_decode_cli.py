@@ -49,6 +49,11 @@ def test_verify_the_recognizer_against_its_phase_graphs(capsys, tmp_path):
     assert report["executed"]["macs_matmul"] >= 2 * 2 * 2 * 4 * 8 * 50 * 50
     attentions = [a.name for a in load_int_model(npz).attentions]
     assert attentions[-1] == "whisper.model.decoder.layers.0.encoder_attn"
+    # The simulator prices that integer model's own widths on the recognizer's phase graphs.
+    priced = tmp_path / "run.json"
+    assert main(["run", "--hw", "hw_configs/int4_sparse.yaml", "--model", "whisper_tiny_test_asr",
+                 "--phase", "decode", "--int-model", str(npz), "--json", str(priced)]) == 0
+    assert "w4a4_sp24 from --int-model" in json.loads(priced.read_text())["phase_widths"]
 
 
 @pytest.mark.parametrize(("argv", "message"), [
