@@ -36,12 +36,11 @@ from accelsim.codesign.groups import Format, Groups, Templates
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.hw import HwConfig
 from accelsim.sim import vector
-from accelsim.sim.energy import area
+from accelsim.sim.energy import EnergyTable, area
 from accelsim.sim.plan import (
     NodeMemory,
     PlanTensors,
     fusable_chains,
-    graph_edges,
     plan_from_tensors,
 )
 from accelsim.sim.simulate import (
@@ -74,6 +73,7 @@ class CostCache:
     def __init__(self, templates: Templates, groups: Groups, hw: HwConfig) -> None:
         self.templates, self.groups, self.hw = templates, groups, hw
         self.area_mm2 = area(hw).total_mm2
+        self._energy = EnergyTable.of(hw, self.area_mm2)
         base = templates.base
         nodes = base.nodes
         self._vector_cycles = [vector.vector_cycles(n, hw) if isinstance(n, VectorNode) else 0
@@ -82,10 +82,10 @@ class CostCache:
         for g, indices in enumerate(groups.members):
             for i in indices:
                 self._group_of[i] = g
-        # What the planner reads that no format changes: edges, the fusable attention chains,
-        # output elements, the widths vector ops read (plan._tensors recomputes these per call).
-        self._operands, self._uses = graph_edges(base)
-        self._from_input = [tuple(p < 0 for p in ops) for ops in self._operands]
+        # What the planner reads that no format changes: the graph's edges, the fusable chains,
+        # output elements, the widths vector ops read (plan._tensors recomputes the last three
+        # per call).
+        self._operands, self._from_input, self._uses = base.edges
         self._chains = fusable_chains(nodes, self._operands, self._uses)
         element_bits = hw.vector_unit.element_bits
         self._elements = [n.m * n.n * n.count if isinstance(n, GemmNode) else n.total_elements
@@ -199,7 +199,7 @@ class CostCache:
         hw = self.hw
         if entry is None:
             assert isinstance(template, VectorNode)
-            layer = LayerResult(template.name, *_vector_fields(template, mem, hw, self.area_mm2))
+            layer = LayerResult(template.name, *_vector_fields(template, mem, hw, self._energy))
         else:
             node, shape, sid = entry
             if mem.one_repeat_at_a_time or mem.split_n > 1 or mem.split_k > 1:
@@ -213,7 +213,7 @@ class CostCache:
                 shape = fused
             traffic = _gemm_traffic(node, shape, mem, hw, resident)
             layer = LayerResult(node.name, *_gemm_fields(node, shape, traffic, mem, hw,
-                                                         self.area_mm2))
+                                                         self._energy))
         return layer.cycles, layer.energy.total_pj
 
     def deltas(self, reference: Sequence[Format],

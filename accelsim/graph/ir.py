@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from functools import cached_property
+from typing import Literal, NamedTuple
 
 from accelsim.errors import AccelsimError
 
@@ -139,6 +140,16 @@ class VectorNode:
 Node = GemmNode | VectorNode
 
 
+class GraphEdges(NamedTuple):
+    """``Graph.edges``, per node in execution order: its activation operands' producer indices
+    (-1: a model input), whether each operand is a model input, and the nodes that read its
+    output (ascending, each once)."""
+
+    operands: tuple[tuple[int, ...], ...]
+    from_model_input: tuple[tuple[bool, ...], ...]
+    readers: tuple[tuple[int, ...], ...]
+
+
 @dataclass(frozen=True)
 class Graph:
     """A workload: nodes in execution order plus where it came from.
@@ -164,6 +175,39 @@ class Graph:
                         f"graph {self.name!r}: node {node.name!r}: input {source!r} is not an "
                         "earlier node (inputs name earlier nodes, or '' for a model input)")
             seen.add(node.name)
+
+    def sources(self) -> tuple[tuple[str, ...], ...]:
+        """Each node's activation operands by producer: its ``inputs``, or, when they are unknown,
+        the previous node's output (a model input for the first node). An attention GEMM
+        without edges reads its A from the previous node and its B from the model input."""
+        out: list[tuple[str, ...]] = []
+        previous = MODEL_INPUT
+        for node in self.nodes:
+            if node.inputs is not None:
+                out.append(node.inputs)
+            elif isinstance(node, GemmNode) and node.weight_is_activation:
+                out.append((previous, MODEL_INPUT))
+            else:
+                out.append((previous,))
+            previous = node.name
+        return tuple(out)
+
+    @cached_property
+    def edges(self) -> GraphEdges:
+        """The producer-consumer structure of ``sources``, by node index. Computed on first use
+        and kept with the graph (it is immutable): a sweep simulates one graph at many design
+        points, and every simulation plans over these edges."""
+        index = {node.name: i for i, node in enumerate(self.nodes)}
+        operands = tuple(tuple(index[s] if s != MODEL_INPUT else -1 for s in node_sources)
+                         for node_sources in self.sources())
+        readers: list[list[int]] = [[] for _ in self.nodes]
+        for i, node_operands in enumerate(operands):
+            for producer in node_operands:
+                if producer >= 0 and (not readers[producer] or readers[producer][-1] != i):
+                    readers[producer].append(i)
+        return GraphEdges(operands,
+                          tuple(tuple(p < 0 for p in node_operands) for node_operands in operands),
+                          tuple(tuple(r) for r in readers))
 
     @property
     def gemms(self) -> tuple[GemmNode, ...]:

@@ -98,10 +98,11 @@ def array_sram_bytes(ops: Operands, hw: HwConfig, tiles_k: int, *, count: int, p
 
 def gemm_actions(ops: Operands, hw: HwConfig, plan: MemoryPlan, *, count: int, passes: int,
                  dense_macs: int, issued_fraction: float, gated_fraction: float,
-                 skipping: bool, reduction_steps: int, folds: int = 0,
+                 skipping: bool, array_bytes: tuple[float, float, float], folds: int = 0,
                  kept_on_chip: bool = False, evicted_bytes: float = 0.0) -> ActionCounts:
     """Actions of one GEMM layer: ``count`` instances of ``ops`` run ``passes`` times each.
 
+    ``array_bytes``: ``array_sram_bytes`` under ``plan``'s tiling (the SRAM port check has it).
     An output kept on chip is written into the activation buffers (at ``ops.out_bits``) for its
     consumers; tensors evicted to make room are read out of them and written to DRAM. With
     pipelined folds every PE's shadow register is written once per fold (``folds``: all folds of
@@ -109,8 +110,7 @@ def gemm_actions(ops: Operands, hw: HwConfig, plan: MemoryPlan, *, count: int, p
     rows, cols = hw.array.rows, hw.array.cols
     issued = dense_macs * issued_fraction * passes
     gated = dense_macs * gated_fraction * passes
-    weight_reads, input_reads, psum_bytes = array_sram_bytes(
-        ops, hw, plan.tiling.tiles_k, count=count, passes=passes, reduction_steps=reduction_steps)
+    weight_reads, input_reads, psum_bytes = array_bytes
     return ActionCounts(
         mac_random=issued - gated,
         mac_gated=gated,

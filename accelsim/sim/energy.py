@@ -71,18 +71,33 @@ def sram_energy_pj_per_byte(hw: HwConfig, buffer: Buffer) -> float:
     return e.sram_pj_per_byte * (buffer.size_kib / e.sram_ref_kib) ** e.sram_size_exponent
 
 
+# Per buffer (``BUFFERS``): its name, the ``ActionCounts`` fields of the bytes read from and
+# written to it, its word bytes and its energy per byte.
+_SramRates = tuple[tuple[str, str, str, int, float], ...]
+
+
+def _sram_rates(hw: HwConfig) -> _SramRates:
+    rates = []
+    for name in BUFFERS:
+        buffer: Buffer = getattr(hw.sram, name)
+        rates.append((name, f"sram_read_bytes_{name}", f"sram_write_bytes_{name}",
+                      buffer.word_bits // 8, sram_energy_pj_per_byte(hw, buffer)))
+    return tuple(rates)
+
+
+def _sram_by_buffer(actions: ActionCounts, rates: _SramRates) -> dict[str, float]:
+    energy: dict[str, float] = {}
+    for name, read_field, write_field, word_bytes, pj_per_byte in rates:
+        moved = getattr(actions, read_field) + getattr(actions, write_field)
+        accesses = math.ceil(moved / word_bytes - 1e-9)
+        energy[name] = accesses * word_bytes * pj_per_byte
+    return energy
+
+
 def sram_energy_by_buffer_pj(actions: ActionCounts, hw: HwConfig) -> dict[str, float]:
     """SRAM energy of ``actions`` per buffer (``BUFFERS``): whole-word accesses x word bytes x
     the buffer's energy per byte."""
-    energy: dict[str, float] = {}
-    for name in BUFFERS:
-        buffer: Buffer = getattr(hw.sram, name)
-        word_bytes = buffer.word_bits // 8
-        moved = (getattr(actions, f"sram_read_bytes_{name}")
-                 + getattr(actions, f"sram_write_bytes_{name}"))
-        accesses = math.ceil(moved / word_bytes - 1e-9)
-        energy[name] = accesses * word_bytes * sram_energy_pj_per_byte(hw, buffer)
-    return energy
+    return _sram_by_buffer(actions, _sram_rates(hw))
 
 
 def leakage_pj(hw: HwConfig, cycles: float, area_mm2: float) -> float:
@@ -90,19 +105,45 @@ def leakage_pj(hw: HwConfig, cycles: float, area_mm2: float) -> float:
     return hw.energy.leakage_mw_per_mm2 * 1e-3 * area_mm2 * seconds * 1e12
 
 
+@dataclass(frozen=True)
+class EnergyTable:
+    """One design point's energy per action (Accelergy's energy reference table), derived from
+    its config once (``of``) and charged to every layer of a run (``price``); ``area_mm2``
+    leaks for as long as a layer runs."""
+
+    hw: HwConfig
+    area_mm2: float
+    mac_pj: float
+    mux_pj: float
+    vector_lane_pj: float
+    sram: _SramRates
+
+    @classmethod
+    def of(cls, hw: HwConfig, area_mm2: float) -> EnergyTable:
+        return cls(hw, area_mm2, mac_energy_pj(hw), mux_energy_pj(hw), vector_lane_energy_pj(hw),
+                   _sram_rates(hw))
+
+    def price(self, actions: ActionCounts, cycles: float) -> EnergyBreakdown:
+        """Energy of a layer's ``actions`` over its ``cycles``."""
+        hw = self.hw
+        e = hw.energy
+        mac = (actions.mac_random * self.mac_pj
+               + actions.mac_gated * self.mac_pj * e.gated_mac_fraction
+               + actions.mux_select * self.mux_pj
+               + actions.register_bytes * e.register_pj_per_byte)
+        return EnergyBreakdown(
+            mac_pj=mac,
+            sram_pj=sum(_sram_by_buffer(actions, self.sram).values()),
+            dram_pj=(actions.dram_read_bytes + actions.dram_write_bytes)
+            * hw.dram.energy_pj_per_byte,
+            vector_pj=actions.vector_lane_cycles * self.vector_lane_pj,
+            leakage_pj=leakage_pj(hw, cycles, self.area_mm2),
+        )
+
+
 def price(actions: ActionCounts, hw: HwConfig, cycles: float, area_mm2: float) -> EnergyBreakdown:
-    e = hw.energy
-    mac = (actions.mac_random * mac_energy_pj(hw)
-           + actions.mac_gated * mac_energy_pj(hw) * e.gated_mac_fraction
-           + actions.mux_select * mux_energy_pj(hw)
-           + actions.register_bytes * e.register_pj_per_byte)
-    return EnergyBreakdown(
-        mac_pj=mac,
-        sram_pj=sum(sram_energy_by_buffer_pj(actions, hw).values()),
-        dram_pj=(actions.dram_read_bytes + actions.dram_write_bytes) * hw.dram.energy_pj_per_byte,
-        vector_pj=actions.vector_lane_cycles * vector_lane_energy_pj(hw),
-        leakage_pj=leakage_pj(hw, cycles, area_mm2),
-    )
+    """``EnergyTable.price`` for one layer (a run builds the table once)."""
+    return EnergyTable.of(hw, area_mm2).price(actions, cycles)
 
 
 def pe_area_um2(hw: HwConfig) -> float:

@@ -423,15 +423,20 @@ def _suffix_cycles(ops: Operands, t: Tiling, reads: tuple[int, int],
         run = (0.0, 0.0, 0.0)
         for index, (inner_extent, times) in enumerate(inner_sizes):
             if index == 0 and not every:
-                run = _then(tile(extent, inner_extent, inner_loads, True),
-                            _repeat(tile(extent, inner_extent, inner_loads, False), times - 1))
+                run = tile(extent, inner_extent, inner_loads, True)
+                if times > 1:
+                    run = _then(run, _repeat(tile(extent, inner_extent, inner_loads, False),
+                                             times - 1))
             else:
                 run = _then(run, _repeat(tile(extent, inner_extent, inner_loads, every), times))
         return run
 
     (extent, times), *rest = outer_sizes
-    instance = _then(outer_iteration(extent, True), _repeat(outer_iteration(extent, False),
-                                                            times - 1))
+    instance = outer_iteration(extent, True)
+    if times > 1:
+        # A re-streamed inner operand loads in every outer iteration, the first included.
+        later = instance if inner_reads > 1 else outer_iteration(extent, False)
+        instance = _then(instance, _repeat(later, times - 1))
     for extent, times in rest:
         instance = _then(instance, _repeat(outer_iteration(extent, False), times))
     return per_step + _repeat(instance, count)[2]
@@ -528,6 +533,7 @@ def plan_memory(ops: Operands, hw: HwConfig, compute_cycles: int, count: int,
     a_fits = ops.a_bytes <= hw.sram.inputs.tile_capacity_bytes
     b_fits = src.b_fits_once or ops.b_bytes <= hw.sram.weights.tile_capacity_bytes
     c_bytes = ops.c_bytes if src.c_to_dram else 0.0
+    a_once, b_once = ops.a_bytes, ops.b_bytes
     bpc = hw.dram_bytes_per_cycle
     options: list[tuple[float, float, float, float, Tiling]] = []
     for tiling in candidates:
@@ -535,8 +541,8 @@ def plan_memory(ops: Operands, hw: HwConfig, compute_cycles: int, count: int,
             t = Tiling(tiling.tile_m, tiling.tile_k, tiling.tile_n, tiling.tiles_m,
                        tiling.tiles_k, tiling.tiles_n, order)
             reads_a, reads_b = refetch_counts(t, a_fits, b_fits)
-            a_bytes = ops.a_bytes * reads_a * src.a_in_dram
-            b_bytes = ops.b_bytes * reads_b * src.b_in_dram
+            a_bytes = a_once * reads_a * src.a_in_dram
+            b_bytes = b_once * reads_b * src.b_in_dram
             cycles = (0.0 if hw.ideal_memory else _total_cycles(
                 a_bytes * count, b_bytes * count, c_bytes * count, ops, hw, t, src,
                 compute_cycles, (reads_a, reads_b), count, a_fits, b_fits, bpc))

@@ -58,7 +58,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from accelsim.formats import SPARSE_24, SPARSE_GROUP
-from accelsim.graph.ir import MODEL_INPUT, GemmNode, Graph, Node, VectorNode
+from accelsim.graph.ir import GemmNode, Graph, Node, VectorNode
 from accelsim.hw import HwConfig
 from accelsim.sim.memory import granule
 
@@ -70,23 +70,6 @@ def resolve_bits(node: GemmNode, hw: HwConfig) -> tuple[int, int, int]:
     weight_bits = node.weight_bits or (p.act_bits if node.weight_is_activation else p.weight_bits)
     passes = math.ceil(weight_bits / p.weight_bits) * math.ceil(act_bits / p.act_bits)
     return weight_bits, act_bits, passes
-
-
-def sources(graph: Graph) -> tuple[tuple[str, ...], ...]:
-    """Each node's activation operands by producer: its ``inputs``, or, when the graph has no
-    edges, the previous node's output (a model input for the first node). An attention GEMM
-    without edges reads its A from the previous node and its B from the model input."""
-    out: list[tuple[str, ...]] = []
-    previous = MODEL_INPUT
-    for node in graph.nodes:
-        if node.inputs is not None:
-            out.append(node.inputs)
-        elif isinstance(node, GemmNode) and node.weight_is_activation:
-            out.append((previous, MODEL_INPUT))
-        else:
-            out.append((previous,))
-        previous = node.name
-    return tuple(out)
 
 
 class NodeMemory(NamedTuple):
@@ -154,23 +137,23 @@ def attention_chains(graph: Graph) -> tuple[tuple[int, int], ...]:
     """(first, last) node indices of every chain that can run one repeat at a time: an attention
     GEMM with ``count`` > 1, then vector ops, then an attention GEMM with the same ``count``,
     adjacent, each node read only by the next (as its A operand for the last GEMM)."""
-    return _chains(graph.nodes, *graph_edges(graph))
+    return _chains(graph.nodes, graph.edges.operands, graph.edges.readers)
 
 
-def _chains(nodes: Sequence[Node], operands: list[tuple[int, ...]],
-            uses: list[list[int]]) -> tuple[tuple[int, int], ...]:
+def _chains(nodes: Sequence[Node], operands: Sequence[tuple[int, ...]],
+            uses: Sequence[tuple[int, ...]]) -> tuple[tuple[int, int], ...]:
     chains = []
     for first, node in enumerate(nodes):
         if not (isinstance(node, GemmNode) and node.weight_is_activation and node.count > 1):
             continue
         last = first + 1
         while last < len(nodes) and isinstance(nodes[last], VectorNode) \
-                and operands[last] == (last - 1,) and uses[last - 1] == [last]:
+                and operands[last] == (last - 1,) and uses[last - 1] == (last,):
             last += 1
         end = nodes[last] if first + 1 < last < len(nodes) else None
         if isinstance(end, GemmNode) and end.weight_is_activation \
                 and end.count == node.count and operands[last][0] == last - 1 \
-                and uses[last - 1] == [last]:
+                and uses[last - 1] == (last,):
             chains.append((first, last))
     return tuple(chains)
 
@@ -180,11 +163,11 @@ def ffn_chains(graph: Graph) -> tuple[tuple[int, int], ...]:
     GEMM (fc1), then element-wise vector ops over its whole output, then a weight GEMM (fc2)
     reducing over that output's columns with the same rows and count, adjacent, each node read
     only by the next (as fc2's A)."""
-    return _ffn_chains(graph.nodes, *graph_edges(graph))
+    return _ffn_chains(graph.nodes, graph.edges.operands, graph.edges.readers)
 
 
-def _ffn_chains(nodes: Sequence[Node], operands: list[tuple[int, ...]],
-                uses: list[list[int]]) -> tuple[tuple[int, int], ...]:
+def _ffn_chains(nodes: Sequence[Node], operands: Sequence[tuple[int, ...]],
+                uses: Sequence[tuple[int, ...]]) -> tuple[tuple[int, int], ...]:
     chains = []
     for first, node in enumerate(nodes):
         if not isinstance(node, GemmNode) or node.weight_is_activation:
@@ -193,28 +176,14 @@ def _ffn_chains(nodes: Sequence[Node], operands: list[tuple[int, ...]],
         last = first + 1
         while last < len(nodes) and isinstance(nodes[last], VectorNode) \
                 and nodes[last].row_length == 1 and nodes[last].total_elements == elements \
-                and operands[last] == (last - 1,) and uses[last - 1] == [last]:
+                and operands[last] == (last - 1,) and uses[last - 1] == (last,):
             last += 1
         end = nodes[last] if first + 1 < last < len(nodes) else None
         if isinstance(end, GemmNode) and not end.weight_is_activation \
                 and (end.m, end.k, end.count) == (node.m, node.n, node.count) \
-                and operands[last] == (last - 1,) and uses[last - 1] == [last]:
+                and operands[last] == (last - 1,) and uses[last - 1] == (last,):
             chains.append((first, last))
     return tuple(chains)
-
-
-def graph_edges(graph: Graph) -> tuple[list[tuple[int, ...]], list[list[int]]]:
-    """Per node: its operands' producer indices (-1: model input), and the nodes that read its
-    output (ascending, each once)."""
-    index = {node.name: i for i, node in enumerate(graph.nodes)}
-    operands = [tuple(index[s] if s != MODEL_INPUT else -1 for s in node_srcs)
-                for node_srcs in sources(graph)]
-    uses: list[list[int]] = [[] for _ in graph.nodes]
-    for i, node_operands in enumerate(operands):
-        for producer in node_operands:
-            if producer >= 0 and (not uses[producer] or uses[producer][-1] != i):
-                uses[producer].append(i)
-    return operands, uses
 
 
 def _spilled_bytes(plans: Sequence[NodeMemory]) -> float:
@@ -227,9 +196,9 @@ class PlanTensors(NamedTuple):
     inputs, the nodes that read its output (ascending), the width its output is stored at and
     that output's bytes."""
 
-    operands: list[tuple[int, ...]]
-    from_input: list[tuple[bool, ...]]
-    uses: list[list[int]]
+    operands: Sequence[tuple[int, ...]]
+    from_input: Sequence[tuple[bool, ...]]
+    uses: Sequence[tuple[int, ...]]
     bits: list[int]
     size: list[float]
 
@@ -237,7 +206,7 @@ class PlanTensors(NamedTuple):
 def _tensors(graph: Graph, hw: HwConfig, state: ResidentState | None = None) -> PlanTensors:
     nodes = graph.nodes
     count = len(nodes)
-    operands, uses = graph_edges(graph)
+    operands, from_input, uses = graph.edges
     element_bits = hw.vector_unit.element_bits
     read_bits = [(element_bits, element_bits) if isinstance(node, VectorNode)
                  else resolve_bits(node, hw)[1::-1] for node in nodes]  # (A, B) widths
@@ -252,12 +221,11 @@ def _tensors(graph: Graph, hw: HwConfig, state: ResidentState | None = None) -> 
     for i, stored_bits in (state.writers.items() if state else ()):
         bits[i] = stored_bits
     size = [_output_elements(node) * b / 8 for node, b in zip(nodes, bits, strict=True)]
-    from_input = [tuple(p < 0 for p in node_operands) for node_operands in operands]
     return PlanTensors(operands, from_input, uses, bits, size)
 
 
-def fusable_chains(nodes: Sequence[Node], operands: list[tuple[int, ...]],
-                uses: list[list[int]]) -> tuple[tuple[int, int], ...]:
+def fusable_chains(nodes: Sequence[Node], operands: Sequence[tuple[int, ...]],
+                   uses: Sequence[tuple[int, ...]]) -> tuple[tuple[int, int], ...]:
     """Attention and FFN chains in execution order, none sharing a node with an earlier one."""
     chains: list[tuple[int, int]] = []
     for first, last in sorted(_chains(nodes, operands, uses) + _ffn_chains(nodes, operands, uses)):
@@ -267,7 +235,8 @@ def fusable_chains(nodes: Sequence[Node], operands: list[tuple[int, ...]],
 
 
 def _ffn_chunks(nodes: Sequence[Node], first: int, last: int, size: Sequence[float],
-                uses: Sequence[list[int]], room: float, fc1_reserve: float, hw: HwConfig) -> int:
+                uses: Sequence[tuple[int, ...]], room: float, fc1_reserve: float,
+                hw: HwConfig) -> int:
     """How many equal hidden-column chunks an FFN chain runs in: the fewest (at least two) with
     which every node of the chain fits ``room`` (the pool less the live set and the partial
     sums), each chunk a whole number of array folds of fc1's columns and of fc2's reduction

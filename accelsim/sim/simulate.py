@@ -41,7 +41,7 @@ from accelsim.sim.actions import (
     sram_port_cycles,
     vector_actions,
 )
-from accelsim.sim.energy import AreaBreakdown, EnergyBreakdown, area, price
+from accelsim.sim.energy import AreaBreakdown, EnergyBreakdown, EnergyTable, area
 from accelsim.sim.mapping import map_gemm
 from accelsim.sim.plan import (
     NodeMemory,
@@ -202,8 +202,10 @@ class _GemmShape:
                                                        strict=True)
                         if acc - acc_min + (a_tile - a_min) * a_streams
                         <= mem.free_bytes + 1e-9)
+        if fitting:
+            return fitting
         smallest = min(range(len(self.candidates)), key=lambda i: self.footprints[i])
-        return fitting or (self.candidates[smallest],)
+        return (self.candidates[smallest],)
 
 
 def _footprint(t: memory.Tiling, ops: memory.Operands, hw: HwConfig) -> tuple[float, float]:
@@ -271,6 +273,7 @@ class _Traffic:
     plan: memory.MemoryPlan
     dram: DramBytes
     sram_stall_cycles: int
+    array_bytes: tuple[float, float, float]  # through the buffers under the plan's tiling
 
 
 def _gemm_traffic(node: GemmNode, shape: _GemmShape, mem: NodeMemory, hw: HwConfig,
@@ -285,16 +288,21 @@ def _gemm_traffic(node: GemmNode, shape: _GemmShape, mem: NodeMemory, hw: HwConf
                          evicted_bytes=mem.evicted_bytes,
                          prefetched_b_bytes=mem.prefetched_weight_bytes)
     tilings = shape.tilings_within(mem)
+
+    def array_bytes(plan: memory.MemoryPlan) -> tuple[float, float, float]:
+        return array_sram_bytes(out_ops, hw, plan.tiling.tiles_k, count=count,
+                                passes=shape.passes, reduction_steps=shape.steps)
+
     plan = memory.plan_memory(out_ops, hw, shape.compute_cycles, count, tilings, src)
     # The banks may not keep up with the dataflow: the array then runs longer than its compute
     # cycles, and the DRAM transfers overlap that longer run.
-    demand = array_sram_bytes(out_ops, hw, plan.tiling.tiles_k, count=count,
-                              passes=shape.passes, reduction_steps=shape.steps)
+    demand = array_bytes(plan)
     sram_stall = 0 if hw.ideal_memory else max(
         0, math.ceil(sram_port_cycles(demand, hw) - shape.compute_cycles - 1e-6))
     if sram_stall:
         plan = memory.plan_memory(out_ops, hw, shape.compute_cycles + sram_stall, count,
                                   tilings, src)
+        demand = array_bytes(plan)  # a new tiling may split the reduction differently
     a_bytes, b_bytes = plan.dram_read_a_bytes * count, plan.dram_read_b_bytes * count
     c_bytes = plan.dram_write_c_bytes * count
     from_input = mem.operand_from_model_input
@@ -307,11 +315,11 @@ def _gemm_traffic(node: GemmNode, shape: _GemmShape, mem: NodeMemory, hw: HwConf
                 + (b_bytes * (not from_input[1]) if node.weight_is_activation else 0)
                 + (c_bytes if mem.output_is_spill else 0) + math.ceil(mem.evicted_bytes - 1e-9)),
     )
-    return _Traffic(out_ops, plan, dram, sram_stall)
+    return _Traffic(out_ops, plan, dram, sram_stall, demand)
 
 
 def _gemm_fields(node: GemmNode, shape: _GemmShape, traffic: _Traffic, mem: NodeMemory,
-                 hw: HwConfig, area_mm2: float) -> tuple:
+                 hw: HwConfig, energy: EnergyTable) -> tuple:
     """A GEMM's ``LayerResult`` fields after its name."""
     plan, count = traffic.plan, node.count
     issued_fraction, gated_fraction = sparse.executed_fraction(
@@ -319,7 +327,7 @@ def _gemm_fields(node: GemmNode, shape: _GemmShape, traffic: _Traffic, mem: Node
     actions = gemm_actions(traffic.ops, hw, plan, count=count, passes=shape.passes,
                            dense_macs=node.macs, issued_fraction=issued_fraction,
                            gated_fraction=gated_fraction, skipping=shape.skipping,
-                           reduction_steps=shape.steps, folds=shape.folds,
+                           array_bytes=traffic.array_bytes, folds=shape.folds,
                            kept_on_chip=not mem.output_to_dram,
                            evicted_bytes=mem.evicted_bytes)
     sram_stall = traffic.sram_stall_cycles
@@ -328,10 +336,11 @@ def _gemm_fields(node: GemmNode, shape: _GemmShape, traffic: _Traffic, mem: Node
     return ("gemm", node.m, node.k, node.n, count, shape.weight_bits, shape.act_bits,
             node.sparsity, shape.compute_cycles, plan.stall_cycles, node.macs,
             issued / (cycles * hw.array.rows * hw.array.cols), traffic.dram,
-            price(actions, hw, cycles, area_mm2), actions, shape.skipping, sram_stall)
+            energy.price(actions, cycles), actions, shape.skipping, sram_stall)
 
 
-def _vector_fields(node: VectorNode, mem: NodeMemory, hw: HwConfig, area_mm2: float) -> tuple:
+def _vector_fields(node: VectorNode, mem: NodeMemory, hw: HwConfig,
+                   energy: EnergyTable) -> tuple:
     """A vector op's ``LayerResult`` fields after its name. It streams its operands: spilled
     ones re-load from DRAM and a spilled output is written out while it computes; what the
     transfers take beyond its compute is a stall."""
@@ -351,7 +360,7 @@ def _vector_fields(node: VectorNode, mem: NodeMemory, hw: HwConfig, area_mm2: fl
                              dram_write_bytes=dram.total - input_bytes - reload)
     return ("vector", node.elements, node.row_length, 1, node.count, None,
             hw.vector_unit.element_bits, "dense", compute, stall, 0, 0.0, dram,
-            price(actions, hw, compute + stall, area_mm2), actions, False)
+            energy.price(actions, compute + stall), actions, False)
 
 
 def _totals(layers: tuple[LayerResult, ...], hw: HwConfig, area_mm2: float) -> Totals:
@@ -477,6 +486,7 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False,
                 plans, placement = on_chip, "sram"
     # When every weight of the model fits the weight buffer, each is loaded once and stays.
     weights_resident = weight_bytes <= hw.sram.weights.size_bytes
+    energy = EnergyTable.of(hw, area_mm2)
     # Blocks repeat their plans too: traffic per (shape, plan), the rest per weight density.
     traffic_cache: dict[tuple, _Traffic] = {}
     cache: dict[tuple, LayerResult] = {}
@@ -488,7 +498,7 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False,
             layer = cache.get(key)
             if layer is None:
                 layer = cache[key] = LayerResult(node.name,
-                                                 *_vector_fields(node, mem, hw, area_mm2))
+                                                 *_vector_fields(node, mem, hw, energy))
         else:
             assert isinstance(node, GemmNode)
             if mem.one_repeat_at_a_time or mem.split_n > 1 or mem.split_k > 1:
@@ -511,7 +521,7 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False,
             layer = cache.get(key + (node.weight_density,))
             if layer is None:
                 layer = cache[key + (node.weight_density,)] = LayerResult(
-                    node.name, *_gemm_fields(node, shape, traffic, mem, hw, area_mm2))
+                    node.name, *_gemm_fields(node, shape, traffic, mem, hw, energy))
         layers.append(layer if layer.name == node.name else _renamed(layer, node.name))
     frozen = tuple(layers)
     return SimResult(graph.name, hw.name, frozen, _totals(frozen, hw, area_mm2), True, "",

@@ -13,7 +13,6 @@ from accelsim.sim.plan import (
     ffn_chains,
     plan_graph,
     plan_with_fusion,
-    sources,
 )
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
@@ -52,7 +51,7 @@ def test_without_edges_each_node_reads_the_previous_one():
     graph = Graph("chain", (GemmNode("a", m=4, k=4, n=4), VectorNode("v", "gelu", 16),
                             GemmNode("qk", m=4, k=4, n=4, kind="matmul",
                                      weight_is_activation=True)))
-    assert sources(graph) == (("",), ("a",), ("v", ""))
+    assert graph.sources() == (("",), ("a",), ("v", ""))
 
 
 def test_a_small_buffer_spills_and_charges_the_reload():
@@ -187,7 +186,7 @@ def test_spills_only_when_the_live_set_exceeds_the_buffers(graph, inputs_kib, ou
     # The largest live set: at every node, each tensor produced before it and read at or after
     # it, plus its own output, at the widths the plan stores them.
     plan = plan_graph(graph, hw, [(0.0, 0.0)] * len(graph.nodes), [0] * len(graph.nodes))
-    srcs = sources(graph)
+    srcs = graph.sources()
     index = {node.name: i for i, node in enumerate(graph.nodes)}
     last_use = {index[s]: i for i, node_srcs in enumerate(srcs) for s in node_srcs if s}
     peak = max(
