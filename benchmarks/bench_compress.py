@@ -3,9 +3,9 @@
 ``accelsim run --model vit_b16`` on 4-bit hardware builds the zoo model (seeded random init),
 applies the recipe (``apply_recipe``: QuantLinear swap, 2:4 masks, SAWB steps; built for tracing
 only, each layer's weights freed once its precision is read, where no calibration forward
-follows), calibrates the
-activation clips on one generated batch (``calibrate``; where calibration would set nothing but
-clips, the quantizers are only activated, as ``workload_graph`` does) and traces the compressed
+follows), calibrates the activation clips on one generated batch (``calibrate``; where
+calibration would set nothing but clips, the quantizers are only activated, as
+``workload_graph`` does) and traces the compressed
 model (``trace_named_model(..., model=compressed)``: torch.export + the graph walk). This script
 times those four stages (process CPU seconds and wall seconds) for each model, with the trace
 caches pointed at a fresh temporary folder so nothing is reused, and prints the GEMM/vector node
