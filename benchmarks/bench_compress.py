@@ -1,9 +1,11 @@
 """Cold-cache cost of a compressed workload graph, stage by stage.
 
 ``accelsim run --model vit_b16`` on 4-bit hardware builds the zoo model (seeded random init),
-applies the recipe (``apply_recipe``: QuantLinear swap, 2:4 masks, SAWB steps), calibrates the
-activation clips on one generated batch (``calibrate``; where calibration would set nothing but
-clips, the quantizers are only activated, as ``workload_graph`` does) and traces the compressed
+applies the recipe (``apply_recipe``: QuantLinear swap, 2:4 masks, SAWB steps; built for tracing
+only, each layer's weights freed once its precision is read, where no calibration forward
+follows), calibrates the activation clips on one generated batch (``calibrate``; where
+calibration would set nothing but clips, the quantizers are only activated, as
+``workload_graph`` does) and traces the compressed
 model (``trace_named_model(..., model=compressed)``: torch.export + the graph walk). This script
 times those four stages (process CPU seconds and wall seconds) for each model, with the trace
 caches pointed at a fresh temporary folder so nothing is reused, and prints the GEMM/vector node
@@ -65,8 +67,11 @@ def bench_model(name: str, recipe_name: str, profile: str | None) -> dict[str, S
     recipe = load_workload_recipe(recipe_name)
     times: dict[str, StageTime] = {}
     net, times["build"] = _timed(lambda: zoo.build_model(name, seed=0), profile == "build")
-    _, times["apply"] = _timed(lambda: apply_recipe(net, recipe), profile == "apply")
-    if clips_only_calibration(recipe):  # as workload_graph: no forward, the same graph
+    # As workload_graph: without a calibration forward the model is built for tracing only.
+    clips_only = clips_only_calibration(recipe)
+    _, times["apply"] = _timed(lambda: apply_recipe(net, recipe, for_trace=clips_only),
+                               profile == "apply")
+    if clips_only:  # as workload_graph: no forward, the same graph
         _, times["calibrate"] = _timed(lambda: calibrate(net, [], recipe),
                                        profile == "calibrate")
     else:

@@ -14,6 +14,7 @@ attention's K and V quantizers are the KV cache's stored width (recipe ``kv_bits
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 from collections.abc import Callable, Iterable
@@ -235,13 +236,21 @@ def register_attention() -> None:
     AttentionMaskInterface.register(ATTN_IMPLEMENTATION, eager_mask)
 
 
-def apply_recipe(model: nn.Module, recipe: Recipe) -> CompressionPlan:
+def apply_recipe(model: nn.Module, recipe: Recipe, *, for_trace: bool = False) -> CompressionPlan:
     """Swap encoder linears for QuantLinear (2:4-masked per recipe) and quantize attention.
 
     Weight steps are initialised from the current weights (SAWB); activation clips still need
     :func:`calibrate`. One-shot masks are built here from the current weights, so critical
     initialization (masks from the task-fine-tuned model) is a matter of calling this after
     stage 1. A float recipe (``weight_bits: 32``) leaves the model untouched.
+
+    ``for_trace`` builds the model for tracing only (``graph.workload``; only where
+    :func:`clips_only_calibration` holds): each QuantLinear calls
+    :meth:`QuantLinear.release_weights` once in place, which frees its float original too, so
+    the peak memory is the float model's, not float plus compressed copy; and it is built
+    without drawing the default init that its copied weights overwrite (the draw only advances
+    the RNG stream, which a training run reads next and a trace does not). The model can then
+    be calibrated on no batches and traced, not run on data.
     """
     family = model_family(model)
     # A recipe's families list the encoder families it covers: its default is saved with every
@@ -256,8 +265,30 @@ def apply_recipe(model: nn.Module, recipe: Recipe) -> CompressionPlan:
     if not recipe.quantized:
         floats = tuple(n for n, m in model.named_modules() if isinstance(m, gemm_types))
         return CompressionPlan(family, recipe.name, (), (), {}, floats)  # nothing to mark
+    if for_trace and not clips_only_calibration(recipe):
+        raise AccelsimError(f"apply_recipe: for_trace=True: recipe {recipe.name!r} calibrates "
+                            "weights or masks (smoothing or activation-scored masks), which "
+                            "needs them in memory; allowed: False")
+    from transformers.initialization import no_init_weights
+
     block_names, extras = _encoder_linears(model, family, recipe.quantize_extra)
     names = block_names + extras
+    with no_init_weights() if for_trace else contextlib.nullcontext():
+        dense = _swap_linears(model, recipe, names, extras, for_trace)
+    attention: list[str] = []
+    if recipe.attention_bits != 32:
+        attention = _quantize_attention(model, family, recipe)
+    floats = tuple(n for n, m in model.named_modules()
+                   if isinstance(m, gemm_types) and not isinstance(m, QuantLinear))
+    plan = CompressionPlan(family, recipe.name, tuple(names), tuple(attention), dense, floats)
+    setattr(model, PLAN_ATTR, plan)  # read by export_int_model
+    return plan
+
+
+def _swap_linears(model: nn.Module, recipe: Recipe, names: list[str], extras: list[str],
+                  release: bool) -> dict[str, str]:
+    """Replace the linears ``names`` by QuantLinears (see :func:`apply_recipe`); returns the
+    dense layers of a 2:4 recipe, each with why it stays dense."""
     dense: dict[str, str] = {}
     for name in names:
         linear = _as_linear(model.get_submodule(name))
@@ -278,14 +309,9 @@ def apply_recipe(model: nn.Module, recipe: Recipe) -> CompressionPlan:
             sparse=sparse, learn_pruned=recipe.pruning == "sr_ste", smoothed=smoothed,
             mask=mask_2_4(linear.weight) if one_shot else None)
         _set_submodule(model, name, qlinear)
-    attention: list[str] = []
-    if recipe.attention_bits != 32:
-        attention = _quantize_attention(model, family, recipe)
-    floats = tuple(n for n, m in model.named_modules()
-                   if isinstance(m, gemm_types) and not isinstance(m, QuantLinear))
-    plan = CompressionPlan(family, recipe.name, tuple(names), tuple(attention), dense, floats)
-    setattr(model, PLAN_ATTR, plan)  # read by export_int_model
-    return plan
+        if release:
+            qlinear.release_weights()
+    return dense
 
 
 def _quantize_attention(model: nn.Module, family: str, recipe: Recipe) -> list[str]:

@@ -164,7 +164,8 @@ def compressed_model(
     ``clip_values=False`` (only where ``compress.apply.clips_only_calibration`` holds)
     calibrates on no batches instead, which activates the quantizers at their initial clips:
     the module's structure, precisions and graph are those of the calibrated one, its
-    activation clips are not."""
+    activation clips are not; it is built for tracing only (``apply_recipe(for_trace=True)``:
+    its quantized linears hold their precisions, their weights are on the meta device)."""
     start = time.perf_counter()
 
     def stage(what: str) -> None:
@@ -191,15 +192,17 @@ def _compressed_model(model: str, recipe: Recipe, stage: Callable[[str], None], 
     from accelsim import zoo
     from accelsim.compress.apply import apply_recipe, calibrate, clips_only_calibration
 
+    if not clip_values and not clips_only_calibration(recipe):
+        raise AccelsimError(f"compressed_model({model!r}): clip_values=False: recipe "
+                            f"{recipe.name!r} calibrates weights or masks too (smoothing or "
+                            "activation-scored masks); allowed: True")
     net = zoo.build_model(model, seed=seed, image_size=image_size)
     stage(f"compressing: {recipe.weight_bits}-bit weights"
           + (", 2:4 masks" if recipe.sparsity == "2:4" else ""))
-    apply_recipe(net, recipe)
+    # Without the calibration forward the model only ever gets traced: each compressed layer
+    # keeps its precision and frees its weights as it is built (compress.apply.apply_recipe).
+    apply_recipe(net, recipe, for_trace=not clip_values)
     if not clip_values:
-        if not clips_only_calibration(recipe):
-            raise AccelsimError(f"compressed_model({model!r}): clip_values=False: recipe "
-                                f"{recipe.name!r} calibrates weights or masks too (smoothing or "
-                                "activation-scored masks); allowed: True")
         stage("calibrating: activating the activation quantizers (clip values decide no graph)")
         calibrate(net, [], recipe)
         return net.eval()

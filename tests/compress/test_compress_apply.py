@@ -69,6 +69,31 @@ def test_layers_with_k_not_multiple_of_4_stay_dense_and_are_listed() -> None:
     assert model.bert.encoder.layer[0].attention.self.query.weight_mask is None
 
 
+def test_a_model_built_for_tracing_keeps_the_precisions_and_frees_the_weights() -> None:
+    """apply_recipe(for_trace=True): every QuantLinear holds the precision the in-memory one
+    computes from its codes, its tensors are on the meta device, and the RNG stream is left
+    where it was; a training apply keeps drawing the default init (the stream training reads)."""
+    recipe = load_recipe("w4a4_sp24")
+    model, traced = tiny_bert(), tiny_bert()
+    state = torch.get_rng_state()
+    apply_recipe(traced, recipe, for_trace=True)
+    assert torch.equal(torch.get_rng_state(), state)
+    apply_recipe(model, recipe)
+    assert not torch.equal(torch.get_rng_state(), state)
+    layers = dict(quant_linears(traced))
+    assert layers.keys() == dict(quant_linears(model)).keys()
+    for name, layer in quant_linears(model):
+        assert getattr(layers[name], LINEAR_ATTR) == getattr(layer, LINEAR_ATTR)
+        assert all(t.is_meta for t in (*layers[name].parameters(), *layers[name].buffers()))
+    assert getattr(layers[name], LINEAR_ATTR).sparsity == "2:4"
+
+
+def test_building_for_tracing_a_recipe_that_calibrates_weights_is_one_line() -> None:
+    with pytest.raises(AccelsimError, match="for_trace=True: recipe 'w4a4_sp24_smooth' "
+                                            "calibrates weights or masks"):
+        apply_recipe(tiny_bert(), load_recipe("w4a4_sp24_smooth"), for_trace=True)
+
+
 def test_float_recipe_leaves_model_untouched() -> None:
     model = tiny_bert()
     plan = apply_recipe(model, load_recipe("fp32"))
