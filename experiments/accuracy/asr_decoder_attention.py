@@ -48,7 +48,7 @@ from accelsim.compress.recipe import load_recipe
 from accelsim.errors import AccelsimError
 from accelsim.files import write_text_atomic
 from accelsim.tasks import asr
-from accelsim.zoo.asr import build_asr_model, decoding_rules
+from accelsim.zoo.asr import build_asr_model, decoding_rules, greedy_transcribe
 
 MODEL = "whisper_tiny_en_asr"
 HERE = Path(__file__).resolve().parent
@@ -104,9 +104,10 @@ def prepared(base: torch.nn.Module, setting: Setting, window_seconds: float) -> 
                                       window_seconds)
         if setting.recalibrate == "quantized_rest":
             recalibrate(model, lambda: [model(**b.inputs) for b in batches])
-        else:
-            utterances = asr.utterances("train", sum(len(b.labels) for b in batches))
-            recalibrate(model, lambda: transcribe(model, MODEL, utterances, window_seconds))
+        else:  # greedy decoding of the calibration batches' utterances
+            rules = decoding_rules(MODEL)
+            recalibrate(model, lambda: [greedy_transcribe(model, b.inputs["input_features"], rules)
+                                        for b in batches])
     for name, quantizer in decoder_attention_quantizers(model).items():
         if re.search(setting.floats, name):
             quantizer.bypass()
