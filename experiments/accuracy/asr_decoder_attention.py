@@ -117,37 +117,40 @@ def prepared(base: torch.nn.Module, setting: Setting, window_seconds: float) -> 
     return model.eval()
 
 
-def teacher_forced(models: dict[str, torch.nn.Module], fp32: torch.nn.Module,
-                   chosen: list[asr.Utterance], window_seconds: float,
-                   ) -> dict[str, tuple[float, float, float, int]]:
-    """Per setting ``(NLL per token, KL(FP32 || setting) per token, top-1 %, tokens)`` over the
-    reference tokens after the prompt (the end token included)."""
+def reference_batches(fp32: torch.nn.Module, chosen: list[asr.Utterance],
+                      window_seconds: float) -> list[tuple[torch.Tensor, ...]]:
+    """Per feature batch: the features, the teacher-forced ids, the targets (position t predicts
+    token t + 1), which targets are scored (the reference tokens after the prompt, the end token
+    included) and the FP32 model's log-probabilities, computed once for every setting."""
     prompt = len(decoding_rules(MODEL).prompt)
-    sums = {label: [0.0, 0.0, 0, 0] for label in models}
-    batches = asr.feature_batches(chosen, EVAL_BATCH, mels(MODEL), window_seconds)
+    out = []
     with torch.no_grad():
-        for features, sentences in batches:
+        for features, sentences in asr.feature_batches(chosen, EVAL_BATCH, mels(MODEL),
+                                                       window_seconds):
             ids, lengths = teacher_forced_ids(MODEL, sentences)
-            target = ids[:, 1:]  # position t predicts token t + 1
-            scored = torch.zeros(target.shape, dtype=torch.bool)
+            scored = torch.zeros(ids[:, 1:].shape, dtype=torch.bool)
             for row, length in enumerate(lengths):
                 scored[row, prompt - 1:length - 1] = True
             reference = torch.log_softmax(fp32(features, ids)[:, :-1].float(), -1)
-            memory = None
-            for label, model in models.items():
-                with fixed_weight_codes(model):
-                    if memory is None:  # every setting's encoder is the same W8A8 encoder
-                        memory = model(input_features=features)
-                    logits = model(decoder_input_ids=ids, encoder_hidden_states=memory)
-                logp = torch.log_softmax(logits[:, :-1].float(), -1)
-                kl = (reference.exp() * (reference - logp)).sum(-1)
-                total = sums[label]
-                total[0] += float(-logp.gather(-1, target[..., None])[..., 0][scored].sum())
-                total[1] += float(kl[scored].sum())
-                total[2] += int((logp.argmax(-1) == target)[scored].sum())
-                total[3] += int(scored.sum())
-    return {label: (nll / n, kl / n, 100.0 * hits / n, n)
-            for label, (nll, kl, hits, n) in sums.items()}
+            out.append((features, ids, ids[:, 1:], scored, reference))
+    return out
+
+
+def teacher_forced(model: torch.nn.Module, references: list[tuple[torch.Tensor, ...]]
+                   ) -> tuple[float, float, float, int]:
+    """``(NLL per token, KL(FP32 || model) per token, top-1 %, tokens)`` over the scored
+    targets of :func:`reference_batches`."""
+    nll = kl = 0.0
+    hits = tokens = 0
+    with torch.no_grad(), fixed_weight_codes(model):
+        for features, ids, target, scored, reference in references:
+            logits = model(input_features=features, decoder_input_ids=ids)
+            logp = torch.log_softmax(logits[:, :-1].float(), -1)
+            nll += float(-logp.gather(-1, target[..., None])[..., 0][scored].sum())
+            kl += float((reference.exp() * (reference - logp)).sum(-1)[scored].sum())
+            hits += int((logp.argmax(-1) == target)[scored].sum())
+            tokens += int(scored.sum())
+    return nll / tokens, kl / tokens, 100.0 * hits / tokens, tokens
 
 
 def decode_ranges(model: torch.nn.Module, chosen: list[asr.Utterance],
@@ -203,14 +206,23 @@ def main() -> int:
         recipe = dataclasses.replace(load_recipe("w8a8"), calibration_percentiles=(0.0, 100.0))
         compress_asr(base, MODEL, recipe, decoder_attention=True,
                      window_seconds=args.window_seconds)
-        models = {s.label: prepared(base, s, args.window_seconds) for s in SETTINGS}
-        scores = teacher_forced(models, fp32, chosen, args.window_seconds)
+        references = reference_batches(fp32, chosen, args.window_seconds)
         refs = [u.sentence for u in chosen]
-        wers = {label: asr.wer_pct(refs, transcribe(model, MODEL, chosen, args.window_seconds))
-                for label, model in models.items()} if args.wer else {}
+        scores: dict[str, tuple[float, float, float, int]] = {}
+        wers: dict[str, float] = {}
+        ranges: list[str] = []
+        # One setting's copy of the model at a time: 13 copies of tiny.en at once do not fit.
+        for setting in SETTINGS:
+            model = prepared(base, setting, args.window_seconds)
+            scores[setting.label] = teacher_forced(model, references)
+            if args.wer:
+                wers[setting.label] = asr.wer_pct(
+                    refs, transcribe(model, MODEL, chosen, args.window_seconds))
+            if setting is SETTINGS[1]:
+                ranges = decode_ranges(model, chosen, args.window_seconds)
+            del model
         fp32_wer = (asr.wer_pct(refs, transcribe(fp32, MODEL, chosen, args.window_seconds))
                     if args.wer else None)
-        ranges = decode_ranges(models[SETTINGS[1].label], chosen, args.window_seconds)
     except AccelsimError as exc:
         print(f"asr_decoder_attention: {exc}", file=sys.stderr)
         return 2
