@@ -88,11 +88,13 @@ def decoder_attention_quantizers(model: torch.nn.Module) -> dict[str, ActQuantiz
 
 def recalibrate(model: torch.nn.Module, run: Callable[[], object]) -> None:
     """Min-max clips of the decoder's attention quantizers observed while ``run`` runs the model
-    with every other quantizer active (``calibrate`` observes them all at once, on floats)."""
+    with every other quantizer active (``calibrate`` observes them all at once, on floats).
+    Without autograd: a forward that keeps its graph holds every batch's activations."""
     quantizers = decoder_attention_quantizers(model).values()
     for quantizer in quantizers:
         quantizer.start_calibration((0.0, 100.0))
-    run()
+    with torch.no_grad():
+        run()
     for quantizer in quantizers:
         quantizer.finish_calibration()
 
@@ -103,11 +105,14 @@ def prepared(base: torch.nn.Module, setting: Setting, window_seconds: float) -> 
         batches = calibration_batches(MODEL, load_recipe("w8a8").calibration_batches,
                                       window_seconds)
         if setting.recalibrate == "quantized_rest":
-            recalibrate(model, lambda: [model(**b.inputs) for b in batches])
+            def run() -> None:
+                for batch in batches:
+                    model(**batch.inputs)
         else:  # greedy decoding of the calibration batches' utterances
-            rules = decoding_rules(MODEL)
-            recalibrate(model, lambda: [greedy_transcribe(model, b.inputs["input_features"], rules)
-                                        for b in batches])
+            def run() -> None:
+                for batch in batches:
+                    greedy_transcribe(model, batch.inputs["input_features"], decoding_rules(MODEL))
+        recalibrate(model, run)
     for name, quantizer in decoder_attention_quantizers(model).items():
         if re.search(setting.floats, name):
             quantizer.bypass()
