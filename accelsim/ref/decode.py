@@ -19,7 +19,7 @@ greedy tokens agree (tests). :func:`greedy_fake_quant` is that side.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,6 +162,22 @@ def _check_generation(input_ids: Tensor, gen_len: int) -> None:
         raise AccelsimError(f"decode: gen_len={gen_len} must be >= 1")
 
 
+def _start_pass(counts: DatapathCounts, record_ops: bool) -> dict[str, int]:
+    """The GEMM MACs executed so far (a pass's starting point); its ops recorded from here on
+    when ``record_ops``."""
+    counts.records = [] if record_ops else None
+    return dict(counts.gemm_macs)
+
+
+def _finished_pass(phase: str, tokens: int, logits: Tensor, counts: DatapathCounts,
+                   macs_before: dict[str, int]) -> PassRecord:
+    """The :class:`PassRecord` of a pass begun by :func:`_start_pass`."""
+    return PassRecord(phase=phase, tokens=tokens, logits=logits,
+                      gemm_macs={kind: macs - macs_before.get(kind, 0)
+                                 for kind, macs in counts.gemm_macs.items()},
+                      records=counts.records or [])
+
+
 def greedy_int(model: nn.Module, int_model: IntModel, input_ids: Tensor, gen_len: int,
                datapath: Datapath = FAKE_QUANT_DATAPATH, record_ops: bool = False) -> DecodeResult:
     """Greedy-decode ``gen_len`` tokens after ``input_ids`` on the integer reference.
@@ -177,16 +193,11 @@ def greedy_int(model: nn.Module, int_model: IntModel, input_ids: Tensor, gen_len
     feed = input_ids
     with torch.no_grad():
         for step in range(gen_len):
-            macs_before = dict(counts.gemm_macs)
-            counts.records = [] if record_ops else None
+            macs_before = _start_pass(counts, record_ops)
             output = executor(input_ids=feed, cache=cache, use_cache=True, logits_to_keep=1)
             logits = output.logits[:, -1, :].float()
-            passes.append(PassRecord(
-                phase="prefill" if step == 0 else "decode", tokens=int(feed.shape[1]),
-                logits=logits,
-                gemm_macs={kind: macs - macs_before.get(kind, 0)
-                           for kind, macs in counts.gemm_macs.items()},
-                records=counts.records or []))
+            passes.append(_finished_pass("prefill" if step == 0 else "decode",
+                                         int(feed.shape[1]), logits, counts, macs_before))
             feed = logits.argmax(dim=-1, keepdim=True)
             tokens.append(feed)
     counts.records = None
@@ -263,19 +274,16 @@ class TranscriptionPasses:
 
     def __call__(self, **inputs: Any) -> Tensor:
         if self._macs_before is None:  # a pass begins
-            self._macs_before = dict(self.counts.gemm_macs) if self.counts else {}
-            if self.counts is not None:
-                self.counts.records = [] if self.record_ops else None
+            self._macs_before = (_start_pass(self.counts, self.record_ops)
+                                 if self.counts is not None else {})
         output = self.model(**inputs)
         if "decoder_input_ids" in inputs:  # a pass ends with its decoder step
-            executed = self.counts.gemm_macs if self.counts else {}
-            self.passes.append(PassRecord(
-                phase="decode" if self.passes else "prefill",
-                tokens=int(inputs["decoder_input_ids"].shape[1]),
-                logits=output[:, -1].float().clone(),
-                gemm_macs={kind: macs - self._macs_before.get(kind, 0)
-                           for kind, macs in executed.items()},
-                records=(self.counts.records or []) if self.counts else []))
+            phase = "decode" if self.passes else "prefill"
+            tokens = int(inputs["decoder_input_ids"].shape[1])
+            logits = output[:, -1].float().clone()
+            self.passes.append(
+                _finished_pass(phase, tokens, logits, self.counts, self._macs_before)
+                if self.counts is not None else PassRecord(phase, tokens, logits, {}))
             self._macs_before = None
         return output
 
@@ -377,17 +385,18 @@ class _ChipTally:
     ours: list[Tensor] = field(default_factory=list)
     theirs: list[Tensor] = field(default_factory=list)
 
-    def add_generation(self, passes: Sequence[PassRecord], fq_logits: Sequence[Tensor],
+    def add_generation(self, passes: Iterable[tuple[PassRecord, Tensor]],
                        counts: DatapathCounts, tokens: tuple[int, int], batch: int,
                        prompt_len: int) -> None:
-        """One generation's passes (the phase's checked by the oracle and against the traced
-        graphs), its executor's counts and its ``(tokens, tokens that agree)``."""
+        """One generation's passes, each with the fake-quant model's logits of that pass (the
+        phase's checked by the oracle and against the traced graphs), its executor's counts and
+        its ``(tokens, tokens that agree)``."""
         self.tokens += tokens[0]
         self.agree += tokens[1]
         self.accumulators += counts.accumulators
         self.saturations += counts.saturations
         _add(self.fallbacks, counts.float_fallbacks)
-        for step, (record, fq) in enumerate(zip(passes, fq_logits, strict=False)):
+        for step, (record, fq) in enumerate(passes):
             if record.phase not in PHASE_PASSES[self.phase]:
                 continue
             self.checked += 1
@@ -434,7 +443,7 @@ def check_decoder_chip(name: str, model: nn.Module, int_model: IntModel,
                             record_ops=True)
         fq_tokens, fq_logits = greedy_fake_quant(model, prompt, gen_len)
         tokens = (fq_tokens.numel(), int((result.tokens == fq_tokens).sum()))
-        tally.add_generation(result.passes, fq_logits, result.counts, tokens,
+        tally.add_generation(zip(result.passes, fq_logits, strict=True), result.counts, tokens,
                              int(prompt.shape[0]), int(prompt.shape[1]))
     return tally.report(datapath, gen_len)
 
@@ -490,7 +499,9 @@ def check_recognizer_chip(name: str, model: nn.Module, int_model: IntModel,
         executor = build_int_executor(model, int_model, datapath=datapath)
         theirs, ours, tokens = _transcribe_both(model, int_model, executor, batch, rules,
                                                 record_ops=True)
-        tally.add_generation(ours.passes, [p.logits for p in theirs.passes],
-                             getattr(executor, COUNTS_ATTR), tokens, int(batch.shape[0]),
-                             len(rules.prompt))
+        # Transcripts may end at different steps: the passes both sides made are compared.
+        pairs = ((mine, other.logits)
+                 for mine, other in zip(ours.passes, theirs.passes, strict=False))
+        tally.add_generation(pairs, getattr(executor, COUNTS_ATTR), tokens,
+                             int(batch.shape[0]), len(rules.prompt))
     return tally.report(datapath, rules.max_new_tokens)

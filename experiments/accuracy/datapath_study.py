@@ -118,11 +118,16 @@ def study_rows(task_name: str, recipe: str, seed: int,
     checkpoint = tensors_sha256(model.state_dict())
     base = load_hw(TABLE_HW_CONFIG)
     rows = []
+    costs: dict[tuple, dict[str, float]] = {}  # the kernel variants share one chip: priced once
     for variant in variants(sets):
         chip = chip_datapath(with_overrides(base, variant.overrides),
                              {"exact_kernels": variant.exact_kernels})
         result = evaluate_on_chip(task, model, int_model, variant.split, datapath=chip.datapath)
-        cost = simulated(task.backbone, recipe, task.input_shape, variant.overrides)
+        chip_key = tuple(sorted(variant.overrides.items()))
+        if chip_key not in costs:
+            costs[chip_key] = simulated(task.backbone, recipe, task.input_shape,
+                                        variant.overrides)
+        cost = costs[chip_key]
         rows.append({
             "task": task_name, "model": task.backbone, "recipe": recipe, "seed": str(seed),
             "split": variant.split, "vector_format": variant.vector_format,
