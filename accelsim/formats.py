@@ -135,6 +135,37 @@ VECTOR_FORMATS: dict[str, VectorFormat] = {
 INT_VECTOR_KERNELS: tuple[str, ...] = ("add", "gelu", "layer_norm", "softmax")
 
 
+# The ``int`` format's table GELU (``vector_unit.gelu_table_segments``, docs/integer_semantics.md
+# §5): ``GELU(x) = x Phi(x)`` with the normal CDF ``Phi`` interpolated linearly between
+# ``segments + 1`` stored values on ``|x|`` in ``[0, GELU_TABLE_RANGE)`` (``Phi(-x) = 1 - Phi(x)``,
+# ``Phi = 1`` beyond); 0 segments is I-BERT's polynomial instead. A lane holds its own table of
+# ``GELU_TABLE_WORD_BITS``-bit words, ``Phi`` in Q(``GELU_TABLE_PHI_BITS``), and reads two adjacent
+# words per element.
+GELU_TABLE_SEGMENTS: tuple[int, ...] = (0, 4, 8, 16, 32, 64, 128, 256)
+GELU_TABLE_RANGE = 4  # Phi(4) = 1 - 3.2e-5: beyond it Phi = 1 errs less than one Q15 step does
+GELU_TABLE_PHI_BITS = 15
+GELU_TABLE_WORD_BITS = 16
+GELU_TABLE_X_FRAC_BITS = 16
+"""Fractional bits of the fixed-point ``x`` that indexes and interpolates the table."""
+GELU_TABLE_READ_WORDS = 2
+"""Table words a lane reads per element: the two ends of its segment."""
+GELU_TABLE_EXTRA_LANE_CYCLES = 1
+"""Lane cycles the table GELU takes beyond ``cycles_per_element.gelu`` (I-BERT's polynomial):
+three multiplies (to fixed point, interpolation, ``x Phi``) against the polynomial's two."""
+
+
+def gelu_table_problem(segments: object, vector_format: object) -> str | None:
+    """Why ``segments`` is not a table GELU of ``vector_format`` (``"field ...; allowed ..."``),
+    or None: the table is an ``int``-format kernel (the float formats evaluate ``erf``)."""
+    if isinstance(segments, bool) or segments not in GELU_TABLE_SEGMENTS:
+        allowed = ", ".join(map(str, GELU_TABLE_SEGMENTS))
+        return f"gelu_table_segments {segments!r} is not one of {allowed} (0: I-BERT's polynomial)"
+    if segments and vector_format != "int":
+        return (f"gelu_table_segments {segments} needs vector format int (the float formats "
+                f"evaluate erf), not {vector_format}; allowed with {vector_format}: 0")
+    return None
+
+
 def vector_format(name: str) -> VectorFormat:
     """The :class:`VectorFormat` called ``name``; one error line naming the allowed ones."""
     if name not in VECTOR_FORMATS:
@@ -147,16 +178,17 @@ def vector_format(name: str) -> VectorFormat:
 ACCUMULATOR_BITS_RANGE: tuple[int, int] = (2, 64)
 """Accumulator widths a datapath may name: a sign bit and one more, up to the int64 register."""
 DATAPATH_FIELDS: tuple[str, ...] = ("accumulator_bits", "overflow", "integer_requant",
-                                    "vector_format")
+                                    "vector_format", "gelu_table_segments")
 """What selects a datapath (``accelsim.ref.datapath.Datapath``; the recipe field ``datapath``)."""
 DATAPATH_DEFAULTS: dict[str, object] = {"accumulator_bits": 32, "overflow": "saturate",
-                                        "integer_requant": False, "vector_format": None}
+                                        "integer_requant": False, "vector_format": None,
+                                        "gelu_table_segments": 0}
 """A field left out: int32 accumulators (nothing clipped), float32 requantization, the model's
 own float32 vector ops; the arithmetic of the fake-quant model's inference forward."""
 
 
 def datapath_problem(accumulator_bits: object, overflow: object, integer_requant: object,
-                     vector_format: object) -> str | None:
+                     vector_format: object, gelu_table_segments: object = 0) -> str | None:
     """The first invalid datapath field as ``"field value ...; allowed ..."``, or None.
     ``vector_format`` None is the fake-quant model's own float32 ops."""
     if overflow not in OVERFLOW_POLICIES:
@@ -169,4 +201,4 @@ def datapath_problem(accumulator_bits: object, overflow: object, integer_requant
         return f"accumulator_bits {accumulator_bits!r}; allowed: {low}..{high}"
     if not isinstance(integer_requant, bool):
         return f"integer_requant {integer_requant!r}; allowed: true, false"
-    return None
+    return gelu_table_problem(gelu_table_segments, vector_format)

@@ -25,10 +25,12 @@ import yaml
 from accelsim.errors import AccelsimError, kind_of, yaml_problem
 from accelsim.formats import (
     DATAFLOWS,
+    GELU_TABLE_SEGMENTS,
     OVERFLOW_POLICIES,
     SPARSE_24,
     VECTOR_FORMATS,
     VectorFormat,
+    gelu_table_problem,
     product_bits,
 )
 
@@ -38,7 +40,7 @@ NUMBER_KINDS: tuple[str, ...] = ("int", "fp")
 
 
 def _spec(minimum: float | None = None, maximum: float | None = None, *,
-          exclusive_min: bool = False, choices: tuple[str, ...] | None = None,
+          exclusive_min: bool = False, choices: tuple[str, ...] | tuple[int, ...] | None = None,
           multiple_of: int | None = None, default: Any = dataclasses.MISSING) -> Any:
     """Field with validation metadata (checked by :func:`hw_from_dict`); a field with a
     ``default`` may be left out of the YAML."""
@@ -135,11 +137,14 @@ class VectorCycles:
 @dataclass(frozen=True)
 class VectorUnit:
     """``format``: the number format of every vector op (LayerNorm, softmax, GELU, residual adds,
-    scales); it sets the element width in lanes and SRAM (accelsim.formats.VECTOR_FORMATS)."""
+    scales); it sets the element width in lanes and SRAM (accelsim.formats.VECTOR_FORMATS).
+    ``gelu_table_segments`` (``int`` format only): each lane computes GELU from a table of that
+    many linear segments of the normal CDF instead of I-BERT's polynomial (0)."""
 
     lanes: int = _spec(1, 1 << 16)
     format: str = _spec(choices=tuple(VECTOR_FORMATS))
     cycles_per_element: VectorCycles
+    gelu_table_segments: int = _spec(choices=GELU_TABLE_SEGMENTS, default=0)
 
     @property
     def number_format(self) -> VectorFormat:
@@ -298,6 +303,9 @@ def hw_from_dict(data: dict, source: str = "<dict>") -> HwConfig:
         raise AccelsimError(
             f"{source}: precision.accumulator_bits: {p.accumulator_bits} is narrower than one "
             f"{p.weight_bits}-bit x {p.act_bits}-bit product ({need} bits); allowed: >= {need}")
+    problem = gelu_table_problem(hw.vector_unit.gelu_table_segments, hw.vector_unit.format)
+    if problem is not None:
+        raise AccelsimError(f"{source}: vector_unit.{problem}")
     return hw
 
 
@@ -346,6 +354,10 @@ def _convert(hint: Any, fld: dataclasses.Field, value: object, source: str, path
     if hint is int:
         if not isinstance(value, int) or isinstance(value, bool):
             raise AccelsimError(f"{source}: {path}: {value!r} is not an integer")
+        choices = fld.metadata.get("choices")
+        if choices and value not in choices:
+            raise AccelsimError(f"{source}: {path}: {value!r} is not one of "
+                                f"{', '.join(map(str, choices))}")
     elif hint is float:
         if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(
             value

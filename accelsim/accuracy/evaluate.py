@@ -62,6 +62,8 @@ def chip_datapath(hw: HwConfig, overrides: Mapping[str, Any] | None = None) -> C
     requant = "integer" if datapath.integer_requant else "float32"
     label = (f"{hw.name}: {datapath.accumulator_bits}-bit {datapath.overflow} accumulators, "
              f"{requant} requant, {datapath.vector_format or 'float32 PyTorch'} vector")
+    if datapath.gelu_table_segments:
+        label += f", {datapath.gelu_table_segments}-segment GELU table"
     return ChipDatapath(datapath, label)
 
 

@@ -25,7 +25,9 @@ class Datapath:
     directly (the attention operands q, k, v and the attention output) is requantized by an
     integer multiplier and shift with the bias in int32 (§6) instead of through float32.
     ``vector_format``: the format of everything else between GEMMs (§5); ``None`` keeps the
-    model's own float32 PyTorch ops, the fake-quant model's arithmetic. ``exact_kernels``
+    model's own float32 PyTorch ops, the fake-quant model's arithmetic. ``gelu_table_segments``
+    (``int`` format): GELU by a table of that many linear segments instead of I-BERT's polynomial
+    (0; :data:`~accelsim.formats.GELU_TABLE_SEGMENTS`). ``exact_kernels``
     (``int`` format only; a study's knob, not a chip's): the integer kernels (of
     :data:`~accelsim.formats.INT_VECTOR_KERNELS`) computed exactly in float64 and converted to
     integers as a host tensor is, to measure what each kernel's approximation costs."""
@@ -34,11 +36,12 @@ class Datapath:
     overflow: str = DATAPATH_DEFAULTS["overflow"]  # type: ignore[assignment]
     integer_requant: bool = DATAPATH_DEFAULTS["integer_requant"]  # type: ignore[assignment]
     vector_format: str | None = DATAPATH_DEFAULTS["vector_format"]  # type: ignore[assignment]
+    gelu_table_segments: int = DATAPATH_DEFAULTS["gelu_table_segments"]  # type: ignore[assignment]
     exact_kernels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problem = datapath_problem(self.accumulator_bits, self.overflow, self.integer_requant,
-                                   self.vector_format)
+                                   self.vector_format, self.gelu_table_segments)
         if problem is not None:
             raise AccelsimError(f"datapath: {problem}")
         unknown = [k for k in self.exact_kernels if k not in INT_VECTOR_KERNELS]
@@ -59,7 +62,8 @@ class Datapath:
                                 "reference runs integer MAC arrays only; allowed: int")
         return cls(accumulator_bits=hw.precision.accumulator_bits,
                    overflow=hw.precision.overflow, integer_requant=True,
-                   vector_format=hw.vector_unit.format)
+                   vector_format=hw.vector_unit.format,
+                   gelu_table_segments=hw.vector_unit.gelu_table_segments)
 
 
 FAKE_QUANT_DATAPATH = Datapath()

@@ -429,7 +429,8 @@ def _run_in_vector_format(executor: nn.Module, datapath: Datapath,
     (:mod:`accelsim.ref.vector_mode`, :mod:`accelsim.ref.int_mode`) and its ``host_modules`` in
     float32."""
     mode: Any = (vector_mode.VectorFormatMode(datapath.vector_format, counts) if ints is None
-                 else int_mode.IntFormatMode(counts, ints, datapath.exact_kernels))
+                 else int_mode.IntFormatMode(counts, ints, datapath.exact_kernels,
+                                             datapath.gelu_table_segments))
     vector_mode.host_hooks(executor, host_modules, mode)
     model_forward = executor.forward
 

@@ -14,7 +14,8 @@ float64 tensor holding ``q * S`` (one rounding; ``rint(x / S)`` gives ``q`` back
 * LayerNorm, GELU, the residual add and the attention softmax are ``vector_ops``' I-BERT kernels
   (:class:`IntFormatMode`): LayerNorm to ``LN_OUT_BITS`` signed bits, GELU brought back to int32 by
   a static shift, adds saturated to ``RESIDUAL_BITS``, softmax to ``SOFTMAX_OUT_BITS`` unsigned
-  bits with the attention scaling folded into its input scale;
+  bits with the attention scaling folded into its input scale; with ``Datapath.
+  gelu_table_segments`` GELU is ``vector_ops.int_gelu_table`` instead, on its input's scale;
 * layout ops (views, transposes, slicing, dropout in eval) keep ``q`` and ``S``; a product with a
   Python number is a fixed-point multiply on the same scale;
 * a float tensor entering a chip op (a host module's output, a parameter, an embedding sum) is
@@ -94,11 +95,12 @@ class IntFormatMode(HostAwareMode):
     """The ``int`` format's vector ops on the executor's torch calls (module docstring)."""
 
     def __init__(self, counts: DatapathCounts, tensors: IntTensors,
-                 exact_kernels: tuple[str, ...] = ()) -> None:
+                 exact_kernels: tuple[str, ...] = (), gelu_table_segments: int = 0) -> None:
         super().__init__()
         self.counts = counts
         self.tensors = tensors
         self.exact_kernels = frozenset(exact_kernels)
+        self.gelu_table_segments = gelu_table_segments
 
     def enter_host(self, module: object, args: tuple) -> tuple:
         """A host module reads float32: integer tensors entering it are dequantized."""
@@ -185,6 +187,12 @@ class IntFormatMode(HostAwareMode):
         reference = F.gelu(torch.from_numpy(q * scale)).numpy()
         if "gelu" in self.exact_kernels:
             return self._exact("gelu", reference)
+        if self.gelu_table_segments:
+            out = vector_ops.int_gelu_table(q, scale, self.gelu_table_segments)
+            self._vector("int_gelu_table", out, {"q": q, "scale": scale,
+                                                 "segments": self.gelu_table_segments},
+                         "gelu", reference)
+            return self.tensors.tensor(*out)
         out = vector_ops.int_gelu(q, scale)
         self._vector("int_gelu", out, {"q": q, "scale": scale}, "gelu", reference)
         shifted = (out[0] + (1 << (GELU_SHIFT - 1))) >> GELU_SHIFT

@@ -35,6 +35,9 @@ import numpy as np
 
 from accelsim.errors import AccelsimError
 from accelsim.formats import (
+    GELU_TABLE_PHI_BITS,
+    GELU_TABLE_RANGE,
+    GELU_TABLE_X_FRAC_BITS,
     OVERFLOW_POLICIES,
     SPARSE_GROUP,
     SPARSE_KEPT,
@@ -331,6 +334,31 @@ def int_gelu(q: np.ndarray, scale: float | np.ndarray) -> tuple[np.ndarray, floa
     return np.array(out, dtype=np.int64).reshape(np.shape(q)), scale_out
 
 
+def int_gelu_table(q: np.ndarray, scale: float | np.ndarray,
+                   segments: int) -> tuple[np.ndarray, float | np.ndarray]:
+    """The table GELU per element in Python integers: the segment and the position in it by
+    ``divmod`` of ``|x|`` by the segment width in fixed point, the interpolation rounded half
+    up by ``divmod`` too; the table from ``math.erf`` as the spec states it."""
+    one = 2**GELU_TABLE_PHI_BITS
+    width = (GELU_TABLE_RANGE << GELU_TABLE_X_FRAC_BITS) // segments  # a power of two
+    phi_at = [math.floor(0.5 * (1.0 + math.erf(i * GELU_TABLE_RANGE / segments / math.sqrt(2.0)))
+                         * one + 0.5) for i in range(segments + 1)]
+    out = []
+    for v, element_scale in zip(_ints(q), _per_channel(scale, np.shape(q)), strict=True):
+        x = multiply(v, element_scale * 2**GELU_TABLE_X_FRAC_BITS)
+        segment, offset = divmod(abs(x), width)
+        if segment >= segments:
+            phi = one
+        else:
+            step, rest = divmod((phi_at[segment + 1] - phi_at[segment]) * offset, width)
+            phi = phi_at[segment] + step + (2 * rest >= width)
+        if x < 0:
+            phi = one - phi
+        product, rest = divmod(v * phi, one)
+        out.append(product + (2 * rest >= one))
+    return np.array(out, dtype=np.int64).reshape(np.shape(q)), scale
+
+
 def _int_exp(v: int, ln2_int: int, b_int: int, c_int: int) -> int:
     v = max(v, -_EXP_MAX_HALVINGS * ln2_int)
     z = -v // ln2_int
@@ -439,6 +467,7 @@ OPS = {
     "softmax": (softmax, ("x",), _last_axis_rows),
     "gelu": (gelu, ("x",), _last_axis_rows),
     "int_gelu": (int_gelu, ("q",), _last_axis_rows),
+    "int_gelu_table": (int_gelu_table, ("q",), _last_axis_rows),
     "int_softmax": (int_softmax, ("q", "keep"), _last_axis_rows),
     "int_layer_norm": (int_layer_norm, ("q",), _last_axis_rows),
     "int_add": (int_add, ("qa", "qb"), _last_axis_rows),

@@ -104,7 +104,8 @@ class DatapathEmulation(vector_mode.HostAwareMode):
         self.ints = int_mode.IntTensors() if datapath.vector_format == "int" else None
         self.inner: vector_mode.HostAwareMode | None = None
         if self.ints is not None:
-            self.inner = int_mode.IntFormatMode(self.counts, self.ints, datapath.exact_kernels)
+            self.inner = int_mode.IntFormatMode(self.counts, self.ints, datapath.exact_kernels,
+                                                datapath.gelu_table_segments)
         elif datapath.vector_format is not None:
             self.inner = vector_mode.VectorFormatMode(datapath.vector_format, self.counts)
         self._shadows: dict[int, Tensor] = {}

@@ -54,7 +54,14 @@ import numba
 import numpy as np
 
 from accelsim.errors import AccelsimError
-from accelsim.formats import VECTOR_FORMATS, twos_complement_range
+from accelsim.formats import (
+    GELU_TABLE_PHI_BITS,
+    GELU_TABLE_RANGE,
+    GELU_TABLE_SEGMENTS,
+    GELU_TABLE_X_FRAC_BITS,
+    VECTOR_FORMATS,
+    twos_complement_range,
+)
 from accelsim.ref.codes import code_dtype, quantize_multiplier
 
 FLOAT_FORMATS: tuple[str, ...] = tuple(n for n, f in VECTOR_FORMATS.items() if f.is_float)
@@ -495,6 +502,73 @@ def _int_gelu_kernel(rows, b_int, c_int, shift, one):  # pragma: no cover - comp
             elif v == 0:
                 erf = 0
             out[r, c] = -(v * ((erf >> shift[c]) + one[c]))
+    return out
+
+
+@functools.cache
+def gelu_table(segments: int) -> np.ndarray:
+    """The table GELU's stored values: ``floor(Phi(i h) 2^PHI_BITS + 1/2)`` for ``i = 0 ..
+    segments`` with ``h = GELU_TABLE_RANGE / segments`` and ``Phi(x) = (1 + erf(x / sqrt 2)) / 2``
+    in float64 (compile time; every value is at most ``2^PHI_BITS``, one 16-bit word)."""
+    if segments not in GELU_TABLE_SEGMENTS or segments == 0:
+        allowed = ", ".join(str(n) for n in GELU_TABLE_SEGMENTS if n)
+        raise AccelsimError(f"gelu table: {segments!r} segments; allowed: {allowed}")
+    h = GELU_TABLE_RANGE / segments
+    values = [math.floor((1.0 + math.erf(i * h / math.sqrt(2.0))) / 2.0 * 2**GELU_TABLE_PHI_BITS
+                         + 0.5) for i in range(segments + 1)]
+    table = np.array(values, dtype=np.int64)
+    table.flags.writeable = False
+    return table
+
+
+def int_gelu_table(q: np.ndarray, scale: float | np.ndarray,
+                   segments: int) -> tuple[np.ndarray, float | np.ndarray]:
+    """Integer GELU from a table of the normal CDF ``Phi``: ``x Phi(x)`` with ``x = q * scale``,
+    ``Phi`` interpolated linearly on ``segments`` equal segments of ``|x|`` in ``[0,
+    GELU_TABLE_RANGE)`` (table: :func:`gelu_table`, ``P[0 .. segments]``). ``scale`` is per
+    tensor or one per channel of the last axis. With ``F = GELU_TABLE_X_FRAC_BITS``, ``B =
+    GELU_TABLE_PHI_BITS`` and ``f = F + log2(GELU_TABLE_RANGE / segments)`` fraction bits per
+    segment::
+
+        x   = multiply_by_real(q, scale * 2^F)             # round(x 2^F), one Q31 multiplier
+        a   = |x|
+        phi = 2^B                                          if a >= GELU_TABLE_RANGE * 2^F
+            = P[i] + ((P[i+1] - P[i]) * r + 2^(f-1)) >> f  otherwise, i = a >> f, r = a & (2^f - 1)
+        phi = 2^B - phi                                    if x < 0
+        q_out = (q * phi + 2^(B-1)) >> B
+
+    Returns ``(q_out, scale)``: the output keeps the input's scale. Three multiplies per element
+    (to fixed point, interpolation, output) and a read of two adjacent table words. Its error
+    against exact GELU: docs/integer_semantics.md's kernel table. Inputs must satisfy ``|q| <
+    2^46``."""
+    q64 = _as_int64("int_gelu_table", q)
+    scales = _channel_scales("int_gelu_table", scale, q64.shape[-1] if q64.ndim else 1)
+    _check_magnitude("int_gelu_table", q64, 46)
+    table = gelu_table(segments)
+    x = multiply_by_real(q64, scales * 2.0**GELU_TABLE_X_FRAC_BITS)
+    fraction_bits = GELU_TABLE_X_FRAC_BITS + int(math.log2(GELU_TABLE_RANGE / segments))
+    out = _int_gelu_table_kernel(q64.reshape(-1), np.ascontiguousarray(x).reshape(-1), table,
+                                 fraction_bits, GELU_TABLE_RANGE << GELU_TABLE_X_FRAC_BITS,
+                                 GELU_TABLE_PHI_BITS)
+    return out.reshape(q64.shape), float(scales) if scales.ndim == 0 else scales
+
+
+@numba.njit(cache=True, nogil=True)
+def _int_gelu_table_kernel(q, x, table, fraction_bits, limit, phi_bits):  # pragma: no cover
+    out = np.empty_like(q)
+    one = np.int64(1) << phi_bits
+    mask = (np.int64(1) << fraction_bits) - 1
+    half = np.int64(1) << (fraction_bits - 1)
+    for k in range(q.size):
+        a = abs(x[k])
+        if a >= limit:
+            phi = one
+        else:
+            i = a >> fraction_bits
+            phi = table[i] + (((table[i + 1] - table[i]) * (a & mask) + half) >> fraction_bits)
+        if x[k] < 0:
+            phi = one - phi
+        out[k] = (q[k] * phi + (one >> 1)) >> phi_bits
     return out
 
 

@@ -36,6 +36,7 @@ class ActionCounts:
     dram_read_bytes: float = 0.0
     dram_write_bytes: float = 0.0
     vector_lane_cycles: float = 0.0
+    vector_table_read_bytes: float = 0.0
 
     def to_dict(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -142,12 +143,15 @@ def sram_port_cycles(demand: tuple[float, float, float], hw: HwConfig) -> float:
 
 
 def vector_actions(total_elements: int, operands: int, lane_cycles: float, hw: HwConfig, *,
-                   dram_read_bytes: float = 0.0, dram_write_bytes: float = 0.0) -> ActionCounts:
+                   table_read_bytes: float = 0.0, dram_read_bytes: float = 0.0,
+                   dram_write_bytes: float = 0.0) -> ActionCounts:
     """A vector op reads its operands from and writes its result to the activation buffers
-    (counted on the output buffer); spilled operands and outputs also cross DRAM."""
+    (counted on the output buffer); spilled operands and outputs also cross DRAM; a table
+    GELU reads its lanes' tables."""
     element_bytes = total_elements * hw.vector_unit.element_bits / 8
     return ActionCounts(
         vector_lane_cycles=lane_cycles,
+        vector_table_read_bytes=table_read_bytes,
         sram_read_bytes_outputs=element_bytes * operands,
         sram_write_bytes_outputs=element_bytes,
         dram_read_bytes=dram_read_bytes,

@@ -13,7 +13,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from accelsim.formats import INDEX_BITS, MUX_INPUTS, SPARSE_24
+from accelsim.formats import (
+    GELU_TABLE_READ_WORDS,
+    GELU_TABLE_WORD_BITS,
+    INDEX_BITS,
+    MUX_INPUTS,
+    SPARSE_24,
+)
 from accelsim.hw import Buffer, HwConfig
 from accelsim.sim.actions import BUFFERS, ActionCounts, shadow_register_bits
 
@@ -62,8 +68,31 @@ def vector_lane_energy_pj(hw: HwConfig) -> float:
 
 
 def vector_lane_area_um2(hw: HwConfig) -> float:
-    """One vector lane (its format's multiplier, adder and operand registers)."""
-    return hw.area.vector_lane_um2.of(hw.vector_unit.format)
+    """One vector lane (its format's multiplier, adder and operand registers, and its GELU
+    table if it has one)."""
+    return hw.area.vector_lane_um2.of(hw.vector_unit.format) + gelu_table_area_um2(hw)
+
+
+# A GELU table of N segments is N + 1 words of flip-flops behind one (N + 1):1 multiplexer per
+# bit of each of the two words a lane reads. An (N + 1):1 multiplexer is N mux2 cells, and the
+# config prices a 4:1 multiplexer (3 mux2) per bit: so N / 3 of it per bit read.
+def gelu_table_area_um2(hw: HwConfig) -> float:
+    """One lane's GELU table (0 without one): its words' flip-flops (``register_um2_per_bit``)
+    and the read multiplexers (``mux_um2_per_bit`` x N / 3 per bit read)."""
+    segments = hw.vector_unit.gelu_table_segments
+    if not segments:
+        return 0.0
+    a = hw.area
+    read_bits = GELU_TABLE_READ_WORDS * GELU_TABLE_WORD_BITS
+    return ((segments + 1) * GELU_TABLE_WORD_BITS * a.register_um2_per_bit
+            + read_bits * a.mux_um2_per_bit * segments / 3)
+
+
+def gelu_table_read_pj_per_byte(hw: HwConfig) -> float:
+    """A byte read from a lane's GELU table: flip-flop bytes (``register_pj_per_byte``) through
+    the (N + 1):1 multiplexer (``mux_pj_per_bit`` x N / 3 per bit)."""
+    e = hw.energy
+    return e.register_pj_per_byte + 8 * e.mux_pj_per_bit * hw.vector_unit.gelu_table_segments / 3
 
 
 def sram_energy_pj_per_byte(hw: HwConfig, buffer: Buffer) -> float:
@@ -116,12 +145,13 @@ class EnergyTable:
     mac_pj: float
     mux_pj: float
     vector_lane_pj: float
+    table_read_pj_per_byte: float
     sram: _SramRates
 
     @classmethod
     def of(cls, hw: HwConfig, area_mm2: float) -> EnergyTable:
         return cls(hw, area_mm2, mac_energy_pj(hw), mux_energy_pj(hw), vector_lane_energy_pj(hw),
-                   _sram_rates(hw))
+                   gelu_table_read_pj_per_byte(hw), _sram_rates(hw))
 
     def price(self, actions: ActionCounts, cycles: float) -> EnergyBreakdown:
         """Energy of a layer's ``actions`` over its ``cycles``."""
@@ -136,7 +166,8 @@ class EnergyTable:
             sram_pj=sum(_sram_by_buffer(actions, self.sram).values()),
             dram_pj=(actions.dram_read_bytes + actions.dram_write_bytes)
             * hw.dram.energy_pj_per_byte,
-            vector_pj=actions.vector_lane_cycles * self.vector_lane_pj,
+            vector_pj=(actions.vector_lane_cycles * self.vector_lane_pj
+                       + actions.vector_table_read_bytes * self.table_read_pj_per_byte),
             leakage_pj=leakage_pj(hw, cycles, self.area_mm2),
         )
 

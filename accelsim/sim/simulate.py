@@ -356,6 +356,7 @@ def _vector_fields(node: VectorNode, mem: NodeMemory, hw: HwConfig,
     transfer = dram.total / hw.dram_bytes_per_cycle
     stall = 0 if hw.ideal_memory else max(0, math.ceil(transfer - compute - 1e-6))
     actions = vector_actions(node.total_elements, vector.operand_count(node), lane_cycles, hw,
+                             table_read_bytes=vector.table_read_bytes(node, hw),
                              dram_read_bytes=input_bytes + reload,
                              dram_write_bytes=dram.total - input_bytes - reload)
     return ("vector", node.elements, node.row_length, 1, node.count, None,

@@ -11,14 +11,33 @@ from __future__ import annotations
 
 import math
 
+from accelsim.formats import (
+    GELU_TABLE_EXTRA_LANE_CYCLES,
+    GELU_TABLE_READ_WORDS,
+    GELU_TABLE_WORD_BITS,
+)
 from accelsim.graph.ir import VectorNode
 from accelsim.hw import HwConfig
 
 
 def lane_cycles(node: VectorNode, hw: HwConfig) -> float:
-    """Lane-cycles of work (elements x cycles per element); energy is charged per lane-cycle."""
+    """Lane-cycles of work (elements x cycles per element); energy is charged per lane-cycle.
+    A GELU on the ``int`` format's table takes ``GELU_TABLE_EXTRA_LANE_CYCLES`` more."""
     per_element: float = getattr(hw.vector_unit.cycles_per_element, node.vector_op)
+    if uses_gelu_table(node, hw):
+        per_element += GELU_TABLE_EXTRA_LANE_CYCLES
     return node.total_elements * per_element
+
+
+def uses_gelu_table(node: VectorNode, hw: HwConfig) -> bool:
+    return node.vector_op == "gelu" and hw.vector_unit.gelu_table_segments > 0
+
+
+def table_read_bytes(node: VectorNode, hw: HwConfig) -> float:
+    """Bytes read from the lanes' GELU tables: two words per element on the table GELU."""
+    if not uses_gelu_table(node, hw):
+        return 0.0
+    return node.total_elements * GELU_TABLE_READ_WORDS * GELU_TABLE_WORD_BITS / 8
 
 
 def vector_cycles(node: VectorNode, hw: HwConfig) -> int:

@@ -1,7 +1,7 @@
 """Accuracy against the chip's datapath, beside what the datapath costs.
 
     python experiments/accuracy/datapath_study.py --task fashion_mnist --recipes w4a4_sp24 \
-        [--seed 0] [--threads 2] [--variants formats kernels]
+        [--seed 0] [--threads 2] [--variants formats kernels gelu_tables]
 
 For each trained run (``python experiments/accuracy/<task>.py --recipes R --seeds S`` makes it),
 the integer reference measures the test accuracy on variants of the table's chip
@@ -13,7 +13,10 @@ saturated (``--variants formats``). ``--variants kernels`` asks where the ``int`
 accuracy: the int datapath with each of its approximate kernels (I-BERT's GELU and exp polynomials,
 the integer-square-root LayerNorm, the saturated residual add) computed exactly in turn, then all
 four, beside the chip's own vector unit, on the validation split, since the answer chooses what a
-designer fixes (``Datapath.exact_kernels``; a study's knob, so no hardware cost). Rows go to
+designer fixes (``Datapath.exact_kernels``; a study's knob, so no hardware cost). ``--variants
+gelu_tables`` prices that fix: the int datapath with GELU from a table of 4, 16 and 64 linear
+segments (``vector_unit.gelu_table_segments``) in place of I-BERT's polynomial, on the validation
+split, each beside its energy and area. Rows go to
 ``datapath_study.csv`` (replacing those of the same task, recipe, seed, split, datapath and exact
 kernels) and ``datapath_study.md`` is re-rendered from it.
 """
@@ -51,12 +54,13 @@ FORMATS = ("fp32", "fp16", "bf16", "int")
 ACCUMULATOR_BITS = (12, 16, 24, 32)
 COLUMNS = (
     "task", "model", "recipe", "seed", "split", "vector_format", "accumulator_bits",
-    "exact_kernels", "datapath", "accuracy_pct", "saturated_pct", "latency_ms", "energy_uj",
-    "area_mm2", "vector_area_mm2", "code_commit", "checkpoint_sha256",
+    "exact_kernels", "gelu_table_segments", "datapath", "accuracy_pct", "saturated_pct",
+    "latency_ms", "energy_uj", "area_mm2", "vector_area_mm2", "code_commit", "checkpoint_sha256",
 )  # fmt: skip
-# Rows written before the kernel study: the test split, no exact kernels.
-COLUMN_DEFAULTS = {"split": "test", "exact_kernels": ""}
-VARIANT_SETS = ("formats", "kernels")
+# Rows written before the kernel study: the test split, no exact kernels, I-BERT's GELU.
+COLUMN_DEFAULTS = {"split": "test", "exact_kernels": "", "gelu_table_segments": "0"}
+VARIANT_SETS = ("formats", "kernels", "gelu_tables")
+GELU_TABLE_SIZES = (4, 16, 64)
 
 
 @dataclass(frozen=True)
@@ -68,11 +72,13 @@ class Variant:
     accumulator_bits: int
     exact_kernels: tuple[str, ...] = ()
     split: str = "test"
+    gelu_table_segments: int = 0
 
     @property
     def overrides(self) -> dict[str, object]:
         return {"vector_unit.format": self.vector_format,
-                "precision.accumulator_bits": self.accumulator_bits}
+                "precision.accumulator_bits": self.accumulator_bits,
+                "vector_unit.gelu_table_segments": self.gelu_table_segments}
 
 
 def variants(sets: tuple[str, ...] = VARIANT_SETS) -> list[Variant]:
@@ -86,6 +92,8 @@ def variants(sets: tuple[str, ...] = VARIANT_SETS) -> list[Variant]:
         exact = [(), *((kernel,) for kernel in INT_VECTOR_KERNELS), INT_VECTOR_KERNELS]
         chosen += [Variant(fmt, bits, (), "val"),  # the chip's own vector unit, for scale
                    *(Variant("int", bits, kernels, "val") for kernels in exact)]
+    if "gelu_tables" in sets:
+        chosen += [Variant("int", bits, (), "val", n) for n in GELU_TABLE_SIZES]
     return chosen
 
 
@@ -132,7 +140,8 @@ def study_rows(task_name: str, recipe: str, seed: int,
             "task": task_name, "model": task.backbone, "recipe": recipe, "seed": str(seed),
             "split": variant.split, "vector_format": variant.vector_format,
             "accumulator_bits": str(variant.accumulator_bits),
-            "exact_kernels": " ".join(variant.exact_kernels), "datapath": chip.label,
+            "exact_kernels": " ".join(variant.exact_kernels),
+            "gelu_table_segments": str(variant.gelu_table_segments), "datapath": chip.label,
             "accuracy_pct": f"{result.metric:.2f}",
             "saturated_pct": f"{100 * result.saturations / max(result.accumulators, 1):.4f}",
             "latency_ms": f"{cost['latency_ms']:.4f}", "energy_uj": f"{cost['energy_uj']:.3f}",
@@ -145,6 +154,13 @@ def study_rows(task_name: str, recipe: str, seed: int,
               f"{result.metric:.2f} %, "
               f"{cost['energy_uj']:.1f} uJ, {cost['area_mm2']:.4f} mm2", flush=True)
     return rows
+
+
+def _gelu_kernel(row: dict[str, str]) -> str:
+    if row["vector_format"] != "int" or "gelu" in row["exact_kernels"].split():
+        return "exact erf"
+    segments = int(row["gelu_table_segments"])
+    return f"table, {segments} segments" if segments else "I-BERT polynomial"
 
 
 def render(rows: list[dict[str, str]]) -> str:
@@ -182,19 +198,23 @@ def render(rows: list[dict[str, str]]) -> str:
             lines += ["", f"Commit `{formats[0]['code_commit']}`, checkpoint "
                           f"`{formats[0]['checkpoint_sha256'][:16]}`.", ""]
         if kernels:
-            base = next((r for r in kernels
-                         if r["vector_format"] == "int" and not r["exact_kernels"]), None)
+            base = next((r for r in kernels if r["vector_format"] == "int"
+                         and not r["exact_kernels"] and r["gelu_table_segments"] == "0"), None)
             lines += [
                 "Where the `int` vector unit loses accuracy (validation split): its kernels "
-                "computed exactly, one at a time, then all four.",
+                "computed exactly, one at a time, then all four; and GELU from a table of "
+                "linear segments instead of I-BERT's polynomial (priced).",
                 "",
-                "| vector unit | exact kernels | accuracy % (val) | vs int (points) |",
-                "|---|---|---:|---:|",
+                "| vector unit | GELU | exact kernels | accuracy % (val) | vs int (points) | "
+                "energy uJ | vector area mm2 |",
+                "|---|---|---|---:|---:|---:|---:|",
             ]
             lines += [
-                f"| {r['vector_format']} | {r['exact_kernels'] or '-'} | {r['accuracy_pct']} | "
-                + (f"{float(r['accuracy_pct']) - float(base['accuracy_pct']):+.2f} |"
-                   if base else "- |")
+                f"| {r['vector_format']} | {_gelu_kernel(r)} | {r['exact_kernels'] or '-'} | "
+                f"{r['accuracy_pct']} | "
+                + (f"{float(r['accuracy_pct']) - float(base['accuracy_pct']):+.2f}"
+                   if base else "-")
+                + f" | {r['energy_uj']} | {r['vector_area_mm2']} |"
                 for r in kernels
             ]
             lines += ["", f"Commit `{kernels[0]['code_commit']}`, checkpoint "

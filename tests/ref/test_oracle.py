@@ -251,6 +251,20 @@ def test_int_gelu_equals_oracle(rows, n, seed, scale, magnitude):
 
 @SETTINGS
 @given(rows=st.integers(1, 4), n=st.integers(1, 40), seed=seeds,
+       scale=st.sampled_from([1e-5, 3e-4, 1e-2, 0.08]), magnitude=st.sampled_from([8, 20, 44]),
+       segments=st.sampled_from([4, 16, 64, 256]), per_channel=st.booleans())
+def test_int_gelu_table_equals_oracle(rows, n, seed, scale, magnitude, segments, per_channel):
+    rng = np.random.default_rng(seed)
+    q = rng.integers(-(2**magnitude), 2**magnitude, (rows, n))
+    scales = scale * rng.uniform(0.5, 2.0, n) if per_channel else scale
+    ours, s = V.int_gelu_table(q, scales, segments)
+    theirs, s_oracle = O.int_gelu_table(q, scales, segments)
+    np.testing.assert_array_equal(s, s_oracle)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+@SETTINGS
+@given(rows=st.integers(1, 4), n=st.integers(1, 40), seed=seeds,
        scale=st.sampled_from([2e-4, 3e-3, 0.05, 0.6]), bits=st.sampled_from([4, 8, 16]),
        masked=st.booleans())
 def test_int_softmax_equals_oracle(rows, n, seed, scale, bits, masked):
@@ -333,6 +347,7 @@ def _recorded_ops(rng: np.random.Generator):
         ("softmax", V.softmax(x, "bf16"), dict(x=x, fmt="bf16")),
         ("gelu", V.gelu(x, "fp32"), dict(x=x, fmt="fp32")),
         ("int_gelu", V.int_gelu(q, 1e-3), dict(q=q, scale=1e-3)),
+        ("int_gelu_table", V.int_gelu_table(q, 1e-3, 16), dict(q=q, scale=1e-3, segments=16)),
         ("int_softmax", V.int_softmax(q, 1e-3, 8, keep), dict(q=q, scale=1e-3, out_bits=8,
                                                               keep=keep)),
         ("int_layer_norm", V.int_layer_norm(q, 1e-3, gamma, beta, 16),

@@ -194,6 +194,32 @@ def test_int_gelu_error_against_exact_gelu(scale, bound):
     assert abs(out[1] * s - 2**40 * scale) <= 2**40 * scale * relative
 
 
+# Measured max |int_gelu_table - gelu| over every code in [-6, 6] at scale 1e-4 (where the
+# output's own step, scale / 2, is below the interpolation error): 4 segments 0.0362, 16
+# 0.00235, 64 0.000216, 256 0.000127 (the last is Phi = 1 beyond 4: 4 (1 - Phi(4)) = 1.3e-4).
+# At scale 1e-2 the output step dominates from 32 segments on: 0.00542 at 32, 0.00497 at 256.
+@pytest.mark.parametrize(("segments", "scale", "bound"), [
+    (4, 1e-4, 0.037), (16, 1e-4, 0.0024), (64, 1e-4, 0.00022), (256, 1e-4, 0.00013),
+    (32, 1e-2, 0.0055), (256, 1e-2, 0.0051)])
+def test_int_gelu_table_error_against_exact_gelu(segments, scale, bound):
+    q = np.arange(-round(6 / scale), round(6 / scale) + 1, dtype=np.int64)
+    q_out, scale_out = V.int_gelu_table(q, scale, segments)
+    assert q_out.dtype == np.int64 and scale_out == scale
+    assert np.abs(q_out * scale - _gelu(q * scale)).max() <= bound
+
+
+def test_int_gelu_table_is_exact_beyond_its_range_and_rejects_other_sizes():
+    big = np.array([[-(2**45) + 1, -(2**40), 2**40, 2**45 - 1]], dtype=np.int64)
+    out, _ = V.int_gelu_table(big, np.array([1e-4, 1e-3, 1e-2, 0.5]), 16)
+    assert out.tolist() == [[0, 0, 2**40, 2**45 - 1]]
+    assert V.gelu_table(4).tolist() == [16384, 27569, 32023, 32724, 32767]
+    for segments in (0, 3, 512):
+        with pytest.raises(AccelsimError, match="allowed: 4, 8, 16, 32, 64, 128, 256"):
+            V.int_gelu_table(big, 1e-3, segments)
+    with pytest.raises(AccelsimError, match="int_gelu_table"):
+        V.int_gelu_table(big * 4, 1e-3, 16)
+
+
 # Measured max |int_exp - exp| on [-20, 0]: 0.00213 (scale 1e-4 and 1e-3), 0.00357 (1e-2).
 @pytest.mark.parametrize(("scale", "bound"), [(1e-4, 0.0025), (1e-3, 0.0025), (1e-2, 0.004)])
 def test_int_exp_error_against_exp(scale, bound):
