@@ -109,6 +109,19 @@ def test_bad_choice_lists_allowed_values():
     assert _error(data) == "t.yaml: array.dataflow: 'xs' is not one of os, ws, is"
 
 
+def test_gelu_table_segments_are_a_listed_size_on_the_int_format_only():
+    data = _base()
+    assert hw_from_dict(data).vector_unit.gelu_table_segments == 0  # left out: I-BERT's
+    data["vector_unit"]["gelu_table_segments"] = 64
+    assert _error(data) == ("t.yaml: vector_unit.gelu_table_segments 64 needs vector format int "
+                            "(the float formats evaluate erf), not fp16; allowed with fp16: 0")
+    data["vector_unit"]["format"] = "int"
+    assert hw_from_dict(data).vector_unit.gelu_table_segments == 64
+    data["vector_unit"]["gelu_table_segments"] = 48
+    assert _error(data) == ("t.yaml: vector_unit.gelu_table_segments: 48 is not one of 0, 4, 8, "
+                            "16, 32, 64, 128, 256")
+
+
 def test_missing_key_is_reported():
     data = _base()
     del data["sram"]["weights"]["word_bits"]

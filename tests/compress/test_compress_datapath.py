@@ -78,7 +78,10 @@ def test_training_forward_takes_the_chip_values_and_fake_quant_gradients(compres
     ({"accumulator_bits": 1}, "datapath: accumulator_bits 1; allowed: 2..64"),
     ({"overflow": "clip"}, "datapath: overflow 'clip' is not one of saturate, wrap"),
     ({"width": 3}, "datapath: unknown field 'width'; allowed: accumulator_bits, overflow, "
-                   "integer_requant, vector_format"),
+                   "integer_requant, vector_format, gelu_table_segments"),
+    ({"vector_format": "bf16", "gelu_table_segments": 64},
+     "datapath: gelu_table_segments 64 needs vector format int \\(the float formats evaluate "
+     "erf\\), not bf16; allowed with bf16: 0"),
     ([1], "datapath: expected a mapping, got \\[1\\]"),
 ])
 def test_a_bad_datapath_field_is_one_line(datapath, message):

@@ -102,7 +102,34 @@ def test_exact_kernels_drop_their_ops_from_the_chip_and_raise_the_logits_sqnr(vi
     assert exactly.oracle_mismatches == 0 and exactly.oracle_ops_checked > 0
 
 
+def test_gelu_table_runs_on_the_chip_and_beats_the_polynomial(vit):
+    """The table GELU replaces I-BERT's polynomial op for op (the oracle agrees, the graph's
+    GELU elements are the ones executed) and errs less against float."""
+    model, int_model = vit
+    batches = zoo_batches("vit_tiny")
+    polynomial = Datapath(accumulator_bits=20, integer_requant=True, vector_format="int")
+    table = dataclasses.replace(polynomial, gelu_table_segments=64)
+    run = execute.run_int_model(model, int_model, batches, datapath=table, record_ops=True)
+    kinds = {kind for kind, _, _ in run.counts.records}
+    assert "int_gelu_table" in kinds and "int_gelu" not in kinds
+    by_polynomial = execute.run_int_model(model, int_model, batches, datapath=polynomial)
+    assert run.counts.vector_elements["gelu"] == by_polynomial.counts.vector_elements["gelu"]
+
+    def gelu_sqnr(counts):
+        squared_error, squared_signal = counts.float_error["gelu"][:2]
+        return squared_signal / squared_error
+
+    assert gelu_sqnr(run.counts) > 10 * gelu_sqnr(by_polynomial.counts)  # measured: 20x
+    report = chip.check_chip(model, int_model, batches, table)
+    assert report.oracle_mismatches == 0 and report.oracle_ops_checked > 0
+    assert report.executed == chip.check_chip(model, int_model, batches, polynomial).executed
+
+
 @pytest.mark.parametrize(("fields", "message"), [
+    ({"vector_format": "fp16", "gelu_table_segments": 16},
+     "gelu_table_segments 16 needs vector format int (the float formats evaluate erf), not fp16"),
+    ({"vector_format": "int", "gelu_table_segments": 12},
+     "gelu_table_segments 12 is not one of 0, 4, 8, 16, 32, 64, 128, 256"),
     ({"vector_format": "fp16", "exact_kernels": ("gelu",)},
      "exact kernels gelu need vector format int (the one with approximate kernels), not fp16"),
     ({"vector_format": "int", "exact_kernels": ("tanh",)},

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from sim_hw import CONFIGS
 
+from accelsim.graph.ir import Graph, VectorNode
 from accelsim.hw import load_hw, with_overrides
+from accelsim.sim import simulate
 from accelsim.sim.actions import ActionCounts
 from accelsim.sim.energy import area, mac_energy_pj, pe_area_um2, price, sram_energy_pj_per_byte
 
@@ -50,3 +52,27 @@ def test_price_sums_actions_times_table():
     assert e.leakage_pj == pytest.approx(20e-3 * 1.0 * 1e-6 * 1e12)  # 20 mW x 1 us
     assert e.sram_pj == 0
     assert e.total_pj == pytest.approx(e.mac_pj + e.dram_pj + e.vector_pj + e.leakage_pj)
+
+
+def test_gelu_table_costs_a_lane_cycle_two_word_reads_and_its_flip_flops():
+    """docs/energy_sources.md, the GELU table: N + 1 16-bit words of flip-flops per lane, read
+    two words per element through (N + 1):1 multiplexers (N / 3 of the config's 4:1 mux per
+    bit), and a third multiply per element."""
+    base = with_overrides(load_hw(CONFIGS / "int4_sparse.yaml"), {"vector_unit.format": "int"})
+    table = with_overrides(base, {"vector_unit.gelu_table_segments": 16})
+    graph = Graph("g", (VectorNode("gelu", vector_op="gelu", elements=6400),
+                        VectorNode("ln", vector_op="layernorm", elements=6400, row_length=64)))
+    plain, tabled = simulate(graph, base), simulate(graph, table)
+    (gelu_plain, ln_plain), (gelu_table, ln_table) = plain.layers, tabled.layers
+    assert ln_table.actions == ln_plain.actions and ln_table.cycles == ln_plain.cycles
+    assert gelu_table.actions.vector_lane_cycles == 6400 * 3  # polynomial: 2 per element
+    assert gelu_plain.actions.vector_lane_cycles == 6400 * 2
+    assert gelu_table.actions.vector_table_read_bytes == 6400 * 4
+    assert gelu_plain.actions.vector_table_read_bytes == 0
+    e, a = base.energy, base.area
+    read_pj_per_byte = e.register_pj_per_byte + 8 * e.mux_pj_per_bit * 16 / 3
+    assert gelu_table.energy.vector_pj - gelu_plain.energy.vector_pj == pytest.approx(
+        6400 * e.vector_pj_per_lane_cycle.int + 6400 * 4 * read_pj_per_byte)
+    table_um2 = 17 * 16 * a.register_um2_per_bit + 32 * a.mux_um2_per_bit * 16 / 3
+    assert area(table).vector_mm2 - area(base).vector_mm2 == pytest.approx(64 * table_um2 / 1e6)
+    assert area(table).vector_mm2 == pytest.approx(64 * (251 + table_um2) / 1e6)
