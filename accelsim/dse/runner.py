@@ -61,7 +61,7 @@ DASK_CONNECT_TIMEOUT_S = 10
 # The graph enters a point's key by its content, so the code that builds it needs no entry.
 # graph/phases.py: the decoder phase graphs sim/generation.py reads.
 COST_MODEL_SOURCES: tuple[str, ...] = ("sim", "hw.py", "formats.py", "graph/ir.py",
-                                       "graph/phases.py", "dse/runner.py")
+                                       "graph/folds.py", "graph/phases.py", "dse/runner.py")
 
 
 @dataclass(frozen=True)

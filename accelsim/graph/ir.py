@@ -209,6 +209,14 @@ class Graph:
                           tuple(tuple(p < 0 for p in node_operands) for node_operands in operands),
                           tuple(tuple(r) for r in readers))
 
+    @cached_property
+    def on_integer_datapath(self) -> Graph:
+        """This graph as an ``int`` vector unit executes it (:mod:`accelsim.graph.folds`), kept
+        with the graph like ``edges``."""
+        from accelsim.graph.folds import integer_datapath_graph  # folds builds on this module
+
+        return integer_datapath_graph(self)
+
     @property
     def gemms(self) -> tuple[GemmNode, ...]:
         return tuple(node for node in self.nodes if isinstance(node, GemmNode))

@@ -115,6 +115,8 @@ def check_chip(model: nn.Module, int_model: IntModel, batches: Sequence[Any],
     executed.update({f"elements_{op}": n for op, n in counts.vector_elements.items()
                      if op in COMPARED_VECTOR_OPS})
     graph = trace_module(model, dict(model_inputs(batches[0])), name="verify")
+    if datapath.vector_format == "int":
+        graph = graph.on_integer_datapath
     return ChipReport(
         datapath=datapath, accumulators=counts.accumulators,
         accumulator_saturations=counts.saturations,

@@ -12,12 +12,14 @@ float64 tensor holding ``q * S`` (one rounding; ``rint(x / S)`` gives ``q`` back
 * a quantizer reading an integer tensor requantizes it in integers (``kernels.requantize``,
   multiplier ``S / s_a``, per channel with input smoothing);
 * LayerNorm, GELU, the residual add and the attention softmax are ``vector_ops``' I-BERT kernels
-  (:class:`IntFormatMode`): LayerNorm to ``LN_OUT_BITS`` signed bits, GELU brought back to int32 by
-  a static shift, adds saturated to ``RESIDUAL_BITS``, softmax to ``SOFTMAX_OUT_BITS`` unsigned
+  (:class:`IntFormatMode`): LayerNorm to ``LN_OUT_BITS`` signed bits, GELU brought back to its
+  input's resolution by a rounding shift (:func:`gelu_shift`), adds saturated to
+  ``RESIDUAL_BITS``, softmax to ``SOFTMAX_OUT_BITS`` unsigned
   bits with the attention scaling folded into its input scale; with ``Datapath.
   gelu_table_segments`` GELU is ``vector_ops.int_gelu_table`` instead, on its input's scale;
 * layout ops (views, transposes, slicing, dropout in eval) keep ``q`` and ``S``; a product with a
-  Python number is a fixed-point multiply on the same scale;
+  Python number is a fixed-point multiply on the same scale, a product with a per-channel
+  constant (a layer scale) one multiplier per channel onto the scale ``S max |constant|``;
 * a float tensor entering a chip op (a host module's output, a parameter, an embedding sum) is
   converted on the host to ``HOST_BITS``-bit integers on its own scale ``max |x| / (2^(HOST_BITS-1)
   - 1)``; the ops before the first chip op stay float32 on the host;
@@ -51,8 +53,6 @@ HOST_BITS = 24
 LN_OUT_BITS = 16
 RESIDUAL_BITS = 24
 SOFTMAX_OUT_BITS = 16
-# vector_ops.int_gelu's output reaches |q| * 2^(ERF_BITS + 2): shifting that back keeps int32.
-GELU_SHIFT = vector_ops.ERF_BITS + 2
 _LAYOUT = frozenset((
     "view", "reshape", "transpose", "permute", "contiguous", "flatten", "unflatten", "expand",
     "__getitem__", "select", "narrow", "squeeze", "unsqueeze", "clone", "dropout", "split",
@@ -60,6 +60,15 @@ _LAYOUT = frozenset((
 _CASTS = frozenset(("to", "float", "type", "type_as", "cpu"))
 _ADDS = (torch.add, Tensor.add, Tensor.__add__, Tensor.__radd__, Tensor.__iadd__)
 _MULS = (torch.mul, Tensor.mul, Tensor.__mul__, Tensor.__rmul__)
+
+
+def gelu_shift(scale: float, scale_out: float) -> int:
+    """The rounding shift that brings ``int_gelu``'s output back to its input's resolution:
+    the largest with ``scale_out * 2^shift <= scale``. Its output scale is finer than the input's
+    by ``2 / |s_erf|``, about twice its erf integer's ``one``: ``2^17`` when that integer keeps
+    its 16 bits, far less at a coarse input scale (0.3: ``|c_int| = 77``, 7 bits). A fixed shift
+    for 16 bits rounded those outputs to zero."""
+    return max(0, math.floor(math.log2(scale / scale_out)))
 
 
 class IntTensors:
@@ -129,6 +138,10 @@ class IntFormatMode(HostAwareMode):
             self.counts.add_vector("mul", product * scale, q * scale * float(args[1]))
             self.counts.record("multiply_by_real", product, {"q": q, "real": float(args[1])})
             return self.tensors.tensor(product, scale)
+        if func in _MULS and len(tensors) == 2 and len(on_chip) == 1 and not kwargs:
+            constant = tensors[1] if tensors[0] is on_chip[0] else tensors[0]
+            if constant.ndim == 1 and constant.shape[0] == on_chip[0].shape[-1]:
+                return self._channel_mul(on_chip[0], constant)
         if name in _CASTS and len(on_chip) == 1 and not kwargs.get("device"):
             return on_chip[0]  # the float64 carrier stays exact; host hooks convert to float32
         out = func(*args, **kwargs)
@@ -195,8 +208,21 @@ class IntFormatMode(HostAwareMode):
             return self.tensors.tensor(*out)
         out = vector_ops.int_gelu(q, scale)
         self._vector("int_gelu", out, {"q": q, "scale": scale}, "gelu", reference)
-        shifted = (out[0] + (1 << (GELU_SHIFT - 1))) >> GELU_SHIFT
-        return self.tensors.tensor(shifted, out[1] * 2**GELU_SHIFT)
+        shift = gelu_shift(scale, out[1])
+        shifted = (out[0] + (1 << shift >> 1)) >> shift
+        return self.tensors.tensor(shifted, out[1] * 2**shift)
+
+    def _channel_mul(self, x: Tensor, constant: Tensor) -> Tensor:
+        """An on-chip tensor times a per-channel constant (DINOv2's layer scale): one Q31
+        multiplier per channel, ``constant / max |constant|``, onto the scale ``S max |constant|``
+        so that the largest channel keeps every bit of ``q``."""
+        q, scale = self.tensors.ints(x)
+        reals = constant.detach().double().numpy()
+        top = float(np.abs(reals).max(initial=0.0)) or 1.0
+        product = vector_ops.multiply_by_real(q, reals / top)
+        self.counts.add_vector("mul", product * (scale * top), q * scale * reals)
+        self.counts.record("multiply_by_real", product, {"q": q, "real": reals / top})
+        return self.tensors.tensor(product, scale * top)
 
     def _add(self, a: Tensor, b: Tensor) -> Tensor:
         (qa, sa), (qb, sb) = self.tensors.ints(a), self.tensors.ints(b)

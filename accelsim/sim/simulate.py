@@ -441,6 +441,10 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False,
             "scalesim compat: array.pipelined_folds=true, but SCALE-Sim 3.0.0 models an array "
             "whose folds run back to back (no shadow registers); set array.pipelined_folds=false "
             "(--scalesim-compat does unless --set array.pipelined_folds=true overrides it)")
+    if hw.vector_unit.format == "int":
+        # The integer datapath folds the attention scaling and mask into the softmax and leaves
+        # element-wise ops on host tensors to the host: price what it executes.
+        graph = graph.on_integer_datapath
     area_breakdown = area(hw)
     area_mm2 = area_breakdown.total_mm2
     # Transformer blocks repeat the same shapes: each distinct node is costed once per call.

@@ -15,6 +15,7 @@ from accelsim.errors import AccelsimError
 from accelsim.ref import kernels
 from accelsim.ref import vector_ops as V
 from accelsim.ref.codes import quantize, quantize_multiplier
+from accelsim.ref.int_mode import gelu_shift
 
 SETTINGS = settings(max_examples=40, deadline=None)
 TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -192,6 +193,21 @@ def test_int_gelu_error_against_exact_gelu(scale, bound):
     relative = 1e-4 if scale < 0.05 else 1e-3
     assert abs(out[0] * s) <= 2**40 * scale * relative
     assert abs(out[1] * s - 2**40 * scale) <= 2**40 * scale * relative
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1e-2, 0.05, 0.3])
+def test_int_gelu_shifted_back_to_its_input_resolution_keeps_its_values(scale):
+    """The int datapath brings I-BERT's GELU output back to its input's resolution
+    (int_mode.gelu_shift); at coarse scales the erf integer has few bits, and a shift fixed for
+    16 of them rounded every output to 0 (scale 0.3: 7 bits)."""
+    q = np.arange(-round(6 / scale), round(6 / scale) + 1, dtype=np.int64)
+    q_out, scale_out = V.int_gelu(q, scale)
+    shift = gelu_shift(scale, scale_out)
+    step = scale_out * 2**shift
+    assert scale / 2 < step <= scale
+    shifted = ((q_out + (1 << shift >> 1)) >> shift) * step
+    kernel_error = np.abs(q_out * scale_out - _gelu(q * scale)).max()
+    assert np.abs(shifted - _gelu(q * scale)).max() <= kernel_error + step / 2 + 1e-12
 
 
 # Measured max |int_gelu_table - gelu| over every code in [-6, 6] at scale 1e-4 (where the
