@@ -1,0 +1,77 @@
+"""Each GELU of a trained run on the integer datapath: its input scale, input range and error.
+
+    python experiments/accuracy/int_gelu_layers.py --task speech_commands --recipe w4a4_sp24 \
+        [--seed 0] [--batch 4] [--threads 2]
+
+Runs one validation batch through the integer reference on the ``int`` vector unit of
+``hw_configs/int4_sparse.yaml`` (I-BERT's polynomial GELU) and prints, for every GELU it executes:
+the per-tensor input scale, the range of ``x``, and the SQNR and largest error against the exact
+GELU of the same integer inputs, for I-BERT's kernel as the datapath uses it (its output brought
+back to the input's resolution by ``int_mode.gelu_shift``) and for the 4-segment GELU table.
+Where a kernel loses accuracy, this says on which layer and at which scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+
+import numpy as np
+import torch
+
+from accelsim.accuracy.budgets import BUDGETS
+from accelsim.accuracy.evaluate import table_datapath
+from accelsim.accuracy.runs import trained_model
+from accelsim.compress.export import export_int_model
+from accelsim.errors import AccelsimError
+from accelsim.ref import execute, vector_ops
+from accelsim.ref.int_mode import gelu_shift
+from accelsim.tasks import get_task
+
+
+def _sqnr_db(ours: np.ndarray, exact: np.ndarray) -> float:
+    noise = float(np.square(ours - exact).sum())
+    return math.inf if noise == 0 else 10 * math.log10(float(np.square(exact).sum()) / noise)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", required=True, choices=list(BUDGETS))
+    parser.add_argument("--recipe", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=4, help="validation examples (default 4)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        task = get_task(args.task)
+        model = trained_model(task, args.recipe, args.seed)
+    except AccelsimError as exc:
+        print(f"int_gelu_layers: {exc}", file=sys.stderr)
+        return 2
+    datapath = dataclasses.replace(table_datapath().datapath, vector_format="int")
+    batch = next(iter(task.batches("val", args.batch, args.seed)))
+    run = execute.run_int_model(model, export_int_model(model), [batch], datapath=datapath,
+                                record_ops=True)
+    erf = np.vectorize(math.erf)
+    print("gelu  input scale  x range             I-BERT SQNR dB  max err  "
+          "table-4 SQNR dB  max err")
+    gelus = [inputs for kind, _, inputs in run.counts.records or () if kind == "int_gelu"]
+    for i, inputs in enumerate(gelus):
+        q, scale = inputs["q"], float(inputs["scale"])
+        x = q * scale
+        exact = 0.5 * x * (1 + erf(x / math.sqrt(2.0)))
+        q_out, scale_out = vector_ops.int_gelu(q, scale)
+        shift = gelu_shift(scale, scale_out)
+        polynomial = ((q_out + (1 << shift >> 1)) >> shift) * (scale_out * 2**shift)
+        table = np.multiply(*vector_ops.int_gelu_table(q, scale, 4))
+        print(f"{i:4d}  {scale:11.3g}  [{x.min():8.2f}, {x.max():7.2f}]  "
+              f"{_sqnr_db(polynomial, exact):14.1f}  {np.abs(polynomial - exact).max():7.3g}  "
+              f"{_sqnr_db(table, exact):15.1f}  {np.abs(table - exact).max():7.3g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
