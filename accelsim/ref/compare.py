@@ -22,6 +22,7 @@ from accelsim.ref.execute import (
     IntLinearModule,
     build_int_executor,
     model_inputs,
+    one_torch_thread,
     output_logits,
     quantize_act,
 )
@@ -232,7 +233,8 @@ def compare_with_fake_quant(model: nn.Module, int_model: IntModel, batches: Iter
             for batch in batches:
                 inputs = model_inputs(batch)
                 capture.inputs.clear()
-                fq_logits = output_logits(model(**inputs)).float()
+                with one_torch_thread():  # the executor's float ops run on one thread
+                    fq_logits = output_logits(model(**inputs)).float()
                 for name, module in fq_layers.items():
                     _check_linear(tallies[name], module, int_layers[name], capture.inputs[name])
                 for attention in int_model.attentions:

@@ -20,8 +20,9 @@ The layer-by-layer check of this execution against the fake-quant model is
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -404,20 +405,30 @@ def build_int_executor(model: nn.Module, int_model: IntModel, bias_mode: BiasMod
     return executor
 
 
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch's CPU ops on one thread inside the block. torch splits float reductions by thread,
+    so a float op's bits depend on the thread count: a forward compared bit for bit with the
+    executor's (whose PyTorch ops run here) must run here too."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _torch_single_threaded(executor: nn.Module) -> None:
-    """Run the PyTorch ops of ``executor``'s calls on one thread. They are small (views, host
-    layers, glue between kernels), and torch's OpenMP workers, started at ``import torch``, spin
-    between them: on a loaded 2-core machine a ViT-B/16 forward took 2.4x longer with 2 torch
-    threads than with 1. The integer kernels pick their own threads."""
+    """Run the PyTorch ops of ``executor``'s calls on one thread (:func:`one_torch_thread`).
+    They are small (views, host layers, glue between kernels), and torch's OpenMP workers,
+    started at ``import torch``, spin between them: on a loaded 2-core machine a ViT-B/16 forward
+    took 2.4x longer with 2 torch threads than with 1. The integer kernels pick their own
+    threads."""
     model_forward = executor.forward
 
     def forward_one_thread(*args: Any, **kwargs: Any) -> Any:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with one_torch_thread():
             return model_forward(*args, **kwargs)
-        finally:
-            torch.set_num_threads(previous)
 
     executor.forward = forward_one_thread
 

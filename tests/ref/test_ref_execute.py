@@ -181,6 +181,22 @@ def test_verify_cli_recipe_passes(capsys, tmp_path):
     assert "encoder.layer.1.attention.self:pv" in printed and out_json.is_file()
 
 
+def test_verify_logits_are_bit_identical_whatever_torch_threads_the_caller_runs(capsys):
+    """The executor's float ops run on one torch thread; the fake-quant forward it is compared
+    with must too: wav2vec2's weight-normed positional conv reduces over threads, and at 2
+    threads the logits differed by 1e-6."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        code = main(["verify", "--model", "wav2vec2_tiny", "--recipe", "w4a4_sp24",
+                     "--batches", "1", "--batch-size", "2"])
+    finally:
+        torch.set_num_threads(previous)
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "logits max |diff| 0 " in printed.strip().splitlines()[-1]
+
+
 def test_verify_cli_missing_checkpoint_is_one_line(capsys, tmp_path):
     code = main(["verify", "--model", "bert_tiny", "--ckpt", str(tmp_path / "nope")])
     err = capsys.readouterr().err
