@@ -99,14 +99,19 @@ def _script(name: str):
     return script
 
 
-def test_asr_wer_integer_reference_without_quantized_decoder_attention_is_one_line(
+def test_asr_wer_bad_option_combinations_are_one_line(
         monkeypatch, capsys):
     script = _script("asr_wer")
     for argv, message in (
             (["--recipes", "w8a8", "--measured-by", "integer_reference"],
              "allowed: with --decoder-attention quantized"),
             (["--recipes", "fp32", "--decoder-attention", "quantized"],
-             "need a quantized recipe")):
+             "need a quantized recipe"),
+            (["--qat", "--decoder-attention", "float32"],
+             "--qat: --decoder-attention float32; allowed: quantized"),
+            (["--qat", "--measured-by", "fake_quant"],
+             "--qat: --measured-by fake_quant; allowed: integer_reference"),
+            (["--qat", "--float-output-projection"], "allowed: without it")):
         monkeypatch.setattr("sys.argv", ["asr_wer.py", *argv])
         assert script.main() == 2
         err = capsys.readouterr().err
