@@ -239,8 +239,7 @@ class Example:
 def examples(name: str, split: Split, limit: int,
              window_seconds: float = asr.WINDOW_SECONDS) -> list[Example]:
     """The first ``limit`` utterances of ``split`` as features and token ids, computed once
-    (every epoch reuses them: an utterance's log-mel costs as much as a training step's
-    forward)."""
+    for all epochs (the speech synthesised on first use, cached on disk)."""
     features, sentences = [], []
     for batch, texts in asr.feature_batches(asr.utterances(split, limit), EVAL_BATCH,
                                             mels(name), window_seconds):
@@ -252,7 +251,7 @@ def examples(name: str, split: Split, limit: int,
 
 def teacher_forced_labels(ids: torch.Tensor, lengths: Sequence[int],
                           prompt_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(decoder input, labels)`` of :func:`teacher_forced_ids`' ``ids``: the input is
+    """``(decoder input, labels)`` of :func:`padded_ids`' ``ids``: the input is
     ``ids`` less its last position, label ``j`` the token at ``j + 1``; labels of prompt tokens
     and of padding are :data:`IGNORE`, so the loss covers the sentence and its end token."""
     import torch
@@ -267,7 +266,7 @@ def teacher_forced_labels(ids: torch.Tensor, lengths: Sequence[int],
 def teacher_forced_batches(name: str, chosen: Sequence[Example], batch_size: int,
                            seed: int | None) -> list[Batch]:
     """Training batches of ``chosen``: features and decoder input, labels flattened to
-    ``(batch x tokens,)`` as :func:`training_model`'s logits; shuffled by ``seed`` (a fixed
+    ``(batch x tokens,)`` as :func:`training_class`'s logits; shuffled by ``seed`` (a fixed
     order with None)."""
     import torch
 
