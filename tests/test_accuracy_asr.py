@@ -99,14 +99,19 @@ def _script(name: str):
     return script
 
 
-def test_asr_wer_integer_reference_without_quantized_decoder_attention_is_one_line(
+def test_asr_wer_bad_option_combinations_are_one_line(
         monkeypatch, capsys):
     script = _script("asr_wer")
     for argv, message in (
             (["--recipes", "w8a8", "--measured-by", "integer_reference"],
              "allowed: with --decoder-attention quantized"),
             (["--recipes", "fp32", "--decoder-attention", "quantized"],
-             "need a quantized recipe")):
+             "need a quantized recipe"),
+            (["--qat", "--decoder-attention", "float32"],
+             "--qat: --decoder-attention float32; allowed: quantized"),
+            (["--qat", "--measured-by", "fake_quant"],
+             "--qat: --measured-by fake_quant; allowed: integer_reference"),
+            (["--qat", "--float-output-projection"], "allowed: without it")):
         monkeypatch.setattr("sys.argv", ["asr_wer.py", *argv])
         assert script.main() == 2
         err = capsys.readouterr().err
@@ -131,3 +136,59 @@ def test_teacher_forced_ids_pad_with_the_end_token_after_each_sentence():
         assert row[:2] == list(zasr.decoding_rules(name).prompt)
         assert row[length - 1:] == [zasr.END_OF_TEXT] * (len(row) - length + 1)
         assert tokenizer.decode(row[2:length - 1]).strip() == sentence
+
+
+def test_teacher_forced_labels_score_the_sentence_and_end_token_only():
+    end, ignore = zasr.END_OF_TEXT, aasr.IGNORE
+    ids, lengths = aasr.padded_ids([(1, 2, 10, 11, 12, end), (1, 2, 20, end)])
+    decoder_input, labels = aasr.teacher_forced_labels(ids, lengths, prompt_length=2)
+    assert decoder_input.tolist() == [[1, 2, 10, 11, 12], [1, 2, 20, end, end]]
+    assert labels.tolist() == [[ignore, 10, 11, 12, end], [ignore, 20, end, ignore, ignore]]
+
+
+def _tiny_examples(count: int, seed: int) -> list[aasr.Example]:
+    gen = torch.Generator().manual_seed(seed)
+    prompt = zasr.decoding_rules(TINY).prompt
+    return [aasr.Example(torch.randn(8, 60, generator=gen),
+                         (*prompt, *torch.randint(0, 50000, (2 + i % 3,), generator=gen).tolist(),
+                          zasr.END_OF_TEXT)) for i in range(count)]
+
+
+def test_train_asr_qat_gives_an_integer_reference_recognizer_and_reuses_its_run(tmp_path):
+    from accelsim.accuracy.evaluate import table_datapath
+    from accelsim.compress.export import export_int_model
+    from accelsim.errors import AccelsimError
+    from accelsim.ref.decode import transcribe_int
+    from accelsim.ref.execute import build_int_executor
+
+    recipe = aasr.qat_recipe(dataclasses.replace(load_recipe("w4a4_sp24"),
+                                                 calibration_batches=1), 2, 2, 1e-3)
+    train, val = _tiny_examples(4, 0), _tiny_examples(2, 1)
+    model = zasr.build_asr_model(TINY, seed=0)
+    result = aasr.train_asr(model, TINY, recipe, train, val, seed=0, out_dir=tmp_path,
+                            remake="the command")
+    assert [h.epoch for h in result.history] == [1, 2] and result.resumed_from_epoch == 0
+    assert result.history[1].train_loss < result.history[0].train_loss
+    trained = result.model
+    assert type(trained) is zasr.asr_class() and not trained.training
+    names = dict(quant_linears(trained))
+    assert "whisper.proj_out" in names
+    assert names["whisper.model.decoder.layers.0.encoder_attn.k_proj"].weight_mask is not None
+    assert any(".decoder.layers.0.encoder_attn" in n for n in result.plan.attention_modules)
+    rules = dataclasses.replace(zasr.decoding_rules(TINY), max_new_tokens=3)
+    features = torch.stack([e.features for e in val])
+    int_model = export_int_model(trained)
+    executor = build_int_executor(trained, int_model,
+                                  datapath=table_datapath(recipe).datapath)
+    tokens = transcribe_int(executor, int_model, features, rules).tokens
+    assert len(tokens) == 2 and all(len(t) <= 3 for t in tokens)
+    # A finished run is reused as it is; another recipe's run there is refused, one line.
+    again = aasr.train_asr(zasr.build_asr_model(TINY, seed=0), TINY, recipe, train, val,
+                           seed=0, out_dir=tmp_path, remake="the command")
+    assert again.resumed_from_epoch == 2
+    assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(),
+                                                 trained.state_dict().values(), strict=True))
+    other = dataclasses.replace(recipe, lr=2e-3)
+    with pytest.raises(AccelsimError, match="refused.*re-make it with: rm -r .* the command"):
+        aasr.train_asr(zasr.build_asr_model(TINY, seed=0), TINY, other, train, val, seed=0,
+                       out_dir=tmp_path, remake="the command")

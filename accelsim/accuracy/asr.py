@@ -1,6 +1,7 @@
 """Word error rate of a Whisper ASR model (:mod:`accelsim.zoo.asr`) on the ``asr`` task
 (:mod:`accelsim.tasks.asr`): FP32, or under a recipe applied to encoder *and* decoder, with
-activation clips calibrated on training utterances and no QAT.
+activation clips calibrated on training utterances, without QAT (:func:`compress_asr`) or after
+QAT on the training voices (:func:`train_asr`).
 
 A recipe covers the encoder blocks as for every Whisper model; :func:`asr_recipe` adds the
 decoder blocks' linears (self-attention and cross-attention Q/K/V/out, FC1, FC2) and the output
@@ -13,17 +14,29 @@ cross) stay float32 unless ``decoder_attention`` (:func:`quantize_decoder_attent
 inference path computes the integer reference's arithmetic for every quantized GEMM
 (``QuantLinear``), or (decoder attention quantized) the integer reference itself on a chosen
 datapath (:func:`transcribe`).
+
+QAT (:func:`train_asr`) is the project's fine-tuning (:func:`accelsim.compress.train.finetune`)
+on teacher-forced batches of training utterances: the decoder reads the prompt and the
+reference tokens, and the loss is the cross-entropy of each next reference token (and the end
+token), the prompt's own tokens and the padding left out (:data:`IGNORE`). The compressed
+structure is :func:`compress_structure` (recipe on encoder and decoder linears, decoder
+attention quantized, so the integer reference can run the result); the clips are calibrated
+on the first training batches of the first epoch, as ``finetune`` calibrates every task.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import re
-from collections.abc import Iterator, Sequence
+import types
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from accelsim.accuracy.provenance import finish_run, start_run, tensors_sha256
 from accelsim.compress.apply import (
     PLAN_ATTR,
     apply_recipe,
@@ -33,6 +46,7 @@ from accelsim.compress.apply import (
     quantize_attention_modules,
 )
 from accelsim.compress.export import export_int_model
+from accelsim.compress.train import FinetuneResult, Progress, finetune
 from accelsim.errors import AccelsimError
 from accelsim.ref.decode import transcribe_int
 from accelsim.ref.execute import build_int_executor
@@ -43,6 +57,7 @@ from accelsim.zoo.asr import (
     CROSS_ATTENTION,
     END_OF_TEXT,
     SELF_ATTENTION,
+    asr_class,
     asr_spec,
     asr_tokenizer,
     decoding_rules,
@@ -53,6 +68,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from accelsim.compress.apply import CompressionPlan
     from accelsim.compress.recipe import Recipe
     from accelsim.ref.datapath import Datapath
     from accelsim.tasks.base import Split
@@ -64,6 +80,7 @@ DECODER_LINEARS: tuple[str, ...] = (
 OUTPUT_PROJECTION = r"whisper\.proj_out"
 CALIBRATION_BATCH = 4  # utterances per calibration batch (the recipe says how many batches)
 EVAL_BATCH = 8
+IGNORE = -100  # F.cross_entropy's ignore_index: a label position that carries no loss
 
 
 def asr_recipe(recipe: Recipe, *, output_projection: bool = True) -> Recipe:
@@ -95,15 +112,24 @@ def calibration_batches(name: str, count: int,
 def teacher_forced_ids(name: str, sentences: Sequence[str]) -> tuple[torch.Tensor, list[int]]:
     """``(ids, lengths)``: the prompt, each sentence's tokens and the end token, padded with
     the end token to ``(len(sentences), longest)``; ``lengths`` are the unpadded lengths."""
+    return padded_ids(reference_ids(name, sentences))
+
+
+def reference_ids(name: str, sentences: Sequence[str]) -> list[tuple[int, ...]]:
+    """What the decoder should read for each sentence: the prompt, its tokens, the end token."""
+    tokenizer = asr_tokenizer(name)
+    prompt = decoding_rules(name).prompt
+    # Whisper's text tokens carry the word's leading space, the first word's too.
+    return [(*prompt, *tokenizer.encode(" " + s, add_special_tokens=False), END_OF_TEXT)
+            for s in sentences]
+
+
+def padded_ids(ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, list[int]]:
+    """``ids`` padded with the end token to the longest, and their lengths."""
     import torch
 
-    tokenizer = asr_tokenizer(name)
-    prompt = list(decoding_rules(name).prompt)
-    # Whisper's text tokens carry the word's leading space, the first word's too.
-    ids = [prompt + tokenizer.encode(" " + s, add_special_tokens=False) + [END_OF_TEXT]
-           for s in sentences]
     longest = max(len(i) for i in ids)
-    return (torch.tensor([i + [END_OF_TEXT] * (longest - len(i)) for i in ids]),
+    return (torch.tensor([list(i) + [END_OF_TEXT] * (longest - len(i)) for i in ids]),
             [len(i) for i in ids])
 
 
@@ -122,6 +148,15 @@ def quantize_decoder_attention(model: nn.Module, recipe: Recipe) -> tuple[str, .
     setattr(model, PLAN_ATTR, dataclasses.replace(
         plan, attention_modules=plan.attention_modules + names))
     return names
+
+
+def compress_structure(model: nn.Module, recipe: Recipe) -> CompressionPlan:
+    """``apply_recipe`` of ``recipe`` (already :func:`asr_recipe`) plus the decoder attention
+    (:func:`quantize_decoder_attention`): the structure QAT trains and the integer reference
+    runs; ``finetune``'s ``compress``. Returns the model's plan."""
+    apply_recipe(model, recipe)
+    quantize_decoder_attention(model, recipe)
+    return getattr(model, PLAN_ATTR)
 
 
 def compress_asr(model: nn.Module, name: str, recipe: Recipe, *,
@@ -191,3 +226,113 @@ def split_wer(model: nn.Module, name: str, split: Split, limit: int | None,
     hypotheses = transcribe(model, name, chosen, window_seconds, datapath)
     references = [u.sentence for u in chosen]
     return asr.wer_pct(references, hypotheses), references, hypotheses
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One utterance's log-mel features ``(mels, frames)`` and its :func:`reference_ids`."""
+
+    features: torch.Tensor
+    ids: tuple[int, ...]
+
+
+def examples(name: str, split: Split, limit: int,
+             window_seconds: float = asr.WINDOW_SECONDS) -> list[Example]:
+    """The first ``limit`` utterances of ``split`` as features and token ids, computed once
+    for all epochs (the speech synthesised on first use, cached on disk)."""
+    features, sentences = [], []
+    for batch, texts in asr.feature_batches(asr.utterances(split, limit), EVAL_BATCH,
+                                            mels(name), window_seconds):
+        features += list(batch)
+        sentences += texts
+    return [Example(f, ids) for f, ids in zip(features, reference_ids(name, sentences),
+                                              strict=True)]
+
+
+def teacher_forced_labels(ids: torch.Tensor, lengths: Sequence[int],
+                          prompt_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(decoder input, labels)`` of :func:`padded_ids`' ``ids``: the input is
+    ``ids`` less its last position, label ``j`` the token at ``j + 1``; labels of prompt tokens
+    and of padding are :data:`IGNORE`, so the loss covers the sentence and its end token."""
+    import torch
+
+    labels = ids[:, 1:].clone()
+    target = torch.arange(1, ids.shape[1])[None]  # the position label j predicts
+    scored = (target >= prompt_length) & (target < torch.tensor(list(lengths))[:, None])
+    labels[~scored] = IGNORE
+    return ids[:, :-1], labels
+
+
+def teacher_forced_batches(name: str, chosen: Sequence[Example], batch_size: int,
+                           seed: int | None) -> list[Batch]:
+    """Training batches of ``chosen``: features and decoder input, labels flattened to
+    ``(batch x tokens,)`` as :func:`training_class`'s logits; shuffled by ``seed`` (a fixed
+    order with None)."""
+    import torch
+
+    order = (list(range(len(chosen))) if seed is None else
+             torch.randperm(len(chosen), generator=torch.Generator().manual_seed(seed)).tolist())
+    prompt_length = len(decoding_rules(name).prompt)
+    out = []
+    for start in range(0, len(order), batch_size):
+        part = [chosen[i] for i in order[start:start + batch_size]]
+        ids, lengths = padded_ids([e.ids for e in part])
+        decoder_input, labels = teacher_forced_labels(ids, lengths, prompt_length)
+        out.append(Batch({"input_features": torch.stack([e.features for e in part]),
+                          "decoder_input_ids": decoder_input}, labels.flatten()))
+    return out
+
+
+def token_accuracy_pct(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Teacher-forced top-1 accuracy over the scored labels (not :data:`IGNORE`), percent."""
+    scored = labels != IGNORE
+    return float(100.0 * (logits[scored].argmax(-1) == labels[scored]).float().mean())
+
+
+@functools.cache
+def training_class() -> type:
+    """``TeacherForcedAsr``: ``WhisperAsr`` whose forward returns what ``finetune`` reads, an
+    object with ``.logits`` of ``(batch x tokens, vocab)``, row for row the flattened labels of
+    :func:`teacher_forced_batches`. Same module tree, so the same recipe paths."""
+
+    class TeacherForcedAsr(asr_class()):
+        def forward(self, input_features: torch.Tensor,  # type: ignore[override]
+                    decoder_input_ids: torch.Tensor) -> types.SimpleNamespace:
+            logits = super().forward(input_features, decoder_input_ids)
+            return types.SimpleNamespace(logits=logits.flatten(0, 1))
+
+    return TeacherForcedAsr
+
+
+def qat_recipe(recipe: Recipe, epochs: int, batch_size: int, lr: float) -> Recipe:
+    """``recipe`` as :func:`train_asr` trains it: ``epochs`` from the FP32 model (no float
+    stage: the FP32 model is the critical initialization), ``batch_size`` and ``lr``; a
+    compressed recipe extended to the decoder (:func:`asr_recipe`)."""
+    budgeted = dataclasses.replace(recipe, fp_epochs=0, epochs=epochs, batch_size=batch_size,
+                                   lr=lr)
+    return asr_recipe(budgeted) if recipe.quantized else budgeted
+
+
+def train_asr(model: nn.Module, name: str, recipe: Recipe, train: Sequence[Example],
+              val: Sequence[Example], *, seed: int, out_dir: Path, remake: str,
+              on_progress: Callable[[Progress], None] | None = None) -> FinetuneResult:
+    """QAT (or, for a float recipe, fine-tuning) of the FP32 ``WhisperAsr`` ``model`` under
+    ``recipe`` (:func:`qat_recipe`'s) on ``train``, teacher-forced; ``val``'s token accuracy
+    after each epoch is the history's metric. Checkpoint and provenance (the recipe, the FP32
+    weights' hash, the training code) live in ``out_dir``: a finished run is reused, an
+    interrupted one resumes, another's is refused with ``remake``. The result's model is a
+    ``WhisperAsr`` in eval mode (compressed, decoder attention quantized), ready for
+    :func:`transcribe`."""
+    parent = tensors_sha256(model.state_dict())
+    start_run(out_dir, recipe, parent, remake)
+    student = training_class()(model.whisper)
+    result = finetune(
+        student,
+        lambda epoch: teacher_forced_batches(name, train, recipe.batch_size, seed * 1000 + epoch),
+        lambda: teacher_forced_batches(name, val, EVAL_BATCH, None),
+        token_accuracy_pct, recipe, seed=seed, out_dir=out_dir, on_progress=on_progress,
+        compress=compress_structure)
+    finish_run(out_dir, student.state_dict())
+    trained = asr_class()(student.whisper).eval()
+    setattr(trained, PLAN_ATTR, result.plan)
+    return dataclasses.replace(result, model=trained)

@@ -17,7 +17,6 @@ finished run is reused, an interrupted one resumes.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -36,30 +35,28 @@ from accelsim.accuracy.budgets import (
 )
 from accelsim.accuracy.evaluate import evaluate_accuracy, evaluate_float, table_datapath
 from accelsim.accuracy.provenance import (
-    RunProvenance,
     code_commit,
-    code_sha256,
-    read_provenance,
+    finish_run,
     split_sha256,
-    stale_reason,
+    start_run,
     tensors_sha256,
 )
 from accelsim.accuracy.runs import run_dir
 from accelsim.accuracy.table import RESULTS_MD, RowResult, write_rows
 from accelsim.compress.export import export_int_model
-from accelsim.compress.recipe import Recipe, load_recipe, recipe_to_dict
-from accelsim.compress.train import CHECKPOINT, FinetuneResult, Progress, finetune
-from accelsim.errors import AccelsimError
+from accelsim.compress.recipe import Recipe, load_recipe
+from accelsim.compress.train import FinetuneResult, Progress, finetune
 from accelsim.ref.qat import emulate_datapath
 from accelsim.tasks import Task, get_task
 from accelsim.tasks.base import Batch
 
 
-def _progress(tag: str) -> Callable[[Progress], None]:
+def progress_printer(tag: str, every: int = 20) -> Callable[[Progress], None]:
+    """``finetune``'s ``on_progress``: a line every ``every`` steps and at each epoch's end."""
     start = time.monotonic()
 
     def report(p: Progress) -> None:
-        if p.metric is not None or p.step % 20 == 0:
+        if p.metric is not None or p.step % every == 0:
             metric = "" if p.metric is None else f" val {p.metric:.2f}"
             print(
                 f"[{tag}] {p.stage} epoch {p.epoch}/{p.epochs_total} step "
@@ -85,14 +82,7 @@ def train(task: Task, recipe: Recipe, init_state: dict | None, seed: int,
     """
     out_dir = run_dir(task.name, recipe.name, seed)
     parent = tensors_sha256(init_state) if init_state is not None else ""
-    if (out_dir / CHECKPOINT).is_file():
-        reason = stale_reason(read_provenance(out_dir), recipe, parent)
-        if reason is not None:
-            command = remake or remake_command(task.name, recipe.name, seed)
-            raise AccelsimError(f"run {out_dir}: refused, {reason}; re-make it with: "
-                                f"rm -r {out_dir} && {command}")
-    else:
-        RunProvenance(recipe_to_dict(recipe), parent, code_sha256(), code_commit()).write(out_dir)
+    start_run(out_dir, recipe, parent, remake or remake_command(task.name, recipe.name, seed))
     model = task.build_model(seed)
     if init_state is not None:
         model.load_state_dict(init_state)
@@ -108,16 +98,13 @@ def train(task: Task, recipe: Recipe, init_state: dict | None, seed: int,
         recipe,
         seed=seed,
         out_dir=out_dir,
-        on_progress=_progress(f"{task.name}/{recipe.name}"),
+        on_progress=progress_printer(f"{task.name}/{recipe.name}"),
         # Only a distill_unlabeled recipe reads the pool (vision and speech have none).
         unlabeled_batches=unlabeled if recipe.distill_unlabeled else None,
         # A recipe with a datapath trains on the chip's arithmetic (ignored without one).
         emulate_datapath=emulate_datapath,
     )
-    saved = read_provenance(out_dir)
-    if saved is not None and not saved.checkpoint_sha256:
-        checkpoint = tensors_sha256(result.model.state_dict())
-        dataclasses.replace(saved, checkpoint_sha256=checkpoint).write(out_dir)
+    finish_run(out_dir, result.model.state_dict())
     return result
 
 

@@ -131,6 +131,30 @@ class RunProvenance:
                           json.dumps(dataclasses.asdict(self), indent=1) + "\n")
 
 
+def start_run(directory: Path, recipe: Recipe, parent_sha256: str, remake: str) -> None:
+    """Before training a run in ``directory``: a checkpoint there must be this run's
+    (:func:`stale_reason`; else one line with ``remake``, the command that re-makes it); a
+    fresh run gets its provenance written."""
+    from accelsim.compress.train import CHECKPOINT
+
+    if (directory / CHECKPOINT).is_file():
+        reason = stale_reason(read_provenance(directory), recipe, parent_sha256)
+        if reason is not None:
+            raise AccelsimError(f"run {directory}: refused, {reason}; re-make it with: "
+                                f"rm -r {directory} && {remake}")
+    else:
+        RunProvenance(recipe_to_dict(recipe), parent_sha256, code_sha256(),
+                      code_commit()).write(directory)
+
+
+def finish_run(directory: Path, state: Mapping[str, torch.Tensor]) -> None:
+    """After training: the provenance records the hash of the trained weights ``state`` (once;
+    a reused run keeps its hash)."""
+    saved = read_provenance(directory)
+    if saved is not None and not saved.checkpoint_sha256:
+        dataclasses.replace(saved, checkpoint_sha256=tensors_sha256(state)).write(directory)
+
+
 def read_provenance(directory: Path) -> RunProvenance | None:
     """The run's provenance, None when it has none (a run made before it was recorded)."""
     path = directory / PROVENANCE_FILE

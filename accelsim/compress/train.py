@@ -284,6 +284,7 @@ def finetune(
     on_progress: Callable[[Progress], None] | None = None,
     unlabeled_batches: Callable[[int], Iterable[Batch]] | None = None,
     emulate_datapath: DatapathEmulation | None = None,
+    compress: Callable[[nn.Module, Recipe], CompressionPlan] = apply_recipe,
 ) -> FinetuneResult:
     """Fine-tune ``model`` (pre-trained backbone + head) under ``recipe``; see the module doc.
 
@@ -293,6 +294,9 @@ def finetune(
     same way. The model is modified in place and returned in the result, compressed per recipe.
     A recipe with a ``datapath`` trains and evaluates its compressed stage inside
     ``emulate_datapath(model, recipe.datapath)`` (needed then; ignored otherwise).
+    ``compress(model, recipe)`` builds the compressed structure when stage ``compress`` starts
+    or resumes (default :func:`apply_recipe`; a speech recognizer also quantizes its decoder
+    attention, :func:`accelsim.accuracy.asr.compress_structure`).
     """
     check_family(recipe, model_family(model))  # fail before stage 1, not after it
     if recipe.distill_unlabeled > 0 and unlabeled_batches is None:
@@ -330,7 +334,7 @@ def finetune(
         fp_metric = ckpt["fp_metric"]
         if start_epoch > stages.fp_epochs:
             teacher = _teacher(model, recipe, out / TEACHER, resume=True)
-            plan = apply_recipe(model, recipe)  # the structure; weights come from the checkpoint
+            plan = compress(model, recipe)  # the structure; weights come from the checkpoint
         model.load_state_dict(ckpt["model"])
         if ckpt["optimizer"] is not None:  # saved mid-stage
             optimizer = _optimizer(model, recipe, stages.stage(start_epoch))
@@ -345,7 +349,7 @@ def finetune(
         if optimizer is None:  # a stage starts
             if stage == "compress":
                 teacher = _teacher(model, recipe, out / TEACHER, resume=False)
-                plan = apply_recipe(model, recipe)
+                plan = compress(model, recipe)
                 calibrate(model, train_batches(epoch), recipe)
             optimizer = _optimizer(model, recipe, stage)
         first_epoch_of_stage = 0 if stage == "fp" else stages.fp_epochs

@@ -1,5 +1,5 @@
 """Word error rate of whisper_tiny_en_asr on the asr task: FP32 and recipes applied to encoder
-and decoder with calibrated clips (no QAT); writes asr_wer.csv and asr_wer.md.
+and decoder with calibrated clips, without or after QAT; writes asr_wer.csv and asr_wer.md.
 
 Each recipe measured on ``--splits`` replaces its rows of the CSV (other rows stay), and the
 markdown table is rewritten from the whole CSV. ``--decoder-attention quantized`` quantizes the
@@ -9,10 +9,23 @@ transcribes on the integer reference, on the accuracy table's chip datapath
 Deterministic: the split, voices and calibration utterances are fixed by the task's seed, the
 model is built with seed 0 and nothing is sampled (greedy decoding).
 
+``--qat`` first trains each recipe on the first ``--train-utterances`` training utterances
+(training voices), teacher-forced (:func:`accelsim.accuracy.asr.train_asr`): ``--epochs`` at
+``--lr``, batches of ``--batch-size``, from the FP32 model, clips calibrated on the first
+training batches, the token accuracy on the first ``--val-utterances`` validation utterances
+after each epoch (choose epochs and lr on ``--splits val`` only). A compressed recipe trains and
+is measured with its decoder attention quantized, on the integer reference; ``fp32`` is
+fine-tuned in float32 with the same schedule, the baseline a QAT row compares with. The run is
+cached with its provenance under ``${ACCELSIM_CACHE}/runs/asr`` (reused when finished, resumed
+when interrupted: re-run the same command). The thread count is part of the command: a run is
+bit-for-bit reproducible at the thread count it was made with.
+
     python experiments/accuracy/asr_wer.py --recipes fp32 w8a8 w4a4 w4a4_sp24 --limit 100
     python experiments/accuracy/asr_wer.py --recipes w8a8 --splits val --limit 5 \
         --calibration-percentiles 0 100 --decoder-attention quantized \
         --measured-by integer_reference --out /tmp/asr_wer_int.csv
+    python experiments/accuracy/asr_wer.py --qat --recipes fp32 w4a4_sp24 --splits val test \
+        --limit 100 --train-utterances 64 --epochs 1 --lr 1e-4 --threads 2
 """
 
 from __future__ import annotations
@@ -25,10 +38,13 @@ from pathlib import Path
 
 import torch
 
-from accelsim.accuracy.asr import compress_asr, split_wer
+from accelsim.accuracy.asr import compress_asr, examples, qat_recipe, split_wer, train_asr
 from accelsim.accuracy.evaluate import table_datapath
+from accelsim.accuracy.pipeline import progress_printer
+from accelsim.accuracy.provenance import tensors_sha256
+from accelsim.accuracy.runs import run_dir
 from accelsim.accuracy.table import read_rows, write_csv
-from accelsim.compress.recipe import load_recipe
+from accelsim.compress.recipe import Recipe, load_recipe
 from accelsim.errors import AccelsimError
 from accelsim.files import write_text_atomic
 from accelsim.tasks import asr
@@ -38,8 +54,13 @@ MODEL = "whisper_tiny_en_asr"
 HERE = Path(__file__).resolve().parent
 FIELDS = ("model", "recipe", "calibration_percentiles", "split", "utterances",
           "reference_words", "wer_pct", "window_seconds", "output_projection",
-          "decoder_attention", "measured_by", "datapath", "seconds", "command")
+          "decoder_attention", "measured_by", "datapath", "seconds", "command",
+          "qat_epochs", "train_utterances", "batch_size", "lr", "val_token_accuracy_pct",
+          "train_minutes", "checkpoint_sha256")
 MEASURED_BY = ("fake_quant", "integer_reference")
+QAT_KEY = ("qat_epochs", "train_utterances", "batch_size", "lr")  # one row per QAT schedule
+QAT_DEFAULTS = {"decoder_attention": "quantized", "measured_by": "integer_reference"}
+PLAIN_DEFAULTS = {"decoder_attention": "float32", "measured_by": "fake_quant"}
 
 
 def command(args: argparse.Namespace, recipe: str, split: str) -> str:
@@ -51,16 +72,53 @@ def command(args: argparse.Namespace, recipe: str, split: str) -> str:
         parts.append("--float-output-projection")
     if args.calibration_percentiles:
         parts.append("--calibration-percentiles {:g} {:g}".format(*args.calibration_percentiles))
-    if args.decoder_attention != "float32":
-        parts.append(f"--decoder-attention {args.decoder_attention}")
-    if args.measured_by != "fake_quant":
-        parts.append(f"--measured-by {args.measured_by}")
+    if args.qat:
+        parts += ["--qat", f"--train-utterances {args.train_utterances}",
+                  f"--val-utterances {args.val_utterances}", f"--epochs {args.epochs}",
+                  f"--batch-size {args.batch_size}", f"--lr {args.lr:g}",
+                  f"--threads {args.threads}"]
+        if args.seed:
+            parts.append(f"--seed {args.seed}")
+    else:
+        if args.decoder_attention != "float32":
+            parts.append(f"--decoder-attention {args.decoder_attention}")
+        if args.measured_by != "fake_quant":
+            parts.append(f"--measured-by {args.measured_by}")
     return " ".join(parts)
+
+
+def qat_run(args: argparse.Namespace, recipe_name: str, model: torch.nn.Module,
+            recipe: Recipe) -> tuple[torch.nn.Module, dict[str, str]]:
+    """Train (or reuse, or resume) ``recipe_name``'s QAT run; the trained recognizer and the
+    row's QAT columns."""
+    # One folder per schedule and data (the provenance refuses a folder of another recipe).
+    window = "" if args.window_seconds == asr.WINDOW_SECONDS else f"-w{args.window_seconds:g}"
+    clips = ("-p{:g}-{:g}".format(*recipe.calibration_percentiles)
+             if args.calibration_percentiles and recipe.quantized else "")
+    directory = run_dir("asr", f"{recipe_name}-train{args.train_utterances}-val"
+                               f"{args.val_utterances}-e{args.epochs}-b{args.batch_size}"
+                               f"-lr{args.lr:g}{window}{clips}", args.seed)
+    start = time.perf_counter()
+    train = examples(MODEL, "train", args.train_utterances, args.window_seconds)
+    val = examples(MODEL, "val", args.val_utterances, args.window_seconds)
+    budgeted = qat_recipe(recipe, args.epochs, args.batch_size, args.lr)
+    result = train_asr(model, MODEL, budgeted, train, val, seed=args.seed, out_dir=directory,
+                       remake=command(args, recipe_name, " ".join(args.splits)),
+                       on_progress=progress_printer(f"asr/{recipe_name}", every=1))
+    reused = result.resumed_from_epoch == len(result.history)
+    return result.model, {
+        "qat_epochs": str(args.epochs), "train_utterances": str(args.train_utterances),
+        "batch_size": str(args.batch_size), "lr": f"{args.lr:g}",
+        "val_token_accuracy_pct": f"{result.metric:.2f}",
+        "train_minutes": "" if reused else f"{(time.perf_counter() - start) / 60:.1f}",
+        "checkpoint_sha256": tensors_sha256(result.model.state_dict()),
+    }
 
 
 def measure(args: argparse.Namespace, recipe_name: str) -> list[dict[str, str]]:
     quantized_attention = args.decoder_attention == "quantized"
-    if recipe_name == "fp32" and (quantized_attention or args.measured_by != "fake_quant"):
+    if recipe_name == "fp32" and not args.qat and (quantized_attention
+                                                   or args.measured_by != "fake_quant"):
         raise AccelsimError("recipe fp32: --decoder-attention quantized and --measured-by "
                             "integer_reference need a quantized recipe")
     if args.measured_by == "integer_reference" and not quantized_attention:
@@ -70,19 +128,25 @@ def measure(args: argparse.Namespace, recipe_name: str) -> list[dict[str, str]]:
     model = build_asr_model(MODEL, pretrained=True, seed=0)
     projection, percentiles = "float32", "-"
     chip = None
-    if recipe_name != "fp32":
-        recipe = load_recipe(recipe_name)
-        if args.calibration_percentiles:
-            recipe = dataclasses.replace(recipe,
-                                         calibration_percentiles=tuple(args.calibration_percentiles))
-        percentiles = "{:g}-{:g}".format(*recipe.calibration_percentiles)
+    recipe = load_recipe(recipe_name)
+    if args.calibration_percentiles and recipe.quantized:
+        recipe = dataclasses.replace(recipe,
+                                     calibration_percentiles=tuple(args.calibration_percentiles))
+    qat: dict[str, str] = {}
+    if args.qat:
+        model, qat = qat_run(args, recipe_name, model, recipe)
+    elif recipe.quantized:
         compress_asr(model, MODEL, recipe,
                      output_projection=not args.float_output_projection,
                      decoder_attention=quantized_attention,
                      window_seconds=args.window_seconds)
+    if recipe.quantized:
+        percentiles = "{:g}-{:g}".format(*recipe.calibration_percentiles)
         projection = "float32" if args.float_output_projection else "quantized"
         if args.measured_by == "integer_reference":
             chip = table_datapath(recipe)
+    else:
+        quantized_attention = False
     rows = []
     for split in args.splits:
         start = time.perf_counter()
@@ -98,7 +162,7 @@ def measure(args: argparse.Namespace, recipe_name: str) -> list[dict[str, str]]:
             "measured_by": "pytorch_fp32" if recipe_name == "fp32" else args.measured_by,
             "datapath": "" if chip is None else chip.label,
             "seconds": f"{time.perf_counter() - start:.0f}",
-            "command": command(args, recipe_name, split),
+            "command": command(args, recipe_name, split), **qat,
         })  # fmt: skip
         print(f"{recipe_name:<10} {percentiles:<8} {split:<5} WER {wer:6.2f} %  "
               f"({len(refs)} utterances, {rows[-1]['seconds']} s, {rows[-1]['measured_by']})",
@@ -109,7 +173,15 @@ def measure(args: argparse.Namespace, recipe_name: str) -> list[dict[str, str]]:
 def key(row: dict[str, str]) -> tuple[str, ...]:
     return (row["recipe"], row["calibration_percentiles"], row["split"], row["window_seconds"],
             row["output_projection"], row["decoder_attention"], row["measured_by"],
-            row["datapath"], row["utterances"])
+            row["datapath"], row["utterances"], *(row.get(f, "") for f in QAT_KEY))
+
+
+def qat_label(row: dict[str, str]) -> str:
+    """The markdown's QAT column: "-" without QAT, else the schedule (fine-tuning for fp32)."""
+    if not row.get("qat_epochs"):
+        return "-"
+    return (f"{row['qat_epochs']} ep x {row['train_utterances']} utt, batch "
+            f"{row['batch_size']}, lr {row['lr']}")
 
 
 def write(rows: list[dict[str, str]], csv_path: Path, md_path: Path) -> None:
@@ -119,17 +191,31 @@ def write(rows: list[dict[str, str]], csv_path: Path, md_path: Path) -> None:
     merged.sort(key=lambda r: (float(r["window_seconds"]), order.get(r["recipe"], 9), r["recipe"],
                                r["output_projection"], r["calibration_percentiles"] != "0.1-99.9",
                                r["calibration_percentiles"], r["decoder_attention"],
-                               r["measured_by"], r["split"] != "val"))
+                               r["measured_by"], qat_label(r), r["split"] != "val"))
     write_csv(csv_path, FIELDS, merged)
-    lines = ["| recipe | clip percentiles | split | utterances | words | WER % | window s | "
+    lines = ["| recipe | clip percentiles | QAT | split | utterances | words | WER % | window s | "
              "output proj. | decoder attn. | measured by | command |",
-             "|---|---|---|---:|---:|---:|---:|---|---|---|---|"]
-    lines += [f"| {r['recipe']} | {r['calibration_percentiles']} | {r['split']} | "
-              f"{r['utterances']} | {r['reference_words']} | "
+             "|---|---|---|---|---:|---:|---:|---:|---|---|---|---|"]
+    lines += [f"| {r['recipe']} | {r['calibration_percentiles']} | {qat_label(r)} | "
+              f"{r['split']} | {r['utterances']} | {r['reference_words']} | "
               f"{r['wer_pct']} | {r['window_seconds']} | {r['output_projection']} | "
               f"{r['decoder_attention']} | {r['measured_by']} | `{r['command']}` |"
               for r in merged]
     write_text_atomic(md_path, "\n".join(lines) + "\n")
+
+
+def resolve_defaults(args: argparse.Namespace) -> None:
+    """Fill in --decoder-attention and --measured-by; QAT trains and measures one way only."""
+    defaults = QAT_DEFAULTS if args.qat else PLAIN_DEFAULTS
+    for field, value in defaults.items():
+        given = getattr(args, field)
+        if args.qat and given not in (None, value):
+            raise AccelsimError(f"--qat: --{field.replace('_', '-')} {given}; allowed: {value} "
+                                "(QAT trains what the integer reference runs)")
+        setattr(args, field, value if given is None else given)
+    if args.qat and args.float_output_projection:
+        raise AccelsimError("--qat: --float-output-projection; allowed: without it (QAT "
+                            "quantizes the output projection)")
 
 
 def main() -> int:
@@ -143,16 +229,27 @@ def main() -> int:
     parser.add_argument("--calibration-percentiles", type=float, nargs=2, metavar=("LO", "HI"),
                         help="activation clip percentiles instead of the recipe's")
     parser.add_argument("--decoder-attention", choices=("float32", "quantized"),
-                        default="float32",
-                        help="the decoder's self- and cross-attention matmuls")
-    parser.add_argument("--measured-by", choices=MEASURED_BY, default="fake_quant",
+                        help="the decoder's self- and cross-attention matmuls (default float32; "
+                             "quantized with --qat)")
+    parser.add_argument("--measured-by", choices=MEASURED_BY,
                         help="transcribe with the fake-quant model or on the integer reference "
-                             "(the accuracy table's chip datapath)")
+                             "(the accuracy table's chip datapath; default fake_quant, "
+                             "integer_reference with --qat)")
+    parser.add_argument("--qat", action="store_true",
+                        help="train each recipe on the training voices first (module doc)")
+    parser.add_argument("--train-utterances", type=int, default=64)
+    parser.add_argument("--val-utterances", type=int, default=16,
+                        help="validation utterances of the per-epoch token accuracy")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=HERE / "asr_wer.csv")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     try:
+        resolve_defaults(args)
         for name in args.recipes:  # each recipe's rows are written as soon as they are measured
             write(measure(args, name), args.out, args.out.with_suffix(".md"))
     except AccelsimError as exc:
