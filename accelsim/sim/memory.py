@@ -156,8 +156,9 @@ def candidate_tilings(ops: Operands, hw: HwConfig,
     if isinstance(tiling, str):
         return tiling
     gm, _, gn = _fold(ops, gran)
-    narrow_n = dataclasses.replace(tiling, tile_n=gn, tiles_n=-(-ops.n // gn))
-    narrow_m = dataclasses.replace(tiling, tile_m=gm, tiles_m=-(-ops.m // gm))
+    t = tiling
+    narrow_n = Tiling(t.tile_m, t.tile_k, gn, t.tiles_m, t.tiles_k, -(-ops.n // gn), t.order)
+    narrow_m = Tiling(gm, t.tile_k, t.tile_n, -(-ops.m // gm), t.tiles_k, t.tiles_n, t.order)
     return tuple(dict.fromkeys((tiling, narrow_n, narrow_m)))
 
 

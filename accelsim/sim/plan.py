@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import NamedTuple
 
 from accelsim.formats import SPARSE_24, SPARSE_GROUP
@@ -437,10 +438,11 @@ def _walk(graph: Graph, tensors: PlanTensors, hw: HwConfig,
             # Belady: evict what is read furthest in the future, never the node's own operands,
             # and only tensors read later than this output will be.
             mine = next_use(i, i)
-            candidates = sorted(
-                (t for t in resident if t not in protected and next_use(t, i) > mine),
-                key=lambda t: next_use(t, i), reverse=True)
-            for t in candidates:
+            # Each candidate's next use found once (a stable sort by it, latest first).
+            later = [(use, t) for t in resident if t not in protected
+                     and (use := next_use(t, i)) > mine]
+            later.sort(key=itemgetter(0), reverse=True)
+            for _, t in later:
                 if used + want + reserve <= pool:
                     break
                 evicted += size[t]
@@ -463,7 +465,9 @@ def _walk(graph: Graph, tensors: PlanTensors, hw: HwConfig,
                 prefetched = min(idle_dram_bytes, weight_tile_capacity)
             idle_dram_bytes = 0.0
         else:
-            read_input = sum(from_input) * node.total_elements * element_bits / 8
+            # (Most vector ops read no model input: 0.0 without the product.)
+            read_input = (sum(from_input) * node.total_elements * element_bits / 8
+                          if True in from_input else 0.0)
             moved = read_input + reload + evicted + (0.0 if keep or into_state else size[i])
             idle_dram_bytes += max(0.0, node_cycles[i] * bytes_per_cycle - moved)
         plans.append(NodeMemory(on_chip, from_input, reload, bits[i], size[i],

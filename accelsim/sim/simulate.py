@@ -523,14 +523,15 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False,
     energy = EnergyTable.of(hw, area_mm2)
     # Blocks repeat their plans too: a layer per (shape, plan), re-gated per weight density.
     fused_shapes: dict[tuple[int, bool, int, int], _GemmShape] = {}
-    vector_layers: dict[tuple, tuple[LayerResult, _Summary]] = {}
+    vector_layers: dict[tuple[int, NodeMemory], tuple[LayerResult, _Summary]] = {}
     gemm_layers: dict[tuple[int, NodeMemory], dict[float, tuple[LayerResult, _Summary]]] = {}
     layers: list[LayerResult] = []
     summaries: list[_Summary] = []
-    for node, k, shape, mem in zip(graph.nodes, gemm_slot, node_shapes, plans, strict=True):
+    for i, (node, k, shape, mem) in enumerate(zip(graph.nodes, gemm_slot, node_shapes, plans,
+                                                  strict=True)):
         if shape is None:
             assert isinstance(node, VectorNode)
-            key: tuple = (node.vector_op, node.elements, node.count, node.row_length, mem)
+            key = (vector_slot[i], mem)
             entry = vector_layers.get(key)
             if entry is None:
                 layer = LayerResult(node.name, *_vector_fields(node, mem, hw, energy))
@@ -572,7 +573,8 @@ class _Layout(NamedTuple):
     (kept in ``Graph.derived``). ``gemm_firsts``: the first node of each distinct GEMM shape (the
     fields a GEMM's cost depends on, but its weight density), in node order; ``gemm_slot``: per
     node, its shape's index there (-1 for a vector op). ``vector_firsts`` / ``vector_slot``: the
-    same for vector ops by (op, elements in all), whose cycles they fix. ``weight_gemms``: per
+    same for vector ops by (op, elements, count, row length), which fix their cost under a
+    plan. ``weight_gemms``: per
     GEMM with a weight operand, in node order, (shape index, count)."""
 
     gemm_firsts: tuple[GemmNode, ...]
@@ -586,7 +588,7 @@ def _layout(graph: Graph) -> _Layout:
     layout = graph.derived.get("sim.layout")
     if layout is None:
         gemm_index: dict[tuple, int] = {}
-        vector_index: dict[tuple[str, int], int] = {}
+        vector_index: dict[tuple[str, int, int, int], int] = {}
         gemm_firsts: list[GemmNode] = []
         vector_firsts: list[VectorNode] = []
         gemm_slot: list[int] = []
@@ -594,8 +596,9 @@ def _layout(graph: Graph) -> _Layout:
         weight_gemms: list[tuple[int, int]] = []
         for node in graph.nodes:
             if isinstance(node, VectorNode):
-                k = vector_index.setdefault((node.vector_op, node.total_elements),
-                                            len(vector_firsts))
+                k = vector_index.setdefault(
+                    (node.vector_op, node.elements, node.count, node.row_length),
+                    len(vector_firsts))
                 if k == len(vector_firsts):
                     vector_firsts.append(node)
                 gemm_slot.append(-1)
