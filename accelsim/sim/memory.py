@@ -452,9 +452,9 @@ def _total_cycles(a_bytes: float, b_bytes: float, c_bytes: float, ops: Operands,
     Layer totals in bytes. The array starts once the first tile's operands are in (those already
     prefetched excepted) and ends when the last output tile is out; the transfers between
     overlap compute in double-buffered buffers and serialize in single-buffered ones.
-    ``bpc``: DRAM bytes per cycle. ``prune_above``: when prologue + epilogue + serialized +
-    max(compute, hidden) alone exceed it, that lower bound is returned without the other bounds
-    (the caller then has no use for the exact cycles).
+    ``bpc``: DRAM bytes per cycle. ``prune_above``: when the bounds short of the best suffix and
+    the paced sum already exceed it, that lower bound is returned without those two (the caller
+    then has no use for the exact cycles).
     """
     # An operand held whole loads each tile into its own place: it overlaps compute as if the
     # buffer were double buffered.
@@ -471,10 +471,6 @@ def _total_cycles(a_bytes: float, b_bytes: float, c_bytes: float, ops: Operands,
     hidden = hidden_loads + (c_bytes + src.evicted_bytes) * db_c - last_c
     serial = (a_bytes * (not db_a) + b_bytes * (not db_b)
               + (c_bytes + src.evicted_bytes) * (not db_c))
-    # The same sum as the return's, of a max over fewer bounds: never above the exact cycles.
-    exposed = (first_a + first_b + serial + last_c) / bpc
-    if exposed + max(compute_cycles, hidden / bpc) > prune_above:
-        return exposed + max(compute_cycles, hidden / bpc)
     # The steps from the one that needs the last loaded tile on cannot start before every
     # load is in: their compute is exposed after the loads. Likewise after the first outer
     # iteration's loads, which hold all of an inner operand that is read once.
@@ -508,6 +504,12 @@ def _total_cycles(a_bytes: float, b_bytes: float, c_bytes: float, ops: Operands,
     early = _early_cycles(ops, tiling, src, ops.act_bits / 8 * db_a * (a_bytes > 0),
                           ops.weight_bits / 8 * db_b * (b_bytes > 0), compute_cycles,
                           steps * count, bpc)
+    # The return's sum over the cheaper bounds (the best suffix and the paced sum are the
+    # costly ones): never above the exact cycles.
+    exposed = (first_a + first_b + serial + last_c) / bpc
+    cheap = max(compute_cycles, hidden / bpc, hidden_loads / bpc + tail, first_pass, early)
+    if exposed + cheap > prune_above:
+        return exposed + cheap
     # The last ring's worth of writes need not precede any step.
     unforced = min(c_bytes * db_c, c_slots * c_write)
     forced = (hidden_loads + c_bytes * db_c - unforced) / bpc + _suffix_cycles(
