@@ -15,6 +15,7 @@ model input). Constant operands (weights, biases, position embeddings) are not e
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Literal, NamedTuple
@@ -216,6 +217,15 @@ class Graph:
         from accelsim.graph.folds import integer_datapath_graph  # folds builds on this module
 
         return integer_datapath_graph(self)
+
+    @cached_property
+    def derived(self) -> dict[Hashable, object]:
+        """Values a consumer computes from this graph alone, or from it and a few settings, kept
+        with the (immutable) graph under a key of the consumer's choosing (include the settings in
+        it): a sweep simulates one graph at many design points, and the simulator keeps its
+        per-node layout and the planner's tensors and chains here instead of rebuilding them at
+        every point. Not part of the graph's value (``==``, ``to_dict``)."""
+        return {}
 
     @property
     def gemms(self) -> tuple[GemmNode, ...]:

@@ -97,6 +97,13 @@ def array_sram_bytes(ops: Operands, hw: HwConfig, tiles_k: int, *, count: int, p
             2 * acc_bytes * psum_updates * count)
 
 
+def executed_macs(dense_macs: int, issued_fraction: float, gated_fraction: float,
+                  passes: int) -> tuple[float, float]:
+    """(MACs issued to a PE, of which clock-gated) over all passes (``sparse.executed_fraction``
+    gives the fractions of the dense MACs); the rest of the issued ones are ``mac_random``."""
+    return dense_macs * issued_fraction * passes, dense_macs * gated_fraction * passes
+
+
 def gemm_actions(ops: Operands, hw: HwConfig, plan: MemoryPlan, *, count: int, passes: int,
                  dense_macs: int, issued_fraction: float, gated_fraction: float,
                  skipping: bool, array_bytes: tuple[float, float, float], folds: int = 0,
@@ -109,8 +116,7 @@ def gemm_actions(ops: Operands, hw: HwConfig, plan: MemoryPlan, *, count: int, p
     pipelined folds every PE's shadow register is written once per fold (``folds``: all folds of
     all instances and passes)."""
     rows, cols = hw.array.rows, hw.array.cols
-    issued = dense_macs * issued_fraction * passes
-    gated = dense_macs * gated_fraction * passes
+    issued, gated = executed_macs(dense_macs, issued_fraction, gated_fraction, passes)
     weight_reads, input_reads, psum_bytes = array_bytes
     return ActionCounts(
         mac_random=issued - gated,

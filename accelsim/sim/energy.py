@@ -153,16 +153,19 @@ class EnergyTable:
         return cls(hw, area_mm2, mac_energy_pj(hw), mux_energy_pj(hw), vector_lane_energy_pj(hw),
                    gelu_table_read_pj_per_byte(hw), _sram_rates(hw))
 
+    def price_macs(self, actions: ActionCounts) -> float:
+        """``price``'s ``mac_pj``: executed and gated MACs, 2:4 selects, pipeline registers."""
+        e = self.hw.energy
+        return (actions.mac_random * self.mac_pj
+                + actions.mac_gated * self.mac_pj * e.gated_mac_fraction
+                + actions.mux_select * self.mux_pj
+                + actions.register_bytes * e.register_pj_per_byte)
+
     def price(self, actions: ActionCounts, cycles: float) -> EnergyBreakdown:
         """Energy of a layer's ``actions`` over its ``cycles``."""
         hw = self.hw
-        e = hw.energy
-        mac = (actions.mac_random * self.mac_pj
-               + actions.mac_gated * self.mac_pj * e.gated_mac_fraction
-               + actions.mux_select * self.mux_pj
-               + actions.register_bytes * e.register_pj_per_byte)
         return EnergyBreakdown(
-            mac_pj=mac,
+            mac_pj=self.price_macs(actions),
             sram_pj=sum(_sram_by_buffer(actions, self.sram).values()),
             dram_pj=(actions.dram_read_bytes + actions.dram_write_bytes)
             * hw.dram.energy_pj_per_byte,

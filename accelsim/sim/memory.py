@@ -156,8 +156,9 @@ def candidate_tilings(ops: Operands, hw: HwConfig,
     if isinstance(tiling, str):
         return tiling
     gm, _, gn = _fold(ops, gran)
-    narrow_n = dataclasses.replace(tiling, tile_n=gn, tiles_n=-(-ops.n // gn))
-    narrow_m = dataclasses.replace(tiling, tile_m=gm, tiles_m=-(-ops.m // gm))
+    t = tiling
+    narrow_n = Tiling(t.tile_m, t.tile_k, gn, t.tiles_m, t.tiles_k, -(-ops.n // gn), t.order)
+    narrow_m = Tiling(gm, t.tile_k, t.tile_n, -(-ops.m // gm), t.tiles_k, t.tiles_n, t.order)
     return tuple(dict.fromkeys((tiling, narrow_n, narrow_m)))
 
 
@@ -445,13 +446,15 @@ def _suffix_cycles(ops: Operands, t: Tiling, reads: tuple[int, int],
 def _total_cycles(a_bytes: float, b_bytes: float, c_bytes: float, ops: Operands, hw: HwConfig,
                   tiling: Tiling, src: Sources, compute_cycles: float,
                   reads: tuple[int, int], count: int, a_fits: bool, b_fits: bool,
-                  bpc: float) -> float:
+                  bpc: float, prune_above: float = math.inf) -> float:
     """Prologue + max(compute, hidden transfers) + serialized transfers + epilogue (cycles).
 
     Layer totals in bytes. The array starts once the first tile's operands are in (those already
     prefetched excepted) and ends when the last output tile is out; the transfers between
     overlap compute in double-buffered buffers and serialize in single-buffered ones.
-    ``bpc``: DRAM bytes per cycle.
+    ``bpc``: DRAM bytes per cycle. ``prune_above``: when the bounds short of the best suffix and
+    the paced sum already exceed it, that lower bound is returned without those two (the caller
+    then has no use for the exact cycles).
     """
     # An operand held whole loads each tile into its own place: it overlaps compute as if the
     # buffer were double buffered.
@@ -501,6 +504,12 @@ def _total_cycles(a_bytes: float, b_bytes: float, c_bytes: float, ops: Operands,
     early = _early_cycles(ops, tiling, src, ops.act_bits / 8 * db_a * (a_bytes > 0),
                           ops.weight_bits / 8 * db_b * (b_bytes > 0), compute_cycles,
                           steps * count, bpc)
+    # The return's sum over the cheaper bounds (the best suffix and the paced sum are the
+    # costly ones): never above the exact cycles.
+    exposed = (first_a + first_b + serial + last_c) / bpc
+    cheap = max(compute_cycles, hidden / bpc, hidden_loads / bpc + tail, first_pass, early)
+    if exposed + cheap > prune_above:
+        return exposed + cheap
     # The last ring's worth of writes need not precede any step.
     unforced = min(c_bytes * db_c, c_slots * c_write)
     forced = (hidden_loads + c_bytes * db_c - unforced) / bpc + _suffix_cycles(
@@ -515,7 +524,7 @@ def _total_cycles(a_bytes: float, b_bytes: float, c_bytes: float, ops: Operands,
     paced = _paced_cycles(ops, bpc, tiling, _paced_operands(
         ops, hw, tiling, not a_fits and a_bytes > 0, not b_fits and b_bytes > 0, c_bytes > 0),
         hidden - held, compute_cycles, count)
-    return (first_a + first_b + serial + last_c) / bpc + max(
+    return exposed + max(
         compute_cycles, hidden / bpc, hidden_loads / bpc + tail, first_pass, paced, early, forced)
 
 
@@ -536,6 +545,9 @@ def plan_memory(ops: Operands, hw: HwConfig, compute_cycles: int, count: int,
     a_once, b_once = ops.a_bytes, ops.b_bytes
     bpc = hw.dram_bytes_per_cycle
     options: list[tuple[float, float, float, float, Tiling]] = []
+    # A tiling whose cycles exceed the tie threshold of one already seen can be neither the
+    # fastest nor tied with it: a lower bound above that threshold stands in for its cycles.
+    prune_above = math.inf
     for tiling in candidates:
         for order in ("n_outer", "m_outer"):
             t = Tiling(tiling.tile_m, tiling.tile_k, tiling.tile_n, tiling.tiles_m,
@@ -545,7 +557,8 @@ def plan_memory(ops: Operands, hw: HwConfig, compute_cycles: int, count: int,
             b_bytes = b_once * reads_b * src.b_in_dram
             cycles = (0.0 if hw.ideal_memory else _total_cycles(
                 a_bytes * count, b_bytes * count, c_bytes * count, ops, hw, t, src,
-                compute_cycles, (reads_a, reads_b), count, a_fits, b_fits, bpc))
+                compute_cycles, (reads_a, reads_b), count, a_fits, b_fits, bpc, prune_above))
+            prune_above = min(prune_above, cycles * (1 + CYCLES_TIE))
             options.append((a_bytes + b_bytes, cycles, a_bytes, b_bytes, t))
     assert options, "plan_memory needs at least one candidate tiling"
     tie = min(option[1] for option in options) * (1 + CYCLES_TIE)

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import NamedTuple
 
 from accelsim.formats import SPARSE_24, SPARSE_GROUP
@@ -199,11 +200,29 @@ class PlanTensors(NamedTuple):
     operands: Sequence[tuple[int, ...]]
     from_input: Sequence[tuple[bool, ...]]
     uses: Sequence[tuple[int, ...]]
-    bits: list[int]
-    size: list[float]
+    bits: Sequence[int]
+    size: Sequence[float]
 
 
 def _tensors(graph: Graph, hw: HwConfig, state: ResidentState | None = None) -> PlanTensors:
+    # The widths depend on the graph and three hardware widths only, which a sweep over arrays
+    # and memories leaves alone: computed once per graph and widths (``Graph.derived``).
+    p = hw.precision
+    key = ("plan.tensors", p.weight_bits, p.act_bits, hw.vector_unit.element_bits)
+    tensors = graph.derived.get(key)
+    if tensors is None:
+        tensors = graph.derived[key] = _stored_tensors(graph, hw)
+    assert isinstance(tensors, PlanTensors)
+    if state is None or not state.writers:
+        return tensors
+    bits, size = list(tensors.bits), list(tensors.size)
+    for i, stored_bits in state.writers.items():
+        bits[i] = stored_bits
+        size[i] = _output_elements(graph.nodes[i]) * stored_bits / 8
+    return tensors._replace(bits=bits, size=size)
+
+
+def _stored_tensors(graph: Graph, hw: HwConfig) -> PlanTensors:
     nodes = graph.nodes
     count = len(nodes)
     operands, from_input, uses = graph.edges
@@ -218,10 +237,8 @@ def _tensors(graph: Graph, hw: HwConfig, state: ResidentState | None = None) -> 
     for i in range(count):
         if not uses[i]:
             bits[i] = read_bits[i][0]
-    for i, stored_bits in (state.writers.items() if state else ()):
-        bits[i] = stored_bits
     size = [_output_elements(node) * b / 8 for node, b in zip(nodes, bits, strict=True)]
-    return PlanTensors(operands, from_input, uses, bits, size)
+    return PlanTensors(operands, from_input, uses, tuple(bits), tuple(size))
 
 
 def fusable_chains(nodes: Sequence[Node], operands: Sequence[tuple[int, ...]],
@@ -272,8 +289,13 @@ def plan_with_fusion(graph: Graph, hw: HwConfig,
     so it is not taken for nothing). ``chunk_ffn=False`` leaves FFN chains whole; ``state``:
     the model state the pass reads and extends, and where it lives."""
     tensors = _tensors(graph, hw, state)
-    chains = (fusable_chains(graph.nodes, tensors.operands, tensors.uses) if chunk_ffn
-              else _chains(graph.nodes, tensors.operands, tensors.uses))
+    key = ("plan.chains", chunk_ffn)  # the graph's structure alone: found once per graph
+    chains = graph.derived.get(key)
+    if chains is None:
+        chains = graph.derived[key] = (
+            fusable_chains(graph.nodes, tensors.operands, tensors.uses) if chunk_ffn
+            else _chains(graph.nodes, tensors.operands, tensors.uses))
+    assert isinstance(chains, tuple)
     return plan_from_tensors(graph, tensors, hw, gemm_reserve_bytes, node_cycles, chains, state)
 
 
@@ -416,10 +438,11 @@ def _walk(graph: Graph, tensors: PlanTensors, hw: HwConfig,
             # Belady: evict what is read furthest in the future, never the node's own operands,
             # and only tensors read later than this output will be.
             mine = next_use(i, i)
-            candidates = sorted(
-                (t for t in resident if t not in protected and next_use(t, i) > mine),
-                key=lambda t: next_use(t, i), reverse=True)
-            for t in candidates:
+            # Each candidate's next use found once (a stable sort by it, latest first).
+            later = [(use, t) for t in resident if t not in protected
+                     and (use := next_use(t, i)) > mine]
+            later.sort(key=itemgetter(0), reverse=True)
+            for _, t in later:
                 if used + want + reserve <= pool:
                     break
                 evicted += size[t]
@@ -442,7 +465,9 @@ def _walk(graph: Graph, tensors: PlanTensors, hw: HwConfig,
                 prefetched = min(idle_dram_bytes, weight_tile_capacity)
             idle_dram_bytes = 0.0
         else:
-            read_input = sum(from_input) * node.total_elements * element_bits / 8
+            # (Most vector ops read no model input: 0.0 without the product.)
+            read_input = (sum(from_input) * node.total_elements * element_bits / 8
+                          if True in from_input else 0.0)
             moved = read_input + reload + evicted + (0.0 if keep or into_state else size[i])
             idle_dram_bytes += max(0.0, node_cycles[i] * bytes_per_cycle - moved)
         plans.append(NodeMemory(on_chip, from_input, reload, bits[i], size[i],

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple, TypeVar
 
 from accelsim.errors import AccelsimError
 from accelsim.formats import SPARSE_GROUP
@@ -37,6 +38,7 @@ from accelsim.sim import memory, sparse, vector
 from accelsim.sim.actions import (
     ActionCounts,
     array_sram_bytes,
+    executed_macs,
     gemm_actions,
     sram_port_cycles,
     vector_actions,
@@ -364,11 +366,25 @@ def _vector_fields(node: VectorNode, mem: NodeMemory, hw: HwConfig,
             energy.price(actions, compute + stall), actions, False)
 
 
-def _totals(layers: tuple[LayerResult, ...], hw: HwConfig, area_mm2: float) -> Totals:
-    cycles = sum(layer.cycles for layer in layers)
-    macs = sum(layer.macs for layer in layers)
-    energy_pj = sum(layer.energy.total_pj for layer in layers)
-    issued = sum(layer.utilization * layer.cycles for layer in layers)
+# One layer's contribution to the totals: (cycles, MACs, energy [pJ], issued MAC slots, DRAM
+# bytes), computed once per distinct layer and summed per node in node order (the float sums
+# then add the same values in the same order as summing the layers' own fields would).
+_Summary = tuple[int, int, float, float, int]
+
+
+def _summary(layer: LayerResult) -> _Summary:
+    cycles = layer.cycles
+    return (cycles, layer.macs, layer.energy.total_pj, layer.utilization * cycles,
+            layer.dram_bytes)
+
+
+def _totals(summaries: Sequence[_Summary], hw: HwConfig, area_mm2: float) -> Totals:
+    cycle_counts, mac_counts, energies, issued_slots, dram = (tuple(zip(*summaries, strict=True))
+                                                              or ((),) * 5)
+    cycles = sum(cycle_counts)
+    macs = sum(mac_counts)
+    energy_pj = sum(energies)
+    issued = sum(issued_slots)
     seconds = cycles / (hw.array.clock_mhz * 1e6)
     ops = 2.0 * macs
     return Totals(
@@ -378,18 +394,37 @@ def _totals(layers: tuple[LayerResult, ...], hw: HwConfig, area_mm2: float) -> T
         area_mm2=area_mm2,
         macs=macs,
         utilization=issued / cycles if cycles else 0.0,
-        dram_bytes=sum(layer.dram_bytes for layer in layers),
+        dram_bytes=sum(dram),
         tops=ops / seconds / 1e12 if cycles else 0.0,
         tops_per_w=ops / (energy_pj * 1e-12) / 1e12 if energy_pj else 0.0,
     )
 
 
-def _renamed(layer: LayerResult, name: str) -> LayerResult:
-    """``layer`` under another name. A frozen dataclass keeps its fields in ``__dict__``; copying
-    that skips ``__init__``'s per-field ``object.__setattr__`` (4x faster, once per node)."""
-    copy = object.__new__(LayerResult)
-    copy.__dict__.update(layer.__dict__, name=name)
+_Result = TypeVar("_Result", LayerResult, ActionCounts)
+
+
+def _replaced(value: _Result, **changes: object) -> _Result:
+    """``dataclasses.replace`` for the frozen result dataclasses (no ``__post_init__``): a frozen
+    dataclass keeps its fields in ``__dict__``, and copying that skips ``__init__``'s per-field
+    ``object.__setattr__`` (4x faster; once per node)."""
+    copy = object.__new__(type(value))
+    copy.__dict__.update(value.__dict__, **changes)
     return copy
+
+
+def _at_density(layer: LayerResult, node: GemmNode, shape: _GemmShape, hw: HwConfig,
+                energy: EnergyTable) -> LayerResult:
+    """``layer`` (a GEMM of ``node``'s shape under the same plan) at ``node``'s weight density,
+    which only moves the gated share of its MACs and their energy: the rest is reused rather
+    than counted and priced again (the compressed ViT-B/16 has 72 densities over 97 GEMMs)."""
+    issued_fraction, gated_fraction = sparse.executed_fraction(
+        node, shape.skipping, hw.sparsity.zero_gating)
+    issued, gated = executed_macs(node.macs, issued_fraction, gated_fraction, shape.passes)
+    actions = _replaced(layer.actions, mac_random=issued - gated, mac_gated=gated)
+    priced = layer.energy
+    return _replaced(layer, name=node.name, actions=actions, energy=EnergyBreakdown(
+        energy.price_macs(actions), priced.sram_pj, priced.dram_pj, priced.vector_pj,
+        priced.leakage_pj))
 
 
 def _kv_state(graph: Graph, hw: HwConfig,
@@ -447,32 +482,26 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False,
         graph = graph.on_integer_datapath
     area_breakdown = area(hw)
     area_mm2 = area_breakdown.total_mm2
-    # Transformer blocks repeat the same shapes: each distinct node is costed once per call.
-    shapes: dict[tuple, _GemmShape | str] = {}
-    node_shapes: list[_GemmShape | None] = []
-    reserves: list[tuple[float, float]] = []
-    vector_cycles: list[int] = []
-    weight_bytes = 0.0
-    for node in graph.nodes:
-        if isinstance(node, VectorNode):
-            node_shapes.append(None)
-            reserves.append((0.0, 0.0))
-            vector_cycles.append(vector.vector_cycles(node, hw))
-            continue
-        key = (node.m, node.k, node.n, node.count, node.weight_bits, node.act_bits,
-               node.sparsity, node.weight_is_activation)
-        shape = shapes.get(key)
-        if shape is None:
-            shape = shapes[key] = _gemm_shape(node, hw, scalesim_compat)
+    layout = _layout(graph)
+    # Transformer blocks repeat the same shapes: each distinct one is costed once per call, in
+    # the order of its first node (so an infeasible shape names the first node that has it).
+    shapes: list[_GemmShape] = []
+    for first in layout.gemm_firsts:
+        shape = _gemm_shape(first, hw, scalesim_compat)
         if isinstance(shape, str):
             empty = Totals(0, 0.0, 0.0, area_mm2, 0, 0.0, 0, 0.0, 0.0)
             return SimResult(graph.name, hw.name, (), empty, False,
-                             f"layer {node.name!r}: {shape}", area_breakdown)
-        node_shapes.append(shape)
-        reserves.append(shape.reserve_bytes)
-        vector_cycles.append(0)
-        if not node.weight_is_activation:
-            weight_bytes += shape.ops.b_bytes * node.count
+                             f"layer {first.name!r}: {shape}", area_breakdown)
+        shapes.append(shape)
+    cycles_of = [vector.vector_cycles(first, hw) for first in layout.vector_firsts]
+    gemm_slot, vector_slot = layout.gemm_slot, layout.vector_slot
+    node_shapes = [shapes[k] if k >= 0 else None for k in gemm_slot]
+    reserves = [shape.reserve_bytes if shape is not None else (0.0, 0.0)
+                for shape in node_shapes]
+    vector_cycles = [cycles_of[k] if k >= 0 else 0 for k in vector_slot]
+    weight_bytes = 0.0
+    for k, count in layout.weight_gemms:
+        weight_bytes += shapes[k].ops.b_bytes * count
     # SCALE-Sim runs every layer whole; compat keeps its layer boundaries (head-by-head
     # attention keeps them too: compat counts each head as its own layer either way).
     state = _kv_state(graph, hw, kv_cache)
@@ -492,43 +521,100 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False,
     # When every weight of the model fits the weight buffer, each is loaded once and stays.
     weights_resident = weight_bytes <= hw.sram.weights.size_bytes
     energy = EnergyTable.of(hw, area_mm2)
-    # Blocks repeat their plans too: traffic per (shape, plan), the rest per weight density.
-    traffic_cache: dict[tuple, _Traffic] = {}
-    cache: dict[tuple, LayerResult] = {}
+    # Blocks repeat their plans too: a layer per (shape, plan), re-gated per weight density.
+    fused_shapes: dict[tuple[int, bool, int, int], _GemmShape] = {}
+    vector_layers: dict[tuple[int, NodeMemory], tuple[LayerResult, _Summary]] = {}
+    gemm_layers: dict[tuple[int, NodeMemory], dict[float, tuple[LayerResult, _Summary]]] = {}
     layers: list[LayerResult] = []
-    for node, shape, mem in zip(graph.nodes, node_shapes, plans, strict=True):
+    summaries: list[_Summary] = []
+    for i, (node, k, shape, mem) in enumerate(zip(graph.nodes, gemm_slot, node_shapes, plans,
+                                                  strict=True)):
         if shape is None:
             assert isinstance(node, VectorNode)
-            key: tuple = (node.vector_op, node.elements, node.count, node.row_length, mem)
-            layer = cache.get(key)
-            if layer is None:
-                layer = cache[key] = LayerResult(node.name,
-                                                 *_vector_fields(node, mem, hw, energy))
+            key = (vector_slot[i], mem)
+            entry = vector_layers.get(key)
+            if entry is None:
+                layer = LayerResult(node.name, *_vector_fields(node, mem, hw, energy))
+                entry = vector_layers[key] = layer, _summary(layer)
         else:
             assert isinstance(node, GemmNode)
             if mem.one_repeat_at_a_time or mem.split_n > 1 or mem.split_k > 1:
-                fused_key = (node.m, node.k, node.n, node.count, node.weight_bits, node.act_bits,
-                             node.sparsity, node.weight_is_activation, mem.one_repeat_at_a_time,
-                             mem.split_n, mem.split_k)
-                fused = shapes.get(fused_key)
+                fused_key = (k, mem.one_repeat_at_a_time, mem.split_n, mem.split_k)
+                fused = fused_shapes.get(fused_key)
                 if fused is None:
-                    fused = shapes[fused_key] = _gemm_shape(
-                        node, hw, scalesim_compat, mem.one_repeat_at_a_time, mem.split_n,
-                        mem.split_k)
-                # A repeat or a chunk is no larger than the whole: its smallest tiles fit.
-                assert not isinstance(fused, str)
+                    fused = _gemm_shape(node, hw, scalesim_compat, mem.one_repeat_at_a_time,
+                                        mem.split_n, mem.split_k)
+                    # A repeat or a chunk is no larger than the whole: its smallest tiles fit.
+                    assert not isinstance(fused, str)
+                    fused_shapes[fused_key] = fused
                 shape = fused
-            key = (id(shape), mem)
-            traffic = traffic_cache.get(key)
-            if traffic is None:
-                traffic = traffic_cache[key] = _gemm_traffic(node, shape, mem, hw,
-                                                             weights_resident)
-            layer = cache.get(key + (node.weight_density,))
-            if layer is None:
-                layer = cache[key + (node.weight_density,)] = LayerResult(
-                    node.name, *_gemm_fields(node, shape, traffic, mem, hw, energy))
-        layers.append(layer if layer.name == node.name else _renamed(layer, node.name))
-    frozen = tuple(layers)
-    return SimResult(graph.name, hw.name, frozen, _totals(frozen, hw, area_mm2), True, "",
-                     area_breakdown, placement,
+            by_density = gemm_layers.get((id(shape), mem))
+            if by_density is None:
+                traffic = _gemm_traffic(node, shape, mem, hw, weights_resident)
+                layer = LayerResult(node.name,
+                                    *_gemm_fields(node, shape, traffic, mem, hw, energy))
+                by_density = gemm_layers[(id(shape), mem)] = {
+                    node.weight_density: (layer, _summary(layer))}
+            entry = by_density.get(node.weight_density)
+            if entry is None:
+                layer = _at_density(next(iter(by_density.values()))[0], node, shape, hw,
+                                    energy)
+                entry = by_density[node.weight_density] = layer, _summary(layer)
+        layer, summary = entry
+        layers.append(layer if layer.name == node.name else _replaced(layer, name=node.name))
+        summaries.append(summary)
+    return SimResult(graph.name, hw.name, tuple(layers), _totals(summaries, hw, area_mm2), True,
+                     "", area_breakdown, placement,
                      math.ceil(state.size_bytes - 1e-9) if state is not None else 0)
+
+
+class _Layout(NamedTuple):
+    """What ``simulate`` reads of a graph's nodes at every design point, found once per graph
+    (kept in ``Graph.derived``). ``gemm_firsts``: the first node of each distinct GEMM shape (the
+    fields a GEMM's cost depends on, but its weight density), in node order; ``gemm_slot``: per
+    node, its shape's index there (-1 for a vector op). ``vector_firsts`` / ``vector_slot``: the
+    same for vector ops by (op, elements, count, row length), which fix their cost under a
+    plan. ``weight_gemms``: per
+    GEMM with a weight operand, in node order, (shape index, count)."""
+
+    gemm_firsts: tuple[GemmNode, ...]
+    gemm_slot: tuple[int, ...]
+    vector_firsts: tuple[VectorNode, ...]
+    vector_slot: tuple[int, ...]
+    weight_gemms: tuple[tuple[int, int], ...]
+
+
+def _layout(graph: Graph) -> _Layout:
+    layout = graph.derived.get("sim.layout")
+    if layout is None:
+        gemm_index: dict[tuple, int] = {}
+        vector_index: dict[tuple[str, int, int, int], int] = {}
+        gemm_firsts: list[GemmNode] = []
+        vector_firsts: list[VectorNode] = []
+        gemm_slot: list[int] = []
+        vector_slot: list[int] = []
+        weight_gemms: list[tuple[int, int]] = []
+        for node in graph.nodes:
+            if isinstance(node, VectorNode):
+                k = vector_index.setdefault(
+                    (node.vector_op, node.elements, node.count, node.row_length),
+                    len(vector_firsts))
+                if k == len(vector_firsts):
+                    vector_firsts.append(node)
+                gemm_slot.append(-1)
+                vector_slot.append(k)
+                continue
+            k = gemm_index.setdefault(
+                (node.m, node.k, node.n, node.count, node.weight_bits, node.act_bits,
+                 node.sparsity, node.weight_is_activation), len(gemm_firsts))
+            if k == len(gemm_firsts):
+                gemm_firsts.append(node)
+            gemm_slot.append(k)
+            vector_slot.append(-1)
+            if not node.weight_is_activation:
+                weight_gemms.append((k, node.count))
+        layout = graph.derived["sim.layout"] = _Layout(
+            tuple(gemm_firsts), tuple(gemm_slot), tuple(vector_firsts), tuple(vector_slot),
+            tuple(weight_gemms))
+    assert isinstance(layout, _Layout)
+    return layout
