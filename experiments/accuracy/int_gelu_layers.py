@@ -27,13 +27,13 @@ from accelsim.accuracy.runs import trained_model
 from accelsim.compress.export import export_int_model
 from accelsim.errors import AccelsimError
 from accelsim.ref import execute, vector_ops
+from accelsim.ref.chip import sqnr_db_of_sums
 from accelsim.ref.int_mode import gelu_shift
 from accelsim.tasks import get_task
 
 
 def _sqnr_db(ours: np.ndarray, exact: np.ndarray) -> float:
-    noise = float(np.square(ours - exact).sum())
-    return math.inf if noise == 0 else 10 * math.log10(float(np.square(exact).sum()) / noise)
+    return sqnr_db_of_sums(float(np.square(exact).sum()), float(np.square(ours - exact).sum()))
 
 
 def main(argv: list[str] | None = None) -> int:
