@@ -347,17 +347,12 @@ def _convert(hint: Any, fld: dataclasses.Field, value: object, source: str, path
     if hint is str:
         if not isinstance(value, str):
             raise AccelsimError(f"{source}: {path}: {value!r} is not a string")
-        choices = fld.metadata.get("choices")
-        if choices and value not in choices:
-            raise AccelsimError(f"{source}: {path}: {value!r} is not one of {', '.join(choices)}")
+        _check_choice(fld, value, source, path)
         return value
     if hint is int:
         if not isinstance(value, int) or isinstance(value, bool):
             raise AccelsimError(f"{source}: {path}: {value!r} is not an integer")
-        choices = fld.metadata.get("choices")
-        if choices and value not in choices:
-            raise AccelsimError(f"{source}: {path}: {value!r} is not one of "
-                                f"{', '.join(map(str, choices))}")
+        _check_choice(fld, value, source, path)
     elif hint is float:
         if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(
             value
@@ -368,6 +363,13 @@ def _convert(hint: Any, fld: dataclasses.Field, value: object, source: str, path
         raise TypeError(f"no converter for {hint!r} at {path}")
     _check_range(fld, value, source, path)
     return value
+
+
+def _check_choice(fld: dataclasses.Field, value: object, source: str, path: str) -> None:
+    choices = fld.metadata.get("choices")
+    if choices and value not in choices:
+        raise AccelsimError(f"{source}: {path}: {value!r} is not one of "
+                            f"{', '.join(map(str, choices))}")
 
 
 def _check_range(fld: dataclasses.Field, value: float, source: str, path: str) -> None:

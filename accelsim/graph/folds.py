@@ -14,7 +14,8 @@ reference executes:
   an input. LayerNorm, GELU and softmax always run on the chip (a float input is converted).
 
 :func:`integer_datapath_graph` removes those nodes and rewires their readers: a folded score op's
-readers read the ``QK^T`` GEMM, a host op's readers read a model input.
+readers read the ``QK^T`` GEMM, a host op's readers read a model input; :func:`on_integer_datapath`
+keeps its result with the graph.
 """
 
 from __future__ import annotations
@@ -87,3 +88,12 @@ def integer_datapath_graph(graph: Graph) -> Graph:
         rewired = tuple(reads(s) for s in sources[i])
         kept.append(node if rewired == node.inputs else dataclasses.replace(node, inputs=rewired))
     return Graph(graph.name, tuple(kept), dict(graph.input_shape))
+
+
+def on_integer_datapath(graph: Graph) -> Graph:
+    """:func:`integer_datapath_graph` of ``graph``, computed once and kept in ``graph.derived``:
+    a sweep simulates one graph at many design points."""
+    folded = graph.derived.get(__name__)
+    if not isinstance(folded, Graph):
+        folded = graph.derived[__name__] = integer_datapath_graph(graph)
+    return folded

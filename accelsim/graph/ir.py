@@ -211,14 +211,6 @@ class Graph:
                           tuple(tuple(r) for r in readers))
 
     @cached_property
-    def on_integer_datapath(self) -> Graph:
-        """This graph as an ``int`` vector unit executes it (:mod:`accelsim.graph.folds`), kept
-        with the graph like ``edges``."""
-        from accelsim.graph.folds import integer_datapath_graph  # folds builds on this module
-
-        return integer_datapath_graph(self)
-
-    @cached_property
     def derived(self) -> dict[Hashable, object]:
         """Values a consumer computes from this graph alone, or from it and a few settings, kept
         with the (immutable) graph under a key of the consumer's choosing (include the settings in

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from accelsim.compress.export import IntModel
+from accelsim.graph.folds import integer_datapath_graph
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.ref import oracle
 from accelsim.ref.datapath import Datapath
@@ -116,7 +117,7 @@ def check_chip(model: nn.Module, int_model: IntModel, batches: Sequence[Any],
                      if op in COMPARED_VECTOR_OPS})
     graph = trace_module(model, dict(model_inputs(batches[0])), name="verify")
     if datapath.vector_format == "int":
-        graph = graph.on_integer_datapath
+        graph = integer_datapath_graph(graph)
     return ChipReport(
         datapath=datapath, accumulators=counts.accumulators,
         accumulator_saturations=counts.saturations,

@@ -13,7 +13,7 @@ float64 tensor holding ``q * S`` (one rounding; ``rint(x / S)`` gives ``q`` back
   multiplier ``S / s_a``, per channel with input smoothing);
 * LayerNorm, GELU, the residual add and the attention softmax are ``vector_ops``' I-BERT kernels
   (:class:`IntFormatMode`): LayerNorm to ``LN_OUT_BITS`` signed bits, GELU brought back to its
-  input's resolution by a rounding shift (:func:`gelu_shift`), adds saturated to
+  input's resolution by a rounding shift (:func:`gelu_at_input_resolution`), adds saturated to
   ``RESIDUAL_BITS``, softmax to ``SOFTMAX_OUT_BITS`` unsigned
   bits with the attention scaling folded into its input scale; with ``Datapath.
   gelu_table_segments`` GELU is ``vector_ops.int_gelu_table`` instead, on its input's scale;
@@ -62,13 +62,16 @@ _ADDS = (torch.add, Tensor.add, Tensor.__add__, Tensor.__radd__, Tensor.__iadd__
 _MULS = (torch.mul, Tensor.mul, Tensor.__mul__, Tensor.__rmul__)
 
 
-def gelu_shift(scale: float, scale_out: float) -> int:
-    """The rounding shift that brings ``int_gelu``'s output back to its input's resolution:
-    the largest with ``scale_out * 2^shift <= scale``. Its output scale is finer than the input's
-    by ``2 / |s_erf|``, about twice its erf integer's ``one``: ``2^17`` when that integer keeps
-    its 16 bits, far less at a coarse input scale (0.3: ``|c_int| = 77``, 7 bits). A fixed shift
-    for 16 bits rounded those outputs to zero."""
-    return max(0, math.floor(math.log2(scale / scale_out)))
+def gelu_at_input_resolution(out: tuple[np.ndarray, float],
+                             scale: float) -> tuple[np.ndarray, float]:
+    """``int_gelu``'s output ``(q_out, scale_out)`` rounded back to its input's resolution:
+    shifted right (round half up) by the largest ``shift`` with ``scale_out * 2^shift <= scale``.
+    Its output scale is finer than the input's by ``2 / |s_erf|``, about twice its erf integer's
+    ``one``: ``2^17`` when that integer keeps its 16 bits, far less at a coarse input scale (0.3:
+    ``|c_int| = 78``, 7 bits). A fixed shift for 16 bits rounded those outputs to zero."""
+    q_out, scale_out = out
+    shift = max(0, math.floor(math.log2(scale / scale_out)))
+    return (q_out + (1 << shift >> 1)) >> shift, scale_out * 2**shift
 
 
 class IntTensors:
@@ -208,9 +211,7 @@ class IntFormatMode(HostAwareMode):
             return self.tensors.tensor(*out)
         out = vector_ops.int_gelu(q, scale)
         self._vector("int_gelu", out, {"q": q, "scale": scale}, "gelu", reference)
-        shift = gelu_shift(scale, out[1])
-        shifted = (out[0] + (1 << shift >> 1)) >> shift
-        return self.tensors.tensor(shifted, out[1] * 2**shift)
+        return self.tensors.tensor(*gelu_at_input_resolution(out, scale))
 
     def _channel_mul(self, x: Tensor, constant: Tensor) -> Tensor:
         """An on-chip tensor times a per-channel constant (DINOv2's layer scale): one Q31

@@ -31,6 +31,7 @@ from typing import NamedTuple, TypeVar
 
 from accelsim.errors import AccelsimError
 from accelsim.formats import SPARSE_GROUP
+from accelsim.graph.folds import on_integer_datapath
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.graph.phases import KVCacheTensor
 from accelsim.hw import HwConfig
@@ -479,7 +480,7 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False,
     if hw.vector_unit.format == "int":
         # The integer datapath folds the attention scaling and mask into the softmax and leaves
         # element-wise ops on host tensors to the host: price what it executes.
-        graph = graph.on_integer_datapath
+        graph = on_integer_datapath(graph)
     area_breakdown = area(hw)
     area_mm2 = area_breakdown.total_mm2
     layout = _layout(graph)

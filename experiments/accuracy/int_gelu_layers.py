@@ -7,7 +7,8 @@ Runs one validation batch through the integer reference on the ``int`` vector un
 ``hw_configs/int4_sparse.yaml`` (I-BERT's polynomial GELU) and prints, for every GELU it executes:
 the per-tensor input scale, the range of ``x``, and the SQNR and largest error against the exact
 GELU of the same integer inputs, for I-BERT's kernel as the datapath uses it (its output brought
-back to the input's resolution by ``int_mode.gelu_shift``) and for the 4-segment GELU table.
+back to the input's resolution by ``int_mode.gelu_at_input_resolution``) and for the 4-segment
+GELU table.
 Where a kernel loses accuracy, this says on which layer and at which scale.
 """
 
@@ -28,7 +29,7 @@ from accelsim.compress.export import export_int_model
 from accelsim.errors import AccelsimError
 from accelsim.ref import execute, vector_ops
 from accelsim.ref.chip import sqnr_db_of_sums
-from accelsim.ref.int_mode import gelu_shift
+from accelsim.ref.int_mode import gelu_at_input_resolution
 from accelsim.tasks import get_task
 
 
@@ -63,9 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         q, scale = inputs["q"], float(inputs["scale"])
         x = q * scale
         exact = 0.5 * x * (1 + erf(x / math.sqrt(2.0)))
-        q_out, scale_out = vector_ops.int_gelu(q, scale)
-        shift = gelu_shift(scale, scale_out)
-        polynomial = ((q_out + (1 << shift >> 1)) >> shift) * (scale_out * 2**shift)
+        polynomial = np.multiply(*gelu_at_input_resolution(vector_ops.int_gelu(q, scale), scale))
         table = np.multiply(*vector_ops.int_gelu_table(q, scale, 4))
         print(f"{i:4d}  {scale:11.3g}  [{x.min():8.2f}, {x.max():7.2f}]  "
               f"{_sqnr_db(polynomial, exact):14.1f}  {np.abs(polynomial - exact).max():7.3g}  "

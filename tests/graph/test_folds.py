@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from accelsim.graph.folds import integer_datapath_graph, on_integer_datapath
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.hw import load_hw, with_overrides
 from accelsim.sim import simulate
@@ -32,7 +33,7 @@ def _attention_block() -> Graph:
 
 
 def test_scores_fold_into_the_softmax_and_host_ops_leave_the_chip():
-    folded = _attention_block().on_integer_datapath
+    folded = integer_datapath_graph(_attention_block())
     assert [n.name for n in folded.nodes] == ["ln", "q", "k", "scores", "softmax", "pv",
                                               "residual"]
     inputs = {n.name: n.inputs for n in folded.nodes}
@@ -49,7 +50,7 @@ def test_a_host_conv_output_stays_on_the_host_until_a_chip_op_reads_it():
         VectorNode("after", vector_op="add", elements=512, inputs=("gelu", "")),
         GemmNode("fc", 16, 32, 32, inputs=("after",)),
     ))
-    folded = graph.on_integer_datapath
+    folded = integer_datapath_graph(graph)
     assert [n.name for n in folded.nodes] == ["patch", "gelu", "after", "fc"]
     assert folded.nodes[1].inputs == ("",)
 
@@ -57,7 +58,7 @@ def test_a_host_conv_output_stays_on_the_host_until_a_chip_op_reads_it():
 def test_a_graph_with_nothing_to_fold_is_itself():
     graph = Graph("plain", (GemmNode("fc", 4, 8, 8, inputs=("",)),
                             VectorNode("act", vector_op="gelu", elements=32, inputs=("fc",))))
-    assert graph.on_integer_datapath is graph
+    assert integer_datapath_graph(graph) is graph
 
 
 def test_the_int_vector_unit_prices_only_what_it_executes():
@@ -67,4 +68,4 @@ def test_the_int_vector_unit_prices_only_what_it_executes():
     on_int = simulate(graph, with_overrides(hw, {"vector_unit.format": "int"}))
     assert [layer.name for layer in on_fp16.layers] == [n.name for n in graph.nodes]
     assert [layer.name for layer in on_int.layers] == [
-        n.name for n in graph.on_integer_datapath.nodes]
+        n.name for n in on_integer_datapath(graph).nodes]

@@ -15,7 +15,7 @@ from accelsim.errors import AccelsimError
 from accelsim.ref import kernels
 from accelsim.ref import vector_ops as V
 from accelsim.ref.codes import quantize, quantize_multiplier
-from accelsim.ref.int_mode import gelu_shift
+from accelsim.ref.int_mode import gelu_at_input_resolution
 
 SETTINGS = settings(max_examples=40, deadline=None)
 TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -198,14 +198,14 @@ def test_int_gelu_error_against_exact_gelu(scale, bound):
 @pytest.mark.parametrize("scale", [1e-4, 1e-2, 0.05, 0.3])
 def test_int_gelu_shifted_back_to_its_input_resolution_keeps_its_values(scale):
     """The int datapath brings I-BERT's GELU output back to its input's resolution
-    (int_mode.gelu_shift); at coarse scales the erf integer has few bits, and a shift fixed for
-    16 of them rounded every output to 0 (scale 0.3: 7 bits)."""
+    (int_mode.gelu_at_input_resolution); at coarse scales the erf integer has few bits, and a
+    shift fixed for 16 of them rounded every output to 0 (scale 0.3: 7 bits)."""
     q = np.arange(-round(6 / scale), round(6 / scale) + 1, dtype=np.int64)
     q_out, scale_out = V.int_gelu(q, scale)
-    shift = gelu_shift(scale, scale_out)
-    step = scale_out * 2**shift
+    q_back, step = gelu_at_input_resolution((q_out, scale_out), scale)
     assert scale / 2 < step <= scale
-    shifted = ((q_out + (1 << shift >> 1)) >> shift) * step
+    assert math.log2(step / scale_out) == round(math.log2(step / scale_out))  # a shift
+    shifted = q_back * step
     kernel_error = np.abs(q_out * scale_out - _gelu(q * scale)).max()
     assert np.abs(shifted - _gelu(q * scale)).max() <= kernel_error + step / 2 + 1e-12
 
