@@ -12,7 +12,8 @@ float64 tensor holding ``q * S`` (one rounding; ``rint(x / S)`` gives ``q`` back
 * a quantizer reading an integer tensor requantizes it in integers (``kernels.requantize``,
   multiplier ``S / s_a``, per channel with input smoothing);
 * LayerNorm, GELU, the residual add and the attention softmax are ``vector_ops``' I-BERT kernels
-  (:class:`IntFormatMode`): LayerNorm to ``LN_OUT_BITS`` signed bits, GELU brought back to its
+  (:class:`IntFormatMode`): LayerNorm (and GroupNorm, the same kernel per group) to
+  ``LN_OUT_BITS`` signed bits, GELU brought back to its
   input's resolution by a rounding shift (:func:`gelu_at_input_resolution`), adds saturated to
   ``RESIDUAL_BITS``, softmax to ``SOFTMAX_OUT_BITS`` unsigned
   bits with the attention scaling folded into its input scale; with ``Datapath.
@@ -122,6 +123,8 @@ class IntFormatMode(HostAwareMode):
     def on_chip(self, func: Any, args: tuple, kwargs: dict) -> Any:
         if func is F.layer_norm:
             return self._layer_norm(*args, **kwargs)
+        if func is F.group_norm:
+            return self._group_norm(*args, **kwargs)
         if func is F.gelu and len(args) == 1 and kwargs.get("approximate", "none") == "none":
             return self._gelu(args[0])
         tensors = [a for a in args if isinstance(a, Tensor)]
@@ -197,6 +200,26 @@ class IntFormatMode(HostAwareMode):
                                              "beta": beta, "out_bits": LN_OUT_BITS, "eps": eps},
                      "layernorm", reference)
         return self.tensors.tensor(out[0].reshape(q.shape), out[1])
+
+    def _group_norm(self, x: Tensor, num_groups: int, weight: Tensor | None = None,
+                    bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+        """wav2vec2's feature-encoder GroupNorm: ``vector_ops.int_group_norm``, the LayerNorm
+        kernel over each group (the graph prices it as a LayerNorm of the same elements)."""
+        q, scale = self.tensors.ints(x)
+        channels = q.shape[1]
+        gamma = np.ones(channels) if weight is None else weight.detach().double().numpy()
+        beta = np.zeros(channels) if bias is None else bias.detach().double().numpy()
+        reference = F.group_norm(torch.from_numpy(q * scale), num_groups,
+                                 None if weight is None else weight.double(),
+                                 None if bias is None else bias.double(), eps).numpy()
+        if "layer_norm" in self.exact_kernels:
+            return self._exact("layernorm", reference)
+        out = vector_ops.int_group_norm(q, scale, num_groups, gamma, beta, LN_OUT_BITS, eps)
+        self._vector("int_group_norm", out, {"q": q, "scale": scale, "groups": num_groups,
+                                             "gamma": gamma, "beta": beta,
+                                             "out_bits": LN_OUT_BITS, "eps": eps},
+                     "layernorm", reference)
+        return self.tensors.tensor(*out)
 
     def _gelu(self, x: Tensor) -> Tensor:
         q, scale = self.tensors.ints(x)

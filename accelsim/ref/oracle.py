@@ -418,6 +418,48 @@ def int_layer_norm(q: np.ndarray, scale: float, gamma: np.ndarray, beta: np.ndar
     return np.array(out, dtype=np.int64).reshape(shape), out_scale
 
 
+def int_group_norm(q: np.ndarray, scale: float, groups: int, gamma: np.ndarray,
+                   beta: np.ndarray, out_bits: int, eps: float = 0.0,
+                   out_scale: float | None = None) -> tuple[np.ndarray, float]:
+    """Integer GroupNorm (vector_ops.int_group_norm's spec): per example and group, the
+    LayerNorm kernel over the group's channels and positions, each element with its channel's
+    multiplier, one shift and output scale for all channels."""
+    shape = np.shape(q)
+    batch, channels = shape[0], shape[1]
+    positions = int(np.prod(shape[2:], dtype=np.int64))
+    per_group = channels // groups
+    n = per_group * positions
+    g = np.asarray(gamma, dtype=np.float64).tolist()
+    bt = np.asarray(beta, dtype=np.float64).tolist()
+    qmax = 2 ** (out_bits - 1) - 1
+    s_norm = math.sqrt(n) / 2**30
+    if out_scale is None:
+        bound = max(abs(v) for v in g) * math.sqrt(n) + max(abs(v) for v in bt)
+        out_scale = max(bound, float(np.finfo(np.float32).tiny)) / qmax
+    ratios = [v * s_norm / out_scale for v in g]
+    shift = 62
+    while any(abs(math.floor(r * 2**shift + 0.5)) >= 2**31 for r in ratios):
+        shift -= 1
+    multipliers = [math.floor(r * 2**shift + 0.5) for r in ratios]
+    beta_int = [math.floor(v / out_scale + 0.5) for v in bt]
+    eps_int = math.floor(eps * n / scale**2)
+    values = np.asarray(q, dtype=np.int64).reshape(batch, channels, positions).tolist()
+    out = [[[0] * positions for _ in range(channels)] for _ in range(batch)]
+    for b in range(batch):
+        for group in range(groups):
+            members = range(group * per_group, (group + 1) * per_group)
+            row = [v for c in members for v in values[b][c]]
+            mean = (2 * sum(row) + n) // (2 * n)
+            std = math.isqrt(sum((v - mean) ** 2 for v in row) + eps_int)
+            recip = 2**61 // max(std, 1)
+            for c in members:
+                for t, v in enumerate(values[b][c]):
+                    norm = ((v - mean) * recip) >> 31
+                    scaled = ((norm * multipliers[c] + (1 << (shift - 1))) >> shift) + beta_int[c]
+                    out[b][c][t] = min(max(scaled, -qmax - 1), qmax)
+    return np.array(out, dtype=np.int64).reshape(shape), out_scale
+
+
 def int_add(qa: np.ndarray, scale_a: float | np.ndarray, qb: np.ndarray,
             scale_b: float | np.ndarray, out_bits: int,
             out_scale: float | None = None) -> tuple[np.ndarray, float]:
@@ -470,6 +512,7 @@ OPS = {
     "int_gelu_table": (int_gelu_table, ("q",), _last_axis_rows),
     "int_softmax": (int_softmax, ("q", "keep"), _last_axis_rows),
     "int_layer_norm": (int_layer_norm, ("q",), _last_axis_rows),
+    "int_group_norm": (int_group_norm, ("q",), _leading_rows),
     "int_add": (int_add, ("qa", "qb"), _last_axis_rows),
 }
 

@@ -711,19 +711,65 @@ def int_layer_norm(q: np.ndarray, scale: float, gamma: np.ndarray, beta: np.ndar
     reciprocal exact to 2^-29 relative for any std below 2^32. An all-equal row (``var = 0``)
     outputs ``beta_c``. Returns ``(q_out, s_out)``.
     """
-    scale = _check_scale("int_layer_norm", scale)
-    out_bits = _check_out_bits("int_layer_norm", out_bits, 2, 32)
     q64 = _as_int64("int_layer_norm", q)
-    _check_magnitude("int_layer_norm", q64, INT_MAX_BITS)
     n = q64.shape[-1]
     gamma64 = np.broadcast_to(np.asarray(gamma, dtype=np.float64), (n,))
     beta64 = np.broadcast_to(np.asarray(beta, dtype=np.float64), (n,))
+    return _int_normalize("int_layer_norm", q64, scale, gamma64, beta64, out_bits, eps, out_scale)
+
+
+def int_group_norm(q: np.ndarray, scale: float, groups: int, gamma: np.ndarray,
+                   beta: np.ndarray, out_bits: int, eps: float = 0.0,
+                   out_scale: float | None = None) -> tuple[np.ndarray, float]:
+    """Integer GroupNorm of ``q`` shaped ``(batch, channels, *positions)``: each example's
+    ``groups`` groups of ``channels / groups`` consecutive channels are normalized over their
+    channels and positions together, then scaled and shifted per channel (``gamma``, ``beta``
+    of length ``channels``). It is :func:`int_layer_norm`'s kernel on rows of one group's
+    ``n = channels / groups * positions`` elements, with each element's ``M_c`` and ``beta_c``
+    those of its channel; the constants (``s_out``, one ``sh`` for every channel) are derived
+    from all channels at once, so the output is one tensor on one scale. Returns
+    ``(q_out, s_out)``, ``q_out`` shaped like ``q``.
+    """
+    q64 = _as_int64("int_group_norm", q)
+    if q64.ndim < 2:
+        raise AccelsimError(f"int_group_norm: q of shape {q64.shape}; allowed: (batch, channels, "
+                            "*positions)")
+    channels = q64.shape[1]
+    if not isinstance(groups, int | np.integer) or groups < 1 or channels % groups:
+        raise AccelsimError(f"int_group_norm: groups={groups!r}; allowed: a divisor of the "
+                            f"{channels} channels")
+    positions = math.prod(q64.shape[2:])
+    per_group = channels // groups
+
+    def by_group(values: np.ndarray, name: str) -> np.ndarray:
+        per_channel = np.asarray(values, dtype=np.float64)
+        if per_channel.shape != (channels,):
+            raise AccelsimError(f"int_group_norm: {name} of shape {per_channel.shape}; allowed: "
+                                f"one value per channel ({channels},)")
+        return np.repeat(per_channel.reshape(groups, per_group), positions, axis=1)
+
+    rows = q64.reshape(q64.shape[0], groups, per_group * positions)
+    out, s_out = _int_normalize("int_group_norm", rows, scale, by_group(gamma, "gamma"),
+                                by_group(beta, "beta"), out_bits, eps, out_scale)
+    return out.reshape(q64.shape), s_out
+
+
+def _int_normalize(name: str, q64: np.ndarray, scale: float, gamma64: np.ndarray,
+                   beta64: np.ndarray, out_bits: int, eps: float,
+                   out_scale: float | None) -> tuple[np.ndarray, float]:
+    """:func:`int_layer_norm`'s kernel over the last axis of ``q64``; ``gamma64`` and ``beta64``
+    are broadcast against ``q64``'s trailing axes (one per element of a row, or per row and
+    element for a GroupNorm)."""
+    scale = _check_scale(name, scale)
+    out_bits = _check_out_bits(name, out_bits, 2, 32)
+    _check_magnitude(name, q64, INT_MAX_BITS)
+    n = q64.shape[-1]
     qmax = 2 ** (out_bits - 1) - 1
     s_norm = math.sqrt(n) / 2**30
     if out_scale is None:
         bound = float(np.abs(gamma64).max()) * math.sqrt(n) + float(np.abs(beta64).max())
         out_scale = max(bound, np.finfo(np.float32).tiny) / qmax
-    s_out = _check_scale("int_layer_norm.out_scale", out_scale)
+    s_out = _check_scale(f"{name}.out_scale", out_scale)
     ratio = gamma64 * s_norm / s_out
     largest = float(np.abs(ratio).max())
     shift = 62 if largest == 0 else min(62, 30 - math.floor(math.log2(largest)))
@@ -731,7 +777,7 @@ def int_layer_norm(q: np.ndarray, scale: float, gamma: np.ndarray, beta: np.ndar
         shift -= 1
     if shift < 1:
         raise AccelsimError(
-            f"int_layer_norm: out_scale={s_out!r} is too fine for max|gamma|="
+            f"{name}: out_scale={s_out!r} is too fine for max|gamma|="
             f"{float(np.abs(gamma64).max())!r}; allowed: max|gamma| * sqrt(n) / 2^30 / out_scale "
             "< 2^30"
         )
@@ -744,7 +790,7 @@ def int_layer_norm(q: np.ndarray, scale: float, gamma: np.ndarray, beta: np.ndar
     y = q64 - mean
     if y.size and n * int(np.abs(y).max()) ** 2 + eps_int >= 2**63:
         raise AccelsimError(
-            f"int_layer_norm: n={n} values with max|q - mean|={int(np.abs(y).max())} overflow "
+            f"{name}: n={n} values with max|q - mean|={int(np.abs(y).max())} overflow "
             "the int64 variance; allowed: n * max|q - mean|^2 < 2^63"
         )
     var = (y * y).sum(axis=-1, keepdims=True) + eps_int

@@ -158,6 +158,21 @@ def test_check_chip_orders_formats_and_matches_the_graph(vit):
     assert reports["fp16"].vector_error["layernorm"]["max_abs_err"] > 0
 
 
+def test_int_format_runs_wav2vec2_group_norm_on_the_chip_as_the_graph_prices_it():
+    model = calibrated_w4a4_sp24("wav2vec2_tiny")
+    int_model, batches = export_int_model(model), zoo_batches("wav2vec2_tiny")
+    datapath = Datapath(accumulator_bits=32, vector_format="int")
+    run = execute.run_int_model(model, int_model, batches, datapath=datapath, record_ops=True)
+    norms = [(out, inputs) for kind, out, inputs in run.counts.records
+             if kind == "int_group_norm"]
+    assert norms and run.counts.float_fallbacks == {}
+    assert all(oracle.check_op("int_group_norm", out, inputs, max_rows=1).mismatches == 0
+               for out, inputs in norms)
+    report = chip.check_chip(model, int_model, batches, datapath)
+    assert report.oracle_mismatches == 0 and report.vector_error["layernorm"]["sqnr_db"] > 60
+    assert report.graph_matches, (report.executed, report.graph)
+
+
 def test_verify_hw_reports_saturations_by_accumulator_width(capsys, tmp_path):
     found = {}
     for bits in (10, 32):

@@ -296,6 +296,24 @@ def test_int_layer_norm_equals_oracle(rows, n, seed, in_bits, out_bits, scale, e
 
 
 @SETTINGS
+@given(batch=st.integers(1, 3), groups=st.integers(1, 4), per_group=st.integers(1, 3),
+       positions=st.integers(1, 9), seed=seeds, in_bits=st.sampled_from([8, 16, 24]),
+       eps=st.sampled_from([0.0, 1e-5]), explicit_scale=st.booleans())
+def test_int_group_norm_equals_oracle(batch, groups, per_group, positions, seed, in_bits, eps,
+                                      explicit_scale):
+    rng = np.random.default_rng(seed)
+    channels = groups * per_group
+    q = rng.integers(-(2 ** (in_bits - 1)), 2 ** (in_bits - 1), (batch, channels, positions))
+    gamma = rng.standard_normal(channels) * 0.7
+    beta = rng.standard_normal(channels) * 0.3
+    out_scale = 0.01 if explicit_scale else None
+    ours, s = V.int_group_norm(q, 0.02, groups, gamma, beta, 16, eps, out_scale)
+    theirs, s_oracle = O.int_group_norm(q, 0.02, groups, gamma, beta, 16, eps, out_scale)
+    assert s == s_oracle
+    np.testing.assert_array_equal(ours, theirs)
+
+
+@SETTINGS
 @given(n=st.integers(1, 40), seed=seeds, out_bits=st.sampled_from([8, 16, 24, 32]),
        scales=st.tuples(st.floats(1e-6, 1.0), st.floats(1e-6, 1.0)), explicit=st.booleans())
 def test_int_add_equals_oracle(n, seed, out_bits, scales, explicit):
@@ -352,6 +370,8 @@ def _recorded_ops(rng: np.random.Generator):
                                                               keep=keep)),
         ("int_layer_norm", V.int_layer_norm(q, 1e-3, gamma, beta, 16),
          dict(q=q, scale=1e-3, gamma=gamma, beta=beta, out_bits=16)),
+        ("int_group_norm", V.int_group_norm(q, 1e-3, 3, gamma[:6], beta[:6] + 0.5, 16),
+         dict(q=q, scale=1e-3, groups=3, gamma=gamma[:6], beta=beta[:6] + 0.5, out_bits=16)),
         ("int_add", V.int_add(q, 1e-3, q[0], 4e-3, 12), dict(qa=q, scale_a=1e-3, qb=q[0],
                                                              scale_b=4e-3, out_bits=12)),
     ]

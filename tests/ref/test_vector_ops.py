@@ -3,6 +3,7 @@ half/bfloat16 conversions and arithmetic and against float64; integer (I-BERT) k
 exact integer references and their float counterparts, with the error bounds measured on them."""
 
 import math
+import re
 from fractions import Fraction
 
 import numpy as np
@@ -309,6 +310,34 @@ def test_int_layer_norm_edges():
         V.int_layer_norm(np.tile(q, 3), 1.0, np.ones(9), np.zeros(9), 16)
     with pytest.raises(AccelsimError, match="signed 32-bit"):
         V.int_layer_norm(q * 4, 1.0, np.ones(3), np.zeros(3), 16)
+
+
+def test_int_group_norm_is_layer_norm_per_group_with_channel_affine():
+    rng = np.random.default_rng(11)
+    scale = 8 / 2**23  # 24-bit inputs, as the host converts a float front end's output
+    q = np.round(rng.standard_normal((2, 12, 50)) * 2 / scale).astype(np.int64)
+    gamma, beta = 1 + 0.5 * rng.standard_normal(12), 0.1 * rng.standard_normal(12)
+    out, s = V.int_group_norm(q, scale, 3, gamma, beta, 16, eps=1e-5)
+    exact = torch.nn.functional.group_norm(torch.from_numpy(q * scale), 3,
+                                           torch.from_numpy(gamma), torch.from_numpy(beta),
+                                           1e-5).numpy()
+    assert out.shape == q.shape and np.abs(out * s - exact).max() <= s  # one output step
+    # One channel per group and no affine is LayerNorm over each channel's positions.
+    plain, _ = V.int_group_norm(q, scale, 12, np.ones(12), np.zeros(12), 16)
+    rows, _ = V.int_layer_norm(q, scale, np.ones(50), np.zeros(50), 16)
+    np.testing.assert_array_equal(plain, rows)
+
+
+@pytest.mark.parametrize(("q_shape", "groups", "gamma_size", "message"), [
+    ((2, 6, 4), 4, 6, "groups=4; allowed: a divisor of the 6 channels"),
+    ((2, 6, 4), 0, 6, "groups=0; allowed: a divisor"),
+    ((2, 6, 4), 3, 5, "gamma of shape (5,); allowed: one value per channel (6,)"),
+    ((6,), 3, 6, "q of shape (6,); allowed: (batch, channels, *positions)"),
+])
+def test_int_group_norm_bad_input_is_one_line(q_shape, groups, gamma_size, message):
+    with pytest.raises(AccelsimError, match=re.escape(message)):
+        V.int_group_norm(np.zeros(q_shape, np.int64), 0.01, groups, np.ones(gamma_size),
+                         np.zeros(6), 16)
 
 
 def _round_half_up(value: Fraction) -> int:
