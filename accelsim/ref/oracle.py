@@ -386,14 +386,11 @@ def int_softmax(q: np.ndarray, scale: float, out_bits: int,
     return np.array(out, dtype=np.int64).reshape(shape), 2.0**-out_bits
 
 
-def int_layer_norm(q: np.ndarray, scale: float, gamma: np.ndarray, beta: np.ndarray,
-                   out_bits: int, eps: float = 0.0,
-                   out_scale: float | None = None) -> tuple[np.ndarray, float]:
-    """I-BERT-style integer LayerNorm per row (vector_ops.int_layer_norm's spec)."""
-    shape = np.shape(q)
-    n = shape[-1]
-    g = np.broadcast_to(np.asarray(gamma, dtype=np.float64), (n,)).tolist()
-    bt = np.broadcast_to(np.asarray(beta, dtype=np.float64), (n,)).tolist()
+def _norm_constants(g: list[float], bt: list[float], n: int, scale: float, out_bits: int,
+                    eps: float, out_scale: float | None
+                    ) -> tuple[list[int], list[int], int, int, int, float]:
+    """LayerNorm's compile-time integers (vector_ops.int_layer_norm's docstring): per-channel
+    multipliers and betas, the shift, ``eps_int``, ``qmax`` and the output scale."""
     qmax = 2 ** (out_bits - 1) - 1
     s_norm = math.sqrt(n) / 2**30
     if out_scale is None:
@@ -405,16 +402,35 @@ def int_layer_norm(q: np.ndarray, scale: float, gamma: np.ndarray, beta: np.ndar
         shift -= 1
     multipliers = [math.floor(r * 2**shift + 0.5) for r in ratios]
     beta_int = [math.floor(v / out_scale + 0.5) for v in bt]
-    eps_int = math.floor(eps * n / scale**2)
-    out = []
-    for row in np.asarray(q, dtype=np.int64).reshape(-1, n).tolist():
-        mean = (2 * sum(row) + n) // (2 * n)
-        y = [v - mean for v in row]
-        std = math.isqrt(sum(v * v for v in y) + eps_int)
-        recip = 2**61 // max(std, 1)
-        norm = [(v * recip) >> 31 for v in y]
-        out.append([min(max(((t * m + (1 << (shift - 1))) >> shift) + bi, -qmax - 1), qmax)
-                    for t, m, bi in zip(norm, multipliers, beta_int, strict=True)])
+    return multipliers, beta_int, shift, math.floor(eps * n / scale**2), qmax, out_scale
+
+
+def _normalized(row: list[int], eps_int: int) -> list[int]:
+    """A row's ``(q - mean) * (2^61 // std) >> 31``."""
+    n = len(row)
+    mean = (2 * sum(row) + n) // (2 * n)
+    y = [v - mean for v in row]
+    recip = 2**61 // max(math.isqrt(sum(v * v for v in y) + eps_int), 1)
+    return [(v * recip) >> 31 for v in y]
+
+
+def _affine(norm: int, multiplier: int, beta_int: int, shift: int, qmax: int) -> int:
+    return min(max(((norm * multiplier + (1 << (shift - 1))) >> shift) + beta_int, -qmax - 1), qmax)
+
+
+def int_layer_norm(q: np.ndarray, scale: float, gamma: np.ndarray, beta: np.ndarray,
+                   out_bits: int, eps: float = 0.0,
+                   out_scale: float | None = None) -> tuple[np.ndarray, float]:
+    """I-BERT-style integer LayerNorm per row (vector_ops.int_layer_norm's spec)."""
+    shape = np.shape(q)
+    n = shape[-1]
+    g = np.broadcast_to(np.asarray(gamma, dtype=np.float64), (n,)).tolist()
+    bt = np.broadcast_to(np.asarray(beta, dtype=np.float64), (n,)).tolist()
+    multipliers, beta_int, shift, eps_int, qmax, out_scale = _norm_constants(
+        g, bt, n, scale, out_bits, eps, out_scale)
+    out = [[_affine(t, m, bi, shift, qmax)
+            for t, m, bi in zip(_normalized(row, eps_int), multipliers, beta_int, strict=True)]
+           for row in np.asarray(q, dtype=np.int64).reshape(-1, n).tolist()]
     return np.array(out, dtype=np.int64).reshape(shape), out_scale
 
 
@@ -428,35 +444,18 @@ def int_group_norm(q: np.ndarray, scale: float, groups: int, gamma: np.ndarray,
     batch, channels = shape[0], shape[1]
     positions = int(np.prod(shape[2:], dtype=np.int64))
     per_group = channels // groups
-    n = per_group * positions
-    g = np.asarray(gamma, dtype=np.float64).tolist()
-    bt = np.asarray(beta, dtype=np.float64).tolist()
-    qmax = 2 ** (out_bits - 1) - 1
-    s_norm = math.sqrt(n) / 2**30
-    if out_scale is None:
-        bound = max(abs(v) for v in g) * math.sqrt(n) + max(abs(v) for v in bt)
-        out_scale = max(bound, float(np.finfo(np.float32).tiny)) / qmax
-    ratios = [v * s_norm / out_scale for v in g]
-    shift = 62
-    while any(abs(math.floor(r * 2**shift + 0.5)) >= 2**31 for r in ratios):
-        shift -= 1
-    multipliers = [math.floor(r * 2**shift + 0.5) for r in ratios]
-    beta_int = [math.floor(v / out_scale + 0.5) for v in bt]
-    eps_int = math.floor(eps * n / scale**2)
+    multipliers, beta_int, shift, eps_int, qmax, out_scale = _norm_constants(
+        np.asarray(gamma, dtype=np.float64).tolist(), np.asarray(beta, dtype=np.float64).tolist(),
+        per_group * positions, scale, out_bits, eps, out_scale)
     values = np.asarray(q, dtype=np.int64).reshape(batch, channels, positions).tolist()
-    out = [[[0] * positions for _ in range(channels)] for _ in range(batch)]
-    for b in range(batch):
+    out = []
+    for example in values:
         for group in range(groups):
             members = range(group * per_group, (group + 1) * per_group)
-            row = [v for c in members for v in values[b][c]]
-            mean = (2 * sum(row) + n) // (2 * n)
-            std = math.isqrt(sum((v - mean) ** 2 for v in row) + eps_int)
-            recip = 2**61 // max(std, 1)
-            for c in members:
-                for t, v in enumerate(values[b][c]):
-                    norm = ((v - mean) * recip) >> 31
-                    scaled = ((norm * multipliers[c] + (1 << (shift - 1))) >> shift) + beta_int[c]
-                    out[b][c][t] = min(max(scaled, -qmax - 1), qmax)
+            norm = _normalized([v for c in members for v in example[c]], eps_int)
+            out.extend(_affine(t, multipliers[c], beta_int[c], shift, qmax)
+                       for c, t in zip((c for c in members for _ in range(positions)), norm,
+                                       strict=True))
     return np.array(out, dtype=np.int64).reshape(shape), out_scale
 
 
