@@ -245,12 +245,13 @@ def apply_recipe(model: nn.Module, recipe: Recipe, *, for_trace: bool = False) -
     stage 1. A float recipe (``weight_bits: 32``) leaves the model untouched.
 
     ``for_trace`` builds the model for tracing only (``graph.workload``; only where
-    :func:`clips_only_calibration` holds): each QuantLinear calls
-    :meth:`QuantLinear.release_weights` once in place, which frees its float original too, so
-    the peak memory is the float model's, not float plus compressed copy; and it is built
-    without drawing the default init that its copied weights overwrite (the draw only advances
-    the RNG stream, which a training run reads next and a trace does not). The model can then
-    be calibrated on no batches and traced, not run on data.
+    :func:`clips_only_calibration` holds): each QuantLinear is built by
+    :meth:`QuantLinear.released_from_linear`, on the meta device with the precision of its
+    real codes, and replaces (so frees) its float original at once, so the peak memory is the
+    float model's, not float plus compressed copy; nothing is drawn for the default init that
+    copied weights would overwrite (the draw only advances the RNG stream, which a training run
+    reads next and a trace does not). The model can then be calibrated on no batches and
+    traced, not run on data.
     """
     family = model_family(model)
     # A recipe's families list the encoder families it covers: its default is saved with every
@@ -302,15 +303,14 @@ def _swap_linears(model: nn.Module, recipe: Recipe, names: list[str], extras: li
         one_shot = (sparse and recipe.pruning != "gradual" and recipe.mask_score == "magnitude"
                     and not smoothed)
         act_bits = recipe.act_bits_by_site.get(site, recipe.act_bits) if site else recipe.act_bits
-        qlinear = QuantLinear.from_linear(
+        build = QuantLinear.released_from_linear if release else QuantLinear.from_linear
+        qlinear = build(
             linear, weight_bits=recipe.weight_bits, act_bits=act_bits,
             grid=recipe.weight_grid, granularity=recipe.weight_granularity,
             scale_method=recipe.weight_scale_method, act_mode=recipe.act_quantizer,
             sparse=sparse, learn_pruned=recipe.pruning == "sr_ste", smoothed=smoothed,
             mask=mask_2_4(linear.weight) if one_shot else None)
         _set_submodule(model, name, qlinear)
-        if release:
-            qlinear.release_weights()
     return dense
 
 

@@ -402,7 +402,7 @@ class QuantLinear(nn.Linear):
         if self.learn_pruned:
             self.register_buffer("input_norm", torch.ones(in_features))
         self._frozen_weight: Tensor | None = None  # see frozen_quantizers
-        self._released_precision: GemmPrecision | None = None  # see release_weights
+        self._released_precision: GemmPrecision | None = None  # see released_from_linear
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, *, mask: Tensor | None = None,
@@ -453,6 +453,10 @@ class QuantLinear(nn.Linear):
         if self._released_precision is not None:
             return self._released_precision
         codes, _ = self.export_codes()
+        return self._precision_of(codes)
+
+    def _precision_of(self, codes: Tensor) -> GemmPrecision:
+        """The precision a trace reads, from this layer's weight ``codes``."""
         density = float((codes != 0).float().mean())
         return GemmPrecision(
             weight_bits=self.weight_quant.bits,
@@ -461,15 +465,29 @@ class QuantLinear(nn.Linear):
             weight_density=density,
         )
 
-    def release_weights(self) -> None:
-        """Keep what a trace reads and free the rest: the precision is fixed from the real codes
-        now, and every tensor moves to the meta device (shapes without memory). A compressed
-        model built for tracing releases each layer as soon as it is built, so a large model's
-        compressed copy (weights and 2:4 masks) never exists whole; the layer cannot compute
-        on data afterwards."""
-        precision = self.accelsim_precision
-        self.to("meta")
-        self._released_precision = precision
+    @classmethod
+    @torch.no_grad()
+    def released_from_linear(cls, linear: nn.Linear, *, mask: Tensor | None = None,
+                             **kwargs: object) -> QuantLinear:
+        """What ``from_linear(linear, mask=mask, **kwargs)`` is for a trace: the layer on the
+        meta device (shapes without memory; it cannot compute on data) holding the precision of
+        the real codes. A compressed model built for tracing releases each layer as it is built,
+        so a large model's compressed copy never exists whole; building it on the meta device
+        skips the copy of the weight and mask that would only be freed, and the masked weight
+        is computed once, for both the SAWB step and the codes (a cold ViT-B/16 graph build
+        computed it twice per layer; benchmarks/README.md, bench_startup)."""
+        with torch.device("meta"):
+            q = cls(linear.in_features, linear.out_features, linear.bias is not None, **kwargs)
+        if mask is not None and q.weight_mask is None:
+            raise ValueError("released_from_linear: a mask needs sparse=True")
+        weight = linear.weight.detach()
+        masked = weight if mask is None else weight * mask
+        # The step is the one real tensor the codes need: fill it as from_linear would.
+        weight_quant = q.weight_quant.to_empty(device=weight.device)
+        weight_quant.init_step(masked)
+        q._released_precision = q._precision_of(weight_quant.export_codes(masked)[0])
+        weight_quant.to("meta")
+        return q
 
 
 @contextlib.contextmanager

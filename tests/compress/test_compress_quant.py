@@ -17,6 +17,7 @@ from accelsim.compress.quant import (
     round_ste,
     sawb_clip,
 )
+from accelsim.compress.sparsity import mask_2_4
 
 
 def test_quantize_codes_rounds_half_to_even_with_true_division() -> None:
@@ -207,6 +208,33 @@ def test_quant_linear_precision_reflects_real_codes() -> None:
     assert (p.weight_bits, p.act_bits, p.sparsity) == (4, 8, "dense")
     codes, _ = q.export_codes()
     assert p.weight_density == pytest.approx(float((codes != 0).float().mean()))
+
+
+@pytest.mark.parametrize("grid", ["zero_preserving", "twos_complement", "no_zero"])
+@pytest.mark.parametrize(("granularity", "method"), [("per_channel", "sawb"),
+                                                     ("per_tensor", "lsq")])
+@pytest.mark.parametrize("mask", ["none", "2:4", "sparse_unmasked", "sr_ste"])
+def test_released_from_linear_holds_from_linears_precision_on_the_meta_device(
+        grid, granularity, method, mask) -> None:
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(32, 12)
+    kwargs = {"weight_bits": 4, "act_bits": 8, "grid": grid, "granularity": granularity,
+              "scale_method": method, "sparse": mask != "none",
+              "learn_pruned": mask == "sr_ste"}
+    weights = mask_2_4(lin.weight) if mask in ("2:4", "sr_ste") else None
+    built = QuantLinear.from_linear(lin, mask=weights, **kwargs)
+    released = QuantLinear.released_from_linear(lin, mask=weights, **kwargs)
+    assert released.accelsim_precision == built.accelsim_precision
+    assert all(t.is_meta for t in (*released.parameters(), *released.buffers()))
+    assert [(n, t.shape) for n, t in released.state_dict().items()] == [
+        (n, t.shape) for n, t in built.state_dict().items()]
+    assert lin.weight.device.type == "cpu"  # the original is left as it was
+
+
+def test_released_from_linear_mask_without_sparse_is_an_error() -> None:
+    with pytest.raises(ValueError, match="needs sparse=True"):
+        QuantLinear.released_from_linear(torch.nn.Linear(8, 4), weight_bits=4, act_bits=4,
+                                         mask=torch.ones(4, 8))
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 1000, 100_003])
