@@ -74,8 +74,10 @@ def test_every_family_compresses_its_encoder_linears(model):
     graph = workload_graph(model, recipe="w4a4_sp24")
     sparse = [g for g in graph.gemms if g.sparsity == "2:4"]
     assert len(sparse) == 12 and all(g.kind == "linear" and g.weight_bits == 4 for g in sparse)
-    # front ends (patch embedding, conv feature encoders) stay float: the hardware default
-    assert all(g.weight_bits is None for g in graph.gemms if g.kind == "conv")
+    # front ends (patch embedding, conv feature encoders) stay float, run by the host
+    assert all(g.weight_bits is None and g.on_host for g in graph.gemms if g.kind == "conv")
+    assert all(g.on_host == (g.kind == "conv" or g.weight_bits is None) for g in graph.gemms
+               if not g.weight_is_activation)
 
 
 def test_smoothing_folds_into_the_quantize_step():
