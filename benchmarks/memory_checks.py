@@ -47,9 +47,9 @@ def main() -> int:
 
     graph = workload_model_graph(ModelSpec("vit_b16"), named_recipe("w4a4_sp24"))
     hw = load_hw(REPO / "hw_configs" / "int4_sparse.yaml")
-    weight_bytes = sum(  # the packed weights: 4-bit values + 2-bit indices of the kept half
-        g.k * g.n * g.count * (0.375 if g.sparsity == "2:4" else 0.5)
-        for g in graph.gemms if not g.weight_is_activation)
+    weight_bytes = sum(  # the chip's packed weights: 4-bit values + 2-bit indices of the kept
+        g.k * g.n * g.count * (0.375 if g.sparsity == "2:4" else 0.5)  # half (not the host's)
+        for g in graph.gemms if not (g.weight_is_activation or g.on_host))
     print(f"ViT-B/16 W4A4 + 2:4: {len(graph.nodes)} nodes, packed weights "
           f"{weight_bytes / 1e6:.2f} MB")
     failures = 0

@@ -124,15 +124,19 @@ def phase_graph_from_int_model(phase_graph: PhaseGraph, int_model: IntModel) -> 
     write right after the projection that computes the new positions). Then every linear (the
     LM head included) takes its layer's widths, stored format and measured density, each
     attention matmul its quantizers' widths, and each cache tensor the width of the GEMM operand
-    that reads it.
+    that reads it; the GEMMs of its float layers (a recognizer's convolutional front end) run
+    on the host.
     """
-    from accelsim.graph.intmodel import attention_matmul_bits, matched_linears
+    from accelsim.graph.intmodel import attention_matmul_bits, matched_linears, with_host_layers
     from accelsim.graph.ir import GemmNode
     from accelsim.graph.phases import with_precision
 
     precision = decoder_precision(int_model.recipe)
     nominal = phase_graph if precision is None else with_precision(phase_graph, precision)
-    weight_gemms = [node.name for node in nominal.graph.gemms if not node.weight_is_activation]
+    nominal = dataclasses.replace(nominal, graph=with_host_layers(nominal.graph,
+                                                                  int_model.float_layers))
+    weight_gemms = [node.name for node in nominal.graph.gemms
+                    if not (node.weight_is_activation or node.on_host)]
     matched = matched_linears(nominal.graph, int_model)
     missing = [name for name in weight_gemms if name not in matched]
     if missing:

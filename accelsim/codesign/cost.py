@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from accelsim.codesign.groups import Format, Groups, Templates
+from accelsim.graph.folds import chip_graph
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.hw import HwConfig
 from accelsim.sim import vector
@@ -74,14 +75,20 @@ class CostCache:
         self.templates, self.groups, self.hw = templates, groups, hw
         self.area_mm2 = area(hw).total_mm2
         self._energy = EnergyTable.of(hw, self.area_mm2)
-        base = templates.base
+        # The graph the simulator plans and prices (graph.folds.chip_graph: no host GEMM, and
+        # an int vector unit's folds), its nodes mapped back to the templates' for the groups
+        # (encoder linears, all on the chip) and the densities.
+        base = self._chip = chip_graph(templates.base, hw.vector_unit.format)
         nodes = base.nodes
+        template_index = {node.name: i for i, node in enumerate(templates.base.nodes)}
+        self._template_of = [template_index[node.name] for node in nodes]
+        chip_index = {t: i for i, t in enumerate(self._template_of)}
         self._vector_cycles = [vector.vector_cycles(n, hw) if isinstance(n, VectorNode) else 0
                                for n in nodes]
         self._group_of = [-1] * len(nodes)
         for g, indices in enumerate(groups.members):
             for i in indices:
-                self._group_of[i] = g
+                self._group_of[chip_index[i]] = g
         # What the planner reads that no format changes: the graph's edges, the fusable chains,
         # output elements, the widths vector ops read (plan._tensors recomputes the last three
         # per call).
@@ -114,11 +121,12 @@ class CostCache:
         key = (i, fmt)
         entry = self._entries.get(key)
         if entry is None:
-            base = self.templates.base.nodes[i]
+            base = self._chip.nodes[i]
             assert isinstance(base, GemmNode)
             node = base if fmt is None else GemmNode(
                 base.name, base.m, base.k, base.n, base.count, fmt.weight_bits, fmt.act_bits,
-                fmt.sparsity, self.templates.density[(fmt.weight_bits, fmt.sparse)][i],
+                fmt.sparsity,
+                self.templates.density[(fmt.weight_bits, fmt.sparse)][self._template_of[i]],
                 base.kind, base.weight_is_activation, base.inputs)
             shape_key = (node.m, node.k, node.n, node.count, node.weight_bits, node.act_bits,
                          node.sparsity, node.weight_is_activation, node.weight_density)
@@ -149,14 +157,14 @@ class CostCache:
             bits.append(widest)
         size = [e * b / 8 for e, b in zip(self._elements, bits, strict=True)]
         tensors = PlanTensors(self._operands, self._from_input, self._uses, bits, size)
-        return plan_from_tensors(self.templates.base, tensors, self.hw, reserves,
+        return plan_from_tensors(self._chip, tensors, self.hw, reserves,
                                  self._vector_cycles, self._chains)
 
     def evaluate(self, assignment: Sequence[Format]) -> Cost:
         """Exact totals of ``assignment`` (one format per group) on this hardware point."""
         self.evaluations += 1
         hw = self.hw
-        nodes = self.templates.base.nodes
+        nodes = self._chip.nodes
         entries: list[tuple[GemmNode, _GemmShape, int] | None] = []
         reserves: list[tuple[float, float]] = []
         read_bits: list[tuple[int, int]] = []

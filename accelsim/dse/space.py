@@ -29,7 +29,7 @@ SHAPE_KEYS = ("batch", "seq_len", "image_size", "audio_seconds")
 # Result columns a constraint may name (besides hardware fields): SimResult totals + accuracy.
 METRICS = (
     "cycles", "latency_ms", "energy_uj", "area_mm2", "macs", "utilization", "dram_bytes", "tops",
-    "tops_per_w", "accuracy_pct",
+    "tops_per_w", "host_macs", "accuracy_pct",
 )
 # The recipe name for the uncompressed model (GEMMs at the hardware's default precision).
 UNCOMPRESSED = "none"

@@ -8,8 +8,11 @@ GEMM matches an IntModel entry when one path is the other or ends with ``"." + o
 Matched linear GEMMs take the layer's bit widths, its stored format (``"2:4"`` or dense) and its
 measured density (non-zero codes / all codes); attention matmuls take the widths of the
 quantizers of their operands (QK^T: q x k, PV: probs x v). Each quantized operand also gets the
-requantize op on the vector unit that a traced compressed model has. Shapes must agree, so an
-int model from another model size fails in one line instead of simulating wrong numbers.
+requantize op on the vector unit that a traced compressed model has. The GEMMs of the layers
+the int model keeps float32 (``float_layers``, which the integer reference runs on the host) are
+marked ``on_host`` (:func:`with_host_layers`, also applied to a graph traced from a compressed
+model). Shapes must agree, so an int model from another model size fails in one line instead of
+simulating wrong numbers.
 """
 
 from __future__ import annotations
@@ -65,8 +68,23 @@ def matched_linears(graph: Graph, int_model: IntModel) -> dict[str, IntLinear]:
     return matches
 
 
+def with_host_layers(graph: Graph, float_layers: Sequence[str]) -> Graph:
+    """``graph`` with its GEMMs of the modules ``float_layers`` names (a compression plan's or an
+    IntModel's layers kept float32, which the integer reference runs on the host) marked
+    ``on_host``; ``graph`` itself when none matches."""
+    hosted = [node.name for node in graph.gemms if node.kind != "matmul" and any(
+        _same_module(layer, _module_path(node)) for layer in float_layers)]
+    if not hosted:
+        return graph
+    names = set(hosted)
+    return dataclasses.replace(graph, nodes=tuple(
+        dataclasses.replace(node, on_host=True) if node.name in names else node
+        for node in graph.nodes))
+
+
 def graph_from_int_model(graph: Graph, int_model: IntModel) -> Graph:
-    """``graph`` with every GEMM that the IntModel covers set to its real bits and sparsity."""
+    """``graph`` with every GEMM that the IntModel covers set to its real bits and sparsity,
+    and those of its float layers marked ``on_host``."""
     linears = matched_linears(graph, int_model)
     if not linears:
         raise AccelsimError(
@@ -123,7 +141,8 @@ def graph_from_int_model(graph: Graph, int_model: IntModel) -> Graph:
                                                matmul_index))
         else:
             nodes.append(node)
-    return dataclasses.replace(graph, nodes=tuple(nodes))
+    return with_host_layers(dataclasses.replace(graph, nodes=tuple(nodes)),
+                            int_model.float_layers)
 
 
 def _attention_operands(node: GemmNode, int_model: IntModel,

@@ -52,6 +52,11 @@ class GemmNode:
     kind: ``linear`` (weights), ``matmul`` (activation x activation), ``conv`` (lowered conv).
     weight_is_activation: both operands are activations (attention QK^T and PV).
     inputs: producers of A (and of B when ``weight_is_activation``), see the module docstring.
+    on_host: the GEMM runs on the host in float32, not on the chip: a layer the integer model
+        keeps float (``IntModel.float_layers``: a patch or convolutional front end, a float
+        head), set where a graph is matched to a compressed model. The simulator prices it at
+        zero chip cycles and energy and its output reaches the chip as a model input does;
+        ``False`` (every GEMM of an analytic or uncompressed graph) runs it on the array.
     """
 
     name: str
@@ -66,6 +71,7 @@ class GemmNode:
     kind: GemmKind = "linear"
     weight_is_activation: bool = False
     inputs: tuple[str, ...] | None = None
+    on_host: bool = False
     op: Literal["gemm"] = field(default="gemm", init=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +102,10 @@ class GemmNode:
         if not 0.0 <= self.weight_density <= 1.0:
             raise AccelsimError(
                 f"gemm {self.name!r}: weight_density={self.weight_density!r} must be in [0, 1]"
+            )
+        if not isinstance(self.on_host, bool):
+            raise AccelsimError(
+                f"gemm {self.name!r}: on_host={self.on_host!r} must be true or false"
             )
 
     @property

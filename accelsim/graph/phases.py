@@ -201,10 +201,11 @@ NOMINAL_DENSITY = {"dense": 1.0, "2:4": 0.5}
 
 def with_precision(phase_graph: PhaseGraph, precision: DecoderPrecision) -> PhaseGraph:
     """The phase graph run at ``precision``: GEMM widths and sparsity set (convolutions, a float
-    front end, excepted), and one requantize on the vector unit per quantized operand, as a
-    compressed trace has: each linear's input and each attention matmul's A operand (the GEMM
-    then reads the requantized tensor), and each KV write (right after the node that computes
-    the new positions; its output is what the cache stores, ``written_by``)."""
+    front end, excepted: marked ``on_host``), and one requantize on the vector unit per
+    quantized operand, as a compressed trace has: each linear's input and each attention
+    matmul's A operand (the GEMM then reads the requantized tensor), and each KV write (right
+    after the node that computes the new positions; its output is what the cache stores,
+    ``written_by``)."""
     p = precision
     writes: dict[str | None, list[KVCacheTensor]] = {}
     for tensor in phase_graph.kv_cache:
@@ -220,9 +221,11 @@ def with_precision(phase_graph: PhaseGraph, precision: DecoderPrecision) -> Phas
     nodes: list[Node] = []
     for node in phase_graph.graph.nodes:
         # A convolution is a speech recognizer's front end, which compression leaves float32
-        # (docs/compression.md §3): its traced widths stay (None: the hardware's), as the
-        # encoder's compressed trace prices it.
-        if isinstance(node, GemmNode) and node.kind != "conv":
+        # (docs/compression.md §3: a recipe quantizes linears only) and the integer reference
+        # runs on the host: it is marked so, as the encoder's compressed trace marks it.
+        if isinstance(node, GemmNode) and node.kind == "conv":
+            node = dataclasses.replace(node, on_host=True)
+        elif isinstance(node, GemmNode):
             quantized = f"{node.name}/requantize"
             nodes.append(VectorNode(name=quantized, vector_op="requantize",
                                     elements=node.m * node.k * node.count,

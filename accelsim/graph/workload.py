@@ -3,7 +3,9 @@
 :func:`workload_graph` builds the zoo model (seeded random init), compresses it with a recipe
 (``accelsim.compress``: ``apply_recipe`` then ``calibrate`` on seeded ``zoo.example_inputs``
 batches; no training) and traces the compressed module, so every GEMM carries the bit widths of
-its quantizers and the sparsity of its real mask (a layer the recipe left dense stays dense).
+its quantizers and the sparsity of its real mask (a layer the recipe left dense stays dense),
+and the GEMMs of the layers it leaves float32 (the plan's ``float_layers``: a patch or
+convolutional front end) are marked ``on_host``, as the integer reference runs them.
 ``recipe=None`` (or a float recipe such as ``fp32``) traces the uncompressed model, whose GEMMs
 run at the hardware's native precision.
 
@@ -62,7 +64,7 @@ CALIBRATION_BATCHES = 1  # see the module docstring: clip values do not change t
 # The code whose behaviour decides a compressed workload graph (relative to the package).
 _GRAPH_SOURCES: tuple[str, ...] = ("compress", "graph/ops.py", "graph/trace.py",
                                    "graph/trace_cache.py", "graph/ir.py", "graph/workload.py",
-                                   "zoo")
+                                   "graph/intmodel.py", "zoo")
 
 
 @dataclass(frozen=True)
@@ -115,14 +117,17 @@ def workload_graph(
     path = zoo.cache_dir() / "workloads" / f"{key}.json"
 
     def build() -> Graph:
-        from accelsim.compress.apply import clips_only_calibration
+        from accelsim.compress.apply import PLAN_ATTR, clips_only_calibration
+        from accelsim.graph.intmodel import with_host_layers
 
         start = time.perf_counter()
         _LOG.info("%s %s: no cached graph; building it once (cached in %s)", model, parsed.name,
                   path.parent)
         compressed = compressed_model(model, parsed, seed=seed, **shape,
                                       clip_values=not clips_only_calibration(parsed))
-        graph = trace_named_model(model, **shape, model=compressed)
+        # The layers the recipe leaves float32 run on the host (graph.intmodel).
+        graph = with_host_layers(trace_named_model(model, **shape, model=compressed),
+                                 getattr(compressed, PLAN_ATTR).float_layers)
         _LOG.info("%s %s: graph built in %.1f s", model, parsed.name,
                   time.perf_counter() - start)
         return graph

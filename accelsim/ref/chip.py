@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from accelsim.compress.export import IntModel
-from accelsim.graph.folds import integer_datapath_graph
+from accelsim.graph.folds import chip_graph
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.ref import oracle
 from accelsim.ref.datapath import Datapath
@@ -82,11 +82,12 @@ class ChipReport(ChipChecks):
     vector_error: dict[str, dict[str, float]]
 
 
-def _graph_work(graph: Graph, int_model: IntModel, batches: int) -> dict[str, int]:
-    names = {layer.name for layer in int_model.linears}
+def _graph_work(graph: Graph, batches: int) -> dict[str, int]:
+    """GEMM MACs by kind and compared vector elements by op of ``graph`` (the chip's: no host
+    GEMM), for ``batches`` batches."""
     work: dict[str, int] = {}
     for node in graph.nodes:
-        if isinstance(node, GemmNode) and (node.kind == "matmul" or node.name in names):
+        if isinstance(node, GemmNode):
             key = f"macs_{node.kind}"
             work[key] = work.get(key, 0) + node.macs * batches
         elif isinstance(node, VectorNode) and node.vector_op in COMPARED_VECTOR_OPS:
@@ -99,6 +100,7 @@ def check_chip(model: nn.Module, int_model: IntModel, batches: Sequence[Any],
                datapath: Datapath) -> ChipReport:
     """Run, compare and trace (see the module docstring); ``model`` is the fake-quant model
     ``int_model`` was exported from, ``batches`` all of one input shape."""
+    from accelsim.graph.intmodel import with_host_layers
     from accelsim.graph.trace import trace_module
 
     run = run_int_model(model, int_model, batches, datapath=datapath, record_ops=True)
@@ -115,9 +117,11 @@ def check_chip(model: nn.Module, int_model: IntModel, batches: Sequence[Any],
     executed = {f"macs_{kind}": macs for kind, macs in counts.gemm_macs.items()}
     executed.update({f"elements_{op}": n for op, n in counts.vector_elements.items()
                      if op in COMPARED_VECTOR_OPS})
-    graph = trace_module(model, dict(model_inputs(batches[0])), name="verify")
-    if datapath.vector_format == "int":
-        graph = integer_datapath_graph(graph)
+    # The graph the simulator prices: the integer model's float layers on the host, and what
+    # the chip executes of the rest in the datapath's vector format.
+    traced = with_host_layers(trace_module(model, dict(model_inputs(batches[0])), name="verify"),
+                              int_model.float_layers)
+    graph = chip_graph(traced, datapath.vector_format or "fp32")
     return ChipReport(
         datapath=datapath, accumulators=counts.accumulators,
         accumulator_saturations=counts.saturations,
@@ -125,5 +129,5 @@ def check_chip(model: nn.Module, int_model: IntModel, batches: Sequence[Any],
         oracle_ops_checked=len(checks), oracle_elements_checked=sum(c.elements for c in checks),
         oracle_mismatches=sum(c.mismatches for c in checks),
         executed=dict(sorted(executed.items())),
-        graph=dict(sorted(_graph_work(graph, int_model, len(batches)).items())),
+        graph=dict(sorted(_graph_work(graph, len(batches)).items())),
         float_fallbacks=dict(sorted(counts.float_fallbacks.items())))

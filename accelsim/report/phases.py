@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from accelsim.report.tables import host_lines
 from accelsim.report.tables import with_si_prefix as si
 from accelsim.sim.generation import Generation, PassCost, PhaseMetrics
 
@@ -54,7 +55,7 @@ def crossover_line(batch: int | None, max_batch: int) -> str:
 def generation_lines(generation: Generation) -> list[str]:
     steps, prefill = generation.steps, generation.prefill
     lines = [f"  prefill     {prefill.latency_ms:.4f} ms, {prefill.energy_uj:.3f} uJ, "
-             f"DRAM {si(prefill.dram_bytes, 'B')}"]
+             f"DRAM {si(prefill.dram_bytes, 'B')}", *host_lines(prefill.result)]
     if steps:
         first, last = steps[0], steps[-1]
         lines.append(

@@ -25,8 +25,8 @@ ENERGY_PARTS: tuple[str, ...] = ("mac", "sram", "dram", "vector", "leakage", "to
 DRAM_TENSORS: tuple[str, ...] = ("weights", "inputs", "outputs", "spills")
 LAYER_COLUMNS: tuple[str, ...] = (
     "model", "hw", "layer", "op", "m", "k", "n", "count", "weight_bits", "act_bits", "sparsity",
-    "compute_cycles", "stall_cycles", "sram_stall_cycles", "cycles", "macs", "utilization",
-    "dram_bytes",
+    "on_host", "compute_cycles", "stall_cycles", "sram_stall_cycles", "cycles", "macs",
+    "utilization", "dram_bytes",
     *(f"dram_{tensor}_bytes" for tensor in DRAM_TENSORS),
     *(f"energy_{part}_uj" for part in ENERGY_PARTS),
 )
@@ -89,6 +89,8 @@ def with_si_prefix(value: float, unit: str) -> str:
 def _bits(layer: LayerResult) -> str:
     if layer.op == "vector":
         return "-"
+    if layer.on_host:
+        return "host fp32"
     return f"w{layer.weight_bits}a{layer.act_bits}" + (" 2:4" if layer.skipping else "")
 
 
@@ -144,7 +146,17 @@ def format_totals(result: SimResult, overrides: dict[str, object] | None = None)
         f"  utilization {t.utilization:.1%}",
         f"  DRAM        {with_si_prefix(t.dram_bytes, 'B')}",
         f"  area        {t.area_mm2:.3f} mm2",
+        *host_lines(result),
     ))
+
+
+def host_lines(result: SimResult) -> list[str]:
+    """The work the host did beside the chip (``LayerResult.on_host`` GEMMs), when any."""
+    host = [layer for layer in result.layers if layer.on_host]
+    if not host:
+        return []
+    return [f"  host        {len(host)} GEMM{'s' if len(host) > 1 else ''}, "
+            f"{result.totals.host_macs / 1e9:.3f} GMACs in float32 (not priced on the chip)"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,8 +260,8 @@ def summary_notes(result: SimResult, hw: HwConfig) -> list[str]:
     p = hw.precision
     wide: dict[tuple[int, int], list[LayerResult]] = {}
     for layer in result.layers:
-        wider = layer.op == "gemm" and (layer.weight_bits > p.weight_bits
-                                        or layer.act_bits > p.act_bits)
+        wider = (layer.op == "gemm" and not layer.on_host
+                 and (layer.weight_bits > p.weight_bits or layer.act_bits > p.act_bits))
         if wider:
             wide.setdefault((layer.weight_bits, layer.act_bits), []).append(layer)
     for (weight_bits, act_bits), layers in sorted(wide.items()):

@@ -34,7 +34,8 @@ class PassCost:
     phase: str
     shape: dict[str, int]
     result: SimResult
-    weight_bytes: int  # one copy of every weight GEMM's stored B operand (packed 2:4 if skipping)
+    weight_bytes: int  # one copy of every chip weight GEMM's stored B operand (packed 2:4 if
+    # skipping; a host GEMM's weights are the host's)
     kv_cache_placement: str  # "sram": resident on chip across passes; "dram"
     kv_cache_bytes: int  # the KV cache tensors the pass attends over, at their stored width
     kv_read_bytes: int  # of those, read from DRAM (all of them in DRAM, none on chip)
@@ -88,7 +89,8 @@ def simulate_pass(phase_graph: PhaseGraph, hw: HwConfig) -> PassCost:
     weight_bits = sum(
         layer.k * layer.n * layer.count
         * sparse.weight_bits_per_element(layer.weight_bits, layer.skipping)
-        for layer in result.layers if layer.op == "gemm" and layer.name not in attention)
+        for layer in result.layers
+        if layer.op == "gemm" and not layer.on_host and layer.name not in attention)
     kv_bits = kv_write_bits = 0
     for tensor in phase_graph.kv_cache:
         bits = layers[tensor.read_by].weight_bits

@@ -20,6 +20,12 @@ run in hidden-column chunks each chunk of fc1's columns or fc2's reduction is (f
 then go to the output buffer and back once a chunk). A layer
 whose smallest tile does not fit makes the whole result infeasible (``feasible=False`` and a
 reason), which is a result, not an error.
+
+A GEMM marked ``on_host`` (a layer the integer model keeps float32) is not the chip's work: the
+simulator plans and prices ``graph.folds.chip_graph`` (the graph without it, its readers reading
+a model input), and the GEMM keeps a row of its own (``LayerResult.on_host``, zero cycles and
+energy, its MACs in ``Totals.host_macs`` rather than ``macs``) so nothing leaves the results
+unsaid.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import NamedTuple, TypeVar
 
 from accelsim.errors import AccelsimError
 from accelsim.formats import SPARSE_GROUP
-from accelsim.graph.folds import on_integer_datapath
+from accelsim.graph.folds import chip_graph
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.graph.phases import KVCacheTensor
 from accelsim.hw import HwConfig
@@ -80,7 +86,9 @@ class DramBytes:
 class LayerResult:
     """One node's cost. For vector nodes ``m`` = elements per instance, ``k`` = row length,
     ``n`` = 1 and ``macs`` = 0. ``stall_cycles`` wait for DRAM, ``sram_stall_cycles`` for the
-    buffers' banks (the dataflow needs more bytes per cycle than they serve)."""
+    buffers' banks (the dataflow needs more bytes per cycle than they serve). ``on_host``: a
+    GEMM the host runs in float32 (``weight_bits`` = ``act_bits`` = 32), which costs the chip
+    nothing; its ``macs`` are the host's."""
 
     name: str
     op: str  # "gemm" or "vector"
@@ -100,6 +108,7 @@ class LayerResult:
     actions: ActionCounts
     skipping: bool = False
     sram_stall_cycles: int = 0
+    on_host: bool = False
 
     @property
     def cycles(self) -> int:
@@ -114,7 +123,8 @@ class LayerResult:
         return {
             "name": self.name, "op": self.op, "m": self.m, "k": self.k, "n": self.n,
             "count": self.count, "weight_bits": self.weight_bits, "act_bits": self.act_bits,
-            "sparsity": self.sparsity, "compute_cycles": self.compute_cycles,
+            "sparsity": self.sparsity, "on_host": self.on_host,
+            "compute_cycles": self.compute_cycles,
             "stall_cycles": self.stall_cycles, "sram_stall_cycles": self.sram_stall_cycles,
             "cycles": self.cycles, "macs": self.macs,
             "utilization": self.utilization, "dram_bytes": self.dram_bytes,
@@ -131,7 +141,8 @@ class LayerResult:
 class Totals:
     """Whole-run figures. ``tops`` and ``tops_per_w`` count dense-equivalent operations
     (2 per MAC of the dense GEMMs), so 2:4 skipping raises them; ``utilization`` is issued MAC
-    slots over PE-cycles (never above 1)."""
+    slots over PE-cycles (never above 1). ``macs`` are the chip's; ``host_macs`` those of the
+    GEMMs the host runs in float32 (``LayerResult.on_host``), in none of the other figures."""
 
     cycles: int
     latency_ms: float
@@ -142,12 +153,14 @@ class Totals:
     dram_bytes: int
     tops: float
     tops_per_w: float
+    host_macs: int = 0
 
     def to_dict(self) -> dict:
         return {
             "cycles": self.cycles, "latency_ms": self.latency_ms, "energy_uj": self.energy_uj,
             "area_mm2": self.area_mm2, "macs": self.macs, "utilization": self.utilization,
             "dram_bytes": self.dram_bytes, "tops": self.tops, "tops_per_w": self.tops_per_w,
+            "host_macs": self.host_macs,
         }
 
 
@@ -379,7 +392,8 @@ def _summary(layer: LayerResult) -> _Summary:
             layer.dram_bytes)
 
 
-def _totals(summaries: Sequence[_Summary], hw: HwConfig, area_mm2: float) -> Totals:
+def _totals(summaries: Sequence[_Summary], hw: HwConfig, area_mm2: float,
+            host_macs: int) -> Totals:
     cycle_counts, mac_counts, energies, issued_slots, dram = (tuple(zip(*summaries, strict=True))
                                                               or ((),) * 5)
     cycles = sum(cycle_counts)
@@ -398,6 +412,7 @@ def _totals(summaries: Sequence[_Summary], hw: HwConfig, area_mm2: float) -> Tot
         dram_bytes=sum(dram),
         tops=ops / seconds / 1e12 if cycles else 0.0,
         tops_per_w=ops / (energy_pj * 1e-12) / 1e12 if energy_pj else 0.0,
+        host_macs=host_macs,
     )
 
 
@@ -477,10 +492,11 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False,
             "scalesim compat: array.pipelined_folds=true, but SCALE-Sim 3.0.0 models an array "
             "whose folds run back to back (no shadow registers); set array.pipelined_folds=false "
             "(--scalesim-compat does unless --set array.pipelined_folds=true overrides it)")
-    if hw.vector_unit.format == "int":
-        # The integer datapath folds the attention scaling and mask into the softmax and leaves
-        # element-wise ops on host tensors to the host: price what it executes.
-        graph = on_integer_datapath(graph)
+    # Price what the chip executes: no host GEMM, and on an int vector unit the attention
+    # scaling and mask folded into the softmax and element-wise ops on host tensors left to the
+    # host (graph.folds).
+    host = _host_rows(graph, hw.vector_unit.format)
+    graph = chip_graph(graph, hw.vector_unit.format)
     area_breakdown = area(hw)
     area_mm2 = area_breakdown.total_mm2
     layout = _layout(graph)
@@ -564,9 +580,47 @@ def simulate(graph: Graph, hw: HwConfig, *, scalesim_compat: bool = False,
         layer, summary = entry
         layers.append(layer if layer.name == node.name else _replaced(layer, name=node.name))
         summaries.append(summary)
-    return SimResult(graph.name, hw.name, tuple(layers), _totals(summaries, hw, area_mm2), True,
-                     "", area_breakdown, placement,
+    for position, row in reversed(host.rows):
+        layers.insert(position, row)
+    return SimResult(graph.name, hw.name, tuple(layers),
+                     _totals(summaries, hw, area_mm2, host.macs), True, "", area_breakdown,
+                     placement,
                      math.ceil(state.size_bytes - 1e-9) if state is not None else 0)
+
+
+class _HostRows(NamedTuple):
+    """The rows of a graph's host GEMMs, each with its position among the chip graph's rows
+    (the results list them in graph order), and their MACs."""
+
+    rows: tuple[tuple[int, LayerResult], ...]
+    macs: int
+
+
+_NO_ENERGY = EnergyBreakdown(0.0, 0.0, 0.0, 0.0, 0.0)
+HOST_BITS = 32  # the host runs its GEMMs in float32 (accelsim.ref.vector_mode)
+
+
+def _host_rows(graph: Graph, vector_format: str) -> _HostRows:
+    """``_HostRows`` of ``graph`` simulated with a ``vector_format`` vector unit (which decides
+    the chip graph's rows); kept in ``graph.derived``."""
+    key = ("sim.host_rows", vector_format == "int")
+    found = graph.derived.get(key)
+    if found is None:
+        on_chip = {node.name for node in chip_graph(graph, vector_format).nodes}
+        rows: list[tuple[int, LayerResult]] = []
+        position = 0
+        for node in graph.nodes:
+            if isinstance(node, GemmNode) and node.on_host:
+                rows.append((position, LayerResult(
+                    node.name, "gemm", node.m, node.k, node.n, node.count, HOST_BITS,
+                    HOST_BITS, node.sparsity, 0, 0, node.macs, 0.0, DramBytes(), _NO_ENERGY,
+                    ActionCounts(), on_host=True)))
+            elif node.name in on_chip:
+                position += 1
+        found = graph.derived[key] = _HostRows(tuple(rows),
+                                               sum(row.macs for _, row in rows))
+    assert isinstance(found, _HostRows)
+    return found
 
 
 class _Layout(NamedTuple):

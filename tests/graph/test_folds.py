@@ -1,11 +1,12 @@
-"""The graph an int vector unit executes: attention scaling and mask folded into the softmax,
-element-wise ops on host tensors left to the host (accelsim.graph.folds)."""
+"""The graph the chip executes: host GEMMs removed in every format, and on an int vector unit the
+attention scaling and mask folded into the softmax and element-wise ops on host tensors left to
+the host (accelsim.graph.folds)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from accelsim.graph.folds import integer_datapath_graph, on_integer_datapath
+from accelsim.graph.folds import chip_graph, integer_datapath_graph
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.hw import load_hw, with_overrides
 from accelsim.sim import simulate
@@ -42,17 +43,33 @@ def test_scores_fold_into_the_softmax_and_host_ops_leave_the_chip():
     assert inputs["residual"] == ("pv", "ln")
 
 
-def test_a_host_conv_output_stays_on_the_host_until_a_chip_op_reads_it():
-    graph = Graph("front", (
-        GemmNode("patch", 16, 48, 32, kind="conv", inputs=("",)),
+def _front_end(on_host: bool) -> Graph:
+    return Graph("front", (
+        GemmNode("patch", 16, 48, 32, kind="conv", inputs=("",), on_host=on_host),
         VectorNode("pos_add", vector_op="add", elements=512, inputs=("patch", "")),
         VectorNode("gelu", vector_op="gelu", elements=512, inputs=("pos_add",)),
         VectorNode("after", vector_op="add", elements=512, inputs=("gelu", "")),
         GemmNode("fc", 16, 32, 32, inputs=("after",)),
     ))
-    folded = integer_datapath_graph(graph)
-    assert [n.name for n in folded.nodes] == ["patch", "gelu", "after", "fc"]
-    assert folded.nodes[1].inputs == ("",)
+
+
+def test_a_host_conv_output_stays_on_the_host_until_a_chip_op_reads_it():
+    folded = integer_datapath_graph(_front_end(on_host=True))
+    assert [n.name for n in folded.nodes] == ["gelu", "after", "fc"]
+    assert folded.nodes[0].inputs == ("",)
+
+
+def test_a_conv_on_the_chip_feeds_the_chip():
+    # An analytic graph's conv runs on the array: its output is a chip tensor.
+    assert integer_datapath_graph(_front_end(on_host=False)).nodes == _front_end(False).nodes
+
+
+def test_float_formats_drop_only_the_host_gemms():
+    on_chip = chip_graph(_front_end(on_host=True), "fp16")
+    assert [n.name for n in on_chip.nodes] == ["pos_add", "gelu", "after", "fc"]
+    assert on_chip.nodes[0].inputs == ("", "")  # the host's conv output arrives as an input
+    graph = _front_end(on_host=False)
+    assert chip_graph(graph, "fp16") is graph
 
 
 def test_a_graph_with_nothing_to_fold_is_itself():
@@ -68,4 +85,4 @@ def test_the_int_vector_unit_prices_only_what_it_executes():
     on_int = simulate(graph, with_overrides(hw, {"vector_unit.format": "int"}))
     assert [layer.name for layer in on_fp16.layers] == [n.name for n in graph.nodes]
     assert [layer.name for layer in on_int.layers] == [
-        n.name for n in on_integer_datapath(graph).nodes]
+        n.name for n in chip_graph(graph, "int").nodes]

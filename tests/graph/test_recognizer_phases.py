@@ -73,6 +73,9 @@ def test_prefill_encodes_the_window_and_writes_the_cross_attention_cache_once():
     qk = gemms[cross_key.read_by]
     assert (qk.m, qk.k, qk.n, qk.count) == (3, HEAD_DIM, ENCODED, 2 * HEADS)
     assert any(g.kind == "conv" for g in prefill.graph.gemms)  # the encoder ran
+    # The float convolutional front end is the host's at any precision; the rest the chip's.
+    precise = with_precision(prefill, W4A4_SP24)
+    assert all(g.on_host == (g.kind == "conv") for g in precise.graph.gemms)
 
 
 def test_decode_step_reads_the_cross_attention_cache_and_writes_one_position():

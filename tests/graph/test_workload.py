@@ -74,8 +74,10 @@ def test_every_family_compresses_its_encoder_linears(model):
     graph = workload_graph(model, recipe="w4a4_sp24")
     sparse = [g for g in graph.gemms if g.sparsity == "2:4"]
     assert len(sparse) == 12 and all(g.kind == "linear" and g.weight_bits == 4 for g in sparse)
-    # front ends (patch embedding, conv feature encoders) stay float: the hardware default
-    assert all(g.weight_bits is None for g in graph.gemms if g.kind == "conv")
+    # front ends (patch embedding, conv feature encoders) stay float, run by the host
+    assert all(g.weight_bits is None and g.on_host for g in graph.gemms if g.kind == "conv")
+    assert all(g.on_host == (g.kind == "conv" or g.weight_bits is None) for g in graph.gemms
+               if not g.weight_is_activation)
 
 
 def test_smoothing_folds_into_the_quantize_step():
@@ -99,13 +101,17 @@ def test_the_meta_device_export_gives_the_graph_of_the_real_module(model, recipe
     """trace_named_model exports a compressed module after moving it to the meta device; the
     graph is the one an export of the real module (real weights, real inputs) gives."""
     from accelsim import zoo
+    from accelsim.compress.apply import PLAN_ATTR
+    from accelsim.graph.intmodel import with_host_layers
     from accelsim.graph.trace import export_module, graph_from_exported
 
     parsed = workload.load_workload_recipe(recipe)
     shape = zoo.resolve_input_shape(model)
     real = workload.compressed_model(model, parsed)
     exported = export_module(real, zoo.inputs_for_shape(zoo.get_spec(model), shape), name=model)
-    expected = graph_from_exported(exported, real, name=model, input_shape=shape)
+    # The float layers of its compression plan run on the host in both.
+    expected = with_host_layers(graph_from_exported(exported, real, name=model, input_shape=shape),
+                                getattr(real, PLAN_ATTR).float_layers)
     assert workload_graph(model, recipe=recipe) == expected
 
 

@@ -244,12 +244,13 @@ def test_to_dict_has_the_documented_field_names():
     json.dumps(data)
     assert {"model", "hw", "totals", "layers"} <= set(data)
     assert set(data["totals"]) == {"cycles", "latency_ms", "energy_uj", "area_mm2", "macs",
-                                   "utilization", "dram_bytes", "tops", "tops_per_w"}
+                                   "utilization", "dram_bytes", "tops", "tops_per_w",
+                                   "host_macs"}
     layer = data["layers"][0]
     assert set(layer) == {"name", "op", "m", "k", "n", "count", "weight_bits", "act_bits",
-                          "sparsity", "compute_cycles", "stall_cycles", "sram_stall_cycles",
-                          "cycles", "macs",
-                          "utilization", "dram_bytes", "dram_bytes_by_tensor", "energy_uj"}
+                          "sparsity", "on_host", "compute_cycles", "stall_cycles",
+                          "sram_stall_cycles", "cycles", "macs", "utilization", "dram_bytes",
+                          "dram_bytes_by_tensor", "energy_uj"}
     assert set(layer["dram_bytes_by_tensor"]) == {"weights", "inputs", "outputs", "spills"}
     assert set(layer["energy_uj"]) == {"mac", "sram", "dram", "vector", "leakage", "total"}
 

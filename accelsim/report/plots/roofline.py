@@ -54,7 +54,9 @@ def roofline_info(run: Mapping[str, Any], hw: Mapping[str, Any] | None = None) -
             "roofline: needs the run's hardware config (array.rows/cols/clock_mhz, "
             "dram.bandwidth_gbps, sparsity.support); give it with --hw PATH [--set KEY=VALUE]"
         ) from None
-    gemms = [layer for layer in run_layers(run) if layer.get("op") == "gemm"]
+    # The host's GEMMs (on_host, float32 off the chip) are under no roof of this chip.
+    gemms = [layer for layer in run_layers(run)
+             if layer.get("op") == "gemm" and not layer.get("on_host", False)]
     ops = np.array([2.0 * float(g["macs"]) for g in gemms])
     dram = np.array([float(g["dram_bytes"]) for g in gemms])
     seconds = np.array([float(g["cycles"]) for g in gemms]) / (clock_mhz * 1e6)
