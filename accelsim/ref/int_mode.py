@@ -75,6 +75,13 @@ def gelu_at_input_resolution(out: tuple[np.ndarray, float],
     return (q_out + (1 << shift >> 1)) >> shift, scale_out * 2**shift
 
 
+def _per_channel(parameter: Tensor | None, n: int, default: float) -> np.ndarray:
+    """A norm's affine ``parameter`` as ``n`` float64 values, ``default`` when it has none."""
+    if parameter is None:
+        return np.full(n, default)
+    return parameter.detach().double().numpy().ravel()
+
+
 class IntTensors:
     """The scales of the on-chip integer tensors, by tensor identity (see the module docstring)."""
 
@@ -188,8 +195,7 @@ class IntFormatMode(HostAwareMode):
         q, scale = self.tensors.ints(x)
         n = int(np.prod(tuple(normalized_shape)))
         rows = q.reshape(-1, n)
-        gamma = np.ones(n) if weight is None else weight.detach().double().numpy().ravel()
-        beta = np.zeros(n) if bias is None else bias.detach().double().numpy().ravel()
+        gamma, beta = _per_channel(weight, n, 1.0), _per_channel(bias, n, 0.0)
         reference = F.layer_norm(torch.from_numpy(rows * scale), (n,),
                                  None if weight is None else weight.double(),
                                  None if bias is None else bias.double(), eps).detach().numpy()
@@ -207,8 +213,7 @@ class IntFormatMode(HostAwareMode):
         kernel over each group (the graph prices it as a LayerNorm of the same elements)."""
         q, scale = self.tensors.ints(x)
         channels = q.shape[1]
-        gamma = np.ones(channels) if weight is None else weight.detach().double().numpy()
-        beta = np.zeros(channels) if bias is None else bias.detach().double().numpy()
+        gamma, beta = _per_channel(weight, channels, 1.0), _per_channel(bias, channels, 0.0)
         reference = F.group_norm(torch.from_numpy(q * scale), num_groups,
                                  None if weight is None else weight.double(),
                                  None if bias is None else bias.double(), eps).numpy()

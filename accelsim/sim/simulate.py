@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
 from accelsim.errors import AccelsimError
-from accelsim.formats import SPARSE_GROUP
+from accelsim.formats import SPARSE_GROUP, VECTOR_FORMATS
 from accelsim.graph.folds import chip_graph
 from accelsim.graph.ir import GemmNode, Graph, VectorNode
 from accelsim.graph.phases import KVCacheTensor
@@ -597,7 +597,8 @@ class _HostRows(NamedTuple):
 
 
 _NO_ENERGY = EnergyBreakdown(0.0, 0.0, 0.0, 0.0, 0.0)
-HOST_BITS = 32  # the host runs its GEMMs in float32 (accelsim.ref.vector_mode)
+# The host runs its GEMMs in float32 (accelsim.ref.vector_mode).
+_HOST_GEMM_BITS = VECTOR_FORMATS["fp32"].element_bits
 
 
 def _host_rows(graph: Graph, vector_format: str) -> _HostRows:
@@ -612,8 +613,8 @@ def _host_rows(graph: Graph, vector_format: str) -> _HostRows:
         for node in graph.nodes:
             if isinstance(node, GemmNode) and node.on_host:
                 rows.append((position, LayerResult(
-                    node.name, "gemm", node.m, node.k, node.n, node.count, HOST_BITS,
-                    HOST_BITS, node.sparsity, 0, 0, node.macs, 0.0, DramBytes(), _NO_ENERGY,
+                    node.name, "gemm", node.m, node.k, node.n, node.count, _HOST_GEMM_BITS,
+                    _HOST_GEMM_BITS, node.sparsity, 0, 0, node.macs, 0.0, DramBytes(), _NO_ENERGY,
                     ActionCounts(), on_host=True)))
             elif node.name in on_chip:
                 position += 1
