@@ -41,6 +41,7 @@ from accelsim.compress.sparsity import (
     supports_2_4,
 )
 from accelsim.errors import AccelsimError
+from accelsim.heap import return_freed_memory
 
 ATTN_IMPLEMENTATION = "accelsim_quant"
 ATTN_QUANT = "accelsim_attn_quant"  # ModuleDict q, k, v, probs on a quantized attention module
@@ -286,12 +287,19 @@ def apply_recipe(model: nn.Module, recipe: Recipe, *, for_trace: bool = False) -
     return plan
 
 
+# A released float layer's memory goes back to the OS every 12 layers (accelsim.heap): it kept
+# vit_l16's cold trace at 1.68-1.77 GB (2.6-3.1 GB in half the runs without it) for about 0.5 s more
+# CPU; every layer cost 2 s of system CPU refaulting the returned pages, every 6 layers 1.3 s
+# (benchmarks/README.md, bench_startup).
+_TRIM_EVERY_LAYERS = 12
+
+
 def _swap_linears(model: nn.Module, recipe: Recipe, names: list[str], extras: list[str],
                   release: bool) -> dict[str, str]:
     """Replace the linears ``names`` by QuantLinears (see :func:`apply_recipe`); returns the
     dense layers of a 2:4 recipe, each with why it stays dense."""
     dense: dict[str, str] = {}
-    for name in names:
+    for index, name in enumerate(names):
         linear = _as_linear(model.get_submodule(name))
         sparse = recipe.sparsity == "2:4" and supports_2_4(linear.in_features)
         if recipe.sparsity == "2:4" and not sparse:
@@ -311,6 +319,8 @@ def _swap_linears(model: nn.Module, recipe: Recipe, names: list[str], extras: li
             sparse=sparse, learn_pruned=recipe.pruning == "sr_ste", smoothed=smoothed,
             mask=mask_2_4(linear.weight) if one_shot else None)
         _set_submodule(model, name, qlinear)
+        if release and index % _TRIM_EVERY_LAYERS == _TRIM_EVERY_LAYERS - 1:
+            return_freed_memory()
     return dense
 
 

@@ -7,6 +7,7 @@ import torch
 from compress_helpers import synthetic_batch, tiny_bert
 from torch import nn
 
+from accelsim import heap
 from accelsim.compress.apply import (
     ATTN_QUANT,
     act_quantizers,
@@ -86,6 +87,20 @@ def test_a_model_built_for_tracing_keeps_the_precisions_and_frees_the_weights() 
         assert getattr(layers[name], LINEAR_ATTR) == getattr(layer, LINEAR_ATTR)
         assert all(t.is_meta for t in (*layers[name].parameters(), *layers[name].buffers()))
     assert getattr(layers[name], LINEAR_ATTR).sparsity == "2:4"
+
+
+def test_a_model_built_for_tracing_hands_freed_layers_back_every_twelve(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trace build gives the released float layers' pages back to the OS (accelsim.heap)
+    after every 12th layer, and a training apply never does; on this machine's glibc the call
+    itself succeeds."""
+    assert heap._malloc_trim() is not None
+    calls: list[int] = []
+    monkeypatch.setattr(heap, "_malloc_trim", lambda: calls.append)
+    apply_recipe(tiny_bert(), load_recipe("w4a4_sp24"))
+    assert calls == []
+    apply_recipe(tiny_bert(), load_recipe("w4a4_sp24"), for_trace=True)
+    assert calls == [0]  # 12 linears
 
 
 def test_building_for_tracing_a_recipe_that_calibrates_weights_is_one_line() -> None:
