@@ -111,7 +111,8 @@ def test_asr_wer_bad_option_combinations_are_one_line(
              "--qat: --decoder-attention float32; allowed: quantized"),
             (["--qat", "--measured-by", "fake_quant"],
              "--qat: --measured-by fake_quant; allowed: integer_reference"),
-            (["--qat", "--float-output-projection"], "allowed: without it")):
+            (["--qat", "--float-output-projection"], "allowed: without it"),
+            (["--init", "pretrained"], "--init pretrained: allowed only with --qat")):
         monkeypatch.setattr("sys.argv", ["asr_wer.py", *argv])
         assert script.main() == 2
         err = capsys.readouterr().err

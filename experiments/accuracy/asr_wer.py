@@ -11,11 +11,14 @@ model is built with seed 0 and nothing is sampled (greedy decoding).
 
 ``--qat`` first trains each recipe on the first ``--train-utterances`` training utterances
 (training voices), teacher-forced (:func:`accelsim.accuracy.asr.train_asr`): ``--epochs`` at
-``--lr``, batches of ``--batch-size``, from the FP32 model, clips calibrated on the first
-training batches, the token accuracy on the first ``--val-utterances`` validation utterances
-after each epoch (choose epochs and lr on ``--splits val`` only). A compressed recipe trains and
-is measured with its decoder attention quantized, on the integer reference; ``fp32`` is
-fine-tuned in float32 with the same schedule, the baseline a QAT row compares with. The run is
+``--lr``, batches of ``--batch-size``, clips calibrated on the first training batches, the
+token accuracy on the first ``--val-utterances`` validation utterances after each epoch (choose
+epochs and lr on ``--splits val`` only). ``fp32`` is fine-tuned in float32 with the same
+schedule from the pre-trained recognizer: the baseline a QAT row compares with, and the critical
+initialization a compressed recipe's QAT starts from (its run is trained first when it is not
+cached; ``--init pretrained`` starts from the pre-trained recognizer instead, the ablation). A
+compressed recipe trains and is measured with its decoder attention quantized, on the integer
+reference. The run is
 cached with its provenance under ``${ACCELSIM_CACHE}/runs/asr`` (reused when finished, resumed
 when interrupted: re-run the same command). The thread count is part of the command: a run is
 bit-for-bit reproducible at the thread count it was made with.
@@ -56,9 +59,11 @@ FIELDS = ("model", "recipe", "calibration_percentiles", "split", "utterances",
           "reference_words", "wer_pct", "window_seconds", "output_projection",
           "decoder_attention", "measured_by", "datapath", "seconds", "command",
           "qat_epochs", "train_utterances", "batch_size", "lr", "val_token_accuracy_pct",
-          "train_minutes", "checkpoint_sha256")
+          "train_minutes", "checkpoint_sha256", "qat_init")
 MEASURED_BY = ("fake_quant", "integer_reference")
-QAT_KEY = ("qat_epochs", "train_utterances", "batch_size", "lr")  # one row per QAT schedule
+# One row per QAT schedule and starting point.
+QAT_KEY = ("qat_epochs", "train_utterances", "batch_size", "lr", "qat_init")
+INITS = {"finetuned": "fp32_finetuned", "pretrained": "pretrained"}  # --init: the row's qat_init
 QAT_DEFAULTS = {"decoder_attention": "quantized", "measured_by": "integer_reference"}
 PLAIN_DEFAULTS = {"decoder_attention": "float32", "measured_by": "fake_quant"}
 
@@ -79,6 +84,8 @@ def command(args: argparse.Namespace, recipe: str, split: str) -> str:
                   f"--threads {args.threads}"]
         if args.seed:
             parts.append(f"--seed {args.seed}")
+        if args.init != "finetuned" and load_recipe(recipe).quantized:
+            parts.append(f"--init {args.init}")
     else:
         if args.decoder_attention != "float32":
             parts.append(f"--decoder-attention {args.decoder_attention}")
@@ -95,9 +102,10 @@ def qat_run(args: argparse.Namespace, recipe_name: str, model: torch.nn.Module,
     window = "" if args.window_seconds == asr.WINDOW_SECONDS else f"-w{args.window_seconds:g}"
     clips = ("-p{:g}-{:g}".format(*recipe.calibration_percentiles)
              if args.calibration_percentiles and recipe.quantized else "")
+    init = f"-init{args.init}" if recipe.quantized else ""
     directory = run_dir("asr", f"{recipe_name}-train{args.train_utterances}-val"
                                f"{args.val_utterances}-e{args.epochs}-b{args.batch_size}"
-                               f"-lr{args.lr:g}{window}{clips}", args.seed)
+                               f"-lr{args.lr:g}{window}{clips}{init}", args.seed)
     start = time.perf_counter()
     train = examples(MODEL, "train", args.train_utterances, args.window_seconds)
     val = examples(MODEL, "val", args.val_utterances, args.window_seconds)
@@ -112,7 +120,21 @@ def qat_run(args: argparse.Namespace, recipe_name: str, model: torch.nn.Module,
         "val_token_accuracy_pct": f"{result.metric:.2f}",
         "train_minutes": "" if reused else f"{(time.perf_counter() - start) / 60:.1f}",
         "checkpoint_sha256": tensors_sha256(result.model.state_dict()),
+        "qat_init": INITS[args.init] if recipe.quantized else "",
     }
+
+
+def qat_start(args: argparse.Namespace, recipe: Recipe) -> torch.nn.Module:
+    """The recognizer ``recipe``'s QAT starts from: for a compressed recipe the FP32 run of
+    the same schedule (critical initialization; trained now when it is not cached), else, or
+    with ``--init pretrained``, the pre-trained recognizer."""
+    pretrained = build_asr_model(MODEL, pretrained=True, seed=0)
+    if not recipe.quantized or args.init == "pretrained":
+        return pretrained
+    finetuned, _ = qat_run(args, "fp32", pretrained, load_recipe("fp32"))
+    start = build_asr_model(MODEL, pretrained=True, seed=0)  # an uncompressed twin to load into
+    start.load_state_dict(finetuned.state_dict())
+    return start
 
 
 def measure(args: argparse.Namespace, recipe_name: str) -> list[dict[str, str]]:
@@ -125,7 +147,6 @@ def measure(args: argparse.Namespace, recipe_name: str) -> list[dict[str, str]]:
         raise AccelsimError("--measured-by integer_reference: the integer KV cache needs the "
                             "decoder attention quantized; allowed: with --decoder-attention "
                             "quantized")
-    model = build_asr_model(MODEL, pretrained=True, seed=0)
     projection, percentiles = "float32", "-"
     chip = None
     recipe = load_recipe(recipe_name)
@@ -134,8 +155,10 @@ def measure(args: argparse.Namespace, recipe_name: str) -> list[dict[str, str]]:
                                      calibration_percentiles=tuple(args.calibration_percentiles))
     qat: dict[str, str] = {}
     if args.qat:
-        model, qat = qat_run(args, recipe_name, model, recipe)
-    elif recipe.quantized:
+        model, qat = qat_run(args, recipe_name, qat_start(args, recipe), recipe)
+    else:
+        model = build_asr_model(MODEL, pretrained=True, seed=0)
+    if not args.qat and recipe.quantized:
         compress_asr(model, MODEL, recipe,
                      output_projection=not args.float_output_projection,
                      decoder_attention=quantized_attention,
@@ -180,8 +203,9 @@ def qat_label(row: dict[str, str]) -> str:
     """The markdown's QAT column: "-" without QAT, else the schedule (fine-tuning for fp32)."""
     if not row.get("qat_epochs"):
         return "-"
+    start = {"fp32_finetuned": ", from the FP32 run", "pretrained": ", from pre-trained"}
     return (f"{row['qat_epochs']} ep x {row['train_utterances']} utt, batch "
-            f"{row['batch_size']}, lr {row['lr']}")
+            f"{row['batch_size']}, lr {row['lr']}{start.get(row.get('qat_init', ''), '')}")
 
 
 def write(rows: list[dict[str, str]], csv_path: Path, md_path: Path) -> None:
@@ -213,6 +237,8 @@ def resolve_defaults(args: argparse.Namespace) -> None:
             raise AccelsimError(f"--qat: --{field.replace('_', '-')} {given}; allowed: {value} "
                                 "(QAT trains what the integer reference runs)")
         setattr(args, field, value if given is None else given)
+    if args.init != "finetuned" and not args.qat:
+        raise AccelsimError(f"--init {args.init}: allowed only with --qat")
     if args.qat and args.float_output_projection:
         raise AccelsimError("--qat: --float-output-projection; allowed: without it (QAT "
                             "quantizes the output projection)")
@@ -243,6 +269,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--init", choices=tuple(INITS), default="finetuned",
+                        help="what a compressed recipe's QAT starts from: the FP32 run "
+                             "(critical initialization, default) or the pre-trained recognizer")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=HERE / "asr_wer.csv")
