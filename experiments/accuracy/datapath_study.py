@@ -19,6 +19,12 @@ segments (``vector_unit.gelu_table_segments``) in place of I-BERT's polynomial, 
 split, each beside its energy and area. Rows go to
 ``datapath_study.csv`` (replacing those of the same task, recipe, seed, split, datapath and exact
 kernels) and ``datapath_study.md`` is re-rendered from it.
+
+    python experiments/accuracy/datapath_study.py --reprice
+
+re-prices every row of the CSV with the simulator as it stands (latency, energy and area; no
+training or evaluation, the accuracies keep their ``code_commit``) and records the commit in
+``priced_commit``: what a change of the cost model or of what the chip executes needs.
 """
 
 from __future__ import annotations
@@ -56,7 +62,9 @@ COLUMNS = (
     "task", "model", "recipe", "seed", "split", "vector_format", "accumulator_bits",
     "exact_kernels", "gelu_table_segments", "datapath", "accuracy_pct", "saturated_pct",
     "latency_ms", "energy_uj", "area_mm2", "vector_area_mm2", "code_commit", "checkpoint_sha256",
+    "priced_commit",
 )  # fmt: skip
+COST_COLUMNS = ("latency_ms", "energy_uj", "area_mm2", "vector_area_mm2")
 # Rows written before the kernel study: the test split, no exact kernels, I-BERT's GELU.
 COLUMN_DEFAULTS = {"split": "test", "exact_kernels": "", "gelu_table_segments": "0"}
 VARIANT_SETS = ("formats", "kernels", "gelu_tables")
@@ -115,6 +123,32 @@ def simulated(backbone: str, recipe: str, shape: dict[str, float],
             "area_mm2": totals["area_mm2"], "vector_area_mm2": data["area_breakdown_mm2"]["vector"]}
 
 
+def cost_columns(cost: dict[str, float]) -> dict[str, str]:
+    """The row's formatted :data:`COST_COLUMNS` of one :func:`simulated` result."""
+    return {"latency_ms": f"{cost['latency_ms']:.4f}", "energy_uj": f"{cost['energy_uj']:.3f}",
+            "area_mm2": f"{cost['area_mm2']:.4f}",
+            "vector_area_mm2": f"{cost['vector_area_mm2']:.4f}"}
+
+
+def repriced(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``rows`` with their :data:`COST_COLUMNS` simulated anew (one simulation per task,
+    recipe and chip: exact kernels are a study's knob, priced as the chip) and
+    ``priced_commit`` the current commit."""
+    costs: dict[tuple, dict[str, str]] = {}
+    commit = code_commit()
+    out = []
+    for row in rows:
+        variant = Variant(row["vector_format"], int(row["accumulator_bits"]),
+                          gelu_table_segments=int(row["gelu_table_segments"]))
+        key = (row["task"], row["recipe"], tuple(sorted(variant.overrides.items())))
+        if key not in costs:
+            task = get_task(row["task"])
+            costs[key] = cost_columns(simulated(task.backbone, row["recipe"], task.input_shape,
+                                                variant.overrides))
+        out.append({**row, **costs[key], "priced_commit": commit})
+    return out
+
+
 def study_rows(task_name: str, recipe: str, seed: int,
                sets: tuple[str, ...] = VARIANT_SETS) -> list[dict[str, str]]:
     task = get_task(task_name)
@@ -144,10 +178,8 @@ def study_rows(task_name: str, recipe: str, seed: int,
             "gelu_table_segments": str(variant.gelu_table_segments), "datapath": chip.label,
             "accuracy_pct": f"{result.metric:.2f}",
             "saturated_pct": f"{100 * result.saturations / max(result.accumulators, 1):.4f}",
-            "latency_ms": f"{cost['latency_ms']:.4f}", "energy_uj": f"{cost['energy_uj']:.3f}",
-            "area_mm2": f"{cost['area_mm2']:.4f}",
-            "vector_area_mm2": f"{cost['vector_area_mm2']:.4f}",
-            "code_commit": code_commit(), "checkpoint_sha256": checkpoint,
+            **cost_columns(cost), "code_commit": code_commit(), "checkpoint_sha256": checkpoint,
+            "priced_commit": code_commit(),
         })  # fmt: skip
         exact = f", exact {' '.join(variant.exact_kernels)}" if variant.exact_kernels else ""
         print(f"[{task_name}/{recipe}/seed{seed}] {chip.label}{exact} ({variant.split}): "
@@ -161,6 +193,13 @@ def _gelu_kernel(row: dict[str, str]) -> str:
         return "exact erf"
     segments = int(row["gelu_table_segments"])
     return f"table, {segments} segments" if segments else "I-BERT polynomial"
+
+
+def _provenance(row: dict[str, str]) -> str:
+    priced = ("" if row["priced_commit"] == row["code_commit"]
+              else f"; costs re-priced at `{row['priced_commit'][:7]}`")
+    return (f"Commit `{row['code_commit']}`, checkpoint `{row['checkpoint_sha256'][:16]}`"
+            f"{priced}.")
 
 
 def render(rows: list[dict[str, str]]) -> str:
@@ -195,8 +234,7 @@ def render(rows: list[dict[str, str]]) -> str:
                 f"{r['area_mm2']} | {r['vector_area_mm2']} |"
                 for r in formats
             ]
-            lines += ["", f"Commit `{formats[0]['code_commit']}`, checkpoint "
-                          f"`{formats[0]['checkpoint_sha256'][:16]}`.", ""]
+            lines += ["", _provenance(formats[0]), ""]
         if kernels:
             base = next((r for r in kernels if r["vector_format"] == "int"
                          and not r["exact_kernels"] and r["gelu_table_segments"] == "0"), None)
@@ -217,32 +255,39 @@ def render(rows: list[dict[str, str]]) -> str:
                 + f" | {r['energy_uj']} | {r['vector_area_mm2']} |"
                 for r in kernels
             ]
-            lines += ["", f"Commit `{kernels[0]['code_commit']}`, checkpoint "
-                          f"`{kernels[0]['checkpoint_sha256'][:16]}`.", ""]
+            lines += ["", _provenance(kernels[0]), ""]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", required=True, choices=list(BUDGETS))
-    parser.add_argument("--recipes", nargs="+", required=True)
+    parser.add_argument("--task", choices=list(BUDGETS))
+    parser.add_argument("--recipes", nargs="+")
+    parser.add_argument("--reprice", action="store_true",
+                        help="re-price every row of the CSV at the current code (module doc)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--variants", nargs="+", choices=VARIANT_SETS, default=VARIANT_SETS,
                         help="formats: vector formats and accumulator widths (test split); "
                              "kernels: the int kernels made exact (validation split)")
     args = parser.parse_args(argv)
+    if args.reprice == bool(args.task or args.recipes):
+        parser.error("give --task and --recipes, or --reprice alone")
     torch.set_num_threads(args.threads)
     sets = tuple(args.variants)
+    old = [{**COLUMN_DEFAULTS, "priced_commit": r["code_commit"], **r}
+           for r in read_rows(STUDY_CSV)]
     try:
-        new = [row for recipe in args.recipes
-               for row in study_rows(args.task, recipe, args.seed, sets)]
+        if args.reprice:
+            old, new = [], repriced(old)
+        else:
+            new = [row for recipe in args.recipes
+                   for row in study_rows(args.task, recipe, args.seed, sets)]
     except AccelsimError as exc:
         print(f"datapath_study: {exc}", file=sys.stderr)
         return 2
     key = ("task", "recipe", "seed", "split", "datapath", "exact_kernels")
     fresh = {tuple(r[k] for k in key) for r in new}
-    old = [{**COLUMN_DEFAULTS, **r} for r in read_rows(STUDY_CSV)]
     kept = [r for r in old if tuple(r[k] for k in key) not in fresh]
     rows = sorted([*kept, *new], key=lambda r: (r["task"], r["recipe"], int(r["seed"])))
     write_csv(STUDY_CSV, COLUMNS, rows)

@@ -32,7 +32,8 @@ def _row(**fields: str) -> dict[str, str]:
             "exact_kernels": "", "gelu_table_segments": "0", "datapath": "d",
             "accuracy_pct": "70.00",
             "saturated_pct": "0.0000", "latency_ms": "1", "energy_uj": "1", "area_mm2": "1",
-            "vector_area_mm2": "1", "code_commit": "c", "checkpoint_sha256": "0" * 64}
+            "vector_area_mm2": "1", "code_commit": "c", "checkpoint_sha256": "0" * 64,
+            "priced_commit": "c"}
     return {**base, **fields}
 
 
@@ -47,3 +48,28 @@ def test_the_kernel_table_shows_each_exact_kernel_against_the_int_datapath():
     assert "| int | I-BERT polynomial | - | 70.00 | +0.00 | 1 | 1 |" in text
     assert "| int | exact erf | gelu | 75.50 | +5.50 | 1 | 1 |" in text
     assert "| int | table, 16 segments | - | 79.00 | +9.00 | 2 | 1 |" in text
+
+
+def test_repricing_simulates_each_chip_once_and_keeps_the_accuracies(monkeypatch):
+    """--reprice: the cost columns come from the simulator as it stands, one simulation per
+    task, recipe and chip (an exact kernel is priced as its chip), the accuracy and its commit
+    stay, and the table says where the costs were priced."""
+    calls = []
+
+    def simulated(backbone, recipe, shape, overrides):
+        calls.append((backbone, recipe, overrides["vector_unit.format"]))
+        return {"latency_ms": 0.5, "energy_uj": 250.0 + len(calls), "area_mm2": 0.9,
+                "vector_area_mm2": 0.01}
+
+    monkeypatch.setattr(datapath_study, "simulated", simulated)
+    monkeypatch.setattr(datapath_study, "code_commit", lambda: "f" * 40)
+    rows = [_row(), _row(exact_kernels="gelu", accuracy_pct="75.50"),
+            _row(vector_format="fp16", accuracy_pct="80.00")]
+    out = datapath_study.repriced(rows)
+    assert calls == [("whisper_tiny_en", "w4a4_sp24", "int"),
+                     ("whisper_tiny_en", "w4a4_sp24", "fp16")]
+    assert [r["energy_uj"] for r in out] == ["251.000", "251.000", "252.000"]
+    assert [r["accuracy_pct"] for r in out] == ["70.00", "75.50", "80.00"]
+    assert {(r["code_commit"], r["priced_commit"]) for r in out} == {("c", "f" * 40)}
+    assert "Commit `c`, checkpoint `0000000000000000`; costs re-priced at `fffffff`." in (
+        datapath_study.render(out))
