@@ -16,7 +16,8 @@ token accuracy on the first ``--val-utterances`` validation utterances after eac
 epochs and lr on ``--splits val`` only). ``fp32`` is fine-tuned in float32 with the same
 schedule from the pre-trained recognizer: the baseline a QAT row compares with, and the critical
 initialization a compressed recipe's QAT starts from (its run is trained first when it is not
-cached; ``--init pretrained`` starts from the pre-trained recognizer instead, the ablation). A
+cached; ``--init pretrained``, or a recipe with ``init: pretrained``, starts from the
+pre-trained recognizer instead, the ablation). A
 compressed recipe trains and is measured with its decoder attention quantized, on the integer
 reference. The run is
 cached with its provenance under ``${ACCELSIM_CACHE}/runs/asr`` (reused when finished, resumed
@@ -102,7 +103,7 @@ def qat_run(args: argparse.Namespace, recipe_name: str, model: torch.nn.Module,
     window = "" if args.window_seconds == asr.WINDOW_SECONDS else f"-w{args.window_seconds:g}"
     clips = ("-p{:g}-{:g}".format(*recipe.calibration_percentiles)
              if args.calibration_percentiles and recipe.quantized else "")
-    init = f"-init{args.init}" if recipe.quantized else ""
+    init = f"-init{start_of(args, recipe)}" if recipe.quantized else ""
     directory = run_dir("asr", f"{recipe_name}-train{args.train_utterances}-val"
                                f"{args.val_utterances}-e{args.epochs}-b{args.batch_size}"
                                f"-lr{args.lr:g}{window}{clips}{init}", args.seed)
@@ -120,8 +121,14 @@ def qat_run(args: argparse.Namespace, recipe_name: str, model: torch.nn.Module,
         "val_token_accuracy_pct": f"{result.metric:.2f}",
         "train_minutes": "" if reused else f"{(time.perf_counter() - start) / 60:.1f}",
         "checkpoint_sha256": tensors_sha256(result.model.state_dict()),
-        "qat_init": INITS[args.init] if recipe.quantized else "",
+        "qat_init": INITS[start_of(args, recipe)] if recipe.quantized else "",
     }
+
+
+def start_of(args: argparse.Namespace, recipe: Recipe) -> str:
+    """``finetuned`` or ``pretrained``: what ``recipe``'s QAT starts from (``--init``, unless the
+    recipe itself asks for the pre-trained model)."""
+    return "pretrained" if recipe.init == "pretrained" else args.init
 
 
 def qat_start(args: argparse.Namespace, recipe: Recipe) -> torch.nn.Module:
@@ -129,7 +136,7 @@ def qat_start(args: argparse.Namespace, recipe: Recipe) -> torch.nn.Module:
     the same schedule (critical initialization; trained now when it is not cached), else, or
     with ``--init pretrained``, the pre-trained recognizer."""
     pretrained = build_asr_model(MODEL, pretrained=True, seed=0)
-    if not recipe.quantized or args.init == "pretrained":
+    if not recipe.quantized or start_of(args, recipe) == "pretrained":
         return pretrained
     finetuned, _ = qat_run(args, "fp32", pretrained, load_recipe("fp32"))
     start = build_asr_model(MODEL, pretrained=True, seed=0)  # an uncompressed twin to load into
