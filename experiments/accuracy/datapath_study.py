@@ -64,7 +64,6 @@ COLUMNS = (
     "latency_ms", "energy_uj", "area_mm2", "vector_area_mm2", "code_commit", "checkpoint_sha256",
     "priced_commit",
 )  # fmt: skip
-COST_COLUMNS = ("latency_ms", "energy_uj", "area_mm2", "vector_area_mm2")
 # Rows written before the kernel study: the test split, no exact kernels, I-BERT's GELU.
 COLUMN_DEFAULTS = {"split": "test", "exact_kernels": "", "gelu_table_segments": "0"}
 VARIANT_SETS = ("formats", "kernels", "gelu_tables")
@@ -123,30 +122,32 @@ def simulated(backbone: str, recipe: str, shape: dict[str, float],
             "area_mm2": totals["area_mm2"], "vector_area_mm2": data["area_breakdown_mm2"]["vector"]}
 
 
-def cost_columns(cost: dict[str, float]) -> dict[str, str]:
-    """The row's formatted :data:`COST_COLUMNS` of one :func:`simulated` result."""
-    return {"latency_ms": f"{cost['latency_ms']:.4f}", "energy_uj": f"{cost['energy_uj']:.3f}",
-            "area_mm2": f"{cost['area_mm2']:.4f}",
-            "vector_area_mm2": f"{cost['vector_area_mm2']:.4f}"}
+def priced(costs: dict[tuple, dict[str, str]], task_name: str, recipe: str,
+           variant: Variant) -> dict[str, str]:
+    """A row's cost columns (latency, energy, area, vector area; formatted) for ``recipe`` on
+    ``variant``'s chip, simulated once per task, recipe and chip and kept in ``costs``: exact
+    kernels are a study's knob, priced as their chip."""
+    key = (task_name, recipe, tuple(sorted(variant.overrides.items())))
+    if key not in costs:
+        task = get_task(task_name)
+        cost = simulated(task.backbone, recipe, task.input_shape, variant.overrides)
+        costs[key] = {"latency_ms": f"{cost['latency_ms']:.4f}",
+                      "energy_uj": f"{cost['energy_uj']:.3f}",
+                      "area_mm2": f"{cost['area_mm2']:.4f}",
+                      "vector_area_mm2": f"{cost['vector_area_mm2']:.4f}"}
+    return costs[key]
 
 
 def repriced(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    """``rows`` with their :data:`COST_COLUMNS` simulated anew (one simulation per task,
-    recipe and chip: exact kernels are a study's knob, priced as the chip) and
-    ``priced_commit`` the current commit."""
+    """``rows`` with their cost columns simulated anew (:func:`priced`) and ``priced_commit``
+    the current commit."""
     costs: dict[tuple, dict[str, str]] = {}
     commit = code_commit()
-    out = []
-    for row in rows:
-        variant = Variant(row["vector_format"], int(row["accumulator_bits"]),
-                          gelu_table_segments=int(row["gelu_table_segments"]))
-        key = (row["task"], row["recipe"], tuple(sorted(variant.overrides.items())))
-        if key not in costs:
-            task = get_task(row["task"])
-            costs[key] = cost_columns(simulated(task.backbone, row["recipe"], task.input_shape,
-                                                variant.overrides))
-        out.append({**row, **costs[key], "priced_commit": commit})
-    return out
+    return [{**row, **priced(costs, row["task"], row["recipe"],
+                             Variant(row["vector_format"], int(row["accumulator_bits"]),
+                                     gelu_table_segments=int(row["gelu_table_segments"]))),
+             "priced_commit": commit}
+            for row in rows]
 
 
 def study_rows(task_name: str, recipe: str, seed: int,
@@ -159,17 +160,14 @@ def study_rows(task_name: str, recipe: str, seed: int,
     int_model = export_int_model(model)
     checkpoint = tensors_sha256(model.state_dict())
     base = load_hw(TABLE_HW_CONFIG)
+    commit = code_commit()
     rows = []
-    costs: dict[tuple, dict[str, float]] = {}  # the kernel variants share one chip: priced once
+    costs: dict[tuple, dict[str, str]] = {}
     for variant in variants(sets):
         chip = chip_datapath(with_overrides(base, variant.overrides),
                              {"exact_kernels": variant.exact_kernels})
         result = evaluate_on_chip(task, model, int_model, variant.split, datapath=chip.datapath)
-        chip_key = tuple(sorted(variant.overrides.items()))
-        if chip_key not in costs:
-            costs[chip_key] = simulated(task.backbone, recipe, task.input_shape,
-                                        variant.overrides)
-        cost = costs[chip_key]
+        cost = priced(costs, task_name, recipe, variant)
         rows.append({
             "task": task_name, "model": task.backbone, "recipe": recipe, "seed": str(seed),
             "split": variant.split, "vector_format": variant.vector_format,
@@ -178,13 +176,13 @@ def study_rows(task_name: str, recipe: str, seed: int,
             "gelu_table_segments": str(variant.gelu_table_segments), "datapath": chip.label,
             "accuracy_pct": f"{result.metric:.2f}",
             "saturated_pct": f"{100 * result.saturations / max(result.accumulators, 1):.4f}",
-            **cost_columns(cost), "code_commit": code_commit(), "checkpoint_sha256": checkpoint,
-            "priced_commit": code_commit(),
+            **cost, "code_commit": commit, "checkpoint_sha256": checkpoint,
+            "priced_commit": commit,
         })  # fmt: skip
         exact = f", exact {' '.join(variant.exact_kernels)}" if variant.exact_kernels else ""
         print(f"[{task_name}/{recipe}/seed{seed}] {chip.label}{exact} ({variant.split}): "
               f"{result.metric:.2f} %, "
-              f"{cost['energy_uj']:.1f} uJ, {cost['area_mm2']:.4f} mm2", flush=True)
+              f"{float(cost['energy_uj']):.1f} uJ, {cost['area_mm2']} mm2", flush=True)
     return rows
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "accuracy"))
 import datapath_study  # noqa: E402
 
@@ -73,3 +75,13 @@ def test_repricing_simulates_each_chip_once_and_keeps_the_accuracies(monkeypatch
     assert {(r["code_commit"], r["priced_commit"]) for r in out} == {("c", "f" * 40)}
     assert "Commit `c`, checkpoint `0000000000000000`; costs re-priced at `fffffff`." in (
         datapath_study.render(out))
+
+
+def test_reprice_with_a_task_or_without_anything_is_one_usage_error(capsys):
+    """--reprice re-prices the whole CSV: with --task/--recipes, or with neither, the command
+    stops before reading or writing anything, naming both ways."""
+    for argv in (["--reprice", "--task", "fortunes", "--recipes", "w4a4_sp24"], []):
+        with pytest.raises(SystemExit) as exit_info:
+            datapath_study.main(argv)
+        assert exit_info.value.code == 2
+        assert "give --task and --recipes, or --reprice alone" in capsys.readouterr().err
