@@ -5,7 +5,7 @@ above its *dynamic* mmap threshold, which rises every time a mapped block is fre
 block lives in the heap, and a freed block in the middle of the heap stays resident. Building a
 large model for tracing frees each float layer as its compressed twin replaces it: when those
 layers had landed in the heap, the process kept them all while the compression's temporaries
-took fresh pages, and a cold ``run --model vit_l16`` peaked at 2.5-3.2 GB instead of 1.6 GB,
+took fresh pages, and a cold ``run --model vit_l16`` peaked at 2.4-3.1 GiB instead of 1.6 GiB,
 at random from run to run (benchmarks/README.md, bench_startup). ``malloc_trim`` returns the
 free pages of every arena, wherever they lie.
 """

@@ -288,8 +288,8 @@ def apply_recipe(model: nn.Module, recipe: Recipe, *, for_trace: bool = False) -
 
 
 # A released float layer's memory goes back to the OS every 12 layers (accelsim.heap): it kept
-# vit_l16's cold trace at 1.68-1.77 GB (2.6-3.1 GB in half the runs without it) for about 0.5 s more
-# CPU; every layer cost 2 s of system CPU refaulting the returned pages, every 6 layers 1.3 s
+# vit_l16's cold trace at 1,642-1,729 MiB (up to 2,956 MiB without it) for about 0.5 s more CPU;
+# every layer cost 2 s of system CPU refaulting the returned pages, every 6 layers 1.3 s
 # (benchmarks/README.md, bench_startup).
 _TRIM_EVERY_LAYERS = 12
 
