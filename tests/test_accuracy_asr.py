@@ -8,7 +8,7 @@ import torch
 
 from accelsim.accuracy import asr as aasr
 from accelsim.compress.apply import apply_recipe, calibrate, quant_linears
-from accelsim.compress.recipe import load_recipe
+from accelsim.compress.recipe import Recipe, load_recipe
 from accelsim.tasks import asr
 from accelsim.tasks.base import Batch
 from accelsim.zoo import asr as zasr
@@ -39,6 +39,24 @@ def test_asr_recipe_quantizes_decoder_linears_and_output_projection_with_2_4_mas
     other = zasr.build_asr_model(TINY, seed=0)
     apply_recipe(other, float_head)
     assert "whisper.proj_out" not in dict(quant_linears(other))
+
+
+def test_per_site_widths_reach_the_decoder_linears_by_their_input_site():
+    # The decoder's Q/K/V (self and cross) read a LayerNorm output as the encoder's do; the
+    # output projection matches no site and keeps the recipe's widths.
+    model = zasr.build_asr_model(TINY, seed=0)
+    recipe = aasr.asr_recipe(Recipe(
+        name="t", act_bits_by_site={"qkv": 8, "ffn_down": 8}, weight_bits_by_site={"qkv": 8}))
+    apply_recipe(model, recipe)
+    widths = {n: (q.weight_quant.bits, q.act_quant.bits) for n, q in quant_linears(model)}
+    layer = "whisper.model.decoder.layers.0."
+    assert widths[layer + "self_attn.k_proj"] == (8, 8)
+    assert widths[layer + "encoder_attn.v_proj"] == (8, 8)
+    assert widths[layer + "encoder_attn.out_proj"] == (4, 4)
+    assert widths[layer + "fc1"] == (4, 4)
+    assert widths[layer + "fc2"] == (4, 8)
+    assert widths["whisper.model.encoder.layers.0.self_attn.q_proj"] == (8, 8)
+    assert widths["whisper.proj_out"] == (4, 4)
 
 
 def _calibrated(recipe_name: str, seed: int):

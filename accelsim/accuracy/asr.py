@@ -7,7 +7,10 @@ A recipe covers the encoder blocks as for every Whisper model; :func:`asr_recipe
 decoder blocks' linears (self-attention and cross-attention Q/K/V/out, FC1, FC2) and the output
 projection (tied to the token embedding in FP32, quantized here as a separate copy, as the
 decoder families' LM head) through the recipe's ``quantize_extra``. They get the recipe's
-weight and activation widths and, under ``sparsity: "2:4"``, its 2:4 masks. The encoder's
+weight and activation widths, those of their input site where the recipe gives one
+(``act_bits_by_site``, ``weight_bits_by_site``: the decoder's Q/K/V, FC1 and FC2 are sites as
+the encoder's are; the output projection is none) and, under ``sparsity: "2:4"``, its 2:4
+masks. The encoder's
 attention matmuls run at the recipe's ``attention_bits``; the decoder's QK^T and PV (self and
 cross) stay float32 unless ``decoder_attention`` (:func:`quantize_decoder_attention`): then at
 ``attention_bits``, K and V at the KV cache's width. Evaluation is the fake-quant model, whose

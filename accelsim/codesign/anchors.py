@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 # recipe in anything else (smoothing, Wanda/SparseGPT masks, distillation, another weight grid,
 # gradual pruning, ...) trained a model no assignment trains.
 ASSIGNED_FIELDS = {"weight_bits": 8, "act_bits": 8, "act_bits_by_site": {},
-                   "sparsity": "dense"}
+                   "weight_bits_by_site": {}, "sparsity": "dense"}
 # Set by the task's training budget, compared through the table row's schedule columns.
 SCHEDULE_FIELDS = {"fp_epochs": 0, "epochs": 1, "batch_size": 1, "lr": 1.0}
 # The uniform recipes the qat_anchored model is anchored on: the reference point, 4-bit
@@ -125,10 +125,11 @@ def recipe_assignment(recipe_name: str, groups: Groups) -> tuple[Format, ...] | 
     out = []
     for name in groups.names:
         site = name.rsplit(".", 1)[-1] if groups.grouping != "block" else None
-        if recipe.act_bits_by_site and site is None:
+        if (recipe.act_bits_by_site or recipe.weight_bits_by_site) and site is None:
             return None
-        act = recipe.act_bits_by_site.get(site, recipe.act_bits) if site else recipe.act_bits
-        out.append(Format(recipe.weight_bits, act, recipe.sparsity == "2:4"))
+        act = recipe.act_bits_by_site.get(site, recipe.act_bits)
+        weight = recipe.weight_bits_by_site.get(site, recipe.weight_bits)
+        out.append(Format(weight, act, recipe.sparsity == "2:4"))
     return tuple(out)
 
 

@@ -33,7 +33,7 @@ from accelsim.compress.quant import (
     runs_integer_path,
 )
 from accelsim.compress.recipe import FAMILIES, Recipe, check_family
-from accelsim.compress.sites import site_of
+from accelsim.compress.sites import site_if_any, site_of
 from accelsim.compress.sparsity import (
     gradual_mask_2_4,
     mask_2_4,
@@ -304,16 +304,17 @@ def _swap_linears(model: nn.Module, recipe: Recipe, names: list[str], extras: li
         sparse = recipe.sparsity == "2:4" and supports_2_4(linear.in_features)
         if recipe.sparsity == "2:4" and not sparse:
             dense[name] = f"K={linear.in_features} is not a multiple of 4"
-        site = None if name in extras or name == LM_HEAD else site_of(name)
+        site = site_if_any(name) if name in extras or name == LM_HEAD else site_of(name)
         smoothed = site in recipe.smoothing_sites
         # Activation-weighted and SparseGPT masks need activations, and a smoothed layer's
         # magnitudes are those of its smoothed weights: calibrate() sets those masks.
         one_shot = (sparse and recipe.pruning != "gradual" and recipe.mask_score == "magnitude"
                     and not smoothed)
-        act_bits = recipe.act_bits_by_site.get(site, recipe.act_bits) if site else recipe.act_bits
+        act_bits = recipe.act_bits_by_site.get(site, recipe.act_bits)
+        weight_bits = recipe.weight_bits_by_site.get(site, recipe.weight_bits)
         build = QuantLinear.released_from_linear if release else QuantLinear.from_linear
         qlinear = build(
-            linear, weight_bits=recipe.weight_bits, act_bits=act_bits,
+            linear, weight_bits=weight_bits, act_bits=act_bits,
             grid=recipe.weight_grid, granularity=recipe.weight_granularity,
             scale_method=recipe.weight_scale_method, act_mode=recipe.act_quantizer,
             sparse=sparse, learn_pruned=recipe.pruning == "sr_ste", smoothed=smoothed,

@@ -35,6 +35,9 @@ class Recipe:
     # Per input site (accelsim.compress.sites), an activation width other than act_bits: mixed
     # precision where the accuracy goes, e.g. {qkv: 8, ffn_up: 8} for the LayerNorm outputs.
     act_bits_by_site: dict[str, int] = field(default_factory=dict, hash=False)
+    # Per input site, a weight width other than weight_bits, e.g. {qkv: 8} where 4-bit weights
+    # cost the accuracy (Whisper's encoder Q/K projections).
+    weight_bits_by_site: dict[str, int] = field(default_factory=dict, hash=False)
     attention_bits: int = 8
     # Stored width of a decoder's KV cache (accelsim.graph.phases); None = attention_bits, the
     # width of the attention operands the cache holds.
@@ -141,13 +144,16 @@ def _problem(r: Recipe) -> str | None:
                 f"(float) or both quantized (4, 8)")
     if r.sparsity == "2:4" and not r.quantized:
         return "sparsity: '2:4' needs quantized weights (weight_bits 4 or 8), got 32"
-    for site, bits in r.act_bits_by_site.items():
-        if site not in SITES:
-            return f"act_bits_by_site: site {site!r} is not one of {', '.join(SITES)}"
-        if bits not in (4, 8):
-            return f"act_bits_by_site: {site}: {bits!r} is not one of 4, 8"
-    if r.act_bits_by_site and not r.quantized:
-        return "act_bits_by_site needs quantized activations (act_bits 4 or 8), got 32"
+    for key, kind, width in (("act_bits_by_site", "activations", "act_bits"),
+                             ("weight_bits_by_site", "weights", "weight_bits")):
+        by_site = getattr(r, key)
+        for site, bits in by_site.items():
+            if site not in SITES:
+                return f"{key}: site {site!r} is not one of {', '.join(SITES)}"
+            if bits not in (4, 8):
+                return f"{key}: {site}: {bits!r} is not one of 4, 8"
+        if by_site and not r.quantized:
+            return f"{key} needs quantized {kind} ({width} 4 or 8), got 32"
     for site in r.smoothing_sites:
         if site not in SITES:
             return f"smoothing_sites: site {site!r} is not one of {', '.join(SITES)}"

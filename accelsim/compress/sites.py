@@ -10,7 +10,9 @@ Four sites per encoder block, named by the linear that reads them:
 Post-LN (BERT, wav2vec2) and pre-LN (ViT, DINOv2, Whisper) blocks agree on this: both Q/K/V and
 FFN-up read a LayerNorm output, the tensor where transformers keep their outlier channels
 (Bondarenko et al. 2021), which is why recipes can give a site its own activation width
-(``act_bits_by_site``), like the IBM code's ``nbits_a_qkv``.
+(``act_bits_by_site``, and ``weight_bits_by_site`` for the weights), like the IBM code's
+``nbits_a_qkv``. An extra linear outside the blocks whose name matches one site (Whisper's
+decoder linears) takes that site's widths (:func:`site_if_any`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,14 @@ SITE_INPUTS: dict[str, str] = {
     "ffn_up": "FFN up projection (LayerNorm output)",
     "ffn_down": "FFN down projection (GELU output)",
 }
+
+
+def site_if_any(name: str) -> str | None:
+    """The site of the linear at module path ``name`` when exactly one pattern matches, else
+    None: how an extra linear (``quantize_extra``) outside the encoder blocks gets one, e.g.
+    Whisper's decoder Q/K/V (``qkv``), and a head (no match) keeps the recipe's widths."""
+    matches = [site for site, pattern in SITE_PATTERNS.items() if pattern.search(name)]
+    return matches[0] if len(matches) == 1 else None
 
 
 def site_of(name: str) -> str:

@@ -256,6 +256,17 @@ def test_act_bits_by_site_leaves_extra_linears_at_act_bits() -> None:
     assert model.bert.encoder.layer[0].intermediate.dense.act_quant.bits == 4
 
 
+def test_weight_bits_by_site_sets_that_sites_weight_width_only() -> None:
+    model = tiny_bert()
+    apply_recipe(model, recipe_from_dict({"name": "t", "weight_bits_by_site": {"qkv": 8},
+                                          "quantize_extra": ["classifier"]}))
+    block = model.bert.encoder.layer[0]
+    assert block.attention.self.query.weight_quant.bits == 8
+    assert block.attention.self.query.act_quant.bits == 4
+    assert block.intermediate.dense.weight_quant.bits == 4
+    assert model.classifier.weight_quant.bits == 4
+
+
 class _OneLinear(nn.Module):
     """A single 2:4 QuantLinear, called like a model (keyword inputs)."""
 
