@@ -107,14 +107,12 @@ def decoder_precision(recipe_name: str | None) -> DecoderPrecision | None:
     recipe = load_workload_recipe(recipe_name)
     if not recipe.quantized:
         return None
-    for key, width in (("act_bits_by_site", "act_bits"), ("weight_bits_by_site", "weight_bits")):
-        if getattr(recipe, key):
-            raise AccelsimError(f"recipe {recipe.name!r}: {key} names block input sites; a "
-                                f"decoder phase takes one {width} (allowed: an empty mapping)")
     return DecoderPrecision(weight_bits=recipe.weight_bits, act_bits=recipe.act_bits,
                             attention_bits=recipe.attention_bits,
                             kv_bits=recipe.kv_bits or recipe.attention_bits,
-                            sparsity=recipe.sparsity)
+                            sparsity=recipe.sparsity,
+                            weight_bits_by_site=dict(recipe.weight_bits_by_site),
+                            act_bits_by_site=dict(recipe.act_bits_by_site))
 
 
 def phase_graph_from_int_model(phase_graph: PhaseGraph, int_model: IntModel) -> PhaseGraph:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
+from accelsim.compress.sites import site_if_any
 from accelsim.errors import AccelsimError
 from accelsim.graph.ir import GemmNode, Graph, Node, VectorNode
 
@@ -187,13 +188,25 @@ class DecoderPrecision:
     """Operand widths a recipe gives a decoder: every weight GEMM (the LM head included: a
     decode step streams it every token) at ``weight_bits`` x ``act_bits`` with ``sparsity``
     at its nominal density, attention matmuls at ``attention_bits``, the KV cache at
-    ``kv_bits``."""
+    ``kv_bits``. A linear whose name matches one input site (``compress.sites.site_if_any``:
+    Q/K/V, attention output, FFN up, FFN down) takes that site's width from
+    ``weight_bits_by_site`` / ``act_bits_by_site`` where the recipe names it, as compression
+    does; a head (no site) keeps the recipe's."""
 
     weight_bits: int
     act_bits: int
     attention_bits: int
     kv_bits: int
     sparsity: Literal["dense", "2:4"]
+    weight_bits_by_site: dict[str, int] = dataclasses.field(default_factory=dict, hash=False)
+    act_bits_by_site: dict[str, int] = dataclasses.field(default_factory=dict, hash=False)
+
+    def widths(self, linear: str) -> tuple[int, int]:
+        """``(weight_bits, act_bits)`` of the linear at module path ``linear``."""
+        site = site_if_any(linear)
+        return (self.weight_bits_by_site.get(site, self.weight_bits) if site else
+                self.weight_bits,
+                self.act_bits_by_site.get(site, self.act_bits) if site else self.act_bits)
 
 
 NOMINAL_DENSITY = {"dense": 1.0, "2:4": 0.5}
@@ -237,8 +250,9 @@ def with_precision(phase_graph: PhaseGraph, precision: DecoderPrecision) -> Phas
                                            act_bits=p.attention_bits)
             else:
                 sparse = p.sparsity == "2:4" and node.k % 4 == 0
+                weight_bits, act_bits = p.widths(node.name)
                 node = dataclasses.replace(
-                    node, weight_bits=p.weight_bits, act_bits=p.act_bits,
+                    node, weight_bits=weight_bits, act_bits=act_bits,
                     sparsity="2:4" if sparse else "dense",
                     weight_density=NOMINAL_DENSITY["2:4" if sparse else "dense"])
         nodes.append(node)

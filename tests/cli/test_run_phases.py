@@ -92,9 +92,6 @@ def test_recipe_none_keeps_the_hardware_widths(tmp_path):
     (["--model", "gpt2_tiny", "--phase", "prefill", "--prompt-len", "65"],
      "gpt2_tiny: prompt_len=65 needs 65 positions, beyond the model's 64 (allowed: prompt_len "
      "at most 64)"),
-    (["--model", "gpt2_tiny", "--phase", "decode", "--recipe", "w4a4_sp24_ln_a8"],
-     "recipe 'w4a4_sp24_ln_a8': act_bits_by_site names block input sites; a decoder phase "
-     "takes one act_bits (allowed: an empty mapping)"),
     (["--model", "gpt2_tiny", "--phase", "decode", "--batch", "0"],
      "gpt2_tiny: batch=0 must be an integer >= 1"),
     (["--model", "gpt2_tiny"],

@@ -77,3 +77,36 @@ def test_verify_phase_bad_input_is_one_line(capsys, argv, message):
     assert main(["verify", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_per_site_widths_are_priced_as_the_integer_model_runs_them(capsys, tmp_path):
+    """A per-site recipe on the recognizer (8-bit Q/K/V weights, 4-bit 2:4 elsewhere, 8-bit
+    activations): generation on the integer reference passes, and the nominal widths a decoder
+    phase prices from the recipe are the exported integer model's own, linear by linear, the
+    output projection (no site) at the recipe's."""
+    from accelsim.cli.run_phase import decoder_precision, phase_graph_from_int_model
+    from accelsim.graph.decoder_trace import trace_phase
+    from accelsim.graph.phases import with_precision
+    from accelsim.zoo.decoders import resolve_phase_shape
+
+    recipe, model, npz = "w4a8_sp24_wanda_qkv_w8", "whisper_tiny_test_asr", tmp_path / "asr.npz"
+    code = main(["verify", "--model", model, "--recipe", recipe, "--phase", "decode", "--hw",
+                 "hw_configs/int4_sparse.yaml", "--batches", "1", "--batch-size", "2",
+                 "--gen-len", "3", "--int-model-out", str(npz)])
+    assert code == 0, capsys.readouterr().out
+    int_model = load_int_model(npz)
+    for phase in ("prefill", "decode"):
+        traced = trace_phase(model, phase, resolve_phase_shape(model, phase))
+        nominal = with_precision(traced, decoder_precision(recipe))
+        real = phase_graph_from_int_model(traced, int_model)
+
+        def widths(graph):
+            return {node.name.split(".", 1)[1]: (node.weight_bits, node.act_bits, node.sparsity)
+                    for node in graph.graph.gemms
+                    if not (node.weight_is_activation or node.on_host)}
+
+        assert widths(nominal) == widths(real)
+        priced = widths(nominal)
+        assert priced["whisper.model.decoder.layers.0.self_attn.q_proj"] == (8, 8, "2:4")
+        assert priced["whisper.model.decoder.layers.0.fc2"] == (4, 8, "2:4")
+        assert priced["whisper.proj_out"] == (4, 8, "2:4")
