@@ -24,6 +24,12 @@ EXPECTED = {"fp32", "w8a8", "w4a4", "w4a4_sp24", "w4a4_sp24_no_zero_grid",
             "w4a4_sp24_const_dropout", "w4a4_sp24_init_pretrained"}
 
 
+# The recognizer's recipes (docs/asr.md, "Where 4 bits cost").
+WHISPER_QKV_W8 = {"act_bits": 8, "weight_bits_by_site": {"qkv": 8},
+                  "mask_score": "activation_weighted", "calibration_percentiles": (0.0, 100.0),
+                  "families": ("whisper",)}
+
+
 def test_shipped_recipes_load_and_differ_only_where_the_ablation_says() -> None:
     assert set(available_recipes()) >= EXPECTED
     base = load_recipe("w4a4_sp24")
@@ -41,6 +47,8 @@ def test_shipped_recipes_load_and_differ_only_where_the_ablation_says() -> None:
         "w4a4_sp24_wanda_ln_a8": {"mask_score": "activation_weighted",
                                   "act_bits_by_site": {"qkv": 8, "ffn_up": 8}},
         "w4a8_sp24": {"act_bits": 8},
+        "w4a8_sp24_wanda_qkv_w8": WHISPER_QKV_W8,
+        "w4a8_sp24_wanda_qkv_w8_kd": {**WHISPER_QKV_W8, "distill_weight": 0.5},
         "w8a8_kd_unlabeled": {"weight_bits": 8, "act_bits": 8, "sparsity": "dense",
                               "distill_weight": 0.5, "distill_unlabeled": 2},
         "w4a4_sp24_sr_ste": {"pruning": "sr_ste", "mask_update_steps": 1},
