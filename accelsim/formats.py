@@ -166,6 +166,27 @@ def gelu_table_problem(segments: object, vector_format: object) -> str | None:
     return None
 
 
+# How the ``int`` format's residual add picks its output scale (``vector_unit.residual_scale``,
+# docs/integer_semantics.md §5; a compile-time constant per add, so the rescale multipliers and
+# the priced work are the same either way):
+# * ``coarser``: the coarser of the two operands' scales; the finer operand loses its low bits;
+# * ``fitted``: the finest scale at which the operands' full ranges (``2^(bits - 1)`` codes each,
+#   at the widths they are stored in) sum without saturating the residual width, never finer
+#   than the finer operand's scale and never coarser than ``coarser``'s.
+RESIDUAL_SCALES: tuple[str, ...] = ("coarser", "fitted")
+
+
+def residual_scale_problem(rule: object, vector_format: object) -> str | None:
+    """Why ``rule`` is not a residual-add scale rule of ``vector_format``, or None: the rule is
+    the ``int`` format's (a float format adds in floating point)."""
+    if rule not in RESIDUAL_SCALES:
+        return f"residual_scale {rule!r} is not one of {', '.join(RESIDUAL_SCALES)}"
+    if rule != "coarser" and vector_format != "int":
+        return (f"residual_scale {rule} needs vector format int (the float formats add in "
+                f"floating point), not {vector_format}; allowed with {vector_format}: coarser")
+    return None
+
+
 def vector_format(name: str) -> VectorFormat:
     """The :class:`VectorFormat` called ``name``; one error line naming the allowed ones."""
     if name not in VECTOR_FORMATS:
@@ -178,17 +199,18 @@ def vector_format(name: str) -> VectorFormat:
 ACCUMULATOR_BITS_RANGE: tuple[int, int] = (2, 64)
 """Accumulator widths a datapath may name: a sign bit and one more, up to the int64 register."""
 DATAPATH_FIELDS: tuple[str, ...] = ("accumulator_bits", "overflow", "integer_requant",
-                                    "vector_format", "gelu_table_segments")
+                                    "vector_format", "gelu_table_segments", "residual_scale")
 """What selects a datapath (``accelsim.ref.datapath.Datapath``; the recipe field ``datapath``)."""
 DATAPATH_DEFAULTS: dict[str, object] = {"accumulator_bits": 32, "overflow": "saturate",
                                         "integer_requant": False, "vector_format": None,
-                                        "gelu_table_segments": 0}
+                                        "gelu_table_segments": 0, "residual_scale": "coarser"}
 """A field left out: int32 accumulators (nothing clipped), float32 requantization, the model's
 own float32 vector ops; the arithmetic of the fake-quant model's inference forward."""
 
 
 def datapath_problem(accumulator_bits: object, overflow: object, integer_requant: object,
-                     vector_format: object, gelu_table_segments: object = 0) -> str | None:
+                     vector_format: object, gelu_table_segments: object = 0,
+                     residual_scale: object = "coarser") -> str | None:
     """The first invalid datapath field as ``"field value ...; allowed ..."``, or None.
     ``vector_format`` None is the fake-quant model's own float32 ops."""
     if overflow not in OVERFLOW_POLICIES:
@@ -201,4 +223,5 @@ def datapath_problem(accumulator_bits: object, overflow: object, integer_requant
         return f"accumulator_bits {accumulator_bits!r}; allowed: {low}..{high}"
     if not isinstance(integer_requant, bool):
         return f"integer_requant {integer_requant!r}; allowed: true, false"
-    return gelu_table_problem(gelu_table_segments, vector_format)
+    return (gelu_table_problem(gelu_table_segments, vector_format)
+            or residual_scale_problem(residual_scale, vector_format))

@@ -27,11 +27,13 @@ from accelsim.formats import (
     DATAFLOWS,
     GELU_TABLE_SEGMENTS,
     OVERFLOW_POLICIES,
+    RESIDUAL_SCALES,
     SPARSE_24,
     VECTOR_FORMATS,
     VectorFormat,
     gelu_table_problem,
     product_bits,
+    residual_scale_problem,
 )
 
 FORMAT_VERSION = 1
@@ -139,12 +141,16 @@ class VectorUnit:
     """``format``: the number format of every vector op (LayerNorm, softmax, GELU, residual adds,
     scales); it sets the element width in lanes and SRAM (accelsim.formats.VECTOR_FORMATS).
     ``gelu_table_segments`` (``int`` format only): each lane computes GELU from a table of that
-    many linear segments of the normal CDF instead of I-BERT's polynomial (0)."""
+    many linear segments of the normal CDF instead of I-BERT's polynomial (0).
+    ``residual_scale`` (``int`` format only): how a residual add picks its output scale
+    (accelsim.formats.RESIDUAL_SCALES: the coarser operand's, or the finest that cannot
+    saturate)."""
 
     lanes: int = _spec(1, 1 << 16)
     format: str = _spec(choices=tuple(VECTOR_FORMATS))
     cycles_per_element: VectorCycles
     gelu_table_segments: int = _spec(choices=GELU_TABLE_SEGMENTS, default=0)
+    residual_scale: str = _spec(choices=RESIDUAL_SCALES, default="coarser")
 
     @property
     def number_format(self) -> VectorFormat:
@@ -303,7 +309,9 @@ def hw_from_dict(data: dict, source: str = "<dict>") -> HwConfig:
         raise AccelsimError(
             f"{source}: precision.accumulator_bits: {p.accumulator_bits} is narrower than one "
             f"{p.weight_bits}-bit x {p.act_bits}-bit product ({need} bits); allowed: >= {need}")
-    problem = gelu_table_problem(hw.vector_unit.gelu_table_segments, hw.vector_unit.format)
+    vector_unit = hw.vector_unit
+    problem = (gelu_table_problem(vector_unit.gelu_table_segments, vector_unit.format)
+               or residual_scale_problem(vector_unit.residual_scale, vector_unit.format))
     if problem is not None:
         raise AccelsimError(f"{source}: vector_unit.{problem}")
     return hw

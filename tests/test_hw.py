@@ -122,6 +122,20 @@ def test_gelu_table_segments_are_a_listed_size_on_the_int_format_only():
                             "16, 32, 64, 128, 256")
 
 
+def test_residual_scale_is_a_listed_rule_on_the_int_format_only():
+    data = _base()
+    assert hw_from_dict(data).vector_unit.residual_scale == "coarser"  # left out
+    data["vector_unit"]["residual_scale"] = "fitted"
+    assert _error(data) == ("t.yaml: vector_unit.residual_scale fitted needs vector format int "
+                            "(the float formats add in floating point), not fp16; allowed with "
+                            "fp16: coarser")
+    data["vector_unit"]["format"] = "int"
+    assert hw_from_dict(data).vector_unit.residual_scale == "fitted"
+    data["vector_unit"]["residual_scale"] = "finer"
+    assert _error(data) == ("t.yaml: vector_unit.residual_scale: 'finer' is not one of coarser, "
+                            "fitted")
+
+
 def test_missing_key_is_reported():
     data = _base()
     del data["sram"]["weights"]["word_bits"]

@@ -64,6 +64,8 @@ def chip_datapath(hw: HwConfig, overrides: Mapping[str, Any] | None = None) -> C
              f"{requant} requant, {datapath.vector_format or 'float32 PyTorch'} vector")
     if datapath.gelu_table_segments:
         label += f", {datapath.gelu_table_segments}-segment GELU table"
+    if datapath.residual_scale != "coarser":
+        label += f", {datapath.residual_scale} residual scale"
     return ChipDatapath(datapath, label)
 
 

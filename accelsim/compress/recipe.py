@@ -96,9 +96,8 @@ class Recipe:
     # alone (no cross-entropy). 0 = off.
     distill_unlabeled: int = 0
     quantize_extra: tuple[str, ...] = ()  # module paths of extra nn.Linear to quantize (head)
-    # The chip datapath QAT trains on (docs/compression.md §5): any of accumulator_bits,
-    # overflow, integer_requant, vector_format and gelu_table_segments
-    # (accelsim.formats.DATAPATH_FIELDS). Every
+    # The chip datapath QAT trains on (docs/compression.md §5): any of
+    # accelsim.formats.DATAPATH_FIELDS (accumulator_bits, overflow, vector_format, ...). Every
     # forward of the compressed stage then takes the values the integer reference computes on
     # that datapath, with straight-through gradients (accelsim.ref.qat). Empty = the fake-quant
     # model's own float32 arithmetic.

@@ -27,7 +27,8 @@ class Datapath:
     ``vector_format``: the format of everything else between GEMMs (§5); ``None`` keeps the
     model's own float32 PyTorch ops, the fake-quant model's arithmetic. ``gelu_table_segments``
     (``int`` format): GELU by a table of that many linear segments instead of I-BERT's polynomial
-    (0; :data:`~accelsim.formats.GELU_TABLE_SEGMENTS`). ``exact_kernels``
+    (0; :data:`~accelsim.formats.GELU_TABLE_SEGMENTS`). ``residual_scale`` (``int`` format): the
+    residual add's output-scale rule (:data:`~accelsim.formats.RESIDUAL_SCALES`). ``exact_kernels``
     (``int`` format only; a study's knob, not a chip's): the integer kernels (of
     :data:`~accelsim.formats.INT_VECTOR_KERNELS`) computed exactly in float64 and converted to
     integers as a host tensor is, to measure what each kernel's approximation costs."""
@@ -37,11 +38,13 @@ class Datapath:
     integer_requant: bool = DATAPATH_DEFAULTS["integer_requant"]  # type: ignore[assignment]
     vector_format: str | None = DATAPATH_DEFAULTS["vector_format"]  # type: ignore[assignment]
     gelu_table_segments: int = DATAPATH_DEFAULTS["gelu_table_segments"]  # type: ignore[assignment]
+    residual_scale: str = DATAPATH_DEFAULTS["residual_scale"]  # type: ignore[assignment]
     exact_kernels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problem = datapath_problem(self.accumulator_bits, self.overflow, self.integer_requant,
-                                   self.vector_format, self.gelu_table_segments)
+                                   self.vector_format, self.gelu_table_segments,
+                                   self.residual_scale)
         if problem is not None:
             raise AccelsimError(f"datapath: {problem}")
         unknown = [k for k in self.exact_kernels if k not in INT_VECTOR_KERNELS]
@@ -63,7 +66,8 @@ class Datapath:
         return cls(accumulator_bits=hw.precision.accumulator_bits,
                    overflow=hw.precision.overflow, integer_requant=True,
                    vector_format=hw.vector_unit.format,
-                   gelu_table_segments=hw.vector_unit.gelu_table_segments)
+                   gelu_table_segments=hw.vector_unit.gelu_table_segments,
+                   residual_scale=hw.vector_unit.residual_scale)
 
 
 FAKE_QUANT_DATAPATH = Datapath()

@@ -221,7 +221,8 @@ class IntLinearModule(nn.Module):
             self.counts.record("requantize", q, {
                 "acc": acc, "multiplier": self.int_rescale, "zero_point": 0,
                 "qmin": int32_min, "qmax": int32_max})
-            return ints.tensor(q.reshape(*x.shape[:-1], self.layer.n), self.int_scale)
+            return ints.tensor(q.reshape(*x.shape[:-1], self.layer.n), self.int_scale,
+                               self.datapath.accumulator_bits)  # each column rescaled by <= 1
         if requant:
             out = self.requant_to
             codes = kernels.requantize(acc, self.requant_multiplier, out.zero_point, out.qmin,
@@ -318,7 +319,8 @@ def _int_attention_tail(acc_qk: np.ndarray, attention_mask: Tensor | None, keys:
         kernels.int_bmm(p_codes, v_codes, p.zero_point, v.zero_point), datapath, counts, "bmm",
         {"a_codes": p_codes, "a_zp": p.zero_point, "b_codes": v_codes, "b_zp": v.zero_point})
     counts.add_macs("matmul", p_codes.size * v_codes.shape[-1])
-    out = ints.tensor(acc_pv, float(np.float64(p.scale) * np.float64(v.scale)))
+    out = ints.tensor(acc_pv, float(np.float64(p.scale) * np.float64(v.scale)),
+                      datapath.accumulator_bits)
     return out.transpose(1, 2).contiguous(), torch.from_numpy(dequantize(p_codes, p.scale,
                                                                            p.zero_point))
 
@@ -441,7 +443,8 @@ def _run_in_vector_format(executor: nn.Module, datapath: Datapath,
     float32."""
     mode: Any = (vector_mode.VectorFormatMode(datapath.vector_format, counts) if ints is None
                  else int_mode.IntFormatMode(counts, ints, datapath.exact_kernels,
-                                             datapath.gelu_table_segments))
+                                             datapath.gelu_table_segments,
+                                             datapath.residual_scale))
     vector_mode.host_hooks(executor, host_modules, mode)
     model_forward = executor.forward
 

@@ -15,7 +15,9 @@ float64 tensor holding ``q * S`` (one rounding; ``rint(x / S)`` gives ``q`` back
   (:class:`IntFormatMode`): LayerNorm (and GroupNorm, the same kernel per group) to
   ``LN_OUT_BITS`` signed bits, GELU brought back to its
   input's resolution by a rounding shift (:func:`gelu_at_input_resolution`), adds saturated to
-  ``RESIDUAL_BITS``, softmax to ``SOFTMAX_OUT_BITS`` unsigned
+  ``RESIDUAL_BITS`` on the scale ``Datapath.residual_scale`` picks (:func:`residual_out_scale`;
+  the operands' stored widths, which :class:`IntTensors` keeps beside their scales, bound the
+  ``fitted`` rule's sum), softmax to ``SOFTMAX_OUT_BITS`` unsigned
   bits with the attention scaling folded into its input scale; with ``Datapath.
   gelu_table_segments`` GELU is ``vector_ops.int_gelu_table`` instead, on its input's scale;
 * layout ops (views, transposes, slicing, dropout in eval) keep ``q`` and ``S``; a product with a
@@ -75,6 +77,20 @@ def gelu_at_input_resolution(out: tuple[np.ndarray, float],
     return (q_out + (1 << shift >> 1)) >> shift, scale_out * 2**shift
 
 
+def residual_out_scale(rule: str, scale_a: float, bits_a: int, scale_b: float,
+                       bits_b: int) -> float:
+    """The residual add's output scale under ``rule`` (accelsim.formats.RESIDUAL_SCALES) for
+    operands stored in ``bits_a`` / ``bits_b`` signed bits: ``coarser`` is the larger scale;
+    ``fitted`` the finest at which ``2^(bits_a - 1) scale_a + 2^(bits_b - 1) scale_b`` fits
+    ``RESIDUAL_BITS``, clamped to ``[min, max]`` of the two scales (finer than both adds no
+    information; coarser than both is ``coarser``'s rule, which may saturate)."""
+    coarse, fine = max(scale_a, scale_b), min(scale_a, scale_b)
+    if rule == "coarser":
+        return coarse
+    bound = math.ldexp(scale_a, bits_a - 1) + math.ldexp(scale_b, bits_b - 1)
+    return min(coarse, max(fine, bound / (2 ** (RESIDUAL_BITS - 1) - 1)))
+
+
 def _per_channel(parameter: Tensor | None, n: int, default: float) -> np.ndarray:
     """A norm's affine ``parameter`` as ``n`` float64 values, ``default`` when it has none."""
     if parameter is None:
@@ -83,19 +99,30 @@ def _per_channel(parameter: Tensor | None, n: int, default: float) -> np.ndarray
 
 
 class IntTensors:
-    """The scales of the on-chip integer tensors, by tensor identity (see the module docstring)."""
+    """The scales and stored widths (signed bits) of the on-chip integer tensors, by tensor
+    identity (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._scales: dict[int, float] = {}
+        self._formats: dict[int, tuple[float, int]] = {}
 
-    def tensor(self, q: np.ndarray, scale: float) -> Tensor:
+    def tensor(self, q: np.ndarray, scale: float, bits: int) -> Tensor:
         t = torch.from_numpy(np.ascontiguousarray(q, dtype=np.int64).astype(np.float64) * scale)
-        self._scales[id(t)] = float(scale)
-        weakref.finalize(t, self._scales.pop, id(t), None)
+        self._formats[id(t)] = (float(scale), int(bits))
+        weakref.finalize(t, self._formats.pop, id(t), None)
         return t
 
     def scale(self, x: object) -> float | None:
-        return self._scales.get(id(x)) if isinstance(x, Tensor) else None
+        stored = self._formats.get(id(x)) if isinstance(x, Tensor) else None
+        return None if stored is None else stored[0]
+
+    def bits(self, x: object) -> int:
+        """The signed width ``x`` is stored in; ``HOST_BITS`` for a host tensor (converted so)."""
+        stored = self._formats.get(id(x)) if isinstance(x, Tensor) else None
+        return HOST_BITS if stored is None else stored[1]
+
+    def host_tensor(self, x: Tensor) -> Tensor:
+        """A float tensor converted on the host (``HOST_BITS`` on its own scale)."""
+        return self.tensor(*self.ints(x), HOST_BITS)
 
     def ints(self, x: Tensor) -> tuple[np.ndarray, float]:
         """``(q, S)`` of an on-chip tensor, or of a float tensor converted on the host."""
@@ -115,12 +142,14 @@ class IntFormatMode(HostAwareMode):
     """The ``int`` format's vector ops on the executor's torch calls (module docstring)."""
 
     def __init__(self, counts: DatapathCounts, tensors: IntTensors,
-                 exact_kernels: tuple[str, ...] = (), gelu_table_segments: int = 0) -> None:
+                 exact_kernels: tuple[str, ...] = (), gelu_table_segments: int = 0,
+                 residual_scale: str = "coarser") -> None:
         super().__init__()
         self.counts = counts
         self.tensors = tensors
         self.exact_kernels = frozenset(exact_kernels)
         self.gelu_table_segments = gelu_table_segments
+        self.residual_scale = residual_scale
 
     def enter_host(self, module: object, args: tuple) -> tuple:
         """A host module reads float32: integer tensors entering it are dequantized."""
@@ -150,7 +179,8 @@ class IntFormatMode(HostAwareMode):
             product = vector_ops.multiply_by_real(q, float(args[1]))
             self.counts.add_vector("mul", product * scale, q * scale * float(args[1]))
             self.counts.record("multiply_by_real", product, {"q": q, "real": float(args[1])})
-            return self.tensors.tensor(product, scale)
+            growth = max(0, math.ceil(math.log2(abs(float(args[1]))))) if args[1] else 0
+            return self.tensors.tensor(product, scale, self.tensors.bits(args[0]) + growth)
         if func in _MULS and len(tensors) == 2 and len(on_chip) == 1 and not kwargs:
             constant = tensors[1] if tensors[0] is on_chip[0] else tensors[0]
             if constant.ndim == 1 and constant.shape[0] == on_chip[0].shape[-1]:
@@ -160,23 +190,23 @@ class IntFormatMode(HostAwareMode):
         out = func(*args, **kwargs)
         scales = {self.tensors.scale(a) for a in on_chip}
         if name in _LAYOUT and len(scales) == 1:
-            return self._keep_scale(out, scales.pop())
+            return self._keep_scale(out, scales.pop(),
+                                    max(self.tensors.bits(a) for a in on_chip))
         return self._fallback(name, out)
 
-    def _keep_scale(self, out: Any, scale: float) -> Any:
+    def _keep_scale(self, out: Any, scale: float, bits: int) -> Any:
         if isinstance(out, tuple | list):
-            return type(out)(self._keep_scale(o, scale) for o in out)
+            return type(out)(self._keep_scale(o, scale, bits) for o in out)
         if not isinstance(out, Tensor) or not out.is_floating_point():
             return out
         q = np.rint(out.detach().to(torch.float64).numpy() / scale)
-        return self.tensors.tensor(q, scale)
+        return self.tensors.tensor(q, scale, bits)
 
     def _fallback(self, name: str, out: Any) -> Any:
         if not isinstance(out, Tensor) or not out.is_floating_point():
             return out
         self.counts.float_fallbacks[name] = self.counts.float_fallbacks.get(name, 0) + out.numel()
-        q, scale = self.tensors.ints(out)
-        return self.tensors.tensor(q, scale)
+        return self.tensors.host_tensor(out)
 
     def _vector(self, kind: str, output: tuple, inputs: dict[str, Any], graph_op: str,
                 reference: np.ndarray) -> None:
@@ -188,7 +218,7 @@ class IntFormatMode(HostAwareMode):
         """An exact kernel's output: its float64 value converted to integers like a host
         tensor (no chip kernel ran, so nothing for the oracle)."""
         self.counts.add_vector(graph_op, reference, reference)
-        return self.tensors.tensor(*self.tensors.ints(torch.from_numpy(reference)))
+        return self.tensors.host_tensor(torch.from_numpy(reference))
 
     def _layer_norm(self, x: Tensor, normalized_shape: tuple, weight: Tensor | None = None,
                     bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
@@ -205,7 +235,7 @@ class IntFormatMode(HostAwareMode):
         self._vector("int_layer_norm", out, {"q": rows, "scale": scale, "gamma": gamma,
                                              "beta": beta, "out_bits": LN_OUT_BITS, "eps": eps},
                      "layernorm", reference)
-        return self.tensors.tensor(out[0].reshape(q.shape), out[1])
+        return self.tensors.tensor(out[0].reshape(q.shape), out[1], LN_OUT_BITS)
 
     def _group_norm(self, x: Tensor, num_groups: int, weight: Tensor | None = None,
                     bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
@@ -224,7 +254,7 @@ class IntFormatMode(HostAwareMode):
                                              "gamma": gamma, "beta": beta,
                                              "out_bits": LN_OUT_BITS, "eps": eps},
                      "layernorm", reference)
-        return self.tensors.tensor(*out)
+        return self.tensors.tensor(*out, LN_OUT_BITS)
 
     def _gelu(self, x: Tensor) -> Tensor:
         q, scale = self.tensors.ints(x)
@@ -236,10 +266,12 @@ class IntFormatMode(HostAwareMode):
             self._vector("int_gelu_table", out, {"q": q, "scale": scale,
                                                  "segments": self.gelu_table_segments},
                          "gelu", reference)
-            return self.tensors.tensor(*out)
+            return self.tensors.tensor(*out, self.tensors.bits(x))  # |GELU(x)| <= |x|
         out = vector_ops.int_gelu(q, scale)
         self._vector("int_gelu", out, {"q": q, "scale": scale}, "gelu", reference)
-        return self.tensors.tensor(*gelu_at_input_resolution(out, scale))
+        # Back at the input's resolution or up to twice finer: one bit more than the input.
+        return self.tensors.tensor(*gelu_at_input_resolution(out, scale),
+                                   self.tensors.bits(x) + 1)
 
     def _channel_mul(self, x: Tensor, constant: Tensor) -> Tensor:
         """An on-chip tensor times a per-channel constant (DINOv2's layer scale): one Q31
@@ -251,16 +283,20 @@ class IntFormatMode(HostAwareMode):
         product = vector_ops.multiply_by_real(q, reals / top)
         self.counts.add_vector("mul", product * (scale * top), q * scale * reals)
         self.counts.record("multiply_by_real", product, {"q": q, "real": reals / top})
-        return self.tensors.tensor(product, scale * top)
+        # |product| <= |q|: the input's width
+        return self.tensors.tensor(product, scale * top, self.tensors.bits(x))
 
     def _add(self, a: Tensor, b: Tensor) -> Tensor:
         (qa, sa), (qb, sb) = self.tensors.ints(a), self.tensors.ints(b)
         if "add" in self.exact_kernels:
             return self._exact("add", qa * sa + qb * sb)
-        out = vector_ops.int_add(qa, sa, qb, sb, RESIDUAL_BITS)
+        s_out = residual_out_scale(self.residual_scale, sa, self.tensors.bits(a), sb,
+                                   self.tensors.bits(b))
+        out = vector_ops.int_add(qa, sa, qb, sb, RESIDUAL_BITS, s_out)
         self._vector("int_add", out, {"qa": qa, "scale_a": sa, "qb": qb, "scale_b": sb,
-                                      "out_bits": RESIDUAL_BITS}, "add", qa * sa + qb * sb)
-        return self.tensors.tensor(out[0], out[1])
+                                      "out_bits": RESIDUAL_BITS, "out_scale": s_out}, "add",
+                     qa * sa + qb * sb)
+        return self.tensors.tensor(out[0], out[1], RESIDUAL_BITS)
 
 
 def int_softmax_codes(acc: np.ndarray, scale: float, keep: np.ndarray | None, probs: Any,

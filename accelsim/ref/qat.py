@@ -105,7 +105,8 @@ class DatapathEmulation(vector_mode.HostAwareMode):
         self.inner: vector_mode.HostAwareMode | None = None
         if self.ints is not None:
             self.inner = int_mode.IntFormatMode(self.counts, self.ints, datapath.exact_kernels,
-                                                datapath.gelu_table_segments)
+                                                datapath.gelu_table_segments,
+                                                datapath.residual_scale)
         elif datapath.vector_format is not None:
             self.inner = vector_mode.VectorFormatMode(datapath.vector_format, self.counts)
         self._shadows: dict[int, Tensor] = {}

@@ -1,7 +1,7 @@
 """Accuracy against the chip's datapath, beside what the datapath costs.
 
     python experiments/accuracy/datapath_study.py --task fashion_mnist --recipes w4a4_sp24 \
-        [--seed 0] [--threads 2] [--variants formats kernels gelu_tables]
+        [--seed 0] [--threads 2] [--variants formats kernels gelu_tables residual]
 
 For each trained run (``python experiments/accuracy/<task>.py --recipes R --seeds S`` makes it),
 the integer reference measures the test accuracy on variants of the table's chip
@@ -16,7 +16,10 @@ four, beside the chip's own vector unit, on the validation split, since the answ
 designer fixes (``Datapath.exact_kernels``; a study's knob, so no hardware cost). ``--variants
 gelu_tables`` prices that fix: the int datapath with GELU from a table of 4, 16 and 64 linear
 segments (``vector_unit.gelu_table_segments``) in place of I-BERT's polynomial, on the validation
-split, each beside its energy and area. Rows go to
+split, each beside its energy and area. ``--variants residual`` tries the fix the kernel study
+points at when the exact add recovers accuracy: the int datapath with the ``fitted`` residual
+scale (``vector_unit.residual_scale``: the finest output scale that cannot saturate, instead of
+the coarser operand's), on the validation and the test split. Rows go to
 ``datapath_study.csv`` (replacing those of the same task, recipe, seed, split, datapath and exact
 kernels) and ``datapath_study.md`` is re-rendered from it.
 
@@ -60,13 +63,15 @@ FORMATS = ("fp32", "fp16", "bf16", "int")
 ACCUMULATOR_BITS = (12, 16, 24, 32)
 COLUMNS = (
     "task", "model", "recipe", "seed", "split", "vector_format", "accumulator_bits",
-    "exact_kernels", "gelu_table_segments", "datapath", "accuracy_pct", "saturated_pct",
-    "latency_ms", "energy_uj", "area_mm2", "vector_area_mm2", "code_commit", "checkpoint_sha256",
-    "priced_commit",
+    "exact_kernels", "gelu_table_segments", "residual_scale", "datapath", "accuracy_pct",
+    "saturated_pct", "latency_ms", "energy_uj", "area_mm2", "vector_area_mm2", "code_commit",
+    "checkpoint_sha256", "priced_commit",
 )  # fmt: skip
-# Rows written before the kernel study: the test split, no exact kernels, I-BERT's GELU.
-COLUMN_DEFAULTS = {"split": "test", "exact_kernels": "", "gelu_table_segments": "0"}
-VARIANT_SETS = ("formats", "kernels", "gelu_tables")
+# Rows written before the kernel study: the test split, no exact kernels, I-BERT's GELU, the
+# residual add on the coarser scale.
+COLUMN_DEFAULTS = {"split": "test", "exact_kernels": "", "gelu_table_segments": "0",
+                   "residual_scale": "coarser"}
+VARIANT_SETS = ("formats", "kernels", "gelu_tables", "residual")
 GELU_TABLE_SIZES = (4, 16, 64)
 
 
@@ -80,12 +85,14 @@ class Variant:
     exact_kernels: tuple[str, ...] = ()
     split: str = "test"
     gelu_table_segments: int = 0
+    residual_scale: str = "coarser"
 
     @property
     def overrides(self) -> dict[str, object]:
         return {"vector_unit.format": self.vector_format,
                 "precision.accumulator_bits": self.accumulator_bits,
-                "vector_unit.gelu_table_segments": self.gelu_table_segments}
+                "vector_unit.gelu_table_segments": self.gelu_table_segments,
+                "vector_unit.residual_scale": self.residual_scale}
 
 
 def variants(sets: tuple[str, ...] = VARIANT_SETS) -> list[Variant]:
@@ -101,6 +108,9 @@ def variants(sets: tuple[str, ...] = VARIANT_SETS) -> list[Variant]:
                    *(Variant("int", bits, kernels, "val") for kernels in exact)]
     if "gelu_tables" in sets:
         chosen += [Variant("int", bits, (), "val", n) for n in GELU_TABLE_SIZES]
+    if "residual" in sets:
+        chosen += [Variant("int", bits, (), split, residual_scale="fitted")
+                   for split in ("val", "test")]
     return chosen
 
 
@@ -145,7 +155,8 @@ def repriced(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     commit = code_commit()
     return [{**row, **priced(costs, row["task"], row["recipe"],
                              Variant(row["vector_format"], int(row["accumulator_bits"]),
-                                     gelu_table_segments=int(row["gelu_table_segments"]))),
+                                     gelu_table_segments=int(row["gelu_table_segments"]),
+                                     residual_scale=row["residual_scale"])),
              "priced_commit": commit}
             for row in rows]
 
@@ -173,7 +184,8 @@ def study_rows(task_name: str, recipe: str, seed: int,
             "split": variant.split, "vector_format": variant.vector_format,
             "accumulator_bits": str(variant.accumulator_bits),
             "exact_kernels": " ".join(variant.exact_kernels),
-            "gelu_table_segments": str(variant.gelu_table_segments), "datapath": chip.label,
+            "gelu_table_segments": str(variant.gelu_table_segments),
+            "residual_scale": variant.residual_scale, "datapath": chip.label,
             "accuracy_pct": f"{result.metric:.2f}",
             "saturated_pct": f"{100 * result.saturations / max(result.accumulators, 1):.4f}",
             **cost, "code_commit": commit, "checkpoint_sha256": checkpoint,
@@ -191,6 +203,12 @@ def _gelu_kernel(row: dict[str, str]) -> str:
         return "exact erf"
     segments = int(row["gelu_table_segments"])
     return f"table, {segments} segments" if segments else "I-BERT polynomial"
+
+
+def _residual(row: dict[str, str]) -> str:
+    if row["vector_format"] != "int":
+        return "float"
+    return "exact" if "add" in row["exact_kernels"].split() else row["residual_scale"]
 
 
 def _provenance(row: dict[str, str]) -> str:
@@ -222,12 +240,13 @@ def render(rows: list[dict[str, str]]) -> str:
         kernels = [r for r in mine if r["split"] == "val"]
         if formats:
             lines += [
-                "| vector format | accumulator bits | accuracy % | saturated % | latency ms | "
-                "energy uJ | area mm2 | vector area mm2 |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|",
+                "| vector format | residual scale | accumulator bits | accuracy % | saturated % | "
+                "latency ms | energy uJ | area mm2 | vector area mm2 |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|",
             ]
             lines += [
-                f"| {r['vector_format']} | {r['accumulator_bits']} | {r['accuracy_pct']} | "
+                f"| {r['vector_format']} | {_residual(r)} | {r['accumulator_bits']} | "
+                f"{r['accuracy_pct']} | "
                 f"{r['saturated_pct']} | {r['latency_ms']} | {r['energy_uj']} | "
                 f"{r['area_mm2']} | {r['vector_area_mm2']} |"
                 for r in formats
@@ -235,18 +254,21 @@ def render(rows: list[dict[str, str]]) -> str:
             lines += ["", _provenance(formats[0]), ""]
         if kernels:
             base = next((r for r in kernels if r["vector_format"] == "int"
-                         and not r["exact_kernels"] and r["gelu_table_segments"] == "0"), None)
+                         and not r["exact_kernels"] and r["gelu_table_segments"] == "0"
+                         and r["residual_scale"] == "coarser"), None)
             lines += [
                 "Where the `int` vector unit loses accuracy (validation split): its kernels "
-                "computed exactly, one at a time, then all four; and GELU from a table of "
-                "linear segments instead of I-BERT's polynomial (priced).",
+                "computed exactly, one at a time, then all four; GELU from a table of "
+                "linear segments instead of I-BERT's polynomial (priced); the residual add on "
+                "the fitted scale.",
                 "",
-                "| vector unit | GELU | exact kernels | accuracy % (val) | vs int (points) | "
-                "energy uJ | vector area mm2 |",
-                "|---|---|---|---:|---:|---:|---:|",
+                "| vector unit | GELU | residual scale | exact kernels | accuracy % (val) | "
+                "vs int (points) | energy uJ | vector area mm2 |",
+                "|---|---|---|---|---:|---:|---:|---:|",
             ]
             lines += [
-                f"| {r['vector_format']} | {_gelu_kernel(r)} | {r['exact_kernels'] or '-'} | "
+                f"| {r['vector_format']} | {_gelu_kernel(r)} | {_residual(r)} | "
+                f"{r['exact_kernels'] or '-'} | "
                 f"{r['accuracy_pct']} | "
                 + (f"{float(r['accuracy_pct']) - float(base['accuracy_pct']):+.2f}"
                    if base else "-")
@@ -267,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--variants", nargs="+", choices=VARIANT_SETS, default=VARIANT_SETS,
                         help="formats: vector formats and accumulator widths (test split); "
-                             "kernels: the int kernels made exact (validation split)")
+                             "kernels: the int kernels made exact (validation split); "
+                             "gelu_tables: table GELUs (validation); residual: the fitted "
+                             "residual scale (validation and test)")
     args = parser.parse_args(argv)
     if args.reprice == bool(args.task or args.recipes):
         parser.error("give --task and --recipes, or --reprice alone")

@@ -78,7 +78,10 @@ def test_training_forward_takes_the_chip_values_and_fake_quant_gradients(compres
     ({"accumulator_bits": 1}, "datapath: accumulator_bits 1; allowed: 2..64"),
     ({"overflow": "clip"}, "datapath: overflow 'clip' is not one of saturate, wrap"),
     ({"width": 3}, "datapath: unknown field 'width'; allowed: accumulator_bits, overflow, "
-                   "integer_requant, vector_format, gelu_table_segments"),
+                   "integer_requant, vector_format, gelu_table_segments, residual_scale"),
+    ({"vector_format": "fp16", "residual_scale": "fitted"},
+     "datapath: residual_scale fitted needs vector format int \\(the float formats add in "
+     "floating point\\), not fp16; allowed with fp16: coarser"),
     ({"vector_format": "bf16", "gelu_table_segments": 64},
      "datapath: gelu_table_segments 64 needs vector format int \\(the float formats evaluate "
      "erf\\), not bf16; allowed with bf16: 0"),

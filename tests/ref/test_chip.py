@@ -15,7 +15,7 @@ from accelsim.compress.apply import apply_recipe, calibrate
 from accelsim.compress.export import export_int_model
 from accelsim.compress.recipe import load_recipe
 from accelsim.errors import AccelsimError
-from accelsim.ref import chip, execute, oracle, vector_ops
+from accelsim.ref import chip, execute, int_mode, oracle, vector_ops
 from accelsim.ref.datapath import Datapath
 
 
@@ -127,6 +127,45 @@ def test_gelu_table_runs_on_the_chip_and_beats_the_polynomial(vit):
     assert report.executed == chip.check_chip(model, int_model, batches, polynomial).executed
 
 
+def test_residual_scale_rule():
+    """``coarser`` takes the larger scale; ``fitted`` the finest whose full operand ranges fit
+    the 24-bit residual, between the two scales."""
+    assert int_mode.residual_out_scale("coarser", 1e-3, 16, 4e-2, 20) == 4e-2
+    # A 16-bit LayerNorm output at 1e-3 plus a 20-bit accumulator at 4e-2: the sum's range,
+    # 2^15 * 1e-3 + 2^19 * 4e-2 = 21,004, over 2^23 - 1 codes.
+    fitted = int_mode.residual_out_scale("fitted", 1e-3, 16, 4e-2, 20)
+    assert fitted == pytest.approx((2**15 * 1e-3 + 2**19 * 4e-2) / (2**23 - 1), rel=1e-12)
+    assert int_mode.residual_out_scale("fitted", 1e-3, 24, 1e-3, 24) == 1e-3  # at most coarser
+    assert int_mode.residual_out_scale("fitted", 1e-3, 2, 1e-3, 2) == 1e-3  # at least finer
+
+
+def test_fitted_residual_scale_runs_on_the_chip_and_saturates_nothing(vit):
+    """The fitted rule keeps the finer operand's low bits: its adds err less against float than
+    the coarser rule's, no add saturates (the rule's bound), the oracle agrees, and the executed
+    work is the same."""
+    model, int_model = vit
+    batches = zoo_batches("vit_tiny")
+    coarser = Datapath(accumulator_bits=20, integer_requant=True, vector_format="int")
+    fitted = dataclasses.replace(coarser, residual_scale="fitted")
+    runs = {datapath.residual_scale: execute.run_int_model(model, int_model, batches,
+                                                           datapath=datapath, record_ops=True)
+            for datapath in (coarser, fitted)}
+
+    def add_sqnr(counts):
+        squared_error, squared_signal = counts.float_error["add"][:2]
+        return squared_signal / squared_error
+
+    assert add_sqnr(runs["fitted"].counts) > add_sqnr(runs["coarser"].counts)
+    adds = [(out, inputs) for kind, out, inputs in runs["fitted"].counts.records
+            if kind == "int_add"]
+    limit = 2 ** (int_mode.RESIDUAL_BITS - 1)
+    assert adds and all(np.abs(out[0]).max() < limit for out, _ in adds)
+    assert any(out[1] < max(inputs["scale_a"], inputs["scale_b"]) for out, inputs in adds)
+    report = chip.check_chip(model, int_model, batches, fitted)
+    assert report.oracle_mismatches == 0 and report.oracle_ops_checked > 0
+    assert report.executed == chip.check_chip(model, int_model, batches, coarser).executed
+
+
 @pytest.mark.parametrize(("fields", "message"), [
     ({"vector_format": "fp16", "gelu_table_segments": 16},
      "gelu_table_segments 16 needs vector format int (the float formats evaluate erf), not fp16"),
@@ -210,12 +249,15 @@ def test_int_mode_keeps_scales_through_layout_and_counts_float_fallbacks():
     from accelsim.ref.int_mode import IntFormatMode, IntTensors
 
     counts, tensors = DatapathCounts(), IntTensors()
-    x = tensors.tensor(np.arange(-6, 6).reshape(3, 4), 0.25)
+    x = tensors.tensor(np.arange(-6, 6).reshape(3, 4), 0.25, 8)
     with IntFormatMode(counts, tensors):
         moved = x.transpose(0, 1).reshape(2, 6)
         doubled = moved * 2.0  # fixed-point multiply, same scale
         squashed = torch.tanh(doubled)  # no integer kernel
     assert tensors.scale(moved) == 0.25 and tensors.scale(doubled) == 0.25
+    # Stored widths: layout keeps it, a product by 2 takes one bit more, a fallback is a host
+    # tensor (HOST_BITS).
+    assert (tensors.bits(moved), tensors.bits(doubled), tensors.bits(squashed)) == (8, 9, 24)
     assert torch.equal(doubled, x.transpose(0, 1).reshape(2, 6) * 2)
     assert counts.float_fallbacks == {"tanh": 12} and tensors.scale(squashed) is not None
     assert torch.allclose(squashed, torch.tanh(doubled), atol=1e-6)
@@ -246,7 +288,7 @@ def test_int_format_product_with_a_constant_is_checked_by_the_oracle():
     from accelsim.ref.int_mode import IntFormatMode, IntTensors
 
     counts, tensors = DatapathCounts(records=[]), IntTensors()
-    x = tensors.tensor(np.arange(-600, 600, 7).reshape(4, -1), 0.125)
+    x = tensors.tensor(np.arange(-600, 600, 7).reshape(4, -1), 0.125, 12)
     with IntFormatMode(counts, tensors):
         scaled = x * 0.3535
     [(kind, product, inputs)] = counts.records

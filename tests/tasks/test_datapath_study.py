@@ -26,12 +26,17 @@ def test_kernel_variants_run_the_int_datapath_with_each_kernel_exact_on_validati
     assert [(v.vector_format, v.split, v.gelu_table_segments) for v in tables] == [
         ("int", "val", n) for n in datapath_study.GELU_TABLE_SIZES]
     assert tables[0].overrides["vector_unit.gelu_table_segments"] == 4
+    residual = datapath_study.variants(("residual",))
+    assert [(v.vector_format, v.split, v.residual_scale) for v in residual] == [
+        ("int", "val", "fitted"), ("int", "test", "fitted")]
+    assert residual[0].overrides["vector_unit.residual_scale"] == "fitted"
 
 
 def _row(**fields: str) -> dict[str, str]:
     base = {"task": "speech_commands", "model": "whisper_tiny_en", "recipe": "w4a4_sp24",
             "seed": "0", "split": "val", "vector_format": "int", "accumulator_bits": "20",
-            "exact_kernels": "", "gelu_table_segments": "0", "datapath": "d",
+            "exact_kernels": "", "gelu_table_segments": "0", "residual_scale": "coarser",
+            "datapath": "d",
             "accuracy_pct": "70.00",
             "saturated_pct": "0.0000", "latency_ms": "1", "energy_uj": "1", "area_mm2": "1",
             "vector_area_mm2": "1", "code_commit": "c", "checkpoint_sha256": "0" * 64,
@@ -43,13 +48,19 @@ def test_the_kernel_table_shows_each_exact_kernel_against_the_int_datapath():
     rows = [_row(vector_format="fp16", accuracy_pct="80.00"), _row(),
             _row(exact_kernels="gelu", accuracy_pct="75.50"),
             _row(gelu_table_segments="16", accuracy_pct="79.00", energy_uj="2"),
-            _row(split="test", vector_format="fp16", accuracy_pct="88.39")]
+            _row(exact_kernels="add", accuracy_pct="72.00"),
+            _row(residual_scale="fitted", accuracy_pct="71.50"),
+            _row(split="test", vector_format="fp16", accuracy_pct="88.39"),
+            _row(split="test", residual_scale="fitted", accuracy_pct="88.00")]
     text = datapath_study.render(rows)
-    assert "| fp16 | 20 | 88.39 |" in text
-    assert "| fp16 | exact erf | - | 80.00 | +10.00 | 1 | 1 |" in text
-    assert "| int | I-BERT polynomial | - | 70.00 | +0.00 | 1 | 1 |" in text
-    assert "| int | exact erf | gelu | 75.50 | +5.50 | 1 | 1 |" in text
-    assert "| int | table, 16 segments | - | 79.00 | +9.00 | 2 | 1 |" in text
+    assert "| fp16 | float | 20 | 88.39 |" in text
+    assert "| int | fitted | 20 | 88.00 |" in text
+    assert "| fp16 | exact erf | float | - | 80.00 | +10.00 | 1 | 1 |" in text
+    assert "| int | I-BERT polynomial | coarser | - | 70.00 | +0.00 | 1 | 1 |" in text
+    assert "| int | exact erf | coarser | gelu | 75.50 | +5.50 | 1 | 1 |" in text
+    assert "| int | table, 16 segments | coarser | - | 79.00 | +9.00 | 2 | 1 |" in text
+    assert "| int | I-BERT polynomial | exact | add | 72.00 | +2.00 | 1 | 1 |" in text
+    assert "| int | I-BERT polynomial | fitted | - | 71.50 | +1.50 | 1 | 1 |" in text
 
 
 def test_repricing_simulates_each_chip_once_and_keeps_the_accuracies(monkeypatch):
