@@ -45,7 +45,7 @@ import torch
 from accelsim.accuracy.asr import compress_asr, examples, qat_recipe, split_wer, train_asr
 from accelsim.accuracy.evaluate import table_datapath
 from accelsim.accuracy.pipeline import progress_printer
-from accelsim.accuracy.provenance import tensors_sha256
+from accelsim.accuracy.provenance import code_commit, tensors_sha256
 from accelsim.accuracy.runs import run_dir
 from accelsim.accuracy.table import read_rows, write_csv
 from accelsim.compress.recipe import Recipe, load_recipe
@@ -60,7 +60,7 @@ FIELDS = ("model", "recipe", "calibration_percentiles", "split", "utterances",
           "reference_words", "wer_pct", "window_seconds", "output_projection",
           "decoder_attention", "measured_by", "datapath", "seconds", "command",
           "qat_epochs", "train_utterances", "batch_size", "lr", "val_token_accuracy_pct",
-          "train_minutes", "checkpoint_sha256", "qat_init")
+          "train_minutes", "checkpoint_sha256", "qat_init", "code_commit")
 MEASURED_BY = ("fake_quant", "integer_reference")
 # One row per QAT schedule and starting point.
 QAT_KEY = ("qat_epochs", "train_utterances", "batch_size", "lr", "qat_init")
@@ -177,7 +177,7 @@ def measure(args: argparse.Namespace, recipe_name: str) -> list[dict[str, str]]:
             chip = table_datapath(recipe)
     else:
         quantized_attention = False
-    rows = []
+    rows, commit = [], code_commit()
     for split in args.splits:
         start = time.perf_counter()
         wer, refs, _ = split_wer(model, MODEL, split, args.limit, args.window_seconds,
@@ -192,7 +192,7 @@ def measure(args: argparse.Namespace, recipe_name: str) -> list[dict[str, str]]:
             "measured_by": "pytorch_fp32" if recipe_name == "fp32" else args.measured_by,
             "datapath": "" if chip is None else chip.label,
             "seconds": f"{time.perf_counter() - start:.0f}",
-            "command": command(args, recipe_name, split), **qat,
+            "command": command(args, recipe_name, split), **qat, "code_commit": commit,
         })  # fmt: skip
         print(f"{recipe_name:<10} {percentiles:<8} {split:<5} WER {wer:6.2f} %  "
               f"({len(refs)} utterances, {rows[-1]['seconds']} s, {rows[-1]['measured_by']})",
