@@ -59,9 +59,11 @@ DASK_CONNECT_TIMEOUT_S = 10
 # The code that turns a graph and a hardware config into a point's metrics (relative to the
 # package): the simulator, the config loader, the IR the simulator reads and simulate_point here.
 # The graph enters a point's key by its content, so the code that builds it needs no entry.
-# graph/phases.py: the decoder phase graphs sim/generation.py reads.
+# graph/phases.py: the decoder phase graphs sim/generation.py reads (and compress/sites.py, whose
+# site patterns give a phase graph's linears their per-site widths).
 COST_MODEL_SOURCES: tuple[str, ...] = ("sim", "hw.py", "formats.py", "graph/ir.py",
-                                       "graph/folds.py", "graph/phases.py", "dse/runner.py")
+                                       "graph/folds.py", "graph/phases.py", "compress/sites.py",
+                                       "dse/runner.py")
 
 
 @dataclass(frozen=True)
