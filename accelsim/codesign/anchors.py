@@ -127,9 +127,7 @@ def recipe_assignment(recipe_name: str, groups: Groups) -> tuple[Format, ...] | 
         site = name.rsplit(".", 1)[-1] if groups.grouping != "block" else None
         if (recipe.act_bits_by_site or recipe.weight_bits_by_site) and site is None:
             return None
-        act = recipe.act_bits_by_site.get(site, recipe.act_bits)
-        weight = recipe.weight_bits_by_site.get(site, recipe.weight_bits)
-        out.append(Format(weight, act, recipe.sparsity == "2:4"))
+        out.append(Format(*recipe.widths_at(site), recipe.sparsity == "2:4"))
     return tuple(out)
 
 

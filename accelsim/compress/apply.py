@@ -310,8 +310,7 @@ def _swap_linears(model: nn.Module, recipe: Recipe, names: list[str], extras: li
         # magnitudes are those of its smoothed weights: calibrate() sets those masks.
         one_shot = (sparse and recipe.pruning != "gradual" and recipe.mask_score == "magnitude"
                     and not smoothed)
-        act_bits = recipe.act_bits_by_site.get(site, recipe.act_bits)
-        weight_bits = recipe.weight_bits_by_site.get(site, recipe.weight_bits)
+        weight_bits, act_bits = recipe.widths_at(site)
         build = QuantLinear.released_from_linear if release else QuantLinear.from_linear
         qlinear = build(
             linear, weight_bits=weight_bits, act_bits=act_bits,

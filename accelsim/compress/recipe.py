@@ -113,6 +113,12 @@ class Recipe:
         """Whether stage 2 learns from a teacher (logits, block outputs or both)."""
         return self.distill_weight > 0 or self.distill_hidden_weight > 0
 
+    def widths_at(self, site: str | None) -> tuple[int, int]:
+        """``(weight_bits, act_bits)`` of a linear at input ``site`` (None: no site, e.g. a
+        head): the per-site widths where the recipe names the site, else its own."""
+        return (self.weight_bits_by_site.get(site, self.weight_bits),
+                self.act_bits_by_site.get(site, self.act_bits))
+
     def __post_init__(self) -> None:
         problem = _problem(self)
         if problem is not None:

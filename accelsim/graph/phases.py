@@ -204,9 +204,8 @@ class DecoderPrecision:
     def widths(self, linear: str) -> tuple[int, int]:
         """``(weight_bits, act_bits)`` of the linear at module path ``linear``."""
         site = site_if_any(linear)
-        return (self.weight_bits_by_site.get(site, self.weight_bits) if site else
-                self.weight_bits,
-                self.act_bits_by_site.get(site, self.act_bits) if site else self.act_bits)
+        return (self.weight_bits_by_site.get(site, self.weight_bits),
+                self.act_bits_by_site.get(site, self.act_bits))
 
 
 NOMINAL_DENSITY = {"dense": 1.0, "2:4": 0.5}

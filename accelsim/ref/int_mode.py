@@ -111,13 +111,16 @@ class IntTensors:
         weakref.finalize(t, self._formats.pop, id(t), None)
         return t
 
+    def _stored(self, x: object) -> tuple[float, int] | None:
+        return self._formats.get(id(x)) if isinstance(x, Tensor) else None
+
     def scale(self, x: object) -> float | None:
-        stored = self._formats.get(id(x)) if isinstance(x, Tensor) else None
+        stored = self._stored(x)
         return None if stored is None else stored[0]
 
     def bits(self, x: object) -> int:
         """The signed width ``x`` is stored in; ``HOST_BITS`` for a host tensor (converted so)."""
-        stored = self._formats.get(id(x)) if isinstance(x, Tensor) else None
+        stored = self._stored(x)
         return HOST_BITS if stored is None else stored[1]
 
     def host_tensor(self, x: Tensor) -> Tensor:
