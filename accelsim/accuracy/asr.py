@@ -25,6 +25,9 @@ token), the prompt's own tokens and the padding left out (:data:`IGNORE`). The c
 structure is :func:`compress_structure` (recipe on encoder and decoder linears, decoder
 attention quantized, so the integer reference can run the result); the clips are calibrated
 on the first training batches of the first epoch, as ``finetune`` calibrates every task.
+A :class:`QatSchedule` names such a run and finds its cache (:func:`scheduled_run`); its FP32
+run is the critical initialization of every compressed run of the schedule
+(:func:`finetuned_start`).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from accelsim.accuracy.provenance import finish_run, start_run, tensors_sha256
+from accelsim.accuracy.runs import run_dir
 from accelsim.compress.apply import (
     PLAN_ATTR,
     apply_recipe,
@@ -49,6 +53,7 @@ from accelsim.compress.apply import (
     quantize_attention_modules,
 )
 from accelsim.compress.export import export_int_model
+from accelsim.compress.recipe import load_recipe
 from accelsim.compress.train import FinetuneResult, Progress, finetune
 from accelsim.errors import AccelsimError
 from accelsim.ref.decode import transcribe_int
@@ -63,6 +68,7 @@ from accelsim.zoo.asr import (
     asr_class,
     asr_spec,
     asr_tokenizer,
+    build_asr_model,
     decoding_rules,
     greedy_transcribe,
 )
@@ -380,3 +386,49 @@ def train_asr(model: nn.Module, name: str, recipe: Recipe, train: Sequence[Examp
     trained = asr_class()(student.whisper).eval()
     setattr(trained, PLAN_ATTR, result.plan)
     return dataclasses.replace(result, model=trained)
+
+
+@dataclasses.dataclass(frozen=True)
+class QatSchedule:
+    """One teacher-forced training schedule on the asr task: the first ``train_utterances``
+    training utterances for ``epochs`` at ``lr`` in batches of ``batch_size``, token accuracy on
+    the first ``val_utterances`` validation utterances after each epoch."""
+
+    train_utterances: int
+    val_utterances: int
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int = 0
+    window_seconds: float = asr.WINDOW_SECONDS
+
+    def run_name(self, recipe_name: str, suffix: str = "") -> str:
+        """The cached run's folder name (``suffix``: what else the run depends on)."""
+        window = ("" if self.window_seconds == asr.WINDOW_SECONDS
+                  else f"-w{self.window_seconds:g}")
+        return (f"{recipe_name}-train{self.train_utterances}-val{self.val_utterances}"
+                f"-e{self.epochs}-b{self.batch_size}-lr{self.lr:g}{window}{suffix}")
+
+
+def scheduled_run(model: nn.Module, name: str, schedule: QatSchedule, recipe_name: str,
+                  recipe: Recipe, *, remake: str, run_suffix: str = "",
+                  on_progress: Callable[[Progress], None] | None = None) -> FinetuneResult:
+    """:func:`train_asr` of ``model`` under ``recipe`` on ``schedule``'s utterances, cached
+    under ``runs/asr/<schedule.run_name(recipe_name, run_suffix)>-seed<N>``."""
+    directory = run_dir("asr", schedule.run_name(recipe_name, run_suffix), schedule.seed)
+    train = examples(name, "train", schedule.train_utterances, schedule.window_seconds)
+    val = examples(name, "val", schedule.val_utterances, schedule.window_seconds)
+    budgeted = qat_recipe(recipe, schedule.epochs, schedule.batch_size, schedule.lr)
+    return train_asr(model, name, budgeted, train, val, seed=schedule.seed, out_dir=directory,
+                     remake=remake, on_progress=on_progress)
+
+
+def finetuned_start(name: str, schedule: QatSchedule, *, remake: str,
+                    on_progress: Callable[[Progress], None] | None = None) -> nn.Module:
+    """The FP32 run of ``schedule`` from the pre-trained recognizer (trained now when it is not
+    cached), as an uncompressed recognizer: the critical initialization of a compressed QAT."""
+    result = scheduled_run(build_asr_model(name, pretrained=True, seed=0), name, schedule,
+                           "fp32", load_recipe("fp32"), remake=remake, on_progress=on_progress)
+    start = build_asr_model(name, pretrained=True, seed=0)  # an uncompressed twin to load into
+    start.load_state_dict(result.model.state_dict())
+    return start

@@ -23,22 +23,23 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import importlib.util
 import re
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import torch
 
 from accelsim.accuracy.asr import (
+    QatSchedule,
     asr_recipe,
     calibration_batches,
+    finetuned_start,
     quantize_decoder_attention,
     reference_batches,
     teacher_forced_scores,
 )
+from accelsim.accuracy.pipeline import progress_printer
 from accelsim.accuracy.table import write_csv
 from accelsim.compress.apply import apply_recipe, calibrate, quant_linears
 from accelsim.compress.quant import ActQuantizer, WeightQuantizer
@@ -69,25 +70,13 @@ OPERANDS = ("weights", "activations")
 FIELDS = ("operand", "group", "linears", "nll_per_token", "kl_per_token", "top1_pct", "tokens")
 
 
-def asr_wer_script() -> ModuleType:
-    """``asr_wer.py`` beside this script, whose QAT schedule owns the FP32 run."""
-    spec = importlib.util.spec_from_file_location("asr_wer", HERE / "asr_wer.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["asr_wer"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def fp32_finetuned(args: argparse.Namespace) -> torch.nn.Module:
-    """The FP32 run of ``asr_wer.py --qat`` with this schedule (trained now when not cached)."""
-    asr_wer = asr_wer_script()
-    schedule = argparse.Namespace(
-        window_seconds=args.window_seconds, calibration_percentiles=None, qat=True,
-        train_utterances=args.train_utterances, val_utterances=args.val_utterances,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        init="finetuned", splits=["val", "test"], limit=100, float_output_projection=False,
-        threads=args.threads)
-    return asr_wer.qat_start(schedule, load_recipe("w8a8")).eval()
+def fp32_finetuned(args: argparse.Namespace, command: str) -> torch.nn.Module:
+    """The FP32 run of ``asr_wer.py --qat`` with this schedule (trained now when not cached;
+    ``command``, this script's, re-makes it)."""
+    schedule = QatSchedule(args.train_utterances, args.val_utterances, args.epochs,
+                           args.batch_size, args.lr, args.seed, args.window_seconds)
+    return finetuned_start(MODEL, schedule, remake=command,
+                           on_progress=progress_printer("asr/fp32", every=1)).eval()
 
 
 def lowered(fp32: torch.nn.Module, args: argparse.Namespace, pattern: str | None,
@@ -166,7 +155,7 @@ def main() -> int:
         if args.limit < 1:
             raise AccelsimError(f"--limit {args.limit}: allowed: at least 1 utterance")
         start = time.perf_counter()
-        fp32 = fp32_finetuned(args)
+        fp32 = fp32_finetuned(args, command)
         references = reference_batches(fp32, MODEL, asr.utterances("val", args.limit),
                                        args.window_seconds)
 

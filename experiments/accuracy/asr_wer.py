@@ -42,11 +42,16 @@ from pathlib import Path
 
 import torch
 
-from accelsim.accuracy.asr import compress_asr, examples, qat_recipe, split_wer, train_asr
+from accelsim.accuracy.asr import (
+    QatSchedule,
+    compress_asr,
+    finetuned_start,
+    scheduled_run,
+    split_wer,
+)
 from accelsim.accuracy.evaluate import table_datapath
 from accelsim.accuracy.pipeline import progress_printer
 from accelsim.accuracy.provenance import code_commit, tensors_sha256
-from accelsim.accuracy.runs import run_dir
 from accelsim.accuracy.table import read_rows, write_csv
 from accelsim.compress.recipe import Recipe, load_recipe
 from accelsim.errors import AccelsimError
@@ -95,25 +100,24 @@ def command(args: argparse.Namespace, recipe: str, split: str) -> str:
     return " ".join(parts)
 
 
+def schedule_of(args: argparse.Namespace) -> QatSchedule:
+    return QatSchedule(args.train_utterances, args.val_utterances, args.epochs, args.batch_size,
+                       args.lr, args.seed, args.window_seconds)
+
+
 def qat_run(args: argparse.Namespace, recipe_name: str, model: torch.nn.Module,
             recipe: Recipe) -> tuple[torch.nn.Module, dict[str, str]]:
     """Train (or reuse, or resume) ``recipe_name``'s QAT run; the trained recognizer and the
     row's QAT columns."""
     # One folder per schedule and data (the provenance refuses a folder of another recipe).
-    window = "" if args.window_seconds == asr.WINDOW_SECONDS else f"-w{args.window_seconds:g}"
     clips = ("-p{:g}-{:g}".format(*recipe.calibration_percentiles)
              if args.calibration_percentiles and recipe.quantized else "")
     init = f"-init{start_of(args, recipe)}" if recipe.quantized else ""
-    directory = run_dir("asr", f"{recipe_name}-train{args.train_utterances}-val"
-                               f"{args.val_utterances}-e{args.epochs}-b{args.batch_size}"
-                               f"-lr{args.lr:g}{window}{clips}{init}", args.seed)
     start = time.perf_counter()
-    train = examples(MODEL, "train", args.train_utterances, args.window_seconds)
-    val = examples(MODEL, "val", args.val_utterances, args.window_seconds)
-    budgeted = qat_recipe(recipe, args.epochs, args.batch_size, args.lr)
-    result = train_asr(model, MODEL, budgeted, train, val, seed=args.seed, out_dir=directory,
-                       remake=command(args, recipe_name, " ".join(args.splits)),
-                       on_progress=progress_printer(f"asr/{recipe_name}", every=1))
+    result = scheduled_run(model, MODEL, schedule_of(args), recipe_name, recipe,
+                           remake=command(args, recipe_name, " ".join(args.splits)),
+                           run_suffix=clips + init,
+                           on_progress=progress_printer(f"asr/{recipe_name}", every=1))
     reused = result.resumed_from_epoch == len(result.history)
     return result.model, {
         "qat_epochs": str(args.epochs), "train_utterances": str(args.train_utterances),
@@ -135,13 +139,11 @@ def qat_start(args: argparse.Namespace, recipe: Recipe) -> torch.nn.Module:
     """The recognizer ``recipe``'s QAT starts from: for a compressed recipe the FP32 run of
     the same schedule (critical initialization; trained now when it is not cached), else, or
     with ``--init pretrained``, the pre-trained recognizer."""
-    pretrained = build_asr_model(MODEL, pretrained=True, seed=0)
     if not recipe.quantized or start_of(args, recipe) == "pretrained":
-        return pretrained
-    finetuned, _ = qat_run(args, "fp32", pretrained, load_recipe("fp32"))
-    start = build_asr_model(MODEL, pretrained=True, seed=0)  # an uncompressed twin to load into
-    start.load_state_dict(finetuned.state_dict())
-    return start
+        return build_asr_model(MODEL, pretrained=True, seed=0)
+    return finetuned_start(MODEL, schedule_of(args),
+                           remake=command(args, "fp32", " ".join(args.splits)),
+                           on_progress=progress_printer("asr/fp32", every=1))
 
 
 def measure(args: argparse.Namespace, recipe_name: str) -> list[dict[str, str]]:
