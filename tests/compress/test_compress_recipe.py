@@ -25,9 +25,9 @@ EXPECTED = {"fp32", "w8a8", "w4a4", "w4a4_sp24", "w4a4_sp24_no_zero_grid",
 
 
 # The recognizer's recipes (docs/asr.md, "Where 4 bits cost").
-WHISPER_QKV_W8 = {"act_bits": 8, "weight_bits_by_site": {"qkv": 8},
-                  "mask_score": "activation_weighted", "calibration_percentiles": (0.0, 100.0),
-                  "families": ("whisper",)}
+WHISPER_QKV_W8_A4 = {"weight_bits_by_site": {"qkv": 8}, "mask_score": "activation_weighted",
+                     "calibration_percentiles": (0.0, 100.0), "families": ("whisper",)}
+WHISPER_QKV_W8 = {**WHISPER_QKV_W8_A4, "act_bits": 8}
 
 
 def test_shipped_recipes_load_and_differ_only_where_the_ablation_says() -> None:
@@ -49,6 +49,8 @@ def test_shipped_recipes_load_and_differ_only_where_the_ablation_says() -> None:
         "w4a8_sp24": {"act_bits": 8},
         "w4a8_sp24_wanda_qkv_w8": WHISPER_QKV_W8,
         "w4a8_sp24_wanda_qkv_w8_kd": {**WHISPER_QKV_W8, "distill_weight": 0.5},
+        "w4a4_sp24_wanda_qkv_w8a8_down_a8": {**WHISPER_QKV_W8_A4,
+                                             "act_bits_by_site": {"qkv": 8, "ffn_down": 8}},
         "w8a8_kd_unlabeled": {"weight_bits": 8, "act_bits": 8, "sparsity": "dense",
                               "distill_weight": 0.5, "distill_unlabeled": 2},
         "w4a4_sp24_sr_ste": {"pruning": "sr_ste", "mask_update_steps": 1},
