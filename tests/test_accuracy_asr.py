@@ -1,6 +1,7 @@
 """Recipes on a Whisper ASR model: encoder and decoder linears quantized, clips calibrated on
 teacher-forced batches, greedy decoding through the fake-quant model."""
 
+import argparse
 import dataclasses
 
 import pytest
@@ -130,11 +131,28 @@ def test_asr_wer_bad_option_combinations_are_one_line(
             (["--qat", "--measured-by", "fake_quant"],
              "--qat: --measured-by fake_quant; allowed: integer_reference"),
             (["--qat", "--float-output-projection"], "allowed: without it"),
-            (["--init", "pretrained"], "--init pretrained: allowed only with --qat")):
+            (["--init", "pretrained"], "--init pretrained: allowed only with --qat"),
+            (["--fp32-epochs", "2"], "--fp32-epochs 2: allowed only with --qat"),
+            (["--qat", "--fp32-epochs", "0"], "a positive number of epochs")):
         monkeypatch.setattr("sys.argv", ["asr_wer.py", *argv])
         assert script.main() == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
+
+
+def test_asr_wer_names_a_parent_with_other_epochs_in_command_and_table():
+    script = _script("asr_wer")
+    args = argparse.Namespace(
+        limit=100, window_seconds=asr.WINDOW_SECONDS, float_output_projection=False,
+        calibration_percentiles=None, qat=True, train_utterances=2000, val_utterances=16,
+        epochs=4, fp32_epochs=2, batch_size=8, lr=1e-4, threads=2, seed=0, init="finetuned")
+    assert script.command(args, "w4a4_sp24", "val").endswith("--threads 2 --fp32-epochs 2")
+    assert script.parent_epochs(args, script.load_recipe("w4a4_sp24")) == 2
+    assert script.parent_epochs(args, script.load_recipe("fp32")) is None
+    row = {"qat_epochs": "4", "train_utterances": "2000", "batch_size": "8", "lr": "0.0001",
+           "qat_init": "fp32_finetuned", "fp32_epochs": "2"}
+    assert script.qat_label(row).endswith("from the FP32 run of 2 ep")
+    assert script.qat_label({**row, "fp32_epochs": "4"}).endswith("from the FP32 run")
 
 
 def test_asr_decoder_attention_bad_limit_is_one_line(monkeypatch, capsys):

@@ -16,7 +16,8 @@ token accuracy on the first ``--val-utterances`` validation utterances after eac
 epochs and lr on ``--splits val`` only). ``fp32`` is fine-tuned in float32 with the same
 schedule from the pre-trained recognizer: the baseline a QAT row compares with, and the critical
 initialization a compressed recipe's QAT starts from (its run is trained first when it is not
-cached; ``--init pretrained``, or a recipe with ``init: pretrained``, starts from the
+cached; ``--fp32-epochs`` gives that run other epochs than the QAT's; ``--init pretrained``, or
+a recipe with ``init: pretrained``, starts from the
 pre-trained recognizer instead, the ablation). A
 compressed recipe trains and is measured with its decoder attention quantized, on the integer
 reference. The run is
@@ -65,10 +66,10 @@ FIELDS = ("model", "recipe", "calibration_percentiles", "split", "utterances",
           "reference_words", "wer_pct", "window_seconds", "output_projection",
           "decoder_attention", "measured_by", "datapath", "seconds", "command",
           "qat_epochs", "train_utterances", "batch_size", "lr", "val_token_accuracy_pct",
-          "train_minutes", "checkpoint_sha256", "qat_init", "code_commit")
+          "train_minutes", "checkpoint_sha256", "qat_init", "fp32_epochs", "code_commit")
 MEASURED_BY = ("fake_quant", "integer_reference")
 # One row per QAT schedule and starting point.
-QAT_KEY = ("qat_epochs", "train_utterances", "batch_size", "lr", "qat_init")
+QAT_KEY = ("qat_epochs", "train_utterances", "batch_size", "lr", "qat_init", "fp32_epochs")
 INITS = {"finetuned": "fp32_finetuned", "pretrained": "pretrained"}  # --init: the row's qat_init
 QAT_DEFAULTS = {"decoder_attention": "quantized", "measured_by": "integer_reference"}
 PLAIN_DEFAULTS = {"decoder_attention": "float32", "measured_by": "fake_quant"}
@@ -92,6 +93,8 @@ def command(args: argparse.Namespace, recipe: str, split: str) -> str:
             parts.append(f"--seed {args.seed}")
         if args.init != "finetuned" and load_recipe(recipe).quantized:
             parts.append(f"--init {args.init}")
+        if args.fp32_epochs != args.epochs:
+            parts.append(f"--fp32-epochs {args.fp32_epochs}")
     else:
         if args.decoder_attention != "float32":
             parts.append(f"--decoder-attention {args.decoder_attention}")
@@ -100,9 +103,19 @@ def command(args: argparse.Namespace, recipe: str, split: str) -> str:
     return " ".join(parts)
 
 
-def schedule_of(args: argparse.Namespace) -> QatSchedule:
-    return QatSchedule(args.train_utterances, args.val_utterances, args.epochs, args.batch_size,
-                       args.lr, args.seed, args.window_seconds)
+def schedule_of(args: argparse.Namespace, epochs: int | None = None) -> QatSchedule:
+    """The QAT schedule, or with ``epochs`` the same schedule run for that many epochs."""
+    return QatSchedule(args.train_utterances, args.val_utterances,
+                       args.epochs if epochs is None else epochs, args.batch_size, args.lr,
+                       args.seed, args.window_seconds)
+
+
+def parent_epochs(args: argparse.Namespace, recipe: Recipe) -> int | None:
+    """The epochs of the FP32 run ``recipe``'s QAT starts from; None when it starts from the
+    pre-trained recognizer (or is not compressed)."""
+    if not recipe.quantized or start_of(args, recipe) == "pretrained":
+        return None
+    return args.fp32_epochs
 
 
 def qat_run(args: argparse.Namespace, recipe_name: str, model: torch.nn.Module,
@@ -113,6 +126,9 @@ def qat_run(args: argparse.Namespace, recipe_name: str, model: torch.nn.Module,
     clips = ("-p{:g}-{:g}".format(*recipe.calibration_percentiles)
              if args.calibration_percentiles and recipe.quantized else "")
     init = f"-init{start_of(args, recipe)}" if recipe.quantized else ""
+    parent = parent_epochs(args, recipe)
+    if parent not in (None, args.epochs):  # equal epochs keep the folder names made before
+        init += f"-fp32e{parent}"
     start = time.perf_counter()
     result = scheduled_run(model, MODEL, schedule_of(args), recipe_name, recipe,
                            remake=command(args, recipe_name, " ".join(args.splits)),
@@ -126,6 +142,7 @@ def qat_run(args: argparse.Namespace, recipe_name: str, model: torch.nn.Module,
         "train_minutes": "" if reused else f"{(time.perf_counter() - start) / 60:.1f}",
         "checkpoint_sha256": tensors_sha256(result.model.state_dict()),
         "qat_init": INITS[start_of(args, recipe)] if recipe.quantized else "",
+        "fp32_epochs": "" if parent is None else str(parent),
     }
 
 
@@ -139,10 +156,12 @@ def qat_start(args: argparse.Namespace, recipe: Recipe) -> torch.nn.Module:
     """The recognizer ``recipe``'s QAT starts from: for a compressed recipe the FP32 run of
     the same schedule (critical initialization; trained now when it is not cached), else, or
     with ``--init pretrained``, the pre-trained recognizer."""
-    if not recipe.quantized or start_of(args, recipe) == "pretrained":
+    parent = parent_epochs(args, recipe)
+    if parent is None:
         return build_asr_model(MODEL, pretrained=True, seed=0)
-    return finetuned_start(MODEL, schedule_of(args),
-                           remake=command(args, "fp32", " ".join(args.splits)),
+    fp32_args = argparse.Namespace(**{**vars(args), "epochs": parent})
+    return finetuned_start(MODEL, schedule_of(args, parent),
+                           remake=command(fp32_args, "fp32", " ".join(args.splits)),
                            on_progress=progress_printer("asr/fp32", every=1))
 
 
@@ -213,6 +232,9 @@ def qat_label(row: dict[str, str]) -> str:
     if not row.get("qat_epochs"):
         return "-"
     start = {"fp32_finetuned": ", from the FP32 run", "pretrained": ", from pre-trained"}
+    parent = row.get("fp32_epochs", "")
+    if row.get("qat_init") == "fp32_finetuned" and parent != row["qat_epochs"]:
+        start["fp32_finetuned"] = f", from the FP32 run of {parent} ep"
     return (f"{row['qat_epochs']} ep x {row['train_utterances']} utt, batch "
             f"{row['batch_size']}, lr {row['lr']}{start.get(row.get('qat_init', ''), '')}")
 
@@ -248,6 +270,11 @@ def resolve_defaults(args: argparse.Namespace) -> None:
         setattr(args, field, value if given is None else given)
     if args.init != "finetuned" and not args.qat:
         raise AccelsimError(f"--init {args.init}: allowed only with --qat")
+    if args.fp32_epochs is None:
+        args.fp32_epochs = args.epochs
+    elif not args.qat or args.fp32_epochs < 1:
+        raise AccelsimError(f"--fp32-epochs {args.fp32_epochs}: allowed only with --qat, "
+                            "a positive number of epochs")
     if args.qat and args.float_output_projection:
         raise AccelsimError("--qat: --float-output-projection; allowed: without it (QAT "
                             "quantizes the output projection)")
@@ -276,6 +303,9 @@ def main() -> int:
     parser.add_argument("--val-utterances", type=int, default=16,
                         help="validation utterances of the per-epoch token accuracy")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--fp32-epochs", type=int,
+                        help="epochs of the FP32 run a compressed recipe's QAT starts from "
+                             "(default: --epochs)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--init", choices=tuple(INITS), default="finetuned",
