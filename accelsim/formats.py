@@ -172,8 +172,11 @@ def gelu_table_problem(segments: object, vector_format: object) -> str | None:
 # * ``coarser``: the coarser of the two operands' scales; the finer operand loses its low bits;
 # * ``fitted``: the finest scale at which the operands' full ranges (``2^(bits - 1)`` codes each,
 #   at the widths they are stored in) sum without saturating the residual width, never finer
-#   than the finer operand's scale and never coarser than ``coarser``'s.
-RESIDUAL_SCALES: tuple[str, ...] = ("coarser", "fitted")
+#   than the finer operand's scale and never coarser than ``coarser``'s;
+# * ``calibrated``: each add's own scale, stored in the integer model file: the largest sum seen
+#   on calibration inputs over the residual width's largest code (TFLite's ADD has an output
+#   scale so calibrated), never finer than the finer operand's scale; a larger sum saturates.
+RESIDUAL_SCALES: tuple[str, ...] = ("coarser", "fitted", "calibrated")
 
 
 def residual_scale_problem(rule: object, vector_format: object) -> str | None:

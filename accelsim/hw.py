@@ -143,8 +143,8 @@ class VectorUnit:
     ``gelu_table_segments`` (``int`` format only): each lane computes GELU from a table of that
     many linear segments of the normal CDF instead of I-BERT's polynomial (0).
     ``residual_scale`` (``int`` format only): how a residual add picks its output scale
-    (accelsim.formats.RESIDUAL_SCALES: the coarser operand's, or the finest that cannot
-    saturate)."""
+    (accelsim.formats.RESIDUAL_SCALES: the coarser operand's, the finest that cannot
+    saturate, or each add's own, calibrated and stored in the integer model file)."""
 
     lanes: int = _spec(1, 1 << 16)
     format: str = _spec(choices=tuple(VECTOR_FORMATS))

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from accelsim.tasks.base import Split, Task
 
 EVAL_BATCH = 64
+# Training batches (of EVAL_BATCH, seed 0) that calibrate the residual adds' output scales of a
+# datapath with ``residual_scale: calibrated`` when the integer model has none yet.
+RESIDUAL_CALIBRATION_BATCHES = 4
 FIDELITY_BATCH = 2
 FIDELITY_CALIBRATION_BATCHES = 2
 FIDELITY_EVAL_BATCHES = 4
@@ -146,10 +149,14 @@ class ChipEvaluation:
 
 def evaluate_on_chip(task: Task, model: nn.Module, int_model: Any, split: Split = "test", *,
                      datapath: Datapath) -> ChipEvaluation:
-    """:func:`evaluate_accuracy` with the datapath's accumulator and saturation counts."""
+    """:func:`evaluate_accuracy` with the datapath's accumulator and saturation counts. On a
+    datapath whose residual adds take calibrated scales, an integer model without them is
+    calibrated first on the first :data:`RESIDUAL_CALIBRATION_BATCHES` training batches."""
+    import itertools
+
     import torch
 
-    from accelsim.ref.execute import run_int_model
+    from accelsim.ref.execute import calibrate_residual_adds, run_int_model
 
     labels_out = _num_labels(model)
     if labels_out is not None and labels_out != task.num_labels:
@@ -157,6 +164,10 @@ def evaluate_on_chip(task: Task, model: nn.Module, int_model: Any, split: Split 
             f"evaluate_accuracy: model has {labels_out} output labels, task {task.name} has "
             f"{task.num_labels}; allowed: a model fine-tuned for {task.name}"
         )
+    if datapath.residual_scale == "calibrated" and not int_model.residual_add_scales:
+        calibration = itertools.islice(task.batches("train", EVAL_BATCH, seed=0),
+                                       RESIDUAL_CALIBRATION_BATCHES)
+        int_model = calibrate_residual_adds(model, int_model, calibration, datapath)
     batches = list(task.batches(split, EVAL_BATCH, seed=0))
     result = run_int_model(model, int_model, batches, datapath=datapath)
     labels = torch.cat([b.labels for b in batches])

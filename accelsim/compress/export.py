@@ -91,6 +91,9 @@ class IntModel:
     dense_layers: dict[str, str]  # quantized layer -> why it is not 2:4 under a 2:4 recipe
     float_layers: tuple[str, ...] = ()  # Linear/Conv modules kept float32 (front end, head)
     float_tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    # Each on-chip residual add's output scale by its site (``module:order``), for the ``int``
+    # vector unit's ``calibrated`` rule (accelsim.ref.execute.calibrate_residual_adds).
+    residual_add_scales: dict[str, float] = field(default_factory=dict)
 
     def linear(self, name: str) -> IntLinear:
         for layer in self.linears:
@@ -281,7 +284,8 @@ def save_int_model(model: IntModel, path: Path | str) -> Path:
     meta = {"format": FORMAT, "version": VERSION, "family": model.family, "recipe": model.recipe,
             "hf_config": model.hf_config, "linears": linears_meta, "attentions": attentions_meta,
             "dense_layers": model.dense_layers, "float_layers": list(model.float_layers),
-            "float_tensors": list(model.float_tensors)}
+            "float_tensors": list(model.float_tensors),
+            "residual_add_scales": model.residual_add_scales}
     arrays["meta"] = np.array(json.dumps(meta, default=str))
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as fh:
@@ -328,4 +332,5 @@ def load_int_model(path: Path | str) -> IntModel:
     return IntModel(family=meta["family"], recipe=meta["recipe"], hf_config=meta["hf_config"],
                     linears=tuple(linears), attentions=attentions,
                     dense_layers=dict(meta["dense_layers"]),
-                    float_layers=tuple(meta["float_layers"]), float_tensors=floats)
+                    float_layers=tuple(meta["float_layers"]), float_tensors=floats,
+                    residual_add_scales=dict(meta.get("residual_add_scales", {})))

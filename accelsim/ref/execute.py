@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -50,6 +50,7 @@ INT_ATTN_IMPLEMENTATION = "accelsim_int"
 INT_ATTN_ATTR = "accelsim_int_attention"  # the IntAttention of a module run by the executor
 DATAPATH_ATTR = "accelsim_datapath"  # (Datapath, DatapathCounts) of an executed attention module
 COUNTS_ATTR = "accelsim_datapath_counts"  # the executor's DatapathCounts
+INT_MODE_ATTR = "accelsim_int_format_mode"  # an int-format executor's IntFormatMode
 # The projections whose output is an attention operand with nothing in between but views: their
 # accumulators requantize straight to the operand's codes (Datapath.integer_requant).
 _OPERAND_PROJECTIONS: dict[str, tuple[str, ...]] = {
@@ -402,9 +403,32 @@ def build_int_executor(model: nn.Module, int_model: IntModel, bias_mode: BiasMod
             setattr(module, DATAPATH_ATTR, (datapath, counts, ints))
         _set_attn_implementation(executor, INT_ATTN_IMPLEMENTATION)
     if datapath.vector_format is not None:
-        _run_in_vector_format(executor, datapath, int_model.float_layers, counts, ints)
+        _run_in_vector_format(executor, datapath, int_model, counts, ints)
     _torch_single_threaded(executor)
     return executor
+
+
+def calibrate_residual_adds(model: nn.Module, int_model: IntModel, batches: Iterable[Any],
+                            datapath: Datapath) -> IntModel:
+    """``int_model`` with the output scale of each of its on-chip residual adds calibrated
+    (``IntModel.residual_add_scales``): ``int_mode.calibrated_add_scale`` of the largest sum the
+    add produced over ``batches``, run on ``datapath``'s ``int`` vector unit with the ``fitted``
+    rule (the calibrated scales are then the ``calibrated`` rule's)."""
+    if datapath.vector_format != "int":
+        raise AccelsimError(f"calibrate_residual_adds: vector format {datapath.vector_format}; "
+                            "allowed: int (the float formats add in floating point)")
+    executor = build_int_executor(model, int_model,
+                                  datapath=replace(datapath, residual_scale="fitted"))
+    mode = getattr(executor, INT_MODE_ATTR)
+    mode.add_peaks = {}
+    with torch.no_grad():
+        for batch in batches:
+            executor(**model_inputs(batch))
+    if not mode.add_peaks:
+        raise AccelsimError("calibrate_residual_adds: no batches given or no residual add on "
+                            "the chip; allowed: at least one batch of a model with residual adds")
+    scales = {site: int_mode.calibrated_add_scale(peak) for site, peak in mode.add_peaks.items()}
+    return replace(int_model, residual_add_scales=scales)
 
 
 @contextlib.contextmanager
@@ -435,17 +459,28 @@ def _torch_single_threaded(executor: nn.Module) -> None:
     executor.forward = forward_one_thread
 
 
-def _run_in_vector_format(executor: nn.Module, datapath: Datapath,
-                          host_modules: tuple[str, ...], counts: DatapathCounts,
-                          ints: int_mode.IntTensors | None) -> None:
+def _run_in_vector_format(executor: nn.Module, datapath: Datapath, int_model: IntModel,
+                          counts: DatapathCounts, ints: int_mode.IntTensors | None) -> None:
     """Make every call of ``executor`` run its chip part in ``datapath``'s vector format
-    (:mod:`accelsim.ref.vector_mode`, :mod:`accelsim.ref.int_mode`) and its ``host_modules`` in
-    float32."""
-    mode: Any = (vector_mode.VectorFormatMode(datapath.vector_format, counts) if ints is None
-                 else int_mode.IntFormatMode(counts, ints, datapath.exact_kernels,
-                                             datapath.gelu_table_segments,
-                                             datapath.residual_scale))
-    vector_mode.host_hooks(executor, host_modules, mode)
+    (:mod:`accelsim.ref.vector_mode`, :mod:`accelsim.ref.int_mode`) and ``int_model``'s host
+    modules in float32."""
+    mode: Any
+    if ints is None:
+        mode = vector_mode.VectorFormatMode(datapath.vector_format, counts)
+    else:
+        if datapath.residual_scale == "calibrated" and not int_model.residual_add_scales:
+            raise AccelsimError("datapath: residual_scale calibrated: the integer model has no "
+                                "calibrated residual adds; allowed: a model calibrated by "
+                                "accelsim.ref.execute.calibrate_residual_adds, or "
+                                "residual_scale coarser, fitted")
+        mode = int_mode.IntFormatMode(counts, ints, datapath.exact_kernels,
+                                      datapath.gelu_table_segments, datapath.residual_scale,
+                                      int_model.residual_add_scales)
+        for name, module in executor.named_modules():
+            module.register_forward_pre_hook(lambda *_, name=name: mode.enter_module(name))
+            module.register_forward_hook(lambda *_: mode.leave_module(), always_call=True)
+        setattr(executor, INT_MODE_ATTR, mode)
+    vector_mode.host_hooks(executor, int_model.float_layers, mode)
     model_forward = executor.forward
 
     def forward_in_format(*args: Any, **kwargs: Any) -> Any:

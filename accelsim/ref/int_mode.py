@@ -17,7 +17,9 @@ float64 tensor holding ``q * S`` (one rounding; ``rint(x / S)`` gives ``q`` back
   input's resolution by a rounding shift (:func:`gelu_at_input_resolution`), adds saturated to
   ``RESIDUAL_BITS`` on the scale ``Datapath.residual_scale`` picks (:func:`residual_out_scale`;
   the operands' stored widths, which :class:`IntTensors` keeps beside their scales, bound the
-  ``fitted`` rule's sum), softmax to ``SOFTMAX_OUT_BITS`` unsigned
+  ``fitted`` rule's sum; the ``calibrated`` rule reads each add's scale by its site, the module
+  executing it and its order there, :meth:`IntFormatMode.add_site`), softmax to
+  ``SOFTMAX_OUT_BITS`` unsigned
   bits with the attention scaling folded into its input scale; with ``Datapath.
   gelu_table_segments`` GELU is ``vector_ops.int_gelu_table`` instead, on its input's scale;
 * layout ops (views, transposes, slicing, dropout in eval) keep ``q`` and ``S``; a product with a
@@ -47,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from accelsim.errors import AccelsimError
 from accelsim.ref import kernels, vector_ops
 from accelsim.ref.codes import quantize
 from accelsim.ref.datapath import DatapathCounts
@@ -89,6 +92,13 @@ def residual_out_scale(rule: str, scale_a: float, bits_a: int, scale_b: float,
         return coarse
     bound = math.ldexp(scale_a, bits_a - 1) + math.ldexp(scale_b, bits_b - 1)
     return min(coarse, max(fine, bound / (2 ** (RESIDUAL_BITS - 1) - 1)))
+
+
+def calibrated_add_scale(peak: float) -> float:
+    """The ``calibrated`` rule's output scale of an add whose sums reached ``peak`` in magnitude
+    on calibration inputs: ``peak`` on the residual width's largest code (0 when the sums were
+    all 0; the add then takes its finer operand's scale)."""
+    return peak / (2 ** (RESIDUAL_BITS - 1) - 1)
 
 
 def _per_channel(parameter: Tensor | None, n: int, default: float) -> np.ndarray:
@@ -146,13 +156,35 @@ class IntFormatMode(HostAwareMode):
 
     def __init__(self, counts: DatapathCounts, tensors: IntTensors,
                  exact_kernels: tuple[str, ...] = (), gelu_table_segments: int = 0,
-                 residual_scale: str = "coarser") -> None:
+                 residual_scale: str = "coarser",
+                 residual_add_scales: dict[str, float] | None = None) -> None:
         super().__init__()
         self.counts = counts
         self.tensors = tensors
         self.exact_kernels = frozenset(exact_kernels)
         self.gelu_table_segments = gelu_table_segments
         self.residual_scale = residual_scale
+        self.residual_add_scales = dict(residual_add_scales or {})
+        # Set to {} to calibrate: each add site's largest |sum| over the forwards.
+        self.add_peaks: dict[str, float] | None = None
+        self._modules: list[list] = []  # [name, adds so far] of each module running, innermost last
+
+    def enter_module(self, name: str) -> None:
+        self._modules.append([name, 0])
+
+    def leave_module(self) -> None:
+        self._modules.pop()
+
+    def add_site(self) -> str:
+        """The next residual add's site: ``module:order``, the innermost module running (``""``
+        outside every module) and the number of adds it has done so far in this call. A site
+        names one add of the model whatever else a forward runs (a Whisper decode step does not
+        run the encoder that the first step ran)."""
+        if not self._modules:
+            return ":0"
+        frame = self._modules[-1]
+        frame[1] += 1
+        return f"{frame[0]}:{frame[1] - 1}"
 
     def enter_host(self, module: object, args: tuple) -> tuple:
         """A host module reads float32: integer tensors entering it are dequantized."""
@@ -291,15 +323,31 @@ class IntFormatMode(HostAwareMode):
 
     def _add(self, a: Tensor, b: Tensor) -> Tensor:
         (qa, sa), (qb, sb) = self.tensors.ints(a), self.tensors.ints(b)
+        site = self.add_site()
+        if self.add_peaks is not None:
+            peak = float(np.abs(qa * sa + qb * sb).max(initial=0.0))
+            self.add_peaks[site] = max(self.add_peaks.get(site, 0.0), peak)
         if "add" in self.exact_kernels:
             return self._exact("add", qa * sa + qb * sb)
-        s_out = residual_out_scale(self.residual_scale, sa, self.tensors.bits(a), sb,
-                                   self.tensors.bits(b))
+        if self.residual_scale == "calibrated":
+            s_out = max(self._calibrated_scale(site), min(sa, sb))
+        else:
+            s_out = residual_out_scale(self.residual_scale, sa, self.tensors.bits(a), sb,
+                                       self.tensors.bits(b))
         out = vector_ops.int_add(qa, sa, qb, sb, RESIDUAL_BITS, s_out)
         self._vector("int_add", out, {"qa": qa, "scale_a": sa, "qb": qb, "scale_b": sb,
                                       "out_bits": RESIDUAL_BITS, "out_scale": s_out}, "add",
                      qa * sa + qb * sb)
         return self.tensors.tensor(out[0], out[1], RESIDUAL_BITS)
+
+    def _calibrated_scale(self, site: str) -> float:
+        scale = self.residual_add_scales.get(site)
+        if scale is None:
+            raise AccelsimError(f"datapath: residual_scale calibrated: the integer model has no "
+                                f"scale for the add at {site}; allowed: a model whose residual "
+                                "adds were calibrated (accelsim.ref.execute."
+                                "calibrate_residual_adds), or residual_scale coarser, fitted")
+        return scale
 
 
 def int_softmax_codes(acc: np.ndarray, scale: float, keep: np.ndarray | None, probs: Any,

@@ -97,6 +97,10 @@ class DatapathEmulation(vector_mode.HostAwareMode):
         if plan is None or not plan.quantized_linears:
             raise AccelsimError("datapath: QAT on a chip datapath needs a model compressed with "
                                 "a quantized recipe (apply_recipe and calibrate first)")
+        if datapath.residual_scale == "calibrated":
+            raise AccelsimError("datapath: QAT on residual_scale calibrated: the scales are "
+                                "calibrated on the trained model, after QAT; allowed in "
+                                "training: coarser, fitted")
         self.model = model
         self.plan = plan
         self.datapath = datapath

@@ -19,7 +19,9 @@ segments (``vector_unit.gelu_table_segments``) in place of I-BERT's polynomial, 
 split, each beside its energy and area. ``--variants residual`` tries the fix the kernel study
 points at when the exact add recovers accuracy: the int datapath with the ``fitted`` residual
 scale (``vector_unit.residual_scale``: the finest output scale that cannot saturate, instead of
-the coarser operand's), on the validation and the test split. Rows go to
+the coarser operand's) and with the ``calibrated`` one (each add's own scale, from its largest
+sum on the first training batches: ``accelsim.accuracy.evaluate.RESIDUAL_CALIBRATION_BATCHES``),
+on the validation and the test split. Rows go to
 ``datapath_study.csv`` (replacing those of the same task, recipe, seed, split, datapath and exact
 kernels) and ``datapath_study.md`` is re-rendered from it.
 
@@ -109,8 +111,8 @@ def variants(sets: tuple[str, ...] = VARIANT_SETS) -> list[Variant]:
     if "gelu_tables" in sets:
         chosen += [Variant("int", bits, (), "val", n) for n in GELU_TABLE_SIZES]
     if "residual" in sets:
-        chosen += [Variant("int", bits, (), split, residual_scale="fitted")
-                   for split in ("val", "test")]
+        chosen += [Variant("int", bits, (), split, residual_scale=rule)
+                   for rule in ("fitted", "calibrated") for split in ("val", "test")]
     return chosen
 
 
@@ -260,7 +262,7 @@ def render(rows: list[dict[str, str]]) -> str:
                 "Where the `int` vector unit loses accuracy (validation split): its kernels "
                 "computed exactly, one at a time, then all four; GELU from a table of "
                 "linear segments instead of I-BERT's polynomial (priced); the residual add on "
-                "the fitted scale.",
+                "the fitted or the calibrated scale.",
                 "",
                 "| vector unit | GELU | residual scale | exact kernels | accuracy % (val) | "
                 "vs int (points) | energy uJ | vector area mm2 |",
@@ -290,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", choices=VARIANT_SETS, default=VARIANT_SETS,
                         help="formats: vector formats and accumulator widths (test split); "
                              "kernels: the int kernels made exact (validation split); "
-                             "gelu_tables: table GELUs (validation); residual: the fitted "
-                             "residual scale (validation and test)")
+                             "gelu_tables: table GELUs (validation); residual: the fitted and "
+                             "the calibrated residual scales (validation and test)")
     args = parser.parse_args(argv)
     if args.reprice == bool(args.task or args.recipes):
         parser.error("give --task and --recipes, or --reprice alone")

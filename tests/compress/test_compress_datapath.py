@@ -47,6 +47,15 @@ def test_emulated_forward_is_the_integer_reference(compressed, datapath):
         assert torch.equal(execute.output_logits(model(**batch[0].inputs)), plain)
 
 
+def test_qat_on_calibrated_residual_scales_is_one_line(compressed):
+    _, model = compressed
+    calibrated = dataclasses.replace(INT_CHIP, residual_scale="calibrated")
+    with (pytest.raises(AccelsimError, match=r"^datapath: QAT on residual_scale calibrated: .*"
+                                             r"allowed in training: coarser, fitted$"),
+          qat.datapath_emulation(model, calibrated)):
+        pass
+
+
 def math_finite(value: float) -> bool:
     return value == value and abs(value) != float("inf")
 

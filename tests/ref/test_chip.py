@@ -12,7 +12,7 @@ from zoo_helpers import calibrated_w4a4_sp24, zoo_batches
 
 from accelsim.cli import main
 from accelsim.compress.apply import apply_recipe, calibrate
-from accelsim.compress.export import export_int_model
+from accelsim.compress.export import export_int_model, load_int_model, save_int_model
 from accelsim.compress.recipe import load_recipe
 from accelsim.errors import AccelsimError
 from accelsim.ref import chip, execute, int_mode, oracle, vector_ops
@@ -164,6 +164,51 @@ def test_fitted_residual_scale_runs_on_the_chip_and_saturates_nothing(vit):
     report = chip.check_chip(model, int_model, batches, fitted)
     assert report.oracle_mismatches == 0 and report.oracle_ops_checked > 0
     assert report.executed == chip.check_chip(model, int_model, batches, coarser).executed
+
+
+def test_calibrated_residual_scales_are_each_adds_own_and_travel_in_the_file(vit, tmp_path):
+    """Calibrated on one batch, each add's scale is its largest sum on the residual width: finer
+    than the fitted rule's, so the adds err less; the oracle agrees, the work is the same, and
+    the scales survive the integer model file bit for bit."""
+    model, int_model = vit
+    batches = zoo_batches("vit_tiny")
+    fitted = Datapath(accumulator_bits=20, integer_requant=True, vector_format="int",
+                      residual_scale="fitted")
+    calibrated = dataclasses.replace(fitted, residual_scale="calibrated")
+    tuned = execute.calibrate_residual_adds(model, int_model, batches[:1], calibrated)
+    layers = model.config.num_hidden_layers
+    # Two residual adds in each layer's forward: after attention and after the FFN.
+    assert sorted(tuned.residual_add_scales) == [f"layers.{i}:{k}" for i in range(layers)
+                                                 for k in (0, 1)]
+    runs = {datapath.residual_scale: execute.run_int_model(model, tuned, batches,
+                                                           datapath=datapath, record_ops=True)
+            for datapath in (fitted, calibrated)}
+
+    def add_sqnr(counts):
+        squared_error, squared_signal = counts.float_error["add"][:2]
+        return squared_signal / squared_error
+
+    assert add_sqnr(runs["calibrated"].counts) > add_sqnr(runs["fitted"].counts)
+    adds = [out[1] for kind, out, _ in runs["calibrated"].counts.records if kind == "int_add"]
+    assert set(adds) <= set(tuned.residual_add_scales.values())
+    report = chip.check_chip(model, tuned, batches, calibrated)
+    assert report.oracle_mismatches == 0 and report.oracle_ops_checked > 0
+    assert report.executed == chip.check_chip(model, tuned, batches, fitted).executed
+    loaded = load_int_model(save_int_model(tuned, tmp_path / "m.npz"))
+    assert loaded.residual_add_scales == tuned.residual_add_scales
+
+
+def test_calibrated_residual_scale_needs_calibrated_adds(vit):
+    model, int_model = vit
+    calibrated = Datapath(integer_requant=True, vector_format="int", residual_scale="calibrated")
+    with pytest.raises(AccelsimError, match="the integer model has no calibrated residual adds"):
+        execute.run_int_model(model, int_model, zoo_batches("vit_tiny"), datapath=calibrated)
+    one_site = dataclasses.replace(int_model, residual_add_scales={"layers.0:0": 1.0})
+    with pytest.raises(AccelsimError, match="no scale for the add at layers.0:1"):
+        execute.run_int_model(model, one_site, zoo_batches("vit_tiny"), datapath=calibrated)
+    with pytest.raises(AccelsimError, match="allowed: int"):
+        execute.calibrate_residual_adds(model, int_model, zoo_batches("vit_tiny"),
+                                        Datapath(vector_format="fp16"))
 
 
 @pytest.mark.parametrize(("fields", "message"), [

@@ -28,7 +28,8 @@ def test_kernel_variants_run_the_int_datapath_with_each_kernel_exact_on_validati
     assert tables[0].overrides["vector_unit.gelu_table_segments"] == 4
     residual = datapath_study.variants(("residual",))
     assert [(v.vector_format, v.split, v.residual_scale) for v in residual] == [
-        ("int", "val", "fitted"), ("int", "test", "fitted")]
+        ("int", "val", "fitted"), ("int", "test", "fitted"), ("int", "val", "calibrated"),
+        ("int", "test", "calibrated")]
     assert residual[0].overrides["vector_unit.residual_scale"] == "fitted"
 
 

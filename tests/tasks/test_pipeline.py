@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 from pathlib import Path
 
 import pytest
@@ -21,11 +22,16 @@ from accelsim.accuracy import (
     table,
     trained_model,
 )
-from accelsim.accuracy.evaluate import table_datapath
+from accelsim.accuracy.evaluate import (
+    EVAL_BATCH,
+    RESIDUAL_CALIBRATION_BATCHES,
+    table_datapath,
+)
 from accelsim.accuracy.provenance import check_table, read_provenance
 from accelsim.accuracy.runs import run_dir
 from accelsim.compress.export import export_int_model
 from accelsim.errors import AccelsimError
+from accelsim.ref.execute import calibrate_residual_adds
 from accelsim.tasks import get_task
 
 BUDGET = budgets.Budget(fp_epochs=1, qat_epochs=1, batch_size=8, fp_lr=1e-3, qat_lr=1e-3)
@@ -70,6 +76,16 @@ def test_tiny_pipeline_row(name: str, tmp_path: Path, monkeypatch: pytest.Monkey
                                 datapath=chip.datapath), 2)
         == row.accuracy_pct
     )
+    # on calibrated residual scales, an integer model without them is calibrated first, on the
+    # first training batches
+    calibrated = dataclasses.replace(chip.datapath, vector_format="int",
+                                     residual_scale="calibrated")
+    first = itertools.islice(task.batches("train", EVAL_BATCH, seed=0),
+                             RESIDUAL_CALIBRATION_BATCHES)
+    tuned = calibrate_residual_adds(result.model, int_model, first, calibrated)
+    assert tuned.residual_add_scales and not int_model.residual_add_scales
+    assert evaluate_accuracy(task, result.model, int_model, datapath=calibrated) == (
+        evaluate_accuracy(task, result.model, tuned, datapath=calibrated))
     # a finished run is reused from the cache, not trained again
     again, _ = pipeline.run_recipe(task, "w4a4_sp24", BUDGET, fp_state, 0, "cmd")
     assert again.accuracy_pct == row.accuracy_pct
