@@ -133,7 +133,7 @@ def test_residual_scale_is_a_listed_rule_on_the_int_format_only():
     assert hw_from_dict(data).vector_unit.residual_scale == "fitted"
     data["vector_unit"]["residual_scale"] = "finer"
     assert _error(data) == ("t.yaml: vector_unit.residual_scale: 'finer' is not one of coarser, "
-                            "fitted")
+                            "fitted, calibrated")
 
 
 def test_missing_key_is_reported():
