@@ -176,10 +176,11 @@ class IntFormatMode(HostAwareMode):
         self._modules.pop()
 
     def add_site(self) -> str:
-        """The next residual add's site: ``module:order``, the innermost module running (``""``
-        outside every module) and the number of adds it has done so far in this call. A site
-        names one add of the model whatever else a forward runs (a Whisper decode step does not
-        run the encoder that the first step ran)."""
+        """The next residual add's site: ``module:order``, the innermost module running and the
+        number of adds it has done so far in this call. A site names one add of the model
+        whatever else a forward runs (a Whisper decode step does not run the encoder that the
+        first step ran). The executor tracks modules (``ref.execute``); without that tracking
+        (QAT's emulation, which refuses the ``calibrated`` rule) every site is ``:0``."""
         if not self._modules:
             return ":0"
         frame = self._modules[-1]
