@@ -139,6 +139,18 @@ def test_residual_scale_rule():
     assert int_mode.residual_out_scale("fitted", 1e-3, 2, 1e-3, 2) == 1e-3  # at least finer
 
 
+def _runs_by_residual_rule(model, int_model, batches, *datapaths):
+    return {datapath.residual_scale: execute.run_int_model(model, int_model, batches,
+                                                           datapath=datapath, record_ops=True)
+            for datapath in datapaths}
+
+
+def _add_sqnr(run) -> float:
+    """Signal over error power of the run's residual adds against float."""
+    squared_error, squared_signal = run.counts.float_error["add"][:2]
+    return squared_signal / squared_error
+
+
 def test_fitted_residual_scale_runs_on_the_chip_and_saturates_nothing(vit):
     """The fitted rule keeps the finer operand's low bits: its adds err less against float than
     the coarser rule's, no add saturates (the rule's bound), the oracle agrees, and the executed
@@ -147,15 +159,8 @@ def test_fitted_residual_scale_runs_on_the_chip_and_saturates_nothing(vit):
     batches = zoo_batches("vit_tiny")
     coarser = Datapath(accumulator_bits=20, integer_requant=True, vector_format="int")
     fitted = dataclasses.replace(coarser, residual_scale="fitted")
-    runs = {datapath.residual_scale: execute.run_int_model(model, int_model, batches,
-                                                           datapath=datapath, record_ops=True)
-            for datapath in (coarser, fitted)}
-
-    def add_sqnr(counts):
-        squared_error, squared_signal = counts.float_error["add"][:2]
-        return squared_signal / squared_error
-
-    assert add_sqnr(runs["fitted"].counts) > add_sqnr(runs["coarser"].counts)
+    runs = _runs_by_residual_rule(model, int_model, batches, coarser, fitted)
+    assert _add_sqnr(runs["fitted"]) > _add_sqnr(runs["coarser"])
     adds = [(out, inputs) for kind, out, inputs in runs["fitted"].counts.records
             if kind == "int_add"]
     limit = 2 ** (int_mode.RESIDUAL_BITS - 1)
@@ -180,15 +185,8 @@ def test_calibrated_residual_scales_are_each_adds_own_and_travel_in_the_file(vit
     # Two residual adds in each layer's forward: after attention and after the FFN.
     assert sorted(tuned.residual_add_scales) == [f"layers.{i}:{k}" for i in range(layers)
                                                  for k in (0, 1)]
-    runs = {datapath.residual_scale: execute.run_int_model(model, tuned, batches,
-                                                           datapath=datapath, record_ops=True)
-            for datapath in (fitted, calibrated)}
-
-    def add_sqnr(counts):
-        squared_error, squared_signal = counts.float_error["add"][:2]
-        return squared_signal / squared_error
-
-    assert add_sqnr(runs["calibrated"].counts) > add_sqnr(runs["fitted"].counts)
+    runs = _runs_by_residual_rule(model, tuned, batches, fitted, calibrated)
+    assert _add_sqnr(runs["calibrated"]) > _add_sqnr(runs["fitted"])
     adds = [out[1] for kind, out, _ in runs["calibrated"].counts.records if kind == "int_add"]
     assert set(adds) <= set(tuned.residual_add_scales.values())
     report = chip.check_chip(model, tuned, batches, calibrated)
