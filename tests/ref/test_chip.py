@@ -273,6 +273,20 @@ def test_verify_hw_reports_saturations_by_accumulator_width(capsys, tmp_path):
     assert found[10]["graph_matches"] and found[32]["graph_matches"]
 
 
+def test_verify_hw_calibrates_the_residual_adds_it_runs_on(capsys, tmp_path):
+    out = tmp_path / "calibrated.json"
+    code = main(["verify", "--model", "vit_tiny", "--recipe", "w4a4_sp24", "--batches", "1",
+                 "--batch-size", "2", "--hw", "hw_configs/int4_sparse.yaml", "--set",
+                 "vector_unit.format=int", "--set", "vector_unit.residual_scale=calibrated",
+                 "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "residual adds: output scales calibrated on the verified batches" in printed
+    found = json.loads(out.read_text())
+    assert found["datapath"]["residual_scale"] == "calibrated"
+    assert found["oracle_mismatches"] == 0 and found["graph_matches"]
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--set", "precision.accumulator_bits=16"], "--set: needs --hw"),
     (["--hw", "hw_configs/fp16_dense.yaml"], "precision.kind: 'fp'; the integer reference runs"),
