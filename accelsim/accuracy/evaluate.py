@@ -235,7 +235,7 @@ def generated_fidelity(model_name: str, recipe_name: str, datapath: Datapath,
     from accelsim.compress.apply import apply_recipe, calibrate
     from accelsim.compress.export import export_int_model
     from accelsim.compress.recipe import load_recipe
-    from accelsim.ref.execute import build_int_executor
+    from accelsim.ref.execute import build_int_executor, calibrate_residual_adds
     from accelsim.tasks.base import Batch
     from accelsim.zoo import build_model, example_inputs
 
@@ -253,6 +253,9 @@ def generated_fidelity(model_name: str, recipe_name: str, datapath: Datapath,
     calibration = inputs(seed * 1000, FIDELITY_CALIBRATION_BATCHES)
     # calibrate() wants batches with labels; generated inputs have none (labels are unused).
     calibrate(compressed, [Batch(x, torch.zeros(0)) for x in calibration], recipe)
-    executor = build_int_executor(compressed, export_int_model(compressed), datapath=datapath)
+    int_model = export_int_model(compressed)
+    if datapath.residual_scale == "calibrated":
+        int_model = calibrate_residual_adds(compressed, int_model, calibration, datapath)
+    executor = build_int_executor(compressed, int_model, datapath=datapath)
     held_out = inputs(seed * 1000 + FIDELITY_CALIBRATION_BATCHES, FIDELITY_EVAL_BATCHES)
     return fidelity(fp_model, executor, held_out)

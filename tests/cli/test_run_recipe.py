@@ -159,6 +159,14 @@ def test_accuracy_without_a_task_reports_measured_fidelity(tmp_path, capsys):
     assert f"{fid['top1_agreement_pct']:.1f} %" in printed
 
 
+def test_fidelity_on_calibrated_residual_adds(tmp_path, capsys):
+    data = run_json(tmp_path, "--hw", SPARSE_HW, "--model", MODEL, "--accuracy", "--set",
+                    "vector_unit.format=int", "--set", "vector_unit.residual_scale=calibrated")
+    fid = data["totals"]["fidelity"]
+    assert "calibrated residual scale" in capsys.readouterr().out
+    assert fid["num_examples"] > 0 and 0.0 < fid["sqnr_db"] < 100.0
+
+
 def test_accuracy_of_an_uncompressed_model_without_a_task(tmp_path, capsys):
     data = run_json(tmp_path, "--hw", SPARSE_HW, "--model", MODEL, "--recipe", "none",
                     "--accuracy")
