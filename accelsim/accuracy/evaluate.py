@@ -156,7 +156,7 @@ def evaluate_on_chip(task: Task, model: nn.Module, int_model: Any, split: Split 
 
     import torch
 
-    from accelsim.ref.execute import calibrate_residual_adds, run_int_model
+    from accelsim.ref.execute import run_int_model, with_residual_add_scales
 
     labels_out = _num_labels(model)
     if labels_out is not None and labels_out != task.num_labels:
@@ -164,10 +164,9 @@ def evaluate_on_chip(task: Task, model: nn.Module, int_model: Any, split: Split 
             f"evaluate_accuracy: model has {labels_out} output labels, task {task.name} has "
             f"{task.num_labels}; allowed: a model fine-tuned for {task.name}"
         )
-    if datapath.residual_scale == "calibrated" and not int_model.residual_add_scales:
-        calibration = itertools.islice(task.batches("train", EVAL_BATCH, seed=0),
-                                       RESIDUAL_CALIBRATION_BATCHES)
-        int_model = calibrate_residual_adds(model, int_model, calibration, datapath)
+    calibration = itertools.islice(task.batches("train", EVAL_BATCH, seed=0),
+                                   RESIDUAL_CALIBRATION_BATCHES)
+    int_model = with_residual_add_scales(model, int_model, calibration, datapath)
     batches = list(task.batches(split, EVAL_BATCH, seed=0))
     result = run_int_model(model, int_model, batches, datapath=datapath)
     labels = torch.cat([b.labels for b in batches])
@@ -235,7 +234,7 @@ def generated_fidelity(model_name: str, recipe_name: str, datapath: Datapath,
     from accelsim.compress.apply import apply_recipe, calibrate
     from accelsim.compress.export import export_int_model
     from accelsim.compress.recipe import load_recipe
-    from accelsim.ref.execute import build_int_executor, calibrate_residual_adds
+    from accelsim.ref.execute import build_int_executor, with_residual_add_scales
     from accelsim.tasks.base import Batch
     from accelsim.zoo import build_model, example_inputs
 
@@ -253,9 +252,8 @@ def generated_fidelity(model_name: str, recipe_name: str, datapath: Datapath,
     calibration = inputs(seed * 1000, FIDELITY_CALIBRATION_BATCHES)
     # calibrate() wants batches with labels; generated inputs have none (labels are unused).
     calibrate(compressed, [Batch(x, torch.zeros(0)) for x in calibration], recipe)
-    int_model = export_int_model(compressed)
-    if datapath.residual_scale == "calibrated":
-        int_model = calibrate_residual_adds(compressed, int_model, calibration, datapath)
+    int_model = with_residual_add_scales(compressed, export_int_model(compressed), calibration,
+                                         datapath)
     executor = build_int_executor(compressed, int_model, datapath=datapath)
     held_out = inputs(seed * 1000 + FIDELITY_CALIBRATION_BATCHES, FIDELITY_EVAL_BATCHES)
     return fidelity(fp_model, executor, held_out)

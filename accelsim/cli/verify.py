@@ -192,12 +192,12 @@ def run(args: argparse.Namespace) -> int:
         chip_ok = _check_decoder(args, decoder, model, int_model, batches, datapath, payload)
     elif datapath is not None:
         from accelsim.ref.chip import check_chip
-        from accelsim.ref.execute import calibrate_residual_adds
+        from accelsim.ref.execute import with_residual_add_scales
 
-        if datapath.residual_scale == "calibrated" and not int_model.residual_add_scales:
+        verified = with_residual_add_scales(model, int_model, batches, datapath)
+        if verified is not int_model:
             print("residual adds: output scales calibrated on the verified batches")
-            int_model = calibrate_residual_adds(model, int_model, batches, datapath)
-        chip = check_chip(model, int_model, batches, datapath)
+        chip = check_chip(model, verified, batches, datapath)
         _print_chip(chip)
         chip_ok = chip.oracle_mismatches == 0
         payload.update(_finite({**asdict(chip), "graph_matches": chip.graph_matches}))

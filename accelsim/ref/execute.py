@@ -431,6 +431,16 @@ def calibrate_residual_adds(model: nn.Module, int_model: IntModel, batches: Iter
     return replace(int_model, residual_add_scales=scales)
 
 
+def with_residual_add_scales(model: nn.Module, int_model: IntModel, batches: Iterable[Any],
+                             datapath: Datapath) -> IntModel:
+    """``int_model`` as ``datapath`` runs it: under ``residual_scale: calibrated``, one without
+    residual-add scales gets them from :func:`calibrate_residual_adds` on ``batches``; any other
+    is returned as it is (``batches`` unread)."""
+    if datapath.residual_scale != "calibrated" or int_model.residual_add_scales:
+        return int_model
+    return calibrate_residual_adds(model, int_model, batches, datapath)
+
+
 @contextlib.contextmanager
 def one_torch_thread() -> Iterator[None]:
     """torch's CPU ops on one thread inside the block. torch splits float reductions by thread,

@@ -324,12 +324,13 @@ class IntFormatMode(HostAwareMode):
 
     def _add(self, a: Tensor, b: Tensor) -> Tensor:
         (qa, sa), (qb, sb) = self.tensors.ints(a), self.tensors.ints(b)
+        exact_sum = qa * sa + qb * sb
         site = self.add_site()
         if self.add_peaks is not None:
-            peak = float(np.abs(qa * sa + qb * sb).max(initial=0.0))
+            peak = float(np.abs(exact_sum).max(initial=0.0))
             self.add_peaks[site] = max(self.add_peaks.get(site, 0.0), peak)
         if "add" in self.exact_kernels:
-            return self._exact("add", qa * sa + qb * sb)
+            return self._exact("add", exact_sum)
         if self.residual_scale == "calibrated":
             s_out = max(self._calibrated_scale(site), min(sa, sb))
         else:
@@ -338,7 +339,7 @@ class IntFormatMode(HostAwareMode):
         out = vector_ops.int_add(qa, sa, qb, sb, RESIDUAL_BITS, s_out)
         self._vector("int_add", out, {"qa": qa, "scale_a": sa, "qb": qb, "scale_b": sb,
                                       "out_bits": RESIDUAL_BITS, "out_scale": s_out}, "add",
-                     qa * sa + qb * sb)
+                     exact_sum)
         return self.tensors.tensor(out[0], out[1], RESIDUAL_BITS)
 
     def _calibrated_scale(self, site: str) -> float:
