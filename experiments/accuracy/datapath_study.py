@@ -16,14 +16,16 @@ four, beside the chip's own vector unit, on the validation split, since the answ
 designer fixes (``Datapath.exact_kernels``; a study's knob, so no hardware cost). ``--variants
 gelu_tables`` prices that fix: the int datapath with GELU from a table of 4, 16 and 64 linear
 segments (``vector_unit.gelu_table_segments``) in place of I-BERT's polynomial, on the validation
-split, each beside its energy and area. ``--variants residual`` tries the fix the kernel study
-points at when the exact add recovers accuracy: the int datapath with the ``fitted`` residual
-scale (``vector_unit.residual_scale``: the finest output scale that cannot saturate, instead of
-the coarser operand's) and with the ``calibrated`` one (each add's own scale, from its largest
-sum on the first training batches: ``accelsim.accuracy.evaluate.RESIDUAL_CALIBRATION_BATCHES``),
-on the validation and the test split. Rows go to
-``datapath_study.csv`` (replacing those of the same task, recipe, seed, split, datapath and exact
-kernels) and ``datapath_study.md`` is re-rendered from it.
+split, each beside its energy and area. ``--variants int`` measures the ``int`` vector unit
+alone, on the validation and the test split: what a recipe scores on the integer-only chip, for
+two evaluations instead of the formats' eight. ``--variants residual`` tries the fix the kernel
+study points at when the exact add recovers accuracy: the int datapath with the ``fitted``
+residual scale (``vector_unit.residual_scale``: the finest output scale that cannot saturate,
+instead of the coarser operand's) and with the ``calibrated`` one (each add's own scale, from
+its largest sum on the first training batches:
+``accelsim.accuracy.evaluate.RESIDUAL_CALIBRATION_BATCHES``), on the validation and the test
+split. Rows go to ``datapath_study.csv`` (replacing those of the same task, recipe, seed, split,
+datapath and exact kernels) and ``datapath_study.md`` is re-rendered from it.
 
     python experiments/accuracy/datapath_study.py --reprice
 
@@ -73,7 +75,7 @@ COLUMNS = (
 # residual add on the coarser scale.
 COLUMN_DEFAULTS = {"split": "test", "exact_kernels": "", "gelu_table_segments": "0",
                    "residual_scale": "coarser"}
-VARIANT_SETS = ("formats", "kernels", "gelu_tables", "residual")
+VARIANT_SETS = ("formats", "int", "kernels", "gelu_tables", "residual")
 GELU_TABLE_SIZES = (4, 16, 64)
 
 
@@ -104,6 +106,8 @@ def variants(sets: tuple[str, ...] = VARIANT_SETS) -> list[Variant]:
     if "formats" in sets:
         chosen += [*(Variant(f, bits) for f in FORMATS),
                    *(Variant(fmt, b) for b in ACCUMULATOR_BITS if b != bits)]
+    if "int" in sets:
+        chosen += [Variant("int", bits, (), split) for split in ("val", "test")]
     if "kernels" in sets:
         exact = [(), *((kernel,) for kernel in INT_VECTOR_KERNELS), INT_VECTOR_KERNELS]
         chosen += [Variant(fmt, bits, (), "val"),  # the chip's own vector unit, for scale
@@ -113,7 +117,7 @@ def variants(sets: tuple[str, ...] = VARIANT_SETS) -> list[Variant]:
     if "residual" in sets:
         chosen += [Variant("int", bits, (), split, residual_scale=rule)
                    for rule in ("fitted", "calibrated") for split in ("val", "test")]
-    return chosen
+    return list(dict.fromkeys(chosen))  # sets overlap (the int unit on validation): measure once
 
 
 def simulated(backbone: str, recipe: str, shape: dict[str, float],
@@ -291,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--variants", nargs="+", choices=VARIANT_SETS, default=VARIANT_SETS,
                         help="formats: vector formats and accumulator widths (test split); "
+                             "int: the int vector unit alone (validation and test, what a "
+                             "recipe scores on the integer-only chip); "
                              "kernels: the int kernels made exact (validation split); "
                              "gelu_tables: table GELUs (validation); residual: the fitted and "
                              "the calibrated residual scales (validation and test)")

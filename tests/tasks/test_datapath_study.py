@@ -33,6 +33,16 @@ def test_kernel_variants_run_the_int_datapath_with_each_kernel_exact_on_validati
     assert residual[0].overrides["vector_unit.residual_scale"] == "fitted"
 
 
+def test_the_int_set_is_the_int_unit_on_both_splits_and_overlapping_sets_measure_once():
+    alone = datapath_study.variants(("int",))
+    assert [(v.vector_format, v.split, v.exact_kernels, v.residual_scale) for v in alone] == [
+        ("int", "val", (), "coarser"), ("int", "test", (), "coarser")]
+    every = datapath_study.variants()
+    assert len(every) == len(set(every))
+    # the int unit on test is a formats row, on validation the kernel study's reference row
+    assert set(alone) <= set(datapath_study.variants(("formats", "kernels")))
+
+
 def _row(**fields: str) -> dict[str, str]:
     base = {"task": "speech_commands", "model": "whisper_tiny_en", "recipe": "w4a4_sp24",
             "seed": "0", "split": "val", "vector_format": "int", "accumulator_bits": "20",
