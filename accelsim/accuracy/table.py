@@ -245,8 +245,7 @@ def render_markdown(rows: list[dict[str, str]], legacy: bool = False) -> str:
 README_HEADERS = {
     "fp32": "FP32", "w8a8": "W8A8", "w4a4": "W4A4", "w4a4_sp24": "W4A4 + 2:4",
     "w4a4_sp24_no_zero_grid": "no zero grid", "w4a4_sp24_const_dropout": "const. dropout",
-    "w4a4_sp24_init_pretrained": "init pre-trained", "w4a4_sp24_kd": "W4A4 + 2:4 + KD",
-    "w4a4_sp24_kd_unlabeled": "W4A4 + 2:4 + KD on unlabelled text",
+    "w4a4_sp24_init_pretrained": "init pre-trained",
     "w4a4_sp24_sparsegpt_smooth": "W4A4 + 2:4 smoothed",
     "w4a4_sp24_sparsegpt_smooth_kd_unlabeled": "W4A4 + 2:4 smoothed + KD on unlabelled text",
     "w4a4_sp24_wanda_ln_a8": "mixed + 2:4",
