@@ -32,6 +32,11 @@ datapath and exact kernels) and ``datapath_study.md`` is re-rendered from it.
 re-prices every row of the CSV with the simulator as it stands (latency, energy and area; no
 training or evaluation, the accuracies keep their ``code_commit``) and records the commit in
 ``priced_commit``: what a change of the cost model or of what the chip executes needs.
+
+    python experiments/accuracy/datapath_study.py --render
+
+re-renders ``datapath_study.md`` alone: its first section, the ``int`` vector unit against FP32
+and the table's chip paired by training run, reads ``results.csv`` (:func:`int_chip_summary`).
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from accelsim.accuracy.budgets import BUDGETS
 from accelsim.accuracy.evaluate import TABLE_HW_CONFIG, chip_datapath, evaluate_on_chip
 from accelsim.accuracy.provenance import code_commit, tensors_sha256
 from accelsim.accuracy.runs import trained_model
-from accelsim.accuracy.table import RESULTS_DIR, read_rows, write_csv
+from accelsim.accuracy.table import RESULTS_CSV, RESULTS_DIR, mean_and_std, read_rows, write_csv
 from accelsim.cli import main as accelsim_main
 from accelsim.compress.export import export_int_model
 from accelsim.compress.recipe import load_recipe
@@ -224,7 +229,68 @@ def _provenance(row: dict[str, str]) -> str:
             f"{priced}.")
 
 
-def render(rows: list[dict[str, str]]) -> str:
+def _is_chip_unit(row: dict[str, str], vector_format: str) -> bool:
+    """A test-split row of the table's chip with ``vector_format`` as it ships (no exact kernels,
+    I-BERT's GELU, the coarser residual scale)."""
+    return (row["split"] == "test" and row["vector_format"] == vector_format
+            and not row["exact_kernels"] and row["gelu_table_segments"] == "0"
+            and row["residual_scale"] == "coarser"
+            and row["accumulator_bits"] == str(load_hw(TABLE_HW_CONFIG).precision.accumulator_bits))
+
+
+def _paired(runs: list[tuple[float, ...]], first: int, second: int) -> str:
+    """Mean (± sample std) of ``run[first] - run[second]`` over ``runs``."""
+    diffs = [run[first] - run[second] for run in runs]
+    mean, std = mean_and_std(diffs)
+    return f"{mean:+.2f}" if len(diffs) == 1 else f"{mean:+.2f} ± {std:.2f}"
+
+
+def int_chip_summary(rows: list[dict[str, str]], results: list[dict[str, str]]) -> list[str]:
+    """Per task and recipe, the int vector unit's test accuracy against FP32 and against the
+    table's fp16 chip, paired by training run: a study row's checkpoint is found in
+    ``results`` (the table row of the same weights, measured on the fp16 chip), whose
+    ``parent_sha256`` names its FP32 row. Runs whose table row is gone, or was measured on a
+    datapath of the recipe's own (``w4a4_sp24_int_datapath``), are left out."""
+    by_checkpoint = {r["checkpoint_sha256"]: r for r in results if r["checkpoint_sha256"]}
+    table_chip_label = chip_datapath(load_hw(TABLE_HW_CONFIG)).label
+    groups: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    for row in rows:
+        table_row = by_checkpoint.get(row["checkpoint_sha256"])
+        parent = by_checkpoint.get(table_row["parent_sha256"]) if table_row else None
+        if (not _is_chip_unit(row, "int") or parent is None
+                or table_row["datapath"] != table_chip_label):  # a recipe with its own datapath
+            continue
+        groups.setdefault((row["task"], row["recipe"]), []).append(
+            (float(row["accuracy_pct"]), float(table_row["accuracy_pct"]),
+             float(parent["accuracy_pct"])))
+    if not groups:
+        return []
+    chip = load_hw(TABLE_HW_CONFIG)
+    table_unit = chip.vector_unit.format
+    lines = [
+        "## The integer-only chip against FP32",
+        "",
+        "Test accuracy on the table's chip with the `int` vector unit (I-BERT kernels, the",
+        f"coarser residual scale, {chip.precision.accumulator_bits}-bit accumulators), beside "
+        f"the same weights on the chip's own {table_unit}",
+        "vector unit (their `results.csv` row) and the FP32 run they were trained from (that",
+        "row's `parent_sha256`), paired by training run (mean ± sample std).",
+        "",
+        f"| task | recipe | runs | FP32 % | {table_unit} chip % | int chip % | int vs FP32 | "
+        f"{table_unit} vs FP32 | int vs {table_unit} |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    int_chip, table_chip, fp32 = 0, 1, 2  # positions in a run's accuracies
+    for (task, recipe), runs in sorted(groups.items()):
+        means = [mean_and_std([run[i] for run in runs])[0] for i in (fp32, table_chip, int_chip)]
+        lines.append(
+            f"| {task} | {recipe} | {len(runs)} | " + " | ".join(f"{m:.2f}" for m in means)
+            + f" | {_paired(runs, int_chip, fp32)} | {_paired(runs, table_chip, fp32)} | "
+            f"{_paired(runs, int_chip, table_chip)} |")
+    return [*lines, ""]
+
+
+def render(rows: list[dict[str, str]], results: list[dict[str, str]] | None = None) -> str:
     lines = [
         "# Accuracy against the chip's datapath",
         "",
@@ -237,6 +303,7 @@ def render(rows: list[dict[str, str]]) -> str:
         "range (clamped). The training ran on the fake-quant model (float32 between GEMMs).",
         "",
     ]
+    lines += int_chip_summary(rows, results or [])
     groups: dict[tuple[str, str, str], list[dict[str, str]]] = {}
     for r in rows:
         groups.setdefault((r["task"], r["recipe"], r["seed"]), []).append(r)
@@ -291,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipes", nargs="+")
     parser.add_argument("--reprice", action="store_true",
                         help="re-price every row of the CSV at the current code (module doc)")
+    parser.add_argument("--render", action="store_true",
+                        help="only re-render datapath_study.md from the CSV and results.csv")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--variants", nargs="+", choices=VARIANT_SETS, default=VARIANT_SETS,
@@ -301,8 +370,8 @@ def main(argv: list[str] | None = None) -> int:
                              "gelu_tables: table GELUs (validation); residual: the fitted and "
                              "the calibrated residual scales (validation and test)")
     args = parser.parse_args(argv)
-    if args.reprice == bool(args.task or args.recipes):
-        parser.error("give --task and --recipes, or --reprice alone")
+    if args.reprice + args.render + bool(args.task or args.recipes) != 1:
+        parser.error("give --task and --recipes, or --reprice alone, or --render alone")
     torch.set_num_threads(args.threads)
     sets = tuple(args.variants)
     old = [{**COLUMN_DEFAULTS, "priced_commit": r["code_commit"], **r}
@@ -310,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.reprice:
             old, new = [], repriced(old)
+        elif args.render:
+            new = []
         else:
             new = [row for recipe in args.recipes
                    for row in study_rows(args.task, recipe, args.seed, sets)]
@@ -321,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     kept = [r for r in old if tuple(r[k] for k in key) not in fresh]
     rows = sorted([*kept, *new], key=lambda r: (r["task"], r["recipe"], int(r["seed"])))
     write_csv(STUDY_CSV, COLUMNS, rows)
-    write_text_atomic(STUDY_MD, render(rows))
+    write_text_atomic(STUDY_MD, render(rows, read_rows(RESULTS_CSV)))
     return 0
 
 

@@ -107,3 +107,31 @@ def test_reprice_with_a_task_or_without_anything_is_one_usage_error(capsys):
             datapath_study.main(argv)
         assert exit_info.value.code == 2
         assert "give --task and --recipes, or --reprice alone" in capsys.readouterr().err
+
+
+def test_the_int_chip_summary_pairs_each_run_with_its_table_row_and_fp32_parent():
+    chip = "int4_sparse: 20-bit saturate accumulators, integer requant, fp16 vector"
+    results = [
+        {"checkpoint_sha256": "fp-a", "parent_sha256": "", "accuracy_pct": "90.00",
+         "datapath": ""},
+        {"checkpoint_sha256": "fp-b", "parent_sha256": "", "accuracy_pct": "92.00",
+         "datapath": ""},
+        {"checkpoint_sha256": "q-a", "parent_sha256": "fp-a", "accuracy_pct": "89.00",
+         "datapath": chip},
+        {"checkpoint_sha256": "q-b", "parent_sha256": "fp-b", "accuracy_pct": "90.00",
+         "datapath": chip},
+        {"checkpoint_sha256": "own", "parent_sha256": "fp-a", "accuracy_pct": "80.00",
+         "datapath": "a datapath of the recipe's own"},
+    ]
+    rows = [_row(split="test", checkpoint_sha256="q-a", accuracy_pct="88.50"),
+            _row(split="test", checkpoint_sha256="q-b", seed="1", accuracy_pct="89.50"),
+            # not the shipped int unit, no table row, a table row on another datapath
+            _row(split="test", checkpoint_sha256="q-a", residual_scale="fitted"),
+            _row(split="test", checkpoint_sha256="gone"),
+            _row(split="test", checkpoint_sha256="own", recipe="w4a4_sp24_int_datapath")]
+    lines = datapath_study.int_chip_summary(rows, results)
+    table = [line for line in lines if line.startswith("| speech_commands")]
+    # int - FP32: -1.50, -2.50; fp16 - FP32: -1.00, -2.00; int - fp16: -0.50, -0.50
+    assert table == ["| speech_commands | w4a4_sp24 | 2 | 91.00 | 89.50 | 89.00 | -2.00 ± 0.71 "
+                     "| -1.50 ± 0.71 | -0.50 ± 0.00 |"]
+    assert datapath_study.int_chip_summary(rows, []) == []
