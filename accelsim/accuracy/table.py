@@ -131,8 +131,12 @@ def _vs_baseline(runs: dict[str, dict[str, str]], base: dict[str, dict[str, str]
         for seed, r in runs.items()
         if seed in base
     ]
-    if not diffs:
-        return ""
+    return paired_difference(diffs) if diffs else ""
+
+
+def paired_difference(diffs: list[float]) -> str:
+    """Paired differences as the tables print them: the mean, and its sample std over two or
+    more pairs (``-2.00 ± 0.71``; one pair: ``-2.00``)."""
     mean, std = mean_and_std(diffs)
     return f"{mean:+.2f}" if len(diffs) == 1 else f"{mean:+.2f} ± {std:.2f}"
 

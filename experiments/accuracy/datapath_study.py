@@ -56,7 +56,14 @@ from accelsim.accuracy.budgets import BUDGETS
 from accelsim.accuracy.evaluate import TABLE_HW_CONFIG, chip_datapath, evaluate_on_chip
 from accelsim.accuracy.provenance import code_commit, tensors_sha256
 from accelsim.accuracy.runs import trained_model
-from accelsim.accuracy.table import RESULTS_CSV, RESULTS_DIR, mean_and_std, read_rows, write_csv
+from accelsim.accuracy.table import (
+    RESULTS_CSV,
+    RESULTS_DIR,
+    mean_and_std,
+    paired_difference,
+    read_rows,
+    write_csv,
+)
 from accelsim.cli import main as accelsim_main
 from accelsim.compress.export import export_int_model
 from accelsim.compress.recipe import load_recipe
@@ -229,20 +236,17 @@ def _provenance(row: dict[str, str]) -> str:
             f"{priced}.")
 
 
-def _is_chip_unit(row: dict[str, str], vector_format: str) -> bool:
-    """A test-split row of the table's chip with ``vector_format`` as it ships (no exact kernels,
-    I-BERT's GELU, the coarser residual scale)."""
-    return (row["split"] == "test" and row["vector_format"] == vector_format
+def _is_shipped_int_unit(row: dict[str, str], accumulator_bits: int) -> bool:
+    """A test-split row of the table's chip with the ``int`` vector unit as it ships (no exact
+    kernels, I-BERT's GELU, the coarser residual scale, the chip's accumulators)."""
+    return (row["split"] == "test" and row["vector_format"] == "int"
             and not row["exact_kernels"] and row["gelu_table_segments"] == "0"
             and row["residual_scale"] == "coarser"
-            and row["accumulator_bits"] == str(load_hw(TABLE_HW_CONFIG).precision.accumulator_bits))
+            and row["accumulator_bits"] == str(accumulator_bits))
 
 
 def _paired(runs: list[tuple[float, ...]], first: int, second: int) -> str:
-    """Mean (± sample std) of ``run[first] - run[second]`` over ``runs``."""
-    diffs = [run[first] - run[second] for run in runs]
-    mean, std = mean_and_std(diffs)
-    return f"{mean:+.2f}" if len(diffs) == 1 else f"{mean:+.2f} ± {std:.2f}"
+    return paired_difference([run[first] - run[second] for run in runs])
 
 
 def int_chip_summary(rows: list[dict[str, str]], results: list[dict[str, str]]) -> list[str]:
@@ -252,12 +256,14 @@ def int_chip_summary(rows: list[dict[str, str]], results: list[dict[str, str]]) 
     ``parent_sha256`` names its FP32 row. Runs whose table row is gone, or was measured on a
     datapath of the recipe's own (``w4a4_sp24_int_datapath``), are left out."""
     by_checkpoint = {r["checkpoint_sha256"]: r for r in results if r["checkpoint_sha256"]}
-    table_chip_label = chip_datapath(load_hw(TABLE_HW_CONFIG)).label
+    chip = load_hw(TABLE_HW_CONFIG)
+    bits = chip.precision.accumulator_bits
+    table_chip_label = chip_datapath(chip).label
     groups: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     for row in rows:
         table_row = by_checkpoint.get(row["checkpoint_sha256"])
         parent = by_checkpoint.get(table_row["parent_sha256"]) if table_row else None
-        if (not _is_chip_unit(row, "int") or parent is None
+        if (not _is_shipped_int_unit(row, bits) or parent is None
                 or table_row["datapath"] != table_chip_label):  # a recipe with its own datapath
             continue
         groups.setdefault((row["task"], row["recipe"]), []).append(
@@ -265,13 +271,12 @@ def int_chip_summary(rows: list[dict[str, str]], results: list[dict[str, str]]) 
              float(parent["accuracy_pct"])))
     if not groups:
         return []
-    chip = load_hw(TABLE_HW_CONFIG)
     table_unit = chip.vector_unit.format
     lines = [
         "## The integer-only chip against FP32",
         "",
         "Test accuracy on the table's chip with the `int` vector unit (I-BERT kernels, the",
-        f"coarser residual scale, {chip.precision.accumulator_bits}-bit accumulators), beside "
+        f"coarser residual scale, {bits}-bit accumulators), beside "
         f"the same weights on the chip's own {table_unit}",
         "vector unit (their `results.csv` row) and the FP32 run they were trained from (that",
         "row's `parent_sha256`), paired by training run (mean ± sample std).",

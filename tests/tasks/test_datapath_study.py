@@ -102,7 +102,8 @@ def test_repricing_simulates_each_chip_once_and_keeps_the_accuracies(monkeypatch
 def test_reprice_with_a_task_or_without_anything_is_one_usage_error(capsys):
     """--reprice re-prices the whole CSV: with --task/--recipes, or with neither, the command
     stops before reading or writing anything, naming both ways."""
-    for argv in (["--reprice", "--task", "fortunes", "--recipes", "w4a4_sp24"], []):
+    for argv in (["--reprice", "--task", "fortunes", "--recipes", "w4a4_sp24"], [],
+                 ["--render", "--reprice"], ["--render", "--task", "fortunes"]):
         with pytest.raises(SystemExit) as exit_info:
             datapath_study.main(argv)
         assert exit_info.value.code == 2
