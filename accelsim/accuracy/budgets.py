@@ -45,12 +45,6 @@ NO_DROPOUT = (
     "the backbone has no dropout (its config sets every dropout rate to 0), so constant and "
     "scheduled dropout train identically",
 )
-# Recipes that distil on unlabelled inputs, for the tasks that have none (vision, speech).
-NO_UNLABELED_POOL = tuple(
-    (name, "not applicable: the task has no unlabelled inputs to distil on (distill_unlabeled; "
-           "only the text tasks have a pool)")
-    for name in ROW_RECIPES if load_recipe(name).distill_unlabeled > 0
-)  # fmt: skip
 NO_TEXT = ("tfidf_probe", "not applicable: the inputs are not text")
 
 
@@ -147,7 +141,7 @@ BUDGETS: dict[str, Budget] = {
     # the FP32 learning rate is chosen on it.
     "fashion_mnist": Budget(
         fp_epochs=4, qat_epochs=1, batch_size=32, fp_lr=2e-5, qat_lr=5e-5,
-        skip=(NO_DROPOUT, *NO_UNLABELED_POOL, NO_TEXT),
+        skip=(NO_DROPOUT, NO_TEXT),
     ),
     # 1680 one-second clips (35 words in noise), batch 32: 53 steps an epoch. Chosen on the
     # first (non-repeatable) audio's validation split: FP32 4 epochs at 2e-4 (validation 67.5,
@@ -157,7 +151,7 @@ BUDGETS: dict[str, Budget] = {
     # standard error of 560 clips (~1.5), so the cheaper 3 stay (docs/accuracy.md).
     "speech_commands": Budget(
         fp_epochs=4, qat_epochs=3, batch_size=32, fp_lr=2e-4, qat_lr=2e-4,
-        skip=(NO_DROPOUT, *NO_UNLABELED_POOL, NO_TEXT),
+        skip=(NO_DROPOUT, NO_TEXT),
     ),
 }
 
@@ -195,21 +189,21 @@ RECIPE_MEANING = {
     "w4a4_sp24_wanda_ln_a8_hidden_kd": "beyond the paper: w4a4_sp24_wanda_ln_a8 + the block-output "
     "distillation",
     "w4a4_sp24_kd_unlabeled": "beyond the paper: w4a4_sp24_kd + 2 batches of unlabelled "
-    "in-domain text distilled per labelled batch",
+    "in-domain inputs distilled per labelled batch",
     "w4a4_sp24_wanda_kd_unlabeled": "beyond the paper, all 4-bit: activation-weighted masks + "
-    "the same distillation on labelled and unlabelled text",
+    "the same distillation on labelled and unlabelled inputs",
     "w4a4_sp24_wanda_ln_a8_kd_unlabeled": "beyond the paper: w4a4_sp24_wanda_ln_a8 + the same "
-    "distillation on labelled and unlabelled text",
+    "distillation on labelled and unlabelled inputs",
     "w4a4_sp24_smooth": "beyond the paper, all 4-bit: w4a4_sp24 with the LayerNorm outputs "
     "smoothed per channel (SmoothQuant, alpha 0.7) before their 4-bit quantizers",
     "w4a4_sp24_wanda_smooth": "beyond the paper, all 4-bit: activation-weighted masks + the "
     "smoothing",
     "w4a4_sp24_sparsegpt_smooth": "beyond the paper, all 4-bit: SparseGPT masks + the smoothing",
     "w4a4_sp24_sparsegpt_smooth_kd_unlabeled": "beyond the paper, all 4-bit: SparseGPT masks, the "
-    "smoothing and the distillation on labelled and unlabelled text",
+    "smoothing and the distillation on labelled and unlabelled inputs",
     "w4a8_sp24": "beyond the paper: 4-bit 2:4 weights, every linear input at 8 bits",
     "w8a8_sp24": "8-bit weights and activations with 2:4 sparsity (the int8 sparse hardware point)",
-    "w8a8_kd_unlabeled": "control: w8a8 + the distillation on labelled and unlabelled text, to "
+    "w8a8_kd_unlabeled": "control: w8a8 + the distillation on labelled and unlabelled inputs, to "
     "show what that extra training gives an almost uncompressed model",
     "w4a4_sp24_int_datapath": "beyond the paper: w4a4_sp24 trained (QAT) and measured on the "
     "integer-only datapath (I-BERT vector unit, 20-bit saturating accumulators)",

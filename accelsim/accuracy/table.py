@@ -251,9 +251,9 @@ README_HEADERS = {
     "w4a4_sp24_no_zero_grid": "no zero grid", "w4a4_sp24_const_dropout": "const. dropout",
     "w4a4_sp24_init_pretrained": "init pre-trained",
     "w4a4_sp24_sparsegpt_smooth": "W4A4 + 2:4 smoothed",
-    "w4a4_sp24_sparsegpt_smooth_kd_unlabeled": "W4A4 + 2:4 smoothed + KD on unlabelled text",
+    "w4a4_sp24_sparsegpt_smooth_kd_unlabeled": "W4A4 + 2:4 smoothed + KD on unlabelled inputs",
     "w4a4_sp24_wanda_ln_a8": "mixed + 2:4",
-    "w4a4_sp24_wanda_ln_a8_kd_unlabeled": "mixed + 2:4 + KD on unlabelled text",
+    "w4a4_sp24_wanda_ln_a8_kd_unlabeled": "mixed + 2:4 + KD on unlabelled inputs",
 }  # fmt: skip
 README_BEGIN = "<!-- accuracy-table:begin (python experiments/accuracy/pipeline.py) -->"
 README_END = "<!-- accuracy-table:end -->"

@@ -100,10 +100,29 @@ def disjoint_splits(items: Sequence[T], counts: Mapping[Split, int]) -> dict[Spl
     return out
 
 
-def no_unlabeled_pool(task: str) -> AccelsimError:
-    """The error of a task without inputs outside its splits (``unlabeled_batches``)."""
-    return AccelsimError(f"{task}: no unlabeled pool for distillation (recipe field "
-                         f"distill_unlabeled); tasks with one: fortunes, wordnet_supersenses")
+def endless_passes(n: int, batch_size: int, seed: int, task: str) -> Iterator[np.ndarray]:
+    """Index batches over ``range(n)``, pass after pass, each pass in a new order drawn by one
+    generator seeded with ``seed``: the stream of ``task``'s unlabelled pool. Checked on the
+    call, not at the first batch."""
+    check_batch_size(batch_size)
+    if n == 0:
+        raise AccelsimError(f"{task}: no input outside the train/val/test splits to use "
+                            f"unlabelled")
+    return _passes(n, batch_size, np.random.default_rng(seed))
+
+
+def _passes(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    while True:
+        perm = rng.permutation(n)
+        for start in range(0, n, batch_size):
+            yield perm[start : start + batch_size]
+
+
+def unknown_labels(n: int) -> torch.Tensor:
+    """Labels -1 for ``n`` unlabelled inputs (distillation only, never scored)."""
+    import torch
+
+    return torch.full((n,), -1, dtype=torch.int64)
 
 
 def order(n: int, split: Split, seed: int) -> np.ndarray:

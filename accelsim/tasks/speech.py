@@ -17,6 +17,11 @@ the linear probe (``accelsim.accuracy.probe``): 0..20 dB left it at 92.7 %, too 
 a point once fine-tuned, -10..5 dB at 68.0 %, -5..10 dB at 82.7 %. Whisper's 80-bin log-mel of
 the window has 100 frames, i.e. 50 encoder tokens instead of Whisper's 1500.
 
+The unlabelled pool (distillation inputs, recipe field ``distill_unlabeled``) is the training
+voices' other takes: each training variant says each word in the 6 accents its labelled takes do
+not use, with speed, pitch, noise and placement drawn anew (5,040 clips whose labels are never
+read); no validation or test voice speaks in it.
+
 Synthesised and trimmed wav files are cached under ``${ACCELSIM_CACHE:-~/.cache/accelsim}/
 speech/v2`` (outside git); synthesis is deterministic for fixed arguments, so the cache can be
 deleted at any time.
@@ -46,8 +51,9 @@ from accelsim.tasks._data import (
     build_task_model,
     cache_dir,
     disjoint_splits,
-    no_unlabeled_pool,
+    endless_passes,
     tensor_batches,
+    unknown_labels,
 )
 
 if TYPE_CHECKING:
@@ -84,6 +90,8 @@ SAMPLE_RATE_HZ = 16_000
 WINDOW_SAMPLES = SAMPLE_RATE_HZ  # 1.0 s -> 100 mel frames
 TOOLS = ("espeak-ng", "sox")
 SYNTH_WORKERS = 2  # espeak-ng and sox processes at a time
+# Seeds of the per-clip draws (the last element of :func:`_clip_rng`'s key).
+LABELLED_DRAW, POOL_DRAW = 2, 3
 CACHE_VERSION = "v3"  # v3: repeatable sox dither (v2 wavs differ between syntheses)
 
 
@@ -117,24 +125,51 @@ def clips(split: Split, per_word: int | None = None) -> list[Clip]:
     out = []
     for variant in split_variants()[split]:
         for word in range(len(WORDS)):
-            # The draw depends only on the clip's identity, so limits never change a clip.
-            rng = np.random.default_rng([SPLIT_SEED, zlib.crc32(variant.encode()), word, 2])
+            rng = _clip_rng(variant, word, LABELLED_DRAW)
             accents = rng.permutation(len(ACCENTS))[:TAKES_PER_WORD]
-            for take in accents:
-                out.append(Clip(
-                    word=word, variant=variant, accent=ACCENTS[take],
-                    speed_wpm=int(rng.integers(SPEED_WPM[0], SPEED_WPM[1] + 1)),
-                    pitch=int(rng.integers(PITCH[0], PITCH[1] + 1)),
-                    snr_db=round(float(rng.uniform(*SNR_DB)), 3),
-                    noise=NOISES[int(rng.integers(len(NOISES)))],
-                    noise_offset=int(rng.integers((NOISE_SECONDS - 1) * SAMPLE_RATE_HZ)),
-                    position=float(rng.uniform()),
-                ))  # fmt: skip
+            out += [_take(word, variant, ACCENTS[take], rng) for take in accents]
+    return _first_per_word(out, per_word)
+
+
+def unlabeled_clips(per_word: int | None = None) -> list[Clip]:
+    """The distillation pool: every training voice saying every word in each accent that its
+    labelled takes do not use (6 more takes a word), with speed, pitch, noise and placement
+    drawn anew; ``per_word`` of each word (all when None). Labels are never read from it, and
+    no validation or test voice speaks in it."""
+    out = []
+    for variant in split_variants()["train"]:
+        for word in range(len(WORDS)):
+            taken = _clip_rng(variant, word, LABELLED_DRAW).permutation(len(ACCENTS))
+            rng = _clip_rng(variant, word, POOL_DRAW)
+            out += [_take(word, variant, ACCENTS[a], rng) for a in sorted(taken[TAKES_PER_WORD:])]
+    return _first_per_word(out, per_word)
+
+
+def _clip_rng(variant: str, word: int, draw: int) -> np.random.Generator:
+    # The draw depends only on the clip's identity, so limits never change a clip.
+    return np.random.default_rng([SPLIT_SEED, zlib.crc32(variant.encode()), word, draw])
+
+
+def _take(word: int, variant: str, accent: str, rng: np.random.Generator) -> Clip:
+    """One take of ``word`` by ``variant`` in ``accent``, its other fields drawn from ``rng``."""
+    return Clip(
+        word=word, variant=variant, accent=accent,
+        speed_wpm=int(rng.integers(SPEED_WPM[0], SPEED_WPM[1] + 1)),
+        pitch=int(rng.integers(PITCH[0], PITCH[1] + 1)),
+        snr_db=round(float(rng.uniform(*SNR_DB)), 3),
+        noise=NOISES[int(rng.integers(len(NOISES)))],
+        noise_offset=int(rng.integers((NOISE_SECONDS - 1) * SAMPLE_RATE_HZ)),
+        position=float(rng.uniform()),
+    )  # fmt: skip
+
+
+def _first_per_word(clips_: list[Clip], per_word: int | None) -> list[Clip]:
+    """The first ``per_word`` clips of each word in stored order (all when None)."""
     if per_word is None:
-        return out
+        return clips_
     kept: list[Clip] = []
     counts = [0] * len(WORDS)
-    for clip in out:  # the first ``per_word`` in stored order: the split's first variants
+    for clip in clips_:
         if counts[clip.word] < per_word:
             kept.append(clip)
             counts[clip.word] += 1
@@ -253,6 +288,24 @@ class SpeechCommands:
     @cached_property
     def _features(self) -> dict[Split, tuple[torch.Tensor, torch.Tensor]]:
         import torch
+
+        chosen = {split: self.clips(split) for split in SPLITS}
+        feats = self._log_mel([c for split in SPLITS for c in chosen[split]])
+        out, start = {}, 0
+        for split in SPLITS:
+            labels = torch.tensor([c.word for c in chosen[split]], dtype=torch.long)
+            out[split] = (feats[start : start + len(labels)], labels)
+            start += len(labels)
+        return out
+
+    @cached_property
+    def _unlabeled_features(self) -> torch.Tensor:
+        per_word = None if self.limit is None else self.limit // len(WORDS)
+        return self._log_mel(unlabeled_clips(per_word))
+
+    def _log_mel(self, chosen: list[Clip]) -> torch.Tensor:
+        """Whisper's log-mel features [N, mels, 100] of ``chosen`` (synthesised on first use)."""
+        import torch
         from transformers import WhisperFeatureExtractor
 
         from accelsim.zoo import get_spec
@@ -262,31 +315,27 @@ class SpeechCommands:
         extractor = WhisperFeatureExtractor(feature_size=mels)
         directory = cache_dir("speech", CACHE_VERSION)
         noises = {colour: read_wav(noise_file(colour, directory)) for colour in NOISES}
-        chosen = {split: self.clips(split) for split in SPLITS}
         with ThreadPoolExecutor(SYNTH_WORKERS) as pool:  # subprocesses: threads suffice
-            list(pool.map(lambda c: synthesize(c, directory),
-                          [c for split in SPLITS for c in chosen[split]]))
-        out = {}
-        for split in SPLITS:
-            audio = [to_window(read_wav(synthesize(c, directory)), c, noises[c.noise])
-                     for c in chosen[split]]
-            feats = extractor(
-                audio,
-                sampling_rate=SAMPLE_RATE_HZ,
-                padding="max_length",
-                max_length=WINDOW_SAMPLES,
-                return_tensors="np",
-            )["input_features"]
-            labels = torch.tensor([c.word for c in chosen[split]], dtype=torch.long)
-            out[split] = (torch.from_numpy(np.ascontiguousarray(feats, np.float32)), labels)
-        return out
+            list(pool.map(lambda c: synthesize(c, directory), chosen))
+        audio = [to_window(read_wav(synthesize(c, directory)), c, noises[c.noise])
+                 for c in chosen]
+        feats = extractor(audio, sampling_rate=SAMPLE_RATE_HZ, padding="max_length",
+                          max_length=WINDOW_SAMPLES, return_tensors="np")["input_features"]
+        return torch.from_numpy(np.ascontiguousarray(feats, np.float32))
 
     def batches(self, split: Split, batch_size: int, seed: int) -> Iterator[Batch]:
         feats, labels = self._features[split]
         return tensor_batches({"input_features": feats}, labels, split, batch_size, seed)
 
     def unlabeled_batches(self, batch_size: int, seed: int) -> Iterator[Batch]:
-        raise no_unlabeled_pool(self.name)
+        """The pool of :func:`unlabeled_clips` with labels -1 (distillation inputs, never
+        scored): an endless stream of passes, each shuffled anew by a generator seeded with
+        ``seed``."""
+        from accelsim.tasks.base import Batch
+
+        feats = self._unlabeled_features
+        return (Batch({"input_features": feats[sel]}, unknown_labels(len(sel)))
+                for sel in endless_passes(len(feats), batch_size, seed, self.name))
 
     def metric(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
         return accuracy_pct(logits, labels)

@@ -36,15 +36,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from accelsim import assets
-from accelsim.errors import AccelsimError
 from accelsim.tasks._data import (
     SplitSizes,
     accuracy_pct,
     balanced_split,
     build_task_model,
     check_batch_size,
+    endless_passes,
     order,
     require_file,
+    unknown_labels,
 )
 
 if TYPE_CHECKING:
@@ -236,42 +237,36 @@ class _TextTopics(ABC):
         fortunes: ~2,000), with labels -1: in-domain inputs for distillation, never scored. An
         endless stream of passes, each shuffled anew by a generator seeded with ``seed``."""
         ids = self._unlabeled
-        check_batch_size(batch_size)
-        if not ids:
-            raise AccelsimError(f"{self.name}: no text outside the train/val/test splits to "
-                                f"use unlabeled")
-        return _endless_passes(ids, batch_size, np.random.default_rng(seed))
+        return (_padded_batch(ids, unknown_labels(len(sel)), sel)
+                for sel in endless_passes(len(ids), batch_size, seed, self.name))
 
     def metric(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
         return accuracy_pct(logits, labels)
 
 
-def _endless_passes(ids: list[list[int]], batch_size: int,
-                    rng: np.random.Generator) -> Iterator[Batch]:
-    """Unlabelled (-1) batches of ``ids``, pass after pass, each pass in a new ``rng`` order."""
-    unknown = np.full(len(ids), -1, dtype=np.int64)
-    while True:
-        yield from _padded_batches(ids, unknown, rng.permutation(len(ids)), batch_size)
-
-
 def _padded_batches(ids: list[list[int]], labels: np.ndarray, perm: np.ndarray,
                     batch_size: int) -> Iterator[Batch]:
-    """Batches of ``ids`` in ``perm`` order, each padded to its longest text (short texts stay
-    cheap)."""
+    """Batches of ``ids`` in ``perm`` order (:func:`_padded_batch`)."""
+    import torch
+
+    for start in range(0, len(perm), batch_size):
+        sel = perm[start : start + batch_size]
+        yield _padded_batch(ids, torch.from_numpy(labels[sel]), sel)
+
+
+def _padded_batch(ids: list[list[int]], labels: torch.Tensor, sel: np.ndarray) -> Batch:
+    """The texts ``ids[sel]`` padded to their longest (short texts stay cheap)."""
     import torch
 
     from accelsim.tasks.base import Batch
 
-    for start in range(0, len(perm), batch_size):
-        sel = perm[start : start + batch_size]
-        width = max(len(ids[i]) for i in sel)
-        input_ids = torch.zeros(len(sel), width, dtype=torch.long)
-        mask = torch.zeros(len(sel), width, dtype=torch.long)
-        for row, i in enumerate(sel):
-            input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-            mask[row, : len(ids[i])] = 1
-        yield Batch({"input_ids": input_ids, "attention_mask": mask},
-                    torch.from_numpy(labels[sel]))
+    width = max(len(ids[i]) for i in sel)
+    input_ids = torch.zeros(len(sel), width, dtype=torch.long)
+    mask = torch.zeros(len(sel), width, dtype=torch.long)
+    for row, i in enumerate(sel):
+        input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
+        mask[row, : len(ids[i])] = 1
+    return Batch({"input_ids": input_ids, "attention_mask": mask}, labels)
 
 
 @dataclass(frozen=True)

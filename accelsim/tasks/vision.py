@@ -9,7 +9,9 @@ official 60k training file, test 100 per class from the official 10k test file, 
 not to beat a frozen linear probe on them: docs/accuracy.md, "The vision budget"). Images are
 upsampled (bilinear) to ``resolution`` px (default 56: 4x4 patches + CLS = 17 tokens, which fits
 fine-tuning a 22M-parameter ViT on 2 CPU cores), repeated to 3 channels and normalised with the
-ImageNet mean/std that DINOv2 was trained with.
+ImageNet mean/std that DINOv2 was trained with. The unlabelled pool (distillation inputs, recipe
+field ``distill_unlabeled``) is the rest of the official training file: 55,000 images whose
+labels are never read, less any equal pixel for pixel to an image of a split.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ from accelsim.tasks._data import (
     balanced_split,
     build_task_model,
     check_batch_size,
-    no_unlabeled_pool,
+    endless_passes,
     order,
     require_file,
+    unknown_labels,
 )
 
 if TYPE_CHECKING:
@@ -108,19 +111,41 @@ class FashionMnist:
     def build_model(self, seed: int) -> nn.Module:
         return build_task_model(self.backbone, not self.tiny, seed, self.num_labels)
 
+    @property
+    def _where(self) -> str:
+        return f"fashion_mnist ({self.directory})"
+
+    @cached_property
+    def _official_and_fit(self) -> tuple[np.ndarray, np.ndarray, dict[Split, np.ndarray]]:
+        """The official training file's images and labels, and the indices that train and
+        val take from it."""
+        sizes = self.sizes.scaled(self.limit, self.num_labels)
+        train_x, train_y = read_fashion(self.directory, "train")
+        fit = balanced_split(train_y, SplitSizes(sizes.train, sizes.val, 0), 10, self._where)
+        return train_x, train_y, fit
+
     @cached_property
     def _splits(self) -> dict[Split, tuple[np.ndarray, np.ndarray]]:
         sizes = self.sizes.scaled(self.limit, self.num_labels)
-        where = f"fashion_mnist ({self.directory})"
-        train_x, train_y = read_fashion(self.directory, "train")
+        train_x, train_y, fit = self._official_and_fit
         test_x, test_y = read_fashion(self.directory, "t10k")
-        fit = balanced_split(train_y, SplitSizes(sizes.train, sizes.val, 0), 10, where)
-        held = balanced_split(test_y, SplitSizes(0, 0, sizes.test), 10, where)["test"]
+        held = balanced_split(test_y, SplitSizes(0, 0, sizes.test), 10, self._where)["test"]
         return {
             "train": (train_x[fit["train"]], train_y[fit["train"]]),
             "val": (train_x[fit["val"]], train_y[fit["val"]]),
             "test": (test_x[held], test_y[held]),
         }
+
+    @cached_property
+    def _unlabeled(self) -> np.ndarray:
+        """The official training file's images that no split takes (55,000 at full size), in
+        file order, without those equal pixel for pixel to an image of a split: no validation
+        or test input reaches training through the pool."""
+        train_x, _, fit = self._official_and_fit
+        rest = np.setdiff1d(np.arange(len(train_x)), np.concatenate(list(fit.values())))
+        in_splits = {image.tobytes() for images, _ in self._splits.values() for image in images}
+        keep = [i for i in rest if train_x[i].tobytes() not in in_splits]
+        return train_x[np.asarray(keep, dtype=np.int64)]
 
     def pixels(self, images: np.ndarray) -> torch.Tensor:
         """uint8 [B, 28, 28] -> normalised float [B, 3, side_px, side_px]."""
@@ -146,7 +171,13 @@ class FashionMnist:
             yield Batch({"pixel_values": self.pixels(images[sel])}, torch.from_numpy(labels[sel]))
 
     def unlabeled_batches(self, batch_size: int, seed: int) -> Iterator[Batch]:
-        raise no_unlabeled_pool(self.name)
+        """The pool of :attr:`_unlabeled` with labels -1 (distillation inputs, never scored):
+        an endless stream of passes, each shuffled anew by a generator seeded with ``seed``."""
+        from accelsim.tasks.base import Batch
+
+        images = self._unlabeled
+        return (Batch({"pixel_values": self.pixels(images[sel])}, unknown_labels(len(sel)))
+                for sel in endless_passes(len(images), batch_size, seed, self.name))
 
     def metric(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
         return accuracy_pct(logits, labels)

@@ -300,6 +300,4 @@ def test_cli_compress_distils_on_the_tasks_unlabeled_batches(
 
 
 def _no_pool(self: SyntheticTask, batch_size: int, seed: int) -> None:
-    from accelsim.tasks._data import no_unlabeled_pool
-
-    raise no_unlabeled_pool(self.name)
+    raise AccelsimError(f"{self.name}: no unlabeled pool")

@@ -165,12 +165,36 @@ def _unpadded(batch) -> list[tuple[int, ...]]:  # noqa: ANN001
                                          strict=True)]
 
 
-def test_tasks_without_an_unlabeled_pool_say_so_in_one_line() -> None:
-    for name in ("fashion_mnist", "speech_commands"):
-        with pytest.raises(AccelsimError, match=f"^{name}: no unlabeled pool for distillation "
-                                                r"\(recipe field distill_unlabeled\); tasks "
-                                                "with one: fortunes, wordnet_supersenses$"):
-            get_task(name).unlabeled_batches(16, seed=0)
+@needs_fashion
+def test_fashion_pool_is_the_rest_of_the_training_file_shuffled_by_seed() -> None:
+    task = get_task("fashion_mnist", limit=30)
+    train_x, _ = vision.read_fashion(vision.FASHION_DIR, "train")
+    in_splits = {image.tobytes() for s in ("train", "val", "test") for image in task._splits[s][0]}
+    pool = task._unlabeled
+    # Every other image of the 60,000, less those equal to an image of a split.
+    assert len(train_x) - 2 * 30 - 100 < len(pool) <= len(train_x) - 2 * 30
+    assert not {image.tobytes() for image in pool} & in_splits
+    first = [next(task.unlabeled_batches(8, seed=s)) for s in (0, 0, 1)]
+    assert first[0].inputs["pixel_values"].shape == (8, 3, 56, 56)
+    assert first[0].labels.tolist() == [-1] * 8
+    assert torch.equal(first[0].inputs["pixel_values"], first[1].inputs["pixel_values"])
+    assert not torch.equal(first[0].inputs["pixel_values"], first[2].inputs["pixel_values"])
+    with pytest.raises(AccelsimError, match="^batch_size: 0 given; allowed: an integer >= 1$"):
+        task.unlabeled_batches(0, seed=0)  # on the call, not at the first batch
+
+
+def test_speech_pool_is_the_training_voices_in_their_unused_accents() -> None:
+    labelled = {s: speech.clips(s) for s in ("train", "val", "test")}
+    pool = speech.unlabeled_clips()
+    assert len(pool) == 24 * 35 * (len(speech.ACCENTS) - speech.TAKES_PER_WORD)
+    assert {c.variant for c in pool} == set(speech.split_variants()["train"])
+    for variant, word in {(c.variant, c.word) for c in pool}:
+        accents = [c.accent for c in pool if (c.variant, c.word) == (variant, word)]
+        taken = [c.accent for c in labelled["train"] if (c.variant, c.word) == (variant, word)]
+        assert sorted(accents + taken) == sorted(speech.ACCENTS)  # each accent exactly once
+    assert not {c.stem for c in pool} & {c.stem for s in labelled.values() for c in s}
+    assert speech.unlabeled_clips(per_word=1) == [next(c for c in pool if c.word == w)
+                                                  for w in range(35)]
 
 
 @needs_fashion
@@ -230,6 +254,10 @@ def test_speech_features_from_synthesised_audio(
     # one recording per word and split, plus one noise file per colour
     assert len(list((tmp_path / "speech" / speech.CACHE_VERSION).glob("*.wav"))) == 3 * 35 + 3
     assert torch.isfinite(feats).all() and feats.std() > 0.1
+    pool = next(task.unlabeled_batches(35, seed=0))
+    assert pool.inputs["input_features"].shape == (35, 80, 100)
+    assert pool.labels.tolist() == [-1] * 35
+    assert len(list((tmp_path / "speech" / speech.CACHE_VERSION).glob("*.wav"))) == 4 * 35 + 3
 
 
 @needs_espeak

@@ -184,17 +184,13 @@ def test_a_reused_run_of_another_schedule_does_not_inherit_the_old_rows_time(
     assert (row["qat_epochs"], row["accuracy_pct"], row["train_minutes"]) == ("6", "70.0", "")
 
 
-def test_tasks_without_an_unlabelled_pool_skip_the_recipes_that_need_one() -> None:
-    from accelsim.errors import AccelsimError
+def test_every_task_trains_the_recipes_that_distil_on_its_unlabelled_pool() -> None:
+    from accelsim.compress.recipe import load_recipe
 
-    needs_pool = {name for name, _ in budgets.NO_UNLABELED_POOL}
+    needs_pool = {name for name in budgets.ROW_RECIPES if load_recipe(name).distill_unlabeled}
     assert "w4a4_sp24_kd_unlabeled" in needs_pool and "w4a4_sp24_kd" not in needs_pool
-    for task_name in ("fashion_mnist", "speech_commands"):
-        with pytest.raises(AccelsimError, match="no unlabeled pool"):
-            get_task(task_name).unlabeled_batches(8, 0)
-        assert needs_pool <= set(dict(budgets.BUDGETS[task_name].skip)), task_name
-    for task_name in ("fortunes", "wordnet_supersenses"):  # text: every class has a pool
-        assert not needs_pool & set(dict(budgets.BUDGETS[task_name].skip)), task_name
+    for task_name, budget in budgets.BUDGETS.items():
+        assert not needs_pool & set(dict(budget.skip)), task_name
 
 
 def test_the_default_recipes_are_the_readme_tables_in_run_order() -> None:
