@@ -28,8 +28,8 @@ USES: dict[str, Callable[[], object]] = {
     "fortunes": text.read_fortunes,
     "wordnet-base": text.read_wordnet_glosses,
     "dataset-fashion-mnist": lambda: vision.read_fashion(vision.FASHION_DIR, "t10k"),
-    "espeak-ng": lambda: get_task("speech_commands", limit=20, tiny=True).batches("test", 4, 0),
-    "sox": lambda: get_task("speech_commands", limit=20, tiny=True).batches("test", 4, 0),
+    "espeak-ng": lambda: get_task("speech_commands", limit=35, tiny=True).batches("test", 4, 0),
+    "sox": lambda: get_task("speech_commands", limit=35, tiny=True).batches("test", 4, 0),
 }
 
 
