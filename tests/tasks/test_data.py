@@ -183,6 +183,17 @@ def test_fashion_pool_is_the_rest_of_the_training_file_shuffled_by_seed() -> Non
         task.unlabeled_batches(0, seed=0)  # on the call, not at the first batch
 
 
+def test_an_empty_pool_is_one_line_on_the_call() -> None:
+    from accelsim.tasks._data import endless_passes
+
+    with pytest.raises(AccelsimError, match="^fortunes: no input outside the train/val/test "
+                                            "splits to use unlabelled$"):
+        endless_passes(0, 8, seed=0, task="fortunes")
+    stream = endless_passes(5, 2, seed=0, task="fortunes")
+    passes = [sorted(int(i) for _ in range(3) for i in next(stream)) for _ in range(2)]
+    assert passes == [list(range(5))] * 2  # every pass holds the whole pool once
+
+
 def test_speech_pool_is_the_training_voices_in_their_unused_accents() -> None:
     labelled = {s: speech.clips(s) for s in ("train", "val", "test")}
     pool = speech.unlabeled_clips()
