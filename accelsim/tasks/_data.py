@@ -113,9 +113,12 @@ def endless_passes(n: int, batch_size: int, seed: int, task: str) -> Iterator[np
 
 def _passes(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
     while True:
-        perm = rng.permutation(n)
-        for start in range(0, n, batch_size):
-            yield perm[start : start + batch_size]
+        yield from _cut(rng.permutation(n), batch_size)
+
+
+def _cut(perm: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    """``perm`` in consecutive pieces of ``batch_size`` (the last may be short)."""
+    return (perm[start : start + batch_size] for start in range(0, len(perm), batch_size))
 
 
 def unknown_labels(n: int) -> torch.Tensor:
@@ -125,11 +128,12 @@ def unknown_labels(n: int) -> torch.Tensor:
     return torch.full((n,), -1, dtype=torch.int64)
 
 
-def order(n: int, split: Split, seed: int) -> np.ndarray:
-    """Example order: shuffled by ``seed`` for ``train``, the stored order otherwise."""
-    if split == "train":
-        return np.random.default_rng(seed).permutation(n)
-    return np.arange(n)
+def split_selections(n: int, split: Split, batch_size: int, seed: int) -> Iterator[np.ndarray]:
+    """Index batches of one pass over a split of ``n`` examples: shuffled by ``seed`` for
+    ``train``, the stored order otherwise (the last batch may be short). Checked on the call."""
+    check_batch_size(batch_size)
+    perm = np.random.default_rng(seed).permutation(n) if split == "train" else np.arange(n)
+    return _cut(perm, batch_size)
 
 
 def tensor_batches(
@@ -139,16 +143,14 @@ def tensor_batches(
     batch_size: int,
     seed: int,
 ) -> Iterator[Batch]:
-    """Slice equally long tensors into :class:`Batch` es (the last batch may be short)."""
+    """Slice equally long tensors into :class:`Batch` es (:func:`split_selections`)."""
     import torch
 
     from accelsim.tasks.base import Batch
 
-    check_batch_size(batch_size)
-    perm = torch.from_numpy(order(len(labels), split, seed))
-    for start in range(0, len(perm), batch_size):
-        sel = perm[start : start + batch_size]
-        yield Batch({k: v[sel] for k, v in inputs.items()}, labels[sel])
+    selections = split_selections(len(labels), split, batch_size, seed)
+    return (Batch({k: v[sel] for k, v in inputs.items()}, labels[sel])
+            for sel in map(torch.from_numpy, selections))
 
 
 def build_task_model(backbone: str, pretrained: bool, seed: int, num_labels: int) -> nn.Module:

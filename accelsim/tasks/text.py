@@ -41,10 +41,9 @@ from accelsim.tasks._data import (
     accuracy_pct,
     balanced_split,
     build_task_model,
-    check_batch_size,
     endless_passes,
-    order,
     require_file,
+    split_selections,
     unknown_labels,
 )
 
@@ -228,9 +227,11 @@ class _TextTopics(ABC):
         return self._splits[split][0]
 
     def batches(self, split: Split, batch_size: int, seed: int) -> Iterator[Batch]:
+        import torch
+
         ids, labels = self._splits[split]
-        check_batch_size(batch_size)
-        return _padded_batches(ids, labels, order(len(ids), split, seed), batch_size)
+        return (_padded_batch(ids, torch.from_numpy(labels[sel]), sel)
+                for sel in split_selections(len(ids), split, batch_size, seed))
 
     def unlabeled_batches(self, batch_size: int, seed: int) -> Iterator[Batch]:
         """The texts of the task's classes that no split holds (WordNet: 57,197 glosses,
@@ -242,16 +243,6 @@ class _TextTopics(ABC):
 
     def metric(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
         return accuracy_pct(logits, labels)
-
-
-def _padded_batches(ids: list[list[int]], labels: np.ndarray, perm: np.ndarray,
-                    batch_size: int) -> Iterator[Batch]:
-    """Batches of ``ids`` in ``perm`` order (:func:`_padded_batch`)."""
-    import torch
-
-    for start in range(0, len(perm), batch_size):
-        sel = perm[start : start + batch_size]
-        yield _padded_batch(ids, torch.from_numpy(labels[sel]), sel)
 
 
 def _padded_batch(ids: list[list[int]], labels: torch.Tensor, sel: np.ndarray) -> Batch:

@@ -32,10 +32,9 @@ from accelsim.tasks._data import (
     accuracy_pct,
     balanced_split,
     build_task_model,
-    check_batch_size,
     endless_passes,
-    order,
     require_file,
+    split_selections,
     unknown_labels,
 )
 
@@ -163,12 +162,9 @@ class FashionMnist:
 
         from accelsim.tasks.base import Batch
 
-        check_batch_size(batch_size)
         images, labels = self._splits[split]
-        perm = order(len(labels), split, seed)
-        for start in range(0, len(perm), batch_size):
-            sel = perm[start : start + batch_size]
-            yield Batch({"pixel_values": self.pixels(images[sel])}, torch.from_numpy(labels[sel]))
+        return (Batch({"pixel_values": self.pixels(images[sel])}, torch.from_numpy(labels[sel]))
+                for sel in split_selections(len(labels), split, batch_size, seed))
 
     def unlabeled_batches(self, batch_size: int, seed: int) -> Iterator[Batch]:
         """The pool of :attr:`_unlabeled` with labels -1 (distillation inputs, never scored):
