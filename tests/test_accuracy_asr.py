@@ -60,6 +60,17 @@ def test_per_site_widths_reach_the_decoder_linears_by_their_input_site():
     assert widths["whisper.proj_out"] == (4, 4)
 
 
+def test_dense_sites_keep_every_qkv_dense_the_decoders_included():
+    model = zasr.build_asr_model(TINY, seed=0)
+    apply_recipe(model, aasr.asr_recipe(Recipe(name="t", sparsity="2:4", dense_sites=("qkv",))))
+    masked = {n: q.weight_mask is not None for n, q in quant_linears(model)}
+    qkv = [n for n in masked if n.endswith(("q_proj", "k_proj", "v_proj"))]
+    kinds = {n.split(".")[2] + "." + n.rsplit(".", 2)[1] for n in qkv}
+    assert kinds == {"encoder.self_attn", "decoder.self_attn", "decoder.encoder_attn"}
+    assert not any(masked[n] for n in qkv)
+    assert all(masked[n] for n in masked if n not in qkv)
+
+
 def _calibrated(recipe_name: str, seed: int):
     """The tiny ASR model under ``recipe_name`` (encoder and decoder), calibrated, in eval mode."""
     model = zasr.build_asr_model(TINY, seed=seed)

@@ -10,7 +10,7 @@ decoder families' LM head) through the recipe's ``quantize_extra``. They get the
 weight and activation widths, those of their input site where the recipe gives one
 (``act_bits_by_site``, ``weight_bits_by_site``: the decoder's Q/K/V, FC1 and FC2 are sites as
 the encoder's are; the output projection is none) and, under ``sparsity: "2:4"``, its 2:4
-masks. The encoder's
+masks (none at the sites of ``dense_sites``). The encoder's
 attention matmuls run at the recipe's ``attention_bits``; the decoder's QK^T and PV (self and
 cross) stay float32 unless ``decoder_attention`` (:func:`quantize_decoder_attention`): then at
 ``attention_bits``, K and V at the KV cache's width. Evaluation is the fake-quant model, whose

@@ -112,7 +112,8 @@ def decoder_precision(recipe_name: str | None) -> DecoderPrecision | None:
                             kv_bits=recipe.kv_bits or recipe.attention_bits,
                             sparsity=recipe.sparsity,
                             weight_bits_by_site=dict(recipe.weight_bits_by_site),
-                            act_bits_by_site=dict(recipe.act_bits_by_site))
+                            act_bits_by_site=dict(recipe.act_bits_by_site),
+                            dense_sites=recipe.dense_sites)
 
 
 def phase_graph_from_int_model(phase_graph: PhaseGraph, int_model: IntModel) -> PhaseGraph:

@@ -67,8 +67,8 @@ def base_recipe(recipe: Recipe) -> Recipe:
     (per-layer masks are set by :func:`compress_assignment`, not by calibration)."""
     return dataclasses.replace(
         recipe, name=f"{recipe.name}_codesign", weight_bits=8, act_bits=8, act_bits_by_site={},
-        weight_bits_by_site={}, sparsity="dense", pruning="one_shot", mask_score="magnitude",
-        smoothing_sites=())
+        weight_bits_by_site={}, sparsity="dense", dense_sites=(), pruning="one_shot",
+        mask_score="magnitude", smoothing_sites=())
 
 
 def compress_assignment(model: nn.Module, recipe: Recipe, grouping: Grouping,

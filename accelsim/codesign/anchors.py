@@ -118,16 +118,17 @@ def anchored_model(sens: Sensitivity, reference_pct: float, four_bit_pct: float 
 
 def recipe_assignment(recipe_name: str, groups: Groups) -> tuple[Format, ...] | None:
     """A quantized uniform recipe as a per-group assignment, or None when the grouping cannot
-    express it (per-site activation widths under ``block`` grouping)."""
+    express it (per-site widths or dense sites under ``block`` grouping)."""
     from accelsim.compress.recipe import load_recipe
 
     recipe = load_recipe(recipe_name)
     out = []
     for name in groups.names:
         site = name.rsplit(".", 1)[-1] if groups.grouping != "block" else None
-        if (recipe.act_bits_by_site or recipe.weight_bits_by_site) and site is None:
+        if (recipe.act_bits_by_site or recipe.weight_bits_by_site
+                or recipe.dense_sites) and site is None:
             return None
-        out.append(Format(*recipe.widths_at(site), recipe.sparsity == "2:4"))
+        out.append(Format(*recipe.widths_at(site), recipe.sparse_at(site)))
     return tuple(out)
 
 

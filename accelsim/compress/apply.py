@@ -301,10 +301,12 @@ def _swap_linears(model: nn.Module, recipe: Recipe, names: list[str], extras: li
     dense: dict[str, str] = {}
     for index, name in enumerate(names):
         linear = _as_linear(model.get_submodule(name))
-        sparse = recipe.sparsity == "2:4" and supports_2_4(linear.in_features)
-        if recipe.sparsity == "2:4" and not sparse:
-            dense[name] = f"K={linear.in_features} is not a multiple of 4"
         site = site_if_any(name) if name in extras or name == LM_HEAD else site_of(name)
+        sparse = recipe.sparse_at(site) and supports_2_4(linear.in_features)
+        if recipe.sparsity == "2:4" and not sparse:
+            dense[name] = (f"input site {site} is in the recipe's dense_sites"
+                           if not recipe.sparse_at(site)
+                           else f"K={linear.in_features} is not a multiple of 4")
         smoothed = site in recipe.smoothing_sites
         # Activation-weighted and SparseGPT masks need activations, and a smoothed layer's
         # magnitudes are those of its smoothed weights: calibrate() sets those masks.
@@ -316,7 +318,7 @@ def _swap_linears(model: nn.Module, recipe: Recipe, names: list[str], extras: li
             linear, weight_bits=weight_bits, act_bits=act_bits,
             grid=recipe.weight_grid, granularity=recipe.weight_granularity,
             scale_method=recipe.weight_scale_method, act_mode=recipe.act_quantizer,
-            sparse=sparse, learn_pruned=recipe.pruning == "sr_ste", smoothed=smoothed,
+            sparse=sparse, learn_pruned=sparse and recipe.pruning == "sr_ste", smoothed=smoothed,
             mask=mask_2_4(linear.weight) if one_shot else None)
         _set_submodule(model, name, qlinear)
         if release and index % _TRIM_EVERY_LAYERS == _TRIM_EVERY_LAYERS - 1:

@@ -56,6 +56,9 @@ class Recipe:
     calibration_batches: int = 10
     calibration_percentiles: tuple[float, float] = (0.1, 99.9)
     sparsity: Literal["dense", "2:4"] = "dense"
+    # Input sites whose linears stay dense under sparsity "2:4": the pruning left where it costs
+    # the accuracy (e.g. [qkv]: every Q/K/V projection, a recognizer's decoder's included).
+    dense_sites: tuple[str, ...] = ()
     # one_shot: a fixed mask, pruned weights stay 0 (the paper's code). gradual: masks grow over
     # the first prune_ramp_fraction of QAT. sr_ste: 2:4 from the first step, but pruned weights
     # keep learning as dense shadows and the mask is re-chosen from them every mask_update_steps
@@ -119,6 +122,10 @@ class Recipe:
         return (self.weight_bits_by_site.get(site, self.weight_bits),
                 self.act_bits_by_site.get(site, self.act_bits))
 
+    def sparse_at(self, site: str | None) -> bool:
+        """Whether a linear at input ``site`` gets 2:4 masks (None: no site, e.g. a head)."""
+        return self.sparsity == "2:4" and site not in self.dense_sites
+
     def __post_init__(self) -> None:
         problem = _problem(self)
         if problem is not None:
@@ -159,9 +166,13 @@ def _problem(r: Recipe) -> str | None:
                 return f"{key}: {site}: {bits!r} is not one of 4, 8"
         if by_site and not r.quantized:
             return f"{key} needs quantized {kind} ({width} 4 or 8), got 32"
-    for site in r.smoothing_sites:
-        if site not in SITES:
-            return f"smoothing_sites: site {site!r} is not one of {', '.join(SITES)}"
+    for key in ("smoothing_sites", "dense_sites"):
+        for site in getattr(r, key):
+            if site not in SITES:
+                return f"{key}: site {site!r} is not one of {', '.join(SITES)}"
+    if r.dense_sites and r.sparsity != "2:4":
+        return (f"dense_sites needs sparsity: '2:4' (it names the sites pruning leaves dense), "
+                f"got {r.sparsity!r}")
     if r.smoothing_sites and not r.quantized:
         return "smoothing_sites needs quantized activations (act_bits 4 or 8), got 32"
     if not 0.0 <= r.smoothing_alpha <= 1.0:

@@ -190,8 +190,8 @@ class DecoderPrecision:
     at its nominal density, attention matmuls at ``attention_bits``, the KV cache at
     ``kv_bits``. A linear whose name matches one input site (``compress.sites.site_if_any``:
     Q/K/V, attention output, FFN up, FFN down) takes that site's width from
-    ``weight_bits_by_site`` / ``act_bits_by_site`` where the recipe names it, as compression
-    does; a head (no site) keeps the recipe's."""
+    ``weight_bits_by_site`` / ``act_bits_by_site`` where the recipe names it, and stays dense
+    where ``dense_sites`` names it, as compression does; a head (no site) keeps the recipe's."""
 
     weight_bits: int
     act_bits: int
@@ -200,12 +200,19 @@ class DecoderPrecision:
     sparsity: Literal["dense", "2:4"]
     weight_bits_by_site: dict[str, int] = dataclasses.field(default_factory=dict, hash=False)
     act_bits_by_site: dict[str, int] = dataclasses.field(default_factory=dict, hash=False)
+    dense_sites: tuple[str, ...] = ()
 
     def widths(self, linear: str) -> tuple[int, int]:
         """``(weight_bits, act_bits)`` of the linear at module path ``linear``."""
         site = site_if_any(linear)
         return (self.weight_bits_by_site.get(site, self.weight_bits),
                 self.act_bits_by_site.get(site, self.act_bits))
+
+    def sparse(self, linear: str, k: int) -> bool:
+        """Whether the linear at module path ``linear`` (``k`` inputs) runs 2:4: under a 2:4
+        recipe, unless its site is one of ``dense_sites`` or ``k`` is no multiple of 4."""
+        return (self.sparsity == "2:4" and site_if_any(linear) not in self.dense_sites
+                and k % 4 == 0)
 
 
 NOMINAL_DENSITY = {"dense": 1.0, "2:4": 0.5}
@@ -248,7 +255,7 @@ def with_precision(phase_graph: PhaseGraph, precision: DecoderPrecision) -> Phas
                 node = dataclasses.replace(node, weight_bits=p.attention_bits,
                                            act_bits=p.attention_bits)
             else:
-                sparse = p.sparsity == "2:4" and node.k % 4 == 0
+                sparse = p.sparse(node.name, node.k)
                 weight_bits, act_bits = p.widths(node.name)
                 node = dataclasses.replace(
                     node, weight_bits=weight_bits, act_bits=act_bits,

@@ -182,3 +182,22 @@ def test_report_counts_k_not_multiple_of_4_as_dense() -> None:
     assert (o.int4_bytes, o.int4_sp24_bytes, o.int4_sp24_index_bytes) == (900, 450, 675)
     assert o.exported_bytes == 30 * (60 // 4) + 30 * -(-30 // 4)  # values + padded index rows
     assert report.total.int4_sp24_bytes == 2 * (4 * 450 + 900 + 450)
+
+
+def test_dense_sites_keep_those_linears_dense_in_the_file_the_report_and_the_trace() -> None:
+    from accelsim.graph.trace import trace_module
+
+    model = _compressed("w4a4_sp24_wanda", dense_sites=("qkv",))
+    report = compression_report(export_int_model(model))
+    block = {x.name.split(".layer.0.")[1]: (x.sparsity, x.dense_reason) for x in report.layers
+             if ".layer.0." in x.name}
+    dense = ("dense", "input site qkv is in the recipe's dense_sites")
+    assert block == {"attention.self.query": dense, "attention.self.key": dense,
+                     "attention.self.value": dense, "attention.output.dense": ("2:4", ""),
+                     "intermediate.dense": ("2:4", ""), "output.dense": ("2:4", "")}
+    graph = trace_module(model, synthetic_batch(0).inputs, name="tiny_bert")
+    gemms = {g.name: g.sparsity for g in graph.gemms if ".layer." in g.name
+             and not g.weight_is_activation}
+    qkv = {s for n, s in gemms.items() if n.endswith(("query", "key", "value"))}
+    assert qkv == {"dense"} and set(gemms.values()) == {"dense", "2:4"}
+    assert sum(s == "2:4" for s in gemms.values()) == len(gemms) - 3 * 2  # 2 blocks

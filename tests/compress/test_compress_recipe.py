@@ -148,6 +148,9 @@ def test_bad_distillation_is_one_line(fields: dict, message: str) -> None:
         ({"smoothing_sites": ["qkv"], "weight_bits": 32, "act_bits": 32},
          "smoothing_sites needs quantized activations"),
         ({"smoothing_alpha": 1.5}, "smoothing_alpha: 1.5 must be in [0, 1]"),
+        ({"sparsity": "2:4", "dense_sites": ["attn"]},
+         "dense_sites: site 'attn' is not one of qkv, attn_out, ffn_up, ffn_down"),
+        ({"dense_sites": ["qkv"]}, "dense_sites needs sparsity: '2:4'"),
     ],
 )
 def test_bad_mixed_precision_or_mask_score_is_one_line(fields: dict, message: str) -> None:

@@ -121,6 +121,15 @@ def test_precision_sets_widths_2_4_and_the_kv_cache_width():
     assert len(requantize) == len(step.graph.gemms) + len(step.kv_cache)
 
 
+def test_dense_sites_leave_those_decoder_gemms_dense():
+    step = trace("gpt2_tiny", "decode", context=5)
+    precise = with_precision(step, DecoderPrecision(4, 4, 8, 4, "2:4", dense_sites=("qkv",)))
+    sparsity = {n.name: n.sparsity for n in precise.graph.gemms if not n.weight_is_activation}
+    qkv = {name for name in sparsity if name.endswith("c_attn")}
+    assert qkv and all(sparsity[name] == "dense" for name in qkv)
+    assert {sparsity[name] for name in sparsity if name not in qkv} == {"2:4"}
+
+
 def test_recipe_kv_bits_is_validated():
     assert recipe_from_dict({"name": "kv4", "kv_bits": 4}).kv_bits == 4
     with pytest.raises(AccelsimError, match="kv_bits: 3 is not a supported KV-cache width"):
