@@ -302,11 +302,11 @@ def _swap_linears(model: nn.Module, recipe: Recipe, names: list[str], extras: li
     for index, name in enumerate(names):
         linear = _as_linear(model.get_submodule(name))
         site = site_if_any(name) if name in extras or name == LM_HEAD else site_of(name)
-        sparse = recipe.sparse_at(site) and supports_2_4(linear.in_features)
+        site_sparse = recipe.sparse_at(site)
+        sparse = site_sparse and supports_2_4(linear.in_features)
         if recipe.sparsity == "2:4" and not sparse:
-            dense[name] = (f"input site {site} is in the recipe's dense_sites"
-                           if not recipe.sparse_at(site)
-                           else f"K={linear.in_features} is not a multiple of 4")
+            dense[name] = (f"K={linear.in_features} is not a multiple of 4" if site_sparse
+                           else f"input site {site} is in the recipe's dense_sites")
         smoothed = site in recipe.smoothing_sites
         # Activation-weighted and SparseGPT masks need activations, and a smoothed layer's
         # magnitudes are those of its smoothed weights: calibrate() sets those masks.
