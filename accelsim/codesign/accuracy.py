@@ -76,24 +76,16 @@ def compress_assignment(model: nn.Module, recipe: Recipe, grouping: Grouping,
     """Compress ``model`` in place: ``recipe`` (see :func:`base_recipe`) everywhere, then each
     encoder linear of a group in ``assignment`` rebuilt at that group's format (magnitude 2:4
     masks from its current weights when sparse and K is a multiple of 4)."""
-    from accelsim.compress.apply import apply_recipe, quant_linears
-    from accelsim.compress.quant import QuantLinear
-    from accelsim.compress.sparsity import mask_2_4, supports_2_4
+    from accelsim.compress.apply import apply_recipe, quant_linears, reformat_linear
+    from accelsim.compress.sparsity import supports_2_4
 
     plan = apply_recipe(model, recipe)
-    for name, layer in quant_linears(model):
+    for name, layer in list(quant_linears(model)):
         group = group_of(name, grouping)
         fmt = assignment.get(group) if group is not None else None
-        if fmt is None:
-            continue
-        sparse = fmt.sparse and supports_2_4(layer.in_features)
-        rebuilt = QuantLinear.from_linear(
-            layer, weight_bits=fmt.weight_bits, act_bits=fmt.act_bits, grid=recipe.weight_grid,
-            granularity=recipe.weight_granularity, scale_method=recipe.weight_scale_method,
-            act_mode=recipe.act_quantizer, sparse=sparse,
-            mask=mask_2_4(layer.weight.detach()) if sparse else None)
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, rebuilt)
+        if fmt is not None:
+            reformat_linear(model, name, weight_bits=fmt.weight_bits, act_bits=fmt.act_bits,
+                            sparse=fmt.sparse and supports_2_4(layer.in_features))
     return plan
 
 

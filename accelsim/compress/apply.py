@@ -326,6 +326,31 @@ def _swap_linears(model: nn.Module, recipe: Recipe, names: list[str], extras: li
     return dense
 
 
+def reformat_linear(model: nn.Module, name: str, *, weight_bits: int, act_bits: int,
+                    sparse: bool) -> QuantLinear:
+    """Replace the QuantLinear at ``name`` in ``model`` by one at other widths, its weight
+    grid, granularity, scale method and activation mode kept, with magnitude 2:4 masks from its
+    current weights where ``sparse``; the new layer, its clips to be calibrated again. How a
+    study lowers one layer group below its recipe (the co-design's assignments, a 2:4
+    sensitivity scan)."""
+    layer = model.get_submodule(name)
+    if not isinstance(layer, QuantLinear):
+        raise AccelsimError(f"{name}: is a {type(layer).__name__}, not a compressed linear")
+    if layer.act_quant.smoothing is not None:
+        raise AccelsimError(f"{name}: a smoothed linear cannot be reformatted (its smoothing "
+                            "factors belong to the recipe's calibration)")
+    if sparse and not supports_2_4(layer.in_features):
+        raise AccelsimError(f"{name}: K={layer.in_features} is not a multiple of 4, so it "
+                            "cannot be 2:4")
+    old = layer.weight_quant
+    rebuilt = QuantLinear.from_linear(
+        layer, weight_bits=weight_bits, act_bits=act_bits, grid=old.grid,
+        granularity=old.granularity, scale_method=old.method, act_mode=layer.act_quant.mode,
+        sparse=sparse, mask=mask_2_4(layer.weight.detach()) if sparse else None)
+    _set_submodule(model, name, rebuilt)
+    return rebuilt
+
+
 def _quantize_attention(model: nn.Module, family: str, recipe: Recipe) -> list[str]:
     block = re.compile(_block_pattern(family))
     names = [n for n, m in model.named_modules()

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from accelsim.compress.sites import SITES
+from accelsim.compress.sites import SITES, SiteRules
 from accelsim.errors import AccelsimError, did_you_mean, yaml_problem
 from accelsim.files import UniqueKeyLoader
 from accelsim.formats import DATAPATH_DEFAULTS, DATAPATH_FIELDS, datapath_problem
@@ -28,7 +28,7 @@ RECIPES_DIR = Path(__file__).resolve().parents[2] / "experiments" / "recipes"
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Recipe(SiteRules):
     name: str
     weight_bits: int = 4
     act_bits: int = 4
@@ -115,16 +115,6 @@ class Recipe:
     def distills(self) -> bool:
         """Whether stage 2 learns from a teacher (logits, block outputs or both)."""
         return self.distill_weight > 0 or self.distill_hidden_weight > 0
-
-    def widths_at(self, site: str | None) -> tuple[int, int]:
-        """``(weight_bits, act_bits)`` of a linear at input ``site`` (None: no site, e.g. a
-        head): the per-site widths where the recipe names the site, else its own."""
-        return (self.weight_bits_by_site.get(site, self.weight_bits),
-                self.act_bits_by_site.get(site, self.act_bits))
-
-    def sparse_at(self, site: str | None) -> bool:
-        """Whether a linear at input ``site`` gets 2:4 masks (None: no site, e.g. a head)."""
-        return self.sparsity == "2:4" and site not in self.dense_sites
 
     def __post_init__(self) -> None:
         problem = _problem(self)

@@ -18,6 +18,7 @@ decoder linears) takes that site's widths (:func:`site_if_any`).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from accelsim.errors import AccelsimError
 
@@ -46,6 +47,29 @@ def site_if_any(name: str) -> str | None:
     Whisper's decoder Q/K/V (``qkv``), and a head (no match) keeps the recipe's widths."""
     matches = [site for site, pattern in SITE_PATTERNS.items() if pattern.search(name)]
     return matches[0] if len(matches) == 1 else None
+
+
+class SiteRules:
+    """The per-site rules of a compression recipe, for any holder of its fields (the recipe
+    itself, and a decoder's nominal precision in :mod:`accelsim.graph.phases`): one place says
+    which widths and which sparsity a linear at an input site gets."""
+
+    weight_bits: int
+    act_bits: int
+    weight_bits_by_site: Mapping[str, int]
+    act_bits_by_site: Mapping[str, int]
+    sparsity: str
+    dense_sites: tuple[str, ...]
+
+    def widths_at(self, site: str | None) -> tuple[int, int]:
+        """``(weight_bits, act_bits)`` of a linear at input ``site`` (None: no site, e.g. a
+        head): the per-site widths where the rules name the site, else the general ones."""
+        return (self.weight_bits_by_site.get(site, self.weight_bits),
+                self.act_bits_by_site.get(site, self.act_bits))
+
+    def sparse_at(self, site: str | None) -> bool:
+        """Whether a linear at input ``site`` gets 2:4 masks (None: no site, e.g. a head)."""
+        return self.sparsity == "2:4" and site not in self.dense_sites
 
 
 def site_of(name: str) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
-from accelsim.compress.sites import site_if_any
+from accelsim.compress.sites import SiteRules, site_if_any
 from accelsim.errors import AccelsimError
 from accelsim.graph.ir import GemmNode, Graph, Node, VectorNode
 
@@ -184,7 +184,7 @@ def affine_in(key: str, first: PhaseGraph, second: PhaseGraph, value: int) -> Ph
 
 
 @dataclass(frozen=True)
-class DecoderPrecision:
+class DecoderPrecision(SiteRules):
     """Operand widths a recipe gives a decoder: every weight GEMM (the LM head included: a
     decode step streams it every token) at ``weight_bits`` x ``act_bits`` with ``sparsity``
     at its nominal density, attention matmuls at ``attention_bits``, the KV cache at
@@ -204,15 +204,12 @@ class DecoderPrecision:
 
     def widths(self, linear: str) -> tuple[int, int]:
         """``(weight_bits, act_bits)`` of the linear at module path ``linear``."""
-        site = site_if_any(linear)
-        return (self.weight_bits_by_site.get(site, self.weight_bits),
-                self.act_bits_by_site.get(site, self.act_bits))
+        return self.widths_at(site_if_any(linear))
 
     def sparse(self, linear: str, k: int) -> bool:
-        """Whether the linear at module path ``linear`` (``k`` inputs) runs 2:4: under a 2:4
-        recipe, unless its site is one of ``dense_sites`` or ``k`` is no multiple of 4."""
-        return (self.sparsity == "2:4" and site_if_any(linear) not in self.dense_sites
-                and k % 4 == 0)
+        """Whether the linear at module path ``linear`` (``k`` inputs) runs 2:4: where the
+        recipe's rules prune its site, unless ``k`` is no multiple of 4."""
+        return self.sparse_at(site_if_any(linear)) and k % 4 == 0
 
 
 NOMINAL_DENSITY = {"dense": 1.0, "2:4": 0.5}

@@ -41,10 +41,9 @@ from accelsim.accuracy.asr import (
 )
 from accelsim.accuracy.pipeline import progress_printer
 from accelsim.accuracy.table import write_csv
-from accelsim.compress.apply import apply_recipe, calibrate, quant_linears
-from accelsim.compress.quant import ActQuantizer, QuantLinear, WeightQuantizer
+from accelsim.compress.apply import apply_recipe, calibrate, quant_linears, reformat_linear
+from accelsim.compress.quant import ActQuantizer, WeightQuantizer
 from accelsim.compress.recipe import load_recipe
-from accelsim.compress.sparsity import mask_2_4
 from accelsim.errors import AccelsimError
 from accelsim.files import write_text_atomic
 from accelsim.tasks import asr
@@ -103,11 +102,8 @@ def lowered(fp32: torch.nn.Module, args: argparse.Namespace, pattern: str | None
         elif lowering == "4-bit activations":
             layer.act_quant = ActQuantizer(4, layer.act_quant.mode)
         else:
-            model.set_submodule(name, QuantLinear.from_linear(
-                layer, weight_bits=old.bits, act_bits=layer.act_quant.bits, grid=old.grid,
-                granularity=old.granularity, scale_method=old.method,
-                act_mode=layer.act_quant.mode, sparse=True,
-                mask=mask_2_4(layer.weight.detach())))
+            reformat_linear(model, name, weight_bits=old.bits, act_bits=layer.act_quant.bits,
+                            sparse=True)
     calibrate(model, calibration_batches(MODEL, recipe.calibration_batches,
                                          args.window_seconds), recipe)
     return model.eval(), count

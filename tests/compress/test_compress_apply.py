@@ -17,6 +17,7 @@ from accelsim.compress.apply import (
     dropout_rates,
     quant_linears,
     quantized_attention_forward,
+    reformat_linear,
     reselect_masks,
     set_dropout_factor,
 )
@@ -383,6 +384,35 @@ def test_sparsegpt_masks_come_with_updated_weights_that_are_exactly_2_4() -> Non
         assert getattr(layer, LINEAR_ATTR).sparsity == "2:4"
         kept = layer.weight_mask == 1
         assert not torch.equal(layer.weight[kept], dense[name][kept]), name  # reconstructed
+
+
+def test_reformat_linear_keeps_the_grid_and_prunes_by_magnitude() -> None:
+    model = tiny_bert()
+    apply_recipe(model, load_recipe("w8a8"))
+    name = "bert.encoder.layer.0.intermediate.dense"
+    weight = model.get_submodule(name).weight.detach().clone()
+    layer = reformat_linear(model, name, weight_bits=4, act_bits=8, sparse=True)
+    assert model.get_submodule(name) is layer
+    assert (layer.weight_quant.bits, layer.act_quant.bits) == (4, 8)
+    assert layer.weight_quant.grid == "zero_preserving"
+    assert torch.equal(layer.weight_mask, mask_2_4(weight))
+    assert torch.equal(layer.weight, weight)  # the raw weights stay; the mask prunes them
+
+
+def test_reformat_linear_refuses_what_it_cannot_rebuild() -> None:
+    model = tiny_bert(hidden=30)
+    apply_recipe(model, load_recipe("w8a8"))
+    with pytest.raises(AccelsimError, match=r"query: K=30 is not a multiple of 4, so it "
+                                            r"cannot be 2:4$"):
+        reformat_linear(model, "bert.encoder.layer.0.attention.self.query", weight_bits=4,
+                        act_bits=4, sparse=True)
+    with pytest.raises(AccelsimError, match=r"classifier: is a Linear, not a compressed linear"):
+        reformat_linear(model, "classifier", weight_bits=4, act_bits=4, sparse=False)
+    smoothed = tiny_bert()
+    apply_recipe(smoothed, _smoothing_recipe())
+    with pytest.raises(AccelsimError, match="a smoothed linear cannot be reformatted"):
+        reformat_linear(smoothed, "bert.encoder.layer.0.attention.self.query", weight_bits=4,
+                        act_bits=4, sparse=False)
 
 
 def _smoothing_recipe(**fields: object) -> object:
