@@ -11,7 +11,8 @@ one ``fp`` stage of ``fp_epochs + epochs``.
 The loop never prints: progress goes to ``on_progress``. After every epoch the whole state
 (model, optimizer, RNG, history) is written atomically to ``out_dir/checkpoint.pt``; calling
 :func:`finetune` again with the same arguments resumes after the last finished epoch and gives
-bit-identical weights to an uninterrupted run.
+bit-identical weights to an uninterrupted run. Training runs on PyTorch's deterministic kernels
+(:func:`deterministic_algorithms`), so two processes given the same arguments agree bit for bit.
 """
 
 from __future__ import annotations
@@ -258,6 +259,23 @@ def _on_datapath(model: nn.Module, recipe: Recipe,
     return contextlib.nullcontext() if emulate is None else emulate(model, recipe.datapath)
 
 
+@contextlib.contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """PyTorch's deterministic kernels while it runs, the caller's setting restored after.
+
+    Without them one training step is not a function of its inputs on CPU: the backward of an
+    indexed read (``weight[position_ids]``, Whisper's learned decoder positions) accumulates
+    with ``index_put_`` in thread order, and two processes made the same run 1 ulp apart (the
+    same WER, another weight hash). The deterministic ``index_put_`` sorts the indices first.
+    """
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
 def _count_steps(train_batches: Callable[[int], Iterable[Batch]]) -> int:
     batches = train_batches(0)
     count = len(batches) if hasattr(batches, "__len__") else sum(1 for _ in batches)
@@ -272,6 +290,7 @@ def _save(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)  # atomic: an interruption never leaves half a checkpoint
 
 
+@deterministic_algorithms()
 def finetune(
     model: nn.Module,
     train_batches: Callable[[int], Iterable[Batch]],

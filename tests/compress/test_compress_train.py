@@ -59,6 +59,17 @@ def test_two_stage_finetune_compresses_and_reports_progress(tmp_path: Path) -> N
     assert result.metric > 75.0  # the synthetic labelling is learnable (chance = 50)
 
 
+def test_training_runs_on_deterministic_kernels_and_restores_the_callers_setting(
+        tmp_path: Path) -> None:
+    # CPU index_put_ accumulates in thread order by default (Whisper's learned decoder
+    # positions: two processes trained the same run 1 ulp apart); finetune turns PyTorch's
+    # deterministic kernels on for every step and evaluation, and off again after.
+    seen: list[bool] = []
+    _run(tmp_path, _recipe(), lambda _: seen.append(torch.are_deterministic_algorithms_enabled()))
+    assert seen and all(seen)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
 def test_scheduled_dropout_ramps_during_compression(tmp_path: Path) -> None:
     seen: list[tuple[str, float, float]] = []
     model = tiny_bert(seed=0)
