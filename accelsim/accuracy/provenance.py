@@ -47,9 +47,10 @@ if TYPE_CHECKING:
     from accelsim.tasks.base import Task
 
 REPO = PACKAGE_ROOT.parent
-# The packages whose source decides what a training run produces (fine-tuning and its fake
-# quantization, the task data, the models); a checkpoint made by other code is not reused.
-TRAINING_CODE = ("compress", "tasks", "zoo")
+# The source that decides what a training run produces (fine-tuning and its fake quantization,
+# the task data, the models, and the drivers that feed them: the pipeline's batch seeds, the
+# recognizer's teacher-forced batches); a checkpoint made by other code is not reused.
+TRAINING_CODE = ("compress", "tasks", "zoo", "accuracy/pipeline.py", "accuracy/asr.py")
 PROVENANCE_FILE = "provenance.json"
 PROVENANCE_COLUMNS = ("code_commit", "checkpoint_sha256", "parent_sha256", "split_sha256")
 DIRTY = "+dirty"
