@@ -31,7 +31,7 @@ def _row(recipe: str, seed: int, accuracy: float) -> dict[str, str]:
             "accuracy_pct": str(accuracy)}
 
 
-def test_cells_are_seed_means_and_the_headline_is_paired_by_seed() -> None:
+def test_cells_are_seed_means_and_the_second_table_is_paired_by_seed() -> None:
     rows = [_row("linear_probe", 0, 80.0), _row("fp32", 0, 85.0), _row("fp32", 1, 86.0),
             _row("w4a4_sp24", 0, 84.0), _row("w4a4_sp24", 1, 84.0)]
     table = readme_table(rows)
@@ -40,7 +40,17 @@ def test_cells_are_seed_means_and_the_headline_is_paired_by_seed() -> None:
     # probe, FP32 (mean of 2 seeds), W8A8 (not measured), W4A4 (not measured), W4A4 + 2:4
     assert cells[1:6] == ["80.00", "85.50²", "", "", "84.00²"]
     assert "–" in cells  # constant dropout cannot apply to a backbone without dropout
-    assert table.endswith("fashion_mnist -1.50 ± 0.71 points (2 seeds).")
+    # the second table: each compressed recipe against the FP32 run of its seed
+    paired = table.splitlines()[-1].strip("|").split("|")
+    assert [c.strip() for c in paired[:5]] == ["fashion_mnist", "", "", "-1.50 ± 0.71", ""]
+
+
+def test_a_compressed_run_without_an_fp32_run_of_its_seed_is_not_paired() -> None:
+    rows = [_row("fp32", 0, 85.0), _row("w4a4_sp24", 0, 84.0), _row("w4a4_sp24", 2, 80.0),
+            _row("w4a4", 2, 83.0)]
+    paired = readme_table(rows).splitlines()[-1].strip("|").split("|")
+    # W4A4's only run (seed 2) has no FP32 parent here; W4A4 + 2:4 pairs seed 0 alone
+    assert [c.strip() for c in paired[:4]] == ["fashion_mnist", "", "", "-1.00"]
 
 
 def test_a_readme_without_the_markers_is_one_line() -> None:

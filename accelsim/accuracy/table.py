@@ -261,18 +261,24 @@ _SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 def readme_table(rows: list[dict[str, str]]) -> str:
-    """The README's accuracy table from ``rows`` (results.csv): per task, the linear probe and
-    each README recipe's test accuracy, mean over the seeds measured (a superscript gives their
-    number when more than one), then a line per task with W4A4 + 2:4 against FP32, paired by seed.
-    "–" marks a recipe that cannot apply to the task, an empty cell one not measured yet."""
+    """The README's accuracy tables from ``rows`` (results.csv). First, per task, the linear
+    probe and each README recipe's test accuracy, mean over the seeds measured (a superscript
+    gives their number when more than one); "–" marks a recipe that cannot apply to the task, an
+    empty cell one not measured yet. Then each compressed recipe against FP32 in points, the
+    mean ± sample std of the differences to the FP32 run of the same training seed; a run
+    without an FP32 run of its seed has no pair (empty)."""
     from accelsim.accuracy.budgets import TABLE_RECIPES
 
     columns = [name for name in TABLE_RECIPES if name in README_HEADERS]
-    lines = [
+    compressed = [c for c in columns if c != BASELINE]
+    accuracy = [
         "| task (model) | linear probe | " + " | ".join(README_HEADERS[c] for c in columns) + " |",
         "|---|" + "---:|" * (len(columns) + 1),
     ]
-    deltas = []
+    paired = [
+        "| task | " + " | ".join(README_HEADERS[c] for c in compressed) + " |",
+        "|---|" + "---:|" * len(compressed),
+    ]
     for task, budget in BUDGETS.items():
         mine: dict[str, dict[str, dict[str, str]]] = {}
         for r in rows:
@@ -284,15 +290,18 @@ def readme_table(rows: list[dict[str, str]]) -> str:
         skipped = dict(budget.skip)
         cells = [_readme_cell(mine.get("linear_probe", {}))]
         cells += ["–" if c in skipped else _readme_cell(mine.get(c, {})) for c in columns]
-        lines.append(f"| {task} ({model}) | " + " | ".join(cells) + " |")
-        paired = _vs_baseline(mine.get("w4a4_sp24", {}), mine.get(BASELINE, {}))
-        if paired:
-            seeds = len(set(mine.get("w4a4_sp24", {})) & set(mine.get(BASELINE, {})))
-            deltas.append(f"{task} {paired} points ({seeds} seed{'s' if seeds > 1 else ''})")
-    if deltas:
-        lines += ["", "W4A4 + 2:4 against FP32, paired by training seed: " + "; ".join(deltas)
-                  + "."]
-    return "\n".join(lines)
+        accuracy.append(f"| {task} ({model}) | " + " | ".join(cells) + " |")
+        base = mine.get(BASELINE, {})
+        deltas = ["–" if c in skipped else _vs_baseline(mine.get(c, {}), base)
+                  for c in compressed]
+        paired.append(f"| {task} | " + " | ".join(deltas) + " |")
+    return "\n".join([
+        *accuracy, "",
+        "Against FP32 (points): mean ± sample std of the differences to the FP32 run of the "
+        "same training seed, the run each compressed run started from (init pre-trained: from "
+        "the pre-trained model).",
+        "", *paired,
+    ])
 
 
 def _readme_cell(runs: dict[str, dict[str, str]]) -> str:
