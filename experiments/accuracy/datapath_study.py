@@ -18,11 +18,12 @@ gelu_tables`` prices that fix: the int datapath with GELU from a table of 4, 16 
 segments (``vector_unit.gelu_table_segments``) in place of I-BERT's polynomial, on the validation
 split, each beside its energy and area. ``--variants int`` measures the ``int`` vector unit
 alone, on the validation and the test split: what a recipe scores on the integer-only chip, for
-two evaluations instead of the formats' eight. ``--variants residual`` tries the fix the kernel
-study points at when the exact add recovers accuracy: the int datapath with the ``fitted``
-residual scale (``vector_unit.residual_scale``: the finest output scale that cannot saturate,
-instead of the coarser operand's) and with the ``calibrated`` one (each add's own scale, from
-its largest sum on the first training batches:
+two evaluations instead of the formats' eight; with ``--gelu-table-segments N`` that chip
+computes GELU from the N-segment table (the size ``gelu_tables`` chose on validation).
+``--variants residual`` tries the fix the kernel study points at when the exact add recovers
+accuracy: the int datapath with the ``fitted`` residual scale (``vector_unit.residual_scale``: the
+finest output scale that cannot saturate, instead of the coarser operand's) and with the
+``calibrated`` one (each add's own scale, from its largest sum on the first training batches:
 ``accelsim.accuracy.evaluate.RESIDUAL_CALIBRATION_BATCHES``), on the validation and the test
 split. Rows go to ``datapath_study.csv`` (replacing those of the same task, recipe, seed, split,
 datapath and exact kernels) and ``datapath_study.md`` is re-rendered from it.
@@ -111,7 +112,9 @@ class Variant:
                 "vector_unit.residual_scale": self.residual_scale}
 
 
-def variants(sets: tuple[str, ...] = VARIANT_SETS) -> list[Variant]:
+def variants(sets: tuple[str, ...] = VARIANT_SETS, gelu_table_segments: int = 0) -> list[Variant]:
+    """The datapaths of ``sets``; ``gelu_table_segments`` is the ``int`` set's GELU (0: I-BERT's
+    polynomial, N: an N-segment table)."""
     base = load_hw(TABLE_HW_CONFIG)
     bits, fmt = base.precision.accumulator_bits, base.vector_unit.format
     chosen: list[Variant] = []
@@ -119,7 +122,8 @@ def variants(sets: tuple[str, ...] = VARIANT_SETS) -> list[Variant]:
         chosen += [*(Variant(f, bits) for f in FORMATS),
                    *(Variant(fmt, b) for b in ACCUMULATOR_BITS if b != bits)]
     if "int" in sets:
-        chosen += [Variant("int", bits, (), split) for split in ("val", "test")]
+        chosen += [Variant("int", bits, (), split, gelu_table_segments)
+                   for split in ("val", "test")]
     if "kernels" in sets:
         exact = [(), *((kernel,) for kernel in INT_VECTOR_KERNELS), INT_VECTOR_KERNELS]
         chosen += [Variant(fmt, bits, (), "val"),  # the chip's own vector unit, for scale
@@ -179,8 +183,8 @@ def repriced(rows: list[dict[str, str]]) -> list[dict[str, str]]:
             for row in rows]
 
 
-def study_rows(task_name: str, recipe: str, seed: int,
-               sets: tuple[str, ...] = VARIANT_SETS) -> list[dict[str, str]]:
+def study_rows(task_name: str, recipe: str, seed: int, sets: tuple[str, ...] = VARIANT_SETS,
+               gelu_table_segments: int = 0) -> list[dict[str, str]]:
     task = get_task(task_name)
     if not load_recipe(recipe).quantized:
         raise AccelsimError(f"--recipes {recipe}: not compressed, the integer reference does not "
@@ -192,7 +196,7 @@ def study_rows(task_name: str, recipe: str, seed: int,
     commit = code_commit()
     rows = []
     costs: dict[tuple, dict[str, str]] = {}
-    for variant in variants(sets):
+    for variant in variants(sets, gelu_table_segments):
         chip = chip_datapath(with_overrides(base, variant.overrides),
                              {"exact_kernels": variant.exact_kernels})
         result = evaluate_on_chip(task, model, int_model, variant.split, datapath=chip.datapath)
@@ -236,12 +240,12 @@ def _provenance(row: dict[str, str]) -> str:
             f"{priced}.")
 
 
-def _is_shipped_int_unit(row: dict[str, str], accumulator_bits: int) -> bool:
-    """A test-split row of the table's chip with the ``int`` vector unit as it ships (no exact
-    kernels, I-BERT's GELU, the coarser residual scale, the chip's accumulators)."""
+def _is_int_chip(row: dict[str, str], accumulator_bits: int) -> bool:
+    """A test-split row of the table's chip with an ``int`` vector unit a designer can build (no
+    exact kernels, the coarser residual scale, the chip's accumulators; GELU from I-BERT's
+    polynomial or a table)."""
     return (row["split"] == "test" and row["vector_format"] == "int"
-            and not row["exact_kernels"] and row["gelu_table_segments"] == "0"
-            and row["residual_scale"] == "coarser"
+            and not row["exact_kernels"] and row["residual_scale"] == "coarser"
             and row["accumulator_bits"] == str(accumulator_bits))
 
 
@@ -259,14 +263,14 @@ def int_chip_summary(rows: list[dict[str, str]], results: list[dict[str, str]]) 
     chip = load_hw(TABLE_HW_CONFIG)
     bits = chip.precision.accumulator_bits
     table_chip_label = chip_datapath(chip).label
-    groups: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    groups: dict[tuple[str, str, str], list[tuple[float, float, float]]] = {}
     for row in rows:
         table_row = by_checkpoint.get(row["checkpoint_sha256"])
         parent = by_checkpoint.get(table_row["parent_sha256"]) if table_row else None
-        if (not _is_shipped_int_unit(row, bits) or parent is None
+        if (not _is_int_chip(row, bits) or parent is None
                 or table_row["datapath"] != table_chip_label):  # a recipe with its own datapath
             continue
-        groups.setdefault((row["task"], row["recipe"]), []).append(
+        groups.setdefault((row["task"], row["recipe"], _gelu_kernel(row)), []).append(
             (float(row["accuracy_pct"]), float(table_row["accuracy_pct"]),
              float(parent["accuracy_pct"])))
     if not groups:
@@ -275,21 +279,22 @@ def int_chip_summary(rows: list[dict[str, str]], results: list[dict[str, str]]) 
     lines = [
         "## The integer-only chip against FP32",
         "",
-        "Test accuracy on the table's chip with the `int` vector unit (I-BERT kernels, the",
-        f"coarser residual scale, {bits}-bit accumulators), beside "
+        "Test accuracy on the table's chip with the `int` vector unit (I-BERT kernels, GELU",
+        "from I-BERT's polynomial or a table of linear segments, the coarser residual scale,",
+        f"{bits}-bit accumulators), beside "
         f"the same weights on the chip's own {table_unit}",
         "vector unit (their `results.csv` row) and the FP32 run they were trained from (that",
         "row's `parent_sha256`), paired by training run (mean ± sample std).",
         "",
-        f"| task | recipe | runs | FP32 % | {table_unit} chip % | int chip % | int vs FP32 | "
-        f"{table_unit} vs FP32 | int vs {table_unit} |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| task | recipe | int GELU | runs | FP32 % | {table_unit} chip % | int chip % | "
+        f"int vs FP32 | {table_unit} vs FP32 | int vs {table_unit} |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     int_chip, table_chip, fp32 = 0, 1, 2  # positions in a run's accuracies
-    for (task, recipe), runs in sorted(groups.items()):
+    for (task, recipe, gelu), runs in sorted(groups.items()):
         means = [mean_and_std([run[i] for run in runs])[0] for i in (fp32, table_chip, int_chip)]
         lines.append(
-            f"| {task} | {recipe} | {len(runs)} | " + " | ".join(f"{m:.2f}" for m in means)
+            f"| {task} | {recipe} | {gelu} | {len(runs)} | " + " | ".join(f"{m:.2f}" for m in means)
             + f" | {_paired(runs, int_chip, fp32)} | {_paired(runs, table_chip, fp32)} | "
             f"{_paired(runs, int_chip, table_chip)} |")
     return [*lines, ""]
@@ -318,12 +323,13 @@ def render(rows: list[dict[str, str]], results: list[dict[str, str]] | None = No
         kernels = [r for r in mine if r["split"] == "val"]
         if formats:
             lines += [
-                "| vector format | residual scale | accumulator bits | accuracy % | saturated % | "
-                "latency ms | energy uJ | area mm2 | vector area mm2 |",
-                "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+                "| vector format | GELU | residual scale | accumulator bits | accuracy % | "
+                "saturated % | latency ms | energy uJ | area mm2 | vector area mm2 |",
+                "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
             ]
             lines += [
-                f"| {r['vector_format']} | {_residual(r)} | {r['accumulator_bits']} | "
+                f"| {r['vector_format']} | {_gelu_kernel(r)} | {_residual(r)} | "
+                f"{r['accumulator_bits']} | "
                 f"{r['accuracy_pct']} | "
                 f"{r['saturated_pct']} | {r['latency_ms']} | {r['energy_uj']} | "
                 f"{r['area_mm2']} | {r['vector_area_mm2']} |"
@@ -374,11 +380,24 @@ def main(argv: list[str] | None = None) -> int:
                              "kernels: the int kernels made exact (validation split); "
                              "gelu_tables: table GELUs (validation); residual: the fitted and "
                              "the calibrated residual scales (validation and test)")
+    parser.add_argument("--gelu-table-segments", type=int, default=0, metavar="N",
+                        help="with --variants int: GELU from an N-segment table (a "
+                             "vector_unit.gelu_table_segments value) instead of I-BERT's "
+                             "polynomial (default 0: the polynomial)")
     args = parser.parse_args(argv)
     if args.reprice + args.render + bool(args.task or args.recipes) != 1:
         parser.error("give --task and --recipes, or --reprice alone, or --render alone")
-    torch.set_num_threads(args.threads)
     sets = tuple(args.variants)
+    if args.gelu_table_segments:
+        if "int" not in sets:
+            parser.error("--gelu-table-segments sets the GELU of --variants int; add int")
+        try:
+            with_overrides(load_hw(TABLE_HW_CONFIG),
+                           {"vector_unit.format": "int",
+                            "vector_unit.gelu_table_segments": args.gelu_table_segments})
+        except AccelsimError as exc:
+            parser.error(f"--gelu-table-segments: {exc}")
+    torch.set_num_threads(args.threads)
     old = [{**COLUMN_DEFAULTS, "priced_commit": r["code_commit"], **r}
            for r in read_rows(STUDY_CSV)]
     try:
@@ -388,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
             new = []
         else:
             new = [row for recipe in args.recipes
-                   for row in study_rows(args.task, recipe, args.seed, sets)]
+                   for row in study_rows(args.task, recipe, args.seed, sets,
+                                         args.gelu_table_segments)]
     except AccelsimError as exc:
         print(f"datapath_study: {exc}", file=sys.stderr)
         return 2

@@ -43,6 +43,28 @@ def test_the_int_set_is_the_int_unit_on_both_splits_and_overlapping_sets_measure
     assert set(alone) <= set(datapath_study.variants(("formats", "kernels")))
 
 
+def test_the_int_set_with_a_gelu_table_is_that_chip_on_both_splits():
+    tabled = datapath_study.variants(("int",), gelu_table_segments=16)
+    assert [(v.vector_format, v.split, v.gelu_table_segments) for v in tabled] == [
+        ("int", "val", 16), ("int", "test", 16)]
+    assert tabled[1].overrides["vector_unit.gelu_table_segments"] == 16
+    # the table study's validation row of that size is measured once
+    both = datapath_study.variants(("gelu_tables", "int"), gelu_table_segments=16)
+    assert len(both) == len(datapath_study.GELU_TABLE_SIZES) + 1
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--variants", "formats", "--gelu-table-segments", "16"], "add int"),
+    (["--variants", "int", "--gelu-table-segments", "5"], "5 is not one of 0, 4, 8"),
+])
+def test_a_gelu_table_outside_the_int_set_or_of_a_size_the_chip_lacks_is_one_usage_error(
+        argv, message, capsys):
+    with pytest.raises(SystemExit):
+        datapath_study.main(["--task", "fashion_mnist", "--recipes", "w4a4_sp24", *argv])
+    err = capsys.readouterr().err
+    assert message in err and "--gelu-table-segments" in err
+
+
 def _row(**fields: str) -> dict[str, str]:
     base = {"task": "speech_commands", "model": "whisper_tiny_en", "recipe": "w4a4_sp24",
             "seed": "0", "split": "val", "vector_format": "int", "accumulator_bits": "20",
@@ -64,8 +86,8 @@ def test_the_kernel_table_shows_each_exact_kernel_against_the_int_datapath():
             _row(split="test", vector_format="fp16", accuracy_pct="88.39"),
             _row(split="test", residual_scale="fitted", accuracy_pct="88.00")]
     text = datapath_study.render(rows)
-    assert "| fp16 | float | 20 | 88.39 |" in text
-    assert "| int | fitted | 20 | 88.00 |" in text
+    assert "| fp16 | exact erf | float | 20 | 88.39 |" in text
+    assert "| int | I-BERT polynomial | fitted | 20 | 88.00 |" in text
     assert "| fp16 | exact erf | float | - | 80.00 | +10.00 | 1 | 1 |" in text
     assert "| int | I-BERT polynomial | coarser | - | 70.00 | +0.00 | 1 | 1 |" in text
     assert "| int | exact erf | coarser | gelu | 75.50 | +5.50 | 1 | 1 |" in text
@@ -133,6 +155,22 @@ def test_the_int_chip_summary_pairs_each_run_with_its_table_row_and_fp32_parent(
     lines = datapath_study.int_chip_summary(rows, results)
     table = [line for line in lines if line.startswith("| speech_commands")]
     # int - FP32: -1.50, -2.50; fp16 - FP32: -1.00, -2.00; int - fp16: -0.50, -0.50
-    assert table == ["| speech_commands | w4a4_sp24 | 2 | 91.00 | 89.50 | 89.00 | -2.00 ± 0.71 "
-                     "| -1.50 ± 0.71 | -0.50 ± 0.00 |"]
+    assert table == ["| speech_commands | w4a4_sp24 | I-BERT polynomial | 2 | 91.00 | 89.50 | "
+                     "89.00 | -2.00 ± 0.71 | -1.50 ± 0.71 | -0.50 ± 0.00 |"]
     assert datapath_study.int_chip_summary(rows, []) == []
+
+
+def test_the_int_chip_summary_gives_a_gelu_table_chip_its_own_line():
+    chip = "int4_sparse: 20-bit saturate accumulators, integer requant, fp16 vector"
+    results = [
+        {"checkpoint_sha256": "fp", "parent_sha256": "", "accuracy_pct": "90.00", "datapath": ""},
+        {"checkpoint_sha256": "q", "parent_sha256": "fp", "accuracy_pct": "89.00",
+         "datapath": chip},
+    ]
+    rows = [_row(split="test", checkpoint_sha256="q", accuracy_pct="88.00"),
+            _row(split="test", checkpoint_sha256="q", accuracy_pct="88.60",
+                 gelu_table_segments="16")]
+    table = [line for line in datapath_study.int_chip_summary(rows, results)
+             if line.startswith("| speech_commands")]
+    assert [line.split(" | ")[2] for line in table] == ["I-BERT polynomial", "table, 16 segments"]
+    assert [line.split(" | ")[6] for line in table] == ["88.00", "88.60"]
