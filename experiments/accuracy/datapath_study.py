@@ -233,11 +233,17 @@ def _residual(row: dict[str, str]) -> str:
     return "exact" if "add" in row["exact_kernels"].split() else row["residual_scale"]
 
 
-def _provenance(row: dict[str, str]) -> str:
-    priced = ("" if row["priced_commit"] == row["code_commit"]
-              else f"; costs re-priced at `{row['priced_commit'][:7]}`")
-    return (f"Commit `{row['code_commit']}`, checkpoint `{row['checkpoint_sha256'][:16]}`"
-            f"{priced}.")
+def _provenance(rows: list[dict[str, str]]) -> str:
+    """The commits that measured ``rows`` (one study can span several: a datapath added later
+    measures the same checkpoint at another commit of the same training code), the checkpoint,
+    and where the costs were re-priced."""
+    commits = list(dict.fromkeys(r["code_commit"] for r in rows))
+    repriced = list(dict.fromkeys(r["priced_commit"] for r in rows
+                                  if r["priced_commit"] != r["code_commit"]))
+    priced = "".join(f"; costs re-priced at `{c[:7]}`" for c in repriced)
+    return (f"Commit{'s' if len(commits) > 1 else ''} "
+            + ", ".join(f"`{c}`" for c in commits)
+            + f", checkpoint `{rows[0]['checkpoint_sha256'][:16]}`{priced}.")
 
 
 def _is_int_chip(row: dict[str, str], accumulator_bits: int) -> bool:
@@ -335,7 +341,7 @@ def render(rows: list[dict[str, str]], results: list[dict[str, str]] | None = No
                 f"{r['area_mm2']} | {r['vector_area_mm2']} |"
                 for r in formats
             ]
-            lines += ["", _provenance(formats[0]), ""]
+            lines += ["", _provenance(formats), ""]
         if kernels:
             base = next((r for r in kernels if r["vector_format"] == "int"
                          and not r["exact_kernels"] and r["gelu_table_segments"] == "0"
@@ -359,7 +365,7 @@ def render(rows: list[dict[str, str]], results: list[dict[str, str]] | None = No
                 + f" | {r['energy_uj']} | {r['vector_area_mm2']} |"
                 for r in kernels
             ]
-            lines += ["", _provenance(kernels[0]), ""]
+            lines += ["", _provenance(kernels), ""]
     return "\n".join(lines)
 
 

@@ -160,6 +160,14 @@ def test_the_int_chip_summary_pairs_each_run_with_its_table_row_and_fp32_parent(
     assert datapath_study.int_chip_summary(rows, []) == []
 
 
+def test_a_seed_measured_at_two_commits_names_both():
+    rows = [_row(split="test", code_commit="a" * 40, priced_commit="a" * 40),
+            _row(split="test", gelu_table_segments="16", code_commit="b" * 40,
+                 priced_commit="b" * 40)]
+    text = datapath_study.render(rows)
+    assert f"Commits `{'a' * 40}`, `{'b' * 40}`, checkpoint `0000000000000000`." in text
+
+
 def test_the_int_chip_summary_gives_a_gelu_table_chip_its_own_line():
     chip = "int4_sparse: 20-bit saturate accumulators, integer requant, fp16 vector"
     results = [
