@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from accelsim.accuracy import asr as aasr
+from accelsim.accuracy.table import read_rows
 from accelsim.compress.apply import apply_recipe, calibrate, quant_linears
 from accelsim.compress.recipe import Recipe, load_recipe
 from accelsim.tasks import asr
@@ -164,6 +165,24 @@ def test_asr_wer_names_a_parent_with_other_epochs_in_command_and_table():
            "qat_init": "fp32_finetuned", "fp32_epochs": "2"}
     assert script.qat_label(row).endswith("from the FP32 run of 2 ep")
     assert script.qat_label({**row, "fp32_epochs": "4"}).endswith("from the FP32 run")
+
+
+def test_asr_wer_keeps_a_run_re_made_at_another_commit(tmp_path):
+    """An FP32 run re-made at a new commit leaves the old row, which its QAT children (rows of
+    the old commit) pair with; the same commit replaces its row."""
+    script = _script("asr_wer")
+    row = {field: "" for field in script.FIELDS}
+    row.update(model="whisper_tiny_en_asr", recipe="fp32", calibration_percentiles="-",
+               split="test", utterances="100", reference_words="693", wer_pct="14.00",
+               window_seconds="10", output_projection="float32", decoder_attention="float32",
+               measured_by="pytorch_fp32", command="c", code_commit="a" * 40)
+    csv_path, md_path = tmp_path / "w.csv", tmp_path / "w.md"
+    script.write([row], csv_path, md_path)
+    script.write([{**row, "wer_pct": "14.29", "code_commit": "b" * 40}], csv_path, md_path)
+    script.write([{**row, "wer_pct": "14.50", "code_commit": "b" * 40}], csv_path, md_path)
+    kept = {(r["code_commit"][:1], r["wer_pct"]) for r in read_rows(csv_path)}
+    assert kept == {("a", "14.00"), ("b", "14.50")}
+    assert "| aaaaaaa |" in md_path.read_text() and "| bbbbbbb |" in md_path.read_text()
 
 
 def test_asr_decoder_attention_bad_limit_is_one_line(monkeypatch, capsys):

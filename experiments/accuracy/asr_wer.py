@@ -222,9 +222,12 @@ def measure(args: argparse.Namespace, recipe_name: str) -> list[dict[str, str]]:
 
 
 def key(row: dict[str, str]) -> tuple[str, ...]:
+    """A row's identity. The code commit is part of it: a run re-made at another commit keeps
+    the older row, whose QAT children (the rows of that commit) were trained from it."""
     return (row["recipe"], row["calibration_percentiles"], row["split"], row["window_seconds"],
             row["output_projection"], row["decoder_attention"], row["measured_by"],
-            row["datapath"], row["utterances"], *(row.get(f, "") for f in QAT_KEY))
+            row["datapath"], row["utterances"], *(row.get(f, "") for f in QAT_KEY),
+            row.get("code_commit", ""))
 
 
 def qat_label(row: dict[str, str]) -> str:
@@ -249,12 +252,13 @@ def write(rows: list[dict[str, str]], csv_path: Path, md_path: Path) -> None:
                                r["measured_by"], qat_label(r), r["split"] != "val"))
     write_csv(csv_path, FIELDS, merged)
     lines = ["| recipe | clip percentiles | QAT | split | utterances | words | WER % | window s | "
-             "output proj. | decoder attn. | measured by | command |",
-             "|---|---|---|---|---:|---:|---:|---:|---|---|---|---|"]
+             "output proj. | decoder attn. | measured by | commit | command |",
+             "|---|---|---|---|---:|---:|---:|---:|---|---|---|---|---|"]
     lines += [f"| {r['recipe']} | {r['calibration_percentiles']} | {qat_label(r)} | "
               f"{r['split']} | {r['utterances']} | {r['reference_words']} | "
               f"{r['wer_pct']} | {r['window_seconds']} | {r['output_projection']} | "
-              f"{r['decoder_attention']} | {r['measured_by']} | `{r['command']}` |"
+              f"{r['decoder_attention']} | {r['measured_by']} | "
+              f"{r.get('code_commit', '')[:7] or '-'} | `{r['command']}` |"
               for r in merged]
     write_text_atomic(md_path, "\n".join(lines) + "\n")
 
