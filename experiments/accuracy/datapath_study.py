@@ -397,10 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.gelu_table_segments:
         if "int" not in sets:
             parser.error("--gelu-table-segments sets the GELU of --variants int; add int")
-        try:
+        try:  # the overrides the int set will apply, checked before any model loads
             with_overrides(load_hw(TABLE_HW_CONFIG),
-                           {"vector_unit.format": "int",
-                            "vector_unit.gelu_table_segments": args.gelu_table_segments})
+                           variants(("int",), args.gelu_table_segments)[0].overrides)
         except AccelsimError as exc:
             parser.error(f"--gelu-table-segments: {exc}")
     torch.set_num_threads(args.threads)
