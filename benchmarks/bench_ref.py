@@ -84,19 +84,20 @@ def bench_gemm(repeats: int) -> None:
     w_sparse = w_sparse.reshape(n, k)
     values, indices = compress_2to4(w_sparse)
     prepared = kernels.prepare_sparse(values, indices)  # once per layer, as the executor does
+    dense_prepared = kernels.prepare_dense(w)
     wt = np.ascontiguousarray(w.T)
     a64, wt64 = a.astype(np.float64) - 5, wt.astype(np.float64)
     a32, wt32 = a.astype(np.int32) - 5, wt.astype(np.int32)
     af32 = torch.from_numpy(a.astype(np.float32) - 5)
     wtf32 = torch.from_numpy(wt.astype(np.float32))
-    assert np.array_equal(kernels.int_gemm(a, w, 5, w_transposed=wt), a64 @ wt64)
+    assert np.array_equal(kernels.int_gemm(a, w, 5, prepared=dense_prepared), a64 @ wt64)
     assert np.array_equal(kernels.sparse_gemm(a, values, indices, 5, prepared=prepared),
                           a64 @ w_sparse.T)
 
     dense, sparse, f32 = ("numba int GEMM (dense)", "numba 2:4 GEMM (values + indices)",
                           "torch.matmul float32 (BLAS)")
     fns: dict[str, Callable[[], object]] = {
-        dense: lambda: kernels.int_gemm(a, w, 5, w_transposed=wt),
+        dense: lambda: kernels.int_gemm(a, w, 5, prepared=dense_prepared),
         sparse: lambda: kernels.sparse_gemm(a, values, indices, 5, prepared=prepared),
         f32: lambda: torch.matmul(af32, wtf32),
         "numpy float64 matmul (BLAS)": lambda: a64 @ wt64,
@@ -115,7 +116,7 @@ def bench_gemm(repeats: int) -> None:
         numba.set_num_threads(threads[0])
         torch.set_num_threads(threads[1])
     wall["numpy int32 matmul"] = round_robin({"": lambda: a32 @ wt32}, 3)[""]
-    acc = kernels.int_gemm(a, w, 5, w_transposed=wt)
+    acc = kernels.int_gemm(a, w, 5, prepared=dense_prepared)
     wall["clip of the int32 accumulators to 12 bits"] = round_robin(
         {"": lambda: kernels.clip_accumulators(acc, 12, "saturate")}, repeats)[""]
     print(f"GEMM {m}x{k}x{n} (M x K x N), median of {repeats}, round robin; {load_note()}")

@@ -132,9 +132,11 @@ class IntLinearModule(nn.Module):
             np.float64(layer.act.scale) * layer.weight_scale.astype(np.float64)
             / np.float64(requant_to.scale))
         self.weights = decode_weights(layer)
-        # The forms the kernels stream ([K, N] dense codes; 2:4 gather rows and values), made once.
+        # The forms the kernels stream (padded int16 dense codes; 2:4 gather rows and values),
+        # made once.
         w = self.weights
-        self.w_transposed = None if w.codes is None else np.ascontiguousarray(w.codes.T)
+        self.dense_prepared = None if w.codes is None else kernels.prepare_dense(w.codes,
+                                                                                 layer.name)
         self.sparse_prepared = None if w.values is None else kernels.prepare_sparse(
             w.values, w.indices, layer.name)
         self.out_scale = np.float32(layer.act.scale) * layer.weight_scale.astype(np.float32)
@@ -190,7 +192,7 @@ class IntLinearModule(nn.Module):
             inputs = {"values": w.values, "indices": w.indices}
         else:
             acc = kernels.int_gemm(codes, w.codes, act.zero_point, bias,
-                                   w_transposed=self.w_transposed)
+                                   prepared=self.dense_prepared)
             inputs = {"w_codes": w.codes}
         self.counts.add_macs("linear", codes.shape[0] * self.layer.k * self.layer.n)
         return clip_to_datapath(acc, self.datapath, self.counts,

@@ -42,6 +42,7 @@ from accelsim.formats import (
     SPARSE_KEPT,
     twos_complement_range,
 )
+from accelsim.ref import simd
 from accelsim.ref.codes import (
     ACT_DTYPES,
     check_accumulator_bound,
@@ -53,12 +54,23 @@ from accelsim.ref.codes import (
     quantize_multiplier,
 )
 
-# Output tile per parallel task: 8 rows x 1024 int32 columns = 32 KiB of accumulators (L1), and
-# a 768 x 1024 int8 weight block (768 KiB, L2) reused by all 8 rows. Chosen by measurement on
-# 197x768x3072 (benchmarks/bench_ref.py); any tiling gives the same integers.
+# The narrow-M 2:4 kernel's task: 8 rows x 1024 int32 columns = 32 KiB of accumulators (L1), and
+# a K/2 x 1024 block of kept values (L2) reused by all 8 rows. Chosen by measurement on
+# 197x768x3072 (benchmarks/bench_ref.py), like every tile size here; any tiling gives the same
+# integers.
 _TILE_M = 8
 _TILE_N = 1024
-_TILE_K = 768
+# Dense kernel task: 64 x 64 outputs (48 tasks on 197x768x3072). Chosen by measurement too.
+_DENSE_TILE = 64
+_BLOCK_ROWS, _BLOCK_COLS = simd.BLOCK
+_NARROW_ROWS, _NARROW_COLS = simd.NARROW_BLOCK
+_DOT_SUMS = max(_BLOCK_ROWS * _BLOCK_COLS, _NARROW_ROWS * _NARROW_COLS)
+_W_ROW_MULTIPLE = max(_BLOCK_COLS, _NARROW_COLS)
+# The 2:4 shuffle kernel: tasks of 128 outputs, 128 groups (512 of K) per pass over the rows.
+_MUX_ROWS, _MUX_VECTORS = simd.MUX_BLOCK
+_MUX_NARROW_ROWS, _MUX_NARROW_VECTORS = simd.MUX_NARROW_BLOCK
+_MUX_TILE_N = 128
+_MUX_GROUPS = 128
 # Below this many MACs a call runs on one thread: waking the pool costs 0.1-1.5 ms on a busy
 # 2-core machine, more than the whole GEMM (tiny models, attention of short sequences).
 _PARALLEL_MIN_MACS = 1 << 21
@@ -141,55 +153,71 @@ def _bias_or_zeros(name: str, bias: np.ndarray | None, n: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, eq=False)
+class DenseOperands:
+    """Dense weight codes in the form the dense kernel streams, made once per layer
+    (:func:`prepare_dense`): ``[N, K]`` zero-padded to whole blocks of rows (a multiple of every
+    ``simd`` block's columns) and whole vector steps along K."""
+
+    codes: np.ndarray  # int8 [N, K], as given
+    padded: np.ndarray  # int8 [N padded, K padded]
+    max_abs: int  # max |code|
+
+
+def _padded(rows: int, cols: int, row_multiple: int, dtype: type, step: int) -> np.ndarray:
+    return np.zeros((-(-rows // row_multiple) * row_multiple, -(-cols // step) * step),
+                    dtype=dtype)
+
+
+def _shifted(a_codes: np.ndarray, zero_point: int, row_multiple: int, cols: int,
+             dtype: type) -> np.ndarray:
+    """``a - zero_point`` as ``dtype``, zero-padded to whole ``row_multiple`` rows and ``cols``
+    columns."""
+    m, k = a_codes.shape
+    x = _padded(m, cols, row_multiple, dtype, cols)
+    np.subtract(a_codes, zero_point, out=x[:m, :k], dtype=np.int32, casting="unsafe")
+    return x
+
+
+def prepare_dense(w_codes: np.ndarray, name: str = "int_gemm") -> DenseOperands:
+    """Check dense weight codes (int8 ``[N, K]``) and derive the kernel's padded form (its K a
+    multiple of every vector step, so it serves int16 and int32 activations alike)."""
+    check_codes(f"{name}.w", w_codes, (np.int8,), 2)
+    padded = _padded(*w_codes.shape, _W_ROW_MULTIPLE, np.int8, simd.k_step(np.int16))
+    padded[:w_codes.shape[0], :w_codes.shape[1]] = w_codes
+    return DenseOperands(codes=w_codes, padded=padded, max_abs=max_abs_shifted(w_codes))
+
+
+@numba.njit(cache=True, nogil=True)
+def _dense_task(x, w, bias, out, sums, m_first, n_first, rows, cols):  # pragma: no cover
+    # One task's outputs in rows x cols blocks (compile-time constants); each block of weight
+    # rows stays in L1 while the activation rows pass.
+    numba.literally(rows)
+    numba.literally(cols)
+    m_size, n_size = out.shape
+    for n0 in range(n_first, min(w.shape[0], n_first + _DENSE_TILE), cols):
+        for m0 in range(m_first, min(m_size, m_first + _DENSE_TILE), rows):
+            simd.dot_block(x, w, m0, n0, sums, rows, cols)
+            for i in range(min(rows, m_size - m0)):
+                for j in range(min(cols, n_size - n0)):
+                    out[m0 + i, n0 + j] = bias[n0 + j] + sums[i * cols + j]
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _gemm_kernel(a, a_zp, wt, bias, out):  # pragma: no cover - compiled
-    m_size, k_size = a.shape
-    n_size = wt.shape[1]
-    tiles_m = (m_size + _TILE_M - 1) // _TILE_M
-    tiles_n = (n_size + _TILE_N - 1) // _TILE_N
-    for tile in prange(tiles_m * tiles_n):
-        m0 = (tile // tiles_n) * _TILE_M
-        n0 = (tile % tiles_n) * _TILE_N
-        rows = min(m_size, m0 + _TILE_M) - m0
-        cols = min(n_size, n0 + _TILE_N) - n0
-        # Tile-local accumulators and zero-point-shifted activations: contiguous rows that LLVM
-        # vectorizes (the order of integer additions does not change the result).
-        acc = np.empty((rows, cols), dtype=np.int32)
-        for i in range(rows):
-            for j in range(cols):
-                acc[i, j] = bias[n0 + j]
-        x = np.empty((rows, k_size), dtype=np.int32)
-        for i in range(rows):
-            for k in range(k_size):
-                x[i, k] = np.int32(a[m0 + i, k]) - a_zp
-        for k0 in range(0, k_size, _TILE_K):
-            k1 = min(k_size, k0 + _TILE_K)
-            for i in range(rows):
-                arow = acc[i]
-                xrow = x[i]
-                k = k0
-                while k + 4 <= k1:  # 4 reduction steps per pass: 1 accumulator load/store
-                    w0 = wt[k, n0:n0 + cols]
-                    w1 = wt[k + 1, n0:n0 + cols]
-                    w2 = wt[k + 2, n0:n0 + cols]
-                    w3 = wt[k + 3, n0:n0 + cols]
-                    x0 = xrow[k]
-                    x1 = xrow[k + 1]
-                    x2 = xrow[k + 2]
-                    x3 = xrow[k + 3]
-                    for j in range(cols):
-                        arow[j] += (
-                            x0 * np.int32(w0[j]) + x1 * np.int32(w1[j])
-                            + x2 * np.int32(w2[j]) + x3 * np.int32(w3[j])
-                        )
-                    k += 4
-                while k < k1:
-                    wr = wt[k, n0:n0 + cols]
-                    xv = xrow[k]
-                    for j in range(cols):
-                        arow[j] += xv * np.int32(wr[j])
-                    k += 1
-        out[m0:m0 + rows, n0:n0 + cols] = acc
+def _dense_kernel(x, w, bias, out):  # pragma: no cover - compiled
+    # x: shifted activations [M padded, K padded], w: weights [N padded, K padded], one dtype
+    # (int16, or int32 when |a - zp| needs it). Tasks of _DENSE_TILE x _DENSE_TILE outputs.
+    tiles_m = (out.shape[0] + _DENSE_TILE - 1) // _DENSE_TILE
+    tiles_n = (w.shape[0] + _DENSE_TILE - 1) // _DENSE_TILE
+    narrow = out.shape[0] < _BLOCK_ROWS
+    for task in prange(tiles_m * tiles_n):
+        m_first = (task // tiles_n) * _DENSE_TILE
+        n_first = (task % tiles_n) * _DENSE_TILE
+        sums = numba.carray(_stack_buffer(_DOT_SUMS, np.int32), _DOT_SUMS)
+        if narrow:
+            _dense_task(x, w, bias, out, sums, m_first, n_first, _NARROW_ROWS, _NARROW_COLS)
+        else:
+            _dense_task(x, w, bias, out, sums, m_first, n_first, _BLOCK_ROWS, _BLOCK_COLS)
     return out
 
 
@@ -199,16 +227,20 @@ def int_gemm(
     a_zero_point: int = 0,
     bias: np.ndarray | None = None,
     *,
-    w_transposed: np.ndarray | None = None,
+    prepared: DenseOperands | None = None,
 ) -> np.ndarray:
     """``acc[m, n] = bias[n] + sum_k (a[m, k] - a_zp) * w[n, k]`` in int32.
 
     ``a_codes``: int8/uint8/int16 ``[M, K]``; ``w_codes``: int8 ``[N, K]``; ``bias``: int32
-    ``[N]`` or ``None``. ``w_transposed`` (a contiguous ``[K, N]`` copy) may be passed to skip the
-    per-call transpose when the same weights run many times.
+    ``[N]`` or ``None``. ``prepared`` (:func:`prepare_dense` of the same ``w_codes``, kept with
+    the layer) skips the per-call weight conversion.
     """
     check_codes("int_gemm.a", a_codes, ACT_DTYPES, 2)
-    check_codes("int_gemm.w", w_codes, (np.int8,), 2)
+    if prepared is None:
+        prepared = prepare_dense(w_codes)
+    elif prepared.codes is not w_codes:
+        raise AccelsimError("int_gemm: prepared operands belong to other weights; "
+                            "allowed: prepare_dense(w_codes) of this array")
     if a_codes.shape[1] != w_codes.shape[1]:
         raise AccelsimError(
             f"int_gemm: reduction sizes differ, a {a_codes.shape} vs w {w_codes.shape} "
@@ -216,16 +248,20 @@ def int_gemm(
         )
     n = w_codes.shape[0]
     bias32 = _bias_or_zeros("int_gemm", bias, n)
-    check_accumulator_bound(
-        "int_gemm", max_abs_shifted(a_codes, a_zero_point), max_abs_shifted(w_codes),
-        a_codes.shape[1], max_abs_shifted(bias32),
-    )
-    wt = np.ascontiguousarray(w_codes.T) if w_transposed is None else w_transposed
+    max_a = max_abs_shifted(a_codes, a_zero_point)
+    check_accumulator_bound("int_gemm", max_a, prepared.max_abs, a_codes.shape[1],
+                            max_abs_shifted(bias32))
+    # int16 lanes (pairs of products per int32 lane) whenever a - zp fits them: always for 8-bit
+    # codes; int16 codes far from their zero point take int32 lanes.
+    lane = np.int16 if max_a <= INT16_MAX else np.int32
     m, k = a_codes.shape
+    # x as long as the weights' padded K: a multiple of either lane type's step.
+    w = prepared.padded
+    x = _shifted(a_codes, a_zero_point, _BLOCK_ROWS, w.shape[1], lane)
     out = np.empty((m, n), dtype=np.int32)
-    with _threads_for(m * n * k, -(-m // _TILE_M) * -(-n // _TILE_N)):
-        return _gemm_kernel(np.ascontiguousarray(a_codes), np.int32(a_zero_point), wt, bias32,
-                            out)
+    tasks = -(-x.shape[0] // _DENSE_TILE) * -(-w.shape[0] // _DENSE_TILE)
+    with _threads_for(m * n * k, tasks):
+        return _dense_kernel(x, w, bias32, out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,6 +276,9 @@ class SparseOperands:
     ``rows[n, s] = 4 * (s // 2) + indices[n, s]`` is the activation column (K position) that kept
     value ``s`` of output ``n`` multiplies: the 4:1 mux decoded once, at load time, instead of on
     every MAC. ``values_t``/``indices_t`` are the ``[K/2, N]`` copies of the narrow-M kernel.
+    ``mux_controls``/``mux_values`` are the shuffle kernel's (:func:`simd.mux_block`): per group
+    and output the shuffle bytes of the kept pair and its two values, outputs padded to whole
+    blocks; ``None`` where the CPU lacks the shuffle (the portable kernels run instead).
     """
 
     values: np.ndarray  # int8 [N, K/2]
@@ -249,19 +288,65 @@ class SparseOperands:
     values_t: np.ndarray  # int8 [K/2, N]
     indices_t: np.ndarray  # uint8 [K/2, N]
     max_abs: int  # max |value|
+    mux_controls: np.ndarray | None  # uint8 [K/4, N padded * 4]
+    mux_values: np.ndarray | None  # int16 [K/4, N padded * 2]
 
 
-def prepare_sparse(values: np.ndarray, indices: np.ndarray, name: str = "sparse_gemm"
-                   ) -> SparseOperands:
-    """Check 2:4 operands (``[N, K/2]`` int8 values, uint8 indices); derive their kernel forms."""
+def prepare_sparse(values: np.ndarray, indices: np.ndarray, name: str = "sparse_gemm", *,
+                   shuffle: bool | None = None) -> SparseOperands:
+    """Check 2:4 operands (``[N, K/2]`` int8 values, uint8 indices); derive their kernel forms.
+
+    ``shuffle``: derive the shuffle kernel's forms (default: where :func:`simd.mux_supported`);
+    ``False`` keeps a layer on the portable kernels.
+    """
     check_sparse_operands(name, values, indices)
     slot = np.arange(values.shape[1], dtype=np.int32)
     rows = (SPARSE_GROUP * (slot // SPARSE_KEPT))[None, :] + indices.astype(np.int32)
+    controls = mux_values = None
+    if simd.mux_supported() if shuffle is None else shuffle:
+        n, groups = values.shape[0], values.shape[1] // SPARSE_KEPT
+        n_padded = -(-n // _MUX_TILE_N) * _MUX_TILE_N
+        first, second = (indices[:, s::SPARSE_KEPT] * 2 for s in range(SPARSE_KEPT))
+        pairs = np.zeros((groups, n_padded, 4), dtype=np.uint8)  # padding outputs pick byte 0
+        pairs[:, :n] = np.stack([first, first + 1, second, second + 1], axis=2).transpose(1, 0, 2)
+        kept = np.zeros((groups, n_padded, SPARSE_KEPT), dtype=np.int16)
+        kept[:, :n] = values.reshape(n, groups, SPARSE_KEPT).transpose(1, 0, 2)
+        controls, mux_values = pairs.reshape(groups, -1), kept.reshape(groups, -1)
     return SparseOperands(
         values=values, indices=indices, rows=np.ascontiguousarray(rows),
         values16=values.astype(np.int16), values_t=np.ascontiguousarray(values.T),
         indices_t=np.ascontiguousarray(indices.T), max_abs=max_abs_shifted(values),
+        mux_controls=controls, mux_values=mux_values,
     )
+
+
+@numba.njit(cache=True, nogil=True)
+def _mux_task(table, controls, values, out, n_first, rows, vectors):  # pragma: no cover
+    numba.literally(rows)
+    numba.literally(vectors)
+    groups = table.shape[1]
+    for g0 in range(0, groups, _MUX_GROUPS):
+        g1 = min(groups, g0 + _MUX_GROUPS)
+        for n0 in range(n_first, n_first + _MUX_TILE_N, simd.LANES * vectors):
+            for m0 in range(0, table.shape[0], rows):
+                simd.mux_block(table, controls, values, m0, n0, out, g0, g1, rows, vectors)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _mux_kernel(table, controls, values, bias, out):  # pragma: no cover - compiled
+    # Tasks of _MUX_TILE_N outputs; within one, _MUX_GROUPS groups at a time, so a block's
+    # controls and values (16 KiB) stay in L1 while every row passes. bias: padded like out.
+    narrow = table.shape[0] < _MUX_ROWS
+    for task in prange(out.shape[1] // _MUX_TILE_N):
+        n_first = task * _MUX_TILE_N
+        for m in range(out.shape[0]):
+            out[m, n_first:n_first + _MUX_TILE_N] = bias[n_first:n_first + _MUX_TILE_N]
+        if narrow:
+            _mux_task(table, controls, values, out, n_first, _MUX_NARROW_ROWS,
+                      _MUX_NARROW_VECTORS)
+        else:
+            _mux_task(table, controls, values, out, n_first, _MUX_ROWS, _MUX_VECTORS)
+    return out
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -432,6 +517,14 @@ def sparse_gemm(
     # Only K/2 products reach each accumulator.
     check_accumulator_bound("sparse_gemm", max_a, prepared.max_abs, k // 2,
                             max_abs_shifted(bias32))
+    if prepared.mux_controls is not None and max_a <= INT16_MAX:
+        rows = _MUX_ROWS if m >= _MUX_ROWS else 1
+        table = _shifted(a_codes, a_zero_point, rows, k, np.int16).view(np.int64)
+        acc = np.empty((table.shape[0], prepared.mux_controls.shape[1] // 4), dtype=np.int32)
+        with _threads_for(m * n * k // 2, acc.shape[1] // _MUX_TILE_N):
+            _mux_kernel(table, prepared.mux_controls, prepared.mux_values,
+                        np.pad(bias32, (0, acc.shape[1] - n)), acc)
+        return acc[:m, :n] if acc.shape[1] == n else np.ascontiguousarray(acc[:m, :n])
     out = np.empty((m, n), dtype=np.int32)
     flush = _int16_flush(max_a, prepared.max_abs, k // 2)
     wide = m >= _WIDE_M and flush > 0

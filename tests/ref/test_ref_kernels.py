@@ -58,8 +58,9 @@ def test_int_gemm_equals_float64_blas(m, k, n, kind, wr, seed):
 
 def test_int_gemm_across_tile_edges_and_bert_shapes():
     rng = np.random.default_rng(1)
-    # One past each tile edge (8 rows, 1024 columns, 768 reduction) and K not a multiple of 4.
-    for m, k, n in [(9, 771, 1025), (197, 768, 3072), (1, 3, 1)]:
+    # One past each edge of the dense kernel (4 x 4 blocks, 64 x 64 tasks, 32-element steps
+    # along K), one short of them, and the ViT-B/16 FFN shape.
+    for m, k, n in [(65, 33, 65), (63, 31, 63), (5, 64, 4), (197, 768, 3072), (1, 3, 1)]:
         a, zp = _act(rng, (m, k), "uint8")
         w = rng.integers(-7, 8, (n, k)).astype(np.int8)
         np.testing.assert_array_equal(K.int_gemm(a, w, zp), _oracle(a, zp, w))
@@ -82,6 +83,16 @@ def test_int_gemm_rejects_overflowing_shape():
     with pytest.raises(AccelsimError, match=r"2\^31-1") as info:
         K.int_gemm(a, w, 0)
     assert "\n" not in str(info.value)
+
+
+def test_int_gemm_prepared_weights_give_the_same_sums_and_must_match():
+    rng = np.random.default_rng(3)
+    a, zp = _act(rng, (7, 40), "uint8")
+    w = rng.integers(-127, 128, (9, 40)).astype(np.int8)
+    prepared = K.prepare_dense(w)
+    np.testing.assert_array_equal(K.int_gemm(a, w, zp, prepared=prepared), _oracle(a, zp, w))
+    with pytest.raises(AccelsimError, match="prepared operands belong to other weights"):
+        K.int_gemm(a, w.copy(), zp, prepared=prepared)
 
 
 def test_int_gemm_rejects_wrong_dtype_and_shape():
