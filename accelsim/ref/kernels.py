@@ -273,23 +273,38 @@ def int_gemm(
 class SparseOperands:
     """2:4 weights in the forms the kernels stream, derived once per layer (:func:`prepare_sparse`).
 
-    ``rows[n, s] = 4 * (s // 2) + indices[n, s]`` is the activation column (K position) that kept
-    value ``s`` of output ``n`` multiplies: the 4:1 mux decoded once, at load time, instead of on
-    every MAC. ``values_t``/``indices_t`` are the ``[K/2, N]`` copies of the narrow-M kernel.
     ``mux_controls``/``mux_values`` are the shuffle kernel's (:func:`simd.mux_block`): per group
     and output the shuffle bytes of the kept pair and its two values, outputs padded to whole
-    blocks; ``None`` where the CPU lacks the shuffle (the portable kernels run instead).
+    tasks; ``None`` where the CPU lacks the shuffle. The portable kernels' forms are derived on
+    first use (on a CPU with the shuffle, only int16 codes far from their zero point need them):
+    ``rows[n, s] = 4 * (s // 2) + indices[n, s]`` is the activation column (K position) that kept
+    value ``s`` of output ``n`` multiplies, the 4:1 mux decoded once instead of on every MAC;
+    ``values_t``/``indices_t`` are the ``[K/2, N]`` copies of the narrow-M kernel.
     """
 
     values: np.ndarray  # int8 [N, K/2]
     indices: np.ndarray  # uint8 [N, K/2]
-    rows: np.ndarray  # int32 [N, K/2]
-    values16: np.ndarray  # int16 [N, K/2]
-    values_t: np.ndarray  # int8 [K/2, N]
-    indices_t: np.ndarray  # uint8 [K/2, N]
     max_abs: int  # max |value|
     mux_controls: np.ndarray | None  # uint8 [K/4, N padded * 4]
     mux_values: np.ndarray | None  # int16 [K/4, N padded * 2]
+
+    @functools.cached_property
+    def rows(self) -> np.ndarray:  # int32 [N, K/2]
+        slot = np.arange(self.values.shape[1], dtype=np.int32)
+        return np.ascontiguousarray(
+            (SPARSE_GROUP * (slot // SPARSE_KEPT))[None, :] + self.indices.astype(np.int32))
+
+    @functools.cached_property
+    def values16(self) -> np.ndarray:  # int16 [N, K/2]
+        return self.values.astype(np.int16)
+
+    @functools.cached_property
+    def values_t(self) -> np.ndarray:  # int8 [K/2, N]
+        return np.ascontiguousarray(self.values.T)
+
+    @functools.cached_property
+    def indices_t(self) -> np.ndarray:  # uint8 [K/2, N]
+        return np.ascontiguousarray(self.indices.T)
 
 
 def prepare_sparse(values: np.ndarray, indices: np.ndarray, name: str = "sparse_gemm", *,
@@ -300,8 +315,6 @@ def prepare_sparse(values: np.ndarray, indices: np.ndarray, name: str = "sparse_
     ``False`` keeps a layer on the portable kernels.
     """
     check_sparse_operands(name, values, indices)
-    slot = np.arange(values.shape[1], dtype=np.int32)
-    rows = (SPARSE_GROUP * (slot // SPARSE_KEPT))[None, :] + indices.astype(np.int32)
     controls = mux_values = None
     if simd.mux_supported() if shuffle is None else shuffle:
         n, groups = values.shape[0], values.shape[1] // SPARSE_KEPT
@@ -312,12 +325,8 @@ def prepare_sparse(values: np.ndarray, indices: np.ndarray, name: str = "sparse_
         kept = np.zeros((groups, n_padded, SPARSE_KEPT), dtype=np.int16)
         kept[:, :n] = values.reshape(n, groups, SPARSE_KEPT).transpose(1, 0, 2)
         controls, mux_values = pairs.reshape(groups, -1), kept.reshape(groups, -1)
-    return SparseOperands(
-        values=values, indices=indices, rows=np.ascontiguousarray(rows),
-        values16=values.astype(np.int16), values_t=np.ascontiguousarray(values.T),
-        indices_t=np.ascontiguousarray(indices.T), max_abs=max_abs_shifted(values),
-        mux_controls=controls, mux_values=mux_values,
-    )
+    return SparseOperands(values=values, indices=indices, max_abs=max_abs_shifted(values),
+                          mux_controls=controls, mux_values=mux_values)
 
 
 @numba.njit(cache=True, nogil=True)
