@@ -15,6 +15,9 @@ pattern LLVM's x86 backend selects as ``vpdpwssd`` (AVX-512 VNNI) or ``vpmaddwd`
 associative, so any lane order gives the exact sum, provided no partial sum overflows int32: the
 callers check ``accumulator_bound`` (which bounds every partial sum) before they run, and a pair
 of int16 x int8 products is at most 2 * 32767 * 128 < 2^31.
+
+numba's on-disk cache (``cache=True``) keys a kernel on the file that defines it, not on this
+one: after changing the IR emitted here, delete ``accelsim/ref/__pycache__/*.nb[ic]``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,38 @@ def _pairwise(builder: ir.IRBuilder, product: ir.Value) -> ir.Value:
                        builder.shuffle_vector(product, product, odd))
 
 
+def _accumulate(builder: ir.IRBuilder, start: ir.Value, stop: ir.Value, step: int,
+                initial: list[ir.Value], body) -> list[ir.Value]:
+    """Emit ``for i in range(start, stop, step): accs = body(i, accs)`` (the loop runs while
+    ``i < stop``, none if ``start >= stop``) and return the accumulators after it."""
+    i64 = ir.IntType(64)
+    entry = builder.block
+    loop = builder.append_basic_block("acc.loop")
+    done = builder.append_basic_block("acc.done")
+    builder.cbranch(builder.icmp_signed("<", start, stop), loop, done)
+
+    builder.position_at_end(loop)
+    counter = builder.phi(i64)
+    counter.add_incoming(start, entry)
+    accs = [builder.phi(value.type) for value in initial]
+    for acc, value in zip(accs, initial, strict=True):
+        acc.add_incoming(value, entry)
+    updated = body(counter, accs)
+    following = builder.add(counter, ir.Constant(i64, step))
+    latch = builder.block
+    counter.add_incoming(following, latch)
+    for acc, value in zip(accs, updated, strict=True):
+        acc.add_incoming(value, latch)
+    builder.cbranch(builder.icmp_signed("<", following, stop), loop, done)
+
+    builder.position_at_end(done)
+    finals = [builder.phi(value.type) for value in initial]
+    for final, value, new in zip(finals, initial, updated, strict=True):
+        final.add_incoming(value, entry)
+        final.add_incoming(new, latch)
+    return finals
+
+
 @intrinsic
 def dot_block(typingctx, x, w, m0, n0, sums, rows, cols):  # pragma: no cover - compiled
     """``sums[i * cols + j] = sum_k x[m0 + i, k] * w[n0 + j, k]`` (int32) for the ``rows x
@@ -77,7 +112,6 @@ def dot_block(typingctx, x, w, m0, n0, sums, rows, cols):  # pragma: no cover - 
         k_size = builder.extract_value(x_arr.shape, 1)
         wide = ir.VectorType(i32, step)
         acc_type = ir.VectorType(i32, LANES)
-        zero = ir.Constant(acc_type, None)
 
         def row_start(array, first, offset):
             row = builder.add(first, ir.Constant(i64, offset))
@@ -85,44 +119,26 @@ def dot_block(typingctx, x, w, m0, n0, sums, rows, cols):  # pragma: no cover - 
 
         x_rows = [row_start(x_arr, m0v, i) for i in range(n_rows)]
         w_rows = [row_start(w_arr, n0v, j) for j in range(n_cols)]
-        entry = builder.block
-        loop = builder.append_basic_block("dot.loop")
-        done = builder.append_basic_block("dot.done")
-        builder.cbranch(builder.icmp_signed(">", k_size, ir.Constant(i64, 0)), loop, done)
 
-        builder.position_at_end(loop)
-        k = builder.phi(i64)
-        k.add_incoming(ir.Constant(i64, 0), entry)
-        accs = [builder.phi(acc_type) for _ in range(blocks)]
-        for acc in accs:
-            acc.add_incoming(zero, entry)
+        def step_body(k, accs):
+            def load(row, bits):
+                vector = ir.VectorType(ir.IntType(bits), step)
+                pointer = builder.bitcast(builder.gep(row, [k]), vector.as_pointer())
+                value = builder.load(pointer, align=bits // 8)
+                return value if bits == 32 else builder.sext(value, wide)
 
-        def load(row, bits):
-            vector = ir.VectorType(ir.IntType(bits), step)
-            pointer = builder.bitcast(builder.gep(row, [k]), vector.as_pointer())
-            value = builder.load(pointer, align=bits // 8)
-            return value if bits == 32 else builder.sext(value, wide)
+            xs = [load(row, 16 if pairs else 32) for row in x_rows]
+            ws = [load(row, 8) for row in w_rows]
+            updated = []
+            for i in range(n_rows):
+                for j in range(n_cols):
+                    product = builder.mul(xs[i], ws[j])
+                    updated.append(builder.add(accs[i * n_cols + j],
+                                               _pairwise(builder, product) if pairs else product))
+            return updated
 
-        xs = [load(row, 16 if pairs else 32) for row in x_rows]
-        ws = [load(row, 8) for row in w_rows]
-        updated = []
-        for i in range(n_rows):
-            for j in range(n_cols):
-                product = builder.mul(xs[i], ws[j])
-                updated.append(builder.add(accs[i * n_cols + j],
-                                           _pairwise(builder, product) if pairs else product))
-        k_next = builder.add(k, ir.Constant(i64, step))
-        latch = builder.block
-        k.add_incoming(k_next, latch)
-        for acc, value in zip(accs, updated, strict=True):
-            acc.add_incoming(value, latch)
-        builder.cbranch(builder.icmp_signed("<", k_next, k_size), loop, done)
-
-        builder.position_at_end(done)
-        finals = [builder.phi(acc_type) for _ in range(blocks)]
-        for final, value in zip(finals, updated, strict=True):
-            final.add_incoming(zero, entry)
-            final.add_incoming(value, latch)
+        finals = _accumulate(builder, ir.Constant(i64, 0), k_size, step,
+                             [ir.Constant(acc_type, None)] * blocks, step_body)
         reduce_add = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(i32, [acc_type]), f"llvm.vector.reduce.add.v{LANES}i32")
         for index, final in enumerate(finals):
@@ -227,47 +243,33 @@ def mux_block(typingctx, table, controls, values, m0, n0, out, g0, g1, rows, vec
                   for i in range(n_rows) for c in range(n_vectors)]
         table_rows = [builder.gep(table_arr.data, [builder.mul(builder.add(m0v, const(i)), groups)])
                       for i in range(n_rows)]
-        entry = builder.block
-        loop = builder.append_basic_block("mux.loop")
-        done = builder.append_basic_block("mux.done")
-        builder.cbranch(builder.icmp_signed("<", g0v, g1v), loop, done)
 
-        builder.position_at_end(loop)
-        g = builder.phi(i64)
-        g.add_incoming(g0v, entry)
-        accs = [builder.phi(acc_type) for _ in starts]
-        for acc, start in zip(accs, starts, strict=True):
-            acc.add_incoming(start, entry)
-        picks, kept = [], []
-        for c in range(n_vectors):
-            first = builder.add(n0v, const(LANES * c))
-            picks.append(builder.load(vector_at(controls_arr, bytes_type, builder.add(
-                builder.mul(g, controls_row), builder.mul(first, const(4)))), align=1))
-            kept.append(builder.sext(builder.load(vector_at(values_arr, words_type, builder.add(
-                builder.mul(g, values_row), builder.mul(first, const(2)))), align=2), wide))
-        updated = []
-        for i in range(n_rows):
-            group = builder.load(builder.gep(table_rows[i], [g]), align=8)
-            broadcast = builder.shuffle_vector(
-                builder.insert_element(ir.Constant(qwords, None), group, ir.Constant(i32, 0)),
-                ir.Constant(qwords, None), splat_first)
-            group_bytes = builder.bitcast(broadcast, bytes_type)
+        def group_body(g, accs):
+            picks, kept = [], []
             for c in range(n_vectors):
-                pairs = builder.bitcast(builder.call(shuffle, [group_bytes, picks[c]]), words_type)
-                product = builder.mul(builder.sext(pairs, wide), kept[c])
-                updated.append(builder.add(accs[i * n_vectors + c], _pairwise(builder, product)))
-        g_next = builder.add(g, const(1))
-        latch = builder.block
-        g.add_incoming(g_next, latch)
-        for acc, value in zip(accs, updated, strict=True):
-            acc.add_incoming(value, latch)
-        builder.cbranch(builder.icmp_signed("<", g_next, g1v), loop, done)
+                first = builder.add(n0v, const(LANES * c))
+                picks.append(builder.load(vector_at(controls_arr, bytes_type, builder.add(
+                    builder.mul(g, controls_row), builder.mul(first, const(4)))), align=1))
+                kept.append(builder.sext(builder.load(vector_at(
+                    values_arr, words_type,
+                    builder.add(builder.mul(g, values_row), builder.mul(first, const(2)))),
+                    align=2), wide))
+            updated = []
+            for i in range(n_rows):
+                group = builder.load(builder.gep(table_rows[i], [g]), align=8)
+                broadcast = builder.shuffle_vector(
+                    builder.insert_element(ir.Constant(qwords, None), group, ir.Constant(i32, 0)),
+                    ir.Constant(qwords, None), splat_first)
+                group_bytes = builder.bitcast(broadcast, bytes_type)
+                for c in range(n_vectors):
+                    pairs = builder.bitcast(builder.call(shuffle, [group_bytes, picks[c]]),
+                                            words_type)
+                    product = builder.mul(builder.sext(pairs, wide), kept[c])
+                    updated.append(builder.add(accs[i * n_vectors + c],
+                                               _pairwise(builder, product)))
+            return updated
 
-        builder.position_at_end(done)
-        finals = [builder.phi(acc_type) for _ in starts]
-        for final, start, value in zip(finals, starts, updated, strict=True):
-            final.add_incoming(start, entry)
-            final.add_incoming(value, latch)
+        finals = _accumulate(builder, g0v, g1v, 1, starts, group_body)
         for i in range(n_rows):
             for c in range(n_vectors):
                 builder.store(finals[i * n_vectors + c], out_pointer(i, c), align=4)
