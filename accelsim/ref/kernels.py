@@ -16,7 +16,9 @@ the hardware produces; ``docs/integer_semantics.md`` is the spec. The convention
   K reduction (docs/integer_semantics.md §2 says why this is the hardware's point).
 
 Kernels are numba-compiled (``cache=True``: the JIT cost is paid once per machine), parallel over
-output tiles, and check before running that int32 cannot overflow (``accumulator_bound``).
+output tiles, and check before running that int32 cannot overflow (``accumulator_bound``). The
+inner loops of the dense GEMM and of the 2:4 shuffle kernel are LLVM vector IR
+(:mod:`accelsim.ref.simd`).
 """
 
 from __future__ import annotations
@@ -205,8 +207,8 @@ def _dense_task(x, w, bias, out, sums, m_first, n_first, rows, cols):  # pragma:
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _dense_kernel(x, w, bias, out):  # pragma: no cover - compiled
-    # x: shifted activations [M padded, K padded], w: weights [N padded, K padded], one dtype
-    # (int16, or int32 when |a - zp| needs it). Tasks of _DENSE_TILE x _DENSE_TILE outputs.
+    # x: shifted activations [M padded, K padded], int16 (int32 when |a - zp| needs it); w: int8
+    # weights [N padded, K padded]. Tasks of _DENSE_TILE x _DENSE_TILE outputs.
     tiles_m = (out.shape[0] + _DENSE_TILE - 1) // _DENSE_TILE
     tiles_n = (w.shape[0] + _DENSE_TILE - 1) // _DENSE_TILE
     narrow = out.shape[0] < _BLOCK_ROWS
@@ -343,8 +345,9 @@ def _mux_task(table, controls, values, out, n_first, rows, vectors):  # pragma: 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _mux_kernel(table, controls, values, bias, out):  # pragma: no cover - compiled
-    # Tasks of _MUX_TILE_N outputs; within one, _MUX_GROUPS groups at a time, so a block's
-    # controls and values (16 KiB) stay in L1 while every row passes. bias: padded like out.
+    # Tasks of _MUX_TILE_N outputs; within one, _MUX_GROUPS groups at a time, so the controls and
+    # values of a block of outputs (64 outputs x 128 groups x 8 bytes = 64 KiB) stay in L1/L2
+    # while every row passes. bias: padded like out.
     narrow = table.shape[0] < _MUX_ROWS
     for task in prange(out.shape[1] // _MUX_TILE_N):
         n_first = task * _MUX_TILE_N
@@ -527,7 +530,7 @@ def sparse_gemm(
     check_accumulator_bound("sparse_gemm", max_a, prepared.max_abs, k // 2,
                             max_abs_shifted(bias32))
     if prepared.mux_controls is not None and max_a <= INT16_MAX:
-        rows = _MUX_ROWS if m >= _MUX_ROWS else 1
+        rows = _MUX_ROWS if m >= _MUX_ROWS else _MUX_NARROW_ROWS
         table = _shifted(a_codes, a_zero_point, rows, k, np.int16).view(np.int64)
         acc = np.empty((table.shape[0], prepared.mux_controls.shape[1] // 4), dtype=np.int32)
         with _threads_for(m * n * k // 2, acc.shape[1] // _MUX_TILE_N):
