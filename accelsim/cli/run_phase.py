@@ -107,13 +107,8 @@ def decoder_precision(recipe_name: str | None) -> DecoderPrecision | None:
     recipe = load_workload_recipe(recipe_name)
     if not recipe.quantized:
         return None
-    return DecoderPrecision(weight_bits=recipe.weight_bits, act_bits=recipe.act_bits,
-                            attention_bits=recipe.attention_bits,
-                            kv_bits=recipe.kv_bits or recipe.attention_bits,
-                            sparsity=recipe.sparsity,
-                            weight_bits_by_site=dict(recipe.weight_bits_by_site),
-                            act_bits_by_site=dict(recipe.act_bits_by_site),
-                            dense_sites=recipe.dense_sites)
+    return DecoderPrecision.from_rules(recipe, attention_bits=recipe.attention_bits,
+                                       kv_bits=recipe.kv_bits or recipe.attention_bits)
 
 
 def phase_graph_from_int_model(phase_graph: PhaseGraph, int_model: IntModel) -> PhaseGraph:

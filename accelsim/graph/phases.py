@@ -17,6 +17,7 @@ a batch search, needs two exports instead of hundreds.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
@@ -201,6 +202,16 @@ class DecoderPrecision(SiteRules):
     weight_bits_by_site: dict[str, int] = dataclasses.field(default_factory=dict, hash=False)
     act_bits_by_site: dict[str, int] = dataclasses.field(default_factory=dict, hash=False)
     dense_sites: tuple[str, ...] = ()
+
+    @classmethod
+    def from_rules(cls, rules: SiteRules, *, attention_bits: int, kv_bits: int
+                   ) -> DecoderPrecision:
+        """A recipe's site rules (every :class:`SiteRules` field, as the recipe has it) with the
+        attention and KV cache widths."""
+        fields = {name: getattr(rules, name) for name in SiteRules.__annotations__}
+        return cls(**{name: dict(value) if isinstance(value, Mapping) else value
+                      for name, value in fields.items()},
+                   attention_bits=attention_bits, kv_bits=kv_bits)
 
     def widths(self, linear: str) -> tuple[int, int]:
         """``(weight_bits, act_bits)`` of the linear at module path ``linear``."""
