@@ -145,26 +145,34 @@ def test_asr_wer_bad_option_combinations_are_one_line(
             (["--qat", "--float-output-projection"], "allowed: without it"),
             (["--init", "pretrained"], "--init pretrained: allowed only with --qat"),
             (["--fp32-epochs", "2"], "--fp32-epochs 2: allowed only with --qat"),
-            (["--qat", "--fp32-epochs", "0"], "a positive number of epochs")):
+            (["--qat", "--fp32-epochs", "0"], "a positive number of epochs"),
+            (["--fp32-lr", "1e-4"], "--fp32-lr 0.0001: allowed only with --qat"),
+            (["--qat", "--fp32-lr", "0"], "a positive learning rate")):
         monkeypatch.setattr("sys.argv", ["asr_wer.py", *argv])
         assert script.main() == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
 
 
-def test_asr_wer_names_a_parent_with_other_epochs_in_command_and_table():
+def test_asr_wer_names_a_parent_with_other_epochs_or_lr_in_command_and_table():
     script = _script("asr_wer")
     args = argparse.Namespace(
         limit=100, window_seconds=asr.WINDOW_SECONDS, float_output_projection=False,
         calibration_percentiles=None, qat=True, train_utterances=2000, val_utterances=16,
-        epochs=4, fp32_epochs=2, batch_size=8, lr=1e-4, threads=2, seed=0, init="finetuned")
+        epochs=4, fp32_epochs=2, batch_size=8, lr=1e-4, fp32_lr=1e-4, threads=2, seed=0,
+        init="finetuned")
     assert script.command(args, "w4a4_sp24", "val").endswith("--threads 2 --fp32-epochs 2")
     assert script.parent_epochs(args, script.load_recipe("w4a4_sp24")) == 2
     assert script.parent_epochs(args, script.load_recipe("fp32")) is None
+    slower = argparse.Namespace(**{**vars(args), "lr": 1e-5})
+    assert script.command(slower, "w4a4_sp24", "val").endswith(
+        "--lr 1e-05 --threads 2 --fp32-epochs 2 --fp32-lr 0.0001")
     row = {"qat_epochs": "4", "train_utterances": "2000", "batch_size": "8", "lr": "0.0001",
            "qat_init": "fp32_finetuned", "fp32_epochs": "2"}
     assert script.qat_label(row).endswith("from the FP32 run of 2 ep")
     assert script.qat_label({**row, "fp32_epochs": "4"}).endswith("from the FP32 run")
+    assert script.qat_label({**row, "fp32_epochs": "4", "lr": "1e-05", "fp32_lr": "0.0001"}
+                            ).endswith("lr 1e-05, from the FP32 run of 4 ep at lr 0.0001")
 
 
 def test_asr_wer_keeps_a_run_re_made_at_another_commit(tmp_path):

@@ -16,7 +16,8 @@ token accuracy on the first ``--val-utterances`` validation utterances after eac
 epochs and lr on ``--splits val`` only). ``fp32`` is fine-tuned in float32 with the same
 schedule from the pre-trained recognizer: the baseline a QAT row compares with, and the critical
 initialization a compressed recipe's QAT starts from (its run is trained first when it is not
-cached; ``--fp32-epochs`` gives that run other epochs than the QAT's; ``--init pretrained``, or
+cached; ``--fp32-epochs`` and ``--fp32-lr`` give that run other epochs and another learning
+rate than the QAT's; ``--init pretrained``, or
 a recipe with ``init: pretrained``, starts from the
 pre-trained recognizer instead, the ablation). A
 compressed recipe trains and is measured with its decoder attention quantized, on the integer
@@ -66,10 +67,12 @@ FIELDS = ("model", "recipe", "calibration_percentiles", "split", "utterances",
           "reference_words", "wer_pct", "window_seconds", "output_projection",
           "decoder_attention", "measured_by", "datapath", "seconds", "command",
           "qat_epochs", "train_utterances", "batch_size", "lr", "val_token_accuracy_pct",
-          "train_minutes", "checkpoint_sha256", "qat_init", "fp32_epochs", "code_commit")
+          "train_minutes", "checkpoint_sha256", "qat_init", "fp32_epochs", "code_commit",
+          "fp32_lr")
 MEASURED_BY = ("fake_quant", "integer_reference")
 # One row per QAT schedule and starting point.
-QAT_KEY = ("qat_epochs", "train_utterances", "batch_size", "lr", "qat_init", "fp32_epochs")
+QAT_KEY = ("qat_epochs", "train_utterances", "batch_size", "lr", "qat_init", "fp32_epochs",
+           "fp32_lr")
 INITS = {"finetuned": "fp32_finetuned", "pretrained": "pretrained"}  # --init: the row's qat_init
 QAT_DEFAULTS = {"decoder_attention": "quantized", "measured_by": "integer_reference"}
 PLAIN_DEFAULTS = {"decoder_attention": "float32", "measured_by": "fake_quant"}
@@ -95,6 +98,8 @@ def command(args: argparse.Namespace, recipe: str, split: str) -> str:
             parts.append(f"--init {args.init}")
         if args.fp32_epochs != args.epochs:
             parts.append(f"--fp32-epochs {args.fp32_epochs}")
+        if args.fp32_lr != args.lr:
+            parts.append(f"--fp32-lr {args.fp32_lr:g}")
     else:
         if args.decoder_attention != "float32":
             parts.append(f"--decoder-attention {args.decoder_attention}")
@@ -103,11 +108,10 @@ def command(args: argparse.Namespace, recipe: str, split: str) -> str:
     return " ".join(parts)
 
 
-def schedule_of(args: argparse.Namespace, epochs: int | None = None) -> QatSchedule:
-    """The QAT schedule, or with ``epochs`` the same schedule run for that many epochs."""
-    return QatSchedule(args.train_utterances, args.val_utterances,
-                       args.epochs if epochs is None else epochs, args.batch_size, args.lr,
-                       args.seed, args.window_seconds)
+def schedule_of(args: argparse.Namespace) -> QatSchedule:
+    """The QAT schedule of ``args``."""
+    return QatSchedule(args.train_utterances, args.val_utterances, args.epochs, args.batch_size,
+                       args.lr, args.seed, args.window_seconds)
 
 
 def parent_epochs(args: argparse.Namespace, recipe: Recipe) -> int | None:
@@ -129,6 +133,8 @@ def qat_run(args: argparse.Namespace, recipe_name: str, model: torch.nn.Module,
     parent = parent_epochs(args, recipe)
     if parent not in (None, args.epochs):  # equal epochs keep the folder names made before
         init += f"-fp32e{parent}"
+    if parent is not None and args.fp32_lr != args.lr:
+        init += f"-fp32lr{args.fp32_lr:g}"
     start = time.perf_counter()
     result = scheduled_run(model, MODEL, schedule_of(args), recipe_name, recipe,
                            remake=command(args, recipe_name, " ".join(args.splits)),
@@ -143,6 +149,7 @@ def qat_run(args: argparse.Namespace, recipe_name: str, model: torch.nn.Module,
         "checkpoint_sha256": tensors_sha256(result.model.state_dict()),
         "qat_init": INITS[start_of(args, recipe)] if recipe.quantized else "",
         "fp32_epochs": "" if parent is None else str(parent),
+        "fp32_lr": "" if parent is None or args.fp32_lr == args.lr else f"{args.fp32_lr:g}",
     }
 
 
@@ -159,8 +166,8 @@ def qat_start(args: argparse.Namespace, recipe: Recipe) -> torch.nn.Module:
     parent = parent_epochs(args, recipe)
     if parent is None:
         return build_asr_model(MODEL, pretrained=True, seed=0)
-    fp32_args = argparse.Namespace(**{**vars(args), "epochs": parent})
-    return finetuned_start(MODEL, schedule_of(args, parent),
+    fp32_args = argparse.Namespace(**{**vars(args), "epochs": parent, "lr": args.fp32_lr})
+    return finetuned_start(MODEL, schedule_of(fp32_args),
                            remake=command(fp32_args, "fp32", " ".join(args.splits)),
                            on_progress=progress_printer("asr/fp32", every=1))
 
@@ -235,9 +242,10 @@ def qat_label(row: dict[str, str]) -> str:
     if not row.get("qat_epochs"):
         return "-"
     start = {"fp32_finetuned": ", from the FP32 run", "pretrained": ", from pre-trained"}
-    parent = row.get("fp32_epochs", "")
-    if row.get("qat_init") == "fp32_finetuned" and parent != row["qat_epochs"]:
-        start["fp32_finetuned"] = f", from the FP32 run of {parent} ep"
+    parent, parent_lr = row.get("fp32_epochs", ""), row.get("fp32_lr", "")
+    if row.get("qat_init") == "fp32_finetuned" and (parent != row["qat_epochs"] or parent_lr):
+        start["fp32_finetuned"] = (f", from the FP32 run of {parent} ep"
+                                   + (f" at lr {parent_lr}" if parent_lr else ""))
     return (f"{row['qat_epochs']} ep x {row['train_utterances']} utt, batch "
             f"{row['batch_size']}, lr {row['lr']}{start.get(row.get('qat_init', ''), '')}")
 
@@ -279,6 +287,11 @@ def resolve_defaults(args: argparse.Namespace) -> None:
     elif not args.qat or args.fp32_epochs < 1:
         raise AccelsimError(f"--fp32-epochs {args.fp32_epochs}: allowed only with --qat, "
                             "a positive number of epochs")
+    if args.fp32_lr is None:
+        args.fp32_lr = args.lr
+    elif not args.qat or not args.fp32_lr > 0:
+        raise AccelsimError(f"--fp32-lr {args.fp32_lr:g}: allowed only with --qat, a positive "
+                            "learning rate")
     if args.qat and args.float_output_projection:
         raise AccelsimError("--qat: --float-output-projection; allowed: without it (QAT "
                             "quantizes the output projection)")
@@ -312,6 +325,9 @@ def main() -> int:
                              "(default: --epochs)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--fp32-lr", type=float,
+                        help="learning rate of the FP32 run a compressed recipe's QAT starts from "
+                             "(default: --lr)")
     parser.add_argument("--init", choices=tuple(INITS), default="finetuned",
                         help="what a compressed recipe's QAT starts from: the FP32 run "
                              "(critical initialization, default) or the pre-trained recognizer")
