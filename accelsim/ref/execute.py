@@ -132,7 +132,7 @@ class IntLinearModule(nn.Module):
             np.float64(layer.act.scale) * layer.weight_scale.astype(np.float64)
             / np.float64(requant_to.scale))
         self.weights = decode_weights(layer)
-        # The forms the kernels stream (padded int16 dense codes; 2:4 gather rows and values),
+        # The forms the kernels stream (padded dense codes; the 2:4 shuffle controls and values),
         # made once.
         w = self.weights
         self.dense_prepared = None if w.codes is None else kernels.prepare_dense(w.codes,

@@ -166,9 +166,8 @@ class DenseOperands:
     max_abs: int  # max |code|
 
 
-def _padded(rows: int, cols: int, row_multiple: int, dtype: type, step: int) -> np.ndarray:
-    return np.zeros((-(-rows // row_multiple) * row_multiple, -(-cols // step) * step),
-                    dtype=dtype)
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 def _shifted(a_codes: np.ndarray, zero_point: int, row_multiple: int, cols: int,
@@ -176,7 +175,7 @@ def _shifted(a_codes: np.ndarray, zero_point: int, row_multiple: int, cols: int,
     """``a - zero_point`` as ``dtype``, zero-padded to whole ``row_multiple`` rows and ``cols``
     columns."""
     m, k = a_codes.shape
-    x = _padded(m, cols, row_multiple, dtype, cols)
+    x = np.zeros((_round_up(m, row_multiple), cols), dtype=dtype)
     np.subtract(a_codes, zero_point, out=x[:m, :k], dtype=np.int32, casting="unsafe")
     return x
 
@@ -185,8 +184,9 @@ def prepare_dense(w_codes: np.ndarray, name: str = "int_gemm") -> DenseOperands:
     """Check dense weight codes (int8 ``[N, K]``) and derive the kernel's padded form (its K a
     multiple of every vector step, so it serves int16 and int32 activations alike)."""
     check_codes(f"{name}.w", w_codes, (np.int8,), 2)
-    padded = _padded(*w_codes.shape, _W_ROW_MULTIPLE, np.int8, simd.k_step(np.int16))
-    padded[:w_codes.shape[0], :w_codes.shape[1]] = w_codes
+    n, k = w_codes.shape
+    padded = np.zeros((_round_up(n, _W_ROW_MULTIPLE), _round_up(k, simd.K_STEP)), dtype=np.int8)
+    padded[:n, :k] = w_codes
     return DenseOperands(codes=w_codes, padded=padded, max_abs=max_abs_shifted(w_codes))
 
 
@@ -320,7 +320,7 @@ def prepare_sparse(values: np.ndarray, indices: np.ndarray, name: str = "sparse_
     controls = mux_values = None
     if simd.mux_supported() if shuffle is None else shuffle:
         n, groups = values.shape[0], values.shape[1] // SPARSE_KEPT
-        n_padded = -(-n // _MUX_TILE_N) * _MUX_TILE_N
+        n_padded = _round_up(n, _MUX_TILE_N)
         first, second = (indices[:, s::SPARSE_KEPT] * 2 for s in range(SPARSE_KEPT))
         pairs = np.zeros((groups, n_padded, 4), dtype=np.uint8)  # padding outputs pick byte 0
         pairs[:, :n] = np.stack([first, first + 1, second, second + 1], axis=2).transpose(1, 0, 2)

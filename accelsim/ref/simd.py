@@ -22,7 +22,8 @@ one: after changing the IR emitted here, delete ``accelsim/ref/__pycache__/*.nb[
 
 from __future__ import annotations
 
-import numpy as np
+import functools
+
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -34,11 +35,9 @@ LANES = 16  # int32 accumulator lanes per vector (512 bits)
 # 4 x 4 would spend 3/4 of its products on padding rows.
 BLOCK = (4, 4)
 NARROW_BLOCK = (1, 8)
-
-
-def k_step(dtype: np.dtype) -> int:
-    """Reduction elements per vector step: 32 for int16 operands (pairs), 16 for int32."""
-    return 2 * LANES if np.dtype(dtype) == np.int16 else LANES
+# Reduction elements per vector step with int16 activations (pairs per int32 lane); int32
+# activations step LANES at a time, so a K padded to a multiple of K_STEP serves both.
+K_STEP = 2 * LANES
 
 
 def _pairwise(builder: ir.IRBuilder, product: ir.Value) -> ir.Value:
@@ -88,7 +87,7 @@ def dot_block(typingctx, x, w, m0, n0, sums, rows, cols):  # pragma: no cover - 
     cols`` block at ``(m0, n0)``; ``rows`` and ``cols`` are compile-time constants.
 
     ``x``: int16 or int32, ``w``: int8; both C-contiguous 2-D with the same number of columns, a
-    multiple of :func:`k_step` of ``x``'s dtype; rows ``m0..m0+rows-1`` of ``x`` and
+    multiple of ``K_STEP``; rows ``m0..m0+rows-1`` of ``x`` and
     ``n0..n0+cols-1`` of ``w`` must exist. ``sums``: int32, at least ``rows * cols`` elements.
     """
     if not (isinstance(x, types.Array) and isinstance(w, types.Array)
@@ -98,7 +97,7 @@ def dot_block(typingctx, x, w, m0, n0, sums, rows, cols):  # pragma: no cover - 
             and isinstance(rows, types.IntegerLiteral) and isinstance(cols, types.IntegerLiteral)):
         return None
     pairs = x.dtype == types.int16
-    step = 2 * LANES if pairs else LANES
+    step = K_STEP if pairs else LANES
     n_rows, n_cols = rows.literal_value, cols.literal_value
     blocks = n_rows * n_cols
 
@@ -171,9 +170,10 @@ MUX_BLOCK = (4, 4)  # (rows of x, vectors of LANES outputs): 16 accumulators
 MUX_NARROW_BLOCK = (1, 4)  # one or a few rows (GEMV)
 
 
+@functools.cache
 def mux_supported() -> bool:
     """Whether the CPU numba compiles for has AVX-512BW (numba's ``NUMBA_CPU_FEATURES`` when
-    set, else the host's)."""
+    set, else the host's). Asked once per process: every 2:4 layer's preparation asks."""
     from numba.core import config
 
     features = config.CPU_FEATURES
