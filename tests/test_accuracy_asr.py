@@ -45,7 +45,7 @@ def test_asr_recipe_quantizes_decoder_linears_and_output_projection_with_2_4_mas
 
 def test_per_site_widths_reach_the_decoder_linears_by_their_input_site():
     # The decoder's Q/K/V (self and cross) read a LayerNorm output as the encoder's do; the
-    # output projection matches no site and keeps the recipe's widths.
+    # output projection has a site of its own (lm_head), unnamed here: the recipe's widths.
     model = zasr.build_asr_model(TINY, seed=0)
     recipe = aasr.asr_recipe(Recipe(
         name="t", act_bits_by_site={"qkv": 8, "ffn_down": 8}, weight_bits_by_site={"qkv": 8}))
@@ -70,6 +70,18 @@ def test_dense_sites_keep_every_qkv_dense_the_decoders_included():
     assert kinds == {"encoder.self_attn", "decoder.self_attn", "decoder.encoder_attn"}
     assert not any(masked[n] for n in qkv)
     assert all(masked[n] for n in masked if n not in qkv)
+
+
+def test_the_output_projection_takes_the_lm_head_sites_widths_and_stays_dense_there():
+    model = zasr.build_asr_model(TINY, seed=0)
+    apply_recipe(model, aasr.asr_recipe(Recipe(
+        name="t", sparsity="2:4", weight_bits_by_site={"lm_head": 8},
+        act_bits_by_site={"lm_head": 8}, dense_sites=("lm_head",))))
+    layers = dict(quant_linears(model))
+    head = layers.pop("whisper.proj_out")
+    assert (head.weight_quant.bits, head.act_quant.bits, head.weight_mask) == (8, 8, None)
+    assert {(q.weight_quant.bits, q.act_quant.bits) for q in layers.values()} == {(4, 4)}
+    assert all(q.weight_mask is not None for q in layers.values())
 
 
 def _calibrated(recipe_name: str, seed: int):

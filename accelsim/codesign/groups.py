@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from accelsim.compress.sites import SITES, site_of
+from accelsim.compress.sites import BLOCK_SITES, site_of
 from accelsim.errors import AccelsimError
 from accelsim.graph.ir import GemmNode, Graph
 
@@ -99,9 +99,9 @@ def find_groups(graph: Graph, grouping: Grouping) -> Groups:
                 found.setdefault(group, []).append(i)
     if not found:
         raise AccelsimError(f"model {graph.name!r}: no encoder linears (sites "
-                            f"{', '.join(SITES)}) to assign formats to")
+                            f"{', '.join(BLOCK_SITES)}) to assign formats to")
     # Sites in data-flow order; blocks (and block sites) in model order.
-    names = [s for s in SITES if s in found] if grouping == "site" else list(found)
+    names = [s for s in BLOCK_SITES if s in found] if grouping == "site" else list(found)
     return Groups(grouping, tuple(names), tuple(tuple(found[n]) for n in names))
 
 

@@ -1,4 +1,4 @@
-"""The input site of an encoder linear: which tensor of the block its input activation is.
+"""The input site of a linear: which tensor of the block its input activation is.
 
 Four sites per encoder block, named by the linear that reads them:
 
@@ -13,6 +13,12 @@ FFN-up read a LayerNorm output, the tensor where transformers keep their outlier
 (``act_bits_by_site``, and ``weight_bits_by_site`` for the weights), like the IBM code's
 ``nbits_a_qkv``. An extra linear outside the blocks whose name matches one site (Whisper's
 decoder linears) takes that site's widths (:func:`site_if_any`).
+
+A fifth site sits outside the blocks: ``lm_head``, a decoder's output projection to the
+vocabulary (``lm_head``; Whisper's ``proj_out``), which reads the final LayerNorm output. It is
+the largest weight of a small recognizer (Whisper tiny.en's 51,864 x 384 is more than all its
+blocks' linears together) and the one a decode step streams every token, so a recipe may give
+it its own widths and keep it dense. An encoder's classifier head matches no site.
 """
 
 from __future__ import annotations
@@ -31,13 +37,16 @@ SITE_PATTERNS: dict[str, re.Pattern[str]] = {
     "ffn_up": re.compile(r"\.(intermediate\.dense|intermediate_dense|fc1|c_fc|gate_proj|up_proj)$"),
     "ffn_down": re.compile(r"(?<!attention)\.output\.dense$|\.(output_dense|fc2|mlp\.c_proj|"
                            r"down_proj)$"),
+    "lm_head": re.compile(r"(^|\.)(lm_head|proj_out)$"),
 }
 SITES: tuple[str, ...] = tuple(SITE_PATTERNS)
+BLOCK_SITES: tuple[str, ...] = ("qkv", "attn_out", "ffn_up", "ffn_down")
 SITE_INPUTS: dict[str, str] = {
     "qkv": "Q/K/V projections (LayerNorm output)",
     "attn_out": "attention output projection (context)",
     "ffn_up": "FFN up projection (LayerNorm output)",
     "ffn_down": "FFN down projection (GELU output)",
+    "lm_head": "a decoder's output projection to the vocabulary (final LayerNorm output)",
 }
 
 
@@ -74,9 +83,9 @@ class SiteRules:
 
 def site_of(name: str) -> str:
     """The site of the encoder linear at module path ``name``; one line when none or several
-    match."""
-    matches = [site for site, pattern in SITE_PATTERNS.items() if pattern.search(name)]
+    of the block sites match."""
+    matches = [site for site in BLOCK_SITES if SITE_PATTERNS[site].search(name)]
     if len(matches) != 1:
         raise AccelsimError(f"linear {name!r}: input site matches {matches or 'none'}; an "
-                            f"encoder linear must match exactly one of {', '.join(SITES)}")
+                            f"encoder linear must match exactly one of {', '.join(BLOCK_SITES)}")
     return matches[0]

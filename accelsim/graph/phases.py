@@ -190,9 +190,9 @@ class DecoderPrecision(SiteRules):
     decode step streams it every token) at ``weight_bits`` x ``act_bits`` with ``sparsity``
     at its nominal density, attention matmuls at ``attention_bits``, the KV cache at
     ``kv_bits``. A linear whose name matches one input site (``compress.sites.site_if_any``:
-    Q/K/V, attention output, FFN up, FFN down) takes that site's width from
+    Q/K/V, attention output, FFN up, FFN down, the LM head) takes that site's width from
     ``weight_bits_by_site`` / ``act_bits_by_site`` where the recipe names it, and stays dense
-    where ``dense_sites`` names it, as compression does; a head (no site) keeps the recipe's."""
+    where ``dense_sites`` names it, as compression does; else it keeps the recipe's widths."""
 
     weight_bits: int
     act_bits: int

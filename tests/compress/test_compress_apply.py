@@ -24,7 +24,7 @@ from accelsim.compress.apply import (
 from accelsim.compress.precision import ATTENTION_ATTR, LINEAR_ATTR
 from accelsim.compress.quant import QuantLinear, sawb_clip
 from accelsim.compress.recipe import load_recipe, recipe_from_dict
-from accelsim.compress.sites import SITES, site_of
+from accelsim.compress.sites import BLOCK_SITES, site_of
 from accelsim.compress.sparsity import mask_2_4
 from accelsim.errors import AccelsimError
 
@@ -231,7 +231,7 @@ def test_every_encoder_linear_has_one_site_and_takes_its_site_width(build, input
     sites = {name: site_of(name) for name in plan.quantized_linears}
     blocks = list(sites.values()).count("ffn_down")
     assert blocks >= 1
-    assert {site: list(sites.values()).count(site) for site in SITES} == {
+    assert {site: list(sites.values()).count(site) for site in BLOCK_SITES} == {
         "qkv": 3 * blocks, "attn_out": blocks, "ffn_up": blocks, "ffn_down": blocks}
     batch = type("B", (), {"inputs": inputs(), "labels": None})()
     calibrate(model, [batch], recipe)

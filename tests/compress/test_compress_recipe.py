@@ -52,6 +52,9 @@ def test_shipped_recipes_load_and_differ_only_where_the_ablation_says() -> None:
         "w4a8_sp24_wanda_qkv_w8_dense": {**WHISPER_QKV_W8, "dense_sites": ("qkv",)},
         "w4a8_sp24_wanda_qkv_w8_attn_dense": {**WHISPER_QKV_W8,
                                               "dense_sites": ("qkv", "attn_out")},
+        "w4a8_sp24_wanda_qkv_w8_attn_dense_head_w8": {
+            **WHISPER_QKV_W8, "weight_bits_by_site": {"qkv": 8, "lm_head": 8},
+            "dense_sites": ("qkv", "attn_out", "lm_head")},
         "w4a4_sp24_wanda_qkv_w8a8_down_a8": {**WHISPER_QKV_W8_A4,
                                              "act_bits_by_site": {"qkv": 8, "ffn_down": 8}},
         "w8a8_kd_unlabeled": {"weight_bits": 8, "act_bits": 8, "sparsity": "dense",
@@ -126,7 +129,7 @@ def test_bad_distillation_is_one_line(fields: dict, message: str) -> None:
     ("fields", "message"),
     [
         ({"act_bits_by_site": {"qkvo": 8}},
-         "act_bits_by_site: site 'qkvo' is not one of qkv, attn_out, ffn_up, ffn_down"),
+         "act_bits_by_site: site 'qkvo' is not one of qkv, attn_out, ffn_up, ffn_down, lm_head"),
         ({"act_bits_by_site": {"qkv": 6}}, "act_bits_by_site: qkv: 6 is not one of 4, 8"),
         ({"act_bits_by_site": {"qkv": "8"}}, "act_bits_by_site: expected an integer, got '8'"),
         ({"act_bits_by_site": [8]}, "act_bits_by_site: expected a mapping, got [8]"),

@@ -130,6 +130,18 @@ def test_dense_sites_leave_those_decoder_gemms_dense():
     assert {sparsity[name] for name in sparsity if name not in qkv} == {"2:4"}
 
 
+def test_the_lm_head_site_gives_the_lm_head_its_own_widths_and_keeps_it_dense():
+    step = trace("gpt2_tiny", "decode", context=5)
+    precise = with_precision(step, DecoderPrecision(
+        4, 4, 8, 4, "2:4", weight_bits_by_site={"lm_head": 8}, dense_sites=("lm_head",)))
+    weights = {n.name: (n.weight_bits, n.act_bits, n.sparsity)
+               for n in precise.graph.gemms if not n.weight_is_activation}
+    heads = {name for name in weights if name.endswith("lm_head")}
+    assert len(heads) == 1
+    assert weights[heads.pop()] == (8, 4, "dense")
+    assert {w for name, w in weights.items() if not name.endswith("lm_head")} == {(4, 4, "2:4")}
+
+
 def test_recipe_kv_bits_is_validated():
     assert recipe_from_dict({"name": "kv4", "kv_bits": 4}).kv_bits == 4
     with pytest.raises(AccelsimError, match="kv_bits: 3 is not a supported KV-cache width"):
