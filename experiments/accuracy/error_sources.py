@@ -31,7 +31,7 @@ from accelsim.accuracy.pipeline import train
 from accelsim.accuracy.table import RESULTS_DIR, read_rows, write_csv
 from accelsim.compress.apply import act_quantizers, apply_recipe, calibrate, quant_linears
 from accelsim.compress.recipe import Recipe, load_recipe
-from accelsim.compress.sites import SITE_INPUTS, SITES, site_of
+from accelsim.compress.sites import BLOCK_SITES, SITE_INPUTS, site_of
 from accelsim.files import write_text_atomic
 from accelsim.tasks import Task, get_task
 
@@ -63,7 +63,7 @@ def settings() -> list[Setting]:
         Setting("8-bit attention operands only", w8, off, True),
         Setting("4-bit activations only (all linear inputs)", w8, on, False),
     ]
-    for site in SITES:
+    for site in BLOCK_SITES:
         out.append(Setting(f"4-bit activations only at {SITE_INPUTS[site]}", w8,
                            lambda name, site=site: site_of(name) == site, False))
     # The two remedies beyond the paper, measured the same way.
