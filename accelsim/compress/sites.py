@@ -40,7 +40,8 @@ SITE_PATTERNS: dict[str, re.Pattern[str]] = {
     "lm_head": re.compile(r"(^|\.)(lm_head|proj_out)$"),
 }
 SITES: tuple[str, ...] = tuple(SITE_PATTERNS)
-BLOCK_SITES: tuple[str, ...] = ("qkv", "attn_out", "ffn_up", "ffn_down")
+OUTSIDE_BLOCK_SITES: tuple[str, ...] = ("lm_head",)
+BLOCK_SITES: tuple[str, ...] = tuple(s for s in SITES if s not in OUTSIDE_BLOCK_SITES)
 SITE_INPUTS: dict[str, str] = {
     "qkv": "Q/K/V projections (LayerNorm output)",
     "attn_out": "attention output projection (context)",
