@@ -95,6 +95,23 @@ def test_int_gemm_prepared_weights_give_the_same_sums_and_must_match():
         K.int_gemm(a, w.copy(), zp, prepared=prepared)
 
 
+def test_kernel_operands_start_on_a_cache_line():
+    # The vector loads of whole rows must not straddle lines: the 2:4 kernel's speed depended
+    # on where numpy happened to place these arrays (benchmarks/README.md).
+    rng = np.random.default_rng(4)
+    w = _two_four(rng, 9, 40)
+    values, indices = C.compress_2to4(w)
+    sparse = K.prepare_sparse(values, indices, shuffle=True)
+    arrays = [K.prepare_dense(w).padded, sparse.mux_controls, sparse.mux_values,
+              K._shifted(rng.integers(0, 16, (5, 40)).astype(np.uint8), 3, 4, 64, np.int16)]
+    for shape, dtype in (((3, 5), np.int16), ((7,), np.uint8), ((2, 3, 4), np.int64)):
+        arrays.append(K._aligned(shape, dtype))
+        assert arrays[-1].shape == shape and arrays[-1].dtype == dtype
+        assert not arrays[-1].any()
+    assert [a.ctypes.data % 64 for a in arrays] == [0] * len(arrays)
+    assert all(a.flags.c_contiguous for a in arrays)
+
+
 def test_int_gemm_rejects_wrong_dtype_and_shape():
     with pytest.raises(AccelsimError, match="dtype int32"):
         K.int_gemm(np.zeros((2, 4), np.int32), np.zeros((3, 4), np.int8))
