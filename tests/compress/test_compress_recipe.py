@@ -60,9 +60,8 @@ def test_shipped_recipes_load_and_differ_only_where_the_ablation_says() -> None:
         "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense": {
             **WHISPER_QKV_W8, "mask_score": "sparsegpt",
             "dense_sites": ("qkv", "attn_out", "lm_head")},
-        "w4a8_sp24_wanda_qkv_w8_attn_dense_head_dense_kd": {
-            **WHISPER_QKV_W8, "dense_sites": ("qkv", "attn_out", "lm_head"),
-            "distill_weight": 0.5},
+        "w4a8_sp24_sparsegpt_qkv_w8_attn_dense": {
+            **WHISPER_QKV_W8, "mask_score": "sparsegpt", "dense_sites": ("qkv", "attn_out")},
         "w4a8_qkv_w8": {"weight_bits_by_site": {"qkv": 8}, "act_bits": 8, "sparsity": "dense",
                         "calibration_percentiles": (0.0, 100.0), "families": ("whisper",)},
         "w4a4_sp24_wanda_qkv_w8a8_down_a8": {**WHISPER_QKV_W8_A4,
