@@ -102,8 +102,9 @@ def test_kernel_operands_start_on_a_cache_line():
     w = _two_four(rng, 9, 40)
     values, indices = C.compress_2to4(w)
     sparse = K.prepare_sparse(values, indices, shuffle=True)
+    a = rng.integers(0, 16, (5, 40)).astype(np.uint8)
     arrays = [K.prepare_dense(w).padded, sparse.mux_controls, sparse.mux_values,
-              K._shifted(rng.integers(0, 16, (5, 40)).astype(np.uint8), 3, 4, 64, np.int16)]
+              K._shifted(a, 3, 4, 64, np.int16), K._shifted_transpose(a, 3)]
     for shape, dtype in (((3, 5), np.int16), ((7,), np.uint8), ((2, 3, 4), np.int64)):
         arrays.append(K._aligned(shape, dtype))
         assert arrays[-1].shape == shape and arrays[-1].dtype == dtype
