@@ -159,7 +159,10 @@ def test_asr_wer_bad_option_combinations_are_one_line(
             (["--fp32-epochs", "2"], "--fp32-epochs 2: allowed only with --qat"),
             (["--qat", "--fp32-epochs", "0"], "a positive number of epochs"),
             (["--fp32-lr", "1e-4"], "--fp32-lr 0.0001: allowed only with --qat"),
-            (["--qat", "--fp32-lr", "0"], "a positive learning rate")):
+            (["--qat", "--fp32-lr", "0"], "a positive learning rate"),
+            (["--fp32-train-utterances", "2000"],
+             "--fp32-train-utterances 2000: allowed only with --qat"),
+            (["--qat", "--fp32-train-utterances", "0"], "a positive number of utterances")):
         monkeypatch.setattr("sys.argv", ["asr_wer.py", *argv])
         assert script.main() == 2
         err = capsys.readouterr().err
@@ -172,7 +175,7 @@ def test_asr_wer_names_a_parent_with_other_epochs_or_lr_in_command_and_table():
         limit=100, window_seconds=asr.WINDOW_SECONDS, float_output_projection=False,
         calibration_percentiles=None, qat=True, train_utterances=2000, val_utterances=16,
         epochs=4, fp32_epochs=2, batch_size=8, lr=1e-4, fp32_lr=1e-4, threads=2, seed=0,
-        init="finetuned")
+        init="finetuned", fp32_train_utterances=2000)
     assert script.command(args, "w4a4_sp24", "val").endswith("--threads 2 --fp32-epochs 2")
     assert script.parent_epochs(args, script.load_recipe("w4a4_sp24")) == 2
     assert script.parent_epochs(args, script.load_recipe("fp32")) is None
@@ -185,6 +188,33 @@ def test_asr_wer_names_a_parent_with_other_epochs_or_lr_in_command_and_table():
     assert script.qat_label({**row, "fp32_epochs": "4"}).endswith("from the FP32 run")
     assert script.qat_label({**row, "fp32_epochs": "4", "lr": "1e-05", "fp32_lr": "0.0001"}
                             ).endswith("lr 1e-05, from the FP32 run of 4 ep at lr 0.0001")
+
+
+def test_asr_wer_more_qat_data_than_the_parent_makes_fp32_the_same_data_control():
+    """With --fp32-train-utterances, every recipe (fp32 too) continues from the FP32 run of the
+    smaller data; the command, the row and the run folder say so."""
+    script = _script("asr_wer")
+    args = argparse.Namespace(
+        limit=300, window_seconds=asr.WINDOW_SECONDS, float_output_projection=False,
+        calibration_percentiles=None, qat=True, train_utterances=6000, val_utterances=16,
+        epochs=1, fp32_epochs=2, batch_size=8, lr=3e-5, fp32_lr=1e-4, threads=2, seed=0,
+        init="finetuned", fp32_train_utterances=2000)
+    for recipe in ("fp32", "w4a4_sp24"):
+        assert script.parent_epochs(args, script.load_recipe(recipe)) == 2
+        assert script.command(args, recipe, "val").endswith(
+            "--fp32-epochs 2 --fp32-lr 0.0001 --fp32-train-utterances 2000")
+    assert script.other_parent_data(args, 2) == "2000"
+    same_data = argparse.Namespace(**{**vars(args), "fp32_train_utterances": 6000})
+    assert script.parent_epochs(same_data, script.load_recipe("fp32")) is None
+    assert script.other_parent_data(same_data, 2) == ""
+    pretrained = argparse.Namespace(**{**vars(args), "init": "pretrained"})
+    assert "--init pretrained" in script.command(pretrained, "fp32", "val")
+    assert "--init pretrained" not in script.command(
+        argparse.Namespace(**{**vars(same_data), "init": "pretrained"}), "fp32", "val")
+    row = {"qat_epochs": "1", "train_utterances": "6000", "batch_size": "8", "lr": "3e-05",
+           "qat_init": "fp32_finetuned", "fp32_epochs": "2", "fp32_lr": "0.0001",
+           "fp32_train_utterances": "2000"}
+    assert script.qat_label(row).endswith("from the FP32 run of 2 ep at lr 0.0001 x 2000 utt")
 
 
 def test_asr_wer_keeps_a_run_re_made_at_another_commit(tmp_path):
@@ -209,7 +239,7 @@ def test_asr_decoder_attention_bad_limit_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["asr_decoder_attention.py", "--limit", "0"])
     assert _script("asr_decoder_attention").main() == 2
     err = capsys.readouterr().err
-    assert "allowed: an integer >= 1" in err and err.count("\n") == 1
+    assert "limit 0 val utterances; allowed: 1 .. 500" in err and err.count("\n") == 1
 
 
 def test_asr_sensitivity_bad_limit_is_one_line(monkeypatch, capsys, tmp_path):

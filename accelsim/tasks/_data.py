@@ -88,15 +88,20 @@ def balanced_split(
     return {s: np.sort(np.concatenate(picked[s])) for s in SPLITS}
 
 
-def disjoint_splits(items: Sequence[T], counts: Mapping[Split, int]) -> dict[Split, tuple[T, ...]]:
+def disjoint_splits(items: Sequence[T], counts: Mapping[Split, int],
+                    extra_train: int = 0) -> dict[Split, tuple[T, ...]]:
     """``counts[split]`` of ``items`` per split, disjoint, drawn by one permutation seeded by
-    :data:`SPLIT_SEED` and cut in split order (the caller checks there are enough)."""
+    :data:`SPLIT_SEED` and cut in split order; then ``extra_train`` more items, cut after the
+    last split, join the end of train. So growing ``extra_train`` moves no item of any split:
+    a run on the first ``counts["train"]`` training items is unchanged. (The caller checks
+    there are enough.)"""
     picked = np.random.default_rng(SPLIT_SEED).permutation(len(items))
     out: dict[Split, tuple[T, ...]] = {}
     start = 0
     for split in SPLITS:
         out[split] = tuple(items[i] for i in picked[start:start + counts[split]])
         start += counts[split]
+    out["train"] += tuple(items[i] for i in picked[start:start + extra_train])
     return out
 
 

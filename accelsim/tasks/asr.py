@@ -7,7 +7,10 @@ unlike fortunes (quotations full of names, verse and odd punctuation). Kept: exa
 :data:`MIN_WORDS` .. :data:`MAX_WORDS` words made of letters, apostrophes and commas only (no
 digits, so no question of how a number is spoken or written), a final ``.``/``!``/``?`` removed;
 duplicates (after normalization) dropped: 31,608 sentences. :data:`SENTENCES_PER_SPLIT` of them
-are drawn with :data:`accelsim.tasks._data.SPLIT_SEED`, disjoint between splits.
+are drawn with :data:`accelsim.tasks._data.SPLIT_SEED`, disjoint between splits: one permutation
+cut into the first :data:`FIRST_TRAIN_SENTENCES` training sentences, validation, test, then the
+rest of the training sentences. (The train split was those first 2,000 alone until more training
+data was wanted; cut after test, the added sentences moved none of the earlier ones.)
 
 Speakers: an espeak-ng voice is a variant (timbre) of :data:`accelsim.tasks.speech.VARIANTS` in
 one of its 8 English accents; the variants are split as the speech task splits them (24 train,
@@ -68,7 +71,8 @@ if TYPE_CHECKING:
 WORDNET_DIR = Path(assets.ASSETS["wordnet-base"].probe).parent
 WORDNET_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
 MIN_WORDS, MAX_WORDS = 4, 16
-SENTENCES_PER_SPLIT = {"train": 2000, "val": 500, "test": 500}
+SENTENCES_PER_SPLIT = {"train": 12_000, "val": 500, "test": 500}
+FIRST_TRAIN_SENTENCES = 2000  # cut before validation; the rest of train comes after test
 SPEED_WPM = (130, 200)  # espeak-ng -s, inclusive: clearly articulated, 16 words in < 8 s
 PITCH = (20, 80)  # espeak-ng -p, inclusive
 WINDOW_SECONDS = 10.0
@@ -172,23 +176,28 @@ def read_sentences(directory: Path = WORDNET_DIR) -> list[str]:
 
 @cache
 def split_sentences(directory: Path = WORDNET_DIR) -> dict[Split, tuple[str, ...]]:
-    """Disjoint sentence sets per split, :data:`SENTENCES_PER_SPLIT` each, by SPLIT_SEED."""
+    """Disjoint sentence sets per split, :data:`SENTENCES_PER_SPLIT` each, by SPLIT_SEED (see
+    the module docstring for the order of the cuts)."""
     sentences = read_sentences(directory)
     need = sum(SENTENCES_PER_SPLIT.values())
     if len(sentences) < need:
         raise AccelsimError(f"task asr: {len(sentences)} sentences in {directory}, the split "
                             f"needs {need}")
-    return disjoint_splits(sentences, SENTENCES_PER_SPLIT)
+    first = {**SENTENCES_PER_SPLIT, "train": FIRST_TRAIN_SENTENCES}
+    return disjoint_splits(sentences, first,
+                           extra_train=SENTENCES_PER_SPLIT["train"] - FIRST_TRAIN_SENTENCES)
 
 
 def utterances(split: Split, limit: int | None = None,
                directory: Path = WORDNET_DIR) -> list[Utterance]:
     """The first ``limit`` (all when None) utterances of ``split``, in a fixed order."""
-    if limit is not None and limit < 1:
-        raise AccelsimError(f"task asr: limit {limit}; allowed: an integer >= 1 or None")
+    sentences = split_sentences(directory)[split]
+    if limit is not None and not 1 <= limit <= len(sentences):
+        raise AccelsimError(f"task asr: limit {limit} {split} utterances; allowed: 1 .. "
+                            f"{len(sentences)} or None")
     variants = split_variants()[split]
     out = []
-    for sentence in split_sentences(directory)[split][:limit]:
+    for sentence in sentences[:limit]:
         rng = np.random.default_rng([SPLIT_SEED, zlib.crc32(sentence.encode()), 3])
         out.append(Utterance(
             sentence=sentence,

@@ -16,8 +16,10 @@ token accuracy on the first ``--val-utterances`` validation utterances after eac
 epochs and lr on ``--splits val`` only). ``fp32`` is fine-tuned in float32 with the same
 schedule from the pre-trained recognizer: the baseline a QAT row compares with, and the critical
 initialization a compressed recipe's QAT starts from (its run is trained first when it is not
-cached; ``--fp32-epochs`` and ``--fp32-lr`` give that run other epochs and another learning
-rate than the QAT's; ``--init pretrained``, or
+cached; ``--fp32-epochs``, ``--fp32-lr`` and ``--fp32-train-utterances`` give that run other
+epochs, another learning rate and other training data than the QAT's; with other data, ``fp32``
+too starts from that run and trains the QAT's schedule, the control of the same data and steps;
+``--init pretrained``, or
 a recipe with ``init: pretrained``, starts from the
 pre-trained recognizer instead, the ablation). A
 compressed recipe trains and is measured with its decoder attention quantized, on the integer
@@ -68,11 +70,11 @@ FIELDS = ("model", "recipe", "calibration_percentiles", "split", "utterances",
           "decoder_attention", "measured_by", "datapath", "seconds", "command",
           "qat_epochs", "train_utterances", "batch_size", "lr", "val_token_accuracy_pct",
           "train_minutes", "checkpoint_sha256", "qat_init", "fp32_epochs", "code_commit",
-          "fp32_lr")
+          "fp32_lr", "fp32_train_utterances")
 MEASURED_BY = ("fake_quant", "integer_reference")
 # One row per QAT schedule and starting point.
 QAT_KEY = ("qat_epochs", "train_utterances", "batch_size", "lr", "qat_init", "fp32_epochs",
-           "fp32_lr")
+           "fp32_lr", "fp32_train_utterances")
 INITS = {"finetuned": "fp32_finetuned", "pretrained": "pretrained"}  # --init: the row's qat_init
 QAT_DEFAULTS = {"decoder_attention": "quantized", "measured_by": "integer_reference"}
 PLAIN_DEFAULTS = {"decoder_attention": "float32", "measured_by": "fake_quant"}
@@ -94,12 +96,14 @@ def command(args: argparse.Namespace, recipe: str, split: str) -> str:
                   f"--threads {args.threads}"]
         if args.seed:
             parts.append(f"--seed {args.seed}")
-        if args.init != "finetuned" and load_recipe(recipe).quantized:
+        if args.init != "finetuned" and has_parent(args, load_recipe(recipe)):
             parts.append(f"--init {args.init}")
         if args.fp32_epochs != args.epochs:
             parts.append(f"--fp32-epochs {args.fp32_epochs}")
         if args.fp32_lr != args.lr:
             parts.append(f"--fp32-lr {args.fp32_lr:g}")
+        if args.fp32_train_utterances != args.train_utterances:
+            parts.append(f"--fp32-train-utterances {args.fp32_train_utterances}")
     else:
         if args.decoder_attention != "float32":
             parts.append(f"--decoder-attention {args.decoder_attention}")
@@ -114,10 +118,18 @@ def schedule_of(args: argparse.Namespace) -> QatSchedule:
                        args.lr, args.seed, args.window_seconds)
 
 
+def has_parent(args: argparse.Namespace, recipe: Recipe) -> bool:
+    """Whether ``recipe``'s QAT starts from an FP32 run unless ``--init`` says otherwise: a
+    compressed recipe always; ``fp32`` when that run had other training data
+    (``--fp32-train-utterances``), so that it is the control that sees the compressed recipes'
+    data and steps."""
+    return recipe.quantized or args.fp32_train_utterances != args.train_utterances
+
+
 def parent_epochs(args: argparse.Namespace, recipe: Recipe) -> int | None:
     """The epochs of the FP32 run ``recipe``'s QAT starts from; None when it starts from the
-    pre-trained recognizer (or is not compressed)."""
-    if not recipe.quantized or start_of(args, recipe) == "pretrained":
+    pre-trained recognizer."""
+    if not has_parent(args, recipe) or start_of(args, recipe) == "pretrained":
         return None
     return args.fp32_epochs
 
@@ -129,12 +141,15 @@ def qat_run(args: argparse.Namespace, recipe_name: str, model: torch.nn.Module,
     # One folder per schedule and data (the provenance refuses a folder of another recipe).
     clips = ("-p{:g}-{:g}".format(*recipe.calibration_percentiles)
              if args.calibration_percentiles and recipe.quantized else "")
-    init = f"-init{start_of(args, recipe)}" if recipe.quantized else ""
     parent = parent_epochs(args, recipe)
+    init = f"-init{start_of(args, recipe)}" if has_parent(args, recipe) else ""
     if parent not in (None, args.epochs):  # equal epochs keep the folder names made before
         init += f"-fp32e{parent}"
     if parent is not None and args.fp32_lr != args.lr:
         init += f"-fp32lr{args.fp32_lr:g}"
+    parent_data = other_parent_data(args, parent)
+    if parent_data:
+        init += f"-fp32train{parent_data}"
     start = time.perf_counter()
     result = scheduled_run(model, MODEL, schedule_of(args), recipe_name, recipe,
                            remake=command(args, recipe_name, " ".join(args.splits)),
@@ -147,10 +162,18 @@ def qat_run(args: argparse.Namespace, recipe_name: str, model: torch.nn.Module,
         "val_token_accuracy_pct": f"{result.metric:.2f}",
         "train_minutes": "" if reused else f"{(time.perf_counter() - start) / 60:.1f}",
         "checkpoint_sha256": tensors_sha256(result.model.state_dict()),
-        "qat_init": INITS[start_of(args, recipe)] if recipe.quantized else "",
+        "qat_init": INITS[start_of(args, recipe)] if has_parent(args, recipe) else "",
         "fp32_epochs": "" if parent is None else str(parent),
         "fp32_lr": "" if parent is None or args.fp32_lr == args.lr else f"{args.fp32_lr:g}",
+        "fp32_train_utterances": parent_data,
     }
+
+
+def other_parent_data(args: argparse.Namespace, parent: int | None) -> str:
+    """The FP32 parent's training utterances where they differ from the QAT's, else ""."""
+    if parent is None or args.fp32_train_utterances == args.train_utterances:
+        return ""
+    return str(args.fp32_train_utterances)
 
 
 def start_of(args: argparse.Namespace, recipe: Recipe) -> str:
@@ -166,7 +189,8 @@ def qat_start(args: argparse.Namespace, recipe: Recipe) -> torch.nn.Module:
     parent = parent_epochs(args, recipe)
     if parent is None:
         return build_asr_model(MODEL, pretrained=True, seed=0)
-    fp32_args = argparse.Namespace(**{**vars(args), "epochs": parent, "lr": args.fp32_lr})
+    fp32_args = argparse.Namespace(**{**vars(args), "epochs": parent, "lr": args.fp32_lr,
+                                      "train_utterances": args.fp32_train_utterances})
     return finetuned_start(MODEL, schedule_of(fp32_args),
                            remake=command(fp32_args, "fp32", " ".join(args.splits)),
                            on_progress=progress_printer("asr/fp32", every=1))
@@ -243,9 +267,12 @@ def qat_label(row: dict[str, str]) -> str:
         return "-"
     start = {"fp32_finetuned": ", from the FP32 run", "pretrained": ", from pre-trained"}
     parent, parent_lr = row.get("fp32_epochs", ""), row.get("fp32_lr", "")
-    if row.get("qat_init") == "fp32_finetuned" and (parent != row["qat_epochs"] or parent_lr):
+    parent_data = row.get("fp32_train_utterances", "")
+    if row.get("qat_init") == "fp32_finetuned" and (parent != row["qat_epochs"] or parent_lr
+                                                    or parent_data):
         start["fp32_finetuned"] = (f", from the FP32 run of {parent} ep"
-                                   + (f" at lr {parent_lr}" if parent_lr else ""))
+                                   + (f" at lr {parent_lr}" if parent_lr else "")
+                                   + (f" x {parent_data} utt" if parent_data else ""))
     return (f"{row['qat_epochs']} ep x {row['train_utterances']} utt, batch "
             f"{row['batch_size']}, lr {row['lr']}{start.get(row.get('qat_init', ''), '')}")
 
@@ -292,6 +319,11 @@ def resolve_defaults(args: argparse.Namespace) -> None:
     elif not args.qat or not args.fp32_lr > 0:
         raise AccelsimError(f"--fp32-lr {args.fp32_lr:g}: allowed only with --qat, a positive "
                             "learning rate")
+    if args.fp32_train_utterances is None:
+        args.fp32_train_utterances = args.train_utterances
+    elif not args.qat or args.fp32_train_utterances < 1:
+        raise AccelsimError(f"--fp32-train-utterances {args.fp32_train_utterances}: allowed only "
+                            "with --qat, a positive number of utterances")
     if args.qat and args.float_output_projection:
         raise AccelsimError("--qat: --float-output-projection; allowed: without it (QAT "
                             "quantizes the output projection)")
@@ -317,6 +349,9 @@ def main() -> int:
     parser.add_argument("--qat", action="store_true",
                         help="train each recipe on the training voices first (module doc)")
     parser.add_argument("--train-utterances", type=int, default=64)
+    parser.add_argument("--fp32-train-utterances", type=int,
+                        help="training utterances of the FP32 run a compressed recipe's QAT "
+                             "starts from (default: --train-utterances)")
     parser.add_argument("--val-utterances", type=int, default=16,
                         help="validation utterances of the per-epoch token accuracy")
     parser.add_argument("--epochs", type=int, default=1)

@@ -4,6 +4,7 @@ import pytest
 
 from accelsim.errors import AccelsimError
 from accelsim.tasks import asr, speech
+from accelsim.tasks._data import disjoint_splits
 
 
 @pytest.mark.parametrize(("reference", "hypothesis", "errors"), [
@@ -55,6 +56,12 @@ def test_corpus_splits_are_disjoint_short_plain_sentences():
     for words in seen:
         assert asr.MIN_WORDS <= len(words) <= asr.MAX_WORDS
         assert all(w.isalpha() for w in words)
+    # The training sentences added after the test split moved no earlier sentence: the splits
+    # cut without them are the same validation and test, and the train split's first part.
+    first_cut = disjoint_splits(asr.read_sentences(), {**asr.SENTENCES_PER_SPLIT,
+                                                       "train": asr.FIRST_TRAIN_SENTENCES})
+    assert first_cut["val"] == splits["val"] and first_cut["test"] == splits["test"]
+    assert first_cut["train"] == splits["train"][:asr.FIRST_TRAIN_SENTENCES]
 
 
 @pytest.mark.assets("wordnet-base")
@@ -67,5 +74,7 @@ def test_utterances_are_seeded_and_speakers_unseen_across_splits():
     first = asr.utterances("val", 5)
     assert first == asr.utterances("val")[:5]  # a limit never changes an utterance
     assert all(u.accent in asr.ACCENTS for u in first)
-    with pytest.raises(AccelsimError, match="limit 0; allowed: an integer >= 1 or None"):
+    with pytest.raises(AccelsimError, match="limit 0 val utterances; allowed: 1 .. 500 or None"):
         asr.utterances("val", 0)
+    with pytest.raises(AccelsimError, match="limit 12001 train utterances; allowed: 1 .. 12000"):
+        asr.utterances("train", 12_001)

@@ -194,6 +194,19 @@ def test_an_empty_pool_is_one_line_on_the_call() -> None:
     assert passes == [list(range(5))] * 2  # every pass holds the whole pool once
 
 
+def test_extra_training_items_are_cut_after_the_test_split() -> None:
+    from accelsim.tasks._data import disjoint_splits
+
+    items = list(range(40))
+    counts = {"train": 10, "val": 5, "test": 5}
+    plain = disjoint_splits(items, counts)
+    grown = disjoint_splits(items, counts, extra_train=12)
+    assert grown["val"] == plain["val"] and grown["test"] == plain["test"]
+    assert grown["train"][:10] == plain["train"] and len(grown["train"]) == 22
+    cut = [i for split in ("train", "val", "test") for i in grown[split]]
+    assert len(set(cut)) == len(cut) == 32  # still disjoint
+
+
 def test_speech_pool_is_the_training_voices_in_their_unused_accents() -> None:
     labelled = {s: speech.clips(s) for s in ("train", "val", "test")}
     pool = speech.unlabeled_clips()
