@@ -354,3 +354,66 @@ def test_finetuned_start_trains_the_schedules_fp32_run_once_and_returns_it_uncom
     again = aasr.finetuned_start(name, schedule, remake="the command")
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(),
                                                  first.state_dict().values(), strict=True))
+
+
+def _asr_row(recipe: str, split: str, wer: str, **fields: str) -> dict[str, str]:
+    row = {"model": "whisper_tiny_en_asr", "recipe": recipe, "split": split, "wer_pct": wer,
+           "utterances": "300", "measured_by": "integer_reference", "qat_epochs": "1",
+           "train_utterances": "2000", "lr": "3e-05", "batch_size": "8",
+           "qat_init": "fp32_finetuned", "fp32_epochs": "2", "fp32_lr": "0.0001",
+           "calibration_percentiles": "0-100", "code_commit": "a" * 40}
+    if recipe == "fp32":
+        row.update(measured_by="pytorch_fp32", qat_epochs="2", lr="0.0001", qat_init="",
+                   fp32_epochs="", fp32_lr="", calibration_percentiles="-")
+    return {**row, **fields}
+
+
+def test_asr_readme_shows_each_recipe_s_best_validation_run_per_training_data():
+    script = _script("asr_readme")
+    rows = [
+        _asr_row("fp32", "val", "14.00"), _asr_row("fp32", "test", "15.00"),
+        # Two schedules of one recipe: the lower validation WER is shown, with its test split,
+        # though the other's test split is better.
+        _asr_row("w8a8", "val", "17.00"), _asr_row("w8a8", "test", "13.00"),
+        _asr_row("w8a8", "val", "16.50", lr="1e-05"), _asr_row("w8a8", "test", "14.50",
+                                                                 lr="1e-05"),
+        # Not counted: 100 utterances, the fake-quant model, a recipe the README does not show.
+        _asr_row("w8a8", "val", "1.00", utterances="100"),
+        _asr_row("w8a8", "val", "2.00", measured_by="fake_quant", lr="1e-03"),
+        _asr_row("w6a6", "val", "3.00"),
+        # More training data: its own line, against the FP32 control on the same data.
+        _asr_row("w8a8", "val", "15.00", train_utterances="6000",
+                 fp32_train_utterances="2000"),
+        _asr_row("fp32", "val", "12.00", train_utterances="6000", qat_epochs="1",
+                 lr="3e-05", qat_init="fp32_finetuned", fp32_epochs="2", fp32_lr="0.0001",
+                 fp32_train_utterances="2000"),
+    ]
+    priced = []
+
+    def pricer(recipe: str):
+        priced.append(recipe)
+        return script.Cost(ms_per_token=1.5, uj_per_token=4321.0)
+
+    lines = script.readme_table(rows, pricer).splitlines()[2:]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    assert [(c[0], c[2]) for c in cells] == [("`fp32`", "2,000"), ("`fp32`", "6,000"),
+                                             ("`w8a8`", "2,000"), ("`w8a8`", "6,000")]
+    assert cells[0][4:9] == ["14.00", "15.00", "", "–", "–"]  # FP32: no gap, no chip cost
+    assert cells[1][3] == "1 ep, lr 3e-05, from FP32 (2 ep, lr 0.0001, 2,000 utt.)"
+    assert cells[2][3].startswith("1 ep, lr 1e-05,")
+    assert cells[2][4:9] == ["16.50", "14.50", "+2.50", "1.500", "4,321.0"]
+    assert cells[3][4:7] == ["15.00", "", "+3.00"]  # against the 6,000-utterance FP32 run
+    assert priced == ["w8a8"]  # each compressed recipe priced once
+
+
+def test_the_readme_asr_table_is_what_asr_wer_csv_and_the_simulator_generate():
+    """The README's speech-recognition table: asr_wer.csv's rows, priced by the current
+    simulator (a change to either leaves it stale)."""
+    from pathlib import Path
+
+    script = _script("asr_readme")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme[readme.index(script.README_BEGIN) + len(script.README_BEGIN):
+                   readme.index(script.README_END)]
+    assert block.strip() == script.readme_table(read_rows(script.CSV)), (
+        "README's ASR table is stale: run python experiments/accuracy/asr_readme.py")

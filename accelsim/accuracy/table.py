@@ -314,11 +314,16 @@ def _readme_cell(runs: dict[str, dict[str, str]]) -> str:
 def with_readme_table(readme: str, rows: list[dict[str, str]]) -> str:
     """``readme`` with the text between :data:`README_BEGIN` and :data:`README_END` replaced by
     :func:`readme_table` of ``rows``."""
+    return with_block(readme, README_BEGIN, README_END, readme_table(rows), "README")
+
+
+def with_block(text: str, begin: str, end: str, block: str, where: str) -> str:
+    """``text`` with what lies between the marker lines ``begin`` and ``end`` replaced by
+    ``block`` (a generated table); ``where`` names the document in the error."""
     from accelsim.errors import AccelsimError
 
-    start, end = readme.find(README_BEGIN), readme.find(README_END)
-    if start < 0 or end < start:
-        raise AccelsimError(f"README: no {README_BEGIN} ... {README_END} block to fill; "
-                            "allowed: a README with both markers, in that order")
-    head = readme[: start + len(README_BEGIN)]
-    return f"{head}\n{readme_table(rows)}\n{readme[end:]}"
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        raise AccelsimError(f"{where}: no {begin} ... {end} block to fill; allowed: a "
+                            f"{where} with both markers, in that order")
+    return f"{text[:start + len(begin)]}\n{block}\n{text[stop:]}"

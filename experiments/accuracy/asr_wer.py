@@ -26,7 +26,8 @@ compressed recipe trains and is measured with its decoder attention quantized, o
 reference. The run is
 cached with its provenance under ``${ACCELSIM_CACHE}/runs/asr`` (reused when finished, resumed
 when interrupted: re-run the same command). The thread count is part of the command: a run is
-bit-for-bit reproducible at the thread count it was made with.
+bit-for-bit reproducible at the thread count it was made with. Rows land in ``asr_wer.csv`` and
+``asr_wer.md``; ``python experiments/accuracy/asr_readme.py`` then rebuilds the README's table.
 
     python experiments/accuracy/asr_wer.py --recipes fp32 w8a8 w4a4 w4a4_sp24 --limit 100
     python experiments/accuracy/asr_wer.py --recipes w8a8 --splits val --limit 5 \
