@@ -169,13 +169,19 @@ def test_asr_wer_bad_option_combinations_are_one_line(
         assert message in err and err.count("\n") == 1
 
 
-def test_asr_wer_names_a_parent_with_other_epochs_or_lr_in_command_and_table():
-    script = _script("asr_wer")
-    args = argparse.Namespace(
+def _qat_args(**fields: object) -> argparse.Namespace:
+    """asr_wer.py's resolved arguments for a QAT command, ``fields`` changed."""
+    defaults = dict(
         limit=100, window_seconds=asr.WINDOW_SECONDS, float_output_projection=False,
         calibration_percentiles=None, qat=True, train_utterances=2000, val_utterances=16,
         epochs=4, fp32_epochs=2, batch_size=8, lr=1e-4, fp32_lr=1e-4, threads=2, seed=0,
         init="finetuned", fp32_train_utterances=2000)
+    return argparse.Namespace(**{**defaults, **fields})
+
+
+def test_asr_wer_names_a_parent_with_other_epochs_or_lr_in_command_and_table():
+    script = _script("asr_wer")
+    args = _qat_args()
     assert script.command(args, "w4a4_sp24", "val").endswith("--threads 2 --fp32-epochs 2")
     assert script.parent_epochs(args, script.load_recipe("w4a4_sp24")) == 2
     assert script.parent_epochs(args, script.load_recipe("fp32")) is None
@@ -194,11 +200,7 @@ def test_asr_wer_more_qat_data_than_the_parent_makes_fp32_the_same_data_control(
     """With --fp32-train-utterances, every recipe (fp32 too) continues from the FP32 run of the
     smaller data; the command, the row and the run folder say so."""
     script = _script("asr_wer")
-    args = argparse.Namespace(
-        limit=300, window_seconds=asr.WINDOW_SECONDS, float_output_projection=False,
-        calibration_percentiles=None, qat=True, train_utterances=6000, val_utterances=16,
-        epochs=1, fp32_epochs=2, batch_size=8, lr=3e-5, fp32_lr=1e-4, threads=2, seed=0,
-        init="finetuned", fp32_train_utterances=2000)
+    args = _qat_args(limit=300, train_utterances=6000, epochs=1, lr=3e-5)
     for recipe in ("fp32", "w4a4_sp24"):
         assert script.parent_epochs(args, script.load_recipe(recipe)) == 2
         assert script.command(args, recipe, "val").endswith(
