@@ -9,7 +9,10 @@ module and the tracer/torch/transformers versions, so a sweep traces each (model
 weights decide) are read first, then the module moves to the meta device and exports as a
 meta-device structure does. A compressed ViT-L/16 then no longer holds a second, dequantized copy
 of its weights while exporting, and the export does no arithmetic on real tensors.
-A trace logs a line (logger ``accelsim.graph.trace_cache``) before it starts: it takes seconds.
+A module whose encoder is a stack of identical layers is exported cut to one and two layers and
+its graph extended to the full depth (:mod:`accelsim.graph.stack`: the same graph, a fraction of
+the export time); any other module is exported whole. A trace logs a line (logger
+``accelsim.graph.trace_cache``) before it starts: it takes seconds.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from accelsim.compress.precision import ATTENTION_ATTR, LINEAR_ATTR
 from accelsim.errors import AccelsimError
 from accelsim.files import write_text_atomic
 from accelsim.graph.ir import Graph
+from accelsim.graph.stack import trace_stacked
 from accelsim.graph.trace import (
     TRACER_VERSION,
     Precisions,
@@ -117,10 +121,14 @@ def trace_named_model(
         )
         inputs = {input_name: tensor.to("meta")
                   for input_name, tensor in zoo.inputs_for_shape(spec, shape).items()}
-        exported = export_module(module, inputs, name=name)
-        graph = graph_from_exported(
-            exported, module, name=name, input_shape=shape, precisions=precisions
-        )
+        annotations = module_precisions(module) if precisions is None else precisions
+        graph = trace_stacked(module, inputs, name=name, input_shape=shape,
+                              precisions=annotations)
+        if graph is None:  # no stack of identical layers: export the whole module
+            exported = export_module(module, inputs, name=name)
+            graph = graph_from_exported(
+                exported, module, name=name, input_shape=shape, precisions=annotations
+            )
         _LOG.info("%s: traced in %.1f s", name, time.perf_counter() - start)
         return graph
 
