@@ -28,17 +28,19 @@ def _group_pattern(weight: Tensor) -> Tensor:
     """Per-group 2:4 keep pattern [N, K/4, 4] (1 = kept) of the 2 largest magnitudes.
 
     An element's rank is the number of group members a stable descending sort puts before it
-    (larger, or equal at a lower index); the 2 of rank < 2 are kept. The 12 column comparisons
-    select exactly what that sort would, ~4x faster than sorting groups of 4.
+    (larger, or equal at a lower index); the 2 of rank < 2 are kept. One comparison per pair of
+    columns i < j decides both ranks (j goes first iff it is larger, else i does), so 6
+    comparisons select exactly what that sort would, several times faster than sorting groups
+    of 4 (magnitudes are never NaN: a NaN weight has no rank).
     """
     cols = _groups(weight.detach().abs().float()).unbind(-1)
-    ranks = []
-    for i, col in enumerate(cols):
-        rank = torch.zeros_like(col, dtype=torch.uint8)
-        for j, other in enumerate(cols):
-            if j != i:
-                rank += (other >= col) if j < i else (other > col)
-        ranks.append(rank)
+    # Column i starts ranked behind its i earlier columns and moves up each time it beats one.
+    ranks = [torch.full_like(col, index, dtype=torch.uint8) for index, col in enumerate(cols)]
+    for i in range(GROUP):
+        for j in range(i + 1, GROUP):
+            later_first = (cols[j] > cols[i]).view(torch.uint8)
+            ranks[i] += later_first
+            ranks[j] -= later_first
     return (torch.stack(ranks, dim=-1) < KEPT).float()
 
 
@@ -118,7 +120,9 @@ def is_2_4(codes: Tensor) -> bool:
     """True iff ``K % 4 == 0`` and every group of 4 along K holds at least 2 exact zeros."""
     if codes.dim() != 2 or not supports_2_4(codes.shape[1]):
         return False
-    zeros = (_groups(codes) == 0).sum(-1)
+    zero = _groups(codes) == 0
+    # Four column adds: a sum over a last dimension of 4 is several times slower.
+    zeros = zero[..., 0].to(torch.uint8) + zero[..., 1] + zero[..., 2] + zero[..., 3]
     return bool((zeros >= GROUP - KEPT).all())
 
 

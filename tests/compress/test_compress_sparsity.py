@@ -158,3 +158,14 @@ def test_obs_pruning_reconstructs_correlated_inputs_better_than_wanda() -> None:
     wanda = w * mask_2_4(w.abs() * x.norm(dim=0))
     # Measured: 0.04 against Wanda's 0.15 and magnitude's 0.16 on this data.
     assert _relative_output_error(x, w, pruned) < 0.5 * _relative_output_error(x, w, wanda)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_is_2_4_counts_the_zeros_of_every_group(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(20):
+        # Codes in -1..1: groups with 0 to 4 zeros, so both answers occur.
+        codes = torch.randint(-1, 2, (3, 8), generator=g).float()
+        zeros = (codes.reshape(3, 2, 4) == 0).sum(-1)
+        assert is_2_4(codes) == bool((zeros >= 2).all())
+    assert is_2_4(torch.zeros(4, 8)) and not is_2_4(torch.ones(4, 8))
