@@ -114,10 +114,11 @@ def extend(one: Graph, two: Graph, path: str, depth: int,
            precisions: Precisions) -> Graph | None:
     """The depth-``depth`` graph from the graphs of the module cut to one and two layers of the
     stack at ``path``; None when they do not have the form the module docstring states."""
-    spans = _layer_span(one, path, 0), _layer_span(two, path, 0), _layer_span(two, path, 1)
-    if any(span is None for span in spans):
+    only, first, second = (_layer_span(one, path, 0), _layer_span(two, path, 0),
+                           _layer_span(two, path, 1))
+    if only is None or first is None or second is None:
         return None
-    (start, stop), (start0, stop0), (start1, stop1) = spans  # type: ignore[misc]
+    (start, stop), (start0, stop0), (start1, stop1) = only, first, second
     prefix = two.nodes[:start0]
     layer0, layer1 = two.nodes[start0:stop0], two.nodes[start1:stop1]
     suffix_one, suffix_two = one.nodes[stop:], two.nodes[stop1:]
@@ -131,9 +132,9 @@ def extend(one: Graph, two: Graph, path: str, depth: int,
     names = [[node.name for node in layer0], [node.name for node in layer1]]
     for index in range(2, depth):
         shifted = [_shifted(a.name, b.name, index - 1) for a, b in zip(layer0, layer1, strict=True)]
-        if None in shifted:
+        if any(name is None for name in shifted):
             return None
-        names.append(shifted)  # type: ignore[arg-type]
+        names.append([name for name in shifted if name is not None])
     kept = {node.name for node in prefix} | {""}
     nodes: list[Node] = [*prefix, *layer0, *layer1]
     for index in range(2, depth):
