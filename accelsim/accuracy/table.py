@@ -27,6 +27,10 @@ COLUMNS = (
 # The columns that say how a row's model was trained: a reused run keeps its CSV row's training
 # time only where these match.
 SCHEDULE_COLUMNS = ("init", "fp_epochs", "qat_epochs", "batch_size", "lr")
+# The columns of an asr_wer.csv row that say how its recognizer was trained (the QAT schedule
+# and the FP32 run it started from): asr_wer.py keys rows on them, asr_readme.py groups runs.
+ASR_QAT_COLUMNS = ("qat_epochs", "train_utterances", "batch_size", "lr", "qat_init",
+                   "fp32_epochs", "fp32_lr", "fp32_train_utterances")
 
 @dataclass(frozen=True)
 class RowResult:

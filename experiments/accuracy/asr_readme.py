@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from accelsim.accuracy.table import read_rows, with_block
+from accelsim.accuracy.table import ASR_QAT_COLUMNS, read_rows, with_block
 from accelsim.errors import AccelsimError
 from accelsim.files import write_text_atomic
 
@@ -53,9 +53,9 @@ README_RECIPES = {
     "w4a8_sp24_sparsegpt_qkv_w8_attn_dense": "the same, head 2:4 too",
 }  # fmt: skip
 # What makes two rows one run: everything that trained it (the split is the run's score).
-RUN_KEY = ("recipe", "train_utterances", "qat_epochs", "lr", "batch_size", "qat_init",
-           "fp32_epochs", "fp32_lr", "fp32_train_utterances", "calibration_percentiles")
-
+RUN_KEY = ("recipe", "calibration_percentiles", *ASR_QAT_COLUMNS)
+# The rows that count: a compressed recipe scored on the integer reference, FP32 in PyTorch.
+COUNTED = ("integer_reference", "pytorch_fp32")
 
 @dataclass(frozen=True)
 class Line:
@@ -93,9 +93,8 @@ def lines(rows: list[dict[str, str]]) -> list[Line]:
     """The table's lines (module docstring), in :data:`README_RECIPES` order, then by data."""
     runs: dict[tuple[str, ...], dict[str, dict[str, str]]] = {}
     for row in rows:
-        counted = ("integer_reference", "pytorch_fp32")
         if (row["model"] != MODEL or row["utterances"] != UTTERANCES or not row.get("qat_epochs")
-                or row["recipe"] not in README_RECIPES or row["measured_by"] not in counted):
+                or row["recipe"] not in README_RECIPES or row["measured_by"] not in COUNTED):
             continue
         runs.setdefault(tuple(row.get(f, "") for f in RUN_KEY), {})[row["split"]] = row
     best: dict[tuple[str, int], tuple[float, tuple[str, ...], dict[str, dict[str, str]]]] = {}
@@ -103,7 +102,7 @@ def lines(rows: list[dict[str, str]]) -> list[Line]:
         if "val" not in splits:
             continue
         val = float(splits["val"]["wer_pct"])
-        slot = (run_key[0], int(run_key[1]))
+        slot = (splits["val"]["recipe"], int(splits["val"]["train_utterances"]))
         if slot not in best or (val, run_key) < best[slot][:2]:
             best[slot] = (val, run_key, splits)
     order = list(README_RECIPES)

@@ -57,7 +57,7 @@ from accelsim.accuracy.asr import (
 from accelsim.accuracy.evaluate import table_datapath
 from accelsim.accuracy.pipeline import progress_printer
 from accelsim.accuracy.provenance import code_commit, tensors_sha256
-from accelsim.accuracy.table import read_rows, write_csv
+from accelsim.accuracy.table import ASR_QAT_COLUMNS, read_rows, write_csv
 from accelsim.compress.recipe import Recipe, load_recipe
 from accelsim.errors import AccelsimError
 from accelsim.files import write_text_atomic
@@ -73,9 +73,6 @@ FIELDS = ("model", "recipe", "calibration_percentiles", "split", "utterances",
           "train_minutes", "checkpoint_sha256", "qat_init", "fp32_epochs", "code_commit",
           "fp32_lr", "fp32_train_utterances")
 MEASURED_BY = ("fake_quant", "integer_reference")
-# One row per QAT schedule and starting point.
-QAT_KEY = ("qat_epochs", "train_utterances", "batch_size", "lr", "qat_init", "fp32_epochs",
-           "fp32_lr", "fp32_train_utterances")
 INITS = {"finetuned": "fp32_finetuned", "pretrained": "pretrained"}  # --init: the row's qat_init
 QAT_DEFAULTS = {"decoder_attention": "quantized", "measured_by": "integer_reference"}
 PLAIN_DEFAULTS = {"decoder_attention": "float32", "measured_by": "fake_quant"}
@@ -258,7 +255,7 @@ def key(row: dict[str, str]) -> tuple[str, ...]:
     the older row, whose QAT children (the rows of that commit) were trained from it."""
     return (row["recipe"], row["calibration_percentiles"], row["split"], row["window_seconds"],
             row["output_projection"], row["decoder_attention"], row["measured_by"],
-            row["datapath"], row["utterances"], *(row.get(f, "") for f in QAT_KEY),
+            row["datapath"], row["utterances"], *(row.get(f, "") for f in ASR_QAT_COLUMNS),
             row.get("code_commit", ""))
 
 
