@@ -140,18 +140,21 @@ def extend(one: Graph, two: Graph, path: str, depth: int,
     for index in range(2, depth):
         renamed = {**dict(zip(names[1], names[index], strict=True)),
                    **dict(zip(names[0], names[index - 1], strict=True))}
+        known = kept | set(renamed.values())
         for template, copy_name in zip(layer1, names[index], strict=True):
-            copy = _moved(template, copy_name, renamed, kept, precisions)
+            copy = _moved(template, copy_name, renamed, known, precisions)
             if copy is None:
                 return None
             nodes.append(copy)
     last = dict(zip(names[1], names[depth - 1], strict=True))
+    known = kept | set(last.values())
     for a, b in zip(suffix_one, suffix_two, strict=True):
         suffix_name = _shifted(a.name, b.name, depth - 2)
         if suffix_name is None or dataclasses.replace(a, name=b.name, inputs=b.inputs) != b:
             return None
         last[b.name] = suffix_name
-        moved = _moved(b, suffix_name, last, kept | set(last.values()), None)
+        known.add(suffix_name)
+        moved = _moved(b, suffix_name, last, known, None)
         if moved is None:
             return None
         nodes.append(moved)
@@ -179,14 +182,15 @@ def _layer_span(graph: Graph, path: str, index: int) -> tuple[int, int] | None:
     return inside[0], inside[-1] + 1
 
 
-def _moved(template: Node, name: str, renamed: dict[str, str], kept: set[str],
+def _moved(template: Node, name: str, renamed: dict[str, str], known: set[str],
            precisions: Precisions | None) -> Node | None:
-    """``template`` as the node ``name``: its edges renamed (an edge to neither a renamed nor a
-    kept node breaks the form: None), its precision re-read when ``precisions`` is given."""
+    """``template`` as the node ``name``: its edges renamed (an edge that lands outside the
+    ``known`` nodes breaks the form: None), its precision re-read when ``precisions`` is
+    given."""
     inputs = None
     if template.inputs is not None:
         inputs = tuple(renamed.get(source, source) for source in template.inputs)
-        if any(source not in kept and source not in renamed.values() for source in inputs):
+        if any(source not in known for source in inputs):
             return None
     moved = dataclasses.replace(template, name=name, inputs=inputs)
     return moved if precisions is None else _annotated(moved, precisions)
