@@ -8,7 +8,11 @@ them alike, ``--repeats`` times (the median is printed, with the range):
   already in the cache (goal: at most 3x ``help``);
 * ``import``: ``python -c "import torch, transformers"``;
 * ``cold``: the same ``run`` on an empty ``ACCELSIM_CACHE`` (goal: at most 3x ``import`` for
-  vit_b16, 6x for the large models, under 2 GB peak RSS).
+  vit_b16, 6x for the large models, under 2 GB peak RSS);
+* ``floor``: what every cold run does before any work of accelsim's own: import torch, the
+  model's transformers code and ``torch.export``, and build the seeded random-init model
+  (``accelsim.zoo.build_model`` on the one thread a cold build uses). ``cold`` minus ``floor``
+  is accelsim's share: compressing, tracing, simulating and reporting.
 
 Per command: wall seconds, CPU seconds (user + system of that child), peak resident memory
 (``ru_maxrss``) and, for the cold runs, the seconds until the first progress line on stderr
@@ -109,6 +113,11 @@ def main() -> None:
     python = sys.executable
     help_cmd = [python, "-m", "accelsim", "--help"]
     import_cmd = [python, "-c", "import torch, transformers"]
+
+    def floor_cmd(model: str) -> list[str]:
+        return [python, "-c", "import torch, torch.export; torch.set_num_threads(1); "
+                f"from accelsim.zoo import build_model; build_model({model!r})"]
+
     results: dict[str, list[Sample]] = {}
     warm_cache = tempfile.mkdtemp(prefix="accelsim_warm_")
     try:
@@ -120,7 +129,8 @@ def main() -> None:
                 plan = [("import", import_cmd, None)]
                 if not args.no_warm:
                     plan += [("help", help_cmd, warm_cache), (f"warm {model}", run_cmd, warm_cache)]
-                plan.append((f"cold {model}", run_cmd, "cold"))
+                plan += [(f"floor {model}", floor_cmd(model), "cold"),
+                         (f"cold {model}", run_cmd, "cold")]
                 for name, argv, cache in plan:
                     cold = tempfile.mkdtemp(prefix="accelsim_cold_") if cache in (None, "cold") \
                         else None
@@ -142,10 +152,18 @@ def main() -> None:
             print(row(f"warm {model}", results[f"warm {model}"], helps) + "  (ratio vs --help, "
                   f"goal <= {GOAL_WARM_OVER_HELP:.0f}x)")
         goal = GOAL_COLD_OVER_IMPORT.get(model, GOAL_LARGE_COLD_OVER_IMPORT)
-        print(row(f"cold {model}", results[f"cold {model}"], results["import"])
-              + "  (ratios vs import, "
+        floor, cold = results[f"floor {model}"], results[f"cold {model}"]
+        print(row(f"floor {model}", floor, results["import"])
+              + "  (ratios vs import: torch, the model's transformers code, torch.export, init)")
+        print(row(f"cold {model}", cold, results["import"]) + "  (ratios vs import, "
               f"goal <= {goal:.0f}x, < {GOAL_COLD_RSS_MB:,} MB, first line <= "
               f"{GOAL_FIRST_LINE_S:.0f} s)")
+        own_wall, own_cpu = (statistics.median(getattr(s, field) for s in cold)
+                             - statistics.median(getattr(s, field) for s in floor)
+                             for field in ("wall_s", "cpu_s"))
+        import_cpu = statistics.median(s.cpu_s for s in results["import"])
+        print(f"  accelsim's own share of cold {model} (cold - floor): {own_wall:.2f} s wall, "
+              f"{own_cpu:.2f} s CPU = {own_cpu / import_cpu:.1f}x the import's CPU")
     print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
           f"on {os.cpu_count()} cores")
 

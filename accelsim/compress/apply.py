@@ -313,13 +313,14 @@ def _swap_linears(model: nn.Module, recipe: Recipe, names: list[str], extras: li
         one_shot = (sparse and recipe.pruning != "gradual" and recipe.mask_score == "magnitude"
                     and not smoothed)
         weight_bits, act_bits = recipe.widths_at(site)
-        build = QuantLinear.released_from_linear if release else QuantLinear.from_linear
-        qlinear = build(
-            linear, weight_bits=weight_bits, act_bits=act_bits,
-            grid=recipe.weight_grid, granularity=recipe.weight_granularity,
-            scale_method=recipe.weight_scale_method, act_mode=recipe.act_quantizer,
-            sparse=sparse, learn_pruned=sparse and recipe.pruning == "sr_ste", smoothed=smoothed,
-            mask=mask_2_4(linear.weight) if one_shot else None)
+        formats = {"weight_bits": weight_bits, "act_bits": act_bits, "grid": recipe.weight_grid,
+                   "granularity": recipe.weight_granularity,
+                   "scale_method": recipe.weight_scale_method, "act_mode": recipe.act_quantizer,
+                   "sparse": sparse, "learn_pruned": sparse and recipe.pruning == "sr_ste",
+                   "smoothed": smoothed}
+        qlinear = (QuantLinear.released_from_linear(linear, magnitude_mask=one_shot, **formats)
+                   if release else QuantLinear.from_linear(
+                       linear, mask=mask_2_4(linear.weight) if one_shot else None, **formats))
         _set_submodule(model, name, qlinear)
         if release and index % _TRIM_EVERY_LAYERS == _TRIM_EVERY_LAYERS - 1:
             return_freed_memory()

@@ -11,18 +11,23 @@ import contextlib
 from collections.abc import Iterator
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from accelsim.compress.precision import GemmPrecision
-from accelsim.compress.sparsity import is_2_4
+from accelsim.compress.sparsity import is_2_4, mask_2_4
 from accelsim.formats import SPARSE_24, act_code_range, weight_code_range, weight_top_level
 
 WeightGrid = Literal["zero_preserving", "twos_complement", "no_zero"]
 Granularity = Literal["per_channel", "per_tensor"]
 ScaleMethod = Literal["sawb", "lsq"]
 ActMode = Literal["pact2", "symmetric"]
+
+# Weights per block of rows in which a layer built for tracing computes its mask, step and
+# codes (1 MiB of float32): the block's temporaries stay in cache and reuse freed heap blocks.
+SUMMARY_BLOCK_WEIGHTS = 2**18
 
 # SAWB clip coefficients (alpha = c1*sqrt(E[w^2]) + c2*E[|w|]) per bit width, from IBM's
 # fms-model-optimizer sawb_utils (zero-aligned grids "403"/"803"; docs/compression.md §1).
@@ -37,7 +42,11 @@ def quantize_codes(x: Tensor, scale: Tensor, zero_point: Tensor | float, qmin: f
     disagree near ties), ``torch.round`` rounds half to even like ``np.rint``. Returns float32
     integer-valued codes. No gradient (see :func:`fake_quantize`).
     """
-    return torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax)
+    codes = torch.round(x / scale)
+    # In place on the fresh quotient (a weight matrix is 4-17 MB); a tensor zero point keeps
+    # the out-of-place add and its type promotion.
+    codes = codes + zero_point if isinstance(zero_point, Tensor) else codes.add_(zero_point)
+    return codes.clamp_(qmin, qmax)
 
 
 def dequantize(codes: Tensor, scale: Tensor, zero_point: Tensor | float) -> Tensor:
@@ -121,9 +130,10 @@ def sawb_clip(weight: Tensor, bits: int, per_channel: bool) -> Tensor:
     c1, c2 = SAWB_COEFFICIENTS[bits]
     w = weight.detach().float()
     flat = w if per_channel else w.reshape(1, -1)
-    alpha = c1 * flat.pow(2).mean(dim=1, keepdim=True).sqrt() + c2 * flat.abs().mean(
+    magnitude = flat.abs()
+    alpha = c1 * flat.pow(2).mean(dim=1, keepdim=True).sqrt() + c2 * magnitude.mean(
         dim=1, keepdim=True)
-    max_abs = flat.abs().amax(dim=1, keepdim=True)
+    max_abs = magnitude.amax(dim=1, keepdim=True)
     floor = torch.clamp(max_abs / 4.0, min=torch.finfo(torch.float32).tiny)
     return torch.minimum(torch.maximum(alpha, floor), torch.clamp(max_abs, min=floor))
 
@@ -176,11 +186,15 @@ class WeightQuantizer(nn.Module):
         else:
             self.register_buffer("step", step)
 
+    def sawb_step(self, weight: Tensor) -> Tensor:
+        """The step SAWB statistics of ``weight`` give ([rows, 1] or [1, 1])."""
+        alpha = sawb_clip(weight, self.bits, self.granularity == "per_channel")
+        return alpha / weight_top_level(self.bits, self.grid)
+
     def init_step(self, weight: Tensor) -> None:
         """Set the step from SAWB statistics of ``weight`` (the LSQ initial value too)."""
-        alpha = sawb_clip(weight, self.bits, self.granularity == "per_channel")
         with torch.no_grad():
-            self.step.copy_(alpha / weight_top_level(self.bits, self.grid))
+            self.step.copy_(self.sawb_step(weight))
         if self.method == "lsq" and not hasattr(self, "_grad_hook"):
             # LSQ gradient scale 1/sqrt(numel * q) (Esser et al. 2020), applied on the gradient
             # so the forward step value stays exactly the stored (and exported) one.
@@ -209,12 +223,50 @@ class WeightQuantizer(nn.Module):
         """(codes [N, K] integer-valued float32, scale [N] or [1]) with ``codes * scale`` equal
         to the eval-mode forward. ``no_zero`` codes are the odd integers ``2i + 1`` at ``s / 2``.
         """
-        step = (torch.clamp(self.step, min=torch.finfo(torch.float32).tiny)
-                if self.method == "lsq" else self.step).detach()
+        codes, scale = self._codes(weight, self.step)
+        return codes, scale.reshape(-1)
+
+    def _codes(self, weight: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
+        """(codes, scale [rows, 1]) of ``weight`` at the stored ``step`` (or its rows)."""
+        step = (torch.clamp(step, min=torch.finfo(torch.float32).tiny)
+                if self.method == "lsq" else step).detach()
         if self.grid == "no_zero":
             idx = torch.clamp(torch.round(weight / step - 0.5), self.qmin, self.qmax)
-            return 2.0 * idx + 1.0, (step / 2.0).reshape(-1)
-        return quantize_codes(weight, step, 0.0, self.qmin, self.qmax), step.reshape(-1)
+            return 2.0 * idx + 1.0, step / 2.0
+        return quantize_codes(weight, step, 0.0, self.qmin, self.qmax), step
+
+    @torch.no_grad()
+    def init_step_and_summarize_codes(self, weight: Tensor,
+                                      magnitude_mask: bool) -> tuple[float, bool]:
+        """:meth:`init_step` from ``weight``, 2:4-masked by magnitude first where
+        ``magnitude_mask``, then ``(density, is_2_4)`` of :meth:`export_codes`' codes of it: their
+        ``float((codes != 0).float().mean())`` and :func:`is_2_4`, bit for bit.
+
+        With a per-row step the work goes :data:`SUMMARY_BLOCK_WEIGHTS` weights of rows at a
+        time, so no temporary is weight-sized. torch's float32 mean of 0/1 values is their
+        float32 sum over the float32 size, both exact integers below 2^24 elements, so the
+        density is the float32 quotient of the counts there; above it, or with one step for the
+        whole tensor, the codes are computed whole."""
+
+        def masked(rows: Tensor) -> Tensor:
+            return rows * mask_2_4(rows) if magnitude_mask else rows
+
+        n, k = weight.shape
+        if self.granularity != "per_channel" or weight.numel() > 2**24:
+            whole = masked(weight)
+            self.init_step(whole)
+            codes, _ = self.export_codes(whole)
+            return float((codes != 0).float().mean()), is_2_4(codes)
+        block_rows = max(1, SUMMARY_BLOCK_WEIGHTS // k)
+        nonzero, pattern_2_4 = 0, True
+        for start in range(0, n, block_rows):
+            rows = masked(weight[start:start + block_rows])
+            step = self.step[start:start + block_rows]
+            step.copy_(self.sawb_step(rows))
+            codes, _ = self._codes(rows, step)
+            nonzero += int((codes != 0).sum())
+            pattern_2_4 = pattern_2_4 and is_2_4(codes)
+        return float(np.float32(nonzero) / np.float32(n * k)), pattern_2_4
 
 
 class ActQuantizer(nn.Module):
@@ -453,39 +505,38 @@ class QuantLinear(nn.Linear):
         if self._released_precision is not None:
             return self._released_precision
         codes, _ = self.export_codes()
-        return self._precision_of(codes)
+        return self._precision(float((codes != 0).float().mean()), is_2_4(codes))
 
-    def _precision_of(self, codes: Tensor) -> GemmPrecision:
-        """The precision a trace reads, from this layer's weight ``codes``."""
-        density = float((codes != 0).float().mean())
+    def _precision(self, weight_density: float, codes_2_4: bool) -> GemmPrecision:
+        """The precision a trace reads, from the density and 2:4 pattern of the weight codes."""
         return GemmPrecision(
             weight_bits=self.weight_quant.bits,
             act_bits=self.act_quant.bits,
-            sparsity=SPARSE_24 if is_2_4(codes) else "dense",
-            weight_density=density,
+            sparsity=SPARSE_24 if codes_2_4 else "dense",
+            weight_density=weight_density,
         )
 
     @classmethod
     @torch.no_grad()
-    def released_from_linear(cls, linear: nn.Linear, *, mask: Tensor | None = None,
+    def released_from_linear(cls, linear: nn.Linear, *, magnitude_mask: bool = False,
                              **kwargs: object) -> QuantLinear:
-        """What ``from_linear(linear, mask=mask, **kwargs)`` is for a trace: the layer on the
-        meta device (shapes without memory; it cannot compute on data) holding the precision of
-        the real codes. A compressed model built for tracing releases each layer as it is built,
-        so a large model's compressed copy never exists whole; building it on the meta device
-        skips the copy of the weight and mask that would only be freed, and the masked weight
-        is computed once, for both the SAWB step and the codes (a cold ViT-B/16 graph build
-        computed it twice per layer; benchmarks/README.md, bench_startup)."""
+        """What ``from_linear(linear, mask=mask_2_4(linear.weight) if magnitude_mask else None,
+        **kwargs)`` is for a trace: the layer on the meta device (shapes without memory; it
+        cannot compute on data) holding the precision of the real codes. A compressed model
+        built for tracing releases each layer as it is built, so a large model's compressed
+        copy never exists whole; building it on the meta device skips the copy of the weight
+        and mask that would only be freed, and the mask, step and codes are computed a block
+        of rows at a time (:meth:`WeightQuantizer.init_step_and_summarize_codes`): a cold
+        bert_large's ~10 weight-sized temporaries per layer made the compression of its 144
+        layers take longer than building the model (benchmarks/README.md, bench_startup)."""
         with torch.device("meta"):
             q = cls(linear.in_features, linear.out_features, linear.bias is not None, **kwargs)
-        if mask is not None and q.weight_mask is None:
+        if magnitude_mask and q.weight_mask is None:
             raise ValueError("released_from_linear: a mask needs sparse=True")
-        weight = linear.weight.detach()
-        masked = weight if mask is None else weight * mask
         # The step is the one real tensor the codes need: fill it as from_linear would.
-        weight_quant = q.weight_quant.to_empty(device=weight.device)
-        weight_quant.init_step(masked)
-        q._released_precision = q._precision_of(weight_quant.export_codes(masked)[0])
+        weight_quant = q.weight_quant.to_empty(device=linear.weight.device)
+        q._released_precision = q._precision(
+            *weight_quant.init_step_and_summarize_codes(linear.weight.detach(), magnitude_mask))
         weight_quant.to("meta")
         return q
 

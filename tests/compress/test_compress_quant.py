@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from accelsim.compress import quant
 from accelsim.compress.quant import (
     ActQuantizer,
     QuantLinear,
@@ -212,18 +213,23 @@ def test_quant_linear_precision_reflects_real_codes() -> None:
 
 @pytest.mark.parametrize("grid", ["zero_preserving", "twos_complement", "no_zero"])
 @pytest.mark.parametrize(("granularity", "method"), [("per_channel", "sawb"),
+                                                     ("per_channel", "lsq"),
                                                      ("per_tensor", "lsq")])
 @pytest.mark.parametrize("mask", ["none", "2:4", "sparse_unmasked", "sr_ste"])
+@pytest.mark.parametrize("block_weights", [2**18, 64, 1])
 def test_released_from_linear_holds_from_linears_precision_on_the_meta_device(
-        grid, granularity, method, mask) -> None:
+        grid, granularity, method, mask, block_weights, monkeypatch) -> None:
+    """Whatever the block of rows its codes are summarized in (one block, 2 rows, 1 row)."""
+    monkeypatch.setattr(quant, "SUMMARY_BLOCK_WEIGHTS", block_weights)
     torch.manual_seed(0)
     lin = torch.nn.Linear(32, 12)
     kwargs = {"weight_bits": 4, "act_bits": 8, "grid": grid, "granularity": granularity,
               "scale_method": method, "sparse": mask != "none",
               "learn_pruned": mask == "sr_ste"}
-    weights = mask_2_4(lin.weight) if mask in ("2:4", "sr_ste") else None
-    built = QuantLinear.from_linear(lin, mask=weights, **kwargs)
-    released = QuantLinear.released_from_linear(lin, mask=weights, **kwargs)
+    one_shot = mask in ("2:4", "sr_ste")
+    built = QuantLinear.from_linear(lin, mask=mask_2_4(lin.weight) if one_shot else None,
+                                    **kwargs)
+    released = QuantLinear.released_from_linear(lin, magnitude_mask=one_shot, **kwargs)
     assert released.accelsim_precision == built.accelsim_precision
     assert all(t.is_meta for t in (*released.parameters(), *released.buffers()))
     assert [(n, t.shape) for n, t in released.state_dict().items()] == [
@@ -234,7 +240,32 @@ def test_released_from_linear_holds_from_linears_precision_on_the_meta_device(
 def test_released_from_linear_mask_without_sparse_is_an_error() -> None:
     with pytest.raises(ValueError, match="needs sparse=True"):
         QuantLinear.released_from_linear(torch.nn.Linear(8, 4), weight_bits=4, act_bits=4,
-                                         mask=torch.ones(4, 8))
+                                         magnitude_mask=True)
+
+
+@pytest.mark.parametrize(("out_features", "in_features"), [(3072, 768), (1024, 4096), (7, 20),
+                                                           (1, 64), (2049, 12)])
+def test_blocked_code_summary_is_the_whole_codes_bit_for_bit(out_features, in_features,
+                                                             monkeypatch) -> None:
+    """Shapes of the zoo's layers and odd ones: the step rows, the density (a float32 mean
+    against a count) and the 2:4 flag of the blocked summary equal those of the whole codes,
+    at the default block and at 64 weights a block (several rows, one row, a partial last
+    block)."""
+    g = torch.Generator().manual_seed(out_features * in_features)
+    weight = torch.randn(out_features, in_features, generator=g) * 0.02
+    weight[:, :4] = 0.0  # a group of zeros and ties
+    for magnitude_mask in (False, True):
+        whole = quant.WeightQuantizer(out_features, 4)
+        masked = weight * mask_2_4(weight) if magnitude_mask else weight
+        whole.init_step(masked)
+        codes, _ = whole.export_codes(masked)
+        expected = (float((codes != 0).float().mean()), quant.is_2_4(codes))
+        for block in (2**18, 64):
+            monkeypatch.setattr(quant, "SUMMARY_BLOCK_WEIGHTS", block)
+            blocked = quant.WeightQuantizer(out_features, 4)
+            summary = blocked.init_step_and_summarize_codes(weight, magnitude_mask)
+            assert summary == expected
+            assert torch.equal(blocked.step, whole.step)
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 1000, 100_003])
