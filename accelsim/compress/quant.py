@@ -161,6 +161,12 @@ def percentile_pair(sample: Tensor, lo_percent: float, hi_percent: float) -> Ten
     return values_below.lerp(values_above, ranks - below)
 
 
+def code_summary(codes: Tensor) -> tuple[float, bool]:
+    """``(density, is_2_4)`` of weight ``codes``: the fraction of non-zero codes as a float32
+    mean, and whether every group of 4 along K holds 2 zeros; what a trace reads of a layer."""
+    return float((codes != 0).float().mean()), is_2_4(codes)
+
+
 class WeightQuantizer(nn.Module):
     """Symmetric weight fake-quantizer (zero point 0), per output channel or per tensor.
 
@@ -239,8 +245,8 @@ class WeightQuantizer(nn.Module):
     def init_step_and_summarize_codes(self, weight: Tensor,
                                       magnitude_mask: bool) -> tuple[float, bool]:
         """:meth:`init_step` from ``weight``, 2:4-masked by magnitude first where
-        ``magnitude_mask``, then ``(density, is_2_4)`` of :meth:`export_codes`' codes of it: their
-        ``float((codes != 0).float().mean())`` and :func:`is_2_4`, bit for bit.
+        ``magnitude_mask``, then :func:`code_summary` of :meth:`export_codes`' codes of it, bit for
+        bit.
 
         With a per-row step the work goes :data:`SUMMARY_BLOCK_WEIGHTS` weights of rows at a
         time, so no temporary is weight-sized. torch's float32 mean of 0/1 values is their
@@ -256,7 +262,7 @@ class WeightQuantizer(nn.Module):
             whole = masked(weight)
             self.init_step(whole)
             codes, _ = self.export_codes(whole)
-            return float((codes != 0).float().mean()), is_2_4(codes)
+            return code_summary(codes)
         block_rows = max(1, SUMMARY_BLOCK_WEIGHTS // k)
         nonzero, pattern_2_4 = 0, True
         for start in range(0, n, block_rows):
@@ -505,7 +511,7 @@ class QuantLinear(nn.Linear):
         if self._released_precision is not None:
             return self._released_precision
         codes, _ = self.export_codes()
-        return self._precision(float((codes != 0).float().mean()), is_2_4(codes))
+        return self._precision(*code_summary(codes))
 
     def _precision(self, weight_density: float, codes_2_4: bool) -> GemmPrecision:
         """The precision a trace reads, from the density and 2:4 pattern of the weight codes."""
