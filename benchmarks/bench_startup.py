@@ -11,8 +11,8 @@ them alike, ``--repeats`` times (the median is printed, with the range):
   vit_b16, 6x for the large models, under 2 GB peak RSS);
 * ``floor``: what every cold run does before any work of accelsim's own: import torch, the
   model's transformers code and ``torch.export``, and build the seeded random-init model
-  (``accelsim.zoo.build_model`` on the one thread a cold build uses). ``cold`` minus ``floor``
-  is accelsim's share: compressing, tracing, simulating and reporting.
+  (``accelsim.zoo.build_model`` on the threads a cold build uses, ``BUILD_THREADS``).
+  ``cold`` minus ``floor`` is accelsim's share: compressing, tracing, simulating, reporting.
 
 Per command: wall seconds, CPU seconds (user + system of that child), peak resident memory
 (``ru_maxrss``) and, for the cold runs, the seconds until the first progress line on stderr
@@ -37,6 +37,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from accelsim.graph.workload import BUILD_THREADS
 
 REPO = Path(__file__).resolve().parents[1]
 HW = "hw_configs/int4_sparse.yaml"
@@ -115,7 +117,8 @@ def main() -> None:
     import_cmd = [python, "-c", "import torch, transformers"]
 
     def floor_cmd(model: str) -> list[str]:
-        return [python, "-c", "import torch, torch.export; torch.set_num_threads(1); "
+        return [python, "-c", "import torch, torch.export; "
+                f"torch.set_num_threads({BUILD_THREADS}); "
                 f"from accelsim.zoo import build_model; build_model({model!r})"]
 
     results: dict[str, list[Sample]] = {}
