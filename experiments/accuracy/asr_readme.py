@@ -79,13 +79,16 @@ class Cost:
 
 def schedule_label(row: Mapping[str, str]) -> str:
     """The run's training: its epochs and lr, and for a run that starts from an FP32 run, that
-    run's epochs, lr and (when other) data."""
+    run's epochs, lr and (when other) data; for one that starts from the FP32 control (the
+    ``fp32`` run of its own data and schedule), the run that control started from."""
     own = f"{row['qat_epochs']} ep, lr {row['lr']}"
-    if row.get("qat_init") != "fp32_finetuned":
+    if row.get("qat_init") not in ("fp32_finetuned", "fp32_control"):
         return f"{own}, from pre-trained"
     parent = f"{row['fp32_epochs']} ep, lr {row.get('fp32_lr') or row['lr']}"
     if row.get("fp32_train_utterances"):
         parent += f", {int(row['fp32_train_utterances']):,} utt."
+    if row["qat_init"] == "fp32_control":
+        return f"{own}, from the FP32 control (the same schedule from FP32 ({parent}))"
     return f"{own}, from FP32 ({parent})"
 
 
