@@ -217,6 +217,45 @@ def test_asr_wer_more_qat_data_than_the_parent_makes_fp32_the_same_data_control(
     assert script.qat_label(row).endswith("from the FP32 run of 2 ep at lr 0.0001 x 2000 utt")
 
 
+def test_asr_wer_init_control_starts_a_compressed_qat_from_the_fp32_control(monkeypatch):
+    """--init control: a compressed recipe's QAT starts from this command's trained fp32 run
+    (itself from the FP32 parent), in its own run folder; fp32 itself is unchanged by it."""
+    script = _script("asr_wer")
+    args = argparse.Namespace(
+        limit=300, window_seconds=asr.WINDOW_SECONDS, float_output_projection=False,
+        calibration_percentiles=None, qat=True, train_utterances=6000, val_utterances=16,
+        epochs=1, fp32_epochs=2, batch_size=8, lr=3e-5, fp32_lr=1e-4, threads=2, seed=0,
+        init="control", fp32_train_utterances=2000, splits=["val"])
+    sparse, fp32 = script.load_recipe("w4a4_sp24"), script.load_recipe("fp32")
+    assert (script.start_of(args, sparse), script.start_of(args, fp32)) == ("control",
+                                                                            "finetuned")
+    assert "--init control --fp32-epochs 2" in script.command(args, "w4a4_sp24", "val")
+    assert "--init" not in script.command(args, "fp32", "val")
+    parent, control = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    trained = []
+
+    def qat_run(run_args, name, start, recipe):
+        trained.append((name, start))
+        return control, {}
+
+    monkeypatch.setattr(script, "finetuned_start", lambda *a, **k: parent)
+    monkeypatch.setattr(script, "qat_run", qat_run)
+    monkeypatch.setattr(script, "build_asr_model", lambda *a, **k: torch.nn.Linear(3, 2))
+    start = script.qat_start(args, sparse)
+    assert trained == [("fp32", parent)]  # the control, trained from the FP32 parent
+    assert start is not control and all(
+        torch.equal(a, b) for a, b in zip(start.state_dict().values(),
+                                          control.state_dict().values(), strict=True))
+    assert script.qat_start(argparse.Namespace(**{**vars(args), "init": "finetuned"}),
+                            sparse) is parent
+    row = {"qat_epochs": "1", "train_utterances": "6000", "batch_size": "8", "lr": "3e-05",
+           "qat_init": "fp32_control", "fp32_epochs": "2", "fp32_lr": "0.0001",
+           "fp32_train_utterances": "2000"}
+    assert script.qat_label(row).endswith(
+        "from the FP32 control (this schedule, from the FP32 run of 2 ep at lr 0.0001 x 2000 "
+        "utt)")
+
+
 def test_asr_wer_keeps_a_run_re_made_at_another_commit(tmp_path):
     """An FP32 run re-made at a new commit leaves the old row, which its QAT children (rows of
     the old commit) pair with; the same commit replaces its row."""

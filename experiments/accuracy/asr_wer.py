@@ -19,7 +19,9 @@ initialization a compressed recipe's QAT starts from (its run is trained first w
 cached; ``--fp32-epochs``, ``--fp32-lr`` and ``--fp32-train-utterances`` give that run other
 epochs, another learning rate and other training data than the QAT's; with other data, ``fp32``
 too starts from that run and trains the QAT's schedule, the control of the same data and steps;
-``--init pretrained``, or
+``--init control`` starts a compressed recipe from that control, the ``fp32`` run of the same
+command, instead: the FP32 model its row is compared with, as the paper's critical
+initialization starts from the task's fine-tuned model; ``--init pretrained``, or
 a recipe with ``init: pretrained``, starts from the
 pre-trained recognizer instead, the ablation). A
 compressed recipe trains and is measured with its decoder attention quantized, on the integer
@@ -75,7 +77,8 @@ MEASURED_BY = ("fake_quant", "integer_reference")
 # One row per QAT schedule and starting point.
 QAT_KEY = ("qat_epochs", "train_utterances", "batch_size", "lr", "qat_init", "fp32_epochs",
            "fp32_lr", "fp32_train_utterances")
-INITS = {"finetuned": "fp32_finetuned", "pretrained": "pretrained"}  # --init: the row's qat_init
+# --init: the row's qat_init
+INITS = {"finetuned": "fp32_finetuned", "control": "fp32_control", "pretrained": "pretrained"}
 QAT_DEFAULTS = {"decoder_attention": "quantized", "measured_by": "integer_reference"}
 PLAIN_DEFAULTS = {"decoder_attention": "float32", "measured_by": "fake_quant"}
 
@@ -96,7 +99,9 @@ def command(args: argparse.Namespace, recipe: str, split: str) -> str:
                   f"--threads {args.threads}"]
         if args.seed:
             parts.append(f"--seed {args.seed}")
-        if args.init != "finetuned" and has_parent(args, load_recipe(recipe)):
+        chosen = load_recipe(recipe)
+        if (args.init != "finetuned" and has_parent(args, chosen)
+                and start_of(args, chosen) == args.init):
             parts.append(f"--init {args.init}")
         if args.fp32_epochs != args.epochs:
             parts.append(f"--fp32-epochs {args.fp32_epochs}")
@@ -177,18 +182,31 @@ def other_parent_data(args: argparse.Namespace, parent: int | None) -> str:
 
 
 def start_of(args: argparse.Namespace, recipe: Recipe) -> str:
-    """``finetuned`` or ``pretrained``: what ``recipe``'s QAT starts from (``--init``, unless the
-    recipe itself asks for the pre-trained model)."""
-    return "pretrained" if recipe.init == "pretrained" else args.init
+    """``finetuned``, ``control`` or ``pretrained``: what ``recipe``'s QAT starts from
+    (``--init``, unless the recipe itself asks for the pre-trained model; the control, ``fp32``,
+    starts from the FP32 run under ``--init control``). An ``fp32`` run without an FP32 parent
+    (``has_parent``) starts from the pre-trained recognizer whatever this says."""
+    if recipe.init == "pretrained":
+        return "pretrained"
+    if args.init == "control" and not recipe.quantized:
+        return "finetuned"
+    return args.init
 
 
 def qat_start(args: argparse.Namespace, recipe: Recipe) -> torch.nn.Module:
     """The recognizer ``recipe``'s QAT starts from: for a compressed recipe the FP32 run of
-    the same schedule (critical initialization; trained now when it is not cached), else, or
-    with ``--init pretrained``, the pre-trained recognizer."""
+    the same schedule (critical initialization; trained now when it is not cached), or with
+    ``--init control`` the trained ``fp32`` run of this command; else, or with ``--init
+    pretrained``, the pre-trained recognizer."""
     parent = parent_epochs(args, recipe)
     if parent is None:
         return build_asr_model(MODEL, pretrained=True, seed=0)
+    if start_of(args, recipe) == "control":
+        fp32 = load_recipe("fp32")
+        control, _ = qat_run(args, "fp32", qat_start(args, fp32), fp32)
+        start = build_asr_model(MODEL, pretrained=True, seed=0)  # a fresh twin, as finetuned_start
+        start.load_state_dict(control.state_dict())
+        return start
     fp32_args = argparse.Namespace(**{**vars(args), "epochs": parent, "lr": args.fp32_lr,
                                       "train_utterances": args.fp32_train_utterances})
     return finetuned_start(MODEL, schedule_of(fp32_args),
@@ -265,14 +283,14 @@ def qat_label(row: dict[str, str]) -> str:
     """The markdown's QAT column: "-" without QAT, else the schedule (fine-tuning for fp32)."""
     if not row.get("qat_epochs"):
         return "-"
-    start = {"fp32_finetuned": ", from the FP32 run", "pretrained": ", from pre-trained"}
     parent, parent_lr = row.get("fp32_epochs", ""), row.get("fp32_lr", "")
     parent_data = row.get("fp32_train_utterances", "")
-    if row.get("qat_init") == "fp32_finetuned" and (parent != row["qat_epochs"] or parent_lr
-                                                    or parent_data):
-        start["fp32_finetuned"] = (f", from the FP32 run of {parent} ep"
-                                   + (f" at lr {parent_lr}" if parent_lr else "")
-                                   + (f" x {parent_data} utt" if parent_data else ""))
+    run = "the FP32 run"
+    if parent != row["qat_epochs"] or parent_lr or parent_data:
+        run += (f" of {parent} ep" + (f" at lr {parent_lr}" if parent_lr else "")
+                + (f" x {parent_data} utt" if parent_data else ""))
+    start = {"fp32_finetuned": f", from {run}", "pretrained": ", from pre-trained",
+             "fp32_control": f", from the FP32 control (this schedule, from {run})"}
     return (f"{row['qat_epochs']} ep x {row['train_utterances']} utt, batch "
             f"{row['batch_size']}, lr {row['lr']}{start.get(row.get('qat_init', ''), '')}")
 
@@ -365,7 +383,9 @@ def main() -> int:
                              "(default: --lr)")
     parser.add_argument("--init", choices=tuple(INITS), default="finetuned",
                         help="what a compressed recipe's QAT starts from: the FP32 run "
-                             "(critical initialization, default) or the pre-trained recognizer")
+                             "(critical initialization, default), the fp32 control of this "
+                             "command (trained from that run on the QAT's schedule) or the "
+                             "pre-trained recognizer")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=HERE / "asr_wer.csv")
