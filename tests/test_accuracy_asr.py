@@ -239,7 +239,7 @@ def test_asr_wer_init_control_starts_a_compressed_qat_from_the_fp32_control(monk
 
     monkeypatch.setattr(script, "finetuned_start", lambda *a, **k: parent)
     monkeypatch.setattr(script, "qat_run", qat_run)
-    monkeypatch.setattr(script, "build_asr_model", lambda *a, **k: torch.nn.Linear(3, 2))
+    monkeypatch.setattr(aasr, "build_asr_model", lambda *a, **k: torch.nn.Linear(3, 2))
     start = script.qat_start(args, sparse)
     assert trained == [("fp32", parent)]  # the control, trained from the FP32 parent
     assert start is not control and all(

@@ -429,6 +429,12 @@ def finetuned_start(name: str, schedule: QatSchedule, *, remake: str,
     cached), as an uncompressed recognizer: the critical initialization of a compressed QAT."""
     result = scheduled_run(build_asr_model(name, pretrained=True, seed=0), name, schedule,
                            "fp32", load_recipe("fp32"), remake=remake, on_progress=on_progress)
-    start = build_asr_model(name, pretrained=True, seed=0)  # an uncompressed twin to load into
-    start.load_state_dict(result.model.state_dict())
+    return fresh_start(name, result.model)
+
+
+def fresh_start(name: str, trained: nn.Module) -> nn.Module:
+    """A new uncompressed recognizer holding the float ``trained`` run's weights: what a QAT
+    starts from, without the attributes a finished run carries (its plan, eval mode)."""
+    start = build_asr_model(name, pretrained=True, seed=0)
+    start.load_state_dict(trained.state_dict())
     return start

@@ -53,6 +53,7 @@ from accelsim.accuracy.asr import (
     QatSchedule,
     compress_asr,
     finetuned_start,
+    fresh_start,
     scheduled_run,
     split_wer,
 )
@@ -202,9 +203,7 @@ def qat_start(args: argparse.Namespace, recipe: Recipe) -> torch.nn.Module:
     if start_of(args, recipe) == "control":
         fp32 = load_recipe("fp32")
         control, _ = qat_run(args, "fp32", qat_start(args, fp32), fp32)
-        start = build_asr_model(MODEL, pretrained=True, seed=0)  # a fresh twin, as finetuned_start
-        start.load_state_dict(control.state_dict())
-        return start
+        return fresh_start(MODEL, control)
     fp32_args = argparse.Namespace(**{**vars(args), "epochs": parent, "lr": args.fp32_lr,
                                       "train_utterances": args.fp32_train_utterances})
     return finetuned_start(MODEL, schedule_of(fp32_args),
