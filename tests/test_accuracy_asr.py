@@ -4,6 +4,7 @@ teacher-forced batches, greedy decoding through the fake-quant model."""
 import argparse
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,6 +12,7 @@ from accelsim.accuracy import asr as aasr
 from accelsim.accuracy.table import read_rows
 from accelsim.compress.apply import apply_recipe, calibrate, quant_linears
 from accelsim.compress.recipe import Recipe, load_recipe
+from accelsim.errors import AccelsimError
 from accelsim.tasks import asr
 from accelsim.tasks.base import Batch
 from accelsim.zoo import asr as zasr
@@ -330,12 +332,36 @@ def test_teacher_forced_labels_score_the_sentence_and_end_token_only():
     assert labels.tolist() == [[ignore, 10, 11, 12, end], [ignore, 20, end, ignore, ignore]]
 
 
+TINY_WINDOW_SECONDS = 0.6  # 60 frames: 0.5 s of lead silence and up to 0.1 s of speech
+
+
 def _tiny_examples(count: int, seed: int) -> list[aasr.Example]:
     gen = torch.Generator().manual_seed(seed)
+    noise = np.random.default_rng(seed)
     prompt = zasr.decoding_rules(TINY).prompt
-    return [aasr.Example(torch.randn(8, 60, generator=gen),
+    return [aasr.Example((0.1 * noise.standard_normal(800 + 200 * (i % 4))).astype(np.float32),
                          (*prompt, *torch.randint(0, 50000, (2 + i % 3,), generator=gen).tolist(),
                           zasr.END_OF_TEXT)) for i in range(count)]
+
+
+def test_teacher_forced_batches_are_built_when_read_with_each_utterance_s_own_features():
+    chosen = _tiny_examples(5, 0)
+    batches = aasr.teacher_forced_batches(TINY, chosen, 2, seed=3,
+                                          window_seconds=TINY_WINDOW_SECONDS)
+    assert len(batches) == 3 and len(list(batches)) == 3
+    order = torch.randperm(5, generator=torch.Generator().manual_seed(3)).tolist()
+    features = torch.cat([batches[i].inputs["input_features"] for i in range(3)])
+    assert features.shape == (5, 8, 60)
+    # An utterance's features do not depend on the batch it is read in: a shuffled epoch trains
+    # on the features an unshuffled, precomputed pass gives.
+    alone = torch.cat([asr.log_mel([chosen[i].speech], 8, TINY_WINDOW_SECONDS) for i in order])
+    assert torch.equal(features, alone)
+    assert torch.equal(batches[1].inputs["input_features"], features[2:4])  # rebuilt, the same
+    with pytest.raises(IndexError):
+        batches[3]
+    too_long = [aasr.Example(np.zeros(1700, np.float32), chosen[0].ids)]
+    with pytest.raises(AccelsimError, match="does not fit the 0.6 s window"):
+        aasr.teacher_forced_batches(TINY, too_long, 1, None, TINY_WINDOW_SECONDS)[0]
 
 
 def test_train_asr_qat_gives_an_integer_reference_recognizer_and_reuses_its_run(tmp_path):
@@ -350,7 +376,7 @@ def test_train_asr_qat_gives_an_integer_reference_recognizer_and_reuses_its_run(
     train, val = _tiny_examples(4, 0), _tiny_examples(2, 1)
     model = zasr.build_asr_model(TINY, seed=0)
     result = aasr.train_asr(model, TINY, recipe, train, val, seed=0, out_dir=tmp_path,
-                            remake="the command")
+                            remake="the command", window_seconds=TINY_WINDOW_SECONDS)
     assert [h.epoch for h in result.history] == [1, 2] and result.resumed_from_epoch == 0
     assert result.history[1].train_loss < result.history[0].train_loss
     trained = result.model
@@ -360,7 +386,7 @@ def test_train_asr_qat_gives_an_integer_reference_recognizer_and_reuses_its_run(
     assert names["whisper.model.decoder.layers.0.encoder_attn.k_proj"].weight_mask is not None
     assert any(".decoder.layers.0.encoder_attn" in n for n in result.plan.attention_modules)
     rules = dataclasses.replace(zasr.decoding_rules(TINY), max_new_tokens=3)
-    features = torch.stack([e.features for e in val])
+    features = asr.log_mel([e.speech for e in val], 8, TINY_WINDOW_SECONDS)
     int_model = export_int_model(trained)
     executor = build_int_executor(trained, int_model,
                                   datapath=table_datapath(recipe).datapath)
@@ -368,7 +394,8 @@ def test_train_asr_qat_gives_an_integer_reference_recognizer_and_reuses_its_run(
     assert len(tokens) == 2 and all(len(t) <= 3 for t in tokens)
     # A finished run is reused as it is; another recipe's run there is refused, one line.
     again = aasr.train_asr(zasr.build_asr_model(TINY, seed=0), TINY, recipe, train, val,
-                           seed=0, out_dir=tmp_path, remake="the command")
+                           seed=0, out_dir=tmp_path, remake="the command",
+                           window_seconds=TINY_WINDOW_SECONDS)
     assert again.resumed_from_epoch == 2
     assert all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(),
                                                  trained.state_dict().values(), strict=True))

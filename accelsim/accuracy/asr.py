@@ -74,6 +74,7 @@ from accelsim.zoo.asr import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from torch import nn
 
@@ -90,6 +91,9 @@ OUTPUT_PROJECTION = r"whisper\.proj_out"
 CALIBRATION_BATCH = 4  # utterances per calibration batch (the recipe says how many batches)
 EVAL_BATCH = 8
 IGNORE = -100  # F.cross_entropy's ignore_index: a label position that carries no loss
+# A QAT checkpoint within an epoch every this many batches: ~15 minutes of Whisper tiny.en on
+# 2 cores, so an interrupted epoch over the whole corpus (hours) loses at most that.
+CHECKPOINT_BATCHES = 250
 
 
 def asr_recipe(recipe: Recipe, *, output_projection: bool = True) -> Recipe:
@@ -237,25 +241,43 @@ def split_wer(model: nn.Module, name: str, split: Split, limit: int | None,
     return asr.wer_pct(references, hypotheses), references, hypotheses
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Example:
-    """One utterance's log-mel features ``(mels, frames)`` and its :func:`reference_ids`."""
+    """One utterance's speech (float32 samples at 16 kHz, as :func:`asr.audio` reads it) and its
+    :func:`reference_ids`. Its log-mel features are computed with the batch that reads it:
+    a 10 s window's features take about twice the memory of the few seconds of speech."""
 
-    features: torch.Tensor
+    speech: np.ndarray
     ids: tuple[int, ...]
 
 
 def examples(name: str, split: Split, limit: int,
              window_seconds: float = asr.WINDOW_SECONDS) -> list[Example]:
-    """The first ``limit`` utterances of ``split`` as features and token ids, computed once
-    for all epochs (the speech synthesised on first use, cached on disk)."""
-    features, sentences = [], []
-    for batch, texts in asr.feature_batches(asr.utterances(split, limit), EVAL_BATCH,
-                                            mels(name), window_seconds):
-        features += list(batch)
-        sentences += texts
-    return [Example(f, ids) for f, ids in zip(features, reference_ids(name, sentences),
-                                              strict=True)]
+    """The first ``limit`` utterances of ``split`` as speech and token ids (the speech
+    synthesised on first use, cached on disk); refused at once if one does not fit the
+    window."""
+    chosen = asr.utterances(split, limit)
+    speech = asr.audio(chosen)
+    asr.require_fit(speech, window_seconds)
+    return [Example(x, ids) for x, ids in zip(
+        speech, reference_ids(name, [u.sentence for u in chosen]), strict=True)]
+
+
+class BuiltOnRead(Sequence[Batch]):
+    """``count`` batches, batch ``i`` built by ``build(i)`` each time it is read: an epoch's
+    batches without holding them all (``finetune`` indexes past those a resumed epoch has
+    done)."""
+
+    def __init__(self, count: int, build: Callable[[int], Batch]) -> None:
+        self._count, self._build = count, build
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: int) -> Batch:  # type: ignore[override]
+        if not 0 <= index < self._count:
+            raise IndexError(f"batch {index} of {self._count}")
+        return self._build(index)
 
 
 def teacher_forced_labels(ids: torch.Tensor, lengths: Sequence[int],
@@ -273,23 +295,27 @@ def teacher_forced_labels(ids: torch.Tensor, lengths: Sequence[int],
 
 
 def teacher_forced_batches(name: str, chosen: Sequence[Example], batch_size: int,
-                           seed: int | None) -> list[Batch]:
-    """Training batches of ``chosen``: features and decoder input, labels flattened to
-    ``(batch x tokens,)`` as :func:`training_class`'s logits; shuffled by ``seed`` (a fixed
-    order with None)."""
+                           seed: int | None,
+                           window_seconds: float = asr.WINDOW_SECONDS) -> BuiltOnRead:
+    """Training batches of ``chosen``, built when read: log-mel features and decoder input,
+    labels flattened to ``(batch x tokens,)`` as :func:`training_class`'s logits; shuffled by
+    ``seed`` (a fixed order with None)."""
     import torch
 
     order = (list(range(len(chosen))) if seed is None else
              torch.randperm(len(chosen), generator=torch.Generator().manual_seed(seed)).tolist())
     prompt_length = len(decoding_rules(name).prompt)
-    out = []
-    for start in range(0, len(order), batch_size):
-        part = [chosen[i] for i in order[start:start + batch_size]]
+    mel_bins = mels(name)
+
+    def build(index: int) -> Batch:
+        part = [chosen[i] for i in order[index * batch_size:(index + 1) * batch_size]]
         ids, lengths = padded_ids([e.ids for e in part])
         decoder_input, labels = teacher_forced_labels(ids, lengths, prompt_length)
-        out.append(Batch({"input_features": torch.stack([e.features for e in part]),
-                          "decoder_input_ids": decoder_input}, labels.flatten()))
-    return out
+        features = asr.log_mel([e.speech for e in part], mel_bins, window_seconds)
+        return Batch({"input_features": features, "decoder_input_ids": decoder_input},
+                     labels.flatten())
+
+    return BuiltOnRead(-(-len(order) // batch_size), build)
 
 
 def reference_batches(fp32: nn.Module, name: str, chosen: Sequence[asr.Utterance],
@@ -365,23 +391,26 @@ def qat_recipe(recipe: Recipe, epochs: int, batch_size: int, lr: float) -> Recip
 
 def train_asr(model: nn.Module, name: str, recipe: Recipe, train: Sequence[Example],
               val: Sequence[Example], *, seed: int, out_dir: Path, remake: str,
+              window_seconds: float = asr.WINDOW_SECONDS,
               on_progress: Callable[[Progress], None] | None = None) -> FinetuneResult:
     """QAT (or, for a float recipe, fine-tuning) of the FP32 ``WhisperAsr`` ``model`` under
-    ``recipe`` (:func:`qat_recipe`'s) on ``train``, teacher-forced; ``val``'s token accuracy
-    after each epoch is the history's metric. Checkpoint and provenance (the recipe, the FP32
-    weights' hash, the training code) live in ``out_dir``: a finished run is reused, an
-    interrupted one resumes, another's is refused with ``remake``. The result's model is a
-    ``WhisperAsr`` in eval mode (compressed, decoder attention quantized), ready for
-    :func:`transcribe`."""
+    ``recipe`` (:func:`qat_recipe`'s) on ``train``, teacher-forced, features of
+    ``window_seconds`` windows; ``val``'s token accuracy after each epoch is the history's
+    metric. Checkpoint (every :data:`CHECKPOINT_BATCHES` batches and epoch) and provenance (the
+    recipe, the FP32 weights' hash, the training code) live in ``out_dir``: a finished run is
+    reused, an interrupted one resumes, another's is refused with ``remake``. The result's
+    model is a ``WhisperAsr`` in eval mode (compressed, decoder attention quantized), ready
+    for :func:`transcribe`."""
     parent = tensors_sha256(model.state_dict())
     start_run(out_dir, recipe, parent, remake)
     student = training_class()(model.whisper)
     result = finetune(
         student,
-        lambda epoch: teacher_forced_batches(name, train, recipe.batch_size, seed * 1000 + epoch),
-        lambda: teacher_forced_batches(name, val, EVAL_BATCH, None),
+        lambda epoch: teacher_forced_batches(name, train, recipe.batch_size, seed * 1000 + epoch,
+                                             window_seconds),
+        lambda: teacher_forced_batches(name, val, EVAL_BATCH, None, window_seconds),
         token_accuracy_pct, recipe, seed=seed, out_dir=out_dir, on_progress=on_progress,
-        compress=compress_structure)
+        compress=compress_structure, checkpoint_batches=CHECKPOINT_BATCHES)
     finish_run(out_dir, student.state_dict())
     trained = asr_class()(student.whisper).eval()
     setattr(trained, PLAN_ATTR, result.plan)
@@ -420,7 +449,8 @@ def scheduled_run(model: nn.Module, name: str, schedule: QatSchedule, recipe_nam
     val = examples(name, "val", schedule.val_utterances, schedule.window_seconds)
     budgeted = qat_recipe(recipe, schedule.epochs, schedule.batch_size, schedule.lr)
     return train_asr(model, name, budgeted, train, val, seed=schedule.seed, out_dir=directory,
-                     remake=remake, on_progress=on_progress)
+                     remake=remake, window_seconds=schedule.window_seconds,
+                     on_progress=on_progress)
 
 
 def finetuned_start(name: str, schedule: QatSchedule, *, remake: str,

@@ -115,11 +115,10 @@ def run_recipe(
     init_state = fp_state if recipe.quantized and recipe.init == "finetuned" else None
     if recipe.quantized and recipe.init == "finetuned" and fp_state is None:
         raise RuntimeError(f"{name}: needs the fp32 weights first")
-    start = time.monotonic()
     result = train(task, recipe, init_state, seed)
     parent = tensors_sha256(init_state) if init_state is not None else ""
     reused = result.resumed_from_epoch == len(result.history)
-    train_minutes = None if reused else round((time.monotonic() - start) / 60, 1)
+    train_minutes = None if reused else round(result.train_seconds / 60, 1)
     start = time.monotonic()
     model = result.model.eval()
     if recipe.quantized:

@@ -8,10 +8,12 @@ float model it started from (logits: ``distill_weight``, also on unlabelled inpu
 ``distill_unlabeled``; encoder block outputs: ``distill_hidden_weight``). A float recipe runs
 one ``fp`` stage of ``fp_epochs + epochs``.
 
-The loop never prints: progress goes to ``on_progress``. After every epoch the whole state
-(model, optimizer, RNG, history) is written atomically to ``out_dir/checkpoint.pt``; calling
-:func:`finetune` again with the same arguments resumes after the last finished epoch and gives
-bit-identical weights to an uninterrupted run. Training runs on PyTorch's deterministic kernels
+The loop never prints: progress goes to ``on_progress``. After every epoch, and every
+``checkpoint_batches`` training batches within one, the whole state (model, optimizer, RNG,
+history, the epoch's running sums) is written atomically to ``out_dir/checkpoint.pt``; calling
+:func:`finetune` again with the same arguments resumes at the last checkpoint, without building
+the batches before it when ``train_batches`` returns a sequence, and gives bit-identical weights
+to an uninterrupted run. Training runs on PyTorch's deterministic kernels
 (:func:`deterministic_algorithms`), so two processes given the same arguments agree bit for bit.
 """
 
@@ -19,8 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import os
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -62,7 +66,7 @@ Stage = Literal["fp", "compress"]
 DatapathEmulation = Callable[[nn.Module, dict[str, Any]], contextlib.AbstractContextManager[Any]]
 CHECKPOINT = "checkpoint.pt"
 TEACHER = "teacher.pt"
-_FORMAT = 1
+_FORMAT = 2  # 2: checkpoints within an epoch ("partial")
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,20 @@ class FinetuneResult:
     metric: float  # evaluation metric after the last epoch
     fp_metric: float | None  # metric of the task-fine-tuned float model (end of stage fp)
     resumed_from_epoch: int  # epochs already done when this call started (0 = fresh run)
+    resumed_from_step: int = 0  # steps of the next epoch already done when this call started
+    train_seconds: float = 0.0  # wall-clock training time, summed over the calls that made it
+
+
+@dataclass(frozen=True)
+class _EpochSoFar:
+    """The running state of an epoch after ``steps`` steps: what a checkpoint within an epoch
+    holds besides the model, optimizer and RNG."""
+
+    steps: int = 0
+    loss_sum: float = 0.0
+    factor: float = 1.0
+    fraction: float = 0.0
+    mask_changed: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -188,6 +206,14 @@ def _loss(logits: Tensor, labels: Tensor | None, teacher_logits: Tensor | None,
         return kd
     ce = F.cross_entropy(logits.float(), labels)
     return (1 - recipe.distill_weight) * ce + recipe.distill_weight * kd
+
+
+def _batches_from(batches: Iterable[Batch], start: int) -> Iterator[Batch]:
+    """``batches`` from position ``start``: a sequence is indexed, so the batches before
+    ``start`` are never built; another iterable is advanced past them."""
+    if isinstance(batches, Sequence):
+        return (batches[i] for i in range(start, len(batches)))
+    return itertools.islice(batches, start, None)
 
 
 def _interleaved(labeled: Iterable[Batch], unlabeled: Iterable[Batch],
@@ -304,6 +330,7 @@ def finetune(
     unlabeled_batches: Callable[[int], Iterable[Batch]] | None = None,
     emulate_datapath: DatapathEmulation | None = None,
     compress: Callable[[nn.Module, Recipe], CompressionPlan] = apply_recipe,
+    checkpoint_batches: int | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``model`` (pre-trained backbone + head) under ``recipe``; see the module doc.
 
@@ -315,8 +342,13 @@ def finetune(
     ``emulate_datapath(model, recipe.datapath)`` (needed then; ignored otherwise).
     ``compress(model, recipe)`` builds the compressed structure when stage ``compress`` starts
     or resumes (default :func:`apply_recipe`; a speech recognizer also quantizes its decoder
-    attention, :func:`accelsim.accuracy.asr.compress_structure`).
+    attention, :func:`accelsim.accuracy.asr.compress_structure`). ``checkpoint_batches``: also
+    checkpoint after every that many labelled batches of an epoch (with their unlabelled ones),
+    so that an interruption loses at most those; None checkpoints at epoch ends only.
     """
+    if checkpoint_batches is not None and checkpoint_batches < 1:
+        raise AccelsimError(f"finetune: checkpoint_batches {checkpoint_batches}; allowed: an "
+                            "integer >= 1, or None (at epoch ends only)")
     check_family(recipe, model_family(model))  # fail before stage 1, not after it
     if recipe.distill_unlabeled > 0 and unlabeled_batches is None:
         raise AccelsimError(f"recipe {recipe.name!r}: distill_unlabeled: "
@@ -338,12 +370,18 @@ def finetune(
     optimizer: torch.optim.AdamW | None = None
     teacher: nn.Module | None = None
     start_epoch = 0
+    so_far = _EpochSoFar()
+    seconds_before = 0.0  # training time of the calls before this one
+    call_start = time.perf_counter()
     torch.manual_seed(seed)
 
     if ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, weights_only=False)
-        if ckpt.get("format") != _FORMAT or not same_recipe(ckpt["recipe"], recipe) \
-                or ckpt["seed"] != seed:
+        if ckpt.get("format") != _FORMAT:
+            raise AccelsimError(f"{ckpt_path}: checkpoint format {ckpt.get('format')}, from "
+                                f"another accelsim version (allowed: {_FORMAT}); use another "
+                                "--out or delete it")
+        if not same_recipe(ckpt["recipe"], recipe) or ckpt["seed"] != seed:
             raise AccelsimError(f"{ckpt_path}: checkpoint is from another recipe or seed "
                                 f"(recipe {ckpt['recipe'].get('name')!r}, seed {ckpt['seed']}); "
                                 f"use another --out or delete it")
@@ -351,9 +389,13 @@ def finetune(
         steps_per_epoch = int(ckpt["steps_per_epoch"])
         history = [EpochRecord(**h) for h in ckpt["history"]]
         fp_metric = ckpt["fp_metric"]
-        if start_epoch > stages.fp_epochs:
+        seconds_before = float(ckpt["train_seconds"])
+        if ckpt["partial"] is not None:
+            so_far = _EpochSoFar(**ckpt["partial"])
+        # Stage compress has begun: its structure (weights from the checkpoint) and teacher.
+        if start_epoch > stages.fp_epochs or (so_far.steps and start_epoch == stages.fp_epochs):
             teacher = _teacher(model, recipe, out / TEACHER, resume=True)
-            plan = compress(model, recipe)  # the structure; weights come from the checkpoint
+            plan = compress(model, recipe)
         model.load_state_dict(ckpt["model"])
         if ckpt["optimizer"] is not None:  # saved mid-stage
             optimizer = _optimizer(model, recipe, stages.stage(start_epoch))
@@ -361,6 +403,18 @@ def finetune(
         torch.set_rng_state(ckpt["rng"])
     else:
         steps_per_epoch = _count_steps(train_batches)
+    resumed_from = (start_epoch, so_far.steps)
+
+    def save(epoch_done: int, partial: _EpochSoFar | None) -> None:
+        _save(ckpt_path, {
+            "format": _FORMAT, "recipe": recipe_to_dict(recipe), "seed": seed,
+            "epoch_done": epoch_done, "steps_per_epoch": steps_per_epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "rng": torch.get_rng_state(), "history": [asdict(h) for h in history],
+            "fp_metric": fp_metric, "partial": None if partial is None else asdict(partial),
+            "train_seconds": seconds_before + time.perf_counter() - call_start,
+        })
 
     model.train()
     for epoch in range(start_epoch, stages.total):
@@ -377,11 +431,17 @@ def finetune(
         stage_steps = epoch_steps * (stages.fp_epochs if stage == "fp"
                                      else stages.compress_epochs)
         sparse = stage == "compress" and recipe.sparsity == "2:4"
-        loss_sum, steps, factor, mask_changed = 0.0, 0, 1.0, 0.0
-        fraction = pruned_fraction(recipe, 0.0) if sparse else 0.0
-        unlabeled = unlabeled_batches(epoch) if unlabeled_per_batch else ()
+        if not so_far.steps:
+            so_far = _EpochSoFar(fraction=pruned_fraction(recipe, 0.0) if sparse else 0.0)
+        loss_sum, steps, factor = so_far.loss_sum, so_far.steps, so_far.factor
+        fraction, mask_changed = so_far.fraction, so_far.mask_changed
+        # Checkpoints within an epoch fall after a labelled batch's unlabelled ones.
+        labeled_done = steps // (1 + unlabeled_per_batch)
+        unlabeled = (_batches_from(unlabeled_batches(epoch), steps - labeled_done)
+                     if unlabeled_per_batch else ())
         emulate = emulate_datapath if stage == "compress" and recipe.datapath else None
-        for batch, labeled in _interleaved(train_batches(epoch), unlabeled, unlabeled_per_batch):
+        for batch, labeled in _interleaved(_batches_from(train_batches(epoch), labeled_done),
+                                           unlabeled, unlabeled_per_batch):
             step_in_stage = (epoch - first_epoch_of_stage) * epoch_steps + steps
             if stage == "compress":
                 progress = step_in_stage / stage_steps
@@ -408,9 +468,14 @@ def finetune(
             enforce_masks(model)
             loss_sum += loss.item()
             steps += 1
+            labeled_done, unlabeled_left = divmod(steps, 1 + unlabeled_per_batch)
+            if (checkpoint_batches and not unlabeled_left and steps < epoch_steps
+                    and labeled_done % checkpoint_batches == 0):
+                save(epoch, _EpochSoFar(steps, loss_sum, factor, fraction, mask_changed))
             if on_progress is not None:
                 on_progress(Progress(stage, epoch + 1, stages.total, steps, epoch_steps,
                                      loss_sum / steps, None, factor))
+        so_far = _EpochSoFar()
         last_of_stage = epoch + 1 == stages.total or stages.stage(epoch + 1) != stage
         if sparse and last_of_stage:
             fraction = pruned_fraction(recipe, 1.0)
@@ -432,15 +497,9 @@ def finetune(
                                  record.train_loss, value, factor))
         if last_of_stage:
             optimizer = None
-        _save(ckpt_path, {
-            "format": _FORMAT, "recipe": recipe_to_dict(recipe), "seed": seed,
-            "epoch_done": epoch + 1, "steps_per_epoch": steps_per_epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
-            "rng": torch.get_rng_state(), "history": [asdict(h) for h in history],
-            "fp_metric": fp_metric,
-        })
+        save(epoch + 1, None)
 
     assert plan is not None  # set above (float recipe) or when stage 2 started or resumed
     model.eval()
-    return FinetuneResult(model, plan, tuple(history), history[-1].metric, fp_metric, start_epoch)
+    return FinetuneResult(model, plan, tuple(history), history[-1].metric, fp_metric,
+                          *resumed_from, seconds_before + time.perf_counter() - call_start)

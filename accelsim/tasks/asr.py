@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 WORDNET_DIR = Path(assets.ASSETS["wordnet-base"].probe).parent
 WORDNET_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
 MIN_WORDS, MAX_WORDS = 4, 16
-SENTENCES_PER_SPLIT = {"train": 12_000, "val": 500, "test": 500}
+SENTENCES_PER_SPLIT = {"train": 30_608, "val": 500, "test": 500}  # the whole corpus
 FIRST_TRAIN_SENTENCES = 2000  # cut before validation; the rest of train comes after test
 SPEED_WPM = (130, 200)  # espeak-ng -s, inclusive: clearly articulated, 16 words in < 8 s
 PITCH = (20, 80)  # espeak-ng -p, inclusive
@@ -224,20 +224,26 @@ def audio(chosen: Sequence[Utterance]) -> list[np.ndarray]:
     return [read_wav(path) for path in paths]
 
 
-def log_mel(speech: Sequence[np.ndarray], mels: int,
-            window_seconds: float = WINDOW_SECONDS) -> torch.Tensor:
-    """Whisper's log-mel features ``(B, mels, 100 x window_seconds)`` of speech placed
-    :data:`LEAD_SECONDS` into the window (speech that does not fit raises: it would be cut)."""
-    import torch
-    from transformers import WhisperFeatureExtractor
-
-    samples = round(window_seconds * SAMPLE_RATE_HZ)
-    lead = np.zeros(round(LEAD_SECONDS * SAMPLE_RATE_HZ), np.float32)
-    longest = max(len(x) for x in speech) + len(lead)
-    if longest > samples:
+def require_fit(speech: Sequence[np.ndarray], window_seconds: float) -> None:
+    """Raise unless every utterance of ``speech``, after its lead silence, fits the window."""
+    longest = max(len(x) for x in speech) + round(LEAD_SECONDS * SAMPLE_RATE_HZ)
+    if longest > round(window_seconds * SAMPLE_RATE_HZ):
         raise AccelsimError(f"task asr: an utterance of {longest / SAMPLE_RATE_HZ:.2f} s with its "
                             f"lead silence does not fit the {window_seconds:g} s window; allowed: "
                             "a longer window")
+
+
+def log_mel(speech: Sequence[np.ndarray], mels: int,
+            window_seconds: float = WINDOW_SECONDS) -> torch.Tensor:
+    """Whisper's log-mel features ``(B, mels, 100 x window_seconds)`` of speech placed
+    :data:`LEAD_SECONDS` into the window (speech that does not fit raises: it would be cut).
+    Each utterance's features depend on its speech alone, not on the rest of the batch."""
+    import torch
+    from transformers import WhisperFeatureExtractor
+
+    require_fit(speech, window_seconds)
+    samples = round(window_seconds * SAMPLE_RATE_HZ)
+    lead = np.zeros(round(LEAD_SECONDS * SAMPLE_RATE_HZ), np.float32)
     extractor = WhisperFeatureExtractor(feature_size=mels)
     feats = extractor([np.concatenate([lead, x]) for x in speech],
                       sampling_rate=SAMPLE_RATE_HZ, padding="max_length", max_length=samples,

@@ -154,7 +154,6 @@ def qat_run(args: argparse.Namespace, recipe_name: str, model: torch.nn.Module,
     parent_data = other_parent_data(args, parent)
     if parent_data:
         init += f"-fp32train{parent_data}"
-    start = time.perf_counter()
     result = scheduled_run(model, MODEL, schedule_of(args), recipe_name, recipe,
                            remake=command(args, recipe_name, " ".join(args.splits)),
                            run_suffix=clips + init,
@@ -164,7 +163,7 @@ def qat_run(args: argparse.Namespace, recipe_name: str, model: torch.nn.Module,
         "qat_epochs": str(args.epochs), "train_utterances": str(args.train_utterances),
         "batch_size": str(args.batch_size), "lr": f"{args.lr:g}",
         "val_token_accuracy_pct": f"{result.metric:.2f}",
-        "train_minutes": "" if reused else f"{(time.perf_counter() - start) / 60:.1f}",
+        "train_minutes": "" if reused else f"{result.train_seconds / 60:.1f}",
         "checkpoint_sha256": tensors_sha256(result.model.state_dict()),
         "qat_init": INITS[start_of(args, recipe)] if has_parent(args, recipe) else "",
         "fp32_epochs": "" if parent is None else str(parent),

@@ -35,10 +35,10 @@ def _eval() -> list:
     return [synthetic_batch(10_000 + i) for i in range(2)]
 
 
-def _run(out: Path, recipe: Recipe, on_progress=None):  # noqa: ANN001, ANN202
+def _run(out: Path, recipe: Recipe, on_progress=None, **kwargs):  # noqa: ANN001, ANN003, ANN202
     model = tiny_bert(seed=0)
     return finetune(model, _train, _eval, accuracy_pct, recipe, seed=1, out_dir=out,
-                    on_progress=on_progress)
+                    on_progress=on_progress, **kwargs)
 
 
 def test_two_stage_finetune_compresses_and_reports_progress(tmp_path: Path) -> None:
@@ -113,6 +113,70 @@ def test_resume_after_interruption_is_bit_identical(tmp_path: Path, overrides: d
         assert state_a.keys() == state_b.keys()
         for key in state_a:
             assert torch.equal(state_a[key], state_b[key]), key
+
+
+class _CountedBatches(list):
+    """The training batches of an epoch as a sequence that records which ones are built."""
+
+    built: list[int] = []
+
+    def __getitem__(self, index):  # noqa: ANN001, ANN204
+        _CountedBatches.built.append(index)
+        return super().__getitem__(index)
+
+
+def _unlabeled(epoch: int) -> list:
+    return [synthetic_batch(50_000 + 100 * epoch + i) for i in range(TRAIN_BATCHES)]
+
+
+@pytest.mark.parametrize("overrides", [
+    {}, {"pruning": "gradual", "mask_update_steps": 1},
+    {"pruning": "sr_ste", "mask_update_steps": 1},
+    {"distill_weight": 0.5, "distill_unlabeled": 1}])
+def test_resume_within_an_epoch_is_bit_identical_and_skips_the_done_batches(
+        tmp_path: Path, overrides: dict) -> None:
+    recipe = _recipe(**overrides)
+    extra = {"unlabeled_batches": _unlabeled} if recipe.distill_unlabeled else {}
+    per_step = 1 + recipe.distill_unlabeled
+    full = _run(tmp_path / "full", recipe, **extra)
+
+    # Within the float stage, one step into the compressed stage (its structure, teacher and
+    # calibrated clips come from the checkpoint), and within the last epoch.
+    for stop_epoch, stop_batch in ((1, 3), (2, 1), (3, 3)):
+        out = tmp_path / f"cut{stop_epoch}-{stop_batch}"
+        steps_done = stop_batch * (per_step if stop_epoch > 1 else 1)
+
+        def interrupt(p: Progress, e: int = stop_epoch, s: int = steps_done) -> None:
+            if p.epoch == e and p.step == s and p.metric is None:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            _run(out, recipe, interrupt, checkpoint_batches=1, **extra)
+        seconds_before = torch.load(out / "checkpoint.pt", weights_only=False)["train_seconds"]
+        _CountedBatches.built = []
+
+        def counted(epoch: int) -> list:
+            return _CountedBatches(_train(epoch))
+
+        resumed = finetune(tiny_bert(seed=0), counted, _eval, accuracy_pct, recipe, seed=1,
+                           out_dir=out, checkpoint_batches=1, **extra)
+        assert (resumed.resumed_from_epoch, resumed.resumed_from_step) == (stop_epoch - 1,
+                                                                          steps_done)
+        assert 0 < seconds_before < resumed.train_seconds  # the time of both calls
+        # The batches done before the interruption are not built again (calibration, at the
+        # start of the compressed stage, reads its first batches once more when it starts).
+        assert _CountedBatches.built[:TRAIN_BATCHES - stop_batch] == list(
+            range(stop_batch, TRAIN_BATCHES))
+        assert resumed.history == full.history
+        state_a, state_b = full.model.state_dict(), resumed.model.state_dict()
+        assert state_a.keys() == state_b.keys()
+        for key in state_a:
+            assert torch.equal(state_a[key], state_b[key]), key
+
+
+def test_checkpoint_batches_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(AccelsimError, match="checkpoint_batches 0; allowed: an integer >= 1"):
+        _run(tmp_path, _recipe(), checkpoint_batches=0)
 
 
 def test_rerun_of_a_finished_run_returns_it(tmp_path: Path) -> None:
@@ -206,6 +270,11 @@ def test_checkpoint_of_another_recipe_is_refused(tmp_path: Path) -> None:
     _run(tmp_path, _recipe(epochs=1))
     with pytest.raises(AccelsimError, match="another recipe or seed"):
         _run(tmp_path, _recipe(epochs=1, lr=1e-3))
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    torch.save({**state, "format": 1}, tmp_path / "checkpoint.pt")
+    with pytest.raises(AccelsimError, match="checkpoint format 1, from another accelsim version "
+                                            r"\(allowed: 2\)"):
+        _run(tmp_path, _recipe(epochs=1))
 
 
 def test_unsupported_family_fails_before_training(tmp_path: Path) -> None:

@@ -58,10 +58,14 @@ def test_corpus_splits_are_disjoint_short_plain_sentences():
         assert all(w.isalpha() for w in words)
     # The training sentences added after the test split moved no earlier sentence: the splits
     # cut without them are the same validation and test, and the train split's first part.
-    first_cut = disjoint_splits(asr.read_sentences(), {**asr.SENTENCES_PER_SPLIT,
-                                                       "train": asr.FIRST_TRAIN_SENTENCES})
+    first_counts = {**asr.SENTENCES_PER_SPLIT, "train": asr.FIRST_TRAIN_SENTENCES}
+    first_cut = disjoint_splits(asr.read_sentences(), first_counts)
     assert first_cut["val"] == splits["val"] and first_cut["test"] == splits["test"]
     assert first_cut["train"] == splits["train"][:asr.FIRST_TRAIN_SENTENCES]
+    # The train split was 12,000 sentences before it took the whole corpus: those are its start.
+    twelve_thousand = disjoint_splits(asr.read_sentences(), first_counts, extra_train=10_000)
+    assert twelve_thousand["train"] == splits["train"][:12_000]
+    assert sum(len(v) for v in splits.values()) == len(asr.read_sentences())  # all of it
 
 
 @pytest.mark.assets("wordnet-base")
@@ -76,5 +80,5 @@ def test_utterances_are_seeded_and_speakers_unseen_across_splits():
     assert all(u.accent in asr.ACCENTS for u in first)
     with pytest.raises(AccelsimError, match="limit 0 val utterances; allowed: 1 .. 500 or None"):
         asr.utterances("val", 0)
-    with pytest.raises(AccelsimError, match="limit 12001 train utterances; allowed: 1 .. 12000"):
-        asr.utterances("train", 12_001)
+    with pytest.raises(AccelsimError, match="limit 30609 train utterances; allowed: 1 .. 30608"):
+        asr.utterances("train", 30_609)
