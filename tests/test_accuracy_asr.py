@@ -192,10 +192,12 @@ def test_asr_wer_names_a_parent_with_other_epochs_or_lr_in_command_and_table():
         "--lr 1e-05 --threads 2 --fp32-epochs 2 --fp32-lr 0.0001")
     row = {"qat_epochs": "4", "train_utterances": "2000", "batch_size": "8", "lr": "0.0001",
            "qat_init": "fp32_finetuned", "fp32_epochs": "2"}
-    assert script.qat_label(row).endswith("from the FP32 run of 2 ep")
-    assert script.qat_label({**row, "fp32_epochs": "4"}).endswith("from the FP32 run")
+    assert script.qat_label(row) == ("2,000 utt, batch 8: 4 ep, lr 0.0001, from FP32 (2 ep, "
+                                     "lr 0.0001)")
     assert script.qat_label({**row, "fp32_epochs": "4", "lr": "1e-05", "fp32_lr": "0.0001"}
-                            ).endswith("lr 1e-05, from the FP32 run of 4 ep at lr 0.0001")
+                            ).endswith("4 ep, lr 1e-05, from FP32 (4 ep, lr 0.0001)")
+    assert script.qat_label({**row, "qat_init": "pretrained"}).endswith("from pre-trained")
+    assert script.qat_label({**row, "qat_epochs": ""}) == "-"
 
 
 def test_asr_wer_more_qat_data_than_the_parent_makes_fp32_the_same_data_control():
@@ -218,7 +220,8 @@ def test_asr_wer_more_qat_data_than_the_parent_makes_fp32_the_same_data_control(
     row = {"qat_epochs": "1", "train_utterances": "6000", "batch_size": "8", "lr": "3e-05",
            "qat_init": "fp32_finetuned", "fp32_epochs": "2", "fp32_lr": "0.0001",
            "fp32_train_utterances": "2000"}
-    assert script.qat_label(row).endswith("from the FP32 run of 2 ep at lr 0.0001 x 2000 utt")
+    assert script.qat_label(row) == ("6,000 utt, batch 8: 1 ep, lr 3e-05, from FP32 (2 ep, lr "
+                                     "0.0001, 2,000 utt.)")
 
 
 def test_asr_wer_init_control_starts_a_compressed_qat_from_the_fp32_control(monkeypatch):
@@ -252,12 +255,9 @@ def test_asr_wer_init_control_starts_a_compressed_qat_from_the_fp32_control(monk
     row = {"qat_epochs": "1", "train_utterances": "6000", "batch_size": "8", "lr": "3e-05",
            "qat_init": "fp32_control", "fp32_epochs": "2", "fp32_lr": "0.0001",
            "fp32_train_utterances": "2000"}
-    assert script.qat_label(row).endswith(
-        "from the FP32 control (this schedule, from the FP32 run of 2 ep at lr 0.0001 x 2000 "
-        "utt)")
-    assert _script("asr_readme").schedule_label(row) == (
-        "1 ep, lr 3e-05, from the FP32 control (the same schedule from FP32 (2 ep, lr 0.0001, "
-        "2,000 utt.))")
+    assert script.qat_label(row) == (
+        "6,000 utt, batch 8: 1 ep, lr 3e-05, from the FP32 control (the same schedule from FP32 "
+        "(2 ep, lr 0.0001, 2,000 utt.))")
 
 
 def test_asr_wer_keeps_a_run_re_made_at_another_commit(tmp_path):

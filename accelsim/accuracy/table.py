@@ -6,7 +6,7 @@ import csv
 import dataclasses
 import fcntl
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,23 @@ SCHEDULE_COLUMNS = ("init", "fp_epochs", "qat_epochs", "batch_size", "lr")
 # and the FP32 run it started from): asr_wer.py keys rows on them, asr_readme.py groups runs.
 ASR_QAT_COLUMNS = ("qat_epochs", "train_utterances", "batch_size", "lr", "qat_init",
                    "fp32_epochs", "fp32_lr", "fp32_train_utterances")
+
+def asr_schedule_label(row: Mapping[str, str]) -> str:
+    """An ``asr_wer.csv`` row's training (:data:`ASR_QAT_COLUMNS`): its epochs and lr, and for
+    a run that starts from an FP32 run, that run's epochs, lr and (when other) data; for one
+    that starts from the FP32 control (the ``fp32`` run of its own data and schedule), the run
+    that control started from. The README's and asr_wer.md's wording."""
+    own = f"{row['qat_epochs']} ep, lr {row['lr']}"
+    if row.get("qat_init") not in ("fp32_finetuned", "fp32_control"):
+        return f"{own}, from pre-trained"
+    parent = f"{row['fp32_epochs']} ep, lr {row.get('fp32_lr') or row['lr']}"
+    if row.get("fp32_train_utterances"):
+        parent += f", {int(row['fp32_train_utterances']):,} utt."
+    if row["qat_init"] == "fp32_control":
+        return f"{own}, from the FP32 control (the same schedule from FP32 ({parent}))"
+    return f"{own}, from FP32 ({parent})"
+
+
 
 @dataclass(frozen=True)
 class RowResult:

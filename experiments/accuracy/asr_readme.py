@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from accelsim.accuracy.table import ASR_QAT_COLUMNS, read_rows, with_block
+from accelsim.accuracy.table import ASR_QAT_COLUMNS, asr_schedule_label, read_rows, with_block
 from accelsim.errors import AccelsimError
 from accelsim.files import write_text_atomic
 
@@ -77,21 +77,6 @@ class Cost:
     uj_per_token: float
 
 
-def schedule_label(row: Mapping[str, str]) -> str:
-    """The run's training: its epochs and lr, and for a run that starts from an FP32 run, that
-    run's epochs, lr and (when other) data; for one that starts from the FP32 control (the
-    ``fp32`` run of its own data and schedule), the run that control started from."""
-    own = f"{row['qat_epochs']} ep, lr {row['lr']}"
-    if row.get("qat_init") not in ("fp32_finetuned", "fp32_control"):
-        return f"{own}, from pre-trained"
-    parent = f"{row['fp32_epochs']} ep, lr {row.get('fp32_lr') or row['lr']}"
-    if row.get("fp32_train_utterances"):
-        parent += f", {int(row['fp32_train_utterances']):,} utt."
-    if row["qat_init"] == "fp32_control":
-        return f"{own}, from the FP32 control (the same schedule from FP32 ({parent}))"
-    return f"{own}, from FP32 ({parent})"
-
-
 def lines(rows: list[dict[str, str]]) -> list[Line]:
     """The table's lines (module docstring), in :data:`README_RECIPES` order, then by data."""
     runs: dict[tuple[str, ...], dict[str, dict[str, str]]] = {}
@@ -114,7 +99,7 @@ def lines(rows: list[dict[str, str]]) -> list[Line]:
             best.items(), key=lambda item: (order.index(item[0][0]), item[0][1])):
         test = splits.get("test")
         commits = dict.fromkeys(row.get("code_commit", "")[:7] for row in splits.values())
-        out.append(Line(recipe, data, schedule_label(splits["val"]), val,
+        out.append(Line(recipe, data, asr_schedule_label(splits["val"]), val,
                         None if test is None else float(test["wer_pct"]),
                         ", ".join(sorted(c for c in commits if c))))
     return out

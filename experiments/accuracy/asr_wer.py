@@ -60,7 +60,7 @@ from accelsim.accuracy.asr import (
 from accelsim.accuracy.evaluate import table_datapath
 from accelsim.accuracy.pipeline import progress_printer
 from accelsim.accuracy.provenance import code_commit, tensors_sha256
-from accelsim.accuracy.table import ASR_QAT_COLUMNS, read_rows, write_csv
+from accelsim.accuracy.table import ASR_QAT_COLUMNS, asr_schedule_label, read_rows, write_csv
 from accelsim.compress.recipe import Recipe, load_recipe
 from accelsim.errors import AccelsimError
 from accelsim.files import write_text_atomic
@@ -276,19 +276,12 @@ def key(row: dict[str, str]) -> tuple[str, ...]:
 
 
 def qat_label(row: dict[str, str]) -> str:
-    """The markdown's QAT column: "-" without QAT, else the schedule (fine-tuning for fp32)."""
+    """The markdown's QAT column: "-" without QAT, else the data and batch, then the schedule
+    as the README words it (fine-tuning for fp32)."""
     if not row.get("qat_epochs"):
         return "-"
-    parent, parent_lr = row.get("fp32_epochs", ""), row.get("fp32_lr", "")
-    parent_data = row.get("fp32_train_utterances", "")
-    run = "the FP32 run"
-    if parent != row["qat_epochs"] or parent_lr or parent_data:
-        run += (f" of {parent} ep" + (f" at lr {parent_lr}" if parent_lr else "")
-                + (f" x {parent_data} utt" if parent_data else ""))
-    start = {"fp32_finetuned": f", from {run}", "pretrained": ", from pre-trained",
-             "fp32_control": f", from the FP32 control (this schedule, from {run})"}
-    return (f"{row['qat_epochs']} ep x {row['train_utterances']} utt, batch "
-            f"{row['batch_size']}, lr {row['lr']}{start.get(row.get('qat_init', ''), '')}")
+    return (f"{int(row['train_utterances']):,} utt, batch {row['batch_size']}: "
+            f"{asr_schedule_label(row)}")
 
 
 def write(rows: list[dict[str, str]], csv_path: Path, md_path: Path) -> None:
