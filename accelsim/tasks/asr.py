@@ -34,6 +34,7 @@ Synthesised wavs are cached under ``${ACCELSIM_CACHE:-~/.cache/accelsim}/asr/<ve
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zlib
 from collections.abc import Iterator, Sequence
@@ -80,7 +81,7 @@ WINDOW_SECONDS = 10.0
 # drops or mishears the first word of speech that starts at the window's first frame.
 LEAD_SECONDS = 0.5
 SYNTH_WORKERS = 2
-CACHE_VERSION = "v1"
+CACHE_VERSION = "v2"  # v2: wav names by a 64-bit digest of the sentence
 _EXAMPLE = re.compile(r'"([^"]+)"')
 _PLAIN = re.compile(r"[A-Za-z', ]+")
 
@@ -97,8 +98,11 @@ class Utterance:
 
     @property
     def stem(self) -> str:
-        text = zlib.crc32(self.sentence.encode())
-        return f"{self.variant}_{self.accent}_s{self.speed_wpm}_p{self.pitch}_{text:08x}"
+        """The cached wav's name. The sentence's 64-bit digest keeps the names apart: with a
+        32-bit CRC two of the corpus's sentences collide, and the voice drawn from that CRC
+        made their names equal too."""
+        text = hashlib.sha256(self.sentence.encode()).hexdigest()[:16]
+        return f"{self.variant}_{self.accent}_s{self.speed_wpm}_p{self.pitch}_{text}"
 
 
 def normalize(text: str) -> list[str]:

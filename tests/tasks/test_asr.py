@@ -82,3 +82,8 @@ def test_utterances_are_seeded_and_speakers_unseen_across_splits():
         asr.utterances("val", 0)
     with pytest.raises(AccelsimError, match="limit 30609 train utterances; allowed: 1 .. 30608"):
         asr.utterances("train", 30_609)
+    # Every utterance has its own wav: the corpus holds two sentences with one CRC-32
+    # ("a stone wall trails raggedly through the woods", "the baby was quiet for a while"),
+    # which once shared a file.
+    everyone = [u for split in ("train", "val", "test") for u in asr.utterances(split)]
+    assert len({u.stem for u in everyone}) == len(everyone)
