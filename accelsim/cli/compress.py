@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cap every split to about this many examples (smoke runs)")
     parser.add_argument("--tiny", action="store_true",
                         help="tiny random-init backbone of the same family (smoke runs)")
+    parser.add_argument("--checkpoint-batches", type=int, default=None, metavar="N",
+                        help="also checkpoint every N training batches within an epoch (long "
+                             "epochs: an interruption loses at most N batches); default: at "
+                             "epoch ends only")
 
 
 def _get_task(name: str, limit: int | None, tiny: bool) -> Any:
@@ -111,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
 
     result = finetune(model, train_batches, eval_batches, task.metric, recipe, seed=args.seed,
                       out_dir=args.out, on_progress=on_progress,
-                      unlabeled_batches=unlabeled_batches if recipe.distill_unlabeled else None)
+                      unlabeled_batches=unlabeled_batches if recipe.distill_unlabeled else None,
+                      checkpoint_batches=args.checkpoint_batches)
     if bar is not None:
         bar.close()
     out: Path = args.out
@@ -141,7 +146,10 @@ def run(args: argparse.Namespace) -> int:
         summary["weight_bytes"] = asdict(report.total)
     texts[out / "run.json"] = json.dumps(summary, indent=1)
     write_texts_atomic(texts)
-    if result.resumed_from_epoch:
+    if result.resumed_from_step:
+        print(f"resumed at step {result.resumed_from_step} of epoch "
+              f"{result.resumed_from_epoch + 1}")
+    elif result.resumed_from_epoch:
         print(f"resumed after epoch {result.resumed_from_epoch}")
     fp = f" (float fine-tuned: {result.fp_metric:.2f})" if result.fp_metric is not None else ""
     print(f"{recipe.name}: {task.metric_name} {result.metric:.2f}{fp}; outputs in {out}")

@@ -358,6 +358,44 @@ def test_cli_compress_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         capsys.readouterr().err
 
 
+def test_cli_compress_checkpoints_within_an_epoch_and_resumes_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import accelsim.tasks
+    from accelsim.cli import main
+
+    task = SyntheticTask()
+    plain_batches = task.batches
+    train_calls: list[int] = []
+
+    def batches(split: str, batch_size: int, seed: int):  # noqa: ANN202
+        out = plain_batches(split, batch_size, seed)
+        if split == "train":
+            train_calls.append(seed)
+        if len(train_calls) != 2 or split != "train":  # the first call counts the steps
+            return out
+
+        def cut():  # noqa: ANN202
+            for i, batch in enumerate(out):
+                if i == 2:  # the first run stops after the first two steps of its first epoch
+                    raise KeyboardInterrupt
+                yield batch
+        return cut()
+
+    monkeypatch.setattr(task, "batches", batches)
+    monkeypatch.setattr(accelsim.tasks, "get_task", lambda name, limit, tiny: task)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: cli\nsparsity: '2:4'\nfp_epochs: 1\nepochs: 1\nbatch_size: 16\n"
+                      "lr: 3.0e-3\ncalibration_batches: 2\n")
+    args = ["compress", "--model", "tiny_bert", "--task", "synthetic", "--recipe", str(recipe),
+            "--out", str(tmp_path / "run"), "--checkpoint-batches", "1"]
+    assert main(args) == 130
+    assert main(args) == 0
+    assert "resumed at step 2 of epoch 1" in capsys.readouterr().out
+    assert main([*args[:-1], "0"]) == 2
+    assert "checkpoint_batches 0; allowed: an integer >= 1" in capsys.readouterr().err
+
+
 def test_cli_compress_distils_on_the_tasks_unlabeled_batches(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
