@@ -32,6 +32,7 @@ SCHEDULE_COLUMNS = ("init", "fp_epochs", "qat_epochs", "batch_size", "lr")
 ASR_QAT_COLUMNS = ("qat_epochs", "train_utterances", "batch_size", "lr", "qat_init",
                    "fp32_epochs", "fp32_lr", "fp32_train_utterances")
 
+
 def asr_schedule_label(row: Mapping[str, str]) -> str:
     """An ``asr_wer.csv`` row's training (:data:`ASR_QAT_COLUMNS`): its epochs and lr, and for
     a run that starts from an FP32 run, that run's epochs, lr and (when other) data; for one
@@ -46,7 +47,6 @@ def asr_schedule_label(row: Mapping[str, str]) -> str:
     if row["qat_init"] == "fp32_control":
         return f"{own}, from the FP32 control (the same schedule from FP32 ({parent}))"
     return f"{own}, from FP32 ({parent})"
-
 
 
 @dataclass(frozen=True)
