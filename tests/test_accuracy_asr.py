@@ -74,6 +74,21 @@ def test_dense_sites_keep_every_qkv_dense_the_decoders_included():
     assert all(masked[n] for n in masked if n not in qkv)
 
 
+def test_a_stack_qualified_dense_site_keeps_only_that_stacks_linears_dense():
+    model = zasr.build_asr_model(TINY, seed=0)
+    plan = apply_recipe(model, aasr.asr_recipe(Recipe(
+        name="t", sparsity="2:4", dense_sites=("qkv", "encoder.ffn_up", "encoder.ffn_down"))))
+    masked = {n: q.weight_mask is not None for n, q in quant_linears(model)}
+    ffn = [n for n in masked if n.endswith(("fc1", "fc2"))]
+    assert {n for n in ffn if not masked[n]} == {n for n in ffn if ".encoder." in n}
+    assert {n for n in ffn if masked[n]} == {n for n in ffn if ".decoder." in n}
+    assert all(masked[n] for n in masked if n.endswith(("out_proj", "proj_out")))
+    assert plan.dense_layers["whisper.model.encoder.layers.0.fc2"] == (
+        "input site encoder.ffn_down is in the recipe's dense_sites")
+    assert plan.dense_layers["whisper.model.decoder.layers.0.self_attn.k_proj"] == (
+        "input site qkv is in the recipe's dense_sites")
+
+
 def test_the_output_projection_takes_the_lm_head_sites_widths_and_stays_dense_there():
     model = zasr.build_asr_model(TINY, seed=0)
     apply_recipe(model, aasr.asr_recipe(Recipe(

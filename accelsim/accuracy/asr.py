@@ -54,7 +54,7 @@ from accelsim.compress.apply import (
 )
 from accelsim.compress.export import export_int_model
 from accelsim.compress.recipe import load_recipe
-from accelsim.compress.train import FinetuneResult, Progress, finetune
+from accelsim.compress.train import IGNORE_INDEX, FinetuneResult, Progress, finetune
 from accelsim.errors import AccelsimError
 from accelsim.ref.decode import transcribe_int
 from accelsim.ref.execute import build_int_executor
@@ -90,7 +90,7 @@ DECODER_LINEARS: tuple[str, ...] = (
 OUTPUT_PROJECTION = r"whisper\.proj_out"
 CALIBRATION_BATCH = 4  # utterances per calibration batch (the recipe says how many batches)
 EVAL_BATCH = 8
-IGNORE = -100  # F.cross_entropy's ignore_index: a label position that carries no loss
+IGNORE = IGNORE_INDEX  # a label position that carries no loss (cross-entropy's and distillation's)
 # A QAT checkpoint within an epoch every this many batches: ~15 minutes of Whisper tiny.en on
 # 2 cores, so an interrupted epoch over the whole corpus (hours) loses at most that.
 CHECKPOINT_BATCHES = 250

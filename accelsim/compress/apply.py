@@ -33,7 +33,7 @@ from accelsim.compress.quant import (
     runs_integer_path,
 )
 from accelsim.compress.recipe import FAMILIES, Recipe, check_family
-from accelsim.compress.sites import site_if_any, site_of
+from accelsim.compress.sites import check_stacks, site_if_any, site_of, stack_of
 from accelsim.compress.sparsity import (
     gradual_mask_2_4,
     mask_2_4,
@@ -275,6 +275,7 @@ def apply_recipe(model: nn.Module, recipe: Recipe, *, for_trace: bool = False) -
 
     block_names, extras = _encoder_linears(model, family, recipe.quantize_extra)
     names = block_names + extras
+    check_stacks(recipe.dense_sites, names, f"the {family} model")
     with no_init_weights() if for_trace else contextlib.nullcontext():
         dense = _swap_linears(model, recipe, names, extras, for_trace)
     attention: list[str] = []
@@ -302,11 +303,13 @@ def _swap_linears(model: nn.Module, recipe: Recipe, names: list[str], extras: li
     for index, name in enumerate(names):
         linear = _as_linear(model.get_submodule(name))
         site = site_if_any(name) if name in extras or name == LM_HEAD else site_of(name)
-        site_sparse = recipe.sparse_at(site)
+        stack = stack_of(name)
+        site_sparse = recipe.sparse_at(site, stack)
         sparse = site_sparse and supports_2_4(linear.in_features)
         if recipe.sparsity == "2:4" and not sparse:
+            where = site if site in recipe.dense_sites else f"{stack}.{site}"
             dense[name] = (f"K={linear.in_features} is not a multiple of 4" if site_sparse
-                           else f"input site {site} is in the recipe's dense_sites")
+                           else f"input site {where} is in the recipe's dense_sites")
         smoothed = site in recipe.smoothing_sites
         # Activation-weighted and SparseGPT masks need activations, and a smoothed layer's
         # magnitudes are those of its smoothed weights: calibrate() sets those masks.

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from accelsim.compress.sites import SITES, SiteRules
+from accelsim.compress.sites import SITES, SiteRules, dense_entry_error
 from accelsim.errors import AccelsimError, did_you_mean, yaml_problem
 from accelsim.files import UniqueKeyLoader
 from accelsim.formats import DATAPATH_DEFAULTS, DATAPATH_FIELDS, datapath_problem
@@ -57,7 +57,8 @@ class Recipe(SiteRules):
     calibration_percentiles: tuple[float, float] = (0.1, 99.9)
     sparsity: Literal["dense", "2:4"] = "dense"
     # Input sites whose linears stay dense under sparsity "2:4": the pruning left where it costs
-    # the accuracy (e.g. [qkv]: every Q/K/V projection, a recognizer's decoder's included).
+    # the accuracy (e.g. [qkv]: every Q/K/V projection, a recognizer's decoder's included; or
+    # decoder.ffn_up: only the decoder stack's, compress.sites).
     dense_sites: tuple[str, ...] = ()
     # one_shot: a fixed mask, pruned weights stay 0 (the paper's code). gradual: masks grow over
     # the first prune_ramp_fraction of QAT. sr_ste: 2:4 from the first step, but pruned weights
@@ -156,10 +157,12 @@ def _problem(r: Recipe) -> str | None:
                 return f"{key}: {site}: {bits!r} is not one of 4, 8"
         if by_site and not r.quantized:
             return f"{key} needs quantized {kind} ({width} 4 or 8), got 32"
-    for key in ("smoothing_sites", "dense_sites"):
-        for site in getattr(r, key):
-            if site not in SITES:
-                return f"{key}: site {site!r} is not one of {', '.join(SITES)}"
+    for site in r.smoothing_sites:
+        if site not in SITES:
+            return f"smoothing_sites: site {site!r} is not one of {', '.join(SITES)}"
+    for entry in r.dense_sites:
+        if (error := dense_entry_error(entry)) is not None:
+            return error
     if r.dense_sites and r.sparsity != "2:4":
         return (f"dense_sites needs sparsity: '2:4' (it names the sites pruning leaves dense), "
                 f"got {r.sparsity!r}")

@@ -19,6 +19,12 @@ vocabulary (``lm_head``; Whisper's ``proj_out``), which reads the final LayerNor
 the largest weight of a small recognizer (Whisper tiny.en's 51,864 x 384 is more than all its
 blocks' linears together) and the one a decode step streams every token, so a recipe may give
 it its own widths and keep it dense. An encoder's classifier head matches no site.
+
+``dense_sites`` may also name a site in one stack of an encoder-decoder model:
+``encoder.ffn_down`` keeps the encoder's FFN down projections dense and prunes the decoder's.
+A linear's stack is the first component of its module path that is ``encoder`` or ``decoder``
+(Whisper's ``model.encoder.layers.0.fc1``); a single-stack model's linears have none, so a
+recipe that names a stack there is refused (:func:`check_stacks`) rather than silently pruning.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ SITE_PATTERNS: dict[str, re.Pattern[str]] = {
 SITES: tuple[str, ...] = tuple(SITE_PATTERNS)
 OUTSIDE_BLOCK_SITES: tuple[str, ...] = ("lm_head",)
 BLOCK_SITES: tuple[str, ...] = tuple(s for s in SITES if s not in OUTSIDE_BLOCK_SITES)
+STACKS: tuple[str, ...] = ("encoder", "decoder")
 SITE_INPUTS: dict[str, str] = {
     "qkv": "Q/K/V projections (LayerNorm output)",
     "attn_out": "attention output projection (context)",
@@ -49,6 +56,34 @@ SITE_INPUTS: dict[str, str] = {
     "ffn_down": "FFN down projection (GELU output)",
     "lm_head": "a decoder's output projection to the vocabulary (final LayerNorm output)",
 }
+
+
+def stack_of(name: str) -> str | None:
+    """The stack (``encoder`` or ``decoder``) of the linear at module path ``name``: the first
+    path component naming one; None for a single-stack model's linear."""
+    return next((part for part in name.split(".") if part in STACKS), None)
+
+
+def dense_entry_error(entry: str) -> str | None:
+    """Why ``entry`` is no valid ``dense_sites`` entry (a site, or ``<stack>.<site>``), else
+    None."""
+    stack, _, site = entry.rpartition(".")
+    if site in SITES and stack in ("", *STACKS):
+        return None
+    return (f"dense_sites: {entry!r} is not a site ({', '.join(SITES)}) or a site in one stack "
+            f"({' or '.join(f'{s}.<site>' for s in STACKS)})")
+
+
+def check_stacks(dense_sites: tuple[str, ...], linears: list[str], model: str) -> None:
+    """One line when an entry of ``dense_sites`` names a stack that no linear of ``model``
+    (module paths ``linears``) sits in: it would prune what the recipe means to keep dense."""
+    present = {stack_of(name) for name in linears}
+    for entry in dense_sites:
+        stack = entry.rpartition(".")[0]
+        if stack and stack not in present:
+            raise AccelsimError(f"dense_sites: {entry!r} names the {stack} stack, but no linear "
+                                f"of {model} is in a module named {stack!r}; name the site "
+                                f"alone for a single-stack model")
 
 
 def site_if_any(name: str) -> str | None:
@@ -77,9 +112,11 @@ class SiteRules:
         return (self.weight_bits_by_site.get(site, self.weight_bits),
                 self.act_bits_by_site.get(site, self.act_bits))
 
-    def sparse_at(self, site: str | None) -> bool:
-        """Whether a linear at input ``site`` gets 2:4 masks (None: no site, e.g. a head)."""
-        return self.sparsity == "2:4" and site not in self.dense_sites
+    def sparse_at(self, site: str | None, stack: str | None = None) -> bool:
+        """Whether a linear at input ``site`` (None: no site, e.g. a head) in ``stack`` (None:
+        a single-stack model's) gets 2:4 masks."""
+        return (self.sparsity == "2:4" and site not in self.dense_sites
+                and f"{stack}.{site}" not in self.dense_sites)
 
 
 def site_of(name: str) -> str:

@@ -64,6 +64,7 @@ Stage = Literal["fp", "compress"]
 # integer reference on that datapath (accelsim.ref.qat.emulate_datapath). The reference sits
 # above compress, so the caller hands it in.
 DatapathEmulation = Callable[[nn.Module, dict[str, Any]], contextlib.AbstractContextManager[Any]]
+IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index: a label that carries no loss
 CHECKPOINT = "checkpoint.pt"
 TEACHER = "teacher.pt"
 _FORMAT = 2  # 2: checkpoints within an epoch ("partial")
@@ -195,16 +196,21 @@ def _loss(logits: Tensor, labels: Tensor | None, teacher_logits: Tensor | None,
           recipe: Recipe) -> Tensor:
     """Cross-entropy, blended with ``distill_weight`` of the temperature-softened KL divergence to
     the teacher (scaled by T^2 so its gradient does not shrink with T, as in Hinton et al.);
-    for an unlabelled batch (``labels`` None) the KL term alone."""
+    for an unlabelled batch (``labels`` None) the KL term alone. The KL term averages over the
+    rows the cross-entropy scores: a sequence model's padding rows (label ``IGNORE_INDEX``)
+    carry no target, so the student is not taught the teacher's guesses after the text ends."""
     if teacher_logits is None or recipe.distill_weight == 0:
         return F.cross_entropy(logits.float(), labels)
+    if labels is not None:
+        scored = labels != IGNORE_INDEX
+        logits, teacher_logits = logits[scored], teacher_logits[scored]
     t = recipe.distill_temperature
     kd = F.kl_div(F.log_softmax(logits.float() / t, dim=-1),
                   F.log_softmax(teacher_logits.float() / t, dim=-1),
                   log_target=True, reduction="batchmean") * t * t
     if labels is None:
         return kd
-    ce = F.cross_entropy(logits.float(), labels)
+    ce = F.cross_entropy(logits.float(), labels[scored])
     return (1 - recipe.distill_weight) * ce + recipe.distill_weight * kd
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
-from accelsim.compress.sites import SiteRules, site_if_any
+from accelsim.compress.sites import SiteRules, check_stacks, site_if_any, stack_of
 from accelsim.errors import AccelsimError
 from accelsim.graph.ir import GemmNode, Graph, Node, VectorNode
 
@@ -192,7 +192,8 @@ class DecoderPrecision(SiteRules):
     ``kv_bits``. A linear whose name matches one input site (``compress.sites.site_if_any``:
     Q/K/V, attention output, FFN up, FFN down, the LM head) takes that site's width from
     ``weight_bits_by_site`` / ``act_bits_by_site`` where the recipe names it, and stays dense
-    where ``dense_sites`` names it, as compression does; else it keeps the recipe's widths."""
+    where ``dense_sites`` names it (or names it in the linear's stack, ``decoder.ffn_up``), as
+    compression does; else it keeps the recipe's widths."""
 
     weight_bits: int
     act_bits: int
@@ -220,7 +221,7 @@ class DecoderPrecision(SiteRules):
     def sparse(self, linear: str, k: int) -> bool:
         """Whether the linear at module path ``linear`` (``k`` inputs) runs 2:4: where the
         recipe's rules prune its site, unless ``k`` is no multiple of 4."""
-        return self.sparse_at(site_if_any(linear)) and k % 4 == 0
+        return self.sparse_at(site_if_any(linear), stack_of(linear)) and k % 4 == 0
 
 
 NOMINAL_DENSITY = {"dense": 1.0, "2:4": 0.5}
@@ -234,6 +235,9 @@ def with_precision(phase_graph: PhaseGraph, precision: DecoderPrecision) -> Phas
     after the node that computes the new positions; its output is what the cache stores,
     ``written_by``)."""
     p = precision
+    check_stacks(p.dense_sites, [n.name for n in phase_graph.graph.nodes
+                                 if isinstance(n, GemmNode) and not n.weight_is_activation],
+                 f"model {phase_graph.graph.name!r}")
     writes: dict[str | None, list[KVCacheTensor]] = {}
     for tensor in phase_graph.kv_cache:
         if tensor.written_positions:

@@ -18,6 +18,7 @@ from accelsim.compress.recipe import (
     recipe_to_dict,
     same_recipe,
 )
+from accelsim.compress.sites import stack_of
 from accelsim.errors import AccelsimError
 
 EXPECTED = {"fp32", "w8a8", "w4a4", "w4a4_sp24", "w4a4_sp24_no_zero_grid",
@@ -59,6 +60,15 @@ def test_shipped_recipes_load_and_differ_only_where_the_ablation_says() -> None:
             **WHISPER_QKV_W8, "dense_sites": ("qkv", "attn_out", "lm_head")},
         "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense": {
             **WHISPER_QKV_W8, "mask_score": "sparsegpt",
+            "dense_sites": ("qkv", "attn_out", "lm_head")},
+        "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense_enc_dense": {
+            **WHISPER_QKV_W8, "mask_score": "sparsegpt", "dense_sites": (
+                "qkv", "attn_out", "lm_head", "encoder.ffn_up", "encoder.ffn_down")},
+        "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense_dec_dense": {
+            **WHISPER_QKV_W8, "mask_score": "sparsegpt", "dense_sites": (
+                "qkv", "attn_out", "lm_head", "decoder.ffn_up", "decoder.ffn_down")},
+        "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense_kd": {
+            **WHISPER_QKV_W8, "mask_score": "sparsegpt", "distill_weight": 0.5,
             "dense_sites": ("qkv", "attn_out", "lm_head")},
         "w4a8_sp24_sparsegpt_qkv_w8_attn_dense": {
             **WHISPER_QKV_W8, "mask_score": "sparsegpt", "dense_sites": ("qkv", "attn_out")},
@@ -164,7 +174,12 @@ def test_bad_distillation_is_one_line(fields: dict, message: str) -> None:
          "smoothing_sites needs quantized activations"),
         ({"smoothing_alpha": 1.5}, "smoothing_alpha: 1.5 must be in [0, 1]"),
         ({"sparsity": "2:4", "dense_sites": ["attn"]},
-         "dense_sites: site 'attn' is not one of qkv, attn_out, ffn_up, ffn_down"),
+         "dense_sites: 'attn' is not a site (qkv, attn_out, ffn_up, ffn_down, lm_head) or a "
+         "site in one stack (encoder.<site> or decoder.<site>)"),
+        ({"sparsity": "2:4", "dense_sites": ["middle.ffn_up"]},
+         "dense_sites: 'middle.ffn_up' is not a site"),
+        ({"sparsity": "2:4", "dense_sites": ["decoder.fc1"]},
+         "dense_sites: 'decoder.fc1' is not a site"),
         ({"dense_sites": ["qkv"]}, "dense_sites needs sparsity: '2:4'"),
     ],
 )
@@ -259,3 +274,15 @@ def test_pruned_fraction_one_shot_vs_gradual() -> None:
 def test_lr_factor_warmup_then_linear_decay() -> None:
     assert [lr_factor(s, 10, 0.2) for s in range(10)] == pytest.approx(
         [0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])
+
+
+def test_dense_sites_may_name_a_site_in_one_stack() -> None:
+    recipe = recipe_from_dict({"name": "x", "sparsity": "2:4",
+                               "dense_sites": ["qkv", "decoder.ffn_up"]}, "r.yaml")
+    assert recipe.dense_sites == ("qkv", "decoder.ffn_up")
+    assert stack_of("whisper.model.decoder.layers.0.fc1") == "decoder"
+    assert stack_of("transformer.h.0.mlp.c_fc") is None
+    assert not recipe.sparse_at("ffn_up", "decoder")
+    assert recipe.sparse_at("ffn_up", "encoder")
+    assert not recipe.sparse_at("qkv", "encoder")
+    assert recipe.sparse_at("ffn_up")

@@ -186,7 +186,7 @@ def test_rerun_of_a_finished_run_returns_it(tmp_path: Path) -> None:
 
 
 def test_distillation_blends_cross_entropy_with_the_teacher_kl(tmp_path: Path) -> None:
-    from accelsim.compress.train import TEACHER, _loss
+    from accelsim.compress.train import IGNORE_INDEX, TEACHER, _loss
 
     logits, labels = torch.tensor([[2.0, -1.0], [0.5, 0.3]]), torch.tensor([0, 1])
     ce = nn.functional.cross_entropy(logits, labels)
@@ -197,6 +197,11 @@ def test_distillation_blends_cross_entropy_with_the_teacher_kl(tmp_path: Path) -
     p_t, p_s = (torch.softmax(x / 2.0, dim=-1) for x in (teacher, logits))
     kl = (p_t * (p_t.log() - p_s.log())).sum(dim=-1).mean() * 4.0
     assert torch.allclose(_loss(logits, labels, teacher, half), 0.5 * ce + 0.5 * kl)
+    # A padding row (a sequence model's label IGNORE_INDEX) is left out of both terms: the
+    # loss with one appended is the loss without it, whatever the two models say there.
+    padded = (torch.cat([logits, torch.tensor([[9.0, -9.0]])]), torch.tensor([0, 1, IGNORE_INDEX]),
+              torch.cat([teacher, torch.tensor([[-9.0, 9.0]])]))
+    assert torch.allclose(_loss(padded[0], padded[1], padded[2], half), 0.5 * ce + 0.5 * kl)
 
     plain = _run(tmp_path / "plain", _recipe(epochs=1))
     distilled = _run(tmp_path / "kd", _recipe(epochs=1, distill_weight=0.5))

@@ -130,6 +130,13 @@ def test_dense_sites_leave_those_decoder_gemms_dense():
     assert {sparsity[name] for name in sparsity if name not in qkv} == {"2:4"}
 
 
+def test_a_stack_qualified_dense_site_is_refused_on_a_single_stack_decoder():
+    step = trace("gpt2_tiny", "decode", context=5)
+    with pytest.raises(AccelsimError, match=r"^dense_sites: 'decoder.ffn_up' names the decoder "
+                                            r"stack, but no linear of model 'gpt2_tiny"):
+        with_precision(step, DecoderPrecision(4, 4, 8, 4, "2:4", dense_sites=("decoder.ffn_up",)))
+
+
 def test_the_lm_head_site_gives_the_lm_head_its_own_widths_and_keeps_it_dense():
     step = trace("gpt2_tiny", "decode", context=5)
     precise = with_precision(step, DecoderPrecision(
