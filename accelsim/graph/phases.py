@@ -237,7 +237,7 @@ def with_precision(phase_graph: PhaseGraph, precision: DecoderPrecision) -> Phas
     p = precision
     check_stacks(p.dense_sites, [n.name for n in phase_graph.graph.nodes
                                  if isinstance(n, GemmNode) and not n.weight_is_activation],
-                 f"model {phase_graph.graph.name!r}")
+                 f"model {phase_graph.graph.name!r}", whole_model=False)
     writes: dict[str | None, list[KVCacheTensor]] = {}
     for tensor in phase_graph.kv_cache:
         if tensor.written_positions:
