@@ -74,16 +74,13 @@ def dense_entry_error(entry: str) -> str | None:
             f"({' or '.join(f'{s}.<site>' for s in STACKS)})")
 
 
-def check_stacks(dense_sites: tuple[str, ...], linears: list[str], model: str, *,
-                 whole_model: bool = True) -> None:
+def check_stacks(dense_sites: tuple[str, ...], linears: list[str], model: str) -> None:
     """One line when an entry of ``dense_sites`` names a stack that no linear of ``model``
-    (module paths ``linears``) sits in: it would prune what the recipe means to keep dense.
-    With ``whole_model`` False the linears are one phase's (Whisper's decode step runs no
-    encoder), so only a model with no stack at all (GPT-2, Llama) is refused."""
-    present = {stack_of(name) for name in linears} - {None}
+    (module paths ``linears``) sits in: it would prune what the recipe means to keep dense."""
+    present = {stack_of(name) for name in linears}
     for entry in dense_sites:
         stack = entry.rpartition(".")[0]
-        if stack and (stack not in present if whole_model else not present):
+        if stack and stack not in present:
             raise AccelsimError(f"dense_sites: {entry!r} names the {stack} stack, but no linear "
                                 f"of {model} is in a module named {stack!r}; name the site "
                                 f"alone for a single-stack model")

@@ -97,6 +97,19 @@ def test_decode_step_reads_the_cross_attention_cache_and_writes_one_position():
     assert [t.written_by for t in precise.kv_cache if t.written_positions == 0] == [None] * 2
 
 
+def test_a_stack_named_dense_site_prices_only_that_stacks_ffns_dense():
+    # Decoder FFNs dense, encoder FFNs 2:4; the decode step, which runs no encoder, accepts the
+    # encoder's name too.
+    rules = dict(weight_bits=4, act_bits=4, attention_bits=8, kv_bits=8, sparsity="2:4")
+    for dense, sparse_stack in ((("decoder.ffn_up", "decoder.ffn_down"), "encoder"),
+                                (("encoder.ffn_up", "encoder.ffn_down"), "decoder")):
+        for phase in ("prefill", "decode"):
+            precise = with_precision(trace(phase), DecoderPrecision(**rules, dense_sites=dense))
+            ffn = {g.name: g.sparsity for g in precise.graph.gemms
+                   if g.name.endswith(("fc1", "fc2"))}
+            assert ffn and all((s == "2:4") == (f".{sparse_stack}." in n) for n, s in ffn.items())
+
+
 def test_decode_steps_are_affine_in_context_and_batch():
     at5, at6 = trace("decode", context=5), trace("decode", context=6)
     assert affine_in("context", at5, at6, 11) == trace("decode", context=11)
