@@ -55,6 +55,7 @@ README_RECIPES = {
     "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense_down_dense": "the same, 2:4 on FC1 only",
     "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense_enc_dense": "the same, 2:4 decoder FFNs only",
     "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense_dec_dense": "the same, 2:4 encoder FFNs only",
+    "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense_dec_dense_kd": "the same, distilled",
     "w4a8_sp24_sparsegpt_qkv_w8_attn_dense": "the same, head 2:4 too",
 }  # fmt: skip
 # What makes two rows one run: everything that trained it (the split is the run's score).

@@ -67,6 +67,9 @@ def test_shipped_recipes_load_and_differ_only_where_the_ablation_says() -> None:
         "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense_dec_dense": {
             **WHISPER_QKV_W8, "mask_score": "sparsegpt", "dense_sites": (
                 "qkv", "attn_out", "lm_head", "decoder.ffn_up", "decoder.ffn_down")},
+        "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense_dec_dense_kd": {
+            **WHISPER_QKV_W8, "mask_score": "sparsegpt", "distill_weight": 0.5, "dense_sites": (
+                "qkv", "attn_out", "lm_head", "decoder.ffn_up", "decoder.ffn_down")},
         "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense_kd": {
             **WHISPER_QKV_W8, "mask_score": "sparsegpt", "distill_weight": 0.5,
             "dense_sites": ("qkv", "attn_out", "lm_head")},
