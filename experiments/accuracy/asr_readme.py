@@ -49,14 +49,20 @@ README_RECIPES = {
     "w4a8_qkv_w8": "W4A8, Q/K/V weights 8-bit; no 2:4",
     "w4a8_sp24_wanda_qkv_w8_attn_dense_head_w8": "W4A8, Q/K/V 8-bit, 2:4 FFNs (Wanda), head 8-bit",
     "w4a8_sp24_wanda_qkv_w8_attn_dense_head_dense": "W4A8, Q/K/V 8-bit, 2:4 FFNs (Wanda)",
-    "w4a8_sp24_wanda_qkv_w8_attn_dense_head_dense_sr_ste": "the same, masks learned (SR-STE)",
+    "w4a8_sp24_wanda_qkv_w8_attn_dense_head_dense_sr_ste":
+        "W4A8, Q/K/V 8-bit, 2:4 FFNs (SR-STE from Wanda)",
     "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense": "W4A8, Q/K/V 8-bit, 2:4 FFNs (SparseGPT)",
-    "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense_kd": "the same, distilled from FP32",
-    "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense_down_dense": "the same, 2:4 on FC1 only",
-    "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense_enc_dense": "the same, 2:4 decoder FFNs only",
-    "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense_dec_dense": "the same, 2:4 encoder FFNs only",
-    "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense_dec_dense_kd": "the same, distilled",
-    "w4a8_sp24_sparsegpt_qkv_w8_attn_dense": "the same, head 2:4 too",
+    "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense_down_dense":
+        "W4A8, Q/K/V 8-bit, 2:4 FC1s (SparseGPT)",
+    "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense_enc_dense":
+        "W4A8, Q/K/V 8-bit, 2:4 decoder FFNs (SparseGPT)",
+    "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense_dec_dense":
+        "W4A8, Q/K/V 8-bit, 2:4 encoder FFNs (SparseGPT)",
+    "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense_kd":
+        "W4A8, Q/K/V 8-bit, 2:4 FFNs (SparseGPT), distilled",
+    "w4a8_sp24_sparsegpt_qkv_w8_attn_dense_head_dense_dec_dense_kd":
+        "W4A8, Q/K/V 8-bit, 2:4 encoder FFNs (SparseGPT), distilled",
+    "w4a8_sp24_sparsegpt_qkv_w8_attn_dense": "W4A8, Q/K/V 8-bit, 2:4 FFNs and head (SparseGPT)",
 }  # fmt: skip
 # What makes two rows one run: everything that trained it (the split is the run's score).
 RUN_KEY = ("recipe", "calibration_percentiles", *ASR_QAT_COLUMNS)
