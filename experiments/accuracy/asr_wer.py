@@ -2,10 +2,13 @@
 and decoder with calibrated clips, without or after QAT; writes asr_wer.csv and asr_wer.md.
 
 Each recipe measured on ``--splits`` replaces its rows of the CSV (other rows stay), and the
-markdown table is rewritten from the whole CSV. ``--decoder-attention quantized`` quantizes the
-decoder's self- and cross-attention matmuls too; ``--measured-by integer_reference`` then
-transcribes on the integer reference, on the accuracy table's chip datapath
-(:func:`accelsim.accuracy.evaluate.table_datapath`), instead of the fake-quant model.
+markdown table is rewritten from the whole CSV. Each row's transcripts (sentence and hypothesis
+per utterance, in split order) land in ``asr_transcripts/`` beside the CSV, named in the row's
+``transcripts`` column: ``asr_paired.py`` compares two rows utterance by utterance.
+``--decoder-attention quantized`` quantizes the decoder's self- and cross-attention matmuls
+too; ``--measured-by integer_reference`` then transcribes on the integer reference, on the
+accuracy table's chip datapath (:func:`accelsim.accuracy.evaluate.table_datapath`), instead of
+the fake-quant model.
 Deterministic: the split, voices and calibration utterances are fixed by the task's seed, the
 model is built with seed 0 and nothing is sampled (greedy decoding).
 
@@ -43,6 +46,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -74,7 +79,7 @@ FIELDS = ("model", "recipe", "calibration_percentiles", "split", "utterances",
           "decoder_attention", "measured_by", "datapath", "seconds", "command",
           "qat_epochs", "train_utterances", "batch_size", "lr", "val_token_accuracy_pct",
           "train_minutes", "checkpoint_sha256", "qat_init", "fp32_epochs", "code_commit",
-          "fp32_lr", "fp32_train_utterances")
+          "fp32_lr", "fp32_train_utterances", "transcripts")
 MEASURED_BY = ("fake_quant", "integer_reference")
 # --init: the row's qat_init
 INITS = {"finetuned": "fp32_finetuned", "control": "fp32_control", "pretrained": "pretrained"}
@@ -210,7 +215,9 @@ def qat_start(args: argparse.Namespace, recipe: Recipe) -> torch.nn.Module:
                            on_progress=progress_printer("asr/fp32", every=1))
 
 
-def measure(args: argparse.Namespace, recipe_name: str) -> list[dict[str, str]]:
+def measure(args: argparse.Namespace, recipe_name: str
+            ) -> list[tuple[dict[str, str], list[dict[str, str]]]]:
+    """Each split's row and its transcripts (``{"sentence", "hypothesis"}`` per utterance)."""
     quantized_attention = args.decoder_attention == "quantized"
     if recipe_name == "fp32" and not args.qat and (quantized_attention
                                                    or args.measured_by != "fake_quant"):
@@ -246,9 +253,9 @@ def measure(args: argparse.Namespace, recipe_name: str) -> list[dict[str, str]]:
     rows, commit = [], code_commit()
     for split in args.splits:
         start = time.perf_counter()
-        wer, refs, _ = split_wer(model, MODEL, split, args.limit, args.window_seconds,
-                                 datapath=None if chip is None else chip.datapath)
-        rows.append({
+        wer, refs, hyps = split_wer(model, MODEL, split, args.limit, args.window_seconds,
+                                    datapath=None if chip is None else chip.datapath)
+        row = {
             "model": MODEL, "recipe": recipe_name, "calibration_percentiles": percentiles,
             "split": split, "utterances": str(len(refs)),
             "reference_words": str(sum(len(asr.normalize(r)) for r in refs)),
@@ -259,10 +266,11 @@ def measure(args: argparse.Namespace, recipe_name: str) -> list[dict[str, str]]:
             "datapath": "" if chip is None else chip.label,
             "seconds": f"{time.perf_counter() - start:.0f}",
             "command": command(args, recipe_name, split), **qat, "code_commit": commit,
-        })  # fmt: skip
+        }  # fmt: skip
+        rows.append((row, [{"sentence": r, "hypothesis": h}
+                           for r, h in zip(refs, hyps, strict=True)]))
         print(f"{recipe_name:<10} {percentiles:<8} {split:<5} WER {wer:6.2f} %  "
-              f"({len(refs)} utterances, {rows[-1]['seconds']} s, {rows[-1]['measured_by']})",
-              flush=True)
+              f"({len(refs)} utterances, {row['seconds']} s, {row['measured_by']})", flush=True)
     return rows
 
 
@@ -282,6 +290,25 @@ def qat_label(row: dict[str, str]) -> str:
         return "-"
     return (f"{int(row['train_utterances']):,} utt, batch {row['batch_size']}: "
             f"{asr_schedule_label(row)}")
+
+
+def transcripts_name(row: dict[str, str]) -> str:
+    """Where ``row``'s transcripts live, relative to the CSV's folder: one file per row key."""
+    digest = hashlib.sha256("\x1f".join(key(row)).encode()).hexdigest()[:12]
+    return f"asr_transcripts/{row['recipe']}-{row['split']}-{digest}.jsonl"
+
+
+def write_transcripts(measured: list[tuple[dict[str, str], list[dict[str, str]]]],
+                      csv_path: Path) -> list[dict[str, str]]:
+    """Write each measured row's transcripts beside ``csv_path``; the rows, naming them."""
+    rows = []
+    for row, transcripts in measured:
+        row = {**row, "transcripts": transcripts_name(row)}
+        path = csv_path.parent / row["transcripts"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, "".join(json.dumps(t) + "\n" for t in transcripts))
+        rows.append(row)
+    return rows
 
 
 def write(rows: list[dict[str, str]], csv_path: Path, md_path: Path) -> None:
@@ -383,7 +410,8 @@ def main() -> int:
     try:
         resolve_defaults(args)
         for name in args.recipes:  # each recipe's rows are written as soon as they are measured
-            write(measure(args, name), args.out, args.out.with_suffix(".md"))
+            write(write_transcripts(measure(args, name), args.out), args.out,
+                  args.out.with_suffix(".md"))
     except AccelsimError as exc:
         print(f"asr_wer: {exc}", file=sys.stderr)
         return 2
