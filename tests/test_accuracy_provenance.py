@@ -117,3 +117,14 @@ def test_a_recipe_trained_for_a_chip_variant_is_measured_on_that_variant() -> No
     rows[-1] = {**rows[-1], "datapath": table_datapath().label}
     assert any("is not the table's ('int4_sparse: 20-bit saturate accumulators, integer requant, "
                "int vector')" in p for p in check_table(rows, budgets=budget))
+
+
+def test_platform_label_names_the_cpu_and_the_torch_build():
+    import torch
+
+    from accelsim.accuracy.provenance import platform_label
+
+    label = platform_label()
+    assert label.endswith(f", torch {torch.__version__}")
+    assert torch.backends.cpu.get_cpu_capability() in label
+    assert "\n" not in label and label == platform_label()

@@ -10,6 +10,10 @@ Every row of ``experiments/accuracy/results.csv`` carries
   FP32, for ``init: pretrained`` runs and for probes),
 * ``split_sha256``: :func:`split_sha256`, the task's train/val/test contents.
 
+The speech-recognition rows (``asr_wer.csv``) also carry :func:`platform_label`: a trained
+checkpoint is bit-identical on one platform (CPU and torch build), not across platforms, whose
+float kernels sum in other orders (docs/accuracy.md, "Reproducible where").
+
 Each trained run also keeps a ``provenance.json`` beside its checkpoint (:class:`RunProvenance`):
 the budgeted recipe, the parent hash and :func:`code_sha256` of the code that trains a model. A
 run whose recipe, parent or code differs from the current ones is refused, never reused
@@ -22,6 +26,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import platform
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -95,6 +100,29 @@ def code_commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + (DIRTY if changed else "")
+
+
+@functools.cache
+def platform_label() -> str:
+    """The CPU and torch build that ran this process, e.g. ``x86_64 GenuineIntel 6/143 AVX512
+    AMX, torch 2.13.0+cpu``: the CPU's vendor, family and model (``/proc/cpuinfo``, where there
+    is one), the vector extension torch's kernels dispatch to, and whether the CPU has AMX
+    (matrix tiles that oneDNN may use)."""
+    import torch
+
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            fields.setdefault(name.strip(), value.strip())
+    except OSError:
+        pass
+    cpu = (f"{fields['vendor_id']} {fields['cpu family']}/{fields['model']}"
+           if {"vendor_id", "cpu family", "model"} <= fields.keys()
+           else platform.processor() or "unknown cpu")
+    amx = " AMX" if "amx_tile" in fields.get("flags", "").split() else ""
+    return (f"{platform.machine()} {cpu} {torch.backends.cpu.get_cpu_capability()}{amx}, "
+            f"torch {torch.__version__}")
 
 
 def _git(*args: str) -> str:

@@ -64,7 +64,7 @@ from accelsim.accuracy.asr import (
 )
 from accelsim.accuracy.evaluate import table_datapath
 from accelsim.accuracy.pipeline import progress_printer
-from accelsim.accuracy.provenance import code_commit, tensors_sha256
+from accelsim.accuracy.provenance import code_commit, platform_label, tensors_sha256
 from accelsim.accuracy.table import ASR_QAT_COLUMNS, asr_schedule_label, read_rows, write_csv
 from accelsim.compress.recipe import Recipe, load_recipe
 from accelsim.errors import AccelsimError
@@ -79,7 +79,7 @@ FIELDS = ("model", "recipe", "calibration_percentiles", "split", "utterances",
           "decoder_attention", "measured_by", "datapath", "seconds", "command",
           "qat_epochs", "train_utterances", "batch_size", "lr", "val_token_accuracy_pct",
           "train_minutes", "checkpoint_sha256", "qat_init", "fp32_epochs", "code_commit",
-          "fp32_lr", "fp32_train_utterances", "transcripts")
+          "fp32_lr", "fp32_train_utterances", "transcripts", "platform")
 MEASURED_BY = ("fake_quant", "integer_reference")
 # --init: the row's qat_init
 INITS = {"finetuned": "fp32_finetuned", "control": "fp32_control", "pretrained": "pretrained"}
@@ -266,6 +266,7 @@ def measure(args: argparse.Namespace, recipe_name: str
             "datapath": "" if chip is None else chip.label,
             "seconds": f"{time.perf_counter() - start:.0f}",
             "command": command(args, recipe_name, split), **qat, "code_commit": commit,
+            "platform": platform_label(),
         }  # fmt: skip
         rows.append((row, [{"sentence": r, "hypothesis": h}
                            for r, h in zip(refs, hyps, strict=True)]))
