@@ -23,6 +23,7 @@ from accelsim.files import write_text_atomic
 from accelsim.tasks import asr
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
 
 
 def read_transcripts(path: Path) -> list[dict[str, str]]:
@@ -90,6 +91,12 @@ def render(results: list[tuple[str, str, PairedWer]], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shown(path: Path) -> str:
+    """``path`` as a command line in the repository root would give it."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pair", nargs=2, action="append", required=True,
@@ -120,6 +127,9 @@ def main() -> int:
     options = "".join(f" --{name} {value:g}" for name, value, default in (
         ("resamples", args.resamples, 10_000), ("confidence", args.confidence, 0.95),
         ("margin", args.margin, 1.0), ("seed", args.seed, 0)) if value != default)
+    options += "".join(f" --{name} {shown(path)}" for name, path, default in (
+        ("csv", args.csv, HERE / "asr_wer.csv"), ("out", args.out, HERE / "asr_paired.md"))
+        if path.resolve() != default)
     text = render(results, f"python experiments/accuracy/asr_paired.py {pairs}{options}")
     write_text_atomic(args.out, text)
     print(text, end="")
