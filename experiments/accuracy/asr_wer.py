@@ -322,13 +322,14 @@ def write(rows: list[dict[str, str]], csv_path: Path, md_path: Path) -> None:
                                r["measured_by"], qat_label(r), r["split"] != "val"))
     write_csv(csv_path, FIELDS, merged)
     lines = ["| recipe | clip percentiles | QAT | split | utterances | words | WER % | window s | "
-             "output proj. | decoder attn. | measured by | commit | command |",
-             "|---|---|---|---|---:|---:|---:|---:|---|---|---|---|---|"]
+             "output proj. | decoder attn. | measured by | commit | platform | command |",
+             "|---|---|---|---|---:|---:|---:|---:|---|---|---|---|---|---|"]
     lines += [f"| {r['recipe']} | {r['calibration_percentiles']} | {qat_label(r)} | "
               f"{r['split']} | {r['utterances']} | {r['reference_words']} | "
               f"{r['wer_pct']} | {r['window_seconds']} | {r['output_projection']} | "
               f"{r['decoder_attention']} | {r['measured_by']} | "
-              f"{r.get('code_commit', '')[:7] or '-'} | `{r['command']}` |"
+              f"{r.get('code_commit', '')[:7] or '-'} | {r.get('platform') or '-'} | "
+              f"`{r['command']}` |"
               for r in merged]
     write_text_atomic(md_path, "\n".join(lines) + "\n")
 
