@@ -500,3 +500,32 @@ def test_the_readme_asr_table_is_what_asr_wer_csv_and_the_simulator_generate():
                    readme.index(script.README_END)]
     assert block.strip() == script.readme_table(read_rows(script.CSV)), (
         "README's ASR table is stale: run python experiments/accuracy/asr_readme.py")
+
+
+def test_asr_replication_pairs_rows_of_the_same_command(tmp_path, monkeypatch, capsys):
+    script = _script("asr_wer")
+    row = {field: "" for field in script.FIELDS}
+    row.update(model="whisper_tiny_en_asr", recipe="w4a8_qkv_w8", calibration_percentiles="0-100",
+               split="val", utterances="300", reference_words="2151", wer_pct="19.01",
+               window_seconds="10", output_projection="quantized", decoder_attention="quantized",
+               measured_by="integer_reference", command="c", qat_epochs="1",
+               train_utterances="2000", batch_size="8", lr="3e-05", code_commit="a" * 40,
+               val_token_accuracy_pct="78.57", checkpoint_sha256="f" * 64)
+    earlier, again, out = tmp_path / "e.csv", tmp_path / "r.csv", tmp_path / "r.md"
+    script.write([row, {**row, "lr": "1e-04", "wer_pct": "27.20"}], earlier, tmp_path / "e.md")
+    script.write([{**row, "wer_pct": "18.92", "code_commit": "b" * 40, "platform": "cpu B"}],
+                 again, tmp_path / "r2.md")
+    argv = ["asr_replication.py", "--rows", str(again), "--against", str(earlier), "--out",
+            str(out)]
+    monkeypatch.setattr("sys.argv", argv)
+    assert _script("asr_replication").main() == 0
+    line = out.read_text().splitlines()[-1]
+    assert "| 19.01 (aaaaaaa) | 18.92 | -0.09 | 78.57 |" in line and line.endswith("| cpu B |")
+    # a row with no earlier run of the same command is refused, and nothing is written
+    out.unlink()
+    script.write([{**row, "train_utterances": "6000", "code_commit": "b" * 40}], again,
+                 tmp_path / "r2.md")
+    assert _script("asr_replication").main() == 2
+    err = capsys.readouterr().err
+    assert "no earlier row of the same command" in err and err.count("\n") == 1
+    assert not out.exists()
