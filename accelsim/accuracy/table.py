@@ -31,6 +31,11 @@ SCHEDULE_COLUMNS = ("init", "fp_epochs", "qat_epochs", "batch_size", "lr")
 # and the FP32 run it started from): asr_wer.py keys rows on them, asr_readme.py groups runs.
 ASR_QAT_COLUMNS = ("qat_epochs", "train_utterances", "batch_size", "lr", "qat_init",
                    "fp32_epochs", "fp32_lr", "fp32_train_utterances")
+# The columns that name one asr_wer.py run (what it measured, how, and how it was trained):
+# rows that agree on them ran the same command, wherever and at whichever commit.
+ASR_RUN_COLUMNS = ("recipe", "calibration_percentiles", "split", "window_seconds",
+                   "output_projection", "decoder_attention", "measured_by", "datapath",
+                   "utterances", *ASR_QAT_COLUMNS)
 
 
 def asr_schedule_label(row: Mapping[str, str]) -> str:

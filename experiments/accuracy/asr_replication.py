@@ -13,19 +13,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from accelsim.accuracy.table import ASR_QAT_COLUMNS, read_rows
+from accelsim.accuracy.table import ASR_RUN_COLUMNS, read_rows
 from accelsim.errors import AccelsimError
 from accelsim.files import write_text_atomic
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-SAME = ("model", "recipe", "calibration_percentiles", "split", "utterances", "window_seconds",
-        "output_projection", "decoder_attention", "measured_by", "datapath", *ASR_QAT_COLUMNS)
 
 
 def same_run(row: dict[str, str]) -> tuple[str, ...]:
     """What two rows must share to be the same command: everything but where and when."""
-    return tuple(row.get(column, "") for column in SAME)
+    return tuple(row.get(column, "") for column in ASR_RUN_COLUMNS)
 
 
 def render(rows: list[dict[str, str]], against: list[dict[str, str]], command: str) -> str:

@@ -65,7 +65,7 @@ from accelsim.accuracy.asr import (
 from accelsim.accuracy.evaluate import table_datapath
 from accelsim.accuracy.pipeline import progress_printer
 from accelsim.accuracy.provenance import code_commit, platform_label, tensors_sha256
-from accelsim.accuracy.table import ASR_QAT_COLUMNS, asr_schedule_label, read_rows, write_csv
+from accelsim.accuracy.table import ASR_RUN_COLUMNS, asr_schedule_label, read_rows, write_csv
 from accelsim.compress.recipe import Recipe, load_recipe
 from accelsim.errors import AccelsimError
 from accelsim.files import write_text_atomic
@@ -278,10 +278,7 @@ def measure(args: argparse.Namespace, recipe_name: str
 def key(row: dict[str, str]) -> tuple[str, ...]:
     """A row's identity. The code commit is part of it: a run re-made at another commit keeps
     the older row, whose QAT children (the rows of that commit) were trained from it."""
-    return (row["recipe"], row["calibration_percentiles"], row["split"], row["window_seconds"],
-            row["output_projection"], row["decoder_attention"], row["measured_by"],
-            row["datapath"], row["utterances"], *(row.get(f, "") for f in ASR_QAT_COLUMNS),
-            row.get("code_commit", ""))
+    return (*(row.get(f, "") for f in ASR_RUN_COLUMNS), row.get("code_commit", ""))
 
 
 def qat_label(row: dict[str, str]) -> str:
