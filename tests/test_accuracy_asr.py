@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from script_helpers import accuracy_script
 
 from accelsim.accuracy import asr as aasr
 from accelsim.accuracy.table import read_rows
@@ -145,23 +146,9 @@ def test_fixed_weight_codes_leave_the_outputs_bit_identical():
     assert all("export_codes" not in vars(layer) for _, layer in quant_linears(model))
 
 
-def _script(name: str):
-    """The experiment script ``experiments/accuracy/<name>.py`` as a module."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "experiments" / "accuracy" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    script = importlib.util.module_from_spec(spec)
-    sys.modules[name] = script  # dataclasses look their module up there
-    spec.loader.exec_module(script)
-    return script
-
-
 def test_asr_wer_bad_option_combinations_are_one_line(
         monkeypatch, capsys):
-    script = _script("asr_wer")
+    script = accuracy_script("asr_wer")
     for argv, message in (
             (["--recipes", "w8a8", "--measured-by", "integer_reference"],
              "allowed: with --decoder-attention quantized"),
@@ -197,7 +184,7 @@ def _qat_args(**fields: object) -> argparse.Namespace:
 
 
 def test_asr_wer_names_a_parent_with_other_epochs_or_lr_in_command_and_table():
-    script = _script("asr_wer")
+    script = accuracy_script("asr_wer")
     args = _qat_args()
     assert script.command(args, "w4a4_sp24", "val").endswith("--threads 2 --fp32-epochs 2")
     assert script.parent_epochs(args, script.load_recipe("w4a4_sp24")) == 2
@@ -218,7 +205,7 @@ def test_asr_wer_names_a_parent_with_other_epochs_or_lr_in_command_and_table():
 def test_asr_wer_more_qat_data_than_the_parent_makes_fp32_the_same_data_control():
     """With --fp32-train-utterances, every recipe (fp32 too) continues from the FP32 run of the
     smaller data; the command, the row and the run folder say so."""
-    script = _script("asr_wer")
+    script = accuracy_script("asr_wer")
     args = _qat_args(limit=300, train_utterances=6000, epochs=1, lr=3e-5)
     for recipe in ("fp32", "w4a4_sp24"):
         assert script.parent_epochs(args, script.load_recipe(recipe)) == 2
@@ -242,7 +229,7 @@ def test_asr_wer_more_qat_data_than_the_parent_makes_fp32_the_same_data_control(
 def test_asr_wer_init_control_starts_a_compressed_qat_from_the_fp32_control(monkeypatch):
     """--init control: a compressed recipe's QAT starts from this command's trained fp32 run
     (itself from the FP32 parent), in its own run folder; fp32 itself is unchanged by it."""
-    script = _script("asr_wer")
+    script = accuracy_script("asr_wer")
     args = _qat_args(limit=300, train_utterances=6000, epochs=1, lr=3e-5, init="control",
                      splits=["val"])
     sparse, fp32 = script.load_recipe("w4a4_sp24"), script.load_recipe("fp32")
@@ -278,7 +265,7 @@ def test_asr_wer_init_control_starts_a_compressed_qat_from_the_fp32_control(monk
 def test_asr_wer_keeps_a_run_re_made_at_another_commit(tmp_path):
     """An FP32 run re-made at a new commit leaves the old row, which its QAT children (rows of
     the old commit) pair with; the same commit replaces its row."""
-    script = _script("asr_wer")
+    script = accuracy_script("asr_wer")
     row = {field: "" for field in script.FIELDS}
     row.update(model="whisper_tiny_en_asr", recipe="fp32", calibration_percentiles="-",
                split="test", utterances="100", reference_words="693", wer_pct="14.00",
@@ -295,7 +282,7 @@ def test_asr_wer_keeps_a_run_re_made_at_another_commit(tmp_path):
 
 def test_asr_decoder_attention_bad_limit_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["asr_decoder_attention.py", "--limit", "0"])
-    assert _script("asr_decoder_attention").main() == 2
+    assert accuracy_script("asr_decoder_attention").main() == 2
     err = capsys.readouterr().err
     assert "limit 0 val utterances; allowed: 1 .. 500" in err and err.count("\n") == 1
 
@@ -303,7 +290,7 @@ def test_asr_decoder_attention_bad_limit_is_one_line(monkeypatch, capsys):
 def test_asr_sensitivity_bad_limit_is_one_line(monkeypatch, capsys, tmp_path):
     out = tmp_path / "s.csv"
     monkeypatch.setattr("sys.argv", ["asr_sensitivity.py", "--limit", "0", "--out", str(out)])
-    assert _script("asr_sensitivity").main() == 2
+    assert accuracy_script("asr_sensitivity").main() == 2
     assert capsys.readouterr().err == ("asr_sensitivity: --limit 0: allowed: at least 1 "
                                        "utterance\n")
     assert not out.exists() and not out.with_suffix(".md").exists()
@@ -312,7 +299,7 @@ def test_asr_sensitivity_bad_limit_is_one_line(monkeypatch, capsys, tmp_path):
 def test_asr_sensitivity_prunes_only_the_named_group_2_4_at_its_8_bits(monkeypatch):
     from accelsim.compress.sparsity import is_2_4
 
-    script = _script("asr_sensitivity")
+    script = accuracy_script("asr_sensitivity")
     monkeypatch.setattr(script, "calibration_batches", lambda name, count, window: _batches(2))
     fp32 = zasr.build_asr_model(TINY, seed=0).eval()
     args = argparse.Namespace(calibration_percentiles=(0.0, 100.0), window_seconds=10.0)
@@ -452,7 +439,7 @@ def _asr_row(recipe: str, split: str, wer: str, **fields: str) -> dict[str, str]
 
 
 def test_asr_readme_shows_each_recipe_s_best_validation_run_per_training_data():
-    script = _script("asr_readme")
+    script = accuracy_script("asr_readme")
     rows = [
         _asr_row("fp32", "val", "14.00"), _asr_row("fp32", "test", "15.00"),
         # Two schedules of one recipe: the lower validation WER is shown, with its test split,
@@ -494,7 +481,7 @@ def test_the_readme_asr_table_is_what_asr_wer_csv_and_the_simulator_generate():
     simulator (a change to either leaves it stale)."""
     from pathlib import Path
 
-    script = _script("asr_readme")
+    script = accuracy_script("asr_readme")
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme[readme.index(script.README_BEGIN) + len(script.README_BEGIN):
                    readme.index(script.README_END)]
@@ -503,7 +490,7 @@ def test_the_readme_asr_table_is_what_asr_wer_csv_and_the_simulator_generate():
 
 
 def test_asr_replication_pairs_rows_of_the_same_command(tmp_path, monkeypatch, capsys):
-    script = _script("asr_wer")
+    script = accuracy_script("asr_wer")
     row = {field: "" for field in script.FIELDS}
     row.update(model="whisper_tiny_en_asr", recipe="w4a8_qkv_w8", calibration_percentiles="0-100",
                split="val", utterances="300", reference_words="2151", wer_pct="19.01",
@@ -518,14 +505,14 @@ def test_asr_replication_pairs_rows_of_the_same_command(tmp_path, monkeypatch, c
     argv = ["asr_replication.py", "--rows", str(again), "--against", str(earlier), "--out",
             str(out)]
     monkeypatch.setattr("sys.argv", argv)
-    assert _script("asr_replication").main() == 0
+    assert accuracy_script("asr_replication").main() == 0
     line = out.read_text().splitlines()[-1]
     assert "| 19.01 (aaaaaaa) | 18.92 | -0.09 | 78.57 |" in line and line.endswith("| cpu B |")
     # a row with no earlier run of the same command is refused, and nothing is written
     out.unlink()
     script.write([{**row, "train_utterances": "6000", "code_commit": "b" * 40}], again,
                  tmp_path / "r2.md")
-    assert _script("asr_replication").main() == 2
+    assert accuracy_script("asr_replication").main() == 2
     err = capsys.readouterr().err
     assert "no earlier row of the same command" in err and err.count("\n") == 1
     assert not out.exists()

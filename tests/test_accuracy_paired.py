@@ -1,25 +1,14 @@
 """The paired bootstrap of a WER difference, asr_wer.py's transcript files and asr_paired.py."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from script_helpers import accuracy_script
 
 from accelsim.accuracy.paired import paired_wer
 from accelsim.errors import AccelsimError
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "experiments" / "accuracy"
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    script = importlib.util.module_from_spec(spec)
-    sys.modules[name] = script
-    spec.loader.exec_module(script)
-    return script
 
 
 def test_identical_systems_differ_by_nothing_in_every_resample():
@@ -89,7 +78,7 @@ def test_asr_paired_recomputes_the_wer_from_the_transcripts(tmp_path, monkeypatc
     monkeypatch.setattr("sys.argv", ["asr_paired.py", "--pair", str(base), str(cand),
                                      "--resamples", "50", "--out", str(out),
                                      "--csv", str(tmp_path / "none.csv")])
-    assert _script("asr_paired").main() == 0
+    assert accuracy_script("asr_paired").main() == 0
     table = out.read_text()
     assert capsys.readouterr().out == table
     row = table.splitlines()[-1]
@@ -106,14 +95,14 @@ def test_asr_paired_refuses_transcripts_of_other_utterances(tmp_path, monkeypatc
                           ([str(base), str(out.with_name("bad.jsonl"))], "line 1 is not")):
         out.with_name("bad.jsonl").write_text("{not json\n")
         monkeypatch.setattr("sys.argv", ["asr_paired.py", "--pair", *pair, "--out", str(out)])
-        assert _script("asr_paired").main() == 2
+        assert accuracy_script("asr_paired").main() == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
         assert not out.exists()
 
 
 def test_asr_wer_writes_each_rows_transcripts_and_names_them(tmp_path):
-    script = _script("asr_wer")
+    script = accuracy_script("asr_wer")
     row = {field: "" for field in script.FIELDS if field != "transcripts"}
     row.update(model="whisper_tiny_en_asr", recipe="fp32", calibration_percentiles="-",
                split="val", utterances="2", reference_words="5", wer_pct="20.00",
