@@ -516,3 +516,9 @@ def test_asr_replication_pairs_rows_of_the_same_command(tmp_path, monkeypatch, c
     err = capsys.readouterr().err
     assert "no earlier row of the same command" in err and err.count("\n") == 1
     assert not out.exists()
+    # a --rows file that holds no rows (or does not exist) is refused the same way
+    monkeypatch.setattr("sys.argv", [*argv[:2], str(tmp_path / "none.csv"), *argv[3:]])
+    assert accuracy_script("asr_replication").main() == 2
+    err = capsys.readouterr().err
+    assert "none.csv: no rows; allowed: a CSV asr_wer.py wrote" in err and err.count("\n") == 1
+    assert not out.exists()
